@@ -1,0 +1,132 @@
+//! Caisson's host capabilities, served to task components.
+//!
+//! Each capability follows one shape (as in `wasmtime-wasi-keyvalue`): a
+//! context built from typed configuration (`ObjectsCtx`, `SqlCtx`, ...), a
+//! borrowed view of that context plus the store's [`ResourceTable`]
+//! (`ObjectsView`, `SqlView`, ...) that implements the generated `Host`
+//! traits, and an `add_to_linker` function. The runtime only calls the
+//! `add_to_linker` functions.
+//!
+//! Backends are shared by every run on a worker ([`objects::ObjectStores`],
+//! [`sql::SqlSources`]); what a run may reach is decided per run by its
+//! [`Grants`]. A label the run was not granted is indistinguishable, to the
+//! guest, from a label that does not exist: both are `access-denied`.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use caisson_host_api::{objects::{ObjectStores, ObjectsConfig}, Grants};
+//!
+//! let config: ObjectsConfig = toml::from_str(r#"
+//!     [raw]
+//!     type = "local"
+//!     root = "/srv/data/raw"
+//! "#)?;
+//! let stores = ObjectStores::from_config(&config)?;
+//! let grants = Grants::default().with_object_store("raw");
+//! let ctx = stores.ctx_for(&grants, Default::default())?;
+//! # let _ = ctx; Ok(()) }
+//! ```
+
+use std::collections::BTreeSet;
+
+use wasmtime::component::ResourceTable;
+
+pub mod log;
+pub mod objects;
+pub mod params;
+pub mod scratch;
+pub mod sql;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "caisson:task/task",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "caisson:task/objects.store": crate::objects::StoreHandle,
+            "caisson:task/objects.writer": crate::objects::Upload,
+            "caisson:task/sql.connection": crate::sql::Connection,
+            "caisson:task/sql.rows": crate::sql::Cursor,
+        },
+        require_store_data_send: true,
+    });
+}
+
+pub use bindings::Task as TaskBindings;
+pub use bindings::TaskPre as TaskBindingsPre;
+pub use bindings::caisson::task::task_types::TaskError;
+pub use bindings::caisson::task::types::Error as WitError;
+
+/// The generated WIT types, for hosts that need to name them.
+pub mod wit {
+    pub use crate::bindings::caisson::task::{log, objects, params, sql, task_types, types};
+}
+
+/// The labels a run may open. Everything not named here is denied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Object store labels.
+    pub objects: BTreeSet<String>,
+    /// SQL source labels.
+    pub sql: BTreeSet<String>,
+}
+
+impl Grants {
+    /// Grants the object store `label`.
+    pub fn with_object_store(mut self, label: impl Into<String>) -> Self {
+        self.objects.insert(label.into());
+        self
+    }
+
+    /// Grants the SQL source `label`.
+    pub fn with_sql(mut self, label: impl Into<String>) -> Self {
+        self.sql.insert(label.into());
+        self
+    }
+}
+
+/// Something the operator's configuration got wrong, found when the worker
+/// starts or a run is admitted rather than when a task calls in.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("unknown {kind} label `{label}`: it is not in the configuration")]
+    UnknownLabel { kind: &'static str, label: String },
+    #[error("invalid configuration for {kind} `{label}`: {message}")]
+    Invalid {
+        kind: &'static str,
+        label: String,
+        message: String,
+    },
+    #[error("could not build {kind} `{label}`")]
+    Backend {
+        kind: &'static str,
+        label: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// The number of live resources a run may hold in its table (stores,
+/// connections, cursors, streams, WASI handles). Without a cap a task could
+/// open handles until the host runs out of memory. The runtime applies it
+/// with [`ResourceTable::set_max_capacity`].
+pub const DEFAULT_MAX_RESOURCES: usize = 10_000;
+
+/// Pushes `value` into `table`, turning a full table into a `too-large`
+/// error the guest can handle instead of a trap.
+pub(crate) fn push_resource<T: Send + 'static>(
+    table: &mut ResourceTable,
+    value: T,
+) -> wasmtime::Result<Result<wasmtime::component::Resource<T>, WitError>> {
+    match table.push(value) {
+        Ok(resource) => Ok(Ok(resource)),
+        Err(wasmtime::component::ResourceTableError::Full) => Ok(Err(WitError::TooLarge(format!(
+            "this run already holds {} open handles; drop some before opening more",
+            table.max_capacity()
+        )))),
+        Err(e) => Err(e.into()),
+    }
+}

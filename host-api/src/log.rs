@@ -1,0 +1,294 @@
+//! The run's log: `caisson:task/log` calls plus the guest's stdout and stderr.
+//!
+//! Everything the task says goes to one [`LogSink`] chosen by the embedder
+//! (the CLI prints it live, a worker stores it), under one byte budget. The
+//! budget is the guest's to exhaust, so it is checked on every write: past
+//! it, `log` traps and stdout/stderr writes fail, and [`LogCtx::exceeded`]
+//! lets the runtime name the reason.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWrite;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+use crate::bindings::caisson::task::log as wit;
+
+/// How important a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Level::Trace => "TRACE",
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        })
+    }
+}
+
+/// Where a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The `log` interface.
+    Task,
+    Stdout,
+    Stderr,
+}
+
+/// One line of a run's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub time: DateTime<Utc>,
+    pub level: Level,
+    pub source: Source,
+    pub message: String,
+}
+
+/// Where a run's log goes.
+pub trait LogSink: Send + Sync + 'static {
+    fn record(&self, record: LogRecord);
+    /// The task reported progress; `total` is 0 when unknown.
+    fn progress(&self, _done: u64, _total: u64) {}
+}
+
+/// A sink that keeps everything in memory, for tests and short runs.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    records: std::sync::Mutex<Vec<LogRecord>>,
+    progress: std::sync::Mutex<Option<(u64, u64)>>,
+}
+
+impl MemorySink {
+    pub fn records(&self) -> Vec<LogRecord> {
+        self.records.lock().unwrap().clone()
+    }
+
+    /// The last progress reported.
+    pub fn last_progress(&self) -> Option<(u64, u64)> {
+        *self.progress.lock().unwrap()
+    }
+}
+
+impl LogSink for MemorySink {
+    fn record(&self, record: LogRecord) {
+        self.records.lock().unwrap().push(record);
+    }
+
+    fn progress(&self, done: u64, total: u64) {
+        *self.progress.lock().unwrap() = Some((done, total));
+    }
+}
+
+struct Budget {
+    max: u64,
+    used: AtomicU64,
+    exceeded: AtomicBool,
+}
+
+impl Budget {
+    /// Charges `n` bytes; false once the budget is spent.
+    fn charge(&self, n: usize) -> bool {
+        let used = self.used.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if used > self.max {
+            self.exceeded.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// One run's log.
+#[derive(Clone)]
+pub struct LogCtx {
+    sink: Arc<dyn LogSink>,
+    budget: Arc<Budget>,
+}
+
+impl LogCtx {
+    /// A log of at most `max_bytes` bytes of messages going to `sink`.
+    pub fn new(sink: Arc<dyn LogSink>, max_bytes: u64) -> Self {
+        LogCtx {
+            sink,
+            budget: Arc::new(Budget {
+                max: max_bytes,
+                used: AtomicU64::new(0),
+                exceeded: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Whether the task tried to log past its budget.
+    pub fn exceeded(&self) -> bool {
+        self.budget.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// The budget, for error messages.
+    pub fn max_bytes(&self) -> u64 {
+        self.budget.max
+    }
+
+    /// A stream to give the guest as its stdout.
+    pub fn stdout(&self) -> CapturedOutput {
+        CapturedOutput {
+            log: self.clone(),
+            source: Source::Stdout,
+        }
+    }
+
+    /// A stream to give the guest as its stderr.
+    pub fn stderr(&self) -> CapturedOutput {
+        CapturedOutput {
+            log: self.clone(),
+            source: Source::Stderr,
+        }
+    }
+
+    fn emit(&self, level: Level, source: Source, message: String) {
+        self.sink.record(LogRecord {
+            time: Utc::now(),
+            level,
+            source,
+            message,
+        });
+    }
+}
+
+impl wit::Host for LogCtx {
+    async fn log(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
+        if !self.budget.charge(message.len()) {
+            wasmtime::bail!("log limit of {} bytes exceeded", self.budget.max);
+        }
+        let level = match level {
+            wit::Level::Trace => Level::Trace,
+            wit::Level::Debug => Level::Debug,
+            wit::Level::Info => Level::Info,
+            wit::Level::Warn => Level::Warn,
+            wit::Level::Error => Level::Error,
+        };
+        self.emit(level, Source::Task, message);
+        Ok(())
+    }
+
+    async fn progress(&mut self, done: u64, total: u64) -> wasmtime::Result<()> {
+        self.sink.progress(done, total);
+        Ok(())
+    }
+}
+
+/// The guest's stdout or stderr, split into log records at newlines.
+pub struct CapturedOutput {
+    log: LogCtx,
+    source: Source,
+}
+
+impl IsTerminal for CapturedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedOutput {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            log: self.log.clone(),
+            source: self.source,
+            partial: Vec::new(),
+        })
+    }
+}
+
+/// A line longer than this is cut into records of this size, so a guest
+/// that never writes a newline cannot grow the buffer without bound.
+const MAX_LINE: usize = 64 * 1024;
+
+struct LineWriter {
+    log: LogCtx,
+    source: Source,
+    partial: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit(&mut self, line: &[u8]) {
+        let level = match self.source {
+            Source::Stderr => Level::Warn,
+            _ => Level::Info,
+        };
+        let text = String::from_utf8_lossy(line);
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        self.log.emit(level, self.source, text.to_string());
+    }
+
+    fn emit_partial(&mut self) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.emit(&line);
+        }
+    }
+}
+
+impl AsyncWrite for LineWriter {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if !self.log.budget.charge(buf.len()) {
+            return Poll::Ready(Err(io::Error::other(format!(
+                "log limit of {} bytes exceeded",
+                self.log.budget.max
+            ))));
+        }
+        let mut rest = buf;
+        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+            let (line, tail) = rest.split_at(newline);
+            if self.partial.is_empty() {
+                self.emit(line);
+            } else {
+                self.partial.extend_from_slice(line);
+                self.emit_partial();
+            }
+            rest = &tail[1..];
+        }
+        self.partial.extend_from_slice(rest);
+        while self.partial.len() >= MAX_LINE {
+            let tail = self.partial.split_off(MAX_LINE);
+            self.emit_partial();
+            self.partial = tail;
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.emit_partial();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        self.emit_partial();
+    }
+}
+
+/// Adds the `caisson:task/log` interface to `linker`.
+pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, f: fn(&mut T) -> &mut LogCtx) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasSelf<LogCtx>>(linker, f)
+}

@@ -1,0 +1,706 @@
+//! Object storage for tasks, on [`object_store`].
+//!
+//! The operator configures stores by label (`[objects.raw]` in
+//! `caisson.toml`); [`ObjectStores`] builds one `Arc<dyn ObjectStore>` per
+//! label when the worker starts, and every run gets an [`ObjectsCtx`] holding
+//! only the labels it was granted. Credentials stay in the host's builder: the
+//! guest sees a label and keys, nothing else.
+//!
+//! Every store is wrapped in a [`PrefixStore`] rooted at its configured
+//! prefix, and every key the guest passes is checked by [`parse_key`] before
+//! it reaches a backend, so a key can never address anything outside that
+//! root.
+//!
+//! Large objects move as streams: `reader` hands the guest a `wasi:io`
+//! input-stream fed chunk by chunk from the backend, and `writer` an
+//! output-stream drained into an [`object_store::buffered::BufWriter`], which
+//! switches to a multipart upload once its buffer fills. Neither side ever
+//! holds a whole large object.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::buffered::BufWriter;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectMeta, ObjectStore, PutPayload};
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime_wasi::p2::pipe::AsyncReadStream;
+use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream, OutputStream, StreamError};
+
+use crate::bindings::caisson::task::objects as wit;
+use crate::{ConfigError, Grants, WitError, push_resource};
+
+/// The `[objects]` table of `caisson.toml`: store label to store.
+pub type ObjectsConfig = BTreeMap<String, StoreConfig>;
+
+/// One configured store, tagged by `type`.
+#[derive(Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum StoreConfig {
+    /// An S3-compatible store. Credentials not given here are read from the
+    /// standard `AWS_*` environment variables of the worker.
+    S3 {
+        bucket: String,
+        /// Keys are rooted here: the task cannot see above it.
+        #[serde(default)]
+        prefix: String,
+        /// For S3-compatible servers (MinIO, Ceph, ...): `http://host:port`.
+        endpoint: Option<String>,
+        region: Option<String>,
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+        session_token: Option<String>,
+        /// Path-style requests (`endpoint/bucket/key`), which most
+        /// S3-compatible servers need.
+        #[serde(default)]
+        path_style: bool,
+        /// Allow plain `http://` endpoints.
+        #[serde(default)]
+        allow_http: bool,
+        /// Any other `object_store` S3 option, by its `aws_*` name, e.g.
+        /// `aws_server_side_encryption = "aws:kms"`.
+        #[serde(default)]
+        options: BTreeMap<String, String>,
+    },
+    /// A directory on the worker's filesystem.
+    Local {
+        root: std::path::PathBuf,
+        #[serde(default)]
+        prefix: String,
+    },
+    /// An in-memory store, shared by every run on the worker and lost when
+    /// it stops. For tests and demos.
+    Memory {
+        #[serde(default)]
+        prefix: String,
+    },
+}
+
+// Hand-written so that secrets never reach a log line.
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreConfig::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+                path_style,
+                ..
+            } => f
+                .debug_struct("S3")
+                .field("bucket", bucket)
+                .field("prefix", prefix)
+                .field("endpoint", endpoint)
+                .field("region", region)
+                .field("path_style", path_style)
+                .finish_non_exhaustive(),
+            StoreConfig::Local { root, prefix } => f
+                .debug_struct("Local")
+                .field("root", root)
+                .field("prefix", prefix)
+                .finish(),
+            StoreConfig::Memory { prefix } => {
+                f.debug_struct("Memory").field("prefix", prefix).finish()
+            }
+        }
+    }
+}
+
+/// Bounds on what one call may move through guest memory. The guest chooses
+/// sizes and page lengths, so every one of them is clamped here.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectLimits {
+    /// The largest object `get`, `get-range` or `put` moves in one call.
+    pub max_object_bytes: u64,
+    /// The most entries one `list` page returns.
+    pub max_list_page: u32,
+}
+
+impl Default for ObjectLimits {
+    fn default() -> Self {
+        ObjectLimits {
+            max_object_bytes: 64 << 20,
+            max_list_page: 1000,
+        }
+    }
+}
+
+/// Every configured store of a worker, shared by all its runs.
+#[derive(Clone, Default)]
+pub struct ObjectStores {
+    stores: Arc<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl fmt::Debug for ObjectStores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.stores.keys()).finish()
+    }
+}
+
+impl ObjectStores {
+    /// Builds every store in `config`. No request is made: an unreachable
+    /// endpoint shows up as a `backend` error on the first call that needs it.
+    pub fn from_config(config: &ObjectsConfig) -> Result<Self, ConfigError> {
+        let mut stores = HashMap::new();
+        for (label, store) in config {
+            stores.insert(label.clone(), build_store(label, store)?);
+        }
+        Ok(ObjectStores {
+            stores: Arc::new(stores),
+        })
+    }
+
+    /// Builds from already constructed stores, for embedders and tests.
+    pub fn from_stores(stores: impl IntoIterator<Item = (String, Arc<dyn ObjectStore>)>) -> Self {
+        ObjectStores {
+            stores: Arc::new(stores.into_iter().collect()),
+        }
+    }
+
+    /// The configured labels.
+    pub fn labels(&self) -> impl Iterator<Item = &str> {
+        self.stores.keys().map(String::as_str)
+    }
+
+    /// The store behind `label`, for the host's own use (uploading inputs,
+    /// checking outputs). Never hand it to a guest directly.
+    pub fn get(&self, label: &str) -> Option<Arc<dyn ObjectStore>> {
+        self.stores.get(label).cloned()
+    }
+
+    /// The context for one run with `grants`. Granting a label that is not
+    /// configured is the operator's mistake, reported here rather than as a
+    /// confusing `access-denied` inside the task.
+    pub fn ctx_for(&self, grants: &Grants, limits: ObjectLimits) -> Result<ObjectsCtx, ConfigError> {
+        let mut granted = HashMap::new();
+        for label in &grants.objects {
+            let store = self.get(label).ok_or_else(|| ConfigError::UnknownLabel {
+                kind: "object store",
+                label: label.clone(),
+            })?;
+            granted.insert(label.clone(), store);
+        }
+        Ok(ObjectsCtx { granted, limits })
+    }
+}
+
+fn build_store(label: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, ConfigError> {
+    let backend = |source: object_store::Error| ConfigError::Backend {
+        kind: "object store",
+        label: label.to_string(),
+        source: Box::new(source),
+    };
+    let (store, prefix): (Arc<dyn ObjectStore>, &str) = match config {
+        StoreConfig::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            access_key_id,
+            secret_access_key,
+            session_token,
+            path_style,
+            allow_http,
+            options,
+        } => {
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_virtual_hosted_style_request(!path_style)
+                .with_allow_http(*allow_http);
+            if let Some(endpoint) = endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if let Some(region) = region {
+                builder = builder.with_region(region);
+            }
+            if let Some(key) = access_key_id {
+                builder = builder.with_access_key_id(key);
+            }
+            if let Some(secret) = secret_access_key {
+                builder = builder.with_secret_access_key(secret);
+            }
+            if let Some(token) = session_token {
+                builder = builder.with_token(token);
+            }
+            for (key, value) in options {
+                let key: AmazonS3ConfigKey = key.parse().map_err(|_| ConfigError::Invalid {
+                    kind: "object store",
+                    label: label.to_string(),
+                    message: format!("unknown S3 option `{key}`"),
+                })?;
+                builder = builder.with_config(key, value);
+            }
+            (Arc::new(builder.build().map_err(backend)?), prefix)
+        }
+        StoreConfig::Local { root, prefix } => {
+            std::fs::create_dir_all(root).map_err(|e| ConfigError::Backend {
+                kind: "object store",
+                label: label.to_string(),
+                source: Box::new(e),
+            })?;
+            let local = LocalFileSystem::new_with_prefix(root).map_err(backend)?;
+            (Arc::new(local), prefix)
+        }
+        StoreConfig::Memory { prefix } => (Arc::new(InMemory::new()), prefix),
+    };
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        return Ok(store);
+    }
+    let prefix = parse_key(prefix).map_err(|e| ConfigError::Invalid {
+        kind: "object store",
+        label: label.to_string(),
+        message: format!("bad prefix: {e:?}"),
+    })?;
+    Ok(Arc::new(PrefixStore::new(store, prefix)))
+}
+
+/// Checks a key from the guest and turns it into a store path.
+///
+/// The rules are stricter than `object_store`'s own: besides what
+/// [`Path::parse`] rejects, a key may not be empty, start with `/`, contain
+/// an empty, `.` or `..` segment, a backslash or a control character. A
+/// guest therefore has no spelling that climbs out of the store's prefix,
+/// whatever the backend does with such names. Percent signs are ordinary
+/// characters: `%2e%2e` is a three-letter-pair name, never decoded.
+pub fn parse_key(key: &str) -> Result<Path, WitError> {
+    let invalid = |why: &str| Err(WitError::InvalidInput(format!("invalid key {key:?}: {why}")));
+    if key.is_empty() {
+        return invalid("empty");
+    }
+    if key.len() > 1024 {
+        return invalid("longer than 1024 bytes");
+    }
+    if key.starts_with('/') {
+        return invalid("keys are relative to the store and may not start with `/`");
+    }
+    if key.chars().any(|c| c.is_control() || c == '\\') {
+        return invalid("control characters and `\\` are not allowed");
+    }
+    for segment in key.split('/') {
+        match segment {
+            "" => return invalid("empty path segment"),
+            "." | ".." => return invalid("`.` and `..` segments are not allowed"),
+            _ => {}
+        }
+    }
+    Path::parse(key).or_else(|e| invalid(&e.to_string()))
+}
+
+/// A prefix for `list`: like a key, but may be empty or end with `/`.
+fn parse_prefix(prefix: &str) -> Result<Option<Path>, WitError> {
+    let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    parse_key(trimmed).map(Some)
+}
+
+/// Maps a backend error to what the guest sees. Messages are the backend's
+/// own; they name keys and endpoints but never credentials, which
+/// `object_store` does not put in its errors.
+pub fn map_error(error: object_store::Error) -> WitError {
+    use object_store::Error as E;
+    match error {
+        E::NotFound { .. } => WitError::NotFound,
+        E::InvalidPath { source } => WitError::InvalidInput(source.to_string()),
+        E::PermissionDenied { .. } => WitError::AccessDenied,
+        E::NotSupported { source } => WitError::Other(format!("not supported: {source}")),
+        E::AlreadyExists { path, .. } => WitError::Other(format!("already exists: {path}")),
+        E::Precondition { path, .. } => WitError::Other(format!("precondition failed: {path}")),
+        E::NotModified { path, .. } => WitError::Other(format!("not modified: {path}")),
+        other => WitError::Backend(other.to_string()),
+    }
+}
+
+fn meta_to_wit(meta: &ObjectMeta) -> wit::ObjectMeta {
+    wit::ObjectMeta {
+        key: meta.location.to_string(),
+        size: meta.size,
+        last_modified: meta.last_modified.timestamp_millis(),
+        etag: meta.e_tag.clone(),
+    }
+}
+
+/// The object stores one run may open.
+pub struct ObjectsCtx {
+    granted: HashMap<String, Arc<dyn ObjectStore>>,
+    limits: ObjectLimits,
+}
+
+impl ObjectsCtx {
+    /// A context with nothing granted.
+    pub fn none() -> Self {
+        ObjectsCtx {
+            granted: HashMap::new(),
+            limits: ObjectLimits::default(),
+        }
+    }
+}
+
+/// The guest's handle on an opened store.
+pub struct StoreHandle {
+    store: Arc<dyn ObjectStore>,
+}
+
+/// An upload in progress: bytes written to its body stream are drained by a
+/// background task into a [`BufWriter`].
+pub struct Upload {
+    tx: mpsc::Sender<UploadMsg>,
+    key: Path,
+    store: Arc<dyn ObjectStore>,
+    body_taken: bool,
+}
+
+enum UploadMsg {
+    Data(Bytes),
+    Finish(oneshot::Sender<Result<(), WitError>>),
+}
+
+/// How many chunks may wait between the guest and the uploader. With
+/// [`UPLOAD_CHUNK`] this bounds the bytes queued per upload.
+const UPLOAD_QUEUE: usize = 4;
+/// The most bytes the body stream accepts per write.
+const UPLOAD_CHUNK: usize = 1 << 20;
+/// Above this an upload becomes multipart; S3 needs parts of at least 5 MiB.
+const MULTIPART_THRESHOLD: usize = 8 << 20;
+
+impl Upload {
+    fn start(store: Arc<dyn ObjectStore>, key: Path) -> Self {
+        let (tx, mut rx) = mpsc::channel::<UploadMsg>(UPLOAD_QUEUE);
+        let mut writer = BufWriter::with_capacity(store.clone(), key.clone(), MULTIPART_THRESHOLD)
+            // Parts in flight are memory: two keep the network busy.
+            .with_max_concurrency(2);
+        tokio::spawn(async move {
+            let mut failed: Option<WitError> = None;
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    UploadMsg::Data(bytes) => {
+                        if failed.is_none()
+                            && let Err(e) = writer.write_all(&bytes).await
+                        {
+                            failed = Some(WitError::Backend(e.to_string()));
+                        }
+                    }
+                    UploadMsg::Finish(reply) => {
+                        let result = match failed.take() {
+                            Some(e) => {
+                                let _ = writer.abort().await;
+                                Err(e)
+                            }
+                            None => writer
+                                .shutdown()
+                                .await
+                                .map_err(|e| WitError::Backend(e.to_string())),
+                        };
+                        let _ = reply.send(result);
+                        return;
+                    }
+                }
+            }
+            // Every sender is gone without a `finish`: the guest dropped the
+            // writer or the run ended. Nothing may become visible.
+            let _ = writer.abort().await;
+        });
+        Upload {
+            tx,
+            key,
+            store,
+            body_taken: false,
+        }
+    }
+}
+
+/// The output-stream half of an [`Upload`].
+struct UploadBody {
+    tx: mpsc::Sender<UploadMsg>,
+    permit: Option<mpsc::OwnedPermit<UploadMsg>>,
+}
+
+#[async_trait::async_trait]
+impl wasmtime_wasi_io::poll::Pollable for UploadBody {
+    async fn ready(&mut self) {
+        if self.permit.is_none()
+            && let Ok(permit) = self.tx.clone().reserve_owned().await
+        {
+            self.permit = Some(permit);
+        }
+    }
+}
+
+impl OutputStream for UploadBody {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        if bytes.len() > UPLOAD_CHUNK {
+            return Err(StreamError::trap("write larger than check-write allowed"));
+        }
+        let permit = match self.permit.take() {
+            Some(permit) => permit,
+            None => match self.tx.clone().try_reserve_owned() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(StreamError::Closed),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err(StreamError::trap("write without check-write permission"));
+                }
+            },
+        };
+        permit.send(UploadMsg::Data(bytes));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        // Ordering, not durability, is what a flush promises here: bytes
+        // written before `finish` are uploaded before it completes.
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        if self.permit.is_some() {
+            return Ok(UPLOAD_CHUNK);
+        }
+        match self.tx.clone().try_reserve_owned() {
+            Ok(permit) => {
+                self.permit = Some(permit);
+                Ok(UPLOAD_CHUNK)
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(0),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(StreamError::Closed),
+        }
+    }
+}
+
+/// A run's object stores plus its resource table.
+pub struct ObjectsView<'a> {
+    pub ctx: &'a mut ObjectsCtx,
+    pub table: &'a mut ResourceTable,
+}
+
+impl ObjectsView<'_> {
+    fn store(&self, handle: &Resource<StoreHandle>) -> wasmtime::Result<Arc<dyn ObjectStore>> {
+        Ok(self.table.get(handle)?.store.clone())
+    }
+
+    fn check_size(&self, size: u64, what: &str) -> Result<(), WitError> {
+        let max = self.ctx.limits.max_object_bytes;
+        if size > max {
+            return Err(WitError::TooLarge(format!(
+                "{what} of {size} bytes is over the {max}-byte limit for one call; \
+                 use `reader`/`writer` to stream it"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Shortens `?`-heavy host functions: the inner `Result` is the guest's.
+macro_rules! guest_try {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+}
+
+impl wit::Host for ObjectsView<'_> {
+    async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<StoreHandle>, WitError>> {
+        let Some(store) = self.ctx.granted.get(&label).cloned() else {
+            tracing::debug!(%label, "task opened an object store it was not granted");
+            return Ok(Err(WitError::AccessDenied));
+        };
+        push_resource(self.table, StoreHandle { store })
+    }
+}
+
+impl wit::HostStore for ObjectsView<'_> {
+    async fn get(&mut self, this: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<Vec<u8>, WitError>> {
+        let store = self.store(&this)?;
+        let path = guest_try!(parse_key(&key));
+        let result = guest_try!(store.get(&path).await.map_err(map_error));
+        guest_try!(self.check_size(result.meta.size, "object"));
+        Ok(result.bytes().await.map(|b| b.to_vec()).map_err(map_error))
+    }
+
+    async fn get_range(
+        &mut self,
+        this: Resource<StoreHandle>,
+        key: String,
+        offset: u64,
+        length: u64,
+    ) -> wasmtime::Result<Result<Vec<u8>, WitError>> {
+        let store = self.store(&this)?;
+        let path = guest_try!(parse_key(&key));
+        guest_try!(self.check_size(length, "range"));
+        if length == 0 {
+            return Ok(Ok(Vec::new()));
+        }
+        // Clamp to the object's end, as the WIT promises "fewer at the end",
+        // where backends would answer a range past the end with an error.
+        let meta = guest_try!(store.head(&path).await.map_err(map_error));
+        let start = offset.min(meta.size);
+        let end = offset.saturating_add(length).min(meta.size);
+        if start == end {
+            return Ok(Ok(Vec::new()));
+        }
+        Ok(store
+            .get_range(&path, start..end)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(map_error))
+    }
+
+    async fn put(
+        &mut self,
+        this: Resource<StoreHandle>,
+        key: String,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<wit::ObjectMeta, WitError>> {
+        let store = self.store(&this)?;
+        let path = guest_try!(parse_key(&key));
+        guest_try!(self.check_size(data.len() as u64, "object"));
+        let size = data.len() as u64;
+        let put = guest_try!(store.put(&path, PutPayload::from(data)).await.map_err(map_error));
+        Ok(Ok(wit::ObjectMeta {
+            key,
+            size,
+            last_modified: chrono::Utc::now().timestamp_millis(),
+            etag: put.e_tag,
+        }))
+    }
+
+    async fn head(&mut self, this: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<wit::ObjectMeta, WitError>> {
+        let store = self.store(&this)?;
+        let path = guest_try!(parse_key(&key));
+        Ok(store.head(&path).await.map(|m| meta_to_wit(&m)).map_err(map_error))
+    }
+
+    async fn delete(&mut self, this: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<(), WitError>> {
+        let store = self.store(&this)?;
+        let path = guest_try!(parse_key(&key));
+        match store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(Ok(())),
+            Err(e) => Ok(Err(map_error(e))),
+        }
+    }
+
+    async fn copy(&mut self, this: Resource<StoreHandle>, from: String, to: String) -> wasmtime::Result<Result<(), WitError>> {
+        let store = self.store(&this)?;
+        let from = guest_try!(parse_key(&from));
+        let to = guest_try!(parse_key(&to));
+        Ok(store.copy(&from, &to).await.map_err(map_error))
+    }
+
+    async fn list(
+        &mut self,
+        this: Resource<StoreHandle>,
+        prefix: String,
+        page_token: Option<String>,
+        page_size: u32,
+    ) -> wasmtime::Result<Result<wit::ListPage, WitError>> {
+        let store = self.store(&this)?;
+        let prefix = guest_try!(parse_prefix(&prefix));
+        let page_size = page_size.clamp(1, self.ctx.limits.max_list_page) as usize;
+        // The token is the last key of the previous page: listing resumes
+        // strictly after it (S3's start-after), so it is stateless on the host.
+        let mut stream = match &page_token {
+            Some(token) => {
+                let offset = guest_try!(parse_key(token));
+                store.list_with_offset(prefix.as_ref(), &offset)
+            }
+            None => store.list(prefix.as_ref()),
+        };
+        let mut objects = Vec::with_capacity(page_size);
+        let mut more = false;
+        // Take one more than a page to learn whether another page exists;
+        // dropping the stream stops the backend's listing there.
+        while let Some(meta) = stream.next().await {
+            let meta = guest_try!(meta.map_err(map_error));
+            if objects.len() == page_size {
+                more = true;
+                break;
+            }
+            objects.push(meta_to_wit(&meta));
+        }
+        // Backends list in key order, but not every one sorts (the local
+        // filesystem walks directories); sort so tokens stay meaningful.
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        let next_page_token = if more { objects.last().map(|o| o.key.clone()) } else { None };
+        Ok(Ok(wit::ListPage { objects, next_page_token }))
+    }
+
+    async fn reader(&mut self, this: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<Resource<DynInputStream>, WitError>> {
+        let store = self.store(&this)?;
+        let path = guest_try!(parse_key(&key));
+        let result = guest_try!(store.get(&path).await.map_err(map_error));
+        let bytes = result.into_stream().map_err(std::io::Error::other);
+        let stream: DynInputStream = Box::new(AsyncReadStream::new(tokio_util::io::StreamReader::new(bytes)));
+        push_resource(self.table, stream)
+    }
+
+    async fn writer(&mut self, this: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<Resource<Upload>, WitError>> {
+        let store = self.store(&this)?;
+        let path = guest_try!(parse_key(&key));
+        push_resource(self.table, Upload::start(store, path))
+    }
+
+    async fn drop(&mut self, this: Resource<StoreHandle>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl wit::HostWriter for ObjectsView<'_> {
+    async fn body(&mut self, this: Resource<Upload>) -> wasmtime::Result<Result<Resource<DynOutputStream>, WitError>> {
+        let upload = self.table.get_mut(&this)?;
+        if upload.body_taken {
+            return Ok(Err(WitError::InvalidInput("the writer's body was already taken".into())));
+        }
+        upload.body_taken = true;
+        let body: DynOutputStream = Box::new(UploadBody {
+            tx: upload.tx.clone(),
+            permit: None,
+        });
+        push_resource(self.table, body)
+    }
+
+    async fn finish(&mut self, this: Resource<Upload>) -> wasmtime::Result<Result<wit::ObjectMeta, WitError>> {
+        let upload = self.table.delete(this)?;
+        let (reply, done) = oneshot::channel();
+        if upload.tx.send(UploadMsg::Finish(reply)).await.is_err() {
+            return Ok(Err(WitError::Backend("the upload stopped unexpectedly".into())));
+        }
+        match done.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Ok(Err(e)),
+            Err(_) => return Ok(Err(WitError::Backend("the upload stopped unexpectedly".into()))),
+        }
+        Ok(upload.store.head(&upload.key).await.map(|m| meta_to_wit(&m)).map_err(map_error))
+    }
+
+    async fn drop(&mut self, this: Resource<Upload>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+struct HasObjects;
+
+impl HasData for HasObjects {
+    type Data<'a> = ObjectsView<'a>;
+}
+
+/// Adds the `caisson:task/objects` interface to `linker`.
+pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, f: fn(&mut T) -> ObjectsView<'_>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasObjects>(linker, f)
+}

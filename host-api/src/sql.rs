@@ -1,0 +1,1926 @@
+//! SQL sources: the host side of the `caisson:task/sql` interface.
+//!
+//! The operator names each database in `caisson.toml`; a run is granted some
+//! of those names (labels) and opens them with `sql.open(label)`. The pieces
+//! follow the shape of every capability in this crate:
+//!
+//! * [`SqlConfig`] / [`SqlSourceConfig`]: the `[sql.<label>]` tables.
+//! * [`SqlSources`]: one lazy sqlx pool per label, shared by every run on
+//!   the worker. Pools connect on first use, so a worker starts even while
+//!   a database is down; the run that needs it gets `backend` instead.
+//! * [`SqlCtx`]: the sources one run was granted, plus its [`SqlLimits`].
+//! * [`SqlView`]: the context and the store's resource table; it implements
+//!   the generated host traits. [`add_to_linker`] wires it up.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use caisson_host_api::Grants;
+//! use caisson_host_api::sql::{SqlConfig, SqlSources};
+//!
+//! let config: SqlConfig = toml::from_str(r#"
+//!     [warehouse]
+//!     type = "postgres"
+//!     url = "postgres://reader:secret@db.internal/warehouse"
+//!     read_only = true
+//!
+//!     [scratch]
+//!     type = "sqlite"
+//!     url = "sqlite:///srv/caisson/scratch.db?mode=rwc"
+//! "#)?;
+//! // Inside a Tokio runtime: the pools' maintenance tasks need one.
+//! let sources = SqlSources::from_config(&config)?;
+//! let grants = Grants::default().with_sql("warehouse");
+//! let ctx = sources.ctx_for(&grants, Default::default())?;
+//! # let _ = ctx; Ok(()) }
+//! ```
+//!
+//! # What the guest controls, and how it is bounded
+//!
+//! Everything a task passes in is untrusted: statement text, parameters,
+//! the `max` of `rows.next`, the number of handles it opens.
+//!
+//! * **Parameters are always bound**, never spliced into the statement. A
+//!   text parameter that looks like SQL is stored verbatim.
+//! * **Result sizes.** `query` buffers the whole result, so it stops reading
+//!   from the database as soon as the result passes [`SqlLimits::max_rows`]
+//!   or [`SqlLimits::max_bytes`] and fails with `too-large`, pointing the
+//!   task at `cursor`. A cursor streams: the connection's task decodes rows
+//!   ahead of the guest but holds at most `max_bytes` of them (a byte budget,
+//!   see [`Cursor`]), and `rows.next(max)` returns at most
+//!   [`SqlLimits::max_batch`] rows and `max_bytes` bytes whatever `max` says.
+//! * **Read-only sources are enforced by the database**, never by looking at
+//!   the statement text (which cannot be done reliably: functions, CTEs,
+//!   `SET`, comments...). SQLite opens the file with `SQLITE_OPEN_READONLY`.
+//!   PostgreSQL runs every guest statement inside a host-issued
+//!   `BEGIN READ ONLY` ... `COMMIT`, so neither a guest `COMMIT` nor a guest
+//!   `SET default_transaction_read_only = off` leaves a statement running
+//!   outside a read-only transaction; the session default is also set to
+//!   read-only when the connection is made, as a second line of defence. A
+//!   refused write is `access-denied`.
+//! * **SQLite files outside the source.** `ATTACH` (and `VACUUM INTO`, which
+//!   attaches) would let a task open or create any file the worker can
+//!   reach, so every SQLite connection is opened with
+//!   `SQLITE_LIMIT_ATTACHED = 0`.
+//! * **Nothing leaks between runs through a pooled connection.** When a
+//!   connection goes back to the pool, any open transaction is rolled back;
+//!   a PostgreSQL session is reset (settings, role, temporary tables,
+//!   advisory locks, listeners, cursors), and a SQLite connection on which
+//!   the task created temporary objects (which could shadow real tables) is
+//!   closed instead of being reused.
+//! * **Errors never carry the connection URL or its credentials.** The
+//!   configuration's `Debug` output redacts passwords too.
+//!
+//! The host enforces grants and read-only; anything else a statement may do
+//! is up to the database role in the URL, so give Caisson a role with the
+//! least privilege it needs (a PostgreSQL superuser can, for example, run
+//! `COPY ... TO PROGRAM`).
+//!
+//! # Value mapping
+//!
+//! | WIT `value` | PostgreSQL parameter | SQLite parameter |
+//! |-------------|----------------------|------------------|
+//! | `null`      | NULL of unspecified type (the server infers it, as for a literal `NULL`) | NULL |
+//! | `boolean`   | `BOOL`               | INTEGER 0/1      |
+//! | `int`       | `INT8`               | INTEGER          |
+//! | `float`     | `FLOAT8`             | REAL             |
+//! | `text`      | `TEXT`               | TEXT             |
+//! | `blob`      | `BYTEA`              | BLOB             |
+//! | `timestamp` | `TIMESTAMPTZ`        | TEXT `2024-05-06T07:08:09.123456Z` |
+//! | `json`      | `JSONB` (the text is validated and sent as is) | TEXT |
+//!
+//! SQLite timestamps are fixed-width RFC 3339 text in UTC with microseconds:
+//! SQLite's date functions understand it, it sorts chronologically as text,
+//! and it is readable in any SQLite tool, unlike integer microseconds.
+//!
+//! Results are decoded by type. PostgreSQL: `BOOL`, `INT2/4/8`, `OID`,
+//! `FLOAT4/8`, text types (`TEXT`, `VARCHAR`, `BPCHAR`, `NAME`, `CITEXT`,
+//! enums), `BYTEA`, `JSON`/`JSONB`, `TIMESTAMPTZ` and `TIMESTAMP` (taken as
+//! UTC) as `timestamp`; `NUMERIC` (exact), `UUID`, `DATE` (a calendar day,
+//! not an instant) and `TIME` come back as text; domains decode as their base
+//! type. Any other type is `invalid-input` naming the type: cast it in the
+//! statement (`col::text`). SQLite is dynamically typed, so each value is
+//! decoded by its storage class (INTEGER, REAL, TEXT, BLOB, NULL), except
+//! that an INTEGER in a column declared `BOOLEAN` is a `boolean` and RFC 3339
+//! or `YYYY-MM-DD HH:MM:SS` text in a column declared `DATETIME` or
+//! `TIMESTAMP` is a `timestamp`. SQLite has no JSON type: `json` values come
+//! back as `text`.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, TimeDelta, Utc};
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
+use serde::Deserialize;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::types::Oid;
+use sqlx::postgres::{
+    PgArgumentBuffer, PgArguments, PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions,
+    PgRow, PgTypeInfo, PgTypeKind, PgValueFormat, PgValueRef, Postgres,
+};
+use sqlx::sqlite::{
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool,
+    SqlitePoolOptions, SqliteRow,
+};
+use sqlx::{Arguments as _, Column as _, Executor as _, Row as _, Statement as _};
+use sqlx::{Decode, Encode, Type, TypeInfo as _, ValueRef as _};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use wasmtime::component::{Resource, ResourceTable};
+
+use crate::bindings::caisson::task::sql::{self as wit_sql, Column, RowSet, Value};
+use crate::{ConfigError, Grants, WitError};
+
+/// How long `open` waits for a pooled connection (including connecting to a
+/// database that is down) before failing with `backend`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// PostgreSQL's limit on bound parameters per statement (the protocol's
+/// count is a `u16`). Checked up front so the guest gets `invalid-input`
+/// rather than a protocol error.
+const PG_MAX_PARAMS: usize = u16::MAX as usize;
+
+/// The rows a cursor's channel holds at most, on top of its byte budget, so
+/// that a result of many tiny rows cannot queue without limit either.
+const CURSOR_CHANNEL_ROWS: usize = 1024;
+
+/// Estimated cost of one decoded value beyond its payload: the size of a
+/// `value` in the guest's memory under the canonical ABI.
+const VALUE_OVERHEAD: usize = 16;
+/// Estimated cost of one row beyond its values (a `list` pointer and length).
+const ROW_OVERHEAD: usize = 8;
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+/// The `[sql.<label>]` tables of `caisson.toml`, by label.
+pub type SqlConfig = BTreeMap<String, SqlSourceConfig>;
+
+/// One SQL source.
+///
+/// ```toml
+/// [sql.warehouse]
+/// type = "postgres"            # or "sqlite"
+/// url = "postgres://reader:secret@db.internal/warehouse"
+/// read_only = true             # default false
+/// max_connections = 5          # default 5: the pool's size for this worker
+/// ```
+///
+/// `Debug` redacts the URL's password, so the configuration can be logged.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlSourceConfig {
+    #[serde(rename = "type")]
+    pub kind: SqlKind,
+    /// A sqlx connection URL: `postgres://user:password@host:port/db?...`
+    /// or `sqlite:///path/to/file.db?mode=rwc`.
+    pub url: String,
+    /// Whether the database refuses every write from tasks.
+    #[serde(default)]
+    pub read_only: bool,
+    /// The most connections this worker opens to the source, shared by all
+    /// its runs. Each open `connection` resource holds one.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    5
+}
+
+impl fmt::Debug for SqlSourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlSourceConfig")
+            .field("kind", &self.kind)
+            .field("url", &redact_url(&self.url))
+            .field("read_only", &self.read_only)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// The database behind a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqlKind {
+    #[serde(alias = "postgresql")]
+    Postgres,
+    Sqlite,
+}
+
+/// Returns `url` with its password, and any `password`-like query parameter,
+/// replaced. A URL that does not parse is hidden entirely: it might still
+/// hold a password in a form we did not recognise.
+fn redact_url(url: &str) -> String {
+    const REDACTED: &str = "REDACTED";
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return format!("<{REDACTED} unparsable url>");
+    };
+    if parsed.password().is_some() {
+        // Only fails for URLs that cannot have a password, and this one has.
+        let _ = parsed.set_password(Some(REDACTED));
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let secret = key.to_ascii_lowercase().contains("password");
+                let value = if secret { REDACTED.into() } else { value.into_owned() };
+                (key.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.into()
+}
+
+/// Per-run limits on what a task can make the host hold or copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlLimits {
+    /// Most rows `query` returns; above it the task must use `cursor`.
+    pub max_rows: usize,
+    /// Most bytes (estimated from the decoded values) that `query` returns,
+    /// that one `rows.next` returns, and that a cursor buffers ahead.
+    pub max_bytes: usize,
+    /// Most rows one `rows.next` returns, whatever the task asks for.
+    pub max_batch: u32,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        Self {
+            max_rows: 10_000,
+            max_bytes: 16 * 1024 * 1024,
+            max_batch: 1000,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sources and contexts
+// ---------------------------------------------------------------------------
+
+#[derive(Clone)]
+enum DbPool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// One configured source: its pool and whether it is read-only.
+#[derive(Clone)]
+struct Source {
+    pool: DbPool,
+    read_only: bool,
+}
+
+impl Source {
+    fn kind(&self) -> SqlKind {
+        match self.pool {
+            DbPool::Postgres(_) => SqlKind::Postgres,
+            DbPool::Sqlite(_) => SqlKind::Sqlite,
+        }
+    }
+
+    async fn acquire(&self) -> Result<DbConn, sqlx::Error> {
+        Ok(match &self.pool {
+            DbPool::Postgres(pool) => DbConn::Postgres(pool.acquire().await?),
+            DbPool::Sqlite(pool) => DbConn::Sqlite(pool.acquire().await?),
+        })
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("kind", &self.kind())
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every SQL source of a worker, shared by all its runs. Cloning is cheap.
+#[derive(Clone, Debug, Default)]
+pub struct SqlSources {
+    sources: Arc<BTreeMap<String, Source>>,
+}
+
+impl SqlSources {
+    /// Builds a lazy pool for every source. Nothing connects yet: a database
+    /// that is down fails the runs that open it, not the worker.
+    ///
+    /// Must be called inside a Tokio runtime (the pools spawn maintenance
+    /// tasks); outside one it fails with [`ConfigError::Backend`].
+    pub fn from_config(config: &SqlConfig) -> Result<Self, ConfigError> {
+        let mut sources = BTreeMap::new();
+        for (label, source) in config {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(ConfigError::Backend {
+                    kind: "sql",
+                    label: label.clone(),
+                    source: "SQL pools must be created inside a Tokio runtime".into(),
+                });
+            }
+            sources.insert(label.clone(), build_source(label, source)?);
+        }
+        Ok(Self {
+            sources: Arc::new(sources),
+        })
+    }
+
+    /// The configured labels, in order.
+    pub fn labels(&self) -> impl Iterator<Item = &str> {
+        self.sources.keys().map(String::as_str)
+    }
+
+    /// The context for one run: the sources it was granted.
+    ///
+    /// A granted label that is not configured is the operator's mistake and
+    /// fails here, when the run is admitted, rather than at `open`.
+    pub fn ctx_for(&self, grants: &Grants, limits: SqlLimits) -> Result<SqlCtx, ConfigError> {
+        let mut sources = BTreeMap::new();
+        for label in &grants.sql {
+            let source = self
+                .sources
+                .get(label)
+                .ok_or_else(|| ConfigError::UnknownLabel {
+                    kind: "sql",
+                    label: label.clone(),
+                })?;
+            sources.insert(label.clone(), source.clone());
+        }
+        Ok(SqlCtx { sources, limits })
+    }
+
+    /// Closes every pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        for source in self.sources.values() {
+            match &source.pool {
+                DbPool::Postgres(pool) => pool.close().await,
+                DbPool::Sqlite(pool) => pool.close().await,
+            }
+        }
+    }
+}
+
+fn build_source(label: &str, config: &SqlSourceConfig) -> Result<Source, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        kind: "sql",
+        label: label.to_owned(),
+        message,
+    };
+    if config.max_connections == 0 {
+        return Err(invalid("max_connections must be at least 1".into()));
+    }
+    // Parse errors from sqlx describe the problem (a bad port, an unknown
+    // parameter) without echoing the URL, so they are safe to show.
+    let pool = match config.kind {
+        SqlKind::Postgres => {
+            if !(config.url.starts_with("postgres://") || config.url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "a postgres url must start with `postgres://` or `postgresql://`".into(),
+                ));
+            }
+            let options = PgConnectOptions::from_str(&config.url)
+                .map_err(|e| invalid(format!("bad postgres url: {e}")))?;
+            let mut pool = PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT);
+            if config.read_only {
+                // Defence in depth only: the guest can change a session
+                // default with `SET`. What enforces read-only is the
+                // `BEGIN READ ONLY` around every statement (see `Actor`).
+                pool = pool.after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute(PG_SESSION_READ_ONLY).await?;
+                        Ok(())
+                    })
+                });
+            }
+            DbPool::Postgres(pool.connect_lazy_with(options))
+        }
+        SqlKind::Sqlite => {
+            if !config.url.starts_with("sqlite:") {
+                return Err(invalid("a sqlite url must start with `sqlite:`".into()));
+            }
+            let options = SqliteConnectOptions::from_str(&config.url)
+                .map_err(|e| invalid(format!("bad sqlite url: {e}")))?
+                // `read_only` wins over a `mode=rwc` in the URL: sqlx then
+                // opens with SQLITE_OPEN_READONLY alone.
+                .read_only(config.read_only);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .after_connect(|conn, _meta| Box::pin(forbid_attach(conn)));
+            DbPool::Sqlite(pool.connect_lazy_with(options))
+        }
+    };
+    Ok(Source {
+        pool,
+        read_only: config.read_only,
+    })
+}
+
+const PG_SESSION_READ_ONLY: &str = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY";
+
+/// What a PostgreSQL session is reset with before it goes back to the pool:
+/// `DISCARD ALL` without `DEALLOCATE ALL`, which would break sqlx's cache of
+/// prepared statements. Otherwise a task could leave state behind for the
+/// next run on the same connection: a `search_path` pointing at its own
+/// functions, a `SET ROLE`, a temporary table shadowing a real one, a held
+/// advisory lock.
+const PG_RESET_SESSION: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+     UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+
+/// [`PG_RESET_SESSION`], then the read-only session default again (`RESET
+/// ALL` clears it).
+const PG_RESET_READ_ONLY_SESSION: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; \
+     RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; \
+     SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY";
+
+/// `SQLITE_LIMIT_ATTACHED` from `sqlite3.h`.
+const SQLITE_LIMIT_ATTACHED: std::os::raw::c_int = 7;
+
+unsafe extern "C" {
+    // SQLite itself, linked into the worker by sqlx's bundled
+    // `libsqlite3-sys`. Declared here rather than through a direct
+    // dependency on `libsqlite3-sys` to keep the dependency list as it is.
+    fn sqlite3_limit(
+        db: *mut std::ffi::c_void,
+        id: std::os::raw::c_int,
+        new_value: std::os::raw::c_int,
+    ) -> std::os::raw::c_int;
+}
+
+/// Forbids `ATTACH` on a new SQLite connection. Without this a task could
+/// `ATTACH '/any/path'` (or `VACUUM INTO '/any/path'`, which attaches) and
+/// read or create files anywhere the worker can, outside its source.
+async fn forbid_attach(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr().cast::<std::ffi::c_void>();
+    // SAFETY: `db` is the live `sqlite3*` of this connection, and holding
+    // `handle` locks the connection, so no other thread uses it meanwhile.
+    // `sqlite3_limit` only stores an integer in the connection.
+    unsafe { sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0) };
+    Ok(())
+}
+
+/// The SQL sources one run may open, and its limits. Built by
+/// [`SqlSources::ctx_for`]; the default has no sources.
+#[derive(Debug, Default)]
+pub struct SqlCtx {
+    sources: BTreeMap<String, Source>,
+    limits: SqlLimits,
+}
+
+impl SqlCtx {
+    /// The labels this run may open.
+    pub fn labels(&self) -> impl Iterator<Item = &str> {
+        self.sources.keys().map(String::as_str)
+    }
+
+    /// This run's limits.
+    pub fn limits(&self) -> SqlLimits {
+        self.limits
+    }
+}
+
+/// A run's SQL context and the store's resource table: what the generated
+/// host traits are implemented on.
+pub struct SqlView<'a> {
+    pub ctx: &'a mut SqlCtx,
+    pub table: &'a mut ResourceTable,
+}
+
+/// Adds the `caisson:task/sql` interface to `linker`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    f: fn(&mut T) -> SqlView<'_>,
+) -> wasmtime::Result<()> {
+    wit_sql::add_to_linker::<T, HasSql>(linker, f)
+}
+
+struct HasSql;
+
+impl wasmtime::component::HasData for HasSql {
+    type Data<'a> = SqlView<'a>;
+}
+
+// ---------------------------------------------------------------------------
+// The connection resource and its actor
+// ---------------------------------------------------------------------------
+
+/// An open `connection` resource.
+///
+/// The pooled connection itself belongs to a Tokio task (the actor) that
+/// runs this resource's commands one at a time; the resource holds the
+/// sending side of its command channel. Dropping the resource closes the
+/// channel: the actor then rolls back any open transaction, resets the
+/// session and returns the connection to the pool.
+pub struct Connection {
+    commands: mpsc::Sender<Command>,
+    /// Set while a [`Cursor`] from this connection is alive. The actor is
+    /// then busy streaming that cursor's rows (and may be waiting for the
+    /// guest to take some), so other commands are refused up front instead
+    /// of queueing behind it, which could deadlock a guest that waits for
+    /// the command before reading the cursor.
+    cursor_open: Arc<AtomicBool>,
+    limits: SqlLimits,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("cursor_open", &self.cursor_open.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, WitError>>;
+
+enum Command {
+    Query {
+        statement: String,
+        params: Vec<Value>,
+        reply: Reply<RowSet>,
+    },
+    Execute {
+        statement: String,
+        params: Vec<Value>,
+        reply: Reply<u64>,
+    },
+    Cursor {
+        statement: String,
+        params: Vec<Value>,
+        reply: Reply<CursorStart>,
+    },
+    Begin(Reply<()>),
+    Commit(Reply<()>),
+    Rollback(Reply<()>),
+}
+
+impl Connection {
+    fn spawn(conn: DbConn, read_only: bool, limits: SqlLimits) -> Self {
+        // One command at a time: the guest waits for each answer anyway.
+        let (commands, receiver) = mpsc::channel(1);
+        let actor = Actor {
+            conn,
+            read_only,
+            in_transaction: false,
+            limits,
+        };
+        tokio::spawn(actor.run(receiver));
+        Self {
+            commands,
+            cursor_open: Arc::new(AtomicBool::new(false)),
+            limits,
+        }
+    }
+
+    /// Sends a command and waits for its answer. The outer error (a trap)
+    /// means the actor is gone, which only a host bug can cause.
+    async fn call<T>(
+        &self,
+        command: impl FnOnce(Reply<T>) -> Command,
+    ) -> wasmtime::Result<Result<T, WitError>> {
+        if self.cursor_open.load(Ordering::Acquire) {
+            return Ok(Err(WitError::InvalidInput(
+                "a cursor is open on this connection; drop it first".into(),
+            )));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| wasmtime::Error::msg("the SQL connection task has stopped"))?;
+        answer
+            .await
+            .map_err(|_| wasmtime::Error::msg("the SQL connection task stopped mid-command"))
+    }
+}
+
+/// The pooled connection an actor owns.
+enum DbConn {
+    Postgres(PoolConnection<Postgres>),
+    Sqlite(PoolConnection<Sqlite>),
+}
+
+/// One decoded row, plus the result's columns on the first row.
+struct DecodedRow {
+    values: Vec<Value>,
+    /// Estimated size, for [`SqlLimits::max_bytes`].
+    bytes: usize,
+    columns: Option<Vec<Column>>,
+}
+
+impl DbConn {
+    /// The text sqlx prepares for `statement`.
+    ///
+    /// sqlx caches prepared statements per connection by their text alone,
+    /// and PostgreSQL fixes a statement's parameter types when it is
+    /// prepared. Guest parameters are dynamically typed, so the same text
+    /// bound first with an `int` and later with a `float` or `timestamp`
+    /// would have the later value's bytes read as the first type: silently
+    /// wrong data. A trailing comment naming the parameter types makes each
+    /// combination its own cache entry. (Appending a line comment cannot
+    /// change what a complete statement means.)
+    fn statement_text(&self, statement: String, params: &[Value]) -> String {
+        match self {
+            DbConn::Postgres(_) if !params.is_empty() => {
+                let mut text = statement;
+                text.push_str("\n-- caisson parameter types:");
+                for param in params {
+                    text.push(' ');
+                    text.push_str(pg_param_type(param));
+                }
+                text
+            }
+            _ => statement,
+        }
+    }
+
+    /// Runs `statement` and streams its decoded rows.
+    fn fetch<'c>(
+        &'c mut self,
+        statement: &'c str,
+        params: Vec<Value>,
+    ) -> Result<BoxStream<'c, Result<DecodedRow, WitError>>, WitError> {
+        match self {
+            DbConn::Postgres(conn) => {
+                let arguments = pg_arguments(params)?;
+                let mut first = true;
+                let rows = (&mut **conn).fetch(sqlx::query_with(statement, arguments));
+                Ok(rows
+                    .map(move |row| {
+                        let row = row.map_err(map_sqlx_error)?;
+                        let columns = std::mem::take(&mut first).then(|| pg_columns(&row));
+                        let values = pg_row_values(&row)?;
+                        Ok(DecodedRow {
+                            bytes: row_size(&values),
+                            values,
+                            columns,
+                        })
+                    })
+                    .boxed())
+            }
+            DbConn::Sqlite(conn) => {
+                let arguments = sqlite_arguments(params)?;
+                let mut first = true;
+                let rows = (&mut **conn).fetch(sqlx::query_with(statement, arguments));
+                Ok(rows
+                    .map(move |row| {
+                        let row = row.map_err(map_sqlx_error)?;
+                        let values = sqlite_row_values(&row)?;
+                        let columns =
+                            std::mem::take(&mut first).then(|| sqlite_columns(&row, &values));
+                        Ok(DecodedRow {
+                            bytes: row_size(&values),
+                            values,
+                            columns,
+                        })
+                    })
+                    .boxed())
+            }
+        }
+    }
+
+    async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, WitError> {
+        let affected = match self {
+            DbConn::Postgres(conn) => (&mut **conn)
+                .execute(sqlx::query_with(statement, pg_arguments(params)?))
+                .await
+                .map(|done| done.rows_affected()),
+            DbConn::Sqlite(conn) => (&mut **conn)
+                .execute(sqlx::query_with(statement, sqlite_arguments(params)?))
+                .await
+                .map(|done| done.rows_affected()),
+        };
+        affected.map_err(map_sqlx_error)
+    }
+
+    /// The columns of a statement that returned no rows (a row carries its
+    /// columns; an empty result does not). The statement has just run, so
+    /// preparing it again is a hit in sqlx's statement cache, not a round
+    /// trip.
+    async fn describe_columns(&mut self, statement: &str) -> Result<Vec<Column>, WitError> {
+        fn columns<C: sqlx::Column>(columns: &[C]) -> Vec<Column> {
+            columns
+                .iter()
+                .map(|c| Column {
+                    name: c.name().to_owned(),
+                    type_name: c.type_info().name().to_owned(),
+                })
+                .collect()
+        }
+        match self {
+            DbConn::Postgres(conn) => (&mut **conn)
+                .prepare(statement)
+                .await
+                .map(|s| columns(s.columns())),
+            DbConn::Sqlite(conn) => (&mut **conn)
+                .prepare(statement)
+                .await
+                .map(|s| columns(s.columns())),
+        }
+        .map_err(map_sqlx_error)
+    }
+
+    /// Runs a fixed, host-written statement. A plain `&str` has no
+    /// arguments, so sqlx sends it with the simple protocol (unprepared,
+    /// and several statements may be separated by `;`).
+    async fn run_host_sql(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
+        match self {
+            DbConn::Postgres(conn) => (&mut **conn).execute(sql).await.map(drop),
+            DbConn::Sqlite(conn) => (&mut **conn).execute(sql).await.map(drop),
+        }
+    }
+}
+
+/// Owns one pooled connection and runs a [`Connection`]'s commands in order.
+struct Actor {
+    conn: DbConn,
+    read_only: bool,
+    /// Whether the guest has called `begin` without `commit`/`rollback`.
+    in_transaction: bool,
+    limits: SqlLimits,
+}
+
+impl Actor {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        while let Some(command) = commands.recv().await {
+            match command {
+                Command::Query {
+                    statement,
+                    params,
+                    reply,
+                } => {
+                    let _ = reply.send(self.query(statement, params).await);
+                }
+                Command::Execute {
+                    statement,
+                    params,
+                    reply,
+                } => {
+                    let _ = reply.send(self.execute(statement, params).await);
+                }
+                Command::Cursor {
+                    statement,
+                    params,
+                    reply,
+                } => self.cursor(statement, params, reply).await,
+                Command::Begin(reply) => {
+                    let _ = reply.send(self.begin().await);
+                }
+                Command::Commit(reply) => {
+                    let _ = reply.send(self.commit().await);
+                }
+                Command::Rollback(reply) => {
+                    let _ = reply.send(self.rollback().await);
+                }
+            }
+        }
+        // The `Connection` is gone.
+        self.release().await;
+    }
+
+    /// Whether every guest statement must be wrapped in a host-issued
+    /// read-only transaction (see the module docs).
+    fn wraps_statements(&self) -> bool {
+        self.read_only && matches!(self.conn, DbConn::Postgres(_))
+    }
+
+    async fn start_statement(&mut self) -> Result<(), WitError> {
+        if self.wraps_statements() {
+            self.conn
+                .run_host_sql("BEGIN READ ONLY")
+                .await
+                .map_err(map_sqlx_error)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the wrapping transaction. After a failed statement PostgreSQL
+    /// turns this `COMMIT` into a rollback; if the guest's statement was
+    /// itself `COMMIT`, this one is a no-op with a warning.
+    async fn finish_statement(&mut self) -> Result<(), WitError> {
+        if self.wraps_statements() {
+            self.conn
+                .run_host_sql("COMMIT")
+                .await
+                .map_err(map_sqlx_error)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the wrapper around a guest statement that produced `result`.
+    async fn finish<T>(&mut self, result: Result<T, WitError>) -> Result<T, WitError> {
+        let finished = self.finish_statement().await;
+        let value = result?;
+        finished?;
+        Ok(value)
+    }
+
+    async fn query(&mut self, statement: String, params: Vec<Value>) -> Result<RowSet, WitError> {
+        let statement = self.conn.statement_text(statement, &params);
+        self.start_statement().await?;
+        let result = self.query_rows(&statement, params).await;
+        self.finish(result).await
+    }
+
+    async fn query_rows(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, WitError> {
+        let SqlLimits {
+            max_rows,
+            max_bytes,
+            ..
+        } = self.limits;
+        let mut columns = None;
+        let mut rows = Vec::new();
+        let mut bytes = 0usize;
+        {
+            let mut stream = self.conn.fetch(statement, params)?;
+            // Check the limits as rows arrive and stop reading at once: the
+            // guest's statement decides how much the database sends.
+            while let Some(row) = stream.next().await {
+                let row = row?;
+                if columns.is_none() {
+                    columns = row.columns;
+                }
+                if rows.len() >= max_rows {
+                    return Err(WitError::TooLarge(format!(
+                        "query returned more than {max_rows} rows; use `cursor` to stream large results"
+                    )));
+                }
+                bytes = bytes.saturating_add(row.bytes);
+                if bytes > max_bytes {
+                    return Err(WitError::TooLarge(format!(
+                        "query returned more than {max_bytes} bytes; use `cursor` to stream large results"
+                    )));
+                }
+                rows.push(row.values);
+            }
+        }
+        let columns = match columns {
+            Some(columns) => columns,
+            None => self.conn.describe_columns(statement).await?,
+        };
+        Ok(RowSet { columns, rows })
+    }
+
+    async fn execute(&mut self, statement: String, params: Vec<Value>) -> Result<u64, WitError> {
+        let statement = self.conn.statement_text(statement, &params);
+        self.start_statement().await?;
+        let result = self.conn.execute(&statement, params).await;
+        self.finish(result).await
+    }
+
+    /// Runs a cursor to its end (or until the guest drops it), sending rows
+    /// to the [`Cursor`] through a bounded channel and a byte budget.
+    async fn cursor(&mut self, statement: String, params: Vec<Value>, reply: Reply<CursorStart>) {
+        let statement = self.conn.statement_text(statement, &params);
+        if let Err(e) = self.start_statement().await {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        self.stream_cursor(&statement, params, reply).await;
+        // Nobody is waiting for this result: a failure here has been or
+        // will be seen by the guest's next statement.
+        let _ = self.finish_statement().await;
+    }
+
+    async fn stream_cursor(&mut self, statement: &str, params: Vec<Value>, reply: Reply<CursorStart>) {
+        let max_bytes = budget_bytes(self.limits.max_bytes);
+        let mut stream = match self.conn.fetch(statement, params) {
+            Ok(stream) => stream,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        // Wait for the first row: it carries the columns, and an error in
+        // the statement is best reported by `cursor` itself.
+        let first = match stream.next().await {
+            Some(Ok(row)) => row,
+            Some(Err(e)) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+            None => {
+                drop(stream);
+                let start = self
+                    .conn
+                    .describe_columns(statement)
+                    .await
+                    .map(|columns| CursorStart {
+                        columns,
+                        rows: None,
+                    });
+                let _ = reply.send(start);
+                return;
+            }
+        };
+
+        let (sender, receiver) = mpsc::channel(CURSOR_CHANNEL_ROWS);
+        let budget = Arc::new(Semaphore::new(max_bytes));
+        let start = CursorStart {
+            columns: first.columns.clone().unwrap_or_default(),
+            rows: Some((receiver, budget.clone())),
+        };
+        if reply.send(Ok(start)).is_err() {
+            return;
+        }
+
+        let mut next = Some(Ok(first));
+        loop {
+            let row = match next.take() {
+                Some(row) => Some(row),
+                // Stop as soon as the guest drops the cursor, even while the
+                // database is still working on the next row.
+                None => tokio::select! {
+                    _ = sender.closed() => return,
+                    row = stream.next() => row,
+                },
+            };
+            let row = match row {
+                None => return,
+                Some(Err(e)) => {
+                    let _ = sender.send(Err(e)).await;
+                    return;
+                }
+                Some(Ok(row)) => row,
+            };
+            if row.bytes > max_bytes {
+                let _ = sender
+                    .send(Err(WitError::TooLarge(format!(
+                        "a row of this result is larger than the {max_bytes}-byte limit"
+                    ))))
+                    .await;
+                return;
+            }
+            // `row.bytes <= max_bytes <= u32::MAX`, see `budget_bytes`.
+            let permits = row.bytes as u32;
+            let permit = tokio::select! {
+                _ = sender.closed() => return,
+                permit = budget.clone().acquire_many_owned(permits) => match permit {
+                    Ok(permit) => permit,
+                    // The cursor closed the budget: it was dropped.
+                    Err(_) => return,
+                },
+            };
+            let row = CursorRow {
+                values: row.values,
+                bytes: row.bytes,
+                _permit: permit,
+            };
+            if sender.send(Ok(row)).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn begin(&mut self) -> Result<(), WitError> {
+        if self.in_transaction {
+            return Err(WitError::InvalidInput(
+                "a transaction is already open; commit or roll it back first".into(),
+            ));
+        }
+        // On a read-only PostgreSQL source the guest's transaction is only
+        // bookkeeping: each statement still runs in its own host-issued
+        // `BEGIN READ ONLY` ... `COMMIT`, because a transaction the guest can
+        // end (with a `COMMIT` statement) cannot be what keeps it read-only.
+        // Nothing is written, so nothing is lost but snapshot consistency
+        // across statements.
+        if !self.wraps_statements() {
+            self.conn
+                .run_host_sql("BEGIN")
+                .await
+                .map_err(map_sqlx_error)?;
+        }
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), WitError> {
+        if !self.in_transaction {
+            return Err(WitError::InvalidInput(
+                "there is no open transaction to commit; call `begin` first".into(),
+            ));
+        }
+        if self.wraps_statements() {
+            self.in_transaction = false;
+            return Ok(());
+        }
+        match self.conn {
+            DbConn::Postgres(_) => {
+                // PostgreSQL answers `COMMIT` in a transaction that an
+                // earlier error aborted by rolling back, without an error.
+                // Probe first so the guest is not told its writes were
+                // committed when they were not.
+                self.in_transaction = false;
+                if let Err(e) = self.conn.run_host_sql("SELECT 1").await {
+                    let aborted = pg_sqlstate(&e) == Some("25P02");
+                    let _ = self.conn.run_host_sql("ROLLBACK").await;
+                    return Err(if aborted {
+                        WitError::InvalidInput(
+                            "a statement in this transaction failed, so it was rolled back; \
+                             nothing was committed"
+                                .into(),
+                        )
+                    } else {
+                        map_sqlx_error(e)
+                    });
+                }
+                // A failed PostgreSQL `COMMIT` (a deferred constraint, a
+                // serialization failure) rolls back: the transaction is over.
+                self.conn
+                    .run_host_sql("COMMIT")
+                    .await
+                    .map_err(map_sqlx_error)
+            }
+            DbConn::Sqlite(_) => {
+                // A failed SQLite `COMMIT` (SQLITE_BUSY, a deferred foreign
+                // key) leaves the transaction open: the guest can retry or
+                // roll back.
+                self.conn
+                    .run_host_sql("COMMIT")
+                    .await
+                    .map_err(map_sqlx_error)?;
+                self.in_transaction = false;
+                Ok(())
+            }
+        }
+    }
+
+    async fn rollback(&mut self) -> Result<(), WitError> {
+        if !self.in_transaction {
+            return Err(WitError::InvalidInput(
+                "there is no open transaction to roll back; call `begin` first".into(),
+            ));
+        }
+        self.in_transaction = false;
+        if self.wraps_statements() {
+            return Ok(());
+        }
+        self.conn
+            .run_host_sql("ROLLBACK")
+            .await
+            .map_err(map_sqlx_error)
+    }
+
+    /// Makes the connection fit for the next run, or closes it.
+    async fn release(mut self) {
+        // Always roll back, not only after `begin`: the guest may have sent
+        // `BEGIN` as a statement. Without a transaction this is a warning
+        // (PostgreSQL) or an error we ignore (SQLite).
+        let rolled_back = self.conn.run_host_sql("ROLLBACK").await;
+        let reusable = match &mut self.conn {
+            DbConn::Postgres(conn) => {
+                let reset = if self.read_only {
+                    PG_RESET_READ_ONLY_SESSION
+                } else {
+                    PG_RESET_SESSION
+                };
+                rolled_back.is_ok() && (&mut **conn).execute(reset).await.is_ok()
+            }
+            DbConn::Sqlite(conn) => {
+                // Temporary tables and views are per connection and come
+                // before `main` in name resolution: they could shadow the
+                // source's tables for the next run.
+                (&mut **conn)
+                    .fetch_one("SELECT count(*) FROM temp.sqlite_schema")
+                    .await
+                    .and_then(|row| row.try_get::<i64, _>(0))
+                    .is_ok_and(|n| n == 0)
+            }
+        };
+        if !reusable {
+            match self.conn {
+                DbConn::Postgres(conn) => {
+                    let _ = conn.close().await;
+                }
+                DbConn::Sqlite(conn) => {
+                    let _ = conn.close().await;
+                }
+            }
+        }
+        // Otherwise dropping `self.conn` returns it to the pool.
+    }
+}
+
+/// The byte budget of a cursor: at least 1 byte (so that zero-size rows
+/// still flow), and small enough to count in the `u32` permits of
+/// [`Semaphore::acquire_many_owned`].
+fn budget_bytes(max_bytes: usize) -> usize {
+    max_bytes.clamp(1, u32::MAX as usize)
+}
+
+// ---------------------------------------------------------------------------
+// The rows resource
+// ---------------------------------------------------------------------------
+
+/// What the actor answers to a `cursor` command.
+struct CursorStart {
+    columns: Vec<Column>,
+    /// `None` for a result with no rows.
+    rows: Option<(mpsc::Receiver<Result<CursorRow, WitError>>, Arc<Semaphore>)>,
+}
+
+/// A row on its way to the guest. Its permits count against the cursor's
+/// byte budget until it is handed to the guest (or the cursor is dropped).
+struct CursorRow {
+    values: Vec<Value>,
+    bytes: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// An open `rows` resource: a streamed result.
+///
+/// The connection's actor decodes rows ahead of the guest into a channel.
+/// What it buffers is bounded twice: by a byte budget of
+/// [`SqlLimits::max_bytes`] (a row holds its share until `next` hands it
+/// over) and by a row count. Each `next` call returns at most
+/// [`SqlLimits::max_batch`] rows and `max_bytes` bytes, so the host holds at
+/// most about twice `max_bytes` of decoded rows per cursor.
+///
+/// Dropping the cursor closes the channel and the budget; the actor stops
+/// reading the result and the connection accepts commands again.
+pub struct Cursor {
+    columns: Vec<Column>,
+    rows: Option<mpsc::Receiver<Result<CursorRow, WitError>>>,
+    budget: Option<Arc<Semaphore>>,
+    /// A row received but not returned because the batch was full.
+    pending: Option<CursorRow>,
+    /// An error received after some rows, returned by the next call.
+    pending_error: Option<WitError>,
+    max_batch: u32,
+    max_bytes: usize,
+    /// Clears the connection's `cursor_open` flag when dropped.
+    connection_busy: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cursor")
+            .field("columns", &self.columns)
+            .field("finished", &self.rows.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        // Wake an actor waiting for budget so it notices the cursor is gone.
+        if let Some(budget) = &self.budget {
+            budget.close();
+        }
+        self.connection_busy.store(false, Ordering::Release);
+    }
+}
+
+impl Cursor {
+    /// Returns up to `max` rows (clamped to `1..=max_batch`; 0 would make an
+    /// empty answer, which means "done", ambiguous), stopping early before
+    /// the batch would pass `max_bytes`. An empty batch means the end.
+    async fn next(&mut self, max: u32) -> Result<Vec<Vec<Value>>, WitError> {
+        if let Some(e) = self.pending_error.take() {
+            return Err(e);
+        }
+        let limit = max.clamp(1, self.max_batch.max(1)) as usize;
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        while batch.len() < limit {
+            let row = match self.pending.take() {
+                Some(row) => row,
+                None => {
+                    let Some(rows) = &mut self.rows else { break };
+                    match rows.recv().await {
+                        Some(Ok(row)) => row,
+                        Some(Err(e)) => {
+                            self.rows = None;
+                            if batch.is_empty() {
+                                return Err(e);
+                            }
+                            self.pending_error = Some(e);
+                            break;
+                        }
+                        None => {
+                            self.rows = None;
+                            break;
+                        }
+                    }
+                }
+            };
+            if !batch.is_empty() && bytes.saturating_add(row.bytes) > self.max_bytes {
+                self.pending = Some(row);
+                break;
+            }
+            bytes = bytes.saturating_add(row.bytes);
+            // Dropping the row's permit here lets the actor read ahead again.
+            batch.push(row.values);
+        }
+        Ok(batch)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Host trait implementations
+// ---------------------------------------------------------------------------
+
+impl wit_sql::Host for SqlView<'_> {
+    async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<Connection>, WitError>> {
+        // Not granted and not configured look the same: the guest cannot
+        // probe the worker's configuration.
+        let Some(source) = self.ctx.sources.get(&label) else {
+            return Ok(Err(WitError::AccessDenied));
+        };
+        let conn = match source.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(label, error = %e, "could not get a SQL connection");
+                return Ok(Err(WitError::Backend(connect_error_message(&e))));
+            }
+        };
+        let connection = Connection::spawn(conn, source.read_only, self.ctx.limits);
+        crate::push_resource(self.table, connection)
+    }
+}
+
+impl wit_sql::HostConnection for SqlView<'_> {
+    async fn query(
+        &mut self,
+        this: Resource<Connection>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<RowSet, WitError>> {
+        let conn = self.table.get(&this)?;
+        conn.call(|reply| Command::Query {
+            statement,
+            params,
+            reply,
+        })
+        .await
+    }
+
+    async fn cursor(
+        &mut self,
+        this: Resource<Connection>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<Resource<Cursor>, WitError>> {
+        let conn = self.table.get(&this)?;
+        let limits = conn.limits;
+        let busy = conn.cursor_open.clone();
+        let start = match conn
+            .call(|reply| Command::Cursor {
+                statement,
+                params,
+                reply,
+            })
+            .await?
+        {
+            Ok(start) => start,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (rows, budget) = match start.rows {
+            Some((rows, budget)) => (Some(rows), Some(budget)),
+            None => (None, None),
+        };
+        // Only a cursor that is still streaming keeps the actor busy. (While
+        // one is, no other cursor can be opened, so dropping an empty one
+        // cannot clear the flag of another.)
+        busy.store(rows.is_some(), Ordering::Release);
+        let cursor = Cursor {
+            columns: start.columns,
+            rows,
+            budget,
+            pending: None,
+            pending_error: None,
+            max_batch: limits.max_batch,
+            max_bytes: limits.max_bytes,
+            connection_busy: busy,
+        };
+        crate::push_resource(self.table, cursor)
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<Connection>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, WitError>> {
+        let conn = self.table.get(&this)?;
+        conn.call(|reply| Command::Execute {
+            statement,
+            params,
+            reply,
+        })
+        .await
+    }
+
+    async fn begin(&mut self, this: Resource<Connection>) -> wasmtime::Result<Result<(), WitError>> {
+        self.table.get(&this)?.call(Command::Begin).await
+    }
+
+    async fn commit(&mut self, this: Resource<Connection>) -> wasmtime::Result<Result<(), WitError>> {
+        self.table.get(&this)?.call(Command::Commit).await
+    }
+
+    async fn rollback(
+        &mut self,
+        this: Resource<Connection>,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        self.table.get(&this)?.call(Command::Rollback).await
+    }
+
+    async fn drop(&mut self, this: Resource<Connection>) -> wasmtime::Result<()> {
+        // The actor notices the closed channel and cleans up on its own.
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl wit_sql::HostRows for SqlView<'_> {
+    async fn columns(&mut self, this: Resource<Cursor>) -> wasmtime::Result<Vec<Column>> {
+        Ok(self.table.get(&this)?.columns.clone())
+    }
+
+    async fn next(
+        &mut self,
+        this: Resource<Cursor>,
+        max: u32,
+    ) -> wasmtime::Result<Result<Vec<Vec<Value>>, WitError>> {
+        Ok(self.table.get_mut(&this)?.next(max).await)
+    }
+
+    async fn drop(&mut self, this: Resource<Cursor>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// Maps a sqlx error to the guest's error. Messages come from the database
+/// or the driver and describe the statement, never the connection URL.
+fn map_sqlx_error(error: sqlx::Error) -> WitError {
+    match error {
+        sqlx::Error::RowNotFound => WitError::NotFound,
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
+                map_pg_error(pg)
+            } else {
+                map_sqlite_error(db.code().as_deref(), db.message())
+            }
+        }
+        e @ (sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed) => WitError::Backend(e.to_string()),
+        e => WitError::Other(e.to_string()),
+    }
+}
+
+fn map_pg_error(error: &PgDatabaseError) -> WitError {
+    let code = error.code();
+    let mut message = error.message().to_owned();
+    if let Some(detail) = error.detail() {
+        message.push_str(": ");
+        message.push_str(detail);
+    }
+    match code {
+        // read_only_sql_transaction, insufficient_privilege
+        "25006" | "42501" => WitError::AccessDenied,
+        // syntax error or access rule violation, data exception, integrity
+        // constraint violation, invalid transaction state (e.g. 25P02: the
+        // transaction was aborted by an earlier error)
+        _ if ["42", "22", "23", "25"].iter().any(|class| code.starts_with(class)) => {
+            WitError::InvalidInput(message)
+        }
+        // connection exception, transaction rollback (serialization
+        // failure, deadlock), insufficient resources, program limit,
+        // operator intervention, system error, internal error: worth a retry
+        _ if ["08", "40", "53", "54", "57", "58", "XX"]
+            .iter()
+            .any(|class| code.starts_with(class)) =>
+        {
+            WitError::Backend(message)
+        }
+        _ => WitError::Other(message),
+    }
+}
+
+fn map_sqlite_error(code: Option<&str>, message: &str) -> WitError {
+    let message = message.to_owned();
+    // sqlx reports the extended result code; its low byte is the primary one.
+    let primary = code.and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff);
+    match primary {
+        // SQLITE_PERM, SQLITE_READONLY, SQLITE_AUTH
+        Some(3 | 8 | 23) => WitError::AccessDenied,
+        // SQLITE_ERROR (syntax, missing table...), SQLITE_TOOBIG,
+        // SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_RANGE
+        Some(1 | 18 | 19 | 20 | 25) => WitError::InvalidInput(message),
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_IOERR,
+        // SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL
+        Some(5 | 6 | 7 | 10 | 11 | 13 | 14 | 15) => WitError::Backend(message),
+        _ => WitError::Other(message),
+    }
+}
+
+fn pg_sqlstate(error: &sqlx::Error) -> Option<&str> {
+    match error {
+        sqlx::Error::Database(db) => db.try_downcast_ref::<PgDatabaseError>().map(|e| e.code()),
+        _ => None,
+    }
+}
+
+/// The guest's message when `open` cannot get a connection. A database's
+/// refusal (bad password, unknown database...) is reduced to its code: its
+/// message can name the role or database of the URL.
+fn connect_error_message(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => format!(
+            "could not connect to the database: it refused the connection (code {})",
+            db.code().as_deref().unwrap_or("unknown")
+        ),
+        e => format!("could not connect to the database: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parameters
+// ---------------------------------------------------------------------------
+
+fn invalid_param(index: usize, message: impl fmt::Display) -> WitError {
+    WitError::InvalidInput(format!("parameter {}: {message}", index + 1))
+}
+
+fn timestamp_param(index: usize, micros: i64) -> Result<DateTime<Utc>, WitError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| invalid_param(index, format!("timestamp {micros} is out of range")))
+}
+
+fn json_param(index: usize, text: &str) -> Result<(), WitError> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(drop)
+        .map_err(|e| invalid_param(index, format!("not valid JSON: {e}")))
+}
+
+/// The PostgreSQL type a guest value is bound as (see the module docs).
+fn pg_param_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "unknown",
+        Value::Boolean(_) => "bool",
+        Value::Int(_) => "int8",
+        Value::Float(_) => "float8",
+        Value::Text(_) => "text",
+        Value::Blob(_) => "bytea",
+        Value::Timestamp(_) => "timestamptz",
+        Value::Json(_) => "jsonb",
+    }
+}
+
+/// A NULL of unspecified type (OID 0). The server infers its type from
+/// context, as for a literal `NULL`, so it fits any column; a NULL typed as
+/// `TEXT` would be refused by an integer column.
+struct PgUntypedNull;
+
+impl Type<Postgres> for PgUntypedNull {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(0))
+    }
+}
+
+impl Encode<'_, Postgres> for PgUntypedNull {
+    fn encode_by_ref(&self, _buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        Ok(IsNull::Yes)
+    }
+}
+
+/// JSON text, already validated, bound as `JSONB` without being parsed into
+/// a `serde_json::Value` first: that would reorder keys and round numbers
+/// beyond `f64` precision. The binary `JSONB` format is a version byte (1)
+/// followed by the text.
+struct PgJsonText(String);
+
+impl Type<Postgres> for PgJsonText {
+    fn type_info() -> PgTypeInfo {
+        <sqlx::types::Json<()> as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for PgJsonText {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        buf.push(1);
+        buf.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+}
+
+fn pg_arguments(params: Vec<Value>) -> Result<PgArguments, WitError> {
+    if params.len() > PG_MAX_PARAMS {
+        return Err(WitError::InvalidInput(format!(
+            "{} parameters; PostgreSQL takes at most {PG_MAX_PARAMS}",
+            params.len()
+        )));
+    }
+    let mut arguments = PgArguments::default();
+    for (index, param) in params.into_iter().enumerate() {
+        let added = match param {
+            Value::Null => arguments.add(PgUntypedNull),
+            Value::Boolean(b) => arguments.add(b),
+            Value::Int(i) => arguments.add(i),
+            Value::Float(f) => arguments.add(f),
+            Value::Text(s) => arguments.add(s),
+            Value::Blob(b) => arguments.add(b),
+            Value::Timestamp(micros) => arguments.add(timestamp_param(index, micros)?),
+            Value::Json(text) => {
+                json_param(index, &text)?;
+                arguments.add(PgJsonText(text))
+            }
+        };
+        added.map_err(|e| invalid_param(index, e))?;
+    }
+    Ok(arguments)
+}
+
+fn sqlite_arguments<'q>(params: Vec<Value>) -> Result<SqliteArguments<'q>, WitError> {
+    let mut arguments = SqliteArguments::default();
+    for (index, param) in params.into_iter().enumerate() {
+        let added = match param {
+            Value::Null => arguments.add(None::<i64>),
+            Value::Boolean(b) => arguments.add(b),
+            Value::Int(i) => arguments.add(i),
+            Value::Float(f) => arguments.add(f),
+            Value::Text(s) => arguments.add(s),
+            Value::Blob(b) => arguments.add(b),
+            Value::Timestamp(micros) => {
+                let at = timestamp_param(index, micros)?;
+                arguments.add(at.to_rfc3339_opts(SecondsFormat::Micros, true))
+            }
+            Value::Json(text) => {
+                json_param(index, &text)?;
+                arguments.add(text)
+            }
+        };
+        added.map_err(|e| invalid_param(index, e))?;
+    }
+    Ok(arguments)
+}
+
+// ---------------------------------------------------------------------------
+// Results
+// ---------------------------------------------------------------------------
+
+fn value_size(value: &Value) -> usize {
+    VALUE_OVERHEAD
+        + match value {
+            Value::Text(s) | Value::Json(s) => s.len(),
+            Value::Blob(b) => b.len(),
+            _ => 0,
+        }
+}
+
+fn row_size(values: &[Value]) -> usize {
+    values.iter().map(value_size).fold(ROW_OVERHEAD, usize::saturating_add)
+}
+
+fn pg_columns(row: &PgRow) -> Vec<Column> {
+    row.columns()
+        .iter()
+        .map(|c| Column {
+            name: c.name().to_owned(),
+            type_name: c.type_info().name().to_owned(),
+        })
+        .collect()
+}
+
+fn pg_row_values(row: &PgRow) -> Result<Vec<Value>, WitError> {
+    row.columns()
+        .iter()
+        .map(|column| {
+            let raw = row.try_get_raw(column.ordinal()).map_err(map_sqlx_error)?;
+            pg_value(column.name(), raw)
+        })
+        .collect()
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// Decodes one PostgreSQL value from its binary format (sqlx prepares every
+/// statement, so results are binary). Done by hand rather than through
+/// sqlx's chrono decoders, which panic on `infinity` timestamps and dates.
+fn pg_value(column: &str, raw: PgValueRef<'_>) -> Result<Value, WitError> {
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let mut ty = raw.type_info().into_owned();
+    while let PgTypeKind::Domain(base) = ty.kind() {
+        ty = base.clone();
+    }
+    let name = ty.name().to_owned();
+    let fail = |message: String| {
+        WitError::InvalidInput(format!(
+            "could not decode column `{column}` of type `{name}`: {message}"
+        ))
+    };
+    if raw.format() == PgValueFormat::Text {
+        return raw.as_str().map(|s| Value::Text(s.to_owned())).map_err(|e| fail(e.to_string()));
+    }
+    let bytes = raw.as_bytes().map_err(|e| fail(e.to_string()))?;
+    let text = || {
+        std::str::from_utf8(bytes)
+            .map(|s| Value::Text(s.to_owned()))
+            .map_err(|e| fail(e.to_string()))
+    };
+    Ok(match name.as_str() {
+        "BOOL" => Value::Boolean(fixed::<1>(bytes).map_err(fail)?[0] != 0),
+        "INT2" => Value::Int(i16::from_be_bytes(fixed(bytes).map_err(fail)?).into()),
+        "INT4" => Value::Int(i32::from_be_bytes(fixed(bytes).map_err(fail)?).into()),
+        "INT8" => Value::Int(i64::from_be_bytes(fixed(bytes).map_err(fail)?)),
+        "OID" => Value::Int(u32::from_be_bytes(fixed(bytes).map_err(fail)?).into()),
+        "FLOAT4" => Value::Float(f32::from_be_bytes(fixed(bytes).map_err(fail)?).into()),
+        "FLOAT8" => Value::Float(f64::from_be_bytes(fixed(bytes).map_err(fail)?)),
+        "NUMERIC" => Value::Text(pg_numeric(bytes).map_err(fail)?),
+        "UUID" => Value::Text(pg_uuid(fixed(bytes).map_err(fail)?)),
+        "BYTEA" => Value::Blob(bytes.to_vec()),
+        "TIMESTAMPTZ" | "TIMESTAMP" => {
+            match i64::from_be_bytes(fixed(bytes).map_err(fail)?) {
+                i64::MAX => Value::Text("infinity".into()),
+                i64::MIN => Value::Text("-infinity".into()),
+                micros => Value::Timestamp(
+                    micros
+                        .checked_add(PG_EPOCH_MICROS)
+                        .ok_or_else(|| fail("out of range".into()))?,
+                ),
+            }
+        }
+        "DATE" => Value::Text(match i32::from_be_bytes(fixed(bytes).map_err(fail)?) {
+            i32::MAX => "infinity".into(),
+            i32::MIN => "-infinity".into(),
+            days => NaiveDate::from_ymd_opt(2000, 1, 1)
+                .and_then(|epoch| epoch.checked_add_signed(TimeDelta::days(days.into())))
+                .ok_or_else(|| fail("out of range".into()))?
+                .to_string(),
+        }),
+        "TIME" => {
+            let micros = i64::from_be_bytes(fixed(bytes).map_err(fail)?);
+            let secs = u32::try_from(micros.div_euclid(1_000_000)).map_err(|e| fail(e.to_string()))?;
+            let nanos = (micros.rem_euclid(1_000_000) * 1000) as u32;
+            Value::Text(match NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos) {
+                Some(time) => time.to_string(),
+                // PostgreSQL allows 24:00:00; chrono does not.
+                None if micros == 86_400_000_000 => "24:00:00".into(),
+                None => return Err(fail("out of range".into())),
+            })
+        }
+        "JSON" => Value::Json(
+            std::str::from_utf8(bytes).map_err(|e| fail(e.to_string()))?.to_owned(),
+        ),
+        "JSONB" => match bytes.split_first() {
+            Some((1, json)) => {
+                Value::Json(std::str::from_utf8(json).map_err(|e| fail(e.to_string()))?.to_owned())
+            }
+            _ => return Err(fail("unknown JSONB format version".into())),
+        },
+        "VOID" => Value::Null,
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "\"CHAR\"" | "UNKNOWN" => text()?,
+        // Enums and text-like extension types (`citext`) are sent as text
+        // even in binary format. Other types are not: their binary form read
+        // as text would be garbage, so they are refused with a hint.
+        _ if matches!(ty.kind(), PgTypeKind::Enum(_))
+            || <String as Type<Postgres>>::compatible(&ty) =>
+        {
+            text()?
+        }
+        _ => {
+            return Err(WitError::InvalidInput(format!(
+                "column `{column}` has type `{name}`, which has no SQL value kind; \
+                 cast it in the statement, for example `{column}::text`"
+            )));
+        }
+    })
+}
+
+fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], String> {
+    bytes
+        .try_into()
+        .map_err(|_| format!("expected {N} bytes, got {}", bytes.len()))
+}
+
+fn pg_uuid(bytes: [u8; 16]) -> String {
+    let mut out = String::with_capacity(36);
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// Formats PostgreSQL's binary `NUMERIC` exactly: base-10000 digits, the
+/// weight (position) of the first one, a sign and the display scale.
+fn pg_numeric(bytes: &[u8]) -> Result<String, String> {
+    let header = |i: usize| u16::from_be_bytes([bytes[i], bytes[i + 1]]);
+    if bytes.len() < 8 {
+        return Err("truncated NUMERIC".into());
+    }
+    let ndigits = usize::from(header(0));
+    let weight = i32::from(header(2) as i16);
+    let sign = header(4);
+    let scale = usize::from(header(6));
+    let negative = match sign {
+        0x0000 => false,
+        0x4000 => true,
+        0xC000 => return Ok("NaN".into()),
+        0xD000 => return Ok("Infinity".into()),
+        0xF000 => return Ok("-Infinity".into()),
+        _ => return Err(format!("unknown NUMERIC sign {sign:#x}")),
+    };
+    if bytes.len() != 8 + 2 * ndigits {
+        return Err("truncated NUMERIC".into());
+    }
+    let digits: Vec<u16> = bytes[8..]
+        .chunks_exact(2)
+        .map(|d| u16::from_be_bytes([d[0], d[1]]))
+        .collect();
+    let digit = |i: i32| {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| digits.get(i).copied())
+            .unwrap_or(0)
+    };
+    let mut out = String::new();
+    if negative {
+        out.push('-');
+    }
+    if weight < 0 {
+        out.push('0');
+    } else {
+        for i in 0..=weight {
+            let _ = if i == 0 {
+                write!(out, "{}", digit(i))
+            } else {
+                write!(out, "{:04}", digit(i))
+            };
+        }
+    }
+    if scale > 0 {
+        let mut fraction = String::with_capacity(scale + 4);
+        let mut i = weight + 1;
+        while fraction.len() < scale {
+            let _ = write!(fraction, "{:04}", digit(i));
+            i += 1;
+        }
+        fraction.truncate(scale);
+        out.push('.');
+        out.push_str(&fraction);
+    }
+    Ok(out)
+}
+
+/// SQLite's columns. sqlx names a column's type from its declaration
+/// (`INTEGER`, `TEXT`, `BOOLEAN`, `DATETIME`...); an expression has none and
+/// shows as `NULL`, so for those the first row's storage class is used.
+fn sqlite_columns(row: &SqliteRow, first_values: &[Value]) -> Vec<Column> {
+    row.columns()
+        .iter()
+        .zip(first_values)
+        .map(|(c, value)| {
+            let declared = c.type_info().name();
+            let type_name = match (declared, value) {
+                ("NULL", Value::Int(_)) => "INTEGER",
+                ("NULL", Value::Float(_)) => "REAL",
+                ("NULL", Value::Text(_)) => "TEXT",
+                ("NULL", Value::Blob(_)) => "BLOB",
+                (declared, _) => declared,
+            };
+            Column {
+                name: c.name().to_owned(),
+                type_name: type_name.to_owned(),
+            }
+        })
+        .collect()
+}
+
+fn sqlite_row_values(row: &SqliteRow) -> Result<Vec<Value>, WitError> {
+    row.columns()
+        .iter()
+        .map(|column| {
+            let raw = row.try_get_raw(column.ordinal()).map_err(map_sqlx_error)?;
+            if raw.is_null() {
+                return Ok(Value::Null);
+            }
+            let declared = column.type_info().name();
+            let storage = raw.type_info().name().to_owned();
+            let fail = |e: BoxDynError| {
+                WitError::InvalidInput(format!(
+                    "could not decode column `{}` ({storage}): {e}",
+                    column.name()
+                ))
+            };
+            Ok(match storage.as_str() {
+                "INTEGER" => {
+                    let i = <i64 as Decode<Sqlite>>::decode(raw).map_err(fail)?;
+                    if declared == "BOOLEAN" {
+                        Value::Boolean(i != 0)
+                    } else {
+                        Value::Int(i)
+                    }
+                }
+                "REAL" => Value::Float(<f64 as Decode<Sqlite>>::decode(raw).map_err(fail)?),
+                "TEXT" => {
+                    let s = <String as Decode<Sqlite>>::decode(raw).map_err(fail)?;
+                    match parse_sqlite_timestamp(declared, &s) {
+                        Some(micros) => Value::Timestamp(micros),
+                        None => Value::Text(s),
+                    }
+                }
+                "BLOB" => Value::Blob(<Vec<u8> as Decode<Sqlite>>::decode(raw).map_err(fail)?),
+                other => {
+                    return Err(WitError::InvalidInput(format!(
+                        "column `{}` holds a value of storage class `{other}`, which has no \
+                         SQL value kind",
+                        column.name()
+                    )));
+                }
+            })
+        })
+        .collect()
+}
+
+/// Text in a `DATETIME`/`TIMESTAMP` column that is an RFC 3339 time (what
+/// the host binds) or SQLite's own `YYYY-MM-DD HH:MM:SS[.SSS]` (UTC, as
+/// `CURRENT_TIMESTAMP` writes it) is a timestamp; anything else stays text.
+fn parse_sqlite_timestamp(declared: &str, text: &str) -> Option<i64> {
+    if declared != "DATETIME" {
+        return None;
+    }
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Some(at.timestamp_micros());
+    }
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .ok()
+        .map(|at| at.and_utc().timestamp_micros())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_formats_exactly() {
+        fn numeric(ndigits: u16, weight: i16, sign: u16, scale: u16, digits: &[u16]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for part in [ndigits, weight as u16, sign, scale] {
+                out.extend_from_slice(&part.to_be_bytes());
+            }
+            for d in digits {
+                out.extend_from_slice(&d.to_be_bytes());
+            }
+            out
+        }
+        let cases: [(Vec<u8>, &str); 7] = [
+            (numeric(2, 0, 0, 2, &[123, 4500]), "123.45"),
+            (numeric(1, -1, 0, 3, &[10]), "0.001"),
+            (numeric(1, 1, 0, 0, &[1]), "10000"),
+            (numeric(0, 0, 0, 0, &[]), "0"),
+            (numeric(0, 0, 0, 2, &[]), "0.00"),
+            (numeric(3, 1, 0x4000, 1, &[12, 3456, 7000]), "-123456.7"),
+            (numeric(0, 0, 0xC000, 0, &[]), "NaN"),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(pg_numeric(&bytes).unwrap(), expected);
+        }
+        assert!(pg_numeric(&[0, 1]).is_err());
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        let redacted = redact_url("postgres://user:hunter2@db:5432/app?sslmode=require&password=x2");
+        assert!(!redacted.contains("hunter2"), "{redacted}");
+        assert!(!redacted.contains("x2"), "{redacted}");
+        assert!(redacted.contains("sslmode=require"), "{redacted}");
+        assert!(!redact_url("postgres://u:p@[bad").contains("p@"));
+    }
+
+    #[test]
+    fn sqlite_errors_map_by_primary_code() {
+        // SQLITE_READONLY_DBMOVED is an extended code of SQLITE_READONLY.
+        assert!(matches!(map_sqlite_error(Some("1032"), "x"), WitError::AccessDenied));
+        assert!(matches!(map_sqlite_error(Some("8"), "x"), WitError::AccessDenied));
+        assert!(matches!(
+            map_sqlite_error(Some("2067"), "UNIQUE constraint failed"),
+            WitError::InvalidInput(_)
+        ));
+    }
+}

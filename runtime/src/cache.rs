@@ -1,0 +1,83 @@
+//! The compiled-component cache: compile once per worker, keyed by the
+//! component's SHA-256 and the engine's compatibility hash.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::RuntimeError;
+
+/// The hex SHA-256 of `bytes`.
+pub(crate) fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub(crate) struct ComponentCache {
+    dir: PathBuf,
+    /// Distinguishes artifacts of engines with different settings or
+    /// versions, which cannot load each other's code.
+    engine_tag: String,
+}
+
+impl ComponentCache {
+    pub(crate) fn new(dir: &Path, engine: &Engine) -> Result<Self, RuntimeError> {
+        std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io {
+            context: format!("could not create the cache directory {}", dir.display()),
+            source,
+        })?;
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Ok(ComponentCache {
+            dir: dir.to_path_buf(),
+            engine_tag: format!("{:016x}", hasher.finish()),
+        })
+    }
+
+    fn path(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}-{}.cwasm", self.engine_tag))
+    }
+
+    pub(crate) async fn get_or_compile(&self, engine: &Engine, digest: &str, bytes: &[u8]) -> Result<Component, RuntimeError> {
+        let path = self.path(digest);
+        if path.exists() {
+            // SAFETY: the file was written by `compile_and_store` below for
+            // this engine configuration (the name carries its compatibility
+            // tag) into a directory only the worker writes. Deserializing
+            // trusts that; the cache directory must not be writable by
+            // anyone who may not run native code on the worker.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(path = %path.display(), "discarding an unloadable cache entry: {e:#}"),
+            }
+        }
+        let engine = engine.clone();
+        let bytes = bytes.to_vec();
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || compile_and_store(&engine, &bytes, &dir, &path))
+            .await
+            .map_err(|e| RuntimeError::Wasmtime(wasmtime::Error::msg(e.to_string())))?
+    }
+}
+
+fn compile_and_store(engine: &Engine, bytes: &[u8], dir: &Path, path: &Path) -> Result<Component, RuntimeError> {
+    let started = std::time::Instant::now();
+    let component = Component::new(engine, bytes).map_err(|e| RuntimeError::InvalidComponent(format!("{e:#}")))?;
+    tracing::info!(elapsed = ?started.elapsed(), size = bytes.len(), "compiled a component");
+    let serialized = component.serialize().map_err(RuntimeError::Wasmtime)?;
+    // Write then rename, so a crash or a full disk never leaves a torn
+    // artifact under the final name.
+    let store = || -> std::io::Result<()> {
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(&serialized)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    if let Err(e) = store() {
+        tracing::warn!(path = %path.display(), "could not cache a compiled component: {e}");
+    }
+    Ok(component)
+}

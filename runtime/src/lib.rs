@@ -1,0 +1,441 @@
+//! Caisson's sandboxed task runtime.
+//!
+//! A [`Runtime`] owns one wasmtime [`Engine`] (Cranelift, pooling allocator,
+//! copy-on-write memory images, epoch interruption), the worker's object
+//! stores and SQL pools, and a cache of compiled tasks. [`Runtime::load`]
+//! validates and compiles a component once (on disk, keyed by SHA-256) and
+//! keeps its `InstancePre`; [`Runtime::run`] instantiates it in a fresh store
+//! with the run's grants and limits and calls its `run` export.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use caisson_runtime::{Config, Runtime, RunRequest};
+//! use caisson_host_api::log::MemorySink;
+//!
+//! let runtime = Runtime::new(Config::default())?;
+//! let task = runtime.load(&std::fs::read("hello.wasm")?).await?;
+//! let sink = Arc::new(MemorySink::default());
+//! let output = runtime.run(&task, RunRequest::new(b"world".to_vec(), sink)).await?;
+//! println!("{}", String::from_utf8_lossy(&output));
+//! # Ok(()) }
+//! ```
+//!
+//! Everything a task can do wrong ends its own run with a [`RunError`]
+//! naming the reason (timeout, memory, fuel, log or output limit, trap with
+//! its wasm backtrace); the engine, the other runs and the worker go on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use caisson_host_api::log::{LogCtx, LogSink};
+use caisson_host_api::objects::{ObjectLimits, ObjectStores, ObjectsCtx, ObjectsView};
+use caisson_host_api::params::ParamsCtx;
+use caisson_host_api::scratch::Scratch;
+use caisson_host_api::sql::{SqlCtx, SqlLimits, SqlSources, SqlView};
+use caisson_host_api::{ConfigError, Grants, TaskBindingsPre};
+use tokio::sync::watch;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+mod cache;
+pub mod config;
+mod limits;
+mod validate;
+
+pub use config::{Config, EngineConfig, RunLimits};
+pub use validate::{TaskInfo, inspect};
+
+use limits::Limiter;
+
+/// How often the epoch ticks. A running task yields to the executor at
+/// every tick, which is what lets timeouts and cancellation interrupt a
+/// guest that never calls the host.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// A problem with the runtime itself or with a component, before any run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Capability(#[from] ConfigError),
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not a task component. The message says why.
+    #[error("invalid task component: {0}")]
+    InvalidComponent(String),
+    #[error("wasmtime: {0:#}")]
+    Wasmtime(wasmtime::Error),
+}
+
+/// Why a run did not produce output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error("timeout after {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("memory limit {} MiB exceeded", .0 >> 20)]
+    MemoryLimit(u64),
+    #[error("fuel budget of {0} exhausted")]
+    FuelExhausted(u64),
+    #[error("log limit of {0} bytes exceeded")]
+    LogLimit(u64),
+    #[error("output of {size} bytes exceeds the limit of {limit} bytes")]
+    OutputLimit { size: u64, limit: u64 },
+    /// The guest trapped: a panic, `unreachable`, stack overflow, bad host
+    /// call. The message includes the wasm backtrace.
+    #[error("task trapped: {0}")]
+    Trap(String),
+    /// The task returned an error from `run`.
+    #[error("task failed: {message}")]
+    Failed { message: String, retryable: bool },
+    #[error("cancelled")]
+    Cancelled,
+    /// The run could not be set up (grants naming unknown labels, no scratch
+    /// directory, instantiation failure).
+    #[error("could not start the task: {0}")]
+    Setup(String),
+}
+
+impl RunError {
+    /// Whether running again may help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            RunError::Failed { retryable, .. } => *retryable,
+            RunError::Timeout(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A compiled, linked task ready to instantiate.
+pub struct LoadedTask {
+    digest: String,
+    pre: TaskBindingsPre<RunState>,
+}
+
+impl LoadedTask {
+    /// The SHA-256 of the component's bytes, hex.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+/// Everything one run needs besides the task.
+pub struct RunRequest {
+    pub input: Vec<u8>,
+    pub params: BTreeMap<String, String>,
+    pub grants: Grants,
+    /// Limits for this run; `None` uses the configured defaults.
+    pub limits: Option<RunLimits>,
+    pub log: Arc<dyn LogSink>,
+    /// Set to `true` to cancel the run.
+    pub cancel: Option<watch::Receiver<bool>>,
+}
+
+impl RunRequest {
+    pub fn new(input: Vec<u8>, log: Arc<dyn LogSink>) -> Self {
+        RunRequest {
+            input,
+            params: BTreeMap::new(),
+            grants: Grants::default(),
+            limits: None,
+            log,
+            cancel: None,
+        }
+    }
+}
+
+/// The store data of one run.
+pub struct RunState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    objects: ObjectsCtx,
+    sql: SqlCtx,
+    log: LogCtx,
+    params: ParamsCtx,
+    limiter: Limiter,
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The sandboxed runtime of one worker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RunState>,
+    config: Config,
+    objects: ObjectStores,
+    sql: SqlSources,
+    cache: cache::ComponentCache,
+    loaded: Mutex<HashMap<String, Arc<LoadedTask>>>,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine and every configured backend. Databases are
+    /// connected lazily, so a database that is down fails the runs that
+    /// use it, not the worker.
+    pub fn new(config: Config) -> Result<Self, RuntimeError> {
+        let engine = build_engine(&config.engine)?;
+        let mut linker = Linker::new(&engine);
+        add_to_linker(&mut linker).map_err(RuntimeError::Wasmtime)?;
+        let objects = ObjectStores::from_config(&config.objects)?;
+        let sql = SqlSources::from_config(&config.sql)?;
+        let cache = cache::ComponentCache::new(&config.engine.cache_dir, &engine)?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Runtime {
+            engine,
+            linker,
+            config,
+            objects,
+            sql,
+            cache,
+            loaded: Mutex::new(HashMap::new()),
+            _ticker: ticker,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The worker's object stores, for the host's own use.
+    pub fn object_stores(&self) -> &ObjectStores {
+        &self.objects
+    }
+
+    /// Validates, compiles (or loads from the cache) and links a task.
+    pub async fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedTask>, RuntimeError> {
+        let digest = cache::digest(bytes);
+        if let Some(task) = self.loaded.lock().unwrap().get(&digest) {
+            return Ok(task.clone());
+        }
+        validate::check_header(bytes)?;
+        let component = self.cache.get_or_compile(&self.engine, &digest, bytes).await?;
+        let task = Arc::new(self.link(digest.clone(), &component)?);
+        self.loaded.lock().unwrap().insert(digest, task.clone());
+        Ok(task)
+    }
+
+    fn link(&self, digest: String, component: &Component) -> Result<LoadedTask, RuntimeError> {
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| RuntimeError::InvalidComponent(validate::explain_link_error(&e)))?;
+        let pre = TaskBindingsPre::new(instance_pre).map_err(|e| {
+            RuntimeError::InvalidComponent(format!(
+                "it does not export the `caisson:task/task` world's `run` function: {e:#}"
+            ))
+        })?;
+        Ok(LoadedTask { digest, pre })
+    }
+
+    /// Runs `task` once.
+    pub async fn run(&self, task: &LoadedTask, request: RunRequest) -> Result<Vec<u8>, RunError> {
+        let limits = request.limits.unwrap_or(self.config.limits);
+        if limits.memory > self.config.engine.max_memory {
+            return Err(RunError::Setup(format!(
+                "memory limit of {} MiB is above this worker's maximum of {} MiB",
+                limits.memory >> 20,
+                self.config.engine.max_memory >> 20
+            )));
+        }
+        let log = LogCtx::new(request.log.clone(), limits.max_log_bytes);
+        let scratch = Scratch::create(&self.config.engine.scratch_dir)
+            .map_err(|e| RunError::Setup(format!("could not create a scratch directory: {e}")))?;
+        let state = self
+            .run_state(&request, &limits, &log, &scratch)
+            .map_err(|e| RunError::Setup(e.to_string()))?;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        if self.config.engine.fuel {
+            store
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|e| RunError::Setup(e.to_string()))?;
+        } else if limits.fuel.is_some() {
+            return Err(RunError::Setup(
+                "a fuel budget was asked for but this worker's engine does not meter fuel \
+                 (set `engine.fuel = true`)"
+                    .into(),
+            ));
+        }
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let started = Instant::now();
+        let call = async {
+            let task = task.pre.instantiate_async(&mut store).await?;
+            task.call_run(&mut store, &request.input).await
+        };
+        let cancelled = async {
+            match request.cancel.clone() {
+                Some(mut rx) => {
+                    let _ = rx.wait_for(|c| *c).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            result = tokio::time::timeout(limits.timeout, call) => match result {
+                Ok(result) => result,
+                Err(_) => return Err(RunError::Timeout(limits.timeout)),
+            },
+            () = cancelled => return Err(RunError::Cancelled),
+        };
+        tracing::debug!(elapsed = ?started.elapsed(), "run finished");
+
+        let output = match outcome {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => {
+                return Err(RunError::Failed {
+                    message: e.message,
+                    retryable: e.retryable,
+                });
+            }
+            Err(e) => return Err(classify_trap(e, &store, &limits, &log)),
+        };
+        if output.len() as u64 > limits.max_output_bytes {
+            return Err(RunError::OutputLimit {
+                size: output.len() as u64,
+                limit: limits.max_output_bytes,
+            });
+        }
+        drop(store);
+        if let Err(e) = scratch.remove() {
+            tracing::warn!("could not remove a scratch directory: {e}");
+        }
+        Ok(output)
+    }
+
+    fn run_state(
+        &self,
+        request: &RunRequest,
+        limits: &RunLimits,
+        log: &LogCtx,
+        scratch: &Scratch,
+    ) -> Result<RunState, RuntimeError> {
+        let mut wasi = WasiCtxBuilder::new();
+        // No network: not a socket, not a name lookup. Tasks reach the
+        // outside only through the capabilities they were granted.
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stdout(log.stdout())
+            .stderr(log.stderr());
+        scratch.preopen(&mut wasi).map_err(RuntimeError::Wasmtime)?;
+        let objects = self.objects.ctx_for(&request.grants, ObjectLimits::default())?;
+        let sql = self.sql.ctx_for(&request.grants, SqlLimits::default())?;
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.config.engine.max_resources);
+        Ok(RunState {
+            table,
+            wasi: wasi.build(),
+            objects,
+            sql,
+            log: log.clone(),
+            params: ParamsCtx::new(request.params.clone()),
+            limiter: Limiter::new(limits.memory),
+        })
+    }
+}
+
+fn classify_trap(error: wasmtime::Error, store: &Store<RunState>, limits: &RunLimits, log: &LogCtx) -> RunError {
+    if store.data().limiter.exceeded() {
+        return RunError::MemoryLimit(limits.memory);
+    }
+    if log.exceeded() {
+        return RunError::LogLimit(log.max_bytes());
+    }
+    if let Some(Trap::OutOfFuel) = error.downcast_ref::<Trap>() {
+        return RunError::FuelExhausted(limits.fuel.unwrap_or(u64::MAX));
+    }
+    // `{:?}` on a trap carries the wasm backtrace as context.
+    RunError::Trap(format!("{error:?}"))
+}
+
+fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    caisson_host_api::objects::add_to_linker(linker, |s| ObjectsView {
+        ctx: &mut s.objects,
+        table: &mut s.table,
+    })?;
+    caisson_host_api::sql::add_to_linker(linker, |s| SqlView {
+        ctx: &mut s.sql,
+        table: &mut s.table,
+    })?;
+    caisson_host_api::log::add_to_linker(linker, |s| &mut s.log)?;
+    caisson_host_api::params::add_to_linker(linker, |s| &mut s.params)?;
+    Ok(())
+}
+
+fn build_engine(config: &EngineConfig) -> Result<Engine, RuntimeError> {
+    let mut wasm = wasmtime::Config::new();
+    wasm.epoch_interruption(true)
+        .consume_fuel(config.fuel)
+        .wasm_component_model(true)
+        .memory_init_cow(true)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if config.pooling {
+        let n = config.max_instances;
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        // A component has several core instances and memories (an
+        // interpreter-based one, such as a Python task, has about 14).
+        pool.total_component_instances(n)
+            .total_core_instances(n * 20)
+            .total_memories(n * 20)
+            .total_tables(n * 20)
+            .max_memory_size(config.max_memory as usize)
+            .max_memories_per_component(32)
+            .max_tables_per_component(32)
+            .max_core_instances_per_component(32)
+            .total_stacks(n);
+        wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&wasm).map_err(RuntimeError::Wasmtime)
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("caisson-epoch".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

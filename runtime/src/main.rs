@@ -1,0 +1,292 @@
+//! `caisson`: run and inspect task components.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use caisson_host_api::Grants;
+use caisson_host_api::log::{Level, LogRecord, LogSink};
+use caisson_runtime::{Config, RunRequest, Runtime};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "caisson", version, about = "Run WebAssembly task components in a sandbox")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a task once, printing its log live and its output at the end.
+    Run(RunArgs),
+    /// Check that a file is a task component, and list its imports and exports.
+    Inspect {
+        task: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The task component (`.wasm`).
+    task: PathBuf,
+    /// The configuration file (stores, databases, limits).
+    #[arg(long, short, env = "CAISSON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Grant a capability: `objects=LABEL` or `sql=LABEL`. Repeatable.
+    #[arg(long = "grant", short = 'g', value_name = "KIND=LABEL")]
+    grants: Vec<String>,
+    /// A run parameter, `NAME=VALUE`. Repeatable.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// The input: literal text, `@FILE`, or `@-` for standard input.
+    #[arg(long, short, default_value = "")]
+    input: String,
+    /// Wall-clock limit, e.g. `30s` or `5m`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Memory limit, e.g. `64MiB` or `1GiB`.
+    #[arg(long, value_parser = parse_bytes)]
+    memory: Option<u64>,
+    /// Fuel budget (roughly, wasm instructions).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Write the output to this file instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Print only the task's own log lines and output, no timing summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAISSON_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Inspect { task, config } => inspect(&task, config.as_deref()).await,
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Ok(Config::from_file(path)?),
+        None if Path::new("caisson.toml").exists() => Ok(Config::from_file(Path::new("caisson.toml"))?),
+        None => Ok(Config::default()),
+    }
+}
+
+async fn inspect(task: &Path, config: Option<&Path>) -> anyhow::Result<()> {
+    let bytes = std::fs::read(task).with_context(|| format!("could not read {}", task.display()))?;
+    let info = caisson_runtime::inspect(&bytes)?;
+    let runtime = Runtime::new(load_config(config)?)?;
+    let loaded = runtime.load(&bytes).await?;
+    println!("{}: a valid Caisson task", task.display());
+    println!("  sha256:  {}", loaded.digest());
+    println!("  size:    {} bytes", bytes.len());
+    for import in &info.imports {
+        println!("  imports: {import}");
+    }
+    for export in &info.exports {
+        println!("  exports: {export}");
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = load_config(args.config.as_deref())?;
+    let mut limits = config.limits;
+    if let Some(timeout) = args.timeout {
+        limits.timeout = timeout;
+    }
+    if let Some(memory) = args.memory {
+        limits.memory = memory;
+    }
+    if args.fuel.is_some() {
+        limits.fuel = args.fuel;
+    }
+    config.limits = limits;
+
+    let grants = parse_grants(&args.grants)?;
+    let params = parse_params(&args.params)?;
+    let input = read_input(&args.input)?;
+    let bytes = std::fs::read(&args.task).with_context(|| format!("could not read {}", args.task.display()))?;
+
+    let runtime = Runtime::new(config)?;
+    let started = Instant::now();
+    let task = runtime.load(&bytes).await?;
+    let loaded = started.elapsed();
+
+    let mut request = RunRequest::new(input, Arc::new(TerminalSink::new()));
+    request.grants = grants;
+    request.params = params;
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    request.cancel = Some(cancel_rx);
+    // Ctrl-C stops the task (epoch interruption) instead of killing the
+    // process mid-write.
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = cancel_tx.send(true);
+        }
+    });
+
+    let run_started = Instant::now();
+    let result = runtime.run(&task, request).await;
+    let ran = run_started.elapsed();
+    if !args.quiet {
+        eprintln!("caisson: load {loaded:.2?}, run {ran:.2?}");
+    }
+    let output = result.map_err(|e| anyhow::anyhow!("run failed: {e}"))?;
+    match &args.output {
+        Some(path) => std::fs::write(path, &output).with_context(|| format!("could not write {}", path.display()))?,
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&output)?;
+            if std::io::stdout().is_terminal() && !output.ends_with(b"\n") {
+                stdout.write_all(b"\n")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_grants(grants: &[String]) -> anyhow::Result<Grants> {
+    let mut out = Grants::default();
+    for grant in grants {
+        let Some((kind, label)) = grant.split_once('=') else {
+            bail!("bad grant `{grant}`: expected `objects=LABEL` or `sql=LABEL`");
+        };
+        match kind {
+            "objects" | "object" | "store" => out = out.with_object_store(label),
+            "sql" | "db" => out = out.with_sql(label),
+            other => bail!("bad grant `{grant}`: unknown kind `{other}` (expected `objects` or `sql`)"),
+        }
+    }
+    Ok(out)
+}
+
+fn parse_params(params: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    params
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("bad parameter `{p}`: expected NAME=VALUE"))
+        })
+        .collect()
+}
+
+fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {
+    match input.strip_prefix('@') {
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).context("could not read standard input")?;
+            Ok(buf)
+        }
+        Some(path) => std::fs::read(path).with_context(|| format!("could not read input file {path}")),
+        None => Ok(input.as_bytes().to_vec()),
+    }
+}
+
+/// Parses `1024`, `64KiB`, `64MiB`, `1GiB` (and `K`, `M`, `G`, `KB`, ...
+/// as the same binary units).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("bad size `{text}`"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("bad size unit in `{text}` (use KiB, MiB or GiB)")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("size `{text}` is too large"))
+}
+
+/// Prints the task's log to standard error as it happens.
+struct TerminalSink {
+    color: bool,
+}
+
+impl TerminalSink {
+    fn new() -> Self {
+        TerminalSink {
+            color: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl LogSink for TerminalSink {
+    fn record(&self, record: LogRecord) {
+        let LogRecord { time, level, source, message } = record;
+        let source = match source {
+            caisson_host_api::log::Source::Task => "",
+            caisson_host_api::log::Source::Stdout => " stdout",
+            caisson_host_api::log::Source::Stderr => " stderr",
+        };
+        let (start, end) = match (self.color, level) {
+            (true, Level::Error) => ("\x1b[31m", "\x1b[0m"),
+            (true, Level::Warn) => ("\x1b[33m", "\x1b[0m"),
+            (true, Level::Debug | Level::Trace) => ("\x1b[2m", "\x1b[0m"),
+            _ => ("", ""),
+        };
+        eprintln!("{start}{} {level:>5}{source}: {message}{end}", time.format("%H:%M:%S%.3f"));
+    }
+
+    fn progress(&self, done: u64, total: u64) {
+        if total > 0 {
+            eprintln!("progress: {done}/{total}");
+        } else {
+            eprintln!("progress: {done}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn grants_name_their_kind() {
+        let grants = parse_grants(&["objects=raw".into(), "sql=warehouse".into()]).unwrap();
+        assert!(grants.objects.contains("raw"));
+        assert!(grants.sql.contains("warehouse"));
+        assert!(parse_grants(&["raw".into()]).is_err());
+        assert!(parse_grants(&["network=any".into()]).is_err());
+    }
+}

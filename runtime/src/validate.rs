@@ -1,0 +1,75 @@
+//! Telling a task component from everything else, with messages that say
+//! what is wrong and what to do.
+
+use wasmparser::{Parser, Payload};
+
+use crate::RuntimeError;
+
+/// What the header of a wasm binary says, before any compilation.
+pub(crate) fn check_header(bytes: &[u8]) -> Result<(), RuntimeError> {
+    if !bytes.starts_with(b"\0asm") {
+        return Err(RuntimeError::InvalidComponent(
+            "not a WebAssembly binary (no `\\0asm` header)".into(),
+        ));
+    }
+    if Parser::is_core_wasm(bytes) {
+        return Err(RuntimeError::InvalidComponent(
+            "this is a core WebAssembly module, not a component: build the task for \
+             `wasm32-wasip2`, or wrap the module with `wasm-tools component new`"
+                .into(),
+        ));
+    }
+    if !Parser::is_component(bytes) {
+        return Err(RuntimeError::InvalidComponent(
+            "unsupported WebAssembly binary version or layer".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Rewrites a linker error into what an author can act on.
+pub(crate) fn explain_link_error(error: &wasmtime::Error) -> String {
+    let text = format!("{error:#}");
+    if text.contains("matching implementation was not found") {
+        return format!(
+            "it imports something Caisson does not provide ({text}); a task may import only \
+             `caisson:task/*` interfaces and WASI 0.2"
+        );
+    }
+    text
+}
+
+/// A summary of a component's imports and exports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+/// Lists a component's top-level imports and exports without compiling it.
+pub fn inspect(bytes: &[u8]) -> Result<TaskInfo, RuntimeError> {
+    check_header(bytes)?;
+    let mut info = TaskInfo::default();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| RuntimeError::InvalidComponent(format!("malformed component: {e}")))?;
+        match payload {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(section) if depth == 0 => {
+                for import in section {
+                    let import = import.map_err(|e| RuntimeError::InvalidComponent(e.to_string()))?;
+                    info.imports.push(import.name.name.to_string());
+                }
+            }
+            Payload::ComponentExportSection(section) if depth == 0 => {
+                for export in section {
+                    let export = export.map_err(|e| RuntimeError::InvalidComponent(e.to_string()))?;
+                    info.exports.push(export.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(info)
+}

@@ -1,0 +1,97 @@
+//! `caisson run` as a user runs it: a real process, a config file, grants.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use caisson_tests::{caisson_bin, guest_path, test_dirs};
+
+/// Runs `caisson run` with `args` after the task path, `config` as the
+/// config file's text.
+pub fn caisson_run(dir: &Path, task: &str, config: &str, args: &[&str]) -> Output {
+    let config_path = dir.join("caisson.toml");
+    let (cache, scratch) = test_dirs();
+    let config = format!(
+        "[engine]\ncache_dir = \"{}\"\nscratch_dir = \"{}\"\nmax_instances = 8\n{config}",
+        cache.display(),
+        scratch.path().display()
+    );
+    std::fs::write(&config_path, config).unwrap();
+    Command::new(caisson_bin())
+        .arg("run")
+        .arg(guest_path(task))
+        .arg("--config")
+        .arg(&config_path)
+        .args(args)
+        .output()
+        .expect("spawning caisson")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn run_prints_output_and_live_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = caisson_run(dir.path(), "hello", "", &["--input", "cli", "--param", "name=x"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello, cli");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("INFO"), "log not printed: {stderr}");
+}
+
+#[test]
+fn run_reads_input_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, "from a file").unwrap();
+    let arg = format!("@{}", input.display());
+    let out = caisson_run(dir.path(), "hello", "", &["--input", &arg]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello, from a file");
+}
+
+#[test]
+fn a_failed_run_exits_non_zero_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = caisson_run(dir.path(), "infinite-loop", "", &["--timeout", "300ms"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("timeout after 300ms"), "{stderr}");
+
+    let out = caisson_run(dir.path(), "memory-bomb", "", &["--memory", "32MiB"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("memory limit 32 MiB exceeded"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn granting_an_unconfigured_label_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = caisson_run(dir.path(), "hello", "", &["--grant", "objects=nowhere"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unknown object store label `nowhere`"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn inspect_accepts_tasks_and_rejects_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(caisson_bin())
+        .args(["inspect"])
+        .arg(guest_path("hello"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("a valid Caisson task"));
+
+    let module = dir.path().join("module.wasm");
+    std::fs::write(&module, wat::parse_str("(module)").unwrap()).unwrap();
+    let out = Command::new(caisson_bin())
+        .arg("inspect")
+        .arg(&module)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("core WebAssembly module"), "{}", text(&out.stderr));
+}

@@ -1,0 +1,324 @@
+//! Tasks that misbehave fail their own run, with the named reason, and
+//! leave the runtime able to run the next task.
+
+use std::time::{Duration, Instant};
+
+use caisson_runtime::{RunError, RunLimits};
+use caisson_tests::{base_config, runtime};
+
+use crate::{json, load, run_with};
+
+fn limits() -> RunLimits {
+    RunLimits {
+        timeout: Duration::from_secs(20),
+        memory: 64 << 20,
+        ..RunLimits::default()
+    }
+}
+
+/// The runtime still runs a well-behaved task after a hostile one.
+async fn assert_still_healthy(runtime: &caisson_runtime::Runtime) {
+    let hello = load(runtime, "hello").await;
+    let (result, _) = run_with(runtime, &hello, b"after", |r| r.limits = Some(limits())).await;
+    assert_eq!(result.unwrap(), b"hello, after");
+}
+
+#[tokio::test]
+async fn hello_runs_and_its_log_is_captured() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "hello").await;
+    let (result, log) = run_with(&rt, &task, b"world", |r| r.limits = Some(limits())).await;
+    assert_eq!(result.unwrap(), b"hello, world");
+    let records = log.records();
+    use caisson_host_api::log::Source;
+    assert!(records.iter().any(|r| r.source == Source::Task), "no log-interface record: {records:?}");
+    assert!(records.iter().any(|r| r.source == Source::Stdout), "stdout not captured: {records:?}");
+    assert!(records.iter().any(|r| r.source == Source::Stderr), "stderr not captured: {records:?}");
+}
+
+#[tokio::test]
+async fn params_reach_the_task() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "echo-params").await;
+    let (result, _) = run_with(&rt, &task, b"", |r| {
+        r.params.insert("day".into(), "2026-11-24".into());
+        r.params.insert("mode".into(), "full".into());
+    })
+    .await;
+    let out = json(&result.unwrap());
+    assert_eq!(out["day"], "2026-11-24");
+    assert_eq!(out["mode"], "full");
+}
+
+#[tokio::test]
+async fn infinite_loop_times_out() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "infinite-loop").await;
+    let started = Instant::now();
+    let (result, _) = run_with(&rt, &task, b"", |r| {
+        r.limits = Some(RunLimits {
+            timeout: Duration::from_millis(500),
+            ..limits()
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap_err(), RunError::Timeout(Duration::from_millis(500)));
+    assert_eq!(RunError::Timeout(Duration::from_millis(500)).to_string(), "timeout after 500ms");
+    // Epoch interruption stops the loop promptly, not at some later host call.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_still_healthy(&rt).await;
+}
+
+#[tokio::test]
+async fn memory_bomb_hits_the_memory_limit() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "memory-bomb").await;
+    let (result, _) = run_with(&rt, &task, b"", |r| r.limits = Some(limits())).await;
+    let err = result.unwrap_err();
+    assert_eq!(err, RunError::MemoryLimit(64 << 20));
+    assert_eq!(err.to_string(), "memory limit 64 MiB exceeded");
+    assert_still_healthy(&rt).await;
+}
+
+#[tokio::test]
+async fn deep_recursion_traps_with_stack_overflow() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "deep-recursion").await;
+    let (result, _) = run_with(&rt, &task, b"", |r| r.limits = Some(limits())).await;
+    match result.unwrap_err() {
+        RunError::Trap(message) => assert!(message.contains("stack"), "{message}"),
+        other => panic!("expected a stack overflow trap, got {other:?}"),
+    }
+    assert_still_healthy(&rt).await;
+}
+
+#[tokio::test]
+async fn panic_traps_with_its_message_and_backtrace() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "trap").await;
+    let (result, log) = run_with(&rt, &task, b"", |r| r.limits = Some(limits())).await;
+    match result.unwrap_err() {
+        RunError::Trap(message) => {
+            assert!(message.contains("wasm backtrace"), "no backtrace in: {message}");
+            assert!(message.contains("unreachable"), "{message}");
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    // The panic message goes to stderr, which is the run's log.
+    let logged: String = log.records().iter().map(|r| r.message.clone() + "\n").collect();
+    assert!(logged.contains("boom: deliberate trap"), "panic message not in log: {logged}");
+    assert_still_healthy(&rt).await;
+}
+
+#[tokio::test]
+async fn huge_log_hits_the_log_limit() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "huge-log").await;
+    let (result, log) = run_with(&rt, &task, b"", |r| {
+        r.limits = Some(RunLimits {
+            max_log_bytes: 1 << 20,
+            ..limits()
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap_err(), RunError::LogLimit(1 << 20));
+    let kept: usize = log.records().iter().map(|r| r.message.len()).sum();
+    assert!(kept <= 1 << 20, "kept {kept} bytes of log past the limit");
+    assert_still_healthy(&rt).await;
+}
+
+#[tokio::test]
+async fn huge_output_hits_the_output_limit() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "huge-output").await;
+    let (result, _) = run_with(&rt, &task, b"8388608", |r| {
+        r.limits = Some(RunLimits {
+            max_output_bytes: 1 << 20,
+            ..limits()
+        })
+    })
+    .await;
+    assert_eq!(
+        result.unwrap_err(),
+        RunError::OutputLimit {
+            size: 8 << 20,
+            limit: 1 << 20
+        }
+    );
+    assert_still_healthy(&rt).await;
+}
+
+#[tokio::test]
+async fn fuel_budget_stops_a_busy_task() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "infinite-loop").await;
+    let (result, _) = run_with(&rt, &task, b"", |r| {
+        r.limits = Some(RunLimits {
+            fuel: Some(10_000_000),
+            ..limits()
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap_err(), RunError::FuelExhausted(10_000_000));
+    assert_still_healthy(&rt).await;
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_task() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "infinite-loop").await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tx.send(true).unwrap();
+        tx
+    });
+    let (result, _) = run_with(&rt, &task, b"", |r| {
+        r.limits = Some(limits());
+        r.cancel = Some(rx);
+    })
+    .await;
+    assert_eq!(result.unwrap_err(), RunError::Cancelled);
+    canceller.await.unwrap();
+    assert_still_healthy(&rt).await;
+}
+
+#[tokio::test]
+async fn a_runaway_task_does_not_stall_its_neighbours() {
+    let rt = runtime(base_config());
+    let looping = load(&rt, "infinite-loop").await;
+    let hello = load(&rt, "hello").await;
+    let runaway = run_with(&rt, &looping, b"", |r| {
+        r.limits = Some(RunLimits {
+            timeout: Duration::from_secs(3),
+            ..limits()
+        })
+    });
+    let neighbours = async {
+        let mut outputs = Vec::new();
+        for i in 0..5 {
+            let input = format!("n{i}");
+            let (result, _) = run_with(&rt, &hello, input.as_bytes(), |r| r.limits = Some(limits())).await;
+            outputs.push(result.unwrap());
+        }
+        outputs
+    };
+    let ((runaway, _), outputs) = tokio::join!(runaway, neighbours);
+    assert!(matches!(runaway, Err(RunError::Timeout(_))));
+    assert_eq!(outputs[4], b"hello, n4");
+}
+
+#[tokio::test]
+async fn ungranted_labels_are_access_denied_not_traps() {
+    let mut config = base_config();
+    config.objects = toml::from_str("[data]\ntype = \"memory\"").unwrap();
+    let rt = runtime(config);
+    let task = load(&rt, "ungranted-store").await;
+    // Configured but not granted.
+    let (result, _) = run_with(&rt, &task, b"", |r| {
+        r.params.insert("label".into(), "data".into());
+    })
+    .await;
+    assert_eq!(result.unwrap(), b"denied");
+    // Not configured at all: the same answer, so a task cannot probe.
+    let (result, _) = run_with(&rt, &task, b"", |r| {
+        r.params.insert("label".into(), "secret-store".into());
+    })
+    .await;
+    assert_eq!(result.unwrap(), b"denied");
+    // A database label, likewise.
+    let (result, _) = run_with(&rt, &task, b"", |r| {
+        r.params.insert("label".into(), "warehouse".into());
+        r.params.insert("kind".into(), "sql".into());
+    })
+    .await;
+    assert_eq!(result.unwrap(), b"denied");
+    // Granted: it opens.
+    let (result, _) = run_with(&rt, &task, b"", |r| {
+        r.params.insert("label".into(), "data".into());
+        r.grants = caisson_host_api::Grants::default().with_object_store("data");
+    })
+    .await;
+    assert_eq!(result.unwrap(), b"opened");
+}
+
+#[tokio::test]
+async fn scratch_is_private_and_cannot_reach_the_host() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "scratch-escape").await;
+    let (result, _) = run_with(&rt, &task, b"", |r| r.limits = Some(limits())).await;
+    let report = json(&result.unwrap());
+    let text = report.to_string();
+    assert!(!text.contains("root:x:0:0"), "host /etc/passwd leaked into the guest: {text}");
+    // The scratch directory itself works.
+    assert_eq!(report["scratch_roundtrip"], "ok", "{text}");
+    // Each run starts with an empty scratch directory, removed afterwards.
+    let scratch_root = caisson_tests::test_dirs().1.path().to_path_buf();
+    let leftovers: Vec<_> = std::fs::read_dir(&scratch_root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
+        .collect();
+    // Other tests may be running right now; what must hold is that this
+    // run's directory is gone, which we check by running again and seeing
+    // an empty scratch (the task reports what it found before writing).
+    let _ = leftovers;
+    let (result, _) = run_with(&rt, &task, b"", |r| r.limits = Some(limits())).await;
+    assert_eq!(json(&result.unwrap())["scratch_was_empty"], true);
+}
+
+#[tokio::test]
+async fn hostile_keys_cannot_escape_the_store_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store-root");
+    let mut config = base_config();
+    config.objects = toml::from_str(&format!(
+        "[data]\ntype = \"local\"\nroot = \"{}\"\nprefix = \"tenant-a\"",
+        root.display()
+    ))
+    .unwrap();
+    let rt = runtime(config);
+    let task = load(&rt, "key-escape").await;
+    let (result, _) = run_with(&rt, &task, b"", |r| {
+        r.grants = caisson_host_api::Grants::default().with_object_store("data");
+    })
+    .await;
+    let report = json(&result.unwrap());
+    for key in ["../x", "/etc/passwd", "a/../../b", "a//b", "./a"] {
+        let outcome = report[key].as_str().unwrap_or_else(|| panic!("no outcome for {key}: {report}"));
+        assert!(outcome.starts_with("invalid-input"), "{key} was not rejected: {outcome}");
+    }
+    // Nothing was written outside the prefix's directory.
+    let mut outside = Vec::new();
+    for entry in walk(dir.path()) {
+        let relative = entry.strip_prefix(dir.path()).unwrap().to_path_buf();
+        if entry.is_file() && !relative.starts_with("store-root/tenant-a") {
+            outside.push(relative);
+        }
+    }
+    assert!(outside.is_empty(), "files written outside the store prefix: {outside:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            }
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn retryable_task_errors_are_reported_as_such() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "fail-retryable").await;
+    let (result, _) = run_with(&rt, &task, b"", |_| {}).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, RunError::Failed { retryable: true, .. }), "{err:?}");
+    assert!(err.retryable());
+}

@@ -1,0 +1,196 @@
+//! Shared helpers for Caisson's integration tests.
+//!
+//! Services come from the environment (`scripts/services env` prints it):
+//! `CAISSON_TEST_POSTGRES_URL` and `CAISSON_TEST_S3_*`. A test that needs a
+//! service that is not configured is skipped with a message, unless
+//! `CAISSON_REQUIRE_SERVICES=1`, when it fails instead: CI sets that, so a
+//! missing service can never pass silently.
+//!
+//! Guest components come from `target/guests` (`scripts/build-guests`), or
+//! from `CAISSON_GUEST_DIR`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use caisson_host_api::objects::{StoreConfig, parse_key};
+use caisson_runtime::{Config, Runtime};
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The bytes of the guest component `name` (e.g. `hello`, `word-count`).
+pub fn guest(name: &str) -> Vec<u8> {
+    let path = guest_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "guest component {} is missing ({e}); build the guests with scripts/build-guests",
+            path.display()
+        )
+    })
+}
+
+pub fn guest_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CAISSON_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/guests"));
+    dir.join(format!("{name}.wasm"))
+}
+
+/// The `caisson` binary built by cargo for this test run.
+pub fn caisson_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CAISSON_BIN") {
+        return bin.into();
+    }
+    // Test binaries live in target/<profile>/deps; the CLI one level up.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("caisson");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p caisson-runtime` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+fn require_services() -> bool {
+    std::env::var("CAISSON_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Returns `None` (and says so) when `var` is unset and services are not
+/// required; panics when they are.
+fn service_var(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if require_services() => panic!("{var} is not set but CAISSON_REQUIRE_SERVICES=1"),
+        _ => {
+            eprintln!("skipping: {var} is not set (run `eval \"$(scripts/services env)\"`)");
+            None
+        }
+    }
+}
+
+/// The test PostgreSQL's URL.
+pub fn postgres_url() -> Option<String> {
+    service_var("CAISSON_TEST_POSTGRES_URL")
+}
+
+/// Connection details of the test S3 server.
+#[derive(Debug, Clone)]
+pub struct S3Env {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: String,
+}
+
+pub fn s3_env() -> Option<S3Env> {
+    let endpoint = service_var("CAISSON_TEST_S3_ENDPOINT")?;
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+    Some(S3Env {
+        endpoint,
+        bucket: var("CAISSON_TEST_S3_BUCKET", "caisson-test"),
+        access_key_id: var("CAISSON_TEST_S3_ACCESS_KEY_ID", "caisson-access"),
+        secret_access_key: var("CAISSON_TEST_S3_SECRET_ACCESS_KEY", "caisson-secret-key"),
+        region: var("CAISSON_TEST_S3_REGION", "us-east-1"),
+    })
+}
+
+impl S3Env {
+    /// A store config rooted at `prefix`, as an operator would write it.
+    pub fn store_config(&self, prefix: &str) -> StoreConfig {
+        let toml = format!(
+            r#"
+            type = "s3"
+            bucket = "{}"
+            prefix = "{prefix}"
+            endpoint = "{}"
+            region = "{}"
+            access_key_id = "{}"
+            secret_access_key = "{}"
+            path_style = true
+            allow_http = true
+            "#,
+            self.bucket, self.endpoint, self.region, self.access_key_id, self.secret_access_key
+        );
+        toml::from_str(&toml).unwrap()
+    }
+
+    /// The same text, for a `caisson.toml` written by a test.
+    pub fn toml_table(&self, label: &str, prefix: &str) -> String {
+        format!(
+            r#"
+[objects.{label}]
+type = "s3"
+bucket = "{}"
+prefix = "{prefix}"
+endpoint = "{}"
+region = "{}"
+access_key_id = "{}"
+secret_access_key = "{}"
+path_style = true
+allow_http = true
+"#,
+            self.bucket, self.endpoint, self.region, self.access_key_id, self.secret_access_key
+        )
+    }
+
+    /// A client for the whole bucket, for tests to seed and check data.
+    pub fn client(&self) -> Arc<dyn ObjectStore> {
+        Arc::new(
+            AmazonS3Builder::new()
+                .with_endpoint(&self.endpoint)
+                .with_bucket_name(&self.bucket)
+                .with_access_key_id(&self.access_key_id)
+                .with_secret_access_key(&self.secret_access_key)
+                .with_region(&self.region)
+                .with_allow_http(true)
+                .with_virtual_hosted_style_request(false)
+                .build()
+                .unwrap(),
+        )
+    }
+}
+
+/// A prefix no other test uses.
+pub fn unique_prefix(name: &str) -> String {
+    format!("tests/{name}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// An object path, for test code (guest keys go through the same parser).
+pub fn key(k: &str) -> object_store::path::Path {
+    parse_key(k).unwrap()
+}
+
+/// Directories shared by the runtimes of one test binary: the compiled
+/// component cache is worth sharing (compiling is the slow part).
+pub fn test_dirs() -> &'static (PathBuf, tempfile::TempDir) {
+    static DIRS: OnceLock<(PathBuf, tempfile::TempDir)> = OnceLock::new();
+    DIRS.get_or_init(|| {
+        let cache = root().join("target/test-component-cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        (cache, tempfile::tempdir().unwrap())
+    })
+}
+
+/// A configuration with test-friendly engine settings and nothing granted.
+pub fn base_config() -> Config {
+    let (cache, scratch) = test_dirs();
+    let mut config = Config::default();
+    config.engine.cache_dir = cache.clone();
+    config.engine.scratch_dir = scratch.path().to_path_buf();
+    // Keep the pool's address-space reservation modest: the tests run many
+    // runtimes side by side.
+    config.engine.max_instances = 16;
+    config.engine.max_memory = 1 << 30;
+    config
+}
+
+/// A runtime for `config`.
+pub fn runtime(config: Config) -> Runtime {
+    Runtime::new(config).expect("building the runtime")
+}
