@@ -19,7 +19,10 @@ use object_store::aws::AmazonS3Builder;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The bytes of the guest component `name` (e.g. `hello`, `word-count`).
@@ -90,7 +93,8 @@ pub struct S3Env {
 
 pub fn s3_env() -> Option<S3Env> {
     let endpoint = service_var("CAISSON_TEST_S3_ENDPOINT")?;
-    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+    let var =
+        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
     Some(S3Env {
         endpoint,
         bucket: var("CAISSON_TEST_S3_BUCKET", "caisson-test"),

@@ -245,7 +245,11 @@ impl LineWriter {
 }
 
 impl AsyncWrite for LineWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if !self.log.budget.charge(buf.len()) {
             return Poll::Ready(Err(io::Error::other(format!(
                 "log limit of {} bytes exceeded",
@@ -289,6 +293,9 @@ impl Drop for LineWriter {
 }
 
 /// Adds the `caisson:task/log` interface to `linker`.
-pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, f: fn(&mut T) -> &mut LogCtx) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    f: fn(&mut T) -> &mut LogCtx,
+) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasSelf<LogCtx>>(linker, f)
 }

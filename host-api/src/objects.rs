@@ -140,7 +140,17 @@ impl Default for ObjectLimits {
 /// Every configured store of a worker, shared by all its runs.
 #[derive(Clone, Default)]
 pub struct ObjectStores {
-    stores: Arc<HashMap<String, Arc<dyn ObjectStore>>>,
+    stores: Arc<HashMap<String, Backend>>,
+}
+
+/// A built store and what its listings promise.
+#[derive(Clone)]
+struct Backend {
+    store: Arc<dyn ObjectStore>,
+    /// Whether `list` yields keys in order. S3 and the memory store do; a
+    /// local directory is walked in directory order, so its pages must be
+    /// sorted on the host (see `HostStore::list`).
+    ordered: bool,
 }
 
 impl fmt::Debug for ObjectStores {
@@ -155,7 +165,14 @@ impl ObjectStores {
     pub fn from_config(config: &ObjectsConfig) -> Result<Self, ConfigError> {
         let mut stores = HashMap::new();
         for (label, store) in config {
-            stores.insert(label.clone(), build_store(label, store)?);
+            let ordered = !matches!(store, StoreConfig::Local { .. });
+            stores.insert(
+                label.clone(),
+                Backend {
+                    store: build_store(label, store)?,
+                    ordered,
+                },
+            );
         }
         Ok(ObjectStores {
             stores: Arc::new(stores),
@@ -164,8 +181,21 @@ impl ObjectStores {
 
     /// Builds from already constructed stores, for embedders and tests.
     pub fn from_stores(stores: impl IntoIterator<Item = (String, Arc<dyn ObjectStore>)>) -> Self {
+        // Nothing is known of these stores' listing order: assume none.
+        let stores = stores
+            .into_iter()
+            .map(|(label, store)| {
+                (
+                    label,
+                    Backend {
+                        store,
+                        ordered: false,
+                    },
+                )
+            })
+            .collect();
         ObjectStores {
-            stores: Arc::new(stores.into_iter().collect()),
+            stores: Arc::new(stores),
         }
     }
 
@@ -177,20 +207,28 @@ impl ObjectStores {
     /// The store behind `label`, for the host's own use (uploading inputs,
     /// checking outputs). Never hand it to a guest directly.
     pub fn get(&self, label: &str) -> Option<Arc<dyn ObjectStore>> {
-        self.stores.get(label).cloned()
+        self.stores.get(label).map(|b| b.store.clone())
     }
 
     /// The context for one run with `grants`. Granting a label that is not
     /// configured is the operator's mistake, reported here rather than as a
     /// confusing `access-denied` inside the task.
-    pub fn ctx_for(&self, grants: &Grants, limits: ObjectLimits) -> Result<ObjectsCtx, ConfigError> {
+    pub fn ctx_for(
+        &self,
+        grants: &Grants,
+        limits: ObjectLimits,
+    ) -> Result<ObjectsCtx, ConfigError> {
         let mut granted = HashMap::new();
         for label in &grants.objects {
-            let store = self.get(label).ok_or_else(|| ConfigError::UnknownLabel {
-                kind: "object store",
-                label: label.clone(),
-            })?;
-            granted.insert(label.clone(), store);
+            let backend =
+                self.stores
+                    .get(label)
+                    .cloned()
+                    .ok_or_else(|| ConfigError::UnknownLabel {
+                        kind: "object store",
+                        label: label.clone(),
+                    })?;
+            granted.insert(label.clone(), backend);
         }
         Ok(ObjectsCtx { granted, limits })
     }
@@ -276,7 +314,11 @@ fn build_store(label: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>
 /// whatever the backend does with such names. Percent signs are ordinary
 /// characters: `%2e%2e` is a three-letter-pair name, never decoded.
 pub fn parse_key(key: &str) -> Result<Path, WitError> {
-    let invalid = |why: &str| Err(WitError::InvalidInput(format!("invalid key {key:?}: {why}")));
+    let invalid = |why: &str| {
+        Err(WitError::InvalidInput(format!(
+            "invalid key {key:?}: {why}"
+        )))
+    };
     if key.is_empty() {
         return invalid("empty");
     }
@@ -336,7 +378,7 @@ fn meta_to_wit(meta: &ObjectMeta) -> wit::ObjectMeta {
 
 /// The object stores one run may open.
 pub struct ObjectsCtx {
-    granted: HashMap<String, Arc<dyn ObjectStore>>,
+    granted: HashMap<String, Backend>,
     limits: ObjectLimits,
 }
 
@@ -353,6 +395,7 @@ impl ObjectsCtx {
 /// The guest's handle on an opened store.
 pub struct StoreHandle {
     store: Arc<dyn ObjectStore>,
+    ordered: bool,
 }
 
 /// An upload in progress: bytes written to its body stream are drained by a
@@ -374,6 +417,8 @@ enum UploadMsg {
 const UPLOAD_QUEUE: usize = 4;
 /// The most bytes the body stream accepts per write.
 const UPLOAD_CHUNK: usize = 1 << 20;
+/// The most entries a listing of an unordered backend reads to sort one page.
+const MAX_UNORDERED_LISTING: usize = 1_000_000;
 /// Above this an upload becomes multipart; S3 needs parts of at least 5 MiB.
 const MULTIPART_THRESHOLD: usize = 8 << 20;
 
@@ -514,17 +559,24 @@ macro_rules! guest_try {
 }
 
 impl wit::Host for ObjectsView<'_> {
-    async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<StoreHandle>, WitError>> {
-        let Some(store) = self.ctx.granted.get(&label).cloned() else {
+    async fn open(
+        &mut self,
+        label: String,
+    ) -> wasmtime::Result<Result<Resource<StoreHandle>, WitError>> {
+        let Some(Backend { store, ordered }) = self.ctx.granted.get(&label).cloned() else {
             tracing::debug!(%label, "task opened an object store it was not granted");
             return Ok(Err(WitError::AccessDenied));
         };
-        push_resource(self.table, StoreHandle { store })
+        push_resource(self.table, StoreHandle { store, ordered })
     }
 }
 
 impl wit::HostStore for ObjectsView<'_> {
-    async fn get(&mut self, this: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<Vec<u8>, WitError>> {
+    async fn get(
+        &mut self,
+        this: Resource<StoreHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<Vec<u8>, WitError>> {
         let store = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
         let result = guest_try!(store.get(&path).await.map_err(map_error));
@@ -570,7 +622,12 @@ impl wit::HostStore for ObjectsView<'_> {
         let path = guest_try!(parse_key(&key));
         guest_try!(self.check_size(data.len() as u64, "object"));
         let size = data.len() as u64;
-        let put = guest_try!(store.put(&path, PutPayload::from(data)).await.map_err(map_error));
+        let put = guest_try!(
+            store
+                .put(&path, PutPayload::from(data))
+                .await
+                .map_err(map_error)
+        );
         Ok(Ok(wit::ObjectMeta {
             key,
             size,
@@ -579,13 +636,25 @@ impl wit::HostStore for ObjectsView<'_> {
         }))
     }
 
-    async fn head(&mut self, this: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<wit::ObjectMeta, WitError>> {
+    async fn head(
+        &mut self,
+        this: Resource<StoreHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<wit::ObjectMeta, WitError>> {
         let store = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
-        Ok(store.head(&path).await.map(|m| meta_to_wit(&m)).map_err(map_error))
+        Ok(store
+            .head(&path)
+            .await
+            .map(|m| meta_to_wit(&m))
+            .map_err(map_error))
     }
 
-    async fn delete(&mut self, this: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<(), WitError>> {
+    async fn delete(
+        &mut self,
+        this: Resource<StoreHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), WitError>> {
         let store = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
         match store.delete(&path).await {
@@ -594,7 +663,12 @@ impl wit::HostStore for ObjectsView<'_> {
         }
     }
 
-    async fn copy(&mut self, this: Resource<StoreHandle>, from: String, to: String) -> wasmtime::Result<Result<(), WitError>> {
+    async fn copy(
+        &mut self,
+        this: Resource<StoreHandle>,
+        from: String,
+        to: String,
+    ) -> wasmtime::Result<Result<(), WitError>> {
         let store = self.store(&this)?;
         let from = guest_try!(parse_key(&from));
         let to = guest_try!(parse_key(&to));
@@ -608,7 +682,8 @@ impl wit::HostStore for ObjectsView<'_> {
         page_token: Option<String>,
         page_size: u32,
     ) -> wasmtime::Result<Result<wit::ListPage, WitError>> {
-        let store = self.store(&this)?;
+        let handle = self.table.get(&this)?;
+        let (store, ordered) = (handle.store.clone(), handle.ordered);
         let prefix = guest_try!(parse_prefix(&prefix));
         let page_size = page_size.clamp(1, self.ctx.limits.max_list_page) as usize;
         // The token is the last key of the previous page: listing resumes
@@ -622,33 +697,68 @@ impl wit::HostStore for ObjectsView<'_> {
         };
         let mut objects = Vec::with_capacity(page_size);
         let mut more = false;
-        // Take one more than a page to learn whether another page exists;
-        // dropping the stream stops the backend's listing there.
-        while let Some(meta) = stream.next().await {
-            let meta = guest_try!(meta.map_err(map_error));
-            if objects.len() == page_size {
-                more = true;
-                break;
+        if ordered {
+            // Take one more than a page to learn whether another page
+            // exists; dropping the stream stops the backend's listing there.
+            while let Some(meta) = stream.next().await {
+                let meta = guest_try!(meta.map_err(map_error));
+                if objects.len() == page_size {
+                    more = true;
+                    break;
+                }
+                objects.push(meta_to_wit(&meta));
             }
-            objects.push(meta_to_wit(&meta));
+        } else {
+            // A directory walk comes in no particular order, so the smallest
+            // keys after the token can only be found by reading them all.
+            // Bounded, because the guest picks the prefix.
+            let mut all = Vec::new();
+            while let Some(meta) = stream.next().await {
+                let meta = guest_try!(meta.map_err(map_error));
+                if all.len() >= MAX_UNORDERED_LISTING {
+                    return Ok(Err(WitError::TooLarge(format!(
+                        "more than {MAX_UNORDERED_LISTING} objects under this prefix of a local store; \
+                         list a narrower prefix"
+                    ))));
+                }
+                all.push(meta_to_wit(&meta));
+            }
+            all.sort_by(|a, b| a.key.cmp(&b.key));
+            more = all.len() > page_size;
+            all.truncate(page_size);
+            objects = all;
         }
-        // Backends list in key order, but not every one sorts (the local
-        // filesystem walks directories); sort so tokens stay meaningful.
-        objects.sort_by(|a, b| a.key.cmp(&b.key));
-        let next_page_token = if more { objects.last().map(|o| o.key.clone()) } else { None };
-        Ok(Ok(wit::ListPage { objects, next_page_token }))
+        let next_page_token = if more {
+            objects.last().map(|o| o.key.clone())
+        } else {
+            None
+        };
+        Ok(Ok(wit::ListPage {
+            objects,
+            next_page_token,
+        }))
     }
 
-    async fn reader(&mut self, this: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<Resource<DynInputStream>, WitError>> {
+    async fn reader(
+        &mut self,
+        this: Resource<StoreHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<Resource<DynInputStream>, WitError>> {
         let store = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
         let result = guest_try!(store.get(&path).await.map_err(map_error));
         let bytes = result.into_stream().map_err(std::io::Error::other);
-        let stream: DynInputStream = Box::new(AsyncReadStream::new(tokio_util::io::StreamReader::new(bytes)));
+        let stream: DynInputStream = Box::new(AsyncReadStream::new(
+            tokio_util::io::StreamReader::new(bytes),
+        ));
         push_resource(self.table, stream)
     }
 
-    async fn writer(&mut self, this: Resource<StoreHandle>, key: String) -> wasmtime::Result<Result<Resource<Upload>, WitError>> {
+    async fn writer(
+        &mut self,
+        this: Resource<StoreHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<Resource<Upload>, WitError>> {
         let store = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
         push_resource(self.table, Upload::start(store, path))
@@ -661,10 +771,15 @@ impl wit::HostStore for ObjectsView<'_> {
 }
 
 impl wit::HostWriter for ObjectsView<'_> {
-    async fn body(&mut self, this: Resource<Upload>) -> wasmtime::Result<Result<Resource<DynOutputStream>, WitError>> {
+    async fn body(
+        &mut self,
+        this: Resource<Upload>,
+    ) -> wasmtime::Result<Result<Resource<DynOutputStream>, WitError>> {
         let upload = self.table.get_mut(&this)?;
         if upload.body_taken {
-            return Ok(Err(WitError::InvalidInput("the writer's body was already taken".into())));
+            return Ok(Err(WitError::InvalidInput(
+                "the writer's body was already taken".into(),
+            )));
         }
         upload.body_taken = true;
         let body: DynOutputStream = Box::new(UploadBody {
@@ -674,18 +789,32 @@ impl wit::HostWriter for ObjectsView<'_> {
         push_resource(self.table, body)
     }
 
-    async fn finish(&mut self, this: Resource<Upload>) -> wasmtime::Result<Result<wit::ObjectMeta, WitError>> {
+    async fn finish(
+        &mut self,
+        this: Resource<Upload>,
+    ) -> wasmtime::Result<Result<wit::ObjectMeta, WitError>> {
         let upload = self.table.delete(this)?;
         let (reply, done) = oneshot::channel();
         if upload.tx.send(UploadMsg::Finish(reply)).await.is_err() {
-            return Ok(Err(WitError::Backend("the upload stopped unexpectedly".into())));
+            return Ok(Err(WitError::Backend(
+                "the upload stopped unexpectedly".into(),
+            )));
         }
         match done.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Ok(Err(e)),
-            Err(_) => return Ok(Err(WitError::Backend("the upload stopped unexpectedly".into()))),
+            Err(_) => {
+                return Ok(Err(WitError::Backend(
+                    "the upload stopped unexpectedly".into(),
+                )));
+            }
         }
-        Ok(upload.store.head(&upload.key).await.map(|m| meta_to_wit(&m)).map_err(map_error))
+        Ok(upload
+            .store
+            .head(&upload.key)
+            .await
+            .map(|m| meta_to_wit(&m))
+            .map_err(map_error))
     }
 
     async fn drop(&mut self, this: Resource<Upload>) -> wasmtime::Result<()> {
@@ -701,6 +830,9 @@ impl HasData for HasObjects {
 }
 
 /// Adds the `caisson:task/objects` interface to `linker`.
-pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, f: fn(&mut T) -> ObjectsView<'_>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    f: fn(&mut T) -> ObjectsView<'_>,
+) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasObjects>(linker, f)
 }

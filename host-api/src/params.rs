@@ -24,11 +24,18 @@ impl wit::Host for ParamsCtx {
     }
 
     async fn all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
-        Ok(self.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        Ok(self
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 }
 
 /// Adds the `caisson:task/params` interface to `linker`.
-pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, f: fn(&mut T) -> &mut ParamsCtx) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    f: fn(&mut T) -> &mut ParamsCtx,
+) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasSelf<ParamsCtx>>(linker, f)
 }

@@ -48,6 +48,11 @@
 //!   ahead of the guest but holds at most `max_bytes` of them (a byte budget,
 //!   see [`Cursor`]), and `rows.next(max)` returns at most
 //!   [`SqlLimits::max_batch`] rows and `max_bytes` bytes whatever `max` says.
+//! * **Connections.** Each `connection` resource holds one of its source's
+//!   `max_connections` pooled connections until it is dropped; `open` waits
+//!   at most 10 seconds for one, then fails with `backend`. The resource
+//!   table's cap bounds how many handles a run holds, but not how many of a
+//!   source's connections: one run can hold all of them for its lifetime.
 //! * **Read-only sources are enforced by the database**, never by looking at
 //!   the statement text (which cannot be done reliably: functions, CTEs,
 //!   `SET`, comments...). SQLite opens the file with `SQLITE_OPEN_READONLY`.
@@ -121,12 +126,12 @@ use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::{
-    PgArgumentBuffer, PgArguments, PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions,
-    PgRow, PgTypeInfo, PgTypeKind, PgValueFormat, PgValueRef, Postgres,
+    PgArgumentBuffer, PgArguments, PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow,
+    PgTypeInfo, PgTypeKind, PgValueFormat, PgValueRef, Postgres,
 };
 use sqlx::sqlite::{
-    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool,
-    SqlitePoolOptions, SqliteRow,
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions,
+    SqliteRow,
 };
 use sqlx::{Arguments as _, Column as _, Executor as _, Row as _, Statement as _};
 use sqlx::{Decode, Encode, Type, TypeInfo as _, ValueRef as _};
@@ -231,7 +236,11 @@ fn redact_url(url: &str) -> String {
             .query_pairs()
             .map(|(key, value)| {
                 let secret = key.to_ascii_lowercase().contains("password");
-                let value = if secret { REDACTED.into() } else { value.into_owned() };
+                let value = if secret {
+                    REDACTED.into()
+                } else {
+                    value.into_owned()
+                };
                 (key.into_owned(), value)
             })
             .collect();
@@ -832,7 +841,11 @@ impl Actor {
         self.finish(result).await
     }
 
-    async fn query_rows(&mut self, statement: &str, params: Vec<Value>) -> Result<RowSet, WitError> {
+    async fn query_rows(
+        &mut self,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<RowSet, WitError> {
         let SqlLimits {
             max_rows,
             max_bytes,
@@ -892,7 +905,12 @@ impl Actor {
         let _ = self.finish_statement().await;
     }
 
-    async fn stream_cursor(&mut self, statement: &str, params: Vec<Value>, reply: Reply<CursorStart>) {
+    async fn stream_cursor(
+        &mut self,
+        statement: &str,
+        params: Vec<Value>,
+        reply: Reply<CursorStart>,
+    ) {
         let max_bytes = budget_bytes(self.limits.max_bytes);
         let mut stream = match self.conn.fetch(statement, params) {
             Ok(stream) => stream,
@@ -911,14 +929,14 @@ impl Actor {
             }
             None => {
                 drop(stream);
-                let start = self
-                    .conn
-                    .describe_columns(statement)
-                    .await
-                    .map(|columns| CursorStart {
-                        columns,
-                        rows: None,
-                    });
+                let start =
+                    self.conn
+                        .describe_columns(statement)
+                        .await
+                        .map(|columns| CursorStart {
+                            columns,
+                            rows: None,
+                        });
                 let _ = reply.send(start);
                 return;
             }
@@ -928,7 +946,10 @@ impl Actor {
         let budget = Arc::new(Semaphore::new(max_bytes));
         let start = CursorStart {
             columns: first.columns.clone().unwrap_or_default(),
-            rows: Some((receiver, budget.clone())),
+            rows: Some(CursorStream {
+                rows: receiver,
+                budget: budget.clone(),
+            }),
         };
         if reply.send(Ok(start)).is_err() {
             return;
@@ -1126,7 +1147,15 @@ fn budget_bytes(max_bytes: usize) -> usize {
 struct CursorStart {
     columns: Vec<Column>,
     /// `None` for a result with no rows.
-    rows: Option<(mpsc::Receiver<Result<CursorRow, WitError>>, Arc<Semaphore>)>,
+    rows: Option<CursorStream>,
+}
+
+/// The guest's end of a streaming cursor.
+struct CursorStream {
+    rows: mpsc::Receiver<Result<CursorRow, WitError>>,
+    /// Shared with the actor, which takes a row's size from it before
+    /// sending the row.
+    budget: Arc<Semaphore>,
 }
 
 /// A row on its way to the guest. Its permits count against the cursor's
@@ -1150,8 +1179,8 @@ struct CursorRow {
 /// reading the result and the connection accepts commands again.
 pub struct Cursor {
     columns: Vec<Column>,
-    rows: Option<mpsc::Receiver<Result<CursorRow, WitError>>>,
-    budget: Option<Arc<Semaphore>>,
+    /// `None` once the result is exhausted (or failed).
+    stream: Option<CursorStream>,
     /// A row received but not returned because the batch was full.
     pending: Option<CursorRow>,
     /// An error received after some rows, returned by the next call.
@@ -1166,7 +1195,7 @@ impl fmt::Debug for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cursor")
             .field("columns", &self.columns)
-            .field("finished", &self.rows.is_none())
+            .field("finished", &self.stream.is_none())
             .finish_non_exhaustive()
     }
 }
@@ -1174,8 +1203,8 @@ impl fmt::Debug for Cursor {
 impl Drop for Cursor {
     fn drop(&mut self) {
         // Wake an actor waiting for budget so it notices the cursor is gone.
-        if let Some(budget) = &self.budget {
-            budget.close();
+        if let Some(stream) = &self.stream {
+            stream.budget.close();
         }
         self.connection_busy.store(false, Ordering::Release);
     }
@@ -1196,11 +1225,13 @@ impl Cursor {
             let row = match self.pending.take() {
                 Some(row) => row,
                 None => {
-                    let Some(rows) = &mut self.rows else { break };
-                    match rows.recv().await {
+                    let Some(stream) = &mut self.stream else {
+                        break;
+                    };
+                    match stream.rows.recv().await {
                         Some(Ok(row)) => row,
                         Some(Err(e)) => {
-                            self.rows = None;
+                            self.stream = None;
                             if batch.is_empty() {
                                 return Err(e);
                             }
@@ -1208,7 +1239,7 @@ impl Cursor {
                             break;
                         }
                         None => {
-                            self.rows = None;
+                            self.stream = None;
                             break;
                         }
                     }
@@ -1231,7 +1262,10 @@ impl Cursor {
 // ---------------------------------------------------------------------------
 
 impl wit_sql::Host for SqlView<'_> {
-    async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<Connection>, WitError>> {
+    async fn open(
+        &mut self,
+        label: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, WitError>> {
         // Not granted and not configured look the same: the guest cannot
         // probe the worker's configuration.
         let Some(source) = self.ctx.sources.get(&label) else {
@@ -1285,18 +1319,13 @@ impl wit_sql::HostConnection for SqlView<'_> {
             Ok(start) => start,
             Err(e) => return Ok(Err(e)),
         };
-        let (rows, budget) = match start.rows {
-            Some((rows, budget)) => (Some(rows), Some(budget)),
-            None => (None, None),
-        };
         // Only a cursor that is still streaming keeps the actor busy. (While
         // one is, no other cursor can be opened, so dropping an empty one
         // cannot clear the flag of another.)
-        busy.store(rows.is_some(), Ordering::Release);
+        busy.store(start.rows.is_some(), Ordering::Release);
         let cursor = Cursor {
             columns: start.columns,
-            rows,
-            budget,
+            stream: start.rows,
             pending: None,
             pending_error: None,
             max_batch: limits.max_batch,
@@ -1321,11 +1350,17 @@ impl wit_sql::HostConnection for SqlView<'_> {
         .await
     }
 
-    async fn begin(&mut self, this: Resource<Connection>) -> wasmtime::Result<Result<(), WitError>> {
+    async fn begin(
+        &mut self,
+        this: Resource<Connection>,
+    ) -> wasmtime::Result<Result<(), WitError>> {
         self.table.get(&this)?.call(Command::Begin).await
     }
 
-    async fn commit(&mut self, this: Resource<Connection>) -> wasmtime::Result<Result<(), WitError>> {
+    async fn commit(
+        &mut self,
+        this: Resource<Connection>,
+    ) -> wasmtime::Result<Result<(), WitError>> {
         self.table.get(&this)?.call(Command::Commit).await
     }
 
@@ -1401,7 +1436,10 @@ fn map_pg_error(error: &PgDatabaseError) -> WitError {
         // syntax error or access rule violation, data exception, integrity
         // constraint violation, invalid transaction state (e.g. 25P02: the
         // transaction was aborted by an earlier error)
-        _ if ["42", "22", "23", "25"].iter().any(|class| code.starts_with(class)) => {
+        _ if ["42", "22", "23", "25"]
+            .iter()
+            .any(|class| code.starts_with(class)) =>
+        {
             WitError::InvalidInput(message)
         }
         // connection exception, transaction rollback (serialization
@@ -1589,7 +1627,10 @@ fn value_size(value: &Value) -> usize {
 }
 
 fn row_size(values: &[Value]) -> usize {
-    values.iter().map(value_size).fold(ROW_OVERHEAD, usize::saturating_add)
+    values
+        .iter()
+        .map(value_size)
+        .fold(ROW_OVERHEAD, usize::saturating_add)
 }
 
 fn pg_columns(row: &PgRow) -> Vec<Column> {
@@ -1633,7 +1674,10 @@ fn pg_value(column: &str, raw: PgValueRef<'_>) -> Result<Value, WitError> {
         ))
     };
     if raw.format() == PgValueFormat::Text {
-        return raw.as_str().map(|s| Value::Text(s.to_owned())).map_err(|e| fail(e.to_string()));
+        return raw
+            .as_str()
+            .map(|s| Value::Text(s.to_owned()))
+            .map_err(|e| fail(e.to_string()));
     }
     let bytes = raw.as_bytes().map_err(|e| fail(e.to_string()))?;
     let text = || {
@@ -1652,17 +1696,15 @@ fn pg_value(column: &str, raw: PgValueRef<'_>) -> Result<Value, WitError> {
         "NUMERIC" => Value::Text(pg_numeric(bytes).map_err(fail)?),
         "UUID" => Value::Text(pg_uuid(fixed(bytes).map_err(fail)?)),
         "BYTEA" => Value::Blob(bytes.to_vec()),
-        "TIMESTAMPTZ" | "TIMESTAMP" => {
-            match i64::from_be_bytes(fixed(bytes).map_err(fail)?) {
-                i64::MAX => Value::Text("infinity".into()),
-                i64::MIN => Value::Text("-infinity".into()),
-                micros => Value::Timestamp(
-                    micros
-                        .checked_add(PG_EPOCH_MICROS)
-                        .ok_or_else(|| fail("out of range".into()))?,
-                ),
-            }
-        }
+        "TIMESTAMPTZ" | "TIMESTAMP" => match i64::from_be_bytes(fixed(bytes).map_err(fail)?) {
+            i64::MAX => Value::Text("infinity".into()),
+            i64::MIN => Value::Text("-infinity".into()),
+            micros => Value::Timestamp(
+                micros
+                    .checked_add(PG_EPOCH_MICROS)
+                    .ok_or_else(|| fail("out of range".into()))?,
+            ),
+        },
         "DATE" => Value::Text(match i32::from_be_bytes(fixed(bytes).map_err(fail)?) {
             i32::MAX => "infinity".into(),
             i32::MIN => "-infinity".into(),
@@ -1673,22 +1715,29 @@ fn pg_value(column: &str, raw: PgValueRef<'_>) -> Result<Value, WitError> {
         }),
         "TIME" => {
             let micros = i64::from_be_bytes(fixed(bytes).map_err(fail)?);
-            let secs = u32::try_from(micros.div_euclid(1_000_000)).map_err(|e| fail(e.to_string()))?;
+            let secs =
+                u32::try_from(micros.div_euclid(1_000_000)).map_err(|e| fail(e.to_string()))?;
             let nanos = (micros.rem_euclid(1_000_000) * 1000) as u32;
-            Value::Text(match NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos) {
-                Some(time) => time.to_string(),
-                // PostgreSQL allows 24:00:00; chrono does not.
-                None if micros == 86_400_000_000 => "24:00:00".into(),
-                None => return Err(fail("out of range".into())),
-            })
+            Value::Text(
+                match NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos) {
+                    Some(time) => time.to_string(),
+                    // PostgreSQL allows 24:00:00; chrono does not.
+                    None if micros == 86_400_000_000 => "24:00:00".into(),
+                    None => return Err(fail("out of range".into())),
+                },
+            )
         }
         "JSON" => Value::Json(
-            std::str::from_utf8(bytes).map_err(|e| fail(e.to_string()))?.to_owned(),
+            std::str::from_utf8(bytes)
+                .map_err(|e| fail(e.to_string()))?
+                .to_owned(),
         ),
         "JSONB" => match bytes.split_first() {
-            Some((1, json)) => {
-                Value::Json(std::str::from_utf8(json).map_err(|e| fail(e.to_string()))?.to_owned())
-            }
+            Some((1, json)) => Value::Json(
+                std::str::from_utf8(json)
+                    .map_err(|e| fail(e.to_string()))?
+                    .to_owned(),
+            ),
             _ => return Err(fail("unknown JSONB format version".into())),
         },
         "VOID" => Value::Null,
@@ -1906,7 +1955,8 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        let redacted = redact_url("postgres://user:hunter2@db:5432/app?sslmode=require&password=x2");
+        let redacted =
+            redact_url("postgres://user:hunter2@db:5432/app?sslmode=require&password=x2");
         assert!(!redacted.contains("hunter2"), "{redacted}");
         assert!(!redacted.contains("x2"), "{redacted}");
         assert!(redacted.contains("sslmode=require"), "{redacted}");
@@ -1916,8 +1966,14 @@ mod tests {
     #[test]
     fn sqlite_errors_map_by_primary_code() {
         // SQLITE_READONLY_DBMOVED is an extended code of SQLITE_READONLY.
-        assert!(matches!(map_sqlite_error(Some("1032"), "x"), WitError::AccessDenied));
-        assert!(matches!(map_sqlite_error(Some("8"), "x"), WitError::AccessDenied));
+        assert!(matches!(
+            map_sqlite_error(Some("1032"), "x"),
+            WitError::AccessDenied
+        ));
+        assert!(matches!(
+            map_sqlite_error(Some("8"), "x"),
+            WitError::AccessDenied
+        ));
         assert!(matches!(
             map_sqlite_error(Some("2067"), "UNIQUE constraint failed"),
             WitError::InvalidInput(_)

@@ -41,7 +41,12 @@ impl ComponentCache {
         self.dir.join(format!("{digest}-{}.cwasm", self.engine_tag))
     }
 
-    pub(crate) async fn get_or_compile(&self, engine: &Engine, digest: &str, bytes: &[u8]) -> Result<Component, RuntimeError> {
+    pub(crate) async fn get_or_compile(
+        &self,
+        engine: &Engine,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<Component, RuntimeError> {
         let path = self.path(digest);
         if path.exists() {
             // SAFETY: the file was written by `compile_and_store` below for
@@ -51,7 +56,9 @@ impl ComponentCache {
             // anyone who may not run native code on the worker.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(path = %path.display(), "discarding an unloadable cache entry: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "discarding an unloadable cache entry: {e:#}")
+                }
             }
         }
         let engine = engine.clone();
@@ -63,9 +70,15 @@ impl ComponentCache {
     }
 }
 
-fn compile_and_store(engine: &Engine, bytes: &[u8], dir: &Path, path: &Path) -> Result<Component, RuntimeError> {
+fn compile_and_store(
+    engine: &Engine,
+    bytes: &[u8],
+    dir: &Path,
+    path: &Path,
+) -> Result<Component, RuntimeError> {
     let started = std::time::Instant::now();
-    let component = Component::new(engine, bytes).map_err(|e| RuntimeError::InvalidComponent(format!("{e:#}")))?;
+    let component = Component::new(engine, bytes)
+        .map_err(|e| RuntimeError::InvalidComponent(format!("{e:#}")))?;
     tracing::info!(elapsed = ?started.elapsed(), size = bytes.len(), "compiled a component");
     let serialized = component.serialize().map_err(RuntimeError::Wasmtime)?;
     // Write then rename, so a crash or a full disk never leaves a torn

@@ -230,13 +230,17 @@ impl Runtime {
             return Ok(task.clone());
         }
         validate::check_header(bytes)?;
-        let component = self.cache.get_or_compile(&self.engine, &digest, bytes).await?;
+        let component = self
+            .cache
+            .get_or_compile(&self.engine, &digest, bytes)
+            .await?;
         let task = Arc::new(self.link(digest.clone(), &component)?);
         self.loaded.lock().unwrap().insert(digest, task.clone());
         Ok(task)
     }
 
     fn link(&self, digest: String, component: &Component) -> Result<LoadedTask, RuntimeError> {
+        validate::check_imports(&self.engine, component)?;
         let instance_pre = self
             .linker
             .instantiate_pre(component)
@@ -341,7 +345,9 @@ impl Runtime {
             .stdout(log.stdout())
             .stderr(log.stderr());
         scratch.preopen(&mut wasi).map_err(RuntimeError::Wasmtime)?;
-        let objects = self.objects.ctx_for(&request.grants, ObjectLimits::default())?;
+        let objects = self
+            .objects
+            .ctx_for(&request.grants, ObjectLimits::default())?;
         let sql = self.sql.ctx_for(&request.grants, SqlLimits::default())?;
         let mut table = ResourceTable::new();
         table.set_max_capacity(self.config.engine.max_resources);
@@ -357,7 +363,12 @@ impl Runtime {
     }
 }
 
-fn classify_trap(error: wasmtime::Error, store: &Store<RunState>, limits: &RunLimits, log: &LogCtx) -> RunError {
+fn classify_trap(
+    error: wasmtime::Error,
+    store: &Store<RunState>,
+    limits: &RunLimits,
+    log: &LogCtx,
+) -> RunError {
     if store.data().limiter.exceeded() {
         return RunError::MemoryLimit(limits.memory);
     }
@@ -367,8 +378,53 @@ fn classify_trap(error: wasmtime::Error, store: &Store<RunState>, limits: &RunLi
     if let Some(Trap::OutOfFuel) = error.downcast_ref::<Trap>() {
         return RunError::FuelExhausted(limits.fuel.unwrap_or(u64::MAX));
     }
-    // `{:?}` on a trap carries the wasm backtrace as context.
-    RunError::Trap(format!("{error:?}"))
+    RunError::Trap(describe_trap(&error))
+}
+
+/// The most backtrace frames a trap message keeps. A stack overflow has
+/// thousands of identical ones.
+const MAX_BACKTRACE_FRAMES: usize = 24;
+/// Identical frames on top of a backtrace that suggest runaway recursion.
+/// wasmtime itself keeps only the innermost frames, about 20.
+const RECURSION_FRAMES: usize = 16;
+
+/// The trap's reason, then the top of its wasm backtrace.
+fn describe_trap(error: &wasmtime::Error) -> String {
+    let mut message = error.root_cause().to_string();
+    let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() else {
+        return message;
+    };
+    let frames = backtrace.frames();
+    let names: Vec<String> = frames
+        .iter()
+        .take(MAX_BACKTRACE_FRAMES)
+        .map(|frame| match frame.func_name() {
+            Some(name) => format!("{:#}", rustc_demangle::demangle(name)),
+            None => format!("<function {}>", frame.func_index()),
+        })
+        .collect();
+    // Compiled languages keep their stack in linear memory, so unbounded
+    // recursion ends as an out-of-bounds access (the stack pointer wraps)
+    // or as wasm call-stack exhaustion. Say which when the backtrace shows it.
+    if names.len() >= RECURSION_FRAMES && names.windows(2).all(|w| w[0] == w[1]) {
+        message.push_str(&format!(
+            " in `{}`, which called itself {} times or more: the task overflowed its stack \
+             (unbounded recursion?)",
+            names[0],
+            names.len()
+        ));
+    }
+    message.push_str("\nwasm backtrace:");
+    for (i, name) in names.iter().enumerate() {
+        message.push_str(&format!("\n  {i:>3}: {name}"));
+    }
+    if frames.len() > MAX_BACKTRACE_FRAMES {
+        message.push_str(&format!(
+            "\n  ... {} more frames",
+            frames.len() - MAX_BACKTRACE_FRAMES
+        ));
+    }
+    message
 }
 
 fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {

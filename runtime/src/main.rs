@@ -13,7 +13,11 @@ use caisson_runtime::{Config, RunRequest, Runtime};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "caisson", version, about = "Run WebAssembly task components in a sandbox")]
+#[command(
+    name = "caisson",
+    version,
+    about = "Run WebAssembly task components in a sandbox"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,8 +71,9 @@ struct RunArgs {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CAISSON_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("CAISSON_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,sqlx::postgres::notice=error")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -93,13 +98,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
         Some(path) => Ok(Config::from_file(path)?),
-        None if Path::new("caisson.toml").exists() => Ok(Config::from_file(Path::new("caisson.toml"))?),
+        None if Path::new("caisson.toml").exists() => {
+            Ok(Config::from_file(Path::new("caisson.toml"))?)
+        }
         None => Ok(Config::default()),
     }
 }
 
 async fn inspect(task: &Path, config: Option<&Path>) -> anyhow::Result<()> {
-    let bytes = std::fs::read(task).with_context(|| format!("could not read {}", task.display()))?;
+    let bytes =
+        std::fs::read(task).with_context(|| format!("could not read {}", task.display()))?;
     let info = caisson_runtime::inspect(&bytes)?;
     let runtime = Runtime::new(load_config(config)?)?;
     let loaded = runtime.load(&bytes).await?;
@@ -132,7 +140,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let grants = parse_grants(&args.grants)?;
     let params = parse_params(&args.params)?;
     let input = read_input(&args.input)?;
-    let bytes = std::fs::read(&args.task).with_context(|| format!("could not read {}", args.task.display()))?;
+    let bytes = std::fs::read(&args.task)
+        .with_context(|| format!("could not read {}", args.task.display()))?;
 
     let runtime = Runtime::new(config)?;
     let started = Instant::now();
@@ -160,7 +169,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let output = result.map_err(|e| anyhow::anyhow!("run failed: {e}"))?;
     match &args.output {
-        Some(path) => std::fs::write(path, &output).with_context(|| format!("could not write {}", path.display()))?,
+        Some(path) => std::fs::write(path, &output)
+            .with_context(|| format!("could not write {}", path.display()))?,
         None => {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&output)?;
@@ -181,7 +191,9 @@ fn parse_grants(grants: &[String]) -> anyhow::Result<Grants> {
         match kind {
             "objects" | "object" | "store" => out = out.with_object_store(label),
             "sql" | "db" => out = out.with_sql(label),
-            other => bail!("bad grant `{grant}`: unknown kind `{other}` (expected `objects` or `sql`)"),
+            other => {
+                bail!("bad grant `{grant}`: unknown kind `{other}` (expected `objects` or `sql`)")
+            }
         }
     }
     Ok(out)
@@ -202,10 +214,14 @@ fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {
     match input.strip_prefix('@') {
         Some("-") => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("could not read standard input")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("could not read standard input")?;
             Ok(buf)
         }
-        Some(path) => std::fs::read(path).with_context(|| format!("could not read input file {path}")),
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("could not read input file {path}"))
+        }
         None => Ok(input.as_bytes().to_vec()),
     }
 }
@@ -214,7 +230,9 @@ fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {
 /// as the same binary units).
 fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| format!("bad size `{text}`"))?;
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
@@ -244,7 +262,12 @@ impl TerminalSink {
 
 impl LogSink for TerminalSink {
     fn record(&self, record: LogRecord) {
-        let LogRecord { time, level, source, message } = record;
+        let LogRecord {
+            time,
+            level,
+            source,
+            message,
+        } = record;
         let source = match source {
             caisson_host_api::log::Source::Task => "",
             caisson_host_api::log::Source::Stdout => " stdout",
@@ -256,7 +279,10 @@ impl LogSink for TerminalSink {
             (true, Level::Debug | Level::Trace) => ("\x1b[2m", "\x1b[0m"),
             _ => ("", ""),
         };
-        eprintln!("{start}{} {level:>5}{source}: {message}{end}", time.format("%H:%M:%S%.3f"));
+        eprintln!(
+            "{start}{} {level:>5}{source}: {message}{end}",
+            time.format("%H:%M:%S%.3f")
+        );
     }
 
     fn progress(&self, done: u64, total: u64) {

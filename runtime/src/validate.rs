@@ -27,6 +27,29 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// Refuses imports outside Caisson's world and WASI 0.2. The linker would
+/// refuse most of them too, but not, for example, an import of an empty
+/// instance, and its message does not say what a task may import.
+pub(crate) fn check_imports(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Result<(), RuntimeError> {
+    let foreign: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .filter(|name| !(name.starts_with("caisson:task/") || name.starts_with("wasi:")))
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(RuntimeError::InvalidComponent(format!(
+        "it imports {}, which Caisson does not provide; a task may import only \
+         `caisson:task/*` interfaces and WASI 0.2",
+        foreign.join(", ")
+    )))
+}
+
 /// Rewrites a linker error into what an author can act on.
 pub(crate) fn explain_link_error(error: &wasmtime::Error) -> String {
     let text = format!("{error:#}");
@@ -52,19 +75,22 @@ pub fn inspect(bytes: &[u8]) -> Result<TaskInfo, RuntimeError> {
     let mut info = TaskInfo::default();
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(bytes) {
-        let payload = payload.map_err(|e| RuntimeError::InvalidComponent(format!("malformed component: {e}")))?;
+        let payload = payload
+            .map_err(|e| RuntimeError::InvalidComponent(format!("malformed component: {e}")))?;
         match payload {
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(section) if depth == 0 => {
                 for import in section {
-                    let import = import.map_err(|e| RuntimeError::InvalidComponent(e.to_string()))?;
+                    let import =
+                        import.map_err(|e| RuntimeError::InvalidComponent(e.to_string()))?;
                     info.imports.push(import.name.name.to_string());
                 }
             }
             Payload::ComponentExportSection(section) if depth == 0 => {
                 for export in section {
-                    let export = export.map_err(|e| RuntimeError::InvalidComponent(e.to_string()))?;
+                    let export =
+                        export.map_err(|e| RuntimeError::InvalidComponent(e.to_string()))?;
                     info.exports.push(export.name.name.to_string());
                 }
             }

@@ -33,7 +33,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn run_prints_output_and_live_log() {
     let dir = tempfile::tempdir().unwrap();
-    let out = caisson_run(dir.path(), "hello", "", &["--input", "cli", "--param", "name=x"]);
+    let out = caisson_run(dir.path(), "hello", "", &["--input", "cli"]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello, cli");
     let stderr = text(&out.stderr);
@@ -61,7 +61,11 @@ fn a_failed_run_exits_non_zero_with_the_reason() {
 
     let out = caisson_run(dir.path(), "memory-bomb", "", &["--memory", "32MiB"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("memory limit 32 MiB exceeded"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("memory limit 32 MiB exceeded"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -69,7 +73,11 @@ fn granting_an_unconfigured_label_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = caisson_run(dir.path(), "hello", "", &["--grant", "objects=nowhere"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("unknown object store label `nowhere`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unknown object store label `nowhere`"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -93,5 +101,9 @@ fn inspect_accepts_tasks_and_rejects_modules() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("core WebAssembly module"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("core WebAssembly module"),
+        "{}",
+        text(&out.stderr)
+    );
 }

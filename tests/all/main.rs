@@ -35,5 +35,10 @@ async fn run_with(
 }
 
 fn json(output: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(output).unwrap_or_else(|e| panic!("output is not JSON ({e}): {}", String::from_utf8_lossy(output)))
+    serde_json::from_slice(output).unwrap_or_else(|e| {
+        panic!(
+            "output is not JSON ({e}): {}",
+            String::from_utf8_lossy(output)
+        )
+    })
 }

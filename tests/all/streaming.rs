@@ -68,8 +68,22 @@ async fn a_256_mib_object_streams_through_a_task_in_bounded_memory() {
         .arg(guest_path("stream-copy"))
         .arg("--config")
         .arg(dir.path().join("caisson.toml"))
-        .args(["--grant", "objects=data", "--memory", "64MiB", "--timeout", "10m"])
-        .args(["--param", "store=data", "--param", "src=big.bin", "--param", "dst=copy.bin"])
+        .args([
+            "--grant",
+            "objects=data",
+            "--memory",
+            "64MiB",
+            "--timeout",
+            "10m",
+        ])
+        .args([
+            "--param",
+            "store=data",
+            "--param",
+            "src=big.bin",
+            "--param",
+            "dst=copy.bin",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -86,8 +100,15 @@ async fn a_256_mib_object_streams_through_a_task_in_bounded_memory() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let output = child.wait_with_output().unwrap();
-    assert!(status.success(), "stream-copy failed: {}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), SIZE.to_string());
+    assert!(
+        status.success(),
+        "stream-copy failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        SIZE.to_string()
+    );
 
     // Byte-identical copy.
     let dst = key(&format!("{prefix}/copy.bin"));
@@ -102,7 +123,10 @@ async fn a_256_mib_object_streams_through_a_task_in_bounded_memory() {
     assert_eq!(copied, SIZE);
     assert_eq!(hex::encode(hasher.finalize()), expected);
 
-    eprintln!("peak RSS of the worker streaming 256 MiB: {} MiB", peak >> 20);
+    eprintln!(
+        "peak RSS of the worker streaming 256 MiB: {} MiB",
+        peak >> 20
+    );
     assert!(peak > 0, "could not read the worker's RSS");
     assert!(
         peak < (SIZE as u64) / 2,

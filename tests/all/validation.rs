@@ -25,7 +25,10 @@ async fn garbage_bytes_are_not_wasm() {
 async fn a_core_module_is_named_as_such() {
     let module = wat::parse_str("(module (func (export \"run\")))").unwrap();
     let message = rejection(&module).await;
-    assert!(message.contains("core WebAssembly module, not a component"), "{message}");
+    assert!(
+        message.contains("core WebAssembly module, not a component"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -70,7 +73,12 @@ async fn a_component_of_another_world_is_refused() {
 async fn inspect_lists_imports_and_exports() {
     let info = caisson_runtime::inspect(&guest("hello")).unwrap();
     assert!(info.exports.iter().any(|e| e == "run"), "{info:?}");
-    assert!(info.imports.iter().any(|i| i.starts_with("caisson:task/log")), "{info:?}");
+    assert!(
+        info.imports
+            .iter()
+            .any(|i| i.starts_with("caisson:task/log")),
+        "{info:?}"
+    );
 }
 
 #[tokio::test]
@@ -84,13 +92,19 @@ async fn compiled_components_are_cached_on_disk() {
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
     assert_eq!(entries.len(), 1, "expected one cached artifact");
     let name = entries[0].file_name().to_string_lossy().to_string();
-    assert!(name.starts_with(task.digest()), "{name} is not keyed by the digest");
+    assert!(
+        name.starts_with(task.digest()),
+        "{name} is not keyed by the digest"
+    );
     // A second runtime (a restarted worker) loads the artifact and runs it.
     let second = runtime(config);
     let task = second.load(&bytes).await.unwrap();
     let sink = std::sync::Arc::new(caisson_host_api::log::MemorySink::default());
     let out = second
-        .run(&task, caisson_runtime::RunRequest::new(b"cache".to_vec(), sink))
+        .run(
+            &task,
+            caisson_runtime::RunRequest::new(b"cache".to_vec(), sink),
+        )
         .await
         .unwrap();
     assert_eq!(out, b"hello, cache");
@@ -103,13 +117,20 @@ async fn a_corrupt_cache_entry_is_recompiled() {
     config.engine.cache_dir = dir.path().to_path_buf();
     let bytes = guest("hello");
     runtime(config.clone()).load(&bytes).await.unwrap();
-    let entry = std::fs::read_dir(dir.path()).unwrap().flatten().next().unwrap();
+    let entry = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap();
     std::fs::write(entry.path(), b"not a compiled artifact").unwrap();
     let rt = runtime(config);
     let task = rt.load(&bytes).await.unwrap();
     let sink = std::sync::Arc::new(caisson_host_api::log::MemorySink::default());
     let out = rt
-        .run(&task, caisson_runtime::RunRequest::new(b"again".to_vec(), sink))
+        .run(
+            &task,
+            caisson_runtime::RunRequest::new(b"again".to_vec(), sink),
+        )
         .await
         .unwrap();
     assert_eq!(out, b"hello, again");

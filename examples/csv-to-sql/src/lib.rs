@@ -35,7 +35,7 @@ use std::io::BufRead;
 
 use caisson_sdk::objects::Store;
 use caisson_sdk::sql::{Db, Value};
-use caisson_sdk::{Error, Json, Result, info, log, params};
+use caisson_sdk::{Context, Error, Json, Result, info, log, params};
 use serde::Serialize;
 
 /// How many bad records the error message lists.
@@ -329,7 +329,11 @@ fn run() -> Result<Json<Loaded>> {
     }
 
     let store = Store::open(&label)?;
-    let mut records = Records::new(store.reader(&key)?);
+    let mut records = Records::new(
+        store
+            .reader(&key)
+            .with_context(|| format!("reading {key}"))?,
+    );
     let header = match records.next().transpose()? {
         Some(Record { fields: Ok(f), .. }) => f,
         Some(Record {

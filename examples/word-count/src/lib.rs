@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::io::BufRead;
 
 use caisson_sdk::objects::Store;
-use caisson_sdk::{Json, Result, info, log, params};
+use caisson_sdk::{Context, Json, Result, info, log, params};
 use serde::Serialize;
 
 /// Words longer than this many bytes are counted but not ranked in `top`.
@@ -191,7 +191,12 @@ fn run() -> Result<Json<Summary>> {
 
     let mut counter = Counter::new();
     for (i, key) in keys.iter().enumerate() {
-        counter.count_reader(store.reader(key)?)?;
+        let reader = store
+            .reader(key)
+            .with_context(|| format!("reading {key}"))?;
+        counter
+            .count_reader(reader)
+            .with_context(|| format!("reading {key}"))?;
         log::progress(i as u64 + 1, keys.len() as u64);
     }
 

@@ -325,9 +325,13 @@ impl std::iter::FusedIterator for List<'_> {}
 
 fn stream_error(e: StreamError) -> io::Error {
     match e {
-        StreamError::LastOperationFailed(e) => {
-            io::Error::other(Error::Backend(e.to_debug_string()))
-        }
+        // The host's error carries only text, so whether it is transient is
+        // unknown: call it `other` (not retryable) rather than risk retrying
+        // a deterministic failure such as an upload over the size limit.
+        StreamError::LastOperationFailed(e) => io::Error::other(Error::Other(format!(
+            "object stream failed: {}",
+            e.to_debug_string()
+        ))),
         StreamError::Closed => io::Error::new(io::ErrorKind::BrokenPipe, "stream closed"),
     }
 }

@@ -5,7 +5,10 @@
 //! - writing then reading back `/scratch/probe.txt` (should work when the run
 //!   has a scratch directory) and `./probe.txt` (relative to the current
 //!   directory);
-//! - listing `/`.
+//! - listing `/`;
+//! - whether `/scratch` was empty when the run started (`scratch_was_empty`);
+//!   it then leaves `/scratch/leftover.txt` behind, so a second run shows
+//!   whether scratch directories are really fresh per run.
 //!
 //! Output: a JSON object from each path tried (`"list /"` for the listing) to
 //! `"ok"` or `"error: <message>"`. For the reads, `"ok"` means the file was
@@ -34,6 +37,15 @@ fn describe(result: std::io::Result<()>) -> Value {
 #[caisson_sdk::task]
 fn run() -> Result<Json<Map<String, Value>>> {
     let mut out = Map::new();
+    let was_empty = std::fs::read_dir("/scratch").map(|entries| entries.count() == 0);
+    out.insert(
+        "scratch_was_empty".into(),
+        match was_empty {
+            Ok(empty) => Value::Bool(empty),
+            Err(e) => Value::String(format!("error: {e}")),
+        },
+    );
+    std::fs::write("/scratch/leftover.txt", b"left behind")?;
     for path in [
         "/etc/passwd",
         "../../etc/passwd",

@@ -1,0 +1,1625 @@
+//! The SQL capability, called directly through its host traits (no wasm).
+//!
+//! SQLite tests use a temporary file. PostgreSQL tests need a server: set
+//! `CAISSON_TEST_POSTGRES_URL` (for example
+//! `postgres://caisson:caisson@127.0.0.1:55432/caisson`). Without it they
+//! print a note and pass, unless `CAISSON_REQUIRE_SERVICES=1`. Each
+//! PostgreSQL test works in its own schema, so tests run in parallel.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use caisson_host_api::sql::{
+    Connection, Cursor, SqlConfig, SqlCtx, SqlKind, SqlLimits, SqlSourceConfig, SqlSources, SqlView,
+};
+use caisson_host_api::wit::sql::{Host, HostConnection, HostRows, RowSet, Value};
+use caisson_host_api::{ConfigError, Grants, WitError};
+use wasmtime::component::{Resource, ResourceTable};
+
+// ---------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------
+
+struct Harness {
+    sources: SqlSources,
+    ctx: SqlCtx,
+    table: ResourceTable,
+}
+
+impl Harness {
+    /// Builds sources from `config` and grants the run `granted`.
+    fn new(config: &SqlConfig, granted: &[&str], limits: SqlLimits) -> Self {
+        let sources = SqlSources::from_config(config).expect("valid config");
+        let grants = granted
+            .iter()
+            .fold(Grants::default(), |grants, label| grants.with_sql(*label));
+        let ctx = sources
+            .ctx_for(&grants, limits)
+            .expect("granted labels exist");
+        Self {
+            sources,
+            ctx,
+            table: ResourceTable::new(),
+        }
+    }
+
+    fn view(&mut self) -> SqlView<'_> {
+        SqlView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+
+    async fn try_open(&mut self, label: &str) -> Result<Resource<Connection>, WitError> {
+        Host::open(&mut self.view(), label.into())
+            .await
+            .expect("no trap")
+    }
+
+    async fn open(&mut self, label: &str) -> Resource<Connection> {
+        self.try_open(label).await.expect("open")
+    }
+
+    async fn query(
+        &mut self,
+        conn: &Resource<Connection>,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<RowSet, WitError> {
+        HostConnection::query(&mut self.view(), borrow(conn), statement.into(), params)
+            .await
+            .expect("no trap")
+    }
+
+    async fn execute(
+        &mut self,
+        conn: &Resource<Connection>,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<u64, WitError> {
+        HostConnection::execute(&mut self.view(), borrow(conn), statement.into(), params)
+            .await
+            .expect("no trap")
+    }
+
+    async fn cursor(
+        &mut self,
+        conn: &Resource<Connection>,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<Resource<Cursor>, WitError> {
+        HostConnection::cursor(&mut self.view(), borrow(conn), statement.into(), params)
+            .await
+            .expect("no trap")
+    }
+
+    async fn next(
+        &mut self,
+        rows: &Resource<Cursor>,
+        max: u32,
+    ) -> Result<Vec<Vec<Value>>, WitError> {
+        HostRows::next(&mut self.view(), borrow(rows), max)
+            .await
+            .expect("no trap")
+    }
+
+    async fn begin(&mut self, conn: &Resource<Connection>) -> Result<(), WitError> {
+        HostConnection::begin(&mut self.view(), borrow(conn))
+            .await
+            .expect("no trap")
+    }
+
+    async fn commit(&mut self, conn: &Resource<Connection>) -> Result<(), WitError> {
+        HostConnection::commit(&mut self.view(), borrow(conn))
+            .await
+            .expect("no trap")
+    }
+
+    async fn rollback(&mut self, conn: &Resource<Connection>) -> Result<(), WitError> {
+        HostConnection::rollback(&mut self.view(), borrow(conn))
+            .await
+            .expect("no trap")
+    }
+
+    async fn drop_connection(&mut self, conn: Resource<Connection>) {
+        HostConnection::drop(&mut self.view(), conn)
+            .await
+            .expect("no trap");
+    }
+
+    async fn drop_cursor(&mut self, rows: Resource<Cursor>) {
+        HostRows::drop(&mut self.view(), rows)
+            .await
+            .expect("no trap");
+    }
+
+    /// Runs `statement` on a fresh connection and returns its rows.
+    async fn rows(&mut self, label: &str, statement: &str, params: Vec<Value>) -> Vec<Vec<Value>> {
+        let conn = self.open(label).await;
+        let rows = self.query(&conn, statement, params).await.expect("query");
+        self.drop_connection(conn).await;
+        rows.rows
+    }
+}
+
+/// A second handle to the same resource, as the guest's borrows are.
+fn borrow<T: 'static>(resource: &Resource<T>) -> Resource<T> {
+    Resource::new_borrow(resource.rep())
+}
+
+fn source(kind: SqlKind, url: &str, read_only: bool, max_connections: u32) -> SqlSourceConfig {
+    SqlSourceConfig {
+        kind,
+        url: url.into(),
+        read_only,
+        max_connections,
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+#[track_caller]
+fn assert_access_denied<T: std::fmt::Debug>(result: Result<T, WitError>) {
+    match result {
+        Err(WitError::AccessDenied) => {}
+        other => panic!("expected access-denied, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_invalid_input<T: std::fmt::Debug>(result: Result<T, WitError>, contains: &str) -> String {
+    match result {
+        Err(WitError::InvalidInput(message)) if message.contains(contains) => message,
+        other => panic!("expected invalid-input containing {contains:?}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_too_large<T: std::fmt::Debug>(result: Result<T, WitError>, contains: &str) {
+    match result {
+        Err(WitError::TooLarge(message)) if message.contains(contains) => {}
+        other => panic!("expected too-large containing {contains:?}, got {other:?}"),
+    }
+}
+
+/// A unique name for this process and call.
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{nanos}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// 2024-05-06T07:08:09.123456Z
+const SOME_TIME: i64 = 1_714_979_289_123_456;
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+#[test]
+fn config_parses_with_defaults_and_redacts_passwords() {
+    let config: SqlConfig = toml::from_str(
+        r#"
+        [warehouse]
+        type = "postgres"
+        url = "postgres://reader:hunter2@db.internal:5432/warehouse?sslmode=require"
+        read_only = true
+
+        [scratch]
+        type = "sqlite"
+        url = "sqlite:///tmp/scratch.db"
+        max_connections = 2
+        "#,
+    )
+    .unwrap();
+    let warehouse = &config["warehouse"];
+    assert_eq!(warehouse.kind, SqlKind::Postgres);
+    assert!(warehouse.read_only);
+    assert_eq!(warehouse.max_connections, 5);
+    assert_eq!(config["scratch"].kind, SqlKind::Sqlite);
+    assert!(!config["scratch"].read_only);
+    assert_eq!(config["scratch"].max_connections, 2);
+
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(debug.contains("db.internal"), "{debug}");
+}
+
+#[test]
+fn config_rejects_unknown_fields_and_types() {
+    let unknown_field = toml::from_str::<SqlConfig>(
+        r#"
+        [a]
+        type = "sqlite"
+        url = "sqlite://x.db"
+        readonly = true
+        "#,
+    );
+    assert!(unknown_field.is_err());
+    let unknown_type = toml::from_str::<SqlConfig>(
+        r#"
+        [a]
+        type = "mysql"
+        url = "mysql://x"
+        "#,
+    );
+    assert!(unknown_type.is_err());
+}
+
+#[tokio::test]
+async fn bad_urls_and_unknown_labels_are_config_errors() {
+    let config = SqlConfig::from([(
+        "db".to_owned(),
+        source(SqlKind::Postgres, "sqlite:///tmp/x.db", false, 5),
+    )]);
+    assert!(matches!(
+        SqlSources::from_config(&config),
+        Err(ConfigError::Invalid { kind: "sql", .. })
+    ));
+    let config = SqlConfig::from([(
+        "db".to_owned(),
+        source(SqlKind::Sqlite, "sqlite::memory:", false, 0),
+    )]);
+    assert!(matches!(
+        SqlSources::from_config(&config),
+        Err(ConfigError::Invalid { kind: "sql", .. })
+    ));
+
+    let config = SqlConfig::from([(
+        "db".to_owned(),
+        source(SqlKind::Sqlite, "sqlite::memory:", false, 1),
+    )]);
+    let sources = SqlSources::from_config(&config).unwrap();
+    assert_eq!(sources.labels().collect::<Vec<_>>(), ["db"]);
+    match sources.ctx_for(&Grants::default().with_sql("nope"), SqlLimits::default()) {
+        Err(ConfigError::UnknownLabel { kind: "sql", label }) => assert_eq!(label, "nope"),
+        other => panic!("expected an unknown label, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SQLite
+// ---------------------------------------------------------------------------
+
+/// A temporary SQLite database with a writable source `rw`, a read-only
+/// source `ro` on the same file, and a source `other` that is never granted.
+struct Sqlite {
+    _dir: tempfile::TempDir,
+    config: SqlConfig,
+    path: std::path::PathBuf,
+}
+
+impl Sqlite {
+    fn new() -> Self {
+        Self::with_max_connections(5)
+    }
+
+    fn with_max_connections(max_connections: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let config = SqlConfig::from([
+            (
+                "rw".to_owned(),
+                source(SqlKind::Sqlite, &url, false, max_connections),
+            ),
+            (
+                "ro".to_owned(),
+                source(SqlKind::Sqlite, &url, true, max_connections),
+            ),
+            ("other".to_owned(), source(SqlKind::Sqlite, &url, false, 1)),
+        ]);
+        Self {
+            _dir: dir,
+            config,
+            path,
+        }
+    }
+
+    fn harness(&self, limits: SqlLimits) -> Harness {
+        Harness::new(&self.config, &["rw", "ro"], limits)
+    }
+}
+
+#[tokio::test]
+async fn sqlite_round_trips_every_value_kind() {
+    let db = Sqlite::new();
+    let mut h = db.harness(SqlLimits::default());
+    let conn = h.open("rw").await;
+    h.execute(
+        &conn,
+        "CREATE TABLE t (n TEXT, b BOOLEAN, i INTEGER, f REAL, s TEXT, bl BLOB, ts DATETIME, j TEXT)",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let inserted = h
+        .execute(
+            &conn,
+            "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                Value::Null,
+                Value::Boolean(true),
+                Value::Int(i64::MIN),
+                Value::Float(-1.5),
+                text("héllo ✓"),
+                Value::Blob(vec![0, 1, 254, 255]),
+                Value::Timestamp(SOME_TIME),
+                Value::Json(r#"{"b":1,"a":[true,null]}"#.into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(inserted, 1);
+
+    let result = h.query(&conn, "SELECT * FROM t", vec![]).await.unwrap();
+    let names: Vec<_> = result.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["n", "b", "i", "f", "s", "bl", "ts", "j"]);
+    let types: Vec<_> = result
+        .columns
+        .iter()
+        .map(|c| c.type_name.as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "TEXT", "BOOLEAN", "INTEGER", "REAL", "TEXT", "BLOB", "DATETIME", "TEXT"
+        ]
+    );
+    let [row] = &result.rows[..] else {
+        panic!("one row expected: {:?}", result.rows)
+    };
+    assert!(matches!(row[0], Value::Null));
+    assert!(matches!(row[1], Value::Boolean(true)));
+    assert!(matches!(row[2], Value::Int(i64::MIN)));
+    assert!(matches!(row[3], Value::Float(f) if f == -1.5));
+    assert!(matches!(&row[4], Value::Text(s) if s == "héllo ✓"));
+    assert!(matches!(&row[5], Value::Blob(b) if b == &[0, 1, 254, 255]));
+    assert!(
+        matches!(row[6], Value::Timestamp(SOME_TIME)),
+        "{:?}",
+        row[6]
+    );
+    // SQLite has no JSON type: the text comes back unchanged, as text.
+    assert!(matches!(&row[7], Value::Text(s) if s == r#"{"b":1,"a":[true,null]}"#));
+
+    // The timestamp is stored as fixed-width RFC 3339 text SQLite understands.
+    let stored = h
+        .query(
+            &conn,
+            "SELECT ts, typeof(ts), unixepoch(ts, 'subsec') FROM t",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&stored.rows[0][0], Value::Timestamp(SOME_TIME)));
+    assert!(matches!(&stored.rows[0][1], Value::Text(s) if s == "text"));
+    assert!(matches!(&stored.rows[0][2], Value::Float(f) if (f - 1_714_979_289.123).abs() < 1e-3));
+    let raw = h
+        .query(&conn, "SELECT CAST(ts AS TEXT) AS raw FROM t", vec![])
+        .await
+        .unwrap();
+    assert!(matches!(&raw.rows[0][0], Value::Text(s) if s == "2024-05-06T07:08:09.123456Z"));
+
+    // Expressions have no declared type: the column shows the value's.
+    let exprs = h
+        .query(
+            &conn,
+            "SELECT 1 AS one, 2.5 AS two, 'x' AS three, NULL AS four",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let types: Vec<_> = exprs.columns.iter().map(|c| c.type_name.as_str()).collect();
+    assert_eq!(types, ["INTEGER", "REAL", "TEXT", "NULL"]);
+}
+
+#[tokio::test]
+async fn sqlite_binds_parameters_verbatim() {
+    let db = Sqlite::new();
+    let mut h = db.harness(SqlLimits::default());
+    let conn = h.open("rw").await;
+    h.execute(&conn, "CREATE TABLE students (name TEXT)", vec![])
+        .await
+        .unwrap();
+    let nasty = [
+        "Robert'); DROP TABLE students;--",
+        "' OR '1'='1",
+        "\"; DELETE FROM students; --",
+        "?1 $1 :name @x",
+        "\0nul",
+    ];
+    for name in nasty {
+        h.execute(
+            &conn,
+            "INSERT INTO students (name) VALUES (?1)",
+            vec![text(name)],
+        )
+        .await
+        .unwrap();
+    }
+    let rows = h
+        .query(
+            &conn,
+            "SELECT name FROM students WHERE name = ?",
+            vec![text(nasty[1])],
+        )
+        .await
+        .unwrap()
+        .rows;
+    assert_eq!(rows.len(), 1);
+    let all = h
+        .query(&conn, "SELECT name FROM students ORDER BY rowid", vec![])
+        .await
+        .unwrap()
+        .rows;
+    let stored: Vec<_> = all
+        .iter()
+        .map(|row| match &row[0] {
+            Value::Text(s) => s.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(stored, nasty);
+}
+
+#[tokio::test]
+async fn sqlite_read_only_source_refuses_writes() {
+    let db = Sqlite::new();
+    let mut h = db.harness(SqlLimits::default());
+    let rw = h.open("rw").await;
+    h.execute(&rw, "CREATE TABLE t (x INTEGER)", vec![])
+        .await
+        .unwrap();
+    h.execute(&rw, "INSERT INTO t VALUES (1)", vec![])
+        .await
+        .unwrap();
+    h.drop_connection(rw).await;
+
+    let ro = h.open("ro").await;
+    let rows = h.query(&ro, "SELECT x FROM t", vec![]).await.unwrap().rows;
+    assert_eq!(rows.len(), 1);
+    assert_access_denied(h.execute(&ro, "INSERT INTO t VALUES (2)", vec![]).await);
+    assert_access_denied(h.query(&ro, "DELETE FROM t RETURNING x", vec![]).await);
+    assert_access_denied(h.execute(&ro, "CREATE TABLE u (y)", vec![]).await);
+    // A transaction does not help either.
+    h.begin(&ro).await.unwrap();
+    assert_access_denied(h.execute(&ro, "UPDATE t SET x = 3", vec![]).await);
+    h.rollback(&ro).await.unwrap();
+    // Nor does a pragma: the file was opened read-only.
+    let _ = h.execute(&ro, "PRAGMA query_only = OFF", vec![]).await;
+    assert_access_denied(h.execute(&ro, "INSERT INTO t VALUES (4)", vec![]).await);
+    h.drop_connection(ro).await;
+
+    let rows = h.rows("rw", "SELECT x FROM t", vec![]).await;
+    assert_eq!(rows.len(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_cannot_reach_other_files() {
+    let db = Sqlite::new();
+    let mut h = db.harness(SqlLimits::default());
+    let outside = db.path.with_file_name("outside.db");
+    for label in ["rw", "ro"] {
+        let conn = h.open(label).await;
+        let attach = h
+            .execute(
+                &conn,
+                "ATTACH DATABASE ?1 AS other",
+                vec![text(&outside.display().to_string())],
+            )
+            .await;
+        assert_invalid_input(attach, "too many attached databases");
+        let vacuum = h
+            .execute(
+                &conn,
+                "VACUUM INTO ?1",
+                vec![text(&outside.display().to_string())],
+            )
+            .await;
+        assert_invalid_input(vacuum, "too many attached databases");
+        h.drop_connection(conn).await;
+    }
+    assert!(!outside.exists());
+}
+
+#[tokio::test]
+async fn labels_not_granted_are_access_denied() {
+    let db = Sqlite::new();
+    let mut h = db.harness(SqlLimits::default());
+    // Configured but not granted, and not configured at all: the same.
+    assert_access_denied(h.try_open("other").await);
+    assert_access_denied(h.try_open("nonexistent").await);
+    assert_access_denied(h.try_open("").await);
+    // A run with no SQL context at all.
+    let mut ctx = SqlCtx::default();
+    let mut table = ResourceTable::new();
+    let mut view = SqlView {
+        ctx: &mut ctx,
+        table: &mut table,
+    };
+    assert_access_denied(Host::open(&mut view, "rw".into()).await.unwrap());
+}
+
+#[tokio::test]
+async fn unreachable_database_is_a_backend_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/missing/dir/db.sqlite", dir.path().display());
+    let config = SqlConfig::from([("gone".to_owned(), source(SqlKind::Sqlite, &url, true, 1))]);
+    // The worker starts: pools are lazy.
+    let mut h = Harness::new(&config, &["gone"], SqlLimits::default());
+    match h.try_open("gone").await {
+        Err(WitError::Backend(message)) => {
+            assert!(!message.contains(&url), "the url leaked: {message}");
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sqlite_bad_input_is_invalid_input() {
+    let db = Sqlite::new();
+    let mut h = db.harness(SqlLimits::default());
+    let conn = h.open("rw").await;
+    assert_invalid_input(h.query(&conn, "SELEC 1", vec![]).await, "syntax");
+    assert_invalid_input(
+        h.query(&conn, "SELECT * FROM nowhere", vec![]).await,
+        "nowhere",
+    );
+    assert_invalid_input(
+        h.query(&conn, "SELECT ?", vec![Value::Json("{not json".into())])
+            .await,
+        "parameter 1",
+    );
+    h.execute(&conn, "CREATE TABLE u (id INTEGER PRIMARY KEY)", vec![])
+        .await
+        .unwrap();
+    h.execute(&conn, "INSERT INTO u VALUES (1)", vec![])
+        .await
+        .unwrap();
+    assert_invalid_input(
+        h.execute(&conn, "INSERT INTO u VALUES (1)", vec![]).await,
+        "UNIQUE",
+    );
+    // Empty results still describe their columns.
+    let empty = h
+        .query(&conn, "SELECT id FROM u WHERE id < 0", vec![])
+        .await
+        .unwrap();
+    assert!(empty.rows.is_empty());
+    assert_eq!(empty.columns.len(), 1);
+    assert_eq!(empty.columns[0].name, "id");
+    assert_eq!(empty.columns[0].type_name, "INTEGER");
+}
+
+#[tokio::test]
+async fn sqlite_query_enforces_row_and_byte_limits() {
+    let db = Sqlite::new();
+    let limits = SqlLimits {
+        max_rows: 100,
+        max_bytes: 64 * 1024,
+        ..SqlLimits::default()
+    };
+    let mut h = db.harness(limits);
+    let conn = h.open("rw").await;
+    let series = "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ?) SELECT n FROM s";
+    let ok = h.query(&conn, series, vec![Value::Int(100)]).await.unwrap();
+    assert_eq!(ok.rows.len(), 100);
+    assert_too_large(
+        h.query(&conn, series, vec![Value::Int(101)]).await,
+        "more than 100 rows; use `cursor`",
+    );
+    // Stops early: a result of a billion rows fails as fast as 101.
+    let started = std::time::Instant::now();
+    assert_too_large(
+        h.query(&conn, series, vec![Value::Int(1_000_000_000)])
+            .await,
+        "more than 100 rows",
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Ten rows of 10 KiB each pass the row limit but not the byte limit.
+    assert_too_large(
+        h.query(
+            &conn,
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 10) \
+             SELECT zeroblob(10240) FROM s",
+            vec![],
+        )
+        .await,
+        "bytes",
+    );
+    // The connection is still usable after a refused result.
+    assert_eq!(
+        h.query(&conn, "SELECT 1", vec![]).await.unwrap().rows.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn sqlite_cursor_streams_in_clamped_batches() {
+    let db = Sqlite::new();
+    let limits = SqlLimits {
+        max_rows: 100,
+        max_batch: 1000,
+        ..SqlLimits::default()
+    };
+    let mut h = db.harness(limits);
+    let conn = h.open("rw").await;
+    let rows = h
+        .cursor(
+            &conn,
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ?) \
+             SELECT n, 'row ' || n AS label FROM s",
+            vec![Value::Int(10_000)],
+        )
+        .await
+        .unwrap();
+    let columns = HostRows::columns(&mut h.view(), borrow(&rows))
+        .await
+        .unwrap();
+    let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["n", "label"]);
+
+    let mut seen = 0i64;
+    let mut batches = 0;
+    loop {
+        // The guest asks for more than the host's batch cap.
+        let batch = h.next(&rows, 5000).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 1000, "batch of {}", batch.len());
+        for row in batch {
+            seen += 1;
+            assert!(matches!(row[0], Value::Int(n) if n == seen));
+        }
+        batches += 1;
+    }
+    assert_eq!(seen, 10_000);
+    assert_eq!(batches, 10);
+    // Exhausted stays exhausted; `max = 0` still asks for one row.
+    assert!(h.next(&rows, 0).await.unwrap().is_empty());
+    h.drop_cursor(rows).await;
+
+    // Small batches work too.
+    let rows = h
+        .cursor(&conn, "SELECT 1 UNION ALL SELECT 2", vec![])
+        .await
+        .unwrap();
+    assert_eq!(h.next(&rows, 0).await.unwrap().len(), 1);
+    assert_eq!(h.next(&rows, 1).await.unwrap().len(), 1);
+    assert!(h.next(&rows, 1).await.unwrap().is_empty());
+    h.drop_cursor(rows).await;
+
+    // An empty result still has columns.
+    let rows = h
+        .cursor(&conn, "SELECT 1 AS one WHERE 0", vec![])
+        .await
+        .unwrap();
+    let columns = HostRows::columns(&mut h.view(), borrow(&rows))
+        .await
+        .unwrap();
+    assert_eq!(columns.len(), 1);
+    assert_eq!(columns[0].name, "one");
+    assert!(h.next(&rows, 10).await.unwrap().is_empty());
+    // An exhausted (empty) cursor does not block the connection.
+    assert!(h.query(&conn, "SELECT 1", vec![]).await.is_ok());
+    h.drop_cursor(rows).await;
+}
+
+#[tokio::test]
+async fn sqlite_cursor_batches_respect_the_byte_limit() {
+    let db = Sqlite::new();
+    let limits = SqlLimits {
+        max_bytes: 100 * 1024,
+        ..SqlLimits::default()
+    };
+    let mut h = db.harness(limits);
+    let conn = h.open("rw").await;
+    // 50 rows of 10 KiB: at most ~9 fit in 100 KiB.
+    let rows = h
+        .cursor(
+            &conn,
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 50) \
+             SELECT zeroblob(10240) FROM s",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let mut total = 0;
+    loop {
+        let batch = h.next(&rows, 1000).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() < 10, "batch of {}", batch.len());
+        total += batch.len();
+    }
+    assert_eq!(total, 50);
+    h.drop_cursor(rows).await;
+
+    // A single row above the limit is refused.
+    let rows = h.cursor(&conn, "SELECT zeroblob(200 * 1024)", vec![]).await;
+    match rows {
+        Err(WitError::TooLarge(_)) => {}
+        Ok(rows) => {
+            assert_too_large(h.next(&rows, 1).await, "larger than");
+            h.drop_cursor(rows).await;
+        }
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sqlite_calls_during_an_open_cursor_are_invalid_input() {
+    let db = Sqlite::new();
+    let mut h = db.harness(SqlLimits::default());
+    let conn = h.open("rw").await;
+    let series = "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 100000) \
+                  SELECT n FROM s";
+    let rows = h.cursor(&conn, series, vec![]).await.unwrap();
+    assert_eq!(h.next(&rows, 10).await.unwrap().len(), 10);
+    let busy = "a cursor is open on this connection; drop it first";
+    assert_invalid_input(h.query(&conn, "SELECT 1", vec![]).await, busy);
+    assert_invalid_input(h.execute(&conn, "SELECT 1", vec![]).await, busy);
+    assert_invalid_input(h.cursor(&conn, "SELECT 1", vec![]).await, busy);
+    assert_invalid_input(h.begin(&conn).await, busy);
+    assert_invalid_input(h.commit(&conn).await, busy);
+    assert_invalid_input(h.rollback(&conn).await, busy);
+    // Dropping the cursor mid-result frees the connection.
+    h.drop_cursor(rows).await;
+    let one = h.query(&conn, "SELECT 1", vec![]).await.unwrap();
+    assert_eq!(one.rows.len(), 1);
+    // Dropping the connection while a cursor streams is fine too.
+    let rows = h.cursor(&conn, series, vec![]).await.unwrap();
+    h.drop_connection(conn).await;
+    assert_eq!(h.next(&rows, 5).await.unwrap().len(), 5);
+    h.drop_cursor(rows).await;
+}
+
+#[tokio::test]
+async fn sqlite_transactions_commit_and_roll_back() {
+    let db = Sqlite::new();
+    let mut h = db.harness(SqlLimits::default());
+    let conn = h.open("rw").await;
+    h.execute(&conn, "CREATE TABLE t (x INTEGER)", vec![])
+        .await
+        .unwrap();
+
+    assert_invalid_input(h.commit(&conn).await, "begin");
+    assert_invalid_input(h.rollback(&conn).await, "begin");
+
+    h.begin(&conn).await.unwrap();
+    assert_invalid_input(h.begin(&conn).await, "already open");
+    h.execute(&conn, "INSERT INTO t VALUES (1)", vec![])
+        .await
+        .unwrap();
+    h.rollback(&conn).await.unwrap();
+    assert!(h.rows("rw", "SELECT x FROM t", vec![]).await.is_empty());
+
+    h.begin(&conn).await.unwrap();
+    h.execute(&conn, "INSERT INTO t VALUES (2)", vec![])
+        .await
+        .unwrap();
+    // Seen inside the transaction...
+    assert_eq!(
+        h.query(&conn, "SELECT x FROM t", vec![])
+            .await
+            .unwrap()
+            .rows
+            .len(),
+        1
+    );
+    h.commit(&conn).await.unwrap();
+    // ...and from another connection once committed.
+    let rows = h.rows("ro", "SELECT x FROM t", vec![]).await;
+    assert!(matches!(rows[..], [ref row] if matches!(row[0], Value::Int(2))));
+}
+
+#[tokio::test]
+async fn sqlite_dropping_a_connection_rolls_back() {
+    // One connection in the pool: the next `open` gets the same one, after
+    // the dropped connection's task has cleaned it up.
+    let db = Sqlite::with_max_connections(1);
+    let mut h = db.harness(SqlLimits::default());
+    let conn = h.open("rw").await;
+    h.execute(&conn, "CREATE TABLE t (x INTEGER)", vec![])
+        .await
+        .unwrap();
+    h.begin(&conn).await.unwrap();
+    h.execute(&conn, "INSERT INTO t VALUES (1)", vec![])
+        .await
+        .unwrap();
+    h.drop_connection(conn).await;
+
+    let conn = h.open("rw").await;
+    assert!(
+        h.query(&conn, "SELECT x FROM t", vec![])
+            .await
+            .unwrap()
+            .rows
+            .is_empty()
+    );
+    // A transaction the guest opened with a `BEGIN` statement is rolled back too.
+    h.execute(&conn, "BEGIN", vec![]).await.unwrap();
+    h.execute(&conn, "INSERT INTO t VALUES (2)", vec![])
+        .await
+        .unwrap();
+    h.drop_connection(conn).await;
+    assert!(h.rows("rw", "SELECT x FROM t", vec![]).await.is_empty());
+    // The pooled connection is healthy: a new transaction works.
+    let conn = h.open("rw").await;
+    h.begin(&conn).await.unwrap();
+    h.execute(&conn, "INSERT INTO t VALUES (3)", vec![])
+        .await
+        .unwrap();
+    h.commit(&conn).await.unwrap();
+    h.drop_connection(conn).await;
+    assert_eq!(h.rows("rw", "SELECT x FROM t", vec![]).await.len(), 1);
+    h.sources.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_temporary_objects_do_not_outlive_the_connection() {
+    let db = Sqlite::with_max_connections(1);
+    let mut h = db.harness(SqlLimits::default());
+    let conn = h.open("rw").await;
+    h.execute(&conn, "CREATE TABLE t (x INTEGER)", vec![])
+        .await
+        .unwrap();
+    h.execute(&conn, "INSERT INTO t VALUES (1)", vec![])
+        .await
+        .unwrap();
+    // A temporary table shadows `t` for this connection only.
+    h.execute(&conn, "CREATE TEMP TABLE t (x INTEGER)", vec![])
+        .await
+        .unwrap();
+    h.execute(&conn, "INSERT INTO t VALUES (666)", vec![])
+        .await
+        .unwrap();
+    h.drop_connection(conn).await;
+    let rows = h.rows("rw", "SELECT x FROM t", vec![]).await;
+    assert!(
+        matches!(rows[..], [ref row] if matches!(row[0], Value::Int(1))),
+        "{rows:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------
+
+/// The test server's URL, or `None` (after saying so) to skip.
+fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("CAISSON_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            if std::env::var("CAISSON_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("CAISSON_TEST_POSTGRES_URL is not set but CAISSON_REQUIRE_SERVICES=1");
+            }
+            eprintln!("skipping {test}: CAISSON_TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
+
+/// The server process behind a connection, to tell whether the pool reused it.
+async fn backend_pid(h: &mut Harness, conn: &Resource<Connection>) -> i64 {
+    let result = h
+        .query(conn, "SELECT pg_backend_pid()::int8", vec![])
+        .await
+        .unwrap();
+    match result.rows[0][0] {
+        Value::Int(pid) => pid,
+        ref other => panic!("{other:?}"),
+    }
+}
+
+/// A PostgreSQL schema of its own, with a writable source `rw` and a
+/// read-only source `ro`. Tables are named `{schema}.name`.
+struct Pg {
+    h: Harness,
+    schema: String,
+}
+
+impl Pg {
+    async fn new(test: &str, max_connections: u32, limits: SqlLimits) -> Option<Self> {
+        let url = postgres_url(test)?;
+        let config = SqlConfig::from([
+            (
+                "rw".to_owned(),
+                source(SqlKind::Postgres, &url, false, max_connections),
+            ),
+            (
+                "ro".to_owned(),
+                source(SqlKind::Postgres, &url, true, max_connections),
+            ),
+        ]);
+        let mut h = Harness::new(&config, &["rw", "ro"], limits);
+        let schema = unique("caisson_test");
+        let conn = h.open("rw").await;
+        h.execute(&conn, &format!("CREATE SCHEMA {schema}"), vec![])
+            .await
+            .expect("create schema");
+        h.drop_connection(conn).await;
+        Some(Self { h, schema })
+    }
+
+    fn t(&self, name: &str) -> String {
+        format!("{}.{name}", self.schema)
+    }
+
+    async fn cleanup(mut self) {
+        let conn = self.h.open("rw").await;
+        let _ = self
+            .h
+            .execute(
+                &conn,
+                &format!("DROP SCHEMA {} CASCADE", self.schema),
+                vec![],
+            )
+            .await;
+        self.h.drop_connection(conn).await;
+        self.h.sources.close().await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_round_trips_every_value_kind() {
+    let Some(mut pg) = Pg::new(
+        "postgres_round_trips_every_value_kind",
+        2,
+        SqlLimits::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let t = pg.t("t");
+    let h = &mut pg.h;
+    let conn = h.open("rw").await;
+    h.execute(
+        &conn,
+        &format!(
+            "CREATE TABLE {t} (n INT4, b BOOL, i INT8, f FLOAT8, s TEXT, bl BYTEA, \
+             ts TIMESTAMPTZ, j JSONB, jt JSON)"
+        ),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let json = r#"{"b": 1, "a": [true, null], "big": 123456789012345678901234567890}"#;
+    h.execute(
+        &conn,
+        &format!("INSERT INTO {t} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+        vec![
+            Value::Null,
+            Value::Boolean(true),
+            Value::Int(i64::MIN),
+            Value::Float(-1.5),
+            text("héllo ✓"),
+            Value::Blob(vec![0, 1, 254, 255]),
+            Value::Timestamp(SOME_TIME),
+            Value::Json(json.into()),
+            Value::Json(json.into()),
+        ],
+    )
+    .await
+    .unwrap();
+    let result = h
+        .query(&conn, &format!("SELECT * FROM {t}"), vec![])
+        .await
+        .unwrap();
+    let types: Vec<_> = result
+        .columns
+        .iter()
+        .map(|c| c.type_name.as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "INT4",
+            "BOOL",
+            "INT8",
+            "FLOAT8",
+            "TEXT",
+            "BYTEA",
+            "TIMESTAMPTZ",
+            "JSONB",
+            "JSON"
+        ]
+    );
+    let row = &result.rows[0];
+    assert!(matches!(row[0], Value::Null));
+    assert!(matches!(row[1], Value::Boolean(true)));
+    assert!(matches!(row[2], Value::Int(i64::MIN)));
+    assert!(matches!(row[3], Value::Float(f) if f == -1.5));
+    assert!(matches!(&row[4], Value::Text(s) if s == "héllo ✓"));
+    assert!(matches!(&row[5], Value::Blob(b) if b == &[0, 1, 254, 255]));
+    assert!(
+        matches!(row[6], Value::Timestamp(SOME_TIME)),
+        "{:?}",
+        row[6]
+    );
+    // JSONB normalises (key order, spaces); the big number survives exactly.
+    let Value::Json(row7) = &row[7] else {
+        panic!("{:?}", row[7])
+    };
+    assert_eq!(
+        row7,
+        r#"{"a": [true, null], "b": 1, "big": 123456789012345678901234567890}"#
+    );
+    // A `json` parameter is bound as JSONB, so a JSON column stores the
+    // normalised text (PostgreSQL casts it on assignment).
+    assert!(
+        matches!(&row[8], Value::Json(s) if s == row7),
+        "{:?}",
+        row[8]
+    );
+
+    // Untyped NULLs fit any column.
+    h.execute(
+        &conn,
+        &format!("INSERT INTO {t} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+        vec![Value::Null; 9],
+    )
+    .await
+    .unwrap();
+    let nulls = h
+        .query(&conn, &format!("SELECT * FROM {t} WHERE b IS NULL"), vec![])
+        .await
+        .unwrap();
+    assert!(nulls.rows[0].iter().all(|v| matches!(v, Value::Null)));
+
+    // Types that come back as text, and ones that do not come back at all.
+    let result = h
+        .query(
+            &conn,
+            "SELECT 12345678901234567890.000123::numeric AS num, 'NaN'::numeric AS nan, \
+             '00010203-0405-0607-0809-0a0b0c0d0e0f'::uuid AS id, '2024-02-29'::date AS day, \
+             'infinity'::date AS forever, '13:14:15.5'::time AS at, \
+             '2024-05-06 07:08:09.123456'::timestamp AS naive, 'infinity'::timestamptz AS never, \
+             42::int2 AS small, 7::int4 AS mid, 1.25::float4 AS f4, 'x'::varchar AS v, \
+             'abc'::char(5) AS c, 'pg_class'::name AS nm, 1259::oid AS o",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let row = &result.rows[0];
+    let expect_text = [
+        (0, "12345678901234567890.000123"),
+        (1, "NaN"),
+        (2, "00010203-0405-0607-0809-0a0b0c0d0e0f"),
+        (3, "2024-02-29"),
+        (4, "infinity"),
+        (5, "13:14:15.500"),
+        (7, "infinity"),
+        (11, "x"),
+        (12, "abc  "),
+        (13, "pg_class"),
+    ];
+    for (i, expected) in expect_text {
+        assert!(
+            matches!(&row[i], Value::Text(s) if s == expected),
+            "column {}: {:?}",
+            result.columns[i].name,
+            row[i]
+        );
+    }
+    assert!(matches!(row[6], Value::Timestamp(SOME_TIME)));
+    assert!(matches!(row[8], Value::Int(42)));
+    assert!(matches!(row[9], Value::Int(7)));
+    assert!(matches!(row[10], Value::Float(f) if f == 1.25));
+    assert!(matches!(row[14], Value::Int(1259)));
+
+    let message = assert_invalid_input(
+        h.query(&conn, "SELECT interval '1 day' AS span", vec![])
+            .await,
+        "INTERVAL",
+    );
+    assert!(message.contains("span::text"), "{message}");
+    let cast = h
+        .query(&conn, "SELECT (interval '1 day')::text AS span", vec![])
+        .await
+        .unwrap();
+    assert!(matches!(&cast.rows[0][0], Value::Text(s) if s == "1 day"));
+
+    // Enums and domains.
+    let mood = pg.t("mood");
+    let h = &mut pg.h;
+    h.execute(
+        &conn,
+        &format!("CREATE TYPE {mood} AS ENUM ('sad', 'happy')"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let positive = pg.t("positive");
+    let h = &mut pg.h;
+    h.execute(
+        &conn,
+        &format!("CREATE DOMAIN {positive} AS int8 CHECK (VALUE > 0)"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let result = h
+        .query(
+            &conn,
+            &format!("SELECT 'happy'::{mood} AS m, 5::{positive} AS p"),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&result.rows[0][0], Value::Text(s) if s == "happy"));
+    assert!(matches!(result.rows[0][1], Value::Int(5)));
+    h.drop_connection(conn).await;
+    pg.cleanup().await;
+}
+
+#[tokio::test]
+async fn postgres_parameter_types_do_not_leak_between_calls() {
+    let Some(mut pg) = Pg::new("postgres_parameter_types", 1, SqlLimits::default()).await else {
+        return;
+    };
+    let h = &mut pg.h;
+    let conn = h.open("rw").await;
+    // The same statement text bound with different kinds in turn: each must
+    // be read as its own type, not as the first call's.
+    let statement = "SELECT $1::text AS v";
+    let cases = [
+        (Value::Int(42), "42"),
+        (Value::Float(2.5), "2.5"),
+        (text("hello"), "hello"),
+        (Value::Timestamp(0), "1970-01-01 00:00:00+00"),
+        (Value::Boolean(false), "false"),
+        (Value::Null, ""),
+    ];
+    h.execute(&conn, "SET TIME ZONE 'UTC'", vec![])
+        .await
+        .unwrap();
+    for (param, expected) in cases {
+        let result = h
+            .query(&conn, statement, vec![param.clone()])
+            .await
+            .unwrap();
+        match &result.rows[0][0] {
+            Value::Text(s) => assert_eq!(s, expected),
+            Value::Null => assert_eq!(expected, "", "{param:?}"),
+            other => panic!("{param:?} -> {other:?}"),
+        }
+    }
+    // Bad parameters are the guest's error.
+    assert_invalid_input(
+        h.query(&conn, "SELECT $1::jsonb", vec![Value::Json("{nope".into())])
+            .await,
+        "not valid JSON",
+    );
+    assert_invalid_input(h.query(&conn, "SELECT $1::int4", vec![text("x")]).await, "");
+    h.drop_connection(conn).await;
+    pg.cleanup().await;
+}
+
+#[tokio::test]
+async fn postgres_binds_parameters_verbatim() {
+    let Some(mut pg) = Pg::new(
+        "postgres_binds_parameters_verbatim",
+        2,
+        SqlLimits::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let t = pg.t("students");
+    let h = &mut pg.h;
+    let conn = h.open("rw").await;
+    h.execute(
+        &conn,
+        &format!("CREATE TABLE {t} (id serial, name TEXT)"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let nasty = [
+        "Robert'); DROP TABLE students;--",
+        "' OR '1'='1",
+        "$1 $$ $tag$ \\x",
+        "'; COMMIT; DROP SCHEMA public CASCADE; --",
+    ];
+    for name in nasty {
+        h.execute(
+            &conn,
+            &format!("INSERT INTO {t} (name) VALUES ($1)"),
+            vec![text(name)],
+        )
+        .await
+        .unwrap();
+    }
+    let rows = h
+        .query(&conn, &format!("SELECT name FROM {t} ORDER BY id"), vec![])
+        .await
+        .unwrap()
+        .rows;
+    let stored: Vec<_> = rows
+        .iter()
+        .map(|row| match &row[0] {
+            Value::Text(s) => s.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(stored, nasty);
+    // Several statements in one call are refused outright.
+    assert!(
+        h.execute(&conn, &format!("SELECT 1; DROP TABLE {t}"), vec![])
+            .await
+            .is_err()
+    );
+    let count = h
+        .query(&conn, &format!("SELECT count(*) FROM {t}"), vec![])
+        .await
+        .unwrap();
+    assert!(matches!(count.rows[0][0], Value::Int(4)));
+    // `COPY FROM STDIN` needs a sub-protocol the host does not speak: the
+    // server drops the connection. The guest gets errors, not a hang, and
+    // the broken connection is not returned to the pool.
+    let copy = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        h.execute(&conn, &format!("COPY {t} (name) FROM STDIN"), vec![]),
+    )
+    .await
+    .expect("COPY must not hang");
+    assert!(copy.is_err(), "{copy:?}");
+    h.drop_connection(conn).await;
+    let rows = h
+        .rows("rw", &format!("SELECT count(*) FROM {t}"), vec![])
+        .await;
+    assert!(matches!(rows[0][0], Value::Int(4)));
+    pg.cleanup().await;
+}
+
+#[tokio::test]
+async fn postgres_read_only_source_refuses_writes_and_bypasses() {
+    let Some(mut pg) = Pg::new("postgres_read_only", 1, SqlLimits::default()).await else {
+        return;
+    };
+    let t = pg.t("t");
+    let h = &mut pg.h;
+    let rw = h.open("rw").await;
+    h.execute(&rw, &format!("CREATE TABLE {t} (x INT8)"), vec![])
+        .await
+        .unwrap();
+    h.execute(&rw, &format!("INSERT INTO {t} VALUES (0)"), vec![])
+        .await
+        .unwrap();
+    h.drop_connection(rw).await;
+
+    let ro = h.open("ro").await;
+    let first_pid = backend_pid(h, &ro).await;
+    let insert = format!("INSERT INTO {t} VALUES ($1)");
+    assert_eq!(
+        h.query(&ro, &format!("SELECT x FROM {t}"), vec![])
+            .await
+            .unwrap()
+            .rows
+            .len(),
+        1
+    );
+    assert_access_denied(h.execute(&ro, &insert, vec![Value::Int(1)]).await);
+
+    // Bypass 1: turn the session default off, then write.
+    let _ = h
+        .execute(&ro, "SET default_transaction_read_only = off", vec![])
+        .await;
+    assert_access_denied(h.execute(&ro, &insert, vec![Value::Int(2)]).await);
+    let _ = h
+        .execute(
+            &ro,
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+            vec![],
+        )
+        .await;
+    assert_access_denied(h.execute(&ro, &insert, vec![Value::Int(3)]).await);
+
+    // Bypass 2: end the host's transaction with a guest `COMMIT`, then write.
+    let _ = h.execute(&ro, "COMMIT", vec![]).await;
+    assert_access_denied(h.execute(&ro, &insert, vec![Value::Int(4)]).await);
+    let _ = h.execute(&ro, "ROLLBACK", vec![]).await;
+    assert_access_denied(h.execute(&ro, &insert, vec![Value::Int(5)]).await);
+
+    // Bypass 3: make the transaction read-write. As the first command of the
+    // host's transaction this is allowed, but that transaction ends with the
+    // statement; inside a statement that could also write it is refused.
+    let _ = h.execute(&ro, "SET TRANSACTION READ WRITE", vec![]).await;
+    assert_access_denied(h.execute(&ro, &insert, vec![Value::Int(6)]).await);
+    let _ = h.execute(&ro, "START TRANSACTION READ WRITE", vec![]).await;
+    assert_access_denied(h.execute(&ro, &insert, vec![Value::Int(6)]).await);
+    let procedure = h
+        .execute(
+            &ro,
+            &format!("DO $$ BEGIN SET TRANSACTION READ WRITE; INSERT INTO {t} VALUES (6); END $$"),
+            vec![],
+        )
+        .await;
+    assert!(procedure.is_err(), "{procedure:?}");
+    let function = h
+        .query(
+            &ro,
+            "SELECT set_config('transaction_read_only', 'off', false)",
+            vec![],
+        )
+        .await;
+    assert!(function.is_err(), "{function:?}");
+
+    // Bypass 4: the guest's own transaction; begin/commit are accepted but
+    // every statement still runs read-only.
+    h.begin(&ro).await.unwrap();
+    assert_access_denied(h.execute(&ro, &insert, vec![Value::Int(7)]).await);
+    let _ = h.execute(&ro, "COMMIT", vec![]).await;
+    assert_access_denied(h.execute(&ro, &insert, vec![Value::Int(8)]).await);
+    h.commit(&ro).await.unwrap();
+
+    // Writes hidden in a query, a CTE, a function call or DDL.
+    assert_access_denied(
+        h.query(
+            &ro,
+            &format!("WITH w AS (INSERT INTO {t} VALUES (9) RETURNING x) SELECT * FROM w"),
+            vec![],
+        )
+        .await,
+    );
+    assert_access_denied(h.execute(&ro, &format!("DROP TABLE {t}"), vec![]).await);
+    assert_access_denied(
+        h.execute(&ro, "CREATE TEMP TABLE tmp (x int)", vec![])
+            .await,
+    );
+    // ("invalid transaction termination": a procedure cannot end the
+    // host's transaction either.)
+    let procedure = h
+        .execute(
+            &ro,
+            &format!("DO $$ BEGIN COMMIT; INSERT INTO {t} VALUES (10); END $$"),
+            vec![],
+        )
+        .await;
+    assert!(procedure.is_err(), "{procedure:?}");
+    // A cursor on a read-only source is read-only too.
+    assert_access_denied(
+        h.cursor(
+            &ro,
+            &format!("INSERT INTO {t} VALUES (11) RETURNING x"),
+            vec![],
+        )
+        .await,
+    );
+    h.drop_connection(ro).await;
+
+    // The next user of the pooled connection (max_connections = 1) gets a
+    // clean, still read-only session.
+    let ro = h.open("ro").await;
+    assert_eq!(
+        backend_pid(h, &ro).await,
+        first_pid,
+        "the session was reset and reused"
+    );
+    let setting = h
+        .query(
+            &ro,
+            "SELECT current_setting('default_transaction_read_only')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&setting.rows[0][0], Value::Text(s) if s == "on"),
+        "{setting:?}"
+    );
+    assert_access_denied(h.execute(&ro, &insert, vec![Value::Int(12)]).await);
+    h.drop_connection(ro).await;
+
+    // Nothing was written: checked through the writable source.
+    let rows = h.rows("rw", &format!("SELECT x FROM {t}"), vec![]).await;
+    assert!(
+        matches!(rows[..], [ref row] if matches!(row[0], Value::Int(0))),
+        "{rows:?}"
+    );
+    pg.cleanup().await;
+}
+
+#[tokio::test]
+async fn postgres_query_enforces_row_limit_and_cursor_streams() {
+    let limits = SqlLimits {
+        max_rows: 100,
+        max_batch: 1000,
+        ..SqlLimits::default()
+    };
+    let Some(mut pg) = Pg::new("postgres_limits_and_cursor", 2, limits).await else {
+        return;
+    };
+    let h = &mut pg.h;
+    let conn = h.open("ro").await;
+    let series = "SELECT n, repeat('x', 10) AS pad FROM generate_series(1, $1) AS n";
+    assert_eq!(
+        h.query(&conn, series, vec![Value::Int(100)])
+            .await
+            .unwrap()
+            .rows
+            .len(),
+        100
+    );
+    assert_too_large(
+        h.query(&conn, series, vec![Value::Int(101)]).await,
+        "more than 100 rows; use `cursor` to stream large results",
+    );
+    assert_too_large(
+        h.query(&conn, series, vec![Value::Int(1_000_000)]).await,
+        "more than 100 rows",
+    );
+
+    let rows = h
+        .cursor(&conn, series, vec![Value::Int(10_000)])
+        .await
+        .unwrap();
+    let columns = HostRows::columns(&mut h.view(), borrow(&rows))
+        .await
+        .unwrap();
+    let types: Vec<_> = columns.iter().map(|c| c.type_name.as_str()).collect();
+    assert_eq!(types, ["INT8", "TEXT"]);
+    let busy = "a cursor is open on this connection; drop it first";
+    assert_invalid_input(h.query(&conn, "SELECT 1", vec![]).await, busy);
+    assert_invalid_input(h.begin(&conn).await, busy);
+    let mut seen = 0i64;
+    loop {
+        let batch = h.next(&rows, u32::MAX).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 1000);
+        for row in batch {
+            seen += 1;
+            assert!(matches!(row[0], Value::Int(n) if n == seen));
+        }
+    }
+    assert_eq!(seen, 10_000);
+    h.drop_cursor(rows).await;
+
+    // Dropped half-way: the connection works again.
+    let rows = h
+        .cursor(&conn, series, vec![Value::Int(1_000_000)])
+        .await
+        .unwrap();
+    assert_eq!(h.next(&rows, 10).await.unwrap().len(), 10);
+    h.drop_cursor(rows).await;
+    let one = h.query(&conn, "SELECT 1 AS one", vec![]).await.unwrap();
+    assert!(matches!(one.rows[0][0], Value::Int(1)));
+    // Empty results have columns.
+    let empty = h
+        .query(
+            &conn,
+            "SELECT n FROM generate_series(1, $1) AS n",
+            vec![Value::Int(0)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(empty.columns.len(), 1);
+    assert_eq!(empty.columns[0].type_name, "INT8");
+    h.drop_connection(conn).await;
+    pg.cleanup().await;
+}
+
+#[tokio::test]
+async fn postgres_transactions_commit_roll_back_and_drop() {
+    let Some(mut pg) = Pg::new("postgres_transactions", 1, SqlLimits::default()).await else {
+        return;
+    };
+    let t = pg.t("t");
+    let h = &mut pg.h;
+    let conn = h.open("rw").await;
+    h.execute(
+        &conn,
+        &format!("CREATE TABLE {t} (x INT8 PRIMARY KEY)"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let insert = format!("INSERT INTO {t} VALUES ($1)");
+    let count = format!("SELECT count(*) FROM {t}");
+
+    assert_invalid_input(h.commit(&conn).await, "begin");
+    h.begin(&conn).await.unwrap();
+    h.execute(&conn, &insert, vec![Value::Int(1)])
+        .await
+        .unwrap();
+    h.rollback(&conn).await.unwrap();
+    let rows = h.query(&conn, &count, vec![]).await.unwrap().rows;
+    assert!(matches!(rows[0][0], Value::Int(0)));
+
+    h.begin(&conn).await.unwrap();
+    h.execute(&conn, &insert, vec![Value::Int(2)])
+        .await
+        .unwrap();
+    h.commit(&conn).await.unwrap();
+    let rows = h.query(&conn, &count, vec![]).await.unwrap().rows;
+    assert!(matches!(rows[0][0], Value::Int(1)));
+
+    // A failed statement aborts the transaction: commit says so.
+    h.begin(&conn).await.unwrap();
+    h.execute(&conn, &insert, vec![Value::Int(3)])
+        .await
+        .unwrap();
+    assert_invalid_input(
+        h.execute(&conn, &insert, vec![Value::Int(2)]).await,
+        "duplicate key",
+    );
+    assert_invalid_input(h.query(&conn, "SELECT 1", vec![]).await, "aborted");
+    assert_invalid_input(h.commit(&conn).await, "nothing was committed");
+    let rows = h.query(&conn, &count, vec![]).await.unwrap().rows;
+    assert!(matches!(rows[0][0], Value::Int(1)));
+
+    // Dropping the connection mid-transaction rolls back.
+    h.begin(&conn).await.unwrap();
+    h.execute(&conn, &insert, vec![Value::Int(4)])
+        .await
+        .unwrap();
+    h.execute(&conn, "SET search_path = pg_catalog", vec![])
+        .await
+        .unwrap();
+    let first_pid = backend_pid(h, &conn).await;
+    h.drop_connection(conn).await;
+    // (max_connections = 1: this is the same, cleaned-up connection.)
+    let conn = h.open("rw").await;
+    assert_eq!(
+        backend_pid(h, &conn).await,
+        first_pid,
+        "the session was reset and reused"
+    );
+    let rows = h.query(&conn, &count, vec![]).await.unwrap().rows;
+    assert!(matches!(rows[0][0], Value::Int(1)));
+    // ...and the session was reset.
+    let path = h.query(&conn, "SHOW search_path", vec![]).await.unwrap();
+    assert!(
+        matches!(&path.rows[0][0], Value::Text(s) if s.contains("public")),
+        "{path:?}"
+    );
+
+    // A guest `BEGIN` statement is rolled back too.
+    h.execute(&conn, "BEGIN", vec![]).await.unwrap();
+    h.execute(&conn, &insert, vec![Value::Int(5)])
+        .await
+        .unwrap();
+    h.drop_connection(conn).await;
+    let rows = h.rows("rw", &count, vec![]).await;
+    assert!(matches!(rows[0][0], Value::Int(1)));
+    pg.cleanup().await;
+}
+
+#[tokio::test]
+async fn postgres_unreachable_server_is_a_backend_error() {
+    let Some(url) = postgres_url("postgres_unreachable_server") else {
+        return;
+    };
+    // The same credentials against a database that does not exist.
+    let mut parsed = url::Url::parse(&url).unwrap();
+    parsed.set_path("caisson_no_such_database");
+    let config = SqlConfig::from([(
+        "gone".to_owned(),
+        source(SqlKind::Postgres, parsed.as_str(), false, 1),
+    )]);
+    let mut h = Harness::new(&config, &["gone"], SqlLimits::default());
+    match h.try_open("gone").await {
+        Err(WitError::Backend(message)) => {
+            let password = parsed.password().unwrap_or("\u{0}");
+            assert!(!message.contains(password), "{message}");
+            assert!(!message.contains("caisson_no_such_database"), "{message}");
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+}
