@@ -381,3 +381,27 @@ async fn retryable_task_errors_are_reported_as_such() {
     );
     assert!(err.retryable());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_running_work_is_not_cut_short_by_epoch_yields() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "busy").await;
+    // Two busy tasks side by side: epoch yields let them share the
+    // executor, and neither is interrupted before its own deadline.
+    let run = |ms: &'static str| {
+        let rt = &rt;
+        let task = task.clone();
+        async move {
+            run_with(rt, &task, b"", |r| {
+                r.limits = Some(limits());
+                r.params.insert("ms".into(), ms.into());
+            })
+            .await
+        }
+    };
+    let ((a, _), (b, _)) = tokio::join!(run("300"), run("200"));
+    let (a, b) = (json(&a.unwrap()), json(&b.unwrap()));
+    assert!(a["elapsed_ms"].as_u64().unwrap() >= 300, "{a}");
+    assert!(b["elapsed_ms"].as_u64().unwrap() >= 200, "{b}");
+    assert!(a["iterations"].as_u64().unwrap() > 0);
+}

@@ -6,6 +6,7 @@ mod examples;
 mod hostile;
 mod objects;
 mod streaming;
+mod suite;
 mod validation;
 
 use std::sync::Arc;
