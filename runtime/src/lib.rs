@@ -223,6 +223,12 @@ impl Runtime {
         &self.objects
     }
 
+    /// The task with this digest, if this runtime has loaded it already:
+    /// lets a worker skip fetching bytes it has compiled before.
+    pub fn loaded(&self, digest: &str) -> Option<Arc<LoadedTask>> {
+        self.loaded.lock().unwrap().get(digest).cloned()
+    }
+
     /// Validates, compiles (or loads from the cache) and links a task.
     pub async fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedTask>, RuntimeError> {
         let digest = cache::digest(bytes);

@@ -1,6 +1,7 @@
 //! Integration tests: real components built from the SDK, run by the real
 //! runtime against real services. One binary, one module per area.
 
+mod api;
 mod cli;
 mod examples;
 mod hostile;

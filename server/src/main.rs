@@ -1,4 +1,5 @@
-//! `caisson`: run and inspect task components.
+//! `caisson`: run task components locally, serve the scheduling API, run
+//! workers, and talk to a server.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
@@ -10,14 +11,13 @@ use anyhow::{Context, bail};
 use caisson_host_api::Grants;
 use caisson_host_api::log::{Level, LogRecord, LogSink};
 use caisson_runtime::{Config, RunRequest, Runtime};
+use caisson_server::{Roles, ServerConfig};
 use clap::{Parser, Subcommand};
 
+mod client;
+
 #[derive(Parser)]
-#[command(
-    name = "caisson",
-    version,
-    about = "Run WebAssembly task components in a sandbox"
-)]
+#[command(name = "caisson", version, about = "Run WebAssembly task components in a sandbox")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,20 +25,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a task once, printing its log live and its output at the end.
-    Run(RunArgs),
+    /// Run a task once locally (`caisson run TASK.wasm`), or manage runs on
+    /// a server (`caisson run submit|get|list|logs|cancel`).
+    Run(RunCommand),
     /// Check that a file is a task component, and list its imports and exports.
     Inspect {
         task: PathBuf,
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Serve the REST API with the scheduler and in-process workers.
+    Serve(ServeArgs),
+    /// Run a worker that claims runs from a shared database.
+    Worker(WorkerArgs),
+    /// Upload and list modules on a server.
+    #[command(subcommand)]
+    Module(client::ModuleCommand),
 }
 
 #[derive(clap::Args)]
-struct RunArgs {
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct RunCommand {
+    #[command(subcommand)]
+    remote: Option<client::RunRemote>,
+    #[command(flatten)]
+    local: LocalRunArgs,
+}
+
+#[derive(clap::Args)]
+struct LocalRunArgs {
     /// The task component (`.wasm`).
-    task: PathBuf,
+    #[arg(required = true)]
+    task: Option<PathBuf>,
     /// The configuration file (stores, databases, limits).
     #[arg(long, short, env = "CAISSON_CONFIG")]
     config: Option<PathBuf>,
@@ -68,12 +86,45 @@ struct RunArgs {
     quiet: bool,
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The configuration file; without one, everything lives under `--data-dir`.
+    #[arg(long, short, env = "CAISSON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the embedded default keeps its database, modules and cache.
+    #[arg(long, default_value = ".caisson")]
+    data_dir: PathBuf,
+    /// Listen address, overriding the configuration.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// The coordination database URL, overriding the configuration.
+    #[arg(long, env = "CAISSON_DATABASE")]
+    database: Option<String>,
+    /// In-process worker slots, overriding the configuration.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Serve the API and scheduler only; workers run elsewhere.
+    #[arg(long)]
+    no_worker: bool,
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    #[arg(long, short, env = "CAISSON_CONFIG")]
+    config: Option<PathBuf>,
+    /// The shared coordination database, e.g. `postgres://...`.
+    #[arg(long, env = "CAISSON_DATABASE")]
+    database: Option<String>,
+    /// Worker slots (concurrent runs).
+    #[arg(long)]
+    slots: Option<usize>,
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CAISSON_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,sqlx::postgres::notice=error")
-            }),
+            tracing_subscriber::EnvFilter::try_from_env("CAISSON_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx::postgres::notice=error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -90,24 +141,80 @@ fn main() -> std::process::ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(RunCommand { remote: Some(remote), .. }) => client::run_remote(remote).await,
+        Command::Run(RunCommand { remote: None, local }) => run(local).await,
         Command::Inspect { task, config } => inspect(&task, config.as_deref()).await,
+        Command::Serve(args) => serve(args).await,
+        Command::Worker(args) => worker(args).await,
+        Command::Module(command) => client::module(command).await,
     }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn server_config(path: Option<&Path>, data_dir: &Path) -> anyhow::Result<ServerConfig> {
+    match path {
+        Some(path) => ServerConfig::from_file(path),
+        None if Path::new("caisson.toml").exists() => ServerConfig::from_file(Path::new("caisson.toml")),
+        None => Ok(ServerConfig::embedded(data_dir)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = server_config(args.config.as_deref(), &args.data_dir)?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(database) = args.database {
+        config.server.database = database;
+    }
+    if let Some(workers) = args.workers {
+        config.server.workers = workers;
+    }
+    let workers = if args.no_worker { 0 } else { config.server.workers };
+    let roles = Roles {
+        api: true,
+        workers,
+        scheduler: true,
+    };
+    caisson_server::serve(config, roles, shutdown_signal()).await
+}
+
+async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let mut config = server_config(args.config.as_deref(), Path::new(".caisson"))?;
+    if let Some(database) = args.database {
+        config.server.database = database;
+    }
+    let slots = args.slots.unwrap_or(config.server.workers).max(1);
+    // Workers also re-queue expired leases: with no API process alive,
+    // surviving workers still pick up a dead one's runs.
+    let roles = Roles {
+        api: false,
+        workers: slots,
+        scheduler: true,
+    };
+    caisson_server::serve(config, roles, shutdown_signal()).await
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
-        Some(path) => Ok(Config::from_file(path)?),
-        None if Path::new("caisson.toml").exists() => {
-            Ok(Config::from_file(Path::new("caisson.toml"))?)
-        }
+        Some(path) => Ok(ServerConfig::from_file(path)?.runtime),
+        None if Path::new("caisson.toml").exists() => Ok(ServerConfig::from_file(Path::new("caisson.toml"))?.runtime),
         None => Ok(Config::default()),
     }
 }
 
 async fn inspect(task: &Path, config: Option<&Path>) -> anyhow::Result<()> {
-    let bytes =
-        std::fs::read(task).with_context(|| format!("could not read {}", task.display()))?;
+    let bytes = std::fs::read(task).with_context(|| format!("could not read {}", task.display()))?;
     let info = caisson_runtime::inspect(&bytes)?;
     let runtime = Runtime::new(load_config(config)?)?;
     let loaded = runtime.load(&bytes).await?;
@@ -123,7 +230,8 @@ async fn inspect(task: &Path, config: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
+async fn run(args: LocalRunArgs) -> anyhow::Result<()> {
+    let task_path = args.task.clone().context("a task file is required")?;
     let mut config = load_config(args.config.as_deref())?;
     let mut limits = config.limits;
     if let Some(timeout) = args.timeout {
@@ -140,8 +248,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let grants = parse_grants(&args.grants)?;
     let params = parse_params(&args.params)?;
     let input = read_input(&args.input)?;
-    let bytes = std::fs::read(&args.task)
-        .with_context(|| format!("could not read {}", args.task.display()))?;
+    let bytes = std::fs::read(&task_path).with_context(|| format!("could not read {}", task_path.display()))?;
 
     let runtime = Runtime::new(config)?;
     let started = Instant::now();
@@ -169,8 +276,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let output = result.map_err(|e| anyhow::anyhow!("run failed: {e}"))?;
     match &args.output {
-        Some(path) => std::fs::write(path, &output)
-            .with_context(|| format!("could not write {}", path.display()))?,
+        Some(path) => std::fs::write(path, &output).with_context(|| format!("could not write {}", path.display()))?,
         None => {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&output)?;
@@ -182,7 +288,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_grants(grants: &[String]) -> anyhow::Result<Grants> {
+pub(crate) fn parse_grants(grants: &[String]) -> anyhow::Result<Grants> {
     let mut out = Grants::default();
     for grant in grants {
         let Some((kind, label)) = grant.split_once('=') else {
@@ -199,7 +305,7 @@ fn parse_grants(grants: &[String]) -> anyhow::Result<Grants> {
     Ok(out)
 }
 
-fn parse_params(params: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+pub(crate) fn parse_params(params: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     params
         .iter()
         .map(|p| {
@@ -210,7 +316,7 @@ fn parse_params(params: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
-fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {
     match input.strip_prefix('@') {
         Some("-") => {
             let mut buf = Vec::new();
@@ -228,7 +334,7 @@ fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {
 
 /// Parses `1024`, `64KiB`, `64MiB`, `1GiB` (and `K`, `M`, `G`, `KB`, ...
 /// as the same binary units).
-fn parse_bytes(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

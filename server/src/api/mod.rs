@@ -1,0 +1,179 @@
+//! The REST API (axum), under `/v1`, plus `/healthz`, `/readyz`,
+//! `/metrics` and `/openapi.json`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use caisson_runtime::Runtime;
+use object_store::ObjectStore;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::{DEFAULT_TENANT, ServerConfig};
+use crate::db::{Db, GrantSet};
+use crate::metrics::Metrics;
+
+pub mod error;
+mod modules;
+mod ops;
+pub mod runs;
+
+pub use error::{ApiError, ApiResult};
+pub(crate) use modules::module_key;
+
+/// What every handler shares.
+pub struct AppState {
+    pub db: Db,
+    /// Uploaded components, stored under `<digest>.wasm`.
+    pub modules: Arc<dyn ObjectStore>,
+    /// Validates uploads (and, embedded, runs them).
+    pub runtime: Arc<Runtime>,
+    pub config: Arc<ServerConfig>,
+    /// Grants each tenant's runs may be given, by tenant id.
+    pub allowed: RwLock<HashMap<String, GrantSet>>,
+    /// The tenant id that owns everything in open (token-less) mode.
+    pub default_tenant: String,
+    /// Woken when a run is submitted, so in-process workers start it at
+    /// once instead of at their next poll.
+    pub work_available: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The caller, as its bearer token says.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant_id: String,
+    pub admin: bool,
+}
+
+/// SHA-256 hex of a token: how tokens are stored and looked up.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Compares two equal-length secrets without an early exit.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        if state.config.open_access() {
+            return Ok(Caller {
+                tenant_id: state.default_tenant.clone(),
+                admin: true,
+            });
+        }
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(ApiError::unauthorized)?;
+        let hash = hash_token(token);
+        if let Some(admin) = &state.config.server.admin_token
+            && constant_time_eq(hash.as_bytes(), hash_token(admin).as_bytes())
+        {
+            return Ok(Caller {
+                tenant_id: state.default_tenant.clone(),
+                admin: true,
+            });
+        }
+        match state.db.token(&hash).await? {
+            Some((tenant_id, admin)) => Ok(Caller { tenant_id, admin }),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+impl AppState {
+    /// Sets up tenants and tokens from the configuration.
+    pub async fn new(
+        db: Db,
+        modules: Arc<dyn ObjectStore>,
+        runtime: Arc<Runtime>,
+        config: Arc<ServerConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, crate::db::DbError> {
+        let mut allowed = HashMap::new();
+        let default_tenant = db.ensure_tenant(DEFAULT_TENANT).await?;
+        // In open mode the one tenant may use every configured label.
+        if config.open_access() {
+            allowed.insert(
+                default_tenant.clone(),
+                GrantSet {
+                    objects: config.runtime.objects.keys().cloned().collect(),
+                    sql: config.runtime.sql.keys().cloned().collect(),
+                },
+            );
+        }
+        for (name, tenant) in &config.tenants {
+            let id = db.ensure_tenant(name).await?;
+            for token in &tenant.tokens {
+                db.add_token(&id, &hash_token(token), false).await?;
+            }
+            allowed.insert(id, tenant.allowed());
+        }
+        Ok(AppState {
+            db,
+            modules,
+            runtime,
+            config,
+            allowed: RwLock::new(allowed),
+            default_tenant,
+            work_available: Arc::new(Notify::new()),
+            metrics,
+        })
+    }
+
+    pub fn allowed_grants(&self, tenant_id: &str) -> GrantSet {
+        self.allowed.read().unwrap().get(tenant_id).cloned().unwrap_or_default()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Caisson", description = "Run WebAssembly task components: modules, runs, logs."),
+    components(schemas(error::ErrorBody, error::ErrorDetail))
+)]
+struct ApiDoc;
+
+/// The whole API.
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    let max_upload = state.config.server.max_module_bytes as usize;
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(modules::upload, modules::list))
+        .routes(routes!(modules::versions, modules::delete))
+        .routes(routes!(runs::submit, runs::list))
+        .routes(routes!(runs::get))
+        .routes(routes!(runs::cancel))
+        .routes(routes!(runs::logs))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .split_for_parts();
+    let api = Arc::new(api);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let api = api.clone();
+                async move { axum::Json(api.as_ref().clone()) }
+            }),
+        )
+        // Uploads enforce their own, larger limit while streaming; every
+        // other body is small.
+        .layer(DefaultBodyLimit::max(max_upload.max(1 << 20)))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

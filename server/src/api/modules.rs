@@ -1,0 +1,191 @@
+//! `/v1/modules`: upload, list and delete task components.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use caisson_runtime::RuntimeError;
+use object_store::{ObjectStore, PutPayload};
+use serde::Deserialize;
+
+use super::{ApiError, ApiResult, AppState, Caller};
+use crate::db::ModuleRecord;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct UploadQuery {
+    /// Module name: lowercase letters, digits, `-`, `_` and `.`, at most 64.
+    name: String,
+    /// Version label; defaults to `sha-` and the first 12 digits of the digest.
+    version: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct VersionQuery {
+    /// Only this version; all versions when absent.
+    version: Option<String>,
+}
+
+pub(crate) fn check_name(what: &str, name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid {what} {name:?}: use 1 to 64 lowercase letters, digits, `-`, `_` or `.`"
+        )))
+    }
+}
+
+/// The module store key of a component.
+pub(crate) fn module_key(digest: &str) -> object_store::path::Path {
+    object_store::path::Path::from(format!("{digest}.wasm"))
+}
+
+/// Upload a task component.
+///
+/// The body is the raw `.wasm` bytes (`Content-Type: application/wasm`).
+/// It is validated as a component of the `caisson:task/task` world and
+/// compiled before it is stored; uploading the same bytes again is a no-op.
+#[utoipa::path(
+    post,
+    path = "/v1/modules",
+    params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses(
+        (status = 201, description = "stored", body = ModuleRecord),
+        (status = 200, description = "already stored, identical", body = ModuleRecord),
+        (status = 400, description = "not a task component", body = super::error::ErrorBody),
+        (status = 409, description = "this version exists with other bytes", body = super::error::ErrorBody),
+        (status = 413, description = "over the upload limit", body = super::error::ErrorBody),
+    ),
+    tag = "modules"
+)]
+pub async fn upload(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(query): Query<UploadQuery>,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<ModuleRecord>)> {
+    check_name("module name", &query.name)?;
+    if let Some(version) = &query.version {
+        check_name("version", version)?;
+    }
+    let limit = state.config.server.max_module_bytes as usize;
+    // Reads at most `limit` bytes: a larger body is cut off, not buffered.
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the component is over the {limit}-byte upload limit"),
+        )
+    })?;
+    let task = state.runtime.load(&bytes).await.map_err(|e| match e {
+        RuntimeError::InvalidComponent(message) => {
+            ApiError::bad_request(format!("not a valid task component: {message}"))
+        }
+        other => ApiError::internal("could not compile the component", other),
+    })?;
+    let digest = task.digest().to_string();
+    let key = module_key(&digest);
+    if state.modules.head(&key).await.is_err() {
+        state
+            .modules
+            .put(&key, PutPayload::from(bytes.clone()))
+            .await
+            .map_err(|e| ApiError::internal("could not store the component", e))?;
+    }
+    let record = ModuleRecord {
+        name: query.name.clone(),
+        version: query.version.unwrap_or_else(|| format!("sha-{}", &digest[..12])),
+        digest,
+        size: bytes.len() as i64,
+        created_at: crate::now_ms(),
+    };
+    match state.db.insert_module(&caller.tenant_id, &record).await {
+        Ok(true) => Ok((StatusCode::CREATED, Json(record))),
+        Ok(false) => {
+            let existing = state
+                .db
+                .resolve_module(&caller.tenant_id, &record.name, Some(&record.version), None)
+                .await?
+                .unwrap_or(record);
+            Ok((StatusCode::OK, Json(existing)))
+        }
+        Err(crate::db::DbError::Conflict(_)) => Err(ApiError::conflict(format!(
+            "version {} of module {} already exists with different bytes; upload under a new version",
+            record.version, record.name
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// List every module version.
+#[utoipa::path(get, path = "/v1/modules", responses((status = 200, body = Vec<ModuleRecord>)), tag = "modules")]
+pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Vec<ModuleRecord>>> {
+    Ok(Json(state.db.list_modules(&caller.tenant_id).await?))
+}
+
+/// List the versions of one module, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/modules/{name}",
+    params(("name" = String, Path)),
+    responses((status = 200, body = Vec<ModuleRecord>), (status = 404, body = super::error::ErrorBody)),
+    tag = "modules"
+)]
+pub async fn versions(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<ModuleRecord>>> {
+    let versions = state.db.module_versions(&caller.tenant_id, &name).await?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!("module {name}")));
+    }
+    Ok(Json(versions))
+}
+
+/// Delete a module, or one version of it.
+#[utoipa::path(
+    delete,
+    path = "/v1/modules/{name}",
+    params(("name" = String, Path), VersionQuery),
+    responses((status = 204), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)),
+    tag = "modules"
+)]
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(query): Query<VersionQuery>,
+) -> ApiResult<StatusCode> {
+    let versions = state.db.module_versions(&caller.tenant_id, &name).await?;
+    let doomed: Vec<_> = versions
+        .iter()
+        .filter(|m| query.version.as_ref().is_none_or(|v| &m.version == v))
+        .collect();
+    if doomed.is_empty() {
+        return Err(ApiError::not_found(format!("module {name}")));
+    }
+    state
+        .db
+        .delete_module(&caller.tenant_id, &name, query.version.as_deref())
+        .await?;
+    for module in doomed {
+        if !state.db.digest_in_use(&module.digest).await? {
+            // Runs already queued keep their digest; a worker that can no
+            // longer fetch it fails the run with a clear error.
+            if let Err(e) = state.modules.delete(&module_key(&module.digest)).await {
+                tracing::warn!(digest = %module.digest, "could not delete module bytes: {e}");
+            }
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

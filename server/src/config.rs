@@ -1,0 +1,219 @@
+//! The `[server]` and `[tenants]` tables of `caisson.toml`.
+//!
+//! The rest of the file (`[engine]`, `[limits]`, `[objects]`, `[sql]`) is
+//! the runtime's; [`ServerConfig::parse`] splits the two so each keeps
+//! rejecting unknown keys.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use caisson_host_api::objects::StoreConfig;
+use serde::Deserialize;
+
+use crate::db::GrantSet;
+
+/// Everything `caisson serve` and `caisson worker` read.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub server: ServerSection,
+    /// Tenants defined by the operator, by name.
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// The runtime's own configuration.
+    pub runtime: caisson_runtime::Config,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// `sqlite://path` (embedded default) or `postgres://...`.
+    pub database: String,
+    /// Where uploaded components are kept, content-addressed.
+    pub modules: StoreConfig,
+    /// In-process worker slots for `caisson serve`; 0 runs no worker.
+    pub workers: usize,
+    /// Memory the in-process workers may promise to runs at once, in
+    /// bytes: a run is admitted only if its memory limit fits.
+    pub worker_memory: u64,
+    /// The largest component upload, in bytes.
+    pub max_module_bytes: u64,
+    /// How long a claimed run stays leased without a heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// How often idle workers look for work.
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+    /// How often the scheduler fires schedules and re-queues lost runs.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// A token with admin rights (tenants, tokens). Also `CAISSON_ADMIN_TOKEN`.
+    pub admin_token: Option<String>,
+    /// How long a worker finishing runs on SIGTERM may take before it hands
+    /// them back.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: ([127, 0, 0, 1], 7070).into(),
+            database: "sqlite://.caisson/caisson.db".into(),
+            modules: toml::from_str("type = \"local\"\nroot = \".caisson/modules\"").expect("a valid default"),
+            workers: 2,
+            worker_memory: 8 << 30,
+            max_module_bytes: 256 << 20,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            poll: Duration::from_millis(200),
+            tick: Duration::from_secs(1),
+            admin_token: None,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A tenant the operator defines: its tokens and what its runs may be granted.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Bearer tokens of this tenant.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// Object store labels its runs may be granted.
+    #[serde(default)]
+    pub objects: Vec<String>,
+    /// SQL labels its runs may be granted.
+    #[serde(default)]
+    pub sql: Vec<String>,
+}
+
+impl TenantConfig {
+    pub fn allowed(&self) -> GrantSet {
+        GrantSet {
+            objects: self.objects.clone(),
+            sql: self.sql.clone(),
+        }
+    }
+}
+
+/// The tenant that owns everything when no tokens are configured.
+pub const DEFAULT_TENANT: &str = "default";
+
+impl ServerConfig {
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("could not read {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut table: toml::Table = toml::from_str(text)?;
+        let server = match table.remove("server") {
+            Some(value) => value.try_into()?,
+            None => ServerSection::default(),
+        };
+        let tenants = match table.remove("tenants") {
+            Some(value) => value.try_into()?,
+            None => BTreeMap::new(),
+        };
+        let runtime = caisson_runtime::Config::parse(&toml::to_string(&table)?)?;
+        let mut config = ServerConfig {
+            server,
+            tenants,
+            runtime,
+        };
+        if config.server.admin_token.is_none() {
+            config.server.admin_token = std::env::var("CAISSON_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+        }
+        Ok(config)
+    }
+
+    /// The default configuration rooted at `dir`, for the embedded
+    /// single-machine setup.
+    pub fn embedded(dir: &Path) -> Self {
+        let mut server = ServerSection {
+            database: format!("sqlite://{}", dir.join("caisson.db").display()),
+            ..ServerSection::default()
+        };
+        server.modules = toml::from_str(&format!(
+            "type = \"local\"\nroot = \"{}\"",
+            dir.join("modules").display()
+        ))
+        .expect("a valid store config");
+        let mut runtime = caisson_runtime::Config::default();
+        runtime.engine.cache_dir = dir.join("cache");
+        ServerConfig {
+            server,
+            tenants: BTreeMap::new(),
+            runtime,
+        }
+    }
+
+    /// Whether the API is open (no tokens at all).
+    pub fn open_access(&self) -> bool {
+        self.server.admin_token.is_none() && self.tenants.values().all(|t| t.tokens.is_empty())
+    }
+
+    /// Where the SQLite file lives, if the database is SQLite.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.server
+            .database
+            .strip_prefix("sqlite://")
+            .map(|rest| PathBuf::from(rest.split('?').next().unwrap_or(rest)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_tenants_and_runtime_tables_split() {
+        let config = ServerConfig::parse(
+            r#"
+            [server]
+            listen = "127.0.0.1:9000"
+            database = "postgres://u:p@db/caisson"
+            workers = 4
+            lease = "10s"
+
+            [tenants.acme]
+            tokens = ["t1"]
+            objects = ["raw"]
+
+            [limits]
+            timeout = "30s"
+
+            [objects.raw]
+            type = "memory"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.server.workers, 4);
+        assert_eq!(config.server.lease, Duration::from_secs(10));
+        assert_eq!(config.tenants["acme"].objects, vec!["raw"]);
+        assert_eq!(config.runtime.limits.timeout, Duration::from_secs(30));
+        assert!(config.runtime.objects.contains_key("raw"));
+        assert!(!config.open_access());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_in_every_table() {
+        assert!(ServerConfig::parse("[server]\nlisten_on = \"x\"").is_err());
+        assert!(ServerConfig::parse("[tenants.a]\ntoken = \"x\"").is_err());
+        assert!(ServerConfig::parse("[engine]\npool = true").is_err());
+    }
+
+    #[test]
+    fn no_tokens_means_open_access() {
+        let config = ServerConfig::parse("").unwrap();
+        assert!(config.open_access());
+        assert!(config.server.listen.ip().is_loopback());
+    }
+}

@@ -1,0 +1,1 @@
+//! Workflow DAGs (being written).

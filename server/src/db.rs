@@ -1,0 +1,1441 @@
+//! The coordination database: SQLite (embedded default) or PostgreSQL
+//! (many workers), behind one API.
+//!
+//! Both backends share one logical schema (`migrations/sqlite` and
+//! `migrations/postgres` differ only in column types) and one set of query
+//! texts, through sqlx's `Any` driver with `$N` placeholders, which SQLite
+//! accepts too. Only the claim query differs: PostgreSQL claims with
+//! `FOR UPDATE SKIP LOCKED`, so concurrent workers never block on or double
+//! claim a run; SQLite serialises writers anyway.
+//!
+//! Times are milliseconds since the Unix epoch. Every function that reads
+//! tenant data takes the tenant id, so isolation is enforced here and not
+//! left to each handler.
+
+use std::collections::BTreeMap;
+use std::sync::Once;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::error::ErrorKind;
+use sqlx::{AnyConnection, Connection, Row};
+
+/// What went wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// The database could not be reached or the connection broke.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness rule was broken (duplicate name, version, ...).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Other(String),
+    #[error("migration failed: {0}")]
+    Migrate(String),
+}
+
+/// Which backend a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A run's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+            RunState::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => RunState::Queued,
+            "running" => RunState::Running,
+            "succeeded" => RunState::Succeeded,
+            "failed" => RunState::Failed,
+            "cancelled" => RunState::Cancelled,
+            "timed_out" => RunState::TimedOut,
+            _ => return None,
+        })
+    }
+
+    /// Whether the run is over.
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunState::Queued | RunState::Running)
+    }
+}
+
+/// A stored module version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModuleRecord {
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of the component, hex.
+    pub digest: String,
+    pub size: i64,
+    pub created_at: i64,
+}
+
+/// The labels a run is granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantSet {
+    #[serde(default)]
+    pub objects: Vec<String>,
+    #[serde(default)]
+    pub sql: Vec<String>,
+}
+
+/// A run to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    pub tenant_id: String,
+    pub module_name: String,
+    pub module_version: String,
+    pub digest: String,
+    pub input: Vec<u8>,
+    pub params: BTreeMap<String, String>,
+    pub grants: GrantSet,
+    pub timeout_ms: i64,
+    pub memory_bytes: i64,
+    pub fuel: Option<i64>,
+    pub max_retries: i64,
+    pub backoff_ms: i64,
+    pub retry_timeouts: bool,
+    pub priority: i64,
+    pub idempotency_key: Option<String>,
+    /// Earliest start; `now` for an immediate run.
+    pub not_before: i64,
+    pub schedule_id: Option<String>,
+    pub workflow_run_id: Option<String>,
+    pub step_name: Option<String>,
+    pub logical_date: Option<i64>,
+}
+
+/// A stored run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub module_name: String,
+    pub module_version: String,
+    pub digest: String,
+    pub input: Vec<u8>,
+    pub params: BTreeMap<String, String>,
+    pub grants: GrantSet,
+    pub timeout_ms: i64,
+    pub memory_bytes: i64,
+    pub fuel: Option<i64>,
+    pub max_retries: i64,
+    pub backoff_ms: i64,
+    pub retry_timeouts: bool,
+    pub priority: i64,
+    pub idempotency_key: Option<String>,
+    pub state: RunState,
+    pub attempts: i64,
+    pub not_before: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub worker_id: Option<String>,
+    pub lease_until: Option<i64>,
+    pub cancel_requested: bool,
+    pub output: Option<Vec<u8>>,
+    pub error: Option<String>,
+    pub retryable: Option<bool>,
+    pub schedule_id: Option<String>,
+    pub workflow_run_id: Option<String>,
+    pub step_name: Option<String>,
+    pub logical_date: Option<i64>,
+}
+
+/// One attempt of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AttemptRecord {
+    pub attempt: i64,
+    pub worker_id: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    /// running | succeeded | failed | timed_out | cancelled | lost
+    pub state: String,
+    pub error: Option<String>,
+}
+
+/// Filters for listing runs. `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub state: Option<RunState>,
+    pub module: Option<String>,
+    /// Created at or after (ms).
+    pub since: Option<i64>,
+    pub workflow_run_id: Option<String>,
+    /// Keyset pagination: runs strictly older than this (created_at, id).
+    pub before: Option<(i64, String)>,
+    /// Page size, clamped by the caller.
+    pub limit: i64,
+}
+
+/// What a worker gets when it claims a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub run: RunRecord,
+    /// The attempt number this claim is (1 for the first).
+    pub attempt: i64,
+}
+
+/// How an attempt ended, as the worker reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    Succeeded {
+        output: Vec<u8>,
+    },
+    /// The run is over with `state` (failed, timed_out or cancelled).
+    Finished {
+        state: RunState,
+        error: String,
+        retryable: bool,
+    },
+    /// Try again at `not_before`: the run goes back to `queued`.
+    Retry {
+        error: String,
+        not_before: i64,
+        timed_out: bool,
+    },
+}
+
+/// One stored log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogLine {
+    pub seq: i64,
+    pub attempt: i64,
+    pub time: i64,
+    pub level: String,
+    pub source: String,
+    pub message: String,
+}
+
+/// The coordination database.
+#[derive(Clone)]
+pub struct Db {
+    pool: sqlx::AnyPool,
+    kind: DbKind,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a query waits for a pooled connection before the database
+/// counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a SQLite connection waits for another connection's write lock.
+const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
+
+/// Rows per `INSERT` when appending logs: 7 parameters a row stays far
+/// below SQLite's parameter limit.
+const LOG_ROWS_PER_INSERT: usize = 100;
+
+/// Every column of `runs`, in [`RunRecord`] order. A macro so that it can
+/// be `concat!`ed into constant query texts.
+macro_rules! run_columns {
+    () => {
+        "id, tenant_id, module_name, module_version, digest, input, params, grants, timeout_ms, \
+         memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, priority, idempotency_key, \
+         state, attempts, not_before, created_at, started_at, finished_at, worker_id, lease_until, \
+         cancel_requested, output, error, retryable, schedule_id, workflow_run_id, step_name, \
+         logical_date"
+    };
+}
+
+/// The claim, shared by both backends up to the row lock. `$1` worker,
+/// `$2` lease end, `$3` now, `$4` memory cap. The outer `state = 'queued'`
+/// guards against a row that changed between the subquery and the update.
+macro_rules! claim_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE runs SET state = 'running', worker_id = $1, lease_until = $2, \
+             attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
+             WHERE state = 'queued' AND id = (SELECT id FROM runs \
+             WHERE state = 'queued' AND not_before <= $3 AND memory_bytes <= $4 \
+             ORDER BY priority DESC, created_at, id LIMIT 1",
+            $lock,
+            ") RETURNING ",
+            run_columns!()
+        )
+    };
+}
+
+/// PostgreSQL: `SKIP LOCKED` lets concurrent claimers pass over a row
+/// another transaction is claiming instead of waiting for it (and then
+/// finding it taken).
+const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
+/// SQLite: writers are serialised by the database lock, so the plain
+/// update is already atomic.
+const CLAIM_SQLITE: &str = claim_sql!("");
+
+const MODULE_COLUMNS: &str = "name, version, digest, size, created_at";
+
+static INSTALL_DRIVERS: Once = Once::new();
+
+/// Maps a sqlx error to a [`DbError`]. The messages come from the driver
+/// and never contain the connection URL.
+fn db_err(e: sqlx::Error) -> DbError {
+    match &e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => DbError::Unavailable(e.to_string()),
+        sqlx::Error::Database(d) => {
+            if d.kind() == ErrorKind::UniqueViolation {
+                DbError::Conflict(d.message().to_owned())
+            } else if is_unavailable(d.as_ref()) {
+                DbError::Unavailable(e.to_string())
+            } else {
+                DbError::Other(e.to_string())
+            }
+        }
+        _ => DbError::Other(e.to_string()),
+    }
+}
+
+/// Database errors that mean "try again later" rather than "this query is
+/// wrong": a broken or refused PostgreSQL connection, a server shutting
+/// down, and a SQLite lock still held after the busy timeout.
+fn is_unavailable(e: &dyn sqlx::error::DatabaseError) -> bool {
+    if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        let code = pg.code();
+        // 08: connection exception; 53300: too many connections;
+        // 57P01..57P03: admin/crash shutdown, cannot connect now.
+        return code.starts_with("08")
+            || code == "53300"
+            || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // The code is the extended result code; the low byte is the
+        // primary one. 5 = SQLITE_BUSY, 6 = SQLITE_LOCKED.
+        let primary = e
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .map(|c| c & 0xff);
+        return matches!(primary, Some(5 | 6));
+    }
+    false
+}
+
+/// Removes the password of `url` from a connection error message, in case a
+/// driver ever echoes the URL back.
+fn redact(message: String, url: &str) -> String {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return message;
+    };
+    let Some(password) = parsed.password().filter(|p| !p.is_empty()) else {
+        return message;
+    };
+    let mut message = message.replace(password, "***");
+    if let Ok(decoded) = percent_decode(password) {
+        if !decoded.is_empty() {
+            message = message.replace(&decoded, "***");
+        }
+    }
+    message
+}
+
+fn percent_decode(s: &str) -> Result<String, ()> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).map_err(|_| ())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn is_sqlite_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// `sqlite://path` does not create a missing file unless asked to:
+/// default to `mode=rwc` when the URL names no mode.
+fn sqlite_url_with_create(url: &str) -> String {
+    match url.split_once('?') {
+        Some((_, query)) if query.split('&').any(|p| p.starts_with("mode=")) => url.to_owned(),
+        Some(_) => format!("{url}&mode=rwc"),
+        None => format!("{url}?mode=rwc"),
+    }
+}
+
+fn corrupt(what: &str, id: &str, e: impl std::fmt::Display) -> DbError {
+    DbError::Other(format!("stored {what} of run {id} is invalid: {e}"))
+}
+
+fn run_from_row(row: &AnyRow) -> Result<RunRecord, DbError> {
+    let id: String = row.try_get("id").map_err(db_err)?;
+    let params: String = row.try_get("params").map_err(db_err)?;
+    let grants: String = row.try_get("grants").map_err(db_err)?;
+    let state: String = row.try_get("state").map_err(db_err)?;
+    let params = serde_json::from_str(&params).map_err(|e| corrupt("params", &id, e))?;
+    let grants = serde_json::from_str(&grants).map_err(|e| corrupt("grants", &id, e))?;
+    let state = RunState::parse(&state).ok_or_else(|| corrupt("state", &id, &state))?;
+    let retry_timeouts: i64 = row.try_get("retry_timeouts").map_err(db_err)?;
+    let cancel_requested: i64 = row.try_get("cancel_requested").map_err(db_err)?;
+    let retryable: Option<i64> = row.try_get("retryable").map_err(db_err)?;
+    Ok(RunRecord {
+        tenant_id: row.try_get("tenant_id").map_err(db_err)?,
+        module_name: row.try_get("module_name").map_err(db_err)?,
+        module_version: row.try_get("module_version").map_err(db_err)?,
+        digest: row.try_get("digest").map_err(db_err)?,
+        input: row.try_get("input").map_err(db_err)?,
+        params,
+        grants,
+        timeout_ms: row.try_get("timeout_ms").map_err(db_err)?,
+        memory_bytes: row.try_get("memory_bytes").map_err(db_err)?,
+        fuel: row.try_get("fuel").map_err(db_err)?,
+        max_retries: row.try_get("max_retries").map_err(db_err)?,
+        backoff_ms: row.try_get("backoff_ms").map_err(db_err)?,
+        retry_timeouts: retry_timeouts != 0,
+        priority: row.try_get("priority").map_err(db_err)?,
+        idempotency_key: row.try_get("idempotency_key").map_err(db_err)?,
+        state,
+        attempts: row.try_get("attempts").map_err(db_err)?,
+        not_before: row.try_get("not_before").map_err(db_err)?,
+        created_at: row.try_get("created_at").map_err(db_err)?,
+        started_at: row.try_get("started_at").map_err(db_err)?,
+        finished_at: row.try_get("finished_at").map_err(db_err)?,
+        worker_id: row.try_get("worker_id").map_err(db_err)?,
+        lease_until: row.try_get("lease_until").map_err(db_err)?,
+        cancel_requested: cancel_requested != 0,
+        output: row.try_get("output").map_err(db_err)?,
+        error: row.try_get("error").map_err(db_err)?,
+        retryable: retryable.map(|r| r != 0),
+        schedule_id: row.try_get("schedule_id").map_err(db_err)?,
+        workflow_run_id: row.try_get("workflow_run_id").map_err(db_err)?,
+        step_name: row.try_get("step_name").map_err(db_err)?,
+        logical_date: row.try_get("logical_date").map_err(db_err)?,
+        id,
+    })
+}
+
+fn module_from_row(row: &AnyRow) -> Result<ModuleRecord, DbError> {
+    Ok(ModuleRecord {
+        name: row.try_get("name").map_err(db_err)?,
+        version: row.try_get("version").map_err(db_err)?,
+        digest: row.try_get("digest").map_err(db_err)?,
+        size: row.try_get("size").map_err(db_err)?,
+        created_at: row.try_get("created_at").map_err(db_err)?,
+    })
+}
+
+fn attempt_from_row(row: &AnyRow) -> Result<AttemptRecord, DbError> {
+    Ok(AttemptRecord {
+        attempt: row.try_get("attempt").map_err(db_err)?,
+        worker_id: row.try_get("worker_id").map_err(db_err)?,
+        started_at: row.try_get("started_at").map_err(db_err)?,
+        finished_at: row.try_get("finished_at").map_err(db_err)?,
+        state: row.try_get("state").map_err(db_err)?,
+        error: row.try_get("error").map_err(db_err)?,
+    })
+}
+
+fn log_from_row(row: &AnyRow) -> Result<LogLine, DbError> {
+    Ok(LogLine {
+        seq: row.try_get("seq").map_err(db_err)?,
+        attempt: row.try_get("attempt").map_err(db_err)?,
+        time: row.try_get("time").map_err(db_err)?,
+        level: row.try_get("level").map_err(db_err)?,
+        source: row.try_get("source").map_err(db_err)?,
+        message: row.try_get("message").map_err(db_err)?,
+    })
+}
+
+/// A value bound to a query assembled at run time.
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+impl Db {
+    /// Connects and migrates. `sqlite://path` (created if missing, WAL
+    /// mode, busy timeout) or `postgres://...`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbError> {
+        INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+        // Connection errors go through `redact`: the URL may hold a password.
+        let fail = |e: sqlx::Error| match db_err(e) {
+            DbError::Unavailable(m) => DbError::Unavailable(redact(m, url)),
+            DbError::Conflict(m) => DbError::Conflict(redact(m, url)),
+            DbError::Other(m) => DbError::Other(redact(m, url)),
+            DbError::Migrate(m) => DbError::Migrate(redact(m, url)),
+        };
+        let kind = if url.starts_with("sqlite:") {
+            DbKind::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            DbKind::Postgres
+        } else {
+            return Err(DbError::Other(
+                "unsupported database URL: expected sqlite:// or postgres://".into(),
+            ));
+        };
+        let in_memory = kind == DbKind::Sqlite && is_sqlite_memory(url);
+        let full_url = if kind == DbKind::Sqlite && !in_memory {
+            sqlite_url_with_create(url)
+        } else {
+            url.to_owned()
+        };
+        let options: AnyConnectOptions = full_url.parse().map_err(fail)?;
+
+        if !in_memory {
+            // One connection first: it fails fast when the server is down
+            // (the pool would retry until its timeout), and it switches
+            // SQLite to WAL, a persistent setting that needs an exclusive
+            // lock the busy timeout cannot wait for, so it is done once
+            // here rather than on every pooled connection.
+            let mut conn = AnyConnection::connect_with(&options).await.map_err(fail)?;
+            if kind == DbKind::Sqlite {
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&mut conn)
+                    .await
+                    .map_err(fail)?;
+            }
+            conn.close().await.map_err(fail)?;
+        }
+
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT);
+        if kind == DbKind::Sqlite {
+            pool = pool.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::query(SQLITE_BUSY_TIMEOUT).execute(&mut *conn).await?;
+                    Ok(())
+                })
+            });
+        }
+        if in_memory {
+            // Every connection to `:memory:` is its own database: keep
+            // exactly one, forever.
+            pool = pool
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = pool.connect_with(options).await.map_err(fail)?;
+
+        let migrated = match kind {
+            DbKind::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
+            DbKind::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
+        };
+        if let Err(e) = migrated {
+            pool.close().await;
+            return Err(match e {
+                sqlx::migrate::MigrateError::Execute(e) => match fail(e) {
+                    DbError::Unavailable(m) => DbError::Unavailable(m),
+                    other => DbError::Migrate(other.to_string()),
+                },
+                e => DbError::Migrate(redact(e.to_string(), url)),
+            });
+        }
+        Ok(Db { pool, kind })
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    /// Closes every pooled connection; later calls fail with
+    /// [`DbError::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Cheap liveness check (`SELECT 1`).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    // ---- tenants and tokens
+
+    /// The tenant named `name`, created if missing. Returns its id.
+    pub async fn ensure_tenant(&self, name: &str) -> Result<String, DbError> {
+        sqlx::query(
+            "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(name)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let row = sqlx::query("SELECT id FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.try_get("id").map_err(db_err)
+    }
+
+    /// `(id, name)` of every tenant.
+    pub async fn list_tenants(&self) -> Result<Vec<(String, String)>, DbError> {
+        let rows = sqlx::query("SELECT id, name FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id").map_err(db_err)?,
+                    r.try_get("name").map_err(db_err)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Stores a token hash for a tenant; idempotent on the hash. Returns the token id.
+    ///
+    /// A hash already stored for another tenant is a [`DbError::Conflict`];
+    /// a revoked token stays revoked.
+    pub async fn add_token(
+        &self,
+        tenant_id: &str,
+        token_hash: &str,
+        admin: bool,
+    ) -> Result<String, DbError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, tenant_id, token_hash, admin, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(tenant_id)
+        .bind(token_hash)
+        .bind(i64::from(admin))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let row = sqlx::query("SELECT id, tenant_id FROM api_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let owner: String = row.try_get("tenant_id").map_err(db_err)?;
+        if owner != tenant_id {
+            return Err(DbError::Conflict(
+                "this token belongs to another tenant".into(),
+            ));
+        }
+        row.try_get("id").map_err(db_err)
+    }
+
+    /// The tenant id and admin flag of a live (not revoked) token.
+    pub async fn token(&self, token_hash: &str) -> Result<Option<(String, bool)>, DbError> {
+        let row = sqlx::query(
+            "SELECT tenant_id, admin FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let admin: i64 = row.try_get("admin").map_err(db_err)?;
+        Ok(Some((
+            row.try_get("tenant_id").map_err(db_err)?,
+            admin != 0,
+        )))
+    }
+
+    /// Revokes a token by id; true if it existed and was live.
+    pub async fn revoke_token(&self, token_id: &str) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(token_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- modules
+
+    /// Records a module version. Re-recording the same (name, version,
+    /// digest) is a no-op returning `false`; the same (name, version) with a
+    /// different digest is `Conflict`.
+    pub async fn insert_module(
+        &self,
+        tenant_id: &str,
+        module: &ModuleRecord,
+    ) -> Result<bool, DbError> {
+        // A loop because the version may be deleted between the insert
+        // that found it and the read: then the insert is tried again.
+        loop {
+            let done = sqlx::query(
+                "INSERT INTO modules (tenant_id, name, version, digest, size, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, name, version) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(&module.name)
+            .bind(&module.version)
+            .bind(&module.digest)
+            .bind(module.size)
+            .bind(module.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+            if done.rows_affected() > 0 {
+                return Ok(true);
+            }
+            let existing = self
+                .resolve_module(tenant_id, &module.name, Some(&module.version), None)
+                .await?;
+            match existing {
+                Some(existing) if existing.digest == module.digest => return Ok(false),
+                Some(_) => {
+                    return Err(DbError::Conflict(format!(
+                        "module {}@{} already exists with another digest",
+                        module.name, module.version
+                    )));
+                }
+                None => continue,
+            }
+        }
+    }
+
+    /// Every module version of a tenant, by name then creation.
+    pub async fn list_modules(&self, tenant_id: &str) -> Result<Vec<ModuleRecord>, DbError> {
+        let sql = format!(
+            "SELECT {MODULE_COLUMNS} FROM modules WHERE tenant_id = $1 ORDER BY name, created_at, version"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(module_from_row).collect()
+    }
+
+    /// The versions of one module, newest first.
+    pub async fn module_versions(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Vec<ModuleRecord>, DbError> {
+        let sql = format!(
+            "SELECT {MODULE_COLUMNS} FROM modules WHERE tenant_id = $1 AND name = $2 \
+             ORDER BY created_at DESC, version DESC"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(module_from_row).collect()
+    }
+
+    /// Resolves a module reference: a version, a digest, or (neither) the newest version.
+    ///
+    /// With both, the version must have that digest. A digest shared by
+    /// several versions resolves to the newest of them.
+    pub async fn resolve_module(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        version: Option<&str>,
+        digest: Option<&str>,
+    ) -> Result<Option<ModuleRecord>, DbError> {
+        let mut sql =
+            format!("SELECT {MODULE_COLUMNS} FROM modules WHERE tenant_id = $1 AND name = $2");
+        let mut binds = Vec::new();
+        if let Some(version) = version {
+            binds.push(version);
+            sql.push_str(&format!(" AND version = ${}", binds.len() + 2));
+        }
+        if let Some(digest) = digest {
+            binds.push(digest);
+            sql.push_str(&format!(" AND digest = ${}", binds.len() + 2));
+        }
+        sql.push_str(" ORDER BY created_at DESC, version DESC LIMIT 1");
+        let mut query = sqlx::query(&sql).bind(tenant_id).bind(name);
+        for b in binds {
+            query = query.bind(b);
+        }
+        let row = query.fetch_optional(&self.pool).await.map_err(db_err)?;
+        row.as_ref().map(module_from_row).transpose()
+    }
+
+    /// Deletes one version, or every version when `version` is `None`.
+    /// Returns the number deleted.
+    pub async fn delete_module(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<u64, DbError> {
+        let done = match version {
+            Some(version) => {
+                sqlx::query(
+                    "DELETE FROM modules WHERE tenant_id = $1 AND name = $2 AND version = $3",
+                )
+                .bind(tenant_id)
+                .bind(name)
+                .bind(version)
+                .execute(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query("DELETE FROM modules WHERE tenant_id = $1 AND name = $2")
+                    .bind(tenant_id)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await
+            }
+        };
+        Ok(done.map_err(db_err)?.rows_affected())
+    }
+
+    /// Whether any tenant still has a module with this digest (so its bytes must stay).
+    pub async fn digest_in_use(&self, digest: &str) -> Result<bool, DbError> {
+        let row = sqlx::query("SELECT 1 AS one FROM modules WHERE digest = $1 LIMIT 1")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(row.is_some())
+    }
+
+    // ---- runs
+
+    /// Inserts a queued run. With an idempotency key that the tenant already
+    /// used, returns the existing run's id and `false` instead.
+    pub async fn submit_run(&self, run: &NewRun, now: i64) -> Result<(String, bool), DbError> {
+        let id = new_id();
+        let params =
+            serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.to_string()))?;
+        let grants =
+            serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.to_string()))?;
+        let inserted = sqlx::query(
+            "INSERT INTO runs (id, tenant_id, module_name, module_version, digest, input, params, \
+             grants, timeout_ms, memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, \
+             priority, idempotency_key, state, attempts, not_before, created_at, cancel_requested, \
+             schedule_id, workflow_run_id, step_name, logical_date) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             'queued', 0, $17, $18, 0, $19, $20, $21, $22)",
+        )
+        .bind(&id)
+        .bind(&run.tenant_id)
+        .bind(&run.module_name)
+        .bind(&run.module_version)
+        .bind(&run.digest)
+        .bind(&run.input)
+        .bind(params)
+        .bind(grants)
+        .bind(run.timeout_ms)
+        .bind(run.memory_bytes)
+        .bind(run.fuel)
+        .bind(run.max_retries)
+        .bind(run.backoff_ms)
+        .bind(i64::from(run.retry_timeouts))
+        .bind(run.priority)
+        .bind(&run.idempotency_key)
+        .bind(run.not_before)
+        .bind(now)
+        .bind(&run.schedule_id)
+        .bind(&run.workflow_run_id)
+        .bind(&run.step_name)
+        .bind(run.logical_date)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err);
+        match (inserted, &run.idempotency_key) {
+            (Ok(_), _) => Ok((id, true)),
+            // The key was used before, perhaps by a concurrent submit that
+            // just won the race: the unique constraint decided, so read
+            // the winner.
+            (Err(DbError::Conflict(m)), Some(key)) => {
+                let row = sqlx::query(
+                    "SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2",
+                )
+                .bind(&run.tenant_id)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+                match row {
+                    Some(row) => Ok((row.try_get("id").map_err(db_err)?, false)),
+                    None => Err(DbError::Conflict(m)),
+                }
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    pub async fn get_run(&self, tenant_id: &str, id: &str) -> Result<Option<RunRecord>, DbError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// Any tenant's run, for workers and the scheduler.
+    pub async fn get_run_any(&self, id: &str) -> Result<Option<RunRecord>, DbError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// Newest first.
+    pub async fn list_runs(
+        &self,
+        tenant_id: &str,
+        filter: &RunFilter,
+    ) -> Result<Vec<RunRecord>, DbError> {
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE tenant_id = $1"
+        ));
+        let mut binds = vec![Bind::Text(tenant_id.to_owned())];
+        let next = |b: Bind, binds: &mut Vec<Bind>| {
+            binds.push(b);
+            binds.len()
+        };
+        if let Some(state) = filter.state {
+            let n = next(Bind::Text(state.as_str().to_owned()), &mut binds);
+            sql.push_str(&format!(" AND state = ${n}"));
+        }
+        if let Some(module) = &filter.module {
+            let n = next(Bind::Text(module.clone()), &mut binds);
+            sql.push_str(&format!(" AND module_name = ${n}"));
+        }
+        if let Some(since) = filter.since {
+            let n = next(Bind::Int(since), &mut binds);
+            sql.push_str(&format!(" AND created_at >= ${n}"));
+        }
+        if let Some(workflow_run_id) = &filter.workflow_run_id {
+            let n = next(Bind::Text(workflow_run_id.clone()), &mut binds);
+            sql.push_str(&format!(" AND workflow_run_id = ${n}"));
+        }
+        if let Some((created_at, id)) = &filter.before {
+            let t = next(Bind::Int(*created_at), &mut binds);
+            let i = next(Bind::Text(id.clone()), &mut binds);
+            sql.push_str(&format!(
+                " AND (created_at < ${t} OR (created_at = ${t} AND id < ${i}))"
+            ));
+        }
+        let n = next(Bind::Int(filter.limit.max(0)), &mut binds);
+        sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${n}"));
+
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = match b {
+                Bind::Int(v) => query.bind(v),
+                Bind::Text(v) => query.bind(v),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(db_err)?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>, DbError> {
+        let rows = sqlx::query(
+            "SELECT attempt, worker_id, started_at, finished_at, state, error FROM run_attempts \
+             WHERE run_id = $1 ORDER BY attempt",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(attempt_from_row).collect()
+    }
+
+    /// Claims the best queued run (highest priority, then oldest) whose
+    /// `not_before <= now` and whose `memory_bytes <= max_memory`, leasing
+    /// it to `worker_id` until `now + lease`. Increments `attempts`, sets
+    /// `started_at` on the first attempt, and inserts a `running` attempt
+    /// row. Atomic: two workers never claim the same run.
+    pub async fn claim_run(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        now: i64,
+        max_memory: i64,
+    ) -> Result<Option<Claim>, DbError> {
+        let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let claim = match self.kind {
+            DbKind::Postgres => CLAIM_POSTGRES,
+            DbKind::Sqlite => CLAIM_SQLITE,
+        };
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // `fetch_all`, not `fetch_optional`: a statement with RETURNING is
+        // always stepped to its end.
+        let rows = sqlx::query(claim)
+            .bind(worker_id)
+            .bind(lease_until)
+            .bind(now)
+            .bind(max_memory)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = rows.first() else {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(None);
+        };
+        let run = run_from_row(row)?;
+        // An upsert: a row left by an attempt number that is being reused
+        // (never expected, as release deletes its row) must not fail the claim.
+        sqlx::query(
+            "INSERT INTO run_attempts (run_id, attempt, worker_id, started_at, state) \
+             VALUES ($1, $2, $3, $4, 'running') ON CONFLICT (run_id, attempt) DO UPDATE SET \
+             worker_id = $3, started_at = $4, finished_at = NULL, state = 'running', error = NULL",
+        )
+        .bind(&run.id)
+        .bind(run.attempts)
+        .bind(worker_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(Claim {
+            attempt: run.attempts,
+            run,
+        }))
+    }
+
+    /// Extends the lease of a run this worker holds. Returns `None` if the
+    /// run is no longer this worker's (lease lost), else whether a cancel
+    /// was requested.
+    pub async fn heartbeat(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        lease_until: i64,
+    ) -> Result<Option<bool>, DbError> {
+        let rows = sqlx::query(
+            "UPDATE runs SET lease_until = $3 WHERE id = $1 AND state = 'running' AND worker_id = $2 \
+             RETURNING cancel_requested",
+        )
+        .bind(run_id)
+        .bind(worker_id)
+        .bind(lease_until)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        match rows.first() {
+            Some(row) => {
+                let cancel: i64 = row.try_get("cancel_requested").map_err(db_err)?;
+                Ok(Some(cancel != 0))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records how an attempt ended. Only applies if `worker_id` still holds
+    /// the run in state `running` (so a worker whose lease expired cannot
+    /// finish a run twice); returns whether it applied. Updates the attempt
+    /// row too.
+    ///
+    /// "Holds" includes the attempt number: a worker that lost attempt 1
+    /// and then claimed the same run again cannot finish attempt 2 with a
+    /// late report for attempt 1.
+    pub async fn finish_attempt(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        attempt: i64,
+        outcome: &AttemptOutcome,
+        now: i64,
+    ) -> Result<bool, DbError> {
+        const HELD: &str =
+            " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3";
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let (attempt_state, attempt_error, done) = match outcome {
+            AttemptOutcome::Succeeded { output } => {
+                let sql = format!(
+                    "UPDATE runs SET state = 'succeeded', output = $4, error = NULL, retryable = NULL, \
+                     finished_at = $5, lease_until = NULL{HELD}"
+                );
+                let done = sqlx::query(&sql)
+                    .bind(run_id)
+                    .bind(worker_id)
+                    .bind(attempt)
+                    .bind(output)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await;
+                ("succeeded", None, done)
+            }
+            AttemptOutcome::Finished {
+                state,
+                error,
+                retryable,
+            } => {
+                if !state.is_final() {
+                    return Err(DbError::Other(format!(
+                        "an attempt cannot finish a run as {}",
+                        state.as_str()
+                    )));
+                }
+                let sql = format!(
+                    "UPDATE runs SET state = $4, error = $5, retryable = $6, finished_at = $7, \
+                     lease_until = NULL{HELD}"
+                );
+                let done = sqlx::query(&sql)
+                    .bind(run_id)
+                    .bind(worker_id)
+                    .bind(attempt)
+                    .bind(state.as_str())
+                    .bind(error)
+                    .bind(i64::from(*retryable))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await;
+                (state.as_str(), Some(error), done)
+            }
+            AttemptOutcome::Retry {
+                error,
+                not_before,
+                timed_out,
+            } => {
+                let sql = format!(
+                    "UPDATE runs SET state = 'queued', not_before = $4, error = $5, retryable = 1, \
+                     worker_id = NULL, lease_until = NULL{HELD}"
+                );
+                let done = sqlx::query(&sql)
+                    .bind(run_id)
+                    .bind(worker_id)
+                    .bind(attempt)
+                    .bind(not_before)
+                    .bind(error)
+                    .execute(&mut *tx)
+                    .await;
+                let state = if *timed_out { "timed_out" } else { "failed" };
+                (state, Some(error), done)
+            }
+        };
+        if done.map_err(db_err)?.rows_affected() == 0 {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE run_attempts SET state = $3, finished_at = $4, error = $5 \
+             WHERE run_id = $1 AND attempt = $2",
+        )
+        .bind(run_id)
+        .bind(attempt)
+        .bind(attempt_state)
+        .bind(now)
+        .bind(attempt_error)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    /// Hands a claimed run back without counting the attempt (graceful shutdown).
+    pub async fn release_run(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        attempt: i64,
+    ) -> Result<bool, DbError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // `attempts` on the right-hand side is the value before the update,
+        // so a first attempt handed back also forgets its start time.
+        let done = sqlx::query(
+            "UPDATE runs SET state = 'queued', attempts = attempts - 1, worker_id = NULL, \
+             lease_until = NULL, started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END \
+             WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3",
+        )
+        .bind(run_id)
+        .bind(worker_id)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM run_attempts WHERE run_id = $1 AND attempt = $2")
+            .bind(run_id)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    /// Requests cancellation. A queued run becomes `cancelled` at once; a
+    /// running one gets `cancel_requested` (its worker stops it). Returns
+    /// the run's state after the call, or `None` if no such run.
+    pub async fn request_cancel(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<RunState>, DbError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query(
+            "UPDATE runs SET state = 'cancelled', finished_at = $3, error = 'cancelled before it started' \
+             WHERE tenant_id = $1 AND id = $2 AND state = 'queued'",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query(
+            "UPDATE runs SET cancel_requested = 1 WHERE tenant_id = $1 AND id = $2 AND state = 'running'",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let row = sqlx::query("SELECT state FROM runs WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let state: String = row.try_get("state").map_err(db_err)?;
+        RunState::parse(&state)
+            .map(Some)
+            .ok_or_else(|| corrupt("state", id, &state))
+    }
+
+    /// Re-queues running runs whose lease expired before `now` (their
+    /// worker died): the attempt is marked `lost` and the run goes back to
+    /// `queued` immediately. Returns how many.
+    ///
+    /// A run whose cancellation was requested is not re-queued but
+    /// finished as `cancelled` (and counted too): running it again would
+    /// defeat the request.
+    pub async fn requeue_expired(&self, now: i64) -> Result<u64, DbError> {
+        const LOST: &str = "its worker stopped renewing the lease";
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let cancelled = sqlx::query(
+            "UPDATE runs SET state = 'cancelled', finished_at = $1, lease_until = NULL, \
+             error = $2, retryable = 0 \
+             WHERE state = 'running' AND lease_until < $1 AND cancel_requested = 1 \
+             RETURNING id, attempts",
+        )
+        .bind(now)
+        .bind(format!("cancelled: {LOST}"))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let requeued = sqlx::query(
+            "UPDATE runs SET state = 'queued', worker_id = NULL, lease_until = NULL, \
+             error = $2, retryable = 1 \
+             WHERE state = 'running' AND lease_until < $1 RETURNING id, attempts",
+        )
+        .bind(now)
+        .bind(LOST)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        for row in cancelled.iter().chain(&requeued) {
+            let id: String = row.try_get("id").map_err(db_err)?;
+            let attempt: i64 = row.try_get("attempts").map_err(db_err)?;
+            sqlx::query(
+                "UPDATE run_attempts SET state = 'lost', finished_at = $3, error = $4 \
+                 WHERE run_id = $1 AND attempt = $2",
+            )
+            .bind(id)
+            .bind(attempt)
+            .bind(now)
+            .bind(LOST)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok((cancelled.len() + requeued.len()) as u64)
+    }
+
+    /// Number of runs per state (all tenants), for metrics.
+    pub async fn count_by_state(&self) -> Result<Vec<(RunState, i64)>, DbError> {
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let state: String = row.try_get("state").map_err(db_err)?;
+            let n: i64 = row.try_get("n").map_err(db_err)?;
+            if let Some(state) = RunState::parse(&state) {
+                counts.push((state, n));
+            }
+        }
+        Ok(counts)
+    }
+
+    // ---- logs
+
+    /// Appends lines to a run's log; `seq` is assigned here, continuing
+    /// after the run's last line.
+    ///
+    /// Each line is `(time, level, source, message)`.
+    pub async fn append_logs(
+        &self,
+        run_id: &str,
+        attempt: i64,
+        lines: &[(i64, String, String, String)],
+    ) -> Result<(), DbError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // A no-op write on the run's row first: it makes concurrent appends
+        // to one run take turns (a row lock on PostgreSQL, the write lock on
+        // SQLite, taken before the read so it cannot turn into a stale
+        // snapshot), so two never read the same last `seq`.
+        let locked = sqlx::query("UPDATE runs SET attempts = attempts WHERE id = $1")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if locked.rows_affected() == 0 {
+            tx.rollback().await.map_err(db_err)?;
+            return Err(DbError::Other(format!("no run {run_id}")));
+        }
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM run_logs WHERE run_id = $1")
+                .bind(run_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let mut seq: i64 = row.try_get("last").map_err(db_err)?;
+        for chunk in lines.chunks(LOG_ROWS_PER_INSERT) {
+            let mut sql = String::from(
+                "INSERT INTO run_logs (run_id, seq, attempt, time, level, source, message) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let p = i * 7;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7
+                ));
+            }
+            let mut query = sqlx::query(&sql);
+            for (time, level, source, message) in chunk {
+                seq += 1;
+                query = query
+                    .bind(run_id)
+                    .bind(seq)
+                    .bind(attempt)
+                    .bind(*time)
+                    .bind(level)
+                    .bind(source)
+                    .bind(message);
+            }
+            query.execute(&mut *tx).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Lines with `seq > after`, oldest first, at most `limit`. Tenant-checked.
+    pub async fn logs(
+        &self,
+        tenant_id: &str,
+        run_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LogLine>, DbError> {
+        let rows = sqlx::query(
+            "SELECT l.seq AS seq, l.attempt AS attempt, l.time AS time, l.level AS level, \
+             l.source AS source, l.message AS message FROM run_logs l JOIN runs r ON r.id = l.run_id \
+             WHERE r.tenant_id = $1 AND l.run_id = $2 AND l.seq > $3 ORDER BY l.seq LIMIT $4",
+        )
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(after)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(log_from_row).collect()
+    }
+}

@@ -1,0 +1,118 @@
+//! Wiring: database, module store, runtime, API, scheduler and workers.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use caisson_host_api::objects::ObjectStores;
+use caisson_runtime::Runtime;
+use object_store::ObjectStore;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::config::ServerConfig;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::worker::Worker;
+
+/// What one process does.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    /// Serve the REST API.
+    pub api: bool,
+    /// Worker slots in this process (0: none).
+    pub workers: usize,
+    /// Run the scheduler's background duties.
+    pub scheduler: bool,
+}
+
+/// Builds the module store from `[server] modules`.
+pub fn module_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let stores = ObjectStores::from_config(&[("modules".to_string(), config.server.modules.clone())].into())
+        .context("could not set up the module store")?;
+    Ok(stores.get("modules").expect("just configured"))
+}
+
+/// Connects everything and builds the API's state.
+pub async fn build_state(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
+    if let Some(path) = config.sqlite_path()
+        && let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).with_context(|| format!("could not create {}", parent.display()))?;
+    }
+    let db = Db::connect(&config.server.database, 16)
+        .await
+        .context("could not open the database")?;
+    let modules = module_store(&config)?;
+    let runtime = Arc::new(Runtime::new(config.runtime.clone()).context("could not start the runtime")?);
+    let state = AppState::new(db, modules, runtime, Arc::new(config), Arc::new(Metrics::default()))
+        .await
+        .context("could not set up tenants")?;
+    Ok(Arc::new(state))
+}
+
+/// Runs `roles` until `shutdown` resolves, then stops gracefully.
+pub async fn serve(
+    config: ServerConfig,
+    roles: Roles,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    if roles.api && config.open_access() {
+        if !listen.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to serve without API tokens on {listen}: configure tenants with tokens \
+                 (or an admin token), or listen on 127.0.0.1"
+            );
+        }
+        tracing::warn!("no API tokens configured: the API is open to anyone on this machine ({listen})");
+    }
+    let state = build_state(config).await?;
+    let (stop_tx, stop) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if roles.scheduler {
+        let (db, tick, notify, stop) = (
+            state.db.clone(),
+            state.config.server.tick,
+            state.work_available.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(crate::scheduler::run(db, tick, notify, stop));
+    }
+    if roles.workers > 0 {
+        let worker = Worker::new(
+            state.db.clone(),
+            state.runtime.clone(),
+            state.modules.clone(),
+            state.config.clone(),
+            state.metrics.clone(),
+            state.work_available.clone(),
+        );
+        tasks.spawn(worker.run(roles.workers, stop.clone()));
+    }
+
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    };
+    if roles.api {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("could not listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts read this line to find the port.
+        println!("caisson: listening on http://{addr}");
+        axum::serve(listener, api::router(state.clone()))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("the API server failed")?;
+    } else {
+        println!("caisson: worker started");
+        shutdown.await;
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}

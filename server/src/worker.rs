@@ -1,0 +1,482 @@
+//! Workers: claim runs from the database, run them in the sandbox, report.
+//!
+//! A claim is a lease (`server.lease`) that the worker renews every
+//! `server.heartbeat` while the run executes. A worker that dies stops
+//! renewing; the scheduler re-queues the run when the lease expires, and
+//! the dead worker's late report, if it ever comes, is refused by the
+//! database (`finish_attempt` checks the lease holder). So a run completes
+//! at most once, and at least once as long as some worker lives.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use caisson_host_api::Grants;
+use caisson_host_api::log::{LogRecord, LogSink, Source};
+use caisson_runtime::{LoadedTask, RunError, RunLimits, RunRequest, Runtime};
+use object_store::ObjectStore;
+use rand::Rng;
+use tokio::sync::{Mutex, Notify, mpsc, watch};
+use tracing::Instrument;
+
+use crate::config::ServerConfig;
+use crate::db::{AttemptOutcome, Claim, Db, DbError, RunRecord, RunState};
+use crate::metrics::Metrics;
+
+/// The longest delay between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// How often buffered log lines are written to the database.
+const LOG_FLUSH: Duration = Duration::from_millis(200);
+const LOG_BATCH: usize = 500;
+
+/// What a worker process shares between its slots.
+pub struct Worker {
+    id: String,
+    db: Db,
+    runtime: Arc<Runtime>,
+    modules: Arc<dyn ObjectStore>,
+    config: Arc<ServerConfig>,
+    metrics: Arc<Metrics>,
+    work_available: Arc<Notify>,
+    /// Memory not yet promised to running runs, in bytes. Claims only take
+    /// runs whose memory limit fits, so a worker never admits more than it
+    /// can hold.
+    free_memory: Mutex<u64>,
+}
+
+impl Worker {
+    pub fn new(
+        db: Db,
+        runtime: Arc<Runtime>,
+        modules: Arc<dyn ObjectStore>,
+        config: Arc<ServerConfig>,
+        metrics: Arc<Metrics>,
+        work_available: Arc<Notify>,
+    ) -> Arc<Self> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let id = format!(
+            "{}-{}-{}",
+            host.trim(),
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let free_memory = Mutex::new(config.server.worker_memory);
+        Arc::new(Worker {
+            id,
+            db,
+            runtime,
+            modules,
+            config,
+            metrics,
+            work_available,
+            free_memory,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs `slots` claim loops until `shutdown` turns true; then finishes
+    /// running runs for up to `server.shutdown_grace` and hands back the rest.
+    pub async fn run(self: Arc<Self>, slots: usize, shutdown: watch::Receiver<bool>) {
+        tracing::info!(worker = %self.id, slots, "worker started");
+        let (hand_back_tx, hand_back) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        for slot in 0..slots {
+            let worker = self.clone();
+            let shutdown = shutdown.clone();
+            let hand_back = hand_back.clone();
+            tasks.spawn(async move { worker.slot(slot, shutdown, hand_back).await });
+        }
+        let mut shutdown_seen = shutdown.clone();
+        let _ = shutdown_seen.wait_for(|s| *s).await;
+        let grace = self.config.server.shutdown_grace;
+        tracing::info!(worker = %self.id, ?grace, "stopping: no new claims; finishing running runs");
+        if tokio::time::timeout(grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!(worker = %self.id, "grace period over: handing back unfinished runs");
+            let _ = hand_back_tx.send(true);
+            while tasks.join_next().await.is_some() {}
+        }
+        tracing::info!(worker = %self.id, "worker stopped");
+    }
+
+    async fn slot(self: Arc<Self>, slot: usize, shutdown: watch::Receiver<bool>, hand_back: watch::Receiver<bool>) {
+        let poll = self.config.server.poll;
+        loop {
+            let stopping = *shutdown.borrow();
+            if stopping {
+                break;
+            }
+            match self.claim().await {
+                Ok(Some((claim, reserved))) => {
+                    self.execute(claim, hand_back.clone()).await;
+                    *self.free_memory.lock().await += reserved;
+                }
+                Ok(None) => {
+                    let mut shutdown = shutdown.clone();
+                    tokio::select! {
+                        () = self.work_available.notified() => {}
+                        () = tokio::time::sleep(poll) => {}
+                        _ = shutdown.wait_for(|s| *s) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %self.id, slot, "could not claim: {e}");
+                    tokio::time::sleep(poll.max(Duration::from_millis(500))).await;
+                }
+            }
+        }
+    }
+
+    async fn claim(&self) -> Result<Option<(Claim, u64)>, DbError> {
+        // Holding the lock across the claim keeps two slots from both
+        // admitting against the same free memory.
+        let mut free = self.free_memory.lock().await;
+        let claim = self
+            .db
+            .claim_run(&self.id, self.config.server.lease, crate::now_ms(), *free as i64)
+            .await?;
+        Ok(claim.map(|claim| {
+            let reserved = claim.run.memory_bytes.max(0) as u64;
+            *free = free.saturating_sub(reserved);
+            (claim, reserved)
+        }))
+    }
+
+    async fn load(&self, digest: &str) -> Result<Arc<LoadedTask>, (String, bool)> {
+        if let Some(task) = self.runtime.loaded(digest) {
+            return Ok(task);
+        }
+        let key = crate::api::module_key(digest);
+        let bytes = match self.modules.get(&key).await {
+            Ok(result) => result.bytes().await.map_err(|e| (format!("could not fetch the module: {e}"), true))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err((format!("module {digest} is no longer in the module store"), false));
+            }
+            Err(e) => return Err((format!("could not fetch the module: {e}"), true)),
+        };
+        let task = self
+            .runtime
+            .load(&bytes)
+            .await
+            .map_err(|e| (format!("could not load the module: {e}"), false))?;
+        if task.digest() != digest {
+            return Err((format!("the module store returned other bytes for {digest}"), false));
+        }
+        Ok(task)
+    }
+
+    /// Runs one claimed attempt to its end and records the outcome.
+    async fn execute(&self, claim: Claim, hand_back: watch::Receiver<bool>) {
+        let span = tracing::info_span!("run", id = %claim.run.id, attempt = claim.attempt, module = %claim.run.module_name);
+        self.execute_in_span(claim, hand_back).instrument(span).await
+    }
+
+    async fn execute_in_span(&self, claim: Claim, mut hand_back: watch::Receiver<bool>) {
+        let Claim { run, attempt } = claim;
+        let started = Instant::now();
+        self.metrics
+            .waited(Duration::from_millis((crate::now_ms() - run.not_before).max(0) as u64));
+
+        let logs = LogShipper::start(self.db.clone(), run.id.clone(), attempt);
+        logs.system(format!(
+            "attempt {attempt} of {} on worker {}",
+            run.max_retries + 1,
+            self.id
+        ));
+
+        let load_started = Instant::now();
+        let task = match self.load(&run.digest).await {
+            Ok(task) => task,
+            Err((message, retryable)) => {
+                logs.system(message.clone());
+                logs.close().await;
+                let outcome = self.decide(&run, attempt, RunState::Failed, message, retryable);
+                self.finish(&run, attempt, outcome, started.elapsed()).await;
+                return;
+            }
+        };
+        self.metrics.loaded(load_started.elapsed());
+
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(heartbeat(
+            self.db.clone(),
+            run.id.clone(),
+            self.id.clone(),
+            self.config.server.heartbeat,
+            self.config.server.lease,
+            cancel_tx.clone(),
+            lost.clone(),
+        ));
+
+        let defaults = self.config.runtime.limits;
+        let mut request = RunRequest::new(run.input.clone(), Arc::new(logs.sink()));
+        request.params = run.params.clone();
+        request.grants = Grants {
+            objects: run.grants.objects.iter().cloned().collect(),
+            sql: run.grants.sql.iter().cloned().collect(),
+        };
+        request.limits = Some(RunLimits {
+            timeout: Duration::from_millis(run.timeout_ms.max(1) as u64),
+            memory: run.memory_bytes.max(0) as u64,
+            fuel: run.fuel.map(|f| f.max(0) as u64),
+            ..defaults
+        });
+        request.cancel = Some(cancel_rx);
+
+        let mut handed_back = false;
+        let result = {
+            let running = self.runtime.run(&task, request);
+            tokio::pin!(running);
+            let hand_back = async move {
+                // Drop the watch guard here: it must not live across awaits.
+                let _ = hand_back.wait_for(|h| *h).await;
+            };
+            tokio::select! {
+                result = &mut running => result,
+                () = hand_back => {
+                    handed_back = true;
+                    let _ = cancel_tx.send(true);
+                    running.await
+                }
+            }
+        };
+        heartbeat.abort();
+
+        if handed_back {
+            logs.system("worker shutting down: run handed back to the queue".into());
+            logs.close().await;
+            match self.db.release_run(&run.id, &self.id, attempt).await {
+                Ok(true) => tracing::info!("handed back"),
+                Ok(false) => tracing::warn!("could not hand back: the lease was lost"),
+                Err(e) => tracing::warn!("could not hand back ({e}); the lease will expire"),
+            }
+            return;
+        }
+        if lost.load(Ordering::Relaxed) {
+            logs.system("this worker lost the run's lease; another worker runs it".into());
+            logs.close().await;
+            tracing::warn!("lease lost; not reporting");
+            return;
+        }
+
+        let outcome = match result {
+            Ok(output) => {
+                logs.close().await;
+                AttemptOutcome::Succeeded { output }
+            }
+            Err(error) => {
+                logs.system(format!("attempt {attempt} failed: {error}"));
+                logs.close().await;
+                let state = match error {
+                    RunError::Timeout(_) => RunState::TimedOut,
+                    RunError::Cancelled => RunState::Cancelled,
+                    _ => RunState::Failed,
+                };
+                let retryable = match error {
+                    RunError::Timeout(_) => run.retry_timeouts,
+                    RunError::Cancelled => false,
+                    ref e => e.retryable(),
+                };
+                self.decide(&run, attempt, state, error.to_string(), retryable)
+            }
+        };
+        self.finish(&run, attempt, outcome, started.elapsed()).await;
+    }
+
+    /// Retry, or finish with `state`.
+    fn decide(&self, run: &RunRecord, attempt: i64, state: RunState, error: String, retryable: bool) -> AttemptOutcome {
+        if retryable && attempt <= run.max_retries {
+            let delay = backoff(Duration::from_millis(run.backoff_ms.max(0) as u64), attempt);
+            AttemptOutcome::Retry {
+                error,
+                not_before: crate::now_ms() + delay.as_millis() as i64,
+                timed_out: state == RunState::TimedOut,
+            }
+        } else {
+            AttemptOutcome::Finished { state, error, retryable }
+        }
+    }
+
+    async fn finish(&self, run: &RunRecord, attempt: i64, outcome: AttemptOutcome, elapsed: Duration) {
+        let state = match &outcome {
+            AttemptOutcome::Succeeded { .. } => RunState::Succeeded,
+            AttemptOutcome::Finished { state, .. } => *state,
+            AttemptOutcome::Retry { .. } => RunState::Queued,
+        };
+        // The database may be briefly unreachable (a restart): keep the
+        // outcome and retry for as long as the lease would have lasted.
+        let deadline = Instant::now() + self.config.server.lease;
+        loop {
+            match self
+                .db
+                .finish_attempt(&run.id, &self.id, attempt, &outcome, crate::now_ms())
+                .await
+            {
+                Ok(true) => break,
+                Ok(false) => {
+                    tracing::warn!("the run was no longer ours when it finished; outcome dropped");
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!("could not record the outcome ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    tracing::error!("could not record the outcome: {e}; the run will be retried when its lease expires");
+                    return;
+                }
+            }
+        }
+        self.metrics.finished(state, elapsed);
+        if state == RunState::Queued {
+            self.work_available.notify_waiters();
+        }
+        tracing::info!(state = state.as_str(), ?elapsed, "attempt finished");
+    }
+}
+
+/// `base * 2^(attempt-1)`, capped, times a random factor in [0.5, 1.5) so
+/// that runs failing together do not retry in lockstep.
+pub fn backoff(base: Duration, attempt: i64) -> Duration {
+    let exp = (attempt - 1).clamp(0, 30) as u32;
+    let delay = base.saturating_mul(1u32 << exp.min(20)).min(MAX_BACKOFF);
+    delay.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+async fn heartbeat(
+    db: Db,
+    run_id: String,
+    worker_id: String,
+    every: Duration,
+    lease: Duration,
+    cancel: watch::Sender<bool>,
+    lost: Arc<AtomicBool>,
+) {
+    let mut interval = tokio::time::interval(every);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let until = crate::now_ms() + lease.as_millis() as i64;
+        match db.heartbeat(&run_id, &worker_id, until).await {
+            Ok(Some(false)) => {}
+            Ok(Some(true)) => {
+                tracing::info!(run = %run_id, "cancel requested");
+                let _ = cancel.send(true);
+            }
+            Ok(None) => {
+                lost.store(true, Ordering::Relaxed);
+                let _ = cancel.send(true);
+                return;
+            }
+            // Keep running through a database blip; if it lasts past the
+            // lease, the run is re-queued elsewhere and our report refused.
+            Err(e) => tracing::warn!(run = %run_id, "heartbeat failed: {e}"),
+        }
+    }
+}
+
+/// Buffers a run's log and writes it to the database in batches, so a
+/// chatty task costs a few inserts a second rather than one per line.
+struct LogShipper {
+    tx: mpsc::UnboundedSender<(i64, String, String, String)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LogShipper {
+    fn start(db: Db, run_id: String, attempt: i64) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(i64, String, String, String)>();
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            let mut open = true;
+            while open {
+                let deadline = tokio::time::sleep(LOG_FLUSH);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        line = rx.recv() => match line {
+                            Some(line) => {
+                                batch.push(line);
+                                if batch.len() >= LOG_BATCH { break; }
+                            }
+                            None => { open = false; break; }
+                        },
+                        () = &mut deadline => break,
+                    }
+                }
+                if !batch.is_empty() {
+                    if let Err(e) = db.append_logs(&run_id, attempt, &batch).await {
+                        tracing::warn!(run = %run_id, "could not store {} log lines: {e}", batch.len());
+                    }
+                    batch.clear();
+                }
+            }
+        });
+        LogShipper { tx, task }
+    }
+
+    fn sink(&self) -> ShipperSink {
+        ShipperSink { tx: self.tx.clone() }
+    }
+
+    /// A line from Caisson itself, not the task.
+    fn system(&self, message: String) {
+        let _ = self
+            .tx
+            .send((crate::now_ms(), "info".into(), "caisson".into(), message));
+    }
+
+    /// Flushes everything and stops.
+    async fn close(self) {
+        drop(self.tx);
+        let _ = self.task.await;
+    }
+}
+
+struct ShipperSink {
+    tx: mpsc::UnboundedSender<(i64, String, String, String)>,
+}
+
+impl LogSink for ShipperSink {
+    fn record(&self, record: LogRecord) {
+        let source = match record.source {
+            Source::Task => "task",
+            Source::Stdout => "stdout",
+            Source::Stderr => "stderr",
+        };
+        let level = record.level.to_string().to_ascii_lowercase();
+        // The runtime caps the bytes a run may log, which bounds this channel.
+        let _ = self
+            .tx
+            .send((record.time.timestamp_millis(), level, source.into(), record.message));
+    }
+
+    fn progress(&self, done: u64, total: u64) {
+        let message = if total > 0 { format!("progress {done}/{total}") } else { format!("progress {done}") };
+        let _ = self.tx.send((crate::now_ms(), "info".into(), "progress".into(), message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let base = Duration::from_secs(1);
+        for _ in 0..100 {
+            let first = backoff(base, 1);
+            assert!(first >= Duration::from_millis(500) && first < Duration::from_millis(1500), "{first:?}");
+            let third = backoff(base, 3);
+            assert!(third >= Duration::from_secs(2) && third < Duration::from_secs(6), "{third:?}");
+            assert!(backoff(base, 60) < MAX_BACKOFF.mul_f64(1.5));
+        }
+    }
+}

@@ -1,0 +1,1494 @@
+//! The coordination database, tested directly against both backends.
+//!
+//! Every test runs on a fresh SQLite file and, when
+//! `CAISSON_TEST_POSTGRES_URL` is set, on PostgreSQL in a fresh schema of
+//! that database (dropped afterwards), so tests never see each other's
+//! rows. With `CAISSON_REQUIRE_SERVICES=1` a missing PostgreSQL URL fails
+//! the tests instead of skipping that backend.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::time::Duration;
+
+use caisson_server::db::{
+    AttemptOutcome, Db, DbError, DbKind, GrantSet, ModuleRecord, NewRun, RunFilter, RunState,
+};
+use sqlx::Connection;
+
+const NOW: i64 = 1_700_000_000_000;
+const GIB: i64 = 1 << 30;
+const LEASE: Duration = Duration::from_secs(30);
+
+// ---- backends
+
+/// Drops a PostgreSQL test schema, also when the test panicked.
+struct SchemaGuard {
+    admin_url: String,
+    schema: String,
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let url = self.admin_url.clone();
+        let schema = self.schema.clone();
+        // Drop may run while a panicking test's runtime is still on this
+        // thread, so the cleanup gets its own thread and runtime.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&url).await?;
+                sqlx::query("SET lock_timeout = '10s'")
+                    .execute(&mut admin)
+                    .await?;
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .execute(&mut admin)
+                    .await?;
+                admin.close().await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("note: could not drop test schema {}", self.schema);
+        }
+    }
+}
+
+enum Cleanup {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres(#[allow(dead_code)] SchemaGuard),
+}
+
+struct Backend {
+    db: Db,
+    /// Connects another `Db` to the same database.
+    url: String,
+    _cleanup: Cleanup,
+}
+
+fn postgres_url() -> Option<String> {
+    match std::env::var("CAISSON_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            if std::env::var("CAISSON_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("CAISSON_REQUIRE_SERVICES=1 but CAISSON_TEST_POSTGRES_URL is not set");
+            }
+            eprintln!("note: CAISSON_TEST_POSTGRES_URL is not set; skipping PostgreSQL");
+            None
+        }
+    }
+}
+
+async fn sqlite(max_connections: u32) -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("caisson.db").display());
+    let db = Db::connect(&url, max_connections).await.unwrap();
+    assert_eq!(db.kind(), DbKind::Sqlite);
+    Backend {
+        db,
+        url,
+        _cleanup: Cleanup::Sqlite(dir),
+    }
+}
+
+async fn postgres(admin_url: &str, max_connections: u32) -> Backend {
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let guard = SchemaGuard {
+        admin_url: admin_url.to_owned(),
+        schema: schema.clone(),
+    };
+    let separator = if admin_url.contains('?') { '&' } else { '?' };
+    let url = format!("{admin_url}{separator}options=-c%20search_path%3D{schema}");
+    let db = Db::connect(&url, max_connections).await.unwrap();
+    assert_eq!(db.kind(), DbKind::Postgres);
+    Backend {
+        db,
+        url,
+        _cleanup: Cleanup::Postgres(guard),
+    }
+}
+
+/// Runs `test` on each backend, each time on an empty database.
+async fn each_backend<F, Fut>(max_connections: u32, test: F)
+where
+    F: Fn(Backend) -> Fut,
+    Fut: Future<Output = Backend>,
+{
+    let backend = sqlite(max_connections).await;
+    eprintln!("-- sqlite");
+    let backend = test(backend).await;
+    backend.db.close().await;
+    if let Some(url) = postgres_url() {
+        let backend = postgres(&url, max_connections).await;
+        eprintln!("-- postgres");
+        let backend = test(backend).await;
+        backend.db.close().await;
+    }
+}
+
+/// Runs `test` with a `Db` on each backend.
+async fn each_db<F, Fut>(test: F)
+where
+    F: Fn(Db) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    each_backend(5, |backend| {
+        let run = test(backend.db.clone());
+        async move {
+            run.await;
+            backend
+        }
+    })
+    .await;
+}
+
+// ---- fixtures
+
+fn new_run(tenant: &str) -> NewRun {
+    NewRun {
+        tenant_id: tenant.to_owned(),
+        module_name: "hello".into(),
+        module_version: "1.0.0".into(),
+        digest: "ab".repeat(32),
+        input: b"{\"x\":1}".to_vec(),
+        params: BTreeMap::from([("greeting".to_owned(), "hi".to_owned())]),
+        grants: GrantSet {
+            objects: vec!["reports".into()],
+            sql: vec!["main".into()],
+        },
+        timeout_ms: 30_000,
+        memory_bytes: 64 << 20,
+        fuel: None,
+        max_retries: 2,
+        backoff_ms: 1_000,
+        retry_timeouts: false,
+        priority: 0,
+        idempotency_key: None,
+        not_before: NOW,
+        schedule_id: None,
+        workflow_run_id: None,
+        step_name: None,
+        logical_date: None,
+    }
+}
+
+async fn submit(db: &Db, tenant: &str, now: i64, edit: impl FnOnce(&mut NewRun)) -> String {
+    let mut run = new_run(tenant);
+    edit(&mut run);
+    let (id, created) = db.submit_run(&run, now).await.unwrap();
+    assert!(created);
+    id
+}
+
+fn module(name: &str, version: &str, digest: &str, created_at: i64) -> ModuleRecord {
+    ModuleRecord {
+        name: name.into(),
+        version: version.into(),
+        digest: digest.into(),
+        size: 1234,
+        created_at,
+    }
+}
+
+fn lines(messages: &[&str]) -> Vec<(i64, String, String, String)> {
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            (
+                NOW + i as i64,
+                "info".to_owned(),
+                "task".to_owned(),
+                (*m).to_owned(),
+            )
+        })
+        .collect()
+}
+
+// ---- connection, errors
+
+#[tokio::test]
+async fn connect_migrates_and_pings() {
+    each_backend(2, |backend| async move {
+        backend.db.ping().await.unwrap();
+        // Connecting again to a migrated database is fine and sees the data.
+        let tenant = backend.db.ensure_tenant("acme").await.unwrap();
+        let again = Db::connect(&backend.url, 2).await.unwrap();
+        assert_eq!(again.ensure_tenant("acme").await.unwrap(), tenant);
+        again.close().await;
+        backend
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_creates_the_file_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    let db = Db::connect(&format!("sqlite://{}", path.display()), 2)
+        .await
+        .unwrap();
+    db.ensure_tenant("acme").await.unwrap();
+    assert!(path.exists());
+    // The write-ahead log sits beside the database while it is open.
+    assert!(dir.path().join("new.db-wal").exists());
+    db.close().await;
+
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_works() {
+    let db = Db::connect("sqlite::memory:", 4).await.unwrap();
+    let tenant = db.ensure_tenant("acme").await.unwrap();
+    let id = submit(&db, &tenant, NOW, |_| {}).await;
+    assert!(db.get_run(&tenant, &id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn unreachable_database_is_unavailable_and_hides_the_password() {
+    let err = Db::connect("postgres://caisson:s3cret-pw@127.0.0.1:1/caisson", 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::Unavailable(_)), "{err:?}");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("s3cret-pw"), "{text}");
+    assert!(!text.contains("127.0.0.1:1"), "{text}");
+}
+
+#[tokio::test]
+async fn unknown_scheme_is_rejected() {
+    let err = Db::connect("mysql://root:pw@localhost/db", 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::Other(_)), "{err:?}");
+    assert!(!err.to_string().contains("pw@"));
+}
+
+#[tokio::test]
+async fn closed_pool_is_unavailable() {
+    each_db(|db| async move {
+        db.close().await;
+        let err = db.ping().await.unwrap_err();
+        assert!(matches!(err, DbError::Unavailable(_)), "{err:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_password_hides_the_password() {
+    let Some(url) = postgres_url() else { return };
+    let mut parsed = url::Url::parse(&url).unwrap();
+    parsed.set_password(Some("not-the-password-xyz")).unwrap();
+    let err = Db::connect(parsed.as_str(), 1).await.unwrap_err();
+    assert!(
+        !format!("{err} {err:?}").contains("not-the-password-xyz"),
+        "{err:?}"
+    );
+}
+
+// ---- tenants and tokens
+
+#[tokio::test]
+async fn tenants_and_tokens() {
+    each_db(|db| async move {
+        let a = db.ensure_tenant("acme").await.unwrap();
+        assert_eq!(db.ensure_tenant("acme").await.unwrap(), a);
+        let b = db.ensure_tenant("bravo").await.unwrap();
+        assert_ne!(a, b);
+        let tenants = db.list_tenants().await.unwrap();
+        assert_eq!(
+            tenants,
+            vec![
+                (a.clone(), "acme".to_owned()),
+                (b.clone(), "bravo".to_owned())
+            ]
+        );
+
+        let t1 = db.add_token(&a, "hash-1", false).await.unwrap();
+        assert_eq!(
+            db.add_token(&a, "hash-1", false).await.unwrap(),
+            t1,
+            "idempotent on the hash"
+        );
+        let t2 = db.add_token(&b, "hash-2", true).await.unwrap();
+        assert_eq!(db.token("hash-1").await.unwrap(), Some((a.clone(), false)));
+        assert_eq!(db.token("hash-2").await.unwrap(), Some((b.clone(), true)));
+        assert_eq!(db.token("nope").await.unwrap(), None);
+        // A hash can't move to another tenant.
+        let err = db.add_token(&b, "hash-1", false).await.unwrap_err();
+        assert!(matches!(err, DbError::Conflict(_)), "{err:?}");
+
+        assert!(db.revoke_token(&t1).await.unwrap());
+        assert!(!db.revoke_token(&t1).await.unwrap(), "already revoked");
+        assert!(!db.revoke_token("no-such-token").await.unwrap());
+        assert_eq!(db.token("hash-1").await.unwrap(), None);
+        // Re-adding a revoked hash does not bring it back.
+        assert_eq!(db.add_token(&a, "hash-1", false).await.unwrap(), t1);
+        assert_eq!(db.token("hash-1").await.unwrap(), None);
+        assert_eq!(db.token("hash-2").await.unwrap(), Some((b, true)));
+        let _ = t2;
+    })
+    .await;
+}
+
+// ---- modules
+
+#[tokio::test]
+async fn modules_insert_resolve_delete() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let other = db.ensure_tenant("bravo").await.unwrap();
+        let v1 = module("hello", "1.0.0", "d1", 100);
+        let v2 = module("hello", "2.0.0", "d2", 200);
+        // Same creation time as v2: the version breaks the tie.
+        let v3 = module("hello", "3.0.0", "d2", 200);
+        let w = module("world", "0.1.0", "d9", 50);
+        for m in [&v1, &v2, &v3, &w] {
+            assert!(db.insert_module(&t, m).await.unwrap());
+        }
+        assert!(
+            !db.insert_module(&t, &v1).await.unwrap(),
+            "same digest: no-op"
+        );
+        let err = db
+            .insert_module(&t, &module("hello", "1.0.0", "other", 300))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DbError::Conflict(_)), "{err:?}");
+        assert_eq!(
+            db.resolve_module(&t, "hello", Some("1.0.0"), None)
+                .await
+                .unwrap(),
+            Some(v1.clone())
+        );
+
+        assert_eq!(
+            db.list_modules(&t).await.unwrap(),
+            vec![v1.clone(), v2.clone(), v3.clone(), w.clone()]
+        );
+        assert_eq!(
+            db.module_versions(&t, "hello").await.unwrap(),
+            vec![v3.clone(), v2.clone(), v1.clone()]
+        );
+        assert_eq!(db.module_versions(&t, "nope").await.unwrap(), vec![]);
+
+        let resolve = |v: Option<&'static str>, d: Option<&'static str>| {
+            let db = db.clone();
+            let t = t.clone();
+            async move { db.resolve_module(&t, "hello", v, d).await.unwrap() }
+        };
+        assert_eq!(resolve(None, None).await, Some(v3.clone()), "newest");
+        assert_eq!(resolve(Some("2.0.0"), None).await, Some(v2.clone()));
+        assert_eq!(resolve(None, Some("d1")).await, Some(v1.clone()));
+        assert_eq!(
+            resolve(None, Some("d2")).await,
+            Some(v3.clone()),
+            "newest with that digest"
+        );
+        assert_eq!(resolve(Some("2.0.0"), Some("d2")).await, Some(v2.clone()));
+        assert_eq!(
+            resolve(Some("2.0.0"), Some("d1")).await,
+            None,
+            "version and digest disagree"
+        );
+        assert_eq!(resolve(Some("9.9.9"), None).await, None);
+        assert_eq!(resolve(None, Some("zz")).await, None);
+
+        // The same module name in another tenant is another module.
+        assert!(
+            db.insert_module(&other, &module("hello", "1.0.0", "other", 300))
+                .await
+                .unwrap()
+        );
+        assert!(db.digest_in_use("d1").await.unwrap());
+        assert!(db.digest_in_use("other").await.unwrap());
+        assert!(!db.digest_in_use("zz").await.unwrap());
+
+        assert_eq!(
+            db.delete_module(&t, "hello", Some("1.0.0")).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            db.delete_module(&t, "hello", Some("1.0.0")).await.unwrap(),
+            0
+        );
+        assert!(!db.digest_in_use("d1").await.unwrap());
+        assert_eq!(
+            db.resolve_module(&t, "hello", Some("1.0.0"), None)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(db.delete_module(&t, "hello", None).await.unwrap(), 2);
+        assert!(!db.digest_in_use("d2").await.unwrap());
+        assert_eq!(db.list_modules(&t).await.unwrap(), vec![w]);
+        // The other tenant's module is untouched.
+        assert_eq!(db.list_modules(&other).await.unwrap().len(), 1);
+        // A deleted version can be recorded again, with any digest.
+        assert!(
+            db.insert_module(&t, &module("hello", "1.0.0", "new", 400))
+                .await
+                .unwrap()
+        );
+    })
+    .await;
+}
+
+// ---- runs
+
+#[tokio::test]
+async fn submit_and_get_round_trip_every_field() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let mut run = new_run(&t);
+        run.input = Vec::new();
+        run.fuel = Some(1_000_000);
+        run.retry_timeouts = true;
+        run.priority = -3;
+        run.idempotency_key = Some("key-1".into());
+        run.not_before = NOW + 5;
+        run.schedule_id = Some("sched".into());
+        run.workflow_run_id = Some("wf".into());
+        run.step_name = Some("step".into());
+        run.logical_date = Some(NOW - 86_400_000);
+        run.params.insert("empty".into(), String::new());
+        let (id, created) = db.submit_run(&run, NOW).await.unwrap();
+        assert!(created);
+        let got = db.get_run(&t, &id).await.unwrap().unwrap();
+        assert_eq!(got.id, id);
+        assert_eq!(got.tenant_id, t);
+        assert_eq!(got.module_name, run.module_name);
+        assert_eq!(got.module_version, run.module_version);
+        assert_eq!(got.digest, run.digest);
+        assert_eq!(got.input, Vec::<u8>::new());
+        assert_eq!(got.params, run.params);
+        assert_eq!(got.grants, run.grants);
+        assert_eq!(got.timeout_ms, run.timeout_ms);
+        assert_eq!(got.memory_bytes, run.memory_bytes);
+        assert_eq!(got.fuel, Some(1_000_000));
+        assert_eq!(got.max_retries, run.max_retries);
+        assert_eq!(got.backoff_ms, run.backoff_ms);
+        assert!(got.retry_timeouts);
+        assert_eq!(got.priority, -3);
+        assert_eq!(got.idempotency_key.as_deref(), Some("key-1"));
+        assert_eq!(got.state, RunState::Queued);
+        assert_eq!(got.attempts, 0);
+        assert_eq!(got.not_before, NOW + 5);
+        assert_eq!(got.created_at, NOW);
+        assert_eq!(got.started_at, None);
+        assert_eq!(got.finished_at, None);
+        assert_eq!(got.worker_id, None);
+        assert_eq!(got.lease_until, None);
+        assert!(!got.cancel_requested);
+        assert_eq!(got.output, None);
+        assert_eq!(got.error, None);
+        assert_eq!(got.retryable, None);
+        assert_eq!(got.schedule_id.as_deref(), Some("sched"));
+        assert_eq!(got.workflow_run_id.as_deref(), Some("wf"));
+        assert_eq!(got.step_name.as_deref(), Some("step"));
+        assert_eq!(got.logical_date, Some(NOW - 86_400_000));
+        assert_eq!(db.get_run_any(&id).await.unwrap(), Some(got));
+        assert_eq!(db.get_run_any("nope").await.unwrap(), None);
+
+        // Binary input survives as is.
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        let id = submit(&db, &t, NOW, |r| r.input = bytes.clone()).await;
+        assert_eq!(db.get_run(&t, &id).await.unwrap().unwrap().input, bytes);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_is_idempotent_per_tenant_and_key() {
+    each_db(|db| async move {
+        let a = db.ensure_tenant("acme").await.unwrap();
+        let b = db.ensure_tenant("bravo").await.unwrap();
+        let mut run = new_run(&a);
+        run.idempotency_key = Some("k".into());
+        let (first, created) = db.submit_run(&run, NOW).await.unwrap();
+        assert!(created);
+        let (again, created) = db.submit_run(&run, NOW + 1).await.unwrap();
+        assert_eq!((again.as_str(), created), (first.as_str(), false));
+
+        // The same key in another tenant is another run.
+        let mut other = run.clone();
+        other.tenant_id = b.clone();
+        let (theirs, created) = db.submit_run(&other, NOW).await.unwrap();
+        assert!(created);
+        assert_ne!(theirs, first);
+
+        // Without a key every submit is new.
+        let x = submit(&db, &a, NOW, |_| {}).await;
+        let y = submit(&db, &a, NOW, |_| {}).await;
+        assert_ne!(x, y);
+
+        // Concurrent submits with one fresh key: exactly one creates.
+        let mut racing = new_run(&a);
+        racing.idempotency_key = Some("race".into());
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let db = db.clone();
+                let racing = racing.clone();
+                tokio::spawn(async move { db.submit_run(&racing, NOW).await.unwrap() })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        assert_eq!(
+            results.iter().filter(|(_, created)| *created).count(),
+            1,
+            "{results:?}"
+        );
+        let ids: HashSet<_> = results.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(ids.len(), 1, "{results:?}");
+        let filter = RunFilter {
+            limit: 100,
+            ..RunFilter::default()
+        };
+        assert_eq!(db.list_runs(&a, &filter).await.unwrap().len(), 4);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn list_runs_filters_and_pages() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..7i64 {
+            // Two runs share each creation time, to exercise the id tie-break.
+            let id = submit(&db, &t, NOW + i / 2, |r| {
+                if i % 2 == 1 {
+                    r.module_name = "other".into();
+                }
+                if i >= 5 {
+                    r.workflow_run_id = Some("wf-1".into());
+                }
+            })
+            .await;
+            ids.push((NOW + i / 2, id));
+        }
+        // Newest first: created_at DESC, id DESC.
+        let mut expected = ids.clone();
+        expected.sort_by(|x, y| y.cmp(x));
+        let expected: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
+
+        let all = RunFilter {
+            limit: 100,
+            ..RunFilter::default()
+        };
+        let got: Vec<String> = db
+            .list_runs(&t, &all)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(got, expected);
+
+        // Keyset pages of 3 walk the same order without gaps or repeats.
+        let mut paged = Vec::new();
+        let mut before = None;
+        loop {
+            let filter = RunFilter {
+                limit: 3,
+                before: before.clone(),
+                ..RunFilter::default()
+            };
+            let page = db.list_runs(&t, &filter).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 3);
+            let last = page.last().unwrap();
+            before = Some((last.created_at, last.id.clone()));
+            paged.extend(page.into_iter().map(|r| r.id));
+        }
+        assert_eq!(paged, expected);
+
+        let by_module = RunFilter {
+            module: Some("other".into()),
+            ..all.clone()
+        };
+        let runs = db.list_runs(&t, &by_module).await.unwrap();
+        assert_eq!(runs.len(), 3);
+        assert!(runs.iter().all(|r| r.module_name == "other"));
+
+        let since = RunFilter {
+            since: Some(NOW + 2),
+            ..all.clone()
+        };
+        assert_eq!(db.list_runs(&t, &since).await.unwrap().len(), 3);
+
+        let wf = RunFilter {
+            workflow_run_id: Some("wf-1".into()),
+            ..all.clone()
+        };
+        assert_eq!(db.list_runs(&t, &wf).await.unwrap().len(), 2);
+
+        db.request_cancel(&t, &expected[0], NOW).await.unwrap();
+        let cancelled = RunFilter {
+            state: Some(RunState::Cancelled),
+            ..all.clone()
+        };
+        let runs = db.list_runs(&t, &cancelled).await.unwrap();
+        assert_eq!(
+            runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            vec![expected[0].as_str()]
+        );
+        let queued = RunFilter {
+            state: Some(RunState::Queued),
+            module: Some("hello".into()),
+            ..all
+        };
+        assert_eq!(db.list_runs(&t, &queued).await.unwrap().len(), 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn claim_respects_priority_age_not_before_and_memory() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let old = submit(&db, &t, NOW, |_| {}).await;
+        let young = submit(&db, &t, NOW + 1, |_| {}).await;
+        let urgent = submit(&db, &t, NOW + 2, |r| r.priority = 5).await;
+        let later = submit(&db, &t, NOW + 3, |r| {
+            r.priority = 10;
+            r.not_before = NOW + 60_000;
+        })
+        .await;
+        let big = submit(&db, &t, NOW + 4, |r| {
+            r.priority = 10;
+            r.memory_bytes = 4 * GIB;
+        })
+        .await;
+
+        let claim = |db: Db| async move { db.claim_run("w1", LEASE, NOW + 10, GIB).await.unwrap() };
+        let first = claim(db.clone()).await.unwrap();
+        assert_eq!(
+            first.run.id, urgent,
+            "highest priority that fits and is due"
+        );
+        assert_eq!(first.attempt, 1);
+        assert_eq!(first.run.state, RunState::Running);
+        assert_eq!(first.run.attempts, 1);
+        assert_eq!(first.run.worker_id.as_deref(), Some("w1"));
+        assert_eq!(first.run.lease_until, Some(NOW + 10 + 30_000));
+        assert_eq!(first.run.started_at, Some(NOW + 10));
+        assert_eq!(
+            first.run.params,
+            new_run(&t).params,
+            "the claim returns the whole run"
+        );
+        let attempts = db.attempts(&urgent).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].attempt, 1);
+        assert_eq!(attempts[0].worker_id, "w1");
+        assert_eq!(attempts[0].started_at, NOW + 10);
+        assert_eq!(attempts[0].finished_at, None);
+        assert_eq!(attempts[0].state, "running");
+
+        assert_eq!(
+            claim(db.clone()).await.unwrap().run.id,
+            old,
+            "then the oldest"
+        );
+        assert_eq!(claim(db.clone()).await.unwrap().run.id, young);
+        assert!(
+            claim(db.clone()).await.is_none(),
+            "`later` is not due, `big` does not fit"
+        );
+
+        let due = db
+            .claim_run("w2", LEASE, NOW + 60_000, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(due.run.id, later);
+        let roomy = db
+            .claim_run("w3", LEASE, NOW, 8 * GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(roomy.run.id, big);
+        assert!(
+            db.claim_run("w3", LEASE, NOW + 1_000_000, 8 * GIB)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claimers_never_share_a_run() {
+    each_backend(10, |backend| async move {
+        let db = backend.db.clone();
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let mut submitted = HashSet::new();
+        for i in 0..200 {
+            submitted.insert(submit(&db, &t, NOW + i % 7, |r| r.priority = i % 3).await);
+        }
+        let claimers: Vec<_> = (0..8)
+            .map(|w| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let worker = format!("worker-{w}");
+                    let mut claimed = Vec::new();
+                    while let Some(claim) =
+                        db.claim_run(&worker, LEASE, NOW + 100, GIB).await.unwrap()
+                    {
+                        assert_eq!(claim.run.worker_id.as_deref(), Some(worker.as_str()));
+                        assert_eq!(claim.attempt, 1);
+                        claimed.push(claim.run.id);
+                        tokio::task::yield_now().await;
+                    }
+                    (worker, claimed)
+                })
+            })
+            .collect();
+        let mut owner: HashMap<String, String> = HashMap::new();
+        let mut busy_workers = 0;
+        for task in claimers {
+            let (worker, claimed) = task.await.unwrap();
+            busy_workers += usize::from(!claimed.is_empty());
+            for id in claimed {
+                if let Some(previous) = owner.insert(id.clone(), worker.clone()) {
+                    panic!("run {id} claimed by {previous} and {worker}");
+                }
+            }
+        }
+        assert_eq!(owner.keys().cloned().collect::<HashSet<_>>(), submitted);
+        assert!(busy_workers > 1, "the claimers did not overlap");
+        // Each run has exactly one attempt row, by the worker that claimed it.
+        for (id, worker) in &owner {
+            let attempts = db.attempts(id).await.unwrap();
+            assert_eq!(attempts.len(), 1);
+            assert_eq!(&attempts[0].worker_id, worker);
+            let run = db.get_run(&t, id).await.unwrap().unwrap();
+            assert_eq!((run.state, run.attempts), (RunState::Running, 1));
+            assert_eq!(run.worker_id.as_ref(), Some(worker));
+        }
+        backend
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn finish_succeeded_applies_once() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let id = submit(&db, &t, NOW, |_| {}).await;
+        let claim = db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
+        let done = AttemptOutcome::Succeeded {
+            output: b"result".to_vec(),
+        };
+
+        assert!(
+            !db.finish_attempt(&id, "w2", 1, &done, NOW + 5)
+                .await
+                .unwrap(),
+            "not w2's run"
+        );
+        assert!(
+            !db.finish_attempt(&id, "w1", 2, &done, NOW + 5)
+                .await
+                .unwrap(),
+            "not this attempt"
+        );
+        assert!(
+            db.finish_attempt(&id, "w1", claim.attempt, &done, NOW + 5)
+                .await
+                .unwrap()
+        );
+        let run = db.get_run(&t, &id).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Succeeded);
+        assert_eq!(run.output.as_deref(), Some(&b"result"[..]));
+        assert_eq!(run.finished_at, Some(NOW + 5));
+        assert_eq!(run.lease_until, None);
+        assert_eq!(run.error, None);
+        let attempts = db.attempts(&id).await.unwrap();
+        assert_eq!(attempts[0].state, "succeeded");
+        assert_eq!(attempts[0].finished_at, Some(NOW + 5));
+        assert_eq!(attempts[0].error, None);
+
+        // A second report, by anyone, changes nothing.
+        let failed = AttemptOutcome::Finished {
+            state: RunState::Failed,
+            error: "late".into(),
+            retryable: false,
+        };
+        assert!(
+            !db.finish_attempt(&id, "w1", 1, &failed, NOW + 9)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.finish_attempt(&id, "w1", 1, &done, NOW + 9)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.finish_attempt(&id, "w2", 1, &failed, NOW + 9)
+                .await
+                .unwrap()
+        );
+        assert_eq!(db.get_run(&t, &id).await.unwrap().unwrap(), run);
+        assert_eq!(db.attempts(&id).await.unwrap(), attempts);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn finish_with_a_final_state() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        for (state, retryable) in [
+            (RunState::Failed, true),
+            (RunState::TimedOut, false),
+            (RunState::Cancelled, false),
+        ] {
+            let id = submit(&db, &t, NOW, |_| {}).await;
+            let claim = db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
+            assert_eq!(claim.run.id, id);
+            let outcome = AttemptOutcome::Finished {
+                state,
+                error: format!("boom {}", state.as_str()),
+                retryable,
+            };
+            assert!(
+                db.finish_attempt(&id, "w1", 1, &outcome, NOW + 7)
+                    .await
+                    .unwrap()
+            );
+            let run = db.get_run(&t, &id).await.unwrap().unwrap();
+            assert_eq!(run.state, state);
+            assert_eq!(run.error, Some(format!("boom {}", state.as_str())));
+            assert_eq!(run.retryable, Some(retryable));
+            assert_eq!(run.finished_at, Some(NOW + 7));
+            assert_eq!(run.output, None);
+            let attempts = db.attempts(&id).await.unwrap();
+            assert_eq!(attempts[0].state, state.as_str());
+            assert_eq!(attempts[0].error, run.error);
+            assert_eq!(attempts[0].finished_at, Some(NOW + 7));
+            assert!(
+                !db.finish_attempt(&id, "w1", 1, &outcome, NOW + 8)
+                    .await
+                    .unwrap()
+            );
+        }
+
+        // A non-final state is refused and changes nothing.
+        let id = submit(&db, &t, NOW, |_| {}).await;
+        db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
+        let bogus = AttemptOutcome::Finished {
+            state: RunState::Queued,
+            error: "x".into(),
+            retryable: false,
+        };
+        assert!(db.finish_attempt(&id, "w1", 1, &bogus, NOW).await.is_err());
+        assert_eq!(
+            db.get_run(&t, &id).await.unwrap().unwrap().state,
+            RunState::Running
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retry_requeues_with_backoff_then_next_attempt() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let id = submit(&db, &t, NOW, |_| {}).await;
+        db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
+        let retry = AttemptOutcome::Retry {
+            error: "flaky".into(),
+            not_before: NOW + 1_000,
+            timed_out: false,
+        };
+        assert!(
+            db.finish_attempt(&id, "w1", 1, &retry, NOW + 10)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.finish_attempt(&id, "w1", 1, &retry, NOW + 10)
+                .await
+                .unwrap(),
+            "applies once"
+        );
+        let run = db.get_run(&t, &id).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Queued);
+        assert_eq!(run.not_before, NOW + 1_000);
+        assert_eq!(run.worker_id, None);
+        assert_eq!(run.lease_until, None);
+        assert_eq!(run.error.as_deref(), Some("flaky"));
+        assert_eq!(run.retryable, Some(true));
+        assert_eq!(run.finished_at, None);
+        assert_eq!(run.attempts, 1);
+
+        assert!(
+            db.claim_run("w2", LEASE, NOW + 999, GIB)
+                .await
+                .unwrap()
+                .is_none(),
+            "backing off"
+        );
+        let second = db
+            .claim_run("w2", LEASE, NOW + 1_000, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.attempt, 2);
+        assert_eq!(
+            second.run.started_at,
+            Some(NOW),
+            "started_at is the first attempt's"
+        );
+        // The first worker cannot touch the second attempt.
+        let done = AttemptOutcome::Succeeded { output: vec![] };
+        assert!(
+            !db.finish_attempt(&id, "w1", 1, &done, NOW + 1_001)
+                .await
+                .unwrap()
+        );
+        let timeout = AttemptOutcome::Retry {
+            error: "too slow".into(),
+            not_before: NOW + 3_000,
+            timed_out: true,
+        };
+        assert!(
+            db.finish_attempt(&id, "w2", 2, &timeout, NOW + 2_000)
+                .await
+                .unwrap()
+        );
+
+        let attempts = db.attempts(&id).await.unwrap();
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(
+            (attempts[0].attempt, attempts[0].state.as_str()),
+            (1, "failed")
+        );
+        assert_eq!(attempts[0].error.as_deref(), Some("flaky"));
+        assert_eq!(attempts[0].finished_at, Some(NOW + 10));
+        assert_eq!(
+            (attempts[1].attempt, attempts[1].state.as_str()),
+            (2, "timed_out")
+        );
+        assert_eq!(attempts[1].worker_id, "w2");
+        assert_eq!(attempts[1].error.as_deref(), Some("too slow"));
+
+        let third = db
+            .claim_run("w3", LEASE, NOW + 3_000, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(third.attempt, 3);
+        assert!(
+            db.finish_attempt(&id, "w3", 3, &done, NOW + 3_100)
+                .await
+                .unwrap()
+        );
+        let run = db.get_run(&t, &id).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Succeeded);
+        assert_eq!(run.output, Some(vec![]));
+        assert_eq!(run.attempts, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn heartbeat_extends_the_lease_and_reports_cancel() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let id = submit(&db, &t, NOW, |_| {}).await;
+        assert_eq!(
+            db.heartbeat(&id, "w1", NOW).await.unwrap(),
+            None,
+            "queued: nobody holds it"
+        );
+        db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
+        assert_eq!(
+            db.heartbeat(&id, "w1", NOW + 60_000).await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            db.get_run(&t, &id).await.unwrap().unwrap().lease_until,
+            Some(NOW + 60_000)
+        );
+        assert_eq!(db.heartbeat(&id, "w2", NOW + 90_000).await.unwrap(), None);
+        assert_eq!(
+            db.get_run(&t, &id).await.unwrap().unwrap().lease_until,
+            Some(NOW + 60_000)
+        );
+        assert_eq!(db.heartbeat("nope", "w1", NOW).await.unwrap(), None);
+
+        assert_eq!(
+            db.request_cancel(&t, &id, NOW + 1).await.unwrap(),
+            Some(RunState::Running)
+        );
+        assert_eq!(
+            db.heartbeat(&id, "w1", NOW + 70_000).await.unwrap(),
+            Some(true)
+        );
+
+        let cancelled = AttemptOutcome::Finished {
+            state: RunState::Cancelled,
+            error: "cancelled".into(),
+            retryable: false,
+        };
+        assert!(
+            db.finish_attempt(&id, "w1", 1, &cancelled, NOW + 2)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            db.heartbeat(&id, "w1", NOW + 80_000).await.unwrap(),
+            None,
+            "finished"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expired_leases_are_requeued_and_the_lost_worker_is_ignored() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let dead = submit(&db, &t, NOW, |_| {}).await;
+        let alive = submit(&db, &t, NOW + 1, |_| {}).await;
+        let cancelled = submit(&db, &t, NOW + 2, |_| {}).await;
+        for worker in ["dead", "alive", "doomed"] {
+            db.claim_run(worker, LEASE, NOW, GIB)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        db.heartbeat(&alive, "alive", NOW + 100_000)
+            .await
+            .unwrap()
+            .unwrap();
+        db.request_cancel(&t, &cancelled, NOW + 1).await.unwrap();
+
+        assert_eq!(
+            db.requeue_expired(NOW + 30_000).await.unwrap(),
+            0,
+            "the lease ends at, not before, now"
+        );
+        assert_eq!(db.requeue_expired(NOW + 30_001).await.unwrap(), 2);
+        assert_eq!(
+            db.requeue_expired(NOW + 30_002).await.unwrap(),
+            0,
+            "idempotent"
+        );
+
+        let run = db.get_run(&t, &dead).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Queued);
+        assert_eq!(run.worker_id, None);
+        assert_eq!(run.lease_until, None);
+        assert_eq!(run.attempts, 1);
+        assert!(run.not_before <= NOW + 30_001, "re-queued for now");
+        let attempts = db.attempts(&dead).await.unwrap();
+        assert_eq!(attempts[0].state, "lost");
+        assert_eq!(attempts[0].finished_at, Some(NOW + 30_001));
+
+        // A run whose cancel was requested ends cancelled instead of running again.
+        let run = db.get_run(&t, &cancelled).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Cancelled);
+        assert_eq!(run.finished_at, Some(NOW + 30_001));
+        assert_eq!(db.attempts(&cancelled).await.unwrap()[0].state, "lost");
+
+        assert_eq!(
+            db.get_run(&t, &alive).await.unwrap().unwrap().state,
+            RunState::Running
+        );
+
+        // The lost worker comes back: everything it says is ignored.
+        let done = AttemptOutcome::Succeeded {
+            output: b"late".to_vec(),
+        };
+        assert_eq!(
+            db.heartbeat(&dead, "dead", NOW + 40_000).await.unwrap(),
+            None
+        );
+        assert!(
+            !db.finish_attempt(&dead, "dead", 1, &done, NOW + 40_000)
+                .await
+                .unwrap()
+        );
+        assert!(!db.release_run(&dead, "dead", 1).await.unwrap());
+
+        let again = db
+            .claim_run("new", LEASE, NOW + 40_000, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((again.run.id.as_str(), again.attempt), (dead.as_str(), 2));
+        // Even if the same worker claims the run again, its old attempt stays dead.
+        let retry = AttemptOutcome::Retry {
+            error: "x".into(),
+            not_before: NOW,
+            timed_out: false,
+        };
+        assert!(
+            !db.finish_attempt(&dead, "dead", 1, &retry, NOW + 40_001)
+                .await
+                .unwrap()
+        );
+        assert!(
+            db.finish_attempt(&dead, "new", 2, &done, NOW + 40_002)
+                .await
+                .unwrap()
+        );
+        let attempts = db.attempts(&dead).await.unwrap();
+        assert_eq!(
+            attempts
+                .iter()
+                .map(|a| a.state.as_str())
+                .collect::<Vec<_>>(),
+            vec!["lost", "succeeded"]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cancel_queued_running_and_final_runs() {
+    each_db(|db| async move {
+        let a = db.ensure_tenant("acme").await.unwrap();
+        let b = db.ensure_tenant("bravo").await.unwrap();
+        let queued = submit(&db, &a, NOW, |r| r.not_before = NOW + 1_000_000).await;
+        let running = submit(&db, &a, NOW, |_| {}).await;
+        db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
+
+        assert_eq!(
+            db.request_cancel(&b, &queued, NOW).await.unwrap(),
+            None,
+            "another tenant's run"
+        );
+        assert_eq!(db.request_cancel(&b, &running, NOW).await.unwrap(), None);
+        assert_eq!(db.request_cancel(&a, "nope", NOW).await.unwrap(), None);
+        assert_eq!(
+            db.get_run(&a, &queued).await.unwrap().unwrap().state,
+            RunState::Queued
+        );
+        assert!(
+            !db.get_run(&a, &running)
+                .await
+                .unwrap()
+                .unwrap()
+                .cancel_requested
+        );
+
+        assert_eq!(
+            db.request_cancel(&a, &queued, NOW + 5).await.unwrap(),
+            Some(RunState::Cancelled)
+        );
+        let run = db.get_run(&a, &queued).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Cancelled);
+        assert_eq!(run.finished_at, Some(NOW + 5));
+        assert!(
+            db.claim_run("w2", LEASE, NOW + 2_000_000, GIB)
+                .await
+                .unwrap()
+                .is_none(),
+            "never runs"
+        );
+
+        assert_eq!(
+            db.request_cancel(&a, &running, NOW + 6).await.unwrap(),
+            Some(RunState::Running)
+        );
+        let run = db.get_run(&a, &running).await.unwrap().unwrap();
+        assert!(run.cancel_requested);
+        assert_eq!(run.state, RunState::Running);
+        assert_eq!(run.finished_at, None);
+
+        // Final runs stay as they are.
+        assert_eq!(
+            db.request_cancel(&a, &queued, NOW + 7).await.unwrap(),
+            Some(RunState::Cancelled)
+        );
+        assert_eq!(
+            db.get_run(&a, &queued).await.unwrap().unwrap().finished_at,
+            Some(NOW + 5)
+        );
+        let done = AttemptOutcome::Succeeded { output: vec![1] };
+        assert!(
+            db.finish_attempt(&running, "w1", 1, &done, NOW + 8)
+                .await
+                .unwrap()
+        );
+        let before = db.get_run(&a, &running).await.unwrap().unwrap();
+        assert_eq!(
+            db.request_cancel(&a, &running, NOW + 9).await.unwrap(),
+            Some(RunState::Succeeded)
+        );
+        assert_eq!(db.get_run(&a, &running).await.unwrap().unwrap(), before);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn release_hands_the_run_back_uncounted() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let id = submit(&db, &t, NOW, |_| {}).await;
+        let before = db.get_run(&t, &id).await.unwrap().unwrap();
+        db.claim_run("w1", LEASE, NOW + 1, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+
+        assert!(!db.release_run(&id, "w2", 1).await.unwrap(), "not w2's");
+        assert!(
+            !db.release_run(&id, "w1", 2).await.unwrap(),
+            "not that attempt"
+        );
+        assert!(db.release_run(&id, "w1", 1).await.unwrap());
+        assert!(
+            !db.release_run(&id, "w1", 1).await.unwrap(),
+            "already released"
+        );
+        assert_eq!(
+            db.get_run(&t, &id).await.unwrap().unwrap(),
+            before,
+            "as if never claimed"
+        );
+        assert_eq!(db.attempts(&id).await.unwrap(), vec![]);
+
+        // A later attempt handed back keeps the earlier ones.
+        let claim = db
+            .claim_run("w1", LEASE, NOW + 2, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.attempt, 1);
+        let retry = AttemptOutcome::Retry {
+            error: "e".into(),
+            not_before: NOW + 3,
+            timed_out: false,
+        };
+        assert!(
+            db.finish_attempt(&id, "w1", 1, &retry, NOW + 3)
+                .await
+                .unwrap()
+        );
+        let claim = db
+            .claim_run("w2", LEASE, NOW + 4, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.attempt, 2);
+        assert!(db.release_run(&id, "w2", 2).await.unwrap());
+        let run = db.get_run(&t, &id).await.unwrap().unwrap();
+        assert_eq!(
+            (run.state, run.attempts, run.started_at),
+            (RunState::Queued, 1, Some(NOW + 2))
+        );
+        assert_eq!(run.worker_id, None);
+        assert_eq!(run.lease_until, None);
+        assert_eq!(db.attempts(&id).await.unwrap().len(), 1);
+        let claim = db
+            .claim_run("w3", LEASE, NOW + 5, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.attempt, 2);
+        assert_eq!(db.attempts(&id).await.unwrap()[1].worker_id, "w3");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tenants_are_isolated() {
+    each_db(|db| async move {
+        let a = db.ensure_tenant("acme").await.unwrap();
+        let b = db.ensure_tenant("bravo").await.unwrap();
+        let id = submit(&db, &a, NOW, |_| {}).await;
+        db.append_logs(&id, 1, &lines(&["secret"])).await.unwrap();
+        db.insert_module(&a, &module("hello", "1.0.0", "d1", 1))
+            .await
+            .unwrap();
+
+        assert!(db.get_run(&a, &id).await.unwrap().is_some());
+        assert_eq!(db.get_run(&b, &id).await.unwrap(), None);
+        let all = RunFilter {
+            limit: 100,
+            ..RunFilter::default()
+        };
+        assert_eq!(db.list_runs(&b, &all).await.unwrap(), vec![]);
+        assert_eq!(db.list_runs(&a, &all).await.unwrap().len(), 1);
+        assert_eq!(db.request_cancel(&b, &id, NOW).await.unwrap(), None);
+        assert_eq!(
+            db.get_run(&a, &id).await.unwrap().unwrap().state,
+            RunState::Queued
+        );
+        assert_eq!(db.logs(&b, &id, 0, 100).await.unwrap(), vec![]);
+        assert_eq!(db.logs(&a, &id, 0, 100).await.unwrap().len(), 1);
+
+        assert_eq!(db.list_modules(&b).await.unwrap(), vec![]);
+        assert_eq!(db.module_versions(&b, "hello").await.unwrap(), vec![]);
+        assert_eq!(
+            db.resolve_module(&b, "hello", None, None).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            db.resolve_module(&b, "hello", None, Some("d1"))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(db.delete_module(&b, "hello", None).await.unwrap(), 0);
+        assert_eq!(db.list_modules(&a).await.unwrap().len(), 1);
+
+        // B using A's idempotency key gets its own run, not A's.
+        let mut mine = new_run(&a);
+        mine.idempotency_key = Some("k".into());
+        let (a_run, _) = db.submit_run(&mine, NOW).await.unwrap();
+        mine.tenant_id = b.clone();
+        let (b_run, created) = db.submit_run(&mine, NOW).await.unwrap();
+        assert!(created);
+        assert_ne!(a_run, b_run);
+    })
+    .await;
+}
+
+// ---- logs
+
+#[tokio::test]
+async fn logs_append_and_page_by_seq() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let id = submit(&db, &t, NOW, |_| {}).await;
+        let other = submit(&db, &t, NOW, |_| {}).await;
+        assert_eq!(db.logs(&t, &id, 0, 10).await.unwrap(), vec![]);
+        db.append_logs(&id, 1, &[]).await.unwrap();
+        db.append_logs(&id, 1, &lines(&["a", "b", "c"]))
+            .await
+            .unwrap();
+        db.append_logs(&other, 1, &lines(&["x"])).await.unwrap();
+        db.append_logs(&id, 2, &lines(&["d", "e"])).await.unwrap();
+
+        let all = db.logs(&t, &id, 0, 100).await.unwrap();
+        assert_eq!(
+            all.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        assert_eq!(
+            all.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(),
+            vec!["a", "b", "c", "d", "e"]
+        );
+        assert_eq!(all[3].attempt, 2);
+        assert_eq!(all[3].time, NOW);
+        assert_eq!(
+            (all[0].level.as_str(), all[0].source.as_str()),
+            ("info", "task")
+        );
+        assert_eq!(
+            db.logs(&t, &other, 0, 100).await.unwrap()[0].seq,
+            1,
+            "seq is per run"
+        );
+
+        let page = db.logs(&t, &id, 1, 2).await.unwrap();
+        assert_eq!(page.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![2, 3]);
+        let page = db.logs(&t, &id, 3, 2).await.unwrap();
+        assert_eq!(page.iter().map(|l| l.seq).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(db.logs(&t, &id, 5, 2).await.unwrap(), vec![]);
+
+        // Big batches span several inserts.
+        let many: Vec<String> = (0..250).map(|i| format!("line {i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        db.append_logs(&id, 2, &lines(&many)).await.unwrap();
+        let all = db.logs(&t, &id, 0, 1_000).await.unwrap();
+        assert_eq!(all.len(), 255);
+        assert!(all.iter().enumerate().all(|(i, l)| l.seq == i as i64 + 1));
+        assert_eq!(all[254].message, "line 249");
+
+        assert!(db.append_logs("nope", 1, &lines(&["x"])).await.is_err());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_log_appends_get_distinct_seqs() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let id = submit(&db, &t, NOW, |_| {}).await;
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let db = db.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    for batch in 0..10 {
+                        let text = format!("{w}-{batch}");
+                        db.append_logs(&id, 1, &lines(&[text.as_str(), text.as_str()]))
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        let all = db.logs(&t, &id, 0, 1_000).await.unwrap();
+        assert_eq!(all.len(), 80);
+        assert!(all.iter().enumerate().all(|(i, l)| l.seq == i as i64 + 1));
+        // Each batch is contiguous.
+        for pair in all.chunks(2) {
+            assert_eq!(pair[0].message, pair[1].message);
+        }
+    })
+    .await;
+}
+
+// ---- metrics
+
+#[tokio::test]
+async fn count_by_state_covers_all_tenants() {
+    each_db(|db| async move {
+        let a = db.ensure_tenant("acme").await.unwrap();
+        let b = db.ensure_tenant("bravo").await.unwrap();
+        assert_eq!(db.count_by_state().await.unwrap(), vec![]);
+        for t in [&a, &a, &b] {
+            submit(&db, t, NOW, |_| {}).await;
+        }
+        let cancelled = submit(&db, &b, NOW + 1, |_| {}).await;
+        db.request_cancel(&b, &cancelled, NOW).await.unwrap();
+        db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
+        let counts: HashMap<RunState, i64> =
+            db.count_by_state().await.unwrap().into_iter().collect();
+        assert_eq!(
+            counts,
+            HashMap::from([
+                (RunState::Queued, 2),
+                (RunState::Running, 1),
+                (RunState::Cancelled, 1)
+            ])
+        );
+    })
+    .await;
+}
