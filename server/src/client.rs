@@ -17,7 +17,12 @@ use serde::de::DeserializeOwned;
 #[derive(clap::Args, Clone)]
 pub struct Conn {
     /// The server's URL.
-    #[arg(long, env = "CAISSON_SERVER", default_value = "http://127.0.0.1:7070", global = true)]
+    #[arg(
+        long,
+        env = "CAISSON_SERVER",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
     server: String,
     /// A bearer token.
     #[arg(long, env = "CAISSON_TOKEN", hide_env_values = true, global = true)]
@@ -140,7 +145,10 @@ impl Conn {
         request
     }
 
-    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> anyhow::Result<T> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
         let response = request
             .send()
             .await
@@ -167,16 +175,33 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 }
 
 fn print_modules(modules: &[ModuleRecord]) {
-    println!("{:<24} {:<20} {:<14} {:>10}", "NAME", "VERSION", "DIGEST", "SIZE");
+    println!(
+        "{:<24} {:<20} {:<14} {:>10}",
+        "NAME", "VERSION", "DIGEST", "SIZE"
+    );
     for m in modules {
-        println!("{:<24} {:<20} {:<14} {:>10}", m.name, m.version, &m.digest[..12.min(m.digest.len())], m.size);
+        println!(
+            "{:<24} {:<20} {:<14} {:>10}",
+            m.name,
+            m.version,
+            &m.digest[..12.min(m.digest.len())],
+            m.size
+        );
     }
 }
 
 fn print_run(run: &RunView) {
     println!("run       {}", run.id);
-    println!("module    {} {} ({})", run.module, run.version, &run.digest[..12.min(run.digest.len())]);
-    println!("state     {:?} after {} attempt(s)", run.state, run.attempts);
+    println!(
+        "module    {} {} ({})",
+        run.module,
+        run.version,
+        &run.digest[..12.min(run.digest.len())]
+    );
+    println!(
+        "state     {:?} after {} attempt(s)",
+        run.state, run.attempts
+    );
     println!("created   {}", run.created_at);
     if let Some(finished) = run.finished_at {
         println!("finished  {finished}");
@@ -191,7 +216,13 @@ fn print_run(run: &RunView) {
 
 fn print_line(line: &LogLine) {
     let time = chrono::DateTime::from_timestamp_millis(line.time).unwrap_or_default();
-    println!("{} {:>5} {:<8} {}", time.format("%H:%M:%S%.3f"), line.level.to_uppercase(), line.source, line.message);
+    println!(
+        "{} {:>5} {:<8} {}",
+        time.format("%H:%M:%S%.3f"),
+        line.level.to_uppercase(),
+        line.source,
+        line.message
+    );
 }
 
 pub async fn module(command: ModuleCommand) -> anyhow::Result<()> {
@@ -215,14 +246,19 @@ pub async fn module(command: ModuleCommand) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("could not read {}", file.display()))?;
             let bar = ProgressBar::new(bytes.len() as u64);
-            bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes}")?.progress_chars("=> "));
+            bar.set_style(
+                ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes}")?
+                    .progress_chars("=> "),
+            );
             bar.set_message(format!("uploading {name}"));
             if conn.json || !std::io::stderr().is_terminal() {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
             }
             let progress = bar.clone();
-            let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
-                bytes.chunks(64 * 1024).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+            let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = bytes
+                .chunks(64 * 1024)
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect();
             let stream = futures::stream::iter(chunks).inspect(move |chunk| {
                 if let Ok(chunk) = chunk {
                     progress.inc(chunk.len() as u64);
@@ -242,7 +278,10 @@ pub async fn module(command: ModuleCommand) -> anyhow::Result<()> {
             if conn.json {
                 print_json(&record)
             } else {
-                println!("{} {} ({} bytes, sha256 {})", record.name, record.version, record.size, record.digest);
+                println!(
+                    "{} {} ({} bytes, sha256 {})",
+                    record.name, record.version, record.size, record.digest
+                );
                 Ok(())
             }
         }
@@ -251,10 +290,20 @@ pub async fn module(command: ModuleCommand) -> anyhow::Result<()> {
                 Some(name) => format!("/v1/modules/{name}"),
                 None => "/v1/modules".into(),
             };
-            let modules: Vec<ModuleRecord> = conn.send(conn.request(reqwest::Method::GET, &path)).await?;
-            if conn.json { print_json(&modules) } else { print_modules(&modules); Ok(()) }
+            let modules: Vec<ModuleRecord> =
+                conn.send(conn.request(reqwest::Method::GET, &path)).await?;
+            if conn.json {
+                print_json(&modules)
+            } else {
+                print_modules(&modules);
+                Ok(())
+            }
         }
-        ModuleCommand::Delete { name, version, conn } => {
+        ModuleCommand::Delete {
+            name,
+            version,
+            conn,
+        } => {
             let mut request = conn.request(reqwest::Method::DELETE, &format!("/v1/modules/{name}"));
             if let Some(version) = version {
                 request = request.query(&[("version", version)]);
@@ -291,7 +340,10 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
                 Ok(text) => (Some(serde_json::Value::String(text)), None),
                 Err(e) => {
                     use base64::Engine as _;
-                    (None, Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())))
+                    (
+                        None,
+                        Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
+                    )
                 }
             };
             let parsed = crate::parse_grants(&grants)?;
@@ -318,10 +370,15 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
                 idempotency_key,
             };
             let run: RunView = conn
-                .send(conn.request(reqwest::Method::POST, "/v1/runs").json(&submit))
+                .send(
+                    conn.request(reqwest::Method::POST, "/v1/runs")
+                        .json(&submit),
+                )
                 .await?;
             if !wait {
-                if conn.json { return print_json(&run); }
+                if conn.json {
+                    return print_json(&run);
+                }
                 println!("{}", run.id);
                 return Ok(());
             }
@@ -358,8 +415,15 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
             Ok(())
         }
         RunRemote::Get { id, conn } => {
-            let run: RunView = conn.send(conn.request(reqwest::Method::GET, &format!("/v1/runs/{id}"))).await?;
-            if conn.json { print_json(&run) } else { print_run(&run); Ok(()) }
+            let run: RunView = conn
+                .send(conn.request(reqwest::Method::GET, &format!("/v1/runs/{id}")))
+                .await?;
+            if conn.json {
+                print_json(&run)
+            } else {
+                print_run(&run);
+                Ok(())
+            }
         }
         RunRemote::List {
             state,
@@ -381,7 +445,10 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
             if conn.json {
                 return print_json(&page);
             }
-            println!("{:<36} {:<20} {:<10} {:>8}  {}", "ID", "MODULE", "STATE", "ATTEMPTS", "CREATED");
+            println!(
+                "{:<36} {:<20} {:<10} {:>8}  {}",
+                "ID", "MODULE", "STATE", "ATTEMPTS", "CREATED"
+            );
             for run in &page.runs {
                 println!(
                     "{:<36} {:<20} {:<10} {:>8}  {}",
@@ -400,7 +467,11 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
                     .send(conn.request(reqwest::Method::GET, &format!("/v1/runs/{id}/logs")))
                     .await?;
                 for line in &page.lines {
-                    if conn.json { println!("{}", serde_json::to_string(line)?); } else { print_line(line); }
+                    if conn.json {
+                        println!("{}", serde_json::to_string(line)?);
+                    } else {
+                        print_line(line);
+                    }
                 }
                 return Ok(());
             }
@@ -411,7 +482,11 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("could not reach the server at {}", conn.server))?;
             if !response.status().is_success() {
-                bail!("{}: {}", response.status(), response.text().await.unwrap_or_default());
+                bail!(
+                    "{}: {}",
+                    response.status(),
+                    response.text().await.unwrap_or_default()
+                );
             }
             // A minimal Server-Sent Events reader: `event:` and `data:` lines,
             // events separated by a blank line.
@@ -430,7 +505,11 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
                         match event.as_str() {
                             "log" => {
                                 let line: LogLine = serde_json::from_str(data)?;
-                                if conn.json { println!("{data}"); } else { print_line(&line); }
+                                if conn.json {
+                                    println!("{data}");
+                                } else {
+                                    print_line(&line);
+                                }
                             }
                             "end" => {
                                 if !conn.json {
@@ -449,7 +528,12 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
             let run: RunView = conn
                 .send(conn.request(reqwest::Method::POST, &format!("/v1/runs/{id}/cancel")))
                 .await?;
-            if conn.json { print_json(&run) } else { println!("{} is {:?}", run.id, run.state); Ok(()) }
+            if conn.json {
+                print_json(&run)
+            } else {
+                println!("{} is {:?}", run.id, run.state);
+                Ok(())
+            }
         }
     }
 }

@@ -64,7 +64,8 @@ impl Default for ServerSection {
         ServerSection {
             listen: ([127, 0, 0, 1], 7070).into(),
             database: "sqlite://.caisson/caisson.db".into(),
-            modules: toml::from_str("type = \"local\"\nroot = \".caisson/modules\"").expect("a valid default"),
+            modules: toml::from_str("type = \"local\"\nroot = \".caisson/modules\"")
+                .expect("a valid default"),
             workers: 2,
             worker_memory: 8 << 30,
             max_module_bytes: 256 << 20,
@@ -129,7 +130,9 @@ impl ServerConfig {
             runtime,
         };
         if config.server.admin_token.is_none() {
-            config.server.admin_token = std::env::var("CAISSON_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+            config.server.admin_token = std::env::var("CAISSON_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
         }
         Ok(config)
     }

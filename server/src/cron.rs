@@ -227,7 +227,9 @@ impl CronSchedule {
             .and_utc();
         // croner searches from `start + 1s` on whole seconds, so truncating
         // the fraction is what makes the result strictly after `after`.
-        let start = after.max(floor - TimeDelta::seconds(1)).with_nanosecond(0)?;
+        let start = after
+            .max(floor - TimeDelta::seconds(1))
+            .with_nanosecond(0)?;
         let mut from = start.with_timezone(&self.tz);
         for _ in 0..MAX_CANDIDATES {
             match self.cron.find_next_occurrence(&from, false) {
@@ -249,7 +251,9 @@ impl CronSchedule {
                 Err(_) => {
                     // A wall-clock gap longer than croner's one-hour shift
                     // window: step past it an hour at a time.
-                    let later = from.with_timezone(&Utc).checked_add_signed(TimeDelta::hours(1))?;
+                    let later = from
+                        .with_timezone(&Utc)
+                        .checked_add_signed(TimeDelta::hours(1))?;
                     if later.year() >= YEAR_LIMIT {
                         return None;
                     }
@@ -544,7 +548,11 @@ mod tests {
             ("@DAILY", "2024-05-16T00:00:00Z"),
         ];
         for (alias, want) in cases {
-            assert_eq!(sched(alias, "UTC").next_after(after), Some(t(want)), "{alias}");
+            assert_eq!(
+                sched(alias, "UTC").next_after(after),
+                Some(t(want)),
+                "{alias}"
+            );
         }
     }
 
@@ -566,7 +574,11 @@ mod tests {
         let s = sched("0 0 1 * MON", "UTC");
         assert_eq!(
             s.fires_between(t("2024-04-28T00:00:00Z"), t("2024-05-07T00:00:00Z"), 10),
-            ts(&["2024-04-29T00:00:00Z", "2024-05-01T00:00:00Z", "2024-05-06T00:00:00Z"])
+            ts(&[
+                "2024-04-29T00:00:00Z",
+                "2024-05-01T00:00:00Z",
+                "2024-05-06T00:00:00Z"
+            ])
         );
     }
 
@@ -595,7 +607,9 @@ mod tests {
                 other => panic!("{expr:?} gave {other:?}"),
             }
         }
-        let msg = CronSchedule::parse("@reboot", "UTC").unwrap_err().to_string();
+        let msg = CronSchedule::parse("@reboot", "UTC")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("@hourly"), "{msg}");
         let msg = CronSchedule::parse("* * *", "UTC").unwrap_err().to_string();
         assert!(msg.contains("five fields"), "{msg}");
@@ -622,7 +636,10 @@ mod tests {
             let err = CronSchedule::parse("0 9 * * *", tz).unwrap_err();
             assert_eq!(err, CronError::UnknownTimeZone(tz.to_owned()));
             let msg = err.to_string();
-            assert!(msg.contains(&format!("{tz:?}")) && msg.contains("IANA"), "{msg}");
+            assert!(
+                msg.contains(&format!("{tz:?}")) && msg.contains("IANA"),
+                "{msg}"
+            );
         }
         // The time zone is checked first, whatever the expression.
         assert!(matches!(
@@ -948,7 +965,11 @@ mod tests {
             ] {
                 let until = t(until);
                 let all = s.fires_between(after, until, 100_000);
-                assert_eq!(s.last_between(after, until), all.last().copied(), "{expr} {until}");
+                assert_eq!(
+                    s.last_between(after, until),
+                    all.last().copied(),
+                    "{expr} {until}"
+                );
             }
         }
     }
@@ -971,7 +992,10 @@ mod tests {
         assert_eq!(CatchUp::default(), CatchUp::Skip);
         assert_eq!(serde_json::to_string(&CatchUp::Skip).unwrap(), "\"skip\"");
         assert_eq!(serde_json::to_string(&CatchUp::All).unwrap(), "\"all\"");
-        assert_eq!(serde_json::from_str::<CatchUp>("\"all\"").unwrap(), CatchUp::All);
+        assert_eq!(
+            serde_json::from_str::<CatchUp>("\"all\"").unwrap(),
+            CatchUp::All
+        );
         assert!(serde_json::from_str::<CatchUp>("\"All\"").is_err());
     }
 
@@ -1010,7 +1034,10 @@ mod tests {
             ])
         );
         let first_batch = due_fires(&s, last, now, CatchUp::All, 2);
-        assert_eq!(first_batch, ts(&["2024-01-02T09:00:00Z", "2024-01-03T09:00:00Z"]));
+        assert_eq!(
+            first_batch,
+            ts(&["2024-01-02T09:00:00Z", "2024-01-03T09:00:00Z"])
+        );
         assert_eq!(
             due_fires(&s, first_batch[1], now, CatchUp::All, 2),
             ts(&["2024-01-04T09:00:00Z"])
@@ -1067,7 +1094,10 @@ mod tests {
     fn manual_clock_moves_only_when_told() {
         let clock = ManualClock::new(t("2024-01-01T00:00:00Z"));
         assert_eq!(clock.now(), t("2024-01-01T00:00:00Z"));
-        assert_eq!(clock.advance(TimeDelta::minutes(90)), t("2024-01-01T01:30:00Z"));
+        assert_eq!(
+            clock.advance(TimeDelta::minutes(90)),
+            t("2024-01-01T01:30:00Z")
+        );
         assert_eq!(clock.now(), t("2024-01-01T01:30:00Z"));
         clock.advance(TimeDelta::seconds(-30));
         assert_eq!(clock.now(), t("2024-01-01T01:29:30Z"));
@@ -1124,7 +1154,11 @@ mod tests {
         let berlin = chrono_tz::Europe::Berlin;
         let date = t("2024-01-01T23:30:00Z"); // 00:30 on 2 January in Berlin
         assert_eq!(
-            render_template("{\"day\":\"{{ds}}\",\"at\":\"{{logical_date}}\"}", date, berlin),
+            render_template(
+                "{\"day\":\"{{ds}}\",\"at\":\"{{logical_date}}\"}",
+                date,
+                berlin
+            ),
             "{\"day\":\"2024-01-02\",\"at\":\"2024-01-01T23:30:00Z\"}"
         );
         assert_eq!(render_template("{{ds}}", date, Tz::UTC), "2024-01-01");

@@ -359,10 +359,8 @@ fn redact(message: String, url: &str) -> String {
         return message;
     };
     let mut message = message.replace(password, "***");
-    if let Ok(decoded) = percent_decode(password) {
-        if !decoded.is_empty() {
-            message = message.replace(&decoded, "***");
-        }
+    if let Some(decoded) = percent_decode(password).ok().filter(|d| !d.is_empty()) {
+        message = message.replace(&decoded, "***");
     }
     message
 }

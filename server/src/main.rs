@@ -17,7 +17,11 @@ use clap::{Parser, Subcommand};
 mod client;
 
 #[derive(Parser)]
-#[command(name = "caisson", version, about = "Run WebAssembly task components in a sandbox")]
+#[command(
+    name = "caisson",
+    version,
+    about = "Run WebAssembly task components in a sandbox"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -123,8 +127,9 @@ struct WorkerArgs {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CAISSON_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx::postgres::notice=error")),
+            tracing_subscriber::EnvFilter::try_from_env("CAISSON_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,sqlx::postgres::notice=error")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -141,8 +146,14 @@ fn main() -> std::process::ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(RunCommand { remote: Some(remote), .. }) => client::run_remote(remote).await,
-        Command::Run(RunCommand { remote: None, local }) => run(local).await,
+        Command::Run(RunCommand {
+            remote: Some(remote),
+            ..
+        }) => client::run_remote(remote).await,
+        Command::Run(RunCommand {
+            remote: None,
+            local,
+        }) => run(local).await,
         Command::Inspect { task, config } => inspect(&task, config.as_deref()).await,
         Command::Serve(args) => serve(args).await,
         Command::Worker(args) => worker(args).await,
@@ -164,7 +175,9 @@ async fn shutdown_signal() {
 fn server_config(path: Option<&Path>, data_dir: &Path) -> anyhow::Result<ServerConfig> {
     match path {
         Some(path) => ServerConfig::from_file(path),
-        None if Path::new("caisson.toml").exists() => ServerConfig::from_file(Path::new("caisson.toml")),
+        None if Path::new("caisson.toml").exists() => {
+            ServerConfig::from_file(Path::new("caisson.toml"))
+        }
         None => Ok(ServerConfig::embedded(data_dir)),
     }
 }
@@ -180,7 +193,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(workers) = args.workers {
         config.server.workers = workers;
     }
-    let workers = if args.no_worker { 0 } else { config.server.workers };
+    let workers = if args.no_worker {
+        0
+    } else {
+        config.server.workers
+    };
     let roles = Roles {
         api: true,
         workers,
@@ -208,13 +225,16 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
         Some(path) => Ok(ServerConfig::from_file(path)?.runtime),
-        None if Path::new("caisson.toml").exists() => Ok(ServerConfig::from_file(Path::new("caisson.toml"))?.runtime),
+        None if Path::new("caisson.toml").exists() => {
+            Ok(ServerConfig::from_file(Path::new("caisson.toml"))?.runtime)
+        }
         None => Ok(Config::default()),
     }
 }
 
 async fn inspect(task: &Path, config: Option<&Path>) -> anyhow::Result<()> {
-    let bytes = std::fs::read(task).with_context(|| format!("could not read {}", task.display()))?;
+    let bytes =
+        std::fs::read(task).with_context(|| format!("could not read {}", task.display()))?;
     let info = caisson_runtime::inspect(&bytes)?;
     let runtime = Runtime::new(load_config(config)?)?;
     let loaded = runtime.load(&bytes).await?;
@@ -248,7 +268,8 @@ async fn run(args: LocalRunArgs) -> anyhow::Result<()> {
     let grants = parse_grants(&args.grants)?;
     let params = parse_params(&args.params)?;
     let input = read_input(&args.input)?;
-    let bytes = std::fs::read(&task_path).with_context(|| format!("could not read {}", task_path.display()))?;
+    let bytes = std::fs::read(&task_path)
+        .with_context(|| format!("could not read {}", task_path.display()))?;
 
     let runtime = Runtime::new(config)?;
     let started = Instant::now();
@@ -276,7 +297,8 @@ async fn run(args: LocalRunArgs) -> anyhow::Result<()> {
     }
     let output = result.map_err(|e| anyhow::anyhow!("run failed: {e}"))?;
     match &args.output {
-        Some(path) => std::fs::write(path, &output).with_context(|| format!("could not write {}", path.display()))?,
+        Some(path) => std::fs::write(path, &output)
+            .with_context(|| format!("could not write {}", path.display()))?,
         None => {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&output)?;

@@ -80,11 +80,17 @@ impl Metrics {
     /// The exposition text; `by_state` is the database's count of runs per state.
     pub fn render(&self, by_state: &[(RunState, i64)]) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP caisson_runs Runs in the database, by state.\n# TYPE caisson_runs gauge");
+        let _ = writeln!(
+            out,
+            "# HELP caisson_runs Runs in the database, by state.\n# TYPE caisson_runs gauge"
+        );
         for (state, n) in by_state {
             let _ = writeln!(out, "caisson_runs{{state=\"{}\"}} {n}", state.as_str());
         }
-        let queued = by_state.iter().find(|(s, _)| *s == RunState::Queued).map_or(0, |(_, n)| *n);
+        let queued = by_state
+            .iter()
+            .find(|(s, _)| *s == RunState::Queued)
+            .map_or(0, |(_, n)| *n);
         let _ = writeln!(
             out,
             "# HELP caisson_queue_depth Runs waiting for a worker.\n# TYPE caisson_queue_depth gauge\ncaisson_queue_depth {queued}"
@@ -99,20 +105,27 @@ impl Metrics {
             "# HELP caisson_attempts_finished_total Attempts this process's workers finished, by outcome.\n# TYPE caisson_attempts_finished_total counter"
         );
         for (state, n) in self.finished.lock().unwrap().iter() {
-            let _ = writeln!(out, "caisson_attempts_finished_total{{state=\"{}\"}} {n}", state.as_str());
+            let _ = writeln!(
+                out,
+                "caisson_attempts_finished_total{{state=\"{}\"}} {n}",
+                state.as_str()
+            );
         }
-        self.run_seconds
-            .lock()
-            .unwrap()
-            .render(&mut out, "caisson_run_seconds", "Wall time of attempts, instantiation included.");
-        self.load_seconds
-            .lock()
-            .unwrap()
-            .render(&mut out, "caisson_task_load_seconds", "Fetching and compiling or loading a task.");
-        self.queue_wait_seconds
-            .lock()
-            .unwrap()
-            .render(&mut out, "caisson_queue_wait_seconds", "From runnable to started.");
+        self.run_seconds.lock().unwrap().render(
+            &mut out,
+            "caisson_run_seconds",
+            "Wall time of attempts, instantiation included.",
+        );
+        self.load_seconds.lock().unwrap().render(
+            &mut out,
+            "caisson_task_load_seconds",
+            "Fetching and compiling or loading a task.",
+        );
+        self.queue_wait_seconds.lock().unwrap().render(
+            &mut out,
+            "caisson_queue_wait_seconds",
+            "From runnable to started.",
+        );
         out
     }
 }

@@ -11,7 +11,12 @@ use tokio::sync::{Notify, watch};
 use crate::db::Db;
 
 /// Re-queues expired leases every `tick` until `shutdown`.
-pub async fn run(db: Db, tick: Duration, work_available: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    db: Db,
+    tick: Duration,
+    work_available: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut interval = tokio::time::interval(tick);
     loop {
         tokio::select! {
@@ -21,7 +26,10 @@ pub async fn run(db: Db, tick: Duration, work_available: Arc<Notify>, mut shutdo
         match db.requeue_expired(crate::now_ms()).await {
             Ok(0) => {}
             Ok(n) => {
-                tracing::warn!(runs = n, "re-queued runs whose worker stopped renewing its lease");
+                tracing::warn!(
+                    runs = n,
+                    "re-queued runs whose worker stopped renewing its lease"
+                );
                 work_available.notify_waiters();
             }
             Err(e) => tracing::warn!("could not check for expired leases: {e}"),

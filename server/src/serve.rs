@@ -28,8 +28,9 @@ pub struct Roles {
 
 /// Builds the module store from `[server] modules`.
 pub fn module_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    let stores = ObjectStores::from_config(&[("modules".to_string(), config.server.modules.clone())].into())
-        .context("could not set up the module store")?;
+    let stores =
+        ObjectStores::from_config(&[("modules".to_string(), config.server.modules.clone())].into())
+            .context("could not set up the module store")?;
     Ok(stores.get("modules").expect("just configured"))
 }
 
@@ -39,16 +40,24 @@ pub async fn build_state(config: ServerConfig) -> anyhow::Result<Arc<AppState>> 
         && let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(parent).with_context(|| format!("could not create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("could not create {}", parent.display()))?;
     }
     let db = Db::connect(&config.server.database, 16)
         .await
         .context("could not open the database")?;
     let modules = module_store(&config)?;
-    let runtime = Arc::new(Runtime::new(config.runtime.clone()).context("could not start the runtime")?);
-    let state = AppState::new(db, modules, runtime, Arc::new(config), Arc::new(Metrics::default()))
-        .await
-        .context("could not set up tenants")?;
+    let runtime =
+        Arc::new(Runtime::new(config.runtime.clone()).context("could not start the runtime")?);
+    let state = AppState::new(
+        db,
+        modules,
+        runtime,
+        Arc::new(config),
+        Arc::new(Metrics::default()),
+    )
+    .await
+    .context("could not set up tenants")?;
     Ok(Arc::new(state))
 }
 
@@ -66,7 +75,9 @@ pub async fn serve(
                  (or an admin token), or listen on 127.0.0.1"
             );
         }
-        tracing::warn!("no API tokens configured: the API is open to anyone on this machine ({listen})");
+        tracing::warn!(
+            "no API tokens configured: the API is open to anyone on this machine ({listen})"
+        );
     }
     let state = build_state(config).await?;
     let (stop_tx, stop) = watch::channel(false);

@@ -93,11 +93,9 @@ impl Worker {
         let _ = shutdown_seen.wait_for(|s| *s).await;
         let grace = self.config.server.shutdown_grace;
         tracing::info!(worker = %self.id, ?grace, "stopping: no new claims; finishing running runs");
-        if tokio::time::timeout(grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await
-        .is_err()
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
         {
             tracing::warn!(worker = %self.id, "grace period over: handing back unfinished runs");
             let _ = hand_back_tx.send(true);
@@ -106,7 +104,12 @@ impl Worker {
         tracing::info!(worker = %self.id, "worker stopped");
     }
 
-    async fn slot(self: Arc<Self>, slot: usize, shutdown: watch::Receiver<bool>, hand_back: watch::Receiver<bool>) {
+    async fn slot(
+        self: Arc<Self>,
+        slot: usize,
+        shutdown: watch::Receiver<bool>,
+        hand_back: watch::Receiver<bool>,
+    ) {
         let poll = self.config.server.poll;
         loop {
             let stopping = *shutdown.borrow();
@@ -140,7 +143,12 @@ impl Worker {
         let mut free = self.free_memory.lock().await;
         let claim = self
             .db
-            .claim_run(&self.id, self.config.server.lease, crate::now_ms(), *free as i64)
+            .claim_run(
+                &self.id,
+                self.config.server.lease,
+                crate::now_ms(),
+                *free as i64,
+            )
             .await?;
         Ok(claim.map(|claim| {
             let reserved = claim.run.memory_bytes.max(0) as u64;
@@ -155,9 +163,15 @@ impl Worker {
         }
         let key = crate::api::module_key(digest);
         let bytes = match self.modules.get(&key).await {
-            Ok(result) => result.bytes().await.map_err(|e| (format!("could not fetch the module: {e}"), true))?,
+            Ok(result) => result
+                .bytes()
+                .await
+                .map_err(|e| (format!("could not fetch the module: {e}"), true))?,
             Err(object_store::Error::NotFound { .. }) => {
-                return Err((format!("module {digest} is no longer in the module store"), false));
+                return Err((
+                    format!("module {digest} is no longer in the module store"),
+                    false,
+                ));
             }
             Err(e) => return Err((format!("could not fetch the module: {e}"), true)),
         };
@@ -167,7 +181,10 @@ impl Worker {
             .await
             .map_err(|e| (format!("could not load the module: {e}"), false))?;
         if task.digest() != digest {
-            return Err((format!("the module store returned other bytes for {digest}"), false));
+            return Err((
+                format!("the module store returned other bytes for {digest}"),
+                false,
+            ));
         }
         Ok(task)
     }
@@ -175,14 +192,17 @@ impl Worker {
     /// Runs one claimed attempt to its end and records the outcome.
     async fn execute(&self, claim: Claim, hand_back: watch::Receiver<bool>) {
         let span = tracing::info_span!("run", id = %claim.run.id, attempt = claim.attempt, module = %claim.run.module_name);
-        self.execute_in_span(claim, hand_back).instrument(span).await
+        self.execute_in_span(claim, hand_back)
+            .instrument(span)
+            .await
     }
 
     async fn execute_in_span(&self, claim: Claim, mut hand_back: watch::Receiver<bool>) {
         let Claim { run, attempt } = claim;
         let started = Instant::now();
-        self.metrics
-            .waited(Duration::from_millis((crate::now_ms() - run.not_before).max(0) as u64));
+        self.metrics.waited(Duration::from_millis(
+            (crate::now_ms() - run.not_before).max(0) as u64,
+        ));
 
         let logs = LogShipper::start(self.db.clone(), run.id.clone(), attempt);
         logs.system(format!(
@@ -292,7 +312,14 @@ impl Worker {
     }
 
     /// Retry, or finish with `state`.
-    fn decide(&self, run: &RunRecord, attempt: i64, state: RunState, error: String, retryable: bool) -> AttemptOutcome {
+    fn decide(
+        &self,
+        run: &RunRecord,
+        attempt: i64,
+        state: RunState,
+        error: String,
+        retryable: bool,
+    ) -> AttemptOutcome {
         if retryable && attempt <= run.max_retries {
             let delay = backoff(Duration::from_millis(run.backoff_ms.max(0) as u64), attempt);
             AttemptOutcome::Retry {
@@ -301,11 +328,21 @@ impl Worker {
                 timed_out: state == RunState::TimedOut,
             }
         } else {
-            AttemptOutcome::Finished { state, error, retryable }
+            AttemptOutcome::Finished {
+                state,
+                error,
+                retryable,
+            }
         }
     }
 
-    async fn finish(&self, run: &RunRecord, attempt: i64, outcome: AttemptOutcome, elapsed: Duration) {
+    async fn finish(
+        &self,
+        run: &RunRecord,
+        attempt: i64,
+        outcome: AttemptOutcome,
+        elapsed: Duration,
+    ) {
         let state = match &outcome {
             AttemptOutcome::Succeeded { .. } => RunState::Succeeded,
             AttemptOutcome::Finished { state, .. } => *state,
@@ -330,7 +367,9 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => {
-                    tracing::error!("could not record the outcome: {e}; the run will be retried when its lease expires");
+                    tracing::error!(
+                        "could not record the outcome: {e}; the run will be retried when its lease expires"
+                    );
                     return;
                 }
             }
@@ -423,7 +462,9 @@ impl LogShipper {
     }
 
     fn sink(&self) -> ShipperSink {
-        ShipperSink { tx: self.tx.clone() }
+        ShipperSink {
+            tx: self.tx.clone(),
+        }
     }
 
     /// A line from Caisson itself, not the task.
@@ -453,14 +494,23 @@ impl LogSink for ShipperSink {
         };
         let level = record.level.to_string().to_ascii_lowercase();
         // The runtime caps the bytes a run may log, which bounds this channel.
-        let _ = self
-            .tx
-            .send((record.time.timestamp_millis(), level, source.into(), record.message));
+        let _ = self.tx.send((
+            record.time.timestamp_millis(),
+            level,
+            source.into(),
+            record.message,
+        ));
     }
 
     fn progress(&self, done: u64, total: u64) {
-        let message = if total > 0 { format!("progress {done}/{total}") } else { format!("progress {done}") };
-        let _ = self.tx.send((crate::now_ms(), "info".into(), "progress".into(), message));
+        let message = if total > 0 {
+            format!("progress {done}/{total}")
+        } else {
+            format!("progress {done}")
+        };
+        let _ = self
+            .tx
+            .send((crate::now_ms(), "info".into(), "progress".into(), message));
     }
 }
 
@@ -473,9 +523,15 @@ mod tests {
         let base = Duration::from_secs(1);
         for _ in 0..100 {
             let first = backoff(base, 1);
-            assert!(first >= Duration::from_millis(500) && first < Duration::from_millis(1500), "{first:?}");
+            assert!(
+                first >= Duration::from_millis(500) && first < Duration::from_millis(1500),
+                "{first:?}"
+            );
             let third = backoff(base, 3);
-            assert!(third >= Duration::from_secs(2) && third < Duration::from_secs(6), "{third:?}");
+            assert!(
+                third >= Duration::from_secs(2) && third < Duration::from_secs(6),
+                "{third:?}"
+            );
             assert!(backoff(base, 60) < MAX_BACKOFF.mul_f64(1.5));
         }
     }

@@ -106,32 +106,73 @@ type = "memory"
 }
 
 impl App {
-    pub async fn call(&self, method: &str, uri: &str, token: Option<&str>, body: Body, content_type: &str) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
-        let mut request = Request::builder().method(method).uri(uri).header(header::CONTENT_TYPE, content_type);
+    pub async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Body,
+        content_type: &str,
+    ) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, content_type);
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let response = self.router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
         (status, bytes, headers)
     }
 
-    pub async fn json(&self, method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn json(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-        let (status, bytes, _) = self.call(method, uri, token, body, "application/json").await;
+        let (status, bytes, _) = self
+            .call(method, uri, token, body, "application/json")
+            .await;
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
         (status, value)
     }
 
-    pub async fn upload(&self, name: &str, bytes: Vec<u8>, token: Option<&str>) -> (StatusCode, Value) {
+    pub async fn upload(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
         let (status, body, _) = self
-            .call("POST", &format!("/v1/modules?name={name}"), token, Body::from(bytes), "application/wasm")
+            .call(
+                "POST",
+                &format!("/v1/modules?name={name}"),
+                token,
+                Body::from(bytes),
+                "application/wasm",
+            )
             .await;
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
@@ -139,7 +180,9 @@ impl App {
     /// Polls a run until it is final.
     pub async fn wait(&self, id: &str, token: Option<&str>) -> Value {
         for _ in 0..600 {
-            let (status, run) = self.json("GET", &format!("/v1/runs/{id}"), token, None).await;
+            let (status, run) = self
+                .json("GET", &format!("/v1/runs/{id}"), token, None)
+                .await;
             assert_eq!(status, StatusCode::OK, "{run}");
             if !matches!(run["state"].as_str(), Some("queued") | Some("running")) {
                 return run;
@@ -151,7 +194,9 @@ impl App {
 }
 
 fn error_code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"))
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,24 +214,41 @@ async fn uploads_are_validated_stored_and_idempotent() {
     let (status, body, _) = app
         .call(
             "POST",
-            &format!("/v1/modules?name=hello&version={}", module["version"].as_str().unwrap()),
+            &format!(
+                "/v1/modules?name=hello&version={}",
+                module["version"].as_str().unwrap()
+            ),
             None,
             Body::from(guest("echo-params")),
             "application/wasm",
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 
     for (bytes, expect) in [
         (b"garbage".to_vec(), "not a WebAssembly binary"),
-        (wat::parse_str("(module)").unwrap(), "core WebAssembly module"),
-        (guest("hello")[..1000].to_vec(), "not a valid task component"),
+        (
+            wat::parse_str("(module)").unwrap(),
+            "core WebAssembly module",
+        ),
+        (
+            guest("hello")[..1000].to_vec(),
+            "not a valid task component",
+        ),
     ] {
         let (status, body) = app.upload("bad", bytes, None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains(expect), "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(expect),
+            "{body}"
+        );
     }
-    let (status, body) = app.upload("Bad Name", guest("hello"), None).await;
+    let (status, body) = app.upload("Bad%20Name", guest("hello"), None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
     let (status, list) = app.json("GET", "/v1/modules", None, None).await;
@@ -202,11 +264,25 @@ async fn an_oversized_upload_is_cut_off() {
     let limit = app.state.config.server.max_module_bytes as usize;
     // A streamed body that would be far over the limit: the server stops
     // reading at the limit.
-    let chunks = futures::stream::iter((0..(limit / (1 << 20)) + 8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 1 << 20]))));
+    let chunks = futures::stream::iter(
+        (0..(limit / (1 << 20)) + 8)
+            .map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 1 << 20]))),
+    );
     let (status, body, _) = app
-        .call("POST", "/v1/modules?name=big", None, Body::from_stream(chunks), "application/wasm")
+        .call(
+            "POST",
+            "/v1/modules?name=big",
+            None,
+            Body::from_stream(chunks),
+            "application/wasm",
+        )
         .await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +290,12 @@ async fn a_run_is_queued_executed_and_reported() {
     let app = app("", 2).await;
     app.upload("hello", guest("hello"), None).await;
     let (status, run) = app
-        .json("POST", "/v1/runs", None, Some(json!({"module": "hello", "input": "api"})))
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "hello", "input": "api"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
     let id = run["id"].as_str().unwrap().to_string();
@@ -225,7 +306,9 @@ async fn a_run_is_queued_executed_and_reported() {
     assert_eq!(done["attempt_history"][0]["state"], "succeeded");
 
     // Its log is stored: the task's own line and its stdout.
-    let (status, logs) = app.json("GET", &format!("/v1/runs/{id}/logs"), None, None).await;
+    let (status, logs) = app
+        .json("GET", &format!("/v1/runs/{id}/logs"), None, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let text = logs["lines"].to_string();
     assert!(text.contains("saying hello to api"), "{text}");
@@ -233,13 +316,30 @@ async fn a_run_is_queued_executed_and_reported() {
 
     // A followed log of a finished run replays it and ends.
     let (status, body, headers) = app
-        .call("GET", &format!("/v1/runs/{id}/logs?follow=true"), None, Body::empty(), "application/json")
+        .call(
+            "GET",
+            &format!("/v1/runs/{id}/logs?follow=true"),
+            None,
+            Body::empty(),
+            "application/json",
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let sse = String::from_utf8_lossy(&body);
-    assert!(sse.contains("event: log") && sse.contains("saying hello to api"), "{sse}");
-    assert!(sse.contains("event: end") && sse.contains("succeeded"), "{sse}");
+    assert!(
+        sse.contains("event: log") && sse.contains("saying hello to api"),
+        "{sse}"
+    );
+    assert!(
+        sse.contains("event: end") && sse.contains("succeeded"),
+        "{sse}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,13 +347,41 @@ async fn bad_submissions_are_4xx_with_reasons() {
     let app = app("", 0).await;
     app.upload("hello", guest("hello"), None).await;
     let cases = [
-        (json!({"module": "nope"}), StatusCode::BAD_REQUEST, "unknown module"),
-        (json!({"module": "hello", "version": "9.9"}), StatusCode::BAD_REQUEST, "unknown module"),
-        (json!({"module": "hello", "timeout": "soon"}), StatusCode::BAD_REQUEST, "timeout"),
-        (json!({"module": "hello", "memory": 1}), StatusCode::BAD_REQUEST, "memory"),
-        (json!({"module": "hello", "retries": {"max": 1000}}), StatusCode::BAD_REQUEST, "retries"),
-        (json!({"module": "hello", "grants": {"objects": ["secret"]}}), StatusCode::FORBIDDEN, "secret"),
-        (json!({"module": "hello", "input": "a", "input_base64": "YQ=="}), StatusCode::BAD_REQUEST, "not both"),
+        (
+            json!({"module": "nope"}),
+            StatusCode::BAD_REQUEST,
+            "unknown module",
+        ),
+        (
+            json!({"module": "hello", "version": "9.9"}),
+            StatusCode::BAD_REQUEST,
+            "unknown module",
+        ),
+        (
+            json!({"module": "hello", "timeout": "soon"}),
+            StatusCode::BAD_REQUEST,
+            "timeout",
+        ),
+        (
+            json!({"module": "hello", "memory": 1}),
+            StatusCode::BAD_REQUEST,
+            "memory",
+        ),
+        (
+            json!({"module": "hello", "retries": {"max": 1000}}),
+            StatusCode::BAD_REQUEST,
+            "retries",
+        ),
+        (
+            json!({"module": "hello", "grants": {"objects": ["secret"]}}),
+            StatusCode::FORBIDDEN,
+            "secret",
+        ),
+        (
+            json!({"module": "hello", "input": "a", "input_base64": "YQ=="}),
+            StatusCode::BAD_REQUEST,
+            "not both",
+        ),
     ];
     for (body, status, needle) in cases {
         let (got, answer) = app.json("POST", "/v1/runs", None, Some(body.clone())).await;
@@ -262,9 +390,24 @@ async fn bad_submissions_are_4xx_with_reasons() {
         assert!(message.contains(needle), "{body} -> {answer}");
     }
     // Malformed JSON and unknown fields are the client's mistake too.
-    let (status, _, _) = app.call("POST", "/v1/runs", None, Body::from("{not json"), "application/json").await;
+    let (status, _, _) = app
+        .call(
+            "POST",
+            "/v1/runs",
+            None,
+            Body::from("{not json"),
+            "application/json",
+        )
+        .await;
     assert!(status.is_client_error(), "{status}");
-    let (status, _) = app.json("POST", "/v1/runs", None, Some(json!({"module": "hello", "colour": "red"}))).await;
+    let (status, _) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "hello", "colour": "red"})),
+        )
+        .await;
     assert!(status.is_client_error(), "{status}");
     let (status, _) = app.json("GET", "/v1/runs/does-not-exist", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -292,48 +435,84 @@ async fn runs_list_with_filters_and_pages() {
     app.upload("echo-params", guest("echo-params"), None).await;
     for i in 0..5 {
         let module = if i % 2 == 0 { "hello" } else { "echo-params" };
-        let (status, _) = app.json("POST", "/v1/runs", None, Some(json!({"module": module}))).await;
+        let (status, _) = app
+            .json("POST", "/v1/runs", None, Some(json!({"module": module})))
+            .await;
         assert_eq!(status, StatusCode::CREATED);
     }
     let (_, page) = app.json("GET", "/v1/runs?limit=2", None, None).await;
     assert_eq!(page["runs"].as_array().unwrap().len(), 2);
     let cursor = page["next"].as_str().unwrap().to_string();
-    let (_, page2) = app.json("GET", &format!("/v1/runs?limit=2&cursor={cursor}"), None, None).await;
+    let (_, page2) = app
+        .json(
+            "GET",
+            &format!("/v1/runs?limit=2&cursor={cursor}"),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(page2["runs"].as_array().unwrap().len(), 2);
     assert_ne!(page["runs"][0]["id"], page2["runs"][0]["id"]);
     let (_, page3) = app
-        .json("GET", &format!("/v1/runs?limit=2&cursor={}", page2["next"].as_str().unwrap()), None, None)
+        .json(
+            "GET",
+            &format!(
+                "/v1/runs?limit=2&cursor={}",
+                page2["next"].as_str().unwrap()
+            ),
+            None,
+            None,
+        )
         .await;
     assert_eq!(page3["runs"].as_array().unwrap().len(), 1);
     assert!(page3["next"].is_null());
-    let (_, hello) = app.json("GET", "/v1/runs?module=hello&state=queued", None, None).await;
+    let (_, hello) = app
+        .json("GET", "/v1/runs?module=hello&state=queued", None, None)
+        .await;
     assert_eq!(hello["runs"].as_array().unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_queued_and_running_runs() {
     let app = app("", 1).await;
-    app.upload("infinite-loop", guest("infinite-loop"), None).await;
+    app.upload("infinite-loop", guest("infinite-loop"), None)
+        .await;
     let (_, running) = app
-        .json("POST", "/v1/runs", None, Some(json!({"module": "infinite-loop", "timeout": "60s"})))
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "infinite-loop", "timeout": "60s"})),
+        )
         .await;
     let running_id = running["id"].as_str().unwrap().to_string();
     // With one slot busy, a second run stays queued.
     let (_, queued) = app
-        .json("POST", "/v1/runs", None, Some(json!({"module": "infinite-loop", "timeout": "60s"})))
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "infinite-loop", "timeout": "60s"})),
+        )
         .await;
     let queued_id = queued["id"].as_str().unwrap().to_string();
     for _ in 0..200 {
-        let (_, run) = app.json("GET", &format!("/v1/runs/{running_id}"), None, None).await;
+        let (_, run) = app
+            .json("GET", &format!("/v1/runs/{running_id}"), None, None)
+            .await;
         if run["state"] == "running" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let (status, body) = app.json("POST", &format!("/v1/runs/{queued_id}/cancel"), None, None).await;
+    let (status, body) = app
+        .json("POST", &format!("/v1/runs/{queued_id}/cancel"), None, None)
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(body["state"], "cancelled");
-    let (status, _) = app.json("POST", &format!("/v1/runs/{running_id}/cancel"), None, None).await;
+    let (status, _) = app
+        .json("POST", &format!("/v1/runs/{running_id}/cancel"), None, None)
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let done = app.wait(&running_id, None).await;
     assert_eq!(done["state"], "cancelled", "{done}");
@@ -344,8 +523,10 @@ async fn cancel_stops_queued_and_running_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_and_retries_record_every_attempt() {
     let app = app("", 2).await;
-    app.upload("fail-retryable", guest("fail-retryable"), None).await;
-    app.upload("infinite-loop", guest("infinite-loop"), None).await;
+    app.upload("fail-retryable", guest("fail-retryable"), None)
+        .await;
+    app.upload("infinite-loop", guest("infinite-loop"), None)
+        .await;
     let (_, run) = app
         .json(
             "POST",
@@ -361,7 +542,13 @@ async fn timeouts_and_retries_record_every_attempt() {
     assert_eq!(history.len(), 3);
     for attempt in history {
         assert_eq!(attempt["state"], "failed");
-        assert!(attempt["error"].as_str().unwrap().contains("transient failure"), "{attempt}");
+        assert!(
+            attempt["error"]
+                .as_str()
+                .unwrap()
+                .contains("transient failure"),
+            "{attempt}"
+        );
     }
 
     // A non-retryable failure is not retried, whatever the policy.
@@ -388,28 +575,50 @@ async fn timeouts_and_retries_record_every_attempt() {
     let done = app.wait(run["id"].as_str().unwrap(), None).await;
     assert_eq!(done["state"], "timed_out", "{done}");
     assert_eq!(done["attempts"], 2, "{done}");
-    assert!(done["error"].as_str().unwrap().contains("timeout after 200ms"), "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("timeout after 200ms"),
+        "{done}"
+    );
     assert_eq!(done["attempt_history"][0]["state"], "timed_out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_endpoints_answer() {
     let app = app("", 0).await;
-    let (status, body, _) = app.call("GET", "/healthz", None, Body::empty(), "text/plain").await;
+    let (status, body, _) = app
+        .call("GET", "/healthz", None, Body::empty(), "text/plain")
+        .await;
     assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"ok"[..]));
-    let (status, _, _) = app.call("GET", "/readyz", None, Body::empty(), "text/plain").await;
+    let (status, _, _) = app
+        .call("GET", "/readyz", None, Body::empty(), "text/plain")
+        .await;
     assert_eq!(status, StatusCode::OK);
     app.upload("hello", guest("hello"), None).await;
-    app.json("POST", "/v1/runs", None, Some(json!({"module": "hello"}))).await;
-    let (status, body, _) = app.call("GET", "/metrics", None, Body::empty(), "text/plain").await;
+    app.json("POST", "/v1/runs", None, Some(json!({"module": "hello"})))
+        .await;
+    let (status, body, _) = app
+        .call("GET", "/metrics", None, Body::empty(), "text/plain")
+        .await;
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8_lossy(&body);
     assert!(text.contains("caisson_queue_depth 1"), "{text}");
     assert!(text.contains("caisson_runs_submitted_total 1"), "{text}");
     let (status, spec) = app.json("GET", "/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
-    for path in ["/v1/modules", "/v1/runs", "/v1/runs/{id}", "/v1/runs/{id}/cancel", "/v1/runs/{id}/logs"] {
-        assert!(spec["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    for path in [
+        "/v1/modules",
+        "/v1/runs",
+        "/v1/runs/{id}",
+        "/v1/runs/{id}/cancel",
+        "/v1/runs/{id}/logs",
+    ] {
+        assert!(
+            spec["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
     }
 }
 
@@ -435,7 +644,14 @@ async fn tenants_see_only_their_own_things() {
 
     let (status, _) = app.upload("hello", guest("hello"), a).await;
     assert_eq!(status, StatusCode::CREATED);
-    let (_, run) = app.json("POST", "/v1/runs", a, Some(json!({"module": "hello", "grants": {"objects": ["data"]}}))).await;
+    let (_, run) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            a,
+            Some(json!({"module": "hello", "grants": {"objects": ["data"]}})),
+        )
+        .await;
     let id = run["id"].as_str().unwrap();
 
     // Beta sees none of it...
@@ -445,18 +661,38 @@ async fn tenants_see_only_their_own_things() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, runs) = app.json("GET", "/v1/runs", b, None).await;
     assert_eq!(runs["runs"], json!([]));
-    let (status, _) = app.json("POST", &format!("/v1/runs/{id}/cancel"), b, None).await;
+    let (status, _) = app
+        .json("POST", &format!("/v1/runs/{id}/cancel"), b, None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = app.json("GET", &format!("/v1/runs/{id}/logs"), b, None).await;
+    let (status, _) = app
+        .json("GET", &format!("/v1/runs/{id}/logs"), b, None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // ...cannot run alpha's module...
-    let (status, _) = app.json("POST", "/v1/runs", b, Some(json!({"module": "hello"}))).await;
+    let (status, _) = app
+        .json("POST", "/v1/runs", b, Some(json!({"module": "hello"})))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // ...nor grant alpha's store, while alpha cannot grant beta's.
     app.upload("hello", guest("hello"), b).await;
-    let (status, _) = app.json("POST", "/v1/runs", b, Some(json!({"module": "hello", "grants": {"objects": ["data"]}}))).await;
+    let (status, _) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            b,
+            Some(json!({"module": "hello", "grants": {"objects": ["data"]}})),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = app.json("POST", "/v1/runs", a, Some(json!({"module": "hello", "grants": {"objects": ["other"]}}))).await;
+    let (status, _) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            a,
+            Some(json!({"module": "hello", "grants": {"objects": ["other"]}})),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Alpha still sees its run.
     let (status, _) = app.json("GET", &format!("/v1/runs/{id}"), a, None).await;

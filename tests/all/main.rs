@@ -6,6 +6,7 @@ mod cli;
 mod examples;
 mod hostile;
 mod objects;
+mod server;
 mod streaming;
 mod suite;
 mod validation;

@@ -65,7 +65,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         if state.config.open_access() {
             return Ok(Caller {
                 tenant_id: state.default_tenant.clone(),
@@ -137,13 +140,21 @@ impl AppState {
     }
 
     pub fn allowed_grants(&self, tenant_id: &str) -> GrantSet {
-        self.allowed.read().unwrap().get(tenant_id).cloned().unwrap_or_default()
+        self.allowed
+            .read()
+            .unwrap()
+            .get(tenant_id)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Caisson", description = "Run WebAssembly task components: modules, runs, logs."),
+    info(
+        title = "Caisson",
+        description = "Run WebAssembly task components: modules, runs, logs."
+    ),
     components(schemas(error::ErrorBody, error::ErrorDetail))
 )]
 struct ApiDoc;

@@ -30,9 +30,9 @@ pub struct VersionQuery {
 pub(crate) fn check_name(what: &str, name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
         && !name.starts_with('.');
     if ok {
         Ok(())
@@ -103,7 +103,9 @@ pub async fn upload(
     }
     let record = ModuleRecord {
         name: query.name.clone(),
-        version: query.version.unwrap_or_else(|| format!("sha-{}", &digest[..12])),
+        version: query
+            .version
+            .unwrap_or_else(|| format!("sha-{}", &digest[..12])),
         digest,
         size: bytes.len() as i64,
         created_at: crate::now_ms(),
@@ -128,7 +130,10 @@ pub async fn upload(
 
 /// List every module version.
 #[utoipa::path(get, path = "/v1/modules", responses((status = 200, body = Vec<ModuleRecord>)), tag = "modules")]
-pub async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Json<Vec<ModuleRecord>>> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<ModuleRecord>>> {
     Ok(Json(state.db.list_modules(&caller.tenant_id).await?))
 }
 

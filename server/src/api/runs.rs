@@ -170,10 +170,19 @@ impl From<RunRecord> for RunView {
 
 /// Checks a submission against the tenant and the server's limits and
 /// turns it into a row to insert. Shared with schedules and workflows.
-pub(crate) async fn prepare(state: &AppState, tenant_id: &str, submit: SubmitRun) -> ApiResult<NewRun> {
+pub(crate) async fn prepare(
+    state: &AppState,
+    tenant_id: &str,
+    submit: SubmitRun,
+) -> ApiResult<NewRun> {
     let module = state
         .db
-        .resolve_module(tenant_id, &submit.module, submit.version.as_deref(), submit.digest.as_deref())
+        .resolve_module(
+            tenant_id,
+            &submit.module,
+            submit.version.as_deref(),
+            submit.digest.as_deref(),
+        )
         .await?
         .ok_or_else(|| {
             let which = match (&submit.version, &submit.digest) {
@@ -194,12 +203,18 @@ pub(crate) async fn prepare(state: &AppState, tenant_id: &str, submit: SubmitRun
     }
     for label in &submit.grants.sql {
         if !allowed.sql.contains(label) {
-            return Err(ApiError::forbidden(format!("SQL source `{label}` may not be granted by this tenant")));
+            return Err(ApiError::forbidden(format!(
+                "SQL source `{label}` may not be granted by this tenant"
+            )));
         }
     }
 
     let input = match (submit.input, submit.input_base64) {
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("give `input` or `input_base64`, not both")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give `input` or `input_base64`, not both",
+            ));
+        }
         (Some(serde_json::Value::String(text)), None) => text.into_bytes(),
         (Some(value), None) => value.to_string().into_bytes(),
         (None, Some(b64)) => BASE64
@@ -221,7 +236,9 @@ pub(crate) async fn prepare(state: &AppState, tenant_id: &str, submit: SubmitRun
         None => defaults.timeout,
     };
     if timeout.is_zero() || timeout > MAX_TIMEOUT {
-        return Err(ApiError::bad_request("`timeout` must be between 1ms and 24h"));
+        return Err(ApiError::bad_request(
+            "`timeout` must be between 1ms and 24h",
+        ));
     }
     let memory = submit.memory.unwrap_or(defaults.memory);
     let max_memory = state.config.runtime.engine.max_memory;
@@ -231,20 +248,28 @@ pub(crate) async fn prepare(state: &AppState, tenant_id: &str, submit: SubmitRun
         )));
     }
     if submit.fuel.is_some() && !state.config.runtime.engine.fuel {
-        return Err(ApiError::bad_request("this server does not meter fuel; omit `fuel`"));
+        return Err(ApiError::bad_request(
+            "this server does not meter fuel; omit `fuel`",
+        ));
     }
     if submit.retries.max > MAX_RETRIES {
-        return Err(ApiError::bad_request(format!("`retries.max` may be at most {MAX_RETRIES}")));
+        return Err(ApiError::bad_request(format!(
+            "`retries.max` may be at most {MAX_RETRIES}"
+        )));
     }
     let backoff = humantime::parse_duration(&submit.retries.backoff)
         .map_err(|e| ApiError::bad_request(format!("bad `retries.backoff`: {e}")))?;
     if let Some(key) = &submit.idempotency_key
         && (key.is_empty() || key.len() > 256)
     {
-        return Err(ApiError::bad_request("`idempotency_key` must be 1 to 256 characters"));
+        return Err(ApiError::bad_request(
+            "`idempotency_key` must be 1 to 256 characters",
+        ));
     }
     let fuel = match submit.fuel {
-        Some(fuel) => Some(i64::try_from(fuel).map_err(|_| ApiError::bad_request("`fuel` is too large"))?),
+        Some(fuel) => {
+            Some(i64::try_from(fuel).map_err(|_| ApiError::bad_request("`fuel` is too large"))?)
+        }
         None => None,
     };
 
@@ -301,7 +326,11 @@ pub async fn submit(
         .get_run(&caller.tenant_id, &id)
         .await?
         .ok_or_else(|| ApiError::internal("a submitted run vanished", &id))?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(stored.into())))
 }
 
@@ -313,7 +342,11 @@ pub async fn submit(
     responses((status = 200, body = RunView), (status = 404, body = super::error::ErrorBody)),
     tag = "runs"
 )]
-pub async fn get(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<RunView>> {
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunView>> {
     let run = state
         .db
         .get_run(&caller.tenant_id, &id)
@@ -355,9 +388,16 @@ pub struct RunPage {
     responses((status = 200, body = RunPage), (status = 400, body = super::error::ErrorBody)),
     tag = "runs"
 )]
-pub async fn list(State(state): State<Arc<AppState>>, caller: Caller, Query(query): Query<ListQuery>) -> ApiResult<Json<RunPage>> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<RunPage>> {
     let run_state = match &query.state {
-        Some(s) => Some(RunState::parse(s).ok_or_else(|| ApiError::bad_request(format!("unknown state {s:?}")))?),
+        Some(s) => Some(
+            RunState::parse(s)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown state {s:?}")))?,
+        ),
         None => None,
     };
     let before = match &query.cursor {
@@ -401,7 +441,11 @@ pub async fn list(State(state): State<Arc<AppState>>, caller: Caller, Query(quer
     responses((status = 202, body = RunView), (status = 404, body = super::error::ErrorBody)),
     tag = "runs"
 )]
-pub async fn cancel(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<RunView>)> {
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<RunView>)> {
     state
         .db
         .request_cancel(&caller.tenant_id, &id, crate::now_ms())
@@ -462,7 +506,10 @@ pub async fn logs(
         .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
     let after = query.after.unwrap_or(0);
     if !query.follow {
-        let lines = state.db.logs(&caller.tenant_id, &id, after, LOG_PAGE).await?;
+        let lines = state
+            .db
+            .logs(&caller.tenant_id, &id, after, LOG_PAGE)
+            .await?;
         let last = lines.last().map_or(after, |l| l.seq);
         return Ok(Json(LogPage {
             lines,
@@ -496,12 +543,22 @@ pub async fn logs(
                 Ok(Some(run)) => run.state,
                 _ => RunState::Failed,
             };
-            let lines = f.state.db.logs(&f.tenant, &f.id, f.after, LOG_PAGE).await.unwrap_or_default();
+            let lines = f
+                .state
+                .db
+                .logs(&f.tenant, &f.id, f.after, LOG_PAGE)
+                .await
+                .unwrap_or_default();
             if !lines.is_empty() {
                 f.after = lines.last().map_or(f.after, |l| l.seq);
                 let events: Vec<Result<Event, Infallible>> = lines
                     .iter()
-                    .map(|line| Ok(Event::default().event("log").json_data(line).expect("a log line serializes")))
+                    .map(|line| {
+                        Ok(Event::default()
+                            .event("log")
+                            .json_data(line)
+                            .expect("a log line serializes"))
+                    })
                     .collect();
                 return Some((futures::stream::iter(events), f));
             }
@@ -517,5 +574,7 @@ pub async fn logs(
         }
     });
     use futures::StreamExt;
-    Ok(Sse::new(stream.flatten()).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(stream.flatten())
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

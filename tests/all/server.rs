@@ -1,0 +1,330 @@
+//! `caisson serve` and `caisson worker` as real processes, driven through
+//! the CLI and the REST API.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use caisson_tests::{caisson_bin, guest_path, postgres_url, s3_env, test_dirs, unique_prefix};
+
+/// A `caisson` process, killed when dropped.
+struct Proc {
+    child: Child,
+    url: Option<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Starts `caisson ARGS` and waits for its start-up line.
+    fn start(args: &[&str], dir: &Path) -> Proc {
+        let mut child = Command::new(caisson_bin())
+            .args(args)
+            .current_dir(dir)
+            .env("CAISSON_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning caisson");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("caisson did not start in time");
+            if let Some(url) = line.strip_prefix("caisson: listening on ") {
+                return Proc {
+                    child,
+                    url: Some(url.trim().to_string()),
+                };
+            }
+            if line.starts_with("caisson: worker started") {
+                return Proc { child, url: None };
+            }
+        }
+    }
+
+    fn url(&self) -> &str {
+        self.url.as_deref().unwrap()
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+}
+
+fn cli(args: &[&str], server: &str) -> Output {
+    Command::new(caisson_bin())
+        .args(args)
+        .args(["--server", server])
+        .output()
+        .expect("spawning caisson")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn embedded_serve_runs_what_the_cli_submits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, scratch) = test_dirs();
+    std::fs::write(
+        dir.path().join("caisson.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"sqlite://{}/db.sqlite?mode=rwc\"\nmodules = {{ type = \"local\", root = \"{}/modules\" }}\npoll = \"50ms\"\n\n[engine]\ncache_dir = \"{}\"\nscratch_dir = \"{}\"\nmax_instances = 8\n",
+            dir.path().display(),
+            dir.path().display(),
+            cache.display(),
+            scratch.path().display()
+        ),
+    )
+    .unwrap();
+    let server = Proc::start(&["serve"], dir.path());
+    let url = server.url().to_string();
+
+    let out = cli(
+        &["module", "push", guest_path("hello").to_str().unwrap()],
+        &url,
+    );
+    assert!(out.status.success(), "push failed: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("hello sha-"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = cli(
+        &["run", "submit", "hello", "--input", "e2e", "--wait"],
+        &url,
+    );
+    assert!(out.status.success(), "submit failed: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "hello, e2e");
+
+    let out = cli(&["run", "list", "--json"], &url);
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = page["runs"][0]["id"].as_str().unwrap().to_string();
+    let out = cli(&["run", "logs", &id], &url);
+    assert!(
+        text(&out.stdout).contains("saying hello to e2e"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = cli(&["run", "logs", "-f", &id], &url);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("hello on stdout"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A failing run: --wait exits non-zero with the reason.
+    cli(
+        &["module", "push", guest_path("trap").to_str().unwrap()],
+        &url,
+    );
+    let out = cli(&["run", "submit", "trap", "--wait"], &url);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("task trapped"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // SIGTERM: a graceful stop.
+    server.signal(libc::SIGTERM);
+    let mut server = server;
+    let status = server.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "serve did not exit cleanly on SIGTERM: {status:?}"
+    );
+}
+
+/// A database of its own on the test PostgreSQL.
+async fn fresh_database(admin_url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("caisson_e2e_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_postgres_survive_a_sigkill_without_losing_or_repeating_runs() {
+    let (Some(pg), Some(s3)) = (postgres_url(), s3_env()) else {
+        return;
+    };
+    let database = fresh_database(&pg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, scratch) = test_dirs();
+    let prefix = unique_prefix("modules");
+    // Shared state lives in PostgreSQL and S3 only, as across machines.
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+database = "{database}"
+modules = {{ type = "s3", bucket = "{bucket}", prefix = "{prefix}", endpoint = "{endpoint}", region = "{region}", access_key_id = "{key}", secret_access_key = "{secret}", path_style = true, allow_http = true }}
+workers = 2
+poll = "20ms"
+lease = "2s"
+heartbeat = "300ms"
+tick = "200ms"
+
+[engine]
+cache_dir = "{cache}"
+scratch_dir = "{scratch}"
+max_instances = 8
+"#,
+        bucket = s3.bucket,
+        endpoint = s3.endpoint,
+        region = s3.region,
+        key = s3.access_key_id,
+        secret = s3.secret_access_key,
+        cache = cache.display(),
+        scratch = scratch.path().display(),
+    );
+    std::fs::write(dir.path().join("caisson.toml"), config).unwrap();
+    let api = Proc::start(&["serve", "--no-worker"], dir.path());
+    let url = api.url().to_string();
+    let victim = Proc::start(&["worker"], dir.path());
+    let survivor = Proc::start(&["worker"], dir.path());
+
+    let http = reqwest::Client::new();
+    for module in ["busy", "hello"] {
+        let bytes = std::fs::read(guest_path(module)).unwrap();
+        let response = http
+            .post(format!("{url}/v1/modules?name={module}"))
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().await.unwrap()
+        );
+    }
+    // Long runs first, so both workers are busy when one is killed.
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let run: Value = http
+            .post(format!("{url}/v1/runs"))
+            .json(&json!({"module": "busy", "params": {"ms": "1500"}, "priority": 10}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(run["id"].as_str().unwrap().to_string());
+    }
+    // Then 1,000 short runs, from 8 concurrent clients.
+    let submitted: Vec<Vec<String>> = futures::future::join_all((0..8).map(|client| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let mut ids = Vec::new();
+            for i in 0..125 {
+                let run: Value = http
+                    .post(format!("{url}/v1/runs"))
+                    .json(&json!({"module": "hello", "input": format!("{client}-{i}")}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                ids.push(run["id"].as_str().unwrap().to_string());
+            }
+            ids
+        }
+    }))
+    .await;
+    ids.extend(submitted.into_iter().flatten());
+    assert_eq!(ids.len(), 1004);
+
+    // Kill a worker while it holds a long run.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    victim.signal(libc::SIGKILL);
+
+    // Every run finishes, within the lease expiry plus the work.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&database)
+        .await
+        .unwrap();
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM runs WHERE state IN ('queued', 'running')")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} runs still open after 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, count(*) FROM runs GROUP BY state")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        states,
+        vec![("succeeded".to_string(), 1004)],
+        "runs lost or failed"
+    );
+    // Exactly one successful attempt per run: no run completed twice.
+    let doubles: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT run_id FROM run_attempts WHERE state = 'succeeded' GROUP BY run_id HAVING count(*) <> 1) d",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(doubles, 0, "runs with other than one successful attempt");
+    let successes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM run_attempts WHERE state = 'succeeded'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(successes, 1004);
+    // The killed worker's runs were re-leased: their first attempt is lost.
+    let lost: i64 = sqlx::query_scalar("SELECT count(*) FROM run_attempts WHERE state = 'lost'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(
+        lost >= 1,
+        "the killed worker held no run, so the test proved nothing"
+    );
+    eprintln!(
+        "1004 runs, 1 worker killed, {lost} attempts lost and re-run, 0 lost runs, 0 duplicates"
+    );
+    drop((survivor, api));
+    db.close().await;
+}
