@@ -21,6 +21,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::error::ErrorKind;
 use sqlx::{AnyConnection, Connection, Row};
 
+mod flows;
+pub use flows::{ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord};
+
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

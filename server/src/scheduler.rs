@@ -1,38 +1,284 @@
-//! The scheduler: background duties of a `caisson serve` process.
+//! The scheduler: background duties that no single request owns.
 //!
-//! Today that is re-queuing runs whose worker died (their lease expired).
-//! It is idempotent and safe to run in several processes at once.
+//! - re-queue runs whose worker died (their lease expired);
+//! - fire cron schedules, catching up after downtime as each one says;
+//! - move workflow runs along: start steps whose dependencies are done,
+//!   skip steps that can no longer run, finish the workflow run.
+//!
+//! Every duty is safe to run in several processes at once: schedules
+//! advance by compare-and-set, workflow steps move by compare-and-set, and
+//! every run started here carries an idempotency key, so a race starts
+//! nothing twice. [`tick`] takes "now" as an argument so tests drive time.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 
-use crate::db::Db;
+use crate::api::runs::{SubmitRun, prepare, time};
+use crate::api::{ApiError, AppState};
+use crate::cron::{CatchUp, CronSchedule, due_fires, render_template};
+use crate::dag::{self, StepState, WorkflowDef};
+use crate::db::{RunState, ScheduleRecord, WorkflowRunRecord};
 
-/// Re-queues expired leases every `tick` until `shutdown`.
-pub async fn run(
-    db: Db,
-    tick: Duration,
-    work_available: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut interval = tokio::time::interval(tick);
+/// The most missed fire times one schedule starts per tick; the rest
+/// follow on the next ticks, so a long outage drains in batches.
+const CATCH_UP_BATCH: usize = 100;
+
+/// Runs [`tick`] every `server.tick`, or sooner when woken, until `shutdown`.
+pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(state.config.server.tick);
     loop {
         tokio::select! {
             _ = interval.tick() => {}
+            () = state.scheduler_wake.notified() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        match db.requeue_expired(crate::now_ms()).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::warn!(
-                    runs = n,
-                    "re-queued runs whose worker stopped renewing its lease"
-                );
-                work_available.notify_waiters();
+        tick(&state, Utc::now()).await;
+    }
+}
+
+/// One pass of every duty, as of `now`. Failures are logged and retried
+/// on the next tick.
+pub async fn tick(state: &AppState, now: DateTime<Utc>) {
+    match state.db.requeue_expired(now.timestamp_millis()).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::warn!(
+                runs = n,
+                "re-queued runs whose worker stopped renewing its lease"
+            );
+            state.work_available.notify_waiters();
+        }
+        Err(e) => tracing::warn!("could not check for expired leases: {e}"),
+    }
+    match state.db.due_schedules(now.timestamp_millis()).await {
+        Ok(due) => {
+            for (tenant_id, schedule) in due {
+                if let Err(e) = fire(state, &tenant_id, &schedule, now).await {
+                    tracing::warn!(schedule = %schedule.name, "could not fire: {}", e.message);
+                }
             }
-            Err(e) => tracing::warn!("could not check for expired leases: {e}"),
+        }
+        Err(e) => tracing::warn!("could not read due schedules: {e}"),
+    }
+    match state.db.open_workflow_runs().await {
+        Ok(runs) => {
+            for run in runs {
+                if let Err(e) = advance_workflow(state, &run).await {
+                    tracing::warn!(workflow_run = %run.id, "could not advance: {}", e.message);
+                }
+            }
+        }
+        Err(e) => tracing::warn!("could not read workflow runs: {e}"),
+    }
+}
+
+async fn fire(
+    state: &AppState,
+    tenant_id: &str,
+    schedule: &ScheduleRecord,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let Some(expected) = schedule.next_fire_at else {
+        return Ok(());
+    };
+    let cron = CronSchedule::parse(&schedule.cron, &schedule.timezone)
+        .map_err(|e| ApiError::internal("a stored cron expression no longer parses", e))?;
+    let catch_up = if schedule.catch_up == "all" {
+        CatchUp::All
+    } else {
+        CatchUp::Skip
+    };
+    // Fire times in [expected, now]: `due_fires` takes a half-open (last, now].
+    let fires = due_fires(&cron, time(expected - 1), now, catch_up, CATCH_UP_BATCH);
+    let next = match fires.last() {
+        Some(last) if fires.len() == CATCH_UP_BATCH => cron.next_after(*last),
+        _ => cron.next_after(now),
+    };
+    if !state
+        .db
+        .advance_schedule(
+            &schedule.id,
+            expected,
+            next.map(|t| t.timestamp_millis()),
+            now.timestamp_millis(),
+        )
+        .await?
+    {
+        return Ok(()); // another scheduler fired it
+    }
+    for fire in fires {
+        start_scheduled(state, tenant_id, schedule, &cron, fire).await?;
+    }
+    Ok(())
+}
+
+/// Starts the run of `schedule` for the logical date `fire`.
+pub async fn start_scheduled(
+    state: &AppState,
+    tenant_id: &str,
+    schedule: &ScheduleRecord,
+    cron: &CronSchedule,
+    fire: DateTime<Utc>,
+) -> Result<String, ApiError> {
+    let mut submit: SubmitRun = serde_json::from_value(schedule.template.clone())
+        .map_err(|e| ApiError::internal("a stored run template no longer parses", e))?;
+    let zone = cron.time_zone();
+    for value in submit.params.values_mut() {
+        *value = render_template(value, fire, zone);
+    }
+    if let Some(serde_json::Value::String(input)) = &mut submit.input {
+        *input = render_template(input, fire, zone);
+    }
+    submit
+        .params
+        .insert("logical_date".into(), fire.to_rfc3339());
+    // One run per schedule and logical date, whoever starts it: a regular
+    // firing and a backfill of the same time, or two schedulers.
+    submit.idempotency_key = Some(format!(
+        "schedule:{}:{}",
+        schedule.id,
+        fire.timestamp_millis()
+    ));
+    let mut run = prepare(state, tenant_id, submit).await?;
+    run.schedule_id = Some(schedule.id.clone());
+    run.logical_date = Some(fire.timestamp_millis());
+    let (id, created) = state.db.submit_run(&run, crate::now_ms()).await?;
+    if created {
+        state.metrics.submitted();
+        state.work_available.notify_waiters();
+    }
+    Ok(id)
+}
+
+fn step_state(state: &str) -> StepState {
+    match state {
+        "running" => StepState::Running,
+        "succeeded" => StepState::Succeeded,
+        "failed" => StepState::Failed,
+        "skipped" => StepState::Skipped,
+        _ => StepState::Pending,
+    }
+}
+
+/// Moves one workflow run as far as it can go now.
+pub async fn advance_workflow(state: &AppState, run: &WorkflowRunRecord) -> Result<(), ApiError> {
+    let def: WorkflowDef = serde_json::from_value(run.definition.clone())
+        .map_err(|e| ApiError::internal("a stored workflow no longer parses", e))?;
+    // Each pass settles finished steps, then skips or starts one level;
+    // a workflow can need one pass per level, bounded by its size.
+    for _ in 0..=def.steps.len() + 1 {
+        let mut states = BTreeMap::new();
+        let mut run_ids = BTreeMap::new();
+        for step in state.db.workflow_steps(&run.id).await? {
+            let mut current = step_state(&step.state);
+            if let (StepState::Running, Some(run_id)) = (current, &step.run_id) {
+                let finished = state
+                    .db
+                    .get_run_any(run_id)
+                    .await?
+                    .map(|r| r.state)
+                    .filter(|s| s.is_final());
+                if let Some(run_state) = finished {
+                    let to = if run_state == RunState::Succeeded {
+                        "succeeded"
+                    } else {
+                        "failed"
+                    };
+                    state
+                        .db
+                        .move_step(&run.id, &step.name, "running", to, None)
+                        .await?;
+                    current = step_state(to);
+                }
+            }
+            if let Some(run_id) = step.run_id {
+                run_ids.insert(step.name.clone(), run_id);
+            }
+            states.insert(step.name, current);
+        }
+        let advance = dag::advance(&def, &states);
+        if let Some(outcome) = advance.finished {
+            let outcome = match outcome {
+                dag::WorkflowOutcome::Succeeded => "succeeded",
+                dag::WorkflowOutcome::Failed => "failed",
+            };
+            state
+                .db
+                .finish_workflow_run(&run.id, outcome, crate::now_ms())
+                .await?;
+            return Ok(());
+        }
+        if advance.start.is_empty() && advance.skip.is_empty() {
+            return Ok(());
+        }
+        for step in &advance.skip {
+            state
+                .db
+                .move_step(&run.id, step, "pending", "skipped", None)
+                .await?;
+        }
+        for step in &advance.start {
+            start_step(state, run, &def, step, &run_ids).await?;
         }
     }
+    Ok(())
+}
+
+async fn start_step(
+    state: &AppState,
+    run: &WorkflowRunRecord,
+    def: &WorkflowDef,
+    step: &str,
+    run_ids: &BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    let step_def = def
+        .steps
+        .iter()
+        .find(|s| s.name == step)
+        .expect("advance names known steps");
+    let mut outputs = BTreeMap::new();
+    for dep in &step_def.depends_on {
+        if let Some(run_id) = run_ids.get(dep)
+            && let Some(dep_run) = state.db.get_run_any(run_id).await?
+        {
+            outputs.insert(dep.clone(), dep_run.output.unwrap_or_default());
+        }
+    }
+    let mut submit: SubmitRun = serde_json::from_value(step_def.run.clone())
+        .map_err(|e| ApiError::internal("a stored step template no longer parses", e))?;
+    if let Some(input) = dag::step_input(def, step, &outputs) {
+        submit.input = None;
+        submit.input_base64 = Some(base64::engine::general_purpose::STANDARD.encode(input));
+    }
+    submit.idempotency_key = Some(format!("workflow:{}:{step}", run.id));
+    let prepared = prepare(state, &run.tenant_id, submit).await;
+    let mut new_run = match prepared {
+        Ok(new_run) => new_run,
+        Err(e) => {
+            // The module or a grant went away since the workflow was
+            // defined: this step fails, and the DAG decides the rest.
+            tracing::warn!(workflow_run = %run.id, step, "cannot start step: {}", e.message);
+            state
+                .db
+                .move_step(&run.id, step, "pending", "failed", None)
+                .await?;
+            return Ok(());
+        }
+    };
+    new_run.workflow_run_id = Some(run.id.clone());
+    new_run.step_name = Some(step.to_string());
+    let (run_id, created) = state.db.submit_run(&new_run, crate::now_ms()).await?;
+    state
+        .db
+        .move_step(&run.id, step, "pending", "running", Some(&run_id))
+        .await?;
+    if created {
+        state.metrics.submitted();
+        state.work_available.notify_waiters();
+    }
+    Ok(())
 }

@@ -84,23 +84,10 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
 
     if roles.scheduler {
-        let (db, tick, notify, stop) = (
-            state.db.clone(),
-            state.config.server.tick,
-            state.work_available.clone(),
-            stop.clone(),
-        );
-        tasks.spawn(crate::scheduler::run(db, tick, notify, stop));
+        tasks.spawn(crate::scheduler::run(state.clone(), stop.clone()));
     }
     if roles.workers > 0 {
-        let worker = Worker::new(
-            state.db.clone(),
-            state.runtime.clone(),
-            state.modules.clone(),
-            state.config.clone(),
-            state.metrics.clone(),
-            state.work_available.clone(),
-        );
+        let worker = Worker::new(&state);
         tasks.spawn(worker.run(roles.workers, stop.clone()));
     }
 

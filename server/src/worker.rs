@@ -38,6 +38,7 @@ pub struct Worker {
     config: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
     work_available: Arc<Notify>,
+    scheduler_wake: Arc<Notify>,
     /// Memory not yet promised to running runs, in bytes. Claims only take
     /// runs whose memory limit fits, so a worker never admits more than it
     /// can hold.
@@ -45,14 +46,17 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(
-        db: Db,
-        runtime: Arc<Runtime>,
-        modules: Arc<dyn ObjectStore>,
-        config: Arc<ServerConfig>,
-        metrics: Arc<Metrics>,
-        work_available: Arc<Notify>,
-    ) -> Arc<Self> {
+    /// A worker sharing `state`'s database, runtime and module store.
+    pub fn new(state: &crate::api::AppState) -> Arc<Self> {
+        let (db, runtime, modules, config, metrics, work_available, scheduler_wake) = (
+            state.db.clone(),
+            state.runtime.clone(),
+            state.modules.clone(),
+            state.config.clone(),
+            state.metrics.clone(),
+            state.work_available.clone(),
+            state.scheduler_wake.clone(),
+        );
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let id = format!(
             "{}-{}-{}",
@@ -69,6 +73,7 @@ impl Worker {
             config,
             metrics,
             work_available,
+            scheduler_wake,
             free_memory,
         })
     }
@@ -375,6 +380,7 @@ impl Worker {
             }
         }
         self.metrics.finished(state, elapsed);
+        self.scheduler_wake.notify_waiters();
         if state == RunState::Queued {
             self.work_available.notify_waiters();
         }

@@ -79,19 +79,9 @@ type = "memory"
     let mut stop = None;
     if workers > 0 {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let worker = Worker::new(
-            state.db.clone(),
-            state.runtime.clone(),
-            state.modules.clone(),
-            state.config.clone(),
-            state.metrics.clone(),
-            state.work_available.clone(),
-        );
-        tokio::spawn(worker.run(workers, rx));
+        tokio::spawn(Worker::new(&state).run(workers, rx));
         tokio::spawn(caisson_server::scheduler::run(
-            state.db.clone(),
-            Duration::from_millis(100),
-            state.work_available.clone(),
+            state.clone(),
             tx.subscribe(),
         ));
         stop = Some(tx);

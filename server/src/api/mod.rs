@@ -20,6 +20,7 @@ use crate::db::{Db, GrantSet};
 use crate::metrics::Metrics;
 
 pub mod error;
+pub mod flows;
 mod modules;
 mod ops;
 pub mod runs;
@@ -42,6 +43,8 @@ pub struct AppState {
     /// Woken when a run is submitted, so in-process workers start it at
     /// once instead of at their next poll.
     pub work_available: Arc<Notify>,
+    /// Woken when a run finishes, so workflows move on at once.
+    pub scheduler_wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -135,6 +138,7 @@ impl AppState {
             allowed: RwLock::new(allowed),
             default_tenant,
             work_available: Arc::new(Notify::new()),
+            scheduler_wake: Arc::new(Notify::new()),
             metrics,
         })
     }
@@ -169,6 +173,15 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(runs::get))
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::logs))
+        .routes(routes!(flows::create_schedule, flows::list_schedules))
+        .routes(routes!(flows::get_schedule, flows::delete_schedule))
+        .routes(routes!(flows::pause_schedule))
+        .routes(routes!(flows::resume_schedule))
+        .routes(routes!(flows::backfill))
+        .routes(routes!(flows::create_workflow, flows::list_workflows))
+        .routes(routes!(flows::get_workflow, flows::delete_workflow))
+        .routes(routes!(flows::start_workflow))
+        .routes(routes!(flows::get_workflow_run))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

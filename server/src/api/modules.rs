@@ -179,6 +179,11 @@ pub async fn delete(
     if doomed.is_empty() {
         return Err(ApiError::not_found(format!("module {name}")));
     }
+    if let Some(user) = super::flows::module_user(&state, &caller.tenant_id, &name).await? {
+        return Err(ApiError::conflict(format!(
+            "module {name} is used by {user}; remove that first"
+        )));
+    }
     state
         .db
         .delete_module(&caller.tenant_id, &name, query.version.as_deref())

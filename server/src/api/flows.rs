@@ -1,0 +1,500 @@
+//! `/v1/schedules` (cron) and `/v1/workflows` (DAGs of runs).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::runs::{SubmitRun, prepare};
+use super::{ApiError, ApiResult, AppState, Caller};
+use crate::cron::{CatchUp, CronSchedule};
+use crate::dag::{self, WorkflowDef};
+use crate::db::{ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord};
+
+/// A schedule to create.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSchedule {
+    pub name: String,
+    /// Five fields (`0 2 * * *`), six with seconds, or `@daily` and friends.
+    pub cron: String,
+    /// IANA time zone the expression is read in; default `UTC`.
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// After downtime: `skip` runs only the latest missed time, `all` every one.
+    #[serde(default)]
+    pub catch_up: CatchUp,
+    /// The run to start each time. `{{logical_date}}` and `{{ds}}` in its
+    /// params are replaced, and a `logical_date` param is added.
+    pub run: SubmitRun,
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// A backfill request: every fire time in `(from, to]` gets a run.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backfill {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// Runs a backfill started.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BackfillResult {
+    pub runs: Vec<String>,
+}
+
+/// The most runs one backfill may start.
+const MAX_BACKFILL: usize = 1000;
+
+/// Checks that every module, grant and limit in a template is acceptable
+/// for the tenant now, so mistakes are a 400 at creation and not a failed
+/// firing at 2 a.m.
+async fn check_template(state: &AppState, tenant_id: &str, template: &SubmitRun) -> ApiResult<()> {
+    prepare(state, tenant_id, template.clone()).await.map(drop)
+}
+
+/// Create a cron schedule.
+#[utoipa::path(
+    post,
+    path = "/v1/schedules",
+    request_body = CreateSchedule,
+    responses((status = 201, body = ScheduleRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)),
+    tag = "schedules"
+)]
+pub async fn create_schedule(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<CreateSchedule>,
+) -> ApiResult<(StatusCode, Json<ScheduleRecord>)> {
+    super::modules::check_name("schedule name", &body.name)?;
+    let cron = CronSchedule::parse(&body.cron, &body.timezone)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    check_template(&state, &caller.tenant_id, &body.run).await?;
+    let now = crate::now_ms();
+    let next = if body.paused {
+        None
+    } else {
+        cron.next_after(super::runs::time(now))
+            .map(|t| t.timestamp_millis())
+    };
+    let record = ScheduleRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: body.name,
+        cron: body.cron,
+        timezone: body.timezone,
+        template: serde_json::to_value(&body.run).map_err(|e| ApiError::internal("template", e))?,
+        catch_up: match body.catch_up {
+            CatchUp::Skip => "skip".into(),
+            CatchUp::All => "all".into(),
+        },
+        paused: body.paused,
+        next_fire_at: next,
+        last_fired_at: None,
+        created_at: now,
+    };
+    match state.db.insert_schedule(&caller.tenant_id, &record).await {
+        Ok(()) => Ok((StatusCode::CREATED, Json(record))),
+        Err(crate::db::DbError::Conflict(_)) => Err(ApiError::conflict(format!(
+            "schedule {} exists",
+            record.name
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// List schedules.
+#[utoipa::path(get, path = "/v1/schedules", responses((status = 200, body = Vec<ScheduleRecord>)), tag = "schedules")]
+pub async fn list_schedules(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<ScheduleRecord>>> {
+    Ok(Json(state.db.list_schedules(&caller.tenant_id).await?))
+}
+
+async fn schedule(state: &AppState, tenant_id: &str, name: &str) -> ApiResult<ScheduleRecord> {
+    state
+        .db
+        .get_schedule(tenant_id, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("schedule {name}")))
+}
+
+/// Get a schedule.
+#[utoipa::path(
+    get,
+    path = "/v1/schedules/{name}",
+    params(("name" = String, Path)),
+    responses((status = 200, body = ScheduleRecord), (status = 404, body = super::error::ErrorBody)),
+    tag = "schedules"
+)]
+pub async fn get_schedule(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ScheduleRecord>> {
+    Ok(Json(schedule(&state, &caller.tenant_id, &name).await?))
+}
+
+/// Delete a schedule. Runs it already started are kept.
+#[utoipa::path(
+    delete,
+    path = "/v1/schedules/{name}",
+    params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = super::error::ErrorBody)),
+    tag = "schedules"
+)]
+pub async fn delete_schedule(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    if state.db.delete_schedule(&caller.tenant_id, &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("schedule {name}")))
+    }
+}
+
+/// Pause a schedule: it fires no more until resumed.
+#[utoipa::path(
+    post,
+    path = "/v1/schedules/{name}/pause",
+    params(("name" = String, Path)),
+    responses((status = 200, body = ScheduleRecord), (status = 404, body = super::error::ErrorBody)),
+    tag = "schedules"
+)]
+pub async fn pause_schedule(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ScheduleRecord>> {
+    schedule(&state, &caller.tenant_id, &name).await?;
+    state
+        .db
+        .set_schedule_paused(&caller.tenant_id, &name, true, None)
+        .await?;
+    Ok(Json(schedule(&state, &caller.tenant_id, &name).await?))
+}
+
+/// Resume a schedule. Times missed while paused are not caught up.
+#[utoipa::path(
+    post,
+    path = "/v1/schedules/{name}/resume",
+    params(("name" = String, Path)),
+    responses((status = 200, body = ScheduleRecord), (status = 404, body = super::error::ErrorBody)),
+    tag = "schedules"
+)]
+pub async fn resume_schedule(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ScheduleRecord>> {
+    let record = schedule(&state, &caller.tenant_id, &name).await?;
+    let cron = CronSchedule::parse(&record.cron, &record.timezone)
+        .map_err(|e| ApiError::internal("stored cron", e))?;
+    let next = cron.next_after(Utc::now()).map(|t| t.timestamp_millis());
+    state
+        .db
+        .set_schedule_paused(&caller.tenant_id, &name, false, next)
+        .await?;
+    Ok(Json(schedule(&state, &caller.tenant_id, &name).await?))
+}
+
+/// Start a run for every fire time in `(from, to]`, each with its
+/// `logical_date`. Fire times that already have a run are not repeated.
+#[utoipa::path(
+    post,
+    path = "/v1/schedules/{name}/backfill",
+    params(("name" = String, Path)),
+    request_body = Backfill,
+    responses((status = 201, body = BackfillResult), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    tag = "schedules"
+)]
+pub async fn backfill(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<Backfill>,
+) -> ApiResult<(StatusCode, Json<BackfillResult>)> {
+    let record = schedule(&state, &caller.tenant_id, &name).await?;
+    if body.to <= body.from {
+        return Err(ApiError::bad_request("`to` must be after `from`"));
+    }
+    let cron = CronSchedule::parse(&record.cron, &record.timezone)
+        .map_err(|e| ApiError::internal("stored cron", e))?;
+    let fires = cron.fires_between(body.from, body.to, MAX_BACKFILL + 1);
+    if fires.len() > MAX_BACKFILL {
+        return Err(ApiError::bad_request(format!(
+            "the range holds more than {MAX_BACKFILL} fire times; backfill in smaller ranges"
+        )));
+    }
+    let mut runs = Vec::with_capacity(fires.len());
+    for fire in fires {
+        runs.push(
+            crate::scheduler::start_scheduled(&state, &caller.tenant_id, &record, &cron, fire)
+                .await?,
+        );
+    }
+    Ok((StatusCode::CREATED, Json(BackfillResult { runs })))
+}
+
+/// A workflow to create.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkflow {
+    pub name: String,
+    /// Steps, each `{name, depends_on, allow_failure, run}` where `run` is
+    /// a run submission. A step with one dependency gets that step's
+    /// output as its input; with several, a JSON object of their outputs.
+    #[serde(flatten)]
+    pub definition: WorkflowDef,
+}
+
+/// Create a workflow. Cycles, unknown steps and unknown modules are 400.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows",
+    request_body = CreateWorkflow,
+    responses((status = 201, body = WorkflowRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)),
+    tag = "workflows"
+)]
+pub async fn create_workflow(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<CreateWorkflow>,
+) -> ApiResult<(StatusCode, Json<WorkflowRecord>)> {
+    super::modules::check_name("workflow name", &body.name)?;
+    dag::validate(&body.definition).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    for step in &body.definition.steps {
+        let template: SubmitRun = serde_json::from_value(step.run.clone()).map_err(|e| {
+            ApiError::bad_request(format!("step {}: bad run template: {e}", step.name))
+        })?;
+        check_template(&state, &caller.tenant_id, &template)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("step {}: {}", step.name, e.message)))?;
+    }
+    let definition =
+        serde_json::to_value(&body.definition).map_err(|e| ApiError::internal("definition", e))?;
+    let now = crate::now_ms();
+    match state
+        .db
+        .insert_workflow(&caller.tenant_id, &body.name, &definition, now)
+        .await
+    {
+        Ok(()) => Ok((
+            StatusCode::CREATED,
+            Json(WorkflowRecord {
+                name: body.name,
+                definition,
+                created_at: now,
+            }),
+        )),
+        Err(crate::db::DbError::Conflict(_)) => {
+            Err(ApiError::conflict(format!("workflow {} exists", body.name)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// List workflows.
+#[utoipa::path(get, path = "/v1/workflows", responses((status = 200, body = Vec<WorkflowRecord>)), tag = "workflows")]
+pub async fn list_workflows(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<WorkflowRecord>>> {
+    Ok(Json(state.db.list_workflows(&caller.tenant_id).await?))
+}
+
+/// A workflow with its recent runs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WorkflowView {
+    #[serde(flatten)]
+    pub workflow: WorkflowRecord,
+    pub runs: Vec<WorkflowRunRecord>,
+}
+
+/// Get a workflow and its recent runs.
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{name}",
+    params(("name" = String, Path)),
+    responses((status = 200, body = WorkflowView), (status = 404, body = super::error::ErrorBody)),
+    tag = "workflows"
+)]
+pub async fn get_workflow(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<WorkflowView>> {
+    let workflow = state
+        .db
+        .get_workflow(&caller.tenant_id, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("workflow {name}")))?;
+    let runs = state
+        .db
+        .list_workflow_runs(&caller.tenant_id, &name)
+        .await?;
+    Ok(Json(WorkflowView { workflow, runs }))
+}
+
+/// Delete a workflow. Runs of it in progress go on.
+#[utoipa::path(
+    delete,
+    path = "/v1/workflows/{name}",
+    params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = super::error::ErrorBody)),
+    tag = "workflows"
+)]
+pub async fn delete_workflow(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    if state.db.delete_workflow(&caller.tenant_id, &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("workflow {name}")))
+    }
+}
+
+/// A workflow run with the state of each step.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkflowRunView {
+    pub id: String,
+    pub workflow: String,
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub steps: Vec<StepView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StepView {
+    pub name: String,
+    pub state: String,
+    pub run_id: Option<String>,
+}
+
+impl From<StepRecord> for StepView {
+    fn from(step: StepRecord) -> Self {
+        StepView {
+            name: step.name,
+            state: step.state,
+            run_id: step.run_id,
+        }
+    }
+}
+
+async fn workflow_run_view(state: &AppState, run: WorkflowRunRecord) -> ApiResult<WorkflowRunView> {
+    let steps = state.db.workflow_steps(&run.id).await?;
+    Ok(WorkflowRunView {
+        id: run.id,
+        workflow: run.workflow,
+        state: run.state,
+        created_at: super::runs::time(run.created_at),
+        finished_at: run.finished_at.map(super::runs::time),
+        steps: steps.into_iter().map(StepView::from).collect(),
+    })
+}
+
+/// Start a run of a workflow.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{name}/runs",
+    params(("name" = String, Path)),
+    responses((status = 201, body = WorkflowRunView), (status = 404, body = super::error::ErrorBody)),
+    tag = "workflows"
+)]
+pub async fn start_workflow(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<WorkflowRunView>)> {
+    let workflow = state
+        .db
+        .get_workflow(&caller.tenant_id, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("workflow {name}")))?;
+    let def: WorkflowDef = serde_json::from_value(workflow.definition.clone())
+        .map_err(|e| ApiError::internal("stored workflow", e))?;
+    let steps: Vec<String> = def.steps.iter().map(|s| s.name.clone()).collect();
+    let id = state
+        .db
+        .create_workflow_run(
+            &caller.tenant_id,
+            &name,
+            &workflow.definition,
+            &steps,
+            crate::now_ms(),
+        )
+        .await?;
+    let run = state
+        .db
+        .get_workflow_run(&caller.tenant_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::internal("a workflow run vanished", &id))?;
+    // Start the first steps now rather than at the next tick.
+    crate::scheduler::advance_workflow(&state, &run).await?;
+    let run = state
+        .db
+        .get_workflow_run(&caller.tenant_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::internal("a workflow run vanished", &id))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(workflow_run_view(&state, run).await?),
+    ))
+}
+
+/// Get a workflow run and its steps.
+#[utoipa::path(
+    get,
+    path = "/v1/workflow-runs/{id}",
+    params(("id" = String, Path)),
+    responses((status = 200, body = WorkflowRunView), (status = 404, body = super::error::ErrorBody)),
+    tag = "workflows"
+)]
+pub async fn get_workflow_run(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WorkflowRunView>> {
+    let run = state
+        .db
+        .get_workflow_run(&caller.tenant_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("workflow run {id}")))?;
+    Ok(Json(workflow_run_view(&state, run).await?))
+}
+
+/// The first schedule or workflow of `tenant` whose runs use `module`.
+pub(crate) async fn module_user(
+    state: &AppState,
+    tenant_id: &str,
+    module: &str,
+) -> ApiResult<Option<String>> {
+    for schedule in state.db.list_schedules(tenant_id).await? {
+        if schedule.template["module"] == module {
+            return Ok(Some(format!("schedule {}", schedule.name)));
+        }
+    }
+    for workflow in state.db.list_workflows(tenant_id).await? {
+        let uses = workflow.definition["steps"]
+            .as_array()
+            .is_some_and(|steps| steps.iter().any(|s| s["run"]["module"] == module));
+        if uses {
+            return Ok(Some(format!("workflow {}", workflow.name)));
+        }
+    }
+    Ok(None)
+}

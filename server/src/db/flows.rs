@@ -1,0 +1,433 @@
+//! Schedules and workflows: the rows behind `/v1/schedules` and
+//! `/v1/workflows`. Definitions and run templates are stored as JSON text;
+//! the API validates them before they get here.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Db, DbError, db_err, new_id};
+
+/// A stored cron schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ScheduleRecord {
+    pub id: String,
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    /// The run template (a `SubmitRun`).
+    pub template: serde_json::Value,
+    /// `skip` or `all`.
+    pub catch_up: String,
+    pub paused: bool,
+    /// When it fires next (ms); `None` while paused.
+    pub next_fire_at: Option<i64>,
+    pub last_fired_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A stored workflow definition.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct WorkflowRecord {
+    pub name: String,
+    pub definition: serde_json::Value,
+    pub created_at: i64,
+}
+
+/// One run of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct WorkflowRunRecord {
+    pub id: String,
+    #[serde(skip)]
+    pub tenant_id: String,
+    pub workflow: String,
+    /// The definition as it was when the run started.
+    pub definition: serde_json::Value,
+    /// running | succeeded | failed | cancelled
+    pub state: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// One step of a workflow run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct StepRecord {
+    pub name: String,
+    /// pending | running | succeeded | failed | skipped
+    pub state: String,
+    pub run_id: Option<String>,
+}
+
+fn json_column(row: &AnyRow, column: &str) -> Result<serde_json::Value, DbError> {
+    let text: String = row.try_get(column).map_err(db_err)?;
+    serde_json::from_str(&text).map_err(|e| DbError::Other(format!("corrupt {column}: {e}")))
+}
+
+fn schedule_from_row(row: &AnyRow) -> Result<ScheduleRecord, DbError> {
+    Ok(ScheduleRecord {
+        id: row.try_get("id").map_err(db_err)?,
+        name: row.try_get("name").map_err(db_err)?,
+        cron: row.try_get("cron").map_err(db_err)?,
+        timezone: row.try_get("timezone").map_err(db_err)?,
+        template: json_column(row, "template")?,
+        catch_up: row.try_get("catch_up").map_err(db_err)?,
+        paused: row.try_get::<i64, _>("paused").map_err(db_err)? != 0,
+        next_fire_at: row.try_get("next_fire_at").map_err(db_err)?,
+        last_fired_at: row.try_get("last_fired_at").map_err(db_err)?,
+        created_at: row.try_get("created_at").map_err(db_err)?,
+    })
+}
+
+fn workflow_run_from_row(row: &AnyRow) -> Result<WorkflowRunRecord, DbError> {
+    Ok(WorkflowRunRecord {
+        id: row.try_get("id").map_err(db_err)?,
+        tenant_id: row.try_get("tenant_id").map_err(db_err)?,
+        workflow: row.try_get("workflow_name").map_err(db_err)?,
+        definition: json_column(row, "definition")?,
+        state: row.try_get("state").map_err(db_err)?,
+        created_at: row.try_get("created_at").map_err(db_err)?,
+        finished_at: row.try_get("finished_at").map_err(db_err)?,
+    })
+}
+
+const SCHEDULE_COLUMNS: &str =
+    "id, name, cron, timezone, template, catch_up, paused, next_fire_at, last_fired_at, created_at";
+const WORKFLOW_RUN_COLUMNS: &str =
+    "id, tenant_id, workflow_name, definition, state, created_at, finished_at";
+
+impl Db {
+    // ---- schedules
+
+    /// Stores a new schedule; a taken name is `Conflict`.
+    pub async fn insert_schedule(
+        &self,
+        tenant_id: &str,
+        schedule: &ScheduleRecord,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO schedules (id, tenant_id, name, cron, timezone, template, catch_up, paused, \
+             next_fire_at, last_fired_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&schedule.id)
+        .bind(tenant_id)
+        .bind(&schedule.name)
+        .bind(&schedule.cron)
+        .bind(&schedule.timezone)
+        .bind(schedule.template.to_string())
+        .bind(&schedule.catch_up)
+        .bind(i64::from(schedule.paused))
+        .bind(schedule.next_fire_at)
+        .bind(schedule.last_fired_at)
+        .bind(schedule.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub async fn list_schedules(&self, tenant_id: &str) -> Result<Vec<ScheduleRecord>, DbError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE tenant_id = $1 ORDER BY name"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    pub async fn get_schedule(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Option<ScheduleRecord>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE tenant_id = $1 AND name = $2"
+        ))
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    pub async fn delete_schedule(&self, tenant_id: &str, name: &str) -> Result<bool, DbError> {
+        let done = sqlx::query("DELETE FROM schedules WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Pauses (`next_fire_at = None`) or resumes a schedule.
+    pub async fn set_schedule_paused(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        paused: bool,
+        next_fire_at: Option<i64>,
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE schedules SET paused = $3, next_fire_at = $4 WHERE tenant_id = $1 AND name = $2",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .bind(i64::from(paused))
+        .bind(next_fire_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Schedules due at `now`, with their tenant ids.
+    pub async fn due_schedules(&self, now: i64) -> Result<Vec<(String, ScheduleRecord)>, DbError> {
+        let rows = sqlx::query(&format!(
+            "SELECT tenant_id, {SCHEDULE_COLUMNS} FROM schedules \
+             WHERE paused = 0 AND next_fire_at IS NOT NULL AND next_fire_at <= $1 ORDER BY next_fire_at"
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("tenant_id").map_err(db_err)?,
+                    schedule_from_row(row)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Moves a schedule on, if its `next_fire_at` is still `expected`.
+    /// Two schedulers racing for one firing: only one sees `true`.
+    pub async fn advance_schedule(
+        &self,
+        id: &str,
+        expected: i64,
+        next_fire_at: Option<i64>,
+        fired_at: i64,
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE schedules SET next_fire_at = $3, last_fired_at = $4 \
+             WHERE id = $1 AND next_fire_at = $2 AND paused = 0",
+        )
+        .bind(id)
+        .bind(expected)
+        .bind(next_fire_at)
+        .bind(fired_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- workflows
+
+    /// Stores a workflow definition; a taken name is `Conflict`.
+    pub async fn insert_workflow(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        definition: &serde_json::Value,
+        now: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query("INSERT INTO workflows (tenant_id, name, definition, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(tenant_id)
+            .bind(name)
+            .bind(definition.to_string())
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub async fn list_workflows(&self, tenant_id: &str) -> Result<Vec<WorkflowRecord>, DbError> {
+        let rows = sqlx::query(
+            "SELECT name, definition, created_at FROM workflows WHERE tenant_id = $1 ORDER BY name",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(WorkflowRecord {
+                    name: row.try_get("name").map_err(db_err)?,
+                    definition: json_column(row, "definition")?,
+                    created_at: row.try_get("created_at").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn get_workflow(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Option<WorkflowRecord>, DbError> {
+        Ok(self
+            .list_workflows(tenant_id)
+            .await?
+            .into_iter()
+            .find(|w| w.name == name))
+    }
+
+    pub async fn delete_workflow(&self, tenant_id: &str, name: &str) -> Result<bool, DbError> {
+        let done = sqlx::query("DELETE FROM workflows WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Starts a workflow run with every step pending. Returns its id.
+    pub async fn create_workflow_run(
+        &self,
+        tenant_id: &str,
+        workflow: &str,
+        definition: &serde_json::Value,
+        steps: &[String],
+        now: i64,
+    ) -> Result<String, DbError> {
+        let id = new_id();
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO workflow_runs (id, tenant_id, workflow_name, definition, state, created_at) \
+             VALUES ($1, $2, $3, $4, 'running', $5)",
+        )
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(workflow)
+        .bind(definition.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        for step in steps {
+            sqlx::query("INSERT INTO workflow_steps (workflow_run_id, step_name, state) VALUES ($1, $2, 'pending')")
+                .bind(&id)
+                .bind(step)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(id)
+    }
+
+    pub async fn get_workflow_run(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<WorkflowRunRecord>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT {WORKFLOW_RUN_COLUMNS} FROM workflow_runs WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(workflow_run_from_row).transpose()
+    }
+
+    /// A tenant's runs of one workflow, newest first.
+    pub async fn list_workflow_runs(
+        &self,
+        tenant_id: &str,
+        workflow: &str,
+    ) -> Result<Vec<WorkflowRunRecord>, DbError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {WORKFLOW_RUN_COLUMNS} FROM workflow_runs WHERE tenant_id = $1 AND workflow_name = $2 \
+             ORDER BY created_at DESC LIMIT 100"
+        ))
+        .bind(tenant_id)
+        .bind(workflow)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(workflow_run_from_row).collect()
+    }
+
+    /// Every workflow run still in progress, all tenants: the scheduler's work list.
+    pub async fn open_workflow_runs(&self) -> Result<Vec<WorkflowRunRecord>, DbError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {WORKFLOW_RUN_COLUMNS} FROM workflow_runs WHERE state = 'running' ORDER BY created_at"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(workflow_run_from_row).collect()
+    }
+
+    pub async fn workflow_steps(&self, workflow_run_id: &str) -> Result<Vec<StepRecord>, DbError> {
+        let rows = sqlx::query(
+            "SELECT step_name, state, run_id FROM workflow_steps WHERE workflow_run_id = $1 ORDER BY step_name",
+        )
+        .bind(workflow_run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StepRecord {
+                    name: row.try_get("step_name").map_err(db_err)?,
+                    state: row.try_get("state").map_err(db_err)?,
+                    run_id: row.try_get("run_id").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Moves a step from `from` to `to` (with its run id, if any). Returns
+    /// whether it moved: schedulers racing on one step agree on one winner.
+    pub async fn move_step(
+        &self,
+        workflow_run_id: &str,
+        step: &str,
+        from: &str,
+        to: &str,
+        run_id: Option<&str>,
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE workflow_steps SET state = $4, run_id = COALESCE($5, run_id) \
+             WHERE workflow_run_id = $1 AND step_name = $2 AND state = $3",
+        )
+        .bind(workflow_run_id)
+        .bind(step)
+        .bind(from)
+        .bind(to)
+        .bind(run_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Ends a workflow run.
+    pub async fn finish_workflow_run(
+        &self,
+        id: &str,
+        state: &str,
+        now: i64,
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE workflow_runs SET state = $2, finished_at = $3 WHERE id = $1 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+}

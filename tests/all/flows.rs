@@ -1,0 +1,282 @@
+//! Cron schedules and DAG workflows through the API. Time is injected:
+//! the tests call the scheduler's `tick` with the "now" they want.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Value, json};
+
+use caisson_server::scheduler::tick;
+use caisson_tests::guest;
+
+use crate::api::app;
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+async fn runs_of_schedule(app: &crate::api::App, schedule_id: &str) -> Vec<Value> {
+    let (_, page) = app.json("GET", "/v1/runs?limit=500", None, None).await;
+    let mut runs: Vec<Value> = page["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["schedule_id"] == schedule_id)
+        .cloned()
+        .collect();
+    runs.sort_by_key(|r| r["logical_date"].as_str().unwrap_or_default().to_string());
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_fire_catch_up_pause_and_backfill() {
+    let app = app("", 0).await;
+    app.upload("echo-params", guest("echo-params"), None).await;
+    let (status, bad) = app
+        .json(
+            "POST",
+            "/v1/schedules",
+            None,
+            Some(json!({"name": "x", "cron": "61 * * * *", "run": {"module": "echo-params"}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, bad) = app
+        .json("POST", "/v1/schedules", None, Some(json!({"name": "x", "cron": "@hourly", "timezone": "Mars/Olympus", "run": {"module": "echo-params"}})))
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, bad) = app
+        .json(
+            "POST",
+            "/v1/schedules",
+            None,
+            Some(json!({"name": "x", "cron": "@hourly", "run": {"module": "nope"}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{bad}");
+
+    let (status, hourly) = app
+        .json(
+            "POST",
+            "/v1/schedules",
+            None,
+            Some(json!({
+                "name": "hourly",
+                "cron": "0 * * * *",
+                "timezone": "Europe/Berlin",
+                "catch_up": "all",
+                "run": {"module": "echo-params", "params": {"day": "{{ds}}"}}
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{hourly}");
+    let id = hourly["id"].as_str().unwrap().to_string();
+    let first = hourly["next_fire_at"].as_i64().unwrap();
+    let first_time = Utc.timestamp_millis_opt(first).unwrap();
+
+    // Nothing is due before the first fire time.
+    tick(&app.state, first_time - chrono::TimeDelta::seconds(1)).await;
+    assert!(runs_of_schedule(&app, &id).await.is_empty());
+    // Three hours of downtime: with catch_up = all, every missed hour runs.
+    tick(&app.state, first_time + chrono::TimeDelta::minutes(150)).await;
+    let runs = runs_of_schedule(&app, &id).await;
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert_eq!(runs[0]["params"]["logical_date"], first_time.to_rfc3339());
+    let berlin_day = first_time
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .format("%Y-%m-%d")
+        .to_string();
+    assert_eq!(runs[0]["params"]["day"], berlin_day);
+    // A second tick at the same time starts nothing more.
+    tick(&app.state, first_time + chrono::TimeDelta::minutes(150)).await;
+    assert_eq!(runs_of_schedule(&app, &id).await.len(), 3);
+
+    // Pause: nothing fires; resume: the paused time is not caught up.
+    let (status, paused) = app
+        .json("POST", "/v1/schedules/hourly/pause", None, None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(paused["paused"], true);
+    tick(&app.state, first_time + chrono::TimeDelta::hours(10)).await;
+    assert_eq!(runs_of_schedule(&app, &id).await.len(), 3);
+    let (_, resumed) = app
+        .json("POST", "/v1/schedules/hourly/resume", None, None)
+        .await;
+    assert_eq!(resumed["paused"], false);
+    assert!(resumed["next_fire_at"].as_i64().unwrap() > Utc::now().timestamp_millis());
+
+    // Backfill a day range: one run per hour; the times that already ran
+    // are not repeated.
+    let (status, backfill) = app
+        .json(
+            "POST",
+            "/v1/schedules/hourly/backfill",
+            None,
+            Some(json!({"from": (first_time - chrono::TimeDelta::hours(2)).to_rfc3339(), "to": (first_time + chrono::TimeDelta::hours(1)).to_rfc3339()})),
+        )
+        .await;
+    assert_eq!(status, 201, "{backfill}");
+    assert_eq!(backfill["runs"].as_array().unwrap().len(), 3);
+    // (from, to] holds first-1h, first, first+1h; two of those ran already.
+    assert_eq!(runs_of_schedule(&app, &id).await.len(), 4);
+
+    // A skip schedule runs only the latest missed time.
+    let (_, skip) = app
+        .json("POST", "/v1/schedules", None, Some(json!({"name": "skipper", "cron": "*/10 * * * *", "run": {"module": "echo-params"}})))
+        .await;
+    let skip_first = Utc
+        .timestamp_millis_opt(skip["next_fire_at"].as_i64().unwrap())
+        .unwrap();
+    tick(&app.state, skip_first + chrono::TimeDelta::minutes(55)).await;
+    let runs = runs_of_schedule(&app, skip["id"].as_str().unwrap()).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        runs[0]["params"]["logical_date"],
+        (skip_first + chrono::TimeDelta::minutes(50)).to_rfc3339()
+    );
+
+    // A module in use by a schedule cannot be deleted.
+    let (status, body) = app
+        .json("DELETE", "/v1/modules/echo-params", None, None)
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = app.json("DELETE", "/v1/schedules/hourly", None, None).await;
+    assert_eq!(status, 204);
+    let _ = at("2026-01-01T00:00:00Z");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_are_validated() {
+    let app = app("", 0).await;
+    app.upload("hello", guest("hello"), None).await;
+    let step = |name: &str, deps: &[&str]| json!({"name": name, "depends_on": deps, "run": {"module": "hello"}});
+    let cases = [
+        (
+            json!({"name": "w", "steps": [step("a", &["b"]), step("b", &["a"])]}),
+            "cycle",
+        ),
+        (
+            json!({"name": "w", "steps": [step("a", &["ghost"])]}),
+            "ghost",
+        ),
+        (
+            json!({"name": "w", "steps": [{"name": "a", "run": {"module": "missing"}}]}),
+            "unknown module",
+        ),
+        (json!({"name": "w", "steps": []}), "step"),
+    ];
+    for (body, needle) in cases {
+        let (status, answer) = app
+            .json("POST", "/v1/workflows", None, Some(body.clone()))
+            .await;
+        assert_eq!(status, 400, "{body} -> {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{body} -> {answer}"
+        );
+    }
+}
+
+async fn wait_workflow(app: &crate::api::App, id: &str) -> Value {
+    for _ in 0..600 {
+        let (_, run) = app
+            .json("GET", &format!("/v1/workflow-runs/{id}"), None, None)
+            .await;
+        if run["state"] != "running" {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("workflow run {id} did not finish");
+}
+
+fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_passes_outputs_along_and_fails_downstream() {
+    let app = app("", 2).await;
+    app.upload("hello", guest("hello"), None).await;
+    app.upload("fail-retryable", guest("fail-retryable"), None)
+        .await;
+    // a -> b -> c, and d after a; each hello prefixes "hello, " to its input.
+    let (status, body) = app
+        .json(
+            "POST",
+            "/v1/workflows",
+            None,
+            Some(json!({"name": "chain", "steps": [
+                {"name": "a", "run": {"module": "hello", "input": "start"}},
+                {"name": "b", "depends_on": ["a"], "run": {"module": "hello"}},
+                {"name": "c", "depends_on": ["b"], "run": {"module": "hello"}},
+                {"name": "d", "depends_on": ["a", "c"], "run": {"module": "hello"}}
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, started) = app
+        .json("POST", "/v1/workflows/chain/runs", None, None)
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let done = wait_workflow(&app, started["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let output = |name: &str| {
+        let id = step(&done, name)["run_id"].as_str().unwrap().to_string();
+        let app = &app;
+        async move {
+            app.json("GET", &format!("/v1/runs/{id}"), None, None)
+                .await
+                .1["output"]
+                .clone()
+        }
+    };
+    assert_eq!(output("a").await, "hello, start");
+    assert_eq!(output("b").await, "hello, hello, start");
+    assert_eq!(output("c").await, "hello, hello, hello, start");
+    // Several dependencies: a JSON object of their outputs.
+    let d: String = output("d").await.as_str().unwrap().to_string();
+    let inner: Value = serde_json::from_str(d.strip_prefix("hello, ").unwrap()).unwrap();
+    assert_eq!(inner["a"], "hello, start");
+
+    // A failing step skips its dependants unless it may fail.
+    app.json(
+        "POST",
+        "/v1/workflows",
+        None,
+        Some(json!({"name": "breaks", "steps": [
+            {"name": "bad", "run": {"module": "fail-retryable", "params": {"retryable": "false"}}},
+            {"name": "after", "depends_on": ["bad"], "run": {"module": "hello"}},
+            {"name": "later", "depends_on": ["after"], "run": {"module": "hello"}},
+            {"name": "tolerated", "allow_failure": true, "run": {"module": "fail-retryable", "params": {"retryable": "false"}}},
+            {"name": "anyway", "depends_on": ["tolerated"], "run": {"module": "hello"}}
+        ]})),
+    )
+    .await;
+    let (_, started) = app
+        .json("POST", "/v1/workflows/breaks/runs", None, None)
+        .await;
+    let done = wait_workflow(&app, started["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(step(&done, "bad")["state"], "failed");
+    assert_eq!(step(&done, "after")["state"], "skipped");
+    assert_eq!(step(&done, "later")["state"], "skipped");
+    assert!(
+        step(&done, "after")["run_id"].is_null(),
+        "a skipped step must not run"
+    );
+    assert_eq!(step(&done, "tolerated")["state"], "failed");
+    assert_eq!(step(&done, "anyway")["state"], "succeeded");
+    let (_, view) = app.json("GET", "/v1/workflows/breaks", None, None).await;
+    assert_eq!(view["runs"].as_array().unwrap().len(), 1);
+}
