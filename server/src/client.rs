@@ -446,8 +446,8 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
                 return print_json(&page);
             }
             println!(
-                "{:<36} {:<20} {:<10} {:>8}  {}",
-                "ID", "MODULE", "STATE", "ATTEMPTS", "CREATED"
+                "{:<36} {:<20} {:<10} {:>8}  CREATED",
+                "ID", "MODULE", "STATE", "ATTEMPTS"
             );
             for run in &page.runs {
                 println!(

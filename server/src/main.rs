@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Run a task once locally (`caisson run TASK.wasm`), or manage runs on
     /// a server (`caisson run submit|get|list|logs|cancel`).
-    Run(RunCommand),
+    Run(Box<RunCommand>),
     /// Check that a file is a task component, and list its imports and exports.
     Inspect {
         task: PathBuf,
@@ -146,14 +146,16 @@ fn main() -> std::process::ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(RunCommand {
-            remote: Some(remote),
-            ..
-        }) => client::run_remote(remote).await,
-        Command::Run(RunCommand {
-            remote: None,
-            local,
-        }) => run(local).await,
+        Command::Run(command) => match *command {
+            RunCommand {
+                remote: Some(remote),
+                ..
+            } => client::run_remote(remote).await,
+            RunCommand {
+                remote: None,
+                local,
+            } => run(local).await,
+        },
         Command::Inspect { task, config } => inspect(&task, config.as_deref()).await,
         Command::Serve(args) => serve(args).await,
         Command::Worker(args) => worker(args).await,

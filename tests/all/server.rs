@@ -25,6 +25,8 @@ impl Drop for Proc {
 
 impl Proc {
     /// Starts `caisson ARGS` and waits for its start-up line.
+    // The child is waited for in `Drop`.
+    #[allow(clippy::zombie_processes)]
     fn start(args: &[&str], dir: &Path) -> Proc {
         let mut child = Command::new(caisson_bin())
             .args(args)
