@@ -264,6 +264,10 @@ const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
 /// below SQLite's parameter limit.
 const LOG_ROWS_PER_INSERT: usize = 100;
 
+/// Lost attempts (beyond a run's retries) after which a run whose worker
+/// keeps dying fails instead of being re-queued.
+const MAX_LOST_ATTEMPTS: i64 = 3;
+
 /// Every column of `runs`, in [`RunRecord`] order. A macro so that it can
 /// be `concat!`ed into constant query texts.
 macro_rules! run_columns {
@@ -1162,8 +1166,13 @@ impl Db {
                 not_before,
                 timed_out,
             } => {
+                // A cancel requested while the attempt was failing wins:
+                // retrying would run what the user asked to stop.
                 let sql = format!(
-                    "UPDATE runs SET state = 'queued', not_before = $4, error = $5, retryable = 1, \
+                    "UPDATE runs SET \
+                     state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
+                     finished_at = CASE WHEN cancel_requested = 1 THEN $6 ELSE NULL END, \
+                     not_before = $4, error = $5, retryable = 1, \
                      worker_id = NULL, lease_until = NULL{HELD}"
                 );
                 let done = sqlx::query(&sql)
@@ -1172,6 +1181,7 @@ impl Db {
                     .bind(attempt)
                     .bind(not_before)
                     .bind(error)
+                    .bind(now)
                     .execute(&mut *tx)
                     .await;
                 let state = if *timed_out { "timed_out" } else { "failed" };
@@ -1296,6 +1306,21 @@ impl Db {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
+        // A run that has lost its worker again and again is probably what
+        // kills it: after MAX_LOST_ATTEMPTS losses beyond its retries it
+        // fails, instead of taking down one worker after another forever.
+        let abandoned = sqlx::query(
+            "UPDATE runs SET state = 'failed', finished_at = $1, lease_until = NULL, \
+             error = $2, retryable = 0 \
+             WHERE state = 'running' AND lease_until < $1 AND attempts >= max_retries + $3 \
+             RETURNING id, attempts",
+        )
+        .bind(now)
+        .bind(format!("{LOST} on {MAX_LOST_ATTEMPTS} attempts beyond its retries; the task may be crashing its workers"))
+        .bind(MAX_LOST_ATTEMPTS)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
         let requeued = sqlx::query(
             "UPDATE runs SET state = 'queued', worker_id = NULL, lease_until = NULL, \
              error = $2, retryable = 1 \
@@ -1306,7 +1331,7 @@ impl Db {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_err)?;
-        for row in cancelled.iter().chain(&requeued) {
+        for row in cancelled.iter().chain(&abandoned).chain(&requeued) {
             let id: String = row.try_get("id").map_err(db_err)?;
             let attempt: i64 = row.try_get("attempts").map_err(db_err)?;
             sqlx::query(
@@ -1322,7 +1347,7 @@ impl Db {
             .map_err(db_err)?;
         }
         tx.commit().await.map_err(db_err)?;
-        Ok((cancelled.len() + requeued.len()) as u64)
+        Ok((cancelled.len() + abandoned.len() + requeued.len()) as u64)
     }
 
     /// Number of runs per state (all tenants), for metrics.

@@ -1492,3 +1492,58 @@ async fn count_by_state_covers_all_tenants() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_cancel_requested_during_a_failing_attempt_is_not_retried() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let id = submit(&db, &t, NOW, |r| r.max_retries = 3).await;
+        db.claim_run("w", LEASE, NOW, GIB).await.unwrap().unwrap();
+        db.request_cancel(&t, &id, NOW + 1).await.unwrap();
+        let retry = AttemptOutcome::Retry {
+            error: "boom".into(),
+            not_before: NOW + 10,
+            timed_out: false,
+        };
+        assert!(
+            db.finish_attempt(&id, "w", 1, &retry, NOW + 2)
+                .await
+                .unwrap()
+        );
+        let run = db.get_run(&t, &id).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Cancelled);
+        assert_eq!(run.finished_at, Some(NOW + 2));
+        assert!(
+            db.claim_run("w", LEASE, NOW + 20, GIB)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_run_that_keeps_losing_its_worker_fails() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let id = submit(&db, &t, NOW, |r| r.max_retries = 1).await;
+        let mut now = NOW;
+        // Retries (1) plus three lost attempts: the fourth loss is final.
+        for round in 1..=4 {
+            let claim = db.claim_run("w", LEASE, now, GIB).await.unwrap().unwrap();
+            assert_eq!(claim.attempt, round);
+            now += 31_000;
+            assert_eq!(db.requeue_expired(now).await.unwrap(), 1);
+            let run = db.get_run(&t, &id).await.unwrap().unwrap();
+            if round < 4 {
+                assert_eq!(run.state, RunState::Queued, "round {round}");
+            } else {
+                assert_eq!(run.state, RunState::Failed, "round {round}");
+                assert!(run.error.unwrap().contains("crashing its workers"));
+            }
+        }
+        assert!(db.claim_run("w", LEASE, now, GIB).await.unwrap().is_none());
+    })
+    .await;
+}
