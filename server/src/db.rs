@@ -22,6 +22,7 @@ use sqlx::error::ErrorKind;
 use sqlx::{AnyConnection, Connection, Row};
 
 mod flows;
+mod tenants;
 pub use flows::{ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord};
 
 /// What went wrong talking to the database.

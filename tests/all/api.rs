@@ -476,7 +476,19 @@ async fn cancel_stops_queued_and_running_runs() {
         )
         .await;
     let running_id = running["id"].as_str().unwrap().to_string();
-    // With one slot busy, a second run stays queued.
+    let mut started = false;
+    for _ in 0..400 {
+        let (_, run) = app
+            .json("GET", &format!("/v1/runs/{running_id}"), None, None)
+            .await;
+        if run["state"] == "running" {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(started, "the first run never started");
+    // With the one slot busy, a second run stays queued.
     let (_, queued) = app
         .json(
             "POST",
@@ -486,15 +498,6 @@ async fn cancel_stops_queued_and_running_runs() {
         )
         .await;
     let queued_id = queued["id"].as_str().unwrap().to_string();
-    for _ in 0..200 {
-        let (_, run) = app
-            .json("GET", &format!("/v1/runs/{running_id}"), None, None)
-            .await;
-        if run["state"] == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
     let (status, body) = app
         .json("POST", &format!("/v1/runs/{queued_id}/cancel"), None, None)
         .await;
@@ -687,4 +690,83 @@ async fn tenants_see_only_their_own_things() {
     // Alpha still sees its run.
     let (status, _) = app.json("GET", &format!("/v1/runs/{id}"), a, None).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_manages_tenants_and_revocation_is_immediate() {
+    let app = app_with("admin_token = \"root-token\"", TENANTS, 0).await;
+    let admin = Some("root-token");
+    let body = json!({"name": "gamma", "objects": ["data"]});
+    // Only the admin may.
+    let (status, _) = app
+        .json(
+            "POST",
+            "/v1/tenants",
+            Some("alpha-token"),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, answer) = app
+        .json(
+            "POST",
+            "/v1/tenants",
+            admin,
+            Some(json!({"name": "delta", "objects": ["not-configured"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let (status, _) = app.json("POST", "/v1/tenants", admin, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, tenants) = app.json("GET", "/v1/tenants", admin, None).await;
+    assert!(
+        tenants
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "gamma" && t["objects"] == json!(["data"]))
+    );
+
+    let (status, minted) = app
+        .json("POST", "/v1/tenants/gamma/tokens", admin, None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let token = minted["token"].as_str().unwrap().to_string();
+    let gamma = Some(token.as_str());
+    app.upload("hello", guest("hello"), gamma).await;
+    let (status, run) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            gamma,
+            Some(json!({"module": "hello", "grants": {"objects": ["data"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    // Gamma's runs are gamma's alone.
+    let (status, _) = app
+        .json(
+            "GET",
+            &format!("/v1/runs/{}", run["id"].as_str().unwrap()),
+            Some("alpha-token"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, _) = app
+        .json(
+            "DELETE",
+            &format!("/v1/tokens/{}", minted["id"].as_str().unwrap()),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = app.json("GET", "/v1/runs", gamma, None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token still works"
+    );
 }

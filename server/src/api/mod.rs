@@ -1,8 +1,7 @@
 //! The REST API (axum), under `/v1`, plus `/healthz`, `/readyz`,
 //! `/metrics` and `/openapi.json`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
@@ -24,6 +23,7 @@ pub mod flows;
 mod modules;
 mod ops;
 pub mod runs;
+mod tenants;
 
 pub use error::{ApiError, ApiResult};
 pub(crate) use modules::module_key;
@@ -36,8 +36,6 @@ pub struct AppState {
     /// Validates uploads (and, embedded, runs them).
     pub runtime: Arc<Runtime>,
     pub config: Arc<ServerConfig>,
-    /// Grants each tenant's runs may be given, by tenant id.
-    pub allowed: RwLock<HashMap<String, GrantSet>>,
     /// The tenant id that owns everything in open (token-less) mode.
     pub default_tenant: String,
     /// Woken when a run is submitted, so in-process workers start it at
@@ -111,31 +109,29 @@ impl AppState {
         config: Arc<ServerConfig>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, crate::db::DbError> {
-        let mut allowed = HashMap::new();
         let default_tenant = db.ensure_tenant(DEFAULT_TENANT).await?;
         // In open mode the one tenant may use every configured label.
         if config.open_access() {
-            allowed.insert(
-                default_tenant.clone(),
-                GrantSet {
-                    objects: config.runtime.objects.keys().cloned().collect(),
-                    sql: config.runtime.sql.keys().cloned().collect(),
-                },
-            );
+            let everything = GrantSet {
+                objects: config.runtime.objects.keys().cloned().collect(),
+                sql: config.runtime.sql.keys().cloned().collect(),
+            };
+            db.set_tenant_grants(&default_tenant, &everything).await?;
         }
+        // The configuration is the source of truth for the tenants it
+        // names; tenants made through the admin API keep what was set there.
         for (name, tenant) in &config.tenants {
             let id = db.ensure_tenant(name).await?;
             for token in &tenant.tokens {
                 db.add_token(&id, &hash_token(token), false).await?;
             }
-            allowed.insert(id, tenant.allowed());
+            db.set_tenant_grants(&id, &tenant.allowed()).await?;
         }
         Ok(AppState {
             db,
             modules,
             runtime,
             config,
-            allowed: RwLock::new(allowed),
             default_tenant,
             work_available: Arc::new(Notify::new()),
             scheduler_wake: Arc::new(Notify::new()),
@@ -143,13 +139,9 @@ impl AppState {
         })
     }
 
-    pub fn allowed_grants(&self, tenant_id: &str) -> GrantSet {
-        self.allowed
-            .read()
-            .unwrap()
-            .get(tenant_id)
-            .cloned()
-            .unwrap_or_default()
+    /// The labels `tenant_id`'s runs may be granted.
+    pub async fn allowed_grants(&self, tenant_id: &str) -> Result<GrantSet, crate::db::DbError> {
+        self.db.tenant_grants(tenant_id).await
     }
 }
 
@@ -182,6 +174,9 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(flows::get_workflow, flows::delete_workflow))
         .routes(routes!(flows::start_workflow))
         .routes(routes!(flows::get_workflow_run))
+        .routes(routes!(tenants::create, tenants::list))
+        .routes(routes!(tenants::create_token))
+        .routes(routes!(tenants::revoke_token))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

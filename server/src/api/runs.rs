@@ -193,7 +193,7 @@ pub(crate) async fn prepare(
             ApiError::bad_request(format!("unknown module {}{which}", submit.module))
         })?;
 
-    let allowed = state.allowed_grants(tenant_id);
+    let allowed = state.allowed_grants(tenant_id).await?;
     for label in &submit.grants.objects {
         if !allowed.objects.contains(label) {
             return Err(ApiError::forbidden(format!(

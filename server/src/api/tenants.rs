@@ -1,0 +1,145 @@
+//! `/v1/tenants` and `/v1/tokens`: the admin token manages tenants and
+//! their tokens. Tokens are random, shown once, and stored as SHA-256.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiResult, AppState, Caller, hash_token};
+use crate::db::GrantSet;
+
+fn require_admin(caller: &Caller) -> ApiResult<()> {
+    if caller.admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("this needs the admin token"))
+    }
+}
+
+/// A tenant and what its runs may be granted.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Tenant {
+    pub name: String,
+    #[serde(default)]
+    pub objects: Vec<String>,
+    #[serde(default)]
+    pub sql: Vec<String>,
+}
+
+/// Create a tenant, or set what an existing one may grant. Admin only.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    request_body = Tenant,
+    responses((status = 201, body = Tenant), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
+    tag = "tenants"
+)]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(tenant): Json<Tenant>,
+) -> ApiResult<(StatusCode, Json<Tenant>)> {
+    require_admin(&caller)?;
+    super::modules::check_name("tenant name", &tenant.name)?;
+    for label in &tenant.objects {
+        if !state.config.runtime.objects.contains_key(label) {
+            return Err(ApiError::bad_request(format!(
+                "no object store `{label}` is configured"
+            )));
+        }
+    }
+    for label in &tenant.sql {
+        if !state.config.runtime.sql.contains_key(label) {
+            return Err(ApiError::bad_request(format!(
+                "no SQL source `{label}` is configured"
+            )));
+        }
+    }
+    let id = state.db.ensure_tenant(&tenant.name).await?;
+    let grants = GrantSet {
+        objects: tenant.objects.clone(),
+        sql: tenant.sql.clone(),
+    };
+    state.db.set_tenant_grants(&id, &grants).await?;
+    Ok((StatusCode::CREATED, Json(tenant)))
+}
+
+/// List tenants. Admin only.
+#[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = Vec<Tenant>), (status = 403, body = super::error::ErrorBody)), tag = "tenants")]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<Tenant>>> {
+    require_admin(&caller)?;
+    let mut out = Vec::new();
+    for (id, name) in state.db.list_tenants().await? {
+        let grants = state.db.tenant_grants(&id).await?;
+        out.push(Tenant {
+            name,
+            objects: grants.objects,
+            sql: grants.sql,
+        });
+    }
+    Ok(Json(out))
+}
+
+/// A new token. The token itself is shown only here.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NewToken {
+    pub id: String,
+    pub token: String,
+}
+
+/// Mint a token for a tenant. Admin only.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{name}/tokens",
+    params(("name" = String, Path)),
+    responses((status = 201, body = NewToken), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    tag = "tenants"
+)]
+pub async fn create_token(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<NewToken>)> {
+    require_admin(&caller)?;
+    let tenant_id = state
+        .db
+        .tenant_id(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("tenant {name}")))?;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = format!("cs_{}", hex::encode(secret));
+    let id = state
+        .db
+        .add_token(&tenant_id, &hash_token(&token), false)
+        .await?;
+    Ok((StatusCode::CREATED, Json(NewToken { id, token })))
+}
+
+/// Revoke a token. It stops working at once. Admin only.
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{id}",
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    tag = "tenants"
+)]
+pub async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    require_admin(&caller)?;
+    if state.db.revoke_token(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("token {id}")))
+    }
+}
