@@ -537,3 +537,290 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
         }
     }
 }
+
+#[derive(Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a cron schedule that submits a run of MODULE.
+    Create {
+        name: String,
+        /// e.g. `0 2 * * *` or `@daily`.
+        #[arg(long)]
+        cron: String,
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// The module each firing runs.
+        #[arg(long)]
+        module: String,
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        #[arg(long = "grant", short = 'g', value_name = "KIND=LABEL")]
+        grants: Vec<String>,
+        /// After downtime: `skip` or `all`.
+        #[arg(long, default_value = "skip")]
+        catch_up: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List schedules.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Pause {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Resume {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Start a run for every fire time in (FROM, TO] (RFC 3339).
+    Backfill {
+        name: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum WorkflowCommand {
+    /// Create a workflow from a JSON file `{"name": ..., "steps": [...]}`.
+    Create {
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List workflows.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Start a run of a workflow.
+    Run {
+        name: String,
+        /// Wait until it ends; exit non-zero unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a workflow run and its steps.
+    Status {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub async fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
+    let show = |conn: &Conn, records: &[serde_json::Value]| -> anyhow::Result<()> {
+        if conn.json {
+            return print_json(&records);
+        }
+        println!(
+            "{:<24} {:<18} {:<16} {:<7} NEXT",
+            "NAME", "CRON", "ZONE", "PAUSED"
+        );
+        for s in records {
+            let next = s["next_fire_at"]
+                .as_i64()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map_or("-".to_string(), |t| t.to_rfc3339());
+            println!(
+                "{:<24} {:<18} {:<16} {:<7} {next}",
+                s["name"].as_str().unwrap_or_default(),
+                s["cron"].as_str().unwrap_or_default(),
+                s["timezone"].as_str().unwrap_or_default(),
+                s["paused"]
+            );
+        }
+        Ok(())
+    };
+    match command {
+        ScheduleCommand::Create {
+            name,
+            cron,
+            timezone,
+            module,
+            params,
+            grants,
+            catch_up,
+            conn,
+        } => {
+            let parsed = crate::parse_grants(&grants)?;
+            let body = serde_json::json!({
+                "name": name,
+                "cron": cron,
+                "timezone": timezone,
+                "catch_up": catch_up,
+                "run": {
+                    "module": module,
+                    "params": crate::parse_params(&params)?,
+                    "grants": {"objects": parsed.objects, "sql": parsed.sql},
+                },
+            });
+            let record: serde_json::Value = conn
+                .send(
+                    conn.request(reqwest::Method::POST, "/v1/schedules")
+                        .json(&body),
+                )
+                .await?;
+            show(&conn, &[record])
+        }
+        ScheduleCommand::List { conn } => {
+            let records: Vec<serde_json::Value> = conn
+                .send(conn.request(reqwest::Method::GET, "/v1/schedules"))
+                .await?;
+            show(&conn, &records)
+        }
+        ScheduleCommand::Pause { name, conn } => {
+            let record: serde_json::Value = conn
+                .send(conn.request(
+                    reqwest::Method::POST,
+                    &format!("/v1/schedules/{name}/pause"),
+                ))
+                .await?;
+            show(&conn, &[record])
+        }
+        ScheduleCommand::Resume { name, conn } => {
+            let record: serde_json::Value = conn
+                .send(conn.request(
+                    reqwest::Method::POST,
+                    &format!("/v1/schedules/{name}/resume"),
+                ))
+                .await?;
+            show(&conn, &[record])
+        }
+        ScheduleCommand::Delete { name, conn } => {
+            let _: serde_json::Value = conn
+                .send(conn.request(reqwest::Method::DELETE, &format!("/v1/schedules/{name}")))
+                .await?;
+            Ok(())
+        }
+        ScheduleCommand::Backfill {
+            name,
+            from,
+            to,
+            conn,
+        } => {
+            let result: serde_json::Value = conn
+                .send(
+                    conn.request(
+                        reqwest::Method::POST,
+                        &format!("/v1/schedules/{name}/backfill"),
+                    )
+                    .json(&serde_json::json!({"from": from, "to": to})),
+                )
+                .await?;
+            if conn.json {
+                return print_json(&result);
+            }
+            for id in result["runs"].as_array().into_iter().flatten() {
+                println!("{}", id.as_str().unwrap_or_default());
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn workflow(command: WorkflowCommand) -> anyhow::Result<()> {
+    use caisson_server::api::flows::WorkflowRunView;
+    let show_run = |conn: &Conn, run: &WorkflowRunView| -> anyhow::Result<()> {
+        if conn.json {
+            return print_json(run);
+        }
+        println!("workflow run {} of {}: {}", run.id, run.workflow, run.state);
+        for step in &run.steps {
+            println!(
+                "  {:<24} {:<10} {}",
+                step.name,
+                step.state,
+                step.run_id.as_deref().unwrap_or("-")
+            );
+        }
+        Ok(())
+    };
+    match command {
+        WorkflowCommand::Create { file, conn } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("could not read {}", file.display()))?;
+            let body: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let created: serde_json::Value = conn
+                .send(
+                    conn.request(reqwest::Method::POST, "/v1/workflows")
+                        .json(&body),
+                )
+                .await?;
+            if conn.json {
+                print_json(&created)
+            } else {
+                println!("created workflow {}", created["name"]);
+                Ok(())
+            }
+        }
+        WorkflowCommand::List { conn } => {
+            let list: Vec<serde_json::Value> = conn
+                .send(conn.request(reqwest::Method::GET, "/v1/workflows"))
+                .await?;
+            if conn.json {
+                return print_json(&list);
+            }
+            for w in &list {
+                let steps = w["definition"]["steps"].as_array().map_or(0, Vec::len);
+                println!(
+                    "{:<24} {steps} steps",
+                    w["name"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        WorkflowCommand::Run { name, wait, conn } => {
+            let mut run: WorkflowRunView = conn
+                .send(conn.request(reqwest::Method::POST, &format!("/v1/workflows/{name}/runs")))
+                .await?;
+            while wait && run.state == "running" {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                run = conn
+                    .send(conn.request(
+                        reqwest::Method::GET,
+                        &format!("/v1/workflow-runs/{}", run.id),
+                    ))
+                    .await?;
+            }
+            show_run(&conn, &run)?;
+            if wait && run.state != "succeeded" {
+                bail!("workflow run {} {}", run.id, run.state);
+            }
+            Ok(())
+        }
+        WorkflowCommand::Status { id, conn } => {
+            let run: WorkflowRunView = conn
+                .send(conn.request(reqwest::Method::GET, &format!("/v1/workflow-runs/{id}")))
+                .await?;
+            show_run(&conn, &run)
+        }
+        WorkflowCommand::Delete { name, conn } => {
+            let _: serde_json::Value = conn
+                .send(conn.request(reqwest::Method::DELETE, &format!("/v1/workflows/{name}")))
+                .await?;
+            Ok(())
+        }
+    }
+}

@@ -45,6 +45,12 @@ enum Command {
     /// Upload and list modules on a server.
     #[command(subcommand)]
     Module(client::ModuleCommand),
+    /// Manage cron schedules on a server.
+    #[command(subcommand)]
+    Schedule(client::ScheduleCommand),
+    /// Manage workflows on a server.
+    #[command(subcommand)]
+    Workflow(client::WorkflowCommand),
 }
 
 #[derive(clap::Args)]
@@ -104,6 +110,9 @@ struct ServeArgs {
     /// The coordination database URL, overriding the configuration.
     #[arg(long, env = "CAISSON_DATABASE")]
     database: Option<String>,
+    /// The module store, overriding the configuration: `s3://bucket/prefix` or a directory.
+    #[arg(long, env = "CAISSON_MODULES")]
+    modules: Option<String>,
     /// In-process worker slots, overriding the configuration.
     #[arg(long)]
     workers: Option<usize>,
@@ -119,6 +128,10 @@ struct WorkerArgs {
     /// The shared coordination database, e.g. `postgres://...`.
     #[arg(long, env = "CAISSON_DATABASE")]
     database: Option<String>,
+    /// The shared module store: `s3://bucket/prefix` (credentials from the
+    /// usual `AWS_*` variables) or a directory.
+    #[arg(long, env = "CAISSON_MODULES")]
+    modules: Option<String>,
     /// Worker slots (concurrent runs).
     #[arg(long)]
     slots: Option<usize>,
@@ -160,6 +173,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Worker(args) => worker(args).await,
         Command::Module(command) => client::module(command).await,
+        Command::Schedule(command) => client::schedule(command).await,
+        Command::Workflow(command) => client::workflow(command).await,
     }
 }
 
@@ -195,6 +210,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(workers) = args.workers {
         config.server.workers = workers;
     }
+    if let Some(modules) = &args.modules {
+        config.server.modules = parse_module_store(modules)?;
+    }
     let workers = if args.no_worker {
         0
     } else {
@@ -213,6 +231,9 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     if let Some(database) = args.database {
         config.server.database = database;
     }
+    if let Some(modules) = &args.modules {
+        config.server.modules = parse_module_store(modules)?;
+    }
     let slots = args.slots.unwrap_or(config.server.workers).max(1);
     // Workers also re-queue expired leases: with no API process alive,
     // surviving workers still pick up a dead one's runs.
@@ -222,6 +243,30 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         scheduler: true,
     };
     caisson_server::serve(config, roles, shutdown_signal()).await
+}
+
+/// `s3://bucket[/prefix]` or a directory, as a store configuration.
+fn parse_module_store(text: &str) -> anyhow::Result<caisson_host_api::objects::StoreConfig> {
+    let table = match text.strip_prefix("s3://") {
+        Some(rest) => {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                bail!("bad module store {text:?}: expected s3://bucket/prefix");
+            }
+            let mut table = toml::Table::new();
+            table.insert("type".into(), "s3".into());
+            table.insert("bucket".into(), bucket.into());
+            table.insert("prefix".into(), prefix.into());
+            table
+        }
+        None => {
+            let mut table = toml::Table::new();
+            table.insert("type".into(), "local".into());
+            table.insert("root".into(), text.into());
+            table
+        }
+    };
+    Ok(table.try_into()?)
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -435,6 +480,21 @@ mod tests {
         assert_eq!(parse_bytes("4096"), Ok(4096));
         assert!(parse_bytes("12 parsecs").is_err());
         assert!(parse_bytes("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn module_stores_parse_from_urls_and_paths() {
+        let s3 = format!(
+            "{:?}",
+            parse_module_store("s3://modules/prod/tasks").unwrap()
+        );
+        assert!(
+            s3.contains("bucket: \"modules\"") && s3.contains("prefix: \"prod/tasks\""),
+            "{s3}"
+        );
+        let local = format!("{:?}", parse_module_store("/srv/modules").unwrap());
+        assert!(local.contains("/srv/modules"), "{local}");
+        assert!(parse_module_store("s3://").is_err());
     }
 
     #[test]

@@ -135,6 +135,48 @@ fn embedded_serve_runs_what_the_cli_submits() {
         text(&out.stdout)
     );
 
+    // Workflows and schedules from the CLI.
+    let workflow = dir.path().join("wf.json");
+    std::fs::write(
+        &workflow,
+        json!({"name": "pair", "steps": [
+            {"name": "first", "run": {"module": "hello", "input": "wf"}},
+            {"name": "second", "depends_on": ["first"], "run": {"module": "hello"}}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = cli(&["workflow", "create", workflow.to_str().unwrap()], &url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli(&["workflow", "run", "pair", "--wait", "--json"], &url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let out = cli(
+        &[
+            "schedule",
+            "create",
+            "nightly",
+            "--cron",
+            "0 2 * * *",
+            "--module",
+            "hello",
+        ],
+        &url,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli(&["schedule", "pause", "nightly", "--json"], &url);
+    let paused: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(paused[0]["paused"], true, "{paused}");
+    let out = cli(&["schedule", "list"], &url);
+    assert!(
+        text(&out.stdout).contains("nightly"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = cli(&["schedule", "delete", "nightly"], &url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
     // A failing run: --wait exits non-zero with the reason.
     cli(
         &["module", "push", guest_path("trap").to_str().unwrap()],
