@@ -40,6 +40,9 @@ pub struct ServerSection {
     pub worker_memory: u64,
     /// The largest component upload, in bytes.
     pub max_module_bytes: u64,
+    /// Run outputs up to this size are kept in the database; larger ones
+    /// in the module store (under `outputs/`), served by `/v1/runs/{id}/output`.
+    pub inline_output_bytes: u64,
     /// How long a claimed run stays leased without a heartbeat.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
@@ -69,6 +72,7 @@ impl Default for ServerSection {
             workers: 2,
             worker_memory: 8 << 30,
             max_module_bytes: 256 << 20,
+            inline_output_bytes: 1 << 20,
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(5),
             poll: Duration::from_millis(200),

@@ -166,6 +166,8 @@ pub struct RunRecord {
     pub lease_until: Option<i64>,
     pub cancel_requested: bool,
     pub output: Option<Vec<u8>>,
+    /// Where a large output is kept in the artifact store, instead of `output`.
+    pub output_key: Option<String>,
     pub error: Option<String>,
     pub retryable: Option<bool>,
     pub schedule_id: Option<String>,
@@ -213,6 +215,9 @@ pub struct Claim {
 pub enum AttemptOutcome {
     Succeeded {
         output: Vec<u8>,
+        /// Set when the output was stored in the artifact store; `output`
+        /// is then empty.
+        output_key: Option<String>,
     },
     /// The run is over with `state` (failed, timed_out or cancelled).
     Finished {
@@ -277,7 +282,7 @@ macro_rules! run_columns {
          memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, priority, idempotency_key, \
          state, attempts, not_before, created_at, started_at, finished_at, worker_id, lease_until, \
          cancel_requested, output, error, retryable, schedule_id, workflow_run_id, step_name, \
-         logical_date"
+         logical_date, output_key"
     };
 }
 
@@ -456,6 +461,7 @@ fn run_from_row(row: &AnyRow) -> Result<RunRecord, DbError> {
         lease_until: row.try_get("lease_until").map_err(db_err)?,
         cancel_requested: cancel_requested != 0,
         output: row.try_get("output").map_err(db_err)?,
+        output_key: row.try_get("output_key").map_err(db_err)?,
         error: row.try_get("error").map_err(db_err)?,
         retryable: retryable.map(|r| r != 0),
         schedule_id: row.try_get("schedule_id").map_err(db_err)?,
@@ -1120,10 +1126,10 @@ impl Db {
             " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3";
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let (attempt_state, attempt_error, done) = match outcome {
-            AttemptOutcome::Succeeded { output } => {
+            AttemptOutcome::Succeeded { output, output_key } => {
                 let sql = format!(
-                    "UPDATE runs SET state = 'succeeded', output = $4, error = NULL, retryable = NULL, \
-                     finished_at = $5, lease_until = NULL{HELD}"
+                    "UPDATE runs SET state = 'succeeded', output = $4, output_key = $6, error = NULL, \
+                     retryable = NULL, finished_at = $5, lease_until = NULL{HELD}"
                 );
                 let done = sqlx::query(&sql)
                     .bind(run_id)
@@ -1131,6 +1137,7 @@ impl Db {
                     .bind(attempt)
                     .bind(output)
                     .bind(now)
+                    .bind(output_key)
                     .execute(&mut *tx)
                     .await;
                 ("succeeded", None, done)

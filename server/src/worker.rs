@@ -293,9 +293,33 @@ impl Worker {
         }
 
         let outcome = match result {
+            Ok(output) if output.len() as u64 > self.config.server.inline_output_bytes => {
+                // Large outputs go to the artifact store, not the database row.
+                let key = crate::api::output_key(&run.id);
+                let size = output.len();
+                match self.modules.put(&key, output.into()).await {
+                    Ok(_) => {
+                        logs.system(format!("output of {size} bytes stored as {key}"));
+                        logs.close().await;
+                        AttemptOutcome::Succeeded {
+                            output: Vec::new(),
+                            output_key: Some(key.to_string()),
+                        }
+                    }
+                    Err(e) => {
+                        let message = format!("could not store the output of {size} bytes: {e}");
+                        logs.system(message.clone());
+                        logs.close().await;
+                        self.decide(&run, attempt, RunState::Failed, message, true)
+                    }
+                }
+            }
             Ok(output) => {
                 logs.close().await;
-                AttemptOutcome::Succeeded { output }
+                AttemptOutcome::Succeeded {
+                    output,
+                    output_key: None,
+                }
             }
             Err(error) => {
                 logs.system(format!("attempt {attempt} failed: {error}"));

@@ -803,6 +803,7 @@ async fn finish_succeeded_applies_once() {
         let claim = db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
         let done = AttemptOutcome::Succeeded {
             output: b"result".to_vec(),
+            output_key: None,
         };
 
         assert!(
@@ -967,7 +968,10 @@ async fn retry_requeues_with_backoff_then_next_attempt() {
             "started_at is the first attempt's"
         );
         // The first worker cannot touch the second attempt.
-        let done = AttemptOutcome::Succeeded { output: vec![] };
+        let done = AttemptOutcome::Succeeded {
+            output: vec![],
+            output_key: None,
+        };
         assert!(
             !db.finish_attempt(&id, "w1", 1, &done, NOW + 1_001)
                 .await
@@ -1127,6 +1131,7 @@ async fn expired_leases_are_requeued_and_the_lost_worker_is_ignored() {
         // The lost worker comes back: everything it says is ignored.
         let done = AttemptOutcome::Succeeded {
             output: b"late".to_vec(),
+            output_key: None,
         };
         assert_eq!(
             db.heartbeat(&dead, "dead", NOW + 40_000).await.unwrap(),
@@ -1234,7 +1239,10 @@ async fn cancel_queued_running_and_final_runs() {
             db.get_run(&a, &queued).await.unwrap().unwrap().finished_at,
             Some(NOW + 5)
         );
-        let done = AttemptOutcome::Succeeded { output: vec![1] };
+        let done = AttemptOutcome::Succeeded {
+            output: vec![1],
+            output_key: None,
+        };
         assert!(
             db.finish_attempt(&running, "w1", 1, &done, NOW + 8)
                 .await

@@ -770,3 +770,102 @@ async fn the_admin_token_manages_tenants_and_revocation_is_immediate() {
         "a revoked token still works"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_hands_unfinished_runs_back() {
+    let mut app = app("", 1).await;
+    app.upload("infinite-loop", guest("infinite-loop"), None)
+        .await;
+    let (_, run) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "infinite-loop", "timeout": "60s"})),
+        )
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let mut running = false;
+    for _ in 0..400 {
+        let (_, run) = app.json("GET", &format!("/v1/runs/{id}"), None, None).await;
+        if run["state"] == "running" {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(running, "the run never started");
+    // SIGTERM's effect: stop claiming, wait `shutdown_grace` (1s here),
+    // then interrupt the run and hand it back, uncounted.
+    app.stop.take().unwrap().send(true).unwrap();
+    let mut handed_back = None;
+    for _ in 0..200 {
+        let (_, run) = app.json("GET", &format!("/v1/runs/{id}"), None, None).await;
+        if run["state"] == "queued" {
+            handed_back = Some(run);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let run = handed_back.expect("the run was not handed back to the queue");
+    assert_eq!(run["attempts"], 0, "{run}");
+    let (_, logs) = app
+        .json("GET", &format!("/v1/runs/{id}/logs"), None, None)
+        .await;
+    assert!(logs["lines"].to_string().contains("handed back"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_outputs_live_in_the_artifact_store() {
+    let app = app("", 1).await;
+    app.upload("huge-output", guest("huge-output"), None).await;
+    let (_, run) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "huge-output", "input": "3000000"})),
+        )
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let done = app.wait(&id, None).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(done["output"].is_null(), "a 3 MB output was inlined");
+    assert_eq!(done["output_url"], format!("/v1/runs/{id}/output"));
+    let (status, body, _) = app
+        .call(
+            "GET",
+            &format!("/v1/runs/{id}/output"),
+            None,
+            Body::empty(),
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.len(), 3_000_000);
+    assert!(body.iter().all(|&b| b == b'x'));
+
+    // A small output is inline, and served by the same endpoint.
+    let (_, run) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "huge-output", "input": "10"})),
+        )
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let done = app.wait(&id, None).await;
+    assert_eq!(done["output"], "xxxxxxxxxx");
+    assert!(done["output_url"].is_null());
+    let (_, body, _) = app
+        .call(
+            "GET",
+            &format!("/v1/runs/{id}/output"),
+            None,
+            Body::empty(),
+            "application/json",
+        )
+        .await;
+    assert_eq!(body, b"xxxxxxxxxx");
+}

@@ -27,6 +27,7 @@ mod tenants;
 
 pub use error::{ApiError, ApiResult};
 pub(crate) use modules::module_key;
+pub(crate) use runs::output_key;
 
 /// What every handler shares.
 pub struct AppState {
@@ -165,6 +166,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(runs::get))
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::logs))
+        .routes(routes!(runs::output))
         .routes(routes!(flows::create_schedule, flows::list_schedules))
         .routes(routes!(flows::get_schedule, flows::delete_schedule))
         .routes(routes!(flows::pause_schedule))

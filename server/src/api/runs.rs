@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::db::{AttemptRecord, GrantSet, LogLine, NewRun, RunFilter, RunRecord, RunState};
+use object_store::ObjectStore;
 
 /// The longest timeout a run may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -112,6 +113,8 @@ pub struct RunView {
     pub output: Option<String>,
     /// The output, base64, when it is not UTF-8.
     pub output_base64: Option<String>,
+    /// Where to fetch an output too large to inline (`/v1/runs/{id}/output`).
+    pub output_url: Option<String>,
     pub error: Option<String>,
     pub retryable: Option<bool>,
     pub idempotency_key: Option<String>,
@@ -130,14 +133,24 @@ pub(crate) fn time(ms: i64) -> DateTime<Utc> {
 
 impl From<RunRecord> for RunView {
     fn from(run: RunRecord) -> Self {
-        let (output, output_base64) = match run.output {
+        let inline = if run.output_key.is_some() {
+            None
+        } else {
+            run.output
+        };
+        let (output, output_base64) = match inline {
             Some(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => (Some(text), None),
                 Err(e) => (None, Some(BASE64.encode(e.into_bytes()))),
             },
             None => (None, None),
         };
+        let output_url = run
+            .output_key
+            .as_ref()
+            .map(|_| format!("/v1/runs/{}/output", run.id));
         RunView {
+            output_url,
             id: run.id,
             module: run.module_name,
             version: run.module_version,
@@ -165,6 +178,49 @@ impl From<RunRecord> for RunView {
             logical_date: run.logical_date.map(time),
             attempt_history: None,
         }
+    }
+}
+
+/// The artifact store key of a run's large output.
+pub(crate) fn output_key(run_id: &str) -> object_store::path::Path {
+    object_store::path::Path::from(format!("outputs/{run_id}"))
+}
+
+/// Download a run's output, however large, as raw bytes.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/output",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "the output", content_type = "application/octet-stream"),
+        (status = 404, description = "no such run, or it has no output", body = super::error::ErrorBody)
+    ),
+    tag = "runs"
+)]
+pub async fn output(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let run = state
+        .db
+        .get_run(&caller.tenant_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
+    let headers = [(axum::http::header::CONTENT_TYPE, "application/octet-stream")];
+    if run.output_key.is_some() {
+        // Streamed from the store: a large output is never held whole here.
+        let stored = state
+            .modules
+            .get(&output_key(&run.id))
+            .await
+            .map_err(|e| ApiError::internal("could not read the stored output", e))?;
+        let body = axum::body::Body::from_stream(stored.into_stream());
+        return Ok((headers, body).into_response());
+    }
+    match run.output {
+        Some(bytes) => Ok((headers, bytes).into_response()),
+        None => Err(ApiError::not_found(format!("output of run {id}"))),
     }
 }
 
