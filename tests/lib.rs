@@ -107,24 +107,11 @@ pub fn s3_env() -> Option<S3Env> {
 impl S3Env {
     /// A store config rooted at `prefix`, as an operator would write it.
     pub fn store_config(&self, prefix: &str) -> StoreConfig {
-        let toml = format!(
-            r#"
-            type = "s3"
-            bucket = "{}"
-            prefix = "{prefix}"
-            endpoint = "{}"
-            region = "{}"
-            access_key_id = "{}"
-            secret_access_key = "{}"
-            path_style = true
-            allow_http = true
-            "#,
-            self.bucket, self.endpoint, self.region, self.access_key_id, self.secret_access_key
-        );
-        toml::from_str(&toml).unwrap()
+        let table: toml::Table = toml::from_str(&self.toml_table("s3", prefix)).unwrap();
+        table["objects"]["s3"].clone().try_into().unwrap()
     }
 
-    /// The same text, for a `caisson.toml` written by a test.
+    /// The `[objects.LABEL]` table for a `caisson.toml` written by a test.
     pub fn toml_table(&self, label: &str, prefix: &str) -> String {
         format!(
             r#"

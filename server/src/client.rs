@@ -628,6 +628,19 @@ pub enum WorkflowCommand {
     },
 }
 
+/// `POST /v1/schedules/{name}/{action}`.
+async fn schedule_action(
+    conn: &Conn,
+    name: &str,
+    action: &str,
+) -> anyhow::Result<serde_json::Value> {
+    conn.send(conn.request(
+        reqwest::Method::POST,
+        &format!("/v1/schedules/{name}/{action}"),
+    ))
+    .await
+}
+
 pub async fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
     let show = |conn: &Conn, records: &[serde_json::Value]| -> anyhow::Result<()> {
         if conn.json {
@@ -690,21 +703,11 @@ pub async fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
             show(&conn, &records)
         }
         ScheduleCommand::Pause { name, conn } => {
-            let record: serde_json::Value = conn
-                .send(conn.request(
-                    reqwest::Method::POST,
-                    &format!("/v1/schedules/{name}/pause"),
-                ))
-                .await?;
+            let record = schedule_action(&conn, &name, "pause").await?;
             show(&conn, &[record])
         }
         ScheduleCommand::Resume { name, conn } => {
-            let record: serde_json::Value = conn
-                .send(conn.request(
-                    reqwest::Method::POST,
-                    &format!("/v1/schedules/{name}/resume"),
-                ))
-                .await?;
+            let record = schedule_action(&conn, &name, "resume").await?;
             show(&conn, &[record])
         }
         ScheduleCommand::Delete { name, conn } => {

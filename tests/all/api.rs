@@ -167,6 +167,20 @@ impl App {
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
+    /// Polls a run until a worker has started it.
+    pub async fn wait_running(&self, id: &str) {
+        for _ in 0..400 {
+            let (_, run) = self
+                .json("GET", &format!("/v1/runs/{id}"), None, None)
+                .await;
+            if run["state"] == "running" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("run {id} never started");
+    }
+
     /// Polls a run until it is final.
     pub async fn wait(&self, id: &str, token: Option<&str>) -> Value {
         for _ in 0..600 {
@@ -476,18 +490,7 @@ async fn cancel_stops_queued_and_running_runs() {
         )
         .await;
     let running_id = running["id"].as_str().unwrap().to_string();
-    let mut started = false;
-    for _ in 0..400 {
-        let (_, run) = app
-            .json("GET", &format!("/v1/runs/{running_id}"), None, None)
-            .await;
-        if run["state"] == "running" {
-            started = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(started, "the first run never started");
+    app.wait_running(&running_id).await;
     // With the one slot busy, a second run stays queued.
     let (_, queued) = app
         .json(
@@ -785,16 +788,7 @@ async fn a_stopping_worker_hands_unfinished_runs_back() {
         )
         .await;
     let id = run["id"].as_str().unwrap().to_string();
-    let mut running = false;
-    for _ in 0..400 {
-        let (_, run) = app.json("GET", &format!("/v1/runs/{id}"), None, None).await;
-        if run["state"] == "running" {
-            running = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(running, "the run never started");
+    app.wait_running(&id).await;
     // SIGTERM's effect: stop claiming, wait `shutdown_grace` (1s here),
     // then interrupt the run and hand it back, uncounted.
     app.stop.take().unwrap().send(true).unwrap();

@@ -181,6 +181,15 @@ impl From<RunRecord> for RunView {
     }
 }
 
+/// The caller's run `id`, or a 404.
+async fn caller_run(state: &AppState, caller: &Caller, id: &str) -> ApiResult<RunRecord> {
+    state
+        .db
+        .get_run(&caller.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {id}")))
+}
+
 /// The artifact store key of a run's large output.
 pub(crate) fn output_key(run_id: &str) -> object_store::path::Path {
     object_store::path::Path::from(format!("outputs/{run_id}"))
@@ -202,11 +211,7 @@ pub async fn output(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let run = state
-        .db
-        .get_run(&caller.tenant_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
+    let run = caller_run(&state, &caller, &id).await?;
     let headers = [(axum::http::header::CONTENT_TYPE, "application/octet-stream")];
     if run.output_key.is_some() {
         // Streamed from the store: a large output is never held whole here.
@@ -403,11 +408,7 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
-    let run = state
-        .db
-        .get_run(&caller.tenant_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
+    let run = caller_run(&state, &caller, &id).await?;
     let attempts = state.db.attempts(&run.id).await?;
     let mut view = RunView::from(run);
     view.attempt_history = Some(attempts);
@@ -507,11 +508,7 @@ pub async fn cancel(
         .request_cancel(&caller.tenant_id, &id, crate::now_ms())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
-    let run = state
-        .db
-        .get_run(&caller.tenant_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
+    let run = caller_run(&state, &caller, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(run.into())))
 }
 
@@ -555,11 +552,7 @@ pub async fn logs(
     Path(id): Path<String>,
     Query(query): Query<LogQuery>,
 ) -> ApiResult<Response> {
-    let run = state
-        .db
-        .get_run(&caller.tenant_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
+    let run = caller_run(&state, &caller, &id).await?;
     let after = query.after.unwrap_or(0);
     if !query.follow {
         let lines = state
