@@ -15,6 +15,7 @@ use caisson_server::{Roles, ServerConfig};
 use clap::{Parser, Subcommand};
 
 mod client;
+mod pybuild;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,9 @@ enum Command {
     /// Manage workflows on a server.
     #[command(subcommand)]
     Workflow(client::WorkflowCommand),
+    /// Build a Python task directory into a task component (componentize-py
+    /// 0.25.1), bundling its pure-Python requirements.
+    BuildPython(pybuild::BuildPythonArgs),
 }
 
 #[derive(clap::Args)]
@@ -175,6 +179,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Module(command) => client::module(command).await,
         Command::Schedule(command) => client::schedule(command).await,
         Command::Workflow(command) => client::workflow(command).await,
+        Command::BuildPython(args) => {
+            tokio::task::spawn_blocking(move || pybuild::build_python(args)).await?
+        }
     }
 }
 

@@ -1,0 +1,212 @@
+"""Object stores the operator granted to this run, opened by label.
+
+Reads and writes stream: `lines`, `open_read` and `open_write` keep a few
+kilobytes in the task however large the object is.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Iterator
+
+from componentize_py_types import Err
+from wit_world.imports import objects as _objects
+from wit_world.imports import streams as _streams
+
+from .errors import BackendError, NotFound, call
+
+# The largest write one `output-stream.write` may take is what
+# `check-write` allows; reads ask for this much at a time.
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    key: str
+    size: int
+    #: Milliseconds since the Unix epoch.
+    last_modified: int
+    etag: str | None
+
+
+def _meta(m: _objects.ObjectMeta) -> ObjectMeta:
+    return ObjectMeta(m.key, m.size, m.last_modified, m.etag)
+
+
+class Store:
+    """An open object store. Keys are `/`-separated paths inside it."""
+
+    def __init__(self, handle: _objects.Store, label: str):
+        self._handle = handle
+        self.label = label
+
+    @classmethod
+    def open(cls, label: str) -> "Store":
+        """Opens the store granted under `label`; raises `AccessDenied` if
+        this run was not granted it."""
+        return cls(call(_objects.open, label), label)
+
+    def read(self, key: str) -> bytes:
+        """The whole object. Large objects: use `lines` or `open_read`."""
+        return call(self._handle.get, key)
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        return call(self._handle.get_range, key, offset, length)
+
+    def read_text(self, key: str, encoding: str = "utf-8") -> str:
+        return self.read(key).decode(encoding)
+
+    def write(self, key: str, data: bytes | str) -> ObjectMeta:
+        """Writes a whole object at once, replacing any object at `key`."""
+        if isinstance(data, str):
+            data = data.encode()
+        return _meta(call(self._handle.put, key, bytes(data)))
+
+    def head(self, key: str) -> ObjectMeta:
+        return _meta(call(self._handle.head, key))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.head(key)
+        except NotFound:
+            return False
+        return True
+
+    def delete(self, key: str) -> None:
+        call(self._handle.delete, key)
+
+    def copy(self, source: str, destination: str) -> None:
+        call(self._handle.copy, source, destination)
+
+    def list(self, prefix: str = "", page_size: int = 1000) -> Iterator[ObjectMeta]:
+        """Every object under `prefix`, in key order, fetched a page at a time."""
+        token: str | None = None
+        while True:
+            page = call(self._handle.list, prefix, token, page_size)
+            for m in page.objects:
+                yield _meta(m)
+            token = page.next_page_token
+            if token is None:
+                return
+
+    def open_read(self, key: str) -> io.BufferedReader:
+        """A binary file object that streams the object."""
+        stream = call(self._handle.reader, key)
+        return io.BufferedReader(_Reader(stream), buffer_size=_CHUNK)
+
+    def lines(self, key: str, encoding: str = "utf-8") -> Iterator[str]:
+        """The object's lines, without their line endings, streamed."""
+        with io.TextIOWrapper(self.open_read(key), encoding=encoding, newline=None) as text:
+            for line in text:
+                yield line.rstrip("\n")
+
+    def open_write(self, key: str) -> "Writer":
+        """A streamed upload. Nothing appears at `key` until the writer is
+        closed; leaving its `with` block by an exception aborts it."""
+        return Writer(call(self._handle.writer, key))
+
+    def close(self) -> None:
+        self._handle.__exit__(None, None, None)
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Reader(io.RawIOBase):
+    def __init__(self, stream: _streams.InputStream):
+        self._stream: _streams.InputStream | None = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        if self._stream is None:
+            return 0
+        try:
+            data = self._stream.blocking_read(len(buffer))
+        except Err as e:
+            if isinstance(e.value, _streams.StreamError_Closed):
+                self.close()
+                return 0
+            raise BackendError(e.value.value.to_debug_string()) from None
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.__exit__(None, None, None)
+            self._stream = None
+        super().close()
+
+
+class Writer:
+    """An upload in progress; use it as a context manager."""
+
+    def __init__(self, handle: _objects.Writer):
+        self._handle: _objects.Writer | None = handle
+        self._body: _streams.OutputStream | None = call(handle.body)
+        self.meta: ObjectMeta | None = None
+
+    def write(self, data: bytes | str) -> int:
+        if isinstance(data, str):
+            data = data.encode()
+        if self._body is None:
+            raise ValueError("write to a closed writer")
+        view = memoryview(data)
+        while view:
+            try:
+                allowed = self._body.check_write()
+                if allowed == 0:
+                    pollable = self._body.subscribe()
+                    pollable.block()
+                    pollable.__exit__(None, None, None)
+                    continue
+                n = min(allowed, len(view), _CHUNK)
+                self._body.write(bytes(view[:n]))
+            except Err as e:
+                raise BackendError(_stream_error(e.value)) from None
+            view = view[n:]
+        return len(data)
+
+    def close(self) -> ObjectMeta:
+        """Completes the upload and returns the new object's metadata."""
+        if self.meta is not None:
+            return self.meta
+        if self._body is None or self._handle is None:
+            raise ValueError("the upload was aborted")
+        try:
+            self._body.blocking_flush()
+        except Err as e:
+            raise BackendError(_stream_error(e.value)) from None
+        self._body.__exit__(None, None, None)
+        self._body = None
+        handle, self._handle = self._handle, None
+        self.meta = _meta(call(_objects.Writer.finish, handle))
+        return self.meta
+
+    def abort(self) -> None:
+        if self._body is not None:
+            self._body.__exit__(None, None, None)
+            self._body = None
+        if self._handle is not None:
+            self._handle.__exit__(None, None, None)
+            self._handle = None
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _stream_error(error: _streams.StreamError) -> str:
+    if isinstance(error, _streams.StreamError_Closed):
+        return "the stream was closed"
+    return error.value.to_debug_string()
