@@ -177,7 +177,7 @@ pub struct RunRecord {
 }
 
 /// One attempt of a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptRecord {
     pub attempt: i64,
     pub worker_id: String,

@@ -7,6 +7,7 @@ mod examples;
 mod flows;
 mod hostile;
 mod objects;
+mod python;
 mod server;
 mod streaming;
 mod suite;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use caisson_tests::{caisson_bin, guest_path, postgres_url, s3_env, test_dirs, unique_prefix};
 
 /// A `caisson` process, killed when dropped.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     url: Option<String>,
 }
@@ -27,7 +27,7 @@ impl Proc {
     /// Starts `caisson ARGS` and waits for its start-up line.
     // The child is waited for in `Drop`.
     #[allow(clippy::zombie_processes)]
-    fn start(args: &[&str], dir: &Path) -> Proc {
+    pub(crate) fn start(args: &[&str], dir: &Path) -> Proc {
         let mut child = Command::new(caisson_bin())
             .args(args)
             .current_dir(dir)
@@ -60,7 +60,7 @@ impl Proc {
         }
     }
 
-    fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         self.url.as_deref().unwrap()
     }
 
@@ -70,7 +70,7 @@ impl Proc {
     }
 }
 
-fn cli(args: &[&str], server: &str) -> Output {
+pub(crate) fn cli(args: &[&str], server: &str) -> Output {
     Command::new(caisson_bin())
         .args(args)
         .args(["--server", server])
@@ -78,25 +78,31 @@ fn cli(args: &[&str], server: &str) -> Output {
         .expect("spawning caisson")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes a `caisson.toml` for an embedded `serve` in `dir` (SQLite and
+/// local modules there, the shared compile cache), with `server_extra`
+/// lines added to its `[server]` table.
+pub(crate) fn write_embedded_config(dir: &Path, server_extra: &str) {
+    let (cache, scratch) = test_dirs();
+    std::fs::write(
+        dir.join("caisson.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"sqlite://{dir}/db.sqlite?mode=rwc\"\nmodules = {{ type = \"local\", root = \"{dir}/modules\" }}\npoll = \"50ms\"\n{server_extra}\n\n[engine]\ncache_dir = \"{}\"\nscratch_dir = \"{}\"\nmax_instances = 8\n",
+            cache.display(),
+            scratch.path().display(),
+            dir = dir.display(),
+        ),
+    )
+    .unwrap();
 }
 
 #[test]
 fn embedded_serve_runs_what_the_cli_submits() {
     let dir = tempfile::tempdir().unwrap();
-    let (cache, scratch) = test_dirs();
-    std::fs::write(
-        dir.path().join("caisson.toml"),
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"sqlite://{}/db.sqlite?mode=rwc\"\nmodules = {{ type = \"local\", root = \"{}/modules\" }}\npoll = \"50ms\"\n\n[engine]\ncache_dir = \"{}\"\nscratch_dir = \"{}\"\nmax_instances = 8\n",
-            dir.path().display(),
-            dir.path().display(),
-            cache.display(),
-            scratch.path().display()
-        ),
-    )
-    .unwrap();
+    write_embedded_config(dir.path(), "");
     let server = Proc::start(&["serve"], dir.path());
     let url = server.url().to_string();
 

@@ -123,7 +123,7 @@ pub struct RunView {
     pub step_name: Option<String>,
     pub logical_date: Option<DateTime<Utc>>,
     /// Every attempt with its error (only on `GET /v1/runs/{id}`).
-    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_history: Option<Vec<AttemptRecord>>,
 }
 
