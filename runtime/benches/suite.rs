@@ -8,6 +8,9 @@
 //!    compiled cache (pooling allocator, `Runtime::run`), against compiling
 //!    the same component afresh and against spawning a Python process (what a
 //!    scheduler that runs each task as a process pays).
+//!    A trivial Python task (`py-probe`, built by scripts/build-python-guests)
+//!    gets the same treatment: first compile, load from the disk cache, and
+//!    instantiate + run against spawning `python3 -c pass`.
 //! 2. **Compute.** The word-count task over a memory object store, against
 //!    the same counting code compiled natively over the same bytes.
 //!
@@ -40,6 +43,7 @@ struct Plan {
     compute_bytes: usize,
     compute_objects: usize,
     compute_samples: usize,
+    python_samples: usize,
 }
 
 impl Plan {
@@ -54,6 +58,7 @@ impl Plan {
                 compute_bytes: 1 << 20,
                 compute_objects: 4,
                 compute_samples: 3,
+                python_samples: 20,
             }
         } else {
             Plan {
@@ -64,6 +69,7 @@ impl Plan {
                 compute_bytes: 20 << 20,
                 compute_objects: 20,
                 compute_samples: 15,
+                python_samples: 500,
             }
         }
     }
@@ -275,7 +281,8 @@ fn main() -> Result<()> {
     );
     let started = Instant::now();
     let rt = runtime(dir.path(), true)?;
-    tokio.block_on(instantiate(&plan, &rt, &mut report))?;
+    let spawn = tokio.block_on(instantiate(&plan, &rt, &mut report))?;
+    tokio.block_on(python_task(&plan, &rt, dir.path(), spawn, &mut report))?;
     tokio.block_on(compute(&plan, &rt, dir.path(), &mut report))?;
     drop(rt);
     println!("measured in {:.1} s", started.elapsed().as_secs_f64());
@@ -294,7 +301,8 @@ fn main() -> Result<()> {
 
 /// 1. Instantiate + call `hello` from the compiled cache, against a fresh
 ///    compile and against spawning a process.
-async fn instantiate(plan: &Plan, rt: &Runtime, report: &mut Report) -> Result<()> {
+/// Returns the index of the process-spawn distribution, if measured.
+async fn instantiate(plan: &Plan, rt: &Runtime, report: &mut Report) -> Result<Option<usize>> {
     println!("instantiate:");
     let bytes = guest("hello")?;
     // The first load compiles and writes the disk cache; after that the
@@ -363,10 +371,93 @@ async fn instantiate(plan: &Plan, rt: &Runtime, report: &mut Report) -> Result<(
             report
                 .notes
                 .push(format!("Python interpreter spawned: {}", python.display()));
+            Ok(Some(spawn))
         }
-        None => report
-            .notes
-            .push("python3 not found: the process-spawn baseline was skipped".into()),
+        None => {
+            report
+                .notes
+                .push("python3 not found: the process-spawn baseline was skipped".into());
+            Ok(None)
+        }
+    }
+}
+
+/// 1b. A trivial Python task (componentize-py, CPython inside the
+///     component): its first compile, loading it from the disk cache, and
+///     instantiate + run, against spawning `python3 -c pass`.
+async fn python_task(
+    plan: &Plan,
+    rt: &Runtime,
+    dir: &std::path::Path,
+    spawn: Option<usize>,
+    report: &mut Report,
+) -> Result<()> {
+    println!("python task:");
+    let bytes = match guest("py-probe") {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            report.notes.push(format!(
+                "Python task skipped ({e:#}); build it with scripts/build-python-guests"
+            ));
+            return Ok(());
+        }
+    };
+    report.notes.push(format!(
+        "Python task component (py-probe): {:.1} MB",
+        bytes.len() as f64 / 1e6
+    ));
+    let start = Instant::now();
+    let task = rt.load(&bytes).await?;
+    report.dist(Dist::new(
+        "compile the Python task (first load, 1 sample)",
+        vec![start.elapsed()],
+    ));
+
+    // A fresh runtime over the same cache directory: what a restarted
+    // worker pays to get a compiled task back.
+    let mut samples = Vec::new();
+    for _ in 0..if plan.quick { 2 } else { 5 } {
+        let fresh = runtime(dir, true)?;
+        let start = Instant::now();
+        fresh.load(&bytes).await?;
+        samples.push(start.elapsed());
+    }
+    report.dist(Dist::new(
+        "load the Python task from the disk cache",
+        samples,
+    ));
+
+    let input = br#"{"op": "hello"}"#;
+    let mut samples = Vec::with_capacity(plan.python_samples);
+    for i in 0..plan.python_samples + 3 {
+        let sink = Arc::new(MemorySink::default());
+        let start = Instant::now();
+        let output = rt.run(&task, RunRequest::new(input.to_vec(), sink)).await?;
+        let elapsed = start.elapsed();
+        ensure!(output == b"hello", "unexpected output {output:?}");
+        if i >= 3 {
+            samples.push(elapsed);
+        }
+    }
+    let run = report.dist(Dist::new(
+        "instantiate + run a trivial Python task (cached, pooling)",
+        samples,
+    ));
+    if let Some(spawn) = spawn {
+        report.ratio(
+            "`python3 -c pass` spawn / Python task instantiate + run, p50",
+            spawn,
+            50.0,
+            run,
+            50.0,
+        );
+        report.ratio(
+            "`python3 -c pass` spawn / Python task instantiate + run, p99",
+            spawn,
+            99.0,
+            run,
+            99.0,
+        );
     }
     Ok(())
 }
