@@ -301,6 +301,7 @@ fn main() -> Result<()> {
 
 /// 1. Instantiate + call `hello` from the compiled cache, against a fresh
 ///    compile and against spawning a process.
+///
 /// Returns the index of the process-spawn distribution, if measured.
 async fn instantiate(plan: &Plan, rt: &Runtime, report: &mut Report) -> Result<Option<usize>> {
     println!("instantiate:");
