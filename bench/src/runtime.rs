@@ -1,309 +1,28 @@
-//! Caisson's benchmark suite (issue 5): `cargo bench -p caisson-runtime`.
-//!
-//! Every figure is either a distribution over many samples (p50/p99) or a
-//! ratio against a baseline measured in the same run, never an absolute
-//! threshold: the numbers depend on the machine, the ratios much less.
-//!
-//! 1. **Instantiate.** Instantiating and calling the `hello` task from the
-//!    compiled cache (pooling allocator, `Runtime::run`), against compiling
-//!    the same component afresh and against spawning a Python process (what a
-//!    scheduler that runs each task as a process pays).
-//!    A trivial Python task (`py-probe`, built by scripts/build-python-guests)
-//!    gets the same treatment: first compile, load from the disk cache, and
-//!    instantiate + run against spawning `python3 -c pass`.
-//! 2. **Compute.** The word-count task over a memory object store, against
-//!    the same counting code compiled natively over the same bytes.
-//!
-//! Results go to `target/bench/results.{md,json}`; the Markdown table is also
-//! printed. `CAISSON_BENCH_QUICK=1` runs a few iterations over small data, so
-//! CI can check that the suite still works without caring about its numbers.
-//! Guests come from `target/guests` (`scripts/build-guests`) or
-//! `CAISSON_GUEST_DIR`.
+//! The runtime on its own: instantiate, a Python task, compute, density.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail, ensure};
 use caisson_host_api::Grants;
 use caisson_host_api::log::MemorySink;
-use caisson_runtime::{Config, LoadedTask, RunRequest, Runtime};
+use caisson_runtime::{LoadedTask, RunRequest, Runtime};
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-/// How much work each measurement does.
-struct Plan {
-    quick: bool,
-    instantiate_samples: usize,
-    compile_samples: usize,
-    spawn_samples: usize,
-    compute_bytes: usize,
-    compute_objects: usize,
-    compute_samples: usize,
-    python_samples: usize,
-}
-
-impl Plan {
-    fn from_env() -> Self {
-        let quick = std::env::var("CAISSON_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        if quick {
-            Plan {
-                quick,
-                instantiate_samples: 500,
-                compile_samples: 5,
-                spawn_samples: 20,
-                compute_bytes: 1 << 20,
-                compute_objects: 4,
-                compute_samples: 3,
-                python_samples: 20,
-            }
-        } else {
-            Plan {
-                quick,
-                instantiate_samples: 5000,
-                compile_samples: 30,
-                spawn_samples: 300,
-                compute_bytes: 20 << 20,
-                compute_objects: 20,
-                compute_samples: 15,
-                python_samples: 500,
-            }
-        }
-    }
-}
-
-/// Many timings of one thing.
-struct Dist {
-    name: String,
-    samples: Vec<Duration>,
-}
-
-impl Dist {
-    fn new(name: impl Into<String>, mut samples: Vec<Duration>) -> Self {
-        assert!(!samples.is_empty());
-        samples.sort();
-        Dist {
-            name: name.into(),
-            samples,
-        }
-    }
-
-    /// Nearest-rank percentile, `p` in 0..=100.
-    fn pct(&self, p: f64) -> Duration {
-        let n = self.samples.len();
-        let rank = ((p / 100.0) * n as f64).ceil() as usize;
-        self.samples[rank.clamp(1, n) - 1]
-    }
-
-    fn p50(&self) -> Duration {
-        self.pct(50.0)
-    }
-
-    fn p99(&self) -> Duration {
-        self.pct(99.0)
-    }
-}
-
-/// `numerator / denominator`, both from this run.
-struct Ratio {
-    name: String,
-    value: f64,
-    numerator: String,
-    denominator: String,
-}
-
-#[derive(Default)]
-struct Report {
-    dists: Vec<Dist>,
-    ratios: Vec<Ratio>,
-    notes: Vec<String>,
-}
-
-impl Report {
-    fn dist(&mut self, d: Dist) -> usize {
-        println!(
-            "  {}: n={} p50={} p99={}",
-            d.name,
-            d.samples.len(),
-            fmt_duration(d.p50()),
-            fmt_duration(d.p99())
-        );
-        self.dists.push(d);
-        self.dists.len() - 1
-    }
-
-    /// Records `dists[a].pa / dists[b].pb`.
-    fn ratio(&mut self, name: &str, a: usize, pa: f64, b: usize, pb: f64) {
-        let (da, db) = (&self.dists[a], &self.dists[b]);
-        let value = da.pct(pa).as_secs_f64() / db.pct(pb).as_secs_f64();
-        self.ratios.push(Ratio {
-            name: name.into(),
-            value,
-            numerator: format!("{} p{pa}", da.name),
-            denominator: format!("{} p{pb}", db.name),
-        });
-    }
-
-    fn markdown(&self, plan: &Plan) -> String {
-        let mut md = String::new();
-        md.push_str(&format!(
-            "Mode: {}; {} CPUs; {} {}.\n\n",
-            if plan.quick { "quick (smoke)" } else { "full" },
-            std::thread::available_parallelism().map_or(0, |n| n.get()),
-            std::env::consts::OS,
-            std::env::consts::ARCH,
-        ));
-        md.push_str("| Measurement | Samples | p50 | p99 |\n|---|---:|---:|---:|\n");
-        for d in &self.dists {
-            md.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
-                d.name,
-                d.samples.len(),
-                fmt_duration(d.p50()),
-                fmt_duration(d.p99())
-            ));
-        }
-        md.push_str("\n| Ratio | Value | Numerator | Denominator |\n|---|---:|---|---|\n");
-        for r in &self.ratios {
-            md.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
-                r.name,
-                fmt_ratio(r.value),
-                r.numerator,
-                r.denominator
-            ));
-        }
-        if !self.notes.is_empty() {
-            md.push('\n');
-            for n in &self.notes {
-                md.push_str(&format!("- {n}\n"));
-            }
-        }
-        md
-    }
-
-    fn json(&self, plan: &Plan) -> Value {
-        let unix_time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        json!({
-            "suite": "caisson-runtime/suite",
-            "mode": if plan.quick { "quick" } else { "full" },
-            "unix_time": unix_time,
-            "machine": {
-                "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
-                "os": std::env::consts::OS,
-                "arch": std::env::consts::ARCH,
-            },
-            "distributions": self.dists.iter().map(|d| json!({
-                "name": d.name,
-                "samples": d.samples.len(),
-                "p50_ns": d.p50().as_nanos() as u64,
-                "p99_ns": d.p99().as_nanos() as u64,
-                "min_ns": d.samples[0].as_nanos() as u64,
-                "max_ns": d.samples[d.samples.len() - 1].as_nanos() as u64,
-            })).collect::<Vec<_>>(),
-            "ratios": self.ratios.iter().map(|r| json!({
-                "name": r.name,
-                "value": r.value,
-                "numerator": r.numerator,
-                "denominator": r.denominator,
-            })).collect::<Vec<_>>(),
-            "notes": self.notes,
-        })
-    }
-}
-
-fn fmt_duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s >= 1.0 {
-        format!("{s:.2} s")
-    } else if s >= 1e-3 {
-        format!("{:.2} ms", s * 1e3)
-    } else {
-        format!("{:.1} µs", s * 1e6)
-    }
-}
-
-fn fmt_ratio(v: f64) -> String {
-    if v >= 10.0 {
-        format!("{v:.0}×")
-    } else {
-        format!("{v:.2}×")
-    }
-}
-
-/// The workspace root.
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the runtime crate lives in the workspace")
-        .to_path_buf()
-}
-
-fn guest(name: &str) -> Result<Vec<u8>> {
-    let dir = std::env::var_os("CAISSON_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/guests"));
-    let path = dir.join(format!("{name}.wasm"));
-    std::fs::read(&path).with_context(|| {
-        format!(
-            "guest component {} is missing; build the guests with scripts/build-guests",
-            path.display()
-        )
-    })
-}
-
-/// A runtime with the default engine (pooling allocator, fuel metering) and
-/// a memory object store labelled `data`, caching under `dir`.
-fn runtime(dir: &std::path::Path, fuel: bool) -> Result<Runtime> {
-    let mut config = Config::parse("[objects.data]\ntype = \"memory\"\n")?;
-    config.engine.cache_dir = dir.join("cache");
-    config.engine.scratch_dir = dir.join("scratch");
-    config.engine.fuel = fuel;
-    Ok(Runtime::new(config)?)
-}
-
-fn main() -> Result<()> {
-    let plan = Plan::from_env();
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let dir = tempfile::tempdir()?;
-    let mut report = Report::default();
-
-    println!(
-        "caisson benchmark suite ({} mode)",
-        if plan.quick { "quick" } else { "full" }
-    );
-    let started = Instant::now();
-    let rt = runtime(dir.path(), true)?;
-    let spawn = tokio.block_on(instantiate(&plan, &rt, &mut report))?;
-    tokio.block_on(python_task(&plan, &rt, dir.path(), spawn, &mut report))?;
-    tokio.block_on(compute(&plan, &rt, dir.path(), &mut report))?;
-    drop(rt);
-    println!("measured in {:.1} s", started.elapsed().as_secs_f64());
-
-    let md = report.markdown(&plan);
-    let out = root().join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("results.md"), &md)?;
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_string_pretty(&report.json(&plan))? + "\n",
-    )?;
-    println!("\n{md}\nwritten to {}/results.{{md,json}}", out.display());
-    Ok(())
-}
+use crate::report::{Dist, Plan, Report};
+use crate::{guest, runtime};
 
 /// 1. Instantiate + call `hello` from the compiled cache, against a fresh
 ///    compile and against spawning a process.
 ///
 /// Returns the index of the process-spawn distribution, if measured.
-async fn instantiate(plan: &Plan, rt: &Runtime, report: &mut Report) -> Result<Option<usize>> {
+pub async fn instantiate(plan: &Plan, rt: &Runtime, report: &mut Report) -> Result<Option<usize>> {
     println!("instantiate:");
     let bytes = guest("hello")?;
     // The first load compiles and writes the disk cache; after that the
@@ -386,7 +105,7 @@ async fn instantiate(plan: &Plan, rt: &Runtime, report: &mut Report) -> Result<O
 /// 1b. A trivial Python task (componentize-py, CPython inside the
 ///     component): its first compile, loading it from the disk cache, and
 ///     instantiate + run, against spawning `python3 -c pass`.
-async fn python_task(
+pub async fn python_task(
     plan: &Plan,
     rt: &Runtime,
     dir: &std::path::Path,
@@ -486,7 +205,7 @@ fn python() -> Option<PathBuf> {
 
 /// 2. The word-count task over a memory store, against the same counting
 ///    code compiled natively over the same bytes.
-async fn compute(
+pub async fn compute(
     plan: &Plan,
     rt: &Runtime,
     dir: &std::path::Path,
@@ -644,6 +363,121 @@ fn check_summary(output: &[u8], expected: &word_count::Summary) -> Result<()> {
         bail!(
             "word-count in wasm disagrees with the native count:\n wasm:   {got}\n native: {want}"
         );
+    }
+    Ok(())
+}
+
+/// Counts log lines: how many idle instances have started.
+#[derive(Default)]
+struct Started(std::sync::atomic::AtomicUsize);
+
+impl caisson_host_api::log::LogSink for Started {
+    fn record(&self, _record: caisson_host_api::log::LogRecord) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn progress(&self, _done: u64, _total: u64) {}
+}
+
+/// 7. Many idle instances at once, and the worker's RSS per instance,
+///    against the RSS of one sleeping `python3` process.
+pub async fn density(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Result<()> {
+    println!("density:");
+    let python_rss = match python() {
+        Some(python) => {
+            let mut child = Command::new(&python)
+                .args(["-c", "import time; time.sleep(60)"])
+                .stdin(Stdio::null())
+                .spawn()?;
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let rss = crate::report::rss_of(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            rss
+        }
+        None => None,
+    };
+    if let Some(rss) = python_rss {
+        report.value(
+            "RSS of one idle `python3` process, KiB",
+            (rss >> 10) as f64,
+            1,
+        );
+    }
+
+    for (guest_name, input, params, n) in [
+        ("bench-probe", Vec::new(), true, plan.density_instances),
+        (
+            "py-probe",
+            br#"{"op": "sleep", "ms": 600000}"#.to_vec(),
+            false,
+            plan.python_density_instances,
+        ),
+    ] {
+        let bytes = match guest(guest_name) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                report
+                    .notes
+                    .push(format!("density of {guest_name} skipped: {e:#}"));
+                continue;
+            }
+        };
+        let mut config = caisson_runtime::Config::default();
+        config.engine.cache_dir = dir.join("cache");
+        config.engine.scratch_dir = dir.join("scratch");
+        config.engine.max_instances = n as u32 + 8;
+        config.engine.max_memory = 256 << 20;
+        config.limits.memory = 256 << 20;
+        let rt = Runtime::new(config)?;
+        let task = rt.load(&bytes).await?;
+        let (cancel, cancelled) = tokio::sync::watch::channel(false);
+        let started = Arc::new(Started::default());
+        let before = crate::report::rss_of(std::process::id()).context("reading VmRSS")?;
+        let rt = Arc::new(rt);
+        let mut handles = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut request = RunRequest::new(input.clone(), started.clone());
+            if params {
+                request.params = [("op", "sleep"), ("ms", "600000")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+            }
+            request.cancel = Some(cancelled.clone());
+            let (rt, task) = (rt.clone(), task.clone());
+            handles.push(tokio::spawn(async move { rt.run(&task, request).await }));
+        }
+        let deadline = Instant::now() + std::time::Duration::from_secs(300);
+        while started.0.load(std::sync::atomic::Ordering::Relaxed) < n {
+            ensure!(
+                Instant::now() < deadline,
+                "only {} of {n} {guest_name} instances started",
+                started.0.load(std::sync::atomic::Ordering::Relaxed)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let during = crate::report::rss_of(std::process::id()).context("reading VmRSS")?;
+        cancel.send(true)?;
+        for handle in handles {
+            let outcome = handle.await?;
+            ensure!(
+                matches!(outcome, Err(caisson_runtime::RunError::Cancelled)),
+                "an idle instance ended with {outcome:?}"
+            );
+        }
+        let per_instance = during.saturating_sub(before) as f64 / n as f64;
+        let name = format!("worker RSS per idle `{guest_name}` instance ({n} at once), KiB");
+        report.value(&name, per_instance / 1024.0, n);
+        if let Some(rss) = python_rss {
+            report.plain_ratio(
+                &format!("idle `python3` process RSS / idle `{guest_name}` instance RSS"),
+                rss as f64 / per_instance,
+                "RSS of one idle python3 process",
+                &name,
+            );
+        }
     }
     Ok(())
 }

@@ -1,0 +1,133 @@
+//! Caisson's benchmark suite: `cargo bench -p caisson-bench`.
+//!
+//! Every figure is either a distribution over many samples (p50/p99) or a
+//! ratio against a baseline measured in the same run, never an absolute
+//! threshold: the numbers depend on the machine, the ratios much less.
+//!
+//! 1. **Instantiate.** Instantiating and calling the `hello` task from the
+//!    compiled cache (pooling allocator, `Runtime::run`), against compiling
+//!    the same component afresh and against spawning a Python process (what a
+//!    scheduler that runs each task as a process pays).
+//!    A trivial Python task (`py-probe`, built by scripts/build-python-guests)
+//!    gets the same treatment: first compile, load from the disk cache, and
+//!    instantiate + run against spawning `python3 -c pass`.
+//! 2. **Trigger to start.** From `POST /v1/runs` to the guest's first
+//!    instruction, on the embedded SQLite default and on PostgreSQL with an
+//!    API process and a worker process.
+//! 3. **Throughput.** No-op runs per second through REST from 8 concurrent
+//!    clients: one embedded `serve`; an API plus 1, then 2, worker processes
+//!    on PostgreSQL.
+//! 4. **DAG.** A 1,000-step chain and a 1,000-step fan-out/fan-in, against a
+//!    chain of direct triggers and the same runs submitted at once.
+//! 5. **I/O.** A 1 GiB object written and read, streamed, by a task through
+//!    the host interface, against a native `object_store` client on the same
+//!    S3 server; the process's peak RSS meanwhile.
+//! 6. **Compute.** The word-count task over 200 MiB in a memory object store,
+//!    against the same counting code compiled natively over the same bytes.
+//! 7. **Density.** 1,000 idle instances at once (and 100 Python ones), the
+//!    RSS each adds, against the RSS of one idle `python3` process.
+//!
+//! Results go to `target/bench/results.{md,json}`; the Markdown table is also
+//! printed. `CAISSON_BENCH_QUICK=1` runs a few iterations over small data, so
+//! CI can check that the suite still works without caring about its numbers.
+//! Guests come from `target/guests` (`scripts/build-guests`,
+//! `scripts/build-python-guests`) or `CAISSON_GUEST_DIR`. PostgreSQL and S3
+//! come from the test suite's variables (`eval "$(scripts/services env)"`);
+//! without them their figures are skipped, with a note saying so.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use caisson_runtime::{Config, Runtime};
+
+use report::{Plan, Report};
+
+mod io;
+mod report;
+mod runtime;
+mod service;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the bench crate lives in the workspace")
+        .to_path_buf()
+}
+
+pub fn guest(name: &str) -> Result<Vec<u8>> {
+    let dir = std::env::var_os("CAISSON_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/guests"));
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::read(&path).with_context(|| {
+        format!(
+            "guest component {} is missing; build the guests with scripts/build-guests",
+            path.display()
+        )
+    })
+}
+
+/// A runtime with the default engine (pooling allocator, fuel metering) and
+/// a memory object store labelled `data`, caching under `dir`.
+pub fn runtime(dir: &std::path::Path, fuel: bool) -> Result<Runtime> {
+    let mut config = Config::parse("[objects.data]\ntype = \"memory\"\n")?;
+    config.engine.cache_dir = dir.join("cache");
+    config.engine.scratch_dir = dir.join("scratch");
+    config.engine.fuel = fuel;
+    Ok(Runtime::new(config)?)
+}
+
+/// The suite's entry point (`benches/suite.rs`).
+pub fn main() -> Result<()> {
+    if let Some(config) = std::env::var_os(service::WORKER_ENV) {
+        return service::worker_main(std::path::Path::new(&config));
+    }
+    let plan = Plan::from_env();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let mut report = Report::default();
+
+    println!(
+        "caisson benchmark suite ({} mode)",
+        if plan.quick { "quick" } else { "full" }
+    );
+    let started = Instant::now();
+    let rt = runtime(dir.path(), true)?;
+    let spawn = tokio.block_on(runtime::instantiate(&plan, &rt, &mut report))?;
+    tokio.block_on(runtime::python_task(
+        &plan,
+        &rt,
+        dir.path(),
+        spawn,
+        &mut report,
+    ))?;
+    drop(rt);
+    tokio.block_on(service::run(&plan, dir.path(), &mut report))?;
+    // Before compute, which holds its text in memory: the I/O figures
+    // include this process's peak RSS.
+    tokio.block_on(io::run(&plan, &dir.path().join("io"), &mut report))?;
+    let rt = runtime(dir.path(), true)?;
+    tokio.block_on(runtime::compute(&plan, &rt, dir.path(), &mut report))?;
+    drop(rt);
+    tokio.block_on(runtime::density(
+        &plan,
+        &dir.path().join("density"),
+        &mut report,
+    ))?;
+    println!("measured in {:.1} s", started.elapsed().as_secs_f64());
+
+    let md = report.markdown(&plan);
+    let out = root().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("results.md"), &md)?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&report.json(&plan))? + "\n",
+    )?;
+    println!("\n{md}\nwritten to {}/results.{{md,json}}", out.display());
+    Ok(())
+}

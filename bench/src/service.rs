@@ -1,0 +1,427 @@
+//! The service: trigger-to-start latency, throughput through REST, and
+//! workflow (DAG) wall time, on the embedded SQLite default and on
+//! PostgreSQL with worker processes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use caisson_server::{Roles, ServerConfig};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::guest;
+use crate::report::{Dist, Plan, Report};
+
+/// Set in a worker process the suite starts: the path of its config file.
+pub const WORKER_ENV: &str = "CAISSON_BENCH_WORKER_CONFIG";
+
+/// Runs as a `caisson worker` would, until killed. The suite re-executes
+/// itself for this, so workers are optimised exactly like the rest.
+pub fn worker_main(config: &Path) -> Result<()> {
+    let tokio = tokio::runtime::Runtime::new()?;
+    tokio.block_on(async {
+        let config = ServerConfig::from_file(config)?;
+        let roles = Roles {
+            api: false,
+            workers: config.server.workers,
+            scheduler: true,
+        };
+        caisson_server::serve(config, roles, std::future::pending()).await
+    })
+}
+
+/// An in-process API (and maybe workers) plus worker processes.
+struct Service {
+    url: String,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<()>>>,
+    workers: Vec<Child>,
+}
+
+impl Service {
+    /// Starts the API with `in_process` worker slots, then `processes`
+    /// worker processes (2 slots each) on the same config.
+    async fn start(
+        dir: &Path,
+        database: &str,
+        in_process: usize,
+        processes: usize,
+    ) -> Result<Service> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let path = dir.join("caisson.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\n\
+                 modules = {{ type = \"local\", root = \"{dir}/modules\" }}\nworkers = 2\n\n\
+                 [engine]\ncache_dir = \"{dir}/cache\"\nscratch_dir = \"{dir}/scratch\"\n",
+                dir = dir.display()
+            ),
+        )?;
+        let mut config = ServerConfig::from_file(&path)?;
+        let roles = Roles {
+            api: true,
+            workers: in_process,
+            scheduler: true,
+        };
+        config.server.workers = in_process;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(caisson_server::serve(config, roles, async move {
+            let _ = stopped.await;
+        }));
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http.get(format!("{url}/healthz")).send().await.is_err() {
+            ensure!(Instant::now() < deadline, "the API did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut workers = Vec::new();
+        for _ in 0..processes {
+            workers.push(
+                Command::new(std::env::current_exe()?)
+                    .env(WORKER_ENV, &path)
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .context("starting a worker process")?,
+            );
+        }
+        let service = Service {
+            url,
+            http,
+            stop: Some(stop),
+            task: Some(task),
+            workers,
+        };
+        service.push("bench-probe").await?;
+        Ok(service)
+    }
+
+    async fn push(&self, name: &str) -> Result<()> {
+        let response = self
+            .http
+            .post(format!("{}/v1/modules?name={name}&version=1", self.url))
+            .header("content-type", "application/wasm")
+            .body(guest(name)?)
+            .send()
+            .await?;
+        ensure!(
+            response.status().is_success(),
+            "upload {name}: {}",
+            response.text().await?
+        );
+        Ok(())
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        ensure!(status.is_success(), "POST {path}: {status} {body}");
+        Ok(body)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let response = self.http.get(format!("{}{path}", self.url)).send().await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        ensure!(status.is_success(), "GET {path}: {status} {body}");
+        Ok(body)
+    }
+
+    async fn submit(&self, params: Value) -> Result<String> {
+        let run = self
+            .post(
+                "/v1/runs",
+                &json!({"module": "bench-probe", "params": params}),
+            )
+            .await?;
+        Ok(run["id"].as_str().context("no run id")?.to_string())
+    }
+
+    /// Polls a run until it is final; its output on success.
+    async fn wait(&self, id: &str, every: Duration) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let run = self.get(&format!("/v1/runs/{id}")).await?;
+            match run["state"].as_str() {
+                Some("succeeded") => return Ok(run["output"].as_str().unwrap_or("").to_string()),
+                Some("failed" | "cancelled" | "timed_out") => bail!("run {id} ended: {run}"),
+                _ => {}
+            }
+            ensure!(Instant::now() < deadline, "run {id} did not finish");
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        for worker in &mut self.workers {
+            let _ = worker.kill();
+            let _ = worker.wait();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        for worker in &mut self.workers {
+            let _ = worker.kill();
+            let _ = worker.wait();
+        }
+    }
+}
+
+/// A database of its own on the benchmark PostgreSQL.
+async fn fresh_postgres(admin_url: &str, tag: &str) -> Result<String> {
+    use sqlx::Connection;
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    let name = format!("caisson_bench_{tag}_{nanos}");
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .context("a PostgreSQL URL ends with /database")?;
+    Ok(format!("{base}/{name}"))
+}
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}/caisson.db?mode=rwc", dir.display())
+}
+
+/// Sequential runs, each timed from just before its `POST /v1/runs` to the
+/// guest's first instruction (its wall clock, returned as its output).
+async fn trigger_to_start(service: &Service, samples: usize, name: &str) -> Result<Dist> {
+    let mut latencies = Vec::with_capacity(samples);
+    for i in 0..samples + 2 {
+        let sent = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+        let id = service.submit(json!({"op": "clock"})).await?;
+        let started: u128 = service
+            .wait(&id, Duration::from_millis(2))
+            .await?
+            .trim()
+            .parse()
+            .context("the clock task's output")?;
+        ensure!(
+            started >= sent,
+            "the guest started before the request was sent"
+        );
+        if i >= 2 {
+            latencies.push(Duration::from_nanos((started - sent) as u64));
+        }
+    }
+    Ok(Dist::new(name, latencies))
+}
+
+/// `n` no-op runs submitted by 8 concurrent clients; runs per second from
+/// the first submission until the last run is seen finished.
+async fn throughput(service: &Service, n: usize) -> Result<f64> {
+    let started = Instant::now();
+    let clients = 8;
+    let mut handles = Vec::new();
+    for c in 0..clients {
+        let http = service.http.clone();
+        let url = service.url.clone();
+        let count = n / clients + usize::from(c < n % clients);
+        handles.push(tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(count);
+            for _ in 0..count {
+                let run: Value = http
+                    .post(format!("{url}/v1/runs"))
+                    .json(&json!({"module": "bench-probe", "params": {"op": "clock"}}))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                ids.push(run["id"].as_str().context("no run id")?.to_string());
+            }
+            anyhow::Ok(ids)
+        }));
+    }
+    let mut ids = Vec::with_capacity(n);
+    for handle in handles {
+        ids.extend(handle.await??);
+    }
+    for id in &ids {
+        service.wait(id, Duration::from_millis(10)).await?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Wall time of one run of a workflow of `steps` no-op steps.
+async fn workflow(service: &Service, name: &str, steps: Vec<Value>) -> Result<Duration> {
+    service
+        .post("/v1/workflows", &json!({"name": name, "steps": steps}))
+        .await?;
+    let started = Instant::now();
+    let run = service
+        .post(&format!("/v1/workflows/{name}/runs"), &json!({}))
+        .await?;
+    let id = run["id"].as_str().context("no workflow run id")?;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let run = service.get(&format!("/v1/workflow-runs/{id}")).await?;
+        match run["state"].as_str() {
+            Some("succeeded") => return Ok(started.elapsed()),
+            Some("running") => {}
+            _ => bail!("workflow {name} ended: {}", run["state"]),
+        }
+        ensure!(Instant::now() < deadline, "workflow {name} did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn step(name: String, depends_on: Vec<String>) -> Value {
+    json!({
+        "name": name,
+        "depends_on": depends_on,
+        "run": {"module": "bench-probe", "params": {"op": "clock"}},
+    })
+}
+
+/// 2-4. Trigger to start, throughput and DAGs.
+pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
+    println!("service:");
+    // The embedded default: one process, SQLite, two worker slots.
+    let sqlite_dir = fresh_dir(dir, "sqlite")?;
+    let service = Service::start(&sqlite_dir, &sqlite_url(&sqlite_dir), 2, 0).await?;
+    let sqlite_trigger = report.dist(
+        trigger_to_start(
+            &service,
+            plan.trigger_samples,
+            "trigger to start, embedded SQLite (API + 2 in-process slots)",
+        )
+        .await?,
+    );
+    let sqlite_rate = throughput(&service, plan.throughput_runs).await?;
+    report.value(
+        "throughput, embedded SQLite, runs/s",
+        sqlite_rate,
+        plan.throughput_runs,
+    );
+
+    let n = plan.dag_steps;
+    let linear: Vec<Value> = (0..n)
+        .map(|i| {
+            let deps = if i == 0 {
+                vec![]
+            } else {
+                vec![format!("s{}", i - 1)]
+            };
+            step(format!("s{i}"), deps)
+        })
+        .collect();
+    let linear_wall = workflow(&service, "linear", linear).await?;
+    let middle: Vec<String> = (1..n - 1).map(|i| format!("s{i}")).collect();
+    let mut fan = vec![step("s0".into(), vec![])];
+    fan.extend(middle.iter().map(|m| step(m.clone(), vec!["s0".into()])));
+    fan.push(step(format!("s{}", n - 1), middle.clone()));
+    let fan_wall = workflow(&service, "fan", fan).await?;
+    let linear = report.dist(Dist::new(
+        format!("workflow, {n}-step linear chain, wall time (1 sample)"),
+        vec![linear_wall],
+    ));
+    let fan = report.dist(Dist::new(
+        format!("workflow, {n}-step fan-out/fan-in, wall time (1 sample)"),
+        vec![fan_wall],
+    ));
+    // Baselines from this run: a chain can go no faster than one trigger
+    // after another, a fan-out no faster than the same runs submitted at once.
+    let chain_floor = report.dists[sqlite_trigger].p50() * n as u32;
+    let chain_floor = report.dist(Dist::new(
+        format!("{n} × trigger-to-start p50, SQLite (chain baseline)"),
+        vec![chain_floor],
+    ));
+    let fan_floor = report.dist(Dist::new(
+        format!("{n} runs at the SQLite throughput (fan-out baseline)"),
+        vec![Duration::from_secs_f64(n as f64 / sqlite_rate)],
+    ));
+    report.ratio(
+        "linear workflow / chain baseline",
+        linear,
+        50.0,
+        chain_floor,
+        50.0,
+    );
+    report.ratio(
+        "fan-out workflow / fan-out baseline",
+        fan,
+        50.0,
+        fan_floor,
+        50.0,
+    );
+    service.stop().await?;
+
+    let Some(pg) = std::env::var("CAISSON_TEST_POSTGRES_URL").ok() else {
+        report.notes.push(
+            "PostgreSQL not configured (CAISSON_TEST_POSTGRES_URL): its figures were skipped"
+                .into(),
+        );
+        return Ok(());
+    };
+    // Many machines' shape: an API process and worker processes sharing
+    // PostgreSQL (here on one machine, so they also share its 2 cores).
+    let mut rates = Vec::new();
+    for processes in [1, 2] {
+        let pg_dir = fresh_dir(dir, &format!("pg{processes}"))?;
+        let url = fresh_postgres(&pg, &format!("w{processes}")).await?;
+        let service = Service::start(&pg_dir, &url, 0, processes).await?;
+        if processes == 1 {
+            let pg_trigger = report.dist(
+                trigger_to_start(
+                    &service,
+                    plan.trigger_samples,
+                    "trigger to start, PostgreSQL (API process + 1 worker process)",
+                )
+                .await?,
+            );
+            report.ratio(
+                "trigger to start, PostgreSQL / SQLite, p50",
+                pg_trigger,
+                50.0,
+                sqlite_trigger,
+                50.0,
+            );
+        }
+        let rate = throughput(&service, plan.throughput_runs).await?;
+        report.value(
+            &format!("throughput, PostgreSQL, {processes} worker process(es), runs/s"),
+            rate,
+            plan.throughput_runs,
+        );
+        rates.push(rate);
+        service.stop().await?;
+    }
+    report.plain_ratio(
+        "throughput, 2 worker processes / 1 (PostgreSQL)",
+        rates[1] / rates[0],
+        "runs/s with 2 worker processes",
+        "runs/s with 1 worker process",
+    );
+    Ok(())
+}
+
+fn fresh_dir(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::create_dir_all(&path)?;
+    Ok(path)
+}
