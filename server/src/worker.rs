@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tracing::Instrument;
 
 use crate::config::ServerConfig;
-use crate::db::{AttemptOutcome, Claim, Db, DbError, RunRecord, RunState};
+use crate::db::{AttemptOutcome, Claim, Db, DbError, DbKind, RunRecord, RunState};
 use crate::metrics::Metrics;
 
 /// The longest delay between retries.
@@ -28,6 +28,49 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// How often buffered log lines are written to the database.
 const LOG_FLUSH: Duration = Duration::from_millis(200);
 const LOG_BATCH: usize = 500;
+
+/// Wakes idle slots when PostgreSQL announces new runs (migration 0003), so
+/// a worker on another machine than the API starts a run in milliseconds
+/// rather than at its next poll. Best effort: while the listener is down,
+/// the poll still finds every run.
+async fn listen_for_runs(
+    database: String,
+    work_available: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            e = relay_notifications(&database, &work_available) => {
+                tracing::debug!("run notifications unavailable, polling meanwhile: {e}");
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Relays notifications until the connection fails, and returns why.
+async fn relay_notifications(database: &str, work_available: &Notify) -> sqlx::Error {
+    let mut listener = match sqlx::postgres::PgListener::connect(database).await {
+        Ok(listener) => listener,
+        Err(e) => return e,
+    };
+    if let Err(e) = listener.listen("caisson_runs").await {
+        return e;
+    }
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(_)) => work_available.notify_waiters(),
+            // The connection dropped; notifications sent meanwhile are lost,
+            // which the poll makes up for.
+            Ok(None) => continue,
+            Err(e) => return e,
+        }
+    }
+}
 
 /// What a worker process shares between its slots.
 pub struct Worker {
@@ -86,6 +129,13 @@ impl Worker {
     /// running runs for up to `server.shutdown_grace` and hands back the rest.
     pub async fn run(self: Arc<Self>, slots: usize, shutdown: watch::Receiver<bool>) {
         tracing::info!(worker = %self.id, slots, "worker started");
+        let listener = (self.db.kind() == DbKind::Postgres).then(|| {
+            tokio::spawn(listen_for_runs(
+                self.config.server.database.clone(),
+                self.work_available.clone(),
+                shutdown.clone(),
+            ))
+        });
         let (hand_back_tx, hand_back) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         for slot in 0..slots {
@@ -105,6 +155,9 @@ impl Worker {
             tracing::warn!(worker = %self.id, "grace period over: handing back unfinished runs");
             let _ = hand_back_tx.send(true);
             while tasks.join_next().await.is_some() {}
+        }
+        if let Some(listener) = listener {
+            listener.abort();
         }
         tracing::info!(worker = %self.id, "worker stopped");
     }

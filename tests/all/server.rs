@@ -378,3 +378,52 @@ max_instances = 8
     drop((survivor, api));
     db.close().await;
 }
+
+/// A worker process on PostgreSQL hears about new runs from the database
+/// (LISTEN/NOTIFY) instead of waiting for its next poll: with a poll far
+/// longer than the wait below, the run could not finish in time otherwise.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_worker_is_woken_by_postgres_not_by_its_poll() {
+    let Some(admin) = postgres_url() else { return };
+    let database = fresh_database(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, scratch) = test_dirs();
+    std::fs::write(
+        dir.path().join("caisson.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"{database}\"\n\
+             modules = {{ type = \"local\", root = \"{dir}/modules\" }}\npoll = \"10m\"\n\n\
+             [engine]\ncache_dir = \"{}\"\nscratch_dir = \"{}\"\nmax_instances = 8\n",
+            cache.display(),
+            scratch.path().display(),
+            dir = dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let api = Proc::start(&["serve", "--no-worker"], dir.path());
+    let url = api.url().to_string();
+    let _worker = Proc::start(&["worker"], dir.path());
+    let out = cli(
+        &["module", "push", guest_path("hello").to_str().unwrap()],
+        &url,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Let the worker's first claim find nothing and go idle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let submitted = Instant::now();
+    let url2 = url.clone();
+    let waited = tokio::task::spawn_blocking(move || {
+        cli(
+            &["run", "submit", "hello", "--input", "ping", "--wait"],
+            &url2,
+        )
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), waited)
+        .await
+        .expect("the idle worker was not woken: it waited for its 10-minute poll")
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "hello, ping");
+    println!("woken and finished in {:?}", submitted.elapsed());
+}
