@@ -133,7 +133,11 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
         let read = call(&rt, &task, &[("op", "read"), ("key", &task_key)]).await?;
         task_r.push(start.elapsed());
         ensure!(read == size.to_string(), "task read {read}");
-        peaks.push(peak_rss().zip(base).map(|(peak, base)| peak.saturating_sub(base)));
+        peaks.push(
+            peak_rss()
+                .zip(base)
+                .map(|(peak, base)| peak.saturating_sub(base)),
+        );
 
         for key in [native_key, ObjectPath::from(format!("{prefix}/{task_key}"))] {
             client.delete(&key).await?;

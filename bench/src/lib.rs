@@ -27,6 +27,9 @@
 //! 7. **Density.** 1,000 idle instances at once (and 100 Python ones), the
 //!    RSS each adds, against the RSS of one idle `python3` process.
 //!
+//! `CAISSON_BENCH_ONLY=io,density` runs only those sections (`instantiate`,
+//! `service`, `io`, `compute`, `density`), for profiling one of them.
+//!
 //! Results go to `target/bench/results.{md,json}`; the Markdown table is also
 //! printed. `CAISSON_BENCH_QUICK=1` runs a few iterations over small data, so
 //! CI can check that the suite still works without caring about its numbers.
@@ -96,28 +99,37 @@ pub fn main() -> Result<()> {
         if plan.quick { "quick" } else { "full" }
     );
     let started = Instant::now();
-    let rt = runtime(dir.path(), true)?;
-    let spawn = tokio.block_on(runtime::instantiate(&plan, &rt, &mut report))?;
-    tokio.block_on(runtime::python_task(
-        &plan,
-        &rt,
-        dir.path(),
-        spawn,
-        &mut report,
-    ))?;
-    drop(rt);
-    tokio.block_on(service::run(&plan, dir.path(), &mut report))?;
-    // Before compute, which holds its text in memory: the I/O figures
-    // include this process's peak RSS.
-    tokio.block_on(io::run(&plan, &dir.path().join("io"), &mut report))?;
-    let rt = runtime(dir.path(), true)?;
-    tokio.block_on(runtime::compute(&plan, &rt, dir.path(), &mut report))?;
-    drop(rt);
-    tokio.block_on(runtime::density(
-        &plan,
-        &dir.path().join("density"),
-        &mut report,
-    ))?;
+    let only = std::env::var("CAISSON_BENCH_ONLY").unwrap_or_default();
+    let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
+    if wanted("instantiate") {
+        let rt = runtime(dir.path(), true)?;
+        let spawn = tokio.block_on(runtime::instantiate(&plan, &rt, &mut report))?;
+        tokio.block_on(runtime::python_task(
+            &plan,
+            &rt,
+            dir.path(),
+            spawn,
+            &mut report,
+        ))?;
+    }
+    if wanted("service") {
+        tokio.block_on(service::run(&plan, dir.path(), &mut report))?;
+    }
+    // Before compute, which holds its text in memory.
+    if wanted("io") {
+        tokio.block_on(io::run(&plan, &dir.path().join("io"), &mut report))?;
+    }
+    if wanted("compute") {
+        let rt = runtime(dir.path(), true)?;
+        tokio.block_on(runtime::compute(&plan, &rt, dir.path(), &mut report))?;
+    }
+    if wanted("density") {
+        tokio.block_on(runtime::density(
+            &plan,
+            &dir.path().join("density"),
+            &mut report,
+        ))?;
+    }
     println!("measured in {:.1} s", started.elapsed().as_secs_f64());
 
     let md = report.markdown(&plan);
