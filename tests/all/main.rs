@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod examples;
+mod faults;
 mod flows;
 mod hostile;
 mod objects;

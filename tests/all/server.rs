@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use caisson_tests::{caisson_bin, guest_path, postgres_url, s3_env, test_dirs, unique_prefix};
 
 /// A `caisson` process, killed when dropped.
-struct Proc {
-    child: Child,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
     url: Option<String>,
 }
 
@@ -27,7 +27,7 @@ impl Proc {
     /// Starts `caisson ARGS` and waits for its start-up line.
     // The child is waited for in `Drop`.
     #[allow(clippy::zombie_processes)]
-    fn start(args: &[&str], dir: &Path) -> Proc {
+    pub(crate) fn start(args: &[&str], dir: &Path) -> Proc {
         let mut child = Command::new(caisson_bin())
             .args(args)
             .current_dir(dir)
@@ -60,11 +60,11 @@ impl Proc {
         }
     }
 
-    fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         self.url.as_deref().unwrap()
     }
 
-    fn signal(&self, signal: i32) {
+    pub(crate) fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }

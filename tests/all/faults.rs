@@ -1,0 +1,235 @@
+//! Faults in the services Caisson depends on: the coordination database
+//! restarting under load, the S3 server dying mid-read, full disks. Each
+//! test starts private services (or a private tmpfs), never touching the
+//! shared ones.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use caisson_tests::{PrivatePostgres, guest_path, test_dirs};
+
+use crate::server::Proc;
+
+/// One `POST /v1/runs` as the client saw it.
+#[derive(Debug)]
+struct Submission {
+    sent: Instant,
+    status: u16,
+    retry_after: Option<String>,
+    id: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_during_submissions_loses_no_run() {
+    let Some(pg) = PrivatePostgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, scratch) = test_dirs();
+    std::fs::write(
+        dir.path().join("caisson.toml"),
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+database = "{database}"
+modules = {{ type = "local", root = "{modules}" }}
+workers = 2
+poll = "50ms"
+lease = "10s"
+heartbeat = "500ms"
+tick = "200ms"
+
+[engine]
+cache_dir = "{cache}"
+scratch_dir = "{scratch}"
+max_instances = 8
+"#,
+            database = pg.url(),
+            modules = dir.path().join("modules").display(),
+            cache = cache.display(),
+            scratch = scratch.path().display(),
+        ),
+    )
+    .unwrap();
+    let server = Proc::start(&["serve"], dir.path());
+    let url = server.url().to_string();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let response = http
+        .post(format!("{url}/v1/modules?name=hello"))
+        .body(std::fs::read(guest_path("hello")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+
+    // One client submits without pause, bounded in count and time, until
+    // runs submitted after the restart have been accepted.
+    let restarted: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = tokio::spawn({
+        let (http, url, restarted, stop) =
+            (http.clone(), url.clone(), restarted.clone(), stop.clone());
+        async move {
+            let mut seen = Vec::new();
+            let started = Instant::now();
+            for i in 0..5000 {
+                if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(120) {
+                    break;
+                }
+                let sent = Instant::now();
+                let response = http
+                    .post(format!("{url}/v1/runs"))
+                    .json(&json!({"module": "hello", "input": format!("r{i}")}))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("submission {i} got no answer: {e}"));
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                seen.push(Submission {
+                    sent,
+                    status,
+                    retry_after,
+                    id: body["id"].as_str().map(str::to_string),
+                });
+                // Enough accepted since the restart: done.
+                let after = restarted.lock().unwrap().map_or(0, |up| {
+                    seen.iter()
+                        .filter(|s| s.sent > up && s.status < 300)
+                        .count()
+                });
+                if after >= 20 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        }
+    });
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pg = Arc::new(pg);
+    tokio::task::spawn_blocking({
+        let pg = pg.clone();
+        move || pg.pause()
+    })
+    .await
+    .unwrap();
+    let down = Duration::from_secs(6);
+    tokio::time::sleep(down).await;
+    tokio::task::spawn_blocking({
+        let pg = pg.clone();
+        move || pg.resume()
+    })
+    .await
+    .unwrap();
+    *restarted.lock().unwrap() = Some(Instant::now());
+    let seen = tokio::time::timeout(Duration::from_secs(180), client)
+        .await
+        .expect("the client did not finish")
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+
+    let up = restarted.lock().unwrap().unwrap();
+    let accepted: Vec<&str> = seen
+        .iter()
+        .filter(|s| (200..300).contains(&s.status))
+        .map(|s| s.id.as_deref().expect("a 2xx without a run id"))
+        .collect();
+    let unavailable: Vec<&Submission> = seen.iter().filter(|s| s.status == 503).collect();
+    let other_errors: Vec<&Submission> = seen
+        .iter()
+        .filter(|s| !(200..300).contains(&s.status) && s.status != 503)
+        .collect();
+    let after_restart = seen
+        .iter()
+        .filter(|s| s.sent > up && (200..300).contains(&s.status))
+        .count();
+    assert!(
+        other_errors.is_empty(),
+        "answers other than 2xx and 503: {other_errors:?}"
+    );
+    assert!(
+        !unavailable.is_empty(),
+        "no 503 while the database was down for {down:?}: {} submissions",
+        seen.len()
+    );
+    for s in &unavailable {
+        assert_eq!(s.retry_after.as_deref(), Some("2"), "{s:?}");
+    }
+    assert!(
+        after_restart >= 20,
+        "{after_restart} accepted after the restart"
+    );
+
+    // Every accepted run exists and ends, once, in success.
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&pg.url())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM runs WHERE state IN ('queued', 'running')")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} runs still open after 2 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let stored: std::collections::HashMap<String, String> =
+        sqlx::query_as::<_, (String, String)>("SELECT id, state FROM runs")
+            .fetch_all(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let lost: Vec<&&str> = accepted
+        .iter()
+        .filter(|id| !stored.contains_key(**id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "accepted runs missing afterwards: {lost:?}"
+    );
+    let failed: Vec<(&String, &String)> = stored
+        .iter()
+        .filter(|(_, state)| state.as_str() != "succeeded")
+        .collect();
+    assert!(failed.is_empty(), "runs that did not succeed: {failed:?}");
+    let doubles: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT run_id FROM run_attempts WHERE state = 'succeeded' \
+         GROUP BY run_id HAVING count(*) <> 1) d",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(doubles, 0, "runs with other than one successful attempt");
+    eprintln!(
+        "{} submissions: {} accepted ({} after the restart), {} answered 503 with Retry-After, \
+         0 other errors; database down {down:?}; {} runs stored, all succeeded once, 0 lost",
+        seen.len(),
+        accepted.len(),
+        after_restart,
+        unavailable.len(),
+        stored.len()
+    );
+    db.close().await;
+    drop(server);
+}
