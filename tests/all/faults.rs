@@ -233,3 +233,115 @@ max_instances = 8
     db.close().await;
     drop(server);
 }
+
+/// Polls `id` until `done` says so, for at most a minute.
+async fn wait_until(app: &crate::api::App, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, run) = app.json("GET", &format!("/v1/runs/{id}"), None, None).await;
+        if done(&run) {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "run {id} stuck: {run}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the run's task has logged that it is reading.
+async fn wait_reading(app: &crate::api::App, id: &str) {
+    wait_until(app, id, |_| true).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, logs) = app
+            .json("GET", &format!("/v1/runs/{id}/logs"), None, None)
+            .await;
+        if logs["lines"].to_string().contains("reading started") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "run {id} never started reading");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_server_dying_mid_read_fails_the_run_as_retryable() {
+    let Some(s3) = caisson_tests::PrivateS3::start() else {
+        return;
+    };
+    let env = s3.env();
+    let size = 32usize << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let sum = data.iter().fold(0u64, |s, &b| s.wrapping_add(u64::from(b)));
+    env.client()
+        .put(&caisson_tests::key("faults/big"), data.into())
+        .await
+        .unwrap();
+    // object_store retries a broken read for 3 minutes by default; fail
+    // within seconds instead, so the run's own retries take over.
+    let table = format!(
+        "{}max_retries = 1\nretry_timeout = \"2s\"\n",
+        env.toml_table("s3", "faults")
+    );
+    let app = crate::api::app(&table, 1).await;
+    let (status, body) = app
+        .upload("slow-read", caisson_tests::guest("slow-read"), None)
+        .await;
+    assert!(status.is_success(), "{body}");
+    let submit = |retries: u8| {
+        json!({
+            "module": "slow-read",
+            "params": {"store": "s3", "key": "big", "pause_ms": "5"},
+            "grants": {"objects": ["s3"]},
+            "retries": {"max": retries, "backoff": "500ms"},
+        })
+    };
+
+    // No retries: the run fails, marked retryable, naming the backend.
+    let (_, run) = app.json("POST", "/v1/runs", None, Some(submit(0))).await;
+    let id = run["id"].as_str().unwrap().to_string();
+    wait_reading(&app, &id).await;
+    s3.kill();
+    let failed = wait_until(&app, &id, |r| {
+        r["state"] != "queued" && r["state"] != "running"
+    })
+    .await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["retryable"], true, "{failed}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("backend error") && error.contains("object stream failed"),
+        "{error}"
+    );
+
+    // With retries: the attempt cut off fails, and a later one succeeds
+    // once the server is back, on the same port and data.
+    s3.resume();
+    let (_, run) = app.json("POST", "/v1/runs", None, Some(submit(5))).await;
+    let id = run["id"].as_str().unwrap().to_string();
+    wait_reading(&app, &id).await;
+    s3.kill();
+    let retrying = wait_until(&app, &id, |r| {
+        r["attempt_history"]
+            .as_array()
+            .is_some_and(|h| h.first().is_some_and(|a| a["state"] == "failed"))
+    })
+    .await;
+    let first = &retrying["attempt_history"][0];
+    assert!(
+        first["error"].as_str().unwrap().contains("backend error"),
+        "{first}"
+    );
+    s3.resume();
+    let done = wait_until(&app, &id, |r| {
+        r["state"] != "queued" && r["state"] != "running"
+    })
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let output: Value = serde_json::from_str(done["output"].as_str().unwrap()).unwrap();
+    assert_eq!(output, json!({"bytes": size, "sum": sum}), "{done}");
+    eprintln!(
+        "S3 killed mid-read twice: no retries -> failed, retryable ({error}); \
+         with retries -> succeeded after {} attempts",
+        done["attempts"]
+    );
+}
