@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod examples;
+mod exhaustion;
 mod faults;
 mod flows;
 mod hostile;
