@@ -429,3 +429,46 @@ impl Drop for PrivateS3 {
         self.kill();
     }
 }
+
+/// A small tmpfs mounted on a fresh temp directory (root only), to fill a
+/// disk without filling the machine's. Unmounted on drop.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` bytes.
+    pub fn mount(bytes: u64) -> Option<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("caisson-tmpfs-")
+            .tempdir()
+            .unwrap();
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0755")])
+            .arg("tmpfs")
+            .arg(dir.path())
+            .output();
+        match output {
+            Ok(output) if output.status.success() => Some(Tmpfs { dir }),
+            Ok(output) => unavailable(format!(
+                "cannot mount a tmpfs (not root?): {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )),
+            Err(e) => unavailable(format!("cannot run mount: {e}")),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a worker thread may still hold a file open there.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .output();
+    }
+}

@@ -345,3 +345,146 @@ async fn an_s3_server_dying_mid_read_fails_the_run_as_retryable() {
         done["attempts"]
     );
 }
+
+/// Fills the filesystem under `path` until a write fails, then frees
+/// `leave` bytes: what is left is too little for a module.
+fn fill_disk(path: &std::path::Path, leave: u64) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    let mut written = 0u64;
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    file.set_len(written.saturating_sub(leave)).unwrap();
+}
+
+/// Every file under `dir`, for checking that nothing was left behind.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_module_store_or_scratch_disk_fails_cleanly() {
+    use axum::http::StatusCode;
+    use caisson_tests::{Tmpfs, guest};
+    let (Some(modules), Some(scratch)) = (Tmpfs::mount(8 << 20), Tmpfs::mount(8 << 20)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = test_dirs();
+    let text = format!(
+        r#"
+[server]
+database = "sqlite://{db}?mode=rwc"
+modules = {{ type = "local", root = "{modules}" }}
+poll = "20ms"
+heartbeat = "100ms"
+lease = "3s"
+
+[engine]
+cache_dir = "{cache}"
+scratch_dir = "{scratch}"
+max_instances = 8
+max_memory = 1073741824
+
+[limits]
+timeout = "30s"
+memory = 67108864
+"#,
+        db = dir.path().join("caisson.db").display(),
+        modules = modules.path().display(),
+        cache = cache.display(),
+        scratch = scratch.path().display(),
+    );
+    let app = crate::api::app_from(&text, dir, 1).await;
+
+    // The module store is full: 507 saying so, and no trace of the module.
+    let filler = modules.path().join("filler");
+    fill_disk(&filler, 16 << 10);
+    let (status, body) = app.upload("hello", guest("hello"), None).await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    assert_eq!(body["error"]["code"], "storage_full", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("module store is full"), "{message}");
+    let (_, list) = app.json("GET", "/v1/modules", None, None).await;
+    assert_eq!(list, json!([]));
+    let (status, _) = app.json("GET", "/v1/modules/hello", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        files(modules.path()),
+        vec![filler.clone()],
+        "partial files left"
+    );
+
+    // Space freed: the same upload works, and the module runs.
+    std::fs::remove_file(&filler).unwrap();
+    let (status, body) = app.upload("hello", guest("hello"), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, run) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "hello", "input": "disk"})),
+        )
+        .await;
+    let done = app.wait(run["id"].as_str().unwrap(), None).await;
+    assert_eq!(done["output"], "hello, disk", "{done}");
+
+    // The scratch disk fills up: that run fails, saying why; the worker
+    // goes on, and the space comes back with the run's scratch directory.
+    let (status, body) = app
+        .upload("scratch-fill", guest("scratch-fill"), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, run) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "scratch-fill"})),
+        )
+        .await;
+    let failed = app.wait(run["id"].as_str().unwrap(), None).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("could not write to /scratch after")
+            && error.to_lowercase().contains("space"),
+        "{error}"
+    );
+    for (module, params, expect) in [
+        ("hello", json!({}), "hello, "),
+        ("scratch-fill", json!({"mib": "4"}), "4"),
+    ] {
+        let (_, run) = app
+            .json(
+                "POST",
+                "/v1/runs",
+                None,
+                Some(json!({"module": module, "params": params})),
+            )
+            .await;
+        let done = app.wait(run["id"].as_str().unwrap(), None).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["output"], expect, "{done}");
+    }
+    assert_eq!(files(scratch.path()), Vec::<std::path::PathBuf>::new());
+    eprintln!("module store full: 507 ({message}); scratch full: {error}");
+    drop(app);
+}

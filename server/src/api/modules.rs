@@ -64,6 +64,7 @@ pub(crate) fn module_key(digest: &str) -> object_store::path::Path {
         (status = 400, description = "not a task component", body = super::error::ErrorBody),
         (status = 409, description = "this version exists with other bytes", body = super::error::ErrorBody),
         (status = 413, description = "over the upload limit", body = super::error::ErrorBody),
+        (status = 507, description = "the module store is full; nothing was stored", body = super::error::ErrorBody),
     ),
     tag = "modules"
 )]
@@ -99,7 +100,13 @@ pub async fn upload(
             .modules
             .put(&key, PutPayload::from(bytes.clone()))
             .await
-            .map_err(|e| ApiError::internal("could not store the component", e))?;
+            .map_err(|e| {
+                if super::error::is_storage_full(&e) {
+                    ApiError::storage_full("the module store", e)
+                } else {
+                    ApiError::internal("could not store the component", e)
+                }
+            })?;
     }
     let record = ModuleRecord {
         name: query.name.clone(),
