@@ -12,6 +12,7 @@ mod objects;
 mod server;
 mod streaming;
 mod suite;
+mod uploads;
 mod validation;
 
 use std::sync::Arc;
