@@ -366,6 +366,23 @@ max_instances = 8
         lost >= 1,
         "the killed worker held no run, so the test proved nothing"
     );
+    // Each lost attempt was re-leased only after its lease (2s) expired, and
+    // completed by another worker.
+    let re_leased: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT l.run_id) FROM run_attempts l JOIN run_attempts s          ON s.run_id = l.run_id AND s.attempt > l.attempt AND s.state = 'succeeded'          WHERE l.state = 'lost' AND s.worker_id <> l.worker_id          AND s.started_at >= l.started_at + 2000",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let lost_runs: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT run_id) FROM run_attempts WHERE state = 'lost'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        re_leased, lost_runs,
+        "lost runs not re-leased after expiry to another worker"
+    );
     eprintln!(
         "1004 runs, 1 worker killed, {lost} attempts lost and re-run, 0 lost runs, 0 duplicates"
     );
