@@ -876,3 +876,45 @@ pub fn add_to_linker<T: Send + 'static>(
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasObjects>(linker, f)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a guest learns from `stream-error` about a failed stream
+    /// whose error is `error`.
+    async fn classify(error: wasmtime::Error) -> Option<WitError> {
+        let mut ctx = ObjectsCtx::none();
+        let mut table = ResourceTable::new();
+        let err = table.push(error).unwrap();
+        let mut view = ObjectsView {
+            ctx: &mut ctx,
+            table: &mut table,
+        };
+        wit::Host::stream_error(&mut view, err).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reader_cut_off_is_a_backend_error() {
+        // As a reader fails: the backend's error inside an `io::Error`.
+        let cut_off = object_store::Error::Generic {
+            store: "S3",
+            source: "connection reset by peer".into(),
+        };
+        let error = classify(std::io::Error::other(cut_off).into()).await;
+        assert!(
+            matches!(&error, Some(WitError::Backend(m)) if m.contains("connection reset")),
+            "{error:?}"
+        );
+        let gone = object_store::Error::NotFound {
+            path: "k".into(),
+            source: "gone".into(),
+        };
+        let error = classify(std::io::Error::other(gone).into()).await;
+        assert!(matches!(error, Some(WitError::NotFound)), "{error:?}");
+        // Not from a backend: unknown, so the guest must not retry on it.
+        assert!(classify(wasmtime::format_err!("other")).await.is_none());
+        let plain = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(classify(plain.into()).await.is_none());
+    }
+}
