@@ -185,3 +185,290 @@ pub fn base_config() -> Config {
 pub fn runtime(config: Config) -> Runtime {
     Runtime::new(config).expect("building the runtime")
 }
+
+// ------------------------------------------------------------------------
+// Private services for fault injection. The shared services must never be
+// stopped (other tests use them), so a test that restarts PostgreSQL or
+// kills the S3 server starts its own, on a free port and a temp directory.
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `None` (and why, on stderr) when a private service cannot be started
+/// here; a panic instead when `CAISSON_REQUIRE_SERVICES=1`.
+fn unavailable<T>(why: String) -> Option<T> {
+    if require_services() {
+        panic!("{why} but CAISSON_REQUIRE_SERVICES=1");
+    }
+    eprintln!("skipping: {why}");
+    None
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL 15 server of one test's own, stopped and deleted on drop.
+/// Trust authentication on 127.0.0.1 only: it lives as long as the test.
+pub struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    /// Runs `initdb` and starts the server, as the `postgres` user (which
+    /// needs root, like `scripts/services`).
+    pub fn start() -> Option<Self> {
+        if !std::path::Path::new(PG_BIN).join("initdb").exists() {
+            return unavailable(format!("{PG_BIN}/initdb is missing"));
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return unavailable("a private PostgreSQL needs root (runuser -u postgres)".into());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("caisson-pg-")
+            .tempdir()
+            .unwrap();
+        let pg = PrivatePostgres {
+            port: free_port(),
+            dir,
+        };
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(pg.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = pg.data();
+        let status = std::process::Command::new("install")
+            .args(["-d", "-o", "postgres", "-g", "postgres", "-m", "700"])
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(status.success(), "could not create {}", data.display());
+        pg.as_postgres(&[
+            "initdb",
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--auth=trust",
+        ]);
+        pg.resume();
+        Some(pg)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn as_postgres(&self, args: &[&str]) {
+        let output = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(std::path::Path::new(PG_BIN).join(args[0]))
+            .args(&args[1..])
+            .current_dir("/")
+            .output()
+            .expect("running runuser");
+        assert!(
+            output.status.success(),
+            "{} failed: {}{}",
+            args[0],
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn resume(&self) {
+        let data = self.data();
+        let log = self.dir.path().join("pg.log");
+        std::fs::write(&log, "").unwrap();
+        let _ = std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&log)
+            .status();
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
+            self.port,
+            data.display()
+        );
+        self.as_postgres(&[
+            "pg_ctl",
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            &options,
+            "start",
+        ]);
+    }
+
+    /// Stops the server (fast shutdown: open connections are cut).
+    pub fn pause(&self) {
+        self.as_postgres(&[
+            "pg_ctl",
+            "-D",
+            self.data().to_str().unwrap(),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        ]);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(std::path::Path::new(PG_BIN).join("pg_ctl"))
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .current_dir("/")
+            .output();
+    }
+}
+
+/// An `s3s-fs` S3 server of one test's own, on its own port and root,
+/// with the bucket of [`S3Env`]'s defaults. Killed on drop.
+pub struct PrivateS3 {
+    root: tempfile::TempDir,
+    port: u16,
+    child: std::sync::Mutex<Option<std::process::Child>>,
+}
+
+impl PrivateS3 {
+    pub fn start() -> Option<Self> {
+        let bin = root().join("target/tools/bin/s3s-fs");
+        if !bin.exists() {
+            return unavailable(format!(
+                "{} is missing (scripts/services start installs it)",
+                bin.display()
+            ));
+        }
+        let root = tempfile::Builder::new()
+            .prefix("caisson-s3-")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir_all(root.path().join("caisson-test")).unwrap();
+        let s3 = PrivateS3 {
+            root,
+            port: free_port(),
+            child: std::sync::Mutex::new(None),
+        };
+        s3.resume();
+        Some(s3)
+    }
+
+    pub fn env(&self) -> S3Env {
+        S3Env {
+            endpoint: format!("http://127.0.0.1:{}", self.port),
+            bucket: "caisson-test".into(),
+            access_key_id: "caisson-access".into(),
+            secret_access_key: "caisson-secret-key".into(),
+            region: "us-east-1".into(),
+        }
+    }
+
+    /// Starts the server (again, on the same port and root) and waits
+    /// until it answers.
+    pub fn resume(&self) {
+        let mut child = self.child.lock().unwrap();
+        assert!(child.is_none(), "s3s-fs is already running");
+        let spawned = std::process::Command::new(root().join("target/tools/bin/s3s-fs"))
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", "caisson-access"])
+            .args(["--secret-key", "caisson-secret-key"])
+            .arg(self.root.path())
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning s3s-fs");
+        *child = Some(spawned);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s3s-fs did not listen on port {} in 30s",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server at once (SIGKILL): connections break mid-transfer.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateS3 {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A small tmpfs mounted on a fresh temp directory (root only), to fill a
+/// disk without filling the machine's. Unmounted on drop.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` bytes.
+    pub fn mount(bytes: u64) -> Option<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("caisson-tmpfs-")
+            .tempdir()
+            .unwrap();
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0755")])
+            .arg("tmpfs")
+            .arg(dir.path())
+            .output();
+        match output {
+            Ok(output) if output.status.success() => Some(Tmpfs { dir }),
+            Ok(output) => unavailable(format!(
+                "cannot mount a tmpfs (not root?): {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )),
+            Err(e) => unavailable(format!("cannot run mount: {e}")),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a worker thread may still hold a file open there.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .output();
+    }
+}

@@ -72,6 +72,16 @@ pub enum StoreConfig {
         /// `aws_server_side_encryption = "aws:kms"`.
         #[serde(default)]
         options: BTreeMap<String, String>,
+        /// How many times a failed request (or a body cut off mid-read) is
+        /// retried, with backoff, before the task sees a `backend` error.
+        /// Default 10.
+        max_retries: Option<usize>,
+        /// The longest a request keeps being retried, e.g. `"10s"`. Default
+        /// 3 minutes: while the server is down a reading task waits that
+        /// long. Lower both to fail fast and leave retrying to the run's
+        /// own `retries`.
+        #[serde(default, with = "humantime_serde")]
+        retry_timeout: Option<std::time::Duration>,
     },
     /// A directory on the worker's filesystem.
     Local {
@@ -252,11 +262,21 @@ fn build_store(label: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>
             path_style,
             allow_http,
             options,
+            max_retries,
+            retry_timeout,
         } => {
             let mut builder = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_virtual_hosted_style_request(!path_style)
                 .with_allow_http(*allow_http);
+            if max_retries.is_some() || retry_timeout.is_some() {
+                let default = object_store::RetryConfig::default();
+                builder = builder.with_retry(object_store::RetryConfig {
+                    max_retries: max_retries.unwrap_or(default.max_retries),
+                    retry_timeout: retry_timeout.unwrap_or(default.retry_timeout),
+                    backoff: default.backoff,
+                });
+            }
             if let Some(endpoint) = endpoint {
                 builder = builder.with_endpoint(endpoint);
             }
@@ -354,6 +374,10 @@ fn parse_prefix(prefix: &str) -> Result<Option<Path>, WitError> {
 /// own; they name keys and endpoints but never credentials, which
 /// `object_store` does not put in its errors.
 pub fn map_error(error: object_store::Error) -> WitError {
+    map_error_ref(&error)
+}
+
+fn map_error_ref(error: &object_store::Error) -> WitError {
     use object_store::Error as E;
     match error {
         E::NotFound { .. } => WitError::NotFound,
@@ -363,6 +387,8 @@ pub fn map_error(error: object_store::Error) -> WitError {
         E::AlreadyExists { path, .. } => WitError::Other(format!("already exists: {path}")),
         E::Precondition { path, .. } => WitError::Other(format!("precondition failed: {path}")),
         E::NotModified { path, .. } => WitError::Other(format!("not modified: {path}")),
+        // Everything else is the network or the server (`Generic`, after
+        // object_store's own retries): transient as far as we can tell.
         other => WitError::Backend(other.to_string()),
     }
 }
@@ -568,6 +594,20 @@ impl wit::Host for ObjectsView<'_> {
             return Ok(Err(WitError::AccessDenied));
         };
         push_resource(self.table, StoreHandle { store, ordered })
+    }
+
+    async fn stream_error(
+        &mut self,
+        err: Resource<wasmtime::Error>,
+    ) -> wasmtime::Result<Option<WitError>> {
+        let err = self.table.get(&err)?;
+        // A reader fails with the backend's error inside an `io::Error`
+        // (see `reader`); anything else is not ours to classify.
+        Ok(err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|e| e.get_ref())
+            .and_then(|e| e.downcast_ref::<object_store::Error>())
+            .map(map_error_ref))
     }
 }
 
@@ -835,4 +875,46 @@ pub fn add_to_linker<T: Send + 'static>(
     f: fn(&mut T) -> ObjectsView<'_>,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasObjects>(linker, f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a guest learns from `stream-error` about a failed stream
+    /// whose error is `error`.
+    async fn classify(error: wasmtime::Error) -> Option<WitError> {
+        let mut ctx = ObjectsCtx::none();
+        let mut table = ResourceTable::new();
+        let err = table.push(error).unwrap();
+        let mut view = ObjectsView {
+            ctx: &mut ctx,
+            table: &mut table,
+        };
+        wit::Host::stream_error(&mut view, err).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reader_cut_off_is_a_backend_error() {
+        // As a reader fails: the backend's error inside an `io::Error`.
+        let cut_off = object_store::Error::Generic {
+            store: "S3",
+            source: "connection reset by peer".into(),
+        };
+        let error = classify(std::io::Error::other(cut_off).into()).await;
+        assert!(
+            matches!(&error, Some(WitError::Backend(m)) if m.contains("connection reset")),
+            "{error:?}"
+        );
+        let gone = object_store::Error::NotFound {
+            path: "k".into(),
+            source: "gone".into(),
+        };
+        let error = classify(std::io::Error::other(gone).into()).await;
+        assert!(matches!(error, Some(WitError::NotFound)), "{error:?}");
+        // Not from a backend: unknown, so the guest must not retry on it.
+        assert!(classify(wasmtime::format_err!("other")).await.is_none());
+        let plain = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(classify(plain.into()).await.is_none());
+    }
 }

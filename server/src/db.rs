@@ -262,6 +262,10 @@ impl std::fmt::Debug for Db {
 /// How long a query waits for a pooled connection before the database
 /// counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same for PostgreSQL. While the server refuses connections (a
+/// restart) the pool keeps retrying until this timeout, so it bounds how
+/// long an API request hangs before it answers 503 with `Retry-After`.
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a SQLite connection waits for another connection's write lock.
 const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
@@ -557,7 +561,10 @@ impl Db {
 
         let mut pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT);
+            .acquire_timeout(match kind {
+                DbKind::Sqlite => ACQUIRE_TIMEOUT,
+                DbKind::Postgres => PG_ACQUIRE_TIMEOUT,
+            });
         if kind == DbKind::Sqlite {
             pool = pool.after_connect(|conn, _meta| {
                 Box::pin(async move {

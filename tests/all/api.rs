@@ -74,7 +74,12 @@ type = "memory"
         cache = cache.display(),
         scratch = scratch.path().display(),
     );
-    let config = ServerConfig::parse(&text).unwrap();
+    app_from(&text, dir, workers).await
+}
+
+/// A server on configuration `text`, owning `dir`.
+pub async fn app_from(text: &str, dir: tempfile::TempDir, workers: usize) -> App {
+    let config = ServerConfig::parse(text).unwrap();
     let state = caisson_server::serve::build_state(config).await.unwrap();
     let mut stop = None;
     if workers > 0 {

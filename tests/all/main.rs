@@ -4,6 +4,8 @@
 mod api;
 mod cli;
 mod examples;
+mod exhaustion;
+mod faults;
 mod flows;
 mod hostile;
 mod objects;
@@ -11,6 +13,7 @@ mod python;
 mod server;
 mod streaming;
 mod suite;
+mod uploads;
 mod validation;
 
 use std::sync::Arc;

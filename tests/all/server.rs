@@ -12,7 +12,7 @@ use caisson_tests::{caisson_bin, guest_path, postgres_url, s3_env, test_dirs, un
 
 /// A `caisson` process, killed when dropped.
 pub(crate) struct Proc {
-    child: Child,
+    pub(crate) child: Child,
     url: Option<String>,
 }
 
@@ -64,7 +64,7 @@ impl Proc {
         self.url.as_deref().unwrap()
     }
 
-    fn signal(&self, signal: i32) {
+    pub(crate) fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
@@ -371,6 +371,23 @@ max_instances = 8
     assert!(
         lost >= 1,
         "the killed worker held no run, so the test proved nothing"
+    );
+    // Each lost attempt was re-leased only after its lease (2s) expired, and
+    // completed by another worker.
+    let re_leased: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT l.run_id) FROM run_attempts l JOIN run_attempts s          ON s.run_id = l.run_id AND s.attempt > l.attempt AND s.state = 'succeeded'          WHERE l.state = 'lost' AND s.worker_id <> l.worker_id          AND s.started_at >= l.started_at + 2000",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let lost_runs: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT run_id) FROM run_attempts WHERE state = 'lost'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        re_leased, lost_runs,
+        "lost runs not re-leased after expiry to another worker"
     );
     eprintln!(
         "1004 runs, 1 worker killed, {lost} attempts lost and re-run, 0 lost runs, 0 duplicates"

@@ -325,13 +325,17 @@ impl std::iter::FusedIterator for List<'_> {}
 
 fn stream_error(e: StreamError) -> io::Error {
     match e {
-        // The host's error carries only text, so whether it is transient is
-        // unknown: call it `other` (not retryable) rather than risk retrying
-        // a deterministic failure such as an upload over the size limit.
-        StreamError::LastOperationFailed(e) => io::Error::other(Error::Other(format!(
-            "object stream failed: {}",
-            e.to_debug_string()
-        ))),
+        // The host says what kind of failure it was when it knows (a broken
+        // connection is `backend`, so the run is retryable). When it does
+        // not, call it `other` (not retryable) rather than risk retrying a
+        // deterministic failure such as an upload over the size limit.
+        StreamError::LastOperationFailed(e) => io::Error::other(
+            match wit::stream_error(&e) {
+                Some(kind) => Error::from(kind),
+                None => Error::Other(e.to_debug_string()),
+            }
+            .context("object stream failed"),
+        ),
         StreamError::Closed => io::Error::new(io::ErrorKind::BrokenPipe, "stream closed"),
     }
 }

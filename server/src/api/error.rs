@@ -68,6 +68,17 @@ impl ApiError {
         )
     }
 
+    /// 507: the store behind `what` has no space left. Logged; the client
+    /// learns only that, and that it may try again later.
+    pub fn storage_full(what: &str, error: impl std::fmt::Display) -> Self {
+        tracing::error!("{what} is full: {error}");
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage_full",
+            format!("{what} is full; nothing was stored: retry once space is freed"),
+        )
+    }
+
     pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
         tracing::error!("{context}: {error}");
         Self::new(
@@ -76,6 +87,24 @@ impl ApiError {
             format!("internal error: {context}"),
         )
     }
+}
+
+/// Whether `error`, or anything in its chain of sources, is a full disk or
+/// an exhausted quota: the operator's problem to fix, not a server bug.
+pub(crate) fn is_storage_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl From<DbError> for ApiError {

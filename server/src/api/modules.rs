@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use caisson_runtime::RuntimeError;
 use object_store::{ObjectStore, PutPayload};
 use serde::Deserialize;
@@ -64,6 +64,7 @@ pub(crate) fn module_key(digest: &str) -> object_store::path::Path {
         (status = 400, description = "not a task component", body = super::error::ErrorBody),
         (status = 409, description = "this version exists with other bytes", body = super::error::ErrorBody),
         (status = 413, description = "over the upload limit", body = super::error::ErrorBody),
+        (status = 507, description = "the module store is full; nothing was stored", body = super::error::ErrorBody),
     ),
     tag = "modules"
 )]
@@ -71,6 +72,7 @@ pub async fn upload(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<ModuleRecord>)> {
     check_name("module name", &query.name)?;
@@ -78,14 +80,25 @@ pub async fn upload(
         check_name("version", version)?;
     }
     let limit = state.config.server.max_module_bytes as usize;
-    // Reads at most `limit` bytes: a larger body is cut off, not buffered.
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+    let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("the component is over the {limit}-byte upload limit"),
         )
-    })?;
+    };
+    // A declared length over the limit is refused before reading a byte.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    // Reads at most `limit` bytes: a larger body is cut off, not buffered.
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
     let task = state.runtime.load(&bytes).await.map_err(|e| match e {
         RuntimeError::InvalidComponent(message) => {
             ApiError::bad_request(format!("not a valid task component: {message}"))
@@ -99,7 +112,13 @@ pub async fn upload(
             .modules
             .put(&key, PutPayload::from(bytes.clone()))
             .await
-            .map_err(|e| ApiError::internal("could not store the component", e))?;
+            .map_err(|e| {
+                if super::error::is_storage_full(&e) {
+                    ApiError::storage_full("the module store", e)
+                } else {
+                    ApiError::internal("could not store the component", e)
+                }
+            })?;
     }
     let record = ModuleRecord {
         name: query.name.clone(),
