@@ -14,7 +14,7 @@ from componentize_py_types import Err
 from wit_world.imports import objects as _objects
 from wit_world.imports import streams as _streams
 
-from .errors import BackendError, NotFound, call
+from .errors import NotFound, OtherError, call, from_wit
 
 # The largest write one `output-stream.write` may take is what
 # `check-write` allows; reads ask for this much at a time.
@@ -132,7 +132,7 @@ class _Reader(io.RawIOBase):
             if isinstance(e.value, _streams.StreamError_Closed):
                 self.close()
                 return 0
-            raise BackendError(e.value.value.to_debug_string()) from None
+            raise _stream_failure(e.value) from None
         buffer[: len(data)] = data
         return len(data)
 
@@ -168,7 +168,7 @@ class Writer:
                 n = min(allowed, len(view), _CHUNK)
                 self._body.write(bytes(view[:n]))
             except Err as e:
-                raise BackendError(_stream_error(e.value)) from None
+                raise _stream_failure(e.value) from None
             view = view[n:]
         return len(data)
 
@@ -181,7 +181,7 @@ class Writer:
         try:
             self._body.blocking_flush()
         except Err as e:
-            raise BackendError(_stream_error(e.value)) from None
+            raise _stream_failure(e.value) from None
         self._body.__exit__(None, None, None)
         self._body = None
         handle, self._handle = self._handle, None
@@ -206,7 +206,16 @@ class Writer:
             self.abort()
 
 
-def _stream_error(error: _streams.StreamError) -> str:
+def _stream_failure(error: _streams.StreamError) -> Exception:
+    """The exception for a failed stream call. The host says what kind of
+    failure it was when it knows (a broken connection is `backend`, so the
+    run is retryable); otherwise it is `other`, not retryable, rather than
+    risk retrying a deterministic failure such as an oversized upload."""
     if isinstance(error, _streams.StreamError_Closed):
-        return "the stream was closed"
-    return error.value.to_debug_string()
+        return OtherError("the stream was closed")
+    kind = _objects.stream_error(error.value)
+    if kind is not None:
+        failure = from_wit(kind)
+        failure.args = (f"object stream failed: {failure}",)
+        return failure
+    return OtherError(f"object stream failed: {error.value.to_debug_string()}")
