@@ -201,3 +201,64 @@ async fn sql_on_postgres() {
         );
     }
 }
+
+/// The benchmark suite's task (`bench-probe`) does what the suite times:
+/// streams exactly the bytes it reports, both ways, and reads the clock.
+#[tokio::test]
+async fn the_benchmark_task_streams_what_it_reports() {
+    let mut config = base_config();
+    config.objects = toml::from_str("[data]\ntype = \"memory\"").unwrap();
+    let rt = runtime(config);
+    let task = load(&rt, "bench-probe").await;
+    let call = |params: Vec<(&'static str, String)>| {
+        let (rt, task) = (&rt, &task);
+        async move {
+            let (result, log) = run_with(rt, task, b"", |r| {
+                r.grants = Grants::default().with_object_store("data");
+                for (k, v) in params {
+                    r.params.insert(k.to_string(), v);
+                }
+            })
+            .await;
+            let output = result.unwrap_or_else(|e| panic!("{e}: {:?}", log.records()));
+            String::from_utf8(output).unwrap()
+        }
+    };
+    let size = (3 << 20) + 12_345;
+    let written = call(vec![
+        ("op", "write".into()),
+        ("key", "blob".into()),
+        ("bytes", size.to_string()),
+    ])
+    .await;
+    assert_eq!(written, size.to_string());
+    let stored = rt
+        .object_stores()
+        .get("data")
+        .unwrap()
+        .get(&caisson_tests::key("blob"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), size);
+    assert!(
+        stored
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == (i % (256 * 1024)) as u8)
+    );
+    let read = call(vec![("op", "read".into()), ("key", "blob".into())]).await;
+    assert_eq!(read, size.to_string());
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let clock: u128 = call(vec![]).await.parse().unwrap();
+    assert!(
+        clock >= before,
+        "the guest's clock read {clock}, before {before}"
+    );
+}
