@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::api::runs::{SubmitRun, prepare, time};
@@ -166,40 +167,38 @@ fn step_state(state: &str) -> StepState {
 
 /// Moves one workflow run as far as it can go now.
 pub async fn advance_workflow(state: &AppState, run: &WorkflowRunRecord) -> Result<(), ApiError> {
-    let def: WorkflowDef = serde_json::from_value(run.definition.clone())
+    let def = WorkflowDef::deserialize(&run.definition)
         .map_err(|e| ApiError::internal("a stored workflow no longer parses", e))?;
-    // Each pass settles finished steps, then skips or starts one level;
-    // a workflow can need one pass per level, bounded by its size.
-    for _ in 0..=def.steps.len() + 1 {
-        let mut states = BTreeMap::new();
-        let mut run_ids = BTreeMap::new();
-        for step in state.db.workflow_steps(&run.id).await? {
-            let mut current = step_state(&step.state);
-            if let (StepState::Running, Some(run_id)) = (current, &step.run_id) {
-                let finished = state
-                    .db
-                    .get_run_any(run_id)
-                    .await?
-                    .map(|r| r.state)
-                    .filter(|s| s.is_final());
-                if let Some(run_state) = finished {
-                    let to = if run_state == RunState::Succeeded {
-                        "succeeded"
-                    } else {
-                        "failed"
-                    };
-                    state
-                        .db
-                        .move_step(&run.id, &step.name, "running", to, None)
-                        .await?;
-                    current = step_state(to);
-                }
-            }
-            if let Some(run_id) = step.run_id {
-                run_ids.insert(step.name.clone(), run_id);
-            }
-            states.insert(step.name, current);
+    // One read settles the steps whose runs finished; the passes below
+    // then work on the states in memory. Every move is compare-and-set, so
+    // a scheduler racing this one cannot make a step move twice; at worst
+    // this pass stops early and the next tick carries on.
+    let mut states = BTreeMap::new();
+    let mut run_ids = BTreeMap::new();
+    for (step, run_state) in state.db.workflow_steps_with_runs(&run.id).await? {
+        let mut current = step_state(&step.state);
+        if let (StepState::Running, Some(run_state)) = (current, run_state)
+            && run_state.is_final()
+        {
+            let to = if run_state == RunState::Succeeded {
+                "succeeded"
+            } else {
+                "failed"
+            };
+            state
+                .db
+                .move_step(&run.id, &step.name, "running", to, None)
+                .await?;
+            current = step_state(to);
         }
+        if let Some(run_id) = step.run_id {
+            run_ids.insert(step.name.clone(), run_id);
+        }
+        states.insert(step.name, current);
+    }
+    // Each pass skips or starts one level; skips can cascade, so a
+    // workflow can need one pass per level, bounded by its size.
+    for _ in 0..=def.steps.len() + 1 {
         let advance = dag::advance(&def, &states);
         if let Some(outcome) = advance.finished {
             let outcome = match outcome {
@@ -215,14 +214,19 @@ pub async fn advance_workflow(state: &AppState, run: &WorkflowRunRecord) -> Resu
         if advance.start.is_empty() && advance.skip.is_empty() {
             return Ok(());
         }
-        for step in &advance.skip {
-            state
+        for step in advance.skip {
+            if !state
                 .db
-                .move_step(&run.id, step, "pending", "skipped", None)
-                .await?;
+                .move_step(&run.id, &step, "pending", "skipped", None)
+                .await?
+            {
+                return Ok(());
+            }
+            states.insert(step, StepState::Skipped);
         }
-        for step in &advance.start {
-            start_step(state, run, &def, step, &run_ids).await?;
+        for step in advance.start {
+            let started = start_step(state, run, &def, &step, &run_ids).await?;
+            states.insert(step, started);
         }
     }
     Ok(())
@@ -234,7 +238,7 @@ async fn start_step(
     def: &WorkflowDef,
     step: &str,
     run_ids: &BTreeMap<String, String>,
-) -> Result<(), ApiError> {
+) -> Result<StepState, ApiError> {
     let step_def = def
         .steps
         .iter()
@@ -266,7 +270,7 @@ async fn start_step(
                 .db
                 .move_step(&run.id, step, "pending", "failed", None)
                 .await?;
-            return Ok(());
+            return Ok(StepState::Failed);
         }
     };
     new_run.workflow_run_id = Some(run.id.clone());
@@ -280,5 +284,5 @@ async fn start_step(
         state.metrics.submitted();
         state.work_available.notify_waiters();
     }
-    Ok(())
+    Ok(StepState::Running)
 }

@@ -387,6 +387,36 @@ impl Db {
             .collect()
     }
 
+    /// The steps of a workflow run, each with its run's state: one query,
+    /// however many steps are running.
+    pub async fn workflow_steps_with_runs(
+        &self,
+        workflow_run_id: &str,
+    ) -> Result<Vec<(StepRecord, Option<super::RunState>)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT s.step_name, s.state, s.run_id, r.state AS run_state \
+             FROM workflow_steps s LEFT JOIN runs r ON r.id = s.run_id \
+             WHERE s.workflow_run_id = $1 ORDER BY s.step_name",
+        )
+        .bind(workflow_run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let run_state: Option<String> = row.try_get("run_state").map_err(db_err)?;
+                Ok((
+                    StepRecord {
+                        name: row.try_get("step_name").map_err(db_err)?,
+                        state: row.try_get("state").map_err(db_err)?,
+                        run_id: row.try_get("run_id").map_err(db_err)?,
+                    },
+                    run_state.as_deref().and_then(super::RunState::parse),
+                ))
+            })
+            .collect()
+    }
+
     /// Moves a step from `from` to `to` (with its run id, if any). Returns
     /// whether it moved: schedulers racing on one step agree on one winner.
     pub async fn move_step(
