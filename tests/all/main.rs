@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod examples;
 mod flows;
+mod fuzz;
 mod hostile;
 mod objects;
 mod server;

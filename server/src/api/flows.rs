@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::extract::{Json, Path};
 use super::runs::{SubmitRun, prepare};
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::cron::{CatchUp, CronSchedule};
@@ -67,7 +67,7 @@ async fn check_template(state: &AppState, tenant_id: &str, template: &SubmitRun)
     post,
     path = "/v1/schedules",
     request_body = CreateSchedule,
-    responses((status = 201, body = ScheduleRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)),
+    responses((status = 201, body = ScheduleRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody)),
     tag = "schedules"
 )]
 pub async fn create_schedule(
@@ -216,7 +216,7 @@ pub async fn resume_schedule(
     path = "/v1/schedules/{name}/backfill",
     params(("name" = String, Path)),
     request_body = Backfill,
-    responses((status = 201, body = BackfillResult), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    responses((status = 201, body = BackfillResult), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody)),
     tag = "schedules"
 )]
 pub async fn backfill(
@@ -264,7 +264,7 @@ pub struct CreateWorkflow {
     post,
     path = "/v1/workflows",
     request_body = CreateWorkflow,
-    responses((status = 201, body = WorkflowRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)),
+    responses((status = 201, body = WorkflowRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody)),
     tag = "workflows"
 )]
 pub async fn create_workflow(
