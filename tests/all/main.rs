@@ -8,6 +8,7 @@ mod flows;
 mod fuzz;
 mod hostile;
 mod objects;
+mod security;
 mod server;
 mod streaming;
 mod suite;

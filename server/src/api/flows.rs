@@ -280,7 +280,12 @@ pub async fn create_workflow(
         })?;
         check_template(&state, &caller.tenant_id, &template)
             .await
-            .map_err(|e| ApiError::bad_request(format!("step {}: {}", step.name, e.message)))?;
+            // Keep the status: a grant the tenant may not give is a 403
+            // here as it is for a run or a schedule.
+            .map_err(|e| ApiError {
+                message: format!("step {}: {}", step.name, e.message),
+                ..e
+            })?;
     }
     let definition =
         serde_json::to_value(&body.definition).map_err(|e| ApiError::internal("definition", e))?;
