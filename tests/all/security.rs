@@ -329,7 +329,11 @@ sql = ["db", "ro"]
             "POST",
             "/v1/runs",
             g,
-            Some(json!({"module": "secret-probe", "params": {"sql": "ro,db"}, "grants": {"sql": ["ro", "db"]}})),
+            Some(json!({
+                "module": "secret-probe",
+                "params": {"sql": "ro,db", "write": "CREATE TABLE secret_probe (x int)"},
+                "grants": {"sql": ["ro", "db"]}
+            })),
         )
         .await;
     let done = app.wait(run["id"].as_str().unwrap(), g).await;
@@ -598,4 +602,347 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         out.push(path);
     }
     out
+}
+
+/// Distinctive secrets, so a search for them finds only leaks.
+const ADMIN_SECRET: &str = "ADMIN-SECRET-7d1f0c2e9b";
+const TENANT_SECRET: &str = "TENANT-SECRET-4a8e61f3d0";
+const S3_ACCESS_SECRET: &str = "S3ACCESSSECRET5c2b9e";
+const S3_SECRET: &str = "S3-SECRET-KEY-0f6d3a8c71";
+const PG_SECRET: &str = "PG-SECRET-PASSWORD-9e2c5b";
+const PG_SECRET_UNREACHABLE: &str = "PG-SECRET-UNREACHABLE-3b7a";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_responses_logs_or_the_guest() {
+    let (Some(s3), Some(pg)) = (caisson_tests::s3_env(), caisson_tests::postgres_url()) else {
+        return;
+    };
+    let pg_url = url::Url::parse(&pg).unwrap();
+    let pg_password = pg_url.password().unwrap_or_default().to_string();
+    let mut bad_pg = pg_url.clone();
+    bad_pg.set_password(Some(PG_SECRET)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, scratch) = caisson_tests::test_dirs();
+    let prefix = caisson_tests::unique_prefix("secrets");
+    let config = dir.path().join("caisson.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+database = "sqlite://{dir}/caisson.db?mode=rwc"
+modules = {{ type = "local", root = "{dir}/modules" }}
+workers = 1
+poll = "50ms"
+admin_token = "{ADMIN_SECRET}"
+
+[tenants.acme]
+tokens = ["{TENANT_SECRET}"]
+objects = ["lake", "badlake", "deadlake"]
+sql = ["pg", "badpg", "deadpg"]
+
+[engine]
+cache_dir = "{cache}"
+scratch_dir = "{scratch}"
+max_instances = 8
+max_memory = 1073741824
+
+[limits]
+timeout = "60s"
+{lake}
+[objects.badlake]
+type = "s3"
+bucket = "{bucket}"
+prefix = "{prefix}/bad"
+endpoint = "{endpoint}"
+region = "{region}"
+access_key_id = "{S3_ACCESS_SECRET}"
+secret_access_key = "{S3_SECRET}"
+path_style = true
+allow_http = true
+
+[objects.deadlake]
+type = "s3"
+bucket = "{bucket}"
+endpoint = "http://127.0.0.1:1"
+access_key_id = "{S3_ACCESS_SECRET}"
+secret_access_key = "{S3_SECRET}"
+path_style = true
+allow_http = true
+
+[sql.pg]
+type = "postgres"
+url = "{pg}"
+
+[sql.badpg]
+type = "postgres"
+url = "{bad_pg}"
+
+[sql.deadpg]
+type = "postgres"
+url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
+"#,
+            dir = dir.path().display(),
+            cache = cache.display(),
+            scratch = scratch.path().display(),
+            lake = s3.toml_table("lake", &format!("{prefix}/lake")),
+            bucket = s3.bucket,
+            endpoint = s3.endpoint,
+            region = s3.region,
+        ),
+    )
+    .unwrap();
+    let server = caisson_tests::Served::start(
+        &config,
+        dir.path(),
+        &[("CAISSON_LOG", "debug"), ("RUST_LOG", "debug")],
+    );
+    let base = server.url.clone();
+    let http = reqwest::Client::new();
+    // Every response, status line, headers and body, as one text to search.
+    let mut seen = String::new();
+    let mut call = async |method: &str,
+                          path: &str,
+                          token: Option<&str>,
+                          body: Option<reqwest::Body>,
+                          content_type: &str|
+           -> (u16, Value) {
+        let mut request = http
+            .request(method.parse().unwrap(), format!("{base}{path}"))
+            .header("content-type", content_type);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        seen.push_str(&format!(
+            "{method} {path} -> {status}\n{:?}\n",
+            response.headers()
+        ));
+        let text = response.text().await.unwrap();
+        seen.push_str(&text);
+        seen.push('\n');
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    };
+    let json_body = |v: Value| Some(reqwest::Body::from(v.to_string()));
+    let j = "application/json";
+    let t = Some(TENANT_SECRET);
+    let admin = Some(ADMIN_SECRET);
+
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        call("GET", path, None, None, j).await;
+    }
+    // Errors: no token, a wrong one, bad bodies, unknown things.
+    call("GET", "/v1/runs", None, None, j).await;
+    call("GET", "/v1/runs", Some("not-a-token"), None, j).await;
+    call("POST", "/v1/runs", t, Some("{not json".into()), j).await;
+    call(
+        "POST",
+        "/v1/runs",
+        t,
+        json_body(json!({"module": "x", "bogus": 1})),
+        j,
+    )
+    .await;
+    call(
+        "POST",
+        "/v1/runs",
+        t,
+        json_body(json!({"module": "x"})),
+        "text/plain",
+    )
+    .await;
+    call("GET", "/v1/runs/nope", t, None, j).await;
+    call(
+        "POST",
+        "/v1/modules?name=bad",
+        t,
+        Some(b"\0asm junk".to_vec().into()),
+        "application/wasm",
+    )
+    .await;
+    call("GET", "/v1/tenants", t, None, j).await;
+
+    let wasm = std::fs::read(caisson_tests::guest_path("secret-probe")).unwrap();
+    let (status, answer) = call(
+        "POST",
+        "/v1/modules?name=probe",
+        t,
+        Some(wasm.into()),
+        "application/wasm",
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    call("GET", "/v1/modules", t, None, j).await;
+    call("GET", "/v1/modules/probe", t, None, j).await;
+    let submit = json!({
+        "module": "probe",
+        "input": "hello",
+        "params": {"objects": "lake,badlake,deadlake,unlisted", "sql": "pg,badpg,deadpg,unlisted"},
+        "grants": {"objects": ["lake", "badlake", "deadlake"], "sql": ["pg", "badpg", "deadpg"]},
+    });
+    let (status, run) = call("POST", "/v1/runs", t, json_body(submit.clone()), j).await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().unwrap().to_string();
+    let mut done = Value::Null;
+    for _ in 0..600 {
+        let (_, run) = call("GET", &format!("/v1/runs/{id}"), t, None, j).await;
+        if !matches!(run["state"].as_str(), Some("queued" | "running")) {
+            done = run;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let (_, output) = call("GET", &format!("/v1/runs/{id}/output"), t, None, j).await;
+    call("GET", &format!("/v1/runs/{id}/logs"), t, None, j).await;
+    call(
+        "GET",
+        &format!("/v1/runs/{id}/logs?follow=true"),
+        t,
+        None,
+        j,
+    )
+    .await;
+    call("GET", "/v1/runs?limit=5", t, None, j).await;
+    call("POST", &format!("/v1/runs/{id}/cancel"), t, None, j).await;
+    let forbidden = json!({"module": "probe", "grants": {"objects": ["secret-store"]}});
+    call("POST", "/v1/runs", t, json_body(forbidden), j).await;
+
+    // Schedules and workflows carry the same template.
+    let schedule = json!({"name": "nightly", "cron": "0 2 * * *", "run": submit});
+    call("POST", "/v1/schedules", t, json_body(schedule), j).await;
+    call("GET", "/v1/schedules", t, None, j).await;
+    call("GET", "/v1/schedules/nightly", t, None, j).await;
+    call("POST", "/v1/schedules/nightly/pause", t, None, j).await;
+    call("POST", "/v1/schedules/nightly/resume", t, None, j).await;
+    let backfill = json!({"from": "2026-01-01T00:00:00Z", "to": "2026-01-01T12:00:00Z"});
+    call(
+        "POST",
+        "/v1/schedules/nightly/backfill",
+        t,
+        json_body(backfill),
+        j,
+    )
+    .await;
+    let workflow = json!({"name": "flow", "steps": [{"name": "one", "run": submit}]});
+    call("POST", "/v1/workflows", t, json_body(workflow), j).await;
+    call("GET", "/v1/workflows", t, None, j).await;
+    let (_, wrun) = call("POST", "/v1/workflows/flow/runs", t, None, j).await;
+    call("GET", "/v1/workflows/flow", t, None, j).await;
+    if let Some(wid) = wrun["id"].as_str() {
+        call("GET", &format!("/v1/workflow-runs/{wid}"), t, None, j).await;
+    }
+
+    // The admin API.
+    call("GET", "/v1/tenants", admin, None, j).await;
+    let tenant = json!({"name": "other", "objects": ["lake"], "sql": ["pg"]});
+    call("POST", "/v1/tenants", admin, json_body(tenant), j).await;
+    let (_, minted) = call("POST", "/v1/tenants/acme/tokens", admin, None, j).await;
+    if let Some(token_id) = minted["id"].as_str() {
+        call("DELETE", &format!("/v1/tokens/{token_id}"), admin, None, j).await;
+    }
+    for path in ["/metrics", "/readyz"] {
+        call("GET", path, t, None, j).await;
+    }
+
+    // The guest saw something (so the search below means something), and
+    // the calls that had to fail did.
+    let report = match &output {
+        Value::Object(_) => output.clone(),
+        other => panic!("the probe's output is not JSON: {other}"),
+    };
+    let calls = &report["calls"];
+    for failing in [
+        "objects badlake get missing",
+        "objects deadlake get missing",
+        "sql badpg open",
+        "sql deadpg open",
+        "objects unlisted open",
+        "sql unlisted open",
+    ] {
+        let said = calls[failing].as_str().unwrap_or_default();
+        assert!(said.starts_with("error"), "{failing}: {said} in {calls}");
+    }
+    assert_eq!(calls["sql pg select"], "ok: 1", "{calls}");
+    assert_eq!(calls["sql pg write"], "ok: 0", "{calls}");
+    println!("secrets: the guest saw {}", report);
+
+    // Let the server write out what it logs about the last requests.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let logs = server.output();
+    let places = [
+        ("API responses", seen.as_str()),
+        ("server stdout/stderr", logs.as_str()),
+        ("the guest's view", &report.to_string()),
+    ];
+    let mut secrets = vec![
+        ADMIN_SECRET.to_string(),
+        TENANT_SECRET.to_string(),
+        S3_ACCESS_SECRET.to_string(),
+        S3_SECRET.to_string(),
+        PG_SECRET.to_string(),
+        PG_SECRET_UNREACHABLE.to_string(),
+        s3.secret_access_key.clone(),
+        // The real PostgreSQL's password, as it sits
+        // in the URL, since the password alone may be a common word.
+        format!(":{pg_password}@"),
+        pg.clone(),
+    ];
+    secrets.dedup();
+    // Controls: the search reads what it should. A freshly minted token is
+    // shown once, in its response; the debug log names the run.
+    let minted_token = minted["token"].as_str().unwrap_or("no token minted");
+    assert!(seen.contains(minted_token), "responses were not captured");
+    assert!(
+        logs.contains(&id),
+        "the server's debug log was not captured"
+    );
+    assert!(
+        report["calls"].as_object().is_some_and(|c| c.len() >= 20),
+        "{report}"
+    );
+    let mut leaks = Vec::new();
+    for secret in &secrets {
+        for (place, text) in &places {
+            if let Some(at) = text.find(secret.as_str()) {
+                let start = text[..at]
+                    .char_indices()
+                    .rev()
+                    .nth(200)
+                    .map_or(0, |(i, _)| i);
+                let end = (at + secret.len() + 200).min(text.len());
+                let end = (end..=text.len())
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap();
+                leaks.push(format!("{secret} in {place}: ...{}...", &text[start..end]));
+            }
+        }
+    }
+    println!(
+        "secrets: searched {} secrets in {} bytes of responses, {} bytes of server log, {} bytes of guest view",
+        secrets.len(),
+        seen.len(),
+        logs.len(),
+        report.to_string().len()
+    );
+    // Clean up what the probe wrote to S3.
+    let client = s3.client();
+    use futures::TryStreamExt;
+    let written: Vec<_> = client
+        .list(Some(&object_store::path::Path::from(prefix.as_str())))
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    for meta in written {
+        client.delete(&meta.location).await.ok();
+    }
+    assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n\n"));
 }

@@ -3,7 +3,8 @@
 //! file reachable from its preopened directories (names and the first 64 KiB
 //! of each), and the host's error messages from calls that fail: opening
 //! each label in params `objects` and `sql` (comma-separated), reading a
-//! missing key and listing, a bad SQL statement and a write.
+//! missing key and listing, a bad SQL statement and a write (param `write`,
+//! by default `CREATE TEMPORARY TABLE secret_probe (x int)`).
 //!
 //! Everything goes to the log, to stdout, to stderr and into the output: a
 //! JSON object `{"env", "args", "params", "files", "calls"}`.
@@ -91,7 +92,11 @@ fn run(input: Vec<u8>) -> Result<Json<Value>> {
                 calls.insert(format!("sql {label} open"), "ok".into());
                 let bad = said(db.query("SELECT * FROM no_such_table_anywhere", &[]));
                 calls.insert(format!("sql {label} bad statement"), bad.into());
-                let write = said(db.execute("CREATE TABLE secret_probe (x int)", &[]));
+                // A temporary table by default, so shared databases keep
+                // nothing; param `write` overrides it.
+                let statement =
+                    params::get_or("write", "CREATE TEMPORARY TABLE secret_probe (x int)");
+                let write = said(db.execute(&statement, &[]));
                 calls.insert(format!("sql {label} write"), write.into());
                 let conn = said(
                     db.query("SELECT 1 AS one", &[])
