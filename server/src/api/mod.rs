@@ -60,9 +60,12 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Compares two equal-length secrets without an early exit.
+/// Compares two secrets in time that depends only on their lengths.
+/// Callers compare SHA-256 digests, whose length is fixed, so the time
+/// says nothing about the presented token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -264,4 +267,28 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .layer(DefaultBodyLimit::max(max_upload.max(1 << 20)))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_by_digest_in_constant_time() {
+        let admin = hash_token("admin-token");
+        assert!(constant_time_eq(
+            hash_token("admin-token").as_bytes(),
+            admin.as_bytes()
+        ));
+        for wrong in ["admin-toke", "admin-tokenx", "Admin-token", ""] {
+            assert!(!constant_time_eq(
+                hash_token(wrong).as_bytes(),
+                admin.as_bytes()
+            ));
+        }
+        assert!(!constant_time_eq(b"short", admin.as_bytes()));
+        // Stored form: 64 hex digits, never the token.
+        assert_eq!(admin.len(), 64);
+        assert!(!admin.contains("admin"));
+    }
 }
