@@ -18,6 +18,8 @@ use crate::db::{ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSchedule {
+    /// Lowercase letters, digits, `-`, `_` and `.`, at most 64.
+    #[schema(pattern = "^[a-z0-9_-][a-z0-9._-]{0,63}$")]
     pub name: String,
     /// Five fields (`0 2 * * *`), six with seconds, or `@daily` and friends.
     pub cron: String,
@@ -251,6 +253,8 @@ pub async fn backfill(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkflow {
+    /// Lowercase letters, digits, `-`, `_` and `.`, at most 64.
+    #[schema(pattern = "^[a-z0-9_-][a-z0-9._-]{0,63}$")]
     pub name: String,
     /// Steps, each `{name, depends_on, allow_failure, run}` where `run` is
     /// a run submission. A step with one dependency gets that step's

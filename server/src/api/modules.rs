@@ -16,8 +16,10 @@ use crate::db::ModuleRecord;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct UploadQuery {
     /// Module name: lowercase letters, digits, `-`, `_` and `.`, at most 64.
+    #[param(pattern = "^[a-z0-9_-][a-z0-9._-]{0,63}$")]
     name: String,
     /// Version label; defaults to `sha-` and the first 12 digits of the digest.
+    #[param(pattern = "^[a-z0-9_-][a-z0-9._-]{0,63}$")]
     version: Option<String>,
 }
 
@@ -27,6 +29,8 @@ pub struct VersionQuery {
     version: Option<String>,
 }
 
+/// Names of modules, versions, schedules, workflows and tenants. The
+/// OpenAPI document says the same as `^[a-z0-9_-][a-z0-9._-]{0,63}$`.
 pub(crate) fn check_name(what: &str, name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
