@@ -470,5 +470,94 @@ impl Drop for Tmpfs {
             .arg("-l")
             .arg(self.dir.path())
             .output();
+
+/// A `caisson serve` process whose stdout and stderr are captured (for
+/// tests that read the server's own log), killed when dropped.
+pub struct Served {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    output: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Served {
+    /// Starts `caisson serve --config CONFIG` in `dir` with `envs` added,
+    /// and waits until it listens. The config should listen on
+    /// `127.0.0.1:0`.
+    // The child is waited for in `Drop`.
+    #[allow(clippy::zombie_processes)]
+    pub fn start(config: &std::path::Path, dir: &std::path::Path, envs: &[(&str, &str)]) -> Served {
+        use std::io::Read;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(caisson_bin())
+            .args(["serve", "--config"])
+            .arg(config)
+            .current_dir(dir)
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning caisson serve");
+        let output = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let out = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let mut line = Vec::new();
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                out.lock().unwrap().extend_from_slice(&buf[..n]);
+                for &b in &buf[..n] {
+                    if b == b'\n' {
+                        let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+                        line.clear();
+                    } else {
+                        line.push(b);
+                    }
+                }
+            }
+        });
+        let out = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                out.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("caisson: listening on ") {
+                        return Served {
+                            child,
+                            url: url.trim().to_string(),
+                            output,
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "caisson serve did not start:\n{}",
+                        String::from_utf8_lossy(&output.lock().unwrap())
+                    );
+                }
+            }
+        }
+    }
+
+    /// Everything the process has written to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -24,7 +24,7 @@ pub struct ServerConfig {
     pub runtime: caisson_runtime::Config,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// Where the API listens.
@@ -83,8 +83,49 @@ impl Default for ServerSection {
     }
 }
 
+// Hand-written so that the admin token and a database password never
+// reach a log line.
+impl std::fmt::Debug for ServerSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSection")
+            .field("listen", &self.listen)
+            .field("database", &redact_url(&self.database))
+            .field("modules", &self.modules)
+            .field("workers", &self.workers)
+            .field("worker_memory", &self.worker_memory)
+            .field("max_module_bytes", &self.max_module_bytes)
+            .field("inline_output_bytes", &self.inline_output_bytes)
+            .field("lease", &self.lease)
+            .field("heartbeat", &self.heartbeat)
+            .field("poll", &self.poll)
+            .field("tick", &self.tick)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+/// `url` with any password replaced by `<redacted>`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("<redacted>"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_string(),
+        // Not a URL we can read: show the scheme alone.
+        Err(_) => match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://<redacted>"),
+            None => "<redacted>".into(),
+        },
+    }
+}
+
 /// A tenant the operator defines: its tokens and what its runs may be granted.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// Bearer tokens of this tenant.
@@ -96,6 +137,17 @@ pub struct TenantConfig {
     /// SQL labels its runs may be granted.
     #[serde(default)]
     pub sql: Vec<String>,
+}
+
+// Hand-written so that tokens never reach a log line.
+impl std::fmt::Debug for TenantConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantConfig")
+            .field("tokens", &format!("<{} redacted>", self.tokens.len()))
+            .field("objects", &self.objects)
+            .field("sql", &self.sql)
+            .finish()
+    }
 }
 
 impl TenantConfig {
@@ -215,6 +267,47 @@ mod tests {
         assert!(ServerConfig::parse("[server]\nlisten_on = \"x\"").is_err());
         assert!(ServerConfig::parse("[tenants.a]\ntoken = \"x\"").is_err());
         assert!(ServerConfig::parse("[engine]\npool = true").is_err());
+    }
+
+    #[test]
+    fn debug_output_shows_no_secrets() {
+        let config = ServerConfig::parse(
+            r#"
+            [server]
+            database = "postgres://caisson:pg-secret-3f9@db:5432/caisson"
+            admin_token = "admin-secret-81c"
+
+            [tenants.acme]
+            tokens = ["tenant-secret-5d2"]
+
+            [objects.raw]
+            type = "s3"
+            bucket = "b"
+            access_key_id = "access-secret-0a7"
+            secret_access_key = "s3-secret-e44"
+
+            [sql.warehouse]
+            type = "postgres"
+            url = "postgres://etl:sql-secret-77b@db/warehouse"
+            "#,
+        )
+        .unwrap();
+        let text = format!("{config:?}");
+        for secret in [
+            "pg-secret-3f9",
+            "admin-secret-81c",
+            "tenant-secret-5d2",
+            "access-secret-0a7",
+            "s3-secret-e44",
+            "sql-secret-77b",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(
+            text.contains("postgres://caisson:%3Credacted%3E@db:5432/caisson")
+                || text.contains("<redacted>"),
+            "{text}"
+        );
     }
 
     #[test]

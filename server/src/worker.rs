@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tracing::Instrument;
 
 use crate::config::ServerConfig;
-use crate::db::{AttemptOutcome, Claim, Db, DbError, DbKind, RunRecord, RunState};
+use crate::db::{AttemptOutcome, Claim, Db, DbError, DbKind, GrantSet, RunRecord, RunState};
 use crate::metrics::Metrics;
 
 /// The longest delay between retries.
@@ -294,12 +294,41 @@ impl Worker {
             lost.clone(),
         ));
 
+        // Grants were checked when the run was admitted; check them again
+        // now, against what the tenant may grant today: a label an admin
+        // took away while the run waited is withheld (the task then gets
+        // `access-denied`). If the database cannot say, withhold all.
+        let allowed = match self.db.tenant_grants(&run.tenant_id).await {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                tracing::warn!("could not read the tenant's grants: {e}");
+                GrantSet::default()
+            }
+        };
+        let withheld: Vec<&str> = (run.grants.objects.iter())
+            .filter(|l| !allowed.objects.contains(l))
+            .chain(run.grants.sql.iter().filter(|l| !allowed.sql.contains(l)))
+            .map(String::as_str)
+            .collect();
+        if !withheld.is_empty() {
+            logs.system(format!(
+                "grants withheld, no longer allowed for this tenant: {}",
+                withheld.join(", ")
+            ));
+        }
+
         let defaults = self.config.runtime.limits;
         let mut request = RunRequest::new(run.input.clone(), Arc::new(logs.sink()));
         request.params = run.params.clone();
         request.grants = Grants {
-            objects: run.grants.objects.iter().cloned().collect(),
-            sql: run.grants.sql.iter().cloned().collect(),
+            objects: (run.grants.objects.iter())
+                .filter(|l| allowed.objects.contains(l))
+                .cloned()
+                .collect(),
+            sql: (run.grants.sql.iter())
+                .filter(|l| allowed.sql.contains(l))
+                .cloned()
+                .collect(),
         };
         request.limits = Some(RunLimits {
             timeout: Duration::from_millis(run.timeout_ms.max(1) as u64),

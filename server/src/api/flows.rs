@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::extract::{Json, Path};
 use super::runs::{SubmitRun, prepare};
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::cron::{CatchUp, CronSchedule};
@@ -18,6 +18,8 @@ use crate::db::{ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSchedule {
+    /// Lowercase letters, digits, `-`, `_` and `.`, at most 64.
+    #[schema(pattern = "^[a-z0-9_-][a-z0-9._-]{0,63}$")]
     pub name: String,
     /// Five fields (`0 2 * * *`), six with seconds, or `@daily` and friends.
     pub cron: String,
@@ -67,7 +69,7 @@ async fn check_template(state: &AppState, tenant_id: &str, template: &SubmitRun)
     post,
     path = "/v1/schedules",
     request_body = CreateSchedule,
-    responses((status = 201, body = ScheduleRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)),
+    responses((status = 201, body = ScheduleRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody)),
     tag = "schedules"
 )]
 pub async fn create_schedule(
@@ -216,7 +218,7 @@ pub async fn resume_schedule(
     path = "/v1/schedules/{name}/backfill",
     params(("name" = String, Path)),
     request_body = Backfill,
-    responses((status = 201, body = BackfillResult), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    responses((status = 201, body = BackfillResult), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody)),
     tag = "schedules"
 )]
 pub async fn backfill(
@@ -251,6 +253,8 @@ pub async fn backfill(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkflow {
+    /// Lowercase letters, digits, `-`, `_` and `.`, at most 64.
+    #[schema(pattern = "^[a-z0-9_-][a-z0-9._-]{0,63}$")]
     pub name: String,
     /// Steps, each `{name, depends_on, allow_failure, run}` where `run` is
     /// a run submission. A step with one dependency gets that step's
@@ -264,7 +268,7 @@ pub struct CreateWorkflow {
     post,
     path = "/v1/workflows",
     request_body = CreateWorkflow,
-    responses((status = 201, body = WorkflowRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)),
+    responses((status = 201, body = WorkflowRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody)),
     tag = "workflows"
 )]
 pub async fn create_workflow(
@@ -280,7 +284,12 @@ pub async fn create_workflow(
         })?;
         check_template(&state, &caller.tenant_id, &template)
             .await
-            .map_err(|e| ApiError::bad_request(format!("step {}: {}", step.name, e.message)))?;
+            // Keep the status: a grant the tenant may not give is a 403
+            // here as it is for a run or a schedule.
+            .map_err(|e| ApiError {
+                message: format!("step {}: {}", step.name, e.message),
+                ..e
+            })?;
     }
     let definition =
         serde_json::to_value(&body.definition).map_err(|e| ApiError::internal("definition", e))?;

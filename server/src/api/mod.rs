@@ -19,6 +19,7 @@ use crate::db::{Db, GrantSet};
 use crate::metrics::Metrics;
 
 pub mod error;
+mod extract;
 pub mod flows;
 mod modules;
 mod ops;
@@ -59,9 +60,12 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Compares two equal-length secrets without an early exit.
+/// Compares two secrets in time that depends only on their lengths.
+/// Callers compare SHA-256 digests, whose length is fixed, so the time
+/// says nothing about the presented token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -156,6 +160,70 @@ impl AppState {
 )]
 struct ApiDoc;
 
+/// Adds to every operation what each handler's annotation leaves out
+/// because every handler shares it: the bearer token (and its 401), the
+/// 503 while the database is down, and the 400/413/415 the extractors in
+/// [`extract`] answer for a path, query or body that does not parse.
+fn document_common_responses(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::SecurityScheme;
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement};
+    use utoipa::openapi::{Content, Ref, RefOr, Response};
+
+    api.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    let error = |description: &str| {
+        let mut response = Response::new(description);
+        response.content.insert(
+            "application/json".into(),
+            Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+        );
+        RefOr::T(response)
+    };
+    for (path, item) in api.paths.paths.iter_mut() {
+        let v1 = path.starts_with("/v1/");
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| error(description));
+            };
+            if !v1 {
+                continue;
+            }
+            add("401", "no valid bearer token");
+            add(
+                "503",
+                "the database is unavailable; retry after `Retry-After` seconds",
+            );
+            let has_params = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let body = operation.request_body.as_ref();
+            if has_params || body.is_some() {
+                add("400", "a path, query or body that does not parse");
+            }
+            if body.is_some_and(|b| b.content.contains_key("application/json")) {
+                add("413", "the request body is too large");
+                add("415", "the body is not `application/json`");
+            }
+            operation.security = Some(vec![SecurityRequirement::new(
+                "bearer",
+                Vec::<String>::new(),
+            )]);
+        }
+    }
+}
+
 /// The whole API.
 pub fn router(state: Arc<AppState>) -> axum::Router {
     let max_upload = state.config.server.max_module_bytes as usize;
@@ -183,6 +251,8 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .split_for_parts();
+    let mut api = api;
+    document_common_responses(&mut api);
     let api = Arc::new(api);
     router
         .route(
@@ -197,4 +267,28 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .layer(DefaultBodyLimit::max(max_upload.max(1 << 20)))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_by_digest_in_constant_time() {
+        let admin = hash_token("admin-token");
+        assert!(constant_time_eq(
+            hash_token("admin-token").as_bytes(),
+            admin.as_bytes()
+        ));
+        for wrong in ["admin-toke", "admin-tokenx", "Admin-token", ""] {
+            assert!(!constant_time_eq(
+                hash_token(wrong).as_bytes(),
+                admin.as_bytes()
+            ));
+        }
+        assert!(!constant_time_eq(b"short", admin.as_bytes()));
+        // Stored form: 64 hex digits, never the token.
+        assert_eq!(admin.len(), 64);
+        assert!(!admin.contains("admin"));
+    }
 }

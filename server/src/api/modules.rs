@@ -2,22 +2,24 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use caisson_runtime::RuntimeError;
 use object_store::{ObjectStore, PutPayload};
 use serde::Deserialize;
 
+use super::extract::{Json, Path, Query};
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::db::ModuleRecord;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct UploadQuery {
     /// Module name: lowercase letters, digits, `-`, `_` and `.`, at most 64.
+    #[param(pattern = "^[a-z0-9_-][a-z0-9._-]{0,63}$")]
     name: String,
     /// Version label; defaults to `sha-` and the first 12 digits of the digest.
+    #[param(pattern = "^[a-z0-9_-][a-z0-9._-]{0,63}$")]
     version: Option<String>,
 }
 
@@ -27,6 +29,8 @@ pub struct VersionQuery {
     version: Option<String>,
 }
 
+/// Names of modules, versions, schedules, workflows and tenants. The
+/// OpenAPI document says the same as `^[a-z0-9_-][a-z0-9._-]{0,63}$`.
 pub(crate) fn check_name(what: &str, name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -43,6 +47,12 @@ pub(crate) fn check_name(what: &str, name: &str) -> ApiResult<()> {
     }
 }
 
+/// A component's raw bytes, as uploaded.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // only describes the body in the OpenAPI document
+pub struct WasmBytes(Vec<u8>);
+
 /// The module store key of a component.
 pub(crate) fn module_key(digest: &str) -> object_store::path::Path {
     object_store::path::Path::from(format!("{digest}.wasm"))
@@ -57,7 +67,7 @@ pub(crate) fn module_key(digest: &str) -> object_store::path::Path {
     post,
     path = "/v1/modules",
     params(UploadQuery),
-    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    request_body(content = WasmBytes, content_type = "application/wasm"),
     responses(
         (status = 201, description = "stored", body = ModuleRecord),
         (status = 200, description = "already stored, identical", body = ModuleRecord),

@@ -5,8 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +14,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::extract::{Json, Path, Query};
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::db::{AttemptRecord, GrantSet, LogLine, NewRun, RunFilter, RunRecord, RunState};
 use object_store::ObjectStore;
@@ -202,7 +202,8 @@ pub(crate) fn output_key(run_id: &str) -> object_store::path::Path {
     params(("id" = String, Path)),
     responses(
         (status = 200, description = "the output", content_type = "application/octet-stream"),
-        (status = 404, description = "no such run, or it has no output", body = super::error::ErrorBody)
+        (status = 404, description = "no such run", body = super::error::ErrorBody),
+        (status = 409, description = "the run has no output: it has not finished, or it did not succeed", body = super::error::ErrorBody)
     ),
     tag = "runs"
 )]
@@ -225,7 +226,14 @@ pub async fn output(
     }
     match run.output {
         Some(bytes) => Ok((headers, bytes).into_response()),
-        None => Err(ApiError::not_found(format!("output of run {id}"))),
+        // The run exists: a 404 here would say it does not.
+        None if run.state.is_final() => Err(ApiError::conflict(format!(
+            "run {id} ended {} without an output",
+            run.state.as_str()
+        ))),
+        None => Err(ApiError::conflict(format!(
+            "run {id} has not finished; its output is not there yet"
+        ))),
     }
 }
 
@@ -530,6 +538,16 @@ pub struct LogPage {
     pub state: RunState,
 }
 
+/// One Server-Sent Event of a followed log (`?follow=true`).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogEvent {
+    /// `log`, whose data is a [`LogLine`], or the final `end`, whose data
+    /// is `{"state": ...}`.
+    pub event: String,
+    /// The event's JSON text.
+    pub data: String,
+}
+
 /// How often a followed log polls for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 const LOG_PAGE: i64 = 1000;
@@ -541,7 +559,8 @@ const LOG_PAGE: i64 = 1000;
     path = "/v1/runs/{id}/logs",
     params(("id" = String, Path), LogQuery),
     responses(
-        (status = 200, body = LogPage, description = "the log; with follow=true, an event stream"),
+        (status = 200, description = "the log; with follow=true, an event stream of `log` and `end` events",
+            content((LogPage = "application/json"), (LogEvent = "text/event-stream"))),
         (status = 404, body = super::error::ErrorBody)
     ),
     tag = "runs"

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use super::extract::{Json, Path};
 use super::{ApiError, ApiResult, AppState, Caller, hash_token};
 use crate::db::GrantSet;
 
