@@ -470,6 +470,8 @@ impl Drop for Tmpfs {
             .arg("-l")
             .arg(self.dir.path())
             .output();
+    }
+}
 
 /// A `caisson serve` process whose stdout and stderr are captured (for
 /// tests that read the server's own log), killed when dropped.
