@@ -58,6 +58,14 @@ pub struct StepRecord {
     pub run_id: Option<String>,
 }
 
+fn step_from_row(row: &AnyRow) -> Result<StepRecord, DbError> {
+    Ok(StepRecord {
+        name: row.try_get("step_name").map_err(db_err)?,
+        state: row.try_get("state").map_err(db_err)?,
+        run_id: row.try_get("run_id").map_err(db_err)?,
+    })
+}
+
 fn json_column(row: &AnyRow, column: &str) -> Result<serde_json::Value, DbError> {
     let text: String = row.try_get(column).map_err(db_err)?;
     serde_json::from_str(&text).map_err(|e| DbError::Other(format!("corrupt {column}: {e}")))
@@ -376,15 +384,7 @@ impl Db {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter()
-            .map(|row| {
-                Ok(StepRecord {
-                    name: row.try_get("step_name").map_err(db_err)?,
-                    state: row.try_get("state").map_err(db_err)?,
-                    run_id: row.try_get("run_id").map_err(db_err)?,
-                })
-            })
-            .collect()
+        rows.iter().map(step_from_row).collect()
     }
 
     /// The steps of a workflow run, each with its run's state: one query,
@@ -406,11 +406,7 @@ impl Db {
             .map(|row| {
                 let run_state: Option<String> = row.try_get("run_state").map_err(db_err)?;
                 Ok((
-                    StepRecord {
-                        name: row.try_get("step_name").map_err(db_err)?,
-                        state: row.try_get("state").map_err(db_err)?,
-                        run_id: row.try_get("run_id").map_err(db_err)?,
-                    },
+                    step_from_row(row)?,
                     run_state.as_deref().and_then(super::RunState::parse),
                 ))
             })
