@@ -2,7 +2,7 @@
 //! workers, over a coordination database (SQLite embedded, PostgreSQL for
 //! many machines) and a module store (a local directory or S3).
 //!
-//! [`serve`] wires them together; `caisson serve` and `caisson worker`
+//! [`serve()`] wires them together; `caisson serve` and `caisson worker`
 //! call it with different [`Roles`].
 
 pub mod api;
