@@ -294,6 +294,42 @@ async fn an_oversized_upload_is_cut_off() {
     );
 }
 
+/// JSON bodies have their own, smaller cap than module uploads: a tenant
+/// cannot make the server buffer `max_module_bytes` of JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_json_body_is_refused_but_a_large_input_fits() {
+    let app = app("", 0).await;
+    app.upload("hello", guest("hello"), None).await;
+    let big = caisson_server::api::MAX_JSON_BODY + (1 << 20);
+    let body = format!(r#"{{"module": "hello", "input": "{}"}}"#, "x".repeat(big));
+    let (status, body, _) = app
+        .call(
+            "POST",
+            "/v1/runs",
+            None,
+            Body::from(body),
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "too_large", "{body}");
+
+    // The largest input a run may have still fits, base64 and all.
+    let input = vec![0xffu8; 16 << 20];
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&input);
+    let (status, body) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "hello", "input_base64": encoded})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_is_queued_executed_and_reported() {
     let app = app("", 2).await;

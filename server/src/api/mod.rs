@@ -224,9 +224,13 @@ fn document_common_responses(api: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// The largest JSON request body: room for a run's largest inline input
+/// (16 MiB, base64-encoded in JSON when it is not UTF-8) and its other
+/// fields. Bigger inputs belong in an object store.
+pub const MAX_JSON_BODY: usize = 24 << 20;
+
 /// The whole API.
 pub fn router(state: Arc<AppState>) -> axum::Router {
-    let max_upload = state.config.server.max_module_bytes as usize;
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(modules::upload, modules::list))
         .routes(routes!(modules::versions, modules::delete))
@@ -262,9 +266,9 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
                 async move { axum::Json(api.as_ref().clone()) }
             }),
         )
-        // Uploads enforce their own, larger limit while streaming; every
-        // other body is small.
-        .layer(DefaultBodyLimit::max(max_upload.max(1 << 20)))
+        // Every JSON body is small; a module upload reads its raw body
+        // itself, up to `max_module_bytes`, so this cap does not apply to it.
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
