@@ -26,9 +26,12 @@
 //!    against the same counting code compiled natively over the same bytes.
 //! 7. **Density.** 1,000 idle instances at once (and 100 Python ones), the
 //!    RSS each adds, against the RSS of one idle `python3` process.
+//! 8. **SQL sessions.** What a run's database session costs now that nothing
+//!    survives it (open, one query, reset on release), against the same
+//!    query on a plain sqlx pool and on a fresh connection each time.
 //!
 //! `CAISSON_BENCH_ONLY=io,density` runs only those sections (`instantiate`,
-//! `service`, `io`, `compute`, `density`), for profiling one of them.
+//! `service`, `io`, `compute`, `density`, `sql`), for profiling one of them.
 //!
 //! Results go to `target/bench/results.{md,json}`; the Markdown table is also
 //! printed. `CAISSON_BENCH_QUICK=1` runs a few iterations over small data, so
@@ -50,6 +53,7 @@ mod io;
 mod report;
 mod runtime;
 mod service;
+mod sql;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -129,6 +133,9 @@ pub fn main() -> Result<()> {
             &dir.path().join("density"),
             &mut report,
         ))?;
+    }
+    if wanted("sql") {
+        tokio.block_on(sql::run(&plan, &dir.path().join("sql"), &mut report))?;
     }
     println!("measured in {:.1} s", started.elapsed().as_secs_f64());
 

@@ -21,6 +21,7 @@ pub struct Plan {
     pub io_samples: usize,
     pub density_instances: usize,
     pub python_density_instances: usize,
+    pub sql_samples: usize,
 }
 
 impl Plan {
@@ -43,6 +44,7 @@ impl Plan {
                 io_samples: 1,
                 density_instances: 50,
                 python_density_instances: 5,
+                sql_samples: 20,
             }
         } else {
             Plan {
@@ -61,6 +63,7 @@ impl Plan {
                 io_samples: 2,
                 density_instances: 1000,
                 python_density_instances: 100,
+                sql_samples: 2000,
             }
         }
     }

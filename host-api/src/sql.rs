@@ -66,12 +66,26 @@
 //!   attaches) would let a task open or create any file the worker can
 //!   reach, so every SQLite connection is opened with
 //!   `SQLITE_LIMIT_ATTACHED = 0`.
-//! * **Nothing leaks between runs through a pooled connection.** When a
-//!   connection goes back to the pool, any open transaction is rolled back;
-//!   a PostgreSQL session is reset (settings, role, temporary tables,
-//!   advisory locks, listeners, cursors), and a SQLite connection on which
-//!   the task created temporary objects (which could shadow real tables) is
-//!   closed instead of being reused.
+//! * **No session state survives a run.** When a run lets go of a
+//!   PostgreSQL connection, the host rolls back any transaction, clears
+//!   sqlx's cache of prepared statements and runs the equivalent of `DISCARD
+//!   ALL` (prepared statements, settings, role, temporary tables, advisory
+//!   locks, listeners, cursors, sequences and plans), so a statement one run
+//!   prepared under a name sqlx uses can never answer another run's query. A
+//!   connection that cannot be reset is closed. SQLite connections are never
+//!   reused: `PRAGMA`s, temporary objects and per-connection settings cannot
+//!   be enumerated soundly, so each run's connection is closed when it lets
+//!   go, and each new one is opened with `SQLITE_DBCONFIG_DEFENSIVE`,
+//!   `SQLITE_DBCONFIG_TRUSTED_SCHEMA` off and capped string, blob and
+//!   statement lengths.
+//! * **SQL work ends with its run.** A PostgreSQL connection's
+//!   `statement_timeout` is set to the run's remaining time when it is
+//!   opened. Because the task can change that setting, the host does not rely
+//!   on it: when a run ends (done, timed out or cancelled) while one of its
+//!   statements is still running, the connection is dropped and the
+//!   statement stopped at once: `pg_terminate_backend` from a fresh
+//!   connection on PostgreSQL (closing the socket alone would leave
+//!   `pg_sleep` or an endless query running), `sqlite3_interrupt` on SQLite.
 //! * **Errors never carry the connection URL or its credentials.** The
 //!   configuration's `Debug` output redacts passwords too.
 //!
@@ -111,11 +125,13 @@
 //! back as `text`.
 
 use std::collections::BTreeMap;
+use std::ffi::{c_int, c_void};
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::time::Instant;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, TimeDelta, Utc};
 use futures::StreamExt as _;
@@ -126,16 +142,17 @@ use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::{
-    PgArgumentBuffer, PgArguments, PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow,
-    PgTypeInfo, PgTypeKind, PgValueFormat, PgValueRef, Postgres,
+    PgArgumentBuffer, PgArguments, PgConnectOptions, PgConnection, PgDatabaseError, PgPool,
+    PgPoolOptions, PgRow, PgTypeInfo, PgTypeKind, PgValueFormat, PgValueRef, Postgres,
 };
 use sqlx::sqlite::{
     Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions,
     SqliteRow,
 };
-use sqlx::{Arguments as _, Column as _, Executor as _, Row as _, Statement as _};
+use sqlx::{Arguments as _, Column as _, Connection as _, Executor as _, Row as _, Statement as _};
 use sqlx::{Decode, Encode, Type, TypeInfo as _, ValueRef as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use wasmtime::component::{Resource, ResourceTable};
 
 use crate::bindings::caisson::task::sql::{self as wit_sql, Column, RowSet, Value};
@@ -296,10 +313,45 @@ impl Source {
         }
     }
 
-    async fn acquire(&self) -> Result<DbConn, sqlx::Error> {
+    /// Takes a connection from the pool for one run, and what stops its
+    /// statements when the run ends. On PostgreSQL this is one round trip
+    /// more than the pool's: the backend's process id, and the run's time
+    /// left as `statement_timeout`.
+    async fn acquire(&self, deadline: Option<Instant>) -> Result<(DbConn, Interrupt), sqlx::Error> {
         Ok(match &self.pool {
-            DbPool::Postgres(pool) => DbConn::Postgres(pool.acquire().await?),
-            DbPool::Sqlite(pool) => DbConn::Sqlite(pool.acquire().await?),
+            DbPool::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                let pid: i32 = match deadline {
+                    Some(deadline) => {
+                        // At least 1 ms: 0 would mean no timeout at all.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let millis = left.as_millis().max(1).to_string();
+                        sqlx::query_scalar(
+                            "SELECT pg_backend_pid() FROM set_config('statement_timeout', $1, false)",
+                        )
+                        .bind(millis)
+                        .persistent(false)
+                        .fetch_one(&mut *conn)
+                        .await?
+                    }
+                    None => {
+                        sqlx::query_scalar("SELECT pg_backend_pid()")
+                            .persistent(false)
+                            .fetch_one(&mut *conn)
+                            .await?
+                    }
+                };
+                let options = pool.connect_options();
+                (DbConn::Postgres(conn), Interrupt::Postgres { pid, options })
+            }
+            DbPool::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                let handle = {
+                    let mut handle = conn.lock_handle().await?;
+                    SqliteHandle(handle.as_raw_handle().as_ptr().cast())
+                };
+                (DbConn::Sqlite(conn), Interrupt::Sqlite(handle))
+            }
         })
     }
 }
@@ -363,7 +415,11 @@ impl SqlSources {
                 })?;
             sources.insert(label.clone(), source.clone());
         }
-        Ok(SqlCtx { sources, limits })
+        Ok(SqlCtx {
+            sources,
+            limits,
+            deadline: None,
+        })
     }
 
     /// Closes every pool, waiting for connections in use to be returned.
@@ -425,7 +481,7 @@ fn build_source(label: &str, config: &SqlSourceConfig) -> Result<Source, ConfigE
             let pool = SqlitePoolOptions::new()
                 .max_connections(config.max_connections)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .after_connect(|conn, _meta| Box::pin(forbid_attach(conn)));
+                .after_connect(|conn, _meta| Box::pin(harden_sqlite(conn)));
             DbPool::Sqlite(pool.connect_lazy_with(options))
         }
     };
@@ -437,46 +493,123 @@ fn build_source(label: &str, config: &SqlSourceConfig) -> Result<Source, ConfigE
 
 const PG_SESSION_READ_ONLY: &str = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY";
 
-/// What a PostgreSQL session is reset with before it goes back to the pool:
-/// `DISCARD ALL` without `DEALLOCATE ALL`, which would break sqlx's cache of
-/// prepared statements. Otherwise a task could leave state behind for the
-/// next run on the same connection: a `search_path` pointing at its own
-/// functions, a `SET ROLE`, a temporary table shadowing a real one, a held
-/// advisory lock.
+/// What a PostgreSQL session is reset with before it goes back to the pool,
+/// after sqlx's own statement cache is cleared: `DISCARD ALL`, spelled out
+/// because `DISCARD ALL` itself cannot run in a multi-statement query.
+/// `DEALLOCATE ALL` is what stops prepared-statement hijacking: without it a
+/// task can `PREPARE` a statement under a name sqlx uses (`sqlx_s_1`) and the
+/// next run on the connection executes it with its own parameters.
 const PG_RESET_SESSION: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
-     UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+     DEALLOCATE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; \
+     DISCARD SEQUENCES";
 
 /// [`PG_RESET_SESSION`], then the read-only session default again (`RESET
 /// ALL` clears it).
 const PG_RESET_READ_ONLY_SESSION: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; \
-     RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; \
-     SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY";
+     RESET ALL; DEALLOCATE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD PLANS; \
+     DISCARD TEMP; DISCARD SEQUENCES; SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY";
 
-/// `SQLITE_LIMIT_ATTACHED` from `sqlite3.h`.
-const SQLITE_LIMIT_ATTACHED: std::os::raw::c_int = 7;
+// From `sqlite3.h`.
+const SQLITE_LIMIT_LENGTH: c_int = 0;
+const SQLITE_LIMIT_SQL_LENGTH: c_int = 1;
+const SQLITE_LIMIT_ATTACHED: c_int = 7;
+const SQLITE_DBCONFIG_DEFENSIVE: c_int = 1010;
+const SQLITE_DBCONFIG_TRUSTED_SCHEMA: c_int = 1017;
+
+/// The longest string or blob a SQLite value may be, and the longest
+/// statement: SQLite's default is 1 GB, which a task could make the worker
+/// allocate several times over. A value larger than a query's whole byte
+/// budget could never be returned anyway.
+const SQLITE_MAX_LENGTH: c_int = 64 << 20;
 
 unsafe extern "C" {
     // SQLite itself, linked into the worker by sqlx's bundled
     // `libsqlite3-sys`. Declared here rather than through a direct
     // dependency on `libsqlite3-sys` to keep the dependency list as it is.
-    fn sqlite3_limit(
-        db: *mut std::ffi::c_void,
-        id: std::os::raw::c_int,
-        new_value: std::os::raw::c_int,
-    ) -> std::os::raw::c_int;
+    fn sqlite3_limit(db: *mut c_void, id: c_int, new_value: c_int) -> c_int;
+    fn sqlite3_db_config(db: *mut c_void, op: c_int, ...) -> c_int;
+    fn sqlite3_interrupt(db: *mut c_void);
 }
 
-/// Forbids `ATTACH` on a new SQLite connection. Without this a task could
-/// `ATTACH '/any/path'` (or `VACUUM INTO '/any/path'`, which attaches) and
-/// read or create files anywhere the worker can, outside its source.
-async fn forbid_attach(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+/// Hardens a new SQLite connection:
+///
+/// * no `ATTACH`: without this a task could `ATTACH '/any/path'` (or `VACUUM
+///   INTO '/any/path'`, which attaches) and read or create files anywhere
+///   the worker can, outside its source;
+/// * `SQLITE_DBCONFIG_DEFENSIVE`: no writes to the schema table or other
+///   ways of corrupting the file on purpose;
+/// * an untrusted schema: functions with side effects cannot be called from
+///   views and triggers someone else wrote into the file;
+/// * capped value and statement lengths ([`SQLITE_MAX_LENGTH`]).
+async fn harden_sqlite(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     let mut handle = conn.lock_handle().await?;
-    let db = handle.as_raw_handle().as_ptr().cast::<std::ffi::c_void>();
+    let db = handle.as_raw_handle().as_ptr().cast::<c_void>();
     // SAFETY: `db` is the live `sqlite3*` of this connection, and holding
     // `handle` locks the connection, so no other thread uses it meanwhile.
-    // `sqlite3_limit` only stores an integer in the connection.
-    unsafe { sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0) };
+    // These calls only change the connection's settings; the variadic
+    // arguments of `sqlite3_db_config` for these two options are an `int`
+    // and an `int*` (which may be null).
+    let refused = unsafe {
+        sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0);
+        sqlite3_limit(db, SQLITE_LIMIT_LENGTH, SQLITE_MAX_LENGTH);
+        sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, SQLITE_MAX_LENGTH);
+        [
+            (SQLITE_DBCONFIG_DEFENSIVE, 1),
+            (SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0),
+        ]
+        .into_iter()
+        .any(|(op, on)| sqlite3_db_config(db, op, on as c_int, std::ptr::null_mut::<c_int>()) != 0)
+    };
+    if refused {
+        // A SQLite too old for these options: refuse the connection rather
+        // than run tasks on a weaker one.
+        return Err(sqlx::Error::Configuration(
+            "this SQLite does not support SQLITE_DBCONFIG_DEFENSIVE".into(),
+        ));
+    }
     Ok(())
+}
+
+/// The raw `sqlite3*` of a connection, kept so that [`sqlite3_interrupt`]
+/// can stop its running statement from another task.
+#[derive(Clone, Copy)]
+struct SqliteHandle(*mut c_void);
+
+// SAFETY: the pointer is only used for `sqlite3_interrupt`, which SQLite
+// documents as safe to call from any thread while the connection is open;
+// the actor that holds it also owns the connection, and calls it before
+// closing that connection.
+unsafe impl Send for SqliteHandle {}
+
+/// How the actor stops a statement still running when its run ends.
+enum Interrupt {
+    /// Terminate the backend with this process id from a new connection.
+    Postgres {
+        pid: i32,
+        options: Arc<PgConnectOptions>,
+    },
+    Sqlite(SqliteHandle),
+}
+
+/// Ends PostgreSQL backend `pid`, whose client has gone mid-statement.
+async fn terminate_backend(options: Arc<PgConnectOptions>, pid: i32) {
+    let terminated = tokio::time::timeout(ACQUIRE_TIMEOUT, async {
+        let mut conn = PgConnection::connect_with(&options).await?;
+        let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+        Ok::<_, sqlx::Error>(done)
+    })
+    .await;
+    match terminated {
+        Ok(Ok(_)) => tracing::debug!(pid, "stopped the statement of a finished run"),
+        Ok(Err(e)) => {
+            tracing::warn!(pid, error = %e, "could not stop the statement of a finished run")
+        }
+        Err(_) => tracing::warn!(pid, "timed out stopping the statement of a finished run"),
+    }
 }
 
 /// The SQL sources one run may open, and its limits. Built by
@@ -485,9 +618,20 @@ async fn forbid_attach(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
 pub struct SqlCtx {
     sources: BTreeMap<String, Source>,
     limits: SqlLimits,
+    /// When the run must be over: what a PostgreSQL connection's
+    /// `statement_timeout` is set from.
+    deadline: Option<Instant>,
 }
 
 impl SqlCtx {
+    /// Sets when the run must be over. Connections opened afterwards get a
+    /// `statement_timeout` of the time left (PostgreSQL); whatever the
+    /// timeout, a statement still running when the run ends is stopped.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
     /// The labels this run may open.
     pub fn labels(&self) -> impl Iterator<Item = &str> {
         self.sources.keys().map(String::as_str)
@@ -528,11 +672,14 @@ impl wasmtime::component::HasData for HasSql {
 ///
 /// The pooled connection itself belongs to a Tokio task (the actor) that
 /// runs this resource's commands one at a time; the resource holds the
-/// sending side of its command channel. Dropping the resource closes the
-/// channel: the actor then rolls back any open transaction, resets the
-/// session and returns the connection to the pool.
+/// sending side of its command channel. Dropping the resource (the guest's
+/// `drop`, or the run's store going away) closes the channel and cancels
+/// `_ended`: an idle actor then rolls back any open transaction, resets the
+/// session and returns the connection to the pool; an actor still running a
+/// statement stops it and closes the connection.
 pub struct Connection {
     commands: mpsc::Sender<Command>,
+    _ended: DropGuard,
     /// Set while a [`Cursor`] from this connection is alive. The actor is
     /// then busy streaming that cursor's rows (and may be waiting for the
     /// guest to take some), so other commands are refused up front instead
@@ -574,18 +721,21 @@ enum Command {
 }
 
 impl Connection {
-    fn spawn(conn: DbConn, read_only: bool, limits: SqlLimits) -> Self {
+    fn spawn(conn: DbConn, interrupt: Interrupt, read_only: bool, limits: SqlLimits) -> Self {
         // One command at a time: the guest waits for each answer anyway.
         let (commands, receiver) = mpsc::channel(1);
+        let ended = CancellationToken::new();
         let actor = Actor {
             conn,
+            interrupt,
             read_only,
             in_transaction: false,
             limits,
         };
-        tokio::spawn(actor.run(receiver));
+        tokio::spawn(actor.run(receiver, ended.clone()));
         Self {
             commands,
+            _ended: ended.drop_guard(),
             cursor_open: Arc::new(AtomicBool::new(false)),
             limits,
         }
@@ -753,6 +903,7 @@ impl DbConn {
 /// Owns one pooled connection and runs a [`Connection`]'s commands in order.
 struct Actor {
     conn: DbConn,
+    interrupt: Interrupt,
     read_only: bool,
     /// Whether the guest has called `begin` without `commit`/`rollback`.
     in_transaction: bool,
@@ -760,41 +911,86 @@ struct Actor {
 }
 
 impl Actor {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        while let Some(command) = commands.recv().await {
-            match command {
-                Command::Query {
-                    statement,
-                    params,
-                    reply,
-                } => {
-                    let _ = reply.send(self.query(statement, params).await);
-                }
-                Command::Execute {
-                    statement,
-                    params,
-                    reply,
-                } => {
-                    let _ = reply.send(self.execute(statement, params).await);
-                }
-                Command::Cursor {
-                    statement,
-                    params,
-                    reply,
-                } => self.cursor(statement, params, reply).await,
-                Command::Begin(reply) => {
-                    let _ = reply.send(self.begin().await);
-                }
-                Command::Commit(reply) => {
-                    let _ = reply.send(self.commit().await);
-                }
-                Command::Rollback(reply) => {
-                    let _ = reply.send(self.rollback().await);
-                }
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, ended: CancellationToken) {
+        loop {
+            let command = tokio::select! {
+                biased;
+                command = commands.recv() => command,
+                () = ended.cancelled() => None,
+            };
+            let Some(command) = command else { break };
+            // The guest waits for each answer, so the run can only end
+            // mid-command when it is being torn down: timed out, cancelled,
+            // or finished with a cursor still streaming.
+            let finished = tokio::select! {
+                biased;
+                () = self.handle(command) => true,
+                () = ended.cancelled() => false,
+            };
+            if !finished {
+                self.abort().await;
+                return;
             }
         }
-        // The `Connection` is gone.
         self.release().await;
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Query {
+                statement,
+                params,
+                reply,
+            } => {
+                let _ = reply.send(self.query(statement, params).await);
+            }
+            Command::Execute {
+                statement,
+                params,
+                reply,
+            } => {
+                let _ = reply.send(self.execute(statement, params).await);
+            }
+            Command::Cursor {
+                statement,
+                params,
+                reply,
+            } => self.cursor(statement, params, reply).await,
+            Command::Begin(reply) => {
+                let _ = reply.send(self.begin().await);
+            }
+            Command::Commit(reply) => {
+                let _ = reply.send(self.commit().await);
+            }
+            Command::Rollback(reply) => {
+                let _ = reply.send(self.rollback().await);
+            }
+        }
+    }
+
+    /// Stops the statement still running for a run that has ended, and
+    /// closes its connection: mid-statement, it cannot go back to the pool.
+    async fn abort(self) {
+        match self.conn {
+            DbConn::Postgres(conn) => {
+                // Closing the socket does not stop the backend: it goes on
+                // with a `pg_sleep` or an endless query until it next writes
+                // to the client. End it from another connection (not from
+                // the pool, which the run may have used up).
+                drop(conn.detach());
+                if let Interrupt::Postgres { pid, options } = self.interrupt {
+                    tokio::spawn(terminate_backend(options, pid));
+                }
+            }
+            DbConn::Sqlite(conn) => {
+                if let Interrupt::Sqlite(handle) = self.interrupt {
+                    // SAFETY: the connection is still open (we own it), and
+                    // `sqlite3_interrupt` may be called from any thread.
+                    unsafe { sqlite3_interrupt(handle.0) };
+                }
+                let _ = conn.close().await;
+            }
+        }
     }
 
     /// Whether every guest statement must be wrapped in a host-issued
@@ -1093,42 +1289,32 @@ impl Actor {
     }
 
     /// Makes the connection fit for the next run, or closes it.
-    async fn release(mut self) {
-        // Always roll back, not only after `begin`: the guest may have sent
-        // `BEGIN` as a statement. Without a transaction this is a warning
-        // (PostgreSQL) or an error we ignore (SQLite).
-        let rolled_back = self.conn.run_host_sql("ROLLBACK").await;
-        let reusable = match &mut self.conn {
-            DbConn::Postgres(conn) => {
+    async fn release(self) {
+        match self.conn {
+            DbConn::Postgres(mut conn) => {
+                // Always roll back, not only after `begin`: the guest may
+                // have sent `BEGIN` as a statement (without a transaction
+                // this is a warning). Then forget sqlx's prepared statements
+                // before `DEALLOCATE ALL` drops them on the server, so the
+                // two agree.
                 let reset = if self.read_only {
                     PG_RESET_READ_ONLY_SESSION
                 } else {
                     PG_RESET_SESSION
                 };
-                rolled_back.is_ok() && (&mut **conn).execute(reset).await.is_ok()
+                let reusable = (&mut *conn).execute("ROLLBACK").await.is_ok()
+                    && conn.clear_cached_statements().await.is_ok()
+                    && (&mut *conn).execute(reset).await.is_ok();
+                if !reusable {
+                    let _ = conn.close().await;
+                }
+                // Otherwise dropping `conn` returns it to the pool.
             }
             DbConn::Sqlite(conn) => {
-                // Temporary tables and views are per connection and come
-                // before `main` in name resolution: they could shadow the
-                // source's tables for the next run.
-                (&mut **conn)
-                    .fetch_one("SELECT count(*) FROM temp.sqlite_schema")
-                    .await
-                    .and_then(|row| row.try_get::<i64, _>(0))
-                    .is_ok_and(|n| n == 0)
-            }
-        };
-        if !reusable {
-            match self.conn {
-                DbConn::Postgres(conn) => {
-                    let _ = conn.close().await;
-                }
-                DbConn::Sqlite(conn) => {
-                    let _ = conn.close().await;
-                }
+                // Never reused (see the module docs). Closing rolls back.
+                let _ = conn.close().await;
             }
         }
-        // Otherwise dropping `self.conn` returns it to the pool.
     }
 }
 
@@ -1271,14 +1457,14 @@ impl wit_sql::Host for SqlView<'_> {
         let Some(source) = self.ctx.sources.get(&label) else {
             return Ok(Err(WitError::AccessDenied));
         };
-        let conn = match source.acquire().await {
+        let (conn, interrupt) = match source.acquire(self.ctx.deadline).await {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(label, error = %e, "could not get a SQL connection");
                 return Ok(Err(WitError::Backend(connect_error_message(&e))));
             }
         };
-        let connection = Connection::spawn(conn, source.read_only, self.ctx.limits);
+        let connection = Connection::spawn(conn, interrupt, source.read_only, self.ctx.limits);
         crate::push_resource(self.table, connection)
     }
 }
@@ -1413,12 +1599,23 @@ fn map_sqlx_error(error: sqlx::Error) -> WitError {
                 map_sqlite_error(db.code().as_deref(), db.message())
             }
         }
+        // The driver's own text for these can name the server's address or
+        // its certificate's host: the guest gets the kind, the server log
+        // the details.
         e @ (sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed) => WitError::Backend(e.to_string()),
+        | sqlx::Error::WorkerCrashed) => {
+            tracing::warn!(error = %e, "SQL connection failed");
+            WitError::Backend("the database connection failed; retry later".into())
+        }
+        e @ sqlx::Error::Configuration(_) => {
+            tracing::warn!(error = %e, "SQL source misconfigured");
+            WitError::Other("the database source is misconfigured".into())
+        }
+        // Decoding and column errors describe the statement's result.
         e => WitError::Other(e.to_string()),
     }
 }
@@ -1488,7 +1685,12 @@ fn connect_error_message(error: &sqlx::Error) -> String {
             "could not connect to the database: it refused the connection (code {})",
             db.code().as_deref().unwrap_or("unknown")
         ),
-        e => format!("could not connect to the database: {e}"),
+        sqlx::Error::PoolTimedOut => {
+            "could not connect to the database: no connection was free or it did not answer in time"
+                .into()
+        }
+        // An I/O or TLS error's text can name the server.
+        _ => "could not connect to the database".into(),
     }
 }
 

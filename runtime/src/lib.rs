@@ -354,7 +354,10 @@ impl Runtime {
         let objects = self
             .objects
             .ctx_for(&request.grants, ObjectLimits::default())?;
-        let sql = self.sql.ctx_for(&request.grants, SqlLimits::default())?;
+        let sql = self
+            .sql
+            .ctx_for(&request.grants, SqlLimits::default())?
+            .with_deadline(tokio::time::Instant::now() + limits.timeout);
         let mut table = ResourceTable::new();
         table.set_max_capacity(self.config.engine.max_resources);
         Ok(RunState {

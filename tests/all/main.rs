@@ -13,6 +13,7 @@ mod objects;
 mod python;
 mod security;
 mod server;
+mod sessions;
 mod streaming;
 mod suite;
 mod uploads;
