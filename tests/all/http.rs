@@ -434,7 +434,7 @@ fn slow_and_silent_clients_are_cut_off() {
         // Once the server has closed its side, a read returns at once.
         slow.set_nonblocking(true).unwrap();
         let mut probe = [0u8; 256];
-        let closed = matches!(slow.read(&mut probe), Ok(_));
+        let closed = slow.read(&mut probe).is_ok();
         slow.set_nonblocking(false).unwrap();
         if closed {
             break;
@@ -748,10 +748,11 @@ fn the_cli_escapes_what_a_task_prints_and_works_in_open_mode() {
     let out = cli(&["run", "list", "--json"], &url);
     let page: Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = page["runs"][0]["id"].as_str().unwrap().to_string();
+    let id = id.as_str();
     for args in [
-        vec!["run", "logs", &id],
-        vec!["run", "logs", "-f", &id],
-        vec!["run", "get", &id],
+        vec!["run", "logs", id],
+        vec!["run", "logs", "-f", id],
+        vec!["run", "get", id],
     ] {
         let out = cli(&args, &url);
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
@@ -763,12 +764,12 @@ fn the_cli_escapes_what_a_task_prints_and_works_in_open_mode() {
         );
     }
     // --json is for programs: JSON-escaped, the text intact.
-    let out = cli(&["run", "get", &id, "--json"], &url);
+    let out = cli(&["run", "get", id, "--json"], &url);
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run["output"], format!("hello, {hostile}"));
 
     // Body-less POSTs from the CLI pass open mode's header rule...
-    let out = cli(&["run", "cancel", &id], &url);
+    let out = cli(&["run", "cancel", id], &url);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // ...which the same request without the CLI's header does not.
     let cancel = format!(
