@@ -21,6 +21,18 @@ use caisson_tests::{Served, guest, guest_path};
 const ADMIN: &str = "http-admin-token";
 const ALPHA: &str = "http-alpha-token";
 
+/// A router app with an admin token and tenant `alpha` holding `ALPHA`,
+/// with `server_extra` in its `[server]` table.
+async fn app_with_alpha(server_extra: &str) -> App {
+    let server = format!("admin_token = \"{ADMIN}\"\n{server_extra}");
+    app_with(
+        &server,
+        &format!("[tenants.alpha]\ntokens = [\"{ALPHA}\"]"),
+        0,
+    )
+    .await
+}
+
 /// A request to the router with exactly `headers` (no content type or
 /// token added).
 async fn send(app: &App, method: &str, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
@@ -129,12 +141,7 @@ async fn open_mode_refuses_foreign_hosts_origins_and_simple_requests() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
 
     // With tokens, a browser has no credential: none of this applies.
-    let app = app_with(
-        &format!("admin_token = \"{ADMIN}\""),
-        &format!("[tenants.alpha]\ntokens = [\"{ALPHA}\"]"),
-        0,
-    )
-    .await;
+    let app = app_with_alpha("").await;
     let bearer = format!("Bearer {ALPHA}");
     let headers = [
         ("host", "api.example:443"),
@@ -189,12 +196,7 @@ async fn every_response_says_nosniff_and_no_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_listed_by_id_and_never_by_secret() {
-    let app = app_with(
-        &format!("admin_token = \"{ADMIN}\""),
-        &format!("[tenants.alpha]\ntokens = [\"{ALPHA}\"]"),
-        0,
-    )
-    .await;
+    let app = app_with_alpha("").await;
     let (status, minted) = app
         .json("POST", "/v1/tenants/alpha/tokens", Some(ADMIN), None)
         .await;
@@ -320,12 +322,7 @@ async fn a_revoked_token_ends_its_open_log_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_log_streams_are_capped_per_tenant() {
-    let app = app_with(
-        &format!("admin_token = \"{ADMIN}\"\nmax_log_streams = 2"),
-        &format!("[tenants.alpha]\ntokens = [\"{ALPHA}\"]"),
-        0,
-    )
-    .await;
+    let app = app_with_alpha("max_log_streams = 2").await;
     let mine = queued_run_with_a_log_line(&app, Some(ALPHA)).await;
     let first = follow(&app, &mine, Some(ALPHA)).await;
     let second = follow(&app, &mine, Some(ALPHA)).await;
