@@ -486,14 +486,20 @@ impl Served {
     /// Starts `caisson serve --config CONFIG` in `dir` with `envs` added,
     /// and waits until it listens. The config should listen on
     /// `127.0.0.1:0`.
+    pub fn start(config: &std::path::Path, dir: &std::path::Path, envs: &[(&str, &str)]) -> Served {
+        let config = config.to_str().expect("a UTF-8 config path");
+        Served::start_args(&["serve", "--config", config], dir, envs)
+    }
+
+    /// Starts `caisson ARGS` (a `serve` command line) in `dir` with `envs`
+    /// added, and waits until it listens.
     // The child is waited for in `Drop`.
     #[allow(clippy::zombie_processes)]
-    pub fn start(config: &std::path::Path, dir: &std::path::Path, envs: &[(&str, &str)]) -> Served {
+    pub fn start_args(args: &[&str], dir: &std::path::Path, envs: &[(&str, &str)]) -> Served {
         use std::io::Read;
         use std::process::{Command, Stdio};
         let mut child = Command::new(caisson_bin())
-            .args(["serve", "--config"])
-            .arg(config)
+            .args(args)
             .current_dir(dir)
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())

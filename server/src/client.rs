@@ -6,12 +6,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use caisson_server::api::guard::CLIENT_HEADER;
 use caisson_server::api::runs::{LogPage, RunPage, RunView, SubmitRun};
 use caisson_server::db::{GrantSet, LogLine, ModuleRecord};
 use clap::Subcommand;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
+
+use crate::escape::{escape_controls, escape_log_message};
 
 /// Where the server is, and who we are.
 #[derive(clap::Args, Clone)]
@@ -138,7 +141,14 @@ impl Conn {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut request = reqwest::Client::new().request(method, self.url(path));
+        // A server without tokens takes state-changing requests only with
+        // this header (or a JSON body): web pages cannot send it unasked.
+        let mut request = reqwest::Client::new()
+            .request(method, self.url(path))
+            .header(
+                CLIENT_HEADER,
+                concat!("caisson/", env!("CARGO_PKG_VERSION")),
+            );
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -206,11 +216,12 @@ fn print_run(run: &RunView) {
     if let Some(finished) = run.finished_at {
         println!("finished  {finished}");
     }
+    // The error and the output are the task's own text.
     if let Some(error) = &run.error {
-        println!("error     {error}");
+        println!("error     {}", escape_controls(error));
     }
     if let Some(output) = &run.output {
-        println!("output    {output}");
+        println!("output    {}", escape_controls(output));
     }
 }
 
@@ -219,9 +230,9 @@ fn print_line(line: &LogLine) {
     println!(
         "{} {:>5} {:<8} {}",
         time.format("%H:%M:%S%.3f"),
-        line.level.to_uppercase(),
-        line.source,
-        line.message
+        escape_controls(&line.level.to_uppercase()),
+        escape_controls(&line.source),
+        escape_log_message(&line.message)
     );
 }
 
@@ -402,7 +413,7 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
             if conn.json {
                 print_json(&finished)?;
             } else if let Some(output) = &finished.output {
-                println!("{output}");
+                println!("{}", escape_controls(output));
             }
             if finished.state != caisson_server::db::RunState::Succeeded {
                 bail!(
@@ -513,9 +524,18 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
                             }
                             "end" => {
                                 if !conn.json {
-                                    eprintln!("run ended: {data}");
+                                    eprintln!("run ended: {}", escape_controls(data));
                                 }
                                 return Ok(());
+                            }
+                            "error" => {
+                                let message = serde_json::from_str::<serde_json::Value>(data)
+                                    .ok()
+                                    .and_then(|v| {
+                                        v["error"]["message"].as_str().map(str::to_string)
+                                    })
+                                    .unwrap_or_else(|| data.to_string());
+                                bail!("the log stream ended: {message}");
                             }
                             _ => {}
                         }

@@ -60,6 +60,27 @@ pub struct ServerSection {
     /// them back.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How long a request's head (request line and headers) may take to
+    /// arrive in full, counted from when the connection opened or its
+    /// previous response was sent. Cuts off slowloris clients.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a connection with no request in flight may stay silent
+    /// (not a byte received) before it is closed. At most
+    /// `header_read_timeout`, which bounds the same wait in full.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long a request may take until its response starts: reading a
+    /// JSON body and handling it. Streamed responses (log streams, output
+    /// downloads) are not cut once they start; a module upload is bounded
+    /// per piece of its body instead (each must arrive within this time).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The most connections served at once; more are answered 503 at once.
+    pub max_connections: usize,
+    /// The most live log streams (`/v1/runs/{id}/logs?follow=true`) one
+    /// tenant may hold open at once; more are answered 429.
+    pub max_log_streams: usize,
 }
 
 impl Default for ServerSection {
@@ -79,6 +100,11 @@ impl Default for ServerSection {
             tick: Duration::from_secs(1),
             admin_token: None,
             shutdown_grace: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            max_log_streams: 16,
         }
     }
 }
@@ -104,6 +130,11 @@ impl std::fmt::Debug for ServerSection {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_log_streams", &self.max_log_streams)
             .finish()
     }
 }
@@ -121,6 +152,42 @@ pub fn redact_url(url: &str) -> String {
             Some((scheme, _)) => format!("{scheme}://<redacted>"),
             None => "<redacted>".into(),
         },
+    }
+}
+
+impl ServerSection {
+    /// Refuses values that would disable a limit or could never work,
+    /// naming the table and key.
+    fn validate(&self) -> anyhow::Result<()> {
+        for (key, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if value.is_zero() {
+                anyhow::bail!("`[server] {key}` must be longer than 0s");
+            }
+        }
+        // Waiting for the next request's head is bounded by
+        // `header_read_timeout` in full (hyper starts that timer as soon
+        // as a connection goes idle), so a longer idle timeout would be a
+        // setting that does nothing.
+        if self.idle_timeout > self.header_read_timeout {
+            anyhow::bail!(
+                "`[server] idle_timeout` ({}) must not be longer than `[server] header_read_timeout` ({})",
+                humantime::format_duration(self.idle_timeout),
+                humantime::format_duration(self.header_read_timeout)
+            );
+        }
+        for (key, value) in [
+            ("max_connections", self.max_connections),
+            ("max_log_streams", self.max_log_streams),
+        ] {
+            if value == 0 {
+                anyhow::bail!("`[server] {key}` must be at least 1");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -172,7 +239,13 @@ impl ServerConfig {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let mut table: toml::Table = toml::from_str(text)?;
         let server = match table.remove("server") {
-            Some(value) => value.try_into()?,
+            // Through serde_path_to_error, so a bad value names its key.
+            Some(value) => serde_path_to_error::deserialize(value).map_err(|e| {
+                match e.path().to_string().as_str() {
+                    "." => anyhow::anyhow!("`[server]`: {}", e.inner()),
+                    key => anyhow::anyhow!("`[server] {key}`: {}", e.inner()),
+                }
+            })?,
             None => ServerSection::default(),
         };
         let tenants = match table.remove("tenants") {
@@ -185,12 +258,19 @@ impl ServerConfig {
             tenants,
             runtime,
         };
-        if config.server.admin_token.is_none() {
-            config.server.admin_token = std::env::var("CAISSON_ADMIN_TOKEN")
+        config.server.validate()?;
+        config.admin_token_from_env();
+        Ok(config)
+    }
+
+    /// `CAISSON_ADMIN_TOKEN`, when no admin token is configured: with a
+    /// file or without one (the embedded default).
+    fn admin_token_from_env(&mut self) {
+        if self.server.admin_token.is_none() {
+            self.server.admin_token = std::env::var("CAISSON_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty());
         }
-        Ok(config)
     }
 
     /// The default configuration rooted at `dir`, for the embedded
@@ -207,11 +287,13 @@ impl ServerConfig {
         .expect("a valid store config");
         let mut runtime = caisson_runtime::Config::default();
         runtime.engine.cache_dir = dir.join("cache");
-        ServerConfig {
+        let mut config = ServerConfig {
             server,
             tenants: BTreeMap::new(),
             runtime,
-        }
+        };
+        config.admin_token_from_env();
+        config
     }
 
     /// Whether the API is open (no tokens at all).
@@ -308,6 +390,33 @@ mod tests {
                 || text.contains("<redacted>"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn http_limits_are_validated_with_their_table_and_key() {
+        let config = ServerConfig::parse("").unwrap();
+        assert_eq!(config.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.server.max_connections, 512);
+        for (text, key) in [
+            (
+                "header_read_timeout = \"0s\"",
+                "`[server] header_read_timeout`",
+            ),
+            ("request_timeout = \"0s\"", "`[server] request_timeout`"),
+            ("idle_timeout = \"0s\"", "`[server] idle_timeout`"),
+            ("idle_timeout = \"20s\"", "`[server] idle_timeout` (20s)"),
+            ("max_connections = 0", "`[server] max_connections`"),
+            ("max_log_streams = 0", "`[server] max_log_streams`"),
+        ] {
+            let error = ServerConfig::parse(&format!("[server]\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+        let error = ServerConfig::parse("[server]\nheader_read_timeout = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("header_read_timeout"), "{error}");
     }
 
     #[test]

@@ -23,7 +23,9 @@ use sqlx::{AnyConnection, Connection, Row};
 
 mod flows;
 mod tenants;
+mod tokens;
 pub use flows::{ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord};
+pub use tokens::{TokenRecord, TokenSource};
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
@@ -950,6 +952,22 @@ impl Db {
         .await
         .map_err(db_err)?;
         row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// Only the state of a run, for a followed log's polls (which must not
+    /// read a large input or output five times a second).
+    pub async fn run_state(&self, tenant_id: &str, id: &str) -> Result<Option<RunState>, DbError> {
+        let row = sqlx::query("SELECT state FROM runs WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let state: String = row.try_get("state").map_err(db_err)?;
+        RunState::parse(&state)
+            .map(Some)
+            .ok_or_else(|| corrupt("state", id, &state))
     }
 
     /// Any tenant's run, for workers and the scheduler.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod cron;
 pub mod dag;
 pub mod db;
+pub mod http;
 pub mod metrics;
 pub mod scheduler;
 pub mod serve;

@@ -15,6 +15,7 @@ use caisson_server::{Roles, ServerConfig};
 use clap::{Parser, Subcommand};
 
 mod client;
+mod escape;
 mod pybuild;
 
 #[derive(Parser)]
@@ -155,7 +156,8 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // An error can quote a task's own error text.
+            eprintln!("error: {}", escape::escape_controls(&format!("{e:#}")));
             std::process::ExitCode::FAILURE
         }
     }
@@ -355,9 +357,16 @@ async fn run(args: LocalRunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("could not write {}", path.display()))?,
         None => {
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(&output)?;
-            if std::io::stdout().is_terminal() && !output.ends_with(b"\n") {
-                stdout.write_all(b"\n")?;
+            if std::io::stdout().is_terminal() {
+                // For a person: escaped. Piped or redirected, the output
+                // is data and goes out byte for byte.
+                let text = String::from_utf8_lossy(&output);
+                stdout.write_all(escape::escape_controls(&text).as_bytes())?;
+                if !output.ends_with(b"\n") {
+                    stdout.write_all(b"\n")?;
+                }
+            } else {
+                stdout.write_all(&output)?;
             }
         }
     }
@@ -462,8 +471,9 @@ impl LogSink for TerminalSink {
             _ => ("", ""),
         };
         eprintln!(
-            "{start}{} {level:>5}{source}: {message}{end}",
-            time.format("%H:%M:%S%.3f")
+            "{start}{} {level:>5}{source}: {}{end}",
+            time.format("%H:%M:%S%.3f"),
+            escape::escape_log_message(&message)
         );
     }
 

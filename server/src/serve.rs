@@ -80,6 +80,12 @@ pub async fn serve(
         );
     }
     let state = build_state(config).await?;
+    if roles.api && !state.config.open_access() {
+        state
+            .revoke_unlisted_config_tokens()
+            .await
+            .context("could not revoke the tokens gone from the configuration")?;
+    }
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -103,10 +109,8 @@ pub async fn serve(
         let addr = listener.local_addr()?;
         // Tests and scripts read this line to find the port.
         println!("caisson: listening on http://{addr}");
-        axum::serve(listener, api::router(state.clone()))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("the API server failed")?;
+        let limits = crate::http::Limits::from(&state.config.server);
+        crate::http::serve(listener, api::router(state.clone()), limits, shutdown).await;
     } else {
         println!("caisson: worker started");
         shutdown.await;

@@ -116,12 +116,15 @@ impl App {
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let response = self
-            .router
-            .clone()
-            .oneshot(request.body(body).unwrap())
-            .await
-            .unwrap();
+        self.send(request.body(body).unwrap()).await
+    }
+
+    /// Sends `request` as it is, and reads the whole response.
+    pub async fn send(
+        &self,
+        request: Request<Body>,
+    ) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
+        let response = self.stream(request).await;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response
@@ -132,6 +135,12 @@ impl App {
             .to_bytes()
             .to_vec();
         (status, bytes, headers)
+    }
+
+    /// Sends `request` and returns the response with its body unread
+    /// (a followed log, say).
+    pub async fn stream(&self, request: Request<Body>) -> axum::response::Response {
+        self.router.clone().oneshot(request).await.unwrap()
     }
 
     pub async fn json(

@@ -61,6 +61,7 @@ max_instances = 8
         .unwrap();
     let response = http
         .post(format!("{url}/v1/modules?name=hello"))
+        .header("content-type", "application/wasm")
         .body(std::fs::read(guest_path("hello")).unwrap())
         .send()
         .await

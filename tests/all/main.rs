@@ -9,6 +9,7 @@ mod faults;
 mod flows;
 mod fuzz;
 mod hostile;
+mod http;
 mod objects;
 mod python;
 mod security;

@@ -264,6 +264,7 @@ max_instances = 8
         let bytes = std::fs::read(guest_path(module)).unwrap();
         let response = http
             .post(format!("{url}/v1/modules?name={module}"))
+            .header("content-type", "application/wasm")
             .body(bytes)
             .send()
             .await

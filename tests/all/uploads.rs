@@ -166,6 +166,7 @@ async fn bad_uploads_are_refused_and_the_server_stays_small() {
         async move {
             let response = http
                 .post(format!("{url}/v1/modules?name={name}"))
+                .header("content-type", "application/wasm")
                 .body(bytes)
                 .send()
                 .await

@@ -1,15 +1,18 @@
 //! The REST API (axum), under `/v1`, plus `/healthz`, `/readyz`,
 //! `/metrics` and `/openapi.json`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderValue;
+use axum::http::header::{self, AUTHORIZATION};
 use axum::http::request::Parts;
 use caisson_runtime::Runtime;
 use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
+use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -21,6 +24,7 @@ use crate::metrics::Metrics;
 pub mod error;
 mod extract;
 pub mod flows;
+pub mod guard;
 mod modules;
 mod ops;
 pub mod runs;
@@ -46,6 +50,10 @@ pub struct AppState {
     /// Woken when a run finishes, so workflows move on at once.
     pub scheduler_wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// Live log streams per tenant id, capped at `[server] max_log_streams`.
+    pub(crate) log_streams: runs::StreamCounts,
+    /// The ids of the tokens the configuration lists.
+    config_tokens: BTreeSet<String>,
 }
 
 /// The caller, as its bearer token says.
@@ -53,6 +61,10 @@ pub struct AppState {
 pub struct Caller {
     pub tenant_id: String,
     pub admin: bool,
+    /// The SHA-256 of a stored token, which can be revoked while a
+    /// long-lived response (a followed log) is still being sent. `None` in
+    /// open mode and for the configured admin token.
+    pub token_hash: Option<String>,
 }
 
 /// SHA-256 hex of a token: how tokens are stored and looked up.
@@ -79,6 +91,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             return Ok(Caller {
                 tenant_id: state.default_tenant.clone(),
                 admin: true,
+                token_hash: None,
             });
         }
         let token = parts
@@ -96,10 +109,15 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             return Ok(Caller {
                 tenant_id: state.default_tenant.clone(),
                 admin: true,
+                token_hash: None,
             });
         }
         match state.db.token(&hash).await? {
-            Some((tenant_id, admin)) => Ok(Caller { tenant_id, admin }),
+            Some((tenant_id, admin)) => Ok(Caller {
+                tenant_id,
+                admin,
+                token_hash: Some(hash),
+            }),
             None => Err(ApiError::unauthorized()),
         }
     }
@@ -125,10 +143,11 @@ impl AppState {
         }
         // The configuration is the source of truth for the tenants it
         // names; tenants made through the admin API keep what was set there.
+        let mut config_tokens = BTreeSet::new();
         for (name, tenant) in &config.tenants {
             let id = db.ensure_tenant(name).await?;
             for token in &tenant.tokens {
-                db.add_token(&id, &hash_token(token), false).await?;
+                config_tokens.insert(db.add_config_token(&id, &hash_token(token)).await?);
             }
             db.set_tenant_grants(&id, &tenant.allowed()).await?;
         }
@@ -141,7 +160,25 @@ impl AppState {
             work_available: Arc::new(Notify::new()),
             scheduler_wake: Arc::new(Notify::new()),
             metrics,
+            log_streams: Default::default(),
+            config_tokens,
         })
+    }
+
+    /// Revokes the tokens a configuration file once listed and this one
+    /// does not, so that deleting a token from the file and restarting
+    /// revokes it. `serve()` calls this for a process that serves the API
+    /// with tokens configured: never for a worker or an open-mode server,
+    /// which may run with no file at all against a shared database.
+    pub async fn revoke_unlisted_config_tokens(&self) -> Result<u64, crate::db::DbError> {
+        let revoked = self
+            .db
+            .revoke_config_tokens_except(&self.config_tokens)
+            .await?;
+        if revoked > 0 {
+            tracing::info!("revoked {revoked} token(s) no longer listed in the configuration");
+        }
+        Ok(revoked)
     }
 
     /// The labels `tenant_id`'s runs may be granted.
@@ -204,6 +241,10 @@ fn document_common_responses(api: &mut utoipa::openapi::OpenApi) {
             }
             add("401", "no valid bearer token");
             add(
+                "408",
+                "the request took longer than the server's `request_timeout`",
+            );
+            add(
                 "503",
                 "the database is unavailable; retry after `Retry-After` seconds",
             );
@@ -249,7 +290,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(flows::start_workflow))
         .routes(routes!(flows::get_workflow_run))
         .routes(routes!(tenants::create, tenants::list))
-        .routes(routes!(tenants::create_token))
+        .routes(routes!(tenants::create_token, tenants::list_tokens))
         .routes(routes!(tenants::revoke_token))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -258,7 +299,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     let mut api = api;
     document_common_responses(&mut api);
     let api = Arc::new(api);
-    router
+    let router = router
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -269,8 +310,33 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         // Every JSON body is small; a module upload reads its raw body
         // itself, up to `max_module_bytes`, so this cap does not apply to it.
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::open_mode,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    security_headers(router).with_state(state)
+}
+
+/// Adds the headers every response carries, outermost so that errors and
+/// refusals have them too: no content sniffing of a task's log or output,
+/// and no copy of a response (a minted token above all) in any cache.
+pub fn security_headers<S: Clone + Send + Sync + 'static>(
+    router: axum::Router<S>,
+) -> axum::Router<S> {
+    router
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use caisson_runtime::RuntimeError;
+use futures::StreamExt;
 use object_store::{ObjectStore, PutPayload};
 use serde::Deserialize;
 
@@ -106,9 +107,22 @@ pub async fn upload(
         return Err(too_large());
     }
     // Reads at most `limit` bytes: a larger body is cut off, not buffered.
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())?;
+    // The body may be large, so `request_timeout` bounds each wait for the
+    // next piece of it rather than the whole upload (see `guard`).
+    let idle = state.config.server.request_timeout;
+    let mut stream = body.into_data_stream();
+    let mut buffer = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => return Err(super::guard::timed_out(idle)),
+            Ok(None) => break,
+            Ok(Some(Ok(chunk))) if buffer.len() + chunk.len() <= limit => {
+                buffer.extend_from_slice(&chunk)
+            }
+            Ok(Some(_)) => return Err(too_large()),
+        }
+    }
+    let bytes = buffer.freeze();
     let task = state.runtime.load(&bytes).await.map_err(|e| match e {
         RuntimeError::InvalidComponent(message) => {
             ApiError::bad_request(format!("not a valid task component: {message}"))

@@ -541,8 +541,10 @@ pub struct LogPage {
 /// One Server-Sent Event of a followed log (`?follow=true`).
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogEvent {
-    /// `log`, whose data is a [`LogLine`], or the final `end`, whose data
-    /// is `{"state": ...}`.
+    /// `log`, whose data is a [`LogLine`]; or the final `end`, whose data
+    /// is `{"state": ...}`; or the final `error`, whose data is an error
+    /// body (`{"error": {"code", "message"}}`), sent when the token that
+    /// opened the stream was revoked.
     pub event: String,
     /// The event's JSON text.
     pub data: String,
@@ -551,6 +553,45 @@ pub struct LogEvent {
 /// How often a followed log polls for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 const LOG_PAGE: i64 = 1000;
+
+/// Live log streams per tenant id.
+#[derive(Default)]
+pub(crate) struct StreamCounts(Arc<std::sync::Mutex<BTreeMap<String, usize>>>);
+
+/// One live log stream, counted against its tenant until dropped (when
+/// the stream ends or the client goes away).
+struct StreamSlot {
+    counts: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
+    tenant: String,
+}
+
+impl StreamCounts {
+    /// A slot for one more of `tenant`'s streams, unless it holds `max`.
+    fn open(&self, tenant: &str, max: usize) -> Option<StreamSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(tenant.to_string()).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot {
+            counts: self.0.clone(),
+            tenant: tenant.to_string(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.tenant) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.tenant);
+            }
+        }
+    }
+}
 
 /// Read a run's log, or follow it live (`?follow=true`, Server-Sent Events:
 /// `log` events carry a line as JSON, a final `end` event the run's state).
@@ -561,7 +602,8 @@ const LOG_PAGE: i64 = 1000;
     responses(
         (status = 200, description = "the log; with follow=true, an event stream of `log` and `end` events",
             content((LogPage = "application/json"), (LogEvent = "text/event-stream"))),
-        (status = 404, body = super::error::ErrorBody)
+        (status = 404, body = super::error::ErrorBody),
+        (status = 429, description = "the tenant already follows `max_log_streams` logs", body = super::error::ErrorBody)
     ),
     tag = "runs"
 )]
@@ -571,7 +613,12 @@ pub async fn logs(
     Path(id): Path<String>,
     Query(query): Query<LogQuery>,
 ) -> ApiResult<Response> {
-    let run = caller_run(&state, &caller, &id).await?;
+    // Only the state: the run's input and output can be large.
+    let run_state = state
+        .db
+        .run_state(&caller.tenant_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
     let after = query.after.unwrap_or(0);
     if !query.follow {
         let lines = state
@@ -582,33 +629,70 @@ pub async fn logs(
         return Ok(Json(LogPage {
             lines,
             last,
-            state: run.state,
+            state: run_state,
         })
         .into_response());
     }
+    let max = state.config.server.max_log_streams;
+    let slot = state
+        .log_streams
+        .open(&caller.tenant_id, max)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "this tenant already follows {max} logs, its limit (`[server] max_log_streams`): \
+                     close one, or read the log without `follow`"
+                ),
+            )
+        })?;
     struct Follow {
         state: Arc<AppState>,
         tenant: String,
+        token_hash: Option<String>,
         id: String,
         after: i64,
         done: bool,
+        _slot: StreamSlot,
     }
     let follow = Follow {
         state,
         tenant: caller.tenant_id,
+        token_hash: caller.token_hash,
         id,
         after,
         done: false,
+        _slot: slot,
     };
     let stream = futures::stream::unfold(follow, |mut f| async move {
         if f.done {
             return None;
         }
         loop {
+            // The token is checked again before every batch (and every
+            // poll), so revoking it ends a stream it opened. A database
+            // error is not a revocation: the next poll checks again.
+            if let Some(hash) = &f.token_hash
+                && let Ok(None) = f.state.db.token(hash).await
+            {
+                f.done = true;
+                let error = Event::default()
+                    .event("error")
+                    .json_data(super::error::ErrorBody {
+                        error: super::error::ErrorDetail {
+                            code: "unauthorized".into(),
+                            message: "the token that opened this stream was revoked".into(),
+                        },
+                    })
+                    .expect("serializes");
+                return Some((futures::stream::iter(vec![Ok(error)]), f));
+            }
             // Read the state before the lines: a run that ended before this
-            // read has all its lines stored by now.
-            let run_state = match f.state.db.get_run(&f.tenant, &f.id).await {
-                Ok(Some(run)) => run.state,
+            // read has all its lines stored by now. Only the state: the
+            // run's input and output can be large.
+            let run_state = match f.state.db.run_state(&f.tenant, &f.id).await {
+                Ok(Some(state)) => state,
                 _ => RunState::Failed,
             };
             let lines = f

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{Json, Path};
 use super::{ApiError, ApiResult, AppState, Caller, hash_token};
-use crate::db::GrantSet;
+use crate::db::{GrantSet, TokenRecord, TokenSource};
 
 fn require_admin(caller: &Caller) -> ApiResult<()> {
     if caller.admin {
@@ -108,11 +108,7 @@ pub async fn create_token(
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<NewToken>)> {
     require_admin(&caller)?;
-    let tenant_id = state
-        .db
-        .tenant_id(&name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("tenant {name}")))?;
+    let tenant_id = tenant_id(&state, &name).await?;
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let token = format!("cs_{}", hex::encode(secret));
@@ -121,6 +117,58 @@ pub async fn create_token(
         .add_token(&tenant_id, &hash_token(&token), false)
         .await?;
     Ok((StatusCode::CREATED, Json(NewToken { id, token })))
+}
+
+/// One of a tenant's tokens: its id and history, never the token itself
+/// (nor its hash).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenView {
+    /// What `DELETE /v1/tokens/{id}` takes.
+    pub id: String,
+    /// `config` (listed in `caisson.toml`) or `api` (minted here).
+    pub source: TokenSource,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When it was revoked; null while it is live.
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<TokenRecord> for TokenView {
+    fn from(token: TokenRecord) -> Self {
+        TokenView {
+            id: token.id,
+            source: token.source,
+            created_at: super::runs::time(token.created_at),
+            revoked_at: token.revoked_at.map(super::runs::time),
+        }
+    }
+}
+
+/// List a tenant's tokens, live and revoked: ids, never secrets. Admin only.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{name}/tokens",
+    params(("name" = String, Path)),
+    responses((status = 200, body = Vec<TokenView>), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
+    tag = "tenants"
+)]
+pub async fn list_tokens(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<TokenView>>> {
+    require_admin(&caller)?;
+    let tenant_id = tenant_id(&state, &name).await?;
+    let tokens = state.db.list_tokens(&tenant_id).await?;
+    Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
+}
+
+/// The id of tenant `name`, or a 404.
+async fn tenant_id(state: &AppState, name: &str) -> ApiResult<String> {
+    state
+        .db
+        .tenant_id(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("tenant {name}")))
 }
 
 /// Revoke a token. It stops working at once. Admin only.

@@ -1,0 +1,103 @@
+//! API tokens beyond lookup: the ones `caisson.toml` lists are kept in step
+//! with the file, and a tenant's tokens can be listed (ids, never hashes).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{Db, DbError, db_err};
+
+/// Where a token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// A `[tenants.NAME] tokens` entry of `caisson.toml`.
+    Config,
+    /// Minted with `POST /v1/tenants/{name}/tokens`.
+    Api,
+}
+
+impl TokenSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenSource::Config => "config",
+            TokenSource::Api => "api",
+        }
+    }
+}
+
+/// A token as listed: its id and history, never the token or its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub source: TokenSource,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl Db {
+    /// Stores a token `caisson.toml` lists for a tenant, marked as the
+    /// file's; returns its id. A token minted through the API and then
+    /// written into the file becomes the file's: it lives as long as the
+    /// file lists it. A revoked token stays revoked.
+    pub async fn add_config_token(&self, tenant_id: &str, hash: &str) -> Result<String, DbError> {
+        let id = self.add_token(tenant_id, hash, false).await?;
+        sqlx::query("UPDATE api_tokens SET source = $2 WHERE id = $1")
+            .bind(&id)
+            .bind(TokenSource::Config.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(id)
+    }
+
+    /// Revokes every live token of the file's whose id is not in `listed`:
+    /// removing a token from the file and restarting is how an operator
+    /// revokes it. Returns how many were revoked.
+    pub async fn revoke_config_tokens_except(
+        &self,
+        listed: &BTreeSet<String>,
+    ) -> Result<u64, DbError> {
+        let live =
+            sqlx::query("SELECT id FROM api_tokens WHERE source = $1 AND revoked_at IS NULL")
+                .bind(TokenSource::Config.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        let mut revoked = 0;
+        for row in live {
+            let id: String = row.try_get("id").map_err(db_err)?;
+            if !listed.contains(&id) && self.revoke_token(&id).await? {
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Every token of a tenant, live and revoked, oldest first.
+    pub async fn list_tokens(&self, tenant_id: &str) -> Result<Vec<TokenRecord>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, source, created_at, revoked_at FROM api_tokens \
+             WHERE tenant_id = $1 ORDER BY created_at, id",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let source: String = row.try_get("source").map_err(db_err)?;
+                Ok(TokenRecord {
+                    id: row.try_get("id").map_err(db_err)?,
+                    source: match source.as_str() {
+                        "config" => TokenSource::Config,
+                        _ => TokenSource::Api,
+                    },
+                    created_at: row.try_get("created_at").map_err(db_err)?,
+                    revoked_at: row.try_get("revoked_at").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+}
