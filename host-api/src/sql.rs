@@ -1095,7 +1095,14 @@ impl Actor {
             let _ = reply.send(Err(e));
             return;
         }
-        self.stream_cursor(&statement, params, reply).await;
+        // A cursor that fails or has no rows ends its wrapper before the
+        // guest hears of it, like any other statement: once the guest has
+        // its answer it may drop the connection, and an actor still busy
+        // then would have to close the connection instead of reusing it.
+        if let Some((reply, answer)) = self.stream_cursor(&statement, params, reply).await {
+            let _ = reply.send(self.finish(answer).await);
+            return;
+        }
         // Nobody is waiting for this result: a failure here has been or
         // will be seen by the guest's next statement.
         let _ = self.finish_statement().await;
@@ -1106,23 +1113,17 @@ impl Actor {
         statement: &str,
         params: Vec<Value>,
         reply: Reply<CursorStart>,
-    ) {
+    ) -> Option<(Reply<CursorStart>, Result<CursorStart, WitError>)> {
         let max_bytes = budget_bytes(self.limits.max_bytes);
         let mut stream = match self.conn.fetch(statement, params) {
             Ok(stream) => stream,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
+            Err(e) => return Some((reply, Err(e))),
         };
         // Wait for the first row: it carries the columns, and an error in
         // the statement is best reported by `cursor` itself.
         let first = match stream.next().await {
             Some(Ok(row)) => row,
-            Some(Err(e)) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
+            Some(Err(e)) => return Some((reply, Err(e))),
             None => {
                 drop(stream);
                 let start =
@@ -1133,8 +1134,7 @@ impl Actor {
                             columns,
                             rows: None,
                         });
-                let _ = reply.send(start);
-                return;
+                return Some((reply, start));
             }
         };
 
@@ -1148,7 +1148,7 @@ impl Actor {
             }),
         };
         if reply.send(Ok(start)).is_err() {
-            return;
+            return None;
         }
 
         let mut next = Some(Ok(first));
@@ -1158,15 +1158,15 @@ impl Actor {
                 // Stop as soon as the guest drops the cursor, even while the
                 // database is still working on the next row.
                 None => tokio::select! {
-                    _ = sender.closed() => return,
+                    _ = sender.closed() => return None,
                     row = stream.next() => row,
                 },
             };
             let row = match row {
-                None => return,
+                None => return None,
                 Some(Err(e)) => {
                     let _ = sender.send(Err(e)).await;
-                    return;
+                    return None;
                 }
                 Some(Ok(row)) => row,
             };
@@ -1176,16 +1176,16 @@ impl Actor {
                         "a row of this result is larger than the {max_bytes}-byte limit"
                     ))))
                     .await;
-                return;
+                return None;
             }
             // `row.bytes <= max_bytes <= u32::MAX`, see `budget_bytes`.
             let permits = row.bytes as u32;
             let permit = tokio::select! {
-                _ = sender.closed() => return,
+                _ = sender.closed() => return None,
                 permit = budget.clone().acquire_many_owned(permits) => match permit {
                     Ok(permit) => permit,
                     // The cursor closed the budget: it was dropped.
-                    Err(_) => return,
+                    Err(_) => return None,
                 },
             };
             let row = CursorRow {
@@ -1194,7 +1194,7 @@ impl Actor {
                 _permit: permit,
             };
             if sender.send(Ok(row)).await.is_err() {
-                return;
+                return None;
             }
         }
     }
