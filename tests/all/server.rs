@@ -256,8 +256,9 @@ max_instances = 8
     std::fs::write(dir.path().join("caisson.toml"), config).unwrap();
     let api = Proc::start(&["serve", "--no-worker"], dir.path());
     let url = api.url().to_string();
+    // The victim starts alone, so the long runs it claims are known to be
+    // its own; the survivor joins once the victim holds them.
     let victim = Proc::start(&["worker"], dir.path());
-    let survivor = Proc::start(&["worker"], dir.path());
 
     let http = reqwest::Client::new();
     for module in ["busy", "hello"] {
@@ -275,12 +276,17 @@ max_instances = 8
             response.text().await.unwrap()
         );
     }
-    // Long runs first, so both workers are busy when one is killed.
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&database)
+        .await
+        .unwrap();
+    // Long runs first, so the victim is busy when it is killed.
     let mut ids = Vec::new();
     for _ in 0..4 {
         let run: Value = http
             .post(format!("{url}/v1/runs"))
-            .json(&json!({"module": "busy", "params": {"ms": "1500"}, "priority": 10}))
+            .json(&json!({"module": "busy", "params": {"ms": "6000"}, "priority": 10}))
             .send()
             .await
             .unwrap()
@@ -289,8 +295,39 @@ max_instances = 8
             .unwrap();
         ids.push(run["id"].as_str().unwrap().to_string());
     }
-    // Then 1,000 short runs, from 8 concurrent clients.
-    let submitted: Vec<Vec<String>> = futures::future::join_all((0..8).map(|client| {
+    let victim_id: String = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let held: Option<String> =
+                sqlx::query_scalar("SELECT worker_id FROM runs WHERE state = 'running' LIMIT 1")
+                    .fetch_optional(&db)
+                    .await
+                    .unwrap()
+                    .flatten();
+            if let Some(id) = held {
+                break id;
+            }
+            assert!(Instant::now() < deadline, "the victim claimed no long run");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let survivor = Proc::start(&["worker"], dir.path());
+    // Then 1,000 short runs, from 8 concurrent clients; the victim is killed
+    // while they arrive, and while it still holds a long run (claimed before
+    // the submissions began, lasting 6 s).
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM runs WHERE state = 'running' AND worker_id = $1",
+        )
+        .bind(&victim_id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        victim.signal(libc::SIGKILL);
+        held
+    };
+    let submit = futures::future::join_all((0..8).map(|client| {
         let http = http.clone();
         let url = url.clone();
         async move {
@@ -309,22 +346,17 @@ max_instances = 8
             }
             ids
         }
-    }))
-    .await;
+    }));
+    let (submitted, held): (Vec<Vec<String>>, i64) = tokio::join!(submit, kill);
     ids.extend(submitted.into_iter().flatten());
     assert_eq!(ids.len(), 1004);
-
-    // Kill a worker while it holds a long run.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    victim.signal(libc::SIGKILL);
+    assert!(
+        held >= 1,
+        "the victim finished its long runs before it could be killed"
+    );
 
     // Every run finishes, within the lease expiry plus the work.
     let deadline = Instant::now() + Duration::from_secs(300);
-    let db = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&database)
-        .await
-        .unwrap();
     loop {
         let open: i64 =
             sqlx::query_scalar("SELECT count(*) FROM runs WHERE state IN ('queued', 'running')")
