@@ -370,26 +370,108 @@ fn parse_prefix(prefix: &str) -> Result<Option<Path>, WitError> {
     parse_key(trimmed).map(Some)
 }
 
-/// Maps a backend error to what the guest sees. Messages are the backend's
-/// own; they name keys and endpoints but never credentials, which
-/// `object_store` does not put in its errors.
-pub fn map_error(error: object_store::Error) -> WitError {
-    map_error_ref(&error)
-}
+/// What the guest is told when the store cannot be reached (connection
+/// refused, no such host, a local store's root gone).
+pub const UNAVAILABLE: &str = "object store unavailable";
+/// What the guest is told for any other failure of the backend.
+pub const REQUEST_FAILED: &str = "request failed (retry later)";
 
+/// Maps a backend error to what the guest sees: a fixed message per kind
+/// of failure. The backend's own text names the endpoint, the bucket, a
+/// local path or quotes an S3 response, and a task never sees an address
+/// (SECURITY.md), so it goes only to the server's log, through
+/// [`log_error`].
 fn map_error_ref(error: &object_store::Error) -> WitError {
     use object_store::Error as E;
     match error {
         E::NotFound { .. } => WitError::NotFound,
-        E::InvalidPath { source } => WitError::InvalidInput(source.to_string()),
-        E::PermissionDenied { .. } => WitError::AccessDenied,
-        E::NotSupported { source } => WitError::Other(format!("not supported: {source}")),
-        E::AlreadyExists { path, .. } => WitError::Other(format!("already exists: {path}")),
-        E::Precondition { path, .. } => WitError::Other(format!("precondition failed: {path}")),
-        E::NotModified { path, .. } => WitError::Other(format!("not modified: {path}")),
+        // Keys are checked before they reach a backend; one refusing the
+        // key anyway says nothing the guest needs to know beyond that.
+        E::InvalidPath { .. } => WitError::InvalidInput("the store refused this key".into()),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => WitError::AccessDenied,
+        E::NotSupported { .. } => WitError::Other("not supported by this store".into()),
+        E::AlreadyExists { .. } => WitError::Other("the object already exists".into()),
+        E::Precondition { .. } => WitError::Other("precondition failed".into()),
+        E::NotModified { .. } => WitError::Other("not modified".into()),
         // Everything else is the network or the server (`Generic`, after
         // object_store's own retries): transient as far as we can tell.
-        other => WitError::Backend(other.to_string()),
+        other if unreachable(other) => WitError::Backend(UNAVAILABLE.into()),
+        _ => WitError::Backend(REQUEST_FAILED.into()),
+    }
+}
+
+/// Whether `error` says the store could not be reached at all.
+fn unreachable(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::AddrNotAvailable
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+                    | K::TimedOut
+                    | K::NotFound
+                    | K::NotADirectory
+            )
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Writes what the backend said to the server's log (inside the run's
+/// span, so with the run), with the store's label.
+fn log_error(label: &str, error: &object_store::Error) {
+    if matches!(error, object_store::Error::NotFound { .. }) {
+        tracing::debug!(label, "object store: {error}");
+    } else {
+        tracing::warn!(label, "object store call failed: {error}");
+    }
+}
+
+/// A reader's failure as the guest may see it, through `stream-error` or
+/// through the error's `to-debug-string`: the kind, never the backend's
+/// own text (which [`log_error`] logged).
+#[derive(Debug)]
+struct StreamFailure(WitError);
+
+impl std::fmt::Display for StreamFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl std::error::Error for StreamFailure {}
+
+/// [`log_error`], then [`map_error_ref`]: for a failed call on `label`.
+fn backend_error(label: &str, error: object_store::Error) -> WitError {
+    log_error(label, &error);
+    map_error_ref(&error)
+}
+
+/// An I/O error of an upload: the backend's error inside it, if any, is
+/// logged and mapped; anything else is a failed request.
+fn upload_error(label: &str, error: &std::io::Error) -> WitError {
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<object_store::Error>())
+    {
+        Some(e) => {
+            log_error(label, e);
+            map_error_ref(e)
+        }
+        None => {
+            tracing::warn!(label, "object store upload failed: {error}");
+            WitError::Backend(REQUEST_FAILED.into())
+        }
     }
 }
 
@@ -422,6 +504,8 @@ impl ObjectsCtx {
 pub struct StoreHandle {
     store: Arc<dyn ObjectStore>,
     ordered: bool,
+    /// The label it was opened by, for the server's log.
+    label: Arc<str>,
 }
 
 /// An upload in progress: bytes written to its body stream are drained by a
@@ -430,6 +514,7 @@ pub struct Upload {
     tx: mpsc::Sender<UploadMsg>,
     key: Path,
     store: Arc<dyn ObjectStore>,
+    label: Arc<str>,
     body_taken: bool,
 }
 
@@ -449,12 +534,14 @@ const MAX_UNORDERED_LISTING: usize = 1_000_000;
 const MULTIPART_THRESHOLD: usize = 8 << 20;
 
 impl Upload {
-    fn start(store: Arc<dyn ObjectStore>, key: Path) -> Self {
+    fn start(store: Arc<dyn ObjectStore>, label: Arc<str>, key: Path) -> Self {
         let (tx, mut rx) = mpsc::channel::<UploadMsg>(UPLOAD_QUEUE);
         let mut writer = BufWriter::with_capacity(store.clone(), key.clone(), MULTIPART_THRESHOLD)
             // Parts in flight are memory: two keep the network busy.
             .with_max_concurrency(2);
-        tokio::spawn(async move {
+        let task_label = label.clone();
+        // In the run's span, so that its log lines name the run.
+        let uploader = async move {
             let mut failed: Option<WitError> = None;
             while let Some(msg) = rx.recv().await {
                 match msg {
@@ -462,7 +549,7 @@ impl Upload {
                         if failed.is_none()
                             && let Err(e) = writer.write_all(&bytes).await
                         {
-                            failed = Some(WitError::Backend(e.to_string()));
+                            failed = Some(upload_error(&task_label, &e));
                         }
                     }
                     UploadMsg::Finish(reply) => {
@@ -474,7 +561,7 @@ impl Upload {
                             None => writer
                                 .shutdown()
                                 .await
-                                .map_err(|e| WitError::Backend(e.to_string())),
+                                .map_err(|e| upload_error(&task_label, &e)),
                         };
                         let _ = reply.send(result);
                         return;
@@ -484,11 +571,13 @@ impl Upload {
             // Every sender is gone without a `finish`: the guest dropped the
             // writer or the run ended. Nothing may become visible.
             let _ = writer.abort().await;
-        });
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(uploader));
         Upload {
             tx,
             key,
             store,
+            label,
             body_taken: false,
         }
     }
@@ -558,8 +647,13 @@ pub struct ObjectsView<'a> {
 }
 
 impl ObjectsView<'_> {
-    fn store(&self, handle: &Resource<StoreHandle>) -> wasmtime::Result<Arc<dyn ObjectStore>> {
-        Ok(self.table.get(handle)?.store.clone())
+    /// The handle's store, and its label for the log.
+    fn store(
+        &self,
+        handle: &Resource<StoreHandle>,
+    ) -> wasmtime::Result<(Arc<dyn ObjectStore>, Arc<str>)> {
+        let handle = self.table.get(handle)?;
+        Ok((handle.store.clone(), handle.label.clone()))
     }
 
     fn check_size(&self, size: u64, what: &str) -> Result<(), WitError> {
@@ -593,7 +687,15 @@ impl wit::Host for ObjectsView<'_> {
             tracing::debug!(%label, "task opened an object store it was not granted");
             return Ok(Err(WitError::AccessDenied));
         };
-        push_resource(self.table, StoreHandle { store, ordered })
+        let label = label.into();
+        push_resource(
+            self.table,
+            StoreHandle {
+                store,
+                ordered,
+                label,
+            },
+        )
     }
 
     async fn stream_error(
@@ -601,13 +703,16 @@ impl wit::Host for ObjectsView<'_> {
         err: Resource<wasmtime::Error>,
     ) -> wasmtime::Result<Option<WitError>> {
         let err = self.table.get(&err)?;
-        // A reader fails with the backend's error inside an `io::Error`
-        // (see `reader`); anything else is not ours to classify.
-        Ok(err
+        // A reader fails with a `StreamFailure` inside an `io::Error` (see
+        // `reader`), or with the backend's error; anything else is not ours
+        // to classify.
+        let inner = err
             .downcast_ref::<std::io::Error>()
-            .and_then(|e| e.get_ref())
-            .and_then(|e| e.downcast_ref::<object_store::Error>())
-            .map(map_error_ref))
+            .and_then(|e| e.get_ref());
+        Ok(inner.and_then(|e| match e.downcast_ref::<StreamFailure>() {
+            Some(failure) => Some(failure.0.clone()),
+            None => e.downcast_ref::<object_store::Error>().map(map_error_ref),
+        }))
     }
 }
 
@@ -617,11 +722,15 @@ impl wit::HostStore for ObjectsView<'_> {
         this: Resource<StoreHandle>,
         key: String,
     ) -> wasmtime::Result<Result<Vec<u8>, WitError>> {
-        let store = self.store(&this)?;
+        let (store, label) = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
-        let result = guest_try!(store.get(&path).await.map_err(map_error));
+        let result = guest_try!(store.get(&path).await.map_err(|e| backend_error(&label, e)));
         guest_try!(self.check_size(result.meta.size, "object"));
-        Ok(result.bytes().await.map(|b| b.to_vec()).map_err(map_error))
+        Ok(result
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| backend_error(&label, e)))
     }
 
     async fn get_range(
@@ -631,7 +740,7 @@ impl wit::HostStore for ObjectsView<'_> {
         offset: u64,
         length: u64,
     ) -> wasmtime::Result<Result<Vec<u8>, WitError>> {
-        let store = self.store(&this)?;
+        let (store, label) = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
         guest_try!(self.check_size(length, "range"));
         if length == 0 {
@@ -639,7 +748,12 @@ impl wit::HostStore for ObjectsView<'_> {
         }
         // Clamp to the object's end, as the WIT promises "fewer at the end",
         // where backends would answer a range past the end with an error.
-        let meta = guest_try!(store.head(&path).await.map_err(map_error));
+        let meta = guest_try!(
+            store
+                .head(&path)
+                .await
+                .map_err(|e| backend_error(&label, e))
+        );
         let start = offset.min(meta.size);
         let end = offset.saturating_add(length).min(meta.size);
         if start == end {
@@ -649,7 +763,7 @@ impl wit::HostStore for ObjectsView<'_> {
             .get_range(&path, start..end)
             .await
             .map(|b| b.to_vec())
-            .map_err(map_error))
+            .map_err(|e| backend_error(&label, e)))
     }
 
     async fn put(
@@ -658,7 +772,7 @@ impl wit::HostStore for ObjectsView<'_> {
         key: String,
         data: Vec<u8>,
     ) -> wasmtime::Result<Result<wit::ObjectMeta, WitError>> {
-        let store = self.store(&this)?;
+        let (store, label) = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
         guest_try!(self.check_size(data.len() as u64, "object"));
         let size = data.len() as u64;
@@ -666,7 +780,7 @@ impl wit::HostStore for ObjectsView<'_> {
             store
                 .put(&path, PutPayload::from(data))
                 .await
-                .map_err(map_error)
+                .map_err(|e| backend_error(&label, e))
         );
         Ok(Ok(wit::ObjectMeta {
             key,
@@ -681,13 +795,13 @@ impl wit::HostStore for ObjectsView<'_> {
         this: Resource<StoreHandle>,
         key: String,
     ) -> wasmtime::Result<Result<wit::ObjectMeta, WitError>> {
-        let store = self.store(&this)?;
+        let (store, label) = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
         Ok(store
             .head(&path)
             .await
             .map(|m| meta_to_wit(&m))
-            .map_err(map_error))
+            .map_err(|e| backend_error(&label, e)))
     }
 
     async fn delete(
@@ -695,11 +809,11 @@ impl wit::HostStore for ObjectsView<'_> {
         this: Resource<StoreHandle>,
         key: String,
     ) -> wasmtime::Result<Result<(), WitError>> {
-        let store = self.store(&this)?;
+        let (store, label) = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
         match store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(Ok(())),
-            Err(e) => Ok(Err(map_error(e))),
+            Err(e) => Ok(Err(backend_error(&label, e))),
         }
     }
 
@@ -709,10 +823,13 @@ impl wit::HostStore for ObjectsView<'_> {
         from: String,
         to: String,
     ) -> wasmtime::Result<Result<(), WitError>> {
-        let store = self.store(&this)?;
+        let (store, label) = self.store(&this)?;
         let from = guest_try!(parse_key(&from));
         let to = guest_try!(parse_key(&to));
-        Ok(store.copy(&from, &to).await.map_err(map_error))
+        Ok(store
+            .copy(&from, &to)
+            .await
+            .map_err(|e| backend_error(&label, e)))
     }
 
     async fn list(
@@ -723,7 +840,7 @@ impl wit::HostStore for ObjectsView<'_> {
         page_size: u32,
     ) -> wasmtime::Result<Result<wit::ListPage, WitError>> {
         let handle = self.table.get(&this)?;
-        let (store, ordered) = (handle.store.clone(), handle.ordered);
+        let (store, ordered, label) = (handle.store.clone(), handle.ordered, handle.label.clone());
         let prefix = guest_try!(parse_prefix(&prefix));
         let page_size = page_size.clamp(1, self.ctx.limits.max_list_page) as usize;
         // The token is the last key of the previous page: listing resumes
@@ -741,7 +858,7 @@ impl wit::HostStore for ObjectsView<'_> {
             // Take one more than a page to learn whether another page
             // exists; dropping the stream stops the backend's listing there.
             while let Some(meta) = stream.next().await {
-                let meta = guest_try!(meta.map_err(map_error));
+                let meta = guest_try!(meta.map_err(|e| backend_error(&label, e)));
                 if objects.len() == page_size {
                     more = true;
                     break;
@@ -754,7 +871,7 @@ impl wit::HostStore for ObjectsView<'_> {
             // Bounded, because the guest picks the prefix.
             let mut all = Vec::new();
             while let Some(meta) = stream.next().await {
-                let meta = guest_try!(meta.map_err(map_error));
+                let meta = guest_try!(meta.map_err(|e| backend_error(&label, e)));
                 if all.len() >= MAX_UNORDERED_LISTING {
                     return Ok(Err(WitError::TooLarge(format!(
                         "more than {MAX_UNORDERED_LISTING} objects under this prefix of a local store; \
@@ -784,10 +901,15 @@ impl wit::HostStore for ObjectsView<'_> {
         this: Resource<StoreHandle>,
         key: String,
     ) -> wasmtime::Result<Result<Resource<DynInputStream>, WitError>> {
-        let store = self.store(&this)?;
+        let (store, label) = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
-        let result = guest_try!(store.get(&path).await.map_err(map_error));
-        let bytes = result.into_stream().map_err(std::io::Error::other);
+        let result = guest_try!(store.get(&path).await.map_err(|e| backend_error(&label, e)));
+        // Logged here, where the label is known; `stream_error` tells the
+        // guest only the kind.
+        let bytes = result.into_stream().map_err(move |e| {
+            log_error(&label, &e);
+            std::io::Error::other(StreamFailure(map_error_ref(&e)))
+        });
         let stream: DynInputStream = Box::new(AsyncReadStream::new(
             tokio_util::io::StreamReader::new(bytes),
         ));
@@ -799,9 +921,9 @@ impl wit::HostStore for ObjectsView<'_> {
         this: Resource<StoreHandle>,
         key: String,
     ) -> wasmtime::Result<Result<Resource<Upload>, WitError>> {
-        let store = self.store(&this)?;
+        let (store, label) = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
-        push_resource(self.table, Upload::start(store, path))
+        push_resource(self.table, Upload::start(store, label, path))
     }
 
     async fn drop(&mut self, this: Resource<StoreHandle>) -> wasmtime::Result<()> {
@@ -854,7 +976,7 @@ impl wit::HostWriter for ObjectsView<'_> {
             .head(&upload.key)
             .await
             .map(|m| meta_to_wit(&m))
-            .map_err(map_error))
+            .map_err(|e| backend_error(&upload.label, e)))
     }
 
     async fn drop(&mut self, this: Resource<Upload>) -> wasmtime::Result<()> {
@@ -902,8 +1024,21 @@ mod tests {
             source: "connection reset by peer".into(),
         };
         let error = classify(std::io::Error::other(cut_off).into()).await;
+        // The kind, never the backend's own words.
         assert!(
-            matches!(&error, Some(WitError::Backend(m)) if m.contains("connection reset")),
+            matches!(&error, Some(WitError::Backend(m)) if m == REQUEST_FAILED),
+            "{error:?}"
+        );
+        let refused = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "http://10.1.2.3:9000/bucket-name",
+            )),
+        };
+        let error = classify(std::io::Error::other(refused).into()).await;
+        assert!(
+            matches!(&error, Some(WitError::Backend(m)) if m == UNAVAILABLE),
             "{error:?}"
         );
         let gone = object_store::Error::NotFound {

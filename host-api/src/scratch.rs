@@ -22,9 +22,14 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Creates a fresh directory under `parent`.
+    /// Creates a fresh directory (mode 0700) under `parent`, which is
+    /// created private (mode 0700) too if it went missing.
     pub fn create(parent: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(parent)?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
         let dir = tempfile::Builder::new().prefix("run-").tempdir_in(parent)?;
         Ok(Scratch { dir })
     }

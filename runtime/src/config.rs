@@ -53,7 +53,10 @@ impl Config {
 pub struct EngineConfig {
     /// Where compiled components are cached, keyed by their SHA-256.
     pub cache_dir: PathBuf,
-    /// Where runs get their scratch directories.
+    /// Where runs get their scratch directories: a private directory
+    /// (created with mode 0700; one that is not owned by this user, or that
+    /// its group or others may write, is refused at start-up, see
+    /// [`EngineConfig::prepare_scratch_dir`]).
     pub scratch_dir: PathBuf,
     /// Use the pooling instance allocator (faster instantiation; reserves
     /// address space up front).
@@ -73,7 +76,9 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             cache_dir: PathBuf::from(".caisson/cache"),
-            scratch_dir: std::env::temp_dir().join("caisson-scratch"),
+            // Beside the cache, in the state directory, not in a shared
+            // /tmp where another user could have made it first.
+            scratch_dir: PathBuf::from(".caisson/scratch"),
             pooling: true,
             max_instances: 128,
             max_memory: 4 << 30,
@@ -81,6 +86,68 @@ impl Default for EngineConfig {
             max_resources: caisson_host_api::DEFAULT_MAX_RESOURCES,
         }
     }
+}
+
+impl EngineConfig {
+    /// Creates `scratch_dir` (mode 0700) if it is missing, and refuses it
+    /// unless it is private: a directory owned by this process's user that
+    /// neither its group nor others may write. Each run's directory is
+    /// made inside it; whoever else can write there could swap a run's
+    /// directory (for a symbolic link to a host path, say) between its
+    /// creation and its use, or read what runs leave there.
+    pub fn prepare_scratch_dir(&self) -> Result<(), RuntimeError> {
+        let dir = &self.scratch_dir;
+        private_dir(dir).map_err(|reason| {
+            RuntimeError::Config(format!(
+                "`engine.scratch_dir` ({}) {reason}; point it at a private directory \
+                 (mode 0700, owned by the user Caisson runs as), or remove it to have it created",
+                dir.display()
+            ))
+        })
+    }
+}
+
+/// See [`EngineConfig::prepare_scratch_dir`]. The error says what is wrong.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if let Err(e) = std::fs::symlink_metadata(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(format!("cannot be read: {e}"));
+        }
+        // Also succeeds if someone made it meanwhile: the checks below
+        // then judge theirs.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot be created: {e}"))?;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let link = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot be read: {e}"))?;
+    if link.file_type().is_symlink() && link.uid() != me && link.uid() != 0 {
+        return Err(format!(
+            "is a symbolic link owned by another user (uid {})",
+            link.uid()
+        ));
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_dir() {
+        return Err("is not a directory".into());
+    }
+    if meta.uid() != me {
+        return Err(format!(
+            "is owned by another user (uid {}, this process runs as uid {me})",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "is writable by its group or by others (mode {mode:o})"
+        ));
+    }
+    Ok(())
 }
 
 /// Limits for one run.

@@ -191,6 +191,7 @@ impl Runtime {
     /// connected lazily, so a database that is down fails the runs that
     /// use it, not the worker.
     pub fn new(config: Config) -> Result<Self, RuntimeError> {
+        config.engine.prepare_scratch_dir()?;
         let engine = build_engine(&config.engine)?;
         let mut linker = Linker::new(&engine);
         add_to_linker(&mut linker).map_err(RuntimeError::Wasmtime)?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use caisson_host_api::objects::StoreConfig;
 use serde::Deserialize;
 
-use crate::db::GrantSet;
+use crate::db::{GrantSet, TenantQuotas};
 
 /// Everything `caisson serve` and `caisson worker` read.
 #[derive(Debug, Clone)]
@@ -192,7 +192,7 @@ impl ServerSection {
 }
 
 /// A tenant the operator defines: its tokens and what its runs may be granted.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// Bearer tokens of this tenant.
@@ -204,6 +204,27 @@ pub struct TenantConfig {
     /// SQL labels its runs may be granted.
     #[serde(default)]
     pub sql: Vec<String>,
+    /// See [`TenantQuotas::max_queued_runs`].
+    #[serde(default = "default_max_queued_runs")]
+    pub max_queued_runs: u32,
+    /// See [`TenantQuotas::max_running_runs`].
+    #[serde(default = "default_max_running_runs")]
+    pub max_running_runs: u32,
+    /// See [`TenantQuotas::max_schedules`].
+    #[serde(default = "default_max_schedules")]
+    pub max_schedules: u32,
+}
+
+fn default_max_queued_runs() -> u32 {
+    TenantQuotas::default().max_queued_runs
+}
+
+fn default_max_running_runs() -> u32 {
+    TenantQuotas::default().max_running_runs
+}
+
+fn default_max_schedules() -> u32 {
+    TenantQuotas::default().max_schedules
 }
 
 // Hand-written so that tokens never reach a log line.
@@ -213,11 +234,34 @@ impl std::fmt::Debug for TenantConfig {
             .field("tokens", &format!("<{} redacted>", self.tokens.len()))
             .field("objects", &self.objects)
             .field("sql", &self.sql)
+            .field("quotas", &self.quotas())
             .finish()
     }
 }
 
+impl Default for TenantConfig {
+    fn default() -> Self {
+        let quotas = TenantQuotas::default();
+        TenantConfig {
+            tokens: Vec::new(),
+            objects: Vec::new(),
+            sql: Vec::new(),
+            max_queued_runs: quotas.max_queued_runs,
+            max_running_runs: quotas.max_running_runs,
+            max_schedules: quotas.max_schedules,
+        }
+    }
+}
+
 impl TenantConfig {
+    pub fn quotas(&self) -> TenantQuotas {
+        TenantQuotas {
+            max_queued_runs: self.max_queued_runs,
+            max_running_runs: self.max_running_runs,
+            max_schedules: self.max_schedules,
+        }
+    }
+
     pub fn allowed(&self) -> GrantSet {
         GrantSet {
             objects: self.objects.clone(),
@@ -287,6 +331,7 @@ impl ServerConfig {
         .expect("a valid store config");
         let mut runtime = caisson_runtime::Config::default();
         runtime.engine.cache_dir = dir.join("cache");
+        runtime.engine.scratch_dir = dir.join("scratch");
         let mut config = ServerConfig {
             server,
             tenants: BTreeMap::new(),
@@ -342,6 +387,38 @@ mod tests {
         assert_eq!(config.runtime.limits.timeout, Duration::from_secs(30));
         assert!(config.runtime.objects.contains_key("raw"));
         assert!(!config.open_access());
+    }
+
+    #[test]
+    fn tenant_quotas_have_defaults_and_may_be_set() {
+        let config = ServerConfig::parse(
+            r#"
+            [tenants.acme]
+            max_queued_runs = 5
+            max_running_runs = 2
+
+            [tenants.default]
+            max_schedules = 3
+
+            [tenants.plain]
+            "#,
+        )
+        .unwrap();
+        let defaults = TenantQuotas::default();
+        let acme = config.tenants["acme"].quotas();
+        assert_eq!((acme.max_queued_runs, acme.max_running_runs), (5, 2));
+        assert_eq!(acme.max_schedules, defaults.max_schedules);
+        assert_eq!(config.tenants["default"].quotas().max_schedules, 3);
+        assert_eq!(config.tenants["plain"].quotas(), defaults);
+        // Quotas alone are not tokens: still open mode.
+        assert!(config.open_access());
+        assert!(
+            ServerConfig::parse(
+                "[tenants.a]
+max_running_runs = -1"
+            )
+            .is_err()
+        );
     }
 
     #[test]

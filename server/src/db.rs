@@ -24,7 +24,8 @@ use sqlx::{AnyConnection, Connection, Row};
 mod flows;
 mod tenants;
 mod tokens;
-pub use flows::{ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord};
+pub use flows::{OpenWorkflowRun, ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord};
+pub use tenants::TenantQuotas;
 pub use tokens::{TokenRecord, TokenSource};
 
 /// What went wrong talking to the database.
@@ -41,6 +42,9 @@ pub enum DbError {
     Other(String),
     #[error("migration failed: {0}")]
     Migrate(String),
+    /// The tenant is at one of its quotas (named by its configuration key).
+    #[error("this tenant is at its `{quota}` quota of {limit}")]
+    QuotaExceeded { quota: &'static str, limit: i64 },
 }
 
 /// Which backend a [`Db`] talks to.
@@ -167,9 +171,14 @@ pub struct RunRecord {
     pub worker_id: Option<String>,
     pub lease_until: Option<i64>,
     pub cancel_requested: bool,
+    /// The inline output. `None` also in a record read for a list (see
+    /// `has_output`).
     pub output: Option<Vec<u8>>,
     /// Where a large output is kept in the artifact store, instead of `output`.
     pub output_key: Option<String>,
+    /// Whether the run has an output, inline or in the artifact store,
+    /// whether or not this record holds it.
+    pub has_output: bool,
     pub error: Option<String>,
     pub retryable: Option<bool>,
     pub schedule_id: Option<String>,
@@ -292,17 +301,43 @@ macro_rules! run_columns {
     };
 }
 
+/// The columns of `runs` a list of runs shows: not `input` or `output`,
+/// which may be megabytes each, but whether there is an output.
+/// [`run_from_row`] leaves the record's `input` empty and `output` `None`.
+macro_rules! run_summary_columns {
+    () => {
+        "id, tenant_id, module_name, module_version, digest, params, grants, timeout_ms, \
+         memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, priority, idempotency_key, \
+         state, attempts, not_before, created_at, started_at, finished_at, worker_id, lease_until, \
+         cancel_requested, error, retryable, schedule_id, workflow_run_id, step_name, \
+         logical_date, output_key, CAST(CASE WHEN output IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_output"
+    };
+}
+
 /// The claim, shared by both backends up to the row lock. `$1` worker,
 /// `$2` lease end, `$3` now, `$4` memory cap. The outer `state = 'queued'`
 /// guards against a row that changed between the subquery and the update.
+///
+/// Fair between tenants: a tenant at its `max_running_runs` is passed
+/// over; of the others, the one with the fewest runs running goes first,
+/// ties to the one whose last claim is oldest (round robin), and only then
+/// do a run's `priority` and age count, so priority orders a tenant's own
+/// runs and never puts one tenant ahead of another. The running counts
+/// cover only running runs (bounded by the worker slots), through
+/// `runs_queue`.
 macro_rules! claim_sql {
     ($lock:literal) => {
         concat!(
             "UPDATE runs SET state = 'running', worker_id = $1, lease_until = $2, \
              attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
-             WHERE state = 'queued' AND id = (SELECT id FROM runs \
-             WHERE state = 'queued' AND not_before <= $3 AND memory_bytes <= $4 \
-             ORDER BY priority DESC, created_at, id LIMIT 1",
+             WHERE state = 'queued' AND id = (SELECT r.id FROM runs r \
+             JOIN tenants t ON t.id = r.tenant_id \
+             LEFT JOIN (SELECT tenant_id, COUNT(*) AS n FROM runs WHERE state = 'running' \
+             GROUP BY tenant_id) busy ON busy.tenant_id = r.tenant_id \
+             WHERE r.state = 'queued' AND r.not_before <= $3 AND r.memory_bytes <= $4 \
+             AND COALESCE(busy.n, 0) < t.max_running_runs \
+             ORDER BY COALESCE(busy.n, 0), t.last_claim_at, r.priority DESC, r.created_at, r.id \
+             LIMIT 1",
             $lock,
             ") RETURNING ",
             run_columns!()
@@ -310,10 +345,21 @@ macro_rules! claim_sql {
     };
 }
 
+/// How often a claim that lost a race for a tenant's last running slot
+/// is tried again before the worker waits for its next poll.
+const CLAIM_TRIES: usize = 4;
+
+/// What one claim transaction did.
+enum Attempted {
+    Claimed(Box<Claim>),
+    Nothing,
+    OverQuota,
+}
+
 /// PostgreSQL: `SKIP LOCKED` lets concurrent claimers pass over a row
 /// another transaction is claiming instead of waiting for it (and then
 /// finding it taken).
-const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
+const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE OF r SKIP LOCKED");
 /// SQLite: writers are serialised by the database lock, so the plain
 /// update is already atomic.
 const CLAIM_SQLITE: &str = claim_sql!("");
@@ -441,12 +487,23 @@ fn run_from_row(row: &AnyRow) -> Result<RunRecord, DbError> {
     let retry_timeouts: i64 = row.try_get("retry_timeouts").map_err(db_err)?;
     let cancel_requested: i64 = row.try_get("cancel_requested").map_err(db_err)?;
     let retryable: Option<i64> = row.try_get("retryable").map_err(db_err)?;
+    // A list reads neither `input` nor `output`, but `has_output`.
+    let (input, output, has_output) = if row.try_column("has_output").is_ok() {
+        let has_output: i64 = row.try_get("has_output").map_err(db_err)?;
+        (Vec::new(), None, has_output != 0)
+    } else {
+        let output: Option<Vec<u8>> = row.try_get("output").map_err(db_err)?;
+        let has_output = output.is_some();
+        (row.try_get("input").map_err(db_err)?, output, has_output)
+    };
+    let output_key: Option<String> = row.try_get("output_key").map_err(db_err)?;
+    let has_output = has_output || output_key.is_some();
     Ok(RunRecord {
         tenant_id: row.try_get("tenant_id").map_err(db_err)?,
         module_name: row.try_get("module_name").map_err(db_err)?,
         module_version: row.try_get("module_version").map_err(db_err)?,
         digest: row.try_get("digest").map_err(db_err)?,
-        input: row.try_get("input").map_err(db_err)?,
+        input,
         params,
         grants,
         timeout_ms: row.try_get("timeout_ms").map_err(db_err)?,
@@ -466,8 +523,9 @@ fn run_from_row(row: &AnyRow) -> Result<RunRecord, DbError> {
         worker_id: row.try_get("worker_id").map_err(db_err)?,
         lease_until: row.try_get("lease_until").map_err(db_err)?,
         cancel_requested: cancel_requested != 0,
-        output: row.try_get("output").map_err(db_err)?,
-        output_key: row.try_get("output_key").map_err(db_err)?,
+        output,
+        output_key,
+        has_output,
         error: row.try_get("error").map_err(db_err)?,
         retryable: retryable.map(|r| r != 0),
         schedule_id: row.try_get("schedule_id").map_err(db_err)?,
@@ -527,6 +585,7 @@ impl Db {
             DbError::Conflict(m) => DbError::Conflict(redact(m, url)),
             DbError::Other(m) => DbError::Other(redact(m, url)),
             DbError::Migrate(m) => DbError::Migrate(redact(m, url)),
+            other => other,
         };
         let kind = if url.starts_with("sqlite:") {
             DbKind::Sqlite
@@ -877,14 +936,42 @@ impl Db {
     // ---- runs
 
     /// Inserts a queued run. With an idempotency key that the tenant already
-    /// used, returns the existing run's id and `false` instead.
+    /// used, returns the existing run's id and `false` instead. A tenant
+    /// with `max_queued_runs` runs queued gets [`DbError::QuotaExceeded`].
     pub async fn submit_run(&self, run: &NewRun, now: i64) -> Result<(String, bool), DbError> {
         let id = new_id();
         let params =
             serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.to_string()))?;
         let grants =
             serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.to_string()))?;
-        let inserted = sqlx::query(
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Under the tenant's lock, so concurrent submissions cannot all see
+        // room for one more, and a key used by a concurrent submission is
+        // seen here once that one commits.
+        let limit = Self::lock_tenant(&mut tx, &run.tenant_id, "max_queued_runs").await?;
+        if let Some(key) = &run.idempotency_key {
+            let row =
+                sqlx::query("SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2")
+                    .bind(&run.tenant_id)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            if let Some(row) = row {
+                let existing: String = row.try_get("id").map_err(db_err)?;
+                tx.rollback().await.map_err(db_err)?;
+                return Ok((existing, false));
+            }
+        }
+        // Dropping `tx` on a refusal rolls it back.
+        Self::within_quota(
+            &mut tx,
+            &run.tenant_id,
+            ("max_queued_runs", limit),
+            "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'queued'",
+        )
+        .await?;
+        sqlx::query(
             "INSERT INTO runs (id, tenant_id, module_name, module_version, digest, input, params, \
              grants, timeout_ms, memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, \
              priority, idempotency_key, state, attempts, not_before, created_at, cancel_requested, \
@@ -914,30 +1001,11 @@ impl Db {
         .bind(&run.workflow_run_id)
         .bind(&run.step_name)
         .bind(run.logical_date)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(db_err);
-        match (inserted, &run.idempotency_key) {
-            (Ok(_), _) => Ok((id, true)),
-            // The key was used before, perhaps by a concurrent submit that
-            // just won the race: the unique constraint decided, so read
-            // the winner.
-            (Err(DbError::Conflict(m)), Some(key)) => {
-                let row = sqlx::query(
-                    "SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2",
-                )
-                .bind(&run.tenant_id)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
-                match row {
-                    Some(row) => Ok((row.try_get("id").map_err(db_err)?, false)),
-                    None => Err(DbError::Conflict(m)),
-                }
-            }
-            (Err(e), _) => Err(e),
-        }
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok((id, true))
     }
 
     pub async fn get_run(&self, tenant_id: &str, id: &str) -> Result<Option<RunRecord>, DbError> {
@@ -984,7 +1052,9 @@ impl Db {
         row.as_ref().map(run_from_row).transpose()
     }
 
-    /// Newest first.
+    /// Newest first, without their inputs and outputs (see
+    /// `run_summary_columns!`): a page of 500 runs stays small however
+    /// large each run's data is.
     pub async fn list_runs(
         &self,
         tenant_id: &str,
@@ -992,7 +1062,7 @@ impl Db {
     ) -> Result<Vec<RunRecord>, DbError> {
         let mut sql = String::from(concat!(
             "SELECT ",
-            run_columns!(),
+            run_summary_columns!(),
             " FROM runs WHERE tenant_id = $1"
         ));
         let mut binds = vec![Bind::Text(tenant_id.to_owned())];
@@ -1049,11 +1119,13 @@ impl Db {
         rows.iter().map(attempt_from_row).collect()
     }
 
-    /// Claims the best queued run (highest priority, then oldest) whose
-    /// `not_before <= now` and whose `memory_bytes <= max_memory`, leasing
-    /// it to `worker_id` until `now + lease`. Increments `attempts`, sets
-    /// `started_at` on the first attempt, and inserts a `running` attempt
-    /// row. Atomic: two workers never claim the same run.
+    /// Claims the next queued run, fairly between tenants (see
+    /// `claim_sql!`), whose `not_before <= now` and whose
+    /// `memory_bytes <= max_memory`, leasing it to `worker_id` until
+    /// `now + lease`. Increments `attempts`, sets `started_at` on the first
+    /// attempt, and inserts a `running` attempt row. Atomic: two workers
+    /// never claim the same run, and a tenant never has more than its
+    /// `max_running_runs` running.
     pub async fn claim_run(
         &self,
         worker_id: &str,
@@ -1061,6 +1133,26 @@ impl Db {
         now: i64,
         max_memory: i64,
     ) -> Result<Option<Claim>, DbError> {
+        // A claim that raced another worker for a tenant's last running
+        // slot is undone and tried again; the retry no longer sees room
+        // for that tenant, so this ends quickly.
+        for _ in 0..CLAIM_TRIES {
+            match self.try_claim(worker_id, lease, now, max_memory).await? {
+                Attempted::Claimed(claim) => return Ok(Some(*claim)),
+                Attempted::Nothing => return Ok(None),
+                Attempted::OverQuota => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    async fn try_claim(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        now: i64,
+        max_memory: i64,
+    ) -> Result<Attempted, DbError> {
         let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let claim = match self.kind {
             DbKind::Postgres => CLAIM_POSTGRES,
@@ -1079,9 +1171,40 @@ impl Db {
             .map_err(db_err)?;
         let Some(row) = rows.first() else {
             tx.rollback().await.map_err(db_err)?;
-            return Ok(None);
+            return Ok(Attempted::Nothing);
         };
         let run = run_from_row(row)?;
+        // The claim counted running runs in its own snapshot; on
+        // PostgreSQL another worker may have claimed for the same tenant
+        // meanwhile. Counting again under the tenant's lock (which also
+        // stamps the round robin) settles it: whoever commits second sees
+        // the first, and backs out if that was the tenant's last slot.
+        let rows = sqlx::query(
+            "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 RETURNING max_running_runs",
+        )
+        .bind(&run.tenant_id)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let limit: i64 = match rows.first() {
+            Some(row) => row.try_get("max_running_runs").map_err(db_err)?,
+            None => return Err(DbError::Other(format!("no tenant {}", run.tenant_id))),
+        };
+        // A statement of its own: in PostgreSQL's read committed, it sees
+        // every claim committed while the update above waited for the lock.
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'running'",
+        )
+        .bind(&run.tenant_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let running: i64 = row.try_get("n").map_err(db_err)?;
+        if running > limit {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(Attempted::OverQuota);
+        }
         // An upsert: a row left by an attempt number that is being reused
         // (never expected, as release deletes its row) must not fail the claim.
         sqlx::query(
@@ -1097,10 +1220,10 @@ impl Db {
         .await
         .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        Ok(Some(Claim {
+        Ok(Attempted::Claimed(Box::new(Claim {
             attempt: run.attempts,
             run,
-        }))
+        })))
     }
 
     /// Extends the lease of a run this worker holds. Returns `None` if the

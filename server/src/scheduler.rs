@@ -10,8 +10,9 @@
 //! every run started here carries an idempotency key, so a race starts
 //! nothing twice. [`tick`] takes "now" as an argument so tests drive time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -22,7 +23,7 @@ use crate::api::runs::{SubmitRun, prepare, time};
 use crate::api::{ApiError, AppState};
 use crate::cron::{CatchUp, CronSchedule, due_fires, render_template};
 use crate::dag::{self, StepState, WorkflowDef};
-use crate::db::{RunState, ScheduleRecord, WorkflowRunRecord};
+use crate::db::{Db, DbError, OpenWorkflowRun, RunState, ScheduleRecord};
 
 /// The most missed fire times one schedule starts per tick; the rest
 /// follow on the next ticks, so a long outage drains in batches.
@@ -67,6 +68,7 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) {
     }
     match state.db.open_workflow_runs().await {
         Ok(runs) => {
+            state.workflow_defs.keep_only(&runs);
             for run in runs {
                 if let Err(e) = advance_workflow(state, &run).await {
                     tracing::warn!(workflow_run = %run.id, "could not advance: {}", e.message);
@@ -74,6 +76,73 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) {
             }
         }
         Err(e) => tracing::warn!("could not read workflow runs: {e}"),
+    }
+}
+
+/// The parsed definitions of open workflow runs, so that a tick does not
+/// read and parse every definition again (a workflow may have thousands
+/// of steps).
+///
+/// A workflow run keeps the definition it started with (a snapshot in
+/// `workflow_runs.definition`), so an entry never goes stale: changing a
+/// workflow (deleting it and creating it again) changes only the runs
+/// started after, which have new ids. An entry is dropped when its run is
+/// no longer open.
+#[derive(Default)]
+pub struct WorkflowDefs {
+    defs: std::sync::Mutex<HashMap<String, Arc<WorkflowDef>>>,
+    loads: AtomicU64,
+}
+
+impl WorkflowDefs {
+    /// How many definitions were read from the database so far: one per
+    /// workflow run this process moved along, however many ticks it took.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
+    /// How many definitions are held now.
+    pub fn len(&self) -> usize {
+        self.defs.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, run_id: &str) -> Option<Arc<WorkflowDef>> {
+        self.defs.lock().unwrap().get(run_id).cloned()
+    }
+
+    fn insert(&self, run_id: &str, def: Arc<WorkflowDef>) {
+        self.defs.lock().unwrap().insert(run_id.to_string(), def);
+    }
+
+    /// Drops the definitions of runs not in `open`.
+    fn keep_only(&self, open: &[OpenWorkflowRun]) {
+        let open: HashSet<&str> = open.iter().map(|r| r.id.as_str()).collect();
+        self.defs
+            .lock()
+            .unwrap()
+            .retain(|id, _| open.contains(id.as_str()));
+    }
+
+    /// The definition `run` started with.
+    async fn of(&self, db: &Db, run: &OpenWorkflowRun) -> Result<Arc<WorkflowDef>, ApiError> {
+        if let Some(def) = self.get(&run.id) {
+            return Ok(def);
+        }
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        let value = db
+            .workflow_run_definition(&run.id)
+            .await?
+            .ok_or_else(|| ApiError::internal("a workflow run vanished", &run.id))?;
+        let def = Arc::new(
+            WorkflowDef::deserialize(&value)
+                .map_err(|e| ApiError::internal("a stored workflow no longer parses", e))?,
+        );
+        self.insert(&run.id, def.clone());
+        Ok(def)
     }
 }
 
@@ -166,9 +235,9 @@ fn step_state(state: &str) -> StepState {
 }
 
 /// Moves one workflow run as far as it can go now.
-pub async fn advance_workflow(state: &AppState, run: &WorkflowRunRecord) -> Result<(), ApiError> {
-    let def = WorkflowDef::deserialize(&run.definition)
-        .map_err(|e| ApiError::internal("a stored workflow no longer parses", e))?;
+pub async fn advance_workflow(state: &AppState, run: &OpenWorkflowRun) -> Result<(), ApiError> {
+    let def = state.workflow_defs.of(&state.db, run).await?;
+    let def = def.as_ref();
     // One read settles the steps whose runs finished; the passes below
     // then work on the states in memory. Every move is compare-and-set, so
     // a scheduler racing this one cannot make a step move twice; at worst
@@ -225,7 +294,11 @@ pub async fn advance_workflow(state: &AppState, run: &WorkflowRunRecord) -> Resu
             states.insert(step, StepState::Skipped);
         }
         for step in advance.start {
-            let started = start_step(state, run, &def, &step, &run_ids).await?;
+            let Some(started) = start_step(state, run, def, &step, &run_ids).await? else {
+                // The tenant's queue is full: the step stays pending, and
+                // a later tick starts it once runs have drained.
+                return Ok(());
+            };
             states.insert(step, started);
         }
     }
@@ -234,11 +307,11 @@ pub async fn advance_workflow(state: &AppState, run: &WorkflowRunRecord) -> Resu
 
 async fn start_step(
     state: &AppState,
-    run: &WorkflowRunRecord,
+    run: &OpenWorkflowRun,
     def: &WorkflowDef,
     step: &str,
     run_ids: &BTreeMap<String, String>,
-) -> Result<StepState, ApiError> {
+) -> Result<Option<StepState>, ApiError> {
     let step_def = def
         .steps
         .iter()
@@ -270,12 +343,19 @@ async fn start_step(
                 .db
                 .move_step(&run.id, step, "pending", "failed", None)
                 .await?;
-            return Ok(StepState::Failed);
+            return Ok(Some(StepState::Failed));
         }
     };
     new_run.workflow_run_id = Some(run.id.clone());
     new_run.step_name = Some(step.to_string());
-    let (run_id, created) = state.db.submit_run(&new_run, crate::now_ms()).await?;
+    let (run_id, created) = match state.db.submit_run(&new_run, crate::now_ms()).await {
+        Ok(submitted) => submitted,
+        Err(e @ DbError::QuotaExceeded { .. }) => {
+            tracing::debug!(workflow_run = %run.id, step, "step waits: {e}");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
     state
         .db
         .move_step(&run.id, step, "pending", "running", Some(&run_id))
@@ -284,5 +364,5 @@ async fn start_step(
         state.metrics.submitted();
         state.work_available.notify_waiters();
     }
-    Ok(StepState::Running)
+    Ok(Some(StepState::Running))
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use caisson_server::db::{
     AttemptOutcome, Db, DbError, DbKind, GrantSet, ModuleRecord, NewRun, RunFilter, RunState,
+    ScheduleRecord, TenantQuotas,
 };
 use sqlx::Connection;
 
@@ -1552,6 +1553,277 @@ async fn a_run_that_keeps_losing_its_worker_fails() {
             }
         }
         assert!(db.claim_run("w", LEASE, now, GIB).await.unwrap().is_none());
+    })
+    .await;
+}
+
+// ---- quotas and fairness between tenants
+
+/// `tenant`'s runs in state `running`.
+async fn running_of(db: &Db, tenant: &str) -> usize {
+    let filter = RunFilter {
+        state: Some(RunState::Running),
+        limit: 10_000,
+        ..RunFilter::default()
+    };
+    db.list_runs(tenant, &filter).await.unwrap().len()
+}
+
+#[tokio::test]
+async fn claims_are_fair_between_tenants_and_priority_orders_a_tenant_only() {
+    each_db(|db| async move {
+        let flood = db.ensure_tenant("flood").await.unwrap();
+        let calm = db.ensure_tenant("calm").await.unwrap();
+        assert_eq!(
+            db.tenant_quotas(&calm).await.unwrap(),
+            TenantQuotas::default(),
+            "a tenant the configuration does not name gets the defaults"
+        );
+        let quotas = TenantQuotas {
+            max_running_runs: 3,
+            ..TenantQuotas::default()
+        };
+        db.set_tenant_quotas(&flood, &quotas).await.unwrap();
+        assert_eq!(db.tenant_quotas(&flood).await.unwrap(), quotas);
+        // The flood comes first and asks for the highest priorities, in a
+        // pattern, so that its own order can be checked too.
+        let mut flood_runs = HashMap::new();
+        for i in 0..300 {
+            let priority = 100 + i % 5;
+            let id = submit(&db, &flood, NOW + i, |r| r.priority = priority).await;
+            flood_runs.insert(id, (priority, NOW + i));
+        }
+        let calm_runs: Vec<String> = {
+            let mut ids = Vec::new();
+            for i in 0..3 {
+                ids.push(submit(&db, &calm, NOW + 1_000 + i, |r| r.priority = -5).await);
+            }
+            ids
+        };
+
+        // Worker slots claiming, nothing finishing: who gets each slot.
+        let mut order = Vec::new();
+        let started = std::time::Instant::now();
+        for i in 0..10 {
+            let now = NOW + 10_000 + i;
+            let Some(claim) = db.claim_run("w", LEASE, now, GIB).await.unwrap() else {
+                break;
+            };
+            order.push(claim.run.id);
+            assert!(
+                running_of(&db, &flood).await <= 3,
+                "the flood went past its running quota"
+            );
+        }
+        let elapsed = started.elapsed();
+        eprintln!(
+            "fairness: {} claims with 300 runs queued took {elapsed:?} ({:?} each, running counts included)",
+            order.len(),
+            elapsed / order.len().max(1) as u32
+        );
+        // The flood's running quota (3) and the calm tenant's three runs:
+        // six claims, then nothing, although 297 runs are queued.
+        assert_eq!(order.len(), 6, "{order:?}");
+        let positions: Vec<usize> = calm_runs
+            .iter()
+            .map(|id| order.iter().position(|o| o == id).expect("calm run started"))
+            .collect();
+        // Fewest running first, ties to the tenant served longest ago: the
+        // calm runs take every other slot, whatever the priorities say.
+        assert_eq!(positions, vec![1, 3, 5], "{order:?}");
+        assert_eq!(running_of(&db, &flood).await, 3);
+
+        // Within the flood, priority then age decide.
+        let flood_order: Vec<&(i64, i64)> =
+            order.iter().filter_map(|id| flood_runs.get(id)).collect();
+        let mut sorted = flood_order.clone();
+        sorted.sort_by_key(|(priority, created)| (-priority, *created));
+        assert_eq!(flood_order, sorted);
+        assert_eq!(flood_order[0].0, 104);
+
+        // A slot of the flood's frees: the flood's next run takes it.
+        let first = db
+            .get_run(&flood, &order[0])
+            .await
+            .unwrap()
+            .expect("the first claim was the flood's");
+        let done = AttemptOutcome::Succeeded {
+            output: Vec::new(),
+            output_key: None,
+        };
+        assert!(
+            db.finish_attempt(&first.id, "w", 1, &done, NOW + 20_000)
+                .await
+                .unwrap()
+        );
+        let next = db
+            .claim_run("w", LEASE, NOW + 20_001, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.run.tenant_id, flood);
+        assert!(db.claim_run("w", LEASE, NOW + 20_002, GIB).await.unwrap().is_none());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claimers_never_pass_a_running_quota() {
+    each_backend(10, |backend| async move {
+        let db = backend.db.clone();
+        let mut tenants = Vec::new();
+        for (name, quota) in [("a", 5), ("b", 3), ("c", 1)] {
+            let id = db.ensure_tenant(name).await.unwrap();
+            let quotas = TenantQuotas {
+                max_running_runs: quota,
+                ..TenantQuotas::default()
+            };
+            db.set_tenant_quotas(&id, &quotas).await.unwrap();
+            for i in 0..60 {
+                submit(&db, &id, NOW + i, |_| {}).await;
+            }
+            tenants.push((id, quota as usize));
+        }
+        // Another connection pool, as a second worker process would have.
+        let other = Db::connect(&backend.url, 10).await.unwrap();
+        let claimers: Vec<_> = (0..8)
+            .map(|w| {
+                let db = if w % 2 == 0 {
+                    db.clone()
+                } else {
+                    other.clone()
+                };
+                tokio::spawn(async move {
+                    let mut claimed = 0;
+                    while db
+                        .claim_run(&format!("w{w}"), LEASE, NOW + 100, GIB)
+                        .await
+                        .unwrap()
+                        .is_some()
+                    {
+                        claimed += 1;
+                        tokio::task::yield_now().await;
+                    }
+                    claimed
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for claimer in claimers {
+            total += claimer.await.unwrap();
+        }
+        // Exactly each tenant's quota runs, however the claims raced.
+        for (tenant, quota) in &tenants {
+            assert_eq!(running_of(&db, tenant).await, *quota, "tenant {tenant}");
+        }
+        assert_eq!(total, 5 + 3 + 1);
+        other.close().await;
+        backend
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn submissions_and_schedules_past_their_quota_are_refused() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let other = db.ensure_tenant("other").await.unwrap();
+        let quotas = TenantQuotas {
+            max_queued_runs: 3,
+            max_running_runs: 10,
+            max_schedules: 1,
+        };
+        db.set_tenant_quotas(&t, &quotas).await.unwrap();
+        let keyed = submit(&db, &t, NOW, |r| r.idempotency_key = Some("k".into())).await;
+        submit(&db, &t, NOW, |_| {}).await;
+        submit(&db, &t, NOW, |_| {}).await;
+        let refused = db.submit_run(&new_run(&t), NOW).await;
+        assert!(
+            matches!(
+                refused,
+                Err(DbError::QuotaExceeded {
+                    quota: "max_queued_runs",
+                    limit: 3
+                })
+            ),
+            "{refused:?}"
+        );
+        // A repeated submission is no new run: it still answers.
+        let mut again = new_run(&t);
+        again.idempotency_key = Some("k".into());
+        assert_eq!(db.submit_run(&again, NOW).await.unwrap(), (keyed, false));
+        // Other tenants are not affected.
+        submit(&db, &other, NOW + 1, |_| {}).await;
+        // Once one starts, there is room again.
+        let claim = db.claim_run("w", LEASE, NOW, GIB).await.unwrap().unwrap();
+        assert_eq!(claim.run.tenant_id, t, "acme's runs are older");
+        submit(&db, &t, NOW, |_| {}).await;
+
+        let schedule = |name: &str| ScheduleRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.into(),
+            cron: "@daily".into(),
+            timezone: "UTC".into(),
+            template: serde_json::json!({"module": "hello"}),
+            catch_up: "skip".into(),
+            paused: false,
+            next_fire_at: Some(NOW),
+            last_fired_at: None,
+            created_at: NOW,
+        };
+        db.insert_schedule(&t, &schedule("one")).await.unwrap();
+        let refused = db.insert_schedule(&t, &schedule("two")).await;
+        assert!(
+            matches!(
+                refused,
+                Err(DbError::QuotaExceeded {
+                    quota: "max_schedules",
+                    limit: 1
+                })
+            ),
+            "{refused:?}"
+        );
+        db.insert_schedule(&other, &schedule("two")).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn run_lists_read_no_inputs_or_outputs() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let input = vec![7u8; 1 << 20];
+        let id = submit(&db, &t, NOW, |r| r.input = input.clone()).await;
+        let quiet = submit(&db, &t, NOW + 1, |_| {}).await;
+        let claim = db.claim_run("w", LEASE, NOW, GIB).await.unwrap().unwrap();
+        assert_eq!(claim.run.id, id);
+        assert_eq!(claim.run.input, input, "a claim reads the input");
+        let done = AttemptOutcome::Succeeded {
+            output: vec![9u8; 1 << 20],
+            output_key: None,
+        };
+        assert!(
+            db.finish_attempt(&id, "w", 1, &done, NOW + 5)
+                .await
+                .unwrap()
+        );
+
+        let all = RunFilter {
+            limit: 10,
+            ..RunFilter::default()
+        };
+        let listed = db.list_runs(&t, &all).await.unwrap();
+        let ran = listed.iter().find(|r| r.id == id).unwrap();
+        assert!(ran.input.is_empty() && ran.output.is_none(), "{ran:?}");
+        assert!(ran.has_output);
+        assert_eq!(ran.state, RunState::Succeeded);
+        let waiting = listed.iter().find(|r| r.id == quiet).unwrap();
+        assert!(!waiting.has_output);
+        // One run, read whole, has both.
+        let full = db.get_run(&t, &id).await.unwrap().unwrap();
+        assert_eq!(full.input, input);
+        assert_eq!(full.output.map(|o| o.len()), Some(1 << 20));
+        assert!(full.has_output);
     })
     .await;
 }

@@ -913,3 +913,55 @@ async fn large_outputs_live_in_the_artifact_store() {
         .await;
     assert_eq!(body, b"xxxxxxxxxx");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_lists_carry_no_inputs_or_outputs() {
+    let app = app("", 1).await;
+    app.upload("hello", guest("hello"), None).await;
+    let marker = "list-input-marker-5e1c";
+    let (status, run) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "hello", "input": marker})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let id = run["id"].as_str().unwrap().to_string();
+    let done = app.wait(&id, None).await;
+    assert_eq!(done["output"], format!("hello, {marker}"), "{done}");
+
+    // The list: no input, no output, but where the output is.
+    let (status, bytes, _) = app
+        .call(
+            "GET",
+            "/v1/runs?limit=500",
+            None,
+            Body::empty(),
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(
+        !text.contains(marker),
+        "a list carried a run's data: {text}"
+    );
+    let page: Value = serde_json::from_str(&text).unwrap();
+    let listed = &page["runs"][0];
+    assert_eq!(listed["id"], id.as_str());
+    assert_eq!(listed["state"], "succeeded");
+    assert!(listed["output"].is_null() && listed["output_base64"].is_null());
+    let url = listed["output_url"].as_str().unwrap();
+    assert_eq!(url, format!("/v1/runs/{id}/output"));
+    let (status, output, _) = app
+        .call("GET", url, None, Body::empty(), "application/json")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(output, format!("hello, {marker}").into_bytes());
+    // A run read alone still carries its output inline.
+    let (_, one) = app.json("GET", &format!("/v1/runs/{id}"), None, None).await;
+    assert_eq!(one["output"], format!("hello, {marker}"));
+    assert!(one["output_url"].is_null(), "{one}");
+}

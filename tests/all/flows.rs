@@ -280,3 +280,100 @@ async fn a_workflow_passes_outputs_along_and_fails_downstream() {
     let (_, view) = app.json("GET", "/v1/workflows/breaks", None, None).await;
     assert_eq!(view["runs"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_definitions_are_read_once_and_a_changed_workflow_is_followed() {
+    let app = app("", 0).await;
+    app.upload("hello", guest("hello"), None).await;
+    let create = |steps: Value| {
+        let app = &app;
+        async move {
+            let (status, body) = app
+                .json(
+                    "POST",
+                    "/v1/workflows",
+                    None,
+                    Some(json!({"name": "flow", "steps": steps})),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+        }
+    };
+    create(json!([
+        {"name": "a", "run": {"module": "hello", "input": "one"}},
+        {"name": "b", "depends_on": ["a"], "run": {"module": "hello"}}
+    ]))
+    .await;
+    let (_, first) = app
+        .json("POST", "/v1/workflows/flow/runs", None, None)
+        .await;
+    let first = first["id"].as_str().unwrap().to_string();
+    let defs = &app.state.workflow_defs;
+    assert_eq!(defs.loads(), 1, "starting it read its definition");
+    // No worker yet: ticks find nothing to do, and read nothing again.
+    for _ in 0..5 {
+        tick(&app.state, Utc::now()).await;
+    }
+    assert_eq!(defs.loads(), 1, "a tick read the definition again");
+    assert_eq!(defs.len(), 1);
+
+    // The workflow changes while its first run is open.
+    let (status, _) = app.json("DELETE", "/v1/workflows/flow", None, None).await;
+    assert_eq!(status, 204);
+    create(json!([
+        {"name": "x", "run": {"module": "hello", "input": "two"}},
+        {"name": "y", "depends_on": ["x"], "run": {"module": "hello"}},
+        {"name": "z", "depends_on": ["y"], "run": {"module": "hello"}}
+    ]))
+    .await;
+    let (_, second) = app
+        .json("POST", "/v1/workflows/flow/runs", None, None)
+        .await;
+    let second = second["id"].as_str().unwrap().to_string();
+    assert_eq!(defs.loads(), 2);
+
+    // Workers, and the scheduler's ticks, move both along: each with the
+    // definition it started with.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(caisson_server::worker::Worker::new(&app.state).run(2, rx));
+    let mut done = [Value::Null, Value::Null];
+    for _ in 0..600 {
+        tick(&app.state, Utc::now()).await;
+        for (slot, id) in done.iter_mut().zip([&first, &second]) {
+            let (_, run) = app
+                .json("GET", &format!("/v1/workflow-runs/{id}"), None, None)
+                .await;
+            *slot = run;
+        }
+        if done.iter().all(|r| r["state"] != "running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = tx.send(true);
+    let names = |run: &Value| -> Vec<String> {
+        run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}={}",
+                    s["name"].as_str().unwrap(),
+                    s["state"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(done[0]["state"], "succeeded", "{}", done[0]);
+    assert_eq!(names(&done[0]), ["a=succeeded", "b=succeeded"]);
+    assert_eq!(done[1]["state"], "succeeded", "{}", done[1]);
+    assert_eq!(
+        names(&done[1]),
+        ["x=succeeded", "y=succeeded", "z=succeeded"]
+    );
+    assert_eq!(defs.loads(), 2, "each definition was read once");
+    // Finished runs are forgotten at the next tick.
+    tick(&app.state, Utc::now()).await;
+    assert!(defs.is_empty());
+}

@@ -611,6 +611,11 @@ const S3_ACCESS_SECRET: &str = "S3ACCESSSECRET5c2b9e";
 const S3_SECRET: &str = "S3-SECRET-KEY-0f6d3a8c71";
 const PG_SECRET: &str = "PG-SECRET-PASSWORD-9e2c5b";
 const PG_SECRET_UNREACHABLE: &str = "PG-SECRET-UNREACHABLE-3b7a";
+/// Addresses a task must not learn either: buckets that do not exist or
+/// cannot be reached, and a local store's root.
+const NO_BUCKET: &str = "caisson-no-such-bucket-6d0e2a";
+const DEAD_BUCKET: &str = "caisson-dead-bucket-2b7e91";
+const GONE_ROOT: &str = "gone-root-8f3b1c";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_responses_logs_or_the_guest() {
@@ -639,7 +644,7 @@ admin_token = "{ADMIN_SECRET}"
 
 [tenants.acme]
 tokens = ["{TENANT_SECRET}"]
-objects = ["lake", "badlake", "deadlake"]
+objects = ["lake", "badlake", "deadlake", "nobucket", "gone"]
 sql = ["pg", "badpg", "deadpg"]
 
 [engine]
@@ -664,12 +669,28 @@ allow_http = true
 
 [objects.deadlake]
 type = "s3"
-bucket = "{bucket}"
+bucket = "{DEAD_BUCKET}"
 endpoint = "http://127.0.0.1:1"
 access_key_id = "{S3_ACCESS_SECRET}"
 secret_access_key = "{S3_SECRET}"
 path_style = true
 allow_http = true
+
+[objects.nobucket]
+type = "s3"
+bucket = "{NO_BUCKET}"
+prefix = "{prefix}/none"
+endpoint = "{endpoint}"
+region = "{region}"
+access_key_id = "{access}"
+secret_access_key = "{secret}"
+path_style = true
+allow_http = true
+max_retries = 0
+
+[objects.gone]
+type = "local"
+root = "{dir}/{GONE_ROOT}"
 
 [sql.pg]
 type = "postgres"
@@ -690,6 +711,8 @@ url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
             bucket = s3.bucket,
             endpoint = s3.endpoint,
             region = s3.region,
+            access = s3.access_key_id,
+            secret = s3.secret_access_key,
         ),
     )
     .unwrap();
@@ -699,6 +722,11 @@ url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
         &[("CAISSON_LOG", "debug"), ("RUST_LOG", "debug")],
     );
     let base = server.url.clone();
+    // The local store's root, made at start-up, goes; a file takes its
+    // place, so that reads, listings and writes all fail.
+    let gone_root = dir.path().join(GONE_ROOT);
+    std::fs::remove_dir_all(&gone_root).unwrap();
+    std::fs::write(&gone_root, "not a directory").unwrap();
     let http = reqwest::Client::new();
     // Every response, status line, headers and body, as one text to search.
     let mut seen = String::new();
@@ -785,8 +813,8 @@ url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
     let submit = json!({
         "module": "probe",
         "input": "hello",
-        "params": {"objects": "lake,badlake,deadlake,unlisted", "sql": "pg,badpg,deadpg,unlisted"},
-        "grants": {"objects": ["lake", "badlake", "deadlake"], "sql": ["pg", "badpg", "deadpg"]},
+        "params": {"objects": "lake,badlake,deadlake,nobucket,gone,unlisted", "sql": "pg,badpg,deadpg,unlisted"},
+        "grants": {"objects": ["lake", "badlake", "deadlake", "nobucket", "gone"], "sql": ["pg", "badpg", "deadpg"]},
     });
     let (status, run) = call("POST", "/v1/runs", t, json_body(submit.clone()), j).await;
     assert_eq!(status, 201, "{run}");
@@ -863,6 +891,11 @@ url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
     for failing in [
         "objects badlake get missing",
         "objects deadlake get missing",
+        "objects deadlake list",
+        "objects deadlake put",
+        "objects nobucket list",
+        "objects nobucket put",
+        "objects gone put",
         "sql badpg open",
         "sql deadpg open",
         "objects unlisted open",
@@ -909,7 +942,35 @@ url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
         report["calls"].as_object().is_some_and(|c| c.len() >= 20),
         "{report}"
     );
+    // Backend addresses may be in the server's log (with the store's
+    // label and the run), never where a task or a tenant can read them.
+    let endpoint = s3.endpoint.trim_start_matches("http://").to_string();
+    let gone_path = gone_root.display().to_string();
+    let addresses = [
+        NO_BUCKET,
+        DEAD_BUCKET,
+        gone_path.as_str(),
+        endpoint.as_str(),
+        s3.bucket.as_str(),
+    ];
+    for (label, detail) in [("nobucket", NO_BUCKET), ("gone", gone_path.as_str())] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains(&id) && l.contains(label) && l.contains(detail)),
+            "the server's log has no line naming the run, store `{label}` and {detail}"
+        );
+    }
     let mut leaks = Vec::new();
+    for address in addresses {
+        for (place, text) in &places[..1] {
+            if text.contains(address) {
+                leaks.push(format!("address {address} in {place}"));
+            }
+        }
+        if places[2].1.contains(address) {
+            leaks.push(format!("address {address} in {}", places[2].0));
+        }
+    }
     for secret in &secrets {
         for (place, text) in &places {
             if let Some(at) = text.find(secret.as_str()) {
@@ -945,4 +1006,217 @@ url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
         client.delete(&meta.location).await.ok();
     }
     assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n\n"));
+}
+
+/// Runs of `token`'s tenant, every page, as the list shows them.
+async fn all_runs(app: &App, token: &str) -> Vec<Value> {
+    let mut runs = Vec::new();
+    let mut uri = "/v1/runs?limit=500".to_string();
+    loop {
+        let (status, page) = app.json("GET", &uri, Some(token), None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        runs.extend(page["runs"].as_array().unwrap().iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => uri = format!("/v1/runs?limit=500&cursor={next}"),
+            None => return runs,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_tenant_does_not_hold_back_another() {
+    let app = app_with(
+        &format!("admin_token = \"{ADMIN}\""),
+        &format!(
+            r#"
+[tenants.alpha]
+tokens = ["{ALPHA}"]
+max_queued_runs = 100
+max_running_runs = 2
+
+[tenants.beta]
+tokens = ["{BETA}"]
+"#
+        ),
+        0,
+    )
+    .await;
+    for token in [ALPHA, BETA] {
+        let (status, body) = app.upload("hello", guest("hello"), Some(token)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // Alpha floods its queue with the highest priority there is...
+    let submit = |priority: i32| json!({"module": "hello", "input": "x", "priority": priority});
+    for _ in 0..100 {
+        let (status, body) = app
+            .json("POST", "/v1/runs", Some(ALPHA), Some(submit(i32::MAX)))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // ... up to its quota, which the refusal names.
+    let (status, body) = app
+        .json("POST", "/v1/runs", Some(ALPHA), Some(submit(i32::MAX)))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`max_queued_runs` quota of 100"),
+        "{message}"
+    );
+    // Beta, later and at the lowest priority, is not behind all of that.
+    let mut beta = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = app
+            .json("POST", "/v1/runs", Some(BETA), Some(submit(i32::MIN)))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        beta.push(body["id"].as_str().unwrap().to_string());
+    }
+
+    // Four worker slots from here on.
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(Worker::new(&app.state).run(4, rx));
+    for id in &beta {
+        assert_eq!(app.wait(id, Some(BETA)).await["state"], "succeeded");
+    }
+    let mut alpha = Vec::new();
+    for _ in 0..600 {
+        alpha = all_runs(&app, ALPHA).await;
+        if alpha.iter().all(|r| r["state"] == "succeeded") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(true);
+    assert_eq!(alpha.len(), 100);
+    assert!(alpha.iter().all(|r| r["state"] == "succeeded"));
+
+    let ms = |run: &Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(run[field].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    // Where beta's runs started among alpha's: the claims alternate
+    // between the tenants (fewest running first), so beta's first run
+    // was the second to start and its second the fourth; its third waits
+    // at most for the runs alpha starts while beta's first two run.
+    let mut beta_starts: Vec<i64> = Vec::new();
+    for id in &beta {
+        let (_, run) = app
+            .json("GET", &format!("/v1/runs/{id}"), Some(BETA), None)
+            .await;
+        beta_starts.push(ms(&run, "started_at"));
+    }
+    beta_starts.sort();
+    let alpha_before: Vec<usize> = beta_starts
+        .iter()
+        .map(|start| {
+            alpha
+                .iter()
+                .filter(|r| ms(r, "started_at") < *start)
+                .count()
+        })
+        .collect();
+    println!("fairness: alpha runs started before each of beta's: {alpha_before:?} (of 100)");
+    assert!(alpha_before[0] <= 1, "{alpha_before:?}");
+    assert!(alpha_before[1] <= 2, "{alpha_before:?}");
+    assert!(alpha_before[2] <= 10, "{alpha_before:?}");
+    // Alpha never ran more than its two at once, with four slots free.
+    let spans: Vec<(i64, i64)> = alpha
+        .iter()
+        .map(|r| (ms(r, "started_at"), ms(r, "finished_at")))
+        .collect();
+    let most = spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(s, f)| s <= start && start < f)
+                .count()
+        })
+        .max()
+        .unwrap();
+    println!("fairness: at most {most} of alpha's runs ran at once (quota 2)");
+    assert!(most <= 2, "alpha ran {most} at once");
+}
+
+#[test]
+fn the_scratch_directory_is_private_or_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+    // By default, under the state directory (`.caisson`), made private.
+    let out = Command::new(caisson_tests::caisson_bin())
+        .arg("run")
+        .arg(caisson_tests::guest_path("hello"))
+        .args(["--input", "x"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let made = std::fs::metadata(dir.path().join(".caisson/scratch")).unwrap();
+    assert!(made.is_dir());
+    assert_eq!(made.mode() & 0o777, 0o700);
+    // `caisson serve` without a configuration: under its data directory.
+    let state = dir.path().join("state");
+    let embedded = caisson_server::ServerConfig::embedded(&state);
+    assert_eq!(embedded.runtime.engine.scratch_dir, state.join("scratch"));
+
+    // Refused at start-up, naming the key: a directory others may write,
+    // and one another user owns.
+    let refused = |scratch: &std::path::Path| {
+        let config = dir.path().join("caisson.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[engine]\ncache_dir = \"{}\"\nscratch_dir = \"{}\"\n",
+                caisson_tests::test_dirs().0.display(),
+                scratch.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(caisson_tests::caisson_bin())
+            .arg("run")
+            .arg(caisson_tests::guest_path("hello"))
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{} was accepted", scratch.display());
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("`engine.scratch_dir`"), "{stderr}");
+        stderr
+    };
+    for mode in [0o777, 0o1777, 0o770] {
+        let open = dir.path().join(format!("open-{mode:o}"));
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(mode)).unwrap();
+        let stderr = refused(&open);
+        assert!(
+            stderr.contains("writable by its group or by others"),
+            "{stderr}"
+        );
+    }
+    // SAFETY: geteuid has no preconditions.
+    let theirs = if unsafe { libc::geteuid() } == 0 {
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        theirs
+    } else {
+        // Not root: a directory root owns.
+        std::path::PathBuf::from("/usr")
+    };
+    let stderr = refused(&theirs);
+    assert!(stderr.contains("owned by another user"), "{stderr}");
+    // Serving refuses too: the runtime is built before anything listens.
+    let runtime = caisson_runtime::Runtime::new({
+        let mut config = caisson_tests::base_config();
+        config.engine.scratch_dir = theirs.clone();
+        config
+    });
+    assert!(runtime.is_err());
 }

@@ -119,6 +119,23 @@ impl From<DbError> for ApiError {
                 )
             }
             DbError::Conflict(e) => ApiError::conflict(e),
+            DbError::QuotaExceeded { quota, limit } => {
+                let what = match quota {
+                    "max_queued_runs" => {
+                        "runs waiting to start: submit more once some have started"
+                    }
+                    "max_schedules" => "schedules: delete one first",
+                    _ => "",
+                };
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "quota_exceeded",
+                    format!(
+                        "this tenant is at its `{quota}` quota of {limit} {what} \
+                         (the operator sets it in `[tenants.NAME]`)"
+                    ),
+                )
+            }
             other => ApiError::internal("database error", other),
         }
     }

@@ -12,7 +12,7 @@ use super::runs::{SubmitRun, prepare};
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::cron::{CatchUp, CronSchedule};
 use crate::dag::{self, WorkflowDef};
-use crate::db::{ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord};
+use crate::db::{OpenWorkflowRun, ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord};
 
 /// A schedule to create.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -69,7 +69,7 @@ async fn check_template(state: &AppState, tenant_id: &str, template: &SubmitRun)
     post,
     path = "/v1/schedules",
     request_body = CreateSchedule,
-    responses((status = 201, body = ScheduleRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody)),
+    responses((status = 201, body = ScheduleRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody), (status = 429, description = "the tenant is at its `max_schedules` quota", body = super::error::ErrorBody)),
     tag = "schedules"
 )]
 pub async fn create_schedule(
@@ -218,7 +218,7 @@ pub async fn resume_schedule(
     path = "/v1/schedules/{name}/backfill",
     params(("name" = String, Path)),
     request_body = Backfill,
-    responses((status = 201, body = BackfillResult), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody)),
+    responses((status = 201, body = BackfillResult), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody), (status = 429, description = "the tenant is at its `max_queued_runs` quota; the runs started before it stay", body = super::error::ErrorBody)),
     tag = "schedules"
 )]
 pub async fn backfill(
@@ -447,13 +447,12 @@ pub async fn start_workflow(
             crate::now_ms(),
         )
         .await?;
-    let run = state
-        .db
-        .get_workflow_run(&caller.tenant_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::internal("a workflow run vanished", &id))?;
     // Start the first steps now rather than at the next tick.
-    crate::scheduler::advance_workflow(&state, &run).await?;
+    let open = OpenWorkflowRun {
+        id: id.clone(),
+        tenant_id: caller.tenant_id.clone(),
+    };
+    crate::scheduler::advance_workflow(&state, &open).await?;
     let run = state
         .db
         .get_workflow_run(&caller.tenant_id, &id)

@@ -54,6 +54,8 @@ pub struct AppState {
     pub(crate) log_streams: runs::StreamCounts,
     /// The ids of the tokens the configuration lists.
     config_tokens: BTreeSet<String>,
+    /// The scheduler's parsed workflow definitions.
+    pub workflow_defs: crate::scheduler::WorkflowDefs,
 }
 
 /// The caller, as its bearer token says.
@@ -144,12 +146,26 @@ impl AppState {
         // The configuration is the source of truth for the tenants it
         // names; tenants made through the admin API keep what was set there.
         let mut config_tokens = BTreeSet::new();
+        // The default tenant always exists, so its quotas are always the
+        // configuration's: `[tenants.default]`'s, or the defaults.
+        let default_quotas = config
+            .tenants
+            .get(DEFAULT_TENANT)
+            .map(|t| t.quotas())
+            .unwrap_or_default();
+        db.set_tenant_quotas(&default_tenant, &default_quotas)
+            .await?;
         for (name, tenant) in &config.tenants {
             let id = db.ensure_tenant(name).await?;
             for token in &tenant.tokens {
                 config_tokens.insert(db.add_config_token(&id, &hash_token(token)).await?);
             }
-            db.set_tenant_grants(&id, &tenant.allowed()).await?;
+            // In open mode the default tenant keeps every label: a
+            // `[tenants.default]` table there sets its quotas only.
+            if !(config.open_access() && name == DEFAULT_TENANT) {
+                db.set_tenant_grants(&id, &tenant.allowed()).await?;
+            }
+            db.set_tenant_quotas(&id, &tenant.quotas()).await?;
         }
         Ok(AppState {
             db,
@@ -162,6 +178,7 @@ impl AppState {
             metrics,
             log_streams: Default::default(),
             config_tokens,
+            workflow_defs: Default::default(),
         })
     }
 

@@ -83,7 +83,8 @@ pub struct SubmitRun {
     pub fuel: Option<u64>,
     #[serde(default)]
     pub retries: RetryPolicy,
-    /// Higher runs first.
+    /// Higher runs first, among this tenant's runs (it never puts a run
+    /// ahead of another tenant's).
     #[serde(default)]
     pub priority: i32,
     /// Submitting again with the same key returns the first run.
@@ -113,7 +114,9 @@ pub struct RunView {
     pub output: Option<String>,
     /// The output, base64, when it is not UTF-8.
     pub output_base64: Option<String>,
-    /// Where to fetch an output too large to inline (`/v1/runs/{id}/output`).
+    /// Where to fetch the output (`/v1/runs/{id}/output`) when it is not
+    /// inline here: too large to inline, or in a list of runs, which
+    /// never carries outputs.
     pub output_url: Option<String>,
     pub error: Option<String>,
     pub retryable: Option<bool>,
@@ -145,10 +148,11 @@ impl From<RunRecord> for RunView {
             },
             None => (None, None),
         };
-        let output_url = run
-            .output_key
-            .as_ref()
-            .map(|_| format!("/v1/runs/{}/output", run.id));
+        // An output kept in the artifact store, or one this record was
+        // read without (a list), is fetched from its own URL.
+        let shown = output.is_some() || output_base64.is_some();
+        let output_url = (run.output_key.is_some() || (run.has_output && !shown))
+            .then(|| format!("/v1/runs/{}/output", run.id));
         RunView {
             output_url,
             id: run.id,
@@ -376,6 +380,7 @@ pub(crate) async fn prepare(
         (status = 200, description = "an earlier run with the same idempotency key", body = RunView),
         (status = 400, body = super::error::ErrorBody),
         (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody),
+        (status = 429, description = "the tenant is at its `max_queued_runs` quota", body = super::error::ErrorBody),
     ),
     tag = "runs"
 )]

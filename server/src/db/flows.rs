@@ -49,6 +49,13 @@ pub struct WorkflowRunRecord {
     pub finished_at: Option<i64>,
 }
 
+/// A workflow run the scheduler still moves along.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenWorkflowRun {
+    pub id: String,
+    pub tenant_id: String,
+}
+
 /// One step of a workflow run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StepRecord {
@@ -86,6 +93,14 @@ fn schedule_from_row(row: &AnyRow) -> Result<ScheduleRecord, DbError> {
     })
 }
 
+fn workflow_from_row(row: &AnyRow) -> Result<WorkflowRecord, DbError> {
+    Ok(WorkflowRecord {
+        name: row.try_get("name").map_err(db_err)?,
+        definition: json_column(row, "definition")?,
+        created_at: row.try_get("created_at").map_err(db_err)?,
+    })
+}
+
 fn workflow_run_from_row(row: &AnyRow) -> Result<WorkflowRunRecord, DbError> {
     Ok(WorkflowRunRecord {
         id: row.try_get("id").map_err(db_err)?,
@@ -106,12 +121,23 @@ const WORKFLOW_RUN_COLUMNS: &str =
 impl Db {
     // ---- schedules
 
-    /// Stores a new schedule; a taken name is `Conflict`.
+    /// Stores a new schedule; a taken name is `Conflict`, and a tenant
+    /// with `max_schedules` schedules gets [`DbError::QuotaExceeded`].
     pub async fn insert_schedule(
         &self,
         tenant_id: &str,
         schedule: &ScheduleRecord,
     ) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let limit = Db::lock_tenant(&mut tx, tenant_id, "max_schedules").await?;
+        // Dropping `tx` on a refusal rolls it back.
+        Db::within_quota(
+            &mut tx,
+            tenant_id,
+            ("max_schedules", limit),
+            "SELECT COUNT(*) AS n FROM schedules WHERE tenant_id = $1",
+        )
+        .await?;
         sqlx::query(
             "INSERT INTO schedules (id, tenant_id, name, cron, timezone, template, catch_up, paused, \
              next_fire_at, last_fired_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -127,9 +153,10 @@ impl Db {
         .bind(schedule.next_fire_at)
         .bind(schedule.last_fired_at)
         .bind(schedule.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         Ok(())
     }
 
@@ -263,15 +290,7 @@ impl Db {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter()
-            .map(|row| {
-                Ok(WorkflowRecord {
-                    name: row.try_get("name").map_err(db_err)?,
-                    definition: json_column(row, "definition")?,
-                    created_at: row.try_get("created_at").map_err(db_err)?,
-                })
-            })
-            .collect()
+        rows.iter().map(workflow_from_row).collect()
     }
 
     pub async fn get_workflow(
@@ -279,11 +298,15 @@ impl Db {
         tenant_id: &str,
         name: &str,
     ) -> Result<Option<WorkflowRecord>, DbError> {
-        Ok(self
-            .list_workflows(tenant_id)
-            .await?
-            .into_iter()
-            .find(|w| w.name == name))
+        let row = sqlx::query(
+            "SELECT name, definition, created_at FROM workflows WHERE tenant_id = $1 AND name = $2",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(workflow_from_row).transpose()
     }
 
     pub async fn delete_workflow(&self, tenant_id: &str, name: &str) -> Result<bool, DbError> {
@@ -365,15 +388,39 @@ impl Db {
         rows.iter().map(workflow_run_from_row).collect()
     }
 
-    /// Every workflow run still in progress, all tenants: the scheduler's work list.
-    pub async fn open_workflow_runs(&self) -> Result<Vec<WorkflowRunRecord>, DbError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {WORKFLOW_RUN_COLUMNS} FROM workflow_runs WHERE state = 'running' ORDER BY created_at"
-        ))
+    /// Every workflow run still in progress, all tenants: the scheduler's
+    /// work list. Without definitions, which the scheduler keeps parsed
+    /// (see [`Db::workflow_run_definition`]).
+    pub async fn open_workflow_runs(&self) -> Result<Vec<OpenWorkflowRun>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id FROM workflow_runs WHERE state = 'running' ORDER BY created_at",
+        )
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter().map(workflow_run_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                Ok(OpenWorkflowRun {
+                    id: row.try_get("id").map_err(db_err)?,
+                    tenant_id: row.try_get("tenant_id").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The definition a workflow run started with.
+    pub async fn workflow_run_definition(
+        &self,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, DbError> {
+        let row = sqlx::query("SELECT definition FROM workflow_runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref()
+            .map(|row| json_column(row, "definition"))
+            .transpose()
     }
 
     pub async fn workflow_steps(&self, workflow_run_id: &str) -> Result<Vec<StepRecord>, DbError> {

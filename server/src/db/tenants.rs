@@ -5,7 +5,125 @@ use sqlx::Row;
 
 use super::{Db, DbError, GrantSet, db_err};
 
+/// Per-tenant limits, so that one tenant cannot crowd out the others.
+/// They are keys of the tenant's `[tenants.NAME]` table; a tenant the
+/// configuration does not name (one made through the admin API) gets the
+/// defaults, which are also the database's column defaults (migration
+/// 0004).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantQuotas {
+    /// Runs waiting to start (`queued`, retries waiting out their backoff
+    /// included). A submission past it is refused with 429.
+    pub max_queued_runs: u32,
+    /// Runs executing at once, across every worker. Claims skip a tenant
+    /// at its quota.
+    pub max_running_runs: u32,
+    /// Cron schedules. Creating one past it is refused with 429.
+    pub max_schedules: u32,
+}
+
+impl Default for TenantQuotas {
+    fn default() -> Self {
+        TenantQuotas {
+            max_queued_runs: 10_000,
+            max_running_runs: 256,
+            max_schedules: 1_000,
+        }
+    }
+}
+
 impl Db {
+    /// Sets a tenant's quotas.
+    pub async fn set_tenant_quotas(
+        &self,
+        tenant_id: &str,
+        quotas: &TenantQuotas,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE tenants SET max_queued_runs = $2, max_running_runs = $3, max_schedules = $4 \
+             WHERE id = $1",
+        )
+        .bind(tenant_id)
+        .bind(i64::from(quotas.max_queued_runs))
+        .bind(i64::from(quotas.max_running_runs))
+        .bind(i64::from(quotas.max_schedules))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// A tenant's quotas (the defaults for an unknown tenant).
+    pub async fn tenant_quotas(&self, tenant_id: &str) -> Result<TenantQuotas, DbError> {
+        let row = sqlx::query(
+            "SELECT max_queued_runs, max_running_runs, max_schedules FROM tenants WHERE id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else {
+            return Ok(TenantQuotas::default());
+        };
+        let get = |column: &str| -> Result<u32, DbError> {
+            let value: i64 = row.try_get(column).map_err(db_err)?;
+            Ok(u32::try_from(value).unwrap_or(u32::MAX))
+        };
+        Ok(TenantQuotas {
+            max_queued_runs: get("max_queued_runs")?,
+            max_running_runs: get("max_running_runs")?,
+            max_schedules: get("max_schedules")?,
+        })
+    }
+
+    /// [`DbError::QuotaExceeded`] unless `count_sql` (`$1`: the tenant,
+    /// one column `n`) counts fewer than the quota's limit; called under
+    /// [`Db::lock_tenant`], so the count stays true until `tx` ends.
+    pub(super) async fn within_quota(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tenant_id: &str,
+        (quota, limit): (&'static str, i64),
+        count_sql: &'static str,
+    ) -> Result<(), DbError> {
+        let row = sqlx::query(count_sql)
+            .bind(tenant_id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        let count: i64 = row.try_get("n").map_err(db_err)?;
+        if count >= limit {
+            return Err(DbError::QuotaExceeded { quota, limit });
+        }
+        Ok(())
+    }
+
+    /// Takes the tenant's row lock until `tx` ends (a no-op write: a row
+    /// lock on PostgreSQL, the write lock on SQLite), so that counting the
+    /// tenant's runs or schedules and acting on the count cannot interleave
+    /// with another transaction doing the same. Returns the quota column
+    /// `quota` as it is now.
+    pub(super) async fn lock_tenant(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tenant_id: &str,
+        quota: &'static str,
+    ) -> Result<i64, DbError> {
+        // `quota` is one of our own column names, never caller input.
+        debug_assert!(matches!(
+            quota,
+            "max_queued_runs" | "max_running_runs" | "max_schedules"
+        ));
+        let rows = sqlx::query(&format!(
+            "UPDATE tenants SET {quota} = {quota} WHERE id = $1 RETURNING {quota}"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_err)?;
+        match rows.first() {
+            Some(row) => row.try_get(quota).map_err(db_err),
+            None => Err(DbError::Other(format!("no tenant {tenant_id}"))),
+        }
+    }
     /// Sets the labels a tenant's runs may be granted.
     pub async fn set_tenant_grants(
         &self,
