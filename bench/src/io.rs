@@ -11,7 +11,7 @@ use caisson_runtime::{Config, RunRequest, Runtime};
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use crate::guest;
 use crate::report::{Dist, Plan, Report, peak_rss, reset_peak_rss};

@@ -172,7 +172,13 @@ impl ServerConfig {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let mut table: toml::Table = toml::from_str(text)?;
         let server = match table.remove("server") {
-            Some(value) => value.try_into()?,
+            Some(value) => {
+                // Checked on its own first, for errors that name the key.
+                if let Some(modules) = value.get("modules") {
+                    caisson_runtime::config::check_store("server.modules", modules.clone())?;
+                }
+                value.try_into()?
+            }
             None => ServerSection::default(),
         };
         let tenants = match table.remove("tenants") {
