@@ -330,7 +330,7 @@ fn validate_hdfs_url(text: &str) -> Result<(), String> {
             "{text:?} has a path or query: give the directory as `prefix`"
         ));
     }
-    if url.username() != "" || url.password().is_some() {
+    if !url.username().is_empty() || url.password().is_some() {
         return Err("user names go in `user`, not in the URL".into());
     }
     Ok(())

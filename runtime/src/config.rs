@@ -141,86 +141,170 @@ mod tests {
     /// must say. Each names the table, and the key where there is one.
     const BAD_STORES: &[(&str, &str)] = &[
         // S3: the URL that used to panic inside object_store, and its kin.
-        (r#"type = "s3"
+        (
+            r#"type = "s3"
 bucket = "b"
-endpoint = """#, "objects.raw.endpoint: not a URL"),
-        (r#"type = "s3"
+endpoint = """#,
+            "objects.raw.endpoint: not a URL",
+        ),
+        (
+            r#"type = "s3"
 bucket = "b"
-endpoint = "http://""#, "objects.raw.endpoint: not a URL"),
-        (r#"type = "s3"
+endpoint = "http://""#,
+            "objects.raw.endpoint: not a URL",
+        ),
+        (
+            r#"type = "s3"
 bucket = "b"
-endpoint = "localhost:9000""#, "objects.raw.endpoint: unsupported scheme `localhost`"),
-        (r#"type = "s3"
+endpoint = "localhost:9000""#,
+            "objects.raw.endpoint: unsupported scheme `localhost`",
+        ),
+        (
+            r#"type = "s3"
 bucket = "b"
-endpoint = "ftp://files.example.com""#, "objects.raw.endpoint: unsupported scheme `ftp`"),
-        (r#"type = "s3"
+endpoint = "ftp://files.example.com""#,
+            "objects.raw.endpoint: unsupported scheme `ftp`",
+        ),
+        (
+            r#"type = "s3"
 bucket = "b"
-endpoint = "http://127.0.0.1:9000""#, "objects.raw.endpoint: an http:// endpoint needs `allow_http = true`"),
+endpoint = "http://127.0.0.1:9000""#,
+            "objects.raw.endpoint: an http:// endpoint needs `allow_http = true`",
+        ),
         (r#"type = "s3""#, "objects.raw: missing field `bucket`"),
-        (r#"type = "s3"
-bucket = """#, "objects.raw.bucket: must not be empty"),
-        (r#"type = "s3"
-bucket = "b/c""#, "objects.raw.bucket: \"b/c\" is not a bucket name"),
-        (r#"type = "s3"
-bucket = 7"#, "objects.raw: invalid type: integer `7`, expected a string"),
-        (r#"type = "s3"
-bukket = "b""#, "objects.raw: unknown field `bukket`"),
-        (r#"type = "s3"
+        (
+            r#"type = "s3"
+bucket = """#,
+            "objects.raw.bucket: must not be empty",
+        ),
+        (
+            r#"type = "s3"
+bucket = "b/c""#,
+            "objects.raw.bucket: \"b/c\" is not a bucket name",
+        ),
+        (
+            r#"type = "s3"
+bucket = 7"#,
+            "objects.raw: invalid type: integer `7`, expected a string",
+        ),
+        (
+            r#"type = "s3"
+bukket = "b""#,
+            "objects.raw: unknown field `bukket`",
+        ),
+        (
+            r#"type = "s3"
 bucket = "b"
-region = """#, "objects.raw.region: must not be empty"),
-        (r#"type = "s3"
+region = """#,
+            "objects.raw.region: must not be empty",
+        ),
+        (
+            r#"type = "s3"
 bucket = "b"
-options = { aws_no_such_option = "1" }"#, "objects.raw.options.aws_no_such_option: not an S3 option"),
-        (r#"type = "s3"
+options = { aws_no_such_option = "1" }"#,
+            "objects.raw.options.aws_no_such_option: not an S3 option",
+        ),
+        (
+            r#"type = "s3"
 bucket = "b"
-prefix = "a/../b""#, "objects.raw.prefix: invalid key"),
+prefix = "a/../b""#,
+            "objects.raw.prefix: invalid key",
+        ),
         // Any type.
         (r#"type = "gcs""#, "objects.raw: unknown variant `gcs`"),
         (r#"bucket = "b""#, "objects.raw: missing field `type`"),
         // Local and memory.
         (r#"type = "local""#, "objects.raw: missing field `root`"),
-        (r#"type = "local"
-root = """#, "objects.raw.root: must not be empty"),
-        (r#"type = "local"
+        (
+            r#"type = "local"
+root = """#,
+            "objects.raw.root: must not be empty",
+        ),
+        (
+            r#"type = "local"
 root = "/tmp"
-bucket = "b""#, "objects.raw: unknown field `bucket`"),
-        (r#"type = "memory"
-root = "/tmp""#, "objects.raw: unknown field `root`"),
+bucket = "b""#,
+            "objects.raw: unknown field `bucket`",
+        ),
+        (
+            r#"type = "memory"
+root = "/tmp""#,
+            "objects.raw: unknown field `root`",
+        ),
         // HDFS.
         (r#"type = "hdfs""#, "objects.raw: missing field `url`"),
-        (r#"type = "hdfs"
-url = """#, "objects.raw.url: not a URL"),
-        (r#"type = "hdfs"
-url = "namenode:8020""#, "objects.raw.url: unsupported scheme `namenode`"),
-        (r#"type = "hdfs"
-url = "http://namenode:9870""#, "objects.raw.url: unsupported scheme `http`"),
-        (r#"type = "hdfs"
-url = "hdfs://nn:port""#, "objects.raw.url: not a URL"),
-        (r#"type = "hdfs"
-url = "hdfs://""#, "objects.raw.url: no NameNode or nameservice"),
-        (r#"type = "hdfs"
-url = "hdfs://nn:8020/warehouse""#, "objects.raw.url: \"hdfs://nn:8020/warehouse\" has a path"),
-        (r#"type = "hdfs"
-url = "hdfs://etl@nn:8020""#, "objects.raw.url: user names go in `user`"),
-        (r#"type = "hdfs"
+        (
+            r#"type = "hdfs"
+url = """#,
+            "objects.raw.url: not a URL",
+        ),
+        (
+            r#"type = "hdfs"
+url = "namenode:8020""#,
+            "objects.raw.url: unsupported scheme `namenode`",
+        ),
+        (
+            r#"type = "hdfs"
+url = "http://namenode:9870""#,
+            "objects.raw.url: unsupported scheme `http`",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://nn:port""#,
+            "objects.raw.url: not a URL",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://""#,
+            "objects.raw.url: no NameNode or nameservice",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://nn:8020/warehouse""#,
+            "objects.raw.url: \"hdfs://nn:8020/warehouse\" has a path",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://etl@nn:8020""#,
+            "objects.raw.url: user names go in `user`",
+        ),
+        (
+            r#"type = "hdfs"
 url = "hdfs://nn:8020"
-user = """#, "objects.raw.user: must not be empty"),
-        (r#"type = "hdfs"
+user = """#,
+            "objects.raw.user: must not be empty",
+        ),
+        (
+            r#"type = "hdfs"
 url = "hdfs://nn:8020"
-namenode = "nn""#, "objects.raw: unknown field `namenode`"),
-        (r#"type = "hdfs"
+namenode = "nn""#,
+            "objects.raw: unknown field `namenode`",
+        ),
+        (
+            r#"type = "hdfs"
 url = "hdfs://nn:8020"
-config_dir = "/no/such/hadoop/conf""#, "objects.raw.config_dir: /no/such/hadoop/conf is not a directory"),
-        (r#"type = "hdfs"
+config_dir = "/no/such/hadoop/conf""#,
+            "objects.raw.config_dir: /no/such/hadoop/conf is not a directory",
+        ),
+        (
+            r#"type = "hdfs"
 url = "hdfs://nn:8020"
-kerberos_keytab = "/etc/krb5.keytab""#, "objects.raw.kerberos_principal: required with `kerberos_keytab`"),
-        (r#"type = "hdfs"
+kerberos_keytab = "/etc/krb5.keytab""#,
+            "objects.raw.kerberos_principal: required with `kerberos_keytab`",
+        ),
+        (
+            r#"type = "hdfs"
 url = "hdfs://nn:8020"
 kerberos_principal = "etl@EXAMPLE.COM"
-kerberos_keytab = "/no/such.keytab""#, "objects.raw.kerberos_keytab: /no/such.keytab is not a file"),
-        (r#"type = "hdfs"
+kerberos_keytab = "/no/such.keytab""#,
+            "objects.raw.kerberos_keytab: /no/such.keytab is not a file",
+        ),
+        (
+            r#"type = "hdfs"
 url = "hdfs://nn:8020"
-prefix = "/abs/../olute""#, "objects.raw.prefix: invalid key"),
+prefix = "/abs/../olute""#,
+            "objects.raw.prefix: invalid key",
+        ),
     ];
 
     #[test]

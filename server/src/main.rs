@@ -511,7 +511,8 @@ mod tests {
             parse_module_store("hdfs://nn:8020/caisson/modules").unwrap()
         );
         assert!(
-            hdfs.contains("url: \"hdfs://nn:8020\"") && hdfs.contains("prefix: \"caisson/modules\""),
+            hdfs.contains("url: \"hdfs://nn:8020\"")
+                && hdfs.contains("prefix: \"caisson/modules\""),
             "{hdfs}"
         );
         let error = parse_module_store("hdfs://").unwrap_err().to_string();
