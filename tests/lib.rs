@@ -126,6 +126,7 @@ allow_http = true
 
     /// A client for the whole bucket, for tests to seed and check data.
     pub fn client(&self) -> Arc<dyn ObjectStore> {
+        caisson_host_api::objects::install_crypto_provider();
         Arc::new(
             AmazonS3Builder::new()
                 .with_endpoint(&self.endpoint)

@@ -468,6 +468,19 @@ impl ObjectStores {
     }
 }
 
+/// Makes ring the process's rustls provider, once. `object_store`'s S3
+/// client (reqwest without a bundled provider) builds its TLS config from
+/// the installed provider and panics without one; ring is the provider
+/// sqlx and the CLI already use. Called before every S3 store is built;
+/// call it before building an `AmazonS3` client of your own.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Someone else's choice, installed first, is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// Builds a validated store; `table` (`objects.raw`) names it in errors.
 fn build_store(table: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, ConfigError> {
     let backend = |source: Box<dyn std::error::Error + Send + Sync>| ConfigError::Backend {
@@ -490,6 +503,7 @@ fn build_store(table: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>
             max_retries,
             retry_timeout,
         } => {
+            install_crypto_provider();
             let mut builder = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_virtual_hosted_style_request(!path_style)
