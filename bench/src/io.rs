@@ -100,8 +100,7 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
     match Backend::hdfs()? {
         Some(hdfs) => measure(plan, dir, report, &hdfs).await?,
         None => report.notes.push(
-            "HDFS not configured (CAISSON_TEST_HDFS_URL): the HDFS I/O figures were skipped"
-                .into(),
+            "HDFS not configured (CAISSON_TEST_HDFS_URL): the HDFS I/O figures were skipped".into(),
         ),
     }
     Ok(())
