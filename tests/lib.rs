@@ -234,6 +234,19 @@ impl HdfsEnv {
     }
 }
 
+/// Every key under `prefix` as `client` lists it, relative to the prefix
+/// and sorted: what a test compares with what a task says it wrote.
+pub async fn keys_under(client: &dyn ObjectStore, prefix: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let listed: Vec<_> = client.list(Some(&key(prefix))).try_collect().await.unwrap();
+    let mut keys: Vec<String> = listed
+        .iter()
+        .map(|m| m.location.as_ref()[prefix.len() + 1..].to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
 /// A prefix no other test uses.
 pub fn unique_prefix(name: &str) -> String {
     format!("tests/{name}-{}", uuid::Uuid::new_v4().simple())

@@ -883,17 +883,7 @@ async fn modules_and_outputs_on_hdfs() {
     .await;
     large_outputs_live_in(&app).await;
     use caisson_tests::RemoteStore;
-    use futures::TryStreamExt;
-    let stored: Vec<_> = hdfs
-        .client()
-        .list(Some(&caisson_tests::key(&prefix)))
-        .try_collect()
-        .await
-        .unwrap();
-    let stored: Vec<String> = stored
-        .iter()
-        .map(|m| m.location.as_ref()[prefix.len() + 1..].to_string())
-        .collect();
+    let stored = caisson_tests::keys_under(hdfs.client().as_ref(), &prefix).await;
     assert!(
         stored.iter().any(|k| k.ends_with(".wasm")),
         "no module in HDFS: {stored:?}"

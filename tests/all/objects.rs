@@ -8,9 +8,8 @@ use caisson_host_api::wit::objects::{Host, HostStore, HostWriter};
 use caisson_host_api::{Grants, WitError};
 use caisson_runtime::Config;
 use caisson_tests::{
-    RemoteStore, base_config, hdfs_env, postgres_url, runtime, s3_env, unique_prefix,
+    RemoteStore, base_config, hdfs_env, keys_under, postgres_url, runtime, s3_env, unique_prefix,
 };
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi_io::poll::Pollable;
@@ -104,17 +103,7 @@ async fn objects_probe_on(remote: &impl RemoteStore) {
     .await;
     assert_all_ok(&report);
     assert_eq!(report["pages"][0].as_array().unwrap().len(), 2);
-    let listed: Vec<_> = remote
-        .client()
-        .list(Some(&caisson_tests::key(&prefix)))
-        .try_collect()
-        .await
-        .unwrap();
-    let mut listed: Vec<String> = listed
-        .iter()
-        .map(|m| m.location.as_ref()[prefix.len() + 1..].to_string())
-        .collect();
-    listed.sort();
+    let listed = keys_under(remote.client().as_ref(), &prefix).await;
     let mut final_keys: Vec<String> = report["final_keys"]
         .as_array()
         .unwrap()
@@ -289,17 +278,6 @@ async fn write_semantics_on(remote: &impl RemoteStore) {
     const SIZE: usize = 10 << 20;
     let prefix = unique_prefix("writes");
     let raw = remote.client();
-    let raw_keys = || async {
-        let listed: Vec<_> = raw
-            .list(Some(&caisson_tests::key(&prefix)))
-            .try_collect()
-            .await
-            .unwrap();
-        listed
-            .into_iter()
-            .map(|m| m.location.to_string())
-            .collect::<Vec<_>>()
-    };
     let mut direct = Direct::new(remote.store_config(&prefix));
     let store = direct.open().await;
 
@@ -326,11 +304,10 @@ async fn write_semantics_on(remote: &impl RemoteStore) {
     direct.table.delete(body).unwrap();
     HostWriter::drop(&mut direct.view(), writer).await.unwrap();
     // The abort runs in the background: wait for the store to settle.
-    let done = format!("{prefix}/dir/done.bin");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let keys = raw_keys().await;
-        if keys == vec![done.clone()] {
+        let keys = keys_under(raw.as_ref(), &prefix).await;
+        if keys == ["dir/done.bin"] {
             break;
         }
         assert!(
