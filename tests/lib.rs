@@ -1,7 +1,7 @@
 //! Shared helpers for Caisson's integration tests.
 //!
 //! Services come from the environment (`scripts/services env` prints it):
-//! `CAISSON_TEST_POSTGRES_URL` and `CAISSON_TEST_S3_*`. A test that needs a
+//! `CAISSON_TEST_POSTGRES_URL`, `CAISSON_TEST_S3_*` and `CAISSON_TEST_HDFS_*`. A test that needs a
 //! service that is not configured is skipped with a message, unless
 //! `CAISSON_REQUIRE_SERVICES=1`, when it fails instead: CI sets that, so a
 //! missing service can never pass silently.
@@ -105,12 +105,6 @@ pub fn s3_env() -> Option<S3Env> {
 }
 
 impl S3Env {
-    /// A store config rooted at `prefix`, as an operator would write it.
-    pub fn store_config(&self, prefix: &str) -> StoreConfig {
-        let table: toml::Table = toml::from_str(&self.toml_table("s3", prefix)).unwrap();
-        table["objects"]["s3"].clone().try_into().unwrap()
-    }
-
     /// The `[objects.LABEL]` table for a `caisson.toml` written by a test.
     pub fn toml_table(&self, label: &str, prefix: &str) -> String {
         format!(
@@ -132,6 +126,7 @@ allow_http = true
 
     /// A client for the whole bucket, for tests to seed and check data.
     pub fn client(&self) -> Arc<dyn ObjectStore> {
+        caisson_host_api::objects::install_crypto_provider();
         Arc::new(
             AmazonS3Builder::new()
                 .with_endpoint(&self.endpoint)
@@ -145,6 +140,111 @@ allow_http = true
                 .unwrap(),
         )
     }
+}
+
+/// A remote object store the tests run the same tasks against: S3 or HDFS.
+pub trait RemoteStore {
+    /// What the test names say: `s3`, `hdfs`.
+    fn name(&self) -> &'static str;
+    /// The `[objects.LABEL]` table for a `caisson.toml` written by a test.
+    fn toml_table(&self, label: &str, prefix: &str) -> String;
+    /// A client for the whole bucket or file system, to seed and check data.
+    fn client(&self) -> Arc<dyn ObjectStore>;
+    /// A store config rooted at `prefix`, as an operator would write it.
+    fn store_config(&self, prefix: &str) -> StoreConfig {
+        let table: toml::Table = toml::from_str(&self.toml_table("data", prefix)).unwrap();
+        table["objects"]["data"].clone().try_into().unwrap()
+    }
+}
+
+impl RemoteStore for S3Env {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+    fn toml_table(&self, label: &str, prefix: &str) -> String {
+        S3Env::toml_table(self, label, prefix)
+    }
+    fn client(&self) -> Arc<dyn ObjectStore> {
+        S3Env::client(self)
+    }
+}
+
+impl RemoteStore for HdfsEnv {
+    fn name(&self) -> &'static str {
+        "hdfs"
+    }
+    fn toml_table(&self, label: &str, prefix: &str) -> String {
+        format!(
+            "\n[objects.{label}]\ntype = \"hdfs\"\nurl = \"{}\"\nprefix = \"{prefix}\"\nuser = \"{HDFS_USER}\"\n",
+            self.url
+        )
+    }
+    /// It sees what the tasks' stores hide, such as files being written.
+    fn client(&self) -> Arc<dyn ObjectStore> {
+        let client = hdfs_native::ClientBuilder::new()
+            .with_url(&self.url)
+            .with_user(HDFS_USER)
+            .build()
+            .unwrap();
+        Arc::new(hdfs_native_object_store::HdfsObjectStore::new(client))
+    }
+}
+
+/// Connection details of the test HDFS: the shared MiniDFS that
+/// `scripts/services start hdfs` runs (3 DataNodes, replication 2).
+#[derive(Debug, Clone)]
+pub struct HdfsEnv {
+    /// The NameNode, `hdfs://127.0.0.1:PORT`.
+    pub url: String,
+    /// MiniDFS's control port, `127.0.0.1:PORT` (see `scripts/minidfs`).
+    pub control: String,
+}
+
+/// The user the tests' HDFS stores write as. MiniDFS keeps permissions on;
+/// its root is world-writable, like `/tmp`.
+pub const HDFS_USER: &str = "caisson";
+
+pub fn hdfs_env() -> Option<HdfsEnv> {
+    let url = service_var("CAISSON_TEST_HDFS_URL")?;
+    let control =
+        std::env::var("CAISSON_TEST_HDFS_CONTROL").unwrap_or_else(|_| "127.0.0.1:9821".into());
+    Some(HdfsEnv { url, control })
+}
+
+impl HdfsEnv {
+    /// Sends one command to MiniDFS's control port (`stop-datanode 1`,
+    /// `start-namenode`, `locations /path`, ...) and returns what follows
+    /// its `ok`. Panics on `err`.
+    pub async fn control(&self, command: &str) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let stream = tokio::net::TcpStream::connect(&self.control)
+            .await
+            .unwrap_or_else(|e| panic!("MiniDFS control port {}: {e}", self.control));
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        BufReader::new(read).read_line(&mut reply).await.unwrap();
+        match reply.trim_end().strip_prefix("ok") {
+            Some(rest) => rest.trim().to_string(),
+            None => panic!("MiniDFS `{command}`: {reply}"),
+        }
+    }
+}
+
+/// Every key under `prefix` as `client` lists it, relative to the prefix
+/// and sorted: what a test compares with what a task says it wrote.
+pub async fn keys_under(client: &dyn ObjectStore, prefix: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let listed: Vec<_> = client.list(Some(&key(prefix))).try_collect().await.unwrap();
+    let mut keys: Vec<String> = listed
+        .iter()
+        .map(|m| m.location.as_ref()[prefix.len() + 1..].to_string())
+        .collect();
+    keys.sort();
+    keys
 }
 
 /// A prefix no other test uses.
@@ -427,6 +527,90 @@ impl PrivateS3 {
 impl Drop for PrivateS3 {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A MiniDFS of one test's own (NameNode, 3 DataNodes, replication 2,
+/// 1 MiB blocks so that a small file spans several), for tests that stop
+/// nodes. Built by `scripts/services start hdfs`; killed on drop.
+pub struct PrivateHdfs {
+    _dir: tempfile::TempDir,
+    child: std::process::Child,
+    pub env: HdfsEnv,
+}
+
+impl PrivateHdfs {
+    /// Starts it and waits until it is ready (10-30 s): call it from
+    /// `spawn_blocking`.
+    pub fn start() -> Option<Self> {
+        let out = root().join("target/minidfs");
+        let Ok(classpath) = std::fs::read_to_string(out.join("classpath.txt")) else {
+            return unavailable(format!(
+                "{} is missing (scripts/services start hdfs builds MiniDFS)",
+                out.join("classpath.txt").display()
+            ));
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("caisson-hdfs-")
+            .tempdir()
+            .unwrap();
+        let (port, control) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.path().join("minidfs.log")).unwrap();
+        let child = std::process::Command::new("java")
+            .args(["-Xmx1g", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
+            .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+            .arg("-cp")
+            .arg(format!(
+                "{}:{}",
+                out.join("classes").display(),
+                classpath.trim()
+            ))
+            .arg("caisson.MiniDfs")
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--port", &port.to_string()])
+            .args(["--control-port", &control.to_string()])
+            .args([
+                "--datanodes",
+                "3",
+                "--replication",
+                "2",
+                "--block-size",
+                "1048576",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning java for MiniDFS");
+        let mut hdfs = PrivateHdfs {
+            env: HdfsEnv {
+                url: format!("hdfs://127.0.0.1:{port}"),
+                control: format!("127.0.0.1:{control}"),
+            },
+            _dir: dir,
+            child,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while !hdfs._dir.path().join("ready").exists() {
+            let log = || std::fs::read_to_string(hdfs._dir.path().join("minidfs.log")).unwrap();
+            if let Some(status) = hdfs.child.try_wait().unwrap() {
+                panic!("MiniDFS exited with {status}: {}", log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "MiniDFS was not ready in 300 s: {}",
+                log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Some(hdfs)
+    }
+}
+
+impl Drop for PrivateHdfs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

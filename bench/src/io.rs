@@ -1,5 +1,6 @@
 //! Streamed object I/O through the host interface against a native Rust
-//! `object_store` client, on the same S3 server in the same run.
+//! `object_store` client, on the same server in the same run: the S3 server,
+//! and HDFS (MiniDFS) when `CAISSON_TEST_HDFS_URL` is set.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,53 +12,74 @@ use caisson_runtime::{Config, RunRequest, Runtime};
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use crate::guest;
 use crate::report::{Dist, Plan, Report, peak_rss, reset_peak_rss};
 
 const CHUNK: usize = 256 * 1024;
 
-struct S3 {
-    endpoint: String,
-    bucket: String,
-    access_key: String,
-    secret_key: String,
-    region: String,
+/// One server to measure: a native client for it, and the `[objects.data]`
+/// table (without its prefix) that gives a task the same server.
+struct Backend {
+    /// Appended to the S3 labels, which stay as they were: "" or " on HDFS".
+    suffix: &'static str,
+    client: Arc<dyn ObjectStore>,
+    table: String,
 }
 
-impl S3 {
-    fn from_env() -> Option<S3> {
+impl Backend {
+    fn s3() -> Result<Option<Backend>> {
         let var = |name: &str| std::env::var(format!("CAISSON_TEST_S3_{name}")).ok();
-        Some(S3 {
-            endpoint: var("ENDPOINT")?,
-            bucket: var("BUCKET")?,
-            access_key: var("ACCESS_KEY_ID")?,
-            secret_key: var("SECRET_ACCESS_KEY")?,
-            region: var("REGION").unwrap_or_else(|| "us-east-1".into()),
-        })
+        let (Some(endpoint), Some(bucket), Some(access_key), Some(secret_key)) = (
+            var("ENDPOINT"),
+            var("BUCKET"),
+            var("ACCESS_KEY_ID"),
+            var("SECRET_ACCESS_KEY"),
+        ) else {
+            return Ok(None);
+        };
+        let region = var("REGION").unwrap_or_else(|| "us-east-1".into());
+        caisson_host_api::objects::install_crypto_provider();
+        let client = AmazonS3Builder::new()
+            .with_endpoint(&endpoint)
+            .with_bucket_name(&bucket)
+            .with_access_key_id(&access_key)
+            .with_secret_access_key(&secret_key)
+            .with_region(&region)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()?;
+        Ok(Some(Backend {
+            suffix: "",
+            client: Arc::new(client),
+            table: format!(
+                "type = \"s3\"\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\n\
+                 region = \"{region}\"\naccess_key_id = \"{access_key}\"\n\
+                 secret_access_key = \"{secret_key}\"\nallow_http = true\npath_style = true\n"
+            ),
+        }))
     }
 
-    fn client(&self) -> Result<Arc<dyn ObjectStore>> {
-        Ok(Arc::new(
-            AmazonS3Builder::new()
-                .with_endpoint(&self.endpoint)
-                .with_bucket_name(&self.bucket)
-                .with_access_key_id(&self.access_key)
-                .with_secret_access_key(&self.secret_key)
-                .with_region(&self.region)
-                .with_allow_http(true)
-                .with_virtual_hosted_style_request(false)
-                .build()?,
-        ))
+    fn hdfs() -> Result<Option<Backend>> {
+        let Ok(url) = std::env::var("CAISSON_TEST_HDFS_URL") else {
+            return Ok(None);
+        };
+        let client = hdfs_native::ClientBuilder::new()
+            .with_url(&url)
+            .with_user("caisson")
+            .build()?;
+        Ok(Some(Backend {
+            suffix: " on HDFS",
+            client: Arc::new(hdfs_native_object_store::HdfsObjectStore::new(client)),
+            table: format!("type = \"hdfs\"\nurl = \"{url}\"\nuser = \"caisson\"\n"),
+        }))
     }
 
     fn runtime(&self, dir: &std::path::Path, prefix: &str) -> Result<Runtime> {
         let mut config = Config::parse(&format!(
-            "[objects.data]\ntype = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nprefix = \"{prefix}\"\n\
-             region = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n\
-             allow_http = true\npath_style = true\n",
-            self.endpoint, self.bucket, self.region, self.access_key, self.secret_key
+            "[objects.data]\n{}prefix = \"{prefix}\"\n",
+            self.table
         ))?;
         config.engine.cache_dir = dir.join("cache");
         config.engine.scratch_dir = dir.join("scratch");
@@ -65,15 +87,32 @@ impl S3 {
     }
 }
 
-/// 5. Write then read `plan.io_bytes` natively and through a task.
+/// 5. Write then read `plan.io_bytes` natively and through a task, on S3
+/// and, if configured, on HDFS.
 pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Result<()> {
     println!("object I/O:");
-    let Some(s3) = S3::from_env() else {
-        report
+    match Backend::s3()? {
+        Some(s3) => measure(plan, dir, report, &s3).await?,
+        None => report
             .notes
-            .push("S3 not configured (CAISSON_TEST_S3_*): the I/O figures were skipped".into());
-        return Ok(());
-    };
+            .push("S3 not configured (CAISSON_TEST_S3_*): the I/O figures were skipped".into()),
+    }
+    match Backend::hdfs()? {
+        Some(hdfs) => measure(plan, dir, report, &hdfs).await?,
+        None => report.notes.push(
+            "HDFS not configured (CAISSON_TEST_HDFS_URL): the HDFS I/O figures were skipped".into(),
+        ),
+    }
+    Ok(())
+}
+
+/// Writes then reads `plan.io_bytes` natively and through a task on `backend`.
+async fn measure(
+    plan: &Plan,
+    dir: &std::path::Path,
+    report: &mut Report,
+    backend: &Backend,
+) -> Result<()> {
     let size = plan.io_bytes;
     let prefix = format!(
         "bench-io-{}",
@@ -81,10 +120,10 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis()
     );
-    let client = s3.client()?;
-    let rt = s3.runtime(dir, &prefix)?;
+    let client = &backend.client;
+    let rt = backend.runtime(dir, &prefix)?;
     let task = rt.load(&guest("bench-probe")?).await?;
-    let label = human(size);
+    let label = format!("{}{}", human(size), backend.suffix);
 
     let (mut native_w, mut native_r, mut task_w, mut task_r) = (vec![], vec![], vec![], vec![]);
     let mut peaks = Vec::new();

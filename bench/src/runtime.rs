@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use caisson_host_api::Grants;
 use caisson_host_api::log::MemorySink;
 use caisson_runtime::{LoadedTask, RunRequest, Runtime};
-use object_store::ObjectStore;
+use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use serde_json::Value;
 

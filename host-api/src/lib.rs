@@ -100,6 +100,9 @@ pub enum ConfigError {
         label: String,
         message: String,
     },
+    /// A bad value in one key of a table, e.g. `objects.raw.endpoint`.
+    #[error("{path}: {message}")]
+    Key { path: String, message: String },
     #[error("could not build {kind} `{label}`")]
     Backend {
         kind: &'static str,

@@ -23,13 +23,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use hdfs_native_object_store::HdfsObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectMeta, ObjectStore, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
@@ -95,6 +96,34 @@ pub enum StoreConfig {
         #[serde(default)]
         prefix: String,
     },
+    /// HDFS, through the native client `hdfs-native` (no JVM, no libhdfs).
+    Hdfs {
+        /// `hdfs://namenode:port`, or `hdfs://nameservice` for an HA pair
+        /// whose NameNodes are named in `config` (or in `config_dir`).
+        url: String,
+        /// Keys are rooted here: the task cannot see above it.
+        #[serde(default)]
+        prefix: String,
+        /// The user the NameNode sees (simple authentication). Default:
+        /// `HADOOP_USER_NAME`, else the worker's OS user. With Kerberos,
+        /// a user other than the principal's is a proxy user.
+        user: Option<String>,
+        /// Hadoop client settings, as in `hdfs-site.xml`, e.g.
+        /// `"dfs.ha.namenodes.ns" = "nn1,nn2"`. They override `config_dir`.
+        #[serde(default)]
+        config: BTreeMap<String, String>,
+        /// A directory holding `core-site.xml` and `hdfs-site.xml`. Default:
+        /// `$HADOOP_CONF_DIR`, else `$HADOOP_HOME/etc/hadoop`, else none.
+        config_dir: Option<std::path::PathBuf>,
+        /// Kerberos (`hadoop.security.authentication = "kerberos"` in
+        /// `config`): the client principal. Needed with a keytab or cache.
+        kerberos_principal: Option<String>,
+        /// A keytab to log in from; its tickets stay in memory.
+        kerberos_keytab: Option<std::path::PathBuf>,
+        /// A credential cache, e.g. `FILE:/run/krb5/caisson.ccache`.
+        /// Default: the process's (`KRB5CCNAME`).
+        kerberos_cache: Option<String>,
+    },
 }
 
 // Hand-written so that secrets never reach a log line.
@@ -124,7 +153,199 @@ impl fmt::Debug for StoreConfig {
             StoreConfig::Memory { prefix } => {
                 f.debug_struct("Memory").field("prefix", prefix).finish()
             }
+            // Keytab and cache paths are not secrets, but keep them out of
+            // logs anyway: they point at credentials.
+            StoreConfig::Hdfs {
+                url,
+                prefix,
+                user,
+                kerberos_principal,
+                ..
+            } => f
+                .debug_struct("Hdfs")
+                .field("url", url)
+                .field("prefix", prefix)
+                .field("user", user)
+                .field("kerberos_principal", kerberos_principal)
+                .finish_non_exhaustive(),
         }
+    }
+}
+
+impl StoreConfig {
+    /// Checks what can be checked without a request, so that a bad table
+    /// fails when the configuration loads, not on a task's first call (an
+    /// S3 `endpoint = ""` used to panic inside `object_store` there).
+    /// `table` is where this store sits in `caisson.toml`, e.g.
+    /// `objects.raw` or `server.modules`; errors name it and the key.
+    pub fn validate(&self, table: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Key {
+            path: format!("{table}.{key}"),
+            message,
+        };
+        let nonempty = |key: &str, value: &str| {
+            if value.trim().is_empty() {
+                Err(bad(key, "must not be empty".into()))
+            } else {
+                Ok(())
+            }
+        };
+        let prefix = match self {
+            StoreConfig::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+                allow_http,
+                options,
+                ..
+            } => {
+                nonempty("bucket", bucket)?;
+                if bucket.contains('/') || bucket.chars().any(char::is_whitespace) {
+                    return Err(bad(
+                        "bucket",
+                        format!("{bucket:?} is not a bucket name (put a path in `prefix`)"),
+                    ));
+                }
+                if let Some(endpoint) = endpoint {
+                    let url = url::Url::parse(endpoint)
+                        .map_err(|e| bad("endpoint", format!("not a URL ({e}): {endpoint:?}")))?;
+                    match url.scheme() {
+                        "https" => {}
+                        "http" if *allow_http => {}
+                        "http" => {
+                            return Err(bad(
+                                "endpoint",
+                                "an http:// endpoint needs `allow_http = true`".into(),
+                            ));
+                        }
+                        other => {
+                            return Err(bad(
+                                "endpoint",
+                                format!("unsupported scheme `{other}`, expected http or https"),
+                            ));
+                        }
+                    }
+                    if url.host_str().is_none_or(str::is_empty) {
+                        return Err(bad("endpoint", format!("no host in {endpoint:?}")));
+                    }
+                }
+                if let Some(region) = region {
+                    nonempty("region", region)?;
+                }
+                for key in options.keys() {
+                    if key.parse::<AmazonS3ConfigKey>().is_err() {
+                        return Err(bad(
+                            &format!("options.{key}"),
+                            "not an S3 option (see object_store's AmazonS3ConfigKey)".into(),
+                        ));
+                    }
+                }
+                prefix
+            }
+            StoreConfig::Local { root, prefix } => {
+                if root.as_os_str().is_empty() {
+                    return Err(bad("root", "must not be empty".into()));
+                }
+                prefix
+            }
+            StoreConfig::Memory { prefix } => prefix,
+            StoreConfig::Hdfs {
+                url,
+                prefix,
+                user,
+                config,
+                config_dir,
+                kerberos_principal,
+                kerberos_keytab,
+                kerberos_cache,
+            } => {
+                validate_hdfs_url(url).map_err(|m| bad("url", m))?;
+                if let Some(user) = user {
+                    nonempty("user", user)?;
+                }
+                for key in config.keys() {
+                    nonempty("config", key)?;
+                }
+                if let Some(dir) = config_dir
+                    && !dir.is_dir()
+                {
+                    return Err(bad(
+                        "config_dir",
+                        format!("{} is not a directory", dir.display()),
+                    ));
+                }
+                if let Some(principal) = kerberos_principal {
+                    nonempty("kerberos_principal", principal)?;
+                } else if kerberos_keytab.is_some() || kerberos_cache.is_some() {
+                    return Err(bad(
+                        "kerberos_principal",
+                        "required with `kerberos_keytab` or `kerberos_cache`".into(),
+                    ));
+                }
+                if let Some(keytab) = kerberos_keytab
+                    && !keytab.is_file()
+                {
+                    return Err(bad(
+                        "kerberos_keytab",
+                        format!("{} is not a file", keytab.display()),
+                    ));
+                }
+                prefix
+            }
+        };
+        store_prefix(prefix).map_err(|m| bad("prefix", m))?;
+        Ok(())
+    }
+
+    /// Builds the store this table describes, after [`validate`](Self::validate).
+    /// `table` names it in errors, as there. No request is made.
+    pub fn build(&self, table: &str) -> Result<Arc<dyn ObjectStore>, ConfigError> {
+        self.validate(table)?;
+        build_store(table, self)
+    }
+
+    /// Whether `list` yields keys in order. S3 and the memory store do; a
+    /// local directory or HDFS is walked directory by directory (`a/x`
+    /// comes before `a.txt`), so their pages are sorted on the host.
+    fn ordered(&self) -> bool {
+        matches!(self, StoreConfig::S3 { .. } | StoreConfig::Memory { .. })
+    }
+}
+
+/// `hdfs://host[:port]` (a NameNode or a nameservice), or `viewfs://cluster`.
+fn validate_hdfs_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e}): {text:?}"))?;
+    if !matches!(url.scheme(), "hdfs" | "viewfs") {
+        return Err(format!(
+            "unsupported scheme `{}`, expected hdfs (or viewfs)",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("no NameNode or nameservice in {text:?}"));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{text:?} has a path or query: give the directory as `prefix`"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("user names go in `user`, not in the URL".into());
+    }
+    Ok(())
+}
+
+/// The configured prefix as a path, `None` for the store's root.
+fn store_prefix(prefix: &str) -> Result<Option<Path>, String> {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        return Ok(None);
+    }
+    match parse_key(prefix) {
+        Ok(path) => Ok(Some(path)),
+        Err(WitError::InvalidInput(m)) => Err(m),
+        Err(other) => Err(format!("{other:?}")),
     }
 }
 
@@ -157,10 +378,12 @@ pub struct ObjectStores {
 #[derive(Clone)]
 struct Backend {
     store: Arc<dyn ObjectStore>,
-    /// Whether `list` yields keys in order. S3 and the memory store do; a
-    /// local directory is walked in directory order, so its pages must be
-    /// sorted on the host (see `HostStore::list`).
+    /// Whether `list` yields keys in order (see [`StoreConfig::ordered`]);
+    /// if not, `HostStore::list` sorts each page on the host.
     ordered: bool,
+    /// Whether files being written show up under a temporary name (HDFS:
+    /// `.NAME.tmp.N` beside the key, renamed on finish); listings hide them.
+    partial_files: bool,
 }
 
 impl fmt::Debug for ObjectStores {
@@ -175,12 +398,12 @@ impl ObjectStores {
     pub fn from_config(config: &ObjectsConfig) -> Result<Self, ConfigError> {
         let mut stores = HashMap::new();
         for (label, store) in config {
-            let ordered = !matches!(store, StoreConfig::Local { .. });
             stores.insert(
                 label.clone(),
                 Backend {
-                    store: build_store(label, store)?,
-                    ordered,
+                    store: store.build(&format!("objects.{label}"))?,
+                    ordered: store.ordered(),
+                    partial_files: matches!(store, StoreConfig::Hdfs { .. }),
                 },
             );
         }
@@ -200,6 +423,7 @@ impl ObjectStores {
                     Backend {
                         store,
                         ordered: false,
+                        partial_files: false,
                     },
                 )
             })
@@ -244,11 +468,25 @@ impl ObjectStores {
     }
 }
 
-fn build_store(label: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, ConfigError> {
-    let backend = |source: object_store::Error| ConfigError::Backend {
+/// Makes ring the process's rustls provider, once. `object_store`'s S3
+/// client (reqwest without a bundled provider) builds its TLS config from
+/// the installed provider and panics without one; ring is the provider
+/// sqlx and the CLI already use. Called before every S3 store is built;
+/// call it before building an `AmazonS3` client of your own.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Someone else's choice, installed first, is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Builds a validated store; `table` (`objects.raw`) names it in errors.
+fn build_store(table: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, ConfigError> {
+    let backend = |source: Box<dyn std::error::Error + Send + Sync>| ConfigError::Backend {
         kind: "object store",
-        label: label.to_string(),
-        source: Box::new(source),
+        label: table.to_string(),
+        source,
     };
     let (store, prefix): (Arc<dyn ObjectStore>, &str) = match config {
         StoreConfig::S3 {
@@ -265,6 +503,7 @@ fn build_store(label: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>
             max_retries,
             retry_timeout,
         } => {
+            install_crypto_provider();
             let mut builder = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_virtual_hosted_style_request(!path_style)
@@ -293,36 +532,62 @@ fn build_store(label: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>
                 builder = builder.with_token(token);
             }
             for (key, value) in options {
-                let key: AmazonS3ConfigKey = key.parse().map_err(|_| ConfigError::Invalid {
-                    kind: "object store",
-                    label: label.to_string(),
-                    message: format!("unknown S3 option `{key}`"),
+                let key: AmazonS3ConfigKey = key.parse().map_err(|_| ConfigError::Key {
+                    path: format!("{table}.options.{key}"),
+                    message: "not an S3 option".into(),
                 })?;
                 builder = builder.with_config(key, value);
             }
-            (Arc::new(builder.build().map_err(backend)?), prefix)
+            let s3 = builder.build().map_err(|e| backend(Box::new(e)))?;
+            (Arc::new(s3), prefix)
         }
         StoreConfig::Local { root, prefix } => {
-            std::fs::create_dir_all(root).map_err(|e| ConfigError::Backend {
-                kind: "object store",
-                label: label.to_string(),
-                source: Box::new(e),
-            })?;
-            let local = LocalFileSystem::new_with_prefix(root).map_err(backend)?;
+            std::fs::create_dir_all(root).map_err(|e| backend(Box::new(e)))?;
+            let local = LocalFileSystem::new_with_prefix(root).map_err(|e| backend(Box::new(e)))?;
             (Arc::new(local), prefix)
         }
         StoreConfig::Memory { prefix } => (Arc::new(InMemory::new()), prefix),
+        StoreConfig::Hdfs {
+            url,
+            prefix,
+            user,
+            config,
+            config_dir,
+            kerberos_principal,
+            kerberos_keytab,
+            kerberos_cache,
+        } => {
+            let mut builder = hdfs_native::ClientBuilder::new()
+                .with_url(url)
+                .with_config(config.clone());
+            if let Some(dir) = config_dir {
+                builder = builder.with_config_dir(dir.to_string_lossy());
+            }
+            if let Some(user) = user {
+                builder = builder.with_user(user);
+            }
+            if let Some(principal) = kerberos_principal {
+                builder = builder.with_kerberos_principal(principal);
+            }
+            if let Some(keytab) = kerberos_keytab {
+                builder = builder.with_kerberos_keytab(keytab.to_string_lossy());
+            }
+            if let Some(cache) = kerberos_cache {
+                builder = builder.with_kerberos_cache(cache);
+            }
+            // Builds the RPC proxy only: the NameNode is first asked on
+            // the first call.
+            let client = builder.build().map_err(|e| backend(Box::new(e)))?;
+            (Arc::new(HdfsObjectStore::new(client)), prefix)
+        }
     };
-    let prefix = prefix.trim_matches('/');
-    if prefix.is_empty() {
-        return Ok(store);
+    match store_prefix(prefix).map_err(|message| ConfigError::Key {
+        path: format!("{table}.prefix"),
+        message,
+    })? {
+        None => Ok(store),
+        Some(prefix) => Ok(Arc::new(PrefixStore::new(store, prefix))),
     }
-    let prefix = parse_key(prefix).map_err(|e| ConfigError::Invalid {
-        kind: "object store",
-        label: label.to_string(),
-        message: format!("bad prefix: {e:?}"),
-    })?;
-    Ok(Arc::new(PrefixStore::new(store, prefix)))
 }
 
 /// Checks a key from the guest and turns it into a store path.
@@ -506,6 +771,18 @@ pub struct StoreHandle {
     ordered: bool,
     /// The label it was opened by, for the server's log.
     label: Arc<str>,
+    partial_files: bool,
+}
+
+/// Whether `path` is the temporary name `hdfs-native-object-store` writes a
+/// file under until it is finished: `.NAME.tmp.N` in the key's directory.
+fn is_partial_file(path: &Path) -> bool {
+    path.filename()
+        .and_then(|name| name.strip_prefix('.'))
+        .and_then(|name| name.rsplit_once(".tmp."))
+        .is_some_and(|(base, n)| {
+            !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 /// An upload in progress: bytes written to its body stream are drained by a
@@ -683,7 +960,12 @@ impl wit::Host for ObjectsView<'_> {
         &mut self,
         label: String,
     ) -> wasmtime::Result<Result<Resource<StoreHandle>, WitError>> {
-        let Some(Backend { store, ordered }) = self.ctx.granted.get(&label).cloned() else {
+        let Some(Backend {
+            store,
+            ordered,
+            partial_files,
+        }) = self.ctx.granted.get(&label).cloned()
+        else {
             tracing::debug!(%label, "task opened an object store it was not granted");
             return Ok(Err(WitError::AccessDenied));
         };
@@ -694,6 +976,7 @@ impl wit::Host for ObjectsView<'_> {
                 store,
                 ordered,
                 label,
+                partial_files,
             },
         )
     }
@@ -841,6 +1124,10 @@ impl wit::HostStore for ObjectsView<'_> {
     ) -> wasmtime::Result<Result<wit::ListPage, WitError>> {
         let handle = self.table.get(&this)?;
         let (store, ordered, label) = (handle.store.clone(), handle.ordered, handle.label.clone());
+        // A file being written is not an object yet: S3 shows nothing until
+        // the upload completes, and neither may HDFS.
+        let partial_files = handle.partial_files;
+        let hidden = |meta: &ObjectMeta| partial_files && is_partial_file(&meta.location);
         let prefix = guest_try!(parse_prefix(&prefix));
         let page_size = page_size.clamp(1, self.ctx.limits.max_list_page) as usize;
         // The token is the last key of the previous page: listing resumes
@@ -859,6 +1146,9 @@ impl wit::HostStore for ObjectsView<'_> {
             // exists; dropping the stream stops the backend's listing there.
             while let Some(meta) = stream.next().await {
                 let meta = guest_try!(meta.map_err(|e| backend_error(&label, e)));
+                if hidden(&meta) {
+                    continue;
+                }
                 if objects.len() == page_size {
                     more = true;
                     break;
@@ -872,6 +1162,9 @@ impl wit::HostStore for ObjectsView<'_> {
             let mut all = Vec::new();
             while let Some(meta) = stream.next().await {
                 let meta = guest_try!(meta.map_err(|e| backend_error(&label, e)));
+                if hidden(&meta) {
+                    continue;
+                }
                 if all.len() >= MAX_UNORDERED_LISTING {
                     return Ok(Err(WitError::TooLarge(format!(
                         "more than {MAX_UNORDERED_LISTING} objects under this prefix of a local store; \

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use caisson_host_api::objects::ObjectsConfig;
+use caisson_host_api::objects::{ObjectsConfig, StoreConfig};
 use caisson_host_api::sql::SqlConfig;
 use serde::Deserialize;
 
@@ -42,9 +42,29 @@ impl Config {
         })
     }
 
+    /// Parses and checks a configuration. Every `[objects.NAME]` table is
+    /// read and validated on its own first, so that a bad one is reported
+    /// as `objects.NAME: ...` or `objects.NAME.KEY: ...` (serde's error for
+    /// a tagged table does not say which entry it was in).
     pub fn parse(text: &str) -> Result<Self, RuntimeError> {
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| RuntimeError::Config(e.to_string()))?;
+        if let Some(toml::Value::Table(objects)) = table.get("objects") {
+            for (label, value) in objects {
+                check_store(&format!("objects.{label}"), value.clone())?;
+            }
+        }
         toml::from_str(text).map_err(|e| RuntimeError::Config(e.to_string()))
     }
+}
+
+/// Reads one store table (`objects.raw`, `server.modules`) and validates
+/// it, with errors that name the table and the key.
+pub fn check_store(table: &str, value: toml::Value) -> Result<StoreConfig, RuntimeError> {
+    let store = StoreConfig::deserialize(value)
+        .map_err(|e| RuntimeError::Config(format!("{table}: {}", e.message().trim_end())))?;
+    store.validate(table)?;
+    Ok(store)
 }
 
 /// How the worker's engine is set up.
@@ -176,5 +196,270 @@ impl Default for RunLimits {
             max_log_bytes: 16 << 20,
             max_output_bytes: 64 << 20,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caisson_host_api::objects::ObjectStores;
+
+    /// Bad `[objects.raw]` tables of every store type, and what the error
+    /// must say. Each names the table, and the key where there is one.
+    const BAD_STORES: &[(&str, &str)] = &[
+        // S3: the URL that used to panic inside object_store, and its kin.
+        (
+            r#"type = "s3"
+bucket = "b"
+endpoint = """#,
+            "objects.raw.endpoint: not a URL",
+        ),
+        (
+            r#"type = "s3"
+bucket = "b"
+endpoint = "http://""#,
+            "objects.raw.endpoint: not a URL",
+        ),
+        (
+            r#"type = "s3"
+bucket = "b"
+endpoint = "localhost:9000""#,
+            "objects.raw.endpoint: unsupported scheme `localhost`",
+        ),
+        (
+            r#"type = "s3"
+bucket = "b"
+endpoint = "ftp://files.example.com""#,
+            "objects.raw.endpoint: unsupported scheme `ftp`",
+        ),
+        (
+            r#"type = "s3"
+bucket = "b"
+endpoint = "http://127.0.0.1:9000""#,
+            "objects.raw.endpoint: an http:// endpoint needs `allow_http = true`",
+        ),
+        (r#"type = "s3""#, "objects.raw: missing field `bucket`"),
+        (
+            r#"type = "s3"
+bucket = """#,
+            "objects.raw.bucket: must not be empty",
+        ),
+        (
+            r#"type = "s3"
+bucket = "b/c""#,
+            "objects.raw.bucket: \"b/c\" is not a bucket name",
+        ),
+        (
+            r#"type = "s3"
+bucket = 7"#,
+            "objects.raw: invalid type: integer `7`, expected a string",
+        ),
+        (
+            r#"type = "s3"
+bukket = "b""#,
+            "objects.raw: unknown field `bukket`",
+        ),
+        (
+            r#"type = "s3"
+bucket = "b"
+region = """#,
+            "objects.raw.region: must not be empty",
+        ),
+        (
+            r#"type = "s3"
+bucket = "b"
+options = { aws_no_such_option = "1" }"#,
+            "objects.raw.options.aws_no_such_option: not an S3 option",
+        ),
+        (
+            r#"type = "s3"
+bucket = "b"
+prefix = "a/../b""#,
+            "objects.raw.prefix: invalid key",
+        ),
+        // Any type.
+        (r#"type = "gcs""#, "objects.raw: unknown variant `gcs`"),
+        (r#"bucket = "b""#, "objects.raw: missing field `type`"),
+        // Local and memory.
+        (r#"type = "local""#, "objects.raw: missing field `root`"),
+        (
+            r#"type = "local"
+root = """#,
+            "objects.raw.root: must not be empty",
+        ),
+        (
+            r#"type = "local"
+root = "/tmp"
+bucket = "b""#,
+            "objects.raw: unknown field `bucket`",
+        ),
+        (
+            r#"type = "memory"
+root = "/tmp""#,
+            "objects.raw: unknown field `root`",
+        ),
+        // HDFS.
+        (r#"type = "hdfs""#, "objects.raw: missing field `url`"),
+        (
+            r#"type = "hdfs"
+url = """#,
+            "objects.raw.url: not a URL",
+        ),
+        (
+            r#"type = "hdfs"
+url = "namenode:8020""#,
+            "objects.raw.url: unsupported scheme `namenode`",
+        ),
+        (
+            r#"type = "hdfs"
+url = "http://namenode:9870""#,
+            "objects.raw.url: unsupported scheme `http`",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://nn:port""#,
+            "objects.raw.url: not a URL",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://""#,
+            "objects.raw.url: no NameNode or nameservice",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://nn:8020/warehouse""#,
+            "objects.raw.url: \"hdfs://nn:8020/warehouse\" has a path",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://etl@nn:8020""#,
+            "objects.raw.url: user names go in `user`",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://nn:8020"
+user = """#,
+            "objects.raw.user: must not be empty",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://nn:8020"
+namenode = "nn""#,
+            "objects.raw: unknown field `namenode`",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://nn:8020"
+config_dir = "/no/such/hadoop/conf""#,
+            "objects.raw.config_dir: /no/such/hadoop/conf is not a directory",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://nn:8020"
+kerberos_keytab = "/etc/krb5.keytab""#,
+            "objects.raw.kerberos_principal: required with `kerberos_keytab`",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://nn:8020"
+kerberos_principal = "etl@EXAMPLE.COM"
+kerberos_keytab = "/no/such.keytab""#,
+            "objects.raw.kerberos_keytab: /no/such.keytab is not a file",
+        ),
+        (
+            r#"type = "hdfs"
+url = "hdfs://nn:8020"
+prefix = "/abs/../olute""#,
+            "objects.raw.prefix: invalid key",
+        ),
+    ];
+
+    #[test]
+    fn bad_store_tables_are_named_errors_not_panics() {
+        for (table, expected) in BAD_STORES {
+            let text = format!("[objects.raw]\n{table}\n");
+            let result = std::panic::catch_unwind(|| Config::parse(&text));
+            let Ok(result) = result else {
+                panic!("parsing panicked on:\n{text}");
+            };
+            let error = match result {
+                Ok(_) => panic!("accepted:\n{text}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                error.contains(expected),
+                "for\n{text}\nexpected {expected:?} in: {error}"
+            );
+        }
+    }
+
+    /// Embedders may build stores from configs they deserialized
+    /// themselves: building validates too.
+    #[test]
+    fn building_an_unchecked_store_table_validates_it() {
+        for (table, expected) in BAD_STORES {
+            // Only the tables that deserialize: the rest never get this far.
+            let Ok(store) = toml::from_str::<StoreConfig>(table) else {
+                continue;
+            };
+            let result = std::panic::catch_unwind(|| {
+                ObjectStores::from_config(&[("raw".to_string(), store)].into())
+            });
+            let Ok(result) = result else {
+                panic!("building panicked on:\n{table}");
+            };
+            let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                error.contains(expected),
+                "for\n{table}\nexpected {expected:?} in: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn good_store_tables_of_every_type_load() {
+        let dir = std::env::temp_dir().join("caisson-config-test");
+        let text = format!(
+            r#"
+[objects.s3]
+type = "s3"
+bucket = "b"
+endpoint = "http://127.0.0.1:9000"
+allow_http = true
+path_style = true
+
+[objects.aws]
+type = "s3"
+bucket = "b"
+region = "eu-west-1"
+endpoint = "https://s3.eu-west-1.amazonaws.com"
+
+[objects.local]
+type = "local"
+root = "{}"
+
+[objects.mem]
+type = "memory"
+prefix = "a/b"
+
+[objects.hdfs]
+type = "hdfs"
+url = "hdfs://127.0.0.1:8020"
+prefix = "/warehouse/raw/"
+user = "etl"
+
+[objects.ha]
+type = "hdfs"
+url = "hdfs://ns"
+config = {{ "dfs.ha.namenodes.ns" = "nn1,nn2", "dfs.namenode.rpc-address.ns.nn1" = "10.0.0.1:8020", "dfs.namenode.rpc-address.ns.nn2" = "10.0.0.2:8020" }}
+"#,
+            dir.display()
+        );
+        let config = Config::parse(&text).unwrap();
+        // Building makes no request, so every one of them builds here.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let stores = rt.block_on(async { ObjectStores::from_config(&config.objects) });
+        let stores = stores.unwrap();
+        assert_eq!(stores.labels().count(), 6);
     }
 }

@@ -283,13 +283,19 @@ impl ServerConfig {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let mut table: toml::Table = toml::from_str(text)?;
         let server = match table.remove("server") {
-            // Through serde_path_to_error, so a bad value names its key.
-            Some(value) => serde_path_to_error::deserialize(value).map_err(|e| {
-                match e.path().to_string().as_str() {
-                    "." => anyhow::anyhow!("`[server]`: {}", e.inner()),
-                    key => anyhow::anyhow!("`[server] {key}`: {}", e.inner()),
+            Some(value) => {
+                // Checked on its own first, for errors that name the key.
+                if let Some(modules) = value.get("modules") {
+                    caisson_runtime::config::check_store("server.modules", modules.clone())?;
                 }
-            })?,
+                // Through serde_path_to_error, so a bad value names its key.
+                serde_path_to_error::deserialize(value).map_err(|e| {
+                    match e.path().to_string().as_str() {
+                        "." => anyhow::anyhow!("`[server]`: {}", e.inner()),
+                        key => anyhow::anyhow!("`[server] {key}`: {}", e.inner()),
+                    }
+                })?
+            }
             None => ServerSection::default(),
         };
         let tenants = match table.remove("tenants") {

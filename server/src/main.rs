@@ -115,7 +115,8 @@ struct ServeArgs {
     /// The coordination database URL, overriding the configuration.
     #[arg(long, env = "CAISSON_DATABASE")]
     database: Option<String>,
-    /// The module store, overriding the configuration: `s3://bucket/prefix` or a directory.
+    /// The module store, overriding the configuration: `s3://bucket/prefix`,
+    /// `hdfs://namenode:port/prefix` or a directory.
     #[arg(long, env = "CAISSON_MODULES")]
     modules: Option<String>,
     /// In-process worker slots, overriding the configuration.
@@ -134,7 +135,7 @@ struct WorkerArgs {
     #[arg(long, env = "CAISSON_DATABASE")]
     database: Option<String>,
     /// The shared module store: `s3://bucket/prefix` (credentials from the
-    /// usual `AWS_*` variables) or a directory.
+    /// usual `AWS_*` variables), `hdfs://namenode:port/prefix` or a directory.
     #[arg(long, env = "CAISSON_MODULES")]
     modules: Option<String>,
     /// Worker slots (concurrent runs).
@@ -254,28 +255,31 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     caisson_server::serve(config, roles, shutdown_signal()).await
 }
 
-/// `s3://bucket[/prefix]` or a directory, as a store configuration.
+/// `s3://bucket[/prefix]`, `hdfs://namenode:port[/prefix]` or a directory,
+/// as a store configuration, validated like `[server] modules`.
 fn parse_module_store(text: &str) -> anyhow::Result<caisson_host_api::objects::StoreConfig> {
-    let table = match text.strip_prefix("s3://") {
-        Some(rest) => {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                bail!("bad module store {text:?}: expected s3://bucket/prefix");
-            }
-            let mut table = toml::Table::new();
-            table.insert("type".into(), "s3".into());
-            table.insert("bucket".into(), bucket.into());
-            table.insert("prefix".into(), prefix.into());
-            table
+    let mut table = toml::Table::new();
+    if let Some(rest) = text.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("bad module store {text:?}: expected s3://bucket/prefix");
         }
-        None => {
-            let mut table = toml::Table::new();
-            table.insert("type".into(), "local".into());
-            table.insert("root".into(), text.into());
-            table
-        }
-    };
-    Ok(table.try_into()?)
+        table.insert("type".into(), "s3".into());
+        table.insert("bucket".into(), bucket.into());
+        table.insert("prefix".into(), prefix.into());
+    } else if let Some(rest) = text.strip_prefix("hdfs://") {
+        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        table.insert("type".into(), "hdfs".into());
+        table.insert("url".into(), format!("hdfs://{authority}").into());
+        table.insert("prefix".into(), prefix.into());
+    } else {
+        table.insert("type".into(), "local".into());
+        table.insert("root".into(), text.into());
+    }
+    Ok(caisson_runtime::config::check_store(
+        "--modules",
+        toml::Value::Table(table),
+    )?)
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -512,6 +516,17 @@ mod tests {
         let local = format!("{:?}", parse_module_store("/srv/modules").unwrap());
         assert!(local.contains("/srv/modules"), "{local}");
         assert!(parse_module_store("s3://").is_err());
+        let hdfs = format!(
+            "{:?}",
+            parse_module_store("hdfs://nn:8020/caisson/modules").unwrap()
+        );
+        assert!(
+            hdfs.contains("url: \"hdfs://nn:8020\"")
+                && hdfs.contains("prefix: \"caisson/modules\""),
+            "{hdfs}"
+        );
+        let error = parse_module_store("hdfs://").unwrap_err().to_string();
+        assert!(error.starts_with("--modules.url: "), "{error}");
     }
 
     #[test]

@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
-use caisson_host_api::objects::ObjectStores;
 use caisson_runtime::Runtime;
 use object_store::ObjectStore;
 use tokio::sync::watch;
@@ -28,10 +27,11 @@ pub struct Roles {
 
 /// Builds the module store from `[server] modules`.
 pub fn module_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    let stores =
-        ObjectStores::from_config(&[("modules".to_string(), config.server.modules.clone())].into())
-            .context("could not set up the module store")?;
-    Ok(stores.get("modules").expect("just configured"))
+    config
+        .server
+        .modules
+        .build("server.modules")
+        .context("could not set up the module store")
 }
 
 /// Connects everything and builds the API's state.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use caisson_host_api::Grants;
 use caisson_host_api::log::{LogRecord, LogSink, Source};
 use caisson_runtime::{LoadedTask, RunError, RunLimits, RunRequest, Runtime};
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use rand::Rng;
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tracing::Instrument;

@@ -44,7 +44,7 @@ pub async fn app_with(server_extra: &str, extra: &str, workers: usize) -> App {
         r#"
 [server]
 database = "sqlite://{db}?mode=rwc"
-modules = {{ type = "local", root = "{modules}" }}
+{modules}
 poll = "20ms"
 heartbeat = "100ms"
 lease = "3s"
@@ -70,7 +70,15 @@ type = "memory"
 {extra}
 "#,
         db = dir.path().join("caisson.db").display(),
-        modules = dir.path().join("modules").display(),
+        // A test may bring its own module store in `server_extra`.
+        modules = if server_extra.contains("modules =") {
+            String::new()
+        } else {
+            format!(
+                "modules = {{ type = \"local\", root = \"{}\" }}",
+                dir.path().join("modules").display()
+            )
+        },
         cache = cache.display(),
         scratch = scratch.path().display(),
     );
@@ -861,7 +869,44 @@ async fn a_stopping_worker_hands_unfinished_runs_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_outputs_live_in_the_artifact_store() {
-    let app = app("", 1).await;
+    large_outputs_live_in(&app("", 1).await).await;
+}
+
+/// The module store on HDFS: modules are uploaded to it and run from it,
+/// and large outputs are kept in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_and_outputs_on_hdfs() {
+    let Some(hdfs) = caisson_tests::hdfs_env() else {
+        return;
+    };
+    let prefix = caisson_tests::unique_prefix("modules");
+    let app = app_with(
+        &format!(
+            "modules = {{ type = \"hdfs\", url = \"{}\", prefix = \"{prefix}\", user = \"{}\" }}",
+            hdfs.url,
+            caisson_tests::HDFS_USER
+        ),
+        "",
+        1,
+    )
+    .await;
+    large_outputs_live_in(&app).await;
+    use caisson_tests::RemoteStore;
+    let stored = caisson_tests::keys_under(hdfs.client().as_ref(), &prefix).await;
+    assert!(
+        stored.iter().any(|k| k.ends_with(".wasm")),
+        "no module in HDFS: {stored:?}"
+    );
+    assert_eq!(
+        stored.iter().filter(|k| k.starts_with("outputs/")).count(),
+        1,
+        "{stored:?}"
+    );
+}
+
+/// Runs `huge-output` on `app` with a 3 MB and a 10-byte output: the large
+/// one is kept in the module store and served from there.
+async fn large_outputs_live_in(app: &App) {
     app.upload("huge-output", guest("huge-output"), None).await;
     let (_, run) = app
         .json(

@@ -107,3 +107,44 @@ fn inspect_accepts_tasks_and_rejects_modules() {
         text(&out.stderr)
     );
 }
+
+/// `caisson run`, `serve` and `worker` all check the store tables when
+/// they load the configuration: a bad one stops them at once with its
+/// table and key named, instead of panicking on a task's first request
+/// (as an S3 `endpoint = ""` once did).
+#[test]
+fn every_command_refuses_a_bad_store_table_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = "[objects.raw]\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"\"\n";
+    let check = |what: &str, out: Output, expected: &str| {
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{what} accepted the bad table");
+        assert!(stderr.contains(expected), "{what}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
+    };
+    let out = caisson_run(dir.path(), "hello", bad, &["--grant", "objects=raw"]);
+    check("run", out, "objects.raw.endpoint: not a URL");
+
+    let config = dir.path().join("bad.toml");
+    for (table, expected) in [
+        (bad, "objects.raw.endpoint: not a URL"),
+        (
+            "[server]\nmodules = { type = \"hdfs\", url = \"namenode:8020\" }\n",
+            "server.modules.url: unsupported scheme `namenode`",
+        ),
+    ] {
+        std::fs::write(&config, table).unwrap();
+        for command in ["serve", "worker"] {
+            let out = Command::new(caisson_bin())
+                .arg(command)
+                .arg("--config")
+                .arg(&config)
+                .current_dir(dir.path())
+                .env_remove("CAISSON_DATABASE")
+                .env_remove("CAISSON_MODULES")
+                .output()
+                .unwrap();
+            check(command, out, expected);
+        }
+    }
+}

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use sqlx::Row;
 
-use caisson_tests::{key, postgres_url, s3_env, unique_prefix};
+use caisson_tests::{RemoteStore, hdfs_env, key, postgres_url, s3_env, unique_prefix};
 
 use crate::cli::caisson_run;
 
@@ -18,8 +18,20 @@ fn text(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn word_count_counts_every_small_object_under_a_prefix() {
     let Some(s3) = s3_env() else { return };
+    word_count_on(&s3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn word_count_over_hdfs() {
+    let Some(hdfs) = hdfs_env() else { return };
+    word_count_on(&hdfs).await;
+}
+
+/// `word-count` over 300 small objects on `remote`; the summary it prints
+/// and stores back is checked against what was uploaded.
+async fn word_count_on(remote: &impl RemoteStore) {
     let prefix = unique_prefix("word-count");
-    let client = s3.client();
+    let client = remote.client();
 
     // 300 small objects with known words, plus one outside the prefix that
     // must not be counted.
@@ -53,7 +65,7 @@ async fn word_count_counts_every_small_object_under_a_prefix() {
     let out = caisson_run(
         dir.path(),
         "word-count",
-        &s3.toml_table("data", &prefix),
+        &remote.toml_table("data", &prefix),
         &[
             "--grant",
             "objects=data",
@@ -67,12 +79,13 @@ async fn word_count_counts_every_small_object_under_a_prefix() {
     );
     assert!(
         out.status.success(),
-        "word-count failed: {}",
+        "word-count on {} failed: {}",
+        remote.name(),
         text(&out.stderr)
     );
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
-    // The summary object written back to S3 is the same JSON.
+    // The summary object written back to the store is the same JSON.
     let stored = client
         .get(&key(&format!("{prefix}/out/summary.json")))
         .await
@@ -112,9 +125,23 @@ async fn csv_to_sql_loads_a_csv_in_one_transaction() {
     let (Some(s3), Some(pg)) = (s3_env(), postgres_url()) else {
         return;
     };
+    csv_to_sql_on(&s3, &pg).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_to_sql_reads_from_hdfs() {
+    let (Some(hdfs), Some(pg)) = (hdfs_env(), postgres_url()) else {
+        return;
+    };
+    csv_to_sql_on(&hdfs, &pg).await;
+}
+
+/// `csv-to-sql` reading its CSV from `remote` into PostgreSQL at `pg`: a
+/// good file loads in full, a file with bad rows loads nothing.
+async fn csv_to_sql_on(remote: &impl RemoteStore, pg: &str) {
     let prefix = unique_prefix("csv");
-    let client = s3.client();
-    let pool = pg_pool(&pg).await;
+    let client = remote.client();
+    let pool = pg_pool(pg).await;
     let table = format!("people_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!(
         "CREATE TABLE {table} (name TEXT NOT NULL, city TEXT, age BIGINT)"
@@ -135,7 +162,7 @@ async fn csv_to_sql_loads_a_csv_in_one_transaction() {
         .await
         .unwrap();
 
-    let config = format!("{}{}", s3.toml_table("data", &prefix), pg_table(&pg));
+    let config = format!("{}{}", remote.toml_table("data", &prefix), pg_table(pg));
     let dir = tempfile::tempdir().unwrap();
     let args = |k: &'static str| {
         vec![

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use caisson_runtime::{RunError, RunLimits, Runtime};
 use caisson_tests::{base_config, runtime};
+use object_store::ObjectStoreExt;
 
 use crate::{load, run_with};
 

@@ -1,11 +1,13 @@
 //! Faults in the services Caisson depends on: the coordination database
-//! restarting under load, the S3 server dying mid-read, full disks. Each
+//! restarting under load, the S3 server dying mid-read, an HDFS DataNode or
+//! NameNode stopping, full disks. Each
 //! test starts private services (or a private tmpfs), never touching the
 //! shared ones.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 
 use caisson_tests::{PrivatePostgres, guest_path, test_dirs};
@@ -341,6 +343,141 @@ async fn an_s3_server_dying_mid_read_fails_the_run_as_retryable() {
          with retries -> succeeded after {} attempts",
         done["attempts"]
     );
+}
+
+/// A private MiniDFS holding `faults/big` (32 MiB in 1 MiB blocks, each on
+/// 2 of the 3 DataNodes), and an API with one worker whose store `hdfs`
+/// is rooted at `faults` (`store_extra` appended to its table), with
+/// `slow-read` uploaded. Returns the byte sum `slow-read` must report.
+async fn hdfs_reading_app(
+    store_extra: &str,
+) -> Option<(caisson_tests::PrivateHdfs, crate::api::App, u64)> {
+    use caisson_tests::RemoteStore;
+    let hdfs = tokio::task::spawn_blocking(caisson_tests::PrivateHdfs::start)
+        .await
+        .unwrap();
+    let hdfs = hdfs?;
+    let data: Vec<u8> = (0..HDFS_FILE).map(|i| (i % 251) as u8).collect();
+    let sum = data.iter().fold(0u64, |s, &b| s.wrapping_add(u64::from(b)));
+    hdfs.env
+        .client()
+        .put(&caisson_tests::key("faults/big"), data.into())
+        .await
+        .unwrap();
+    let table = format!("{}{store_extra}", hdfs.env.toml_table("hdfs", "faults"));
+    let app = crate::api::app(&table, 1).await;
+    let (status, body) = app
+        .upload("slow-read", caisson_tests::guest("slow-read"), None)
+        .await;
+    assert!(status.is_success(), "{body}");
+    Some((hdfs, app, sum))
+}
+
+const HDFS_FILE: usize = 32 << 20;
+
+fn slow_read(retries: u8, timeout: &str) -> Value {
+    json!({
+        "module": "slow-read",
+        "params": {"store": "hdfs", "key": "big", "pause_ms": "5"},
+        "grants": {"objects": ["hdfs"]},
+        "retries": {"max": retries, "backoff": "500ms"},
+        "timeout": timeout,
+    })
+}
+
+fn finished(run: &Value) -> bool {
+    run["state"] != "queued" && run["state"] != "running"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hdfs_datanode_stopped_mid_read_costs_at_most_a_retry() {
+    let Some((hdfs, app, sum)) = hdfs_reading_app("").await else {
+        return;
+    };
+    // A DataNode that holds blocks of the file: with replication 2 every
+    // block it holds has one more replica elsewhere.
+    let holders = hdfs.env.control("locations /faults/big").await;
+    let victim = holders.split(',').next().unwrap().to_string();
+    let (_, run) = app
+        .json("POST", "/v1/runs", None, Some(slow_read(3, "120s")))
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    wait_reading(&app, &id).await;
+    hdfs.env.control(&format!("stop-datanode {victim}")).await;
+    let done = wait_until(&app, &id, finished).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let output: Value = serde_json::from_str(done["output"].as_str().unwrap()).unwrap();
+    assert_eq!(output, json!({"bytes": HDFS_FILE, "sum": sum}), "{done}");
+    eprintln!(
+        "HDFS DataNode {victim} (of {holders}) stopped mid-read: succeeded after {} attempt(s)",
+        done["attempts"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hdfs_namenode_down_fails_runs_retryable_until_it_returns() {
+    // Two failovers with short sleeps instead of Hadoop's 15 with up to
+    // 15 s each (about 3 minutes): fail fast, retry at the run level.
+    let Some((hdfs, app, sum)) = hdfs_reading_app(
+        "config = { \"dfs.client.failover.max.attempts\" = \"2\", \"dfs.client.failover.sleep.base.millis\" = \"100\" }\n",
+    )
+    .await
+    else {
+        return;
+    };
+    hdfs.env.control("stop-namenode").await;
+
+    // No retries: failed, retryable, a backend error.
+    let (_, run) = app
+        .json("POST", "/v1/runs", None, Some(slow_read(0, "120s")))
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let failed = wait_until(&app, &id, finished).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["retryable"], true, "{failed}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("backend"), "{error}");
+
+    // With retries: attempts fail while the NameNode is down, and one
+    // succeeds once it is back.
+    let (_, run) = app
+        .json("POST", "/v1/runs", None, Some(slow_read(20, "120s")))
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    wait_until(&app, &id, |r| {
+        r["attempt_history"]
+            .as_array()
+            .is_some_and(|h| h.first().is_some_and(|a| a["state"] == "failed"))
+    })
+    .await;
+    hdfs.env.control("start-namenode").await;
+    let done = wait_until(&app, &id, finished).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let output: Value = serde_json::from_str(done["output"].as_str().unwrap()).unwrap();
+    assert_eq!(output, json!({"bytes": HDFS_FILE, "sum": sum}), "{done}");
+    eprintln!(
+        "HDFS NameNode down: no retries -> failed, retryable ({error}); \
+         with retries -> succeeded after {} attempts",
+        done["attempts"]
+    );
+}
+
+/// With Hadoop's own failover settings a call waits minutes for a
+/// NameNode that is down; the run's timeout still ends the run on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hdfs_namenode_down_cannot_hold_a_run_past_its_timeout() {
+    let Some((hdfs, app, _)) = hdfs_reading_app("").await else {
+        return;
+    };
+    hdfs.env.control("stop-namenode").await;
+    let (_, run) = app
+        .json("POST", "/v1/runs", None, Some(slow_read(0, "3s")))
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let done = wait_until(&app, &id, finished).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(error.contains("timeout after 3s"), "{error}");
 }
 
 /// Fills the filesystem under `path` until a write fails, then frees

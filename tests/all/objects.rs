@@ -1,9 +1,19 @@
 //! The objects and sql capabilities end to end: a real component calls every
 //! operation on every kind of backend and reports what it saw.
 
-use caisson_host_api::Grants;
+use caisson_host_api::objects::{
+    ObjectStores, ObjectsCtx, ObjectsView, StoreConfig, StoreHandle, Upload,
+};
+use caisson_host_api::wit::objects::{Host, HostStore, HostWriter};
+use caisson_host_api::{Grants, WitError};
 use caisson_runtime::Config;
-use caisson_tests::{base_config, postgres_url, runtime, s3_env, unique_prefix};
+use caisson_tests::{
+    RemoteStore, base_config, hdfs_env, keys_under, postgres_url, runtime, s3_env, unique_prefix,
+};
+use object_store::ObjectStoreExt;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi_io::poll::Pollable;
+use wasmtime_wasi_io::streams::DynOutputStream;
 
 use crate::{json, load, run_with};
 
@@ -75,14 +85,15 @@ async fn objects_on_a_local_directory() {
     }
 }
 
-#[tokio::test]
-async fn objects_on_s3() {
-    let Some(s3) = s3_env() else { return };
+/// The objects probe on `remote`, under a fresh prefix; then an
+/// independent client finds exactly the task's objects there, and nothing
+/// else (no leftover of a file being written).
+async fn objects_probe_on(remote: &impl RemoteStore) {
     let prefix = unique_prefix("probe");
     let mut config = base_config();
     config
         .objects
-        .insert("data".into(), s3.store_config(&prefix));
+        .insert("data".into(), remote.store_config(&prefix));
     let report = probe(
         config,
         "objects-probe",
@@ -91,32 +102,38 @@ async fn objects_on_s3() {
     )
     .await;
     assert_all_ok(&report);
-    // Check one of the task's objects with an independent client, at the
-    // prefixed key the operator configured.
-    let client = s3.client();
-    use futures::TryStreamExt;
-    use object_store::ObjectStore;
-    let listed: Vec<_> = client
-        .list(Some(&caisson_tests::key(&prefix)))
-        .try_collect()
-        .await
-        .unwrap();
-    let final_keys = report["final_keys"].as_array().unwrap();
-    assert_eq!(
-        listed.len(),
-        final_keys.len(),
-        "{listed:?} vs {final_keys:?}"
-    );
+    assert_eq!(report["pages"][0].as_array().unwrap().len(), 2);
+    let listed = keys_under(remote.client().as_ref(), &prefix).await;
+    let mut final_keys: Vec<String> = report["final_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    final_keys.sort();
+    assert_eq!(listed, final_keys, "on {}", remote.name());
 }
 
 #[tokio::test]
-async fn hostile_key_spellings_on_s3_stay_in_the_prefix() {
+async fn objects_on_s3() {
     let Some(s3) = s3_env() else { return };
+    objects_probe_on(&s3).await;
+}
+
+#[tokio::test]
+async fn objects_on_hdfs() {
+    let Some(hdfs) = hdfs_env() else { return };
+    objects_probe_on(&hdfs).await;
+}
+
+/// The key-escape task on `remote`: every hostile spelling is refused,
+/// and the one legal odd key lands literally inside the prefix.
+async fn key_escapes_on(remote: &impl RemoteStore) {
     let prefix = unique_prefix("keys");
     let mut config = base_config();
     config
         .objects
-        .insert("data".into(), s3.store_config(&prefix));
+        .insert("data".into(), remote.store_config(&prefix));
     let report = probe(
         config,
         "key-escape",
@@ -139,8 +156,7 @@ async fn hostile_key_spellings_on_s3_stay_in_the_prefix() {
     }
     // Percent signs are literal: `%2e%2e/x` is an ordinary key inside the prefix.
     assert_eq!(report["%2e%2e/x"], "ok", "{report}");
-    use object_store::ObjectStore;
-    let client = s3.client();
+    let client = remote.client();
     // It landed inside the prefix, literally named...
     client
         .head(&caisson_tests::key(&format!("{prefix}/%2e%2e/x")))
@@ -151,9 +167,172 @@ async fn hostile_key_spellings_on_s3_stay_in_the_prefix() {
         let found = client.head(&caisson_tests::key(escaped)).await;
         assert!(
             matches!(found, Err(object_store::Error::NotFound { .. })),
-            "an object escaped the prefix to {escaped}: {found:?}"
+            "an object escaped the prefix to {escaped} on {}: {found:?}",
+            remote.name()
         );
     }
+}
+
+#[tokio::test]
+async fn hostile_key_spellings_on_s3_stay_in_the_prefix() {
+    let Some(s3) = s3_env() else { return };
+    key_escapes_on(&s3).await;
+}
+
+#[tokio::test]
+async fn hostile_key_spellings_on_hdfs_stay_in_the_prefix() {
+    let Some(hdfs) = hdfs_env() else { return };
+    key_escapes_on(&hdfs).await;
+}
+
+/// The objects capability called directly through its host traits, as a
+/// guest would call it, so a test can look at the store between calls.
+struct Direct {
+    ctx: ObjectsCtx,
+    table: ResourceTable,
+}
+
+impl Direct {
+    fn new(store: StoreConfig) -> Self {
+        let stores = ObjectStores::from_config(&[("data".to_string(), store)].into()).unwrap();
+        let ctx = stores
+            .ctx_for(
+                &Grants::default().with_object_store("data"),
+                Default::default(),
+            )
+            .unwrap();
+        Direct {
+            ctx,
+            table: ResourceTable::new(),
+        }
+    }
+
+    fn view(&mut self) -> ObjectsView<'_> {
+        ObjectsView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+
+    async fn open(&mut self) -> Resource<StoreHandle> {
+        Host::open(&mut self.view(), "data".into())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Starts a writer on `key` and writes `bytes` into its body in
+    /// 1 MiB pieces, as fast as the body takes them.
+    async fn write(
+        &mut self,
+        store: &Resource<StoreHandle>,
+        key: &str,
+        bytes: usize,
+    ) -> (Resource<Upload>, Resource<DynOutputStream>) {
+        let store = Resource::new_borrow(store.rep());
+        let writer = HostStore::writer(&mut self.view(), store, key.into())
+            .await
+            .unwrap()
+            .unwrap();
+        let body = HostWriter::body(&mut self.view(), Resource::new_borrow(writer.rep()))
+            .await
+            .unwrap()
+            .unwrap();
+        let stream = self.table.get_mut(&body).unwrap();
+        let mut left = bytes;
+        while left > 0 {
+            stream.ready().await;
+            let n = stream.check_write().unwrap().min(left);
+            if n > 0 {
+                stream.write(bytes::Bytes::from(vec![b'x'; n])).unwrap();
+                left -= n;
+            }
+        }
+        (writer, body)
+    }
+
+    async fn list(&mut self, store: &Resource<StoreHandle>) -> Vec<String> {
+        let store = Resource::new_borrow(store.rep());
+        let page = HostStore::list(&mut self.view(), store, String::new(), None, 1000)
+            .await
+            .unwrap()
+            .unwrap();
+        page.objects.into_iter().map(|o| o.key).collect()
+    }
+
+    async fn head(&mut self, store: &Resource<StoreHandle>, key: &str) -> Result<u64, WitError> {
+        let store = Resource::new_borrow(store.rep());
+        HostStore::head(&mut self.view(), store, key.into())
+            .await
+            .unwrap()
+            .map(|m| m.size)
+    }
+}
+
+/// What every store promises a writer: nothing is visible under the key
+/// (nor in a listing) until `finish`, and an abandoned writer leaves
+/// nothing behind, not even a temporary file the raw client could see.
+/// 10 MiB is over the upload buffer, so the multipart (HDFS: temporary
+/// file) path is the one taken.
+async fn write_semantics_on(remote: &impl RemoteStore) {
+    const SIZE: usize = 10 << 20;
+    let prefix = unique_prefix("writes");
+    let raw = remote.client();
+    let mut direct = Direct::new(remote.store_config(&prefix));
+    let store = direct.open().await;
+
+    let (writer, body) = direct.write(&store, "dir/done.bin", SIZE).await;
+    assert!(
+        matches!(
+            direct.head(&store, "dir/done.bin").await,
+            Err(WitError::NotFound)
+        ),
+        "visible before finish on {}",
+        remote.name()
+    );
+    assert_eq!(direct.list(&store).await, Vec::<String>::new());
+    direct.table.delete(body).unwrap();
+    let meta = HostWriter::finish(&mut direct.view(), writer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.size, SIZE as u64);
+    assert_eq!(direct.list(&store).await, vec!["dir/done.bin".to_string()]);
+
+    // Abandoned: the run drops the writer without `finish`.
+    let (writer, body) = direct.write(&store, "dir/dropped.bin", SIZE).await;
+    direct.table.delete(body).unwrap();
+    HostWriter::drop(&mut direct.view(), writer).await.unwrap();
+    // The abort runs in the background: wait for the store to settle.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let keys = keys_under(raw.as_ref(), &prefix).await;
+        if keys == ["dir/done.bin"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an abandoned writer left {keys:?} on {}",
+            remote.name()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(matches!(
+        direct.head(&store, "dir/dropped.bin").await,
+        Err(WitError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn writes_on_s3_appear_only_when_finished() {
+    let Some(s3) = s3_env() else { return };
+    write_semantics_on(&s3).await;
+}
+
+#[tokio::test]
+async fn writes_on_hdfs_appear_only_when_finished() {
+    let Some(hdfs) = hdfs_env() else { return };
+    write_semantics_on(&hdfs).await;
 }
 
 #[tokio::test]

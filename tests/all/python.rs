@@ -9,11 +9,11 @@ use std::time::Duration;
 use caisson_host_api::Grants;
 use caisson_host_api::log::MemorySink;
 use caisson_runtime::{RunError, RunLimits};
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use caisson_tests::{S3Env, unique_prefix};
+use caisson_tests::{RemoteStore, unique_prefix};
 use caisson_tests::{base_config, caisson_bin, guest_path, key, postgres_url, runtime, s3_env};
 
 use crate::server::{Proc, cli, text, write_embedded_config};
@@ -261,12 +261,13 @@ fn grants(objects: &[&str], sql: &[&str]) -> Grants {
     }
 }
 
-/// A runtime with a writable SQLite source `db` and an S3 store `data`.
-fn probe_runtime(s3: &S3Env, prefix: &str, db: &Path) -> caisson_runtime::Runtime {
+/// A runtime with a writable SQLite source `db` and a store `data` on
+/// `remote` (S3 or HDFS).
+fn probe_runtime(remote: &impl RemoteStore, prefix: &str, db: &Path) -> caisson_runtime::Runtime {
     let mut config = base_config();
     config
         .objects
-        .insert("data".into(), s3.store_config(prefix));
+        .insert("data".into(), remote.store_config(prefix));
     config.sql = toml::from_str(&format!(
         "[db]\ntype = \"sqlite\"\nurl = \"sqlite://{}?mode=rwc\"\n",
         db.display()
@@ -278,9 +279,23 @@ fn probe_runtime(s3: &S3Env, prefix: &str, db: &Path) -> caisson_runtime::Runtim
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sdk_streams_objects_and_types_sql_values() {
     let Some(s3) = s3_env() else { return };
+    python_roundtrip_on(&s3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_task_reads_and_writes_hdfs() {
+    let Some(hdfs) = caisson_tests::hdfs_env() else {
+        return;
+    };
+    python_roundtrip_on(&hdfs).await;
+}
+
+/// The Python probe's round trip with its store on `remote`: objects
+/// streamed up, read back, listed; SQL values typed both ways.
+async fn python_roundtrip_on(remote: &impl RemoteStore) {
     let prefix = unique_prefix("python-sdk");
     let dir = tempfile::tempdir().unwrap();
-    let runtime = probe_runtime(&s3, &prefix, &dir.path().join("probe.db"));
+    let runtime = probe_runtime(remote, &prefix, &dir.path().join("probe.db"));
     let task = load(&runtime, "py-probe").await;
     let input =
         json!({"op": "roundtrip", "store": "data", "prefix": "rt", "db": "db", "lines": 20000});
@@ -307,8 +322,8 @@ async fn python_sdk_streams_objects_and_types_sql_values() {
     assert_eq!(output["streamed"], json!([2500, 2500 * 2501 / 2]));
     assert_eq!(output["params"], json!({"region": "eu"}));
 
-    // What the task streamed up is really in S3.
-    let stored = s3
+    // What the task streamed up is really in the store.
+    let stored = remote
         .client()
         .get(&key(&format!("{prefix}/rt/lines.txt")))
         .await

@@ -10,6 +10,7 @@
 use axum::body::Body;
 use axum::http::StatusCode;
 use caisson_server::worker::Worker;
+use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 
 use crate::api::{App, app_with};

@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
-use object_store::{ObjectStore, WriteMultipart};
+use object_store::{ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 
 use caisson_tests::{caisson_bin, guest_path, key, s3_env, test_dirs, unique_prefix};

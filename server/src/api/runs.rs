@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::{Json, Path, Query};
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::db::{AttemptRecord, GrantSet, LogLine, NewRun, RunFilter, RunRecord, RunState};
-use object_store::ObjectStore;
+use object_store::ObjectStoreExt;
 
 /// The longest timeout a run may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
