@@ -1051,9 +1051,8 @@ tokens = ["{BETA}"]
     // last 100 ms, so an overlap beyond the quota would be far longer than
     // the few milliseconds by which recorded start and end times can
     // differ from the claims' commit order.
-    let submit = |priority: i32| {
-        json!({"module": "busy", "params": {"ms": "100"}, "priority": priority})
-    };
+    let submit =
+        |priority: i32| json!({"module": "busy", "params": {"ms": "100"}, "priority": priority});
     for _ in 0..100 {
         let (status, body) = app
             .json("POST", "/v1/runs", Some(ALPHA), Some(submit(i32::MAX)))
