@@ -475,7 +475,7 @@ async fn an_hdfs_namenode_down_cannot_hold_a_run_past_its_timeout() {
         .await;
     let id = run["id"].as_str().unwrap().to_string();
     let done = wait_until(&app, &id, finished).await;
-    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["state"], "timed_out", "{done}");
     let error = done["error"].as_str().unwrap();
     assert!(error.contains("timeout after 3s"), "{error}");
 }
