@@ -3,8 +3,10 @@
 //! Everything the task says goes to one [`LogSink`] chosen by the embedder
 //! (the CLI prints it live, a worker stores it), under one byte budget. The
 //! budget is the guest's to exhaust, so it is checked on every write: past
-//! it, `log` traps and stdout/stderr writes fail, and [`LogCtx::exceeded`]
-//! lets the runtime name the reason.
+//! it, records are dropped, `log` returns `budget-exceeded` (it does not
+//! trap: no host call does) and stdout/stderr writes fail. The runtime then
+//! fails the run with the log-limit error when it ends, whatever it
+//! returned, through [`LogCtx::exceeded`].
 
 use std::io;
 use std::pin::Pin;
@@ -172,9 +174,13 @@ impl LogCtx {
 }
 
 impl wit::Host for LogCtx {
-    async fn log(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
+    async fn log(
+        &mut self,
+        level: wit::Level,
+        message: String,
+    ) -> wasmtime::Result<Result<(), wit::LogError>> {
         if !self.budget.charge(message.len()) {
-            wasmtime::bail!("log limit of {} bytes exceeded", self.budget.max);
+            return Ok(Err(wit::LogError::BudgetExceeded));
         }
         let level = match level {
             wit::Level::Trace => Level::Trace,
@@ -184,7 +190,7 @@ impl wit::Host for LogCtx {
             wit::Level::Error => Level::Error,
         };
         self.emit(level, Source::Task, message);
-        Ok(())
+        Ok(Ok(()))
     }
 
     async fn progress(&mut self, done: u64, total: u64) -> wasmtime::Result<()> {

@@ -313,6 +313,12 @@ impl Runtime {
         };
         tracing::debug!(elapsed = ?started.elapsed(), "run finished");
 
+        // A task that logged past its budget had its records dropped, not
+        // its run stopped (`log` does not trap); the run still fails, as it
+        // does for output past its limit, whatever it returned.
+        if log.exceeded() && outcome.is_ok() {
+            return Err(RunError::LogLimit(log.max_bytes()));
+        }
         let output = match outcome {
             Ok(Ok(output)) => output,
             Ok(Err(e)) => {

@@ -44,9 +44,14 @@ def _to_wit(value: Any) -> _sql.Value:
 
 
 def _from_wit(value: _sql.Value) -> Any:
+    # Values with no Python type of their own here (decimal, uuid, dates,
+    # times, intervals, arrays, other) come back as the bindings give them
+    # until the SDK maps them to `decimal`, `uuid` and `datetime` types.
     if isinstance(value, _sql.Value_Null):
         return None
     if isinstance(value, _sql.Value_Timestamp):
+        if value.value in (2**63 - 1, -(2**63)):
+            return value.value
         return _EPOCH + _dt.timedelta(microseconds=value.value)
     if isinstance(value, _sql.Value_Json):
         return json.loads(value.value)
@@ -92,10 +97,10 @@ class Db:
 
     def execute(self, statement: str, *params: Any) -> int:
         """Runs a statement and returns how many rows it affected."""
-        return call(self._handle.execute, statement, [_to_wit(p) for p in params])
+        return call(self._handle.execute, statement, [_to_wit(p) for p in params]).rows_affected
 
     def begin(self) -> None:
-        call(self._handle.begin)
+        call(self._handle.begin, None)
 
     def commit(self) -> None:
         call(self._handle.commit)
