@@ -1359,6 +1359,96 @@ mod tests {
     }
 
     #[test]
+    fn dates_and_times_as_json() {
+        assert_eq!(Value::Date(0).to_json(), "1970-01-01");
+        assert_eq!(Value::Date(-165).to_json(), "1969-07-20");
+        assert_eq!(Value::Date(19_782).to_json(), "2024-02-29");
+        assert_eq!(Value::Date(i32::MAX).to_json(), "infinity");
+        assert_eq!(Value::Time(45_296_000_001).to_json(), "12:34:56.000001");
+        assert_eq!(
+            Value::Datetime(-2_208_943_503_210_988).to_json(),
+            "1900-01-01T12:34:56.789012"
+        );
+        assert_eq!(Value::Timestamp(7).to_json(), 7);
+        assert_eq!(
+            Value::DecimalArray(vec![Some("1.50".into()), None]).to_json(),
+            serde_json::json!(["1.50", null])
+        );
+    }
+
+    #[test]
+    fn new_kinds_convert() {
+        assert_eq!(Value::from(u64::MAX), Value::Uint(u64::MAX));
+        assert_eq!(u64::from_value(&Value::Int(3)).unwrap(), 3);
+        assert!(u64::from_value(&Value::Int(-3)).is_err());
+        assert!(i64::from_value(&Value::Uint(u64::MAX)).is_err());
+        assert_eq!(
+            String::from_value(&Value::Decimal("1.5".into())).unwrap(),
+            "1.5"
+        );
+        assert_eq!(
+            Vec::<Option<i64>>::from_value(&Value::IntArray(vec![None])).unwrap(),
+            vec![None]
+        );
+        assert_eq!(Value::Uint(1).kind(), "uint");
+        assert_eq!(Value::TimestampArray(vec![]).kind(), "timestamp-array");
+    }
+
+    #[cfg(feature = "chrono")]
+    #[test]
+    fn chrono_round_trips() {
+        use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+        let day = NaiveDate::from_ymd_opt(1969, 7, 20).unwrap();
+        assert_eq!(Value::from(day), Value::Date(-165));
+        assert_eq!(NaiveDate::from_value(&Value::Date(-165)).unwrap(), day);
+        let time = NaiveTime::from_hms_micro_opt(12, 34, 56, 1).unwrap();
+        assert_eq!(Value::from(time), Value::Time(45_296_000_001));
+        assert_eq!(
+            NaiveTime::from_value(&Value::Time(45_296_000_001)).unwrap(),
+            time
+        );
+        let wall = day.and_time(time);
+        assert!(matches!(Value::from(wall), Value::Datetime(_)));
+        assert_eq!(NaiveDateTime::from_value(&Value::from(wall)).unwrap(), wall);
+        let instant = wall.and_utc();
+        assert!(matches!(Value::from(instant), Value::Timestamp(_)));
+        assert_eq!(
+            DateTime::<Utc>::from_value(&Value::from(instant)).unwrap(),
+            instant
+        );
+        // Infinity has no chrono value: an error, not a panic.
+        assert!(NaiveDate::from_value(&Value::Date(i32::MAX)).is_err());
+        assert!(DateTime::<Utc>::from_value(&Value::Timestamp(i64::MAX)).is_err());
+        // A datetime is not an instant.
+        assert!(DateTime::<Utc>::from_value(&Value::Datetime(0)).is_err());
+    }
+
+    #[cfg(feature = "uuid")]
+    #[test]
+    fn uuid_round_trips() {
+        let id = uuid::Uuid::from_u128(0xa0ee_bc99_9c0b_4ef8_bb6d_6bb9_bd38_0a11);
+        let value = Value::from(id);
+        assert_eq!(
+            value,
+            Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into())
+        );
+        assert_eq!(uuid::Uuid::from_value(&value).unwrap(), id);
+        assert!(uuid::Uuid::from_value(&Value::Text("nope".into())).is_err());
+    }
+
+    #[cfg(feature = "rust_decimal")]
+    #[test]
+    fn decimal_round_trips() {
+        let d: rust_decimal::Decimal = "-123.4500".parse().unwrap();
+        let value = Value::from(d);
+        assert_eq!(value, Value::Decimal("-123.4500".into()));
+        assert_eq!(rust_decimal::Decimal::from_value(&value).unwrap(), d);
+        // 38 digits do not fit: an error rather than a rounded number.
+        let wide = Value::Decimal("-12345678901234567890.123456789012345678".into());
+        assert!(rust_decimal::Decimal::from_value(&wide).is_err());
+    }
+
+    #[test]
     fn conversions() {
         assert_eq!(Value::from(Some(3u8)), Value::Int(3));
         assert_eq!(Value::from(None::<&str>), Value::Null);
