@@ -657,6 +657,66 @@ async fn a_serialization_failure_says_retry_the_transaction() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn a_deadlock_says_retry_the_transaction() {
+    let Some(sources) = postgres_sources() else {
+        return;
+    };
+    let (mut a, mut b) = (Sql::new(&sources), Sql::new(&sources));
+    let (conn_a, conn_b) = (a.open().await, b.open().await);
+    let t = table_name("deadlock");
+    a.execute(
+        &conn_a,
+        &format!("CREATE TABLE {t} (id INT PRIMARY KEY, n INT)"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    a.execute(
+        &conn_a,
+        &format!("INSERT INTO {t} VALUES (1, 0), (2, 0)"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let update = |id: i64| (format!("UPDATE {t} SET n = n + 1 WHERE id = $1"), id);
+    for (sql, conn) in [(&mut a, &conn_a), (&mut b, &conn_b)] {
+        HostConnection::begin(&mut sql.view(), borrow(conn), None)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let (one, two) = (update(1), update(2));
+    a.execute(&conn_a, &one.0, vec![Value::Int(one.1)])
+        .await
+        .unwrap();
+    b.execute(&conn_b, &two.0, vec![Value::Int(two.1)])
+        .await
+        .unwrap();
+    // Each now waits for the other's row: PostgreSQL picks a victim.
+    let (from_a, from_b) = tokio::join!(
+        a.execute(&conn_a, &two.0, vec![Value::Int(two.1)]),
+        b.execute(&conn_b, &one.0, vec![Value::Int(one.1)]),
+    );
+    let victims: Vec<_> = [&from_a, &from_b]
+        .into_iter()
+        .filter_map(|r| r.as_ref().err())
+        .collect();
+    assert!(
+        matches!(
+            victims[..],
+            [SqlError::RetryTransaction(DatabaseError { sqlstate, .. })] if sqlstate == "40P01"
+        ),
+        "a: {from_a:?}, b: {from_b:?}"
+    );
+    for (sql, conn) in [(&mut a, &conn_a), (&mut b, &conn_b)] {
+        let _ = HostConnection::rollback(&mut sql.view(), borrow(conn)).await;
+    }
+    a.execute(&conn_a, &format!("DROP TABLE {t}"), vec![])
+        .await
+        .unwrap();
+}
+
 // ---------------------------------------------------------------------------
 // Objects
 // ---------------------------------------------------------------------------
