@@ -32,7 +32,7 @@ from .errors import (
     Unsupported,
 )
 from .objects import ObjectMeta, Store, Writer
-from .sql import Db
+from .sql import Db, Interval
 
 __all__ = [
     "AccessDenied",
@@ -41,6 +41,7 @@ __all__ = [
     "Conflict",
     "DatabaseError",
     "Db",
+    "Interval",
     "InvalidInput",
     "NotFound",
     "ObjectMeta",
