@@ -56,6 +56,17 @@ mod bindings {
     });
 }
 
+/// Bindings for the standard interfaces Caisson also serves (the
+/// `standard` world): `wasi:config/store` and `wasi:logging/logging`.
+mod standard_bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "caisson:task/standard",
+        imports: { default: async | trappable },
+        require_store_data_send: true,
+    });
+}
+
 pub use bindings::Task as TaskBindings;
 pub use bindings::TaskPre as TaskBindingsPre;
 /// The `objects` interface's error.
@@ -67,6 +78,10 @@ pub use bindings::caisson::task::task_types::TaskError;
 /// The generated WIT types, for hosts that need to name them.
 pub mod wit {
     pub use crate::bindings::caisson::task::{log, objects, params, sql, task_types};
+    /// `wasi:config/store`, served from the run's parameters.
+    pub use crate::standard_bindings::wasi::config::store as config_store;
+    /// `wasi:logging/logging`, written to the run's log.
+    pub use crate::standard_bindings::wasi::logging::logging;
 }
 
 /// The labels a run may open. Everything not named here is denied.

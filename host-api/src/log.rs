@@ -305,3 +305,45 @@ pub fn add_to_linker<T: Send + 'static>(
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasSelf<LogCtx>>(linker, f)
 }
+
+/// `wasi:logging/logging`, for components written for other hosts: the
+/// run's log, under the same budget. Its `log` returns nothing, so past the
+/// budget a record is dropped silently (and the run fails with the
+/// log-limit error when it ends, as for `caisson:task/log`). The context,
+/// when there is one, prefixes the message; `critical` is logged as an
+/// error.
+impl crate::standard_bindings::wasi::logging::logging::Host for LogCtx {
+    async fn log(
+        &mut self,
+        level: crate::wit::logging::Level,
+        context: String,
+        message: String,
+    ) -> wasmtime::Result<()> {
+        use crate::wit::logging::Level as L;
+        let message = if context.is_empty() {
+            message
+        } else {
+            format!("{context}: {message}")
+        };
+        if !self.budget.charge(message.len()) {
+            return Ok(());
+        }
+        let level = match level {
+            L::Trace => Level::Trace,
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error | L::Critical => Level::Error,
+        };
+        self.emit(level, Source::Task, message);
+        Ok(())
+    }
+}
+
+/// Adds `wasi:logging/logging` to `linker`, writing to the run's log.
+pub fn add_logging_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    f: fn(&mut T) -> &mut LogCtx,
+) -> wasmtime::Result<()> {
+    crate::standard_bindings::wasi::logging::logging::add_to_linker::<T, HasSelf<LogCtx>>(linker, f)
+}

@@ -455,6 +455,9 @@ fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     })?;
     caisson_host_api::log::add_to_linker(linker, |s| &mut s.log)?;
     caisson_host_api::params::add_to_linker(linker, |s| &mut s.params)?;
+    // The standard interfaces, for components written for other hosts.
+    caisson_host_api::log::add_logging_to_linker(linker, |s| &mut s.log)?;
+    caisson_host_api::params::add_config_to_linker(linker, |s| &mut s.params)?;
     Ok(())
 }
 

@@ -983,3 +983,55 @@ async fn a_spent_log_budget_is_an_error_not_a_trap() {
         "the record past the budget is dropped"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The standard interfaces
+// ---------------------------------------------------------------------------
+
+/// A component built against `wasi:config` and `wasi:logging` alone (not
+/// Caisson's `params` and `log`) runs: its configuration is the run's
+/// parameters and its records go to the run's log.
+#[tokio::test]
+async fn wasi_config_and_wasi_logging_serve_a_standard_component() {
+    let rt = caisson_tests::runtime(caisson_tests::base_config());
+    let task = crate::load(&rt, "standard-wasi").await;
+    let (result, log) = crate::run_with(&rt, &task, b"", |r| {
+        r.params.insert("greeting".into(), "hello".into());
+    })
+    .await;
+    let output = crate::json(&result.unwrap());
+    assert_eq!(output["greeting"], "hello");
+    assert_eq!(output["missing"], serde_json::Value::Null);
+    assert_eq!(output["all"], serde_json::json!({"greeting": "hello"}));
+    let records = log.records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.message == "standard: read the configuration"
+                && r.level == caisson_host_api::log::Level::Error),
+        "{records:?}"
+    );
+}
+
+/// `wasi:logging` shares the run's log budget: past it records are dropped
+/// (its `log` cannot fail), the task goes on to return, and the run fails
+/// with the log-limit error.
+#[tokio::test]
+async fn wasi_logging_shares_the_log_budget() {
+    let rt = caisson_tests::runtime(caisson_tests::base_config());
+    let task = crate::load(&rt, "standard-wasi").await;
+    let (result, log) = crate::run_with(&rt, &task, b"", |r| {
+        r.params.insert("flood".into(), "100".into());
+        r.limits = Some(caisson_runtime::RunLimits {
+            max_log_bytes: 10 * 1024,
+            ..caisson_runtime::RunLimits::default()
+        });
+    })
+    .await;
+    assert_eq!(
+        result.unwrap_err(),
+        caisson_runtime::RunError::LogLimit(10 * 1024)
+    );
+    let kept: usize = log.records().iter().map(|r| r.message.len()).sum();
+    assert!(kept <= 10 * 1024, "kept {kept} bytes past the budget");
+}
