@@ -47,21 +47,41 @@ mod bindings {
             "wasi:io": wasmtime_wasi::p2::bindings::io,
             "caisson:task/objects.store": crate::objects::StoreHandle,
             "caisson:task/objects.writer": crate::objects::Upload,
+            "caisson:task/objects.write-options": crate::objects::WriteOptions,
             "caisson:task/sql.connection": crate::sql::Connection,
             "caisson:task/sql.rows": crate::sql::Cursor,
+            "caisson:task/sql.begin-options": crate::sql::BeginOptions,
         },
+        require_store_data_send: true,
+    });
+}
+
+/// Bindings for the standard interfaces Caisson also serves (the
+/// `standard` world): `wasi:config/store` and `wasi:logging/logging`.
+mod standard_bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "caisson:task/standard",
+        imports: { default: async | trappable },
         require_store_data_send: true,
     });
 }
 
 pub use bindings::Task as TaskBindings;
 pub use bindings::TaskPre as TaskBindingsPre;
+/// The `objects` interface's error.
+pub use bindings::caisson::task::objects::Error as ObjectsError;
+/// The `sql` interface's error.
+pub use bindings::caisson::task::sql::Error as SqlError;
 pub use bindings::caisson::task::task_types::TaskError;
-pub use bindings::caisson::task::types::Error as WitError;
 
 /// The generated WIT types, for hosts that need to name them.
 pub mod wit {
-    pub use crate::bindings::caisson::task::{log, objects, params, sql, task_types, types};
+    pub use crate::bindings::caisson::task::{log, objects, params, sql, task_types};
+    /// `wasi:config/store`, served from the run's parameters.
+    pub use crate::standard_bindings::wasi::config::store as config_store;
+    /// `wasi:logging/logging`, written to the run's log.
+    pub use crate::standard_bindings::wasi::logging::logging;
 }
 
 /// The labels a run may open. Everything not named here is denied.
@@ -118,15 +138,33 @@ pub enum ConfigError {
 /// with [`ResourceTable::set_max_capacity`].
 pub const DEFAULT_MAX_RESOURCES: usize = 10_000;
 
+/// An interface's error type that can say "too large", which is what a full
+/// resource table becomes.
+pub(crate) trait TooLarge {
+    fn too_large(message: String) -> Self;
+}
+
+impl TooLarge for ObjectsError {
+    fn too_large(message: String) -> Self {
+        ObjectsError::TooLarge(message)
+    }
+}
+
+impl TooLarge for SqlError {
+    fn too_large(message: String) -> Self {
+        SqlError::TooLarge(message)
+    }
+}
+
 /// Pushes `value` into `table`, turning a full table into a `too-large`
 /// error the guest can handle instead of a trap.
-pub(crate) fn push_resource<T: Send + 'static>(
+pub(crate) fn push_resource<T: Send + 'static, E: TooLarge>(
     table: &mut ResourceTable,
     value: T,
-) -> wasmtime::Result<Result<wasmtime::component::Resource<T>, WitError>> {
+) -> wasmtime::Result<Result<wasmtime::component::Resource<T>, E>> {
     match table.push(value) {
         Ok(resource) => Ok(Ok(resource)),
-        Err(wasmtime::component::ResourceTableError::Full) => Ok(Err(WitError::TooLarge(format!(
+        Err(wasmtime::component::ResourceTableError::Full) => Ok(Err(E::too_large(format!(
             "this run already holds {} open handles; drop some before opening more",
             table.max_capacity()
         )))),

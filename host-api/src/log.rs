@@ -3,8 +3,10 @@
 //! Everything the task says goes to one [`LogSink`] chosen by the embedder
 //! (the CLI prints it live, a worker stores it), under one byte budget. The
 //! budget is the guest's to exhaust, so it is checked on every write: past
-//! it, `log` traps and stdout/stderr writes fail, and [`LogCtx::exceeded`]
-//! lets the runtime name the reason.
+//! it, records are dropped, `log` returns `budget-exceeded` (it does not
+//! trap: no host call does) and stdout/stderr writes fail. The runtime then
+//! fails the run with the log-limit error when it ends, whatever it
+//! returned, through [`LogCtx::exceeded`].
 
 use std::io;
 use std::pin::Pin;
@@ -172,9 +174,13 @@ impl LogCtx {
 }
 
 impl wit::Host for LogCtx {
-    async fn log(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {
+    async fn log(
+        &mut self,
+        level: wit::Level,
+        message: String,
+    ) -> wasmtime::Result<Result<(), wit::LogError>> {
         if !self.budget.charge(message.len()) {
-            wasmtime::bail!("log limit of {} bytes exceeded", self.budget.max);
+            return Ok(Err(wit::LogError::BudgetExceeded));
         }
         let level = match level {
             wit::Level::Trace => Level::Trace,
@@ -184,7 +190,7 @@ impl wit::Host for LogCtx {
             wit::Level::Error => Level::Error,
         };
         self.emit(level, Source::Task, message);
-        Ok(())
+        Ok(Ok(()))
     }
 
     async fn progress(&mut self, done: u64, total: u64) -> wasmtime::Result<()> {
@@ -298,4 +304,46 @@ pub fn add_to_linker<T: Send + 'static>(
     f: fn(&mut T) -> &mut LogCtx,
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasSelf<LogCtx>>(linker, f)
+}
+
+/// `wasi:logging/logging`, for components written for other hosts: the
+/// run's log, under the same budget. Its `log` returns nothing, so past the
+/// budget a record is dropped silently (and the run fails with the
+/// log-limit error when it ends, as for `caisson:task/log`). The context,
+/// when there is one, prefixes the message; `critical` is logged as an
+/// error.
+impl crate::standard_bindings::wasi::logging::logging::Host for LogCtx {
+    async fn log(
+        &mut self,
+        level: crate::wit::logging::Level,
+        context: String,
+        message: String,
+    ) -> wasmtime::Result<()> {
+        use crate::wit::logging::Level as L;
+        let message = if context.is_empty() {
+            message
+        } else {
+            format!("{context}: {message}")
+        };
+        if !self.budget.charge(message.len()) {
+            return Ok(());
+        }
+        let level = match level {
+            L::Trace => Level::Trace,
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error | L::Critical => Level::Error,
+        };
+        self.emit(level, Source::Task, message);
+        Ok(())
+    }
+}
+
+/// Adds `wasi:logging/logging` to `linker`, writing to the run's log.
+pub fn add_logging_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    f: fn(&mut T) -> &mut LogCtx,
+) -> wasmtime::Result<()> {
+    crate::standard_bindings::wasi::logging::logging::add_to_linker::<T, HasSelf<LogCtx>>(linker, f)
 }

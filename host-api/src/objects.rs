@@ -30,7 +30,10 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    Attribute, Attributes, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload, UpdateVersion,
+};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
@@ -39,7 +42,7 @@ use wasmtime_wasi::p2::pipe::AsyncReadStream;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream, OutputStream, StreamError};
 
 use crate::bindings::caisson::task::objects as wit;
-use crate::{ConfigError, Grants, WitError, push_resource};
+use crate::{ConfigError, Grants, ObjectsError as WitError, push_resource};
 
 /// The `[objects]` table of `caisson.toml`: store label to store.
 pub type ObjectsConfig = BTreeMap<String, StoreConfig>;
@@ -654,9 +657,15 @@ fn map_error_ref(error: &object_store::Error) -> WitError {
         // key anyway says nothing the guest needs to know beyond that.
         E::InvalidPath { .. } => WitError::InvalidInput("the store refused this key".into()),
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => WitError::AccessDenied,
-        E::NotSupported { .. } => WitError::Other("not supported by this store".into()),
-        E::AlreadyExists { .. } => WitError::Other("the object already exists".into()),
-        E::Precondition { .. } => WitError::Other("precondition failed".into()),
+        E::NotSupported { .. } | E::NotImplemented { .. } => {
+            WitError::Unsupported("not supported by this store".into())
+        }
+        // A conditional write that did not hold (`PutMode::Create` finds an
+        // object, `PutMode::Update` another version): the task decides.
+        E::AlreadyExists { .. } => WitError::Conflict("the object already exists".into()),
+        E::Precondition { .. } => {
+            WitError::Conflict("the object is not the version the write expected".into())
+        }
         E::NotModified { .. } => WitError::Other("not modified".into()),
         // Everything else is the network or the server (`Generic`, after
         // object_store's own retries): transient as far as we can tell.
@@ -743,10 +752,158 @@ fn upload_error(label: &str, error: &std::io::Error) -> WitError {
 fn meta_to_wit(meta: &ObjectMeta) -> wit::ObjectMeta {
     wit::ObjectMeta {
         key: meta.location.to_string(),
+        // object_store lists and heads objects only: a directory of a local
+        // or HDFS store is never returned as an entry.
+        kind: wit::ObjectKind::File,
         size: meta.size,
-        last_modified: meta.last_modified.timestamp_millis(),
+        last_modified: meta.last_modified.timestamp_micros(),
         etag: meta.e_tag.clone(),
+        version: meta.version.clone(),
+        content_type: None,
     }
+}
+
+/// What `head` (and `finish`, which heads the new object) returns: the
+/// metadata plus the stored content type, which only a GET-style request
+/// carries.
+async fn head_with_attributes(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+) -> Result<wit::ObjectMeta, object_store::Error> {
+    let options = GetOptions {
+        head: true,
+        ..GetOptions::default()
+    };
+    let result = store.get_opts(path, options).await?;
+    let mut meta = meta_to_wit(&result.meta);
+    meta.content_type = result
+        .attributes
+        .get(&Attribute::ContentType)
+        .map(|v| v.as_ref().to_owned());
+    Ok(meta)
+}
+
+/// A `write-options` resource: what the guest set, checked as it was set.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    if_match: Option<String>,
+    create_only: bool,
+    content_type: Option<String>,
+}
+
+/// The longest entity tag or content type a task may pass. Both go into
+/// request headers; nothing legitimate is this long.
+const MAX_OPTION_LEN: usize = 1024;
+
+/// Checks an option that ends up in an HTTP header: printable ASCII only,
+/// so it cannot split or forge a header.
+fn header_value(what: &str, value: &str) -> Result<(), WitError> {
+    if value.is_empty()
+        || value.len() > MAX_OPTION_LEN
+        || !value.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        return Err(WitError::InvalidInput(format!(
+            "{what} must be 1 to {MAX_OPTION_LEN} printable ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+impl WriteOptions {
+    /// The write's `PutMode`.
+    fn mode(&self) -> Result<PutMode, WitError> {
+        match (&self.if_match, self.create_only) {
+            (Some(_), true) => Err(WitError::InvalidInput(
+                "set `if-match` or `if-none-match`, not both".into(),
+            )),
+            (Some(etag), false) => Ok(PutMode::Update(UpdateVersion {
+                e_tag: Some(etag.clone()),
+                version: None,
+            })),
+            (None, true) => Ok(PutMode::Create),
+            (None, false) => Ok(PutMode::Overwrite),
+        }
+    }
+
+    fn attributes(&self) -> Attributes {
+        let mut attributes = Attributes::new();
+        if let Some(content_type) = &self.content_type {
+            attributes.insert(Attribute::ContentType, content_type.clone().into());
+        }
+        attributes
+    }
+}
+
+/// A delimiter listing: one level under `prefix`, objects and common
+/// prefixes (with a trailing `/`) merged in key order, one page of them
+/// after `page_token` (the last entry of the previous page).
+///
+/// object_store's delimiter listing is not paged (S3's is, but the client
+/// gathers every page), so the level is read whole and paged on the host,
+/// bounded like an unordered listing. Stateless: nothing is kept between
+/// pages.
+async fn list_delimited(
+    store: &Arc<dyn ObjectStore>,
+    label: &str,
+    prefix: Option<&Path>,
+    page_token: Option<String>,
+    page_size: usize,
+    hidden: impl Fn(&ObjectMeta) -> bool,
+) -> Result<wit::ListPage, WitError> {
+    let level = store
+        .list_with_delimiter(prefix)
+        .await
+        .map_err(|e| backend_error(label, e))?;
+    if level.objects.len() + level.common_prefixes.len() > MAX_UNORDERED_LISTING {
+        return Err(WitError::TooLarge(format!(
+            "more than {MAX_UNORDERED_LISTING} entries at this level; list a narrower prefix"
+        )));
+    }
+    enum Entry {
+        Object(wit::ObjectMeta),
+        Prefix(String),
+    }
+    let key = |entry: &Entry| -> String {
+        match entry {
+            Entry::Object(meta) => meta.key.clone(),
+            Entry::Prefix(prefix) => prefix.clone(),
+        }
+    };
+    let mut entries: Vec<(String, Entry)> = level
+        .objects
+        .iter()
+        .filter(|meta| !hidden(meta))
+        .map(|meta| Entry::Object(meta_to_wit(meta)))
+        .chain(
+            level
+                .common_prefixes
+                .iter()
+                .map(|p| Entry::Prefix(format!("{p}/"))),
+        )
+        .map(|entry| (key(&entry), entry))
+        .filter(|(key, _)| page_token.as_ref().is_none_or(|token| key > token))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let more = entries.len() > page_size;
+    entries.truncate(page_size);
+    let next_page_token = if more {
+        entries.last().map(|(key, _)| key.clone())
+    } else {
+        None
+    };
+    let mut objects = Vec::new();
+    let mut prefixes = Vec::new();
+    for (_, entry) in entries {
+        match entry {
+            Entry::Object(meta) => objects.push(meta),
+            Entry::Prefix(prefix) => prefixes.push(prefix),
+        }
+    }
+    Ok(wit::ListPage {
+        objects,
+        prefixes,
+        next_page_token,
+    })
 }
 
 /// The object stores one run may open.
@@ -811,11 +968,17 @@ const MAX_UNORDERED_LISTING: usize = 1_000_000;
 const MULTIPART_THRESHOLD: usize = 8 << 20;
 
 impl Upload {
-    fn start(store: Arc<dyn ObjectStore>, label: Arc<str>, key: Path) -> Self {
+    fn start(
+        store: Arc<dyn ObjectStore>,
+        label: Arc<str>,
+        key: Path,
+        attributes: Attributes,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<UploadMsg>(UPLOAD_QUEUE);
         let mut writer = BufWriter::with_capacity(store.clone(), key.clone(), MULTIPART_THRESHOLD)
             // Parts in flight are memory: two keep the network busy.
-            .with_max_concurrency(2);
+            .with_max_concurrency(2)
+            .with_attributes(attributes);
         let task_label = label.clone();
         // In the run's span, so that its log lines name the run.
         let uploader = async move {
@@ -1054,22 +1217,35 @@ impl wit::HostStore for ObjectsView<'_> {
         this: Resource<StoreHandle>,
         key: String,
         data: Vec<u8>,
+        options: Option<Resource<WriteOptions>>,
     ) -> wasmtime::Result<Result<wit::ObjectMeta, WitError>> {
         let (store, label) = self.store(&this)?;
+        let options = match options {
+            Some(options) => self.table.get(&options)?.clone(),
+            None => WriteOptions::default(),
+        };
         let path = guest_try!(parse_key(&key));
         guest_try!(self.check_size(data.len() as u64, "object"));
         let size = data.len() as u64;
+        let put_options = PutOptions {
+            mode: guest_try!(options.mode()),
+            attributes: options.attributes(),
+            ..PutOptions::default()
+        };
         let put = guest_try!(
             store
-                .put(&path, PutPayload::from(data))
+                .put_opts(&path, PutPayload::from(data), put_options)
                 .await
                 .map_err(|e| backend_error(&label, e))
         );
         Ok(Ok(wit::ObjectMeta {
             key,
+            kind: wit::ObjectKind::File,
             size,
-            last_modified: chrono::Utc::now().timestamp_millis(),
+            last_modified: chrono::Utc::now().timestamp_micros(),
             etag: put.e_tag,
+            version: put.version,
+            content_type: options.content_type,
         }))
     }
 
@@ -1080,10 +1256,8 @@ impl wit::HostStore for ObjectsView<'_> {
     ) -> wasmtime::Result<Result<wit::ObjectMeta, WitError>> {
         let (store, label) = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
-        Ok(store
-            .head(&path)
+        Ok(head_with_attributes(&store, &path)
             .await
-            .map(|m| meta_to_wit(&m))
             .map_err(|e| backend_error(&label, e)))
     }
 
@@ -1119,6 +1293,7 @@ impl wit::HostStore for ObjectsView<'_> {
         &mut self,
         this: Resource<StoreHandle>,
         prefix: String,
+        delimiter: Option<String>,
         page_token: Option<String>,
         page_size: u32,
     ) -> wasmtime::Result<Result<wit::ListPage, WitError>> {
@@ -1130,6 +1305,25 @@ impl wit::HostStore for ObjectsView<'_> {
         let hidden = |meta: &ObjectMeta| partial_files && is_partial_file(&meta.location);
         let prefix = guest_try!(parse_prefix(&prefix));
         let page_size = page_size.clamp(1, self.ctx.limits.max_list_page) as usize;
+        match delimiter.as_deref() {
+            None => {}
+            Some("/") => {
+                return Ok(list_delimited(
+                    &store,
+                    &label,
+                    prefix.as_ref(),
+                    page_token,
+                    page_size,
+                    hidden,
+                )
+                .await);
+            }
+            Some(other) => {
+                return Ok(Err(WitError::Unsupported(format!(
+                    "delimiter {other:?}: only \"/\" is supported"
+                ))));
+            }
+        }
         // The token is the last key of the previous page: listing resumes
         // strictly after it (S3's start-after), so it is stateless on the host.
         let mut stream = match &page_token {
@@ -1185,6 +1379,7 @@ impl wit::HostStore for ObjectsView<'_> {
         };
         Ok(Ok(wit::ListPage {
             objects,
+            prefixes: Vec::new(),
             next_page_token,
         }))
     }
@@ -1213,10 +1408,26 @@ impl wit::HostStore for ObjectsView<'_> {
         &mut self,
         this: Resource<StoreHandle>,
         key: String,
+        options: Option<Resource<WriteOptions>>,
     ) -> wasmtime::Result<Result<Resource<Upload>, WitError>> {
         let (store, label) = self.store(&this)?;
+        let options = match options {
+            Some(options) => self.table.get(&options)?.clone(),
+            None => WriteOptions::default(),
+        };
         let path = guest_try!(parse_key(&key));
-        push_resource(self.table, Upload::start(store, label, path))
+        // A streamed upload may become a multipart upload, and object_store
+        // has no conditional multipart completion: refusing is honest where
+        // checking before the upload would race with other writers.
+        if !matches!(guest_try!(options.mode()), PutMode::Overwrite) {
+            return Ok(Err(WitError::Unsupported(
+                "`if-match` and `if-none-match` are supported by `put`, not yet by `writer`".into(),
+            )));
+        }
+        push_resource(
+            self.table,
+            Upload::start(store, label, path, options.attributes()),
+        )
     }
 
     async fn drop(&mut self, this: Resource<StoreHandle>) -> wasmtime::Result<()> {
@@ -1264,15 +1475,67 @@ impl wit::HostWriter for ObjectsView<'_> {
                 )));
             }
         }
-        Ok(upload
-            .store
-            .head(&upload.key)
+        Ok(head_with_attributes(&upload.store, &upload.key)
             .await
-            .map(|m| meta_to_wit(&m))
             .map_err(|e| backend_error(&upload.label, e)))
     }
 
     async fn drop(&mut self, this: Resource<Upload>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl wit::HostWriteOptions for ObjectsView<'_> {
+    async fn new(&mut self) -> wasmtime::Result<Resource<WriteOptions>> {
+        // A constructor cannot return an error: a full table traps here.
+        Ok(self.table.push(WriteOptions::default())?)
+    }
+
+    async fn set_if_match(
+        &mut self,
+        this: Resource<WriteOptions>,
+        etag: Option<String>,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        if let Some(etag) = &etag {
+            guest_try!(header_value("an entity tag", etag));
+        }
+        self.table.get_mut(&this)?.if_match = etag;
+        Ok(Ok(()))
+    }
+
+    async fn set_if_none_match(
+        &mut self,
+        this: Resource<WriteOptions>,
+        etag: Option<String>,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        let create_only = match etag.as_deref() {
+            None => false,
+            Some("*") => true,
+            // object_store's puts can only ask "no object at all".
+            Some(_) => {
+                return Ok(Err(WitError::Unsupported(
+                    "`if-none-match` takes only \"*\" (no object at the key)".into(),
+                )));
+            }
+        };
+        self.table.get_mut(&this)?.create_only = create_only;
+        Ok(Ok(()))
+    }
+
+    async fn set_content_type(
+        &mut self,
+        this: Resource<WriteOptions>,
+        content_type: Option<String>,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        if let Some(content_type) = &content_type {
+            guest_try!(header_value("a content type", content_type));
+        }
+        self.table.get_mut(&this)?.content_type = content_type;
+        Ok(Ok(()))
+    }
+
+    async fn drop(&mut self, this: Resource<WriteOptions>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
     }

@@ -39,3 +39,32 @@ pub fn add_to_linker<T: Send + 'static>(
 ) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasSelf<ParamsCtx>>(linker, f)
 }
+
+/// `wasi:config/store`, for components written for other hosts: the
+/// configuration is the run's parameters.
+impl crate::standard_bindings::wasi::config::store::Host for ParamsCtx {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, crate::wit::config_store::Error>> {
+        Ok(Ok(self.params.get(&key).cloned()))
+    }
+
+    async fn get_all(
+        &mut self,
+    ) -> wasmtime::Result<Result<Vec<(String, String)>, crate::wit::config_store::Error>> {
+        Ok(Ok(self
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()))
+    }
+}
+
+/// Adds `wasi:config/store` to `linker`, answering from the run's parameters.
+pub fn add_config_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    f: fn(&mut T) -> &mut ParamsCtx,
+) -> wasmtime::Result<()> {
+    crate::standard_bindings::wasi::config::store::add_to_linker::<T, HasSelf<ParamsCtx>>(linker, f)
+}

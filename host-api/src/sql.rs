@@ -101,28 +101,52 @@
 //! | `null`      | NULL of unspecified type (the server infers it, as for a literal `NULL`) | NULL |
 //! | `boolean`   | `BOOL`               | INTEGER 0/1      |
 //! | `int`       | `INT8`               | INTEGER          |
+//! | `uint`      | `NUMERIC`            | INTEGER (up to the `s64` maximum, else `invalid-input`) |
 //! | `float`     | `FLOAT8`             | REAL             |
+//! | `decimal`   | `NUMERIC` (exact)    | TEXT, as given (SQLite's NUMERIC affinity would round it) |
 //! | `text`      | `TEXT`               | TEXT             |
 //! | `blob`      | `BYTEA`              | BLOB             |
+//! | `date`      | `DATE`               | TEXT `2024-05-06` |
+//! | `time`      | `TIME`               | TEXT `07:08:09.123456` |
+//! | `datetime`  | `TIMESTAMP`          | TEXT `2024-05-06 07:08:09.123456` |
 //! | `timestamp` | `TIMESTAMPTZ`        | TEXT `2024-05-06T07:08:09.123456Z` |
+//! | `interval`  | `INTERVAL`           | TEXT `P1M2DT3.000000S` |
+//! | `uuid`      | `UUID`               | TEXT, lower-case hyphenated |
 //! | `json`      | `JSONB` (the text is validated and sent as is) | TEXT |
+//! | `*-array`   | the element type's array (`INT8[]`, `NUMERIC[]`, ...) | TEXT, a JSON array |
+//! | `other`     | `TEXT` (cast the placeholder: `$1::inet`) | TEXT |
 //!
-//! SQLite timestamps are fixed-width RFC 3339 text in UTC with microseconds:
-//! SQLite's date functions understand it, it sorts chronologically as text,
-//! and it is readable in any SQLite tool, unlike integer microseconds.
+//! The extremes of `date`, `datetime` and `timestamp` are PostgreSQL's
+//! `infinity` and `-infinity`, both ways (SQLite stores the words).
+//! SQLite's date and time texts are fixed-width, so they sort as text, and
+//! SQLite's date functions understand them.
 //!
-//! Results are decoded by type. PostgreSQL: `BOOL`, `INT2/4/8`, `OID`,
-//! `FLOAT4/8`, text types (`TEXT`, `VARCHAR`, `BPCHAR`, `NAME`, `CITEXT`,
-//! enums), `BYTEA`, `JSON`/`JSONB`, `TIMESTAMPTZ` and `TIMESTAMP` (taken as
-//! UTC) as `timestamp`; `NUMERIC` (exact), `UUID`, `DATE` (a calendar day,
-//! not an instant) and `TIME` come back as text; domains decode as their base
-//! type. Any other type is `invalid-input` naming the type: cast it in the
-//! statement (`col::text`). SQLite is dynamically typed, so each value is
-//! decoded by its storage class (INTEGER, REAL, TEXT, BLOB, NULL), except
-//! that an INTEGER in a column declared `BOOLEAN` is a `boolean` and RFC 3339
-//! or `YYYY-MM-DD HH:MM:SS` text in a column declared `DATETIME` or
-//! `TIMESTAMP` is a `timestamp`. SQLite has no JSON type: `json` values come
-//! back as `text`.
+//! Results are decoded by type. PostgreSQL: `BOOL`; `INT2/4/8` and `OID` as
+//! `int`; `FLOAT4/8`; `NUMERIC` as `decimal` (exact); text types (`TEXT`,
+//! `VARCHAR`, `BPCHAR`, `NAME`, `CITEXT`, enums); `BYTEA`; `DATE`; `TIME`;
+//! `TIMESTAMP` as `datetime` and `TIMESTAMPTZ` as `timestamp` (never mixed:
+//! one is a wall clock, the other an instant); `INTERVAL`; `UUID`;
+//! `JSON`/`JSONB`; one-dimensional arrays of those as the array cases;
+//! domains as their base type. Any other type (or a multi-dimensional
+//! array) is `other`, with its type name and its binary wire form in hex:
+//! cast it in the statement (`col::text`) for its text. SQLite is
+//! dynamically typed, so each value is decoded by its storage class
+//! (INTEGER, REAL, TEXT, BLOB, NULL), except that an INTEGER in a column
+//! declared `BOOLEAN` is a `boolean`, and text in a column declared `DATE`,
+//! `TIME` or `DATETIME`/`TIMESTAMP` that is spelled as above is a `date`, a
+//! `time`, or (with a zone) a `timestamp` and (without, as
+//! `CURRENT_TIMESTAMP` writes it) a `datetime`. The other kinds come back
+//! from SQLite as text.
+//!
+//! # Errors
+//!
+//! A statement the database refuses is `database` with its SQLSTATE, except
+//! a unique violation (`23505`), which is `conflict`, and a serialization
+//! failure or deadlock (`40001`, `40P01`), which is `retry-transaction`: the
+//! transaction was rolled back and may be run again. A refusal for lack of
+//! privilege or on a read-only source is `access-denied`; a failed
+//! connection or server is `backend`. SQLite has no SQLSTATE: the host maps
+//! its result codes to the nearest SQLSTATE (`23505`, `40001`, else `HY000`).
 
 use std::collections::BTreeMap;
 use std::ffi::{c_int, c_void};
@@ -133,7 +157,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, TimeDelta};
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use serde::Deserialize;
@@ -155,8 +179,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use wasmtime::component::{Resource, ResourceTable};
 
-use crate::bindings::caisson::task::sql::{self as wit_sql, Column, RowSet, Value};
-use crate::{ConfigError, Grants, WitError};
+use crate::bindings::caisson::task::sql::{
+    self as wit_sql, Column, DatabaseError, ExecuteResult, IsolationLevel, RowSet, Value,
+};
+use crate::{ConfigError, Grants, SqlError as WitError};
 
 /// How long `open` waits for a pooled connection (including connecting to a
 /// database that is down) before failing with `backend`.
@@ -708,14 +734,14 @@ enum Command {
     Execute {
         statement: String,
         params: Vec<Value>,
-        reply: Reply<u64>,
+        reply: Reply<ExecuteResult>,
     },
     Cursor {
         statement: String,
         params: Vec<Value>,
         reply: Reply<CursorStart>,
     },
-    Begin(Reply<()>),
+    Begin(BeginOptions, Reply<()>),
     Commit(Reply<()>),
     Rollback(Reply<()>),
 }
@@ -730,6 +756,7 @@ impl Connection {
             interrupt,
             read_only,
             in_transaction: false,
+            query_only: false,
             limits,
         };
         tokio::spawn(actor.run(receiver, ended.clone()));
@@ -795,7 +822,7 @@ impl DbConn {
                 text.push_str("\n-- caisson parameter types:");
                 for param in params {
                     text.push(' ');
-                    text.push_str(pg_param_type(param));
+                    text.push_str(pg_param_type(param).1);
                 }
                 text
             }
@@ -848,18 +875,31 @@ impl DbConn {
         }
     }
 
-    async fn execute(&mut self, statement: &str, params: Vec<Value>) -> Result<u64, WitError> {
-        let affected = match self {
+    async fn execute(
+        &mut self,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<ExecuteResult, WitError> {
+        let result = match self {
+            // PostgreSQL reports no inserted id: `RETURNING` does that.
             DbConn::Postgres(conn) => (&mut **conn)
                 .execute(sqlx::query_with(statement, pg_arguments(params)?))
                 .await
-                .map(|done| done.rows_affected()),
+                .map(|done| ExecuteResult {
+                    rows_affected: done.rows_affected(),
+                    last_insert_id: None,
+                }),
+            // `sqlite3_last_insert_rowid`: the connection's latest insert,
+            // 0 when it has made none.
             DbConn::Sqlite(conn) => (&mut **conn)
                 .execute(sqlx::query_with(statement, sqlite_arguments(params)?))
                 .await
-                .map(|done| done.rows_affected()),
+                .map(|done| ExecuteResult {
+                    rows_affected: done.rows_affected(),
+                    last_insert_id: Some(done.last_insert_rowid()).filter(|&id| id != 0),
+                }),
         };
-        affected.map_err(map_sqlx_error)
+        result.map_err(map_sqlx_error)
     }
 
     /// The columns of a statement that returned no rows (a row carries its
@@ -892,7 +932,7 @@ impl DbConn {
     /// Runs a fixed, host-written statement. A plain `&str` has no
     /// arguments, so sqlx sends it with the simple protocol (unprepared,
     /// and several statements may be separated by `;`).
-    async fn run_host_sql(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
+    async fn run_host_sql(&mut self, sql: &str) -> Result<(), sqlx::Error> {
         match self {
             DbConn::Postgres(conn) => (&mut **conn).execute(sql).await.map(drop),
             DbConn::Sqlite(conn) => (&mut **conn).execute(sql).await.map(drop),
@@ -907,6 +947,8 @@ struct Actor {
     read_only: bool,
     /// Whether the guest has called `begin` without `commit`/`rollback`.
     in_transaction: bool,
+    /// Whether a read-only SQLite transaction set `PRAGMA query_only`.
+    query_only: bool,
     limits: SqlLimits,
 }
 
@@ -956,8 +998,8 @@ impl Actor {
                 params,
                 reply,
             } => self.cursor(statement, params, reply).await,
-            Command::Begin(reply) => {
-                let _ = reply.send(self.begin().await);
+            Command::Begin(options, reply) => {
+                let _ = reply.send(self.begin(options).await);
             }
             Command::Commit(reply) => {
                 let _ = reply.send(self.commit().await);
@@ -1080,7 +1122,11 @@ impl Actor {
         Ok(RowSet { columns, rows })
     }
 
-    async fn execute(&mut self, statement: String, params: Vec<Value>) -> Result<u64, WitError> {
+    async fn execute(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> Result<ExecuteResult, WitError> {
         let statement = self.conn.statement_text(statement, &params);
         self.start_statement().await?;
         let result = self.conn.execute(&statement, params).await;
@@ -1199,7 +1245,7 @@ impl Actor {
         }
     }
 
-    async fn begin(&mut self) -> Result<(), WitError> {
+    async fn begin(&mut self, options: BeginOptions) -> Result<(), WitError> {
         if self.in_transaction {
             return Err(WitError::InvalidInput(
                 "a transaction is already open; commit or roll it back first".into(),
@@ -1212,13 +1258,57 @@ impl Actor {
         // Nothing is written, so nothing is lost but snapshot consistency
         // across statements.
         if !self.wraps_statements() {
-            self.conn
-                .run_host_sql("BEGIN")
-                .await
-                .map_err(map_sqlx_error)?;
+            match self.conn {
+                DbConn::Postgres(_) => {
+                    // Built from fixed words only, never from guest text.
+                    let mut begin = String::from("BEGIN");
+                    if let Some(level) = options.isolation_level {
+                        begin.push_str(match level {
+                            IsolationLevel::ReadUncommitted => " ISOLATION LEVEL READ UNCOMMITTED",
+                            IsolationLevel::ReadCommitted => " ISOLATION LEVEL READ COMMITTED",
+                            IsolationLevel::RepeatableRead => " ISOLATION LEVEL REPEATABLE READ",
+                            IsolationLevel::Serializable => " ISOLATION LEVEL SERIALIZABLE",
+                        });
+                    }
+                    if options.read_only {
+                        begin.push_str(" READ ONLY");
+                    }
+                    self.conn
+                        .run_host_sql(&begin)
+                        .await
+                        .map_err(map_sqlx_error)?;
+                }
+                DbConn::Sqlite(_) => {
+                    // SQLite transactions are serializable, which every
+                    // level allows. It has no read-only transactions:
+                    // `query_only` refuses writes on the connection until
+                    // the transaction ends.
+                    if options.read_only {
+                        self.conn
+                            .run_host_sql("PRAGMA query_only = ON")
+                            .await
+                            .map_err(map_sqlx_error)?;
+                        self.query_only = true;
+                    }
+                    if let Err(e) = self.conn.run_host_sql("BEGIN").await {
+                        self.end_query_only().await;
+                        return Err(map_sqlx_error(e));
+                    }
+                }
+            }
         }
         self.in_transaction = true;
         Ok(())
+    }
+
+    /// Lifts a read-only transaction's `query_only` (SQLite) once it ends.
+    async fn end_query_only(&mut self) {
+        if self.query_only {
+            self.query_only = false;
+            // Should it fail, the connection stays read-only for the rest
+            // of the run, which refuses writes rather than allowing them.
+            let _ = self.conn.run_host_sql("PRAGMA query_only = OFF").await;
+        }
     }
 
     async fn commit(&mut self) -> Result<(), WitError> {
@@ -1267,6 +1357,7 @@ impl Actor {
                     .await
                     .map_err(map_sqlx_error)?;
                 self.in_transaction = false;
+                self.end_query_only().await;
                 Ok(())
             }
         }
@@ -1282,10 +1373,13 @@ impl Actor {
         if self.wraps_statements() {
             return Ok(());
         }
-        self.conn
+        let rolled_back = self
+            .conn
             .run_host_sql("ROLLBACK")
             .await
-            .map_err(map_sqlx_error)
+            .map_err(map_sqlx_error);
+        self.end_query_only().await;
+        rolled_back
     }
 
     /// Makes the connection fit for the next run, or closes it.
@@ -1526,7 +1620,7 @@ impl wit_sql::HostConnection for SqlView<'_> {
         this: Resource<Connection>,
         statement: String,
         params: Vec<Value>,
-    ) -> wasmtime::Result<Result<u64, WitError>> {
+    ) -> wasmtime::Result<Result<ExecuteResult, WitError>> {
         let conn = self.table.get(&this)?;
         conn.call(|reply| Command::Execute {
             statement,
@@ -1539,8 +1633,16 @@ impl wit_sql::HostConnection for SqlView<'_> {
     async fn begin(
         &mut self,
         this: Resource<Connection>,
+        options: Option<Resource<BeginOptions>>,
     ) -> wasmtime::Result<Result<(), WitError>> {
-        self.table.get(&this)?.call(Command::Begin).await
+        let options = match options {
+            Some(options) => self.table.get(&options)?.clone(),
+            None => BeginOptions::default(),
+        };
+        self.table
+            .get(&this)?
+            .call(|reply| Command::Begin(options, reply))
+            .await
     }
 
     async fn commit(
@@ -1559,6 +1661,43 @@ impl wit_sql::HostConnection for SqlView<'_> {
 
     async fn drop(&mut self, this: Resource<Connection>) -> wasmtime::Result<()> {
         // The actor notices the closed channel and cleans up on its own.
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+/// A `begin-options` resource: what the guest set.
+#[derive(Debug, Clone, Default)]
+pub struct BeginOptions {
+    isolation_level: Option<IsolationLevel>,
+    read_only: bool,
+}
+
+impl wit_sql::HostBeginOptions for SqlView<'_> {
+    async fn new(&mut self) -> wasmtime::Result<Resource<BeginOptions>> {
+        // A constructor cannot return an error: a full table traps here.
+        Ok(self.table.push(BeginOptions::default())?)
+    }
+
+    async fn set_isolation_level(
+        &mut self,
+        this: Resource<BeginOptions>,
+        level: IsolationLevel,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        self.table.get_mut(&this)?.isolation_level = Some(level);
+        Ok(Ok(()))
+    }
+
+    async fn set_read_only(
+        &mut self,
+        this: Resource<BeginOptions>,
+        read_only: bool,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        self.table.get_mut(&this)?.read_only = read_only;
+        Ok(Ok(()))
+    }
+
+    async fn drop(&mut self, this: Resource<BeginOptions>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
     }
@@ -1591,7 +1730,7 @@ impl wit_sql::HostRows for SqlView<'_> {
 /// or the driver and describe the statement, never the connection URL.
 fn map_sqlx_error(error: sqlx::Error) -> WitError {
     match error {
-        sqlx::Error::RowNotFound => WitError::NotFound,
+        sqlx::Error::RowNotFound => WitError::Other("no rows".into()),
         sqlx::Error::Database(db) => {
             if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
                 map_pg_error(pg)
@@ -1620,52 +1759,75 @@ fn map_sqlx_error(error: sqlx::Error) -> WitError {
     }
 }
 
+/// PostgreSQL's errors by SQLSTATE: the cases a task acts on differently
+/// get their own `error` case, everything else the database refused is
+/// `database` with its SQLSTATE.
 fn map_pg_error(error: &PgDatabaseError) -> WitError {
     let code = error.code();
-    let mut message = error.message().to_owned();
-    if let Some(detail) = error.detail() {
-        message.push_str(": ");
-        message.push_str(detail);
-    }
+    let database = || DatabaseError {
+        sqlstate: code.to_owned(),
+        message: error.message().to_owned(),
+        detail: error.detail().map(str::to_owned),
+    };
     match code {
         // read_only_sql_transaction, insufficient_privilege
         "25006" | "42501" => WitError::AccessDenied,
-        // syntax error or access rule violation, data exception, integrity
-        // constraint violation, invalid transaction state (e.g. 25P02: the
-        // transaction was aborted by an earlier error)
-        _ if ["42", "22", "23", "25"]
+        // unique_violation: the row is already there.
+        "23505" => WitError::Conflict(database()),
+        // serialization_failure, deadlock_detected: the transaction was
+        // rolled back and running it again may succeed.
+        "40001" | "40P01" => WitError::RetryTransaction(database()),
+        // connection exception, insufficient resources, operator
+        // intervention (including a cancelled statement), system error,
+        // internal error: the server, not the statement, failed.
+        _ if ["08", "53", "57", "58", "XX"]
             .iter()
             .any(|class| code.starts_with(class)) =>
         {
-            WitError::InvalidInput(message)
-        }
-        // connection exception, transaction rollback (serialization
-        // failure, deadlock), insufficient resources, program limit,
-        // operator intervention, system error, internal error: worth a retry
-        _ if ["08", "40", "53", "54", "57", "58", "XX"]
-            .iter()
-            .any(|class| code.starts_with(class)) =>
-        {
+            let mut message = error.message().to_owned();
+            if let Some(detail) = error.detail() {
+                message.push_str(": ");
+                message.push_str(detail);
+            }
             WitError::Backend(message)
         }
-        _ => WitError::Other(message),
+        _ => WitError::Database(database()),
     }
 }
 
+/// SQLite's errors by result code. SQLite has no SQLSTATE, so the codes
+/// with an obvious one get it, and the rest `HY000` (general error); the
+/// extended result code goes in `detail`.
 fn map_sqlite_error(code: Option<&str>, message: &str) -> WitError {
-    let message = message.to_owned();
     // sqlx reports the extended result code; its low byte is the primary one.
-    let primary = code.and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff);
-    match primary {
+    let Some(extended) = code.and_then(|c| c.parse::<i32>().ok()) else {
+        return WitError::Other(message.to_owned());
+    };
+    let database = |sqlstate: &str| DatabaseError {
+        sqlstate: sqlstate.to_owned(),
+        message: message.to_owned(),
+        detail: Some(format!("SQLite result code {extended}")),
+    };
+    match (extended & 0xff, extended) {
         // SQLITE_PERM, SQLITE_READONLY, SQLITE_AUTH
-        Some(3 | 8 | 23) => WitError::AccessDenied,
-        // SQLITE_ERROR (syntax, missing table...), SQLITE_TOOBIG,
-        // SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_RANGE
-        Some(1 | 18 | 19 | 20 | 25) => WitError::InvalidInput(message),
-        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_IOERR,
-        // SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL
-        Some(5 | 6 | 7 | 10 | 11 | 13 | 14 | 15) => WitError::Backend(message),
-        _ => WitError::Other(message),
+        (3 | 8 | 23, _) => WitError::AccessDenied,
+        // SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE
+        (_, 1555 | 2067) => WitError::Conflict(database("23505")),
+        (_, 1299) => WitError::Database(database("23502")), // NOT NULL
+        (_, 787) => WitError::Database(database("23503")),  // FOREIGN KEY
+        (_, 275) => WitError::Database(database("23514")),  // CHECK
+        (19, _) => WitError::Database(database("23000")),   // other constraints
+        // SQLITE_BUSY, SQLITE_LOCKED: another connection holds a lock the
+        // transaction needs (SQLITE_BUSY_SNAPSHOT: its snapshot is stale).
+        // Rolling back and running the transaction again may succeed.
+        (5 | 6, _) => WitError::RetryTransaction(database("40001")),
+        (18, _) => WitError::Database(database("54000")), // SQLITE_TOOBIG
+        (20, _) => WitError::Database(database("42804")), // SQLITE_MISMATCH
+        // SQLITE_NOMEM, SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL,
+        // SQLITE_CANTOPEN, SQLITE_PROTOCOL: the file or the host failed.
+        (7 | 10 | 11 | 13 | 14 | 15, _) => WitError::Backend(message.to_owned()),
+        // SQLITE_ERROR (syntax, missing table...) and the rest.
+        _ => WitError::Database(database("HY000")),
     }
 }
 
@@ -1702,66 +1864,344 @@ fn invalid_param(index: usize, message: impl fmt::Display) -> WitError {
     WitError::InvalidInput(format!("parameter {}: {message}", index + 1))
 }
 
-fn timestamp_param(index: usize, micros: i64) -> Result<DateTime<Utc>, WitError> {
-    DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| invalid_param(index, format!("timestamp {micros} is out of range")))
+/// Days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
+const PG_EPOCH_DAYS: i32 = 10_957;
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// The last time of day PostgreSQL accepts: 24:00:00.
+const MAX_TIME_MICROS: u64 = 86_400_000_000;
+/// The most decimal digits a `decimal` parameter may expand to. PostgreSQL
+/// takes 131072 before the point and 16383 after; a short text with a huge
+/// exponent must not make the host allocate that much first.
+const MAX_DECIMAL_DIGITS: usize = 1000;
+
+/// A decimal the guest passed, split into its digits and the position of
+/// the point: `-12.50` is `{ negative, integer: "12", fraction: "50" }`.
+#[derive(Debug, PartialEq, Eq)]
+enum Decimal {
+    NaN,
+    Infinity {
+        negative: bool,
+    },
+    Finite {
+        negative: bool,
+        integer: String,
+        fraction: String,
+    },
 }
 
-fn json_param(index: usize, text: &str) -> Result<(), WitError> {
+/// Parses `[+-]digits[.digits][e[+-]digits]`, `NaN` or `[+-]Infinity`.
+fn parse_decimal(text: &str) -> Result<Decimal, String> {
+    let bad = || format!("{text:?} is not a decimal number");
+    let (negative, rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest.eq_ignore_ascii_case("nan") && rest.len() == text.len() {
+        return Ok(Decimal::NaN);
+    }
+    if rest.eq_ignore_ascii_case("infinity") || rest.eq_ignore_ascii_case("inf") {
+        return Ok(Decimal::Infinity { negative });
+    }
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(at) => {
+            let exponent: i64 = rest[at + 1..].parse().map_err(|_| bad())?;
+            (&rest[..at], exponent)
+        }
+        None => (rest, 0),
+    };
+    let (integer, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if integer.is_empty() && fraction.is_empty()
+        || !integer
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    // Shift the point by the exponent.
+    let digits = format!("{integer}{fraction}");
+    let point = i64::try_from(integer.len()).map_err(|_| bad())? + exponent;
+    let too_long = || format!("{text:?} has more than {MAX_DECIMAL_DIGITS} digits");
+    let limit = MAX_DECIMAL_DIGITS as i64;
+    if point > limit || point < -limit || digits.len() > MAX_DECIMAL_DIGITS {
+        return Err(too_long());
+    }
+    let (integer, fraction) = if point <= 0 {
+        (
+            String::new(),
+            format!("{}{digits}", "0".repeat(point.unsigned_abs() as usize)),
+        )
+    } else if point as usize >= digits.len() {
+        (
+            format!("{digits}{}", "0".repeat(point as usize - digits.len())),
+            String::new(),
+        )
+    } else {
+        let (i, f) = digits.split_at(point as usize);
+        (i.to_owned(), f.to_owned())
+    };
+    let integer = integer.trim_start_matches('0').to_owned();
+    Ok(Decimal::Finite {
+        negative,
+        integer,
+        fraction,
+    })
+}
+
+/// PostgreSQL's binary `NUMERIC`: base-10000 digits, the weight of the
+/// first, a sign and the display scale (the fraction's length).
+fn pg_numeric_bytes(decimal: &Decimal) -> Result<Vec<u8>, String> {
+    let header = |ndigits: u16, weight: i16, sign: u16, scale: u16| {
+        let mut out = Vec::with_capacity(8 + 2 * usize::from(ndigits));
+        for part in [ndigits, weight as u16, sign, scale] {
+            out.extend_from_slice(&part.to_be_bytes());
+        }
+        out
+    };
+    let (negative, integer, fraction) = match decimal {
+        Decimal::NaN => return Ok(header(0, 0, 0xC000, 0)),
+        Decimal::Infinity { negative: false } => return Ok(header(0, 0, 0xD000, 0)),
+        Decimal::Infinity { negative: true } => return Ok(header(0, 0, 0xF000, 0)),
+        Decimal::Finite {
+            negative,
+            integer,
+            fraction,
+        } => (*negative, integer, fraction),
+    };
+    let scale = u16::try_from(fraction.len()).map_err(|_| "too many fraction digits")?;
+    // Pad the integer part on the left and the fraction on the right to
+    // whole groups of four digits.
+    let int_pad = (4 - integer.len() % 4) % 4;
+    let frac_pad = (4 - fraction.len() % 4) % 4;
+    let padded = format!(
+        "{}{integer}{fraction}{}",
+        "0".repeat(int_pad),
+        "0".repeat(frac_pad)
+    );
+    let mut groups: Vec<u16> = padded
+        .as_bytes()
+        .chunks(4)
+        .map(|chunk| chunk.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
+        .collect();
+    let mut weight = ((integer.len() + int_pad) / 4) as i64 - 1;
+    let leading = groups.iter().take_while(|&&g| g == 0).count();
+    groups.drain(..leading);
+    weight -= leading as i64;
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if groups.is_empty() {
+        return Ok(header(0, 0, 0, scale));
+    }
+    let ndigits = u16::try_from(groups.len()).map_err(|_| "too many digits")?;
+    let weight = i16::try_from(weight).map_err(|_| "out of range")?;
+    let mut out = header(ndigits, weight, if negative { 0x4000 } else { 0 }, scale);
+    for group in groups {
+        out.extend_from_slice(&group.to_be_bytes());
+    }
+    Ok(out)
+}
+
+/// A UUID from its hyphenated (or plain 32-digit) hex form.
+fn parse_uuid(text: &str) -> Result<[u8; 16], String> {
+    let bad = || format!("{text:?} is not a UUID");
+    let hex: String = if text.len() == 36 {
+        let hyphens = [8, 13, 18, 23];
+        if !hyphens.iter().all(|&i| text.as_bytes()[i] == b'-') {
+            return Err(bad());
+        }
+        text.chars().filter(|&c| c != '-').collect()
+    } else {
+        text.to_owned()
+    };
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+fn json_param(text: &str) -> Result<(), String> {
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(drop)
-        .map_err(|e| invalid_param(index, format!("not valid JSON: {e}")))
+        .map_err(|e| format!("not valid JSON: {e}"))
 }
 
-/// The PostgreSQL type a guest value is bound as (see the module docs).
-fn pg_param_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "unknown",
-        Value::Boolean(_) => "bool",
-        Value::Int(_) => "int8",
-        Value::Float(_) => "float8",
-        Value::Text(_) => "text",
-        Value::Blob(_) => "bytea",
-        Value::Timestamp(_) => "timestamptz",
-        Value::Json(_) => "jsonb",
-    }
+/// A guest value encoded for PostgreSQL: the type it is bound as and its
+/// binary form (`None` for NULL). Each value names its own type through
+/// [`Encode::produces`], so one Rust type carries every kind.
+struct PgParam {
+    oid: u32,
+    bytes: Option<Vec<u8>>,
 }
 
-/// A NULL of unspecified type (OID 0). The server infers its type from
-/// context, as for a literal `NULL`, so it fits any column; a NULL typed as
-/// `TEXT` would be refused by an integer column.
-struct PgUntypedNull;
-
-impl Type<Postgres> for PgUntypedNull {
+impl Type<Postgres> for PgParam {
     fn type_info() -> PgTypeInfo {
+        // Never used: `produces` always answers.
         PgTypeInfo::with_oid(Oid(0))
     }
 }
 
-impl Encode<'_, Postgres> for PgUntypedNull {
-    fn encode_by_ref(&self, _buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        Ok(IsNull::Yes)
-    }
-}
-
-/// JSON text, already validated, bound as `JSONB` without being parsed into
-/// a `serde_json::Value` first: that would reorder keys and round numbers
-/// beyond `f64` precision. The binary `JSONB` format is a version byte (1)
-/// followed by the text.
-struct PgJsonText(String);
-
-impl Type<Postgres> for PgJsonText {
-    fn type_info() -> PgTypeInfo {
-        <sqlx::types::Json<()> as Type<Postgres>>::type_info()
-    }
-}
-
-impl Encode<'_, Postgres> for PgJsonText {
+impl Encode<'_, Postgres> for PgParam {
     fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        buf.push(1);
-        buf.extend_from_slice(self.0.as_bytes());
-        Ok(IsNull::No)
+        match &self.bytes {
+            Some(bytes) => {
+                buf.extend_from_slice(bytes);
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
     }
+
+    fn produces(&self) -> Option<PgTypeInfo> {
+        Some(PgTypeInfo::with_oid(Oid(self.oid)))
+    }
+}
+
+/// The PostgreSQL type a guest value is bound as, by OID and name (the name
+/// keys sqlx's statement cache, see [`DbConn::statement_text`]).
+fn pg_param_type(value: &Value) -> (u32, &'static str) {
+    match value {
+        // A NULL of unspecified type (OID 0): the server infers its type
+        // from context, as for a literal `NULL`, so it fits any column.
+        Value::Null => (0, "unknown"),
+        Value::Boolean(_) => (16, "bool"),
+        Value::Int(_) => (20, "int8"),
+        // PostgreSQL has no unsigned integers; NUMERIC holds any u64.
+        Value::Uint(_) | Value::Decimal(_) => (1700, "numeric"),
+        Value::Float(_) => (701, "float8"),
+        // `other` is text: the statement casts it (`$1::inet`).
+        Value::Text(_) | Value::Other(_) => (25, "text"),
+        Value::Blob(_) => (17, "bytea"),
+        Value::Date(_) => (1082, "date"),
+        Value::Time(_) => (1083, "time"),
+        Value::Datetime(_) => (1114, "timestamp"),
+        Value::Timestamp(_) => (1184, "timestamptz"),
+        Value::Interval(_) => (1186, "interval"),
+        Value::Uuid(_) => (2950, "uuid"),
+        Value::Json(_) => (3802, "jsonb"),
+        Value::BooleanArray(_) => (1000, "bool[]"),
+        Value::IntArray(_) => (1016, "int8[]"),
+        Value::FloatArray(_) => (1022, "float8[]"),
+        Value::DecimalArray(_) => (1231, "numeric[]"),
+        Value::TextArray(_) => (1009, "text[]"),
+        Value::UuidArray(_) => (2951, "uuid[]"),
+        Value::DateArray(_) => (1182, "date[]"),
+        Value::DatetimeArray(_) => (1115, "timestamp[]"),
+        Value::TimestampArray(_) => (1185, "timestamptz[]"),
+    }
+}
+
+fn pg_date_bytes(days: i32) -> Vec<u8> {
+    let pg = match days {
+        i32::MAX | i32::MIN => days,
+        // Cannot overflow: MIN + 10957 is in range, MAX was handled.
+        days => days.saturating_sub(PG_EPOCH_DAYS),
+    };
+    pg.to_be_bytes().to_vec()
+}
+
+fn pg_micros_bytes(micros: i64) -> Vec<u8> {
+    let pg = match micros {
+        i64::MAX | i64::MIN => micros,
+        // Out of PostgreSQL's range either way; the server says so.
+        micros => micros.saturating_sub(PG_EPOCH_MICROS),
+    };
+    pg.to_be_bytes().to_vec()
+}
+
+fn pg_time_bytes(micros: u64) -> Result<Vec<u8>, String> {
+    if micros > MAX_TIME_MICROS {
+        return Err(format!("time {micros} us is past 24:00:00"));
+    }
+    Ok((micros as i64).to_be_bytes().to_vec())
+}
+
+fn pg_decimal_bytes(text: &str) -> Result<Vec<u8>, String> {
+    pg_numeric_bytes(&parse_decimal(text)?)
+}
+
+/// A one-dimensional PostgreSQL array of `element_oid` in binary form.
+fn pg_array_bytes<T>(
+    element_oid: u32,
+    elements: &[Option<T>],
+    mut encode: impl FnMut(&T) -> Result<Vec<u8>, String>,
+) -> Result<Vec<u8>, String> {
+    let len = i32::try_from(elements.len()).map_err(|_| "array too long")?;
+    let mut out = Vec::new();
+    let has_null = elements.iter().any(Option::is_none);
+    out.extend_from_slice(&i32::from(len > 0).to_be_bytes()); // dimensions
+    out.extend_from_slice(&i32::from(has_null).to_be_bytes());
+    out.extend_from_slice(&element_oid.to_be_bytes());
+    if len > 0 {
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&1i32.to_be_bytes()); // lower bound
+    }
+    for element in elements {
+        match element {
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(value) => {
+                let bytes = encode(value)?;
+                let n = i32::try_from(bytes.len()).map_err(|_| "array element too long")?;
+                out.extend_from_slice(&n.to_be_bytes());
+                out.extend_from_slice(&bytes);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes one guest value as PostgreSQL binds it (see the module docs).
+fn pg_param(value: &Value) -> Result<PgParam, String> {
+    let (oid, _) = pg_param_type(value);
+    let ok = |bytes: Vec<u8>| Ok(Some(bytes));
+    let bytes: Result<Option<Vec<u8>>, String> = match value {
+        Value::Null => Ok(None),
+        Value::Boolean(b) => ok(vec![u8::from(*b)]),
+        Value::Int(i) => ok(i.to_be_bytes().to_vec()),
+        Value::Uint(u) => pg_decimal_bytes(&u.to_string()).map(Some),
+        Value::Float(f) => ok(f.to_be_bytes().to_vec()),
+        Value::Decimal(d) => pg_decimal_bytes(d).map(Some),
+        Value::Text(s) => ok(s.as_bytes().to_vec()),
+        Value::Other(other) => ok(other.text.as_bytes().to_vec()),
+        Value::Blob(b) => ok(b.clone()),
+        Value::Date(days) => ok(pg_date_bytes(*days)),
+        Value::Time(micros) => pg_time_bytes(*micros).map(Some),
+        Value::Datetime(micros) | Value::Timestamp(micros) => ok(pg_micros_bytes(*micros)),
+        Value::Interval(interval) => {
+            let mut out = interval.microseconds.to_be_bytes().to_vec();
+            out.extend_from_slice(&interval.days.to_be_bytes());
+            out.extend_from_slice(&interval.months.to_be_bytes());
+            ok(out)
+        }
+        Value::Uuid(text) => parse_uuid(text).map(|u| Some(u.to_vec())),
+        Value::Json(text) => {
+            // Sent as is, not parsed into a `serde_json::Value` first: that
+            // would reorder keys and round numbers beyond `f64` precision.
+            // The binary `JSONB` format is a version byte (1), then the text.
+            json_param(text)?;
+            let mut out = vec![1];
+            out.extend_from_slice(text.as_bytes());
+            ok(out)
+        }
+        Value::BooleanArray(v) => pg_array_bytes(16, v, |b| Ok(vec![u8::from(*b)])).map(Some),
+        Value::IntArray(v) => pg_array_bytes(20, v, |i| Ok(i.to_be_bytes().to_vec())).map(Some),
+        Value::FloatArray(v) => pg_array_bytes(701, v, |f| Ok(f.to_be_bytes().to_vec())).map(Some),
+        Value::DecimalArray(v) => pg_array_bytes(1700, v, |d| pg_decimal_bytes(d)).map(Some),
+        Value::TextArray(v) => pg_array_bytes(25, v, |s| Ok(s.as_bytes().to_vec())).map(Some),
+        Value::UuidArray(v) => {
+            pg_array_bytes(2950, v, |s| parse_uuid(s).map(|u| u.to_vec())).map(Some)
+        }
+        Value::DateArray(v) => pg_array_bytes(1082, v, |d| Ok(pg_date_bytes(*d))).map(Some),
+        Value::DatetimeArray(v) => pg_array_bytes(1114, v, |m| Ok(pg_micros_bytes(*m))).map(Some),
+        Value::TimestampArray(v) => pg_array_bytes(1184, v, |m| Ok(pg_micros_bytes(*m))).map(Some),
+    };
+    Ok(PgParam { oid, bytes: bytes? })
 }
 
 fn pg_arguments(params: Vec<Value>) -> Result<PgArguments, WitError> {
@@ -1772,43 +2212,147 @@ fn pg_arguments(params: Vec<Value>) -> Result<PgArguments, WitError> {
         )));
     }
     let mut arguments = PgArguments::default();
-    for (index, param) in params.into_iter().enumerate() {
-        let added = match param {
-            Value::Null => arguments.add(PgUntypedNull),
-            Value::Boolean(b) => arguments.add(b),
-            Value::Int(i) => arguments.add(i),
-            Value::Float(f) => arguments.add(f),
-            Value::Text(s) => arguments.add(s),
-            Value::Blob(b) => arguments.add(b),
-            Value::Timestamp(micros) => arguments.add(timestamp_param(index, micros)?),
-            Value::Json(text) => {
-                json_param(index, &text)?;
-                arguments.add(PgJsonText(text))
-            }
-        };
-        added.map_err(|e| invalid_param(index, e))?;
+    for (index, param) in params.iter().enumerate() {
+        let param = pg_param(param).map_err(|e| invalid_param(index, e))?;
+        arguments.add(param).map_err(|e| invalid_param(index, e))?;
     }
     Ok(arguments)
 }
 
+/// `YYYY-MM-DD`, or `infinity`/`-infinity` for the extremes.
+fn date_text(days: i32) -> Result<String, String> {
+    match days {
+        i32::MAX => Ok("infinity".into()),
+        i32::MIN => Ok("-infinity".into()),
+        days => NaiveDate::from_ymd_opt(1970, 1, 1)
+            .and_then(|epoch| epoch.checked_add_signed(TimeDelta::days(days.into())))
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .ok_or_else(|| format!("date {days} is out of range")),
+    }
+}
+
+/// `HH:MM:SS.ffffff`.
+fn time_text(micros: u64) -> Result<String, String> {
+    if micros == MAX_TIME_MICROS {
+        return Ok("24:00:00.000000".into());
+    }
+    let secs = u32::try_from(micros / 1_000_000).map_err(|e| e.to_string())?;
+    let nanos = (micros % 1_000_000) as u32 * 1000;
+    NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)
+        .map(|t| t.format("%H:%M:%S%.6f").to_string())
+        .ok_or_else(|| format!("time {micros} us is past 24:00:00"))
+}
+
+/// `YYYY-MM-DD HH:MM:SS.ffffff`, SQLite's own spelling, with no zone.
+fn datetime_text(micros: i64) -> Result<String, String> {
+    match micros {
+        i64::MAX => Ok("infinity".into()),
+        i64::MIN => Ok("-infinity".into()),
+        micros => DateTime::from_timestamp_micros(micros)
+            .map(|at| at.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string())
+            .ok_or_else(|| format!("datetime {micros} us is out of range")),
+    }
+}
+
+/// RFC 3339 in UTC with microseconds, fixed width.
+fn timestamp_text(micros: i64) -> Result<String, String> {
+    match micros {
+        i64::MAX => Ok("infinity".into()),
+        i64::MIN => Ok("-infinity".into()),
+        micros => DateTime::from_timestamp_micros(micros)
+            .map(|at| at.to_rfc3339_opts(SecondsFormat::Micros, true))
+            .ok_or_else(|| format!("timestamp {micros} us is out of range")),
+    }
+}
+
+/// An array as the JSON text SQLite stores it: numbers and booleans as
+/// themselves, everything else as strings in the scalar's text form.
+fn json_array<T>(
+    elements: &[Option<T>],
+    mut convert: impl FnMut(&T) -> Result<serde_json::Value, String>,
+) -> Result<String, String> {
+    let values = elements
+        .iter()
+        .map(|e| e.as_ref().map_or(Ok(serde_json::Value::Null), &mut convert))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(serde_json::Value::Array(values).to_string())
+}
+
+/// What SQLite stores for a guest value: SQLite has five storage classes,
+/// so the other kinds are stored as text (see the module docs).
+enum SqliteParam {
+    Null,
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+fn sqlite_param(value: &Value) -> Result<SqliteParam, String> {
+    use SqliteParam as P;
+    let string = |s: &String| Ok(serde_json::Value::String(s.clone()));
+    Ok(match value {
+        Value::Null => P::Null,
+        Value::Boolean(b) => P::Int(i64::from(*b)),
+        Value::Int(i) => P::Int(*i),
+        Value::Uint(u) => P::Int(i64::try_from(*u).map_err(|_| {
+            format!("{u} is above SQLite's largest integer (bind it as `decimal` text)")
+        })?),
+        Value::Float(f) => P::Float(*f),
+        Value::Decimal(d) => {
+            parse_decimal(d)?;
+            P::Text(d.clone())
+        }
+        Value::Text(s) => P::Text(s.clone()),
+        Value::Other(other) => P::Text(other.text.clone()),
+        Value::Blob(b) => P::Blob(b.clone()),
+        Value::Date(days) => P::Text(date_text(*days)?),
+        Value::Time(micros) => P::Text(time_text(*micros)?),
+        Value::Datetime(micros) => P::Text(datetime_text(*micros)?),
+        Value::Timestamp(micros) => P::Text(timestamp_text(*micros)?),
+        Value::Interval(i) => P::Text(format!(
+            "P{}M{}DT{}{}.{:06}S",
+            i.months,
+            i.days,
+            if i.microseconds < 0 { "-" } else { "" },
+            i.microseconds.unsigned_abs() / 1_000_000,
+            i.microseconds.unsigned_abs() % 1_000_000
+        )),
+        Value::Uuid(text) => P::Text(pg_uuid(parse_uuid(text)?)),
+        Value::Json(text) => {
+            json_param(text)?;
+            P::Text(text.clone())
+        }
+        Value::BooleanArray(v) => P::Text(json_array(v, |b| Ok((*b).into()))?),
+        Value::IntArray(v) => P::Text(json_array(v, |i| Ok((*i).into()))?),
+        Value::FloatArray(v) => P::Text(json_array(v, |f| {
+            serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .ok_or_else(|| format!("{f} has no JSON form"))
+        })?),
+        Value::DecimalArray(v) => P::Text(json_array(v, |d| {
+            parse_decimal(d)?;
+            string(d)
+        })?),
+        Value::TextArray(v) => P::Text(json_array(v, string)?),
+        Value::UuidArray(v) => P::Text(json_array(v, |u| {
+            Ok(serde_json::Value::String(pg_uuid(parse_uuid(u)?)))
+        })?),
+        Value::DateArray(v) => P::Text(json_array(v, |d| date_text(*d).map(Into::into))?),
+        Value::DatetimeArray(v) => P::Text(json_array(v, |m| datetime_text(*m).map(Into::into))?),
+        Value::TimestampArray(v) => P::Text(json_array(v, |m| timestamp_text(*m).map(Into::into))?),
+    })
+}
+
 fn sqlite_arguments<'q>(params: Vec<Value>) -> Result<SqliteArguments<'q>, WitError> {
     let mut arguments = SqliteArguments::default();
-    for (index, param) in params.into_iter().enumerate() {
-        let added = match param {
-            Value::Null => arguments.add(None::<i64>),
-            Value::Boolean(b) => arguments.add(b),
-            Value::Int(i) => arguments.add(i),
-            Value::Float(f) => arguments.add(f),
-            Value::Text(s) => arguments.add(s),
-            Value::Blob(b) => arguments.add(b),
-            Value::Timestamp(micros) => {
-                let at = timestamp_param(index, micros)?;
-                arguments.add(at.to_rfc3339_opts(SecondsFormat::Micros, true))
-            }
-            Value::Json(text) => {
-                json_param(index, &text)?;
-                arguments.add(text)
-            }
+    for (index, param) in params.iter().enumerate() {
+        let added = match sqlite_param(param).map_err(|e| invalid_param(index, e))? {
+            SqliteParam::Null => arguments.add(None::<i64>),
+            SqliteParam::Int(i) => arguments.add(i),
+            SqliteParam::Float(f) => arguments.add(f),
+            SqliteParam::Text(s) => arguments.add(s),
+            SqliteParam::Blob(b) => arguments.add(b),
         };
         added.map_err(|e| invalid_param(index, e))?;
     }
@@ -1820,10 +2364,25 @@ fn sqlite_arguments<'q>(params: Vec<Value>) -> Result<SqliteArguments<'q>, WitEr
 // ---------------------------------------------------------------------------
 
 fn value_size(value: &Value) -> usize {
+    fn list<T>(items: &[Option<T>], each: impl Fn(&T) -> usize) -> usize {
+        items
+            .iter()
+            .map(|item| 8 + item.as_ref().map_or(0, &each))
+            .fold(0, usize::saturating_add)
+    }
     VALUE_OVERHEAD
         + match value {
-            Value::Text(s) | Value::Json(s) => s.len(),
+            Value::Text(s) | Value::Json(s) | Value::Decimal(s) | Value::Uuid(s) => s.len(),
+            Value::Other(o) => o.type_name.len() + o.text.len(),
             Value::Blob(b) => b.len(),
+            Value::BooleanArray(v) => list(v, |_| 1),
+            Value::IntArray(v) => list(v, |_| 8),
+            Value::FloatArray(v) => list(v, |_| 8),
+            Value::DateArray(v) => list(v, |_| 4),
+            Value::DatetimeArray(v) | Value::TimestampArray(v) => list(v, |_| 8),
+            Value::DecimalArray(v) | Value::TextArray(v) | Value::UuidArray(v) => {
+                list(v, |s| 8 + s.len())
+            }
             _ => 0,
         }
 }
@@ -1855,9 +2414,6 @@ fn pg_row_values(row: &PgRow) -> Result<Vec<Value>, WitError> {
         .collect()
 }
 
-/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-
 /// Decodes one PostgreSQL value from its binary format (sqlx prepares every
 /// statement, so results are binary). Done by hand rather than through
 /// sqlx's chrono decoders, which panic on `infinity` timestamps and dates.
@@ -1882,82 +2438,161 @@ fn pg_value(column: &str, raw: PgValueRef<'_>) -> Result<Value, WitError> {
             .map_err(|e| fail(e.to_string()));
     }
     let bytes = raw.as_bytes().map_err(|e| fail(e.to_string()))?;
+    pg_binary(&ty, bytes).map_err(fail)
+}
+
+/// Decodes a value of type `ty` from its binary form.
+fn pg_binary(ty: &PgTypeInfo, bytes: &[u8]) -> Result<Value, String> {
     let text = || {
         std::str::from_utf8(bytes)
-            .map(|s| Value::Text(s.to_owned()))
-            .map_err(|e| fail(e.to_string()))
+            .map(|s| s.to_owned())
+            .map_err(|e| e.to_string())
     };
-    Ok(match name.as_str() {
-        "BOOL" => Value::Boolean(fixed::<1>(bytes).map_err(fail)?[0] != 0),
-        "INT2" => Value::Int(i16::from_be_bytes(fixed(bytes).map_err(fail)?).into()),
-        "INT4" => Value::Int(i32::from_be_bytes(fixed(bytes).map_err(fail)?).into()),
-        "INT8" => Value::Int(i64::from_be_bytes(fixed(bytes).map_err(fail)?)),
-        "OID" => Value::Int(u32::from_be_bytes(fixed(bytes).map_err(fail)?).into()),
-        "FLOAT4" => Value::Float(f32::from_be_bytes(fixed(bytes).map_err(fail)?).into()),
-        "FLOAT8" => Value::Float(f64::from_be_bytes(fixed(bytes).map_err(fail)?)),
-        "NUMERIC" => Value::Text(pg_numeric(bytes).map_err(fail)?),
-        "UUID" => Value::Text(pg_uuid(fixed(bytes).map_err(fail)?)),
+    Ok(match ty.name() {
+        "BOOL" => Value::Boolean(fixed::<1>(bytes)?[0] != 0),
+        "INT2" => Value::Int(i16::from_be_bytes(fixed(bytes)?).into()),
+        "INT4" => Value::Int(i32::from_be_bytes(fixed(bytes)?).into()),
+        "INT8" => Value::Int(i64::from_be_bytes(fixed(bytes)?)),
+        "OID" => Value::Int(u32::from_be_bytes(fixed(bytes)?).into()),
+        "FLOAT4" => Value::Float(f32::from_be_bytes(fixed(bytes)?).into()),
+        "FLOAT8" => Value::Float(f64::from_be_bytes(fixed(bytes)?)),
+        "NUMERIC" => Value::Decimal(pg_numeric(bytes)?),
+        "UUID" => Value::Uuid(pg_uuid(fixed(bytes)?)),
         "BYTEA" => Value::Blob(bytes.to_vec()),
-        "TIMESTAMPTZ" | "TIMESTAMP" => match i64::from_be_bytes(fixed(bytes).map_err(fail)?) {
-            i64::MAX => Value::Text("infinity".into()),
-            i64::MIN => Value::Text("-infinity".into()),
-            micros => Value::Timestamp(
-                micros
-                    .checked_add(PG_EPOCH_MICROS)
-                    .ok_or_else(|| fail("out of range".into()))?,
-            ),
-        },
-        "DATE" => Value::Text(match i32::from_be_bytes(fixed(bytes).map_err(fail)?) {
-            i32::MAX => "infinity".into(),
-            i32::MIN => "-infinity".into(),
-            days => NaiveDate::from_ymd_opt(2000, 1, 1)
-                .and_then(|epoch| epoch.checked_add_signed(TimeDelta::days(days.into())))
-                .ok_or_else(|| fail("out of range".into()))?
-                .to_string(),
+        "TIMESTAMPTZ" => Value::Timestamp(pg_micros(bytes)?),
+        "TIMESTAMP" => Value::Datetime(pg_micros(bytes)?),
+        "DATE" => Value::Date(match i32::from_be_bytes(fixed(bytes)?) {
+            days @ (i32::MAX | i32::MIN) => days,
+            days => days
+                .checked_add(PG_EPOCH_DAYS)
+                .ok_or_else(|| "out of range".to_owned())?,
         }),
         "TIME" => {
-            let micros = i64::from_be_bytes(fixed(bytes).map_err(fail)?);
-            let secs =
-                u32::try_from(micros.div_euclid(1_000_000)).map_err(|e| fail(e.to_string()))?;
-            let nanos = (micros.rem_euclid(1_000_000) * 1000) as u32;
-            Value::Text(
-                match NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos) {
-                    Some(time) => time.to_string(),
-                    // PostgreSQL allows 24:00:00; chrono does not.
-                    None if micros == 86_400_000_000 => "24:00:00".into(),
-                    None => return Err(fail("out of range".into())),
-                },
-            )
+            let micros = i64::from_be_bytes(fixed(bytes)?);
+            Value::Time(u64::try_from(micros).map_err(|e| e.to_string())?)
         }
-        "JSON" => Value::Json(
-            std::str::from_utf8(bytes)
-                .map_err(|e| fail(e.to_string()))?
-                .to_owned(),
-        ),
+        "INTERVAL" => {
+            let (micros, rest) = bytes.split_at_checked(8).ok_or("truncated INTERVAL")?;
+            let (days, months) = rest.split_at_checked(4).ok_or("truncated INTERVAL")?;
+            Value::Interval(wit_sql::Interval {
+                microseconds: i64::from_be_bytes(fixed(micros)?),
+                days: i32::from_be_bytes(fixed(days)?),
+                months: i32::from_be_bytes(fixed(months)?),
+            })
+        }
+        "JSON" => Value::Json(text()?),
         "JSONB" => match bytes.split_first() {
             Some((1, json)) => Value::Json(
                 std::str::from_utf8(json)
-                    .map_err(|e| fail(e.to_string()))?
+                    .map_err(|e| e.to_string())?
                     .to_owned(),
             ),
-            _ => return Err(fail("unknown JSONB format version".into())),
+            _ => return Err("unknown JSONB format version".into()),
         },
         "VOID" => Value::Null,
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "\"CHAR\"" | "UNKNOWN" => text()?,
-        // Enums and text-like extension types (`citext`) are sent as text
-        // even in binary format. Other types are not: their binary form read
-        // as text would be garbage, so they are refused with a hint.
-        _ if matches!(ty.kind(), PgTypeKind::Enum(_))
-            || <String as Type<Postgres>>::compatible(&ty) =>
-        {
-            text()?
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "\"CHAR\"" | "UNKNOWN" => Value::Text(text()?),
+        _ => match ty.kind() {
+            PgTypeKind::Array(element) => pg_array(ty, element, bytes)?,
+            // Enums and text-like extension types (`citext`) are sent as
+            // text even in binary format.
+            PgTypeKind::Enum(_) => Value::Text(text()?),
+            _ if <String as Type<Postgres>>::compatible(ty) => Value::Text(text()?),
+            // Any other type degrades to its name and wire form rather than
+            // failing the whole query.
+            _ => other_value(ty, bytes),
+        },
+    })
+}
+
+/// The fallback for a type with no case: its name and its binary form as
+/// `\x`-prefixed hex (its text form needs a cast in the statement).
+fn other_value(ty: &PgTypeInfo, bytes: &[u8]) -> Value {
+    let mut text = String::with_capacity(2 + 2 * bytes.len());
+    text.push_str("\\x");
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    Value::Other(wit_sql::OtherValue {
+        type_name: ty.name().to_owned(),
+        text,
+    })
+}
+
+/// A TIMESTAMP or TIMESTAMPTZ: microseconds since 2000-01-01 to since
+/// 1970-01-01, keeping the `infinity` sentinels.
+fn pg_micros(bytes: &[u8]) -> Result<i64, String> {
+    match i64::from_be_bytes(fixed(bytes)?) {
+        micros @ (i64::MAX | i64::MIN) => Ok(micros),
+        micros => micros
+            .checked_add(PG_EPOCH_MICROS)
+            .ok_or_else(|| "out of range".into()),
+    }
+}
+
+/// The next `n` bytes of `rest`, which moves past them.
+fn take_bytes<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    let (head, tail) = rest
+        .split_at_checked(n)
+        .ok_or_else(|| "truncated array".to_owned())?;
+    *rest = tail;
+    Ok(head)
+}
+
+/// Decodes a binary array. One-dimensional arrays of the element types
+/// `value` has an array case for become that case; anything else (more
+/// dimensions, other element types) is an `other`.
+fn pg_array(ty: &PgTypeInfo, element: &PgTypeInfo, bytes: &[u8]) -> Result<Value, String> {
+    let mut rest = bytes;
+    let mut take = |n: usize| take_bytes(&mut rest, n);
+    let dimensions = i32::from_be_bytes(fixed(take(4)?)?);
+    let _has_nulls = take(4)?;
+    let _element_oid = take(4)?;
+    let len = match dimensions {
+        0 => 0,
+        1 => {
+            let len = i32::from_be_bytes(fixed(take(4)?)?);
+            let _lower_bound = take(4)?;
+            usize::try_from(len).map_err(|e| e.to_string())?
         }
-        _ => {
-            return Err(WitError::InvalidInput(format!(
-                "column `{column}` has type `{name}`, which has no SQL value kind; \
-                 cast it in the statement, for example `{column}::text`"
-            )));
+        _ => return Ok(other_value(ty, bytes)),
+    };
+    // Each element takes at least its 4-byte length: a bogus count cannot
+    // make us reserve more than the bytes can hold.
+    let mut elements = Vec::with_capacity(len.min(bytes.len() / 4));
+    for _ in 0..len {
+        let n = i32::from_be_bytes(fixed(take(4)?)?);
+        if n < 0 {
+            elements.push(None);
+        } else {
+            let body = take(n as usize)?;
+            elements.push(Some(pg_binary(element, body)?));
         }
+    }
+    macro_rules! pack {
+        ($case:ident, $variant:ident) => {
+            Value::$case(
+                elements
+                    .into_iter()
+                    .map(|e| match e {
+                        None => Ok(None),
+                        Some(Value::$variant(v)) => Ok(Some(v)),
+                        Some(_) => Err("mixed array".to_owned()),
+                    })
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+    }
+    Ok(match element.name() {
+        "BOOL" => pack!(BooleanArray, Boolean),
+        "INT2" | "INT4" | "INT8" | "OID" => pack!(IntArray, Int),
+        "FLOAT4" | "FLOAT8" => pack!(FloatArray, Float),
+        "NUMERIC" => pack!(DecimalArray, Decimal),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => pack!(TextArray, Text),
+        "UUID" => pack!(UuidArray, Uuid),
+        "DATE" => pack!(DateArray, Date),
+        "TIMESTAMP" => pack!(DatetimeArray, Datetime),
+        "TIMESTAMPTZ" => pack!(TimestampArray, Timestamp),
+        _ => other_value(ty, bytes),
     })
 }
 
@@ -2091,10 +2726,7 @@ fn sqlite_row_values(row: &SqliteRow) -> Result<Vec<Value>, WitError> {
                 "REAL" => Value::Float(<f64 as Decode<Sqlite>>::decode(raw).map_err(fail)?),
                 "TEXT" => {
                     let s = <String as Decode<Sqlite>>::decode(raw).map_err(fail)?;
-                    match parse_sqlite_timestamp(declared, &s) {
-                        Some(micros) => Value::Timestamp(micros),
-                        None => Value::Text(s),
-                    }
+                    parse_sqlite_text(declared, &s).unwrap_or(Value::Text(s))
                 }
                 "BLOB" => Value::Blob(<Vec<u8> as Decode<Sqlite>>::decode(raw).map_err(fail)?),
                 other => {
@@ -2109,19 +2741,50 @@ fn sqlite_row_values(row: &SqliteRow) -> Result<Vec<Value>, WitError> {
         .collect()
 }
 
-/// Text in a `DATETIME`/`TIMESTAMP` column that is an RFC 3339 time (what
-/// the host binds) or SQLite's own `YYYY-MM-DD HH:MM:SS[.SSS]` (UTC, as
-/// `CURRENT_TIMESTAMP` writes it) is a timestamp; anything else stays text.
-fn parse_sqlite_timestamp(declared: &str, text: &str) -> Option<i64> {
-    if declared != "DATETIME" {
-        return None;
+/// Text in a column declared `DATETIME`/`TIMESTAMP`, `DATE` or `TIME` that
+/// is spelled as the host binds those kinds (or as SQLite's own functions
+/// write them) comes back as that kind; anything else stays text. In a
+/// `DATETIME` column, text with a zone (`Z`, `+02:00`) is a `timestamp` and
+/// text without one (`CURRENT_TIMESTAMP`'s `YYYY-MM-DD HH:MM:SS`) a
+/// `datetime`: SQLite keeps no zone, so the spelling is all there is.
+fn parse_sqlite_text(declared: &str, text: &str) -> Option<Value> {
+    match declared {
+        "DATETIME" => {
+            match text {
+                "infinity" => return Some(Value::Timestamp(i64::MAX)),
+                "-infinity" => return Some(Value::Timestamp(i64::MIN)),
+                _ => {}
+            }
+            if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+                return Some(Value::Timestamp(at.timestamp_micros()));
+            }
+            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+                .map(|at| Value::Datetime(at.and_utc().timestamp_micros()))
+        }
+        "DATE" => match text {
+            "infinity" => Some(Value::Date(i32::MAX)),
+            "-infinity" => Some(Value::Date(i32::MIN)),
+            _ => {
+                let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+                let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
+                let days = date.signed_duration_since(epoch).num_days();
+                i32::try_from(days).ok().map(Value::Date)
+            }
+        },
+        "TIME" => {
+            if text.starts_with("24:00:00") {
+                return Some(Value::Time(MAX_TIME_MICROS));
+            }
+            let time = NaiveTime::parse_from_str(text, "%H:%M:%S%.f").ok()?;
+            let micros = time
+                .signed_duration_since(NaiveTime::MIN)
+                .num_microseconds()?;
+            u64::try_from(micros).ok().map(Value::Time)
+        }
+        _ => None,
     }
-    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-        return Some(at.timestamp_micros());
-    }
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-        .ok()
-        .map(|at| at.and_utc().timestamp_micros())
 }
 
 #[cfg(test)]
@@ -2178,7 +2841,12 @@ mod tests {
         ));
         assert!(matches!(
             map_sqlite_error(Some("2067"), "UNIQUE constraint failed"),
-            WitError::InvalidInput(_)
+            WitError::Conflict(DatabaseError { ref sqlstate, .. }) if sqlstate == "23505"
+        ));
+        // SQLITE_BUSY_SNAPSHOT
+        assert!(matches!(
+            map_sqlite_error(Some("517"), "database is locked"),
+            WitError::RetryTransaction(_)
         ));
     }
 }

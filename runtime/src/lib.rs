@@ -313,6 +313,12 @@ impl Runtime {
         };
         tracing::debug!(elapsed = ?started.elapsed(), "run finished");
 
+        // A task that logged past its budget had its records dropped, not
+        // its run stopped (`log` does not trap); the run still fails, as it
+        // does for output past its limit, whatever it returned.
+        if log.exceeded() && outcome.is_ok() {
+            return Err(RunError::LogLimit(log.max_bytes()));
+        }
         let output = match outcome {
             Ok(Ok(output)) => output,
             Ok(Err(e)) => {
@@ -449,6 +455,9 @@ fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     })?;
     caisson_host_api::log::add_to_linker(linker, |s| &mut s.log)?;
     caisson_host_api::params::add_to_linker(linker, |s| &mut s.params)?;
+    // The standard interfaces, for components written for other hosts.
+    caisson_host_api::log::add_logging_to_linker(linker, |s| &mut s.log)?;
+    caisson_host_api::params::add_config_to_linker(linker, |s| &mut s.params)?;
     Ok(())
 }
 

@@ -27,17 +27,39 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Refuses imports outside Caisson's world and WASI 0.2. The linker would
+/// The version suffix of every `caisson:task` import this host serves.
+const CAISSON_TASK_VERSION: &str = "@0.2.0";
+
+/// Refuses imports outside Caisson's world and WASI 0.2, and imports of
+/// another version of Caisson's world. The linker would
 /// refuse most of them too, but not, for example, an import of an empty
 /// instance, and its message does not say what a task may import.
 pub(crate) fn check_imports(
     engine: &wasmtime::Engine,
     component: &wasmtime::component::Component,
 ) -> Result<(), RuntimeError> {
-    let foreign: Vec<String> = component
+    let imports: Vec<String> = component
         .component_type()
         .imports(engine)
         .map(|(name, _)| name.to_string())
+        .collect();
+    // Another major version of Caisson's contract: say so, rather than
+    // leave the linker to complain about one mismatched function.
+    let other_version: Vec<&str> = imports
+        .iter()
+        .map(String::as_str)
+        .filter(|name| name.starts_with("caisson:task/") && !name.ends_with(CAISSON_TASK_VERSION))
+        .collect();
+    if !other_version.is_empty() {
+        return Err(RuntimeError::InvalidComponent(format!(
+            "it imports {}, but this host serves `caisson:task@{}`: rebuild the task \
+             against the current SDK",
+            other_version.join(", "),
+            &CAISSON_TASK_VERSION[1..],
+        )));
+    }
+    let foreign: Vec<String> = imports
+        .into_iter()
         .filter(|name| !(name.starts_with("caisson:task/") || name.starts_with("wasi:")))
         .collect();
     if foreign.is_empty() {

@@ -58,6 +58,11 @@ const SDK: &[(&str, &str)] = &[
 const WIT: &[(&str, &str)] = &[
     ("caisson.wit", include_str!("../../wit/caisson.wit")),
     ("deps/io.wit", include_str!("../../wit/deps/io.wit")),
+    ("deps/config.wit", include_str!("../../wit/deps/config.wit")),
+    (
+        "deps/logging.wit",
+        include_str!("../../wit/deps/logging.wit"),
+    ),
 ];
 
 #[derive(clap::Args)]

@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod contract;
 mod examples;
 mod exhaustion;
 mod faults;

@@ -5,7 +5,7 @@ use caisson_host_api::objects::{
     ObjectStores, ObjectsCtx, ObjectsView, StoreConfig, StoreHandle, Upload,
 };
 use caisson_host_api::wit::objects::{Host, HostStore, HostWriter};
-use caisson_host_api::{Grants, WitError};
+use caisson_host_api::{Grants, ObjectsError as WitError};
 use caisson_runtime::Config;
 use caisson_tests::{
     RemoteStore, base_config, hdfs_env, keys_under, postgres_url, runtime, s3_env, unique_prefix,
@@ -230,7 +230,7 @@ impl Direct {
         bytes: usize,
     ) -> (Resource<Upload>, Resource<DynOutputStream>) {
         let store = Resource::new_borrow(store.rep());
-        let writer = HostStore::writer(&mut self.view(), store, key.into())
+        let writer = HostStore::writer(&mut self.view(), store, key.into(), None)
             .await
             .unwrap()
             .unwrap();
@@ -253,7 +253,7 @@ impl Direct {
 
     async fn list(&mut self, store: &Resource<StoreHandle>) -> Vec<String> {
         let store = Resource::new_borrow(store.rep());
-        let page = HostStore::list(&mut self.view(), store, String::new(), None, 1000)
+        let page = HostStore::list(&mut self.view(), store, String::new(), None, None, 1000)
             .await
             .unwrap()
             .unwrap();

@@ -335,6 +335,58 @@ async fn python_roundtrip_on(remote: &impl RemoteStore) {
     assert_eq!(stored, expected.as_bytes());
 }
 
+/// The Python SDK's idiomatic types both ways: `date`, `time`, naive and
+/// aware `datetime` (TIMESTAMP and TIMESTAMPTZ), infinity as
+/// `datetime.max`, big ints, and on PostgreSQL `Decimal` with 38 digits,
+/// `UUID` and `timedelta`.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_maps_sql_values_to_python_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = base_config();
+    let mut sql = format!(
+        "[db]\ntype = \"sqlite\"\nurl = \"sqlite://{}?mode=rwc\"\n",
+        dir.path().join("types.db").display()
+    );
+    let pg = postgres_url();
+    if let Some(url) = &pg {
+        sql.push_str(&format!("[pg]\ntype = \"postgres\"\nurl = \"{url}\"\n"));
+    }
+    config.sql = toml::from_str(&sql).unwrap();
+    let runtime = runtime(config);
+    let task = load(&runtime, "py-probe").await;
+    let mut targets = vec![("db", false)];
+    if pg.is_some() {
+        targets.push(("pg", true));
+    }
+    for (db, postgres) in targets {
+        let table = unique_prefix("pytypes").replace(['/', '-'], "_");
+        let input = json!({"op": "types", "db": db, "postgres": postgres, "table": table});
+        let (result, log) = run_with(&runtime, &task, input.to_string().as_bytes(), |r| {
+            r.grants = grants(&[], &[db]);
+        })
+        .await;
+        let output = json(&result.unwrap_or_else(|e| panic!("{e}\n{}", log_text(&log))));
+        let expected_types = [
+            ("d", "date"),
+            ("t", "time"),
+            ("naive", "datetime"),
+            ("aware", "datetime"),
+            ("forever", "datetime"),
+            ("big", if postgres { "Decimal" } else { "int" }),
+            ("num", "Decimal"),
+            ("id", "UUID"),
+            ("span", "timedelta"),
+        ];
+        for (name, ty) in expected_types {
+            if !postgres && matches!(name, "num" | "id" | "span") {
+                continue;
+            }
+            assert_eq!(output[name]["type"], ty, "{db} {name}: {output}");
+            assert_eq!(output[name]["same"], true, "{db} {name}: {output}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sdk_raises_host_errors_by_kind() {
     let Some(s3) = s3_env() else { return };

@@ -53,6 +53,23 @@ async fn a_component_with_foreign_imports_is_refused() {
     assert!(message.contains("does not provide"), "{message}");
 }
 
+/// 0.1.0 is not served beside 0.2.0 (see README.md, "The WIT contract and
+/// its versions"): a task built against it is refused with a message that
+/// says to rebuild, before the linker sees it.
+#[tokio::test]
+async fn a_component_built_against_caisson_task_0_1_is_refused() {
+    let component = wat::parse_str(
+        r#"(component
+            (import "caisson:task/params@0.1.0" (instance))
+        )"#,
+    )
+    .unwrap();
+    let message = rejection(&component).await;
+    assert!(message.contains("caisson:task/params@0.1.0"), "{message}");
+    assert!(message.contains("caisson:task@0.2.0"), "{message}");
+    assert!(message.contains("rebuild"), "{message}");
+}
+
 #[tokio::test]
 async fn a_component_of_another_world_is_refused() {
     // Valid and importing nothing, but it exports no `run`.

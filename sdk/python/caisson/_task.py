@@ -60,7 +60,10 @@ def _encode(output: Any) -> bytes:
 def _fail(message: str, retryable: bool, with_traceback: bool) -> Err:
     if with_traceback:
         # The traceback goes to the run's log; the run's error stays short.
-        _log.log(_log.Level.ERROR, traceback.format_exc().rstrip())
+        try:
+            _log.log(_log.Level.ERROR, traceback.format_exc().rstrip())
+        except Err:
+            pass  # the log budget is spent; the run's error says enough
     return Err(_WitTaskError(message=message, retryable=retryable))
 
 

@@ -1,9 +1,11 @@
-"""Exceptions raised by the SDK, one per kind of the WIT `error` variant."""
+"""Exceptions raised by the SDK, one per case of the WIT interfaces' `error`
+variants (the object store's and the database's)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from componentize_py_types import Err
-from wit_world.imports import types as _types
 
 
 class CaissonError(Exception):
@@ -44,6 +46,43 @@ class OtherError(CaissonError):
     kind = "other"
 
 
+class Conflict(CaissonError):
+    """A conditional write did not hold (the object exists, or is another
+    version), or a database unique violation (`SqlConflict`)."""
+
+    kind = "conflict"
+
+
+class Unsupported(CaissonError):
+    kind = "unsupported"
+
+
+class DatabaseError(CaissonError):
+    """The database refused a statement; `.sqlstate` says why."""
+
+    kind = "database"
+
+    def __init__(self, sqlstate: str, message: str, detail: str | None = None):
+        super().__init__(f"{sqlstate}: {message}" + (f" ({detail})" if detail else ""))
+        self.sqlstate = sqlstate
+        self.message = message
+        self.detail = detail
+
+
+class SqlConflict(DatabaseError, Conflict):
+    """A unique violation (SQLSTATE 23505): the row is already there."""
+
+    kind = "conflict"
+
+
+class RetryTransaction(DatabaseError):
+    """A serialization failure or deadlock: the transaction was rolled back,
+    and running it again may succeed."""
+
+    kind = "retry-transaction"
+    retryable = True
+
+
 class TaskError(Exception):
     """Raise this to fail the run with `message`; set `retryable` when a
     retry may succeed (the run's retry policy then applies)."""
@@ -54,19 +93,34 @@ class TaskError(Exception):
         self.retryable = retryable
 
 
-def from_wit(error: _types.Error) -> CaissonError:
-    if isinstance(error, _types.Error_NotFound):
+_SIMPLE = {
+    "TooLarge": TooLarge,
+    "InvalidInput": InvalidInput,
+    "Unsupported": Unsupported,
+    "Backend": BackendError,
+    "Other": OtherError,
+}
+
+
+def from_wit(error: Any) -> CaissonError:
+    """Any interface's WIT `error` as an exception. Each interface has its
+    own `error` variant, whose cases the bindings name `Error_<Case>`, so
+    the case is read from the class name."""
+    case = type(error).__name__.partition("_")[2]
+    value = getattr(error, "value", None)
+    if case == "NotFound":
         return NotFound()
-    if isinstance(error, _types.Error_AccessDenied):
+    if case == "AccessDenied":
         return AccessDenied()
-    if isinstance(error, _types.Error_TooLarge):
-        return TooLarge(error.value)
-    if isinstance(error, _types.Error_InvalidInput):
-        return InvalidInput(error.value)
-    if isinstance(error, _types.Error_Backend):
-        return BackendError(error.value)
-    if isinstance(error, _types.Error_Other):
-        return OtherError(error.value)
+    if case in _SIMPLE:
+        return _SIMPLE[case](value)
+    if hasattr(value, "sqlstate"):
+        cls = {"Conflict": SqlConflict, "RetryTransaction": RetryTransaction}.get(
+            case, DatabaseError
+        )
+        return cls(value.sqlstate, value.message, value.detail)
+    if case == "Conflict":
+        return Conflict(value)
     return OtherError(repr(error))
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from componentize_py_types import Err
 from wit_world.imports import log as _log
 
 
@@ -12,7 +13,13 @@ def _emit(level: _log.Level, message: object, args: tuple) -> None:
     text = str(message)
     if args:
         text = text % args
-    _log.log(level, text)
+    try:
+        _log.log(level, text)
+    except Err:
+        # The run's log budget is spent: the record is dropped, and the run
+        # fails with the log-limit error when it ends. Logging must not
+        # raise into the task's own code.
+        pass
 
 
 def trace(message: object, *args: object) -> None:

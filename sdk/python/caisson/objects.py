@@ -25,13 +25,15 @@ _CHUNK = 64 * 1024
 class ObjectMeta:
     key: str
     size: int
-    #: Milliseconds since the Unix epoch.
+    #: Microseconds since the Unix epoch.
     last_modified: int
     etag: str | None
+    version: str | None = None
+    content_type: str | None = None
 
 
 def _meta(m: _objects.ObjectMeta) -> ObjectMeta:
-    return ObjectMeta(m.key, m.size, m.last_modified, m.etag)
+    return ObjectMeta(m.key, m.size, m.last_modified, m.etag, m.version, m.content_type)
 
 
 class Store:
@@ -61,7 +63,7 @@ class Store:
         """Writes a whole object at once, replacing any object at `key`."""
         if isinstance(data, str):
             data = data.encode()
-        return _meta(call(self._handle.put, key, bytes(data)))
+        return _meta(call(self._handle.put, key, bytes(data), None))
 
     def head(self, key: str) -> ObjectMeta:
         return _meta(call(self._handle.head, key))
@@ -83,7 +85,7 @@ class Store:
         """Every object under `prefix`, in key order, fetched a page at a time."""
         token: str | None = None
         while True:
-            page = call(self._handle.list, prefix, token, page_size)
+            page = call(self._handle.list, prefix, None, token, page_size)
             for m in page.objects:
                 yield _meta(m)
             token = page.next_page_token
@@ -104,7 +106,7 @@ class Store:
     def open_write(self, key: str) -> "Writer":
         """A streamed upload. Nothing appears at `key` until the writer is
         closed; leaving its `with` block by an exception aborts it."""
-        return Writer(call(self._handle.writer, key))
+        return Writer(call(self._handle.writer, key, None))
 
     def close(self) -> None:
         self._handle.__exit__(None, None, None)

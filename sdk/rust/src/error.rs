@@ -1,17 +1,21 @@
-//! The SDK's error type, mirroring the WIT `error` variant.
+//! The SDK's error type, mirroring the WIT interfaces' `error` variants.
 
 use std::fmt;
 
-use crate::wit::caisson::task::types::Error as WitError;
+use crate::wit::caisson::task::objects::Error as ObjectsError;
+use crate::wit::caisson::task::sql::{DatabaseError as WitDatabaseError, Error as SqlError};
 
 /// A `Result` whose error defaults to [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why a host call or the task failed.
 ///
-/// The first six variants mirror the WIT `error` variant that every host call
-/// returns; [`Error::Task`] carries an error the task builds itself, with an
-/// explicit retry flag. Use [`Error::kind`] to match on the kind by name.
+/// The variants mirror the cases of the WIT interfaces' `error` variants
+/// (the object store's and the database's, merged); [`Error::Task`] carries
+/// an error the task builds itself, with an explicit retry flag. Use
+/// [`Error::kind`] to match on the kind by name, and
+/// [`Error::is_retry_transaction`], [`Error::is_conflict`] and
+/// [`Error::sqlstate`] for database errors.
 ///
 /// ```
 /// use caisson_sdk::Error;
@@ -33,9 +37,19 @@ pub enum Error {
     /// The request or its answer is over a host limit; the text names the
     /// limit and, where there is one, the streaming call to use instead.
     TooLarge(String),
-    /// Something malformed was passed: a bad key, a bad statement, a parameter
-    /// of the wrong type, or task input that does not parse.
+    /// Something malformed was passed: a bad key, a parameter of the wrong
+    /// type, or task input that does not parse. (A statement the database
+    /// refuses is [`Error::Database`].)
     InvalidInput(String),
+    /// A conditional write did not hold: the object exists (`if-none-match`)
+    /// or is another version (`if-match`). A unique violation in a database
+    /// is an [`Error::Database`] whose [`DatabaseError::kind`] is
+    /// [`DatabaseErrorKind::Conflict`]; [`Error::is_conflict`] covers both.
+    Conflict(String),
+    /// The store or database cannot do what was asked.
+    Unsupported(String),
+    /// The database refused a statement, with its SQLSTATE.
+    Database(DatabaseError),
     /// The backend failed (network, server error). Retrying the run may help.
     Backend(String),
     /// Anything else.
@@ -65,17 +79,47 @@ impl Error {
     }
 
     /// Whether running the task again may succeed: true for
-    /// [`Error::Backend`] and for task errors marked retryable.
+    /// [`Error::Backend`], for a transaction that should be retried (see
+    /// [`Error::is_retry_transaction`]; better retried by the task itself)
+    /// and for task errors marked retryable.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Backend(_) => true,
+            Error::Database(db) => db.kind == DatabaseErrorKind::RetryTransaction,
             Error::Task(t) => t.retryable,
             _ => false,
         }
     }
 
+    /// Whether the database rolled the transaction back because of a
+    /// serialization failure or a deadlock: running the transaction again
+    /// may succeed. [`Db::transaction_retrying`](crate::sql::Db::transaction_retrying)
+    /// does that.
+    pub fn is_retry_transaction(&self) -> bool {
+        matches!(self, Error::Database(db) if db.kind == DatabaseErrorKind::RetryTransaction)
+    }
+
+    /// Whether the write conflicted with what is there: a conditional object
+    /// write that did not hold, or a unique violation in a database.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Conflict(_) => true,
+            Error::Database(db) => db.kind == DatabaseErrorKind::Conflict,
+            _ => false,
+        }
+    }
+
+    /// The SQLSTATE of a database error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Database(db) => Some(&db.sqlstate),
+            _ => None,
+        }
+    }
+
     /// The kind of error as its WIT case name: `not-found`, `access-denied`,
-    /// `too-large`, `invalid-input`, `backend` or `other`, or `task` for
+    /// `too-large`, `invalid-input`, `conflict`, `unsupported`,
+    /// `retry-transaction`, `database`, `backend` or `other`, or `task` for
     /// [`Error::Task`].
     pub fn kind(&self) -> &'static str {
         match self {
@@ -83,6 +127,13 @@ impl Error {
             Error::AccessDenied => "access-denied",
             Error::TooLarge(_) => "too-large",
             Error::InvalidInput(_) => "invalid-input",
+            Error::Conflict(_) => "conflict",
+            Error::Unsupported(_) => "unsupported",
+            Error::Database(db) => match db.kind {
+                DatabaseErrorKind::Conflict => "conflict",
+                DatabaseErrorKind::RetryTransaction => "retry-transaction",
+                DatabaseErrorKind::Other => "database",
+            },
             Error::Backend(_) => "backend",
             Error::Other(_) => "other",
             Error::Task(_) => "task",
@@ -108,6 +159,12 @@ impl Error {
             Error::AccessDenied => Error::Other(format!("{context}: access denied")),
             Error::TooLarge(m) => Error::TooLarge(format!("{context}: {m}")),
             Error::InvalidInput(m) => Error::InvalidInput(format!("{context}: {m}")),
+            Error::Conflict(m) => Error::Conflict(format!("{context}: {m}")),
+            Error::Unsupported(m) => Error::Unsupported(format!("{context}: {m}")),
+            Error::Database(db) => Error::Database(DatabaseError {
+                message: format!("{context}: {}", db.message),
+                ..db
+            }),
             Error::Backend(m) => Error::Backend(format!("{context}: {m}")),
             Error::Other(m) => Error::Other(format!("{context}: {m}")),
             Error::Task(t) => Error::Task(TaskError {
@@ -125,6 +182,9 @@ impl fmt::Display for Error {
             Error::AccessDenied => f.write_str("access denied"),
             Error::TooLarge(m) => write!(f, "too large: {m}"),
             Error::InvalidInput(m) => write!(f, "invalid input: {m}"),
+            Error::Conflict(m) => write!(f, "conflict: {m}"),
+            Error::Unsupported(m) => write!(f, "unsupported: {m}"),
+            Error::Database(db) => write!(f, "{db}"),
             Error::Backend(m) => write!(f, "backend error: {m}"),
             Error::Other(m) => f.write_str(m),
             Error::Task(t) => f.write_str(&t.message),
@@ -134,17 +194,81 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<WitError> for Error {
-    fn from(e: WitError) -> Self {
+impl From<ObjectsError> for Error {
+    fn from(e: ObjectsError) -> Self {
         match e {
-            WitError::NotFound => Error::NotFound,
-            WitError::AccessDenied => Error::AccessDenied,
-            WitError::TooLarge(m) => Error::TooLarge(m),
-            WitError::InvalidInput(m) => Error::InvalidInput(m),
-            WitError::Backend(m) => Error::Backend(m),
-            WitError::Other(m) => Error::Other(m),
+            ObjectsError::NotFound => Error::NotFound,
+            ObjectsError::AccessDenied => Error::AccessDenied,
+            ObjectsError::TooLarge(m) => Error::TooLarge(m),
+            ObjectsError::InvalidInput(m) => Error::InvalidInput(m),
+            ObjectsError::Conflict(m) => Error::Conflict(m),
+            ObjectsError::Unsupported(m) => Error::Unsupported(m),
+            ObjectsError::Backend(m) => Error::Backend(m),
+            ObjectsError::Other(m) => Error::Other(m),
         }
     }
+}
+
+impl From<SqlError> for Error {
+    fn from(e: SqlError) -> Self {
+        let database = |e: WitDatabaseError, kind| {
+            Error::Database(DatabaseError {
+                sqlstate: e.sqlstate,
+                message: e.message,
+                detail: e.detail,
+                kind,
+            })
+        };
+        match e {
+            SqlError::AccessDenied => Error::AccessDenied,
+            SqlError::TooLarge(m) => Error::TooLarge(m),
+            SqlError::InvalidInput(m) => Error::InvalidInput(m),
+            SqlError::Conflict(e) => database(e, DatabaseErrorKind::Conflict),
+            SqlError::RetryTransaction(e) => database(e, DatabaseErrorKind::RetryTransaction),
+            SqlError::Database(e) => database(e, DatabaseErrorKind::Other),
+            SqlError::Unsupported(m) => Error::Unsupported(m),
+            SqlError::Backend(m) => Error::Backend(m),
+            SqlError::Other(m) => Error::Other(m),
+        }
+    }
+}
+
+/// What the database said when it refused a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseError {
+    /// The SQLSTATE, e.g. `23505`. For SQLite, which has none, the host's
+    /// nearest match (`23505` for a unique constraint, `40001` for a busy
+    /// database), else `HY000`.
+    pub sqlstate: String,
+    /// The database's message.
+    pub message: String,
+    /// PostgreSQL's `DETAIL`, or SQLite's extended result code.
+    pub detail: Option<String>,
+    /// What a task may do about it.
+    pub kind: DatabaseErrorKind,
+}
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "database error {}: {}", self.sqlstate, self.message)?;
+        if let Some(detail) = &self.detail {
+            write!(f, " ({detail})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The class of a [`DatabaseError`], from the WIT `error` case it came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DatabaseErrorKind {
+    /// A unique violation: the row is already there.
+    Conflict,
+    /// A serialization failure or deadlock: the transaction was rolled back
+    /// and running it again may succeed.
+    RetryTransaction,
+    /// Any other refusal; the SQLSTATE says which.
+    Other,
 }
 
 impl From<std::io::Error> for Error {

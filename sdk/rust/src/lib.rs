@@ -51,11 +51,14 @@
 //!
 //! # Errors
 //!
-//! Every host call returns [`Result`]; its [`Error`] mirrors the WIT `error`
-//! variant and converts from `std::io::Error`, `serde_json::Error` and
-//! strings, so `?` works throughout. An error returned from the task becomes
-//! the run's `task-error`: [`Error::Backend`] and [`Error::retryable`] errors
-//! are marked retryable, all others are not. A panic traps the instance.
+//! Every host call returns [`Result`]; its [`Error`] mirrors the cases of the
+//! WIT interfaces' `error` variants (database errors carry their SQLSTATE in
+//! a [`DatabaseError`]) and converts from `std::io::Error`,
+//! `serde_json::Error` and strings, so `?` works throughout. An error
+//! returned from the task becomes the run's `task-error`: [`Error::Backend`],
+//! transactions to retry ([`Error::is_retry_transaction`]) and
+//! [`Error::retryable`] errors are marked retryable, all others are not. A
+//! panic traps the instance.
 //!
 //! # Building
 //!
@@ -92,7 +95,7 @@ pub mod wit {
 }
 
 pub use caisson_sdk_macros::task;
-pub use error::{Context, Error, Result, TaskError};
+pub use error::{Context, DatabaseError, DatabaseErrorKind, Error, Result, TaskError};
 pub use io::{FromInput, IntoOutput, Json};
 
 /// Support code for [`macro@task`]; not a public API.

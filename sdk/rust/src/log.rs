@@ -45,9 +45,29 @@ impl From<Level> for wit::Level {
 }
 
 /// Writes `message` to the run's log at `level`. The macros ([`info!`](crate::info)
-/// and friends) call this.
+/// and friends) call this. Once the run's log budget is spent the message
+/// is dropped (see [`try_log`]).
 pub fn log(level: Level, message: &str) {
-    wit::log(level.into(), message);
+    let _ = try_log(level, message);
+}
+
+/// The run's log budget is spent: the message was dropped, and the run will
+/// fail with the log-limit error when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetExceeded;
+
+impl std::fmt::Display for BudgetExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run's log budget is spent")
+    }
+}
+
+impl std::error::Error for BudgetExceeded {}
+
+/// Like [`log`], but says whether the message was kept, so that a task can
+/// stop logging (and wind down) once its budget is spent.
+pub fn try_log(level: Level, message: &str) -> Result<(), BudgetExceeded> {
+    wit::log(level.into(), message).map_err(|wit::LogError::BudgetExceeded| BudgetExceeded)
 }
 
 /// Reports that `done` of `total` units of work are finished; pass `total`

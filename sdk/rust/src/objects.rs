@@ -45,26 +45,51 @@ const WRITE_CHUNK: usize = 64 * 1024;
 /// Listing page size when the caller does not choose one; the host may cap it.
 const DEFAULT_PAGE_SIZE: u32 = 1000;
 
+/// What a key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ObjectKind {
+    /// An object (a file on HDFS and local stores).
+    File,
+    /// A directory of a store that has real ones.
+    Directory,
+}
+
 /// What the store knows about one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMeta {
     /// The object's key.
     pub key: String,
+    /// A file or a directory.
+    pub kind: ObjectKind,
     /// Its size in bytes.
     pub size: u64,
-    /// When it was last written, in milliseconds since the Unix epoch.
+    /// When it was last written, in microseconds since the Unix epoch.
     pub last_modified: i64,
-    /// The store's entity tag, if it has one.
+    /// The store's entity tag, if it has one: what [`WriteOptions::if_match`]
+    /// takes.
     pub etag: Option<String>,
+    /// The object's version, on a versioned store.
+    pub version: Option<String>,
+    /// The content type it was written with, where the store keeps one
+    /// (not in listings).
+    pub content_type: Option<String>,
 }
 
 impl From<wit::ObjectMeta> for ObjectMeta {
     fn from(m: wit::ObjectMeta) -> Self {
         ObjectMeta {
             key: m.key,
+            kind: match m.kind {
+                wit::ObjectKind::File => ObjectKind::File,
+                wit::ObjectKind::Directory => ObjectKind::Directory,
+            },
             size: m.size,
             last_modified: m.last_modified,
             etag: m.etag,
+            version: m.version,
+            content_type: m.content_type,
         }
     }
 }
@@ -74,8 +99,75 @@ impl From<wit::ObjectMeta> for ObjectMeta {
 pub struct ListPage {
     /// The objects on this page, in key order.
     pub objects: Vec<ObjectMeta>,
+    /// With a delimiter, the keys one level down that have objects under
+    /// them, each ending with the delimiter; empty without one.
+    pub prefixes: Vec<String>,
     /// The token for the next page; `None` on the last page.
     pub next_page_token: Option<String>,
+}
+
+/// How a write is made: conditions and a content type.
+///
+/// ```no_run
+/// use caisson_sdk::objects::{Store, WriteOptions};
+///
+/// # fn f() -> caisson_sdk::Result<()> {
+/// let store = Store::open("raw")?;
+/// // Only one task gets to write the marker: the others see a conflict.
+/// let options = WriteOptions::new().if_none_match("*").content_type("text/plain");
+/// match store.put_with("locks/daily", "mine", &options) {
+///     Ok(_) => { /* ours */ }
+///     Err(e) if e.is_conflict() => { /* someone else's */ }
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+    content_type: Option<String>,
+}
+
+impl WriteOptions {
+    /// No conditions, no content type.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Write only if the object's entity tag is `etag` (from
+    /// [`ObjectMeta::etag`]); otherwise the write fails with a conflict.
+    pub fn if_match(mut self, etag: impl Into<String>) -> Self {
+        self.if_match = Some(etag.into());
+        self
+    }
+
+    /// `"*"`: write only if there is no object at the key; otherwise the
+    /// write fails with a conflict.
+    pub fn if_none_match(mut self, etag: impl Into<String>) -> Self {
+        self.if_none_match = Some(etag.into());
+        self
+    }
+
+    /// The content type to store with the object.
+    pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.content_type = Some(content_type.into());
+        self
+    }
+
+    fn to_wit(&self) -> Result<wit::WriteOptions> {
+        let options = wit::WriteOptions::new();
+        if self.if_match.is_some() {
+            options.set_if_match(self.if_match.as_deref())?;
+        }
+        if self.if_none_match.is_some() {
+            options.set_if_none_match(self.if_none_match.as_deref())?;
+        }
+        if self.content_type.is_some() {
+            options.set_content_type(self.content_type.as_deref())?;
+        }
+        Ok(options)
+    }
 }
 
 /// An open object store.
@@ -132,7 +224,19 @@ impl Store {
 
     /// Writes a whole object, replacing any object at `key`.
     pub fn put(&self, key: &str, data: impl AsRef<[u8]>) -> Result<ObjectMeta> {
-        Ok(self.inner.put(key, data.as_ref())?.into())
+        Ok(self.inner.put(key, data.as_ref(), None)?.into())
+    }
+
+    /// Writes a whole object as `options` say: only if a condition holds
+    /// (else [`Error::Conflict`]), with a content type.
+    pub fn put_with(
+        &self,
+        key: &str,
+        data: impl AsRef<[u8]>,
+        options: &WriteOptions,
+    ) -> Result<ObjectMeta> {
+        let options = options.to_wit()?;
+        Ok(self.inner.put(key, data.as_ref(), Some(&options))?.into())
     }
 
     /// Same as [`Store::put`].
@@ -172,11 +276,47 @@ impl Store {
         page_token: Option<&str>,
         page_size: u32,
     ) -> Result<ListPage> {
-        let page = self.inner.list(prefix, page_token, page_size)?;
+        self.list_page_delimited(prefix, None, page_token, page_size)
+    }
+
+    /// Fetches one page of a listing of `prefix` with `delimiter` (only
+    /// `"/"` is supported): objects one level down, and the prefixes of the
+    /// levels below in [`ListPage::prefixes`], like an S3 delimiter listing.
+    pub fn list_page_delimited(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        page_token: Option<&str>,
+        page_size: u32,
+    ) -> Result<ListPage> {
+        let page = self.inner.list(prefix, delimiter, page_token, page_size)?;
         Ok(ListPage {
             objects: page.objects.into_iter().map(Into::into).collect(),
+            prefixes: page.prefixes,
             next_page_token: page.next_page_token,
         })
+    }
+
+    /// One level of the store under `prefix`, like `ls`: the objects
+    /// directly under it and the prefixes (ending in `/`) of the levels
+    /// below, every page of them.
+    pub fn list_level(&self, prefix: &str) -> Result<ListPage> {
+        let mut level = ListPage {
+            objects: Vec::new(),
+            prefixes: Vec::new(),
+            next_page_token: None,
+        };
+        let mut token = None;
+        loop {
+            let page =
+                self.list_page_delimited(prefix, Some("/"), token.as_deref(), DEFAULT_PAGE_SIZE)?;
+            level.objects.extend(page.objects);
+            level.prefixes.extend(page.prefixes);
+            match page.next_page_token {
+                Some(next) => token = Some(next),
+                None => return Ok(level),
+            }
+        }
     }
 
     /// Iterates over every object whose key starts with `prefix` (`""` for
@@ -234,7 +374,18 @@ impl Store {
     /// [`ObjectWriter::finish`] succeeds; dropping the writer aborts the
     /// upload.
     pub fn writer(&self, key: &str) -> Result<ObjectWriter> {
-        let writer = self.inner.writer(key)?;
+        self.start_writer(key, None)
+    }
+
+    /// Starts a streamed upload with a content type. (Conditions are refused
+    /// by the host for streamed uploads for now: use [`Store::put_with`].)
+    pub fn writer_with(&self, key: &str, options: &WriteOptions) -> Result<ObjectWriter> {
+        let options = options.to_wit()?;
+        self.start_writer(key, Some(&options))
+    }
+
+    fn start_writer(&self, key: &str, options: Option<&wit::WriteOptions>) -> Result<ObjectWriter> {
+        let writer = self.inner.writer(key, options)?;
         let body = writer.body()?;
         Ok(ObjectWriter {
             body: Some(body),

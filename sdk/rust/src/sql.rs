@@ -62,12 +62,20 @@ const DEFAULT_BATCH: u32 = 500;
 /// let params: [Value; 5] = [7.into(), "Ada".into(), 2.5.into(), None::<i64>.into(), vec![1u8, 2].into()];
 /// assert_eq!(params[3], Value::Null);
 /// assert_eq!(Value::from(serde_json::json!({"a": 1})), Value::Json(r#"{"a":1}"#.into()));
+/// assert_eq!(Value::from(vec![Some(1i64), None]), Value::IntArray(vec![Some(1), None]));
 /// ```
 ///
-/// Serialized with serde, a value is tagged with its WIT case name:
-/// `{"int": 7}`, `{"text": "Ada"}`, `"null"`.
+/// Dates and times are counts from the Unix epoch, as the WIT has them;
+/// with the `chrono` feature they convert from and to `chrono`'s types
+/// (`NaiveDate`, `NaiveTime`, `NaiveDateTime`, `DateTime<Utc>`), with
+/// `uuid` from and to `uuid::Uuid` and with `rust_decimal` from and to
+/// `rust_decimal::Decimal`. New kinds may be added: match with a `_` arm.
+///
+/// Serialized with serde, a value is tagged with its WIT case name in
+/// snake case: `{"int": 7}`, `{"text": "Ada"}`, `"null"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Value {
     /// SQL `NULL`.
     Null,
@@ -76,31 +84,161 @@ pub enum Value {
     Bool(bool),
     /// An integer.
     Int(i64),
+    /// An unsigned 64-bit integer (bound as `NUMERIC` on PostgreSQL).
+    Uint(u64),
     /// A floating-point number.
     Float(f64),
+    /// An exact decimal as text (`-123.4500`, `NaN`, `Infinity`).
+    Decimal(String),
     /// Text.
     Text(String),
     /// Bytes.
     Blob(Vec<u8>),
-    /// Microseconds since the Unix epoch, UTC.
+    /// A calendar day: days since 1970-01-01 (`i32::MAX`/`MIN` for
+    /// PostgreSQL's `infinity`/`-infinity`).
+    Date(i32),
+    /// A time of day: microseconds since midnight.
+    Time(u64),
+    /// A date and time without a time zone (`TIMESTAMP`): microseconds since
+    /// 1970-01-01T00:00:00 on the same wall clock (`i64::MAX`/`MIN` for
+    /// `infinity`/`-infinity`).
+    Datetime(i64),
+    /// An instant (`TIMESTAMPTZ`): microseconds since the Unix epoch, UTC
+    /// (`i64::MAX`/`MIN` for `infinity`/`-infinity`).
     Timestamp(i64),
+    /// A length of time in calendar units and microseconds.
+    Interval(Interval),
+    /// A UUID in its hyphenated text form.
+    Uuid(String),
     /// A JSON document, as text.
     Json(String),
+    /// An array of booleans; `None` is a NULL element.
+    #[serde(rename = "boolean_array")]
+    BoolArray(Vec<Option<bool>>),
+    /// An array of integers.
+    IntArray(Vec<Option<i64>>),
+    /// An array of floats.
+    FloatArray(Vec<Option<f64>>),
+    /// An array of decimals.
+    DecimalArray(Vec<Option<String>>),
+    /// An array of texts.
+    TextArray(Vec<Option<String>>),
+    /// An array of UUIDs.
+    UuidArray(Vec<Option<String>>),
+    /// An array of dates.
+    DateArray(Vec<Option<i32>>),
+    /// An array of date-times without a time zone.
+    DatetimeArray(Vec<Option<i64>>),
+    /// An array of instants.
+    TimestampArray(Vec<Option<i64>>),
+    /// A value of a type with no case here: its type name and text (see the
+    /// WIT `other-value`). As a parameter it is bound as text, so cast the
+    /// placeholder (`$1::inet`).
+    Other {
+        /// The database's name for the type.
+        type_name: String,
+        /// Its text form, or `\x`-prefixed hex of its binary form.
+        text: String,
+    },
+}
+
+/// A length of time as PostgreSQL keeps it: months and days are calendar
+/// units, whose length depends on the date they are added to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Interval {
+    /// Months.
+    pub months: i32,
+    /// Days.
+    pub days: i32,
+    /// Microseconds.
+    pub microseconds: i64,
+}
+
+/// How many microseconds a day has.
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// The calendar date of a day count from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, proleptic Gregorian).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn date_string(days: i32) -> String {
+    match days {
+        i32::MAX => "infinity".into(),
+        i32::MIN => "-infinity".into(),
+        days => {
+            let (y, m, d) = civil_from_days(days.into());
+            format!("{y:04}-{m:02}-{d:02}")
+        }
+    }
+}
+
+fn time_string(micros: u64) -> String {
+    let secs = micros / 1_000_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        micros % 1_000_000
+    )
+}
+
+fn datetime_string(micros: i64) -> String {
+    match micros {
+        i64::MAX => "infinity".into(),
+        i64::MIN => "-infinity".into(),
+        micros => {
+            let days = micros.div_euclid(DAY_MICROS);
+            let (y, m, d) = civil_from_days(days);
+            let time = time_string(micros.rem_euclid(DAY_MICROS) as u64);
+            format!("{y:04}-{m:02}-{d:02}T{time}")
+        }
+    }
 }
 
 impl Value {
-    /// The WIT case name: `null`, `boolean`, `int`, `float`, `text`, `blob`,
-    /// `timestamp` or `json`.
+    /// The WIT case name: `null`, `boolean`, `int`, `uint`, `float`,
+    /// `decimal`, `text`, `blob`, `date`, `time`, `datetime`, `timestamp`,
+    /// `interval`, `uuid`, `json`, `boolean-array` ... `timestamp-array`, or
+    /// `other`.
     pub fn kind(&self) -> &'static str {
         match self {
             Value::Null => "null",
             Value::Bool(_) => "boolean",
             Value::Int(_) => "int",
+            Value::Uint(_) => "uint",
             Value::Float(_) => "float",
+            Value::Decimal(_) => "decimal",
             Value::Text(_) => "text",
             Value::Blob(_) => "blob",
+            Value::Date(_) => "date",
+            Value::Time(_) => "time",
+            Value::Datetime(_) => "datetime",
             Value::Timestamp(_) => "timestamp",
+            Value::Interval(_) => "interval",
+            Value::Uuid(_) => "uuid",
             Value::Json(_) => "json",
+            Value::BoolArray(_) => "boolean-array",
+            Value::IntArray(_) => "int-array",
+            Value::FloatArray(_) => "float-array",
+            Value::DecimalArray(_) => "decimal-array",
+            Value::TextArray(_) => "text-array",
+            Value::UuidArray(_) => "uuid-array",
+            Value::DateArray(_) => "date-array",
+            Value::DatetimeArray(_) => "datetime-array",
+            Value::TimestampArray(_) => "timestamp-array",
+            Value::Other { .. } => "other",
         }
     }
 
@@ -109,19 +247,23 @@ impl Value {
         matches!(self, Value::Null)
     }
 
-    /// The integer, if this is a [`Value::Int`].
+    /// The integer, if this is a [`Value::Int`] (or a [`Value::Uint`] that
+    /// fits).
     pub fn as_i64(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
+            Value::Uint(u) => i64::try_from(*u).ok(),
             _ => None,
         }
     }
 
-    /// The number, if this is a [`Value::Float`] or [`Value::Int`].
+    /// The number, if this is a [`Value::Float`], [`Value::Int`] or
+    /// [`Value::Uint`].
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Float(f) => Some(*f),
             Value::Int(i) => Some(*i as f64),
+            Value::Uint(u) => Some(*u as f64),
             _ => None,
         }
     }
@@ -134,10 +276,11 @@ impl Value {
         }
     }
 
-    /// The text, if this is a [`Value::Text`] or a [`Value::Json`].
+    /// The text, if this is a [`Value::Text`], [`Value::Json`],
+    /// [`Value::Decimal`] or [`Value::Uuid`].
     pub fn as_str(&self) -> Option<&str> {
         match self {
-            Value::Text(s) | Value::Json(s) => Some(s),
+            Value::Text(s) | Value::Json(s) | Value::Decimal(s) | Value::Uuid(s) => Some(s),
             _ => None,
         }
     }
@@ -157,22 +300,56 @@ impl Value {
     /// |-------------|---------------------------------------------|
     /// | `null`      | `null`                                      |
     /// | `boolean`   | `true` / `false`                            |
-    /// | `int`       | a number                                    |
+    /// | `int`, `uint` | a number                                  |
     /// | `float`     | a number (`null` for NaN and infinities)    |
-    /// | `text`      | a string                                    |
+    /// | `decimal`   | a string, exact                             |
+    /// | `text`, `uuid` | a string                                 |
     /// | `blob`      | an array of byte values, so `Vec<u8>` fields work |
+    /// | `date`      | `"YYYY-MM-DD"`                              |
+    /// | `time`      | `"HH:MM:SS.ffffff"`                         |
+    /// | `datetime`  | `"YYYY-MM-DDTHH:MM:SS.ffffff"` (no zone)    |
     /// | `timestamp` | the integer microseconds since the epoch    |
+    /// | `interval`  | `{"months", "days", "microseconds"}`        |
     /// | `json`      | the parsed document (a string if it does not parse) |
+    /// | arrays      | arrays of the above (`null` for NULL)       |
+    /// | `other`     | its text                                    |
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
+        fn array<T>(items: &[Option<T>], each: impl Fn(&T) -> J) -> J {
+            J::Array(
+                items
+                    .iter()
+                    .map(|v| v.as_ref().map_or(J::Null, &each))
+                    .collect(),
+            )
+        }
+        let float = |f: &f64| serde_json::Number::from_f64(*f).map_or(J::Null, J::Number);
         match self {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) | Value::Timestamp(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-            Value::Text(s) => J::String(s.clone()),
+            Value::Uint(u) => J::from(*u),
+            Value::Float(f) => float(f),
+            Value::Text(s) | Value::Decimal(s) | Value::Uuid(s) => J::String(s.clone()),
+            Value::Other { text, .. } => J::String(text.clone()),
             Value::Blob(b) => J::Array(b.iter().map(|&x| J::from(x)).collect()),
+            Value::Date(d) => J::String(date_string(*d)),
+            Value::Time(t) => J::String(time_string(*t)),
+            Value::Datetime(t) => J::String(datetime_string(*t)),
+            Value::Interval(i) => serde_json::json!({
+                "months": i.months,
+                "days": i.days,
+                "microseconds": i.microseconds,
+            }),
             Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| J::String(s.clone())),
+            Value::BoolArray(v) => array(v, |b| J::Bool(*b)),
+            Value::IntArray(v) | Value::TimestampArray(v) => array(v, |i| J::from(*i)),
+            Value::FloatArray(v) => array(v, float),
+            Value::DecimalArray(v) | Value::TextArray(v) | Value::UuidArray(v) => {
+                array(v, |s| J::String(s.clone()))
+            }
+            Value::DateArray(v) => array(v, |d| J::String(date_string(*d))),
+            Value::DatetimeArray(v) => array(v, |t| J::String(datetime_string(*t))),
         }
     }
 
@@ -181,11 +358,35 @@ impl Value {
             Value::Null => wit::Value::Null,
             Value::Bool(b) => wit::Value::Boolean(*b),
             Value::Int(i) => wit::Value::Int(*i),
+            Value::Uint(u) => wit::Value::Uint(*u),
             Value::Float(f) => wit::Value::Float(*f),
+            Value::Decimal(s) => wit::Value::Decimal(s.clone()),
             Value::Text(s) => wit::Value::Text(s.clone()),
             Value::Blob(b) => wit::Value::Blob(b.clone()),
+            Value::Date(d) => wit::Value::Date(*d),
+            Value::Time(t) => wit::Value::Time(*t),
+            Value::Datetime(t) => wit::Value::Datetime(*t),
             Value::Timestamp(t) => wit::Value::Timestamp(*t),
+            Value::Interval(i) => wit::Value::Interval(wit::Interval {
+                months: i.months,
+                days: i.days,
+                microseconds: i.microseconds,
+            }),
+            Value::Uuid(s) => wit::Value::Uuid(s.clone()),
             Value::Json(s) => wit::Value::Json(s.clone()),
+            Value::BoolArray(v) => wit::Value::BooleanArray(v.clone()),
+            Value::IntArray(v) => wit::Value::IntArray(v.clone()),
+            Value::FloatArray(v) => wit::Value::FloatArray(v.clone()),
+            Value::DecimalArray(v) => wit::Value::DecimalArray(v.clone()),
+            Value::TextArray(v) => wit::Value::TextArray(v.clone()),
+            Value::UuidArray(v) => wit::Value::UuidArray(v.clone()),
+            Value::DateArray(v) => wit::Value::DateArray(v.clone()),
+            Value::DatetimeArray(v) => wit::Value::DatetimeArray(v.clone()),
+            Value::TimestampArray(v) => wit::Value::TimestampArray(v.clone()),
+            Value::Other { type_name, text } => wit::Value::Other(wit::OtherValue {
+                type_name: type_name.clone(),
+                text: text.clone(),
+            }),
         }
     }
 }
@@ -196,11 +397,35 @@ impl From<wit::Value> for Value {
             wit::Value::Null => Value::Null,
             wit::Value::Boolean(b) => Value::Bool(b),
             wit::Value::Int(i) => Value::Int(i),
+            wit::Value::Uint(u) => Value::Uint(u),
             wit::Value::Float(f) => Value::Float(f),
+            wit::Value::Decimal(s) => Value::Decimal(s),
             wit::Value::Text(s) => Value::Text(s),
             wit::Value::Blob(b) => Value::Blob(b),
+            wit::Value::Date(d) => Value::Date(d),
+            wit::Value::Time(t) => Value::Time(t),
+            wit::Value::Datetime(t) => Value::Datetime(t),
             wit::Value::Timestamp(t) => Value::Timestamp(t),
+            wit::Value::Interval(i) => Value::Interval(Interval {
+                months: i.months,
+                days: i.days,
+                microseconds: i.microseconds,
+            }),
+            wit::Value::Uuid(s) => Value::Uuid(s),
             wit::Value::Json(s) => Value::Json(s),
+            wit::Value::BooleanArray(v) => Value::BoolArray(v),
+            wit::Value::IntArray(v) => Value::IntArray(v),
+            wit::Value::FloatArray(v) => Value::FloatArray(v),
+            wit::Value::DecimalArray(v) => Value::DecimalArray(v),
+            wit::Value::TextArray(v) => Value::TextArray(v),
+            wit::Value::UuidArray(v) => Value::UuidArray(v),
+            wit::Value::DateArray(v) => Value::DateArray(v),
+            wit::Value::DatetimeArray(v) => Value::DatetimeArray(v),
+            wit::Value::TimestampArray(v) => Value::TimestampArray(v),
+            wit::Value::Other(o) => Value::Other {
+                type_name: o.type_name,
+                text: o.text,
+            },
         }
     }
 }
@@ -212,14 +437,30 @@ impl fmt::Display for Value {
             Value::Null => f.write_str("NULL"),
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
+            Value::Uint(u) => write!(f, "{u}"),
             Value::Float(x) => write!(f, "{x}"),
-            Value::Text(s) | Value::Json(s) => write!(f, "'{}'", s.replace('\'', "''")),
+            Value::Decimal(d) => f.write_str(d),
+            Value::Text(s) | Value::Json(s) | Value::Uuid(s) => {
+                write!(f, "'{}'", s.replace('\'', "''"))
+            }
             Value::Blob(b) => {
                 f.write_str("x'")?;
                 b.iter().try_for_each(|x| write!(f, "{x:02x}"))?;
                 f.write_str("'")
             }
+            Value::Date(d) => write!(f, "DATE '{}'", date_string(*d)),
+            Value::Time(t) => write!(f, "TIME '{}'", time_string(*t)),
+            Value::Datetime(t) => write!(f, "TIMESTAMP '{}'", datetime_string(*t)),
             Value::Timestamp(t) => write!(f, "timestamp({t}us)"),
+            Value::Interval(i) => write!(
+                f,
+                "interval({} months {} days {}us)",
+                i.months, i.days, i.microseconds
+            ),
+            Value::Other { type_name, text } => {
+                write!(f, "'{}'::{type_name}", text.replace('\'', "''"))
+            }
+            array => write!(f, "{}", array.to_json()),
         }
     }
 }
@@ -237,10 +478,15 @@ macro_rules! value_from {
 value_from! {
     bool => Bool,
     i8 => Int, i16 => Int, i32 => Int, i64 => Int,
-    u8 => Int, u16 => Int, u32 => Int,
+    u8 => Int, u16 => Int, u32 => Int, u64 => Uint,
     f32 => Float, f64 => Float,
     String => Text, &str => Text, &String => Text,
     Vec<u8> => Blob, &[u8] => Blob,
+    Interval => Interval,
+    Vec<Option<bool>> => BoolArray,
+    Vec<Option<i64>> => IntArray,
+    Vec<Option<f64>> => FloatArray,
+    Vec<Option<String>> => TextArray,
 }
 
 impl<T: Into<Value>> From<Option<T>> for Value {
@@ -268,10 +514,161 @@ impl From<std::time::SystemTime> for Value {
     }
 }
 
+#[cfg(feature = "chrono")]
+mod chrono_values {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
+
+    use super::{FromValue, Value, mismatch};
+    use crate::{Error, Result};
+
+    fn epoch() -> NaiveDate {
+        NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date")
+    }
+
+    impl From<NaiveDate> for Value {
+        /// A [`Value::Date`].
+        fn from(d: NaiveDate) -> Self {
+            // chrono's dates span about ±262,000 years: the day count fits.
+            Value::Date(d.signed_duration_since(epoch()).num_days() as i32)
+        }
+    }
+
+    impl From<NaiveTime> for Value {
+        /// A [`Value::Time`]; a leap second counts as the second before.
+        fn from(t: NaiveTime) -> Self {
+            let micros = u64::from(t.num_seconds_from_midnight()) * 1_000_000
+                + u64::from(t.nanosecond().min(999_999_999) / 1000);
+            Value::Time(micros)
+        }
+    }
+
+    impl From<NaiveDateTime> for Value {
+        /// A [`Value::Datetime`] (no time zone).
+        fn from(t: NaiveDateTime) -> Self {
+            Value::Datetime(t.and_utc().timestamp_micros())
+        }
+    }
+
+    impl<Tz: TimeZone> From<DateTime<Tz>> for Value {
+        /// A [`Value::Timestamp`] (an instant).
+        fn from(t: DateTime<Tz>) -> Self {
+            Value::Timestamp(t.timestamp_micros())
+        }
+    }
+
+    fn out_of_range<T>(what: &str, value: &Value) -> Result<T> {
+        Err(Error::InvalidInput(format!(
+            "{value} is out of range for a {what} (infinity?)"
+        )))
+    }
+
+    impl FromValue for NaiveDate {
+        /// From a `date`.
+        fn from_value(value: &Value) -> Result<Self> {
+            match value {
+                Value::Date(d) => epoch()
+                    .checked_add_signed(chrono::TimeDelta::days((*d).into()))
+                    .map_or_else(|| out_of_range("date", value), Ok),
+                v => mismatch("date", v),
+            }
+        }
+    }
+
+    impl FromValue for NaiveTime {
+        /// From a `time` (24:00:00 has no `NaiveTime` and fails).
+        fn from_value(value: &Value) -> Result<Self> {
+            match value {
+                Value::Time(t) => NaiveTime::from_num_seconds_from_midnight_opt(
+                    (t / 1_000_000) as u32,
+                    (t % 1_000_000) as u32 * 1000,
+                )
+                .map_or_else(|| out_of_range("time", value), Ok),
+                v => mismatch("time", v),
+            }
+        }
+    }
+
+    impl FromValue for NaiveDateTime {
+        /// From a `datetime`.
+        fn from_value(value: &Value) -> Result<Self> {
+            match value {
+                Value::Datetime(t) => DateTime::from_timestamp_micros(*t)
+                    .map(|t| t.naive_utc())
+                    .map_or_else(|| out_of_range("datetime", value), Ok),
+                v => mismatch("datetime", v),
+            }
+        }
+    }
+
+    impl FromValue for DateTime<Utc> {
+        /// From a `timestamp`.
+        fn from_value(value: &Value) -> Result<Self> {
+            match value {
+                Value::Timestamp(t) => DateTime::from_timestamp_micros(*t)
+                    .map_or_else(|| out_of_range("timestamp", value), Ok),
+                v => mismatch("timestamp", v),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "uuid")]
+mod uuid_values {
+    use super::{FromValue, Value, mismatch};
+    use crate::{Error, Result};
+
+    impl From<uuid::Uuid> for Value {
+        /// A [`Value::Uuid`].
+        fn from(u: uuid::Uuid) -> Self {
+            Value::Uuid(u.hyphenated().to_string())
+        }
+    }
+
+    impl FromValue for uuid::Uuid {
+        /// From a `uuid`, or `text` that spells one.
+        fn from_value(value: &Value) -> Result<Self> {
+            match value {
+                Value::Uuid(s) | Value::Text(s) => uuid::Uuid::parse_str(s)
+                    .map_err(|e| Error::InvalidInput(format!("{s:?} is not a UUID: {e}"))),
+                v => mismatch("uuid", v),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "rust_decimal")]
+mod decimal_values {
+    use super::{FromValue, Value, mismatch};
+    use crate::{Error, Result};
+
+    impl From<rust_decimal::Decimal> for Value {
+        /// A [`Value::Decimal`], exact.
+        fn from(d: rust_decimal::Decimal) -> Self {
+            Value::Decimal(d.to_string())
+        }
+    }
+
+    impl FromValue for rust_decimal::Decimal {
+        /// From a `decimal` (at most 28 significant digits: more fail rather
+        /// than round), an `int` or a `uint`.
+        fn from_value(value: &Value) -> Result<Self> {
+            match value {
+                Value::Decimal(s) => rust_decimal::Decimal::from_str_exact(s)
+                    .map_err(|e| Error::InvalidInput(format!("decimal {s}: {e}"))),
+                Value::Int(i) => Ok((*i).into()),
+                Value::Uint(u) => Ok((*u).into()),
+                v => mismatch("decimal", v),
+            }
+        }
+    }
+}
+
 /// A type [`Row::get`] can convert a [`Value`] into.
 ///
-/// Implemented for [`Value`], `bool`, `i64`, `i32`, `u32`, `f64`, `String`,
-/// `Vec<u8>`, `serde_json::Value` and `Option<T>` (`NULL` is `None`).
+/// Implemented for [`Value`], `bool`, `i64`, `i32`, `u32`, `u64`, `f64`,
+/// `String`, `Vec<u8>`, [`Interval`], `serde_json::Value`, `Vec<Option<T>>`
+/// of the array kinds, and `Option<T>` (`NULL` is `None`); with features,
+/// for `chrono`, `uuid` and `rust_decimal` types.
 pub trait FromValue: Sized {
     /// Converts the value, or fails with [`Error::InvalidInput`] if it is of
     /// another kind.
@@ -304,11 +701,25 @@ impl FromValue for bool {
 }
 
 impl FromValue for i64 {
-    /// Also accepts a `timestamp` (its microseconds).
+    /// Also accepts a `timestamp` (its microseconds) and a `uint` that fits.
     fn from_value(value: &Value) -> Result<Self> {
         match value {
             Value::Int(i) | Value::Timestamp(i) => Ok(*i),
+            Value::Uint(u) => i64::try_from(*u)
+                .map_err(|_| Error::InvalidInput(format!("{u} does not fit in i64"))),
             v => mismatch("int", v),
+        }
+    }
+}
+
+impl FromValue for u64 {
+    /// From a `uint`, or an `int` that is not negative.
+    fn from_value(value: &Value) -> Result<Self> {
+        match value {
+            Value::Uint(u) => Ok(*u),
+            Value::Int(i) => u64::try_from(*i)
+                .map_err(|_| Error::InvalidInput(format!("{i} does not fit in u64"))),
+            v => mismatch("uint", v),
         }
     }
 }
@@ -328,19 +739,18 @@ impl FromValue for u32 {
 }
 
 impl FromValue for f64 {
-    /// Also accepts an `int`.
+    /// Also accepts an `int` or `uint`.
     fn from_value(value: &Value) -> Result<Self> {
         value.as_f64().map_or_else(|| mismatch("float", value), Ok)
     }
 }
 
 impl FromValue for String {
-    /// Accepts `text` and `json`.
+    /// Accepts `text`, `json`, `decimal` and `uuid`.
     fn from_value(value: &Value) -> Result<Self> {
-        match value {
-            Value::Text(s) | Value::Json(s) => Ok(s.clone()),
-            v => mismatch("text", v),
-        }
+        value
+            .as_str()
+            .map_or_else(|| mismatch("text", value), |s| Ok(s.to_owned()))
     }
 }
 
@@ -351,6 +761,36 @@ impl FromValue for Vec<u8> {
             v => mismatch("blob", v),
         }
     }
+}
+
+impl FromValue for Interval {
+    fn from_value(value: &Value) -> Result<Self> {
+        match value {
+            Value::Interval(i) => Ok(*i),
+            v => mismatch("interval", v),
+        }
+    }
+}
+
+macro_rules! array_from_value {
+    ($($t:ty => $($variant:ident)|+),* $(,)?) => {$(
+        impl FromValue for Vec<Option<$t>> {
+            fn from_value(value: &Value) -> Result<Self> {
+                match value {
+                    $(Value::$variant(v) => Ok(v.clone()),)+
+                    v => mismatch("an array", v),
+                }
+            }
+        }
+    )*};
+}
+
+array_from_value! {
+    bool => BoolArray,
+    i64 => IntArray | DatetimeArray | TimestampArray,
+    f64 => FloatArray,
+    String => TextArray | DecimalArray | UuidArray,
+    i32 => DateArray,
 }
 
 impl FromValue for serde_json::Value {
@@ -592,7 +1032,17 @@ impl Db {
 
     /// Runs a statement and returns the number of rows it affected.
     pub fn execute(&self, statement: &str, params: &[Value]) -> Result<u64> {
-        Ok(self.conn.execute(statement, &wit_params(params))?)
+        Ok(self.execute_result(statement, params)?.rows_affected)
+    }
+
+    /// Runs a statement and returns what it did: the rows it affected and,
+    /// where the database reports one, the id of the last row inserted.
+    pub fn execute_result(&self, statement: &str, params: &[Value]) -> Result<ExecuteResult> {
+        let done = self.conn.execute(statement, &wit_params(params))?;
+        Ok(ExecuteResult {
+            rows_affected: done.rows_affected,
+            last_insert_id: done.last_insert_id,
+        })
     }
 
     /// Runs a query and streams its rows. While the cursor is open, other
@@ -614,7 +1064,19 @@ impl Db {
     /// Starts a transaction; statements run inside it until [`Db::commit`]
     /// or [`Db::rollback`]. Dropping the `Db` rolls an open transaction back.
     pub fn begin(&self) -> Result<()> {
-        Ok(self.conn.begin()?)
+        Ok(self.conn.begin(None)?)
+    }
+
+    /// Starts a transaction with an isolation level or read-only.
+    pub fn begin_with(&self, options: &TransactionOptions) -> Result<()> {
+        let wit_options = wit::BeginOptions::new();
+        if let Some(level) = options.isolation {
+            wit_options.set_isolation_level(level.to_wit())?;
+        }
+        if options.read_only {
+            wit_options.set_read_only(true)?;
+        }
+        Ok(self.conn.begin(Some(&wit_options))?)
     }
 
     /// Commits the open transaction.
@@ -643,7 +1105,44 @@ impl Db {
     /// ```
     pub fn transaction<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
         self.begin()?;
-        match f(self) {
+        self.finish_transaction(f(self))
+    }
+
+    /// Runs `f` in a transaction started with `options`, and runs it again
+    /// (from `begin`) while it fails with a serialization failure or a
+    /// deadlock ([`Error::is_retry_transaction`]), at most `attempts` times
+    /// in all. Any other error, or the last attempt's, is returned.
+    ///
+    /// ```no_run
+    /// use caisson_sdk::sql::{Db, IsolationLevel, TransactionOptions};
+    /// # fn f(db: &Db) -> caisson_sdk::Result<()> {
+    /// let options = TransactionOptions::new().isolation(IsolationLevel::Serializable);
+    /// db.transaction_retrying(&options, 5, |tx| {
+    ///     let n: i64 = tx.query("SELECT count(*) AS n FROM seats", &[])?[0].get("n")?;
+    ///     tx.execute("INSERT INTO seats (n) VALUES ($1)", &[(n + 1).into()])?;
+    ///     Ok(())
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn transaction_retrying<T>(
+        &self,
+        options: &TransactionOptions,
+        attempts: u32,
+        mut f: impl FnMut(&Db) -> Result<T>,
+    ) -> Result<T> {
+        let mut attempt = 1;
+        loop {
+            self.begin_with(options)?;
+            match self.finish_transaction(f(self)) {
+                Err(e) if e.is_retry_transaction() && attempt < attempts => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    /// Commits after `Ok`, rolls back after `Err`.
+    fn finish_transaction<T>(&self, result: Result<T>) -> Result<T> {
+        match result {
             Ok(value) => {
                 self.commit()?;
                 Ok(value)
@@ -655,6 +1154,69 @@ impl Db {
                 Err(e)
             }
         }
+    }
+}
+
+/// What [`Db::execute_result`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExecuteResult {
+    /// The rows the statement inserted, updated or deleted.
+    pub rows_affected: u64,
+    /// The id of the last row inserted on this connection, where the
+    /// database reports one (SQLite's `last_insert_rowid`); PostgreSQL has
+    /// none (use `RETURNING`).
+    pub last_insert_id: Option<i64>,
+}
+
+/// A transaction's isolation level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IsolationLevel {
+    /// `READ UNCOMMITTED` (PostgreSQL treats it as `READ COMMITTED`).
+    ReadUncommitted,
+    /// `READ COMMITTED`, PostgreSQL's default.
+    ReadCommitted,
+    /// `REPEATABLE READ`.
+    RepeatableRead,
+    /// `SERIALIZABLE`: may fail with [`Error::is_retry_transaction`].
+    Serializable,
+}
+
+impl IsolationLevel {
+    fn to_wit(self) -> wit::IsolationLevel {
+        match self {
+            IsolationLevel::ReadUncommitted => wit::IsolationLevel::ReadUncommitted,
+            IsolationLevel::ReadCommitted => wit::IsolationLevel::ReadCommitted,
+            IsolationLevel::RepeatableRead => wit::IsolationLevel::RepeatableRead,
+            IsolationLevel::Serializable => wit::IsolationLevel::Serializable,
+        }
+    }
+}
+
+/// How [`Db::begin_with`] starts a transaction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransactionOptions {
+    isolation: Option<IsolationLevel>,
+    read_only: bool,
+}
+
+impl TransactionOptions {
+    /// The database's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the isolation level (SQLite is always serializable).
+    pub fn isolation(mut self, level: IsolationLevel) -> Self {
+        self.isolation = Some(level);
+        self
+    }
+
+    /// Makes the transaction read-only: writes in it fail.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
     }
 }
 
@@ -794,6 +1356,96 @@ mod tests {
             (r.id, r.name.as_str(), r.data, r.note),
             (7, "Ada", vec![1, 2], None)
         );
+    }
+
+    #[test]
+    fn dates_and_times_as_json() {
+        assert_eq!(Value::Date(0).to_json(), "1970-01-01");
+        assert_eq!(Value::Date(-165).to_json(), "1969-07-20");
+        assert_eq!(Value::Date(19_782).to_json(), "2024-02-29");
+        assert_eq!(Value::Date(i32::MAX).to_json(), "infinity");
+        assert_eq!(Value::Time(45_296_000_001).to_json(), "12:34:56.000001");
+        assert_eq!(
+            Value::Datetime(-2_208_943_503_210_988).to_json(),
+            "1900-01-01T12:34:56.789012"
+        );
+        assert_eq!(Value::Timestamp(7).to_json(), 7);
+        assert_eq!(
+            Value::DecimalArray(vec![Some("1.50".into()), None]).to_json(),
+            serde_json::json!(["1.50", null])
+        );
+    }
+
+    #[test]
+    fn new_kinds_convert() {
+        assert_eq!(Value::from(u64::MAX), Value::Uint(u64::MAX));
+        assert_eq!(u64::from_value(&Value::Int(3)).unwrap(), 3);
+        assert!(u64::from_value(&Value::Int(-3)).is_err());
+        assert!(i64::from_value(&Value::Uint(u64::MAX)).is_err());
+        assert_eq!(
+            String::from_value(&Value::Decimal("1.5".into())).unwrap(),
+            "1.5"
+        );
+        assert_eq!(
+            Vec::<Option<i64>>::from_value(&Value::IntArray(vec![None])).unwrap(),
+            vec![None]
+        );
+        assert_eq!(Value::Uint(1).kind(), "uint");
+        assert_eq!(Value::TimestampArray(vec![]).kind(), "timestamp-array");
+    }
+
+    #[cfg(feature = "chrono")]
+    #[test]
+    fn chrono_round_trips() {
+        use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+        let day = NaiveDate::from_ymd_opt(1969, 7, 20).unwrap();
+        assert_eq!(Value::from(day), Value::Date(-165));
+        assert_eq!(NaiveDate::from_value(&Value::Date(-165)).unwrap(), day);
+        let time = NaiveTime::from_hms_micro_opt(12, 34, 56, 1).unwrap();
+        assert_eq!(Value::from(time), Value::Time(45_296_000_001));
+        assert_eq!(
+            NaiveTime::from_value(&Value::Time(45_296_000_001)).unwrap(),
+            time
+        );
+        let wall = day.and_time(time);
+        assert!(matches!(Value::from(wall), Value::Datetime(_)));
+        assert_eq!(NaiveDateTime::from_value(&Value::from(wall)).unwrap(), wall);
+        let instant = wall.and_utc();
+        assert!(matches!(Value::from(instant), Value::Timestamp(_)));
+        assert_eq!(
+            DateTime::<Utc>::from_value(&Value::from(instant)).unwrap(),
+            instant
+        );
+        // Infinity has no chrono value: an error, not a panic.
+        assert!(NaiveDate::from_value(&Value::Date(i32::MAX)).is_err());
+        assert!(DateTime::<Utc>::from_value(&Value::Timestamp(i64::MAX)).is_err());
+        // A datetime is not an instant.
+        assert!(DateTime::<Utc>::from_value(&Value::Datetime(0)).is_err());
+    }
+
+    #[cfg(feature = "uuid")]
+    #[test]
+    fn uuid_round_trips() {
+        let id = uuid::Uuid::from_u128(0xa0ee_bc99_9c0b_4ef8_bb6d_6bb9_bd38_0a11);
+        let value = Value::from(id);
+        assert_eq!(
+            value,
+            Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into())
+        );
+        assert_eq!(uuid::Uuid::from_value(&value).unwrap(), id);
+        assert!(uuid::Uuid::from_value(&Value::Text("nope".into())).is_err());
+    }
+
+    #[cfg(feature = "rust_decimal")]
+    #[test]
+    fn decimal_round_trips() {
+        let d: rust_decimal::Decimal = "-123.4500".parse().unwrap();
+        let value = Value::from(d);
+        assert_eq!(value, Value::Decimal("-123.4500".into()));
+        assert_eq!(rust_decimal::Decimal::from_value(&value).unwrap(), d);
+        // 38 digits do not fit: an error rather than a rounded number.
+        let wide = Value::Decimal("-12345678901234567890.123456789012345678".into());
+        assert!(rust_decimal::Decimal::from_value(&wide).is_err());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 """Exercises the Python SDK; the input's `op` says how."""
 
 import datetime
+import decimal
 import time
+import uuid
 
 from caisson import AccessDenied, Db, NotFound, Store, TaskError, log, params, task
 
@@ -57,6 +59,50 @@ def roundtrip(request: dict) -> dict:
     }
 
 
+def types(request: dict) -> dict:
+    """Binds every Python type the SDK maps and reads it back from a typed
+    column, reporting what came back (and whether it is what was sent)."""
+    db = Db.open(request["db"])
+    postgres = request.get("postgres", False)
+    table = request["table"]
+    sent = {
+        "d": datetime.date(1969, 7, 20),
+        "t": datetime.time(12, 34, 56, 1),
+        "naive": datetime.datetime(1900, 1, 1, 12, 34, 56, 789012),
+        "aware": datetime.datetime(2026, 11, 24, 12, 30, tzinfo=datetime.timezone.utc),
+        "forever": datetime.datetime.max.replace(tzinfo=datetime.timezone.utc),
+        "big": 2**64 - 1 if postgres else 2**63 - 1,
+    }
+    if postgres:
+        sent["num"] = decimal.Decimal("-12345678901234567890.123456789012345678")
+        sent["id"] = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+        sent["span"] = datetime.timedelta(days=3, microseconds=-4_000_001)
+        columns = {
+            "d": "DATE", "t": "TIME", "naive": "TIMESTAMP", "aware": "TIMESTAMPTZ",
+            "forever": "TIMESTAMPTZ", "big": "NUMERIC(20)", "num": "NUMERIC(38, 18)",
+            "id": "UUID", "span": "INTERVAL",
+        }
+        marks = ", ".join(f"${i + 1}" for i in range(len(sent)))
+    else:
+        columns = {
+            "d": "DATE", "t": "TIME", "naive": "DATETIME", "aware": "DATETIME",
+            "forever": "DATETIME", "big": "INTEGER",
+        }
+        marks = ", ".join("?" for _ in sent)
+    names = list(sent)
+    db.execute(f"CREATE TABLE {table} ({', '.join(f'{n} {columns[n]}' for n in names)})")
+    db.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", *sent.values())
+    got = db.query_one(f"SELECT {', '.join(names)} FROM {table}")
+    db.execute(f"DROP TABLE {table}")
+    # PostgreSQL has no unsigned type: a u64 comes back as an exact Decimal.
+    if postgres:
+        sent["big"] = decimal.Decimal(sent["big"])
+    return {
+        name: {"type": type(got[name]).__name__, "same": got[name] == value, "got": str(got[name])}
+        for name, value in sent.items()
+    }
+
+
 def errors(request: dict) -> dict:
     kinds = {}
     try:
@@ -88,6 +134,8 @@ def run(request: dict):
         return roundtrip(request)
     if op == "errors":
         return errors(request)
+    if op == "types":
+        return types(request)
     if op == "raise":
         log.info("about to parse %r", request["amount"])
         return parse_amount(request["amount"])
