@@ -88,7 +88,7 @@ impl Backend {
 }
 
 /// 5. Write then read `plan.io_bytes` natively and through a task, on S3
-/// and, if configured, on HDFS.
+///    and, if configured, on HDFS.
 pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Result<()> {
     println!("object I/O:");
     match Backend::s3()? {

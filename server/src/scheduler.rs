@@ -268,7 +268,7 @@ pub async fn advance_workflow(state: &AppState, run: &OpenWorkflowRun) -> Result
     // Each pass skips or starts one level; skips can cascade, so a
     // workflow can need one pass per level, bounded by its size.
     for _ in 0..=def.steps.len() + 1 {
-        let advance = dag::advance(&def, &states);
+        let advance = dag::advance(def, &states);
         if let Some(outcome) = advance.finished {
             let outcome = match outcome {
                 dag::WorkflowOutcome::Succeeded => "succeeded",

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use caisson_runtime::RuntimeError;
 use futures::StreamExt;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use serde::Deserialize;
 
 use super::extract::{Json, Path, Query};
