@@ -125,7 +125,7 @@ pub fn main() -> Result<()> {
     }
     if wanted("compute") {
         let rt = runtime(dir.path(), true)?;
-        tokio.block_on(runtime::compute(&plan, &rt, dir.path(), &mut report))?;
+        tokio.block_on(runtime::compute(&plan, &rt, &mut report))?;
     }
     if wanted("density") {
         tokio.block_on(runtime::density(

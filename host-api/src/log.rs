@@ -14,11 +14,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWrite;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi_io::poll::Pollable;
+use wasmtime_wasi_io::streams::{OutputStream, StreamError, StreamResult};
 
 use crate::bindings::caisson::task::log as wit;
 
@@ -97,6 +100,14 @@ impl LogSink for MemorySink {
     fn progress(&self, done: u64, total: u64) {
         *self.progress.lock().unwrap() = Some((done, total));
     }
+}
+
+/// A sink that drops everything: for runs whose log nobody reads.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl LogSink for NullSink {
+    fn record(&self, _record: LogRecord) {}
 }
 
 struct Budget {
@@ -211,15 +222,33 @@ impl IsTerminal for CapturedOutput {
     }
 }
 
-impl StdoutStream for CapturedOutput {
-    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
+impl CapturedOutput {
+    fn writer(&self) -> LineWriter {
+        LineWriter {
             log: self.log.clone(),
             source: self.source,
             partial: Vec::new(),
-        })
+        }
     }
 }
+
+impl StdoutStream for CapturedOutput {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.writer())
+    }
+
+    /// Writing is a copy into the log, never blocking, so the stream is
+    /// always ready: without this, wasmtime-wasi would put a buffer and a
+    /// tokio task between the guest and the log, and every flush would
+    /// suspend the guest until that task ran.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.writer())
+    }
+}
+
+/// The most a guest may write in one call: it writes at most what
+/// `check-write` allows, and the log keeps lines of [`MAX_LINE`] anyway.
+const WRITE_PERMIT: usize = 1 << 20;
 
 /// A line longer than this is cut into records of this size, so a guest
 /// that never writes a newline cannot grow the buffer without bound.
@@ -232,6 +261,34 @@ struct LineWriter {
 }
 
 impl LineWriter {
+    /// Charges `buf` to the log budget and logs its complete lines.
+    fn write_bytes(&mut self, buf: &[u8]) -> io::Result<()> {
+        if !self.log.budget.charge(buf.len()) {
+            return Err(io::Error::other(format!(
+                "log limit of {} bytes exceeded",
+                self.log.budget.max
+            )));
+        }
+        let mut rest = buf;
+        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+            let (line, tail) = rest.split_at(newline);
+            if self.partial.is_empty() {
+                self.emit(line);
+            } else {
+                self.partial.extend_from_slice(line);
+                self.emit_partial();
+            }
+            rest = &tail[1..];
+        }
+        self.partial.extend_from_slice(rest);
+        while self.partial.len() >= MAX_LINE {
+            let tail = self.partial.split_off(MAX_LINE);
+            self.emit_partial();
+            self.partial = tail;
+        }
+        Ok(())
+    }
+
     fn emit(&mut self, line: &[u8]) {
         let level = match self.source {
             Source::Stderr => Level::Warn,
@@ -256,30 +313,7 @@ impl AsyncWrite for LineWriter {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if !self.log.budget.charge(buf.len()) {
-            return Poll::Ready(Err(io::Error::other(format!(
-                "log limit of {} bytes exceeded",
-                self.log.budget.max
-            ))));
-        }
-        let mut rest = buf;
-        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
-            let (line, tail) = rest.split_at(newline);
-            if self.partial.is_empty() {
-                self.emit(line);
-            } else {
-                self.partial.extend_from_slice(line);
-                self.emit_partial();
-            }
-            rest = &tail[1..];
-        }
-        self.partial.extend_from_slice(rest);
-        while self.partial.len() >= MAX_LINE {
-            let tail = self.partial.split_off(MAX_LINE);
-            self.emit_partial();
-            self.partial = tail;
-        }
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(self.write_bytes(buf).map(|()| buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -290,6 +324,28 @@ impl AsyncWrite for LineWriter {
         self.emit_partial();
         Poll::Ready(Ok(()))
     }
+}
+
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.write_bytes(&bytes)
+            .map_err(|e| StreamError::LastOperationFailed(e.into()))
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        // Complete lines are logged as they are written; a partial line
+        // waits for its newline (or the end of the run), as on a terminal.
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_PERMIT)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for LineWriter {
+    async fn ready(&mut self) {}
 }
 
 impl Drop for LineWriter {

@@ -22,7 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use hdfs_native_object_store::HdfsObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::buffered::BufWriter;
@@ -38,8 +38,9 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
-use wasmtime_wasi::p2::pipe::AsyncReadStream;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream, OutputStream, StreamError};
+
+mod reader;
 
 use crate::bindings::caisson::task::objects as wit;
 use crate::{ConfigError, Grants, ObjectsError as WitError, push_resource};
@@ -1392,15 +1393,8 @@ impl wit::HostStore for ObjectsView<'_> {
         let (store, label) = self.store(&this)?;
         let path = guest_try!(parse_key(&key));
         let result = guest_try!(store.get(&path).await.map_err(|e| backend_error(&label, e)));
-        // Logged here, where the label is known; `stream_error` tells the
-        // guest only the kind.
-        let bytes = result.into_stream().map_err(move |e| {
-            log_error(&label, &e);
-            std::io::Error::other(StreamFailure(map_error_ref(&e)))
-        });
-        let stream: DynInputStream = Box::new(AsyncReadStream::new(
-            tokio_util::io::StreamReader::new(bytes),
-        ));
+        let stream: DynInputStream =
+            Box::new(reader::ObjectReader::new(result.into_stream(), label));
         push_resource(self.table, stream)
     }
 

@@ -41,11 +41,65 @@ impl ComponentCache {
         self.dir.join(format!("{digest}-{}.cwasm", self.engine_tag))
     }
 
+    fn source_path(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}.wasm"))
+    }
+
+    /// Keeps the component's bytes beside its compiled code, so that a
+    /// second engine (the fuel-metered one) can compile it later without
+    /// the runtime holding every loaded component's bytes in memory.
+    pub(crate) fn keep_source(&self, digest: &str, bytes: &[u8]) {
+        let path = self.source_path(digest);
+        if path.exists() {
+            return;
+        }
+        let store = || -> std::io::Result<()> {
+            let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+            tmp.write_all(bytes)?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        };
+        if let Err(e) = store() {
+            tracing::warn!(path = %path.display(), "could not keep a component's source: {e}");
+        }
+    }
+
+    /// The bytes [`Self::keep_source`] kept, checked against their digest.
+    pub(crate) fn source(&self, digest: &str) -> Result<Vec<u8>, RuntimeError> {
+        let path = self.source_path(digest);
+        let bytes = std::fs::read(&path).map_err(|source| RuntimeError::Io {
+            context: format!(
+                "the component's source is gone from the cache ({}); load it again",
+                path.display()
+            ),
+            source,
+        })?;
+        if self::digest(&bytes) != digest {
+            return Err(RuntimeError::InvalidComponent(format!(
+                "the cached source {} does not match its digest; load the component again",
+                path.display()
+            )));
+        }
+        Ok(bytes)
+    }
+
     pub(crate) async fn get_or_compile(
         &self,
         engine: &Engine,
         digest: &str,
         bytes: &[u8],
+    ) -> Result<Component, RuntimeError> {
+        self.get_or_compile_with(engine, digest, || Ok(bytes.to_vec()))
+            .await
+    }
+
+    /// As [`Self::get_or_compile`], reading the bytes only if the compiled
+    /// code is not cached.
+    pub(crate) async fn get_or_compile_with(
+        &self,
+        engine: &Engine,
+        digest: &str,
+        bytes: impl FnOnce() -> Result<Vec<u8>, RuntimeError>,
     ) -> Result<Component, RuntimeError> {
         let path = self.path(digest);
         if path.exists() {
@@ -62,7 +116,7 @@ impl ComponentCache {
             }
         }
         let engine = engine.clone();
-        let bytes = bytes.to_vec();
+        let bytes = bytes()?;
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || compile_and_store(&engine, &bytes, &dir, &path))
             .await

@@ -1,8 +1,11 @@
 //! Caisson's sandboxed task runtime.
 //!
-//! A [`Runtime`] owns one wasmtime [`Engine`] (Cranelift, pooling allocator,
+//! A [`Runtime`] owns a wasmtime [`Engine`] (Cranelift, pooling allocator,
 //! copy-on-write memory images, epoch interruption), the worker's object
-//! stores and SQL pools, and a cache of compiled tasks. [`Runtime::load`]
+//! stores and SQL pools, and a cache of compiled tasks. Runs that ask for a
+//! fuel budget use a second engine, built on first use, whose code meters
+//! fuel: metering costs about a quarter of a task's speed, so runs without
+//! a budget do not pay for it. [`Runtime::load`]
 //! validates and compiles a component once (on disk, keyed by SHA-256) and
 //! keeps its `InstancePre`; [`Runtime::run`] instantiates it in a fresh store
 //! with the run's grants and limits and calls its `run` export.
@@ -26,10 +29,10 @@
 //! its wasm backtrace); the engine, the other runs and the worker go on.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use caisson_host_api::log::{LogCtx, LogSink};
+use caisson_host_api::log::{self, LogCtx, LogSink};
 use caisson_host_api::objects::{ObjectLimits, ObjectStores, ObjectsCtx, ObjectsView};
 use caisson_host_api::params::ParamsCtx;
 use caisson_host_api::scratch::Scratch;
@@ -120,6 +123,9 @@ impl RunError {
 pub struct LoadedTask {
     digest: String,
     pre: TaskBindingsPre<RunState>,
+    /// The same task compiled for the fuel-metered engine, on the first run
+    /// that asks for a budget.
+    metered: tokio::sync::OnceCell<TaskBindingsPre<RunState>>,
 }
 
 impl LoadedTask {
@@ -178,6 +184,8 @@ impl WasiView for RunState {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<RunState>,
+    /// The fuel-metered engine, built on the first run with a budget.
+    metered: Arc<OnceLock<Metered>>,
     config: Config,
     objects: ObjectStores,
     sql: SqlSources,
@@ -186,22 +194,31 @@ pub struct Runtime {
     _ticker: EpochTicker,
 }
 
+/// An engine whose code meters fuel, with its own linker and cache tag.
+struct Metered {
+    engine: Engine,
+    linker: Linker<RunState>,
+    cache: cache::ComponentCache,
+}
+
 impl Runtime {
     /// Builds the engine and every configured backend. Databases are
     /// connected lazily, so a database that is down fails the runs that
     /// use it, not the worker.
     pub fn new(config: Config) -> Result<Self, RuntimeError> {
         config.engine.prepare_scratch_dir()?;
-        let engine = build_engine(&config.engine)?;
+        let engine = build_engine(&config.engine, false)?;
         let mut linker = Linker::new(&engine);
         add_to_linker(&mut linker).map_err(RuntimeError::Wasmtime)?;
         let objects = ObjectStores::from_config(&config.objects)?;
         let sql = SqlSources::from_config(&config.sql)?;
         let cache = cache::ComponentCache::new(&config.engine.cache_dir, &engine)?;
-        let ticker = EpochTicker::start(engine.clone());
+        let metered = Arc::new(OnceLock::new());
+        let ticker = EpochTicker::start(engine.clone(), metered.clone());
         Ok(Runtime {
             engine,
             linker,
+            metered,
             config,
             objects,
             sql,
@@ -241,6 +258,9 @@ impl Runtime {
             .cache
             .get_or_compile(&self.engine, &digest, bytes)
             .await?;
+        if self.config.engine.fuel {
+            self.cache.keep_source(&digest, bytes);
+        }
         let task = Arc::new(self.link(digest.clone(), &component)?);
         self.loaded.lock().unwrap().insert(digest, task.clone());
         Ok(task)
@@ -248,16 +268,52 @@ impl Runtime {
 
     fn link(&self, digest: String, component: &Component) -> Result<LoadedTask, RuntimeError> {
         validate::check_imports(&self.engine, component)?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| RuntimeError::InvalidComponent(validate::explain_link_error(&e)))?;
-        let pre = TaskBindingsPre::new(instance_pre).map_err(|e| {
-            RuntimeError::InvalidComponent(format!(
-                "it does not export the `caisson:task/task` world's `run` function: {e:#}"
-            ))
-        })?;
-        Ok(LoadedTask { digest, pre })
+        let pre = link_pre(&self.linker, component)?;
+        Ok(LoadedTask {
+            digest,
+            pre,
+            metered: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The fuel-metered engine, built now if this is the first run to
+    /// need it. No pooling: budgeted runs are the exception, and a second
+    /// pool would reserve as much address space again.
+    fn metered(&self) -> Result<&Metered, RuntimeError> {
+        if let Some(metered) = self.metered.get() {
+            return Ok(metered);
+        }
+        let engine = build_engine(&self.config.engine, true)?;
+        let mut linker = Linker::new(&engine);
+        add_to_linker(&mut linker).map_err(RuntimeError::Wasmtime)?;
+        let cache = cache::ComponentCache::new(&self.config.engine.cache_dir, &engine)?;
+        // Two runs racing here each build one; the loser's is dropped.
+        Ok(self.metered.get_or_init(|| Metered {
+            engine,
+            linker,
+            cache,
+        }))
+    }
+
+    /// `task` compiled and linked for the metered engine.
+    async fn metered_pre<'a>(
+        &self,
+        task: &'a LoadedTask,
+    ) -> Result<(&Engine, &'a TaskBindingsPre<RunState>), RuntimeError> {
+        let metered = self.metered()?;
+        let pre = task
+            .metered
+            .get_or_try_init(|| async {
+                let component = metered
+                    .cache
+                    .get_or_compile_with(&metered.engine, &task.digest, || {
+                        self.cache.source(&task.digest)
+                    })
+                    .await?;
+                link_pre(&metered.linker, &component)
+            })
+            .await?;
+        Ok((&metered.engine, pre))
     }
 
     /// Runs `task` once.
@@ -270,30 +326,56 @@ impl Runtime {
                 self.config.engine.max_memory >> 20
             )));
         }
-        let log = LogCtx::new(request.log.clone(), limits.max_log_bytes);
         let scratch = Scratch::create(&self.config.engine.scratch_dir)
             .map_err(|e| RunError::Setup(format!("could not create a scratch directory: {e}")))?;
+        let result = self.run_in(task, &request, limits, &scratch).await;
+        // Every run has a directory of its own, so removing this one can
+        // wait: it is off the run's critical path, whatever the outcome.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = scratch.remove() {
+                tracing::warn!("could not remove a scratch directory: {e}");
+            }
+        });
+        result
+    }
+
+    async fn run_in(
+        &self,
+        task: &LoadedTask,
+        request: &RunRequest,
+        limits: RunLimits,
+        scratch: &Scratch,
+    ) -> Result<Vec<u8>, RunError> {
+        let log = LogCtx::new(request.log.clone(), limits.max_log_bytes);
         let state = self
-            .run_state(&request, &limits, &log, &scratch)
+            .run_state(request, &limits, &log, Some(scratch))
             .map_err(|e| RunError::Setup(e.to_string()))?;
-        let mut store = Store::new(&self.engine, state);
+        let (engine, pre) = match limits.fuel {
+            None => (&self.engine, &task.pre),
+            Some(_) if !self.config.engine.fuel => {
+                return Err(RunError::Setup(
+                    "a fuel budget was asked for but this worker's engine does not meter fuel \
+                     (set `engine.fuel = true`)"
+                        .into(),
+                ));
+            }
+            Some(_) => self
+                .metered_pre(task)
+                .await
+                .map_err(|e| RunError::Setup(e.to_string()))?,
+        };
+        let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
-        if self.config.engine.fuel {
+        if let Some(fuel) = limits.fuel {
             store
-                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .set_fuel(fuel)
                 .map_err(|e| RunError::Setup(e.to_string()))?;
-        } else if limits.fuel.is_some() {
-            return Err(RunError::Setup(
-                "a fuel budget was asked for but this worker's engine does not meter fuel \
-                 (set `engine.fuel = true`)"
-                    .into(),
-            ));
         }
         store.epoch_deadline_async_yield_and_update(1);
 
         let started = Instant::now();
         let call = async {
-            let task = task.pre.instantiate_async(&mut store).await?;
+            let task = pre.instantiate_async(&mut store).await?;
             task.call_run(&mut store, &request.input).await
         };
         let cancelled = async {
@@ -335,11 +417,27 @@ impl Runtime {
                 limit: limits.max_output_bytes,
             });
         }
-        drop(store);
-        if let Err(e) = scratch.remove() {
-            tracing::warn!("could not remove a scratch directory: {e}");
-        }
         Ok(output)
+    }
+
+    /// Instantiates `task` in a fresh store with no grants and no scratch
+    /// directory, and drops it: how long `instantiate_async` alone takes,
+    /// for the benchmarks.
+    #[doc(hidden)]
+    pub async fn time_instantiate(&self, task: &LoadedTask) -> Result<Duration, RunError> {
+        let request = RunRequest::new(Vec::new(), Arc::new(log::NullSink));
+        let limits = self.config.limits;
+        let log = LogCtx::new(request.log.clone(), limits.max_log_bytes);
+        let state = self
+            .run_state(&request, &limits, &log, None)
+            .map_err(|e| RunError::Setup(e.to_string()))?;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let started = Instant::now();
+        let instance = task.pre.instantiate_async(&mut store).await;
+        let elapsed = started.elapsed();
+        instance.map_err(|e| RunError::Setup(format!("{e:#}")))?;
+        Ok(elapsed)
     }
 
     fn run_state(
@@ -347,7 +445,7 @@ impl Runtime {
         request: &RunRequest,
         limits: &RunLimits,
         log: &LogCtx,
-        scratch: &Scratch,
+        scratch: Option<&Scratch>,
     ) -> Result<RunState, RuntimeError> {
         let mut wasi = WasiCtxBuilder::new();
         // No network: not a socket, not a name lookup. Tasks reach the
@@ -357,7 +455,9 @@ impl Runtime {
             .allow_ip_name_lookup(false)
             .stdout(log.stdout())
             .stderr(log.stderr());
-        scratch.preopen(&mut wasi).map_err(RuntimeError::Wasmtime)?;
+        if let Some(scratch) = scratch {
+            scratch.preopen(&mut wasi).map_err(RuntimeError::Wasmtime)?;
+        }
         let objects = self
             .objects
             .ctx_for(&request.grants, ObjectLimits::default())?;
@@ -443,6 +543,20 @@ fn describe_trap(error: &wasmtime::Error) -> String {
     message
 }
 
+fn link_pre(
+    linker: &Linker<RunState>,
+    component: &Component,
+) -> Result<TaskBindingsPre<RunState>, RuntimeError> {
+    let instance_pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| RuntimeError::InvalidComponent(validate::explain_link_error(&e)))?;
+    TaskBindingsPre::new(instance_pre).map_err(|e| {
+        RuntimeError::InvalidComponent(format!(
+            "it does not export the `caisson:task/task` world's `run` function: {e:#}"
+        ))
+    })
+}
+
 fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     caisson_host_api::objects::add_to_linker(linker, |s| ObjectsView {
@@ -461,14 +575,14 @@ fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn build_engine(config: &EngineConfig) -> Result<Engine, RuntimeError> {
+fn build_engine(config: &EngineConfig, fuel: bool) -> Result<Engine, RuntimeError> {
     let mut wasm = wasmtime::Config::new();
     wasm.epoch_interruption(true)
-        .consume_fuel(config.fuel)
+        .consume_fuel(fuel)
         .wasm_component_model(true)
         .memory_init_cow(true)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
-    if config.pooling {
+    if config.pooling && !fuel {
         let n = config.max_instances;
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         // A component has several core instances and memories (an
@@ -481,19 +595,25 @@ fn build_engine(config: &EngineConfig) -> Result<Engine, RuntimeError> {
             .max_memories_per_component(32)
             .max_tables_per_component(32)
             .max_core_instances_per_component(32)
-            .total_stacks(n);
+            .total_stacks(n)
+            // Memory and tables this small are zeroed in place when an
+            // instance slot is reused, instead of being unmapped and
+            // faulted back in by the next run.
+            .linear_memory_keep_resident(config.keep_resident_bytes())
+            .table_keep_resident(config.keep_resident_bytes())
+            .pagemap_scan(wasmtime::Enabled::Auto);
         wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     }
     Engine::new(&wasm).map_err(RuntimeError::Wasmtime)
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// Advances the engines' epochs every [`EPOCH_TICK`] until dropped.
 struct EpochTicker {
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> Self {
+    fn start(engine: Engine, metered: Arc<OnceLock<Metered>>) -> Self {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::Builder::new()
@@ -502,6 +622,9 @@ impl EpochTicker {
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
+                    if let Some(metered) = metered.get() {
+                        metered.engine.increment_epoch();
+                    }
                 }
             })
             .expect("spawning the epoch thread");

@@ -199,6 +199,109 @@ async fn fuel_budget_stops_a_busy_task() {
 }
 
 #[tokio::test]
+async fn an_endless_loop_is_stopped_by_the_timeout_with_or_without_a_fuel_budget() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "infinite-loop").await;
+    // No budget runs on the unmetered engine, a budget on the metered one;
+    // the epoch deadline stops both.
+    for fuel in [None, Some(u64::MAX / 2)] {
+        let started = Instant::now();
+        let (result, _) = run_with(&rt, &task, b"", |r| {
+            r.limits = Some(RunLimits {
+                timeout: Duration::from_millis(400),
+                fuel,
+                ..limits()
+            })
+        })
+        .await;
+        assert_eq!(
+            result.unwrap_err(),
+            RunError::Timeout(Duration::from_millis(400)),
+            "fuel {fuel:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "fuel {fuel:?}");
+    }
+    assert_still_healthy(&rt).await;
+}
+
+/// A budget is the exact number of units a run may spend: found by
+/// bisection, the smallest budget that lets `hello` finish does so every
+/// time, and one unit less runs out every time.
+#[tokio::test]
+async fn a_fuel_budget_is_exact() {
+    let rt = runtime(base_config());
+    let task = load(&rt, "hello").await;
+    let run = async |fuel: u64| {
+        let (result, _) = run_with(&rt, &task, b"fuel", |r| {
+            r.limits = Some(RunLimits {
+                fuel: Some(fuel),
+                ..limits()
+            })
+        })
+        .await;
+        result
+    };
+    let (mut low, mut high) = (0u64, 1u64 << 40);
+    assert_eq!(run(high).await.unwrap(), b"hello, fuel");
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        match run(mid).await {
+            Ok(_) => high = mid,
+            Err(RunError::FuelExhausted(n)) => {
+                assert_eq!(n, mid);
+                low = mid;
+            }
+            Err(e) => panic!("budget {mid}: {e}"),
+        }
+    }
+    println!("fuel: `hello` needs exactly {high} units");
+    assert!(high > 1000, "{high} units is too few to have run anything");
+    for _ in 0..3 {
+        assert_eq!(run(high).await.unwrap(), b"hello, fuel");
+        assert_eq!(run(low).await.unwrap_err(), RunError::FuelExhausted(low));
+    }
+    // A run without a budget, on the unmetered engine, is not limited.
+    let (result, _) = run_with(&rt, &task, b"free", |r| r.limits = Some(limits())).await;
+    assert_eq!(result.unwrap(), b"hello, free");
+}
+
+/// The metered engine compiles from the bytes kept beside the compiled
+/// code, so a budgeted run works on a runtime that loaded the task from the
+/// disk cache, and a worker with fuel turned off refuses budgets plainly.
+#[tokio::test]
+async fn a_budgeted_run_works_after_a_restart_and_is_refused_without_fuel() {
+    let task_bytes = caisson_tests::guest("hello");
+    {
+        let rt = runtime(base_config());
+        rt.load(&task_bytes).await.unwrap();
+    }
+    let rt = runtime(base_config());
+    let task = rt.load(&task_bytes).await.unwrap();
+    let (result, _) = run_with(&rt, &task, b"again", |r| {
+        r.limits = Some(RunLimits {
+            fuel: Some(1 << 40),
+            ..limits()
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap(), b"hello, again");
+
+    let mut config = base_config();
+    config.engine.fuel = false;
+    let rt = runtime(config);
+    let task = rt.load(&task_bytes).await.unwrap();
+    let (result, _) = run_with(&rt, &task, b"", |r| {
+        r.limits = Some(RunLimits {
+            fuel: Some(1 << 40),
+            ..limits()
+        })
+    })
+    .await;
+    let error = result.unwrap_err().to_string();
+    assert!(error.contains("does not meter fuel"), "{error}");
+}
+
+#[tokio::test]
 async fn cancel_stops_a_running_task() {
     let rt = runtime(base_config());
     let task = load(&rt, "infinite-loop").await;
@@ -307,6 +410,38 @@ async fn scratch_is_private_and_cannot_reach_the_host() {
     // The run left a file behind; the next run still starts empty.
     let (result, _) = run_with(&rt, &task, b"", |r| r.limits = Some(limits())).await;
     assert_eq!(json(&result.unwrap())["scratch_was_empty"], true);
+}
+
+/// Scratch directories are removed off the run's critical path, but they
+/// are removed, whether the run succeeded or failed.
+#[tokio::test]
+async fn scratch_directories_are_removed_after_their_runs() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut config = base_config();
+    config.engine.scratch_dir = scratch.path().join("runs");
+    let rt = runtime(config);
+    let escape = load(&rt, "scratch-escape").await;
+    let trap = load(&rt, "trap").await;
+    for _ in 0..5 {
+        let (result, _) = run_with(&rt, &escape, b"", |r| r.limits = Some(limits())).await;
+        result.unwrap();
+        let (result, _) = run_with(&rt, &trap, b"", |r| r.limits = Some(limits())).await;
+        result.unwrap_err();
+    }
+    let left = || {
+        std::fs::read_dir(scratch.path().join("runs"))
+            .unwrap()
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while left() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} scratch directories left 10 s after their runs",
+            left()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
