@@ -433,6 +433,7 @@ impl Runtime {
             .map_err(|e| RunError::Setup(e.to_string()))?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_async_yield_and_update(1);
         let started = Instant::now();
         let instance = task.pre.instantiate_async(&mut store).await;
         let elapsed = started.elapsed();
