@@ -55,7 +55,7 @@ pub fn task_component_with(decls: &str) -> Vec<u8> {
                     (i32.const 0))
             )
             (core instance $i (instantiate $m))
-            (import "caisson:task/task-types@0.1.0" (instance $types
+            (import "caisson:task/task-types@0.2.0" (instance $types
                 (type $record (record (field "message" string) (field "retryable" bool)))
                 (export "task-error" (type (eq $record)))
             ))

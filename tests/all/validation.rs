@@ -106,7 +106,19 @@ async fn compiled_components_are_cached_on_disk() {
     let bytes = guest("hello");
     let first = runtime(config.clone());
     let task = first.load(&bytes).await.unwrap();
-    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    // The compiled code, and the component's own bytes kept beside it for
+    // the fuel-metered engine to compile on the first budgeted run.
+    let source = dir.path().join(format!("{}.wasm", task.digest()));
+    assert_eq!(
+        std::fs::read(&source).unwrap(),
+        bytes,
+        "the source is not kept"
+    );
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+        .collect();
     assert_eq!(entries.len(), 1, "expected one cached artifact");
     let name = entries[0].file_name().to_string_lossy().to_string();
     assert!(
