@@ -614,12 +614,15 @@ const PG_SECRET: &str = "PG-SECRET-PASSWORD-9e2c5b";
 const PG_SECRET_UNREACHABLE: &str = "PG-SECRET-UNREACHABLE-3b7a";
 /// Addresses a task must not learn either: buckets that do not exist or
 /// cannot be reached, and a local store's root.
-const NO_BUCKET: &str = "caisson-no-such-bucket-6d0e2a";
 const DEAD_BUCKET: &str = "caisson-dead-bucket-2b7e91";
 const GONE_ROOT: &str = "gone-root-8f3b1c";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_responses_logs_or_the_guest() {
+    // A bucket name no earlier run used: s3s-fs makes a bucket on a put to
+    // it, so a fixed name would exist from the second run on.
+    let no_bucket = format!("caisson-no-such-bucket-{}", uuid::Uuid::new_v4().simple());
+    let no_bucket = no_bucket.as_str();
     let (Some(s3), Some(pg)) = (caisson_tests::s3_env(), caisson_tests::postgres_url()) else {
         return;
     };
@@ -679,7 +682,7 @@ allow_http = true
 
 [objects.nobucket]
 type = "s3"
-bucket = "{NO_BUCKET}"
+bucket = "{no_bucket}"
 prefix = "{prefix}/none"
 endpoint = "{endpoint}"
 region = "{region}"
@@ -949,13 +952,13 @@ url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
     let endpoint = s3.endpoint.trim_start_matches("http://").to_string();
     let gone_path = gone_root.display().to_string();
     let addresses = [
-        NO_BUCKET,
+        no_bucket,
         DEAD_BUCKET,
         gone_path.as_str(),
         endpoint.as_str(),
         s3.bucket.as_str(),
     ];
-    for (label, detail) in [("nobucket", NO_BUCKET), ("gone", gone_path.as_str())] {
+    for (label, detail) in [("nobucket", no_bucket), ("gone", gone_path.as_str())] {
         assert!(
             logs.lines()
                 .any(|l| l.contains(&id) && l.contains(label) && l.contains(detail)),
