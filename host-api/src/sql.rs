@@ -699,13 +699,17 @@ impl wasmtime::component::HasData for HasSql {
 /// The pooled connection itself belongs to a Tokio task (the actor) that
 /// runs this resource's commands one at a time; the resource holds the
 /// sending side of its command channel. Dropping the resource (the guest's
-/// `drop`, or the run's store going away) closes the channel and cancels
-/// `_ended`: an idle actor then rolls back any open transaction, resets the
+/// `drop`, or the run's store going away) closes the channel, and once the
+/// cursors from it are gone too, cancels `ended`: an idle actor then rolls
+/// back any open transaction, resets the
 /// session and returns the connection to the pool; an actor still running a
 /// statement stops it and closes the connection.
 pub struct Connection {
     commands: mpsc::Sender<Command>,
-    _ended: DropGuard,
+    /// Shared with the connection's cursors: the session ends when the
+    /// connection and every cursor from it are gone, so a guest may drop
+    /// the connection and go on reading a cursor.
+    ended: Arc<DropGuard>,
     /// Set while a [`Cursor`] from this connection is alive. The actor is
     /// then busy streaming that cursor's rows (and may be waiting for the
     /// guest to take some), so other commands are refused up front instead
@@ -762,7 +766,7 @@ impl Connection {
         tokio::spawn(actor.run(receiver, ended.clone()));
         Self {
             commands,
-            _ended: ended.drop_guard(),
+            ended: Arc::new(ended.drop_guard()),
             cursor_open: Arc::new(AtomicBool::new(false)),
             limits,
         }
@@ -1469,6 +1473,8 @@ pub struct Cursor {
     max_bytes: usize,
     /// Clears the connection's `cursor_open` flag when dropped.
     connection_busy: Arc<AtomicBool>,
+    /// Keeps the session from being ended while the cursor is read.
+    _ended: Arc<DropGuard>,
 }
 
 impl fmt::Debug for Cursor {
@@ -1588,6 +1594,7 @@ impl wit_sql::HostConnection for SqlView<'_> {
         let conn = self.table.get(&this)?;
         let limits = conn.limits;
         let busy = conn.cursor_open.clone();
+        let ended = conn.ended.clone();
         let start = match conn
             .call(|reply| Command::Cursor {
                 statement,
@@ -1611,6 +1618,7 @@ impl wit_sql::HostConnection for SqlView<'_> {
             max_batch: limits.max_batch,
             max_bytes: limits.max_bytes,
             connection_busy: busy,
+            _ended: ended,
         };
         crate::push_resource(self.table, cursor)
     }

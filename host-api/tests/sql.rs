@@ -851,10 +851,20 @@ async fn sqlite_calls_during_an_open_cursor_are_invalid_input() {
     h.drop_cursor(rows).await;
     let one = h.query(&conn, "SELECT 1", vec![]).await.unwrap();
     assert_eq!(one.rows.len(), 1);
-    // Dropping the connection while a cursor streams is fine too.
+    // Dropping the connection while a cursor streams is fine too: the
+    // session lasts until the cursor is gone, and it reads to the end.
     let rows = h.cursor(&conn, series, vec![]).await.unwrap();
     h.drop_connection(conn).await;
     assert_eq!(h.next(&rows, 5).await.unwrap().len(), 5);
+    let mut read = 5;
+    loop {
+        let batch = h.next(&rows, 1000).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        read += batch.len();
+    }
+    assert_eq!(read, 100_000);
     h.drop_cursor(rows).await;
 }
 
