@@ -5,13 +5,11 @@
 //! on a local directory, and a log that does not trap.
 
 use caisson_host_api::log::{LogCtx, MemorySink};
-use caisson_host_api::objects::{ObjectStores, ObjectsCtx, ObjectsView, StoreConfig, StoreHandle};
+use caisson_host_api::objects::{StoreConfig, StoreHandle};
 use caisson_host_api::sql::{
     Connection, SqlConfig, SqlCtx, SqlKind, SqlLimits, SqlSourceConfig, SqlSources, SqlView,
 };
-use caisson_host_api::wit::objects::{
-    Host as _, HostStore, HostWriteOptions, ListPage, ObjectMeta,
-};
+use caisson_host_api::wit::objects::{HostStore, HostWriteOptions, ListPage, ObjectMeta};
 use caisson_host_api::wit::sql::{
     DatabaseError, ExecuteResult, Host as _, HostBeginOptions, HostConnection, Interval,
     IsolationLevel, OtherValue, RowSet, Value,
@@ -19,6 +17,8 @@ use caisson_host_api::wit::sql::{
 use caisson_host_api::{Grants, ObjectsError, SqlError};
 use caisson_tests::{RemoteStore, postgres_url, s3_env, unique_prefix};
 use wasmtime::component::{Resource, ResourceTable};
+
+use crate::objects::Direct;
 
 /// A second handle to the same resource, as the guest's borrows are.
 fn borrow<T: 'static>(resource: &Resource<T>) -> Resource<T> {
@@ -721,37 +721,9 @@ async fn a_deadlock_says_retry_the_transaction() {
 // Objects
 // ---------------------------------------------------------------------------
 
-struct Objects {
-    ctx: ObjectsCtx,
-    table: ResourceTable,
-}
-
-impl Objects {
-    fn new(store: StoreConfig) -> Self {
-        let stores = ObjectStores::from_config(&[("data".to_string(), store)].into()).unwrap();
-        let ctx = stores
-            .ctx_for(
-                &Grants::default().with_object_store("data"),
-                Default::default(),
-            )
-            .unwrap();
-        Objects {
-            ctx,
-            table: ResourceTable::new(),
-        }
-    }
-
-    fn view(&mut self) -> ObjectsView<'_> {
-        ObjectsView {
-            ctx: &mut self.ctx,
-            table: &mut self.table,
-        }
-    }
-
-    async fn open(&mut self) -> Resource<StoreHandle> {
-        self.view().open("data".into()).await.unwrap().unwrap()
-    }
-
+/// The objects capability through its host traits, as in `objects.rs`,
+/// with the 0.2.0 calls this file exercises.
+impl Direct {
     /// `put` with `if-none-match` and `if-match` as given, and a content type.
     async fn put(
         &mut self,
@@ -798,7 +770,8 @@ impl Objects {
         put
     }
 
-    async fn list(
+    /// One level of a delimiter listing.
+    async fn list_level(
         &mut self,
         store: &Resource<StoreHandle>,
         prefix: &str,
@@ -828,8 +801,8 @@ fn local_store(dir: &tempfile::TempDir) -> StoreConfig {
 }
 
 /// `if-none-match: *` writes once: the second write is a `conflict`.
-async fn if_none_match_conflicts(config: StoreConfig, name: &str) -> Objects {
-    let mut objects = Objects::new(config);
+async fn if_none_match_conflicts(config: StoreConfig, name: &str) -> Direct {
+    let mut objects = Direct::new(config);
     let store = objects.open().await;
     let first = objects
         .put(&store, "lock/daily", Some("*"), None, None)
@@ -897,19 +870,19 @@ async fn if_none_match_is_a_conflict_on_a_local_store() {
 /// A delimiter listing returns one level: objects and common prefixes, in
 /// key order, paged.
 async fn delimiter_listing(config: StoreConfig, name: &str) {
-    let mut objects = Objects::new(config);
+    let mut objects = Direct::new(config);
     let store = objects.open().await;
     for key in ["a.txt", "b/1", "b/2", "c/d/3", "e.txt"] {
         objects.put(&store, key, None, None, None).await.unwrap();
     }
-    let level = objects.list(&store, "", None, 100).await;
+    let level = objects.list_level(&store, "", None, 100).await;
     let keys: Vec<&str> = level.objects.iter().map(|o| o.key.as_str()).collect();
     assert_eq!(keys, ["a.txt", "e.txt"], "{name}");
     assert_eq!(level.prefixes, ["b/", "c/"], "{name}");
     assert_eq!(level.next_page_token, None, "{name}");
 
     // Descend into a prefix.
-    let below = objects.list(&store, "b/", None, 100).await;
+    let below = objects.list_level(&store, "b/", None, 100).await;
     let keys: Vec<&str> = below.objects.iter().map(|o| o.key.as_str()).collect();
     assert_eq!(keys, ["b/1", "b/2"], "{name}");
     assert!(below.prefixes.is_empty(), "{name}");
@@ -918,7 +891,7 @@ async fn delimiter_listing(config: StoreConfig, name: &str) {
     let mut seen = Vec::new();
     let mut token = None;
     loop {
-        let page = objects.list(&store, "", token, 2).await;
+        let page = objects.list_level(&store, "", token, 2).await;
         assert!(page.objects.len() + page.prefixes.len() <= 2, "{name}");
         seen.extend(page.objects.into_iter().map(|o| o.key));
         seen.extend(page.prefixes);

@@ -187,13 +187,13 @@ async fn hostile_key_spellings_on_hdfs_stay_in_the_prefix() {
 
 /// The objects capability called directly through its host traits, as a
 /// guest would call it, so a test can look at the store between calls.
-struct Direct {
+pub(crate) struct Direct {
     ctx: ObjectsCtx,
     table: ResourceTable,
 }
 
 impl Direct {
-    fn new(store: StoreConfig) -> Self {
+    pub(crate) fn new(store: StoreConfig) -> Self {
         let stores = ObjectStores::from_config(&[("data".to_string(), store)].into()).unwrap();
         let ctx = stores
             .ctx_for(
@@ -207,14 +207,14 @@ impl Direct {
         }
     }
 
-    fn view(&mut self) -> ObjectsView<'_> {
+    pub(crate) fn view(&mut self) -> ObjectsView<'_> {
         ObjectsView {
             ctx: &mut self.ctx,
             table: &mut self.table,
         }
     }
 
-    async fn open(&mut self) -> Resource<StoreHandle> {
+    pub(crate) async fn open(&mut self) -> Resource<StoreHandle> {
         Host::open(&mut self.view(), "data".into())
             .await
             .unwrap()
