@@ -83,6 +83,7 @@ fn build_source(label: &str, config: &SqlSourceConfig) -> Result<Arc<dyn SqlBack
             kind: "sql",
             label: label.to_owned(),
             message: "max_connections must be at least 1".into(),
+            source: None,
         });
     }
     Ok(match config.kind {

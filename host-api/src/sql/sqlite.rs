@@ -32,7 +32,7 @@ use super::value::{
     MAX_TIME_MICROS, invalid_param, json_param, parse_decimal, parse_uuid, uuid_text,
 };
 use crate::bindings::caisson::task::sql::{Column, DatabaseError, ExecuteResult, Value};
-use crate::{ConfigError, SqlError as WitError};
+use crate::{BoxError, ConfigError, SqlError as WitError};
 
 /// A SQLite source: its pool. Whether it is read-only is in the pool's
 /// connect options, which open the file read-only.
@@ -49,16 +49,17 @@ impl fmt::Debug for SqliteBackend {
 impl SqliteBackend {
     /// A lazy pool for the source `label`: nothing opens the file yet.
     pub(super) fn new(label: &str, config: &SqlSourceConfig) -> Result<Self, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
+        let invalid = |message: &str, source: Option<BoxError>| ConfigError::Invalid {
             kind: "sql",
             label: label.to_owned(),
-            message,
+            message: message.to_owned(),
+            source,
         };
         if !config.url.starts_with("sqlite:") {
-            return Err(invalid("a sqlite url must start with `sqlite:`".into()));
+            return Err(invalid("a sqlite url must start with `sqlite:`", None));
         }
         let options = SqliteConnectOptions::from_str(&config.url)
-            .map_err(|e| invalid(format!("bad sqlite url: {e}")))?
+            .map_err(|e| invalid("bad sqlite url", Some(e.into())))?
             // `read_only` wins over a `mode=rwc` in the URL: sqlx then
             // opens with SQLITE_OPEN_READONLY alone.
             .read_only(config.read_only);

@@ -23,7 +23,7 @@ use super::error::map_sqlx_error;
 use crate::bindings::caisson::task::sql::{
     Column, DatabaseError, ExecuteResult, IsolationLevel, Value,
 };
-use crate::{ConfigError, SqlError as WitError};
+use crate::{BoxError, ConfigError, SqlError as WitError};
 
 mod decode;
 mod params;
@@ -69,20 +69,22 @@ impl fmt::Debug for PgBackend {
 impl PgBackend {
     /// A lazy pool for the source `label`: nothing connects yet.
     pub(super) fn new(label: &str, config: &SqlSourceConfig) -> Result<Self, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
+        let invalid = |message: &str, source: Option<BoxError>| ConfigError::Invalid {
             kind: "sql",
             label: label.to_owned(),
-            message,
+            message: message.to_owned(),
+            source,
         };
         if !(config.url.starts_with("postgres://") || config.url.starts_with("postgresql://")) {
             return Err(invalid(
-                "a postgres url must start with `postgres://` or `postgresql://`".into(),
+                "a postgres url must start with `postgres://` or `postgresql://`",
+                None,
             ));
         }
         // Parse errors from sqlx describe the problem (a bad port, an unknown
         // parameter) without echoing the URL, so they are safe to show.
         let options = PgConnectOptions::from_str(&config.url)
-            .map_err(|e| invalid(format!("bad postgres url: {e}")))?;
+            .map_err(|e| invalid("bad postgres url", Some(e.into())))?;
         let mut pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT);
