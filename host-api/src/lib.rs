@@ -36,6 +36,9 @@ pub mod objects;
 pub mod params;
 pub mod scratch;
 pub mod sql;
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
+pub mod test_support;
 
 mod bindings {
     wasmtime::component::bindgen!({
