@@ -144,6 +144,18 @@ pub enum ConfigError {
     },
 }
 
+/// `Ok` if the limit `value` (of `table.key`) is at least 1.
+pub(crate) fn at_least_one(table: &str, key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::Key {
+            path: format!("{table}.{key}"),
+            message: "must be at least 1".into(),
+            source: None,
+        });
+    }
+    Ok(())
+}
+
 /// The cause carried by a [`ConfigError`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -33,10 +33,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use caisson_host_api::log::{self, LogCtx, LogSink};
-use caisson_host_api::objects::{ObjectLimits, ObjectStores, ObjectsCtx, ObjectsView};
+use caisson_host_api::objects::{ObjectStores, ObjectsCtx, ObjectsView};
 use caisson_host_api::params::ParamsCtx;
 use caisson_host_api::scratch::Scratch;
-use caisson_host_api::sql::{SqlCtx, SqlLimits, SqlSources, SqlView};
+use caisson_host_api::sql::{SqlCtx, SqlSources, SqlView};
 use caisson_host_api::{ConfigError, Grants, TaskBindingsPre};
 use tokio::sync::watch;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -459,12 +459,10 @@ impl Runtime {
         if let Some(scratch) = scratch {
             scratch.preopen(&mut wasi).map_err(RuntimeError::Wasmtime)?;
         }
-        let objects = self
-            .objects
-            .ctx_for(&request.grants, ObjectLimits::default())?;
+        let objects = self.objects.ctx_for(&request.grants, limits.objects)?;
         let sql = self
             .sql
-            .ctx_for(&request.grants, SqlLimits::default())?
+            .ctx_for(&request.grants, limits.sql)?
             .with_deadline(tokio::time::Instant::now() + limits.timeout);
         let mut table = ResourceTable::new();
         table.set_max_capacity(self.config.engine.max_resources);

@@ -9,7 +9,7 @@ use object_store::path::Path;
 use serde::Deserialize;
 
 use super::key::parse_key;
-use crate::{ConfigError, ObjectsError as WitError};
+use crate::{ConfigError, ObjectsError as WitError, at_least_one};
 
 /// The `[objects]` table of `caisson.toml`: store label to store.
 pub type ObjectsConfig = BTreeMap<String, StoreConfig>;
@@ -321,7 +321,14 @@ pub(super) fn store_prefix(prefix: &str) -> Result<Option<Path>, String> {
 
 /// Bounds on what one call may move through guest memory. The guest chooses
 /// sizes and page lengths, so every one of them is clamped here.
-#[derive(Debug, Clone, Copy)]
+///
+/// ```toml
+/// [limits.objects]
+/// max_object_bytes = 67108864   # default 64 MiB
+/// max_list_page = 1000          # default 1000
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ObjectLimits {
     /// The largest object `get`, `get-range` or `put` moves in one call.
     pub max_object_bytes: u64,
@@ -335,6 +342,16 @@ impl Default for ObjectLimits {
             max_object_bytes: 64 << 20,
             max_list_page: 1000,
         }
+    }
+}
+
+impl ObjectLimits {
+    /// Checks that every limit is at least 1 (a limit of 0 would refuse
+    /// every call). `table` is where these limits sit in `caisson.toml`,
+    /// e.g. `limits.objects`; errors name it and the key.
+    pub fn validate(&self, table: &str) -> Result<(), ConfigError> {
+        at_least_one(table, "max_object_bytes", self.max_object_bytes)?;
+        at_least_one(table, "max_list_page", self.max_list_page.into())
     }
 }
 

@@ -410,7 +410,8 @@ impl wit::HostStore for ObjectsView<'_> {
         let partial_files = handle.partial_files;
         let hidden = |meta: &ObjectMeta| partial_files && is_partial_file(&meta.location);
         let prefix = guest_try!(parse_prefix(&prefix));
-        let page_size = page_size.clamp(1, self.ctx.limits.max_list_page) as usize;
+        // `max(1)`: `clamp` panics on a maximum below its minimum.
+        let page_size = page_size.clamp(1, self.ctx.limits.max_list_page.max(1)) as usize;
         match delimiter.as_deref() {
             None => {}
             Some("/") => {

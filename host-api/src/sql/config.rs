@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::{ConfigError, at_least_one};
+
 /// The `[sql.<label>]` tables of `caisson.toml`, by label.
 pub type SqlConfig = BTreeMap<String, SqlSourceConfig>;
 
@@ -91,7 +93,15 @@ fn redact_url(url: &str) -> String {
 }
 
 /// Per-run limits on what a task can make the host hold or copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// ```toml
+/// [limits.sql]
+/// max_rows = 10000         # default 10000
+/// max_bytes = 16777216     # default 16 MiB
+/// max_batch = 1000         # default 1000
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SqlLimits {
     /// Most rows `query` returns; above it the task must use `cursor`.
     pub max_rows: usize,
@@ -109,6 +119,18 @@ impl Default for SqlLimits {
             max_bytes: 16 * 1024 * 1024,
             max_batch: 1000,
         }
+    }
+}
+
+impl SqlLimits {
+    /// Checks that every limit is at least 1 (a limit of 0 would refuse
+    /// every result). `table` is where these limits sit in `caisson.toml`,
+    /// e.g. `limits.sql`; errors name it and the key.
+    pub fn validate(&self, table: &str) -> Result<(), ConfigError> {
+        // usize fits in u64 on every target Caisson builds for.
+        at_least_one(table, "max_rows", self.max_rows as u64)?;
+        at_least_one(table, "max_bytes", self.max_bytes as u64)?;
+        at_least_one(table, "max_batch", self.max_batch.into())
     }
 }
 
