@@ -128,6 +128,10 @@ pub struct EngineConfig {
     /// The most handles (stores, connections, streams, files) one run may
     /// hold open at once.
     pub max_resources: usize,
+    /// The most bytes of compiled code the worker keeps loaded. Past it the
+    /// least recently used task is dropped from memory and, when next run,
+    /// read back from `cache_dir` (not recompiled).
+    pub module_cache_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -143,6 +147,7 @@ impl Default for EngineConfig {
             fuel: true,
             keep_resident: None,
             max_resources: caisson_host_api::DEFAULT_MAX_RESOURCES,
+            module_cache_bytes: 1 << 30,
         }
     }
 }
