@@ -5,8 +5,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
-    PutOptions, PutPayload, UpdateVersion,
+    Attribute, GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 };
 use tokio::sync::oneshot;
 use wasmtime::component::Resource;
@@ -16,7 +15,7 @@ use super::error::{StreamFailure, backend_error, map_error_ref};
 use super::key::{parse_key, parse_prefix};
 use super::reader;
 use super::stores::Backend;
-use super::upload::{Upload, UploadBody, UploadMsg};
+use super::upload::{Upload, UploadBody, UploadMsg, WriteOptions, header_value};
 use super::{ObjectsView, StoreHandle};
 use crate::bindings::caisson::task::objects as wit;
 use crate::{ObjectsError as WitError, push_resource};
@@ -56,57 +55,6 @@ async fn head_with_attributes(
         .get(&Attribute::ContentType)
         .map(|v| v.as_ref().to_owned());
     Ok(meta)
-}
-
-/// A `write-options` resource: what the guest set, checked as it was set.
-#[derive(Debug, Clone, Default)]
-pub struct WriteOptions {
-    if_match: Option<String>,
-    create_only: bool,
-    content_type: Option<String>,
-}
-
-/// The longest entity tag or content type a task may pass. Both go into
-/// request headers; nothing legitimate is this long.
-const MAX_OPTION_LEN: usize = 1024;
-
-/// Checks an option that ends up in an HTTP header: printable ASCII only,
-/// so it cannot split or forge a header.
-fn header_value(what: &str, value: &str) -> Result<(), WitError> {
-    if value.is_empty()
-        || value.len() > MAX_OPTION_LEN
-        || !value.bytes().all(|b| (0x20..0x7f).contains(&b))
-    {
-        return Err(WitError::InvalidInput(format!(
-            "{what} must be 1 to {MAX_OPTION_LEN} printable ASCII characters"
-        )));
-    }
-    Ok(())
-}
-
-impl WriteOptions {
-    /// The write's `PutMode`.
-    fn mode(&self) -> Result<PutMode, WitError> {
-        match (&self.if_match, self.create_only) {
-            (Some(_), true) => Err(WitError::InvalidInput(
-                "set `if-match` or `if-none-match`, not both".into(),
-            )),
-            (Some(etag), false) => Ok(PutMode::Update(UpdateVersion {
-                e_tag: Some(etag.clone()),
-                version: None,
-            })),
-            (None, true) => Ok(PutMode::Create),
-            (None, false) => Ok(PutMode::Overwrite),
-        }
-    }
-
-    fn attributes(&self) -> Attributes {
-        let mut attributes = Attributes::new();
-        if let Some(content_type) = &self.content_type {
-            attributes.insert(Attribute::ContentType, content_type.clone().into());
-        }
-        attributes
-    }
 }
 
 /// A delimiter listing: one level under `prefix`, objects and common

@@ -17,7 +17,6 @@
 //! switches to a multipart upload once its buffer fills. Neither side ever
 //! holds a whole large object.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use object_store::ObjectStore;
@@ -35,28 +34,9 @@ mod upload;
 
 pub use config::{ObjectLimits, ObjectsConfig, StoreConfig};
 pub use error::{REQUEST_FAILED, UNAVAILABLE};
-pub use host::WriteOptions;
 pub use key::parse_key;
-pub use stores::{ObjectStores, install_crypto_provider};
-pub use upload::Upload;
-
-use stores::Backend;
-
-/// The object stores one run may open.
-pub struct ObjectsCtx {
-    granted: HashMap<String, Backend>,
-    limits: ObjectLimits,
-}
-
-impl ObjectsCtx {
-    /// A context with nothing granted.
-    pub fn none() -> Self {
-        ObjectsCtx {
-            granted: HashMap::new(),
-            limits: ObjectLimits::default(),
-        }
-    }
-}
+pub use stores::{ObjectStores, ObjectsCtx, install_crypto_provider};
+pub use upload::{Upload, WriteOptions};
 
 /// The guest's handle on an opened store.
 pub struct StoreHandle {

@@ -12,7 +12,6 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
 
-use super::ObjectsCtx;
 use super::config::{ObjectLimits, ObjectsConfig, StoreConfig, store_prefix};
 use crate::{ConfigError, Grants};
 
@@ -113,6 +112,22 @@ impl ObjectStores {
             granted.insert(label.clone(), backend);
         }
         Ok(ObjectsCtx { granted, limits })
+    }
+}
+
+/// The object stores one run may open.
+pub struct ObjectsCtx {
+    pub(super) granted: HashMap<String, Backend>,
+    pub(super) limits: ObjectLimits,
+}
+
+impl ObjectsCtx {
+    /// A context with nothing granted.
+    pub fn none() -> Self {
+        ObjectsCtx {
+            granted: HashMap::new(),
+            limits: ObjectLimits::default(),
+        }
     }
 }
 

@@ -1,13 +1,14 @@
 //! `writer`: a streamed put. The guest writes to an output-stream; a
 //! background task drains it into a [`BufWriter`], which switches to a
-//! multipart upload once its buffer fills.
+//! multipart upload once its buffer fills. [`WriteOptions`] is what the
+//! guest asks of a write, streamed or not.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::{Attributes, ObjectStore};
+use object_store::{Attribute, Attributes, ObjectStore, PutMode, UpdateVersion};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime_wasi_io::streams::{OutputStream, StreamError};
@@ -148,5 +149,56 @@ impl OutputStream for UploadBody {
             Err(mpsc::error::TrySendError::Full(_)) => Ok(0),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(StreamError::Closed),
         }
+    }
+}
+
+/// A `write-options` resource: what the guest set, checked as it was set.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub(super) if_match: Option<String>,
+    pub(super) create_only: bool,
+    pub(super) content_type: Option<String>,
+}
+
+/// The longest entity tag or content type a task may pass. Both go into
+/// request headers; nothing legitimate is this long.
+const MAX_OPTION_LEN: usize = 1024;
+
+/// Checks an option that ends up in an HTTP header: printable ASCII only,
+/// so it cannot split or forge a header.
+pub(super) fn header_value(what: &str, value: &str) -> Result<(), WitError> {
+    if value.is_empty()
+        || value.len() > MAX_OPTION_LEN
+        || !value.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        return Err(WitError::InvalidInput(format!(
+            "{what} must be 1 to {MAX_OPTION_LEN} printable ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+impl WriteOptions {
+    /// The write's `PutMode`.
+    pub(super) fn mode(&self) -> Result<PutMode, WitError> {
+        match (&self.if_match, self.create_only) {
+            (Some(_), true) => Err(WitError::InvalidInput(
+                "set `if-match` or `if-none-match`, not both".into(),
+            )),
+            (Some(etag), false) => Ok(PutMode::Update(UpdateVersion {
+                e_tag: Some(etag.clone()),
+                version: None,
+            })),
+            (None, true) => Ok(PutMode::Create),
+            (None, false) => Ok(PutMode::Overwrite),
+        }
+    }
+
+    pub(super) fn attributes(&self) -> Attributes {
+        let mut attributes = Attributes::new();
+        if let Some(content_type) = &self.content_type {
+            attributes.insert(Attribute::ContentType, content_type.clone().into());
+        }
+        attributes
     }
 }
