@@ -122,6 +122,18 @@ impl DecodedRow {
     }
 }
 
+/// A result's columns as the guest sees them: names and type names.
+pub(super) fn columns<C: sqlx::Column>(columns: &[C]) -> Vec<Column> {
+    use sqlx::TypeInfo as _;
+    columns
+        .iter()
+        .map(|c| Column {
+            name: c.name().to_owned(),
+            type_name: c.type_info().name().to_owned(),
+        })
+        .collect()
+}
+
 /// A `begin-options` resource: what the guest set.
 #[derive(Debug, Clone, Default)]
 pub struct BeginOptions {

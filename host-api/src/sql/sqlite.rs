@@ -25,7 +25,7 @@ use sqlx::{
 };
 use tokio::time::Instant;
 
-use super::backend::{ACQUIRE_TIMEOUT, BeginOptions, DecodedRow, SqlBackend, SqlSession};
+use super::backend::{ACQUIRE_TIMEOUT, BeginOptions, DecodedRow, SqlBackend, SqlSession, columns};
 use super::config::SqlSourceConfig;
 use super::error::map_sqlx_error;
 use super::value::{
@@ -164,14 +164,7 @@ impl SqlSession for SqliteSession {
             .prepare(statement)
             .await
             .map_err(map_error)?;
-        Ok(prepared
-            .columns()
-            .iter()
-            .map(|c| Column {
-                name: c.name().to_owned(),
-                type_name: c.type_info().name().to_owned(),
-            })
-            .collect())
+        Ok(columns(prepared.columns()))
     }
 
     /// SQLite transactions are serializable, which every level allows. It

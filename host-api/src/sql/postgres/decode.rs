@@ -8,18 +8,8 @@ use sqlx::{Column as _, Postgres, Row as _, Type, TypeInfo as _, ValueRef as _};
 
 use super::{PG_EPOCH_DAYS, PG_EPOCH_MICROS, map_error};
 use crate::SqlError as WitError;
-use crate::bindings::caisson::task::sql::{self as wit_sql, Column, Value};
+use crate::bindings::caisson::task::sql::{self as wit_sql, Value};
 use crate::sql::value::uuid_text;
-
-pub(super) fn columns(row: &PgRow) -> Vec<Column> {
-    row.columns()
-        .iter()
-        .map(|c| Column {
-            name: c.name().to_owned(),
-            type_name: c.type_info().name().to_owned(),
-        })
-        .collect()
-}
 
 pub(super) fn row_values(row: &PgRow) -> Result<Vec<Value>, WitError> {
     row.columns()

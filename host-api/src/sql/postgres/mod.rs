@@ -14,10 +14,10 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgPool, PgPoolOptions};
-use sqlx::{Column as _, Connection as _, Executor as _, Postgres, Statement as _, TypeInfo as _};
+use sqlx::{Connection as _, Executor as _, Postgres, Row as _, Statement as _};
 use tokio::time::Instant;
 
-use super::backend::{ACQUIRE_TIMEOUT, BeginOptions, DecodedRow, SqlBackend, SqlSession};
+use super::backend::{ACQUIRE_TIMEOUT, BeginOptions, DecodedRow, SqlBackend, SqlSession, columns};
 use super::config::SqlSourceConfig;
 use super::error::map_sqlx_error;
 use crate::bindings::caisson::task::sql::{
@@ -200,7 +200,7 @@ impl SqlSession for PgSession {
         Ok(rows
             .map(move |row| {
                 let row = row.map_err(map_error)?;
-                let columns = std::mem::take(&mut first).then(|| decode::columns(&row));
+                let columns = std::mem::take(&mut first).then(|| columns(row.columns()));
                 Ok(DecodedRow::new(decode::row_values(&row)?, columns))
             })
             .boxed())
@@ -229,14 +229,7 @@ impl SqlSession for PgSession {
             .prepare(statement)
             .await
             .map_err(map_error)?;
-        Ok(prepared
-            .columns()
-            .iter()
-            .map(|c| Column {
-                name: c.name().to_owned(),
-                type_name: c.type_info().name().to_owned(),
-            })
-            .collect())
+        Ok(columns(prepared.columns()))
     }
 
     async fn start_statement(&mut self) -> Result<(), WitError> {
