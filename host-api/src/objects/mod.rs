@@ -6,10 +6,11 @@
 //! only the labels it was granted. Credentials stay in the host's builder: the
 //! guest sees a label and keys, nothing else.
 //!
-//! Every store is wrapped in a [`PrefixStore`] rooted at its configured
-//! prefix, and every key the guest passes is checked by [`parse_key`] before
-//! it reaches a backend, so a key can never address anything outside that
-//! root.
+//! Every store is wrapped in a
+//! [`PrefixStore`](object_store::prefix::PrefixStore) rooted at its
+//! configured prefix, and every key the guest passes is checked by
+//! [`parse_key`] before it reaches a backend, so a key can never address
+//! anything outside that root.
 //!
 //! Large objects move as streams: `reader` hands the guest a `wasi:io`
 //! input-stream fed chunk by chunk from the backend, and `writer` an
