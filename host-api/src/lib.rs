@@ -36,6 +36,9 @@ pub mod objects;
 pub mod params;
 pub mod scratch;
 pub mod sql;
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
+pub mod test_support;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -114,23 +117,47 @@ impl Grants {
 pub enum ConfigError {
     #[error("unknown {kind} label `{label}`: it is not in the configuration")]
     UnknownLabel { kind: &'static str, label: String },
+    /// A bad value; `source` is the parser's reason, where there is one.
     #[error("invalid configuration for {kind} `{label}`: {message}")]
     Invalid {
         kind: &'static str,
         label: String,
         message: String,
+        #[source]
+        source: Option<BoxError>,
     },
-    /// A bad value in one key of a table, e.g. `objects.raw.endpoint`.
+    /// A bad value in one key of a table, e.g. `objects.raw.endpoint`;
+    /// `source` is the parser's reason, where there is one.
     #[error("{path}: {message}")]
-    Key { path: String, message: String },
+    Key {
+        path: String,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     #[error("could not build {kind} `{label}`")]
     Backend {
         kind: &'static str,
         label: String,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: BoxError,
     },
 }
+
+/// `Ok` if the limit `value` (of `table.key`) is at least 1.
+pub(crate) fn at_least_one(table: &str, key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::Key {
+            path: format!("{table}.{key}"),
+            message: "must be at least 1".into(),
+            source: None,
+        });
+    }
+    Ok(())
+}
+
+/// The cause carried by a [`ConfigError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The number of live resources a run may hold in its table (stores,
 /// connections, cursors, streams, WASI handles). Without a cap a task could

@@ -1,9 +1,11 @@
 //! The compiled-component cache: compile once per worker, keyed by the
 //! component's SHA-256 and the engine's compatibility hash.
 
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -147,4 +149,115 @@ fn compile_and_store(
         tracing::warn!(path = %path.display(), "could not cache a compiled component: {e}");
     }
     Ok(component)
+}
+
+/// The tasks a runtime keeps loaded, by digest, bounded by the bytes of
+/// their compiled code: the least recently used go first. An evicted task
+/// is loaded again from the on-disk [`ComponentCache`] (its code is read
+/// back, not recompiled); runs still holding it keep their own `Arc`.
+pub(crate) struct LoadedTasks<T> {
+    max_bytes: usize,
+    bytes: usize,
+    /// Counts uses, to tell which entry was used least recently.
+    clock: u64,
+    entries: HashMap<String, Loaded<T>>,
+}
+
+struct Loaded<T> {
+    value: Arc<T>,
+    bytes: usize,
+    used: u64,
+}
+
+impl<T> LoadedTasks<T> {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        LoadedTasks {
+            max_bytes,
+            bytes: 0,
+            clock: 0,
+            entries: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn get(&mut self, digest: &str) -> Option<Arc<T>> {
+        self.clock += 1;
+        let entry = self.entries.get_mut(digest)?;
+        entry.used = self.clock;
+        Some(entry.value.clone())
+    }
+
+    /// Keeps `value` (of `bytes` bytes of code), evicting the least
+    /// recently used until everything fits. A task larger than the whole
+    /// bound is not kept at all: each load reads it from disk again.
+    pub(crate) fn insert(&mut self, digest: String, value: Arc<T>, bytes: usize) {
+        if let Some(old) = self.entries.remove(&digest) {
+            self.bytes -= old.bytes;
+        }
+        if bytes > self.max_bytes {
+            return;
+        }
+        while self.bytes + bytes > self.max_bytes {
+            // Linear, but only on a miss that overflows, which compiles or
+            // reads a component anyway; a worker holds few tasks.
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, entry)| entry.used)
+                .map(|(digest, _)| digest.clone())
+            else {
+                break;
+            };
+            if let Some(evicted) = self.entries.remove(&oldest) {
+                self.bytes -= evicted.bytes;
+                tracing::debug!(digest = %oldest, bytes = evicted.bytes, "evicted a loaded task");
+            }
+        }
+        self.clock += 1;
+        self.bytes += bytes;
+        self.entries.insert(
+            digest,
+            Loaded {
+                value,
+                bytes,
+                used: self.clock,
+            },
+        );
+    }
+
+    /// The bytes of code of the tasks kept.
+    pub(crate) fn resident_bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// The bytes of compiled code `component` keeps in memory.
+pub(crate) fn code_bytes(component: &Component) -> usize {
+    let range = component.image_range();
+    (range.end as usize).saturating_sub(range.start as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loaded_tasks_stay_within_their_bound_least_recently_used_first() {
+        let mut tasks = LoadedTasks::new(10);
+        tasks.insert("a".into(), Arc::new('a'), 4);
+        tasks.insert("b".into(), Arc::new('b'), 4);
+        // `a` is used again, so `b` is the one to go.
+        assert!(tasks.get("a").is_some());
+        tasks.insert("c".into(), Arc::new('c'), 4);
+        assert!(tasks.get("b").is_none());
+        assert!(tasks.get("a").is_some() && tasks.get("c").is_some());
+        assert_eq!(tasks.resident_bytes(), 8);
+        // Larger than the whole bound: not kept, nothing evicted for it.
+        tasks.insert("huge".into(), Arc::new('h'), 11);
+        assert!(tasks.get("huge").is_none());
+        assert_eq!(tasks.resident_bytes(), 8);
+        // Replacing an entry counts its bytes once.
+        tasks.insert("a".into(), Arc::new('A'), 2);
+        assert_eq!(tasks.resident_bytes(), 6);
+        assert_eq!(tasks.get("a").as_deref(), Some(&'A'));
+    }
 }

@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use caisson_host_api::objects::{ObjectsConfig, StoreConfig};
-use caisson_host_api::sql::SqlConfig;
+use caisson_host_api::objects::{ObjectLimits, ObjectsConfig, StoreConfig};
+use caisson_host_api::sql::{SqlConfig, SqlLimits};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::RuntimeError;
 
@@ -54,8 +55,36 @@ impl Config {
                 check_store(&format!("objects.{label}"), value.clone())?;
             }
         }
-        toml::from_str(text).map_err(|e| RuntimeError::Config(e.to_string()))
+        if let Some(toml::Value::Table(limits)) = table.get("limits") {
+            check_keys::<ObjectLimits>("limits.objects", limits.get("objects"))?;
+            check_keys::<SqlLimits>("limits.sql", limits.get("sql"))?;
+        }
+        let config: Config =
+            toml::from_str(text).map_err(|e| RuntimeError::Config(e.to_string()))?;
+        config.limits.objects.validate("limits.objects")?;
+        config.limits.sql.validate("limits.sql")?;
+        Ok(config)
     }
+}
+
+/// Reads the table at `table` (`limits.sql`) one key at a time, so that an
+/// unknown key or a value of the wrong type is reported as
+/// `limits.sql.KEY: ...` (serde's error for the whole table names neither).
+fn check_keys<T: DeserializeOwned>(
+    table: &str,
+    value: Option<&toml::Value>,
+) -> Result<(), RuntimeError> {
+    let Some(toml::Value::Table(keys)) = value else {
+        // Missing, or not a table: the whole file's parse says so.
+        return Ok(());
+    };
+    for (key, value) in keys {
+        let one = toml::Table::from_iter([(key.clone(), value.clone())]);
+        T::deserialize(one).map_err(|e| {
+            RuntimeError::Config(format!("{table}.{key}: {}", e.message().trim_end()))
+        })?;
+    }
+    Ok(())
 }
 
 /// Reads one store table (`objects.raw`, `server.modules`) and validates
@@ -99,6 +128,10 @@ pub struct EngineConfig {
     /// The most handles (stores, connections, streams, files) one run may
     /// hold open at once.
     pub max_resources: usize,
+    /// The most bytes of compiled code the worker keeps loaded. Past it the
+    /// least recently used task is dropped from memory and, when next run,
+    /// read back from `cache_dir` (not recompiled).
+    pub module_cache_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -114,6 +147,7 @@ impl Default for EngineConfig {
             fuel: true,
             keep_resident: None,
             max_resources: caisson_host_api::DEFAULT_MAX_RESOURCES,
+            module_cache_bytes: 1 << 30,
         }
     }
 }
@@ -206,6 +240,10 @@ pub struct RunLimits {
     pub max_log_bytes: u64,
     /// Bytes of output returned by `run`.
     pub max_output_bytes: u64,
+    /// `[limits.objects]`: what one object store call may move.
+    pub objects: ObjectLimits,
+    /// `[limits.sql]`: what one SQL call may return or buffer.
+    pub sql: SqlLimits,
 }
 
 impl Default for RunLimits {
@@ -216,6 +254,8 @@ impl Default for RunLimits {
             fuel: None,
             max_log_bytes: 16 << 20,
             max_output_bytes: 64 << 20,
+            objects: ObjectLimits::default(),
+            sql: SqlLimits::default(),
         }
     }
 }
@@ -433,6 +473,62 @@ prefix = "/abs/../olute""#,
             assert!(
                 error.contains(expected),
                 "for\n{table}\nexpected {expected:?} in: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn object_and_sql_limits_load_with_their_defaults() {
+        let config =
+            Config::parse("[limits.objects]\nmax_list_page = 10\n[limits.sql]\nmax_rows = 3\n")
+                .unwrap();
+        assert_eq!(config.limits.objects.max_list_page, 10);
+        assert_eq!(
+            config.limits.objects.max_object_bytes,
+            ObjectLimits::default().max_object_bytes
+        );
+        assert_eq!(config.limits.sql.max_rows, 3);
+        assert_eq!(config.limits.sql.max_batch, SqlLimits::default().max_batch);
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.limits.objects, ObjectLimits::default());
+        assert_eq!(config.limits.sql, SqlLimits::default());
+    }
+
+    #[test]
+    fn bad_limits_name_their_table_and_key() {
+        for (text, expected) in [
+            (
+                "[limits.sql]\nmax_rows = \"many\"",
+                "limits.sql.max_rows: invalid type: string \"many\"",
+            ),
+            (
+                "[limits.sql]\nmax_rowz = 5",
+                "limits.sql.max_rowz: unknown field `max_rowz`",
+            ),
+            (
+                "[limits.sql]\nmax_batch = -1",
+                "limits.sql.max_batch: invalid value: integer `-1`",
+            ),
+            (
+                "[limits.sql]\nmax_bytes = 0",
+                "limits.sql.max_bytes: must be at least 1",
+            ),
+            (
+                "[limits.objects]\nmax_list_page = 0",
+                "limits.objects.max_list_page: must be at least 1",
+            ),
+            (
+                "[limits.objects]\nmax_object_bytes = 1.5",
+                "limits.objects.max_object_bytes: invalid type: floating point",
+            ),
+        ] {
+            let error = match Config::parse(text) {
+                Ok(_) => panic!("accepted:\n{text}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                error.contains(expected),
+                "for\n{text}\nexpected {expected:?} in: {error}"
             );
         }
     }

@@ -28,15 +28,15 @@
 //! naming the reason (timeout, memory, fuel, log or output limit, trap with
 //! its wasm backtrace); the engine, the other runs and the worker go on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use caisson_host_api::log::{self, LogCtx, LogSink};
-use caisson_host_api::objects::{ObjectLimits, ObjectStores, ObjectsCtx, ObjectsView};
+use caisson_host_api::objects::{ObjectStores, ObjectsCtx, ObjectsView};
 use caisson_host_api::params::ParamsCtx;
 use caisson_host_api::scratch::Scratch;
-use caisson_host_api::sql::{SqlCtx, SqlLimits, SqlSources, SqlView};
+use caisson_host_api::sql::{SqlCtx, SqlSources, SqlView};
 use caisson_host_api::{ConfigError, Grants, TaskBindingsPre};
 use tokio::sync::watch;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -190,7 +190,7 @@ pub struct Runtime {
     objects: ObjectStores,
     sql: SqlSources,
     cache: cache::ComponentCache,
-    loaded: Mutex<HashMap<String, Arc<LoadedTask>>>,
+    loaded: Mutex<cache::LoadedTasks<LoadedTask>>,
     _ticker: EpochTicker,
 }
 
@@ -213,6 +213,7 @@ impl Runtime {
         let objects = ObjectStores::from_config(&config.objects)?;
         let sql = SqlSources::from_config(&config.sql)?;
         let cache = cache::ComponentCache::new(&config.engine.cache_dir, &engine)?;
+        let loaded = cache::LoadedTasks::new(config.engine.module_cache_bytes);
         let metered = Arc::new(OnceLock::new());
         let ticker = EpochTicker::start(engine.clone(), metered.clone());
         Ok(Runtime {
@@ -223,7 +224,7 @@ impl Runtime {
             objects,
             sql,
             cache,
-            loaded: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(loaded),
             _ticker: ticker,
         })
     }
@@ -244,14 +245,20 @@ impl Runtime {
     /// The task with this digest, if this runtime has loaded it already:
     /// lets a worker skip fetching bytes it has compiled before.
     pub fn loaded(&self, digest: &str) -> Option<Arc<LoadedTask>> {
-        self.loaded.lock().unwrap().get(digest).cloned()
+        self.loaded.lock().unwrap().get(digest)
+    }
+
+    /// The bytes of compiled code of the tasks this runtime keeps loaded,
+    /// at most [`EngineConfig::module_cache_bytes`].
+    pub fn loaded_bytes(&self) -> usize {
+        self.loaded.lock().unwrap().resident_bytes()
     }
 
     /// Validates, compiles (or loads from the cache) and links a task.
     pub async fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedTask>, RuntimeError> {
         let digest = cache::digest(bytes);
         if let Some(task) = self.loaded.lock().unwrap().get(&digest) {
-            return Ok(task.clone());
+            return Ok(task);
         }
         validate::check_header(bytes)?;
         let component = self
@@ -262,7 +269,11 @@ impl Runtime {
             self.cache.keep_source(&digest, bytes);
         }
         let task = Arc::new(self.link(digest.clone(), &component)?);
-        self.loaded.lock().unwrap().insert(digest, task.clone());
+        let bytes = cache::code_bytes(&component);
+        self.loaded
+            .lock()
+            .unwrap()
+            .insert(digest, task.clone(), bytes);
         Ok(task)
     }
 
@@ -459,12 +470,10 @@ impl Runtime {
         if let Some(scratch) = scratch {
             scratch.preopen(&mut wasi).map_err(RuntimeError::Wasmtime)?;
         }
-        let objects = self
-            .objects
-            .ctx_for(&request.grants, ObjectLimits::default())?;
+        let objects = self.objects.ctx_for(&request.grants, limits.objects)?;
         let sql = self
             .sql
-            .ctx_for(&request.grants, SqlLimits::default())?
+            .ctx_for(&request.grants, limits.sql)?
             .with_deadline(tokio::time::Instant::now() + limits.timeout);
         let mut table = ResourceTable::new();
         table.set_max_capacity(self.config.engine.max_resources);

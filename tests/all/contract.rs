@@ -6,116 +6,36 @@
 
 use caisson_host_api::log::{LogCtx, MemorySink};
 use caisson_host_api::objects::{StoreConfig, StoreHandle};
-use caisson_host_api::sql::{
-    Connection, SqlConfig, SqlCtx, SqlKind, SqlLimits, SqlSourceConfig, SqlSources, SqlView,
-};
+use caisson_host_api::sql::{Connection, SqlConfig, SqlKind, SqlLimits, SqlSources};
+use caisson_host_api::test_support::{SqlHarness, borrow, source};
 use caisson_host_api::wit::objects::{HostStore, HostWriteOptions, ListPage, ObjectMeta};
-use caisson_host_api::wit::sql::{
-    DatabaseError, ExecuteResult, Host as _, HostBeginOptions, HostConnection, Interval,
-    IsolationLevel, OtherValue, RowSet, Value,
-};
-use caisson_host_api::{Grants, ObjectsError, SqlError};
+use caisson_host_api::wit::sql::{DatabaseError, Interval, IsolationLevel, OtherValue, Value};
+use caisson_host_api::{ObjectsError, SqlError};
 use caisson_tests::{RemoteStore, postgres_url, s3_env, unique_prefix};
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::Resource;
 
 use crate::objects::Direct;
-
-/// A second handle to the same resource, as the guest's borrows are.
-fn borrow<T: 'static>(resource: &Resource<T>) -> Resource<T> {
-    Resource::new_borrow(resource.rep())
-}
 
 // ---------------------------------------------------------------------------
 // SQL
 // ---------------------------------------------------------------------------
 
-/// One run's SQL context over shared sources.
-struct Sql {
-    ctx: SqlCtx,
-    table: ResourceTable,
+/// One run's SQL context over `sources`, granted the source `db`.
+fn run_on(sources: &SqlSources) -> SqlHarness {
+    SqlHarness::with_sources(sources, &["db"], SqlLimits::default())
 }
 
-impl Sql {
-    fn new(sources: &SqlSources) -> Self {
-        let ctx = sources
-            .ctx_for(&Grants::default().with_sql("db"), SqlLimits::default())
-            .unwrap();
-        Sql {
-            ctx,
-            table: ResourceTable::new(),
-        }
-    }
-
-    fn view(&mut self) -> SqlView<'_> {
-        SqlView {
-            ctx: &mut self.ctx,
-            table: &mut self.table,
-        }
-    }
-
-    async fn open(&mut self) -> Resource<Connection> {
-        self.view().open("db".into()).await.unwrap().unwrap()
-    }
-
-    async fn query(
-        &mut self,
-        conn: &Resource<Connection>,
-        statement: &str,
-        params: Vec<Value>,
-    ) -> Result<RowSet, SqlError> {
-        HostConnection::query(&mut self.view(), borrow(conn), statement.into(), params)
-            .await
-            .unwrap()
-    }
-
-    async fn execute(
-        &mut self,
-        conn: &Resource<Connection>,
-        statement: &str,
-        params: Vec<Value>,
-    ) -> Result<ExecuteResult, SqlError> {
-        HostConnection::execute(&mut self.view(), borrow(conn), statement.into(), params)
-            .await
-            .unwrap()
-    }
-
-    async fn begin_serializable(&mut self, conn: &Resource<Connection>) -> Result<(), SqlError> {
-        let options = HostBeginOptions::new(&mut self.view()).await.unwrap();
-        HostBeginOptions::set_isolation_level(
-            &mut self.view(),
-            borrow(&options),
-            IsolationLevel::Serializable,
-        )
+async fn begin_serializable(
+    sql: &mut SqlHarness,
+    conn: &Resource<Connection>,
+) -> Result<(), SqlError> {
+    sql.begin_with(conn, Some(IsolationLevel::Serializable), false)
         .await
-        .unwrap()?;
-        let begun = HostConnection::begin(&mut self.view(), borrow(conn), Some(borrow(&options)))
-            .await
-            .unwrap();
-        HostBeginOptions::drop(&mut self.view(), options)
-            .await
-            .unwrap();
-        begun
-    }
-
-    async fn commit(&mut self, conn: &Resource<Connection>) -> Result<(), SqlError> {
-        HostConnection::commit(&mut self.view(), borrow(conn))
-            .await
-            .unwrap()
-    }
 }
 
 fn postgres_sources() -> Option<SqlSources> {
     let url = postgres_url()?;
-    let config: SqlConfig = [(
-        "db".to_string(),
-        SqlSourceConfig {
-            kind: SqlKind::Postgres,
-            url,
-            read_only: false,
-            max_connections: 4,
-        },
-    )]
-    .into();
+    let config: SqlConfig = [("db".to_string(), source(SqlKind::Postgres, &url, false, 4))].into();
     Some(SqlSources::from_config(&config).unwrap())
 }
 
@@ -124,16 +44,7 @@ fn sqlite_sources(dir: &tempfile::TempDir) -> SqlSources {
         "sqlite://{}?mode=rwc",
         dir.path().join("db.sqlite").display()
     );
-    let config: SqlConfig = [(
-        "db".to_string(),
-        SqlSourceConfig {
-            kind: SqlKind::Sqlite,
-            url,
-            read_only: false,
-            max_connections: 4,
-        },
-    )]
-    .into();
+    let config: SqlConfig = [("db".to_string(), source(SqlKind::Sqlite, &url, false, 4))].into();
     SqlSources::from_config(&config).unwrap()
 }
 
@@ -237,15 +148,15 @@ async fn every_value_kind_round_trips_on_postgres() {
     let Some(sources) = postgres_sources() else {
         return;
     };
-    let mut sql = Sql::new(&sources);
-    let conn = sql.open().await;
+    let mut sql = run_on(&sources);
+    let conn = sql.open("db").await;
     let t = table_name("pg_values");
     let columns = pg_columns();
     let defs: Vec<String> = columns
         .iter()
         .map(|(name, ty, _)| format!("{name} {ty}"))
         .collect();
-    sql.execute(
+    sql.execute_result(
         &conn,
         &format!("CREATE TABLE {t} (id INT PRIMARY KEY, {})", defs.join(", ")),
         vec![],
@@ -263,13 +174,13 @@ async fn every_value_kind_round_trips_on_postgres() {
     // Bound with their real types: each lands in its typed column as is.
     let mut params = vec![Value::Int(1)];
     params.extend(columns.iter().map(|(_, _, v)| v.clone()));
-    let done = sql.execute(&conn, &insert, params).await.unwrap();
+    let done = sql.execute_result(&conn, &insert, params).await.unwrap();
     assert_eq!(done.rows_affected, 1);
     assert_eq!(done.last_insert_id, None, "PostgreSQL reports no row id");
     // And NULLs of every kind.
     let mut nulls = vec![Value::Int(2)];
     nulls.extend(columns.iter().map(|_| Value::Null));
-    sql.execute(&conn, &insert, nulls).await.unwrap();
+    sql.execute_result(&conn, &insert, nulls).await.unwrap();
 
     let select = format!("SELECT {} FROM {t} ORDER BY id", names.join(", "));
     let rows = sql.query(&conn, &select, vec![]).await.unwrap().rows;
@@ -327,7 +238,7 @@ async fn every_value_kind_round_trips_on_postgres() {
     );
     // TIMESTAMP and TIMESTAMPTZ stay apart whatever the session's zone: a
     // `datetime` is a wall clock, a `timestamp` an instant.
-    sql.execute(&conn, "SET TIME ZONE 'America/New_York'", vec![])
+    sql.execute_result(&conn, "SET TIME ZONE 'America/New_York'", vec![])
         .await
         .unwrap();
     let zoned = sql
@@ -379,7 +290,7 @@ async fn every_value_kind_round_trips_on_postgres() {
         Err(SqlError::InvalidInput(_))
     ));
 
-    sql.execute(&conn, &format!("DROP TABLE {t}"), vec![])
+    sql.execute_result(&conn, &format!("DROP TABLE {t}"), vec![])
         .await
         .unwrap();
 }
@@ -388,8 +299,8 @@ async fn every_value_kind_round_trips_on_postgres() {
 async fn every_value_kind_round_trips_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let sources = sqlite_sources(&dir);
-    let mut sql = Sql::new(&sources);
-    let conn = sql.open().await;
+    let mut sql = run_on(&sources);
+    let conn = sql.open("db").await;
     // SQLite keeps five storage classes. The host binds the other kinds as
     // text (arrays as JSON) and reads dates and times back by the column's
     // declared type; decimals, UUIDs, intervals and arrays come back as text.
@@ -505,7 +416,7 @@ async fn every_value_kind_round_trips_on_sqlite() {
         .iter()
         .map(|(name, ty, _, _)| format!("{name} {ty}"))
         .collect();
-    sql.execute(
+    sql.execute_result(
         &conn,
         &format!(
             "CREATE TABLE t (id INTEGER PRIMARY KEY, {})",
@@ -522,13 +433,13 @@ async fn every_value_kind_round_trips_on_sqlite() {
         vec!["?"; names.len()].join(", ")
     );
     let done = sql
-        .execute(&conn, &insert, cases.iter().map(|c| c.2.clone()).collect())
+        .execute_result(&conn, &insert, cases.iter().map(|c| c.2.clone()).collect())
         .await
         .unwrap();
     assert_eq!(done.rows_affected, 1);
     assert_eq!(done.last_insert_id, Some(1));
     let done = sql
-        .execute(&conn, &insert, cases.iter().map(|_| Value::Null).collect())
+        .execute_result(&conn, &insert, cases.iter().map(|_| Value::Null).collect())
         .await
         .unwrap();
     assert_eq!(done.last_insert_id, Some(2));
@@ -582,10 +493,10 @@ async fn a_unique_violation_is_a_conflict() {
         sources.push(("postgres", pg));
     }
     for (name, sources) in sources {
-        let mut sql = Sql::new(&sources);
-        let conn = sql.open().await;
+        let mut sql = run_on(&sources);
+        let conn = sql.open("db").await;
         let t = table_name("unique");
-        sql.execute(
+        sql.execute_result(
             &conn,
             &format!("CREATE TABLE {t} (k TEXT PRIMARY KEY)"),
             vec![],
@@ -593,11 +504,11 @@ async fn a_unique_violation_is_a_conflict() {
         .await
         .unwrap();
         let insert = format!("INSERT INTO {t} VALUES ($1)");
-        sql.execute(&conn, &insert, vec![Value::Text("a".into())])
+        sql.execute_result(&conn, &insert, vec![Value::Text("a".into())])
             .await
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         assert_unique_conflict(
-            sql.execute(&conn, &insert, vec![Value::Text("a".into())])
+            sql.execute_result(&conn, &insert, vec![Value::Text("a".into())])
                 .await,
         );
         // Any other refusal is `database`, with its SQLSTATE.
@@ -605,7 +516,7 @@ async fn a_unique_violation_is_a_conflict() {
             Err(SqlError::Database(e)) => assert!(!e.sqlstate.is_empty(), "{name}: {e:?}"),
             other => panic!("{name}: expected a database error, got {other:?}"),
         }
-        sql.execute(&conn, &format!("DROP TABLE {t}"), vec![])
+        sql.execute_result(&conn, &format!("DROP TABLE {t}"), vec![])
             .await
             .unwrap();
     }
@@ -616,22 +527,22 @@ async fn a_serialization_failure_says_retry_the_transaction() {
     let Some(sources) = postgres_sources() else {
         return;
     };
-    let (mut a, mut b) = (Sql::new(&sources), Sql::new(&sources));
-    let (conn_a, conn_b) = (a.open().await, b.open().await);
+    let (mut a, mut b) = (run_on(&sources), run_on(&sources));
+    let (conn_a, conn_b) = (a.open("db").await, b.open("db").await);
     let t = table_name("skew");
-    a.execute(&conn_a, &format!("CREATE TABLE {t} (n INT)"), vec![])
+    a.execute_result(&conn_a, &format!("CREATE TABLE {t} (n INT)"), vec![])
         .await
         .unwrap();
     // Write skew: each transaction reads what the other writes. Under
     // SERIALIZABLE one of them must fail, with SQLSTATE 40001.
     let count = format!("SELECT count(*) AS n FROM {t}");
     let insert = format!("INSERT INTO {t} VALUES (1)");
-    a.begin_serializable(&conn_a).await.unwrap();
-    b.begin_serializable(&conn_b).await.unwrap();
+    begin_serializable(&mut a, &conn_a).await.unwrap();
+    begin_serializable(&mut b, &conn_b).await.unwrap();
     a.query(&conn_a, &count, vec![]).await.unwrap();
     b.query(&conn_b, &count, vec![]).await.unwrap();
-    a.execute(&conn_a, &insert, vec![]).await.unwrap();
-    let b_insert = b.execute(&conn_b, &insert, vec![]).await;
+    a.execute_result(&conn_a, &insert, vec![]).await.unwrap();
+    let b_insert = b.execute_result(&conn_b, &insert, vec![]).await;
     a.commit(&conn_a).await.unwrap();
     let b_result = match b_insert {
         Ok(_) => b.commit(&conn_b).await,
@@ -648,11 +559,11 @@ async fn a_serialization_failure_says_retry_the_transaction() {
         // Already over after the failure: `commit` says there is none.
         assert!(matches!(e, SqlError::InvalidInput(_)), "{e:?}");
     }
-    b.begin_serializable(&conn_b).await.unwrap();
+    begin_serializable(&mut b, &conn_b).await.unwrap();
     b.query(&conn_b, &count, vec![]).await.unwrap();
-    b.execute(&conn_b, &insert, vec![]).await.unwrap();
+    b.execute_result(&conn_b, &insert, vec![]).await.unwrap();
     b.commit(&conn_b).await.unwrap();
-    a.execute(&conn_a, &format!("DROP TABLE {t}"), vec![])
+    a.execute_result(&conn_a, &format!("DROP TABLE {t}"), vec![])
         .await
         .unwrap();
 }
@@ -662,17 +573,17 @@ async fn a_deadlock_says_retry_the_transaction() {
     let Some(sources) = postgres_sources() else {
         return;
     };
-    let (mut a, mut b) = (Sql::new(&sources), Sql::new(&sources));
-    let (conn_a, conn_b) = (a.open().await, b.open().await);
+    let (mut a, mut b) = (run_on(&sources), run_on(&sources));
+    let (conn_a, conn_b) = (a.open("db").await, b.open("db").await);
     let t = table_name("deadlock");
-    a.execute(
+    a.execute_result(
         &conn_a,
         &format!("CREATE TABLE {t} (id INT PRIMARY KEY, n INT)"),
         vec![],
     )
     .await
     .unwrap();
-    a.execute(
+    a.execute_result(
         &conn_a,
         &format!("INSERT INTO {t} VALUES (1, 0), (2, 0)"),
         vec![],
@@ -681,22 +592,19 @@ async fn a_deadlock_says_retry_the_transaction() {
     .unwrap();
     let update = |id: i64| (format!("UPDATE {t} SET n = n + 1 WHERE id = $1"), id);
     for (sql, conn) in [(&mut a, &conn_a), (&mut b, &conn_b)] {
-        HostConnection::begin(&mut sql.view(), borrow(conn), None)
-            .await
-            .unwrap()
-            .unwrap();
+        sql.begin(conn).await.unwrap();
     }
     let (one, two) = (update(1), update(2));
-    a.execute(&conn_a, &one.0, vec![Value::Int(one.1)])
+    a.execute_result(&conn_a, &one.0, vec![Value::Int(one.1)])
         .await
         .unwrap();
-    b.execute(&conn_b, &two.0, vec![Value::Int(two.1)])
+    b.execute_result(&conn_b, &two.0, vec![Value::Int(two.1)])
         .await
         .unwrap();
     // Each now waits for the other's row: PostgreSQL picks a victim.
     let (from_a, from_b) = tokio::join!(
-        a.execute(&conn_a, &two.0, vec![Value::Int(two.1)]),
-        b.execute(&conn_b, &one.0, vec![Value::Int(one.1)]),
+        a.execute_result(&conn_a, &two.0, vec![Value::Int(two.1)]),
+        b.execute_result(&conn_b, &one.0, vec![Value::Int(one.1)]),
     );
     let victims: Vec<_> = [&from_a, &from_b]
         .into_iter()
@@ -710,9 +618,9 @@ async fn a_deadlock_says_retry_the_transaction() {
         "a: {from_a:?}, b: {from_b:?}"
     );
     for (sql, conn) in [(&mut a, &conn_a), (&mut b, &conn_b)] {
-        let _ = HostConnection::rollback(&mut sql.view(), borrow(conn)).await;
+        let _ = sql.rollback(conn).await;
     }
-    a.execute(&conn_a, &format!("DROP TABLE {t}"), vec![])
+    a.execute_result(&conn_a, &format!("DROP TABLE {t}"), vec![])
         .await
         .unwrap();
 }

@@ -441,3 +441,60 @@ async fn the_benchmark_task_streams_what_it_reports() {
         "the guest's clock read {clock}, before {before}"
     );
 }
+
+/// The limits of `text`, a `caisson.toml` with only `[limits.*]` tables,
+/// read by the runtime's own parser.
+fn limits_from(text: &str) -> caisson_runtime::RunLimits {
+    Config::parse(text).expect("valid limits").limits
+}
+
+/// `[limits.objects] max_object_bytes` reaches the runs: `key-probe` puts
+/// 3 bytes, which a 2-byte limit refuses and a 3-byte one lets through.
+#[tokio::test]
+async fn a_configured_object_size_limit_refuses_a_larger_put() {
+    for (limit, expected) in [(2, "too-large"), (3, "ok")] {
+        let mut config = base_config();
+        config.objects = toml::from_str("[data]\ntype = \"memory\"").unwrap();
+        config.limits = limits_from(&format!("[limits.objects]\nmax_object_bytes = {limit}"));
+        let rt = runtime(config);
+        let task = load(&rt, "key-probe").await;
+        let (result, log) = run_with(&rt, &task, br#"["k"]"#, |r| {
+            r.grants = Grants::default().with_object_store("data");
+        })
+        .await;
+        let output = result.unwrap_or_else(|e| panic!("{e}; log: {:?}", log.records()));
+        assert_eq!(json(&output)["k"], expected, "with a {limit}-byte limit");
+    }
+}
+
+/// `[limits.sql] max_rows` reaches the runs: a query of one row more than
+/// the limit is `too-large`, one of exactly the limit returns its rows.
+#[tokio::test]
+async fn a_configured_sql_row_limit_refuses_a_larger_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = base_config();
+    config.sql = toml::from_str(&format!(
+        "[db]\ntype = \"sqlite\"\nurl = \"sqlite://{}/limits.db?mode=rwc\"",
+        dir.path().display()
+    ))
+    .unwrap();
+    config.limits = limits_from("[limits.sql]\nmax_rows = 2");
+    let rt = runtime(config);
+    let task = load(&rt, "sql-script").await;
+    let input = serde_json::json!({ "db": "db", "steps": [
+        { "sql": "SELECT 1 AS n UNION ALL SELECT 2" },
+        { "sql": "SELECT 1 AS n UNION ALL SELECT 2 UNION ALL SELECT 3" },
+    ]});
+    let (result, log) = run_with(&rt, &task, input.to_string().as_bytes(), |r| {
+        r.grants = Grants::default().with_sql("db");
+    })
+    .await;
+    let output = result.unwrap_or_else(|e| panic!("{e}; log: {:?}", log.records()));
+    let results = json(&output)["results"].clone();
+    assert_eq!(
+        results[0]["rows"].as_array().map(Vec::len),
+        Some(2),
+        "{results}"
+    );
+    assert_eq!(results[1]["error"], "too-large", "{results}");
+}

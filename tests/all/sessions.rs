@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use caisson_host_api::Grants;
 use caisson_host_api::sql::{SqlKind, SqlSourceConfig};
+use caisson_host_api::test_support::source;
 use caisson_runtime::{RunError, RunLimits, Runtime};
 use caisson_tests::{base_config, postgres_url, runtime};
 use serde_json::{Value, json};
@@ -18,17 +19,6 @@ use serde_json::{Value, json};
 use crate::{json, load, run_with};
 
 const LABEL: &str = "db";
-
-fn source(kind: SqlKind, url: &str) -> SqlSourceConfig {
-    toml::from_str::<SqlSourceConfig>(&format!(
-        "type = \"{}\"\nurl = \"{url}\"\nmax_connections = 1\n",
-        match kind {
-            SqlKind::Postgres => "postgres",
-            SqlKind::Sqlite => "sqlite",
-        }
-    ))
-    .expect("a valid source")
-}
 
 /// A runtime with one source, `db`, of one pooled connection.
 fn runtime_with(source: SqlSourceConfig) -> Runtime {
@@ -38,7 +28,12 @@ fn runtime_with(source: SqlSourceConfig) -> Runtime {
 }
 
 fn postgres_runtime() -> Option<Runtime> {
-    Some(runtime_with(source(SqlKind::Postgres, &postgres_url()?)))
+    Some(runtime_with(source(
+        SqlKind::Postgres,
+        &postgres_url()?,
+        false,
+        1,
+    )))
 }
 
 /// One step of a script: a query, or (with `execute`) a statement whose
@@ -408,7 +403,7 @@ async fn a_postgres_statement_still_running_when_its_run_times_out_is_stopped() 
 fn sqlite_runtime() -> (Runtime, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
-    (runtime_with(source(SqlKind::Sqlite, &url)), dir)
+    (runtime_with(source(SqlKind::Sqlite, &url, false, 1)), dir)
 }
 
 #[tokio::test]

@@ -164,3 +164,60 @@ async fn a_corrupt_cache_entry_is_recompiled() {
         .unwrap();
     assert_eq!(out, b"hello, again");
 }
+
+/// `engine.module_cache_bytes` bounds the compiled code a runtime keeps
+/// loaded: with room for only the largest of a few tasks, loading them all
+/// never holds more than that, the least recently used go, and an evicted
+/// task loads again (from the on-disk cache) and runs.
+#[tokio::test]
+async fn loaded_tasks_stay_within_the_module_cache_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = base_config();
+    config.engine.cache_dir = dir.path().to_path_buf();
+    let names = ["hello", "trap", "echo-params", "busy"];
+    // Each task's code size, measured alone.
+    let mut sizes = Vec::new();
+    for name in names {
+        let rt = runtime(config.clone());
+        rt.load(&guest(name)).await.unwrap();
+        sizes.push((rt.loaded_bytes(), name));
+    }
+    sizes.sort();
+    let (bound, largest) = *sizes.last().unwrap();
+    assert!(sizes[0].0 > 0, "a task's code has no size: {sizes:?}");
+    config.engine.module_cache_bytes = bound;
+    let rt = runtime(config);
+    let hello = guest("hello");
+    let digest = rt.load(&hello).await.unwrap().digest().to_owned();
+    // The largest last: it fills the bound alone, so everything else goes.
+    for (_, name) in &sizes {
+        if *name != "hello" && *name != largest {
+            rt.load(&guest(name)).await.unwrap();
+            assert!(
+                rt.loaded_bytes() <= bound,
+                "{} > {bound}",
+                rt.loaded_bytes()
+            );
+        }
+    }
+    rt.load(&guest(largest)).await.unwrap();
+    assert_eq!(rt.loaded_bytes(), bound);
+    if largest != "hello" {
+        assert!(rt.loaded(&digest).is_none(), "hello was not evicted");
+    }
+    let task = rt.load(&hello).await.unwrap();
+    assert!(
+        rt.loaded_bytes() <= bound,
+        "{} > {bound}",
+        rt.loaded_bytes()
+    );
+    let sink = std::sync::Arc::new(caisson_host_api::log::MemorySink::default());
+    let out = rt
+        .run(
+            &task,
+            caisson_runtime::RunRequest::new(b"again".to_vec(), sink),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, b"hello, again");
+}

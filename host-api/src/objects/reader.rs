@@ -14,7 +14,7 @@ use futures::stream::BoxStream;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, StreamError, StreamResult};
 
-use super::{StreamFailure, log_error, map_error_ref};
+use super::error::{StreamFailure, log_error, map_error_ref};
 
 /// An object's bytes as a WASI input stream.
 pub(super) struct ObjectReader {

@@ -1,0 +1,50 @@
+//! The keys and prefixes a guest passes, checked before they reach a store.
+
+use object_store::path::Path;
+
+use crate::ObjectsError as WitError;
+
+/// Checks a key from the guest and turns it into a store path.
+///
+/// The rules are stricter than `object_store`'s own: besides what
+/// [`Path::parse`] rejects, a key may not be empty, start with `/`, contain
+/// an empty, `.` or `..` segment, a backslash or a control character. A
+/// guest therefore has no spelling that climbs out of the store's prefix,
+/// whatever the backend does with such names. Percent signs are ordinary
+/// characters: `%2e%2e` is a three-letter-pair name, never decoded.
+pub fn parse_key(key: &str) -> Result<Path, WitError> {
+    let invalid = |why: &str| {
+        Err(WitError::InvalidInput(format!(
+            "invalid key {key:?}: {why}"
+        )))
+    };
+    if key.is_empty() {
+        return invalid("empty");
+    }
+    if key.len() > 1024 {
+        return invalid("longer than 1024 bytes");
+    }
+    if key.starts_with('/') {
+        return invalid("keys are relative to the store and may not start with `/`");
+    }
+    if key.chars().any(|c| c.is_control() || c == '\\') {
+        return invalid("control characters and `\\` are not allowed");
+    }
+    for segment in key.split('/') {
+        match segment {
+            "" => return invalid("empty path segment"),
+            "." | ".." => return invalid("`.` and `..` segments are not allowed"),
+            _ => {}
+        }
+    }
+    Path::parse(key).or_else(|e| invalid(&e.to_string()))
+}
+
+/// A prefix for `list`: like a key, but may be empty or end with `/`.
+pub(super) fn parse_prefix(prefix: &str) -> Result<Option<Path>, WitError> {
+    let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    parse_key(trimmed).map(Some)
+}
