@@ -324,6 +324,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
                 async move { axum::Json(api.as_ref().clone()) }
             }),
         )
+        .merge(crate::ui::router())
         // Every JSON body is small; a module upload reads its raw body
         // itself, up to `max_module_bytes`, so this cap does not apply to it.
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
