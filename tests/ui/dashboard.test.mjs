@@ -1,0 +1,350 @@
+// The dashboard in a real browser: Debian's Chromium, headless, driven by
+// playwright-core, against a real `caisson serve` that tests/all/ui.rs
+// starts and seeds. Each test asserts what a person would see on screen.
+//
+// Environment (set by tests/all/ui.rs):
+//   CAISSON_UI_URL        the server, http://127.0.0.1:PORT (tokens configured)
+//   CAISSON_UI_OPEN_URL   a second server with no tokens (open loopback mode)
+//   CAISSON_UI_TOKEN_A/B  tokens of tenants `alpha` and `beta`, each with
+//                         modules `hello`, `slow-log` and `busy` uploaded
+//   CAISSON_UI_RESULTS    a JSON file to write measurements to
+//   CAISSON_UI_ARTIFACTS  where a failing test leaves its screenshot
+//   CAISSON_UI_SCREENSHOTS  if set, where the README's screenshots go
+//   CAISSON_CHROMIUM      the browser (default /usr/bin/chromium)
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run these tests through tests/all/ui.rs`);
+  return value;
+};
+
+const URL_ = env('CAISSON_UI_URL');
+const OPEN_URL = process.env.CAISSON_UI_OPEN_URL;
+const TOKEN_A = env('CAISSON_UI_TOKEN_A');
+const TOKEN_B = env('CAISSON_UI_TOKEN_B');
+const ARTIFACTS = process.env.CAISSON_UI_ARTIFACTS ?? mkdtempSync(join(tmpdir(), 'caisson-ui-'));
+const SCREENSHOTS = process.env.CAISSON_UI_SCREENSHOTS;
+const results = {};
+
+let browser;
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CAISSON_CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (process.env.CAISSON_UI_RESULTS) writeFileSync(process.env.CAISSON_UI_RESULTS, JSON.stringify(results, null, 2));
+});
+
+/** Calls the API as a script would, with `token`. */
+async function call(method, path, token, body) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(URL_ + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return JSON.parse(text);
+}
+
+const submit = (token, run) => call('POST', '/v1/runs', token, run);
+
+/**
+ * A fresh browser context and page (nothing shared between tests: no
+ * sessionStorage, no cache), watched for dialogs, page errors and requests.
+ * A failure leaves a screenshot in ARTIFACTS.
+ */
+async function withPage(name, body, { base = URL_ } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const page = await context.newPage();
+  const seen = { dialogs: [], errors: [], requests: [], console: [] };
+  page.on('dialog', async (dialog) => {
+    seen.dialogs.push(dialog.message());
+    await dialog.dismiss();
+  });
+  page.on('pageerror', (e) => seen.errors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error') seen.console.push(m.text());
+  });
+  page.on('request', (r) => seen.requests.push(r.url()));
+  try {
+    await body(page, seen, base);
+    assert.deepEqual(seen.dialogs, [], 'no dialog opened');
+    assert.deepEqual(seen.errors, [], 'no uncaught error on the page');
+  } catch (e) {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true }).catch(() => {});
+    throw e;
+  } finally {
+    await context.close();
+  }
+}
+
+async function signIn(page, token, base = URL_) {
+  await page.goto(`${base}/ui/`);
+  await page.getByLabel('API token').fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Runs' }).waitFor();
+}
+
+async function screenshot(page, name) {
+  if (!SCREENSHOTS) return;
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`) });
+}
+
+const badgeOf = (page, id) => page.locator(`tr[data-run-id="${id}"] .state .badge`);
+
+test('sign in with a token, then a submitted run appears and turns succeeded without a reload', async () => {
+  await withPage('sign-in', async (page, seen) => {
+    await page.goto(`${URL_}/ui/`);
+    await page.getByRole('heading', { name: 'Sign in to Caisson' }).waitFor();
+    await screenshot(page, 'sign-in');
+
+    await page.getByLabel('API token').fill('not-a-token');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText('That token was not accepted.').waitFor();
+
+    await page.getByLabel('API token').fill(TOKEN_A);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Runs' }).waitFor();
+
+    // The token lives in this tab's sessionStorage and nowhere else.
+    const storage = await page.evaluate(() => ({
+      session: Object.keys(sessionStorage),
+      local: localStorage.length,
+      cookie: document.cookie,
+    }));
+    assert.deepEqual(storage, { session: ['caisson.token'], local: 0, cookie: '' });
+
+    // A marker that a reload would wipe.
+    await page.evaluate(() => {
+      window.notReloaded = true;
+    });
+    const run = await submit(TOKEN_A, {
+      module: 'slow-log',
+      params: { lines: '5', interval_ms: '1000', message: 'first run' },
+    });
+    const badge = badgeOf(page, run.id);
+    await badge.waitFor({ timeout: 10_000 });
+    const early = await badge.textContent();
+    assert.ok(['queued', 'running'].includes(early), `a new run shows queued or running, not ${early}`);
+    await page.waitForFunction(
+      (id) => document.querySelector(`tr[data-run-id="${id}"] .state .badge`)?.textContent === 'succeeded',
+      run.id,
+      { timeout: 30_000 },
+    );
+    assert.equal(await page.evaluate(() => window.notReloaded), true, 'the page was not reloaded');
+    await screenshot(page, 'runs');
+
+    // No token in any URL the page asked for.
+    assert.ok(seen.requests.every((u) => !u.includes(TOKEN_A)), 'the token never appears in a URL');
+
+    // Sign out forgets it.
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'Sign in to Caisson' }).waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+  });
+});
+
+test('a run page shows log lines as the task writes them, and filters them by level', async () => {
+  await withPage('live-log', async (page) => {
+    await signIn(page, TOKEN_A);
+    const run = await submit(TOKEN_A, {
+      module: 'slow-log',
+      params: { lines: '8', interval_ms: '600', message: 'tick' },
+    });
+    await page.goto(`${URL_}/ui/#/runs/${run.id}`);
+    const log = page.locator('#log');
+    await log.getByText('tick 1', { exact: true }).waitFor({ timeout: 15_000 });
+    // Seen while the task is still writing: some lines, not all, and the
+    // run still running.
+    const taskLines = log.locator('.line[data-source="task"]');
+    const partial = await taskLines.count();
+    assert.ok(partial >= 2 && partial < 8, `a partial log while running (${partial} lines)`);
+    await page.waitForFunction(() => document.querySelector('#run-state .badge')?.textContent === 'running', null, {
+      timeout: 2_000,
+    });
+    assert.ok((await taskLines.count()) < 8, 'still running with part of its log');
+    await screenshot(page, 'run');
+
+    await log.getByText('tick 7', { exact: true }).waitFor({ timeout: 15_000 });
+    await page.getByText('the run ended succeeded; the log is complete').waitFor({ timeout: 10_000 });
+    await page.waitForFunction(() => document.querySelector('#run-state .badge')?.textContent === 'succeeded');
+    assert.equal(await taskLines.count(), 8);
+    assert.equal(await page.locator('#output').textContent(), 'logged 8 lines');
+
+    // Levels: tick 0 is debug, 1 info, 2 warn, 3 error, and so on.
+    await page.getByLabel('Lowest level shown').selectOption('warn');
+    for (const n of [0, 1, 4, 5]) assert.equal(await log.getByText(`tick ${n}`, { exact: true }).isVisible(), false, `tick ${n} hidden`);
+    for (const n of [2, 3, 6, 7]) assert.equal(await log.getByText(`tick ${n}`, { exact: true }).isVisible(), true, `tick ${n} shown`);
+    await page.getByLabel('Lowest level shown').selectOption('error');
+    assert.equal(await log.locator('.line[data-source="task"]:not([hidden])').count(), 2);
+    await page.getByLabel('Lowest level shown').selectOption('trace');
+    assert.equal(await log.locator('.line[data-source="task"]:not([hidden])').count(), 8);
+  });
+});
+
+test('cancel a running run from its page', async () => {
+  await withPage('cancel', async (page) => {
+    await signIn(page, TOKEN_A);
+    const run = await submit(TOKEN_A, { module: 'busy', params: { ms: '120000' }, timeout: '5m' });
+    await page.goto(`${URL_}/ui/#/runs/${run.id}`);
+    await page.waitForFunction(() => document.querySelector('#run-state .badge')?.textContent === 'running', null, {
+      timeout: 15_000,
+    });
+    await page.getByRole('button', { name: 'Cancel run' }).click();
+    await page.waitForFunction(() => document.querySelector('#run-state .badge')?.textContent === 'cancelled', null, {
+      timeout: 15_000,
+    });
+    assert.equal(await page.getByRole('button', { name: 'Cancel run' }).count(), 0, 'no cancel button once ended');
+    const after = await call('GET', `/v1/runs/${run.id}`, TOKEN_A);
+    assert.equal(after.state, 'cancelled');
+  });
+});
+
+test('hostile log lines, params and outputs render as text, with no dialog and no request', async () => {
+  const hostile = `<img src=/pwned-img onerror=alert(1)><script>alert(2)</script>`;
+  const output = `<script>fetch('/pwned-output')</script><img src=x onerror="alert(3)">`;
+  await withPage('hostile', async (page, seen) => {
+    await signIn(page, TOKEN_A);
+    const run = await submit(TOKEN_A, {
+      module: 'slow-log',
+      params: { lines: '2', interval_ms: '10', message: hostile, output },
+    });
+    await page.goto(`${URL_}/ui/#/runs/${run.id}`);
+    await page.waitForFunction(() => document.querySelector('#run-state .badge')?.textContent === 'succeeded', null, {
+      timeout: 20_000,
+    });
+    const lines = page.locator('#log .line[data-source="task"] .message');
+    await lines.nth(1).waitFor();
+    assert.deepEqual(await lines.allTextContents(), [`${hostile} 0`, `${hostile} 1`]);
+    assert.equal(await page.locator('#output').textContent(), output);
+    await page.getByRole('cell', { name: hostile }).waitFor();
+    // Nothing of it became markup: no image, no script but the page's own.
+    assert.equal(await page.locator('img').count(), 0);
+    assert.equal(await page.locator('script').count(), 1);
+    // Give an injected handler time to fire, had there been one.
+    await page.waitForTimeout(500);
+    assert.ok(!seen.requests.some((u) => u.includes('pwned') || u.endsWith('/x')), `no request from content: ${seen.requests}`);
+    assert.deepEqual(seen.dialogs, []);
+  });
+});
+
+test("tenant A's token shows nothing of tenant B's, and B's run page says not found", async () => {
+  const mine = await submit(TOKEN_A, { module: 'hello', input: 'alpha' });
+  const theirs = await submit(TOKEN_B, { module: 'hello', input: 'beta' });
+  await withPage('tenants', async (page) => {
+    await signIn(page, TOKEN_A);
+    await badgeOf(page, mine.id).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator(`tr[data-run-id="${theirs.id}"]`).count(), 0);
+    const shown = await page.locator('tr[data-run-id]').evaluateAll((rows) => rows.map((r) => r.dataset.runId));
+    const bRuns = (await call('GET', '/v1/runs?limit=500', TOKEN_B)).runs.map((r) => r.id);
+    assert.deepEqual(
+      shown.filter((id) => bRuns.includes(id)),
+      [],
+      "none of B's runs in A's list",
+    );
+
+    await page.goto(`${URL_}/ui/#/runs/${theirs.id}`);
+    await page.getByRole('heading', { name: 'Not found' }).waitFor();
+    assert.equal(await page.getByText('beta').count(), 0);
+  });
+  // The same page with B's token shows the run: the refusal above is the
+  // tenant's, not a broken page.
+  await withPage('tenants-b', async (page) => {
+    await signIn(page, TOKEN_B);
+    await page.goto(`${URL_}/ui/#/runs/${theirs.id}`);
+    await page.locator('#run-id').getByText(theirs.id).waitFor();
+  });
+});
+
+test('the runs list pages with the cursor and filters by state and module', async () => {
+  await withPage('paging', async (page) => {
+    await signIn(page, TOKEN_B);
+    // Beta's own runs: 60 of `hello` (one page and some), then filters.
+    const ids = [];
+    for (let i = 0; i < 60; i += 1) ids.push((await submit(TOKEN_B, { module: 'hello', input: `n${i}` })).id);
+    await page.reload();
+    await page.getByRole('heading', { name: 'Runs' }).waitFor();
+    await badgeOf(page, ids[59]).waitFor({ timeout: 10_000 });
+    const first = await page.locator('tr[data-run-id]').evaluateAll((rows) => rows.map((r) => r.dataset.runId));
+    assert.equal(first.length, 50);
+    await page.getByRole('button', { name: 'Older →' }).click();
+    await page.locator('#page-number').getByText('page 2').waitFor();
+    const second = await page.locator('tr[data-run-id]').evaluateAll((rows) => rows.map((r) => r.dataset.runId));
+    assert.ok(second.length > 0 && second.every((id) => !first.includes(id)), 'page 2 has other runs');
+    const total = (await call('GET', '/v1/runs?limit=500', TOKEN_B)).runs.length;
+    if (total <= 100) assert.ok(await page.getByRole('button', { name: 'Older →' }).isDisabled(), 'no page 3');
+    await page.getByRole('button', { name: '← Newer' }).click();
+    await page.locator('#page-number').getByText('page 1').waitFor();
+    await badgeOf(page, first[0]).waitFor();
+
+    await page.getByLabel('State').selectOption('succeeded');
+    await page.waitForFunction(() => location.hash.includes('state=succeeded'));
+    await page.waitForFunction(() =>
+      [...document.querySelectorAll('tr[data-run-id] .badge')].every((b) => b.textContent === 'succeeded'),
+    );
+    await page.getByLabel('Module').fill('no-such-module');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.getByText('No runs match.').waitFor();
+  });
+});
+
+test('open mode (no tokens configured) shows the dashboard without asking for a token', { skip: !OPEN_URL }, async () => {
+  await withPage(
+    'open-mode',
+    async (page, _seen, base) => {
+      const run = await fetch(`${base}/v1/runs`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ module: 'hello', input: 'open' }),
+      }).then((r) => r.json());
+      await page.goto(`${base}/ui/`);
+      await page.getByText('open mode (no tokens configured)').waitFor();
+      await badgeOf(page, run.id).waitFor({ timeout: 10_000 });
+      assert.equal(await page.getByRole('button', { name: 'Sign out' }).isVisible(), false);
+    },
+    { base: OPEN_URL },
+  );
+});
+
+test('the first page load is small, and served with the security headers', async () => {
+  await withPage('weight', async (page) => {
+    const response = await page.goto(`${URL_}/ui/`);
+    await page.getByRole('heading', { name: 'Sign in to Caisson' }).waitFor();
+    const headers = response.headers();
+    assert.match(headers['content-security-policy'], /script-src 'self'/);
+    assert.match(headers['content-security-policy'], /require-trusted-types-for 'script'/);
+    assert.equal(headers['x-frame-options'], 'DENY');
+    assert.equal(headers['x-content-type-options'], 'nosniff');
+    assert.equal(headers['referrer-policy'], 'no-referrer');
+    // Every byte the browser fetched for the first page, as sent (gzip).
+    const weight = await page.evaluate(() => {
+      const entries = [...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')];
+      return {
+        transferred: entries.reduce((sum, e) => sum + e.transferSize, 0),
+        decoded: entries.reduce((sum, e) => sum + e.decodedBodySize, 0),
+        requests: entries.length,
+      };
+    });
+    results.first_load = weight;
+    assert.ok(weight.transferred > 0 && weight.transferred <= 250 * 1024, `first load ${weight.transferred} B`);
+  });
+});
