@@ -7,7 +7,8 @@
 //!   driving Debian's headless Chromium through playwright-core) signs in,
 //!   watches runs turn `succeeded` live, reads a log as it is written,
 //!   cancels a run, renders hostile content, checks tenant isolation, pages
-//!   the runs list and measures the first page load. This test starts the
+//!   the runs list, draws a 20-step workflow with a failed step and its
+//!   skipped descendants, and measures the first page load. This test starts the
 //!   servers, seeds them, runs the Node tests and checks each one passed.
 //!
 //! The browser tests need `/usr/bin/chromium` (or `$CAISSON_CHROMIUM`),
@@ -42,6 +43,7 @@ const BROWSER_TESTS: &[&str] = &[
     "hostile log lines, params and outputs render as text, with no dialog and no request",
     "tenant A's token shows nothing of tenant B's, and B's run page says not found",
     "the runs list pages with the cursor and filters by state and module",
+    "a 20-step workflow with a failing step shows it failed and its descendants skipped, and the step opens its log",
     "open mode (no tokens configured) shows the dashboard without asking for a token",
     "the first page load is small, and served with the security headers",
 ];
@@ -108,7 +110,8 @@ async fn push_modules(base: &str, token: Option<&str>, names: &[&str]) {
     }
 }
 
-/// Every file under `ui/`, as `/ui/...` paths relative to it.
+/// Every file under `ui/` that the server serves (by extension, as
+/// `server/build.rs` picks them), as paths relative to it.
 fn ui_files(dir: &Path, prefix: &str, out: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
@@ -118,7 +121,10 @@ fn ui_files(dir: &Path, prefix: &str, out: &mut Vec<String>) {
         }
         if entry.path().is_dir() {
             ui_files(&entry.path(), &format!("{prefix}{name}/"), out);
-        } else {
+        } else if [".html", ".js", ".css", ".svg", ".png", ".ico"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+        {
             out.push(format!("{prefix}{name}"));
         }
     }
@@ -215,6 +221,8 @@ async fn dashboard_files_are_served_compressed_with_security_headers() {
     for path in [
         "/ui/nope.js",
         "/ui/js/",
+        "/ui/vendor/dagre/VENDORED",
+        "/ui/vendor/dagre/LICENSE.txt",
         "/ui/js%2F..%2F..%2FCargo.toml",
         "/ui/%2E%2E%2Fserver%2Fbuild.rs",
     ] {
@@ -286,7 +294,7 @@ async fn dashboard_in_chromium() {
     std::fs::create_dir_all(&open).unwrap();
     let server = Served::start(&config(&secured, false), &secured, &[]);
     let open_server = Served::start(&config(&open, true), &open, &[]);
-    let modules = ["hello", "slow-log", "busy"];
+    let modules = ["hello", "slow-log", "busy", "trap"];
     push_modules(&server.url, Some(TOKEN_A), &modules).await;
     push_modules(&server.url, Some(TOKEN_B), &modules).await;
     push_modules(&open_server.url, None, &["hello"]).await;

@@ -6,7 +6,7 @@
 //   CAISSON_UI_URL        the server, http://127.0.0.1:PORT (tokens configured)
 //   CAISSON_UI_OPEN_URL   a second server with no tokens (open loopback mode)
 //   CAISSON_UI_TOKEN_A/B  tokens of tenants `alpha` and `beta`, each with
-//                         modules `hello`, `slow-log` and `busy` uploaded
+//                         modules `hello`, `slow-log`, `busy` and `trap`
 //   CAISSON_UI_RESULTS    a JSON file to write measurements to
 //   CAISSON_UI_ARTIFACTS  where a failing test leaves its screenshot
 //   CAISSON_UI_SCREENSHOTS  if set, where the README's screenshots go
@@ -304,6 +304,53 @@ test('the runs list pages with the cursor and filters by state and module', asyn
     await page.getByLabel('Module').fill('no-such-module');
     await page.getByRole('button', { name: 'Filter' }).click();
     await page.getByText('No runs match.').waitFor();
+  });
+});
+
+test('a 20-step workflow with a failing step shows it failed and its descendants skipped, and the step opens its log', async () => {
+  // s01 fans out to s02..s07; `bad` (which traps) follows s02, and s08,
+  // s09 and s10 follow it; s11..s19 hang off the other branches.
+  const hello = { module: 'hello' };
+  const steps = [{ name: 's01', run: hello }];
+  for (const n of ['s02', 's03', 's04', 's05', 's06', 's07']) steps.push({ name: n, depends_on: ['s01'], run: hello });
+  steps.push({ name: 'bad', depends_on: ['s02'], run: { module: 'trap' } });
+  steps.push({ name: 's08', depends_on: ['bad'], run: hello });
+  steps.push({ name: 's09', depends_on: ['s08', 's03'], run: hello });
+  steps.push({ name: 's10', depends_on: ['s09'], run: hello });
+  const parents = ['s03', 's04', 's05', 's06', 's07', 's04', 's05', 's06', 's07'];
+  parents.forEach((parent, i) => steps.push({ name: `s${11 + i}`, depends_on: [parent], run: hello }));
+  assert.equal(steps.length, 20);
+  await call('POST', '/v1/workflows', TOKEN_A, { name: 'twenty', steps });
+
+  await withPage('workflow', async (page) => {
+    await signIn(page, TOKEN_A);
+    await page.getByRole('link', { name: 'Workflows' }).click();
+    await page.getByRole('link', { name: 'twenty' }).click();
+    await page.getByText('No runs yet.').waitFor();
+    assert.equal(await page.locator('svg.dag [data-step]').count(), 20, 'the definition drawn before any run');
+    await page.getByRole('button', { name: 'Start a run' }).click();
+    await page.waitForFunction(() => document.querySelector('#workflow-run-state .badge')?.textContent === 'failed', null, {
+      timeout: 60_000,
+    });
+    const states = await page
+      .locator('svg.dag [data-step]')
+      .evaluateAll((nodes) => Object.fromEntries(nodes.map((n) => [n.dataset.step, n.dataset.state])));
+    assert.equal(Object.keys(states).length, 20);
+    assert.equal(states.bad, 'failed');
+    for (const skipped of ['s08', 's09', 's10']) assert.equal(states[skipped], 'skipped', skipped);
+    for (const [step, state] of Object.entries(states)) {
+      if (!['bad', 's08', 's09', 's10'].includes(step)) assert.equal(state, 'succeeded', step);
+    }
+    // Skipped steps never ran, so they open nothing.
+    assert.equal(await page.locator('svg.dag a[data-step="s08"]').count(), 0);
+    await screenshot(page, 'workflow');
+
+    await page.locator('svg.dag a[data-step="bad"]').click();
+    await page.waitForFunction(() => document.querySelector('#run-state .badge')?.textContent === 'failed', null, {
+      timeout: 10_000,
+    });
+    assert.match(await page.locator('#run-error').textContent(), /boom: deliberate trap|trap/);
+    await page.locator('#log').getByText('boom: deliberate trap').waitFor({ timeout: 10_000 });
   });
 });
 

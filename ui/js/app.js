@@ -1,12 +1,14 @@
 // The dashboard's shell: sign-in, the navigation and a router over the
-// URL's fragment (`#/runs`, `#/runs/ID`), so that the server serves one
-// page and every view has an address to share or reload.
+// URL's fragment (`#/runs`, `#/runs/ID`, `#/workflows/NAME?run=ID`), so
+// that the server serves one page and every view has an address to share
+// or reload.
 
 import { api, probeOpen, session } from './api.js';
 import { fill } from './dom.js';
 import { renderLogin } from './login.js';
 import { renderRuns } from './runs.js';
 import { renderRun } from './run.js';
+import { renderWorkflow, renderWorkflows } from './workflows.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -21,6 +23,12 @@ let cleanup = () => {};
 const routes = [
   { pattern: /^\/runs$/, section: 'runs', view: (_, query) => renderRuns(main, query) },
   { pattern: /^\/runs\/([^/]+)$/, section: 'runs', view: ([id]) => renderRun(main, decodeURIComponent(id)) },
+  { pattern: /^\/workflows$/, section: 'workflows', view: () => renderWorkflows(main) },
+  {
+    pattern: /^\/workflows\/([^/]+)$/,
+    section: 'workflows',
+    view: ([name], query) => renderWorkflow(main, decodeURIComponent(name), query),
+  },
 ];
 
 function signedIn() {
