@@ -28,6 +28,7 @@ pub mod guard;
 mod modules;
 mod ops;
 pub mod runs;
+mod schedule_times;
 mod tenants;
 
 pub use error::{ApiError, ApiResult};
@@ -302,6 +303,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(flows::pause_schedule))
         .routes(routes!(flows::resume_schedule))
         .routes(routes!(flows::backfill))
+        .routes(routes!(schedule_times::next_fire_times))
         .routes(routes!(flows::create_workflow, flows::list_workflows))
         .routes(routes!(flows::get_workflow, flows::delete_workflow))
         .routes(routes!(flows::start_workflow))
