@@ -8,7 +8,8 @@
 //!   watches runs turn `succeeded` live, reads a log as it is written,
 //!   cancels a run, renders hostile content, checks tenant isolation, pages
 //!   the runs list, draws a 20-step workflow with a failed step and its
-//!   skipped descendants, and measures the first page load. This test starts the
+//!   skipped descendants, pauses a schedule and backfills it, uploads and
+//!   deletes modules, and measures the first page load. This test starts the
 //!   servers, seeds them, runs the Node tests and checks each one passed.
 //!
 //! The browser tests need `/usr/bin/chromium` (or `$CAISSON_CHROMIUM`),
@@ -44,6 +45,8 @@ const BROWSER_TESTS: &[&str] = &[
     "tenant A's token shows nothing of tenant B's, and B's run page says not found",
     "the runs list pages with the cursor and filters by state and module",
     "a 20-step workflow with a failing step shows it failed and its descendants skipped, and the step opens its log",
+    "a schedule shows its next five fire times, which disappear when paused; backfill starts runs",
+    "modules: upload by file input with progress, see what uses each, and a refused delete says why",
     "open mode (no tokens configured) shows the dashboard without asking for a token",
     "the first page load is small, and served with the security headers",
 ];
@@ -196,9 +199,7 @@ async fn dashboard_files_are_served_compressed_with_security_headers() {
             _ => "",
         };
         assert!(kind.starts_with(expected), "{path}: {kind}");
-        let gzip = headers
-            .get("content-encoding")
-            .is_some_and(|v| v == "gzip");
+        let gzip = headers.get("content-encoding").is_some_and(|v| v == "gzip");
         let body = response.bytes().await.unwrap();
         let source = std::fs::read(root().join("ui").join(file)).unwrap();
         // Small files go as they are; anything worth it is compressed.
@@ -206,13 +207,15 @@ async fn dashboard_files_are_served_compressed_with_security_headers() {
             assert!(gzip, "{path} ({} bytes) is gzip-compressed", source.len());
             assert!(body.len() < source.len(), "{path}");
         } else if !gzip {
-            assert_eq!(body.as_ref(), source.as_slice(), "{path}: the file as it is");
+            assert_eq!(
+                body.as_ref(),
+                source.as_slice(),
+                "{path}: the file as it is"
+            );
         }
         sent.insert(file.clone(), (source.len(), body.len()));
     }
-    let (raw, compressed) = sent
-        .values()
-        .fold((0, 0), |(r, c), (a, b)| (r + a, c + b));
+    let (raw, compressed) = sent.values().fold((0, 0), |(r, c), (a, b)| (r + a, c + b));
     println!("dashboard files: {raw} bytes, {compressed} bytes sent gzip-compressed: {sent:?}");
 
     // Nothing but the dashboard's files, and no way out of its directory.
@@ -246,7 +249,10 @@ fn browser_tools() -> Result<PathBuf, String> {
     }
     let driver = root().join("tests/ui/node_modules/playwright-core/package.json");
     if !driver.exists() {
-        return Err(format!("playwright-core is not installed ({} is missing)", driver.display()));
+        return Err(format!(
+            "playwright-core is not installed ({} is missing)",
+            driver.display()
+        ));
     }
     Ok(chromium)
 }
@@ -314,6 +320,7 @@ async fn dashboard_in_chromium() {
         .env("CAISSON_UI_OPEN_URL", &open_server.url)
         .env("CAISSON_UI_TOKEN_A", TOKEN_A)
         .env("CAISSON_UI_TOKEN_B", TOKEN_B)
+        .env("CAISSON_UI_UPLOAD", guest_path("echo-params"))
         .env("CAISSON_UI_RESULTS", &results)
         .env("CAISSON_UI_ARTIFACTS", &artifacts)
         .env("CAISSON_CHROMIUM", &chromium)
@@ -356,7 +363,9 @@ async fn dashboard_in_chromium() {
         serde_json::from_str(&std::fs::read_to_string(&results).expect("the tests' results"))
             .unwrap();
     let first_load = &measured["first_load"];
-    let transferred = first_load["transferred"].as_u64().expect("a measured first load");
+    let transferred = first_load["transferred"]
+        .as_u64()
+        .expect("a measured first load");
     println!(
         "browser tests passed in {:.0?}; first page load {}",
         started.elapsed(),

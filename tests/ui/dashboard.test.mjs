@@ -7,6 +7,7 @@
 //   CAISSON_UI_OPEN_URL   a second server with no tokens (open loopback mode)
 //   CAISSON_UI_TOKEN_A/B  tokens of tenants `alpha` and `beta`, each with
 //                         modules `hello`, `slow-log`, `busy` and `trap`
+//   CAISSON_UI_UPLOAD     a component to upload (echo-params.wasm)
 //   CAISSON_UI_RESULTS    a JSON file to write measurements to
 //   CAISSON_UI_ARTIFACTS  where a failing test leaves its screenshot
 //   CAISSON_UI_SCREENSHOTS  if set, where the README's screenshots go
@@ -71,7 +72,8 @@ const submit = (token, run) => call('POST', '/v1/runs', token, run);
  * A failure leaves a screenshot in ARTIFACTS.
  */
 async function withPage(name, body, { base = URL_ } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  // UTC, so that times typed into the pages mean the same on any machine.
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, timezoneId: 'UTC' });
   const page = await context.newPage();
   const seen = { dialogs: [], errors: [], requests: [], console: [] };
   page.on('dialog', async (dialog) => {
@@ -351,6 +353,75 @@ test('a 20-step workflow with a failing step shows it failed and its descendants
     });
     assert.match(await page.locator('#run-error').textContent(), /boom: deliberate trap|trap/);
     await page.locator('#log').getByText('boom: deliberate trap').waitFor({ timeout: 10_000 });
+  });
+});
+
+test('a schedule shows its next five fire times, which disappear when paused; backfill starts runs', async () => {
+  await call('POST', '/v1/schedules', TOKEN_A, {
+    name: 'nightly',
+    cron: '30 2 * * *',
+    timezone: 'Europe/Paris',
+    run: { module: 'hello' },
+  });
+  await withPage('schedule', async (page) => {
+    await signIn(page, TOKEN_A);
+    await page.getByRole('link', { name: 'Schedules' }).click();
+    await page.getByRole('link', { name: 'nightly' }).click();
+    const times = page.locator('#next-times li');
+    await times.nth(4).waitFor();
+    assert.equal(await times.count(), 5);
+    // 02:30 in Paris is 01:30 UTC in winter, 00:30 UTC in summer.
+    for (const title of await times.evaluateAll((items) => items.map((li) => li.title))) {
+      assert.match(title, /T0[01]:30:00Z$/);
+    }
+    await screenshot(page, 'schedule');
+
+    await page.getByRole('button', { name: 'Pause' }).click();
+    await page.locator('#no-next-times').waitFor();
+    assert.equal(await times.count(), 0, 'no fire times while paused');
+    assert.equal(await page.locator('#schedule-state .badge').textContent(), 'paused');
+    assert.equal((await call('GET', '/v1/schedules/nightly', TOKEN_A)).paused, true);
+    await page.getByRole('button', { name: 'Resume' }).click();
+    await times.nth(4).waitFor();
+
+    // Browser times are UTC here (the context's time zone): three fire
+    // times, 1, 2 and 3 November at 01:30 UTC.
+    await page.locator('#backfill-from').fill('2026-11-01T00:00');
+    await page.locator('#backfill-to').fill('2026-11-04T00:00');
+    await page.getByRole('button', { name: 'Backfill' }).click();
+    await page.getByText('Started 3 runs.').waitFor();
+    await page.locator('tr[data-run-id]').nth(2).waitFor();
+    assert.equal(await page.locator('tr[data-run-id]').count(), 3);
+  });
+});
+
+test('modules: upload by file input with progress, see what uses each, and a refused delete says why', async () => {
+  await withPage('modules', async (page) => {
+    await signIn(page, TOKEN_A);
+    await page.getByRole('link', { name: 'Modules' }).click();
+    await page.locator('tr[data-module="trap"]').waitFor();
+    assert.match(await page.locator('tr[data-module="trap"]').textContent(), /workflow twenty/);
+    assert.match(await page.locator('tr[data-module="hello"]').textContent(), /schedule nightly/);
+
+    await page.locator('#module-file').setInputFiles(env('CAISSON_UI_UPLOAD'));
+    await page.getByText(/^Uploaded echo-params /).waitFor({ timeout: 30_000 });
+    assert.equal(await page.locator('#upload-progress').isVisible(), true);
+    assert.equal(await page.locator('#upload-progress').evaluate((p) => p.value), 100);
+    await page.locator('tr[data-module="echo-params"]').waitFor();
+    await screenshot(page, 'modules');
+    assert.ok((await call('GET', '/v1/modules/echo-params', TOKEN_A)).length === 1);
+
+    const trap = page.locator('tr[data-module="trap"] button');
+    await trap.click();
+    await trap.click();
+    await page.getByText('Not deleted: module trap is used by workflow twenty; remove that first').waitFor();
+    assert.equal(await page.locator('tr[data-module="trap"]').count(), 1);
+
+    const echo = page.locator('tr[data-module="echo-params"] button');
+    await echo.click();
+    await echo.click();
+    await page.getByText(/^Deleted echo-params /).waitFor();
+    await page.locator('tr[data-module="echo-params"]').waitFor({ state: 'detached' });
   });
 });
 

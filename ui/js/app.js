@@ -9,6 +9,8 @@ import { renderLogin } from './login.js';
 import { renderRuns } from './runs.js';
 import { renderRun } from './run.js';
 import { renderWorkflow, renderWorkflows } from './workflows.js';
+import { renderSchedule, renderSchedules } from './schedules.js';
+import { renderModules } from './modules.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -29,6 +31,9 @@ const routes = [
     section: 'workflows',
     view: ([name], query) => renderWorkflow(main, decodeURIComponent(name), query),
   },
+  { pattern: /^\/schedules$/, section: 'schedules', view: () => renderSchedules(main) },
+  { pattern: /^\/schedules\/([^/]+)$/, section: 'schedules', view: ([name]) => renderSchedule(main, decodeURIComponent(name)) },
+  { pattern: /^\/modules$/, section: 'modules', view: () => renderModules(main) },
 ];
 
 function signedIn() {
