@@ -51,7 +51,10 @@ fn main() {
     println!("cargo::rerun-if-changed={}", ui.display());
     let mut files = Vec::new();
     if let Err(e) = walk(&ui, &mut files) {
-        panic!("could not list the dashboard's files in {}: {e}", ui.display());
+        panic!(
+            "could not list the dashboard's files in {}: {e}",
+            ui.display()
+        );
     }
     files.sort();
     let mut out = String::from("&[\n");
@@ -72,6 +75,7 @@ fn main() {
         .expect("writing to a String");
     }
     out.push(']');
-    let dest = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("ui_files.rs");
+    let dest =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("ui_files.rs");
     std::fs::write(&dest, out).expect("could not write the dashboard's file list");
 }

@@ -194,7 +194,8 @@ export function renderRuns(main, query) {
       newer.disabled = first;
       older.disabled = !next;
       pageInfo.textContent = `page ${back.cursors.length + 1}`;
-      fill(status, page.runs.length ? `${page.runs.length} runs shown, updated ${time(new Date())}` : 'No runs match.');
+      const n = page.runs.length;
+      fill(status, n ? `${n} run${n === 1 ? '' : 's'} shown, updated ${time(new Date())}` : 'No runs match.');
     } catch (e) {
       if (stopped) return;
       fill(status, errorBox(`Could not load runs: ${e.message}`));
