@@ -9,7 +9,8 @@
 //!   cancels a run, renders hostile content, checks tenant isolation, pages
 //!   the runs list, draws a 20-step workflow with a failed step and its
 //!   skipped descendants, pauses a schedule and backfills it, uploads and
-//!   deletes modules, and measures the first page load. This test starts the
+//!   deletes modules, mints and revokes a token as the admin, and measures
+//!   the first page load. This test starts the
 //!   servers, seeds them, runs the Node tests and checks each one passed.
 //!
 //! The browser tests need `/usr/bin/chromium` (or `$CAISSON_CHROMIUM`),
@@ -43,10 +44,11 @@ const BROWSER_TESTS: &[&str] = &[
     "cancel a running run from its page",
     "hostile log lines, params and outputs render as text, with no dialog and no request",
     "tenant A's token shows nothing of tenant B's, and B's run page says not found",
-    "the runs list pages with the cursor and filters by state and module",
+    "page through 1,000 runs with the cursor, then filter by state and module",
     "a 20-step workflow with a failing step shows it failed and its descendants skipped, and the step opens its log",
     "a schedule shows its next five fire times, which disappear when paused; backfill starts runs",
     "modules: upload by file input with progress, see what uses each, and a refused delete says why",
+    "admin: tenants with their grants; a token created is shown once and works, and revoked it stops",
     "open mode (no tokens configured) shows the dashboard without asking for a token",
     "the first page load is small, and served with the security headers",
 ];
@@ -59,7 +61,7 @@ fn config(dir: &Path, open: bool) -> PathBuf {
         String::new()
     } else {
         format!(
-            "admin_token = \"{ADMIN}\"\n\n[tenants.alpha]\ntokens = [\"{TOKEN_A}\"]\n\n\
+            "admin_token = \"{ADMIN}\"\n\n[tenants.alpha]\ntokens = [\"{TOKEN_A}\"]\nobjects = [\"data\"]\n\n\
              [tenants.beta]\ntokens = [\"{TOKEN_B}\"]\n"
         )
     };
@@ -75,6 +77,9 @@ max_instances = 8
 
 [limits]
 timeout = "60s"
+
+[objects.data]
+type = "memory"
 
 [server]
 listen = "127.0.0.1:0"
@@ -320,6 +325,7 @@ async fn dashboard_in_chromium() {
         .env("CAISSON_UI_OPEN_URL", &open_server.url)
         .env("CAISSON_UI_TOKEN_A", TOKEN_A)
         .env("CAISSON_UI_TOKEN_B", TOKEN_B)
+        .env("CAISSON_UI_ADMIN", ADMIN)
         .env("CAISSON_UI_UPLOAD", guest_path("echo-params"))
         .env("CAISSON_UI_RESULTS", &results)
         .env("CAISSON_UI_ARTIFACTS", &artifacts)

@@ -7,6 +7,7 @@
 //   CAISSON_UI_OPEN_URL   a second server with no tokens (open loopback mode)
 //   CAISSON_UI_TOKEN_A/B  tokens of tenants `alpha` and `beta`, each with
 //                         modules `hello`, `slow-log`, `busy` and `trap`
+//   CAISSON_UI_ADMIN      the admin token
 //   CAISSON_UI_UPLOAD     a component to upload (echo-params.wasm)
 //   CAISSON_UI_RESULTS    a JSON file to write measurements to
 //   CAISSON_UI_ARTIFACTS  where a failing test leaves its screenshot
@@ -276,26 +277,48 @@ test("tenant A's token shows nothing of tenant B's, and B's run page says not fo
   });
 });
 
-test('the runs list pages with the cursor and filters by state and module', async () => {
+test('page through 1,000 runs with the cursor, then filter by state and module', async () => {
+  // Beta's runs: 1,000 of `hello`, submitted 25 at a time.
+  const ids = [];
+  for (let i = 0; i < 1000; i += 25) {
+    const batch = Array.from({ length: 25 }, (_, j) => submit(TOKEN_B, { module: 'hello', input: `n${i + j}` }));
+    ids.push(...(await Promise.all(batch)).map((r) => r.id));
+  }
+  // Everything beta has, as the API lists it, newest first.
+  const expected = [];
+  let cursor = '';
+  do {
+    const page = await call('GET', `/v1/runs?limit=500${cursor ? `&cursor=${cursor}` : ''}`, TOKEN_B);
+    expected.push(...page.runs.map((r) => r.id));
+    cursor = page.next ?? '';
+  } while (cursor);
+  assert.ok(expected.length >= 1000);
+
   await withPage('paging', async (page) => {
     await signIn(page, TOKEN_B);
-    // Beta's own runs: 60 of `hello` (one page and some), then filters.
-    const ids = [];
-    for (let i = 0; i < 60; i += 1) ids.push((await submit(TOKEN_B, { module: 'hello', input: `n${i}` })).id);
-    await page.reload();
-    await page.getByRole('heading', { name: 'Runs' }).waitFor();
-    await badgeOf(page, ids[59]).waitFor({ timeout: 10_000 });
-    const first = await page.locator('tr[data-run-id]').evaluateAll((rows) => rows.map((r) => r.dataset.runId));
-    assert.equal(first.length, 50);
-    await page.getByRole('button', { name: 'Older →' }).click();
-    await page.locator('#page-number').getByText('page 2').waitFor();
-    const second = await page.locator('tr[data-run-id]').evaluateAll((rows) => rows.map((r) => r.dataset.runId));
-    assert.ok(second.length > 0 && second.every((id) => !first.includes(id)), 'page 2 has other runs');
-    const total = (await call('GET', '/v1/runs?limit=500', TOKEN_B)).runs.length;
-    if (total <= 100) assert.ok(await page.getByRole('button', { name: 'Older →' }).isDisabled(), 'no page 3');
+    const rows = () => page.locator('tr[data-run-id]').evaluateAll((trs) => trs.map((r) => r.dataset.runId));
+    const seen = [];
+    for (let n = 1; ; n += 1) {
+      await page.locator('#page-number').getByText(`page ${n}`, { exact: true }).waitFor();
+      await page.waitForFunction((count) => document.querySelectorAll('tr[data-run-id]').length === count, Math.min(50, expected.length - seen.length));
+      const shown = await rows();
+      assert.deepEqual(shown, expected.slice(seen.length, seen.length + shown.length), `page ${n} continues where page ${n - 1} ended`);
+      seen.push(...shown);
+      const older = page.getByRole('button', { name: 'Older →' });
+      if (await older.isDisabled()) break;
+      await older.click();
+    }
+    assert.equal(seen.length, expected.length, 'every run, once');
+    assert.equal(new Set(seen).size, seen.length);
+    assert.ok(ids.every((id) => seen.includes(id)));
+
+    // Back one page, then to the newest.
+    const last = Math.ceil(expected.length / 50);
     await page.getByRole('button', { name: '← Newer' }).click();
-    await page.locator('#page-number').getByText('page 1').waitFor();
-    await badgeOf(page, first[0]).waitFor();
+    await page.locator('#page-number').getByText(`page ${last - 1}`, { exact: true }).waitFor();
+    await page.getByRole('button', { name: 'Newest' }).click();
+    await page.locator('#page-number').getByText('page 1', { exact: true }).waitFor();
+    await badgeOf(page, expected[0]).waitFor();
 
     await page.getByLabel('State').selectOption('succeeded');
     await page.waitForFunction(() => location.hash.includes('state=succeeded'));
@@ -426,6 +449,47 @@ test('modules: upload by file input with progress, see what uses each, and a ref
     await page.getByRole('link', { name: 'Runs' }).click();
     await page.locator('tr[data-run-id]').first().waitFor();
     await screenshot(page, 'runs');
+  });
+});
+
+test('admin: tenants with their grants; a token created is shown once and works, and revoked it stops', async () => {
+  await withPage('admin-refused', async (page) => {
+    await signIn(page, TOKEN_A);
+    await page.getByRole('link', { name: 'Admin' }).click();
+    await page.locator('#admin-only').waitFor();
+  });
+  await withPage('admin', async (page) => {
+    await signIn(page, env('CAISSON_UI_ADMIN'));
+    await page.getByRole('link', { name: 'Admin' }).click();
+    const beta = page.locator('section[data-tenant="beta"]');
+    await beta.waitFor();
+    await page.locator('section[data-tenant="alpha"]').waitFor();
+    assert.match(await page.locator('section[data-tenant="alpha"]').textContent(), /Object stores: data\./);
+    await beta.getByRole('button', { name: 'Create a token' }).click();
+    const shown = page.locator('#new-token-beta');
+    await shown.waitFor();
+    const token = await shown.textContent();
+    assert.match(token, /^cs_[0-9a-f]{64}$/);
+    const id = (await beta.locator('.notice').textContent()).match(/id ([^)]+)\)/)[1];
+
+    // The new token is beta's: it lists beta's runs.
+    const res = await fetch(`${URL_}/v1/runs?limit=1`, { headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(res.status, 200);
+    // Shown once: the page, opened again, does not have it.
+    await page.reload();
+    await beta.waitFor();
+    assert.equal(await page.getByText(token).count(), 0);
+    assert.ok(!(await page.content()).includes(token));
+
+    const revoke = page.locator(`button[data-revoke="${id}"]`);
+    await revoke.click();
+    await revoke.click();
+    await page.getByText(`Revoked token ${id}.`).waitFor();
+    await page.locator(`tr[data-token-id="${id}"] .revoked`).getByText(/\d{4}-\d\d-\d\d/).waitFor();
+    const after = await fetch(`${URL_}/v1/runs?limit=1`, { headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(after.status, 401);
+    // (Taken now, not while the new token was on screen.)
+    await screenshot(page, 'admin');
   });
 });
 

@@ -11,6 +11,7 @@ import { renderRun } from './run.js';
 import { renderWorkflow, renderWorkflows } from './workflows.js';
 import { renderSchedule, renderSchedules } from './schedules.js';
 import { renderModules } from './modules.js';
+import { renderAdmin } from './admin.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -34,6 +35,7 @@ const routes = [
   { pattern: /^\/schedules$/, section: 'schedules', view: () => renderSchedules(main) },
   { pattern: /^\/schedules\/([^/]+)$/, section: 'schedules', view: ([name]) => renderSchedule(main, decodeURIComponent(name)) },
   { pattern: /^\/modules$/, section: 'modules', view: () => renderModules(main) },
+  { pattern: /^\/admin$/, section: 'admin', view: () => renderAdmin(main) },
 ];
 
 function signedIn() {
