@@ -50,11 +50,6 @@ pub fn embedded(name: &str) -> Option<(&'static str, &'static [u8])> {
         .map(|(_, kind, bytes)| (*kind, *bytes))
 }
 
-/// The names of every embedded file.
-pub fn names() -> impl Iterator<Item = &'static str> {
-    FILES.iter().map(|(path, _, _)| *path)
-}
-
 fn dev_dir() -> Option<&'static PathBuf> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| std::env::var_os("CAISSON_UI_DIR").map(PathBuf::from))

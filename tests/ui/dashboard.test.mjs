@@ -228,7 +228,7 @@ test('hostile log lines, params and outputs render as text, with no dialog and n
     await signIn(page, TOKEN_A);
     const run = await submit(TOKEN_A, {
       module: 'slow-log',
-      params: { lines: '2', interval_ms: '10', message: hostile, output },
+      params: { lines: '2', interval_ms: '10', message: hostile, output, '<svg onload=alert(4)>': 'name' },
     });
     await page.goto(`${URL_}/ui/#/runs/${run.id}`);
     await page.waitForFunction(() => document.querySelector('#run-state .badge')?.textContent === 'succeeded', null, {
@@ -239,8 +239,11 @@ test('hostile log lines, params and outputs render as text, with no dialog and n
     assert.deepEqual(await lines.allTextContents(), [`${hostile} 0`, `${hostile} 1`]);
     assert.equal(await page.locator('#output').textContent(), output);
     await page.getByRole('cell', { name: hostile }).waitFor();
-    // Nothing of it became markup: no image, no script but the page's own.
+    await page.getByRole('cell', { name: '<svg onload=alert(4)>' }).waitFor();
+    // Nothing of it became markup: no image, no SVG, no script but the
+    // page's own.
     assert.equal(await page.locator('img').count(), 0);
+    assert.equal(await page.locator('svg').count(), 0);
     assert.equal(await page.locator('script').count(), 1);
     // Give an injected handler time to fire, had there been one.
     await page.waitForTimeout(500);

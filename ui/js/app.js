@@ -3,7 +3,7 @@
 // that the server serves one page and every view has an address to share
 // or reload.
 
-import { api, probeOpen, session } from './api.js';
+import { probeOpen, session } from './api.js';
 import { fill } from './dom.js';
 import { renderLogin } from './login.js';
 import { renderRuns } from './runs.js';
@@ -97,8 +97,5 @@ async function start() {
   }
   route();
 }
-
-// Used by the tests' console and by people debugging: no secret in it.
-export { api };
 
 start();
