@@ -40,7 +40,7 @@ const FIRST_LOAD_BUDGET: u64 = 250 * 1024;
 /// The browser tests, by name: each must be reported as passed.
 const BROWSER_TESTS: &[&str] = &[
     "sign in with a token, then a submitted run appears and turns succeeded without a reload",
-    "a run page shows log lines as the task writes them, and filters them by level",
+    "a run page shows log lines as the task writes them, filters them by level, downloads the output and re-runs",
     "cancel a running run from its page",
     "hostile log lines, params and outputs render as text, with no dialog and no request",
     "tenant A's token shows nothing of tenant B's, and B's run page says not found",
@@ -382,5 +382,148 @@ async fn dashboard_in_chromium() {
         "the first page load is {transferred} bytes, over the {FIRST_LOAD_BUDGET}-byte budget"
     );
     drop(open_server);
+    drop(server);
+}
+
+/// Waits until run `id` has ended, and returns it.
+async fn finished(http: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let run: Value = http
+            .get(format!("{base}/v1/runs/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if run["finished_at"].is_string() {
+            return run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {id} did not end: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The endpoints the dashboard added: re-run and a schedule's next fire
+/// times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_copies_the_run_and_next_fire_times_follow_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Served::start(&config(dir.path(), false), dir.path(), &[]);
+    let base = server.url.clone();
+    push_modules(&base, Some(TOKEN_A), &["hello"]).await;
+    push_modules(&base, Some(TOKEN_B), &["hello"]).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, token: &str| http.post(format!("{base}{path}")).bearer_auth(token);
+
+    let first: Value = post("/v1/runs", TOKEN_A)
+        .json(&json!({
+            "module": "hello", "input": "from the first run", "params": {"extra": "1"},
+            "timeout": "7s", "memory": 64 << 20, "priority": 3,
+            "retries": {"max": 2, "backoff": "250ms"}, "idempotency_key": "once"
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = finished(&http, &base, TOKEN_A, first["id"].as_str().unwrap()).await;
+    assert_eq!(first["output"], "hello, from the first run");
+
+    let response = post(
+        &format!("/v1/runs/{}/rerun", first["id"].as_str().unwrap()),
+        TOKEN_A,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 201);
+    let again: Value = response.json().await.unwrap();
+    assert_ne!(again["id"], first["id"]);
+    for field in [
+        "module",
+        "digest",
+        "params",
+        "grants",
+        "timeout_ms",
+        "memory",
+        "priority",
+        "max_retries",
+    ] {
+        assert_eq!(again[field], first[field], "{field}");
+    }
+    assert_eq!(again["idempotency_key"], Value::Null);
+    let again = finished(&http, &base, TOKEN_A, again["id"].as_str().unwrap()).await;
+    assert_eq!(again["state"], "succeeded");
+    // The input, which the API never shows, was copied too.
+    assert_eq!(again["output"], "hello, from the first run");
+
+    // Another tenant's run, or none, is not found.
+    let response = post(
+        &format!("/v1/runs/{}/rerun", first["id"].as_str().unwrap()),
+        TOKEN_B,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 404);
+    let response = post("/v1/runs/no-such-run/rerun", TOKEN_A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    // Next fire times: five by default, in order, none while paused.
+    let created = post("/v1/schedules", TOKEN_A)
+        .json(&json!({"name": "hourly", "cron": "15 * * * *", "run": {"module": "hello"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let next = |query: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}/v1/schedules/hourly/next{query}");
+        async move {
+            let response = http.get(url).bearer_auth(TOKEN_A).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let times: Vec<chrono::DateTime<chrono::Utc>> =
+        serde_json::from_value(next("").await["times"].clone()).unwrap();
+    assert_eq!(times.len(), 5);
+    assert!(
+        times
+            .windows(2)
+            .all(|w| w[1] - w[0] == chrono::Duration::hours(1))
+    );
+    assert!(
+        times
+            .iter()
+            .all(|t| t.format("%M:%S").to_string() == "15:00")
+    );
+    assert!(times[0] > chrono::Utc::now());
+    assert_eq!(
+        next("?count=1000").await["times"].as_array().unwrap().len(),
+        100
+    );
+    post("/v1/schedules/hourly/pause", TOKEN_A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next("").await, json!({"paused": true, "times": []}));
+    let response = http
+        .get(format!("{base}/v1/schedules/hourly/next"))
+        .bearer_auth(TOKEN_B)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404, "another tenant's schedule");
     drop(server);
 }

@@ -16,7 +16,7 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -165,7 +165,7 @@ test('sign in with a token, then a submitted run appears and turns succeeded wit
   });
 });
 
-test('a run page shows log lines as the task writes them, and filters them by level', async () => {
+test('a run page shows log lines as the task writes them, filters them by level, downloads the output and re-runs', async () => {
   await withPage('live-log', async (page) => {
     await signIn(page, TOKEN_A);
     const run = await submit(TOKEN_A, {
@@ -200,6 +200,29 @@ test('a run page shows log lines as the task writes them, and filters them by le
     assert.equal(await log.locator('.line[data-source="task"]:not([hidden])').count(), 2);
     await page.getByLabel('Lowest level shown').selectOption('trace');
     assert.equal(await log.locator('.line[data-source="task"]:not([hidden])').count(), 8);
+
+    // The output downloads as a file.
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('button', { name: 'Download output' }).click(),
+    ]);
+    const saved = join(ARTIFACTS, `download-${run.id}`);
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await download.saveAs(saved);
+    assert.equal(readFileSync(saved, 'utf8'), 'logged 8 lines');
+    rmSync(saved);
+
+    // Re-run: a new run, with the same params, on its own page.
+    await page.getByRole('button', { name: 'Re-run' }).click();
+    await page.waitForFunction((old) => !location.hash.endsWith(old), run.id);
+    const again = decodeURIComponent(await page.evaluate(() => location.hash.split('/').pop()));
+    assert.notEqual(again, run.id);
+    await page.locator('#run-id').getByText(again).waitFor();
+    await page.getByRole('cell', { name: 'tick', exact: true }).waitFor();
+    await log.getByText('tick 0', { exact: true }).waitFor({ timeout: 15_000 });
+    const copy = await call('GET', `/v1/runs/${again}`, TOKEN_A);
+    assert.deepEqual(copy.params, run.params);
+    assert.equal(copy.digest, run.digest);
   });
 });
 

@@ -236,10 +236,24 @@ export function renderRun(main, id) {
         cancel.disabled = false;
       }
     });
+    // A new run with everything this one had; the server copies the input,
+    // which the API never shows.
+    const rerun = h('button', { type: 'button', id: 'rerun' }, 'Re-run');
+    rerun.addEventListener('click', async () => {
+      rerun.disabled = true;
+      try {
+        const created = await api(`/v1/runs/${encodeURIComponent(run.id)}/rerun`, { method: 'POST' });
+        location.hash = `#/runs/${encodeURIComponent(created.id)}`;
+      } catch (e) {
+        fill(message, errorBox(`Could not re-run: ${e.message}`));
+        rerun.disabled = false;
+      }
+    });
     fill(
       header,
       h('h1', {}, 'Run ', h('span', { class: 'mono', id: 'run-id' }, run.id), ' ', h('span', { id: 'run-state' }, badge(run.state))),
       final ? null : cancel,
+      rerun,
     );
     const error = run.error ? [h('h2', {}, 'Error'), h('pre', { id: 'run-error', class: 'output error-text' }, run.error)] : [];
     fill(

@@ -27,6 +27,7 @@ pub mod flows;
 pub mod guard;
 mod modules;
 mod ops;
+mod rerun;
 pub mod runs;
 mod schedule_times;
 mod tenants;
@@ -296,6 +297,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(runs::submit, runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::cancel))
+        .routes(routes!(rerun::rerun))
         .routes(routes!(runs::logs))
         .routes(routes!(runs::output))
         .routes(routes!(flows::create_schedule, flows::list_schedules))
