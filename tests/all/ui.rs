@@ -47,7 +47,7 @@ const BROWSER_TESTS: &[&str] = &[
     "page through 1,000 runs with the cursor, then filter by state and module",
     "a 20-step workflow with a failing step shows it failed and its descendants skipped, and the step opens its log",
     "a schedule shows its next five fire times, which disappear when paused; backfill starts runs",
-    "modules: upload by file input with progress, see what uses each, and a refused delete says why",
+    "modules: upload by file input and by drop with progress, see what uses each, and a refused delete says why",
     "admin: tenants with their grants; a token created is shown once and works, and revoked it stops",
     "open mode (no tokens configured) shows the dashboard without asking for a token",
     "the first page load is small, and served with the security headers",

@@ -443,7 +443,7 @@ test('a schedule shows its next five fire times, which disappear when paused; ba
   });
 });
 
-test('modules: upload by file input with progress, see what uses each, and a refused delete says why', async () => {
+test('modules: upload by file input and by drop with progress, see what uses each, and a refused delete says why', async () => {
   await withPage('modules', async (page) => {
     await signIn(page, TOKEN_A);
     await page.getByRole('link', { name: 'Modules' }).click();
@@ -458,6 +458,19 @@ test('modules: upload by file input with progress, see what uses each, and a ref
     await page.locator('tr[data-module="echo-params"]').waitFor();
     await screenshot(page, 'modules');
     assert.ok((await call('GET', '/v1/modules/echo-params', TOKEN_A)).length === 1);
+
+    // Dropped on the drop zone: the same path, from a drag and drop.
+    const bytes = readFileSync(env('CAISSON_UI_UPLOAD')).toString('base64');
+    const dropped = await page.evaluateHandle((b64) => {
+      const data = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([data], 'Dropped_Task.wasm', { type: 'application/wasm' }));
+      return transfer;
+    }, bytes);
+    await page.locator('#drop-zone').dispatchEvent('dragover', { dataTransfer: dropped });
+    await page.locator('#drop-zone').dispatchEvent('drop', { dataTransfer: dropped });
+    await page.getByText(/^Uploaded dropped_task /).waitFor({ timeout: 30_000 });
+    await page.locator('tr[data-module="dropped_task"]').waitFor();
 
     const trap = page.locator('tr[data-module="trap"] button');
     await trap.click();
