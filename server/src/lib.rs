@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod scheduler;
 pub mod serve;
+pub mod ui;
 pub mod worker;
 
 pub use config::ServerConfig;

@@ -109,6 +109,7 @@ pub async fn serve(
         let addr = listener.local_addr()?;
         // Tests and scripts read this line to find the port.
         println!("caisson: listening on http://{addr}");
+        println!("caisson: dashboard at http://{addr}{}", crate::ui::PATH);
         let limits = crate::http::Limits::from(&state.config.server);
         crate::http::serve(listener, api::router(state.clone()), limits, shutdown).await;
     } else {

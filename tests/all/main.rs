@@ -18,6 +18,7 @@ mod server;
 mod sessions;
 mod streaming;
 mod suite;
+mod ui;
 mod uploads;
 mod validation;
 

@@ -108,11 +108,13 @@ async fn a_tenant_cannot_reach_anything_of_another_tenant() {
             ),
             ("GET", format!("/v1/runs/{run_id}"), None),
             ("POST", format!("/v1/runs/{run_id}/cancel"), None),
+            ("POST", format!("/v1/runs/{run_id}/rerun"), None),
             ("GET", format!("/v1/runs/{run_id}/logs"), None),
             ("GET", format!("/v1/runs/{run_id}/logs?after=0"), None),
             ("GET", format!("/v1/runs/{run_id}/logs?follow=true"), None),
             ("GET", format!("/v1/runs/{run_id}/output"), None),
             ("GET", "/v1/schedules/alpha-sched".to_string(), None),
+            ("GET", "/v1/schedules/alpha-sched/next".to_string(), None),
             ("POST", "/v1/schedules/alpha-sched/pause".to_string(), None),
             ("POST", "/v1/schedules/alpha-sched/resume".to_string(), None),
             (

@@ -27,7 +27,9 @@ pub mod flows;
 pub mod guard;
 mod modules;
 mod ops;
+mod rerun;
 pub mod runs;
+mod schedule_times;
 mod tenants;
 
 pub use error::{ApiError, ApiResult};
@@ -295,6 +297,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(runs::submit, runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::cancel))
+        .routes(routes!(rerun::rerun))
         .routes(routes!(runs::logs))
         .routes(routes!(runs::output))
         .routes(routes!(flows::create_schedule, flows::list_schedules))
@@ -302,6 +305,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(flows::pause_schedule))
         .routes(routes!(flows::resume_schedule))
         .routes(routes!(flows::backfill))
+        .routes(routes!(schedule_times::next_fire_times))
         .routes(routes!(flows::create_workflow, flows::list_workflows))
         .routes(routes!(flows::get_workflow, flows::delete_workflow))
         .routes(routes!(flows::start_workflow))
@@ -324,6 +328,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
                 async move { axum::Json(api.as_ref().clone()) }
             }),
         )
+        .merge(crate::ui::router())
         // Every JSON body is small; a module upload reads its raw body
         // itself, up to `max_module_bytes`, so this cap does not apply to it.
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
