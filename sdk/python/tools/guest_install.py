@@ -33,7 +33,8 @@ Two things differ from a plain `pip install --target`:
       outside the sandbox);
     - the build dependencies are installed as wheels only (no code runs);
     - the build itself runs under bubblewrap with no network, a read-only
-      file system and only its source and output directories writable;
+      file system without the build user's home directory, and only its
+      source and output directories writable;
     - the wheel is refused if it holds native code, then tagged
       py3-none-any, since its content is then pure Python.
 """
@@ -53,6 +54,7 @@ import subprocess
 import sys
 import tarfile
 import tomllib
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -143,18 +145,19 @@ def install_requirements(args: argparse.Namespace) -> int:
             # its source (pip would run setup code outside the sandbox).
             continue
         lines.append(text)
-    unknown = [n for n in args.from_source if canonicalize_name(n) not in wanted]
-    if unknown:
-        raise Refused(f"--build-from-source {unknown[0]}: not a requirement name")
-
     wheelhouse = work / "wheels"
     wheelhouse.mkdir()
-    pins = []
+    pins, constraints = [], []
     for name, requirement in sorted(wanted.items()):
         version = build_from_source(name, requirement, work / "src" / name, wheelhouse)
-        pins.append(f"{name}=={version}")
+        # A name only given with --from-source may be a dependency of a
+        # requirement (markupsafe of jinja2): a constraint, so it is
+        # installed only if something needs it.
+        (pins if requirement is not None else constraints).append(f"{name}=={version}")
     rewritten = work / "requirements.txt"
     rewritten.write_text("\n".join(lines + pins) + "\n")
+    constraints_file = work / "constraints.txt"
+    constraints_file.write_text("\n".join(constraints) + "\n")
 
     # From here on pip evaluates every marker as the guest would.
     import pip._vendor.packaging.markers as markers
@@ -167,6 +170,9 @@ def install_requirements(args: argparse.Namespace) -> int:
         "--quiet",
         "--disable-pip-version-check",
         "--no-input",
+        # Bytecode for the host's Python is of no use to the guest's, and
+        # would only make the component bigger.
+        "--no-compile",
         # Wheels tagged py3-none-any only: the guest is CPython on WASI,
         # where no platform-specific wheel can load.
         "--only-binary=:all:",
@@ -184,6 +190,8 @@ def install_requirements(args: argparse.Namespace) -> int:
         str(wheelhouse),
         "-r",
         str(rewritten),
+        "-c",
+        str(constraints_file),
     ]
     return 0 if pip_main(pip_args) == 0 else 2
 
@@ -253,9 +261,20 @@ def sandbox(env: Path, src: Path, out: Path) -> list[str]:
             "building from source needs bubblewrap (`apt install bubblewrap`), which runs the "
             "package's setup code with no network and a read-only file system"
         )
+    # The host's file system, read-only, minus the build user's home
+    # directory (its keys and tokens could otherwise end up in the wheel,
+    # and so in the component) and /tmp.
+    hidden = ["--tmpfs", "/tmp"]
+    home = Path.home().resolve()
+    if home != Path("/"):
+        hidden += ["--tmpfs", str(home)]
+        base = Path(sys.base_prefix).resolve()
+        if base.is_relative_to(home):
+            # A Python installed under the home directory (pyenv, uv).
+            hidden += ["--ro-bind", str(base), str(base)]
     return [
-        bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-        # After the tmpfs: the build directory may itself be under /tmp.
+        bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *hidden,
+        # After the tmpfs mounts: the build directory may be under either.
         "--ro-bind", str(env), str(env), "--bind", str(src), str(src), "--bind", str(out), str(out),
         "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
         "--setenv", "PATH", f"{env}/bin:/usr/bin:/bin", "--setenv", "HOME", str(src),
@@ -279,6 +298,10 @@ def fetch_sdist(name: str, specifier, root: Path) -> Path:
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             files = json.load(response)["files"]
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            raise Refused(f"{name}: no such project on {index}") from None
+        raise Refused(f"{name}: could not read its releases from {index} ({e})") from None
     except Exception as e:
         raise Refused(f"{name}: could not read its releases from {index} ({e})") from None
     candidates = []
