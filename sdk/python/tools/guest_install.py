@@ -32,9 +32,9 @@ Two things differ from a plain `pip install --target`:
       sha256 checked; pip never prepares it (that would run its setup code
       outside the sandbox);
     - the build dependencies are installed as wheels only (no code runs);
-    - the build itself runs under bubblewrap with no network, a read-only
-      file system without the build user's home directory, and only its
-      source and output directories writable;
+    - the build itself runs under bubblewrap with no network, the system's
+      programs and libraries read-only (no /etc, /var, /root or /home) and
+      only its source and output directories writable;
     - the wheel is refused if it holds native code, then tagged
       py3-none-any, since its content is then pure Python.
 """
@@ -261,21 +261,28 @@ def sandbox(env: Path, src: Path, out: Path) -> list[str]:
             "building from source needs bubblewrap (`apt install bubblewrap`), which runs the "
             "package's setup code with no network and a read-only file system"
         )
-    # The host's file system, read-only, minus the build user's home
-    # directory (its keys and tokens could otherwise end up in the wheel,
-    # and so in the component) and /tmp.
-    hidden = ["--tmpfs", "/tmp"]
-    home = Path.home().resolve()
-    if home != Path("/"):
-        hidden += ["--tmpfs", str(home)]
-        base = Path(sys.base_prefix).resolve()
-        if base.is_relative_to(home):
-            # A Python installed under the home directory (pyenv, uv).
-            hidden += ["--ro-bind", str(base), str(base)]
+    # Only the system's programs and libraries, read-only: not /etc, /var,
+    # /root or /home, whose keys and tokens the setup code could otherwise
+    # copy into the wheel, and so into the component.
+    root = []
+    for path in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(path):
+            root += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            root += ["--ro-bind", path, path]
+    root += ["--ro-bind", "/usr", "/usr", "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
+             "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    base = Path(sys.base_prefix).resolve()
+    if not base.is_relative_to("/usr"):
+        # A Python installed elsewhere (/opt, pyenv, uv): the build
+        # environment runs on it.
+        root += ["--ro-bind", str(base), str(base)]
     return [
-        bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *hidden,
-        # After the tmpfs mounts: the build directory may be under either.
+        bwrap, *root, "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
         "--ro-bind", str(env), str(env), "--bind", str(src), str(src), "--bind", str(out), str(out),
+        # bwrap's own root holds the mount points; read-only too, so a write
+        # anywhere else fails (EROFS) instead of vanishing with the sandbox.
+        "--remount-ro", "/",
         "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
         "--setenv", "PATH", f"{env}/bin:/usr/bin:/bin", "--setenv", "HOME", str(src),
         "--setenv", "TMPDIR", "/tmp", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
