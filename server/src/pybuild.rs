@@ -4,8 +4,9 @@
 //! modules imported into a component. This command adds what it leaves to
 //! the author: the Caisson SDK and WIT world (both built into this binary,
 //! so they always match the host), the task's requirements resolved for the
-//! guest's Python rather than the host's, and a clear error when one of them
-//! needs native code.
+//! guest's Python rather than the host's (markers included: see
+//! `sdk/python/tools/guest_install.py`), optional pure-Python builds from
+//! source, and a clear error when a requirement needs native code.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,10 @@ const SDK: &[(&str, &str)] = &[
         include_str!("../../sdk/python/caisson/_task.py"),
     ),
     (
+        "caisson/dbapi.py",
+        include_str!("../../sdk/python/caisson/dbapi.py"),
+    ),
+    (
         "caisson/errors.py",
         include_str!("../../sdk/python/caisson/errors.py"),
     ),
@@ -53,7 +58,15 @@ const SDK: &[(&str, &str)] = &[
         "caisson/sql.py",
         include_str!("../../sdk/python/caisson/sql.py"),
     ),
+    (
+        "caisson/sqlalchemy.py",
+        include_str!("../../sdk/python/caisson/sqlalchemy.py"),
+    ),
 ];
+
+/// Resolves and installs the requirements for the guest, and builds the ones
+/// asked for from source in a sandbox. Run with `--python`.
+const GUEST_INSTALL: &str = include_str!("../../sdk/python/tools/guest_install.py");
 
 const WIT: &[(&str, &str)] = &[
     ("caisson.wit", include_str!("../../wit/caisson.wit")),
@@ -92,6 +105,14 @@ pub struct BuildPythonArgs {
     /// temporary directory.
     #[arg(long)]
     build_dir: Option<PathBuf>,
+    /// Build this requirement (a distribution name, e.g. `markupsafe`) from
+    /// its source release, with C compilation disabled, for packages whose
+    /// native part is optional. Repeatable; `# caisson: build-from-source`
+    /// after a line of requirements.txt does the same. This runs the
+    /// package's setup code on this machine, inside a sandbox (bubblewrap:
+    /// no network, read-only file system but for its build directory).
+    #[arg(long, value_name = "NAME")]
+    build_from_source: Vec<String>,
 }
 
 pub fn build_python(args: BuildPythonArgs) -> anyhow::Result<()> {
@@ -135,7 +156,7 @@ pub fn build_python(args: BuildPythonArgs) -> anyhow::Result<()> {
     let build = std::fs::canonicalize(&build)?;
 
     let deps = build.join("deps");
-    let bundled = install_requirements(&args.python, dir, &deps)?;
+    let bundled = install_requirements(&args.python, dir, &build, &args.build_from_source)?;
     write_files(&build.join("sdk"), SDK)?;
     write_files(&build.join("wit"), WIT)?;
     write_files(
@@ -233,22 +254,37 @@ fn check_componentize_py(program: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs `requirements.txt` into `deps` as pure-Python wheels for the
-/// guest, and returns what got bundled (`name version`).
-fn install_requirements(python: &Path, dir: &Path, deps: &Path) -> anyhow::Result<Vec<String>> {
+/// Installs `requirements.txt` into `build/deps` as pure-Python wheels for
+/// the guest (`guest_install.py` does the work), and returns what got
+/// bundled (`name version`).
+fn install_requirements(
+    python: &Path,
+    dir: &Path,
+    build: &Path,
+    from_source: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let deps = &build.join("deps");
     let requirements = dir.join("requirements.txt");
     let wanted = match std::fs::read(&requirements) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).context(format!("reading {}", requirements.display())),
     };
+    if wanted.is_empty()
+        && let Some(name) = from_source.first()
+    {
+        bail!("--build-from-source {name}: the task has no requirements.txt naming it");
+    }
     let stamp = deps.join(".caisson-requirements");
-    let fingerprint = hex::encode(
-        Sha256::new()
-            .chain_update(&wanted)
-            .chain_update(GUEST_PYTHON)
-            .finalize(),
-    );
+    let mut hasher = Sha256::new()
+        .chain_update(&wanted)
+        .chain_update(GUEST_PYTHON)
+        .chain_update(GUEST_INSTALL);
+    for name in from_source {
+        hasher.update(b"\0");
+        hasher.update(name);
+    }
+    let fingerprint = hex::encode(hasher.finalize());
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(fingerprint.as_str()) {
         return distributions(deps);
     }
@@ -257,29 +293,31 @@ fn install_requirements(python: &Path, dir: &Path, deps: &Path) -> anyhow::Resul
     }
     std::fs::create_dir_all(deps)?;
     if !wanted.is_empty() {
+        let tools = build.join("tools");
+        write_files(&tools, &[("guest_install.py", GUEST_INSTALL)])?;
         let mut command = Command::new(python);
-        // Wheels tagged py3-none-any only: the guest is CPython on WASI,
-        // where no platform-specific wheel can load.
         command
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(["--no-input", "--only-binary=:all:", "--platform", "any"])
-            .args(["--implementation", "py", "--abi", "none"])
-            .args(["--python-version", GUEST_PYTHON, "--target"])
+            .arg(tools.join("guest_install.py"))
+            .arg("install")
+            .arg("--requirements")
+            .arg(&requirements)
+            .arg("--target")
             .arg(deps)
-            .arg("-r")
-            .arg(&requirements);
+            .arg("--work")
+            .arg(build.join("sources"));
+        for name in from_source {
+            command.arg("--from-source").arg(name);
+        }
         let output = run(&mut command, "pip")?;
-        if !output.status.success() {
-            bail!(
-                "{}",
-                explain_pip_failure(&String::from_utf8_lossy(&output.stderr))
-            );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        match output.status.code() {
+            Some(0) => {}
+            // pip's own failure: say which package and why.
+            Some(2) => bail!("{}", explain_pip_failure(&stderr)),
+            _ => bail!(
+                "could not install the requirements: {}",
+                stderr.trim_end().trim_start_matches("error: ")
+            ),
         }
         let native = native_files(deps)?;
         if let Some(file) = native.first() {
@@ -325,8 +363,9 @@ fn explain_pip_failure(stderr: &str) -> String {
     format!(
         "{} {} no pure-Python wheel (py3-none-any) for Python {GUEST_PYTHON}: packages with \
          native extensions (C, C++, Rust or Fortran code, such as numpy and pandas) cannot \
-         run inside a WASI component yet, and packages published only as source are not \
-         built. Use a pure-Python alternative or do that step outside the task.\npip said:\n{}",
+         run inside a WASI component yet. If its native part is optional (a C speedup with \
+         a pure-Python fallback), `--build-from-source NAME` builds it without. Otherwise \
+         use a pure-Python alternative or do that step outside the task.\npip said:\n{}",
         names.join(", "),
         if names.len() == 1 { "has" } else { "have" },
         stderr.trim_end()

@@ -13,6 +13,7 @@ mod hostile;
 mod http;
 mod objects;
 mod python;
+mod python_packages;
 mod security;
 mod server;
 mod sessions;
