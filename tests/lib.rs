@@ -53,7 +53,7 @@ pub fn caisson_bin() -> PathBuf {
     let bin = exe.parent().unwrap().parent().unwrap().join("caisson");
     assert!(
         bin.exists(),
-        "{} is missing: build it first with `cargo build -p caisson-server` (scripts/test does)",
+        "{} is missing: build it first with `cargo build -p caisson-cli` (scripts/test does)",
         bin.display()
     );
     bin
