@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use caisson_server::api::guard::CLIENT_HEADER;
-use caisson_server::api::runs::{LogPage, RunPage, RunView, SubmitRun};
-use caisson_server::db::{GrantSet, LogLine, ModuleRecord};
+use caisson_server::api::runs::{LogPage, RunPage, RunView};
+use caisson_server::db::{LogLine, ModuleRecord};
+use caisson_server::model::{GrantSet, SubmitRun};
 use clap::Subcommand;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -372,7 +373,7 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
                 timeout,
                 memory,
                 fuel: None,
-                retries: caisson_server::api::runs::RetryPolicy {
+                retries: caisson_server::model::RetryPolicy {
                     max: retries,
                     backoff,
                     on_timeout: retry_timeouts,
@@ -415,7 +416,7 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
             } else if let Some(output) = &finished.output {
                 println!("{}", escape_controls(output));
             }
-            if finished.state != caisson_server::db::RunState::Succeeded {
+            if finished.state != caisson_server::model::RunState::Succeeded {
                 bail!(
                     "run {} {:?}: {}",
                     finished.id,

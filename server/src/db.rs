@@ -28,6 +28,8 @@ pub use flows::{OpenWorkflowRun, ScheduleRecord, StepRecord, WorkflowRecord, Wor
 pub use tenants::TenantQuotas;
 pub use tokens::{TokenRecord, TokenSource};
 
+use crate::model::{GrantSet, RunState};
+
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -54,48 +56,6 @@ pub enum DbKind {
     Postgres,
 }
 
-/// A run's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RunState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-    TimedOut,
-}
-
-impl RunState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Queued => "queued",
-            RunState::Running => "running",
-            RunState::Succeeded => "succeeded",
-            RunState::Failed => "failed",
-            RunState::Cancelled => "cancelled",
-            RunState::TimedOut => "timed_out",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => RunState::Queued,
-            "running" => RunState::Running,
-            "succeeded" => RunState::Succeeded,
-            "failed" => RunState::Failed,
-            "cancelled" => RunState::Cancelled,
-            "timed_out" => RunState::TimedOut,
-            _ => return None,
-        })
-    }
-
-    /// Whether the run is over.
-    pub fn is_final(self) -> bool {
-        !matches!(self, RunState::Queued | RunState::Running)
-    }
-}
-
 /// A stored module version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModuleRecord {
@@ -105,16 +65,6 @@ pub struct ModuleRecord {
     pub digest: String,
     pub size: i64,
     pub created_at: i64,
-}
-
-/// The labels a run is granted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GrantSet {
-    #[serde(default)]
-    pub objects: Vec<String>,
-    #[serde(default)]
-    pub sql: Vec<String>,
 }
 
 /// A run to insert.

@@ -10,16 +10,14 @@ pub mod config;
 pub mod cron;
 pub mod dag;
 pub mod db;
-pub mod http;
 pub mod metrics;
-pub mod scheduler;
+pub mod model;
 pub mod serve;
-pub mod worker;
+pub mod services;
+
+pub use services::{scheduler, worker};
 
 pub use config::ServerConfig;
 pub use serve::{Roles, serve};
 
-/// Milliseconds since the Unix epoch: the database's unit of time.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub use model::now_ms;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::db::RunState;
+use crate::model::RunState;
 
 /// Histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 14] = [

@@ -11,9 +11,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use caisson_server::db::{
-    AttemptOutcome, Db, DbError, DbKind, GrantSet, ModuleRecord, NewRun, RunFilter, RunState,
-    ScheduleRecord, TenantQuotas,
+    AttemptOutcome, Db, DbError, DbKind, ModuleRecord, NewRun, RunFilter, ScheduleRecord,
+    TenantQuotas,
 };
+use caisson_server::model::{GrantSet, RunState};
 use sqlx::Connection;
 
 const NOW: i64 = 1_700_000_000_000;

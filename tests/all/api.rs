@@ -92,9 +92,9 @@ pub async fn app_from(text: &str, dir: tempfile::TempDir, workers: usize) -> App
     let mut stop = None;
     if workers > 0 {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(Worker::new(&state).run(workers, rx));
+        tokio::spawn(Worker::new(&state.services).run(workers, rx));
         tokio::spawn(caisson_server::scheduler::run(
-            state.clone(),
+            state.services.clone(),
             tx.subscribe(),
         ));
         stop = Some(tx);
@@ -287,7 +287,7 @@ async fn uploads_are_validated_stored_and_idempotent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_upload_is_cut_off() {
     let app = app_with("max_module_bytes = 4194304", "", 0).await;
-    let limit = app.state.config.server.max_module_bytes as usize;
+    let limit = app.state.services.config.server.max_module_bytes as usize;
     // A streamed body that would be far over the limit: the server stops
     // reading at the limit.
     let chunks = futures::stream::iter(

@@ -261,7 +261,12 @@ async fn queued_run_with_a_log_line(app: &App, token: Option<&str>) -> String {
         "task".into(),
         "first line".into(),
     );
-    app.state.db.append_logs(&id, 1, &[line]).await.unwrap();
+    app.state
+        .services
+        .db
+        .append_logs(&id, 1, &[line])
+        .await
+        .unwrap();
     id
 }
 

@@ -8,54 +8,37 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::HeaderValue;
 use axum::http::header::{self, AUTHORIZATION};
 use axum::http::request::Parts;
-use caisson_runtime::Runtime;
-use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::{DEFAULT_TENANT, ServerConfig};
-use crate::db::{Db, GrantSet};
-use crate::metrics::Metrics;
+use crate::config::DEFAULT_TENANT;
+use crate::model::GrantSet;
+use crate::services::Services;
 
 pub mod error;
 mod extract;
 pub mod flows;
 pub mod guard;
+pub mod http;
 mod modules;
 mod ops;
 pub mod runs;
 mod tenants;
 
 pub use error::{ApiError, ApiResult};
-pub(crate) use modules::module_key;
-pub(crate) use runs::output_key;
 
-/// What every handler shares.
+/// What every handler shares: the services, and what only the API keeps.
 pub struct AppState {
-    pub db: Db,
-    /// Uploaded components, stored under `<digest>.wasm`.
-    pub modules: Arc<dyn ObjectStore>,
-    /// Validates uploads (and, embedded, runs them).
-    pub runtime: Arc<Runtime>,
-    pub config: Arc<ServerConfig>,
+    pub services: Services,
     /// The tenant id that owns everything in open (token-less) mode.
     pub default_tenant: String,
-    /// Woken when a run is submitted, so in-process workers start it at
-    /// once instead of at their next poll.
-    pub work_available: Arc<Notify>,
-    /// Woken when a run finishes, so workflows move on at once.
-    pub scheduler_wake: Arc<Notify>,
-    pub metrics: Arc<Metrics>,
     /// Live log streams per tenant id, capped at `[server] max_log_streams`.
     pub(crate) log_streams: runs::StreamCounts,
     /// The ids of the tokens the configuration lists.
     config_tokens: BTreeSet<String>,
-    /// The scheduler's parsed workflow definitions.
-    pub workflow_defs: crate::scheduler::WorkflowDefs,
 }
 
 /// The caller, as its bearer token says.
@@ -89,7 +72,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        if state.config.open_access() {
+        if state.services.config.open_access() {
             return Ok(Caller {
                 tenant_id: state.default_tenant.clone(),
                 admin: true,
@@ -105,7 +88,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .filter(|t| !t.is_empty())
             .ok_or_else(ApiError::unauthorized)?;
         let hash = hash_token(token);
-        if let Some(admin) = &state.config.server.admin_token
+        if let Some(admin) = &state.services.config.server.admin_token
             && constant_time_eq(hash.as_bytes(), hash_token(admin).as_bytes())
         {
             return Ok(Caller {
@@ -114,7 +97,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 token_hash: None,
             });
         }
-        match state.db.token(&hash).await? {
+        match state.services.db.token(&hash).await? {
             Some((tenant_id, admin)) => Ok(Caller {
                 tenant_id,
                 admin,
@@ -126,14 +109,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 }
 
 impl AppState {
-    /// Sets up tenants and tokens from the configuration.
-    pub async fn new(
-        db: Db,
-        modules: Arc<dyn ObjectStore>,
-        runtime: Arc<Runtime>,
-        config: Arc<ServerConfig>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, crate::db::DbError> {
+    /// Sets up tenants and tokens from the configuration: the API owns
+    /// them, so only a process that serves it does this.
+    pub async fn new(services: Services) -> Result<Self, crate::db::DbError> {
+        let db = &services.db;
+        let config = &services.config;
         let default_tenant = db.ensure_tenant(DEFAULT_TENANT).await?;
         // In open mode the one tenant may use every configured label.
         if config.open_access() {
@@ -168,17 +148,10 @@ impl AppState {
             db.set_tenant_quotas(&id, &tenant.quotas()).await?;
         }
         Ok(AppState {
-            db,
-            modules,
-            runtime,
-            config,
+            services,
             default_tenant,
-            work_available: Arc::new(Notify::new()),
-            scheduler_wake: Arc::new(Notify::new()),
-            metrics,
             log_streams: Default::default(),
             config_tokens,
-            workflow_defs: Default::default(),
         })
     }
 
@@ -189,6 +162,7 @@ impl AppState {
     /// which may run with no file at all against a shared database.
     pub async fn revoke_unlisted_config_tokens(&self) -> Result<u64, crate::db::DbError> {
         let revoked = self
+            .services
             .db
             .revoke_config_tokens_except(&self.config_tokens)
             .await?;
@@ -200,7 +174,7 @@ impl AppState {
 
     /// The labels `tenant_id`'s runs may be granted.
     pub async fn allowed_grants(&self, tenant_id: &str) -> Result<GrantSet, crate::db::DbError> {
-        self.db.tenant_grants(tenant_id).await
+        self.services.db.tenant_grants(tenant_id).await
     }
 }
 

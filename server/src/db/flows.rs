@@ -439,7 +439,7 @@ impl Db {
     pub async fn workflow_steps_with_runs(
         &self,
         workflow_run_id: &str,
-    ) -> Result<Vec<(StepRecord, Option<super::RunState>)>, DbError> {
+    ) -> Result<Vec<(StepRecord, Option<crate::model::RunState>)>, DbError> {
         let rows = sqlx::query(
             "SELECT s.step_name, s.state, s.run_id, r.state AS run_state \
              FROM workflow_steps s LEFT JOIN runs r ON r.id = s.run_id \
@@ -454,7 +454,7 @@ impl Db {
                 let run_state: Option<String> = row.try_get("run_state").map_err(db_err)?;
                 Ok((
                     step_from_row(row)?,
-                    run_state.as_deref().and_then(super::RunState::parse),
+                    run_state.as_deref().and_then(crate::model::RunState::parse),
                 ))
             })
             .collect()
@@ -502,5 +502,31 @@ impl Db {
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Db {
+    /// The first schedule or workflow of `tenant_id` whose runs use
+    /// `module`, named (`schedule NAME`, `workflow NAME`): a module in use
+    /// is not deleted.
+    pub async fn module_user(
+        &self,
+        tenant_id: &str,
+        module: &str,
+    ) -> Result<Option<String>, DbError> {
+        for schedule in self.list_schedules(tenant_id).await? {
+            if schedule.template["module"] == module {
+                return Ok(Some(format!("schedule {}", schedule.name)));
+            }
+        }
+        for workflow in self.list_workflows(tenant_id).await? {
+            let uses = workflow.definition["steps"]
+                .as_array()
+                .is_some_and(|steps| steps.iter().any(|s| s["run"]["module"] == module));
+            if uses {
+                return Ok(Some(format!("workflow {}", workflow.name)));
+            }
+        }
+        Ok(None)
     }
 }

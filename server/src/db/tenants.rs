@@ -3,7 +3,8 @@
 
 use sqlx::Row;
 
-use super::{Db, DbError, GrantSet, db_err};
+use super::{Db, DbError, db_err};
+use crate::model::GrantSet;
 
 /// Per-tenant limits, so that one tenant cannot crowd out the others.
 /// They are keys of the tenant's `[tenants.NAME]` table; a tenant the

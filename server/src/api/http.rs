@@ -38,7 +38,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::api::ApiError;
+use super::ApiError;
 use crate::config::ServerSection;
 
 /// Connections past `max_connections` that are still answered with a 503
@@ -312,7 +312,7 @@ async fn connection(
 /// and closes it.
 async fn refuse(stream: TcpStream, limits: Limits, _permit: OwnedSemaphorePermit) {
     let max = limits.max_connections;
-    let answer = crate::api::security_headers(Router::new().fallback(move || async move {
+    let answer = super::security_headers(Router::new().fallback(move || async move {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
