@@ -1,10 +1,12 @@
 //! Wiring: database, module store, runtime, API, scheduler and workers.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
 use caisson_runtime::Runtime;
+use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::api::{self, AppState};
@@ -14,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::services::Services;
 use crate::services::artifacts::module_store;
 use crate::services::scheduler;
+use crate::services::supervise::{RESTART_DELAY, supervise};
 use crate::services::worker::Worker;
 
 /// What one process does.
@@ -100,7 +103,18 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
 
     if roles.scheduler {
-        tasks.spawn(scheduler::run(services.clone(), stop.clone()));
+        let services = services.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            supervise(
+                "scheduler",
+                &services.metrics,
+                stop.clone(),
+                RESTART_DELAY,
+                || scheduler::run(services.clone(), stop.clone()).map(Ok::<(), Infallible>),
+            )
+            .await
+        });
     }
     if roles.workers > 0 {
         let worker = Worker::new(&services);

@@ -326,6 +326,26 @@ async fn a_revoked_token_ends_its_open_log_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_ends_a_followed_log_with_an_error_not_an_end() {
+    let app = app_with_alpha("").await;
+    let id = queued_run_with_a_log_line(&app, Some(ALPHA)).await;
+    let response = follow(&app, &id, Some(ALPHA)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let seen = read_events(&mut body, |seen| seen.contains("first line")).await;
+    assert!(seen.contains("event: log"), "{seen}");
+
+    // The database goes away under the open stream: the follower must not
+    // be told that the run ended (it is still queued), but that the
+    // database is unavailable, so it can follow again later.
+    app.state.services.db.close().await;
+    let rest = read_events(&mut body, |_| false).await;
+    assert!(rest.contains("event: error"), "{rest}");
+    assert!(rest.contains("unavailable"), "{rest}");
+    assert!(!rest.contains("event: end"), "{rest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_log_streams_are_capped_per_tenant() {
     let app = app_with_alpha("max_log_streams = 2").await;
     let mine = queued_run_with_a_log_line(&app, Some(ALPHA)).await;

@@ -346,10 +346,24 @@ pub struct LogEvent {
     /// `log`, whose data is a [`LogLine`]; or the final `end`, whose data
     /// is `{"state": ...}`; or the final `error`, whose data is an error
     /// body (`{"error": {"code", "message"}}`), sent when the token that
-    /// opened the stream was revoked.
+    /// opened the stream was revoked or the database became unavailable.
     pub event: String,
     /// The event's JSON text.
     pub data: String,
+}
+
+/// The final `error` event of a followed log: an error body, as every
+/// other error response has.
+fn error_event(code: &str, message: &str) -> Event {
+    Event::default()
+        .event("error")
+        .json_data(super::error::ErrorBody {
+            error: super::error::ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        })
+        .unwrap_or_else(|_| Event::default().event("error"))
 }
 
 /// How often a followed log polls for new lines.
@@ -481,31 +495,36 @@ pub async fn logs(
                 && let Ok(None) = f.state.services.db.token(hash).await
             {
                 f.done = true;
-                let error = Event::default()
-                    .event("error")
-                    .json_data(super::error::ErrorBody {
-                        error: super::error::ErrorDetail {
-                            code: "unauthorized".into(),
-                            message: "the token that opened this stream was revoked".into(),
-                        },
-                    })
-                    .expect("serializes");
+                let error = error_event(
+                    "unauthorized",
+                    "the token that opened this stream was revoked",
+                );
                 return Some((futures::stream::iter(vec![Ok(error)]), f));
             }
             // Read the state before the lines: a run that ended before this
             // read has all its lines stored by now. Only the state: the
             // run's input and output can be large.
-            let run_state = match f.state.services.db.run_state(&f.tenant, &f.id).await {
-                Ok(Some(state)) => state,
-                _ => RunState::Failed,
+            let read = async {
+                let run_state = f.state.services.db.run_state(&f.tenant, &f.id).await?;
+                let lines = (f.state.services.db)
+                    .logs(&f.tenant, &f.id, f.after, LOG_PAGE)
+                    .await?;
+                Ok::<_, crate::db::DbError>((run_state, lines))
             };
-            let lines = f
-                .state
-                .services
-                .db
-                .logs(&f.tenant, &f.id, f.after, LOG_PAGE)
-                .await
-                .unwrap_or_default();
+            let (run_state, lines) = match read.await {
+                // A run is never deleted while its log is followed; if one
+                // were, its log is over.
+                Ok((run_state, lines)) => (run_state.unwrap_or(RunState::Failed), lines),
+                // An outage is not the run's end: say so, and end the stream
+                // (the client may follow again from `after`).
+                Err(e) => {
+                    f.done = true;
+                    // Logged and made safe to show by the API's own conversion.
+                    let e = ApiError::from(e);
+                    let error = error_event(e.code, &e.message);
+                    return Some((futures::stream::iter(vec![Ok(error)]), f));
+                }
+            };
             if !lines.is_empty() {
                 f.after = lines.last().map_or(f.after, |l| l.seq);
                 let events: Vec<Result<Event, Infallible>> = lines

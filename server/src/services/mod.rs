@@ -5,7 +5,8 @@
 //!   server's limits, and queues it;
 //! - [`artifacts`]: where modules and large outputs are kept;
 //! - [`worker`]: claims runs and runs them in the sandbox;
-//! - [`scheduler`]: re-queues lost runs, fires schedules, moves workflows.
+//! - [`scheduler`]: re-queues lost runs, fires schedules, moves workflows;
+//! - [`supervise`]: restarts a background duty that panicked or failed.
 //!
 //! Each takes a [`Services`] value: never the HTTP layer's state, so a
 //! worker-only process builds no API.
@@ -23,6 +24,7 @@ use crate::metrics::Metrics;
 pub mod admission;
 pub mod artifacts;
 pub mod scheduler;
+pub mod supervise;
 pub mod worker;
 
 /// What the services share: cheap to clone, every field is a handle.

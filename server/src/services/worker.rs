@@ -7,12 +7,14 @@
 //! database (`finish_attempt` checks the lease holder). So a run completes
 //! at most once, and at least once as long as some worker lives.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use caisson_host_api::log::{LogRecord, LogSink, Source};
 use caisson_runtime::{LoadedTask, RunError, RunLimits, RunRequest, Runtime};
+use futures::FutureExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use rand::Rng;
 use tokio::sync::{Mutex, Notify, mpsc, watch};
@@ -20,6 +22,7 @@ use tracing::Instrument;
 
 use super::Services;
 use super::artifacts::{module_key, output_key};
+use super::supervise::{RESTART_DELAY, supervise};
 use crate::config::ServerConfig;
 use crate::db::{AttemptOutcome, Claim, Db, DbError, DbKind, RunRecord};
 use crate::metrics::Metrics;
@@ -145,7 +148,19 @@ impl Worker {
             let worker = self.clone();
             let shutdown = shutdown.clone();
             let hand_back = hand_back.clone();
-            tasks.spawn(async move { worker.slot(slot, shutdown, hand_back).await });
+            // A slot that panics is restarted; the memory it had reserved
+            // for its run stays reserved (the run itself is re-queued when
+            // its lease expires), so the worker errs towards admitting less.
+            tasks.spawn(async move {
+                let metrics = worker.metrics.clone();
+                supervise("worker", &metrics, shutdown.clone(), RESTART_DELAY, || {
+                    (worker
+                        .clone()
+                        .slot(slot, shutdown.clone(), hand_back.clone()))
+                    .map(Ok::<(), Infallible>)
+                })
+                .await
+            });
         }
         let mut shutdown_seen = shutdown.clone();
         let _ = shutdown_seen.wait_for(|s| *s).await;
