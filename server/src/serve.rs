@@ -11,13 +11,13 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::config::ServerConfig;
-use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::services::Services;
 use crate::services::artifacts::module_store;
 use crate::services::scheduler;
 use crate::services::supervise::{RESTART_DELAY, supervise};
 use crate::services::worker::Worker;
+use crate::store::Db;
 
 /// What one process does.
 #[derive(Debug, Clone, Copy)]

@@ -9,10 +9,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::db::DbError;
 use crate::model::InvalidName;
 use crate::services::admission::AdmissionError;
 use crate::services::scheduler::SchedulerError;
+use crate::store::DbError;
 
 #[derive(Debug)]
 pub struct ApiError {

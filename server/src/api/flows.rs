@@ -11,9 +11,11 @@ use super::extract::{Json, Path};
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::cron::{CatchUp, CronSchedule};
 use crate::dag::{self, WorkflowDef};
-use crate::db::{OpenWorkflowRun, ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord};
 use crate::model::{SubmitRun, check_name};
 use crate::services::{admission, scheduler};
+use crate::store::{
+    OpenWorkflowRun, ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord,
+};
 
 /// A schedule to create.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -114,7 +116,7 @@ pub async fn create_schedule(
         .await
     {
         Ok(()) => Ok((StatusCode::CREATED, Json(record))),
-        Err(crate::db::DbError::Conflict(_)) => Err(ApiError::conflict(format!(
+        Err(crate::store::DbError::Conflict(_)) => Err(ApiError::conflict(format!(
             "schedule {} exists",
             record.name
         ))),
@@ -327,7 +329,7 @@ pub async fn create_workflow(
                 created_at: now,
             }),
         )),
-        Err(crate::db::DbError::Conflict(_)) => {
+        Err(crate::store::DbError::Conflict(_)) => {
             Err(ApiError::conflict(format!("workflow {} exists", body.name)))
         }
         Err(e) => Err(e.into()),

@@ -111,7 +111,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 impl AppState {
     /// Sets up tenants and tokens from the configuration: the API owns
     /// them, so only a process that serves it does this.
-    pub async fn new(services: Services) -> Result<Self, crate::db::DbError> {
+    pub async fn new(services: Services) -> Result<Self, crate::store::DbError> {
         let db = &services.db;
         let config = &services.config;
         let default_tenant = db.ensure_tenant(DEFAULT_TENANT).await?;
@@ -160,7 +160,7 @@ impl AppState {
     /// revokes it. `serve()` calls this for a process that serves the API
     /// with tokens configured: never for a worker or an open-mode server,
     /// which may run with no file at all against a shared database.
-    pub async fn revoke_unlisted_config_tokens(&self) -> Result<u64, crate::db::DbError> {
+    pub async fn revoke_unlisted_config_tokens(&self) -> Result<u64, crate::store::DbError> {
         let revoked = self
             .services
             .db
@@ -173,7 +173,7 @@ impl AppState {
     }
 
     /// The labels `tenant_id`'s runs may be granted.
-    pub async fn allowed_grants(&self, tenant_id: &str) -> Result<GrantSet, crate::db::DbError> {
+    pub async fn allowed_grants(&self, tenant_id: &str) -> Result<GrantSet, crate::store::DbError> {
         self.services.db.tenant_grants(tenant_id).await
     }
 }

@@ -12,9 +12,9 @@ use serde::Deserialize;
 
 use super::extract::{Json, Path, Query};
 use super::{ApiError, ApiResult, AppState, Caller};
-use crate::db::ModuleRecord;
 use crate::model::check_name;
 use crate::services::artifacts::module_key;
+use crate::store::ModuleRecord;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct UploadQuery {
@@ -154,7 +154,7 @@ pub async fn upload(
                 .unwrap_or(record);
             Ok((StatusCode::OK, Json(existing)))
         }
-        Err(crate::db::DbError::Conflict(_)) => Err(ApiError::conflict(format!(
+        Err(crate::store::DbError::Conflict(_)) => Err(ApiError::conflict(format!(
             "version {} of module {} already exists with different bytes; upload under a new version",
             record.version, record.name
         ))),

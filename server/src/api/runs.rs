@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{Json, Path, Query};
 use super::{ApiError, ApiResult, AppState, Caller};
-use crate::db::{AttemptRecord, LogLine, RunFilter, RunRecord};
 use crate::model::{GrantSet, RunState, SubmitRun, time};
 use crate::services::admission;
 use crate::services::artifacts::output_key;
+use crate::store::{AttemptRecord, LogLine, RunFilter, RunRecord};
 use object_store::ObjectStoreExt;
 
 /// A run as the API shows it.
@@ -509,7 +509,7 @@ pub async fn logs(
                 let lines = (f.state.services.db)
                     .logs(&f.tenant, &f.id, f.after, LOG_PAGE)
                     .await?;
-                Ok::<_, crate::db::DbError>((run_state, lines))
+                Ok::<_, crate::store::DbError>((run_state, lines))
             };
             let (run_state, lines) = match read.await {
                 // A run is never deleted while its log is followed; if one

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{Json, Path};
 use super::{ApiError, ApiResult, AppState, Caller, hash_token};
-use crate::db::{TokenRecord, TokenSource};
 use crate::model::GrantSet;
+use crate::store::{TokenRecord, TokenSource};
 
 fn require_admin(caller: &Caller) -> ApiResult<()> {
     if caller.admin {

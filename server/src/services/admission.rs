@@ -9,8 +9,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::Services;
-use crate::db::{DbError, NewRun};
 use crate::model::{GrantKind, SubmitRun};
+use crate::store::{DbError, NewRun};
 
 /// The longest timeout a run may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);

@@ -1,5 +1,5 @@
 //! The services: what the API and the background duties both call, over
-//! the store ([`crate::db`]) and the run model ([`crate::model`]).
+//! the store ([`crate::store`]) and the run model ([`crate::model`]).
 //!
 //! - [`admission`]: checks a submitted run against its tenant and the
 //!   server's limits, and queues it;
@@ -18,8 +18,8 @@ use object_store::ObjectStore;
 use tokio::sync::Notify;
 
 use crate::config::ServerConfig;
-use crate::db::Db;
 use crate::metrics::Metrics;
+use crate::store::Db;
 
 pub mod admission;
 pub mod artifacts;

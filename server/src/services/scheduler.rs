@@ -23,8 +23,8 @@ use super::Services;
 use super::admission::{self, AdmissionError};
 use crate::cron::{CatchUp, CronSchedule, due_fires, render_template};
 use crate::dag::{self, StepState, WorkflowDef};
-use crate::db::{Db, DbError, OpenWorkflowRun, ScheduleRecord};
 use crate::model::{RunState, SubmitRun, time};
+use crate::store::{Db, DbError, OpenWorkflowRun, ScheduleRecord};
 
 /// Why a schedule could not fire or a workflow could not move on. The
 /// scheduler logs it and tries again on the next tick.

@@ -24,9 +24,9 @@ use super::Services;
 use super::artifacts::{module_key, output_key};
 use super::supervise::{RESTART_DELAY, supervise};
 use crate::config::ServerConfig;
-use crate::db::{AttemptOutcome, Claim, Db, DbError, DbKind, RunRecord};
 use crate::metrics::Metrics;
 use crate::model::{GrantSet, RunState};
+use crate::store::{AttemptOutcome, Claim, Db, DbError, DbKind, RunRecord};
 
 /// The longest delay between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);

@@ -10,11 +10,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
-use caisson_server::db::{
+use caisson_server::model::{GrantSet, RunState};
+use caisson_server::store::{
     AttemptOutcome, Db, DbError, DbKind, ModuleRecord, NewRun, RunFilter, ScheduleRecord,
     TenantQuotas,
 };
-use caisson_server::model::{GrantSet, RunState};
+use caisson_tests::postgres_url;
 use sqlx::Connection;
 
 const NOW: i64 = 1_700_000_000_000;
@@ -69,19 +70,6 @@ struct Backend {
     /// Connects another `Db` to the same database.
     url: String,
     _cleanup: Cleanup,
-}
-
-fn postgres_url() -> Option<String> {
-    match std::env::var("CAISSON_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            if std::env::var("CAISSON_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("CAISSON_REQUIRE_SERVICES=1 but CAISSON_TEST_POSTGRES_URL is not set");
-            }
-            eprintln!("note: CAISSON_TEST_POSTGRES_URL is not set; skipping PostgreSQL");
-            None
-        }
-    }
 }
 
 async fn sqlite(max_connections: u32) -> Backend {
