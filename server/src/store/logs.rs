@@ -2,13 +2,12 @@
 //! them and read in pages by the API.
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
 
 use super::{Db, DbError};
 
 /// One stored log line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct LogLine {
     pub seq: i64,
     pub attempt: i64,
@@ -21,17 +20,6 @@ pub struct LogLine {
 /// Rows per `INSERT` when appending logs: 7 parameters a row stays far
 /// below SQLite's parameter limit.
 const LOG_ROWS_PER_INSERT: usize = 100;
-
-fn log_from_row(row: &AnyRow) -> Result<LogLine, DbError> {
-    Ok(LogLine {
-        seq: row.try_get("seq")?,
-        attempt: row.try_get("attempt")?,
-        time: row.try_get("time")?,
-        level: row.try_get("level")?,
-        source: row.try_get("source")?,
-        message: row.try_get("message")?,
-    })
-}
 
 impl Db {
     /// Appends lines to a run's log; `seq` is assigned here, continuing
@@ -123,6 +111,9 @@ impl Db {
         .bind(limit.max(0))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(log_from_row).collect()
+        Ok(rows
+            .iter()
+            .map(LogLine::from_row)
+            .collect::<Result<_, _>>()?)
     }
 }

@@ -2,13 +2,12 @@
 //! in the artifact store under the digest.
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::FromRow;
 
 use super::{Db, DbError};
 
 /// A stored module version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct ModuleRecord {
     pub name: String,
     pub version: String,
@@ -19,16 +18,6 @@ pub struct ModuleRecord {
 }
 
 const MODULE_COLUMNS: &str = "name, version, digest, size, created_at";
-
-fn module_from_row(row: &AnyRow) -> Result<ModuleRecord, DbError> {
-    Ok(ModuleRecord {
-        name: row.try_get("name")?,
-        version: row.try_get("version")?,
-        digest: row.try_get("digest")?,
-        size: row.try_get("size")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
 
 impl Db {
     /// Records a module version. Re-recording the same (name, version,
@@ -82,7 +71,10 @@ impl Db {
             .bind(tenant_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(module_from_row).collect()
+        Ok(rows
+            .iter()
+            .map(ModuleRecord::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// The versions of one module, newest first.
@@ -100,7 +92,10 @@ impl Db {
             .bind(name)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(module_from_row).collect()
+        Ok(rows
+            .iter()
+            .map(ModuleRecord::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Resolves a module reference: a version, a digest, or (neither) the newest version.
@@ -131,7 +126,7 @@ impl Db {
             query = query.bind(b);
         }
         let row = query.fetch_optional(&self.pool).await?;
-        row.as_ref().map(module_from_row).transpose()
+        Ok(row.as_ref().map(ModuleRecord::from_row).transpose()?)
     }
 
     /// Deletes one version, or every version when `version` is `None`.

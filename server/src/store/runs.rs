@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
 
 use super::{Db, DbError, DbKind, corrupt, new_id};
 use crate::model::{GrantSet, RunState};
@@ -82,7 +82,7 @@ pub struct RunRecord {
 }
 
 /// One attempt of a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct AttemptRecord {
     pub attempt: i64,
     pub worker_id: String,
@@ -278,17 +278,6 @@ fn run_from_row(row: &AnyRow) -> Result<RunRecord, DbError> {
     })
 }
 
-fn attempt_from_row(row: &AnyRow) -> Result<AttemptRecord, DbError> {
-    Ok(AttemptRecord {
-        attempt: row.try_get("attempt")?,
-        worker_id: row.try_get("worker_id")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        state: row.try_get("state")?,
-        error: row.try_get("error")?,
-    })
-}
-
 /// A value bound to a query assembled at run time.
 enum Bind {
     Int(i64),
@@ -471,7 +460,10 @@ impl Db {
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(attempt_from_row).collect()
+        Ok(rows
+            .iter()
+            .map(AttemptRecord::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Claims the next queued run, fairly between tenants (see
