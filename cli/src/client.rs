@@ -84,7 +84,7 @@ pub enum RunRemote {
         #[arg(long)]
         timeout: Option<String>,
         /// e.g. `64MiB`.
-        #[arg(long, value_parser = crate::parse_bytes)]
+        #[arg(long, value_parser = crate::args::parse_bytes)]
         memory: Option<u64>,
         #[arg(long, default_value_t = 0)]
         retries: u32,
@@ -347,7 +347,7 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
             wait,
             conn,
         } => {
-            let input = crate::read_input(&input)?;
+            let input = crate::args::read_input(&input)?;
             let (input, input_base64) = match String::from_utf8(input) {
                 Ok(text) => (Some(serde_json::Value::String(text)), None),
                 Err(e) => {
@@ -358,14 +358,14 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
                     )
                 }
             };
-            let parsed = crate::parse_grants(&grants)?;
+            let parsed = crate::args::parse_grants(&grants)?;
             let submit = SubmitRun {
                 module,
                 version,
                 digest: None,
                 input,
                 input_base64,
-                params: crate::parse_params(&params)?,
+                params: crate::args::parse_params(&params)?,
                 grants: GrantSet {
                     objects: parsed.objects.into_iter().collect(),
                     sql: parsed.sql.into_iter().collect(),
@@ -697,7 +697,7 @@ pub async fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
             catch_up,
             conn,
         } => {
-            let parsed = crate::parse_grants(&grants)?;
+            let parsed = crate::args::parse_grants(&grants)?;
             let body = serde_json::json!({
                 "name": name,
                 "cron": cron,
@@ -705,7 +705,7 @@ pub async fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
                 "catch_up": catch_up,
                 "run": {
                     "module": module,
-                    "params": crate::parse_params(&params)?,
+                    "params": crate::args::parse_params(&params)?,
                     "grants": {"objects": parsed.objects, "sql": parsed.sql},
                 },
             });

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use caisson_host_api::Grants;
+use caisson_host_api::log::{Level, LogRecord, Source};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -200,5 +201,77 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), InvalidName> {
             what,
             name: name.to_string(),
         })
+    }
+}
+
+/// Where a stored log line came from: one of the task's channels, its
+/// progress reports, or Caisson itself (a retry, a withheld grant, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSource {
+    Task,
+    Stdout,
+    Stderr,
+    Progress,
+    Caisson,
+}
+
+impl LogSource {
+    /// The stored (and shown) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogSource::Task => "task",
+            LogSource::Stdout => "stdout",
+            LogSource::Stderr => "stderr",
+            LogSource::Progress => "progress",
+            LogSource::Caisson => "caisson",
+        }
+    }
+}
+
+impl From<Source> for LogSource {
+    fn from(source: Source) -> Self {
+        match source {
+            Source::Task => LogSource::Task,
+            Source::Stdout => LogSource::Stdout,
+            Source::Stderr => LogSource::Stderr,
+        }
+    }
+}
+
+/// A log line on its way to the store: typed until the store writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLogLine {
+    /// Milliseconds since the Unix epoch.
+    pub time: i64,
+    pub level: Level,
+    pub source: LogSource,
+    pub message: String,
+}
+
+impl NewLogLine {
+    /// A line from Caisson itself, now.
+    pub fn system(message: String) -> Self {
+        NewLogLine {
+            time: now_ms(),
+            level: Level::Info,
+            source: LogSource::Caisson,
+            message,
+        }
+    }
+
+    /// The stored name of the line's level: `info`, `warn`, ...
+    pub fn level_name(&self) -> String {
+        self.level.to_string().to_ascii_lowercase()
+    }
+}
+
+impl From<LogRecord> for NewLogLine {
+    fn from(record: LogRecord) -> Self {
+        NewLogLine {
+            time: record.time.timestamp_millis(),
+            level: record.level,
+            source: record.source.into(),
+            message: record.message,
+        }
     }
 }

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
-use caisson_server::model::{GrantSet, RunState};
+use caisson_host_api::log::Level;
+use caisson_server::model::{GrantSet, LogSource, NewLogLine, RunState};
 use caisson_server::store::{
     AttemptOutcome, Db, DbError, DbKind, ModuleRecord, NewRun, RunFilter, ScheduleRecord,
     TenantQuotas,
@@ -189,17 +190,15 @@ fn module(name: &str, version: &str, digest: &str, created_at: i64) -> ModuleRec
     }
 }
 
-fn lines(messages: &[&str]) -> Vec<(i64, String, String, String)> {
+fn lines(messages: &[&str]) -> Vec<NewLogLine> {
     messages
         .iter()
         .enumerate()
-        .map(|(i, m)| {
-            (
-                NOW + i as i64,
-                "info".to_owned(),
-                "task".to_owned(),
-                (*m).to_owned(),
-            )
+        .map(|(i, m)| NewLogLine {
+            time: NOW + i as i64,
+            level: Level::Info,
+            source: LogSource::Task,
+            message: (*m).to_owned(),
         })
         .collect()
 }

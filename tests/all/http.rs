@@ -255,12 +255,12 @@ async fn queued_run_with_a_log_line(app: &App, token: Option<&str>) -> String {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
     let id = run["id"].as_str().unwrap().to_string();
-    let line = (
-        caisson_server::now_ms(),
-        "info".into(),
-        "task".into(),
-        "first line".into(),
-    );
+    let line = caisson_server::model::NewLogLine {
+        time: caisson_server::now_ms(),
+        level: caisson_host_api::log::Level::Info,
+        source: caisson_server::model::LogSource::Task,
+        message: "first line".into(),
+    };
     app.state
         .services
         .db

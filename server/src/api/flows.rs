@@ -7,8 +7,9 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path};
-use super::{ApiError, ApiResult, AppState, Caller};
+use super::state::{AppState, Caller};
 use crate::cron::{CatchUp, CronSchedule};
 use crate::dag::{self, WorkflowDef};
 use crate::model::{SubmitRun, check_name};

@@ -27,7 +27,8 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 
 /// The header the `caisson` CLI sends on every request; any value will do.
 pub const CLIENT_HEADER: &str = "x-caisson-client";

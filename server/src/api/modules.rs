@@ -10,8 +10,9 @@ use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::Deserialize;
 
+use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
-use super::{ApiError, ApiResult, AppState, Caller};
+use super::state::{AppState, Caller};
 use crate::model::check_name;
 use crate::services::artifacts::module_key;
 use crate::store::ModuleRecord;

@@ -6,7 +6,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
-use super::{ApiResult, AppState};
+use super::error::ApiResult;
+use super::state::AppState;
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = String)), tag = "ops")]

@@ -14,8 +14,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
-use super::{ApiError, ApiResult, AppState, Caller};
+use super::state::{AppState, Caller};
+use super::streams::StreamSlot;
 use crate::model::{GrantSet, RunState, SubmitRun, time};
 use crate::services::admission;
 use crate::services::artifacts::output_key;
@@ -369,45 +371,6 @@ fn error_event(code: &str, message: &str) -> Event {
 /// How often a followed log polls for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 const LOG_PAGE: i64 = 1000;
-
-/// Live log streams per tenant id.
-#[derive(Default)]
-pub(crate) struct StreamCounts(Arc<std::sync::Mutex<BTreeMap<String, usize>>>);
-
-/// One live log stream, counted against its tenant until dropped (when
-/// the stream ends or the client goes away).
-struct StreamSlot {
-    counts: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
-    tenant: String,
-}
-
-impl StreamCounts {
-    /// A slot for one more of `tenant`'s streams, unless it holds `max`.
-    fn open(&self, tenant: &str, max: usize) -> Option<StreamSlot> {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(tenant.to_string()).or_default();
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(StreamSlot {
-            counts: self.0.clone(),
-            tenant: tenant.to_string(),
-        })
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.tenant) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.tenant);
-            }
-        }
-    }
-}
 
 /// Read a run's log, or follow it live (`?follow=true`, Server-Sent Events:
 /// `log` events carry a line as JSON, a final `end` event the run's state).

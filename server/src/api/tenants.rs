@@ -8,8 +8,9 @@ use axum::http::StatusCode;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path};
-use super::{ApiError, ApiResult, AppState, Caller, hash_token};
+use super::state::{AppState, Caller, hash_token};
 use crate::model::GrantSet;
 use crate::store::{TokenRecord, TokenSource};
 

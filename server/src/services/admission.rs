@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::Services;
+use super::context::Services;
 use crate::model::{GrantKind, SubmitRun};
 use crate::store::{DbError, NewRun};
 

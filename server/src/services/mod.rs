@@ -11,59 +11,12 @@
 //! Each takes a [`Services`] value: never the HTTP layer's state, so a
 //! worker-only process builds no API.
 
-use std::sync::Arc;
-
-use caisson_runtime::Runtime;
-use object_store::ObjectStore;
-use tokio::sync::Notify;
-
-use crate::config::ServerConfig;
-use crate::metrics::Metrics;
-use crate::store::Db;
-
 pub mod admission;
 pub mod artifacts;
+pub mod context;
 pub mod scheduler;
 pub mod supervise;
 pub mod worker;
+pub mod workflow_defs;
 
-/// What the services share: cheap to clone, every field is a handle.
-#[derive(Clone)]
-pub struct Services {
-    pub db: Db,
-    /// The artifact store: components under `<digest>.wasm`, large outputs
-    /// under `outputs/<run id>` (see [`artifacts`]).
-    pub modules: Arc<dyn ObjectStore>,
-    /// Validates uploads and runs tasks.
-    pub runtime: Arc<Runtime>,
-    pub config: Arc<ServerConfig>,
-    pub metrics: Arc<Metrics>,
-    /// Woken when a run is queued, so idle worker slots in this process
-    /// start it at once instead of at their next poll.
-    pub work_available: Arc<Notify>,
-    /// Woken when a run finishes, so workflows move on at once.
-    pub scheduler_wake: Arc<Notify>,
-    /// The scheduler's parsed workflow definitions.
-    pub workflow_defs: Arc<scheduler::WorkflowDefs>,
-}
-
-impl Services {
-    pub fn new(
-        db: Db,
-        modules: Arc<dyn ObjectStore>,
-        runtime: Arc<Runtime>,
-        config: Arc<ServerConfig>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Services {
-            db,
-            modules,
-            runtime,
-            config,
-            metrics,
-            work_available: Arc::new(Notify::new()),
-            scheduler_wake: Arc::new(Notify::new()),
-            workflow_defs: Default::default(),
-        }
-    }
-}
+pub use context::Services;

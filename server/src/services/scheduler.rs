@@ -10,17 +10,17 @@
 //! every run started here carries an idempotency key, so a race starts
 //! nothing twice. [`tick`] takes "now" as an argument so tests drive time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::Services;
 use super::admission::{self, AdmissionError};
+use super::context::Services;
+use super::workflow_defs::WorkflowDefs;
 use crate::cron::{CatchUp, CronSchedule, due_fires, render_template};
 use crate::dag::{self, StepState, WorkflowDef};
 use crate::model::{RunState, SubmitRun, time};
@@ -103,71 +103,26 @@ pub async fn tick(state: &Services, now: DateTime<Utc>) {
     }
 }
 
-/// The parsed definitions of open workflow runs, so that a tick does not
-/// read and parse every definition again (a workflow may have thousands
-/// of steps).
-///
-/// A workflow run keeps the definition it started with (a snapshot in
-/// `workflow_runs.definition`), so an entry never goes stale: changing a
-/// workflow (deleting it and creating it again) changes only the runs
-/// started after, which have new ids. An entry is dropped when its run is
-/// no longer open.
-#[derive(Default)]
-pub struct WorkflowDefs {
-    defs: std::sync::Mutex<HashMap<String, Arc<WorkflowDef>>>,
-    loads: AtomicU64,
-}
-
-impl WorkflowDefs {
-    /// How many definitions were read from the database so far: one per
-    /// workflow run this process moved along, however many ticks it took.
-    pub fn loads(&self) -> u64 {
-        self.loads.load(Ordering::Relaxed)
+/// The definition `run` started with, from `defs` or else the store.
+async fn definition(
+    defs: &WorkflowDefs,
+    db: &Db,
+    run: &OpenWorkflowRun,
+) -> Result<Arc<WorkflowDef>, SchedulerError> {
+    if let Some(def) = defs.get(&run.id) {
+        return Ok(def);
     }
-
-    /// How many definitions are held now.
-    pub fn len(&self) -> usize {
-        self.defs.lock().unwrap().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn get(&self, run_id: &str) -> Option<Arc<WorkflowDef>> {
-        self.defs.lock().unwrap().get(run_id).cloned()
-    }
-
-    fn insert(&self, run_id: &str, def: Arc<WorkflowDef>) {
-        self.defs.lock().unwrap().insert(run_id.to_string(), def);
-    }
-
-    /// Drops the definitions of runs not in `open`.
-    fn keep_only(&self, open: &[OpenWorkflowRun]) {
-        let open: HashSet<&str> = open.iter().map(|r| r.id.as_str()).collect();
-        self.defs
-            .lock()
-            .unwrap()
-            .retain(|id, _| open.contains(id.as_str()));
-    }
-
-    /// The definition `run` started with.
-    async fn of(&self, db: &Db, run: &OpenWorkflowRun) -> Result<Arc<WorkflowDef>, SchedulerError> {
-        if let Some(def) = self.get(&run.id) {
-            return Ok(def);
-        }
-        self.loads.fetch_add(1, Ordering::Relaxed);
-        let value = db
-            .workflow_run_definition(&run.id)
-            .await?
-            .ok_or_else(|| corrupt("a workflow run vanished", &run.id))?;
-        let def = Arc::new(
-            WorkflowDef::deserialize(&value)
-                .map_err(|e| corrupt("a stored workflow no longer parses", e))?,
-        );
-        self.insert(&run.id, def.clone());
-        Ok(def)
-    }
+    defs.loaded();
+    let value = db
+        .workflow_run_definition(&run.id)
+        .await?
+        .ok_or_else(|| corrupt("a workflow run vanished", &run.id))?;
+    let def = Arc::new(
+        WorkflowDef::deserialize(&value)
+            .map_err(|e| corrupt("a stored workflow no longer parses", e))?,
+    );
+    defs.insert(&run.id, def.clone());
+    Ok(def)
 }
 
 async fn fire(
@@ -259,7 +214,7 @@ pub async fn advance_workflow(
     state: &Services,
     run: &OpenWorkflowRun,
 ) -> Result<(), SchedulerError> {
-    let def = state.workflow_defs.of(&state.db, run).await?;
+    let def = definition(&state.workflow_defs, &state.db, run).await?;
     let def = def.as_ref();
     // One read settles the steps whose runs finished; the passes below
     // then work on the states in memory. Every move is compare-and-set, so

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use caisson_host_api::log::{LogRecord, LogSink, Source};
+use caisson_host_api::log::{LogRecord, LogSink};
 use caisson_runtime::{LoadedTask, RunError, RunLimits, RunRequest, Runtime};
 use futures::FutureExt;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -20,12 +20,12 @@ use rand::Rng;
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tracing::Instrument;
 
-use super::Services;
 use super::artifacts::{module_key, output_key};
+use super::context::Services;
 use super::supervise::{RESTART_DELAY, supervise};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use crate::model::{GrantSet, RunState};
+use crate::model::{GrantSet, LogSource, NewLogLine, RunState};
 use crate::store::{AttemptOutcome, Claim, Db, DbError, DbKind, RunRecord};
 
 /// The longest delay between retries.
@@ -544,13 +544,13 @@ async fn heartbeat(
 /// Buffers a run's log and writes it to the database in batches, so a
 /// chatty task costs a few inserts a second rather than one per line.
 struct LogShipper {
-    tx: mpsc::UnboundedSender<(i64, String, String, String)>,
+    tx: mpsc::UnboundedSender<NewLogLine>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl LogShipper {
     fn start(db: Db, run_id: String, attempt: i64) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(i64, String, String, String)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<NewLogLine>();
         let task = tokio::spawn(async move {
             let mut batch = Vec::new();
             let mut open = true;
@@ -588,12 +588,7 @@ impl LogShipper {
 
     /// A line from Caisson itself, not the task.
     fn system(&self, message: String) {
-        let _ = self.tx.send((
-            crate::model::now_ms(),
-            "info".into(),
-            "caisson".into(),
-            message,
-        ));
+        let _ = self.tx.send(NewLogLine::system(message));
     }
 
     /// Flushes everything and stops.
@@ -604,24 +599,13 @@ impl LogShipper {
 }
 
 struct ShipperSink {
-    tx: mpsc::UnboundedSender<(i64, String, String, String)>,
+    tx: mpsc::UnboundedSender<NewLogLine>,
 }
 
 impl LogSink for ShipperSink {
     fn record(&self, record: LogRecord) {
-        let source = match record.source {
-            Source::Task => "task",
-            Source::Stdout => "stdout",
-            Source::Stderr => "stderr",
-        };
-        let level = record.level.to_string().to_ascii_lowercase();
         // The runtime caps the bytes a run may log, which bounds this channel.
-        let _ = self.tx.send((
-            record.time.timestamp_millis(),
-            level,
-            source.into(),
-            record.message,
-        ));
+        let _ = self.tx.send(record.into());
     }
 
     fn progress(&self, done: u64, total: u64) {
@@ -630,12 +614,10 @@ impl LogSink for ShipperSink {
         } else {
             format!("progress {done}")
         };
-        let _ = self.tx.send((
-            crate::model::now_ms(),
-            "info".into(),
-            "progress".into(),
-            message,
-        ));
+        let _ = self.tx.send(NewLogLine {
+            source: LogSource::Progress,
+            ..NewLogLine::system(message)
+        });
     }
 }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Db, DbError, new_id};
+use super::db::{Db, DbError, new_id};
 
 /// A stored cron schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, Row};
 
-use super::{Db, DbError};
+use super::db::{Db, DbError};
+use crate::model::NewLogLine;
 
 /// One stored log line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
@@ -30,7 +31,7 @@ impl Db {
         &self,
         run_id: &str,
         attempt: i64,
-        lines: &[(i64, String, String, String)],
+        lines: &[NewLogLine],
     ) -> Result<(), DbError> {
         if lines.is_empty() {
             return Ok(());
@@ -75,16 +76,16 @@ impl Db {
                 ));
             }
             let mut query = sqlx::query(&sql);
-            for (time, level, source, message) in chunk {
+            for line in chunk {
                 seq += 1;
                 query = query
                     .bind(run_id)
                     .bind(seq)
                     .bind(attempt)
-                    .bind(*time)
-                    .bind(level)
-                    .bind(source)
-                    .bind(message);
+                    .bind(line.time)
+                    .bind(line.level_name())
+                    .bind(line.source.as_str())
+                    .bind(line.message.as_str());
             }
             query.execute(&mut *tx).await?;
         }

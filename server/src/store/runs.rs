@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
-use super::{Db, DbError, DbKind, corrupt, new_id};
+use super::db::{Db, DbError, DbKind, corrupt, new_id};
 use crate::model::{GrantSet, RunState};
 
 /// A run to insert.

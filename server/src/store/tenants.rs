@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Db, DbError, new_id, now_ms};
+use super::db::{Db, DbError, new_id, now_ms};
 use crate::model::GrantSet;
 
 /// Per-tenant limits, so that one tenant cannot crowd out the others.

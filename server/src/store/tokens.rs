@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{Db, DbError, new_id, now_ms};
+use super::db::{Db, DbError, new_id, now_ms};
 
 /// Where a token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
