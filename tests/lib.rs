@@ -53,7 +53,7 @@ pub fn caisson_bin() -> PathBuf {
     let bin = exe.parent().unwrap().parent().unwrap().join("caisson");
     assert!(
         bin.exists(),
-        "{} is missing: build it first with `cargo build -p caisson-server` (scripts/test does)",
+        "{} is missing: build it first with `cargo build -p caisson-cli` (scripts/test does)",
         bin.display()
     );
     bin
@@ -79,6 +79,27 @@ fn service_var(var: &str) -> Option<String> {
 /// The test PostgreSQL's URL.
 pub fn postgres_url() -> Option<String> {
     service_var("CAISSON_TEST_POSTGRES_URL")
+}
+
+/// Waits until no run in the coordination database `db` is queued or
+/// running; fails the test if some still are after `within`.
+pub async fn wait_until_idle(db: &sqlx::PgPool, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM runs WHERE state IN ('queued', 'running')")
+                .fetch_one(db)
+                .await
+                .unwrap();
+        if open == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} runs still open after {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// Connection details of the test S3 server.
@@ -266,6 +287,120 @@ pub fn test_dirs() -> &'static (PathBuf, tempfile::TempDir) {
         std::fs::create_dir_all(&cache).unwrap();
         (cache, tempfile::tempdir().unwrap())
     })
+}
+
+/// A `caisson.toml` for a test server, built the same way by every test:
+/// `[server]` with the database and the module store, `[engine]` with the
+/// shared compile cache and scratch directory ([`test_dirs`]) and
+/// `max_instances = 8`, then whatever tables a test adds. A setting given
+/// again replaces the earlier one, so defaults can be overridden.
+///
+/// ```no_run
+/// # let dir = std::path::Path::new("/tmp");
+/// let toml = caisson_tests::ServerToml::new("sqlite://db.sqlite?mode=rwc")
+///     .local_modules(&dir.join("modules"))
+///     .server("poll", "\"50ms\"")
+///     .render();
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerToml {
+    server: Vec<(String, String)>,
+    engine: Vec<(String, String)>,
+    /// Raw `[server]` lines (settings a test passes as text).
+    server_lines: String,
+    /// Raw TOML after `[engine]`: limits, stores, tenants.
+    tables: String,
+}
+
+fn set(settings: &mut Vec<(String, String)>, key: &str, value: String) {
+    match settings.iter_mut().find(|(k, _)| k == key) {
+        Some((_, v)) => *v = value,
+        None => settings.push((key.to_string(), value)),
+    }
+}
+
+impl ServerToml {
+    /// Listens on 127.0.0.1:0 and uses `database` (a URL).
+    pub fn new(database: impl std::fmt::Display) -> Self {
+        let (cache, scratch) = test_dirs();
+        ServerToml {
+            server: Vec::new(),
+            engine: Vec::new(),
+            server_lines: String::new(),
+            tables: String::new(),
+        }
+        .server("listen", "\"127.0.0.1:0\"")
+        .server("database", format!("\"{database}\""))
+        .engine("cache_dir", format!("\"{}\"", cache.display()))
+        .engine("scratch_dir", format!("\"{}\"", scratch.path().display()))
+        .engine("max_instances", "8")
+    }
+
+    /// SQLite in `dir` (`dir/db.sqlite`), created on first use.
+    pub fn sqlite_in(dir: &std::path::Path) -> Self {
+        Self::new(format!("sqlite://{}/db.sqlite?mode=rwc", dir.display()))
+    }
+
+    /// The module store: a local directory.
+    pub fn local_modules(self, root: &std::path::Path) -> Self {
+        self.server(
+            "modules",
+            format!("{{ type = \"local\", root = \"{}\" }}", root.display()),
+        )
+    }
+
+    /// Sets `[server] key = value` (`value` is TOML).
+    pub fn server(mut self, key: &str, value: impl Into<String>) -> Self {
+        set(&mut self.server, key, value.into());
+        self
+    }
+
+    /// Leaves `[server]` without a `listen` line (an in-process server).
+    pub fn no_listen(mut self) -> Self {
+        self.server.retain(|(k, _)| k != "listen");
+        self
+    }
+
+    /// Adds raw lines to `[server]`.
+    pub fn server_lines(mut self, lines: &str) -> Self {
+        self.server_lines.push_str(lines);
+        self.server_lines.push('\n');
+        self
+    }
+
+    /// Sets `[engine] key = value` (`value` is TOML).
+    pub fn engine(mut self, key: &str, value: impl Into<String>) -> Self {
+        set(&mut self.engine, key, value.into());
+        self
+    }
+
+    /// Adds raw TOML tables after `[engine]`.
+    pub fn tables(mut self, toml: &str) -> Self {
+        self.tables.push_str(toml);
+        self.tables.push('\n');
+        self
+    }
+
+    /// The TOML text.
+    pub fn render(&self) -> String {
+        let mut out = String::from("[server]\n");
+        for (k, v) in &self.server {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+        out.push_str(&self.server_lines);
+        out.push_str("\n[engine]\n");
+        for (k, v) in &self.engine {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+        out.push('\n');
+        out.push_str(&self.tables);
+        out
+    }
+
+    /// Writes `dir/caisson.toml`.
+    pub fn write(&self, dir: &std::path::Path) {
+        std::fs::write(dir.join("caisson.toml"), self.render()).unwrap();
+    }
 }
 
 /// A configuration with test-friendly engine settings and nothing granted.

@@ -12,7 +12,8 @@ use std::time::Duration;
 use caisson_host_api::objects::StoreConfig;
 use serde::Deserialize;
 
-use crate::db::{GrantSet, TenantQuotas};
+use crate::model::GrantSet;
+use crate::store::TenantQuotas;
 
 /// Everything `caisson serve` and `caisson worker` read.
 #[derive(Debug, Clone)]

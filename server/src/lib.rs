@@ -2,25 +2,38 @@
 //! workers, over a coordination database (SQLite embedded, PostgreSQL for
 //! many machines) and a module store (a local directory or S3).
 //!
-//! [`serve()`] wires them together; `caisson serve` and `caisson worker`
-//! call it with different [`Roles`].
+//! The modules are floors; each imports only the ones below it:
+//!
+//! 1. [`model`]: the run model (what a run asks for, its grants, its
+//!    states), and the pure [`cron`] and [`dag`] logic;
+//! 2. [`store`]: the coordination database, one file per concern (runs and
+//!    leases, logs, modules, tenants, tokens, schedules and workflows);
+//! 3. [`services`]: admission, artifacts, the worker and the scheduler,
+//!    sharing one [`services::Services`] value;
+//! 4. [`api`]: the HTTP layer, handlers only;
+//! 5. [`serve()`]: the wiring, which `caisson serve` and `caisson worker`
+//!    call with different [`Roles`].
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let config = caisson_server::ServerConfig::parse("[server]\nworkers = 2\n")?;
+//! let roles = caisson_server::Roles { api: true, workers: 2, scheduler: true };
+//! caisson_server::serve(config, roles, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
 
 pub mod api;
 pub mod config;
 pub mod cron;
 pub mod dag;
-pub mod db;
-pub mod http;
 pub mod metrics;
-pub mod scheduler;
+pub mod model;
 pub mod serve;
+pub mod services;
+pub mod store;
 pub mod ui;
-pub mod worker;
 
 pub use config::ServerConfig;
+pub use model::now_ms;
 pub use serve::{Roles, serve};
-
-/// Milliseconds since the Unix epoch: the database's unit of time.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub use services::{scheduler, worker};

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::db::RunState;
+use crate::model::RunState;
 
 /// Histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -50,6 +50,8 @@ pub struct Metrics {
     run_seconds: Mutex<Histogram>,
     load_seconds: Mutex<Histogram>,
     queue_wait_seconds: Mutex<Histogram>,
+    /// Restarts of background duties, by duty name.
+    restarts: Mutex<Vec<(&'static str, u64)>>,
 }
 
 impl Metrics {
@@ -75,6 +77,25 @@ impl Metrics {
     /// Time from a run becoming runnable to a worker starting it.
     pub fn waited(&self, elapsed: Duration) {
         self.queue_wait_seconds.lock().unwrap().observe(elapsed);
+    }
+
+    /// The background duty `duty` stopped (a panic, an error, or an
+    /// unexpected return) and was restarted.
+    pub fn restarted(&self, duty: &'static str) {
+        let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        match restarts.iter_mut().find(|(d, _)| *d == duty) {
+            Some((_, n)) => *n += 1,
+            None => restarts.push((duty, 1)),
+        }
+    }
+
+    /// How often `duty` was restarted.
+    pub fn restarts(&self, duty: &str) -> u64 {
+        let restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        restarts
+            .iter()
+            .find(|(d, _)| *d == duty)
+            .map_or(0, |(_, n)| *n)
     }
 
     /// The exposition text; `by_state` is the database's count of runs per state.
@@ -110,6 +131,18 @@ impl Metrics {
                 "caisson_attempts_finished_total{{state=\"{}\"}} {n}",
                 state.as_str()
             );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP caisson_duty_restarts_total Background duties (scheduler, worker slots) restarted after a panic or an error.\n# TYPE caisson_duty_restarts_total counter"
+        );
+        for (duty, n) in self
+            .restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(out, "caisson_duty_restarts_total{{duty=\"{duty}\"}} {n}");
         }
         self.run_seconds.lock().unwrap().render(
             &mut out,

@@ -1,18 +1,23 @@
 //! Wiring: database, module store, runtime, API, scheduler and workers.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
 use caisson_runtime::Runtime;
-use object_store::ObjectStore;
+use futures::FutureExt;
 use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::config::ServerConfig;
-use crate::db::Db;
 use crate::metrics::Metrics;
-use crate::worker::Worker;
+use crate::services::Services;
+use crate::services::artifacts::module_store;
+use crate::services::scheduler;
+use crate::services::supervise::{RESTART_DELAY, supervise};
+use crate::services::worker::Worker;
+use crate::store::Db;
 
 /// What one process does.
 #[derive(Debug, Clone, Copy)]
@@ -25,17 +30,8 @@ pub struct Roles {
     pub scheduler: bool,
 }
 
-/// Builds the module store from `[server] modules`.
-pub fn module_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    config
-        .server
-        .modules
-        .build("server.modules")
-        .context("could not set up the module store")
-}
-
-/// Connects everything and builds the API's state.
-pub async fn build_state(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
+/// Connects the database, the module store and the runtime.
+pub async fn build_services(config: ServerConfig) -> anyhow::Result<Services> {
     if let Some(path) = config.sqlite_path()
         && let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
@@ -49,15 +45,22 @@ pub async fn build_state(config: ServerConfig) -> anyhow::Result<Arc<AppState>> 
     let modules = module_store(&config)?;
     let runtime =
         Arc::new(Runtime::new(config.runtime.clone()).context("could not start the runtime")?);
-    let state = AppState::new(
+    Ok(Services::new(
         db,
         modules,
         runtime,
         Arc::new(config),
         Arc::new(Metrics::default()),
-    )
-    .await
-    .context("could not set up tenants")?;
+    ))
+}
+
+/// Connects everything and builds the API's state, setting up the
+/// configuration's tenants and tokens.
+pub async fn build_state(config: ServerConfig) -> anyhow::Result<Arc<AppState>> {
+    let services = build_services(config).await?;
+    let state = AppState::new(services)
+        .await
+        .context("could not set up tenants")?;
     Ok(Arc::new(state))
 }
 
@@ -79,21 +82,42 @@ pub async fn serve(
             "no API tokens configured: the API is open to anyone on this machine ({listen})"
         );
     }
-    let state = build_state(config).await?;
-    if roles.api && !state.config.open_access() {
-        state
-            .revoke_unlisted_config_tokens()
+    let services = build_services(config).await?;
+    // Tenants and tokens belong to the API: a worker-only process leaves
+    // them as the API's configuration set them.
+    let state = if roles.api {
+        let state = AppState::new(services.clone())
             .await
-            .context("could not revoke the tokens gone from the configuration")?;
-    }
+            .context("could not set up tenants")?;
+        if !services.config.open_access() {
+            state
+                .revoke_unlisted_config_tokens()
+                .await
+                .context("could not revoke the tokens gone from the configuration")?;
+        }
+        Some(Arc::new(state))
+    } else {
+        None
+    };
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
     if roles.scheduler {
-        tasks.spawn(crate::scheduler::run(state.clone(), stop.clone()));
+        let services = services.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            supervise(
+                "scheduler",
+                &services.metrics,
+                stop.clone(),
+                RESTART_DELAY,
+                || scheduler::run(services.clone(), stop.clone()).map(Ok::<(), Infallible>),
+            )
+            .await
+        });
     }
     if roles.workers > 0 {
-        let worker = Worker::new(&state);
+        let worker = Worker::new(&services);
         tasks.spawn(worker.run(roles.workers, stop.clone()));
     }
 
@@ -102,7 +126,7 @@ pub async fn serve(
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     };
-    if roles.api {
+    if let Some(state) = state {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("could not listen on {listen}"))?;
@@ -110,8 +134,8 @@ pub async fn serve(
         // Tests and scripts read this line to find the port.
         println!("caisson: listening on http://{addr}");
         println!("caisson: dashboard at http://{addr}{}", crate::ui::PATH);
-        let limits = crate::http::Limits::from(&state.config.server);
-        crate::http::serve(listener, api::router(state.clone()), limits, shutdown).await;
+        let limits = api::http::Limits::from(&services.config.server);
+        api::http::serve(listener, api::router(state), limits, shutdown).await;
     } else {
         println!("caisson: worker started");
         shutdown.await;

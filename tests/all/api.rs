@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use caisson_tests::{guest, test_dirs};
+use caisson_tests::{ServerToml, guest};
 
 pub struct App {
     pub state: Arc<AppState>,
@@ -39,49 +39,30 @@ pub async fn app(extra: &str, workers: usize) -> App {
 /// Like [`app`], with `server_extra` added to the `[server]` table.
 pub async fn app_with(server_extra: &str, extra: &str, workers: usize) -> App {
     let dir = tempfile::tempdir().unwrap();
-    let (cache, scratch) = test_dirs();
-    let text = format!(
-        r#"
-[server]
-database = "sqlite://{db}?mode=rwc"
-{modules}
-poll = "20ms"
-heartbeat = "100ms"
-lease = "3s"
-tick = "100ms"
-shutdown_grace = "1s"
-{server_extra}
-
-[engine]
-cache_dir = "{cache}"
-scratch_dir = "{scratch}"
-max_instances = 16
-max_memory = 1073741824
-
-[limits]
-timeout = "30s"
-memory = 67108864
-
-[objects.data]
-type = "memory"
-
-[objects.other]
-type = "memory"
-{extra}
-"#,
-        db = dir.path().join("caisson.db").display(),
-        // A test may bring its own module store in `server_extra`.
-        modules = if server_extra.contains("modules =") {
-            String::new()
-        } else {
-            format!(
-                "modules = {{ type = \"local\", root = \"{}\" }}",
-                dir.path().join("modules").display()
-            )
-        },
-        cache = cache.display(),
-        scratch = scratch.path().display(),
-    );
+    let mut toml = ServerToml::new(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("caisson.db").display()
+    ))
+    .no_listen();
+    // A test may bring its own module store in `server_extra`.
+    if !server_extra.contains("modules =") {
+        toml = toml.local_modules(&dir.path().join("modules"));
+    }
+    let text = toml
+        .server("poll", "\"20ms\"")
+        .server("heartbeat", "\"100ms\"")
+        .server("lease", "\"3s\"")
+        .server("tick", "\"100ms\"")
+        .server("shutdown_grace", "\"1s\"")
+        .server_lines(server_extra)
+        .engine("max_instances", "16")
+        .engine("max_memory", "1073741824")
+        .tables(&format!(
+            "[limits]\ntimeout = \"30s\"\nmemory = 67108864\n\n\
+             [objects.data]\ntype = \"memory\"\n\n\
+             [objects.other]\ntype = \"memory\"\n{extra}"
+        ))
+        .render();
     app_from(&text, dir, workers).await
 }
 
@@ -92,9 +73,9 @@ pub async fn app_from(text: &str, dir: tempfile::TempDir, workers: usize) -> App
     let mut stop = None;
     if workers > 0 {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(Worker::new(&state).run(workers, rx));
+        tokio::spawn(Worker::new(&state.services).run(workers, rx));
         tokio::spawn(caisson_server::scheduler::run(
-            state.clone(),
+            state.services.clone(),
             tx.subscribe(),
         ));
         stop = Some(tx);
@@ -287,7 +268,7 @@ async fn uploads_are_validated_stored_and_idempotent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_upload_is_cut_off() {
     let app = app_with("max_module_bytes = 4194304", "", 0).await;
-    let limit = app.state.config.server.max_module_bytes as usize;
+    let limit = app.state.services.config.server.max_module_bytes as usize;
     // A streamed body that would be far over the limit: the server stops
     // reading at the limit.
     let chunks = futures::stream::iter(

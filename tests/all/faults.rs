@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 
-use caisson_tests::{PrivatePostgres, guest_path, test_dirs};
+use caisson_tests::{PrivatePostgres, ServerToml, guest_path};
 
 use crate::server::Proc;
 
@@ -29,32 +29,14 @@ async fn a_postgres_restart_during_submissions_loses_no_run() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (cache, scratch) = test_dirs();
-    std::fs::write(
-        dir.path().join("caisson.toml"),
-        format!(
-            r#"[server]
-listen = "127.0.0.1:0"
-database = "{database}"
-modules = {{ type = "local", root = "{modules}" }}
-workers = 2
-poll = "50ms"
-lease = "10s"
-heartbeat = "500ms"
-tick = "200ms"
-
-[engine]
-cache_dir = "{cache}"
-scratch_dir = "{scratch}"
-max_instances = 8
-"#,
-            database = pg.url(),
-            modules = dir.path().join("modules").display(),
-            cache = cache.display(),
-            scratch = scratch.path().display(),
-        ),
-    )
-    .unwrap();
+    ServerToml::new(pg.url())
+        .local_modules(&dir.path().join("modules"))
+        .server("workers", "2")
+        .server("poll", "\"50ms\"")
+        .server("lease", "\"10s\"")
+        .server("heartbeat", "\"500ms\"")
+        .server("tick", "\"200ms\"")
+        .write(dir.path());
     let server = Proc::start(&["serve"], dir.path());
     let url = server.url().to_string();
     let http = reqwest::Client::builder()
@@ -176,22 +158,7 @@ max_instances = 8
         .connect(&pg.url())
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let open: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM runs WHERE state IN ('queued', 'running')")
-                .fetch_one(&db)
-                .await
-                .unwrap();
-        if open == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{open} runs still open after 2 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    caisson_tests::wait_until_idle(&db, Duration::from_secs(120)).await;
     let stored: std::collections::HashMap<String, String> =
         sqlx::query_as::<_, (String, String)>("SELECT id, state FROM runs")
             .fetch_all(&db)
@@ -520,31 +487,19 @@ async fn a_full_module_store_or_scratch_disk_fails_cleanly() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (cache, _) = test_dirs();
-    let text = format!(
-        r#"
-[server]
-database = "sqlite://{db}?mode=rwc"
-modules = {{ type = "local", root = "{modules}" }}
-poll = "20ms"
-heartbeat = "100ms"
-lease = "3s"
-
-[engine]
-cache_dir = "{cache}"
-scratch_dir = "{scratch}"
-max_instances = 8
-max_memory = 1073741824
-
-[limits]
-timeout = "30s"
-memory = 67108864
-"#,
-        db = dir.path().join("caisson.db").display(),
-        modules = modules.path().display(),
-        cache = cache.display(),
-        scratch = scratch.path().display(),
-    );
+    let text = ServerToml::new(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("caisson.db").display()
+    ))
+    .no_listen()
+    .local_modules(modules.path())
+    .server("poll", "\"20ms\"")
+    .server("heartbeat", "\"100ms\"")
+    .server("lease", "\"3s\"")
+    .engine("scratch_dir", format!("\"{}\"", scratch.path().display()))
+    .engine("max_memory", "1073741824")
+    .tables("[limits]\ntimeout = \"30s\"\nmemory = 67108864")
+    .render();
     let app = crate::api::app_from(&text, dir, 1).await;
 
     // The module store is full: 507 saying so, and no trace of the module.

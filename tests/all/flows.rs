@@ -77,10 +77,18 @@ async fn schedules_fire_catch_up_pause_and_backfill() {
     let first_time = Utc.timestamp_millis_opt(first).unwrap();
 
     // Nothing is due before the first fire time.
-    tick(&app.state, first_time - chrono::TimeDelta::seconds(1)).await;
+    tick(
+        &app.state.services,
+        first_time - chrono::TimeDelta::seconds(1),
+    )
+    .await;
     assert!(runs_of_schedule(&app, &id).await.is_empty());
     // Three hours of downtime: with catch_up = all, every missed hour runs.
-    tick(&app.state, first_time + chrono::TimeDelta::minutes(150)).await;
+    tick(
+        &app.state.services,
+        first_time + chrono::TimeDelta::minutes(150),
+    )
+    .await;
     let runs = runs_of_schedule(&app, &id).await;
     assert_eq!(runs.len(), 3, "{runs:?}");
     assert_eq!(runs[0]["params"]["logical_date"], first_time.to_rfc3339());
@@ -90,7 +98,11 @@ async fn schedules_fire_catch_up_pause_and_backfill() {
         .to_string();
     assert_eq!(runs[0]["params"]["day"], berlin_day);
     // A second tick at the same time starts nothing more.
-    tick(&app.state, first_time + chrono::TimeDelta::minutes(150)).await;
+    tick(
+        &app.state.services,
+        first_time + chrono::TimeDelta::minutes(150),
+    )
+    .await;
     assert_eq!(runs_of_schedule(&app, &id).await.len(), 3);
 
     // Pause: nothing fires; resume: the paused time is not caught up.
@@ -99,7 +111,11 @@ async fn schedules_fire_catch_up_pause_and_backfill() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(paused["paused"], true);
-    tick(&app.state, first_time + chrono::TimeDelta::hours(10)).await;
+    tick(
+        &app.state.services,
+        first_time + chrono::TimeDelta::hours(10),
+    )
+    .await;
     assert_eq!(runs_of_schedule(&app, &id).await.len(), 3);
     let (_, resumed) = app
         .json("POST", "/v1/schedules/hourly/resume", None, None)
@@ -129,7 +145,11 @@ async fn schedules_fire_catch_up_pause_and_backfill() {
     let skip_first = Utc
         .timestamp_millis_opt(skip["next_fire_at"].as_i64().unwrap())
         .unwrap();
-    tick(&app.state, skip_first + chrono::TimeDelta::minutes(55)).await;
+    tick(
+        &app.state.services,
+        skip_first + chrono::TimeDelta::minutes(55),
+    )
+    .await;
     let runs = runs_of_schedule(&app, skip["id"].as_str().unwrap()).await;
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(
@@ -308,11 +328,11 @@ async fn workflow_definitions_are_read_once_and_a_changed_workflow_is_followed()
         .json("POST", "/v1/workflows/flow/runs", None, None)
         .await;
     let first = first["id"].as_str().unwrap().to_string();
-    let defs = &app.state.workflow_defs;
+    let defs = &app.state.services.workflow_defs;
     assert_eq!(defs.loads(), 1, "starting it read its definition");
     // No worker yet: ticks find nothing to do, and read nothing again.
     for _ in 0..5 {
-        tick(&app.state, Utc::now()).await;
+        tick(&app.state.services, Utc::now()).await;
     }
     assert_eq!(defs.loads(), 1, "a tick read the definition again");
     assert_eq!(defs.len(), 1);
@@ -335,10 +355,10 @@ async fn workflow_definitions_are_read_once_and_a_changed_workflow_is_followed()
     // Workers, and the scheduler's ticks, move both along: each with the
     // definition it started with.
     let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(caisson_server::worker::Worker::new(&app.state).run(2, rx));
+    tokio::spawn(caisson_server::worker::Worker::new(&app.state.services).run(2, rx));
     let mut done = [Value::Null, Value::Null];
     for _ in 0..600 {
-        tick(&app.state, Utc::now()).await;
+        tick(&app.state.services, Utc::now()).await;
         for (slot, id) in done.iter_mut().zip([&first, &second]) {
             let (_, run) = app
                 .json("GET", &format!("/v1/workflow-runs/{id}"), None, None)
@@ -374,6 +394,6 @@ async fn workflow_definitions_are_read_once_and_a_changed_workflow_is_followed()
     );
     assert_eq!(defs.loads(), 2, "each definition was read once");
     // Finished runs are forgotten at the next tick.
-    tick(&app.state, Utc::now()).await;
+    tick(&app.state.services, Utc::now()).await;
     assert!(defs.is_empty());
 }

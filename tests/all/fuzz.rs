@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use caisson_tests::{Served, guest_path, root, test_dirs};
+use caisson_tests::{Served, ServerToml, guest_path, root};
 
 const ADMIN: &str = "fuzz-admin-token-5b0e";
 const TENANT: &str = "fuzz-tenant-token-77c1";
@@ -105,42 +105,23 @@ async fn schemathesis_finds_no_5xx_and_no_schema_violations() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (cache, scratch) = test_dirs();
     let config = dir.path().join("caisson.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-database = "sqlite://{dir}/caisson.db?mode=rwc"
-modules = {{ type = "local", root = "{dir}/modules" }}
-workers = 1
-poll = "50ms"
-admin_token = "{ADMIN}"
-
-[tenants.fuzz]
-tokens = ["{TENANT}"]
-objects = ["data"]
-
-[engine]
-cache_dir = "{cache}"
-scratch_dir = "{scratch}"
-max_instances = 8
-max_memory = 1073741824
-
-[limits]
-timeout = "10s"
-
-[objects.data]
-type = "memory"
-"#,
-            dir = dir.path().display(),
-            cache = cache.display(),
-            scratch = scratch.path().display(),
-        ),
-    )
-    .unwrap();
+    ServerToml::sqlite_in(dir.path())
+        .server(
+            "database",
+            format!("\"sqlite://{}/caisson.db?mode=rwc\"", dir.path().display()),
+        )
+        .local_modules(&dir.path().join("modules"))
+        .server("workers", "1")
+        .server("poll", "\"50ms\"")
+        .server("admin_token", format!("\"{ADMIN}\""))
+        .engine("max_memory", "1073741824")
+        .tables(&format!(
+            "[tenants.fuzz]\ntokens = [\"{TENANT}\"]\nobjects = [\"data\"]\n\n\
+             [limits]\ntimeout = \"10s\"\n\n\
+             [objects.data]\ntype = \"memory\""
+        ))
+        .write(dir.path());
     let server = Served::start(&config, dir.path(), &[("CAISSON_LOG", "warn")]);
     let base = server.url.clone();
 

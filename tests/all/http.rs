@@ -255,13 +255,18 @@ async fn queued_run_with_a_log_line(app: &App, token: Option<&str>) -> String {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
     let id = run["id"].as_str().unwrap().to_string();
-    let line = (
-        caisson_server::now_ms(),
-        "info".into(),
-        "task".into(),
-        "first line".into(),
-    );
-    app.state.db.append_logs(&id, 1, &[line]).await.unwrap();
+    let line = caisson_server::model::NewLogLine {
+        time: caisson_server::now_ms(),
+        level: caisson_host_api::log::Level::Info,
+        source: caisson_server::model::LogSource::Task,
+        message: "first line".into(),
+    };
+    app.state
+        .services
+        .db
+        .append_logs(&id, 1, &[line])
+        .await
+        .unwrap();
     id
 }
 
@@ -317,6 +322,26 @@ async fn a_revoked_token_ends_its_open_log_stream() {
     let rest = read_events(&mut body, |_| false).await;
     assert!(rest.contains("event: error"), "{rest}");
     assert!(rest.contains("revoked"), "{rest}");
+    assert!(!rest.contains("event: end"), "{rest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_ends_a_followed_log_with_an_error_not_an_end() {
+    let app = app_with_alpha("").await;
+    let id = queued_run_with_a_log_line(&app, Some(ALPHA)).await;
+    let response = follow(&app, &id, Some(ALPHA)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let seen = read_events(&mut body, |seen| seen.contains("first line")).await;
+    assert!(seen.contains("event: log"), "{seen}");
+
+    // The database goes away under the open stream: the follower must not
+    // be told that the run ended (it is still queued), but that the
+    // database is unavailable, so it can follow again later.
+    app.state.services.db.close().await;
+    let rest = read_events(&mut body, |_| false).await;
+    assert!(rest.contains("event: error"), "{rest}");
+    assert!(rest.contains("unavailable"), "{rest}");
     assert!(!rest.contains("event: end"), "{rest}");
 }
 

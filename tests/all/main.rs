@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod contract;
+mod db;
 mod examples;
 mod exhaustion;
 mod faults;

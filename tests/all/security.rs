@@ -370,7 +370,7 @@ async fn grants_taken_away_while_a_run_waits_are_withheld() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(Worker::new(&app.state).run(1, rx));
+    tokio::spawn(Worker::new(&app.state.services).run(1, rx));
     let done = app.wait(id, a).await;
     let _ = tx.send(true);
     assert_eq!(done["output"], "denied", "{done}");
@@ -395,7 +395,7 @@ async fn tokens_are_stored_hashed_and_revocation_is_immediate() {
     assert_eq!(status, StatusCode::OK);
 
     // No plaintext token anywhere in the database file, only its SHA-256.
-    let db = app.state.config.sqlite_path().unwrap();
+    let db = app.state.services.config.sqlite_path().unwrap();
     // Let SQLite write its WAL back, then read every byte it keeps.
     let mut bytes = Vec::new();
     for suffix in ["", "-wal", "-shm"] {
@@ -1088,7 +1088,7 @@ tokens = ["{BETA}"]
     // Four worker slots from here on. Meanwhile, how many of alpha's runs
     // the database holds as running, sampled: that is what the quota caps.
     let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(Worker::new(&app.state).run(4, rx));
+    tokio::spawn(Worker::new(&app.state.services).run(4, rx));
     let sampling = std::sync::atomic::AtomicBool::new(true);
     let sampler = async {
         let mut most = 0;

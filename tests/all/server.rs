@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use caisson_tests::{caisson_bin, guest_path, postgres_url, s3_env, test_dirs, unique_prefix};
+use caisson_tests::{ServerToml, caisson_bin, guest_path, postgres_url, s3_env, unique_prefix};
 
 /// A `caisson` process, killed when dropped.
 pub(crate) struct Proc {
@@ -86,17 +86,11 @@ pub(crate) fn text(bytes: &[u8]) -> String {
 /// local modules there, the shared compile cache), with `server_extra`
 /// lines added to its `[server]` table.
 pub(crate) fn write_embedded_config(dir: &Path, server_extra: &str) {
-    let (cache, scratch) = test_dirs();
-    std::fs::write(
-        dir.join("caisson.toml"),
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"sqlite://{dir}/db.sqlite?mode=rwc\"\nmodules = {{ type = \"local\", root = \"{dir}/modules\" }}\npoll = \"50ms\"\n{server_extra}\n\n[engine]\ncache_dir = \"{}\"\nscratch_dir = \"{}\"\nmax_instances = 8\n",
-            cache.display(),
-            scratch.path().display(),
-            dir = dir.display(),
-        ),
-    )
-    .unwrap();
+    ServerToml::sqlite_in(dir)
+        .local_modules(&dir.join("modules"))
+        .server("poll", "\"50ms\"")
+        .server_lines(server_extra)
+        .write(dir);
 }
 
 #[test]
@@ -226,34 +220,26 @@ async fn workers_on_postgres_survive_a_sigkill_without_losing_or_repeating_runs(
     };
     let database = fresh_database(&pg).await;
     let dir = tempfile::tempdir().unwrap();
-    let (cache, scratch) = test_dirs();
     let prefix = unique_prefix("modules");
     // Shared state lives in PostgreSQL and S3 only, as across machines.
-    let config = format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-database = "{database}"
-modules = {{ type = "s3", bucket = "{bucket}", prefix = "{prefix}", endpoint = "{endpoint}", region = "{region}", access_key_id = "{key}", secret_access_key = "{secret}", path_style = true, allow_http = true }}
-workers = 2
-poll = "20ms"
-lease = "2s"
-heartbeat = "300ms"
-tick = "200ms"
-
-[engine]
-cache_dir = "{cache}"
-scratch_dir = "{scratch}"
-max_instances = 8
-"#,
-        bucket = s3.bucket,
-        endpoint = s3.endpoint,
-        region = s3.region,
-        key = s3.access_key_id,
-        secret = s3.secret_access_key,
-        cache = cache.display(),
-        scratch = scratch.path().display(),
-    );
-    std::fs::write(dir.path().join("caisson.toml"), config).unwrap();
+    ServerToml::new(&database)
+        .server(
+            "modules",
+            format!(
+                "{{ type = \"s3\", bucket = \"{bucket}\", prefix = \"{prefix}\", endpoint = \"{endpoint}\", region = \"{region}\", access_key_id = \"{key}\", secret_access_key = \"{secret}\", path_style = true, allow_http = true }}",
+                bucket = s3.bucket,
+                endpoint = s3.endpoint,
+                region = s3.region,
+                key = s3.access_key_id,
+                secret = s3.secret_access_key,
+            ),
+        )
+        .server("workers", "2")
+        .server("poll", "\"20ms\"")
+        .server("lease", "\"2s\"")
+        .server("heartbeat", "\"300ms\"")
+        .server("tick", "\"200ms\"")
+        .write(dir.path());
     let api = Proc::start(&["serve", "--no-worker"], dir.path());
     let url = api.url().to_string();
     // The victim starts alone, so the long runs it claims are known to be
@@ -356,22 +342,7 @@ max_instances = 8
     );
 
     // Every run finishes, within the lease expiry plus the work.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let open: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM runs WHERE state IN ('queued', 'running')")
-                .fetch_one(&db)
-                .await
-                .unwrap();
-        if open == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{open} runs still open after 5 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    caisson_tests::wait_until_idle(&db, Duration::from_secs(300)).await;
     let states: Vec<(String, i64)> =
         sqlx::query_as("SELECT state, count(*) FROM runs GROUP BY state")
             .fetch_all(&db)
@@ -437,19 +408,10 @@ async fn a_remote_worker_is_woken_by_postgres_not_by_its_poll() {
     let Some(admin) = postgres_url() else { return };
     let database = fresh_database(&admin).await;
     let dir = tempfile::tempdir().unwrap();
-    let (cache, scratch) = test_dirs();
-    std::fs::write(
-        dir.path().join("caisson.toml"),
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"{database}\"\n\
-             modules = {{ type = \"local\", root = \"{dir}/modules\" }}\npoll = \"10m\"\n\n\
-             [engine]\ncache_dir = \"{}\"\nscratch_dir = \"{}\"\nmax_instances = 8\n",
-            cache.display(),
-            scratch.path().display(),
-            dir = dir.path().display(),
-        ),
-    )
-    .unwrap();
+    ServerToml::new(&database)
+        .local_modules(&dir.path().join("modules"))
+        .server("poll", "\"10m\"")
+        .write(dir.path());
     let api = Proc::start(&["serve", "--no-worker"], dir.path());
     let url = api.url().to_string();
     let _worker = Proc::start(&["worker"], dir.path());

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use caisson_tests::{guest, test_dirs};
+use caisson_tests::{ServerToml, guest};
 
 use crate::exhaustion::task_component_with;
 use crate::server::Proc;
@@ -140,22 +140,12 @@ fn peak_rss(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_uploads_are_refused_and_the_server_stays_small() {
     let dir = tempfile::tempdir().unwrap();
-    let (cache, scratch) = test_dirs();
     // Default limits (max_module_bytes 256 MiB, engine max_memory 4 GiB),
     // as an operator would run it.
-    std::fs::write(
-        dir.path().join("caisson.toml"),
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndatabase = \"sqlite://{}/db.sqlite?mode=rwc\"\n\
-             modules = {{ type = \"local\", root = \"{}/modules\" }}\npoll = \"50ms\"\n\n\
-             [engine]\ncache_dir = \"{}\"\nscratch_dir = \"{}\"\nmax_instances = 8\n",
-            dir.path().display(),
-            dir.path().display(),
-            cache.display(),
-            scratch.path().display()
-        ),
-    )
-    .unwrap();
+    ServerToml::sqlite_in(dir.path())
+        .local_modules(&dir.path().join("modules"))
+        .server("poll", "\"50ms\"")
+        .write(dir.path());
     let server = Proc::start(&["serve"], dir.path());
     let url = server.url().to_string();
     let addr = url.strip_prefix("http://").unwrap().to_string();

@@ -9,7 +9,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::db::DbError;
+use crate::model::InvalidName;
+use crate::services::admission::AdmissionError;
+use crate::services::scheduler::SchedulerError;
+use crate::store::DbError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -138,6 +141,32 @@ impl From<DbError> for ApiError {
             }
             other => ApiError::internal("database error", other),
         }
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    fn from(error: AdmissionError) -> Self {
+        match error {
+            AdmissionError::Invalid(message) => ApiError::bad_request(message),
+            denied @ AdmissionError::GrantDenied { .. } => ApiError::forbidden(denied.to_string()),
+            AdmissionError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<SchedulerError> for ApiError {
+    fn from(error: SchedulerError) -> Self {
+        match error {
+            SchedulerError::Admission(e) => e.into(),
+            SchedulerError::Db(e) => e.into(),
+            other => ApiError::internal("could not start the run", other),
+        }
+    }
+}
+
+impl From<InvalidName> for ApiError {
+    fn from(error: InvalidName) -> Self {
+        ApiError::bad_request(error.to_string())
     }
 }
 

@@ -11,7 +11,7 @@ use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// `axum::Json`, rejecting with an [`ApiError`].
 #[derive(Debug, Clone, Copy, Default, FromRequest)]

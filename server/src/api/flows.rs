@@ -7,12 +7,16 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path};
-use super::runs::{SubmitRun, prepare};
-use super::{ApiError, ApiResult, AppState, Caller};
+use super::state::{AppState, Caller};
 use crate::cron::{CatchUp, CronSchedule};
 use crate::dag::{self, WorkflowDef};
-use crate::db::{OpenWorkflowRun, ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord};
+use crate::model::{SubmitRun, check_name};
+use crate::services::{admission, scheduler};
+use crate::store::{
+    OpenWorkflowRun, ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord,
+};
 
 /// A schedule to create.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -61,7 +65,10 @@ const MAX_BACKFILL: usize = 1000;
 /// for the tenant now, so mistakes are a 400 at creation and not a failed
 /// firing at 2 a.m.
 async fn check_template(state: &AppState, tenant_id: &str, template: &SubmitRun) -> ApiResult<()> {
-    prepare(state, tenant_id, template.clone()).await.map(drop)
+    admission::prepare(&state.services, tenant_id, template.clone())
+        .await
+        .map(drop)
+        .map_err(ApiError::from)
 }
 
 /// Create a cron schedule.
@@ -77,15 +84,15 @@ pub async fn create_schedule(
     caller: Caller,
     Json(body): Json<CreateSchedule>,
 ) -> ApiResult<(StatusCode, Json<ScheduleRecord>)> {
-    super::modules::check_name("schedule name", &body.name)?;
+    check_name("schedule name", &body.name)?;
     let cron = CronSchedule::parse(&body.cron, &body.timezone)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     check_template(&state, &caller.tenant_id, &body.run).await?;
-    let now = crate::now_ms();
+    let now = crate::model::now_ms();
     let next = if body.paused {
         None
     } else {
-        cron.next_after(super::runs::time(now))
+        cron.next_after(crate::model::time(now))
             .map(|t| t.timestamp_millis())
     };
     let record = ScheduleRecord {
@@ -103,9 +110,14 @@ pub async fn create_schedule(
         last_fired_at: None,
         created_at: now,
     };
-    match state.db.insert_schedule(&caller.tenant_id, &record).await {
+    match state
+        .services
+        .db
+        .insert_schedule(&caller.tenant_id, &record)
+        .await
+    {
         Ok(()) => Ok((StatusCode::CREATED, Json(record))),
-        Err(crate::db::DbError::Conflict(_)) => Err(ApiError::conflict(format!(
+        Err(crate::store::DbError::Conflict(_)) => Err(ApiError::conflict(format!(
             "schedule {} exists",
             record.name
         ))),
@@ -119,11 +131,14 @@ pub async fn list_schedules(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<ScheduleRecord>>> {
-    Ok(Json(state.db.list_schedules(&caller.tenant_id).await?))
+    Ok(Json(
+        state.services.db.list_schedules(&caller.tenant_id).await?,
+    ))
 }
 
 async fn schedule(state: &AppState, tenant_id: &str, name: &str) -> ApiResult<ScheduleRecord> {
     state
+        .services
         .db
         .get_schedule(tenant_id, name)
         .await?
@@ -159,7 +174,12 @@ pub async fn delete_schedule(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if state.db.delete_schedule(&caller.tenant_id, &name).await? {
+    if state
+        .services
+        .db
+        .delete_schedule(&caller.tenant_id, &name)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("schedule {name}")))
@@ -181,6 +201,7 @@ pub async fn pause_schedule(
 ) -> ApiResult<Json<ScheduleRecord>> {
     schedule(&state, &caller.tenant_id, &name).await?;
     state
+        .services
         .db
         .set_schedule_paused(&caller.tenant_id, &name, true, None)
         .await?;
@@ -205,6 +226,7 @@ pub async fn resume_schedule(
         .map_err(|e| ApiError::internal("stored cron", e))?;
     let next = cron.next_after(Utc::now()).map(|t| t.timestamp_millis());
     state
+        .services
         .db
         .set_schedule_paused(&caller.tenant_id, &name, false, next)
         .await?;
@@ -242,7 +264,7 @@ pub async fn backfill(
     let mut runs = Vec::with_capacity(fires.len());
     for fire in fires {
         runs.push(
-            crate::scheduler::start_scheduled(&state, &caller.tenant_id, &record, &cron, fire)
+            scheduler::start_scheduled(&state.services, &caller.tenant_id, &record, &cron, fire)
                 .await?,
         );
     }
@@ -276,7 +298,7 @@ pub async fn create_workflow(
     caller: Caller,
     Json(body): Json<CreateWorkflow>,
 ) -> ApiResult<(StatusCode, Json<WorkflowRecord>)> {
-    super::modules::check_name("workflow name", &body.name)?;
+    check_name("workflow name", &body.name)?;
     dag::validate(&body.definition).map_err(|e| ApiError::bad_request(e.to_string()))?;
     for step in &body.definition.steps {
         let template: SubmitRun = serde_json::from_value(step.run.clone()).map_err(|e| {
@@ -293,8 +315,9 @@ pub async fn create_workflow(
     }
     let definition =
         serde_json::to_value(&body.definition).map_err(|e| ApiError::internal("definition", e))?;
-    let now = crate::now_ms();
+    let now = crate::model::now_ms();
     match state
+        .services
         .db
         .insert_workflow(&caller.tenant_id, &body.name, &definition, now)
         .await
@@ -307,7 +330,7 @@ pub async fn create_workflow(
                 created_at: now,
             }),
         )),
-        Err(crate::db::DbError::Conflict(_)) => {
+        Err(crate::store::DbError::Conflict(_)) => {
             Err(ApiError::conflict(format!("workflow {} exists", body.name)))
         }
         Err(e) => Err(e.into()),
@@ -320,7 +343,9 @@ pub async fn list_workflows(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<WorkflowRecord>>> {
-    Ok(Json(state.db.list_workflows(&caller.tenant_id).await?))
+    Ok(Json(
+        state.services.db.list_workflows(&caller.tenant_id).await?,
+    ))
 }
 
 /// A workflow with its recent runs.
@@ -345,11 +370,13 @@ pub async fn get_workflow(
     Path(name): Path<String>,
 ) -> ApiResult<Json<WorkflowView>> {
     let workflow = state
+        .services
         .db
         .get_workflow(&caller.tenant_id, &name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("workflow {name}")))?;
     let runs = state
+        .services
         .db
         .list_workflow_runs(&caller.tenant_id, &name)
         .await?;
@@ -369,7 +396,12 @@ pub async fn delete_workflow(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if state.db.delete_workflow(&caller.tenant_id, &name).await? {
+    if state
+        .services
+        .db
+        .delete_workflow(&caller.tenant_id, &name)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("workflow {name}")))
@@ -405,13 +437,13 @@ impl From<StepRecord> for StepView {
 }
 
 async fn workflow_run_view(state: &AppState, run: WorkflowRunRecord) -> ApiResult<WorkflowRunView> {
-    let steps = state.db.workflow_steps(&run.id).await?;
+    let steps = state.services.db.workflow_steps(&run.id).await?;
     Ok(WorkflowRunView {
         id: run.id,
         workflow: run.workflow,
         state: run.state,
-        created_at: super::runs::time(run.created_at),
-        finished_at: run.finished_at.map(super::runs::time),
+        created_at: crate::model::time(run.created_at),
+        finished_at: run.finished_at.map(crate::model::time),
         steps: steps.into_iter().map(StepView::from).collect(),
     })
 }
@@ -430,6 +462,7 @@ pub async fn start_workflow(
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<WorkflowRunView>)> {
     let workflow = state
+        .services
         .db
         .get_workflow(&caller.tenant_id, &name)
         .await?
@@ -438,13 +471,14 @@ pub async fn start_workflow(
         .map_err(|e| ApiError::internal("stored workflow", e))?;
     let steps: Vec<String> = def.steps.iter().map(|s| s.name.clone()).collect();
     let id = state
+        .services
         .db
         .create_workflow_run(
             &caller.tenant_id,
             &name,
             &workflow.definition,
             &steps,
-            crate::now_ms(),
+            crate::model::now_ms(),
         )
         .await?;
     // Start the first steps now rather than at the next tick.
@@ -452,8 +486,9 @@ pub async fn start_workflow(
         id: id.clone(),
         tenant_id: caller.tenant_id.clone(),
     };
-    crate::scheduler::advance_workflow(&state, &open).await?;
+    scheduler::advance_workflow(&state.services, &open).await?;
     let run = state
+        .services
         .db
         .get_workflow_run(&caller.tenant_id, &id)
         .await?
@@ -478,31 +513,10 @@ pub async fn get_workflow_run(
     Path(id): Path<String>,
 ) -> ApiResult<Json<WorkflowRunView>> {
     let run = state
+        .services
         .db
         .get_workflow_run(&caller.tenant_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("workflow run {id}")))?;
     Ok(Json(workflow_run_view(&state, run).await?))
-}
-
-/// The first schedule or workflow of `tenant` whose runs use `module`.
-pub(crate) async fn module_user(
-    state: &AppState,
-    tenant_id: &str,
-    module: &str,
-) -> ApiResult<Option<String>> {
-    for schedule in state.db.list_schedules(tenant_id).await? {
-        if schedule.template["module"] == module {
-            return Ok(Some(format!("schedule {}", schedule.name)));
-        }
-    }
-    for workflow in state.db.list_workflows(tenant_id).await? {
-        let uses = workflow.definition["steps"]
-            .as_array()
-            .is_some_and(|steps| steps.iter().any(|s| s["run"]["module"] == module));
-        if uses {
-            return Ok(Some(format!("workflow {}", workflow.name)));
-        }
-    }
-    Ok(None)
 }

@@ -27,7 +27,8 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 
 /// The header the `caisson` CLI sends on every request; any value will do.
 pub const CLIENT_HEADER: &str = "x-caisson-client";
@@ -38,7 +39,7 @@ pub(crate) async fn open_mode(
     request: Request,
     next: Next,
 ) -> Response {
-    if state.config.open_access()
+    if state.services.config.open_access()
         && let Err(refusal) =
             check_local_request(request.method(), request.uri(), request.headers())
     {
@@ -189,7 +190,7 @@ pub(crate) async fn request_timeout(
     request: Request,
     next: Next,
 ) -> Response {
-    let limit = state.config.server.request_timeout;
+    let limit = state.services.config.server.request_timeout;
     if *request.method() == Method::POST && request.uri().path() == "/v1/modules" {
         return next.run(request).await;
     }

@@ -10,9 +10,12 @@ use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::Deserialize;
 
+use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
-use super::{ApiError, ApiResult, AppState, Caller};
-use crate::db::ModuleRecord;
+use super::state::{AppState, Caller};
+use crate::model::check_name;
+use crate::services::artifacts::module_key;
+use crate::store::ModuleRecord;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct UploadQuery {
@@ -30,34 +33,11 @@ pub struct VersionQuery {
     version: Option<String>,
 }
 
-/// Names of modules, versions, schedules, workflows and tenants. The
-/// OpenAPI document says the same as `^[a-z0-9_-][a-z0-9._-]{0,63}$`.
-pub(crate) fn check_name(what: &str, name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        })
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "invalid {what} {name:?}: use 1 to 64 lowercase letters, digits, `-`, `_` or `.`"
-        )))
-    }
-}
-
 /// A component's raw bytes, as uploaded.
 #[derive(utoipa::ToSchema)]
 #[schema(value_type = String, format = Binary)]
 #[allow(dead_code)] // only describes the body in the OpenAPI document
 pub struct WasmBytes(Vec<u8>);
-
-/// The module store key of a component.
-pub(crate) fn module_key(digest: &str) -> object_store::path::Path {
-    object_store::path::Path::from(format!("{digest}.wasm"))
-}
 
 /// Upload a task component.
 ///
@@ -90,7 +70,7 @@ pub async fn upload(
     if let Some(version) = &query.version {
         check_name("version", version)?;
     }
-    let limit = state.config.server.max_module_bytes as usize;
+    let limit = state.services.config.server.max_module_bytes as usize;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -109,7 +89,7 @@ pub async fn upload(
     // Reads at most `limit` bytes: a larger body is cut off, not buffered.
     // The body may be large, so `request_timeout` bounds each wait for the
     // next piece of it rather than the whole upload (see `guard`).
-    let idle = state.config.server.request_timeout;
+    let idle = state.services.config.server.request_timeout;
     let mut stream = body.into_data_stream();
     let mut buffer = bytes::BytesMut::new();
     loop {
@@ -123,16 +103,22 @@ pub async fn upload(
         }
     }
     let bytes = buffer.freeze();
-    let task = state.runtime.load(&bytes).await.map_err(|e| match e {
-        RuntimeError::InvalidComponent(message) => {
-            ApiError::bad_request(format!("not a valid task component: {message}"))
-        }
-        other => ApiError::internal("could not compile the component", other),
-    })?;
+    let task = state
+        .services
+        .runtime
+        .load(&bytes)
+        .await
+        .map_err(|e| match e {
+            RuntimeError::InvalidComponent(message) => {
+                ApiError::bad_request(format!("not a valid task component: {message}"))
+            }
+            other => ApiError::internal("could not compile the component", other),
+        })?;
     let digest = task.digest().to_string();
     let key = module_key(&digest);
-    if state.modules.head(&key).await.is_err() {
+    if state.services.modules.head(&key).await.is_err() {
         state
+            .services
             .modules
             .put(&key, PutPayload::from(bytes.clone()))
             .await
@@ -151,19 +137,25 @@ pub async fn upload(
             .unwrap_or_else(|| format!("sha-{}", &digest[..12])),
         digest,
         size: bytes.len() as i64,
-        created_at: crate::now_ms(),
+        created_at: crate::model::now_ms(),
     };
-    match state.db.insert_module(&caller.tenant_id, &record).await {
+    match state
+        .services
+        .db
+        .insert_module(&caller.tenant_id, &record)
+        .await
+    {
         Ok(true) => Ok((StatusCode::CREATED, Json(record))),
         Ok(false) => {
             let existing = state
+                .services
                 .db
                 .resolve_module(&caller.tenant_id, &record.name, Some(&record.version), None)
                 .await?
                 .unwrap_or(record);
             Ok((StatusCode::OK, Json(existing)))
         }
-        Err(crate::db::DbError::Conflict(_)) => Err(ApiError::conflict(format!(
+        Err(crate::store::DbError::Conflict(_)) => Err(ApiError::conflict(format!(
             "version {} of module {} already exists with different bytes; upload under a new version",
             record.version, record.name
         ))),
@@ -177,7 +169,9 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<ModuleRecord>>> {
-    Ok(Json(state.db.list_modules(&caller.tenant_id).await?))
+    Ok(Json(
+        state.services.db.list_modules(&caller.tenant_id).await?,
+    ))
 }
 
 /// List the versions of one module, newest first.
@@ -193,7 +187,11 @@ pub async fn versions(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<ModuleRecord>>> {
-    let versions = state.db.module_versions(&caller.tenant_id, &name).await?;
+    let versions = state
+        .services
+        .db
+        .module_versions(&caller.tenant_id, &name)
+        .await?;
     if versions.is_empty() {
         return Err(ApiError::not_found(format!("module {name}")));
     }
@@ -214,7 +212,11 @@ pub async fn delete(
     Path(name): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> ApiResult<StatusCode> {
-    let versions = state.db.module_versions(&caller.tenant_id, &name).await?;
+    let versions = state
+        .services
+        .db
+        .module_versions(&caller.tenant_id, &name)
+        .await?;
     let doomed: Vec<_> = versions
         .iter()
         .filter(|m| query.version.as_ref().is_none_or(|v| &m.version == v))
@@ -222,20 +224,31 @@ pub async fn delete(
     if doomed.is_empty() {
         return Err(ApiError::not_found(format!("module {name}")));
     }
-    if let Some(user) = super::flows::module_user(&state, &caller.tenant_id, &name).await? {
+    if let Some(user) = state
+        .services
+        .db
+        .module_user(&caller.tenant_id, &name)
+        .await?
+    {
         return Err(ApiError::conflict(format!(
             "module {name} is used by {user}; remove that first"
         )));
     }
     state
+        .services
         .db
         .delete_module(&caller.tenant_id, &name, query.version.as_deref())
         .await?;
     for module in doomed {
-        if !state.db.digest_in_use(&module.digest).await? {
+        if !state.services.db.digest_in_use(&module.digest).await? {
             // Runs already queued keep their digest; a worker that can no
             // longer fetch it fails the run with a clear error.
-            if let Err(e) = state.modules.delete(&module_key(&module.digest)).await {
+            if let Err(e) = state
+                .services
+                .modules
+                .delete(&module_key(&module.digest))
+                .await
+            {
                 tracing::warn!(digest = %module.digest, "could not delete module bytes: {e}");
             }
         }

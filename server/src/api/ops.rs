@@ -6,7 +6,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
-use super::{ApiResult, AppState};
+use super::error::ApiResult;
+use super::state::AppState;
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = String)), tag = "ops")]
@@ -22,17 +23,17 @@ pub async fn healthz() -> &'static str {
     tag = "ops"
 )]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<&'static str> {
-    state.db.ping().await?;
+    state.services.db.ping().await?;
     Ok("ready")
 }
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, body = String, content_type = "text/plain")), tag = "ops")]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    let by_state = state.db.count_by_state().await?;
+    let by_state = state.services.db.count_by_state().await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&by_state),
+        state.services.metrics.render(&by_state),
     ))
 }

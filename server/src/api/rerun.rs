@@ -17,8 +17,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::extract::{Json, Path};
-use super::runs::{RetryPolicy, RunView, SubmitRun, prepare};
+use super::runs::RunView;
 use super::{ApiError, ApiResult, AppState, Caller};
+use crate::model::{RetryPolicy, SubmitRun};
+use crate::services::admission;
 
 /// Submit a new run with everything a run had: module bytes, input,
 /// params, grants, limits, retries and priority.
@@ -41,6 +43,7 @@ pub async fn rerun(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
     let old = state
+        .services
         .db
         .get_run(&caller.tenant_id, &id)
         .await?
@@ -71,11 +74,10 @@ pub async fn rerun(
             .map_err(|_| ApiError::internal("a stored run's limit", "priority"))?,
         idempotency_key: None,
     };
-    let run = prepare(&state, &caller.tenant_id, submit).await?;
-    let (new_id, _) = state.db.submit_run(&run, crate::now_ms()).await?;
-    state.metrics.submitted();
-    state.work_available.notify_waiters();
+    let run = admission::prepare(&state.services, &caller.tenant_id, submit).await?;
+    let (new_id, _) = admission::enqueue(&state.services, &run).await?;
     let stored = state
+        .services
         .db
         .get_run(&caller.tenant_id, &new_id)
         .await?

@@ -14,82 +14,15 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
-use super::{ApiError, ApiResult, AppState, Caller};
-use crate::db::{AttemptRecord, GrantSet, LogLine, NewRun, RunFilter, RunRecord, RunState};
+use super::state::{AppState, Caller};
+use super::streams::StreamSlot;
+use crate::model::{GrantSet, RunState, SubmitRun, time};
+use crate::services::admission;
+use crate::services::artifacts::output_key;
+use crate::store::{AttemptRecord, LogLine, RunFilter, RunRecord};
 use object_store::ObjectStoreExt;
-
-/// The longest timeout a run may ask for.
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-/// The most retries a run may ask for.
-const MAX_RETRIES: u32 = 100;
-/// The largest input a run may carry (it is stored in the database).
-const MAX_INPUT_BYTES: usize = 16 << 20;
-
-/// How a failed run is retried.
-#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RetryPolicy {
-    /// Retries after the first attempt (0 to 100).
-    #[serde(default)]
-    pub max: u32,
-    /// The first delay, doubled on each retry, with jitter: e.g. `1s`, `500ms`.
-    #[serde(default = "default_backoff")]
-    pub backoff: String,
-    /// Retry timeouts too (by default only failures the task marks retryable).
-    #[serde(default)]
-    pub on_timeout: bool,
-}
-
-fn default_backoff() -> String {
-    "1s".into()
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max: 0,
-            backoff: default_backoff(),
-            on_timeout: false,
-        }
-    }
-}
-
-/// A run to submit.
-#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SubmitRun {
-    /// The module's name.
-    pub module: String,
-    /// A version; the newest when neither this nor `digest` is given.
-    pub version: Option<String>,
-    /// A digest (SHA-256 hex), to pin exact bytes.
-    pub digest: Option<String>,
-    /// The input: a string is passed as its UTF-8 bytes, any other JSON
-    /// value as its JSON text.
-    pub input: Option<serde_json::Value>,
-    /// Binary input, base64; instead of `input`.
-    pub input_base64: Option<String>,
-    #[serde(default)]
-    pub params: BTreeMap<String, String>,
-    /// Labels the run may open. Each must be allowed for the tenant.
-    #[serde(default)]
-    pub grants: GrantSet,
-    /// Wall-clock limit, e.g. `30s`, `5m`. Defaults to the server's.
-    pub timeout: Option<String>,
-    /// Memory limit in bytes. Defaults to the server's.
-    pub memory: Option<u64>,
-    /// Fuel budget.
-    pub fuel: Option<u64>,
-    #[serde(default)]
-    pub retries: RetryPolicy,
-    /// Higher runs first, among this tenant's runs (it never puts a run
-    /// ahead of another tenant's).
-    #[serde(default)]
-    pub priority: i32,
-    /// Submitting again with the same key returns the first run.
-    pub idempotency_key: Option<String>,
-}
 
 /// A run as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -128,10 +61,6 @@ pub struct RunView {
     /// Every attempt with its error (only on `GET /v1/runs/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_history: Option<Vec<AttemptRecord>>,
-}
-
-pub(crate) fn time(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 impl From<RunRecord> for RunView {
@@ -188,15 +117,11 @@ impl From<RunRecord> for RunView {
 /// The caller's run `id`, or a 404.
 async fn caller_run(state: &AppState, caller: &Caller, id: &str) -> ApiResult<RunRecord> {
     state
+        .services
         .db
         .get_run(&caller.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("run {id}")))
-}
-
-/// The artifact store key of a run's large output.
-pub(crate) fn output_key(run_id: &str) -> object_store::path::Path {
-    object_store::path::Path::from(format!("outputs/{run_id}"))
 }
 
 /// Download a run's output, however large, as raw bytes.
@@ -221,6 +146,7 @@ pub async fn output(
     if run.output_key.is_some() {
         // Streamed from the store: a large output is never held whole here.
         let stored = state
+            .services
             .modules
             .get(&output_key(&run.id))
             .await
@@ -239,135 +165,6 @@ pub async fn output(
             "run {id} has not finished; its output is not there yet"
         ))),
     }
-}
-
-/// Checks a submission against the tenant and the server's limits and
-/// turns it into a row to insert. Shared with schedules and workflows.
-pub(crate) async fn prepare(
-    state: &AppState,
-    tenant_id: &str,
-    submit: SubmitRun,
-) -> ApiResult<NewRun> {
-    let module = state
-        .db
-        .resolve_module(
-            tenant_id,
-            &submit.module,
-            submit.version.as_deref(),
-            submit.digest.as_deref(),
-        )
-        .await?
-        .ok_or_else(|| {
-            let which = match (&submit.version, &submit.digest) {
-                (Some(v), _) => format!(" version {v}"),
-                (None, Some(d)) => format!(" with digest {d}"),
-                (None, None) => String::new(),
-            };
-            ApiError::bad_request(format!("unknown module {}{which}", submit.module))
-        })?;
-
-    let allowed = state.allowed_grants(tenant_id).await?;
-    for label in &submit.grants.objects {
-        if !allowed.objects.contains(label) {
-            return Err(ApiError::forbidden(format!(
-                "object store `{label}` may not be granted by this tenant"
-            )));
-        }
-    }
-    for label in &submit.grants.sql {
-        if !allowed.sql.contains(label) {
-            return Err(ApiError::forbidden(format!(
-                "SQL source `{label}` may not be granted by this tenant"
-            )));
-        }
-    }
-
-    let input = match (submit.input, submit.input_base64) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "give `input` or `input_base64`, not both",
-            ));
-        }
-        (Some(serde_json::Value::String(text)), None) => text.into_bytes(),
-        (Some(value), None) => value.to_string().into_bytes(),
-        (None, Some(b64)) => BASE64
-            .decode(b64.as_bytes())
-            .map_err(|e| ApiError::bad_request(format!("`input_base64` is not base64: {e}")))?,
-        (None, None) => Vec::new(),
-    };
-    if input.len() > MAX_INPUT_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "input of {} bytes is over the {MAX_INPUT_BYTES}-byte limit; put large inputs in an object store",
-            input.len()
-        )));
-    }
-
-    let defaults = state.config.runtime.limits;
-    let timeout = match &submit.timeout {
-        Some(text) => humantime::parse_duration(text)
-            .map_err(|e| ApiError::bad_request(format!("bad `timeout` {text:?}: {e}")))?,
-        None => defaults.timeout,
-    };
-    if timeout.is_zero() || timeout > MAX_TIMEOUT {
-        return Err(ApiError::bad_request(
-            "`timeout` must be between 1ms and 24h",
-        ));
-    }
-    let memory = submit.memory.unwrap_or(defaults.memory);
-    let max_memory = state.config.runtime.engine.max_memory;
-    if memory < (1 << 20) || memory > max_memory {
-        return Err(ApiError::bad_request(format!(
-            "`memory` must be between 1 MiB and this server's maximum of {max_memory} bytes"
-        )));
-    }
-    if submit.fuel.is_some() && !state.config.runtime.engine.fuel {
-        return Err(ApiError::bad_request(
-            "this server does not meter fuel; omit `fuel`",
-        ));
-    }
-    if submit.retries.max > MAX_RETRIES {
-        return Err(ApiError::bad_request(format!(
-            "`retries.max` may be at most {MAX_RETRIES}"
-        )));
-    }
-    let backoff = humantime::parse_duration(&submit.retries.backoff)
-        .map_err(|e| ApiError::bad_request(format!("bad `retries.backoff`: {e}")))?;
-    if let Some(key) = &submit.idempotency_key
-        && (key.is_empty() || key.len() > 256)
-    {
-        return Err(ApiError::bad_request(
-            "`idempotency_key` must be 1 to 256 characters",
-        ));
-    }
-    let fuel = match submit.fuel {
-        Some(fuel) => {
-            Some(i64::try_from(fuel).map_err(|_| ApiError::bad_request("`fuel` is too large"))?)
-        }
-        None => None,
-    };
-
-    Ok(NewRun {
-        tenant_id: tenant_id.to_string(),
-        module_name: module.name,
-        module_version: module.version,
-        digest: module.digest,
-        input,
-        params: submit.params,
-        grants: submit.grants,
-        timeout_ms: timeout.as_millis() as i64,
-        memory_bytes: memory as i64,
-        fuel,
-        max_retries: submit.retries.max.into(),
-        backoff_ms: backoff.as_millis() as i64,
-        retry_timeouts: submit.retries.on_timeout,
-        priority: submit.priority.into(),
-        idempotency_key: submit.idempotency_key,
-        not_before: crate::now_ms(),
-        schedule_id: None,
-        workflow_run_id: None,
-        step_name: None,
-        logical_date: None,
-    })
 }
 
 /// Submit a run.
@@ -389,13 +186,10 @@ pub async fn submit(
     caller: Caller,
     Json(submit): Json<SubmitRun>,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
-    let run = prepare(&state, &caller.tenant_id, submit).await?;
-    let (id, created) = state.db.submit_run(&run, crate::now_ms()).await?;
-    if created {
-        state.metrics.submitted();
-        state.work_available.notify_waiters();
-    }
+    let run = admission::prepare(&state.services, &caller.tenant_id, submit).await?;
+    let (id, created) = admission::enqueue(&state.services, &run).await?;
     let stored = state
+        .services
         .db
         .get_run(&caller.tenant_id, &id)
         .await?
@@ -422,7 +216,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
     let run = caller_run(&state, &caller, &id).await?;
-    let attempts = state.db.attempts(&run.id).await?;
+    let attempts = state.services.db.attempts(&run.id).await?;
     let mut view = RunView::from(run);
     view.attempt_history = Some(attempts);
     Ok(Json(view))
@@ -489,7 +283,11 @@ pub async fn list(
         before,
         limit: limit + 1,
     };
-    let mut runs = state.db.list_runs(&caller.tenant_id, &filter).await?;
+    let mut runs = state
+        .services
+        .db
+        .list_runs(&caller.tenant_id, &filter)
+        .await?;
     let next = if runs.len() as i64 > limit {
         runs.truncate(limit as usize);
         runs.last().map(|r| format!("{}.{}", r.created_at, r.id))
@@ -517,8 +315,9 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
     state
+        .services
         .db
-        .request_cancel(&caller.tenant_id, &id, crate::now_ms())
+        .request_cancel(&caller.tenant_id, &id, crate::model::now_ms())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
     let run = caller_run(&state, &caller, &id).await?;
@@ -549,54 +348,29 @@ pub struct LogEvent {
     /// `log`, whose data is a [`LogLine`]; or the final `end`, whose data
     /// is `{"state": ...}`; or the final `error`, whose data is an error
     /// body (`{"error": {"code", "message"}}`), sent when the token that
-    /// opened the stream was revoked.
+    /// opened the stream was revoked or the database became unavailable.
     pub event: String,
     /// The event's JSON text.
     pub data: String,
 }
 
+/// The final `error` event of a followed log: an error body, as every
+/// other error response has.
+fn error_event(code: &str, message: &str) -> Event {
+    Event::default()
+        .event("error")
+        .json_data(super::error::ErrorBody {
+            error: super::error::ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        })
+        .unwrap_or_else(|_| Event::default().event("error"))
+}
+
 /// How often a followed log polls for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 const LOG_PAGE: i64 = 1000;
-
-/// Live log streams per tenant id.
-#[derive(Default)]
-pub(crate) struct StreamCounts(Arc<std::sync::Mutex<BTreeMap<String, usize>>>);
-
-/// One live log stream, counted against its tenant until dropped (when
-/// the stream ends or the client goes away).
-struct StreamSlot {
-    counts: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
-    tenant: String,
-}
-
-impl StreamCounts {
-    /// A slot for one more of `tenant`'s streams, unless it holds `max`.
-    fn open(&self, tenant: &str, max: usize) -> Option<StreamSlot> {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(tenant.to_string()).or_default();
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(StreamSlot {
-            counts: self.0.clone(),
-            tenant: tenant.to_string(),
-        })
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.tenant) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.tenant);
-            }
-        }
-    }
-}
 
 /// Read a run's log, or follow it live (`?follow=true`, Server-Sent Events:
 /// `log` events carry a line as JSON, a final `end` event the run's state).
@@ -620,6 +394,7 @@ pub async fn logs(
 ) -> ApiResult<Response> {
     // Only the state: the run's input and output can be large.
     let run_state = state
+        .services
         .db
         .run_state(&caller.tenant_id, &id)
         .await?
@@ -627,6 +402,7 @@ pub async fn logs(
     let after = query.after.unwrap_or(0);
     if !query.follow {
         let lines = state
+            .services
             .db
             .logs(&caller.tenant_id, &id, after, LOG_PAGE)
             .await?;
@@ -638,7 +414,7 @@ pub async fn logs(
         })
         .into_response());
     }
-    let max = state.config.server.max_log_streams;
+    let max = state.services.config.server.max_log_streams;
     let slot = state
         .log_streams
         .open(&caller.tenant_id, max)
@@ -679,33 +455,39 @@ pub async fn logs(
             // poll), so revoking it ends a stream it opened. A database
             // error is not a revocation: the next poll checks again.
             if let Some(hash) = &f.token_hash
-                && let Ok(None) = f.state.db.token(hash).await
+                && let Ok(None) = f.state.services.db.token(hash).await
             {
                 f.done = true;
-                let error = Event::default()
-                    .event("error")
-                    .json_data(super::error::ErrorBody {
-                        error: super::error::ErrorDetail {
-                            code: "unauthorized".into(),
-                            message: "the token that opened this stream was revoked".into(),
-                        },
-                    })
-                    .expect("serializes");
+                let error = error_event(
+                    "unauthorized",
+                    "the token that opened this stream was revoked",
+                );
                 return Some((futures::stream::iter(vec![Ok(error)]), f));
             }
             // Read the state before the lines: a run that ended before this
             // read has all its lines stored by now. Only the state: the
             // run's input and output can be large.
-            let run_state = match f.state.db.run_state(&f.tenant, &f.id).await {
-                Ok(Some(state)) => state,
-                _ => RunState::Failed,
+            let read = async {
+                let run_state = f.state.services.db.run_state(&f.tenant, &f.id).await?;
+                let lines = (f.state.services.db)
+                    .logs(&f.tenant, &f.id, f.after, LOG_PAGE)
+                    .await?;
+                Ok::<_, crate::store::DbError>((run_state, lines))
             };
-            let lines = f
-                .state
-                .db
-                .logs(&f.tenant, &f.id, f.after, LOG_PAGE)
-                .await
-                .unwrap_or_default();
+            let (run_state, lines) = match read.await {
+                // A run is never deleted while its log is followed; if one
+                // were, its log is over.
+                Ok((run_state, lines)) => (run_state.unwrap_or(RunState::Failed), lines),
+                // An outage is not the run's end: say so, and end the stream
+                // (the client may follow again from `after`).
+                Err(e) => {
+                    f.done = true;
+                    // Logged and made safe to show by the API's own conversion.
+                    let e = ApiError::from(e);
+                    let error = error_event(e.code, &e.message);
+                    return Some((futures::stream::iter(vec![Ok(error)]), f));
+                }
+            };
             if !lines.is_empty() {
                 f.after = lines.last().map_or(f.after, |l| l.seq);
                 let events: Vec<Result<Event, Infallible>> = lines

@@ -45,6 +45,7 @@ pub async fn next_fire_times(
     Query(query): Query<NextQuery>,
 ) -> ApiResult<Json<NextFireTimes>> {
     let record = state
+        .services
         .db
         .get_schedule(&caller.tenant_id, &name)
         .await?

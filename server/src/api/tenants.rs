@@ -8,9 +8,11 @@ use axum::http::StatusCode;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path};
-use super::{ApiError, ApiResult, AppState, Caller, hash_token};
-use crate::db::{GrantSet, TokenRecord, TokenSource};
+use super::state::{AppState, Caller, hash_token};
+use crate::model::GrantSet;
+use crate::store::{TokenRecord, TokenSource};
 
 fn require_admin(caller: &Caller) -> ApiResult<()> {
     if caller.admin {
@@ -44,27 +46,27 @@ pub async fn create(
     Json(tenant): Json<Tenant>,
 ) -> ApiResult<(StatusCode, Json<Tenant>)> {
     require_admin(&caller)?;
-    super::modules::check_name("tenant name", &tenant.name)?;
+    crate::model::check_name("tenant name", &tenant.name)?;
     for label in &tenant.objects {
-        if !state.config.runtime.objects.contains_key(label) {
+        if !state.services.config.runtime.objects.contains_key(label) {
             return Err(ApiError::bad_request(format!(
                 "no object store `{label}` is configured"
             )));
         }
     }
     for label in &tenant.sql {
-        if !state.config.runtime.sql.contains_key(label) {
+        if !state.services.config.runtime.sql.contains_key(label) {
             return Err(ApiError::bad_request(format!(
                 "no SQL source `{label}` is configured"
             )));
         }
     }
-    let id = state.db.ensure_tenant(&tenant.name).await?;
+    let id = state.services.db.ensure_tenant(&tenant.name).await?;
     let grants = GrantSet {
         objects: tenant.objects.clone(),
         sql: tenant.sql.clone(),
     };
-    state.db.set_tenant_grants(&id, &grants).await?;
+    state.services.db.set_tenant_grants(&id, &grants).await?;
     Ok((StatusCode::CREATED, Json(tenant)))
 }
 
@@ -76,8 +78,8 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<Tenant>>> {
     require_admin(&caller)?;
     let mut out = Vec::new();
-    for (id, name) in state.db.list_tenants().await? {
-        let grants = state.db.tenant_grants(&id).await?;
+    for (id, name) in state.services.db.list_tenants().await? {
+        let grants = state.services.db.tenant_grants(&id).await?;
         out.push(Tenant {
             name,
             objects: grants.objects,
@@ -113,6 +115,7 @@ pub async fn create_token(
     rand::rng().fill_bytes(&mut secret);
     let token = format!("cs_{}", hex::encode(secret));
     let id = state
+        .services
         .db
         .add_token(&tenant_id, &hash_token(&token), false)
         .await?;
@@ -137,8 +140,8 @@ impl From<TokenRecord> for TokenView {
         TokenView {
             id: token.id,
             source: token.source,
-            created_at: super::runs::time(token.created_at),
-            revoked_at: token.revoked_at.map(super::runs::time),
+            created_at: crate::model::time(token.created_at),
+            revoked_at: token.revoked_at.map(crate::model::time),
         }
     }
 }
@@ -158,13 +161,14 @@ pub async fn list_tokens(
 ) -> ApiResult<Json<Vec<TokenView>>> {
     require_admin(&caller)?;
     let tenant_id = tenant_id(&state, &name).await?;
-    let tokens = state.db.list_tokens(&tenant_id).await?;
+    let tokens = state.services.db.list_tokens(&tenant_id).await?;
     Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
 }
 
 /// The id of tenant `name`, or a 404.
 async fn tenant_id(state: &AppState, name: &str) -> ApiResult<String> {
     state
+        .services
         .db
         .tenant_id(name)
         .await?
@@ -185,7 +189,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     require_admin(&caller)?;
-    if state.db.revoke_token(&id).await? {
+    if state.services.db.revoke_token(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("token {id}")))

@@ -3,7 +3,8 @@
 
 use sqlx::Row;
 
-use super::{Db, DbError, GrantSet, db_err};
+use super::db::{Db, DbError, new_id, now_ms};
+use crate::model::GrantSet;
 
 /// Per-tenant limits, so that one tenant cannot crowd out the others.
 /// They are keys of the tenant's `[tenants.NAME]` table; a tenant the
@@ -48,8 +49,7 @@ impl Db {
         .bind(i64::from(quotas.max_running_runs))
         .bind(i64::from(quotas.max_schedules))
         .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         Ok(())
     }
 
@@ -60,13 +60,12 @@ impl Db {
         )
         .bind(tenant_id)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         let Some(row) = row else {
             return Ok(TenantQuotas::default());
         };
         let get = |column: &str| -> Result<u32, DbError> {
-            let value: i64 = row.try_get(column).map_err(db_err)?;
+            let value: i64 = row.try_get(column)?;
             Ok(u32::try_from(value).unwrap_or(u32::MAX))
         };
         Ok(TenantQuotas {
@@ -88,9 +87,8 @@ impl Db {
         let row = sqlx::query(count_sql)
             .bind(tenant_id)
             .fetch_one(&mut **tx)
-            .await
-            .map_err(db_err)?;
-        let count: i64 = row.try_get("n").map_err(db_err)?;
+            .await?;
+        let count: i64 = row.try_get("n")?;
         if count >= limit {
             return Err(DbError::QuotaExceeded { quota, limit });
         }
@@ -117,10 +115,9 @@ impl Db {
         ))
         .bind(tenant_id)
         .fetch_all(&mut **tx)
-        .await
-        .map_err(db_err)?;
+        .await?;
         match rows.first() {
-            Some(row) => row.try_get(quota).map_err(db_err),
+            Some(row) => row.try_get(quota).map_err(DbError::from),
             None => Err(DbError::Other(format!("no tenant {tenant_id}"))),
         }
     }
@@ -135,8 +132,7 @@ impl Db {
             .bind(tenant_id)
             .bind(text)
             .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .await?;
         Ok(())
     }
 
@@ -145,12 +141,11 @@ impl Db {
         let row = sqlx::query("SELECT allowed_grants FROM tenants WHERE id = $1")
             .bind(tenant_id)
             .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .await?;
         let Some(row) = row else {
             return Ok(GrantSet::default());
         };
-        let text: String = row.try_get("allowed_grants").map_err(db_err)?;
+        let text: String = row.try_get("allowed_grants")?;
         serde_json::from_str(&text)
             .map_err(|e| DbError::Other(format!("corrupt allowed_grants: {e}")))
     }
@@ -160,8 +155,38 @@ impl Db {
         let row = sqlx::query("SELECT id FROM tenants WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
-        row.map(|r| r.try_get("id").map_err(db_err)).transpose()
+            .await?;
+        row.map(|r| r.try_get("id").map_err(DbError::from))
+            .transpose()
+    }
+}
+
+impl Db {
+    /// The tenant named `name`, created if missing. Returns its id.
+    pub async fn ensure_tenant(&self, name: &str) -> Result<String, DbError> {
+        sqlx::query(
+            "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(name)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT id FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_get("id").map_err(DbError::from)
+    }
+
+    /// `(id, name)` of every tenant.
+    pub async fn list_tenants(&self) -> Result<Vec<(String, String)>, DbError> {
+        let rows = sqlx::query("SELECT id, name FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+            .collect()
     }
 }

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::http::header::{self, HeaderValue};
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -37,8 +38,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
+use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::api::ApiError;
+use super::error::ApiError;
 use crate::config::ServerSection;
 
 /// Connections past `max_connections` that are still answered with a 503
@@ -312,7 +314,7 @@ async fn connection(
 /// and closes it.
 async fn refuse(stream: TcpStream, limits: Limits, _permit: OwnedSemaphorePermit) {
     let max = limits.max_connections;
-    let answer = crate::api::security_headers(Router::new().fallback(move || async move {
+    let answer = security_headers(Router::new().fallback(move || async move {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
@@ -331,4 +333,21 @@ async fn refuse(stream: TcpStream, limits: Limits, _permit: OwnedSemaphorePermit
     // The header timer bounds the wait for the request; this bounds
     // writing the answer to a client that does not read.
     let _ = tokio::time::timeout(limits.header_read_timeout * 2, conn).await;
+}
+
+/// Adds the headers every response carries, outermost so that errors and
+/// refusals have them too: no content sniffing of a task's log or output,
+/// and no copy of a response (a minted token above all) in any cache.
+pub fn security_headers<S: Clone + Send + Sync + 'static>(
+    router: axum::Router<S>,
+) -> axum::Router<S> {
+    router
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
 }

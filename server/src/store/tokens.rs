@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{Db, DbError, db_err};
+use super::db::{Db, DbError, new_id, now_ms};
 
 /// Where a token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -47,8 +47,7 @@ impl Db {
             .bind(&id)
             .bind(TokenSource::Config.as_str())
             .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .await?;
         Ok(id)
     }
 
@@ -63,11 +62,10 @@ impl Db {
             sqlx::query("SELECT id FROM api_tokens WHERE source = $1 AND revoked_at IS NULL")
                 .bind(TokenSource::Config.as_str())
                 .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
+                .await?;
         let mut revoked = 0;
         for row in live {
-            let id: String = row.try_get("id").map_err(db_err)?;
+            let id: String = row.try_get("id")?;
             if !listed.contains(&id) && self.revoke_token(&id).await? {
                 revoked += 1;
             }
@@ -83,21 +81,81 @@ impl Db {
         )
         .bind(tenant_id)
         .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         rows.iter()
             .map(|row| {
-                let source: String = row.try_get("source").map_err(db_err)?;
+                let source: String = row.try_get("source")?;
                 Ok(TokenRecord {
-                    id: row.try_get("id").map_err(db_err)?,
+                    id: row.try_get("id")?,
                     source: match source.as_str() {
                         "config" => TokenSource::Config,
                         _ => TokenSource::Api,
                     },
-                    created_at: row.try_get("created_at").map_err(db_err)?,
-                    revoked_at: row.try_get("revoked_at").map_err(db_err)?,
+                    created_at: row.try_get("created_at")?,
+                    revoked_at: row.try_get("revoked_at")?,
                 })
             })
             .collect()
+    }
+}
+
+impl Db {
+    /// Stores a token hash for a tenant; idempotent on the hash. Returns the token id.
+    ///
+    /// A hash already stored for another tenant is a [`DbError::Conflict`];
+    /// a revoked token stays revoked.
+    pub async fn add_token(
+        &self,
+        tenant_id: &str,
+        token_hash: &str,
+        admin: bool,
+    ) -> Result<String, DbError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, tenant_id, token_hash, admin, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(tenant_id)
+        .bind(token_hash)
+        .bind(i64::from(admin))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT id, tenant_id FROM api_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_one(&self.pool)
+            .await?;
+        let owner: String = row.try_get("tenant_id")?;
+        if owner != tenant_id {
+            return Err(DbError::Conflict(
+                "this token belongs to another tenant".into(),
+            ));
+        }
+        row.try_get("id").map_err(DbError::from)
+    }
+
+    /// The tenant id and admin flag of a live (not revoked) token.
+    pub async fn token(&self, token_hash: &str) -> Result<Option<(String, bool)>, DbError> {
+        let row = sqlx::query(
+            "SELECT tenant_id, admin FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let admin: i64 = row.try_get("admin")?;
+        Ok(Some((row.try_get("tenant_id")?, admin != 0)))
+    }
+
+    /// Revokes a token by id; true if it existed and was live.
+    pub async fn revoke_token(&self, token_id: &str) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(token_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 }

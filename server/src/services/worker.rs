@@ -7,21 +7,26 @@
 //! database (`finish_attempt` checks the lease holder). So a run completes
 //! at most once, and at least once as long as some worker lives.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use caisson_host_api::Grants;
-use caisson_host_api::log::{LogRecord, LogSink, Source};
+use caisson_host_api::log::{LogRecord, LogSink};
 use caisson_runtime::{LoadedTask, RunError, RunLimits, RunRequest, Runtime};
+use futures::FutureExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use rand::Rng;
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tracing::Instrument;
 
+use super::artifacts::{module_key, output_key};
+use super::context::Services;
+use super::supervise::{RESTART_DELAY, supervise};
 use crate::config::ServerConfig;
-use crate::db::{AttemptOutcome, Claim, Db, DbError, DbKind, GrantSet, RunRecord, RunState};
 use crate::metrics::Metrics;
+use crate::model::{GrantSet, LogSource, NewLogLine, RunState};
+use crate::store::{AttemptOutcome, Claim, Db, DbError, DbKind, RunRecord};
 
 /// The longest delay between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -89,17 +94,18 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker sharing `state`'s database, runtime and module store.
-    pub fn new(state: &crate::api::AppState) -> Arc<Self> {
-        let (db, runtime, modules, config, metrics, work_available, scheduler_wake) = (
-            state.db.clone(),
-            state.runtime.clone(),
-            state.modules.clone(),
-            state.config.clone(),
-            state.metrics.clone(),
-            state.work_available.clone(),
-            state.scheduler_wake.clone(),
-        );
+    /// A worker over `services`' database, runtime and module store.
+    pub fn new(services: &Services) -> Arc<Self> {
+        let Services {
+            db,
+            modules,
+            runtime,
+            config,
+            metrics,
+            work_available,
+            scheduler_wake,
+            workflow_defs: _,
+        } = services.clone();
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let id = format!(
             "{}-{}-{}",
@@ -142,7 +148,19 @@ impl Worker {
             let worker = self.clone();
             let shutdown = shutdown.clone();
             let hand_back = hand_back.clone();
-            tasks.spawn(async move { worker.slot(slot, shutdown, hand_back).await });
+            // A slot that panics is restarted; the memory it had reserved
+            // for its run stays reserved (the run itself is re-queued when
+            // its lease expires), so the worker errs towards admitting less.
+            tasks.spawn(async move {
+                let metrics = worker.metrics.clone();
+                supervise("worker", &metrics, shutdown.clone(), RESTART_DELAY, || {
+                    (worker
+                        .clone()
+                        .slot(slot, shutdown.clone(), hand_back.clone()))
+                    .map(Ok::<(), Infallible>)
+                })
+                .await
+            });
         }
         let mut shutdown_seen = shutdown.clone();
         let _ = shutdown_seen.wait_for(|s| *s).await;
@@ -204,7 +222,7 @@ impl Worker {
             .claim_run(
                 &self.id,
                 self.config.server.lease,
-                crate::now_ms(),
+                crate::model::now_ms(),
                 *free as i64,
             )
             .await?;
@@ -219,7 +237,7 @@ impl Worker {
         if let Some(task) = self.runtime.loaded(digest) {
             return Ok(task);
         }
-        let key = crate::api::module_key(digest);
+        let key = module_key(digest);
         let bytes = match self.modules.get(&key).await {
             Ok(result) => result
                 .bytes()
@@ -259,7 +277,7 @@ impl Worker {
         let Claim { run, attempt } = claim;
         let started = Instant::now();
         self.metrics.waited(Duration::from_millis(
-            (crate::now_ms() - run.not_before).max(0) as u64,
+            (crate::model::now_ms() - run.not_before).max(0) as u64,
         ));
 
         let logs = LogShipper::start(self.db.clone(), run.id.clone(), attempt);
@@ -305,10 +323,8 @@ impl Worker {
                 GrantSet::default()
             }
         };
-        let withheld: Vec<&str> = (run.grants.objects.iter())
-            .filter(|l| !allowed.objects.contains(l))
-            .chain(run.grants.sql.iter().filter(|l| !allowed.sql.contains(l)))
-            .map(String::as_str)
+        let withheld: Vec<&str> = (run.grants.not_in(&allowed).into_iter())
+            .map(|(_, label)| label)
             .collect();
         if !withheld.is_empty() {
             logs.system(format!(
@@ -320,16 +336,7 @@ impl Worker {
         let defaults = self.config.runtime.limits;
         let mut request = RunRequest::new(run.input.clone(), Arc::new(logs.sink()));
         request.params = run.params.clone();
-        request.grants = Grants {
-            objects: (run.grants.objects.iter())
-                .filter(|l| allowed.objects.contains(l))
-                .cloned()
-                .collect(),
-            sql: (run.grants.sql.iter())
-                .filter(|l| allowed.sql.contains(l))
-                .cloned()
-                .collect(),
-        };
+        request.grants = run.grants.within(&allowed);
         request.limits = Some(RunLimits {
             timeout: Duration::from_millis(run.timeout_ms.max(1) as u64),
             memory: run.memory_bytes.max(0) as u64,
@@ -377,7 +384,7 @@ impl Worker {
         let outcome = match result {
             Ok(output) if output.len() as u64 > self.config.server.inline_output_bytes => {
                 // Large outputs go to the artifact store, not the database row.
-                let key = crate::api::output_key(&run.id);
+                let key = output_key(&run.id);
                 let size = output.len();
                 match self.modules.put(&key, output.into()).await {
                     Ok(_) => {
@@ -435,7 +442,7 @@ impl Worker {
             let delay = backoff(Duration::from_millis(run.backoff_ms.max(0) as u64), attempt);
             AttemptOutcome::Retry {
                 error,
-                not_before: crate::now_ms() + delay.as_millis() as i64,
+                not_before: crate::model::now_ms() + delay.as_millis() as i64,
                 timed_out: state == RunState::TimedOut,
             }
         } else {
@@ -465,7 +472,7 @@ impl Worker {
         loop {
             match self
                 .db
-                .finish_attempt(&run.id, &self.id, attempt, &outcome, crate::now_ms())
+                .finish_attempt(&run.id, &self.id, attempt, &outcome, crate::model::now_ms())
                 .await
             {
                 Ok(true) => break,
@@ -515,7 +522,7 @@ async fn heartbeat(
     interval.tick().await;
     loop {
         interval.tick().await;
-        let until = crate::now_ms() + lease.as_millis() as i64;
+        let until = crate::model::now_ms() + lease.as_millis() as i64;
         match db.heartbeat(&run_id, &worker_id, until).await {
             Ok(Some(false)) => {}
             Ok(Some(true)) => {
@@ -537,13 +544,13 @@ async fn heartbeat(
 /// Buffers a run's log and writes it to the database in batches, so a
 /// chatty task costs a few inserts a second rather than one per line.
 struct LogShipper {
-    tx: mpsc::UnboundedSender<(i64, String, String, String)>,
+    tx: mpsc::UnboundedSender<NewLogLine>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl LogShipper {
     fn start(db: Db, run_id: String, attempt: i64) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(i64, String, String, String)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<NewLogLine>();
         let task = tokio::spawn(async move {
             let mut batch = Vec::new();
             let mut open = true;
@@ -581,9 +588,7 @@ impl LogShipper {
 
     /// A line from Caisson itself, not the task.
     fn system(&self, message: String) {
-        let _ = self
-            .tx
-            .send((crate::now_ms(), "info".into(), "caisson".into(), message));
+        let _ = self.tx.send(NewLogLine::system(message));
     }
 
     /// Flushes everything and stops.
@@ -594,24 +599,13 @@ impl LogShipper {
 }
 
 struct ShipperSink {
-    tx: mpsc::UnboundedSender<(i64, String, String, String)>,
+    tx: mpsc::UnboundedSender<NewLogLine>,
 }
 
 impl LogSink for ShipperSink {
     fn record(&self, record: LogRecord) {
-        let source = match record.source {
-            Source::Task => "task",
-            Source::Stdout => "stdout",
-            Source::Stderr => "stderr",
-        };
-        let level = record.level.to_string().to_ascii_lowercase();
         // The runtime caps the bytes a run may log, which bounds this channel.
-        let _ = self.tx.send((
-            record.time.timestamp_millis(),
-            level,
-            source.into(),
-            record.message,
-        ));
+        let _ = self.tx.send(record.into());
     }
 
     fn progress(&self, done: u64, total: u64) {
@@ -620,9 +614,10 @@ impl LogSink for ShipperSink {
         } else {
             format!("progress {done}")
         };
-        let _ = self
-            .tx
-            .send((crate::now_ms(), "info".into(), "progress".into(), message));
+        let _ = self.tx.send(NewLogLine {
+            source: LogSource::Progress,
+            ..NewLogLine::system(message)
+        });
     }
 }
 

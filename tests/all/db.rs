@@ -10,10 +10,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
-use caisson_server::db::{
-    AttemptOutcome, Db, DbError, DbKind, GrantSet, ModuleRecord, NewRun, RunFilter, RunState,
-    ScheduleRecord, TenantQuotas,
+use caisson_host_api::log::Level;
+use caisson_server::model::{GrantSet, LogSource, NewLogLine, RunState};
+use caisson_server::store::{
+    AttemptOutcome, Db, DbError, DbKind, ModuleRecord, NewRun, RunFilter, ScheduleRecord,
+    TenantQuotas,
 };
+use caisson_tests::postgres_url;
 use sqlx::Connection;
 
 const NOW: i64 = 1_700_000_000_000;
@@ -68,19 +71,6 @@ struct Backend {
     /// Connects another `Db` to the same database.
     url: String,
     _cleanup: Cleanup,
-}
-
-fn postgres_url() -> Option<String> {
-    match std::env::var("CAISSON_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            if std::env::var("CAISSON_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("CAISSON_REQUIRE_SERVICES=1 but CAISSON_TEST_POSTGRES_URL is not set");
-            }
-            eprintln!("note: CAISSON_TEST_POSTGRES_URL is not set; skipping PostgreSQL");
-            None
-        }
-    }
 }
 
 async fn sqlite(max_connections: u32) -> Backend {
@@ -200,17 +190,15 @@ fn module(name: &str, version: &str, digest: &str, created_at: i64) -> ModuleRec
     }
 }
 
-fn lines(messages: &[&str]) -> Vec<(i64, String, String, String)> {
+fn lines(messages: &[&str]) -> Vec<NewLogLine> {
     messages
         .iter()
         .enumerate()
-        .map(|(i, m)| {
-            (
-                NOW + i as i64,
-                "info".to_owned(),
-                "task".to_owned(),
-                (*m).to_owned(),
-            )
+        .map(|(i, m)| NewLogLine {
+            time: NOW + i as i64,
+            level: Level::Info,
+            source: LogSource::Task,
+            message: (*m).to_owned(),
         })
         .collect()
 }

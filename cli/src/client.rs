@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use caisson_server::api::guard::CLIENT_HEADER;
-use caisson_server::api::runs::{LogPage, RunPage, RunView, SubmitRun};
-use caisson_server::db::{GrantSet, LogLine, ModuleRecord};
+use caisson_server::api::runs::{LogPage, RunPage, RunView};
+use caisson_server::model::{GrantSet, SubmitRun};
+use caisson_server::store::{LogLine, ModuleRecord};
 use clap::Subcommand;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -83,7 +84,7 @@ pub enum RunRemote {
         #[arg(long)]
         timeout: Option<String>,
         /// e.g. `64MiB`.
-        #[arg(long, value_parser = crate::parse_bytes)]
+        #[arg(long, value_parser = crate::args::parse_bytes)]
         memory: Option<u64>,
         #[arg(long, default_value_t = 0)]
         retries: u32,
@@ -346,7 +347,7 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
             wait,
             conn,
         } => {
-            let input = crate::read_input(&input)?;
+            let input = crate::args::read_input(&input)?;
             let (input, input_base64) = match String::from_utf8(input) {
                 Ok(text) => (Some(serde_json::Value::String(text)), None),
                 Err(e) => {
@@ -357,14 +358,14 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
                     )
                 }
             };
-            let parsed = crate::parse_grants(&grants)?;
+            let parsed = crate::args::parse_grants(&grants)?;
             let submit = SubmitRun {
                 module,
                 version,
                 digest: None,
                 input,
                 input_base64,
-                params: crate::parse_params(&params)?,
+                params: crate::args::parse_params(&params)?,
                 grants: GrantSet {
                     objects: parsed.objects.into_iter().collect(),
                     sql: parsed.sql.into_iter().collect(),
@@ -372,7 +373,7 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
                 timeout,
                 memory,
                 fuel: None,
-                retries: caisson_server::api::runs::RetryPolicy {
+                retries: caisson_server::model::RetryPolicy {
                     max: retries,
                     backoff,
                     on_timeout: retry_timeouts,
@@ -415,7 +416,7 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
             } else if let Some(output) = &finished.output {
                 println!("{}", escape_controls(output));
             }
-            if finished.state != caisson_server::db::RunState::Succeeded {
+            if finished.state != caisson_server::model::RunState::Succeeded {
                 bail!(
                     "run {} {:?}: {}",
                     finished.id,
@@ -696,7 +697,7 @@ pub async fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
             catch_up,
             conn,
         } => {
-            let parsed = crate::parse_grants(&grants)?;
+            let parsed = crate::args::parse_grants(&grants)?;
             let body = serde_json::json!({
                 "name": name,
                 "cron": cron,
@@ -704,7 +705,7 @@ pub async fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
                 "catch_up": catch_up,
                 "run": {
                     "module": module,
-                    "params": crate::parse_params(&params)?,
+                    "params": crate::args::parse_params(&params)?,
                     "grants": {"objects": parsed.objects, "sql": parsed.sql},
                 },
             });

@@ -10,41 +10,65 @@
 //! every run started here carries an idempotency key, so a race starts
 //! nothing twice. [`tick`] takes "now" as an argument so tests drive time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::api::runs::{SubmitRun, prepare, time};
-use crate::api::{ApiError, AppState};
+use super::admission::{self, AdmissionError};
+use super::context::Services;
+use super::workflow_defs::WorkflowDefs;
 use crate::cron::{CatchUp, CronSchedule, due_fires, render_template};
 use crate::dag::{self, StepState, WorkflowDef};
-use crate::db::{Db, DbError, OpenWorkflowRun, RunState, ScheduleRecord};
+use crate::model::{RunState, SubmitRun, time};
+use crate::store::{Db, DbError, OpenWorkflowRun, ScheduleRecord};
+
+/// Why a schedule could not fire or a workflow could not move on. The
+/// scheduler logs it and tries again on the next tick.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A run the schedule or workflow starts was not admitted.
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
+    /// What the store holds no longer reads: a template, a cron expression
+    /// or a workflow written by another version, or a row gone missing.
+    #[error("{what}: {message}")]
+    Corrupt { what: &'static str, message: String },
+}
+
+fn corrupt(what: &'static str, message: impl std::fmt::Display) -> SchedulerError {
+    SchedulerError::Corrupt {
+        what,
+        message: message.to_string(),
+    }
+}
 
 /// The most missed fire times one schedule starts per tick; the rest
 /// follow on the next ticks, so a long outage drains in batches.
 const CATCH_UP_BATCH: usize = 100;
 
 /// Runs [`tick`] every `server.tick`, or sooner when woken, until `shutdown`.
-pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(state.config.server.tick);
+pub async fn run(services: Services, mut shutdown: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(services.config.server.tick);
     loop {
         tokio::select! {
             _ = interval.tick() => {}
-            () = state.scheduler_wake.notified() => {}
+            () = services.scheduler_wake.notified() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        tick(&state, Utc::now()).await;
+        tick(&services, Utc::now()).await;
     }
 }
 
 /// One pass of every duty, as of `now`. Failures are logged and retried
 /// on the next tick.
-pub async fn tick(state: &AppState, now: DateTime<Utc>) {
+pub async fn tick(state: &Services, now: DateTime<Utc>) {
     match state.db.requeue_expired(now.timestamp_millis()).await {
         Ok(0) => {}
         Ok(n) => {
@@ -60,7 +84,7 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) {
         Ok(due) => {
             for (tenant_id, schedule) in due {
                 if let Err(e) = fire(state, &tenant_id, &schedule, now).await {
-                    tracing::warn!(schedule = %schedule.name, "could not fire: {}", e.message);
+                    tracing::warn!(schedule = %schedule.name, "could not fire: {e}");
                 }
             }
         }
@@ -71,7 +95,7 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) {
             state.workflow_defs.keep_only(&runs);
             for run in runs {
                 if let Err(e) = advance_workflow(state, &run).await {
-                    tracing::warn!(workflow_run = %run.id, "could not advance: {}", e.message);
+                    tracing::warn!(workflow_run = %run.id, "could not advance: {e}");
                 }
             }
         }
@@ -79,84 +103,39 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) {
     }
 }
 
-/// The parsed definitions of open workflow runs, so that a tick does not
-/// read and parse every definition again (a workflow may have thousands
-/// of steps).
-///
-/// A workflow run keeps the definition it started with (a snapshot in
-/// `workflow_runs.definition`), so an entry never goes stale: changing a
-/// workflow (deleting it and creating it again) changes only the runs
-/// started after, which have new ids. An entry is dropped when its run is
-/// no longer open.
-#[derive(Default)]
-pub struct WorkflowDefs {
-    defs: std::sync::Mutex<HashMap<String, Arc<WorkflowDef>>>,
-    loads: AtomicU64,
-}
-
-impl WorkflowDefs {
-    /// How many definitions were read from the database so far: one per
-    /// workflow run this process moved along, however many ticks it took.
-    pub fn loads(&self) -> u64 {
-        self.loads.load(Ordering::Relaxed)
+/// The definition `run` started with, from `defs` or else the store.
+async fn definition(
+    defs: &WorkflowDefs,
+    db: &Db,
+    run: &OpenWorkflowRun,
+) -> Result<Arc<WorkflowDef>, SchedulerError> {
+    if let Some(def) = defs.get(&run.id) {
+        return Ok(def);
     }
-
-    /// How many definitions are held now.
-    pub fn len(&self) -> usize {
-        self.defs.lock().unwrap().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn get(&self, run_id: &str) -> Option<Arc<WorkflowDef>> {
-        self.defs.lock().unwrap().get(run_id).cloned()
-    }
-
-    fn insert(&self, run_id: &str, def: Arc<WorkflowDef>) {
-        self.defs.lock().unwrap().insert(run_id.to_string(), def);
-    }
-
-    /// Drops the definitions of runs not in `open`.
-    fn keep_only(&self, open: &[OpenWorkflowRun]) {
-        let open: HashSet<&str> = open.iter().map(|r| r.id.as_str()).collect();
-        self.defs
-            .lock()
-            .unwrap()
-            .retain(|id, _| open.contains(id.as_str()));
-    }
-
-    /// The definition `run` started with.
-    async fn of(&self, db: &Db, run: &OpenWorkflowRun) -> Result<Arc<WorkflowDef>, ApiError> {
-        if let Some(def) = self.get(&run.id) {
-            return Ok(def);
-        }
-        self.loads.fetch_add(1, Ordering::Relaxed);
-        let value = db
-            .workflow_run_definition(&run.id)
-            .await?
-            .ok_or_else(|| ApiError::internal("a workflow run vanished", &run.id))?;
-        let def = Arc::new(
-            WorkflowDef::deserialize(&value)
-                .map_err(|e| ApiError::internal("a stored workflow no longer parses", e))?,
-        );
-        self.insert(&run.id, def.clone());
-        Ok(def)
-    }
+    defs.loaded();
+    let value = db
+        .workflow_run_definition(&run.id)
+        .await?
+        .ok_or_else(|| corrupt("a workflow run vanished", &run.id))?;
+    let def = Arc::new(
+        WorkflowDef::deserialize(&value)
+            .map_err(|e| corrupt("a stored workflow no longer parses", e))?,
+    );
+    defs.insert(&run.id, def.clone());
+    Ok(def)
 }
 
 async fn fire(
-    state: &AppState,
+    state: &Services,
     tenant_id: &str,
     schedule: &ScheduleRecord,
     now: DateTime<Utc>,
-) -> Result<(), ApiError> {
+) -> Result<(), SchedulerError> {
     let Some(expected) = schedule.next_fire_at else {
         return Ok(());
     };
     let cron = CronSchedule::parse(&schedule.cron, &schedule.timezone)
-        .map_err(|e| ApiError::internal("a stored cron expression no longer parses", e))?;
+        .map_err(|e| corrupt("a stored cron expression no longer parses", e))?;
     let catch_up = if schedule.catch_up == "all" {
         CatchUp::All
     } else {
@@ -188,14 +167,14 @@ async fn fire(
 
 /// Starts the run of `schedule` for the logical date `fire`.
 pub async fn start_scheduled(
-    state: &AppState,
+    state: &Services,
     tenant_id: &str,
     schedule: &ScheduleRecord,
     cron: &CronSchedule,
     fire: DateTime<Utc>,
-) -> Result<String, ApiError> {
+) -> Result<String, SchedulerError> {
     let mut submit: SubmitRun = serde_json::from_value(schedule.template.clone())
-        .map_err(|e| ApiError::internal("a stored run template no longer parses", e))?;
+        .map_err(|e| corrupt("a stored run template no longer parses", e))?;
     let zone = cron.time_zone();
     for value in submit.params.values_mut() {
         *value = render_template(value, fire, zone);
@@ -213,14 +192,10 @@ pub async fn start_scheduled(
         schedule.id,
         fire.timestamp_millis()
     ));
-    let mut run = prepare(state, tenant_id, submit).await?;
+    let mut run = admission::prepare(state, tenant_id, submit).await?;
     run.schedule_id = Some(schedule.id.clone());
     run.logical_date = Some(fire.timestamp_millis());
-    let (id, created) = state.db.submit_run(&run, crate::now_ms()).await?;
-    if created {
-        state.metrics.submitted();
-        state.work_available.notify_waiters();
-    }
+    let (id, _) = admission::enqueue(state, &run).await?;
     Ok(id)
 }
 
@@ -235,8 +210,11 @@ fn step_state(state: &str) -> StepState {
 }
 
 /// Moves one workflow run as far as it can go now.
-pub async fn advance_workflow(state: &AppState, run: &OpenWorkflowRun) -> Result<(), ApiError> {
-    let def = state.workflow_defs.of(&state.db, run).await?;
+pub async fn advance_workflow(
+    state: &Services,
+    run: &OpenWorkflowRun,
+) -> Result<(), SchedulerError> {
+    let def = definition(&state.workflow_defs, &state.db, run).await?;
     let def = def.as_ref();
     // One read settles the steps whose runs finished; the passes below
     // then work on the states in memory. Every move is compare-and-set, so
@@ -276,7 +254,7 @@ pub async fn advance_workflow(state: &AppState, run: &OpenWorkflowRun) -> Result
             };
             state
                 .db
-                .finish_workflow_run(&run.id, outcome, crate::now_ms())
+                .finish_workflow_run(&run.id, outcome, crate::model::now_ms())
                 .await?;
             return Ok(());
         }
@@ -306,17 +284,19 @@ pub async fn advance_workflow(state: &AppState, run: &OpenWorkflowRun) -> Result
 }
 
 async fn start_step(
-    state: &AppState,
+    state: &Services,
     run: &OpenWorkflowRun,
     def: &WorkflowDef,
     step: &str,
     run_ids: &BTreeMap<String, String>,
-) -> Result<Option<StepState>, ApiError> {
+) -> Result<Option<StepState>, SchedulerError> {
     let step_def = def
         .steps
         .iter()
         .find(|s| s.name == step)
-        .expect("advance names known steps");
+        // `dag::advance` names only steps of `def`; should that ever break,
+        // the workflow waits with an error rather than the scheduler dying.
+        .ok_or_else(|| corrupt("a workflow step is not in its definition", step))?;
     let mut outputs = BTreeMap::new();
     for dep in &step_def.depends_on {
         if let Some(run_id) = run_ids.get(dep)
@@ -326,19 +306,19 @@ async fn start_step(
         }
     }
     let mut submit: SubmitRun = serde_json::from_value(step_def.run.clone())
-        .map_err(|e| ApiError::internal("a stored step template no longer parses", e))?;
+        .map_err(|e| corrupt("a stored step template no longer parses", e))?;
     if let Some(input) = dag::step_input(def, step, &outputs) {
         submit.input = None;
         submit.input_base64 = Some(base64::engine::general_purpose::STANDARD.encode(input));
     }
     submit.idempotency_key = Some(format!("workflow:{}:{step}", run.id));
-    let prepared = prepare(state, &run.tenant_id, submit).await;
+    let prepared = admission::prepare(state, &run.tenant_id, submit).await;
     let mut new_run = match prepared {
         Ok(new_run) => new_run,
         Err(e) => {
             // The module or a grant went away since the workflow was
             // defined: this step fails, and the DAG decides the rest.
-            tracing::warn!(workflow_run = %run.id, step, "cannot start step: {}", e.message);
+            tracing::warn!(workflow_run = %run.id, step, "cannot start step: {e}");
             state
                 .db
                 .move_step(&run.id, step, "pending", "failed", None)
@@ -348,7 +328,7 @@ async fn start_step(
     };
     new_run.workflow_run_id = Some(run.id.clone());
     new_run.step_name = Some(step.to_string());
-    let (run_id, created) = match state.db.submit_run(&new_run, crate::now_ms()).await {
+    let (run_id, created) = match state.db.submit_run(&new_run, crate::model::now_ms()).await {
         Ok(submitted) => submitted,
         Err(e @ DbError::QuotaExceeded { .. }) => {
             tracing::debug!(workflow_run = %run.id, step, "step waits: {e}");

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Db, DbError, db_err, new_id};
+use super::db::{Db, DbError, new_id};
 
 /// A stored cron schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -67,49 +67,49 @@ pub struct StepRecord {
 
 fn step_from_row(row: &AnyRow) -> Result<StepRecord, DbError> {
     Ok(StepRecord {
-        name: row.try_get("step_name").map_err(db_err)?,
-        state: row.try_get("state").map_err(db_err)?,
-        run_id: row.try_get("run_id").map_err(db_err)?,
+        name: row.try_get("step_name")?,
+        state: row.try_get("state")?,
+        run_id: row.try_get("run_id")?,
     })
 }
 
 fn json_column(row: &AnyRow, column: &str) -> Result<serde_json::Value, DbError> {
-    let text: String = row.try_get(column).map_err(db_err)?;
+    let text: String = row.try_get(column)?;
     serde_json::from_str(&text).map_err(|e| DbError::Other(format!("corrupt {column}: {e}")))
 }
 
 fn schedule_from_row(row: &AnyRow) -> Result<ScheduleRecord, DbError> {
     Ok(ScheduleRecord {
-        id: row.try_get("id").map_err(db_err)?,
-        name: row.try_get("name").map_err(db_err)?,
-        cron: row.try_get("cron").map_err(db_err)?,
-        timezone: row.try_get("timezone").map_err(db_err)?,
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        cron: row.try_get("cron")?,
+        timezone: row.try_get("timezone")?,
         template: json_column(row, "template")?,
-        catch_up: row.try_get("catch_up").map_err(db_err)?,
-        paused: row.try_get::<i64, _>("paused").map_err(db_err)? != 0,
-        next_fire_at: row.try_get("next_fire_at").map_err(db_err)?,
-        last_fired_at: row.try_get("last_fired_at").map_err(db_err)?,
-        created_at: row.try_get("created_at").map_err(db_err)?,
+        catch_up: row.try_get("catch_up")?,
+        paused: row.try_get::<i64, _>("paused")? != 0,
+        next_fire_at: row.try_get("next_fire_at")?,
+        last_fired_at: row.try_get("last_fired_at")?,
+        created_at: row.try_get("created_at")?,
     })
 }
 
 fn workflow_from_row(row: &AnyRow) -> Result<WorkflowRecord, DbError> {
     Ok(WorkflowRecord {
-        name: row.try_get("name").map_err(db_err)?,
+        name: row.try_get("name")?,
         definition: json_column(row, "definition")?,
-        created_at: row.try_get("created_at").map_err(db_err)?,
+        created_at: row.try_get("created_at")?,
     })
 }
 
 fn workflow_run_from_row(row: &AnyRow) -> Result<WorkflowRunRecord, DbError> {
     Ok(WorkflowRunRecord {
-        id: row.try_get("id").map_err(db_err)?,
-        tenant_id: row.try_get("tenant_id").map_err(db_err)?,
-        workflow: row.try_get("workflow_name").map_err(db_err)?,
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        workflow: row.try_get("workflow_name")?,
         definition: json_column(row, "definition")?,
-        state: row.try_get("state").map_err(db_err)?,
-        created_at: row.try_get("created_at").map_err(db_err)?,
-        finished_at: row.try_get("finished_at").map_err(db_err)?,
+        state: row.try_get("state")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
     })
 }
 
@@ -128,7 +128,7 @@ impl Db {
         tenant_id: &str,
         schedule: &ScheduleRecord,
     ) -> Result<(), DbError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool.begin().await?;
         let limit = Db::lock_tenant(&mut tx, tenant_id, "max_schedules").await?;
         // Dropping `tx` on a refusal rolls it back.
         Db::within_quota(
@@ -154,9 +154,8 @@ impl Db {
         .bind(schedule.last_fired_at)
         .bind(schedule.created_at)
         .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -166,8 +165,7 @@ impl Db {
         ))
         .bind(tenant_id)
         .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         rows.iter().map(schedule_from_row).collect()
     }
 
@@ -182,8 +180,7 @@ impl Db {
         .bind(tenant_id)
         .bind(name)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         row.as_ref().map(schedule_from_row).transpose()
     }
 
@@ -192,8 +189,7 @@ impl Db {
             .bind(tenant_id)
             .bind(name)
             .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -213,8 +209,7 @@ impl Db {
         .bind(i64::from(paused))
         .bind(next_fire_at)
         .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -226,15 +221,9 @@ impl Db {
         ))
         .bind(now)
         .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get("tenant_id").map_err(db_err)?,
-                    schedule_from_row(row)?,
-                ))
-            })
+            .map(|row| Ok((row.try_get("tenant_id")?, schedule_from_row(row)?)))
             .collect()
     }
 
@@ -256,8 +245,7 @@ impl Db {
         .bind(next_fire_at)
         .bind(fired_at)
         .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -277,8 +265,7 @@ impl Db {
             .bind(definition.to_string())
             .bind(now)
             .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .await?;
         Ok(())
     }
 
@@ -288,8 +275,7 @@ impl Db {
         )
         .bind(tenant_id)
         .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         rows.iter().map(workflow_from_row).collect()
     }
 
@@ -304,8 +290,7 @@ impl Db {
         .bind(tenant_id)
         .bind(name)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         row.as_ref().map(workflow_from_row).transpose()
     }
 
@@ -314,8 +299,7 @@ impl Db {
             .bind(tenant_id)
             .bind(name)
             .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -329,7 +313,7 @@ impl Db {
         now: i64,
     ) -> Result<String, DbError> {
         let id = new_id();
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO workflow_runs (id, tenant_id, workflow_name, definition, state, created_at) \
              VALUES ($1, $2, $3, $4, 'running', $5)",
@@ -340,17 +324,15 @@ impl Db {
         .bind(definition.to_string())
         .bind(now)
         .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        .await?;
         for step in steps {
             sqlx::query("INSERT INTO workflow_steps (workflow_run_id, step_name, state) VALUES ($1, $2, 'pending')")
                 .bind(&id)
                 .bind(step)
                 .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
+                .await?;
         }
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         Ok(id)
     }
 
@@ -365,8 +347,7 @@ impl Db {
         .bind(tenant_id)
         .bind(id)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         row.as_ref().map(workflow_run_from_row).transpose()
     }
 
@@ -383,8 +364,7 @@ impl Db {
         .bind(tenant_id)
         .bind(workflow)
         .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         rows.iter().map(workflow_run_from_row).collect()
     }
 
@@ -396,13 +376,12 @@ impl Db {
             "SELECT id, tenant_id FROM workflow_runs WHERE state = 'running' ORDER BY created_at",
         )
         .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         rows.iter()
             .map(|row| {
                 Ok(OpenWorkflowRun {
-                    id: row.try_get("id").map_err(db_err)?,
-                    tenant_id: row.try_get("tenant_id").map_err(db_err)?,
+                    id: row.try_get("id")?,
+                    tenant_id: row.try_get("tenant_id")?,
                 })
             })
             .collect()
@@ -416,8 +395,7 @@ impl Db {
         let row = sqlx::query("SELECT definition FROM workflow_runs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+            .await?;
         row.as_ref()
             .map(|row| json_column(row, "definition"))
             .transpose()
@@ -429,8 +407,7 @@ impl Db {
         )
         .bind(workflow_run_id)
         .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         rows.iter().map(step_from_row).collect()
     }
 
@@ -439,7 +416,7 @@ impl Db {
     pub async fn workflow_steps_with_runs(
         &self,
         workflow_run_id: &str,
-    ) -> Result<Vec<(StepRecord, Option<super::RunState>)>, DbError> {
+    ) -> Result<Vec<(StepRecord, Option<crate::model::RunState>)>, DbError> {
         let rows = sqlx::query(
             "SELECT s.step_name, s.state, s.run_id, r.state AS run_state \
              FROM workflow_steps s LEFT JOIN runs r ON r.id = s.run_id \
@@ -447,14 +424,13 @@ impl Db {
         )
         .bind(workflow_run_id)
         .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         rows.iter()
             .map(|row| {
-                let run_state: Option<String> = row.try_get("run_state").map_err(db_err)?;
+                let run_state: Option<String> = row.try_get("run_state")?;
                 Ok((
                     step_from_row(row)?,
-                    run_state.as_deref().and_then(super::RunState::parse),
+                    run_state.as_deref().and_then(crate::model::RunState::parse),
                 ))
             })
             .collect()
@@ -480,8 +456,7 @@ impl Db {
         .bind(to)
         .bind(run_id)
         .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -499,8 +474,33 @@ impl Db {
         .bind(state)
         .bind(now)
         .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Db {
+    /// The first schedule or workflow of `tenant_id` whose runs use
+    /// `module`, named (`schedule NAME`, `workflow NAME`): a module in use
+    /// is not deleted.
+    pub async fn module_user(
+        &self,
+        tenant_id: &str,
+        module: &str,
+    ) -> Result<Option<String>, DbError> {
+        for schedule in self.list_schedules(tenant_id).await? {
+            if schedule.template["module"] == module {
+                return Ok(Some(format!("schedule {}", schedule.name)));
+            }
+        }
+        for workflow in self.list_workflows(tenant_id).await? {
+            let uses = workflow.definition["steps"]
+                .as_array()
+                .is_some_and(|steps| steps.iter().any(|s| s["run"]["module"] == module));
+            if uses {
+                return Ok(Some(format!("workflow {}", workflow.name)));
+            }
+        }
+        Ok(None)
     }
 }

@@ -1,0 +1,277 @@
+//! The run model: what a run asks for ([`SubmitRun`]), what it may reach
+//! ([`GrantSet`]) and where it is in its life ([`RunState`]). Every other
+//! layer (the store, the services, the API, the CLI) speaks these types;
+//! this module imports none of them.
+
+use std::collections::BTreeMap;
+
+use caisson_host_api::Grants;
+use caisson_host_api::log::{Level, LogRecord, Source};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A run's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+            RunState::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => RunState::Queued,
+            "running" => RunState::Running,
+            "succeeded" => RunState::Succeeded,
+            "failed" => RunState::Failed,
+            "cancelled" => RunState::Cancelled,
+            "timed_out" => RunState::TimedOut,
+            _ => return None,
+        })
+    }
+
+    /// Whether the run is over.
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunState::Queued | RunState::Running)
+    }
+}
+
+/// The labels a run is granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantSet {
+    #[serde(default)]
+    pub objects: Vec<String>,
+    #[serde(default)]
+    pub sql: Vec<String>,
+}
+
+impl GrantSet {
+    /// The labels of this set that `allowed` does not hold, each with its
+    /// kind (`objects` or `sql`): the one check of a grant against what a
+    /// tenant may give, at admission and again when the run starts.
+    pub fn not_in(&self, allowed: &GrantSet) -> Vec<(GrantKind, &str)> {
+        let objects = self
+            .objects
+            .iter()
+            .filter(|l| !allowed.objects.contains(l))
+            .map(|l| (GrantKind::Objects, l.as_str()));
+        let sql = self
+            .sql
+            .iter()
+            .filter(|l| !allowed.sql.contains(l))
+            .map(|l| (GrantKind::Sql, l.as_str()));
+        objects.chain(sql).collect()
+    }
+
+    /// The runtime's grants: the labels of this set that `allowed` holds.
+    pub fn within(&self, allowed: &GrantSet) -> Grants {
+        Grants {
+            objects: (self.objects.iter())
+                .filter(|l| allowed.objects.contains(l))
+                .cloned()
+                .collect(),
+            sql: (self.sql.iter())
+                .filter(|l| allowed.sql.contains(l))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// The kind of a granted label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    Objects,
+    Sql,
+}
+
+/// How a failed run is retried.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0 to 100).
+    #[serde(default)]
+    pub max: u32,
+    /// The first delay, doubled on each retry, with jitter: e.g. `1s`, `500ms`.
+    #[serde(default = "default_backoff")]
+    pub backoff: String,
+    /// Retry timeouts too (by default only failures the task marks retryable).
+    #[serde(default)]
+    pub on_timeout: bool,
+}
+
+fn default_backoff() -> String {
+    "1s".into()
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max: 0,
+            backoff: default_backoff(),
+            on_timeout: false,
+        }
+    }
+}
+
+/// A run to submit.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRun {
+    /// The module's name.
+    pub module: String,
+    /// A version; the newest when neither this nor `digest` is given.
+    pub version: Option<String>,
+    /// A digest (SHA-256 hex), to pin exact bytes.
+    pub digest: Option<String>,
+    /// The input: a string is passed as its UTF-8 bytes, any other JSON
+    /// value as its JSON text.
+    pub input: Option<serde_json::Value>,
+    /// Binary input, base64; instead of `input`.
+    pub input_base64: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Labels the run may open. Each must be allowed for the tenant.
+    #[serde(default)]
+    pub grants: GrantSet,
+    /// Wall-clock limit, e.g. `30s`, `5m`. Defaults to the server's.
+    pub timeout: Option<String>,
+    /// Memory limit in bytes. Defaults to the server's.
+    pub memory: Option<u64>,
+    /// Fuel budget.
+    pub fuel: Option<u64>,
+    #[serde(default)]
+    pub retries: RetryPolicy,
+    /// Higher runs first, among this tenant's runs (it never puts a run
+    /// ahead of another tenant's).
+    #[serde(default)]
+    pub priority: i32,
+    /// Submitting again with the same key returns the first run.
+    pub idempotency_key: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch: the database's unit of time.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// A database time (milliseconds since the Unix epoch) as a timestamp.
+pub fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// A name that [`check_name`] refused, with what it names.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {what} {name:?}: use 1 to 64 lowercase letters, digits, `-`, `_` or `.`")]
+pub struct InvalidName {
+    pub what: &'static str,
+    pub name: String,
+}
+
+/// Names of modules, versions, schedules, workflows and tenants. The
+/// OpenAPI document says the same as `^[a-z0-9_-][a-z0-9._-]{0,63}$`.
+pub fn check_name(what: &'static str, name: &str) -> Result<(), InvalidName> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidName {
+            what,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// Where a stored log line came from: one of the task's channels, its
+/// progress reports, or Caisson itself (a retry, a withheld grant, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSource {
+    Task,
+    Stdout,
+    Stderr,
+    Progress,
+    Caisson,
+}
+
+impl LogSource {
+    /// The stored (and shown) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogSource::Task => "task",
+            LogSource::Stdout => "stdout",
+            LogSource::Stderr => "stderr",
+            LogSource::Progress => "progress",
+            LogSource::Caisson => "caisson",
+        }
+    }
+}
+
+impl From<Source> for LogSource {
+    fn from(source: Source) -> Self {
+        match source {
+            Source::Task => LogSource::Task,
+            Source::Stdout => LogSource::Stdout,
+            Source::Stderr => LogSource::Stderr,
+        }
+    }
+}
+
+/// A log line on its way to the store: typed until the store writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLogLine {
+    /// Milliseconds since the Unix epoch.
+    pub time: i64,
+    pub level: Level,
+    pub source: LogSource,
+    pub message: String,
+}
+
+impl NewLogLine {
+    /// A line from Caisson itself, now.
+    pub fn system(message: String) -> Self {
+        NewLogLine {
+            time: now_ms(),
+            level: Level::Info,
+            source: LogSource::Caisson,
+            message,
+        }
+    }
+
+    /// The stored name of the line's level: `info`, `warn`, ...
+    pub fn level_name(&self) -> String {
+        self.level.to_string().to_ascii_lowercase()
+    }
+}
+
+impl From<LogRecord> for NewLogLine {
+    fn from(record: LogRecord) -> Self {
+        NewLogLine {
+            time: record.time.timestamp_millis(),
+            level: record.level,
+            source: record.source.into(),
+            message: record.message,
+        }
+    }
+}

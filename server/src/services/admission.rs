@@ -1,0 +1,169 @@
+//! Admission: a submitted run is checked against its tenant (the module
+//! exists, every grant is one the tenant may give) and the server's limits,
+//! then queued. The API, cron schedules and workflow steps all admit runs
+//! here, so a run is held to the same rules however it was started.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use super::context::Services;
+use crate::model::{GrantKind, SubmitRun};
+use crate::store::{DbError, NewRun};
+
+/// The longest timeout a run may ask for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The most retries a run may ask for.
+const MAX_RETRIES: u32 = 100;
+/// The largest input a run may carry (it is stored in the database).
+const MAX_INPUT_BYTES: usize = 16 << 20;
+
+/// Why a run was not admitted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdmissionError {
+    /// The submission asks for something no server would give: a message
+    /// for the submitter that says what to fix.
+    #[error("{0}")]
+    Invalid(String),
+    /// A grant the tenant may not give.
+    #[error("{} `{label}` may not be granted by this tenant", kind_name(*.kind))]
+    GrantDenied { kind: GrantKind, label: String },
+    /// The store could not be read.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+fn kind_name(kind: GrantKind) -> &'static str {
+    match kind {
+        GrantKind::Objects => "object store",
+        GrantKind::Sql => "SQL source",
+    }
+}
+
+fn invalid(message: impl Into<String>) -> AdmissionError {
+    AdmissionError::Invalid(message.into())
+}
+
+/// Checks `submit` for `tenant_id` and turns it into a row to insert.
+pub async fn prepare(
+    services: &Services,
+    tenant_id: &str,
+    submit: SubmitRun,
+) -> Result<NewRun, AdmissionError> {
+    let module = services
+        .db
+        .resolve_module(
+            tenant_id,
+            &submit.module,
+            submit.version.as_deref(),
+            submit.digest.as_deref(),
+        )
+        .await?
+        .ok_or_else(|| {
+            let which = match (&submit.version, &submit.digest) {
+                (Some(v), _) => format!(" version {v}"),
+                (None, Some(d)) => format!(" with digest {d}"),
+                (None, None) => String::new(),
+            };
+            invalid(format!("unknown module {}{which}", submit.module))
+        })?;
+
+    let allowed = services.db.tenant_grants(tenant_id).await?;
+    if let Some((kind, label)) = submit.grants.not_in(&allowed).first() {
+        return Err(AdmissionError::GrantDenied {
+            kind: *kind,
+            label: label.to_string(),
+        });
+    }
+
+    let input = match (submit.input, submit.input_base64) {
+        (Some(_), Some(_)) => {
+            return Err(invalid("give `input` or `input_base64`, not both"));
+        }
+        (Some(serde_json::Value::String(text)), None) => text.into_bytes(),
+        (Some(value), None) => value.to_string().into_bytes(),
+        (None, Some(b64)) => BASE64
+            .decode(b64.as_bytes())
+            .map_err(|e| invalid(format!("`input_base64` is not base64: {e}")))?,
+        (None, None) => Vec::new(),
+    };
+    if input.len() > MAX_INPUT_BYTES {
+        return Err(invalid(format!(
+            "input of {} bytes is over the {MAX_INPUT_BYTES}-byte limit; put large inputs in an object store",
+            input.len()
+        )));
+    }
+
+    let config = &services.config;
+    let defaults = config.runtime.limits;
+    let timeout = match &submit.timeout {
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| invalid(format!("bad `timeout` {text:?}: {e}")))?,
+        None => defaults.timeout,
+    };
+    if timeout.is_zero() || timeout > MAX_TIMEOUT {
+        return Err(invalid("`timeout` must be between 1ms and 24h"));
+    }
+    let memory = submit.memory.unwrap_or(defaults.memory);
+    let max_memory = config.runtime.engine.max_memory;
+    if memory < (1 << 20) || memory > max_memory {
+        return Err(invalid(format!(
+            "`memory` must be between 1 MiB and this server's maximum of {max_memory} bytes"
+        )));
+    }
+    if submit.fuel.is_some() && !config.runtime.engine.fuel {
+        return Err(invalid("this server does not meter fuel; omit `fuel`"));
+    }
+    if submit.retries.max > MAX_RETRIES {
+        return Err(invalid(format!(
+            "`retries.max` may be at most {MAX_RETRIES}"
+        )));
+    }
+    let backoff = humantime::parse_duration(&submit.retries.backoff)
+        .map_err(|e| invalid(format!("bad `retries.backoff`: {e}")))?;
+    if let Some(key) = &submit.idempotency_key
+        && (key.is_empty() || key.len() > 256)
+    {
+        return Err(invalid("`idempotency_key` must be 1 to 256 characters"));
+    }
+    let fuel = match submit.fuel {
+        Some(fuel) => Some(i64::try_from(fuel).map_err(|_| invalid("`fuel` is too large"))?),
+        None => None,
+    };
+
+    Ok(NewRun {
+        tenant_id: tenant_id.to_string(),
+        module_name: module.name,
+        module_version: module.version,
+        digest: module.digest,
+        input,
+        params: submit.params,
+        grants: submit.grants,
+        timeout_ms: timeout.as_millis() as i64,
+        memory_bytes: memory as i64,
+        fuel,
+        max_retries: submit.retries.max.into(),
+        backoff_ms: backoff.as_millis() as i64,
+        retry_timeouts: submit.retries.on_timeout,
+        priority: submit.priority.into(),
+        idempotency_key: submit.idempotency_key,
+        not_before: crate::model::now_ms(),
+        schedule_id: None,
+        workflow_run_id: None,
+        step_name: None,
+        logical_date: None,
+    })
+}
+
+/// Queues an admitted run and wakes the workers. Returns its id, and
+/// whether it is new (an idempotency key may name an earlier run).
+pub async fn enqueue(services: &Services, run: &NewRun) -> Result<(String, bool), DbError> {
+    let (id, created) = services.db.submit_run(run, crate::model::now_ms()).await?;
+    if created {
+        services.metrics.submitted();
+        services.work_available.notify_waiters();
+    }
+    Ok((id, created))
+}

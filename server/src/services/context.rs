@@ -1,0 +1,54 @@
+//! [`Services`]: the handles every service and duty shares.
+
+use std::sync::Arc;
+
+use caisson_runtime::Runtime;
+use object_store::ObjectStore;
+use tokio::sync::Notify;
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::store::Db;
+
+use super::workflow_defs::WorkflowDefs;
+
+/// What the services share: cheap to clone, every field is a handle.
+#[derive(Clone)]
+pub struct Services {
+    pub db: Db,
+    /// The artifact store: components under `<digest>.wasm`, large outputs
+    /// under `outputs/<run id>` (see [`super::artifacts`]).
+    pub modules: Arc<dyn ObjectStore>,
+    /// Validates uploads and runs tasks.
+    pub runtime: Arc<Runtime>,
+    pub config: Arc<ServerConfig>,
+    pub metrics: Arc<Metrics>,
+    /// Woken when a run is queued, so idle worker slots in this process
+    /// start it at once instead of at their next poll.
+    pub work_available: Arc<Notify>,
+    /// Woken when a run finishes, so workflows move on at once.
+    pub scheduler_wake: Arc<Notify>,
+    /// The scheduler's parsed workflow definitions.
+    pub workflow_defs: Arc<WorkflowDefs>,
+}
+
+impl Services {
+    pub fn new(
+        db: Db,
+        modules: Arc<dyn ObjectStore>,
+        runtime: Arc<Runtime>,
+        config: Arc<ServerConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Services {
+            db,
+            modules,
+            runtime,
+            config,
+            metrics,
+            work_available: Arc::new(Notify::new()),
+            scheduler_wake: Arc::new(Notify::new()),
+            workflow_defs: Default::default(),
+        }
+    }
+}

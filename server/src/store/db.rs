@@ -1,0 +1,286 @@
+//! The connection: [`Db`], its errors, and the helpers every concern
+//! shares.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::error::ErrorKind;
+use sqlx::{AnyConnection, Connection};
+
+/// What went wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// The database could not be reached or the connection broke.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness rule was broken (duplicate name, version, ...).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Other(String),
+    #[error("migration failed: {0}")]
+    Migrate(String),
+    /// The tenant is at one of its quotas (named by its configuration key).
+    #[error("this tenant is at its `{quota}` quota of {limit}")]
+    QuotaExceeded { quota: &'static str, limit: i64 },
+}
+
+/// Which backend a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+/// The coordination database.
+#[derive(Clone)]
+pub struct Db {
+    pub(super) pool: sqlx::AnyPool,
+    pub(super) kind: DbKind,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a query waits for a pooled connection before the database
+/// counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same for PostgreSQL. While the server refuses connections (a
+/// restart) the pool keeps retrying until this timeout, so it bounds how
+/// long an API request hangs before it answers 503 with `Retry-After`.
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a SQLite connection waits for another connection's write lock.
+const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
+
+static INSTALL_DRIVERS: Once = Once::new();
+
+/// Maps a sqlx error to a [`DbError`]: `?` on any query does this. The
+/// messages come from the driver and never contain the connection URL.
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => DbError::Unavailable(e.to_string()),
+            sqlx::Error::Database(d) => {
+                if d.kind() == ErrorKind::UniqueViolation {
+                    DbError::Conflict(d.message().to_owned())
+                } else if is_unavailable(d.as_ref()) {
+                    DbError::Unavailable(e.to_string())
+                } else {
+                    DbError::Other(e.to_string())
+                }
+            }
+            _ => DbError::Other(e.to_string()),
+        }
+    }
+}
+
+/// Database errors that mean "try again later" rather than "this query is
+/// wrong": a broken or refused PostgreSQL connection, a server shutting
+/// down, and a SQLite lock still held after the busy timeout.
+fn is_unavailable(e: &dyn sqlx::error::DatabaseError) -> bool {
+    if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        let code = pg.code();
+        // 08: connection exception; 53300: too many connections;
+        // 57P01..57P03: admin/crash shutdown, cannot connect now.
+        return code.starts_with("08")
+            || code == "53300"
+            || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // The code is the extended result code; the low byte is the
+        // primary one. 5 = SQLITE_BUSY, 6 = SQLITE_LOCKED.
+        let primary = e
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .map(|c| c & 0xff);
+        return matches!(primary, Some(5 | 6));
+    }
+    false
+}
+
+/// Removes the password of `url` from a connection error message, in case a
+/// driver ever echoes the URL back.
+fn redact(message: String, url: &str) -> String {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return message;
+    };
+    let Some(password) = parsed.password().filter(|p| !p.is_empty()) else {
+        return message;
+    };
+    let mut message = message.replace(password, "***");
+    if let Some(decoded) = percent_decode(password).ok().filter(|d| !d.is_empty()) {
+        message = message.replace(&decoded, "***");
+    }
+    message
+}
+
+fn percent_decode(s: &str) -> Result<String, ()> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).map_err(|_| ())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ())
+}
+
+pub(super) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(super) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn is_sqlite_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// `sqlite://path` does not create a missing file unless asked to:
+/// default to `mode=rwc` when the URL names no mode.
+fn sqlite_url_with_create(url: &str) -> String {
+    match url.split_once('?') {
+        Some((_, query)) if query.split('&').any(|p| p.starts_with("mode=")) => url.to_owned(),
+        Some(_) => format!("{url}&mode=rwc"),
+        None => format!("{url}?mode=rwc"),
+    }
+}
+
+pub(super) fn corrupt(what: &str, id: &str, e: impl std::fmt::Display) -> DbError {
+    DbError::Other(format!("stored {what} of run {id} is invalid: {e}"))
+}
+
+impl Db {
+    /// Connects and migrates. `sqlite://path` (created if missing, WAL
+    /// mode, busy timeout) or `postgres://...`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbError> {
+        INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+        // Connection errors go through `redact`: the URL may hold a password.
+        let fail = |e: sqlx::Error| match DbError::from(e) {
+            DbError::Unavailable(m) => DbError::Unavailable(redact(m, url)),
+            DbError::Conflict(m) => DbError::Conflict(redact(m, url)),
+            DbError::Other(m) => DbError::Other(redact(m, url)),
+            DbError::Migrate(m) => DbError::Migrate(redact(m, url)),
+            other => other,
+        };
+        let kind = if url.starts_with("sqlite:") {
+            DbKind::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            DbKind::Postgres
+        } else {
+            return Err(DbError::Other(
+                "unsupported database URL: expected sqlite:// or postgres://".into(),
+            ));
+        };
+        let in_memory = kind == DbKind::Sqlite && is_sqlite_memory(url);
+        let full_url = if kind == DbKind::Sqlite && !in_memory {
+            sqlite_url_with_create(url)
+        } else {
+            url.to_owned()
+        };
+        let options: AnyConnectOptions = full_url.parse().map_err(fail)?;
+
+        if !in_memory {
+            // One connection first: it fails fast when the server is down
+            // (the pool would retry until its timeout), and it switches
+            // SQLite to WAL, a persistent setting that needs an exclusive
+            // lock the busy timeout cannot wait for, so it is done once
+            // here rather than on every pooled connection.
+            let mut conn = AnyConnection::connect_with(&options).await.map_err(fail)?;
+            if kind == DbKind::Sqlite {
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&mut conn)
+                    .await
+                    .map_err(fail)?;
+            }
+            conn.close().await.map_err(fail)?;
+        }
+
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(match kind {
+                DbKind::Sqlite => ACQUIRE_TIMEOUT,
+                DbKind::Postgres => PG_ACQUIRE_TIMEOUT,
+            });
+        if kind == DbKind::Sqlite {
+            pool = pool.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::query(SQLITE_BUSY_TIMEOUT).execute(&mut *conn).await?;
+                    Ok(())
+                })
+            });
+        }
+        if in_memory {
+            // Every connection to `:memory:` is its own database: keep
+            // exactly one, forever.
+            pool = pool
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = pool.connect_with(options).await.map_err(fail)?;
+
+        let migrated = match kind {
+            DbKind::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
+            DbKind::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
+        };
+        if let Err(e) = migrated {
+            pool.close().await;
+            return Err(match e {
+                sqlx::migrate::MigrateError::Execute(e) => match fail(e) {
+                    DbError::Unavailable(m) => DbError::Unavailable(m),
+                    other => DbError::Migrate(other.to_string()),
+                },
+                e => DbError::Migrate(redact(e.to_string(), url)),
+            });
+        }
+        Ok(Db { pool, kind })
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    /// Closes every pooled connection; later calls fail with
+    /// [`DbError::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Cheap liveness check (`SELECT 1`).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- tenants and tokens
+
+    // ---- modules
+
+    // ---- runs
+
+    // ---- logs
+}

@@ -1,0 +1,120 @@
+//! A run's log lines, appended in batches by the worker as the task writes
+//! them and read in pages by the API.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, Row};
+
+use super::db::{Db, DbError};
+use crate::model::NewLogLine;
+
+/// One stored log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct LogLine {
+    pub seq: i64,
+    pub attempt: i64,
+    pub time: i64,
+    pub level: String,
+    pub source: String,
+    pub message: String,
+}
+
+/// Rows per `INSERT` when appending logs: 7 parameters a row stays far
+/// below SQLite's parameter limit.
+const LOG_ROWS_PER_INSERT: usize = 100;
+
+impl Db {
+    /// Appends lines to a run's log; `seq` is assigned here, continuing
+    /// after the run's last line.
+    ///
+    /// Each line is `(time, level, source, message)`.
+    pub async fn append_logs(
+        &self,
+        run_id: &str,
+        attempt: i64,
+        lines: &[NewLogLine],
+    ) -> Result<(), DbError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        // A no-op write on the run's row first: it makes concurrent appends
+        // to one run take turns (a row lock on PostgreSQL, the write lock on
+        // SQLite, taken before the read so it cannot turn into a stale
+        // snapshot), so two never read the same last `seq`.
+        let locked = sqlx::query("UPDATE runs SET attempts = attempts WHERE id = $1")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        if locked.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(DbError::Other(format!("no run {run_id}")));
+        }
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM run_logs WHERE run_id = $1")
+                .bind(run_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut seq: i64 = row.try_get("last")?;
+        for chunk in lines.chunks(LOG_ROWS_PER_INSERT) {
+            let mut sql = String::from(
+                "INSERT INTO run_logs (run_id, seq, attempt, time, level, source, message) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let p = i * 7;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7
+                ));
+            }
+            let mut query = sqlx::query(&sql);
+            for line in chunk {
+                seq += 1;
+                query = query
+                    .bind(run_id)
+                    .bind(seq)
+                    .bind(attempt)
+                    .bind(line.time)
+                    .bind(line.level_name())
+                    .bind(line.source.as_str())
+                    .bind(line.message.as_str());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Lines with `seq > after`, oldest first, at most `limit`. Tenant-checked.
+    pub async fn logs(
+        &self,
+        tenant_id: &str,
+        run_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LogLine>, DbError> {
+        let rows = sqlx::query(
+            "SELECT l.seq AS seq, l.attempt AS attempt, l.time AS time, l.level AS level, \
+             l.source AS source, l.message AS message FROM run_logs l JOIN runs r ON r.id = l.run_id \
+             WHERE r.tenant_id = $1 AND l.run_id = $2 AND l.seq > $3 ORDER BY l.seq LIMIT $4",
+        )
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(after)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(LogLine::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+}

@@ -1,0 +1,170 @@
+//! Module versions: name, version and digest per tenant; the bytes live
+//! in the artifact store under the digest.
+
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+
+use super::db::{Db, DbError};
+
+/// A stored module version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct ModuleRecord {
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of the component, hex.
+    pub digest: String,
+    pub size: i64,
+    pub created_at: i64,
+}
+
+const MODULE_COLUMNS: &str = "name, version, digest, size, created_at";
+
+impl Db {
+    /// Records a module version. Re-recording the same (name, version,
+    /// digest) is a no-op returning `false`; the same (name, version) with a
+    /// different digest is `Conflict`.
+    pub async fn insert_module(
+        &self,
+        tenant_id: &str,
+        module: &ModuleRecord,
+    ) -> Result<bool, DbError> {
+        // A loop because the version may be deleted between the insert
+        // that found it and the read: then the insert is tried again.
+        loop {
+            let done = sqlx::query(
+                "INSERT INTO modules (tenant_id, name, version, digest, size, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, name, version) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(&module.name)
+            .bind(&module.version)
+            .bind(&module.digest)
+            .bind(module.size)
+            .bind(module.created_at)
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() > 0 {
+                return Ok(true);
+            }
+            let existing = self
+                .resolve_module(tenant_id, &module.name, Some(&module.version), None)
+                .await?;
+            match existing {
+                Some(existing) if existing.digest == module.digest => return Ok(false),
+                Some(_) => {
+                    return Err(DbError::Conflict(format!(
+                        "module {}@{} already exists with another digest",
+                        module.name, module.version
+                    )));
+                }
+                None => continue,
+            }
+        }
+    }
+
+    /// Every module version of a tenant, by name then creation.
+    pub async fn list_modules(&self, tenant_id: &str) -> Result<Vec<ModuleRecord>, DbError> {
+        let sql = format!(
+            "SELECT {MODULE_COLUMNS} FROM modules WHERE tenant_id = $1 ORDER BY name, created_at, version"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(ModuleRecord::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// The versions of one module, newest first.
+    pub async fn module_versions(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Vec<ModuleRecord>, DbError> {
+        let sql = format!(
+            "SELECT {MODULE_COLUMNS} FROM modules WHERE tenant_id = $1 AND name = $2 \
+             ORDER BY created_at DESC, version DESC"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(ModuleRecord::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Resolves a module reference: a version, a digest, or (neither) the newest version.
+    ///
+    /// With both, the version must have that digest. A digest shared by
+    /// several versions resolves to the newest of them.
+    pub async fn resolve_module(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        version: Option<&str>,
+        digest: Option<&str>,
+    ) -> Result<Option<ModuleRecord>, DbError> {
+        let mut sql =
+            format!("SELECT {MODULE_COLUMNS} FROM modules WHERE tenant_id = $1 AND name = $2");
+        let mut binds = Vec::new();
+        if let Some(version) = version {
+            binds.push(version);
+            sql.push_str(&format!(" AND version = ${}", binds.len() + 2));
+        }
+        if let Some(digest) = digest {
+            binds.push(digest);
+            sql.push_str(&format!(" AND digest = ${}", binds.len() + 2));
+        }
+        sql.push_str(" ORDER BY created_at DESC, version DESC LIMIT 1");
+        let mut query = sqlx::query(&sql).bind(tenant_id).bind(name);
+        for b in binds {
+            query = query.bind(b);
+        }
+        let row = query.fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(ModuleRecord::from_row).transpose()?)
+    }
+
+    /// Deletes one version, or every version when `version` is `None`.
+    /// Returns the number deleted.
+    pub async fn delete_module(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<u64, DbError> {
+        let done = match version {
+            Some(version) => {
+                sqlx::query(
+                    "DELETE FROM modules WHERE tenant_id = $1 AND name = $2 AND version = $3",
+                )
+                .bind(tenant_id)
+                .bind(name)
+                .bind(version)
+                .execute(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query("DELETE FROM modules WHERE tenant_id = $1 AND name = $2")
+                    .bind(tenant_id)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await
+            }
+        };
+        Ok(done?.rows_affected())
+    }
+
+    /// Whether any tenant still has a module with this digest (so its bytes must stay).
+    pub async fn digest_in_use(&self, digest: &str) -> Result<bool, DbError> {
+        let row = sqlx::query("SELECT 1 AS one FROM modules WHERE digest = $1 LIMIT 1")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+}

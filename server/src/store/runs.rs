@@ -1,0 +1,857 @@
+//! Runs and their leases: submit, read and list runs; claim one under a
+//! lease, renew it, report the attempt; re-queue runs whose lease expired.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
+
+use super::db::{Db, DbError, DbKind, corrupt, new_id};
+use crate::model::{GrantSet, RunState};
+
+/// A run to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    pub tenant_id: String,
+    pub module_name: String,
+    pub module_version: String,
+    pub digest: String,
+    pub input: Vec<u8>,
+    pub params: BTreeMap<String, String>,
+    pub grants: GrantSet,
+    pub timeout_ms: i64,
+    pub memory_bytes: i64,
+    pub fuel: Option<i64>,
+    pub max_retries: i64,
+    pub backoff_ms: i64,
+    pub retry_timeouts: bool,
+    pub priority: i64,
+    pub idempotency_key: Option<String>,
+    /// Earliest start; `now` for an immediate run.
+    pub not_before: i64,
+    pub schedule_id: Option<String>,
+    pub workflow_run_id: Option<String>,
+    pub step_name: Option<String>,
+    pub logical_date: Option<i64>,
+}
+
+/// A stored run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub module_name: String,
+    pub module_version: String,
+    pub digest: String,
+    pub input: Vec<u8>,
+    pub params: BTreeMap<String, String>,
+    pub grants: GrantSet,
+    pub timeout_ms: i64,
+    pub memory_bytes: i64,
+    pub fuel: Option<i64>,
+    pub max_retries: i64,
+    pub backoff_ms: i64,
+    pub retry_timeouts: bool,
+    pub priority: i64,
+    pub idempotency_key: Option<String>,
+    pub state: RunState,
+    pub attempts: i64,
+    pub not_before: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub worker_id: Option<String>,
+    pub lease_until: Option<i64>,
+    pub cancel_requested: bool,
+    /// The inline output. `None` also in a record read for a list (see
+    /// `has_output`).
+    pub output: Option<Vec<u8>>,
+    /// Where a large output is kept in the artifact store, instead of `output`.
+    pub output_key: Option<String>,
+    /// Whether the run has an output, inline or in the artifact store,
+    /// whether or not this record holds it.
+    pub has_output: bool,
+    pub error: Option<String>,
+    pub retryable: Option<bool>,
+    pub schedule_id: Option<String>,
+    pub workflow_run_id: Option<String>,
+    pub step_name: Option<String>,
+    pub logical_date: Option<i64>,
+}
+
+/// One attempt of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct AttemptRecord {
+    pub attempt: i64,
+    pub worker_id: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    /// running | succeeded | failed | timed_out | cancelled | lost
+    pub state: String,
+    pub error: Option<String>,
+}
+
+/// Filters for listing runs. `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub state: Option<RunState>,
+    pub module: Option<String>,
+    /// Created at or after (ms).
+    pub since: Option<i64>,
+    pub workflow_run_id: Option<String>,
+    /// Keyset pagination: runs strictly older than this (created_at, id).
+    pub before: Option<(i64, String)>,
+    /// Page size, clamped by the caller.
+    pub limit: i64,
+}
+
+/// What a worker gets when it claims a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub run: RunRecord,
+    /// The attempt number this claim is (1 for the first).
+    pub attempt: i64,
+}
+
+/// How an attempt ended, as the worker reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    Succeeded {
+        output: Vec<u8>,
+        /// Set when the output was stored in the artifact store; `output`
+        /// is then empty.
+        output_key: Option<String>,
+    },
+    /// The run is over with `state` (failed, timed_out or cancelled).
+    Finished {
+        state: RunState,
+        error: String,
+        retryable: bool,
+    },
+    /// Try again at `not_before`: the run goes back to `queued`.
+    Retry {
+        error: String,
+        not_before: i64,
+        timed_out: bool,
+    },
+}
+
+/// Lost attempts (beyond a run's retries) after which a run whose worker
+/// keeps dying fails instead of being re-queued.
+const MAX_LOST_ATTEMPTS: i64 = 3;
+
+/// Every column of `runs`, in [`RunRecord`] order. A macro so that it can
+/// be `concat!`ed into constant query texts.
+macro_rules! run_columns {
+    () => {
+        "id, tenant_id, module_name, module_version, digest, input, params, grants, timeout_ms, \
+         memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, priority, idempotency_key, \
+         state, attempts, not_before, created_at, started_at, finished_at, worker_id, lease_until, \
+         cancel_requested, output, error, retryable, schedule_id, workflow_run_id, step_name, \
+         logical_date, output_key"
+    };
+}
+
+/// The columns of `runs` a list of runs shows: not `input` or `output`,
+/// which may be megabytes each, but whether there is an output.
+/// [`run_from_row`] leaves the record's `input` empty and `output` `None`.
+macro_rules! run_summary_columns {
+    () => {
+        "id, tenant_id, module_name, module_version, digest, params, grants, timeout_ms, \
+         memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, priority, idempotency_key, \
+         state, attempts, not_before, created_at, started_at, finished_at, worker_id, lease_until, \
+         cancel_requested, error, retryable, schedule_id, workflow_run_id, step_name, \
+         logical_date, output_key, CAST(CASE WHEN output IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_output"
+    };
+}
+
+/// The claim, shared by both backends up to the row lock. `$1` worker,
+/// `$2` lease end, `$3` now, `$4` memory cap. The outer `state = 'queued'`
+/// guards against a row that changed between the subquery and the update.
+///
+/// Fair between tenants: a tenant at its `max_running_runs` is passed
+/// over; of the others, the one with the fewest runs running goes first,
+/// ties to the one whose last claim is oldest (round robin), and only then
+/// do a run's `priority` and age count, so priority orders a tenant's own
+/// runs and never puts one tenant ahead of another. The running counts
+/// cover only running runs (bounded by the worker slots), through
+/// `runs_queue`.
+macro_rules! claim_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE runs SET state = 'running', worker_id = $1, lease_until = $2, \
+             attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
+             WHERE state = 'queued' AND id = (SELECT r.id FROM runs r \
+             JOIN tenants t ON t.id = r.tenant_id \
+             LEFT JOIN (SELECT tenant_id, COUNT(*) AS n FROM runs WHERE state = 'running' \
+             GROUP BY tenant_id) busy ON busy.tenant_id = r.tenant_id \
+             WHERE r.state = 'queued' AND r.not_before <= $3 AND r.memory_bytes <= $4 \
+             AND COALESCE(busy.n, 0) < t.max_running_runs \
+             ORDER BY COALESCE(busy.n, 0), t.last_claim_at, r.priority DESC, r.created_at, r.id \
+             LIMIT 1",
+            $lock,
+            ") RETURNING ",
+            run_columns!()
+        )
+    };
+}
+
+/// How often a claim that lost a race for a tenant's last running slot
+/// is tried again before the worker waits for its next poll.
+const CLAIM_TRIES: usize = 4;
+
+/// What one claim transaction did.
+enum Attempted {
+    Claimed(Box<Claim>),
+    Nothing,
+    OverQuota,
+}
+
+/// PostgreSQL: `SKIP LOCKED` lets concurrent claimers pass over a row
+/// another transaction is claiming instead of waiting for it (and then
+/// finding it taken).
+const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE OF r SKIP LOCKED");
+
+/// SQLite: writers are serialised by the database lock, so the plain
+/// update is already atomic.
+const CLAIM_SQLITE: &str = claim_sql!("");
+
+fn run_from_row(row: &AnyRow) -> Result<RunRecord, DbError> {
+    let id: String = row.try_get("id")?;
+    let params: String = row.try_get("params")?;
+    let grants: String = row.try_get("grants")?;
+    let state: String = row.try_get("state")?;
+    let params = serde_json::from_str(&params).map_err(|e| corrupt("params", &id, e))?;
+    let grants = serde_json::from_str(&grants).map_err(|e| corrupt("grants", &id, e))?;
+    let state = RunState::parse(&state).ok_or_else(|| corrupt("state", &id, &state))?;
+    let retry_timeouts: i64 = row.try_get("retry_timeouts")?;
+    let cancel_requested: i64 = row.try_get("cancel_requested")?;
+    let retryable: Option<i64> = row.try_get("retryable")?;
+    // A list reads neither `input` nor `output`, but `has_output`.
+    let (input, output, has_output) = if row.try_column("has_output").is_ok() {
+        let has_output: i64 = row.try_get("has_output")?;
+        (Vec::new(), None, has_output != 0)
+    } else {
+        let output: Option<Vec<u8>> = row.try_get("output")?;
+        let has_output = output.is_some();
+        (row.try_get("input")?, output, has_output)
+    };
+    let output_key: Option<String> = row.try_get("output_key")?;
+    let has_output = has_output || output_key.is_some();
+    Ok(RunRecord {
+        tenant_id: row.try_get("tenant_id")?,
+        module_name: row.try_get("module_name")?,
+        module_version: row.try_get("module_version")?,
+        digest: row.try_get("digest")?,
+        input,
+        params,
+        grants,
+        timeout_ms: row.try_get("timeout_ms")?,
+        memory_bytes: row.try_get("memory_bytes")?,
+        fuel: row.try_get("fuel")?,
+        max_retries: row.try_get("max_retries")?,
+        backoff_ms: row.try_get("backoff_ms")?,
+        retry_timeouts: retry_timeouts != 0,
+        priority: row.try_get("priority")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        state,
+        attempts: row.try_get("attempts")?,
+        not_before: row.try_get("not_before")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        worker_id: row.try_get("worker_id")?,
+        lease_until: row.try_get("lease_until")?,
+        cancel_requested: cancel_requested != 0,
+        output,
+        output_key,
+        has_output,
+        error: row.try_get("error")?,
+        retryable: retryable.map(|r| r != 0),
+        schedule_id: row.try_get("schedule_id")?,
+        workflow_run_id: row.try_get("workflow_run_id")?,
+        step_name: row.try_get("step_name")?,
+        logical_date: row.try_get("logical_date")?,
+        id,
+    })
+}
+
+/// A value bound to a query assembled at run time.
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+impl Db {
+    /// Inserts a queued run. With an idempotency key that the tenant already
+    /// used, returns the existing run's id and `false` instead. A tenant
+    /// with `max_queued_runs` runs queued gets [`DbError::QuotaExceeded`].
+    pub async fn submit_run(&self, run: &NewRun, now: i64) -> Result<(String, bool), DbError> {
+        let id = new_id();
+        let params =
+            serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.to_string()))?;
+        let grants =
+            serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        // Under the tenant's lock, so concurrent submissions cannot all see
+        // room for one more, and a key used by a concurrent submission is
+        // seen here once that one commits.
+        let limit = Self::lock_tenant(&mut tx, &run.tenant_id, "max_queued_runs").await?;
+        if let Some(key) = &run.idempotency_key {
+            let row =
+                sqlx::query("SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2")
+                    .bind(&run.tenant_id)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(row) = row {
+                let existing: String = row.try_get("id")?;
+                tx.rollback().await?;
+                return Ok((existing, false));
+            }
+        }
+        // Dropping `tx` on a refusal rolls it back.
+        Self::within_quota(
+            &mut tx,
+            &run.tenant_id,
+            ("max_queued_runs", limit),
+            "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'queued'",
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO runs (id, tenant_id, module_name, module_version, digest, input, params, \
+             grants, timeout_ms, memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, \
+             priority, idempotency_key, state, attempts, not_before, created_at, cancel_requested, \
+             schedule_id, workflow_run_id, step_name, logical_date) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             'queued', 0, $17, $18, 0, $19, $20, $21, $22)",
+        )
+        .bind(&id)
+        .bind(&run.tenant_id)
+        .bind(&run.module_name)
+        .bind(&run.module_version)
+        .bind(&run.digest)
+        .bind(&run.input)
+        .bind(params)
+        .bind(grants)
+        .bind(run.timeout_ms)
+        .bind(run.memory_bytes)
+        .bind(run.fuel)
+        .bind(run.max_retries)
+        .bind(run.backoff_ms)
+        .bind(i64::from(run.retry_timeouts))
+        .bind(run.priority)
+        .bind(&run.idempotency_key)
+        .bind(run.not_before)
+        .bind(now)
+        .bind(&run.schedule_id)
+        .bind(&run.workflow_run_id)
+        .bind(&run.step_name)
+        .bind(run.logical_date)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((id, true))
+    }
+
+    pub async fn get_run(&self, tenant_id: &str, id: &str) -> Result<Option<RunRecord>, DbError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// Only the state of a run, for a followed log's polls (which must not
+    /// read a large input or output five times a second).
+    pub async fn run_state(&self, tenant_id: &str, id: &str) -> Result<Option<RunState>, DbError> {
+        let row = sqlx::query("SELECT state FROM runs WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let state: String = row.try_get("state")?;
+        RunState::parse(&state)
+            .map(Some)
+            .ok_or_else(|| corrupt("state", id, &state))
+    }
+
+    /// Any tenant's run, for workers and the scheduler.
+    pub async fn get_run_any(&self, id: &str) -> Result<Option<RunRecord>, DbError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// Newest first, without their inputs and outputs (see
+    /// `run_summary_columns!`): a page of 500 runs stays small however
+    /// large each run's data is.
+    pub async fn list_runs(
+        &self,
+        tenant_id: &str,
+        filter: &RunFilter,
+    ) -> Result<Vec<RunRecord>, DbError> {
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            run_summary_columns!(),
+            " FROM runs WHERE tenant_id = $1"
+        ));
+        let mut binds = vec![Bind::Text(tenant_id.to_owned())];
+        let next = |b: Bind, binds: &mut Vec<Bind>| {
+            binds.push(b);
+            binds.len()
+        };
+        if let Some(state) = filter.state {
+            let n = next(Bind::Text(state.as_str().to_owned()), &mut binds);
+            sql.push_str(&format!(" AND state = ${n}"));
+        }
+        if let Some(module) = &filter.module {
+            let n = next(Bind::Text(module.clone()), &mut binds);
+            sql.push_str(&format!(" AND module_name = ${n}"));
+        }
+        if let Some(since) = filter.since {
+            let n = next(Bind::Int(since), &mut binds);
+            sql.push_str(&format!(" AND created_at >= ${n}"));
+        }
+        if let Some(workflow_run_id) = &filter.workflow_run_id {
+            let n = next(Bind::Text(workflow_run_id.clone()), &mut binds);
+            sql.push_str(&format!(" AND workflow_run_id = ${n}"));
+        }
+        if let Some((created_at, id)) = &filter.before {
+            let t = next(Bind::Int(*created_at), &mut binds);
+            let i = next(Bind::Text(id.clone()), &mut binds);
+            sql.push_str(&format!(
+                " AND (created_at < ${t} OR (created_at = ${t} AND id < ${i}))"
+            ));
+        }
+        let n = next(Bind::Int(filter.limit.max(0)), &mut binds);
+        sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${n}"));
+
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = match b {
+                Bind::Int(v) => query.bind(v),
+                Bind::Text(v) => query.bind(v),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>, DbError> {
+        let rows = sqlx::query(
+            "SELECT attempt, worker_id, started_at, finished_at, state, error FROM run_attempts \
+             WHERE run_id = $1 ORDER BY attempt",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(AttemptRecord::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Claims the next queued run, fairly between tenants (see
+    /// `claim_sql!`), whose `not_before <= now` and whose
+    /// `memory_bytes <= max_memory`, leasing it to `worker_id` until
+    /// `now + lease`. Increments `attempts`, sets `started_at` on the first
+    /// attempt, and inserts a `running` attempt row. Atomic: two workers
+    /// never claim the same run, and a tenant never has more than its
+    /// `max_running_runs` running.
+    pub async fn claim_run(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        now: i64,
+        max_memory: i64,
+    ) -> Result<Option<Claim>, DbError> {
+        // A claim that raced another worker for a tenant's last running
+        // slot is undone and tried again; the retry no longer sees room
+        // for that tenant, so this ends quickly.
+        for _ in 0..CLAIM_TRIES {
+            match self.try_claim(worker_id, lease, now, max_memory).await? {
+                Attempted::Claimed(claim) => return Ok(Some(*claim)),
+                Attempted::Nothing => return Ok(None),
+                Attempted::OverQuota => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    async fn try_claim(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        now: i64,
+        max_memory: i64,
+    ) -> Result<Attempted, DbError> {
+        let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let claim = match self.kind {
+            DbKind::Postgres => CLAIM_POSTGRES,
+            DbKind::Sqlite => CLAIM_SQLITE,
+        };
+        let mut tx = self.pool.begin().await?;
+        // `fetch_all`, not `fetch_optional`: a statement with RETURNING is
+        // always stepped to its end.
+        let rows = sqlx::query(claim)
+            .bind(worker_id)
+            .bind(lease_until)
+            .bind(now)
+            .bind(max_memory)
+            .fetch_all(&mut *tx)
+            .await?;
+        let Some(row) = rows.first() else {
+            tx.rollback().await?;
+            return Ok(Attempted::Nothing);
+        };
+        let run = run_from_row(row)?;
+        // The claim counted running runs in its own snapshot; on
+        // PostgreSQL another worker may have claimed for the same tenant
+        // meanwhile. Counting again under the tenant's lock (which also
+        // stamps the round robin) settles it: whoever commits second sees
+        // the first, and backs out if that was the tenant's last slot.
+        let rows = sqlx::query(
+            "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 RETURNING max_running_runs",
+        )
+        .bind(&run.tenant_id)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let limit: i64 = match rows.first() {
+            Some(row) => row.try_get("max_running_runs")?,
+            None => return Err(DbError::Other(format!("no tenant {}", run.tenant_id))),
+        };
+        // A statement of its own: in PostgreSQL's read committed, it sees
+        // every claim committed while the update above waited for the lock.
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'running'",
+        )
+        .bind(&run.tenant_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let running: i64 = row.try_get("n")?;
+        if running > limit {
+            tx.rollback().await?;
+            return Ok(Attempted::OverQuota);
+        }
+        // An upsert: a row left by an attempt number that is being reused
+        // (never expected, as release deletes its row) must not fail the claim.
+        sqlx::query(
+            "INSERT INTO run_attempts (run_id, attempt, worker_id, started_at, state) \
+             VALUES ($1, $2, $3, $4, 'running') ON CONFLICT (run_id, attempt) DO UPDATE SET \
+             worker_id = $3, started_at = $4, finished_at = NULL, state = 'running', error = NULL",
+        )
+        .bind(&run.id)
+        .bind(run.attempts)
+        .bind(worker_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Attempted::Claimed(Box::new(Claim {
+            attempt: run.attempts,
+            run,
+        })))
+    }
+
+    /// Extends the lease of a run this worker holds. Returns `None` if the
+    /// run is no longer this worker's (lease lost), else whether a cancel
+    /// was requested.
+    pub async fn heartbeat(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        lease_until: i64,
+    ) -> Result<Option<bool>, DbError> {
+        let rows = sqlx::query(
+            "UPDATE runs SET lease_until = $3 WHERE id = $1 AND state = 'running' AND worker_id = $2 \
+             RETURNING cancel_requested",
+        )
+        .bind(run_id)
+        .bind(worker_id)
+        .bind(lease_until)
+        .fetch_all(&self.pool)
+        .await?;
+        match rows.first() {
+            Some(row) => {
+                let cancel: i64 = row.try_get("cancel_requested")?;
+                Ok(Some(cancel != 0))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records how an attempt ended. Only applies if `worker_id` still holds
+    /// the run in state `running` (so a worker whose lease expired cannot
+    /// finish a run twice); returns whether it applied. Updates the attempt
+    /// row too.
+    ///
+    /// "Holds" includes the attempt number: a worker that lost attempt 1
+    /// and then claimed the same run again cannot finish attempt 2 with a
+    /// late report for attempt 1.
+    pub async fn finish_attempt(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        attempt: i64,
+        outcome: &AttemptOutcome,
+        now: i64,
+    ) -> Result<bool, DbError> {
+        const HELD: &str =
+            " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3";
+        let mut tx = self.pool.begin().await?;
+        let (attempt_state, attempt_error, done) = match outcome {
+            AttemptOutcome::Succeeded { output, output_key } => {
+                let sql = format!(
+                    "UPDATE runs SET state = 'succeeded', output = $4, output_key = $6, error = NULL, \
+                     retryable = NULL, finished_at = $5, lease_until = NULL{HELD}"
+                );
+                let done = sqlx::query(&sql)
+                    .bind(run_id)
+                    .bind(worker_id)
+                    .bind(attempt)
+                    .bind(output)
+                    .bind(now)
+                    .bind(output_key)
+                    .execute(&mut *tx)
+                    .await;
+                ("succeeded", None, done)
+            }
+            AttemptOutcome::Finished {
+                state,
+                error,
+                retryable,
+            } => {
+                if !state.is_final() {
+                    return Err(DbError::Other(format!(
+                        "an attempt cannot finish a run as {}",
+                        state.as_str()
+                    )));
+                }
+                let sql = format!(
+                    "UPDATE runs SET state = $4, error = $5, retryable = $6, finished_at = $7, \
+                     lease_until = NULL{HELD}"
+                );
+                let done = sqlx::query(&sql)
+                    .bind(run_id)
+                    .bind(worker_id)
+                    .bind(attempt)
+                    .bind(state.as_str())
+                    .bind(error)
+                    .bind(i64::from(*retryable))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await;
+                (state.as_str(), Some(error), done)
+            }
+            AttemptOutcome::Retry {
+                error,
+                not_before,
+                timed_out,
+            } => {
+                // A cancel requested while the attempt was failing wins:
+                // retrying would run what the user asked to stop.
+                let sql = format!(
+                    "UPDATE runs SET \
+                     state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
+                     finished_at = CASE WHEN cancel_requested = 1 THEN $6 ELSE NULL END, \
+                     not_before = $4, error = $5, retryable = 1, \
+                     worker_id = NULL, lease_until = NULL{HELD}"
+                );
+                let done = sqlx::query(&sql)
+                    .bind(run_id)
+                    .bind(worker_id)
+                    .bind(attempt)
+                    .bind(not_before)
+                    .bind(error)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await;
+                let state = if *timed_out { "timed_out" } else { "failed" };
+                (state, Some(error), done)
+            }
+        };
+        if done?.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE run_attempts SET state = $3, finished_at = $4, error = $5 \
+             WHERE run_id = $1 AND attempt = $2",
+        )
+        .bind(run_id)
+        .bind(attempt)
+        .bind(attempt_state)
+        .bind(now)
+        .bind(attempt_error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Hands a claimed run back without counting the attempt (graceful shutdown).
+    pub async fn release_run(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        attempt: i64,
+    ) -> Result<bool, DbError> {
+        let mut tx = self.pool.begin().await?;
+        // `attempts` on the right-hand side is the value before the update,
+        // so a first attempt handed back also forgets its start time.
+        let done = sqlx::query(
+            "UPDATE runs SET state = 'queued', attempts = attempts - 1, worker_id = NULL, \
+             lease_until = NULL, started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END \
+             WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3",
+        )
+        .bind(run_id)
+        .bind(worker_id)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM run_attempts WHERE run_id = $1 AND attempt = $2")
+            .bind(run_id)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Requests cancellation. A queued run becomes `cancelled` at once; a
+    /// running one gets `cancel_requested` (its worker stops it). Returns
+    /// the run's state after the call, or `None` if no such run.
+    pub async fn request_cancel(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<RunState>, DbError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE runs SET state = 'cancelled', finished_at = $3, error = 'cancelled before it started' \
+             WHERE tenant_id = $1 AND id = $2 AND state = 'queued'",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE runs SET cancel_requested = 1 WHERE tenant_id = $1 AND id = $2 AND state = 'running'",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT state FROM runs WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let Some(row) = row else { return Ok(None) };
+        let state: String = row.try_get("state")?;
+        RunState::parse(&state)
+            .map(Some)
+            .ok_or_else(|| corrupt("state", id, &state))
+    }
+
+    /// Re-queues running runs whose lease expired before `now` (their
+    /// worker died): the attempt is marked `lost` and the run goes back to
+    /// `queued` immediately. Returns how many.
+    ///
+    /// A run whose cancellation was requested is not re-queued but
+    /// finished as `cancelled` (and counted too): running it again would
+    /// defeat the request.
+    pub async fn requeue_expired(&self, now: i64) -> Result<u64, DbError> {
+        const LOST: &str = "its worker stopped renewing the lease";
+        let mut tx = self.pool.begin().await?;
+        let cancelled = sqlx::query(
+            "UPDATE runs SET state = 'cancelled', finished_at = $1, lease_until = NULL, \
+             error = $2, retryable = 0 \
+             WHERE state = 'running' AND lease_until < $1 AND cancel_requested = 1 \
+             RETURNING id, attempts",
+        )
+        .bind(now)
+        .bind(format!("cancelled: {LOST}"))
+        .fetch_all(&mut *tx)
+        .await?;
+        // A run that has lost its worker again and again is probably what
+        // kills it: after MAX_LOST_ATTEMPTS losses beyond its retries it
+        // fails, instead of taking down one worker after another forever.
+        let abandoned = sqlx::query(
+            "UPDATE runs SET state = 'failed', finished_at = $1, lease_until = NULL, \
+             error = $2, retryable = 0 \
+             WHERE state = 'running' AND lease_until < $1 AND attempts >= max_retries + $3 \
+             RETURNING id, attempts",
+        )
+        .bind(now)
+        .bind(format!("{LOST} on {MAX_LOST_ATTEMPTS} attempts beyond its retries; the task may be crashing its workers"))
+        .bind(MAX_LOST_ATTEMPTS)
+        .fetch_all(&mut *tx)
+        .await?;
+        let requeued = sqlx::query(
+            "UPDATE runs SET state = 'queued', worker_id = NULL, lease_until = NULL, \
+             error = $2, retryable = 1 \
+             WHERE state = 'running' AND lease_until < $1 RETURNING id, attempts",
+        )
+        .bind(now)
+        .bind(LOST)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in cancelled.iter().chain(&abandoned).chain(&requeued) {
+            let id: String = row.try_get("id")?;
+            let attempt: i64 = row.try_get("attempts")?;
+            sqlx::query(
+                "UPDATE run_attempts SET state = 'lost', finished_at = $3, error = $4 \
+                 WHERE run_id = $1 AND attempt = $2",
+            )
+            .bind(id)
+            .bind(attempt)
+            .bind(now)
+            .bind(LOST)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((cancelled.len() + abandoned.len() + requeued.len()) as u64)
+    }
+
+    /// Number of runs per state (all tenants), for metrics.
+    pub async fn count_by_state(&self) -> Result<Vec<(RunState, i64)>, DbError> {
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let state: String = row.try_get("state")?;
+            let n: i64 = row.try_get("n")?;
+            if let Some(state) = RunState::parse(&state) {
+                counts.push((state, n));
+            }
+        }
+        Ok(counts)
+    }
+}
