@@ -163,7 +163,6 @@ fn time_process(
     for i in 0..warmup + samples {
         before()?;
         let mut command = command(i)?;
-        command.stdin(Stdio::null());
         let start = Instant::now();
         let out = command.output().context("could not start a peer process")?;
         let elapsed = start.elapsed();
@@ -185,7 +184,7 @@ fn time_process(
 fn caisson_process(spec: &RunSpec, path: &Path) -> Result<Command> {
     std::fs::write(path, serde_json::to_vec(&spec.to_json())?)?;
     let mut command = Command::new(std::env::current_exe()?);
-    command.env(RUN_ENV, path);
+    command.env(RUN_ENV, path).stdin(Stdio::null());
     Ok(command)
 }
 
@@ -195,6 +194,17 @@ fn guest_path(name: &str) -> Result<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/guests"));
     Ok(dir.join(format!("{name}.wasm")))
+}
+
+/// Whether the guests a comparison needs are built; a note if not.
+fn guests_present(report: &mut Report, what: &str, names: &[&str]) -> bool {
+    for name in names {
+        if let Err(e) = guest_path(name) {
+            report.notes.push(format!("{what} skipped: {e:#}"));
+            return false;
+        }
+    }
+    true
 }
 
 fn find_dist(report: &Report, name: &str) -> Option<usize> {
@@ -226,21 +236,36 @@ async fn wasmtime_cli(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()
         missing(report, "wasmtime-cli", &format!("{}", wasmtime.display()));
         return Ok(());
     };
+    if !guests_present(
+        report,
+        "the wasmtime comparison",
+        &["word-count-cmd", "word-count"],
+    ) {
+        return Ok(());
+    }
     let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
     report.notes.push(format!(
-        "wasmtime CLI: {version} (`wasmtime run --allow-precompiled --dir DATA::/data \
-         word-count-cmd.cwasm /data`, its default settings)"
+        "wasmtime CLI: {version} (`wasmtime run --allow-precompiled word-count-cmd.cwasm < \
+         FRAMES`, its default settings)"
     ));
 
+    // The same objects as files for the task's local store, and as one
+    // stream of length-prefixed frames for the command's standard input.
     let input = dir.join("input");
     std::fs::create_dir_all(&input)?;
     let objects = crate::runtime::text(plan.peer_compute_bytes, plan.peer_compute_objects);
+    let frames_path = dir.join("frames");
+    let mut frames = std::io::BufWriter::new(std::fs::File::create(&frames_path)?);
     let mut counter = word_count::Counter::new();
     for (i, object) in objects.iter().enumerate() {
         std::fs::write(input.join(format!("part-{i:04}.txt")), object)?;
+        frames.write_all(&(object.len() as u64).to_le_bytes())?;
+        frames.write_all(object)?;
         counter.feed(object);
         counter.end_object();
     }
+    frames.flush()?;
+    drop(frames);
     let expected = counter.summary(word_count::TOP);
     let mb = objects.iter().map(Vec::len).sum::<usize>() as f64 / (1 << 20) as f64;
     drop(objects);
@@ -262,10 +287,8 @@ async fn wasmtime_cli(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()
             let mut c = Command::new(&wasmtime);
             c.arg("run")
                 .arg("--allow-precompiled")
-                .arg("--dir")
-                .arg(format!("{}::/data", input.display()))
                 .arg(&cwasm)
-                .arg("/data");
+                .stdin(std::fs::File::open(&frames_path)?);
             Ok(c)
         },
         check,
@@ -373,7 +396,8 @@ fn uv_command(uv: &Path, python: &Path, script: &str, args: &[&Path]) -> Result<
         .find_map(|l| l.strip_prefix("# with: "))
         .with_context(|| format!("{} names no `# with:` package", path.display()))?;
     let mut c = Command::new(uv);
-    c.env("UV_CACHE_DIR", tools().join("uv-cache"))
+    c.stdin(Stdio::null())
+        .env("UV_CACHE_DIR", tools().join("uv-cache"))
         .env("UV_PYTHON", python)
         .env("UV_PYTHON_DOWNLOADS", "never")
         .env("UV_OFFLINE", "1")
@@ -390,6 +414,13 @@ async fn uv(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
         missing(report, "uv", &format!("{}", uv.display()));
         return Ok(());
     };
+    if !guests_present(
+        report,
+        "the uv comparison",
+        &["py-packaging-old", "python-etl"],
+    ) {
+        return Ok(());
+    }
     let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let python = python()?;
     report.notes.push(format!(
