@@ -30,8 +30,14 @@
 //!    survives it (open, one query, reset on release), against the same
 //!    query on a plain sqlx pool and on a fresh connection each time.
 //!
+//! 9. **Against the alternatives** (issue 17, [`peers`]): `wasmtime run`,
+//!    `uv run --with` and graphile-worker, installed by `bench/install-peers`,
+//!    measured beside Caisson on the same inputs; a peer not installed is
+//!    named in a note and skipped.
+//!
 //! `CAISSON_BENCH_ONLY=io,density` runs only those sections (`instantiate`,
-//! `service`, `io`, `compute`, `density`, `sql`), for profiling one of them.
+//! `service`, `io`, `compute`, `density`, `sql`, `peers`), for profiling one
+//! of them.
 //!
 //! Results go to `target/bench/results.{md,json}`; the Markdown table is also
 //! printed. `CAISSON_BENCH_QUICK=1` runs a few iterations over small data, so
@@ -50,6 +56,7 @@ use caisson_runtime::{Config, Runtime};
 use report::{Plan, Report};
 
 mod io;
+mod peers;
 mod report;
 mod runtime;
 mod service;
@@ -90,6 +97,9 @@ pub fn runtime(dir: &std::path::Path, fuel: bool) -> Result<Runtime> {
 pub fn main() -> Result<()> {
     if let Some(config) = std::env::var_os(service::WORKER_ENV) {
         return service::worker_main(std::path::Path::new(&config));
+    }
+    if let Some(spec) = std::env::var_os(peers::RUN_ENV) {
+        return peers::run_main(std::path::Path::new(&spec));
     }
     let plan = Plan::from_env();
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -136,6 +146,10 @@ pub fn main() -> Result<()> {
     }
     if wanted("sql") {
         tokio.block_on(sql::run(&plan, &dir.path().join("sql"), &mut report))?;
+    }
+    // Last: its ratios use the figures of the sections above.
+    if wanted("peers") {
+        tokio.block_on(peers::run(&plan, &dir.path().join("peers"), &mut report))?;
     }
     println!("measured in {:.1} s", started.elapsed().as_secs_f64());
 

@@ -22,6 +22,16 @@ pub struct Plan {
     pub density_instances: usize,
     pub python_density_instances: usize,
     pub sql_samples: usize,
+    /// Against the alternatives: samples of a whole process (uv, Caisson).
+    pub peer_process_samples: usize,
+    /// Word count against `wasmtime run`: bytes, files, samples.
+    pub peer_compute_bytes: usize,
+    pub peer_compute_objects: usize,
+    pub peer_compute_samples: usize,
+    /// CSV lines the python-etl comparison loads.
+    pub etl_lines: usize,
+    /// Idle `uv run` processes held at once.
+    pub uv_idle_processes: usize,
 }
 
 impl Plan {
@@ -45,6 +55,12 @@ impl Plan {
                 density_instances: 50,
                 python_density_instances: 5,
                 sql_samples: 20,
+                peer_process_samples: 3,
+                peer_compute_bytes: 1 << 20,
+                peer_compute_objects: 4,
+                peer_compute_samples: 3,
+                etl_lines: 1000,
+                uv_idle_processes: 2,
             }
         } else {
             Plan {
@@ -64,6 +80,12 @@ impl Plan {
                 density_instances: 1000,
                 python_density_instances: 100,
                 sql_samples: 2000,
+                peer_process_samples: 30,
+                peer_compute_bytes: 50 << 20,
+                peer_compute_objects: 10,
+                peer_compute_samples: 10,
+                etl_lines: 10_000,
+                uv_idle_processes: 10,
             }
         }
     }

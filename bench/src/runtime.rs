@@ -290,7 +290,7 @@ pub async fn compute(plan: &Plan, rt: &Runtime, report: &mut Report) -> Result<(
 /// `total` bytes of text in `n` objects: words drawn from a skewed
 /// vocabulary (so the frequency table has a few hot words and a long tail),
 /// lines of 4 to 19 words. Deterministic, so every run counts the same.
-fn text(total: usize, n: usize) -> Vec<Vec<u8>> {
+pub(crate) fn text(total: usize, n: usize) -> Vec<Vec<u8>> {
     let vocabulary: Vec<String> = (0..5000u32)
         .map(|i| {
             let len = 2 + (i % 9) as usize;
@@ -362,7 +362,7 @@ async fn word_count(rt: &Runtime, task: &LoadedTask, fuel: Option<u64>) -> Resul
 
 /// The task must have counted exactly what the native counter did, or the
 /// comparison means nothing.
-fn check_summary(output: &[u8], expected: &word_count::Summary) -> Result<()> {
+pub(crate) fn check_summary(output: &[u8], expected: &word_count::Summary) -> Result<()> {
     let got: Value = serde_json::from_slice(output).context("word-count's output")?;
     let want = serde_json::to_value(expected)?;
     if got != want {

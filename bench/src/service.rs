@@ -189,7 +189,7 @@ impl Drop for Service {
 }
 
 /// A database of its own on the benchmark PostgreSQL.
-async fn fresh_postgres(admin_url: &str, tag: &str) -> Result<String> {
+pub(crate) async fn fresh_postgres(admin_url: &str, tag: &str) -> Result<String> {
     use sqlx::Connection;
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     let name = format!("caisson_bench_{tag}_{nanos}");
