@@ -33,6 +33,7 @@ pub struct WorkflowDef {
     /// The steps, in any order (dependencies need not come first). The
     /// order is used to break ties, e.g. between steps that become ready at
     /// the same time.
+    #[schema(min_items = 1, max_items = 10000)]
     pub steps: Vec<StepDef>,
 }
 
@@ -45,6 +46,7 @@ pub struct WorkflowDef {
 pub struct StepDef {
     /// Unique within the workflow: 1 to 64 characters from `A-Z a-z 0-9 _ -`
     /// (safe in URLs, file names and JSON keys without escaping).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub name: String,
     /// Steps that must finish before this one starts. With one dependency,
     /// this step's input is that step's output; with several, a JSON object
@@ -57,7 +59,7 @@ pub struct StepDef {
     pub allow_failure: bool,
     /// The run template (module, function, input, limits…); validated by the
     /// API layer, opaque here.
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::model::SubmitRun)]
     pub run: serde_json::Value,
 }
 
@@ -89,6 +91,22 @@ pub enum DagError {
     /// same step: each step waits for the one before it.
     #[error("dependency cycle: {} (each step waits for the one before it)", .steps.join(" -> "))]
     Cycle { steps: Vec<String> },
+}
+
+impl DagError {
+    /// Whether the OpenAPI document already refuses such a definition
+    /// (`steps` holds 1 to [`MAX_STEPS`] items, each name matches
+    /// `^[A-Za-z0-9_-]{1,64}$`): a 400. The rest (repeats, unknown
+    /// dependencies, cycles) need the whole graph to see: a 422.
+    pub fn is_malformed(&self) -> bool {
+        matches!(
+            self,
+            DagError::NoSteps
+                | DagError::TooManySteps { .. }
+                | DagError::EmptyName { .. }
+                | DagError::InvalidName { .. }
+        )
+    }
 }
 
 fn valid_name(name: &str) -> bool {

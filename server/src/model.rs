@@ -107,7 +107,8 @@ pub enum GrantKind {
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0 to 100).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::number")]
+    #[schema(minimum = 0, maximum = 100)]
     pub max: u32,
     /// The first delay, doubled on each retry, with jitter: e.g. `1s`, `500ms`.
     #[serde(default = "default_backoff")]
@@ -136,8 +137,10 @@ impl Default for RetryPolicy {
 #[serde(deny_unknown_fields)]
 pub struct SubmitRun {
     /// The module's name.
+    #[schema(pattern = "^[a-z0-9_-][a-z0-9._-]{0,63}$")]
     pub module: String,
     /// A version; the newest when neither this nor `digest` is given.
+    #[schema(pattern = "^[a-z0-9_-][a-z0-9._-]{0,63}$")]
     pub version: Option<String>,
     /// A digest (SHA-256 hex), to pin exact bytes.
     pub digest: Option<String>,
@@ -153,18 +156,61 @@ pub struct SubmitRun {
     pub grants: GrantSet,
     /// Wall-clock limit, e.g. `30s`, `5m`. Defaults to the server's.
     pub timeout: Option<String>,
-    /// Memory limit in bytes. Defaults to the server's.
+    /// Memory limit in bytes, at least 1 MiB and at most the server's
+    /// `engine.max_memory` (over that is a 422). Defaults to the server's.
+    #[schema(minimum = 1048576, maximum = 9223372036854775807_i64)]
+    #[serde(default, deserialize_with = "whole::optional")]
     pub memory: Option<u64>,
     /// Fuel budget.
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
+    #[serde(default, deserialize_with = "whole::optional")]
     pub fuel: Option<u64>,
     #[serde(default)]
     pub retries: RetryPolicy,
     /// Higher runs first, among this tenant's runs (it never puts a run
     /// ahead of another tenant's).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::number")]
+    #[schema(minimum = -2147483648, maximum = 2147483647)]
     pub priority: i32,
     /// Submitting again with the same key returns the first run.
+    #[schema(min_length = 1, max_length = 256)]
     pub idempotency_key: Option<String>,
+}
+
+/// Integers as JSON Schema reads them: `3.0` is the integer 3 (the
+/// document's `type: integer` allows it, and clients in languages without
+/// a separate integer type send it), while `3.5` and values out of the
+/// field's range are refused.
+mod whole {
+    use serde::Deserialize;
+    use serde::de::{Deserializer, Error};
+
+    fn convert<T: TryFrom<i128>, E: Error>(n: serde_json::Number) -> Result<T, E> {
+        let value: i128 = if let Some(i) = n.as_i64() {
+            i.into()
+        } else if let Some(u) = n.as_u64() {
+            u.into()
+        } else {
+            // Beyond ±2^100 no integer field here can hold it anyway.
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 1e30 => f as i128,
+                _ => return Err(E::custom(format!("expected an integer, found {n}"))),
+            }
+        };
+        T::try_from(value).map_err(|_| E::custom(format!("{n} is out of range")))
+    }
+
+    pub fn number<'de, D: Deserializer<'de>, T: TryFrom<i128>>(d: D) -> Result<T, D::Error> {
+        convert(serde_json::Number::deserialize(d)?)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(convert)
+            .transpose()
+    }
 }
 
 /// Milliseconds since the Unix epoch: the database's unit of time.

@@ -248,8 +248,10 @@ async fn uploads_are_validated_stored_and_idempotent() {
             "not a valid task component",
         ),
     ] {
+        // Any bytes fit the document's binary body: not a component is a
+        // 422, well-formed but unusable.
         let (status, body) = app.upload("bad", bytes, None).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert!(
             body["error"]["message"].as_str().unwrap().contains(expect),
             "{body}"
@@ -392,18 +394,33 @@ async fn bad_submissions_are_4xx_with_reasons() {
     let cases = [
         (
             json!({"module": "nope"}),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "unknown module",
         ),
         (
             json!({"module": "hello", "version": "9.9"}),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "unknown module",
         ),
         (
-            json!({"module": "hello", "timeout": "soon"}),
+            json!({"module": "Not A Name"}),
             StatusCode::BAD_REQUEST,
+            "invalid module name",
+        ),
+        (
+            json!({"module": "hello", "timeout": "soon"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
             "timeout",
+        ),
+        (
+            json!({"module": "hello", "memory": 1u64 << 40}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "memory",
+        ),
+        (
+            json!({"module": "hello", "fuel": 1.5}),
+            StatusCode::BAD_REQUEST,
+            "integer",
         ),
         (
             json!({"module": "hello", "memory": 1}),
@@ -422,7 +439,7 @@ async fn bad_submissions_are_4xx_with_reasons() {
         ),
         (
             json!({"module": "hello", "input": "a", "input_base64": "YQ=="}),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "not both",
         ),
     ];
@@ -708,7 +725,7 @@ async fn tenants_see_only_their_own_things() {
     let (status, _) = app
         .json("POST", "/v1/runs", b, Some(json!({"module": "hello"})))
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     // ...nor grant alpha's store, while alpha cannot grant beta's.
     app.upload("hello", guest("hello"), b).await;
     let (status, _) = app
@@ -757,7 +774,7 @@ async fn the_admin_token_manages_tenants_and_revocation_is_immediate() {
             Some(json!({"name": "delta", "objects": ["not-configured"]})),
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     let (status, _) = app.json("POST", "/v1/tenants", admin, Some(body)).await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, tenants) = app.json("GET", "/v1/tenants", admin, None).await;

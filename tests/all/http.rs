@@ -104,7 +104,11 @@ async fn open_mode_refuses_foreign_hosts_origins_and_simple_requests() {
     let (status, run) = app
         .json("POST", "/v1/runs", None, Some(json!({"module": "nope"})))
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "JSON is not simple: {run}");
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "JSON is not simple: {run}"
+    );
     let cancel = "/v1/runs/00000000-0000-0000-0000-000000000000/cancel";
     for headers in [
         vec![],
@@ -138,7 +142,7 @@ async fn open_mode_refuses_foreign_hosts_origins_and_simple_requests() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let upload = [("content-type", "application/wasm")];
     let (status, answer) = send(&app, "POST", "/v1/modules?name=m", &upload).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
 
     // With tokens, a browser has no credential: none of this applies.
     let app = app_with_alpha("").await;

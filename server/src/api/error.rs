@@ -1,6 +1,10 @@
 //! Typed JSON errors: `{"error": {"code": "...", "message": "..."}}`.
 //!
-//! Client mistakes are 4xx with a message that says what to fix. Server-side
+//! Client mistakes are 4xx with a message that says what to fix. A request
+//! the OpenAPI document refuses (a missing field, a name outside its
+//! pattern, a number out of range) is a 400; a well-formed request whose
+//! meaning the document cannot judge (a cron expression that does not parse,
+//! an unknown module or time zone, a workflow with a cycle) is a 422. Server-side
 //! failures never echo internals (database errors can name hosts and roles):
 //! they are logged, and the client gets a generic message.
 
@@ -45,6 +49,13 @@ impl ApiError {
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 422: the request is well-formed (the OpenAPI document allows it) but
+    /// says something the server cannot do, for a reason the document
+    /// cannot express.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
     }
 
     pub fn not_found(what: impl std::fmt::Display) -> Self {
@@ -147,7 +158,12 @@ impl From<DbError> for ApiError {
 impl From<AdmissionError> for ApiError {
     fn from(error: AdmissionError) -> Self {
         match error {
-            AdmissionError::Invalid(message) => ApiError::bad_request(message),
+            // What the schema can say about a submission (a name's pattern,
+            // `retries.max`, the length of `idempotency_key`) is refused
+            // with a 400 before admission; what is left here needs the
+            // store or the server's limits to judge.
+            AdmissionError::Malformed(message) => ApiError::bad_request(message),
+            AdmissionError::Invalid(message) => ApiError::unprocessable(message),
             denied @ AdmissionError::GrantDenied { .. } => ApiError::forbidden(denied.to_string()),
             AdmissionError::Db(e) => e.into(),
         }

@@ -26,9 +26,13 @@ pub struct CreateSchedule {
     #[schema(pattern = "^[a-z0-9_-][a-z0-9._-]{0,63}$")]
     pub name: String,
     /// Five fields (`0 2 * * *`), six with seconds, or `@daily` and friends.
+    /// One that does not parse is a 422.
+    #[schema(min_length = 1)]
     pub cron: String,
-    /// IANA time zone the expression is read in; default `UTC`.
+    /// IANA time zone the expression is read in; default `UTC`. An unknown
+    /// zone is a 422.
     #[serde(default = "utc")]
+    #[schema(min_length = 1)]
     pub timezone: String,
     /// After downtime: `skip` runs only the latest missed time, `all` every one.
     #[serde(default)]
@@ -76,7 +80,7 @@ async fn check_template(state: &AppState, tenant_id: &str, template: &SubmitRun)
     post,
     path = "/v1/schedules",
     request_body = CreateSchedule,
-    responses((status = 201, body = ScheduleRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody), (status = 429, description = "the tenant is at its `max_schedules` quota", body = super::error::ErrorBody)),
+    responses((status = 201, body = ScheduleRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 422, description = "well-formed, but not something this server can do: a cron expression that does not parse, an unknown time zone or module", body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody), (status = 429, description = "the tenant is at its `max_schedules` quota", body = super::error::ErrorBody)),
     tag = "schedules"
 )]
 pub async fn create_schedule(
@@ -85,8 +89,15 @@ pub async fn create_schedule(
     Json(body): Json<CreateSchedule>,
 ) -> ApiResult<(StatusCode, Json<ScheduleRecord>)> {
     check_name("schedule name", &body.name)?;
+    if body.cron.is_empty() || body.timezone.is_empty() {
+        return Err(ApiError::bad_request(
+            "`cron` and `timezone` must not be empty",
+        ));
+    }
+    // Well-formed but meaningless (no JSON Schema can parse cron or list
+    // every zone this build of chrono-tz knows): a 422.
     let cron = CronSchedule::parse(&body.cron, &body.timezone)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     check_template(&state, &caller.tenant_id, &body.run).await?;
     let now = crate::model::now_ms();
     let next = if body.paused {
@@ -240,7 +251,7 @@ pub async fn resume_schedule(
     path = "/v1/schedules/{name}/backfill",
     params(("name" = String, Path)),
     request_body = Backfill,
-    responses((status = 201, body = BackfillResult), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody), (status = 429, description = "the tenant is at its `max_queued_runs` quota; the runs started before it stay", body = super::error::ErrorBody)),
+    responses((status = 201, body = BackfillResult), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 422, description = "`to` is not after `from`, the range holds over 1000 fire times, or the template is no longer admitted", body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody), (status = 429, description = "the tenant is at its `max_queued_runs` quota; the runs started before it stay", body = super::error::ErrorBody)),
     tag = "schedules"
 )]
 pub async fn backfill(
@@ -251,13 +262,13 @@ pub async fn backfill(
 ) -> ApiResult<(StatusCode, Json<BackfillResult>)> {
     let record = schedule(&state, &caller.tenant_id, &name).await?;
     if body.to <= body.from {
-        return Err(ApiError::bad_request("`to` must be after `from`"));
+        return Err(ApiError::unprocessable("`to` must be after `from`"));
     }
     let cron = CronSchedule::parse(&record.cron, &record.timezone)
         .map_err(|e| ApiError::internal("stored cron", e))?;
     let fires = cron.fires_between(body.from, body.to, MAX_BACKFILL + 1);
     if fires.len() > MAX_BACKFILL {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::unprocessable(format!(
             "the range holds more than {MAX_BACKFILL} fire times; backfill in smaller ranges"
         )));
     }
@@ -281,16 +292,21 @@ pub struct CreateWorkflow {
     /// Steps, each `{name, depends_on, allow_failure, run}` where `run` is
     /// a run submission. A step with one dependency gets that step's
     /// output as its input; with several, a JSON object of their outputs.
-    #[serde(flatten)]
-    pub definition: WorkflowDef,
+    ///
+    /// Spelled out rather than a flattened [`WorkflowDef`]: serde ignores
+    /// `deny_unknown_fields` through `flatten`, and the document could not
+    /// then say `additionalProperties: false`.
+    #[schema(min_items = 1, max_items = 10000)]
+    pub steps: Vec<dag::StepDef>,
 }
 
-/// Create a workflow. Cycles, unknown steps and unknown modules are 400.
+/// Create a workflow. Cycles, unknown or repeated steps and unknown modules
+/// are 422.
 #[utoipa::path(
     post,
     path = "/v1/workflows",
     request_body = CreateWorkflow,
-    responses((status = 201, body = WorkflowRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody)),
+    responses((status = 201, body = WorkflowRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 422, description = "well-formed, but a step is repeated, depends on an unknown step or on itself, the steps form a cycle, or a run template is not admitted", body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody)),
     tag = "workflows"
 )]
 pub async fn create_workflow(
@@ -299,8 +315,15 @@ pub async fn create_workflow(
     Json(body): Json<CreateWorkflow>,
 ) -> ApiResult<(StatusCode, Json<WorkflowRecord>)> {
     check_name("workflow name", &body.name)?;
-    dag::validate(&body.definition).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    for step in &body.definition.steps {
+    let definition = WorkflowDef { steps: body.steps };
+    dag::validate(&definition).map_err(|e| {
+        if e.is_malformed() {
+            ApiError::bad_request(e.to_string())
+        } else {
+            ApiError::unprocessable(e.to_string())
+        }
+    })?;
+    for step in &definition.steps {
         let template: SubmitRun = serde_json::from_value(step.run.clone()).map_err(|e| {
             ApiError::bad_request(format!("step {}: bad run template: {e}", step.name))
         })?;
@@ -314,7 +337,7 @@ pub async fn create_workflow(
             })?;
     }
     let definition =
-        serde_json::to_value(&body.definition).map_err(|e| ApiError::internal("definition", e))?;
+        serde_json::to_value(&definition).map_err(|e| ApiError::internal("definition", e))?;
     let now = crate::model::now_ms();
     match state
         .services

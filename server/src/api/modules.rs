@@ -52,7 +52,8 @@ pub struct WasmBytes(Vec<u8>);
     responses(
         (status = 201, description = "stored", body = ModuleRecord),
         (status = 200, description = "already stored, identical", body = ModuleRecord),
-        (status = 400, description = "not a task component", body = super::error::ErrorBody),
+        (status = 400, description = "the name or version breaks its pattern", body = super::error::ErrorBody),
+        (status = 422, description = "the bytes are not a task component", body = super::error::ErrorBody),
         (status = 409, description = "this version exists with other bytes", body = super::error::ErrorBody),
         (status = 413, description = "over the upload limit", body = super::error::ErrorBody),
         (status = 507, description = "the module store is full; nothing was stored", body = super::error::ErrorBody),
@@ -110,7 +111,9 @@ pub async fn upload(
         .await
         .map_err(|e| match e {
             RuntimeError::InvalidComponent(message) => {
-                ApiError::bad_request(format!("not a valid task component: {message}"))
+                // Any bytes fit the document's binary body: whether they are
+                // a component only the validator can say.
+                ApiError::unprocessable(format!("not a valid task component: {message}"))
             }
             other => ApiError::internal("could not compile the component", other),
         })?;

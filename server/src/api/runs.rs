@@ -175,8 +175,9 @@ pub async fn output(
     responses(
         (status = 201, description = "queued", body = RunView),
         (status = 200, description = "an earlier run with the same idempotency key", body = RunView),
-        (status = 400, body = super::error::ErrorBody),
+        (status = 400, description = "the request breaks the schema", body = super::error::ErrorBody),
         (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody),
+        (status = 422, description = "well-formed, but not admitted: an unknown module, a duration that does not parse, a limit over this server's", body = super::error::ErrorBody),
         (status = 429, description = "the tenant is at its `max_queued_runs` quota", body = super::error::ErrorBody),
     ),
     tag = "runs"
@@ -225,15 +226,29 @@ pub async fn get(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
     /// Only runs in this state.
-    state: Option<String>,
+    state: Option<RunState>,
     /// Only runs of this module.
     module: Option<String>,
     /// Only runs created at or after this time (RFC 3339).
     since: Option<DateTime<Utc>>,
-    /// Page size, 1 to 500 (default 50).
+    /// Page size (default 50); values outside 1 to 500 are taken as the
+    /// nearest of the two.
+    #[param(minimum = -9223372036854775808_i64, maximum = 9223372036854775807_i64)]
     limit: Option<i64>,
-    /// The `next` value of the previous page.
+    /// The `next` value of the previous page: milliseconds, `.`, a run id.
+    #[param(pattern = "^[+-]?[0-9]{1,18}\\.")]
     cursor: Option<String>,
+}
+
+/// A cursor's time and run id: what the document's pattern for it,
+/// `^[+-]?[0-9]{1,18}\.`, accepts (18 digits always fit an `i64`).
+fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+    let (ms, id) = cursor.split_once('.')?;
+    let digits = ms.strip_prefix(['+', '-']).unwrap_or(ms);
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((ms.parse().ok()?, id.to_string()))
 }
 
 /// A page of runs, newest first.
@@ -257,21 +272,12 @@ pub async fn list(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<RunPage>> {
-    let run_state = match &query.state {
-        Some(s) => Some(
-            RunState::parse(s)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown state {s:?}")))?,
-        ),
-        None => None,
-    };
+    let run_state = query.state;
     let before = match &query.cursor {
-        Some(cursor) => {
-            let (ms, id) = cursor
-                .split_once('.')
-                .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_string())))
-                .ok_or_else(|| ApiError::bad_request("bad `cursor`"))?;
-            Some((ms, id))
-        }
+        Some(cursor) => Some(
+            parse_cursor(cursor)
+                .ok_or_else(|| ApiError::bad_request(format!("bad `cursor` {cursor:?}")))?,
+        ),
         None => None,
     };
     let limit = query.limit.unwrap_or(50).clamp(1, 500);

@@ -17,8 +17,11 @@ const MAX_COUNT: usize = 100;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct NextQuery {
-    /// How many fire times, 1 to 100 (default 5).
-    count: Option<usize>,
+    /// How many fire times (default 5); values outside 1 to 100 are taken
+    /// as the nearest of the two. Any `u64` parses, so the document says
+    /// exactly that range.
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
+    count: Option<u64>,
 }
 
 /// A schedule's next fire times.
@@ -50,7 +53,7 @@ pub async fn next_fire_times(
         .get_schedule(&caller.tenant_id, &name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("schedule {name}")))?;
-    let count = query.count.unwrap_or(5).clamp(1, MAX_COUNT);
+    let count = query.count.unwrap_or(5).clamp(1, MAX_COUNT as u64) as usize;
     let mut times = Vec::with_capacity(count);
     if !record.paused {
         let cron = CronSchedule::parse(&record.cron, &record.timezone)

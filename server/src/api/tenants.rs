@@ -25,6 +25,7 @@ fn require_admin(caller: &Caller) -> ApiResult<()> {
 /// A tenant and what its runs may be granted.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tenant {
+    #[schema(pattern = "^[a-z0-9_-][a-z0-9._-]{0,63}$")]
     pub name: String,
     #[serde(default)]
     pub objects: Vec<String>,
@@ -37,7 +38,7 @@ pub struct Tenant {
     post,
     path = "/v1/tenants",
     request_body = Tenant,
-    responses((status = 201, body = Tenant), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
+    responses((status = 201, body = Tenant), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, description = "a label names no configured object store or SQL source", body = super::error::ErrorBody)),
     tag = "tenants"
 )]
 pub async fn create(
@@ -49,14 +50,14 @@ pub async fn create(
     crate::model::check_name("tenant name", &tenant.name)?;
     for label in &tenant.objects {
         if !state.services.config.runtime.objects.contains_key(label) {
-            return Err(ApiError::bad_request(format!(
+            return Err(ApiError::unprocessable(format!(
                 "no object store `{label}` is configured"
             )));
         }
     }
     for label in &tenant.sql {
         if !state.services.config.runtime.sql.contains_key(label) {
-            return Err(ApiError::bad_request(format!(
+            return Err(ApiError::unprocessable(format!(
                 "no SQL source `{label}` is configured"
             )));
         }

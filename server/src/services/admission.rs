@@ -23,8 +23,13 @@ const MAX_INPUT_BYTES: usize = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdmissionError {
-    /// The submission asks for something no server would give: a message
-    /// for the submitter that says what to fix.
+    /// The submission breaks a rule the OpenAPI document states (a name's
+    /// pattern, a number's range, a string's length): a 400.
+    #[error("{0}")]
+    Malformed(String),
+    /// The submission is well-formed but cannot be admitted for a reason
+    /// the document cannot state (an unknown module, a duration that does
+    /// not parse, a limit over this server's): a 422.
     #[error("{0}")]
     Invalid(String),
     /// A grant the tenant may not give.
@@ -52,6 +57,35 @@ pub async fn prepare(
     tenant_id: &str,
     submit: SubmitRun,
 ) -> Result<NewRun, AdmissionError> {
+    // The same rules as the schema of `SubmitRun`, checked first so that
+    // a request the document refuses is a 400 whatever else is wrong.
+    crate::model::check_name("module name", &submit.module)
+        .map_err(|e| AdmissionError::Malformed(e.to_string()))?;
+    if let Some(version) = &submit.version {
+        crate::model::check_name("version", version)
+            .map_err(|e| AdmissionError::Malformed(e.to_string()))?;
+    }
+    if submit.retries.max > MAX_RETRIES {
+        return Err(AdmissionError::Malformed(format!(
+            "`retries.max` may be at most {MAX_RETRIES}"
+        )));
+    }
+    if let Some(key) = &submit.idempotency_key
+        && (key.is_empty() || key.chars().count() > 256)
+    {
+        return Err(AdmissionError::Malformed(
+            "`idempotency_key` must be 1 to 256 characters".into(),
+        ));
+    }
+    if submit
+        .memory
+        .is_some_and(|m| m < (1 << 20) || m > i64::MAX as u64)
+        || submit.fuel.is_some_and(|f| f > i64::MAX as u64)
+    {
+        return Err(AdmissionError::Malformed(
+            "`memory` must be at least 1 MiB and `memory` and `fuel` at most 2^63-1".into(),
+        ));
+    }
     let module = services
         .db
         .resolve_module(
@@ -116,18 +150,8 @@ pub async fn prepare(
     if submit.fuel.is_some() && !config.runtime.engine.fuel {
         return Err(invalid("this server does not meter fuel; omit `fuel`"));
     }
-    if submit.retries.max > MAX_RETRIES {
-        return Err(invalid(format!(
-            "`retries.max` may be at most {MAX_RETRIES}"
-        )));
-    }
     let backoff = humantime::parse_duration(&submit.retries.backoff)
         .map_err(|e| invalid(format!("bad `retries.backoff`: {e}")))?;
-    if let Some(key) = &submit.idempotency_key
-        && (key.is_empty() || key.len() > 256)
-    {
-        return Err(invalid("`idempotency_key` must be 1 to 256 characters"));
-    }
     let fuel = match submit.fuel {
         Some(fuel) => Some(i64::try_from(fuel).map_err(|_| invalid("`fuel` is too large"))?),
         None => None,
