@@ -161,7 +161,7 @@ async fn a_tenant_cannot_reach_anything_of_another_tenant() {
         }
 
         // Alpha's module cannot be run, by name or by digest, nor be the
-        // target of a schedule or a workflow step: the same 400 as a
+        // target of a schedule or a workflow step: the same 422 as a
         // module that does not exist.
         let (_, unknown) = app
             .json(
@@ -177,17 +177,17 @@ async fn a_tenant_cannot_reach_anything_of_another_tenant() {
             json!({"module": "alpha-mod", "version": module["version"]}),
         ] {
             let (status, answer) = app.json("POST", "/v1/runs", t, Some(submit)).await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
             assert_eq!(answer["error"]["code"], unknown["error"]["code"]);
         }
         let schedule =
             json!({"name": "stolen", "cron": "0 3 * * *", "run": {"module": "alpha-mod"}});
         let (status, answer) = app.json("POST", "/v1/schedules", t, Some(schedule)).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
         let workflow =
             json!({"name": "stolen", "steps": [{"name": "s", "run": {"module": "alpha-mod"}}]});
         let (status, answer) = app.json("POST", "/v1/workflows", t, Some(workflow)).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     }
 
     // Names are per tenant: beta may use alpha's names (a 409 would tell
