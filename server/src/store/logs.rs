@@ -2,7 +2,7 @@
 //! them and read in pages by the API.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, Row};
+use sqlx::Row;
 
 use super::db::{Db, DbError};
 use crate::model::NewLogLine;
@@ -101,7 +101,7 @@ impl Db {
         after: i64,
         limit: i64,
     ) -> Result<Vec<LogLine>, DbError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, LogLine>(
             "SELECT l.seq AS seq, l.attempt AS attempt, l.time AS time, l.level AS level, \
              l.source AS source, l.message AS message FROM run_logs l JOIN runs r ON r.id = l.run_id \
              WHERE r.tenant_id = $1 AND l.run_id = $2 AND l.seq > $3 ORDER BY l.seq LIMIT $4",
@@ -111,10 +111,6 @@ impl Db {
         .bind(after)
         .bind(limit.max(0))
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(LogLine::from_row)
-            .collect::<Result<_, _>>()?)
+        .await?)
     }
 }

@@ -2,7 +2,6 @@
 //! in the artifact store under the digest.
 
 use serde::{Deserialize, Serialize};
-use sqlx::FromRow;
 
 use super::db::{Db, DbError};
 
@@ -67,14 +66,10 @@ impl Db {
         let sql = format!(
             "SELECT {MODULE_COLUMNS} FROM modules WHERE tenant_id = $1 ORDER BY name, created_at, version"
         );
-        let rows = sqlx::query(&sql)
+        Ok(sqlx::query_as::<_, ModuleRecord>(&sql)
             .bind(tenant_id)
             .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(ModuleRecord::from_row)
-            .collect::<Result<_, _>>()?)
+            .await?)
     }
 
     /// The versions of one module, newest first.
@@ -87,15 +82,11 @@ impl Db {
             "SELECT {MODULE_COLUMNS} FROM modules WHERE tenant_id = $1 AND name = $2 \
              ORDER BY created_at DESC, version DESC"
         );
-        let rows = sqlx::query(&sql)
+        Ok(sqlx::query_as::<_, ModuleRecord>(&sql)
             .bind(tenant_id)
             .bind(name)
             .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(ModuleRecord::from_row)
-            .collect::<Result<_, _>>()?)
+            .await?)
     }
 
     /// Resolves a module reference: a version, a digest, or (neither) the newest version.
@@ -121,12 +112,13 @@ impl Db {
             sql.push_str(&format!(" AND digest = ${}", binds.len() + 2));
         }
         sql.push_str(" ORDER BY created_at DESC, version DESC LIMIT 1");
-        let mut query = sqlx::query(&sql).bind(tenant_id).bind(name);
+        let mut query = sqlx::query_as::<_, ModuleRecord>(&sql)
+            .bind(tenant_id)
+            .bind(name);
         for b in binds {
             query = query.bind(b);
         }
-        let row = query.fetch_optional(&self.pool).await?;
-        Ok(row.as_ref().map(ModuleRecord::from_row).transpose()?)
+        Ok(query.fetch_optional(&self.pool).await?)
     }
 
     /// Deletes one version, or every version when `version` is `None`.

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{FromRow, Row};
 
 use super::db::{Db, DbError, DbKind, corrupt, new_id};
 use crate::model::{GrantSet, RunState};
@@ -453,17 +453,13 @@ impl Db {
     }
 
     pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>, DbError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, AttemptRecord>(
             "SELECT attempt, worker_id, started_at, finished_at, state, error FROM run_attempts \
              WHERE run_id = $1 ORDER BY attempt",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(AttemptRecord::from_row)
-            .collect::<Result<_, _>>()?)
+        .await?)
     }
 
     /// Claims the next queued run, fairly between tenants (see
