@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use crate::api::{App, app, app_with};
-use crate::server::{cli, text, write_embedded_config};
+use crate::server::{cli, push_guest, text, write_embedded_config};
 use caisson_tests::{Served, guest, guest_path};
 
 const ADMIN: &str = "http-admin-token";
@@ -611,11 +611,7 @@ fn request_timeout_ends_slow_requests_but_not_log_streams_or_steady_uploads() {
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
 
     // A followed log outlives the timeout: a run of 2.5 s, followed to its end.
-    let busy = cli(
-        &["module", "push", guest_path("busy").to_str().unwrap()],
-        &server.url,
-    );
-    assert!(busy.status.success(), "{}", text(&busy.stderr));
+    push_guest("busy", &server.url);
     let out = cli(&["run", "submit", "busy", "-p", "ms=2500"], &server.url);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
@@ -747,11 +743,7 @@ fn the_cli_escapes_what_a_task_prints_and_works_in_open_mode() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve(dir.path(), "workers = 1", "", &[]);
     let url = server.url.clone();
-    let out = cli(
-        &["module", "push", guest_path("hello").to_str().unwrap()],
-        &url,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    push_guest("hello", &url);
 
     // The input comes back in the output and in a log line: a window
     // title, a colour, a screen clear and a carriage return.

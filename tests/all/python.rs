@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use caisson_tests::{RemoteStore, unique_prefix};
-use caisson_tests::{base_config, caisson_bin, guest_path, key, postgres_url, runtime, s3_env};
+use caisson_tests::{base_config, caisson_bin, key, postgres_url, runtime, s3_env};
 
-use crate::server::{Proc, cli, text, write_embedded_config};
+use crate::server::{Proc, cli, push_guest, text, write_embedded_config};
 use crate::{json, load, run_with};
 
 /// The two tasks pin packaging 21.3 and 24.2. Each relies on an API the
@@ -29,11 +29,7 @@ fn python_tasks_with_conflicting_dependencies_run_side_by_side_in_one_worker() {
     let server = Proc::start(&["serve"], dir.path());
     let url = server.url().to_string();
     for name in ["py-packaging-old", "py-packaging-new"] {
-        let out = cli(
-            &["module", "push", guest_path(name).to_str().unwrap()],
-            &url,
-        );
-        assert!(out.status.success(), "push {name}: {}", text(&out.stderr));
+        push_guest(name, &url);
     }
 
     // Both submitted at once; each holds its instance for 3 s, so they can

@@ -9,9 +9,9 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use caisson_tests::{base_config, caisson_bin, guest_path, postgres_url, runtime, unique_prefix};
+use caisson_tests::{base_config, caisson_bin, postgres_url, runtime, unique_prefix};
 
-use crate::server::{Proc, cli, text, write_embedded_config};
+use crate::server::{Proc, cli, push_guest, text, write_embedded_config};
 use crate::{json, load, run_with};
 
 fn toolchain() -> std::path::PathBuf {
@@ -157,11 +157,7 @@ fn jinja2_versions_with_markupsafe_from_source_run_side_by_side() {
     let server = Proc::start(&["serve"], dir.path());
     let url = server.url().to_string();
     for name in ["py-jinja-old", "py-jinja-new"] {
-        let out = cli(
-            &["module", "push", guest_path(name).to_str().unwrap()],
-            &url,
-        );
-        assert!(out.status.success(), "push {name}: {}", text(&out.stderr));
+        push_guest(name, &url);
     }
     let submit = |name: &'static str| {
         let url = url.clone();

@@ -78,6 +78,17 @@ pub(crate) fn cli(args: &[&str], server: &str) -> Output {
         .expect("spawning caisson")
 }
 
+/// Uploads the guest component `name` through the CLI, and fails the test
+/// if the server refuses it.
+pub(crate) fn push_guest(name: &str, server: &str) -> Output {
+    let out = cli(
+        &["module", "push", guest_path(name).to_str().unwrap()],
+        server,
+    );
+    assert!(out.status.success(), "push {name}: {}", text(&out.stderr));
+    out
+}
+
 pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
