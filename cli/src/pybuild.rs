@@ -35,6 +35,10 @@ const SDK: &[(&str, &str)] = &[
         include_str!("../../sdk/python/caisson/_task.py"),
     ),
     (
+        "caisson/_wit.py",
+        include_str!("../../sdk/python/caisson/_wit.py"),
+    ),
+    (
         "caisson/dbapi.py",
         include_str!("../../sdk/python/caisson/dbapi.py"),
     ),
