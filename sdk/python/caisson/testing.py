@@ -16,6 +16,8 @@ def test_totals(tmp_path):
 Stores are local directories (`Store` reads and writes files under them) and
 SQL sources are SQLite databases (Python's `sqlite3`; `$1` placeholders work
 as in a task). The run's log and progress are recorded on the result.
+`caisson.dbapi` and `caisson.sqlalchemy` are not covered yet: they call the
+host's SQL bindings directly.
 
 This is a test harness, not the runtime: there is no sandbox, no limits and
 no WebAssembly. What it checks is the task's own logic. Run the built
