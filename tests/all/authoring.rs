@@ -14,9 +14,7 @@ use std::process::{Command, Output};
 use caisson_tests::{caisson_bin, root};
 use serde_json::Value;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::server::text;
 
 /// Runs `caisson ARGS` in `dir`.
 fn caisson(dir: &Path, args: &[&str]) -> Output {
