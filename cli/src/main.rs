@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 mod args;
 mod client;
 mod escape;
+mod project;
 mod pybuild;
 
 use args::{parse_bytes, parse_grants, parse_params, read_input};
@@ -32,8 +33,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a task once locally (`caisson run TASK.wasm`), or manage runs on
-    /// a server (`caisson run submit|get|list|logs|cancel`).
+    /// Start a task project: source with an example, a test, sample data
+    /// and a `caisson.toml` for local runs.
+    New(project::NewArgs),
+    /// Build a task project (Rust or Python) into a component and check it.
+    Build(project::BuildArgs),
+    /// Run a task once locally (`caisson run TASK.wasm`, or `caisson run DIR`
+    /// for a task project, built first if its sources changed), or manage
+    /// runs on a server (`caisson run submit|get|list|logs|cancel`).
     Run(Box<RunCommand>),
     /// Check that a file is a task component, and list its imports and exports.
     Inspect {
@@ -70,7 +77,10 @@ struct RunCommand {
 
 #[derive(clap::Args)]
 struct LocalRunArgs {
-    /// The task component (`.wasm`).
+    /// The task component (`.wasm`), or a task project's directory: built
+    /// if its sources changed, run with its `caisson.toml`, and granted
+    /// every store and database that file configures unless `--grant` says
+    /// otherwise.
     #[arg(required = true)]
     task: Option<PathBuf>,
     /// The configuration file (stores, databases, limits).
@@ -177,6 +187,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 local,
             } => run(local).await,
         },
+        Command::New(args) => project::new(args),
+        Command::Build(args) => project::build(args).await,
         Command::Inspect { task, config } => inspect(&task, config.as_deref()).await,
         Command::Serve(args) => serve(args).await,
         Command::Worker(args) => worker(args).await,
@@ -311,8 +323,22 @@ async fn inspect(task: &Path, config: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: LocalRunArgs) -> anyhow::Result<()> {
-    let task_path = args.task.clone().context("a task file is required")?;
+async fn run(mut args: LocalRunArgs) -> anyhow::Result<()> {
+    let mut task_path = args.task.clone().context("a task file is required")?;
+    // Read before a project run moves into its directory.
+    let input = read_input(&args.input)?;
+    let mut default_grants = false;
+    if task_path.is_dir() {
+        let dir = std::fs::canonicalize(&task_path)?;
+        task_path = project::ensure_built(&dir).await?;
+        for path in [&mut args.config, &mut args.output].into_iter().flatten() {
+            *path = std::path::absolute(&*path)?;
+        }
+        // The project's `caisson.toml` and the relative paths in it (a
+        // local store's `root`, the compile cache) are the project's.
+        std::env::set_current_dir(&dir).with_context(|| format!("entering {}", dir.display()))?;
+        default_grants = args.grants.is_empty();
+    }
     let mut config = load_config(args.config.as_deref())?;
     let mut limits = config.limits;
     if let Some(timeout) = args.timeout {
@@ -326,9 +352,31 @@ async fn run(args: LocalRunArgs) -> anyhow::Result<()> {
     }
     config.limits = limits;
 
-    let grants = parse_grants(&args.grants)?;
+    let mut grants = parse_grants(&args.grants)?;
+    if default_grants {
+        // A project's own configuration is the author's, for local runs:
+        // everything in it is granted.
+        for label in config.objects.keys() {
+            grants = grants.with_object_store(label);
+        }
+        for label in config.sql.keys() {
+            grants = grants.with_sql(label);
+        }
+        if !args.quiet {
+            let objects = config.objects.keys().map(|l| format!("objects={l}"));
+            let sql = config.sql.keys().map(|l| format!("sql={l}"));
+            let labels: Vec<String> = objects.chain(sql).collect();
+            eprintln!(
+                "caisson: granted {} (everything in caisson.toml; --grant to choose)",
+                if labels.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    labels.join(", ")
+                }
+            );
+        }
+    }
     let params = parse_params(&args.params)?;
-    let input = read_input(&args.input)?;
     let bytes = std::fs::read(&task_path)
         .with_context(|| format!("could not read {}", task_path.display()))?;
 

@@ -35,6 +35,10 @@ const SDK: &[(&str, &str)] = &[
         include_str!("../../sdk/python/caisson/_task.py"),
     ),
     (
+        "caisson/_wit.py",
+        include_str!("../../sdk/python/caisson/_wit.py"),
+    ),
+    (
         "caisson/dbapi.py",
         include_str!("../../sdk/python/caisson/dbapi.py"),
     ),
@@ -82,29 +86,29 @@ const WIT: &[(&str, &str)] = &[
 pub struct BuildPythonArgs {
     /// The task directory: the task's module (`app.py`) and, optionally,
     /// `requirements.txt`. Everything in it is bundled.
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Where to write the component.
     #[arg(long, short)]
-    output: PathBuf,
+    pub(crate) output: PathBuf,
     /// The module, in the task directory, that holds the `@task` function.
     #[arg(long, default_value = "app")]
-    module: String,
+    pub(crate) module: String,
     /// componentize-py (version 0.25.1).
     #[arg(
         long,
         env = "CAISSON_COMPONENTIZE_PY",
         default_value = "componentize-py"
     )]
-    componentize_py: PathBuf,
+    pub(crate) componentize_py: PathBuf,
     /// A Python 3 with pip, used to download the requirements (for the
     /// guest's Python, whatever this one's version).
     #[arg(long, env = "CAISSON_PYTHON", default_value = "python3")]
-    python: PathBuf,
+    pub(crate) python: PathBuf,
     /// A directory to build in. Installed requirements are kept there and
     /// reused while `requirements.txt` is unchanged. Default: a fresh
     /// temporary directory.
     #[arg(long)]
-    build_dir: Option<PathBuf>,
+    pub(crate) build_dir: Option<PathBuf>,
     /// Build this requirement (a distribution name, e.g. `markupsafe`) from
     /// its source release, with C compilation disabled, for packages whose
     /// native part is optional. Repeatable; `# caisson: build-from-source`
@@ -112,7 +116,7 @@ pub struct BuildPythonArgs {
     /// package's setup code on this machine, inside a sandbox (bubblewrap:
     /// no network, read-only file system but for its build directory).
     #[arg(long, value_name = "NAME")]
-    build_from_source: Vec<String>,
+    pub(crate) build_from_source: Vec<String>,
 }
 
 pub fn build_python(args: BuildPythonArgs) -> anyhow::Result<()> {

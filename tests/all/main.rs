@@ -2,6 +2,7 @@
 //! runtime against real services. One binary, one module per area.
 
 mod api;
+mod authoring;
 mod cli;
 mod contract;
 mod db;

@@ -7,10 +7,10 @@ import json
 import traceback
 from typing import Any, Callable
 
-import wit_world
-from componentize_py_types import Err
-from wit_world.imports import log as _log
-from wit_world.imports.task_types import TaskError as _WitTaskError
+from ._wit import wit_world
+from ._wit import Err
+from ._wit import log as _log
+from ._wit import task_types as _task_types
 
 from .errors import CaissonError, TaskError
 
@@ -64,7 +64,7 @@ def _fail(message: str, retryable: bool, with_traceback: bool) -> Err:
             _log.log(_log.Level.ERROR, traceback.format_exc().rstrip())
         except Err:
             pass  # the log budget is spent; the run's error says enough
-    return Err(_WitTaskError(message=message, retryable=retryable))
+    return Err(_task_types.TaskError(message=message, retryable=retryable))
 
 
 class WitWorld(wit_world.WitWorld):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from componentize_py_types import Err
+from ._wit import Err
 
 
 class CaissonError(Exception):

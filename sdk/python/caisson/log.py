@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from componentize_py_types import Err
-from wit_world.imports import log as _log
+from ._wit import Err
+from ._wit import log as _log
 
 
 def _emit(level: _log.Level, message: object, args: tuple) -> None:

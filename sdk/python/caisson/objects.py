@@ -10,9 +10,9 @@ import io
 from dataclasses import dataclass
 from typing import Iterator
 
-from componentize_py_types import Err
-from wit_world.imports import objects as _objects
-from wit_world.imports import streams as _streams
+from ._wit import Err
+from ._wit import objects as _objects
+from ._wit import streams as _streams
 
 from .errors import NotFound, OtherError, call, from_wit
 

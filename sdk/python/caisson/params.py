@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import overload
 
-from wit_world.imports import params as _params
+from ._wit import params as _params
 
 
 @overload

@@ -37,7 +37,7 @@ import uuid as _uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from wit_world.imports import sql as _sql
+from ._wit import sql as _sql
 
 from .errors import call
 
