@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use super::admission::{self, AdmissionError};
 use super::context::Services;
+use super::wake::armed;
 use super::workflow_defs::WorkflowDefs;
 use crate::cron::{CatchUp, CronSchedule, due_fires, render_template};
 use crate::dag::{self, StepState, WorkflowDef};
@@ -56,12 +57,16 @@ const CATCH_UP_BATCH: usize = 100;
 /// Runs [`tick`] every `server.tick`, or sooner when woken, until `shutdown`.
 pub async fn run(services: Services, mut shutdown: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(services.config.server.tick);
+    let mut woken = armed(&services.scheduler_wake);
     loop {
         tokio::select! {
             _ = interval.tick() => {}
-            () = services.scheduler_wake.notified() => {}
+            () = &mut woken => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+        // Armed before the pass, so a wake-up sent while it runs starts
+        // the next pass at once instead of waiting for the timer.
+        woken = armed(&services.scheduler_wake);
         tick(&services, Utc::now()).await;
     }
 }

@@ -23,6 +23,7 @@ use tracing::Instrument;
 use super::artifacts::{module_key, output_key};
 use super::context::Services;
 use super::supervise::{RESTART_DELAY, supervise};
+use super::wake::armed;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::model::{GrantSet, LogSource, NewLogLine, RunState};
@@ -192,15 +193,19 @@ impl Worker {
             if stopping {
                 break;
             }
+            // Armed before the claim looks, so a run queued while it
+            // looks wakes this slot instead of waiting for the poll.
+            let woken = armed(&self.work_available);
             match self.claim().await {
                 Ok(Some((claim, reserved))) => {
+                    drop(woken);
                     self.execute(claim, hand_back.clone()).await;
                     *self.free_memory.lock().await += reserved;
                 }
                 Ok(None) => {
                     let mut shutdown = shutdown.clone();
                     tokio::select! {
-                        () = self.work_available.notified() => {}
+                        () = woken => {}
                         () = tokio::time::sleep(poll) => {}
                         _ = shutdown.wait_for(|s| *s) => {}
                     }
