@@ -149,18 +149,19 @@ impl Service {
         Ok(run["id"].as_str().context("no run id")?.to_string())
     }
 
-    /// Polls a run until it is final; its output on success.
-    async fn wait(&self, id: &str, every: Duration) -> Result<String> {
+    /// Waits for a run to be final, its output on success: one
+    /// `GET /v1/runs/{id}?wait=30s`, which answers when the run ends
+    /// (again only if a run takes longer than that).
+    async fn wait(&self, id: &str) -> Result<String> {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
-            let run = self.get(&format!("/v1/runs/{id}")).await?;
+            let run = self.get(&format!("/v1/runs/{id}?wait=30s")).await?;
             match run["state"].as_str() {
                 Some("succeeded") => return Ok(run["output"].as_str().unwrap_or("").to_string()),
                 Some("failed" | "cancelled" | "timed_out") => bail!("run {id} ended: {run}"),
                 _ => {}
             }
             ensure!(Instant::now() < deadline, "run {id} did not finish");
-            tokio::time::sleep(every).await;
         }
     }
 
@@ -215,7 +216,7 @@ async fn trigger_to_start(service: &Service, samples: usize, name: &str) -> Resu
         let sent = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
         let id = service.submit(json!({"op": "clock"})).await?;
         let started: u128 = service
-            .wait(&id, Duration::from_millis(2))
+            .wait(&id)
             .await?
             .trim()
             .parse()
@@ -262,34 +263,45 @@ async fn throughput(service: &Service, n: usize) -> Result<f64> {
         ids.extend(handle.await??);
     }
     for id in &ids {
-        service.wait(id, Duration::from_millis(10)).await?;
+        service.wait(id).await?;
     }
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Wall time of one run of a workflow of `steps` no-op steps.
-async fn workflow(service: &Service, name: &str, steps: Vec<Value>) -> Result<Duration> {
+/// Wall times of `samples` runs, one after another, of a workflow of
+/// `steps` no-op steps: each from its `POST /v1/workflows/{name}/runs`
+/// until `GET /v1/workflow-runs/{id}?wait=30s` answers that it ended.
+async fn workflow(
+    service: &Service,
+    name: &str,
+    steps: Vec<Value>,
+    samples: usize,
+) -> Result<Vec<Duration>> {
     service
         .post("/v1/workflows", &json!({"name": name, "steps": steps}))
         .await?;
-    let started = Instant::now();
-    let run = service
-        .post(&format!("/v1/workflows/{name}/runs"), &json!({}))
-        .await?;
-    let id = run["id"].as_str().context("no workflow run id")?;
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        let run = service.get(&format!("/v1/workflow-runs/{id}")).await?;
-        match run["state"].as_str() {
-            Some("succeeded") => return Ok(started.elapsed()),
-            Some("running") => {}
-            _ => bail!("workflow {name} ended: {}", run["state"]),
+    let mut walls = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        let run = service
+            .post(&format!("/v1/workflows/{name}/runs"), &json!({}))
+            .await?;
+        let id = run["id"].as_str().context("no workflow run id")?;
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        loop {
+            let run = service
+                .get(&format!("/v1/workflow-runs/{id}?wait=30s"))
+                .await?;
+            match run["state"].as_str() {
+                Some("succeeded") => break,
+                Some("running") => {}
+                _ => bail!("workflow {name} ended: {}", run["state"]),
+            }
+            ensure!(Instant::now() < deadline, "workflow {name} did not finish");
         }
-        ensure!(Instant::now() < deadline, "workflow {name} did not finish");
-        // Each poll reads the whole run view (every step): polling a
-        // 1,000-step run 50 times a second took a third of the CPU.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        walls.push(started.elapsed());
     }
+    Ok(walls)
 }
 
 fn step(name: String, depends_on: Vec<String>) -> Value {
@@ -332,19 +344,20 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
             step(format!("s{i}"), deps)
         })
         .collect();
-    let linear_wall = workflow(&service, "linear", linear).await?;
+    let samples = plan.dag_samples;
+    let linear_walls = workflow(&service, "linear", linear, samples).await?;
     let middle: Vec<String> = (1..n - 1).map(|i| format!("s{i}")).collect();
     let mut fan = vec![step("s0".into(), vec![])];
     fan.extend(middle.iter().map(|m| step(m.clone(), vec!["s0".into()])));
     fan.push(step(format!("s{}", n - 1), middle.clone()));
-    let fan_wall = workflow(&service, "fan", fan).await?;
+    let fan_walls = workflow(&service, "fan", fan, samples).await?;
     let linear = report.dist(Dist::new(
-        format!("workflow, {n}-step linear chain, wall time (1 sample)"),
-        vec![linear_wall],
+        format!("workflow, {n}-step linear chain, wall time"),
+        linear_walls,
     ));
     let fan = report.dist(Dist::new(
-        format!("workflow, {n}-step fan-out/fan-in, wall time (1 sample)"),
-        vec![fan_wall],
+        format!("workflow, {n}-step fan-out/fan-in, wall time"),
+        fan_walls,
     ));
     // Baselines from this run: a chain can go no faster than one trigger
     // after another, a fan-out no faster than the same runs submitted at once.

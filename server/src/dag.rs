@@ -351,6 +351,32 @@ pub fn advance(def: &WorkflowDef, states: &BTreeMap<String, StepState>) -> Advan
     out
 }
 
+/// Each step of `def` (in definition order) with how many steps it waits
+/// for and the steps that wait for it: what a workflow run stores so that
+/// a step's end moves its successors on without a pass over the whole
+/// workflow. Linear in the number of steps and edges.
+pub fn step_counts(def: &WorkflowDef) -> Vec<(String, i64, Vec<String>)> {
+    let index: HashMap<&str, usize> = def
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut successors: Vec<Vec<String>> = vec![Vec::new(); def.steps.len()];
+    for step in &def.steps {
+        for dep in &step.depends_on {
+            if let Some(&d) = index.get(dep.as_str()) {
+                successors[d].push(step.name.clone());
+            }
+        }
+    }
+    def.steps
+        .iter()
+        .zip(successors)
+        .map(|(step, successors)| (step.name.clone(), step.depends_on.len() as i64, successors))
+        .collect()
+}
+
 /// The input bytes of step `step`, given the outputs of the steps that ran.
 ///
 /// This is the contract task authors program against:
@@ -435,6 +461,28 @@ mod tests {
             allow_failure: false,
             run: json!({"module": "m", "function": name}),
         }
+    }
+
+    #[test]
+    fn step_counts_give_waits_and_successors() {
+        let def = WorkflowDef {
+            steps: vec![
+                step("a", &[]),
+                step("b", &["a"]),
+                step("c", &["a"]),
+                step("d", &["b", "c"]),
+            ],
+        };
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            step_counts(&def),
+            vec![
+                ("a".to_owned(), 0, names(&["b", "c"])),
+                ("b".to_owned(), 1, names(&["d"])),
+                ("c".to_owned(), 1, names(&["d"])),
+                ("d".to_owned(), 2, names(&[])),
+            ]
+        );
     }
 
     fn wf(steps: Vec<StepDef>) -> WorkflowDef {

@@ -13,8 +13,8 @@ use std::time::Duration;
 use caisson_host_api::log::Level;
 use caisson_server::model::{GrantSet, LogSource, NewLogLine, RunState};
 use caisson_server::store::{
-    AttemptOutcome, Db, DbError, DbKind, ModuleRecord, NewRun, RunFilter, ScheduleRecord,
-    TenantQuotas,
+    AttemptOutcome, Db, DbError, DbKind, ModuleRecord, NewRun, NewStep, RunFilter, ScheduleRecord,
+    Settled, TenantQuotas,
 };
 use caisson_tests::postgres_url;
 use sqlx::Connection;
@@ -1812,6 +1812,123 @@ async fn run_lists_read_no_inputs_or_outputs() {
         assert_eq!(full.input, input);
         assert_eq!(full.output.map(|o| o.len()), Some(1 << 20));
         assert!(full.has_output);
+    })
+    .await;
+}
+
+/// Claims the one queued run, `step`'s, and records it succeeded: what
+/// the step's end set in motion.
+async fn end_step_run(db: &Db, t: &str, workflow_run: &str, step: &str) -> Option<Settled> {
+    let id = submit(db, t, NOW, |r| {
+        r.workflow_run_id = Some(workflow_run.to_owned());
+        r.step_name = Some(step.to_owned());
+    })
+    .await;
+    // Queuing a step's run marks the step running in the same commit.
+    if let Some(record) =
+        (db.workflow_steps(workflow_run).await.unwrap().into_iter()).find(|s| s.name == step)
+    {
+        assert_eq!(record.state, "running");
+        assert_eq!(record.run_id.as_deref(), Some(id.as_str()));
+    }
+    let claim = db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
+    assert_eq!(claim.run.id, id);
+    let done = AttemptOutcome::Succeeded {
+        output: step.as_bytes().to_vec(),
+        output_key: None,
+    };
+    let settled = db
+        .finish_attempt_step(&id, "w1", claim.attempt, &done, NOW + 1)
+        .await
+        .unwrap()
+        .expect("the attempt was w1's to finish");
+    assert!(
+        db.finish_attempt_step(&id, "w1", claim.attempt, &done, NOW + 2)
+            .await
+            .unwrap()
+            .is_none(),
+        "a second report was taken"
+    );
+    settled.map(|mut settled| {
+        settled.ready.sort();
+        settled
+    })
+}
+
+#[tokio::test]
+async fn ending_a_step_counts_its_successors_down_once() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let step = |name: &str, waiting: i64, successors: &[&str]| NewStep {
+            name: name.into(),
+            waiting,
+            successors: successors.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        // a -> b, a -> c, b and c -> d.
+        let steps = [
+            step("a", 0, &["b", "c"]),
+            step("b", 1, &["d"]),
+            step("c", 1, &["d"]),
+            step("d", 2, &[]),
+        ];
+        let wf = db
+            .create_workflow_run(&t, "flow", &serde_json::json!({}), &steps, NOW)
+            .await
+            .unwrap();
+
+        let a = end_step_run(&db, &t, &wf, "a").await.expect("a is a step");
+        assert_eq!(a.workflow_run_id, wf);
+        assert_eq!(a.tenant_id, t);
+        assert_eq!(a.step, "a");
+        assert!(a.succeeded);
+        assert_eq!(a.ready, ["b", "c"]);
+        assert!(!a.all_ended);
+        assert!(
+            !db.move_step(&wf, "a", "pending", "running", Some("late"))
+                .await
+                .unwrap(),
+            "an ended step was moved back to running"
+        );
+
+        // b fails (moved by the scheduler): d still waits for c.
+        assert!(
+            db.move_step(&wf, "b", "pending", "failed", None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.move_step(&wf, "b", "pending", "failed", None)
+                .await
+                .unwrap()
+        );
+        let c = end_step_run(&db, &t, &wf, "c").await.expect("c is a step");
+        assert_eq!(c.ready, ["d"], "d waited for b and c, counted once each");
+        assert!(!c.all_ended);
+
+        let d = end_step_run(&db, &t, &wf, "d").await.expect("d is a step");
+        assert!(d.ready.is_empty());
+        assert!(d.all_ended, "every step has ended");
+        let states: Vec<(String, String)> = db
+            .workflow_steps(&wf)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.name, s.state))
+            .collect();
+        let expected = [
+            ("a", "succeeded"),
+            ("b", "failed"),
+            ("c", "succeeded"),
+            ("d", "succeeded"),
+        ]
+        .map(|(n, s)| (n.to_owned(), s.to_owned()));
+        assert_eq!(states, expected);
+
+        // A run outside any workflow ends nothing else.
+        assert_eq!(
+            end_step_run(&db, &t, "no-such-workflow-run", "x").await,
+            None
+        );
     })
     .await;
 }

@@ -400,3 +400,192 @@ async fn workflow_definitions_are_read_once_and_a_changed_workflow_is_followed()
     tick(&app.state.services, Utc::now()).await;
     assert!(defs.is_empty());
 }
+
+/// Creates workflow `name` as a chain of `n` `hello` steps, `s0` taking
+/// "start", and starts a run of it. Returns the run's id.
+async fn start_chain(app: &crate::api::App, name: &str, n: usize) -> String {
+    let steps: Vec<Value> = (0..n)
+        .map(|i| {
+            if i == 0 {
+                json!({"name": "s0", "run": {"module": "hello", "input": "start"}})
+            } else {
+                json!({"name": format!("s{i}"), "depends_on": [format!("s{}", i - 1)],
+                       "run": {"module": "hello"}})
+            }
+        })
+        .collect();
+    let (status, body) = app
+        .json(
+            "POST",
+            "/v1/workflows",
+            None,
+            Some(json!({"name": name, "steps": steps})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, started) = app
+        .json("POST", &format!("/v1/workflows/{name}/runs"), None, None)
+        .await;
+    assert_eq!(status, 201, "{started}");
+    started["id"].as_str().unwrap().to_string()
+}
+
+async fn step_output(app: &crate::api::App, run: &Value, name: &str) -> Value {
+    let id = step(run, name)["run_id"].as_str().unwrap().to_string();
+    app.json("GET", &format!("/v1/runs/{id}"), None, None)
+        .await
+        .1["output"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_advances_without_the_periodic_pass() {
+    // No scheduler runs here and no test calls `tick`: only the worker
+    // that ends each step's run moves the workflow on.
+    let app = app("", 0).await;
+    app.upload("hello", guest("hello"), None).await;
+    let id = start_chain(&app, "chain", 30).await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(caisson_server::worker::Worker::new(&app.state.services).run(2, rx));
+    let done = wait_workflow(&app, &id).await;
+    let _ = tx.send(true);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let states: Vec<&str> = (done["steps"].as_array().unwrap().iter())
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["succeeded"; 30]);
+    // Each step got the one before's output: 30 greetings around "start".
+    let expected = format!("{}start", "hello, ".repeat(30));
+    assert_eq!(step_output(&app, &done, "s29").await, expected.as_str());
+    assert_eq!(
+        app.state.services.workflow_defs.loads(),
+        1,
+        "the definition was read once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_ended_by_a_process_that_died_is_moved_on_by_the_pass() {
+    let app = app("", 0).await;
+    app.upload("hello", guest("hello"), None).await;
+    let id = start_chain(&app, "pair", 2).await;
+    // A worker claims s0 and records its end, then dies before it starts
+    // s1: the step has ended in the store, and nothing else happened.
+    let db = &app.state.services.db;
+    let now = caisson_server::model::now_ms();
+    let claim = db
+        .claim_run("doomed", Duration::from_secs(30), now, i64::MAX)
+        .await
+        .unwrap()
+        .expect("s0 is queued");
+    let done = caisson_server::store::AttemptOutcome::Succeeded {
+        output: b"from the dead".to_vec(),
+        output_key: None,
+    };
+    assert!(
+        db.finish_attempt(&claim.run.id, "doomed", claim.attempt, &done, now)
+            .await
+            .unwrap()
+    );
+    let (_, view) = app
+        .json("GET", &format!("/v1/workflow-runs/{id}"), None, None)
+        .await;
+    assert_eq!(step(&view, "s0")["state"], "succeeded", "{view}");
+    assert_eq!(step(&view, "s1")["state"], "pending", "{view}");
+    // The periodic pass (recovery) starts s1 with s0's output, and a new
+    // worker finishes the run.
+    tick(&app.state.services, Utc::now()).await;
+    let (_, view) = app
+        .json("GET", &format!("/v1/workflow-runs/{id}"), None, None)
+        .await;
+    assert_eq!(step(&view, "s1")["state"], "running", "{view}");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(caisson_server::worker::Worker::new(&app.state.services).run(1, rx));
+    let done = wait_workflow(&app, &id).await;
+    let _ = tx.send(true);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(step_output(&app, &done, "s1").await, "hello, from the dead");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_get_answers_when_the_run_ends_or_its_wait_is_over() {
+    let app = app("", 0).await;
+    app.upload("hello", guest("hello"), None).await;
+    let (status, run) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "hello", "input": "you"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().unwrap().to_string();
+    for bad in ["1m", "30", "-1s", "1.5s", "1234567890s"] {
+        let (status, body) = app
+            .json("GET", &format!("/v1/runs/{id}?wait={bad}"), None, None)
+            .await;
+        assert_eq!(status, 400, "wait={bad}: {body}");
+    }
+
+    // No worker: the wait runs out, and the run is as it was.
+    let asked = std::time::Instant::now();
+    let (status, run) = app
+        .json("GET", &format!("/v1/runs/{id}?wait=300ms"), None, None)
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["state"], "queued");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(300),
+        "answered early"
+    );
+
+    // A workflow run waits the same way.
+    let flow = start_chain(&app, "pair", 2).await;
+    let (_, view) = app
+        .json(
+            "GET",
+            &format!("/v1/workflow-runs/{flow}?wait=200ms"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(view["state"], "running", "{view}");
+
+    // A worker starts while both GETs wait: each answers once its run
+    // ended, long before its 30 s.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let worker = caisson_server::worker::Worker::new(&app.state.services);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        worker.run(2, rx).await;
+    });
+    let asked = std::time::Instant::now();
+    let run_uri = format!("/v1/runs/{id}?wait=30s");
+    let flow_uri = format!("/v1/workflow-runs/{flow}?wait=30s");
+    let ((_, run), (_, view)) = tokio::join!(
+        app.json("GET", &run_uri, None, None),
+        app.json("GET", &flow_uri, None, None),
+    );
+    let waited = asked.elapsed();
+    let _ = tx.send(true);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["output"], "hello, you");
+    assert_eq!(view["state"], "succeeded", "{view}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "answered before the worker ran"
+    );
+    assert!(
+        waited < Duration::from_secs(20),
+        "waited {waited:?}: the end was missed"
+    );
+
+    // A final run answers at once, whatever the wait.
+    let asked = std::time::Instant::now();
+    let (_, run) = app
+        .json("GET", &format!("/v1/runs/{id}?wait=30s"), None, None)
+        .await;
+    assert_eq!(run["state"], "succeeded");
+    assert!(asked.elapsed() < Duration::from_secs(20));
+}

@@ -8,14 +8,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Json, Path};
+use super::extract::{Json, Path, Query};
 use super::state::{AppState, Caller};
+use super::wait::WaitQuery;
 use crate::cron::{CatchUp, CronSchedule};
 use crate::dag::{self, WorkflowDef};
 use crate::model::{SubmitRun, check_name};
 use crate::services::{admission, scheduler};
 use crate::store::{
-    OpenWorkflowRun, ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord,
+    NewStep, OpenWorkflowRun, ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord,
 };
 
 /// A schedule to create.
@@ -492,7 +493,14 @@ pub async fn start_workflow(
         .ok_or_else(|| ApiError::not_found(format!("workflow {name}")))?;
     let def: WorkflowDef = serde_json::from_value(workflow.definition.clone())
         .map_err(|e| ApiError::internal("stored workflow", e))?;
-    let steps: Vec<String> = def.steps.iter().map(|s| s.name.clone()).collect();
+    let steps = dag::step_counts(&def)
+        .into_iter()
+        .map(|(name, waiting, successors)| NewStep {
+            name,
+            waiting,
+            successors,
+        })
+        .collect::<Vec<_>>();
     let id = state
         .services
         .db
@@ -522,24 +530,40 @@ pub async fn start_workflow(
     ))
 }
 
-/// Get a workflow run and its steps.
+/// Get a workflow run and its steps. With `wait`, once it has ended (or
+/// the wait is over): a client waits for a workflow with one request.
 #[utoipa::path(
     get,
     path = "/v1/workflow-runs/{id}",
-    params(("id" = String, Path)),
-    responses((status = 200, body = WorkflowRunView), (status = 404, body = super::error::ErrorBody)),
+    params(("id" = String, Path), WaitQuery),
+    responses(
+        (status = 200, body = WorkflowRunView),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)
+    ),
     tag = "workflows"
 )]
 pub async fn get_workflow_run(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(wait): Query<WaitQuery>,
 ) -> ApiResult<Json<WorkflowRunView>> {
-    let run = state
-        .services
-        .db
-        .get_workflow_run(&caller.tenant_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("workflow run {id}")))?;
+    let limit = wait.limit()?;
+    // Waiting reads only the run's row; its steps once, for the answer.
+    let run = super::wait::until_final(
+        &state,
+        limit,
+        |run: &WorkflowRunRecord| run.state != "running",
+        || async {
+            state
+                .services
+                .db
+                .get_workflow_run(&caller.tenant_id, &id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("workflow run {id}")))
+        },
+    )
+    .await?;
     Ok(Json(workflow_run_view(&state, run).await?))
 }

@@ -23,6 +23,7 @@ mod schedule_times;
 mod state;
 mod streams;
 mod tenants;
+mod wait;
 
 pub use error::{ApiError, ApiResult};
 pub use state::{AppState, Caller, hash_token};

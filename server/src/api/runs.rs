@@ -18,6 +18,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
 use super::state::{AppState, Caller};
 use super::streams::StreamSlot;
+use super::wait::WaitQuery;
 use crate::model::{GrantSet, RunState, SubmitRun, time};
 use crate::services::admission;
 use crate::services::artifacts::output_key;
@@ -203,20 +204,33 @@ pub async fn submit(
     Ok((status, Json(stored.into())))
 }
 
-/// Get a run, with every attempt.
+/// Get a run, with every attempt. With `wait`, once it is final (or the
+/// wait is over): a client waits for a run with one request.
 #[utoipa::path(
     get,
     path = "/v1/runs/{id}",
-    params(("id" = String, Path)),
-    responses((status = 200, body = RunView), (status = 404, body = super::error::ErrorBody)),
+    params(("id" = String, Path), WaitQuery),
+    responses(
+        (status = 200, body = RunView),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)
+    ),
     tag = "runs"
 )]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(wait): Query<WaitQuery>,
 ) -> ApiResult<Json<RunView>> {
-    let run = caller_run(&state, &caller, &id).await?;
+    let limit = wait.limit()?;
+    let run = super::wait::until_final(
+        &state,
+        limit,
+        |run: &RunRecord| run.state.is_final(),
+        || caller_run(&state, &caller, &id),
+    )
+    .await?;
     let attempts = state.services.db.attempts(&run.id).await?;
     let mut view = RunView::from(run);
     view.attempt_history = Some(attempts);
@@ -327,6 +341,10 @@ pub async fn cancel(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
     let run = caller_run(&state, &caller, &id).await?;
+    if run.state.is_final() {
+        // A queued run cancelled here ends here: answer whoever waits.
+        state.services.ended.notify_waiters();
+    }
     Ok((StatusCode::ACCEPTED, Json(run.into())))
 }
 

@@ -26,8 +26,12 @@ pub struct Services {
     /// Woken when a run is queued, so idle worker slots in this process
     /// start it at once instead of at their next poll.
     pub work_available: Arc<Notify>,
-    /// Woken when a run finishes, so workflows move on at once.
+    /// Woken to make the scheduler pass at once rather than at its next
+    /// tick (a workflow step that could not be moved on by its worker).
     pub scheduler_wake: Arc<Notify>,
+    /// Woken when a run or a workflow run ends in this process, so a GET
+    /// waiting for it (`?wait=`) answers at once.
+    pub ended: Arc<Notify>,
     /// The scheduler's parsed workflow definitions.
     pub workflow_defs: Arc<WorkflowDefs>,
 }
@@ -48,6 +52,7 @@ impl Services {
             metrics,
             work_available: Arc::new(Notify::new()),
             scheduler_wake: Arc::new(Notify::new()),
+            ended: Arc::new(Notify::new()),
             workflow_defs: Default::default(),
         }
     }

@@ -6,7 +6,8 @@
 //! - [`artifacts`]: where modules and large outputs are kept;
 //! - [`worker`]: claims runs and runs them in the sandbox;
 //! - [`scheduler`]: re-queues lost runs, fires schedules, moves workflows;
-//! - [`supervise`]: restarts a background duty that panicked or failed.
+//! - [`supervise`]: restarts a background duty that panicked or failed;
+//! - [`wake`]: waits on a notification without losing one sent meanwhile.
 //!
 //! Each takes a [`Services`] value: never the HTTP layer's state, so a
 //! worker-only process builds no API.
@@ -16,6 +17,7 @@ pub mod artifacts;
 pub mod context;
 pub mod scheduler;
 pub mod supervise;
+pub mod wake;
 pub mod worker;
 pub mod workflow_defs;
 

@@ -4,6 +4,9 @@
 //! - fire cron schedules, catching up after downtime as each one says;
 //! - move workflow runs along: start steps whose dependencies are done,
 //!   skip steps that can no longer run, finish the workflow run.
+//!   Workflows move on events ([`step_ended`], called by the worker whose
+//!   run ended a step); the periodic pass ([`advance_workflow`] over every
+//!   open run) recovers what a process that died left half done.
 //!
 //! Every duty is safe to run in several processes at once: schedules
 //! advance by compare-and-set, workflow steps move by compare-and-set, and
@@ -20,11 +23,12 @@ use tokio::sync::watch;
 
 use super::admission::{self, AdmissionError};
 use super::context::Services;
+use super::wake::armed;
 use super::workflow_defs::WorkflowDefs;
 use crate::cron::{CatchUp, CronSchedule, due_fires, render_template};
 use crate::dag::{self, StepState, WorkflowDef};
 use crate::model::{RunState, SubmitRun, time};
-use crate::store::{Db, DbError, OpenWorkflowRun, ScheduleRecord};
+use crate::store::{Db, DbError, OpenWorkflowRun, ScheduleRecord, Settled};
 
 /// Why a schedule could not fire or a workflow could not move on. The
 /// scheduler logs it and tries again on the next tick.
@@ -56,12 +60,16 @@ const CATCH_UP_BATCH: usize = 100;
 /// Runs [`tick`] every `server.tick`, or sooner when woken, until `shutdown`.
 pub async fn run(services: Services, mut shutdown: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(services.config.server.tick);
+    let mut woken = armed(&services.scheduler_wake);
     loop {
         tokio::select! {
             _ = interval.tick() => {}
-            () = services.scheduler_wake.notified() => {}
+            () = &mut woken => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+        // Armed before the pass, so a wake-up sent while it runs starts
+        // the next pass at once instead of waiting for the timer.
+        woken = armed(&services.scheduler_wake);
         tick(&services, Utc::now()).await;
     }
 }
@@ -123,6 +131,58 @@ async fn definition(
     );
     defs.insert(&run.id, def.clone());
     Ok(def)
+}
+
+/// Moves a workflow on from a step that just ended, as
+/// [`crate::store::Db::finish_attempt_step`] found it: the event-driven
+/// advance, one step's worth of work instead of a pass over the workflow.
+///
+/// A successor made ready by a succeeded step it alone waited for starts
+/// here, its input being `output` (the step's output, already in hand).
+/// Anything else (a failure, which may skip steps downstream; a successor
+/// waiting for several steps, whose input joins their outputs; the last
+/// step ending the run) takes one [`advance_workflow`] pass, which decides
+/// it from the stored states. Every move is compare-and-set and every run
+/// has an idempotency key, so racing the periodic pass is harmless; if
+/// this process dies first, that pass (recovery) finds the ready steps.
+pub async fn step_ended(
+    state: &Services,
+    settled: &Settled,
+    output: &[u8],
+) -> Result<(), SchedulerError> {
+    let run = OpenWorkflowRun {
+        id: settled.workflow_run_id.clone(),
+        tenant_id: settled.tenant_id.clone(),
+    };
+    if !settled.succeeded || settled.all_ended {
+        return advance_workflow(state, &run).await;
+    }
+    if settled.ready.is_empty() {
+        return Ok(());
+    }
+    let def = definition(&state.workflow_defs, &state.db, &run).await?;
+    let mut pass = false;
+    for step in &settled.ready {
+        let alone = def
+            .steps
+            .iter()
+            .find(|s| s.name == *step)
+            .is_some_and(|s| s.depends_on == [settled.step.as_str()]);
+        if !alone {
+            pass = true;
+            continue;
+        }
+        let outputs = BTreeMap::from([(settled.step.clone(), output.to_vec())]);
+        // A full queue leaves the step pending for the periodic pass; a
+        // step that cannot start fails, and the pass skips what follows.
+        if start_step(state, &run, &def, step, outputs).await? == Some(StepState::Failed) {
+            pass = true;
+        }
+    }
+    if pass {
+        advance_workflow(state, &run).await?;
+    }
+    Ok(())
 }
 
 async fn fire(
@@ -252,10 +312,13 @@ pub async fn advance_workflow(
                 dag::WorkflowOutcome::Succeeded => "succeeded",
                 dag::WorkflowOutcome::Failed => "failed",
             };
-            state
+            if state
                 .db
                 .finish_workflow_run(&run.id, outcome, crate::model::now_ms())
-                .await?;
+                .await?
+            {
+                state.ended.notify_waiters();
+            }
             return Ok(());
         }
         if advance.start.is_empty() && advance.skip.is_empty() {
@@ -272,7 +335,8 @@ pub async fn advance_workflow(
             states.insert(step, StepState::Skipped);
         }
         for step in advance.start {
-            let Some(started) = start_step(state, run, def, &step, &run_ids).await? else {
+            let outputs = dependency_outputs(state, def, &step, &run_ids).await?;
+            let Some(started) = start_step(state, run, def, &step, outputs).await? else {
                 // The tenant's queue is full: the step stays pending, and
                 // a later tick starts it once runs have drained.
                 return Ok(());
@@ -283,12 +347,35 @@ pub async fn advance_workflow(
     Ok(())
 }
 
+/// The outputs of `step`'s dependencies, read from their runs.
+async fn dependency_outputs(
+    state: &Services,
+    def: &WorkflowDef,
+    step: &str,
+    run_ids: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, Vec<u8>>, SchedulerError> {
+    let mut outputs = BTreeMap::new();
+    let Some(step_def) = def.steps.iter().find(|s| s.name == step) else {
+        return Ok(outputs);
+    };
+    for dep in &step_def.depends_on {
+        if let Some(run_id) = run_ids.get(dep)
+            && let Some(dep_run) = state.db.get_run_any(run_id).await?
+        {
+            outputs.insert(dep.clone(), dep_run.output.unwrap_or_default());
+        }
+    }
+    Ok(outputs)
+}
+
+/// Queues `step`'s run, with `outputs` (its dependencies') making its
+/// input. `None` if the tenant's queue is full and the step waits.
 async fn start_step(
     state: &Services,
     run: &OpenWorkflowRun,
     def: &WorkflowDef,
     step: &str,
-    run_ids: &BTreeMap<String, String>,
+    outputs: BTreeMap<String, Vec<u8>>,
 ) -> Result<Option<StepState>, SchedulerError> {
     let step_def = def
         .steps
@@ -297,14 +384,6 @@ async fn start_step(
         // `dag::advance` names only steps of `def`; should that ever break,
         // the workflow waits with an error rather than the scheduler dying.
         .ok_or_else(|| corrupt("a workflow step is not in its definition", step))?;
-    let mut outputs = BTreeMap::new();
-    for dep in &step_def.depends_on {
-        if let Some(run_id) = run_ids.get(dep)
-            && let Some(dep_run) = state.db.get_run_any(run_id).await?
-        {
-            outputs.insert(dep.clone(), dep_run.output.unwrap_or_default());
-        }
-    }
     let mut submit: SubmitRun = serde_json::from_value(step_def.run.clone())
         .map_err(|e| corrupt("a stored step template no longer parses", e))?;
     if let Some(input) = dag::step_input(def, step, &outputs) {
@@ -336,13 +415,17 @@ async fn start_step(
         }
         Err(e) => return Err(e.into()),
     };
-    state
-        .db
-        .move_step(&run.id, step, "pending", "running", Some(&run_id))
-        .await?;
     if created {
+        // `submit_run` recorded the step as running in its transaction.
         state.metrics.submitted();
         state.work_available.notify_waiters();
+    } else {
+        // The run was queued before (a racing scheduler, or a process
+        // that died): make sure the step says so.
+        state
+            .db
+            .move_step(&run.id, step, "pending", "running", Some(&run_id))
+            .await?;
     }
     Ok(Some(StepState::Running))
 }

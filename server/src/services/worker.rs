@@ -22,7 +22,9 @@ use tracing::Instrument;
 
 use super::artifacts::{module_key, output_key};
 use super::context::Services;
+use super::scheduler;
 use super::supervise::{RESTART_DELAY, supervise};
+use super::wake::armed;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::model::{GrantSet, LogSource, NewLogLine, RunState};
@@ -91,11 +93,14 @@ pub struct Worker {
     /// runs whose memory limit fits, so a worker never admits more than it
     /// can hold.
     free_memory: Mutex<u64>,
+    /// For moving a workflow on when one of its steps' runs ends.
+    services: Services,
 }
 
 impl Worker {
     /// A worker over `services`' database, runtime and module store.
     pub fn new(services: &Services) -> Arc<Self> {
+        let all = services.clone();
         let Services {
             db,
             modules,
@@ -105,6 +110,7 @@ impl Worker {
             work_available,
             scheduler_wake,
             workflow_defs: _,
+            ended: _,
         } = services.clone();
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let id = format!(
@@ -124,6 +130,7 @@ impl Worker {
             work_available,
             scheduler_wake,
             free_memory,
+            services: all,
         })
     }
 
@@ -192,15 +199,19 @@ impl Worker {
             if stopping {
                 break;
             }
+            // Armed before the claim looks, so a run queued while it
+            // looks wakes this slot instead of waiting for the poll.
+            let woken = armed(&self.work_available);
             match self.claim().await {
                 Ok(Some((claim, reserved))) => {
+                    drop(woken);
                     self.execute(claim, hand_back.clone()).await;
                     *self.free_memory.lock().await += reserved;
                 }
                 Ok(None) => {
                     let mut shutdown = shutdown.clone();
                     tokio::select! {
-                        () = self.work_available.notified() => {}
+                        () = woken => {}
                         () = tokio::time::sleep(poll) => {}
                         _ = shutdown.wait_for(|s| *s) => {}
                     }
@@ -469,14 +480,14 @@ impl Worker {
         // The database may be briefly unreachable (a restart): keep the
         // outcome and retry for as long as the lease would have lasted.
         let deadline = Instant::now() + self.config.server.lease;
-        loop {
+        let settled = loop {
             match self
                 .db
-                .finish_attempt(&run.id, &self.id, attempt, &outcome, crate::model::now_ms())
+                .finish_attempt_step(&run.id, &self.id, attempt, &outcome, crate::model::now_ms())
                 .await
             {
-                Ok(true) => break,
-                Ok(false) => {
+                Ok(Some(settled)) => break settled,
+                Ok(None) => {
                     tracing::warn!("the run was no longer ours when it finished; outcome dropped");
                     return;
                 }
@@ -491,11 +502,25 @@ impl Worker {
                     return;
                 }
             }
-        }
+        };
         self.metrics.finished(state, elapsed);
-        self.scheduler_wake.notify_waiters();
         if state == RunState::Queued {
             self.work_available.notify_waiters();
+        } else {
+            self.services.ended.notify_waiters();
+        }
+        if let Some(settled) = settled {
+            // The workflow moves on here, from this step, rather than in a
+            // scheduler pass over all of it; should that fail, the pass
+            // (woken now, and periodic anyway) recovers.
+            let output: &[u8] = match &outcome {
+                AttemptOutcome::Succeeded { output, .. } => output.as_slice(),
+                _ => &[],
+            };
+            if let Err(e) = scheduler::step_ended(&self.services, &settled, output).await {
+                tracing::warn!(workflow_run = %settled.workflow_run_id, "could not move the workflow on: {e}");
+                self.scheduler_wake.notify_waiters();
+            }
         }
         tracing::info!(state = state.as_str(), ?elapsed, "attempt finished");
     }

@@ -3,8 +3,8 @@
 //! the API validates them before they get here.
 
 use serde::Serialize;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::db::{Db, DbError, new_id};
 
@@ -55,6 +55,37 @@ pub struct OpenWorkflowRun {
     pub id: String,
     pub tenant_id: String,
 }
+
+/// A step of a workflow run about to start, with what the event-driven
+/// advance needs to count it down (see [`Db::create_workflow_run`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewStep {
+    pub name: String,
+    /// How many steps it depends on.
+    pub waiting: i64,
+    /// The steps that depend on it.
+    pub successors: Vec<String>,
+}
+
+/// What a step reaching its end set in motion, as the transaction that
+/// ended it found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub workflow_run_id: String,
+    pub tenant_id: String,
+    pub step: String,
+    /// Whether the step succeeded (else it failed or was skipped).
+    pub succeeded: bool,
+    /// Pending successors none of whose dependencies is still open: the
+    /// ones to start (or skip) now.
+    pub ready: Vec<String>,
+    /// Whether no step of the workflow run is open any more: it is over.
+    pub all_ended: bool,
+}
+
+/// The most names one `IN (...)` list binds (PostgreSQL allows 65,535
+/// parameters, older SQLite 999).
+const IN_LIST_CHUNK: usize = 500;
 
 /// One step of a workflow run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -304,33 +335,45 @@ impl Db {
     }
 
     /// Starts a workflow run with every step pending. Returns its id.
+    ///
+    /// Each step keeps how many dependencies it waits for and which steps
+    /// wait for it, so that ending a step's run moves its successors on in
+    /// the same transaction (see [`Db::finish_attempt_step`]).
     pub async fn create_workflow_run(
         &self,
         tenant_id: &str,
         workflow: &str,
         definition: &serde_json::Value,
-        steps: &[String],
+        steps: &[NewStep],
         now: i64,
     ) -> Result<String, DbError> {
         let id = new_id();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO workflow_runs (id, tenant_id, workflow_name, definition, state, created_at) \
-             VALUES ($1, $2, $3, $4, 'running', $5)",
+            "INSERT INTO workflow_runs (id, tenant_id, workflow_name, definition, state, created_at, \
+             open_steps) VALUES ($1, $2, $3, $4, 'running', $5, $6)",
         )
         .bind(&id)
         .bind(tenant_id)
         .bind(workflow)
         .bind(definition.to_string())
         .bind(now)
+        .bind(steps.len() as i64)
         .execute(&mut *tx)
         .await?;
         for step in steps {
-            sqlx::query("INSERT INTO workflow_steps (workflow_run_id, step_name, state) VALUES ($1, $2, 'pending')")
-                .bind(&id)
-                .bind(step)
-                .execute(&mut *tx)
-                .await?;
+            let successors = serde_json::to_string(&step.successors)
+                .map_err(|e| DbError::Other(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO workflow_steps (workflow_run_id, step_name, state, waiting, successors) \
+                 VALUES ($1, $2, 'pending', $3, $4)",
+            )
+            .bind(&id)
+            .bind(&step.name)
+            .bind(step.waiting)
+            .bind(successors)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(id)
@@ -438,6 +481,8 @@ impl Db {
 
     /// Moves a step from `from` to `to` (with its run id, if any). Returns
     /// whether it moved: schedulers racing on one step agree on one winner.
+    /// A step that ends (`to` is succeeded, failed or skipped) counts its
+    /// successors down in the same transaction, as [`Db::settle_step`] says.
     pub async fn move_step(
         &self,
         workflow_run_id: &str,
@@ -446,6 +491,13 @@ impl Db {
         to: &str,
         run_id: Option<&str>,
     ) -> Result<bool, DbError> {
+        if matches!(to, "succeeded" | "failed" | "skipped") {
+            let mut tx = self.pool.begin().await?;
+            let settled =
+                Self::settle_step(&mut tx, workflow_run_id, step, Some(from), to, None).await?;
+            tx.commit().await?;
+            return Ok(settled.is_some());
+        }
         let done = sqlx::query(
             "UPDATE workflow_steps SET state = $4, run_id = COALESCE($5, run_id) \
              WHERE workflow_run_id = $1 AND step_name = $2 AND state = $3",
@@ -458,6 +510,87 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Ends a step (`from` → `to`, a final state) within `conn`'s
+    /// transaction, if it is still in `from` (`None`: pending or running),
+    /// recording `run_id` as its run if given. Counts down the dependencies its successors wait
+    /// for and the run's open steps, and returns what that made ready;
+    /// `None` if the step did not move (another process ended it first,
+    /// so the count-down happens exactly once).
+    ///
+    /// Steps of runs started before the counters existed have none; for
+    /// them nothing is ready and `all_ended` stays false, and the
+    /// scheduler's periodic pass moves them on.
+    pub(super) async fn settle_step(
+        conn: &mut AnyConnection,
+        workflow_run_id: &str,
+        step: &str,
+        from: Option<&str>,
+        to: &str,
+        run_id: Option<&str>,
+    ) -> Result<Option<Settled>, DbError> {
+        let rows = sqlx::query(
+            "UPDATE workflow_steps SET state = $4, run_id = COALESCE($5, run_id) \
+             WHERE workflow_run_id = $1 AND step_name = $2 \
+             AND (state = $3 OR ($3 IS NULL AND state IN ('pending', 'running'))) \
+             RETURNING successors",
+        )
+        .bind(workflow_run_id)
+        .bind(step)
+        .bind(from)
+        .bind(to)
+        .bind(run_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let successors: Option<String> = row.try_get("successors")?;
+        let successors: Vec<String> = match successors {
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| DbError::Other(format!("corrupt successors of {step}: {e}")))?,
+            None => Vec::new(),
+        };
+        let mut ready = Vec::new();
+        for chunk in successors.chunks(IN_LIST_CHUNK) {
+            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "UPDATE workflow_steps SET waiting = waiting - 1 \
+                 WHERE workflow_run_id = $1 AND step_name IN ({}) RETURNING step_name, state, waiting",
+                list.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(workflow_run_id);
+            for name in chunk {
+                query = query.bind(name);
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let waiting: Option<i64> = row.try_get("waiting")?;
+                let state: String = row.try_get("state")?;
+                if waiting == Some(0) && state == "pending" {
+                    ready.push(row.try_get("step_name")?);
+                }
+            }
+        }
+        let rows = sqlx::query(
+            "UPDATE workflow_runs SET open_steps = open_steps - 1 WHERE id = $1 \
+             RETURNING tenant_id, open_steps",
+        )
+        .bind(workflow_run_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| DbError::Other(format!("workflow run {workflow_run_id} vanished")))?;
+        let open: Option<i64> = row.try_get("open_steps")?;
+        Ok(Some(Settled {
+            workflow_run_id: workflow_run_id.to_string(),
+            tenant_id: row.try_get("tenant_id")?,
+            step: step.to_string(),
+            succeeded: to == "succeeded",
+            ready,
+            all_ended: open == Some(0),
+        }))
     }
 
     /// Ends a workflow run.

@@ -20,7 +20,10 @@ mod runs;
 mod tenants;
 mod tokens;
 pub use db::{Db, DbError, DbKind};
-pub use flows::{OpenWorkflowRun, ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord};
+pub use flows::{
+    NewStep, OpenWorkflowRun, ScheduleRecord, Settled, StepRecord, WorkflowRecord,
+    WorkflowRunRecord,
+};
 pub use logs::LogLine;
 pub use modules::ModuleRecord;
 pub use runs::{AttemptOutcome, AttemptRecord, Claim, NewRun, RunFilter, RunRecord};

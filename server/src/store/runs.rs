@@ -9,6 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::db::{Db, DbError, DbKind, corrupt, new_id};
+use super::flows::Settled;
 use crate::model::{GrantSet, RunState};
 
 /// A run to insert.
@@ -352,6 +353,19 @@ impl Db {
         .bind(run.logical_date)
         .execute(&mut *tx)
         .await?;
+        // A workflow step's run: the step is running from the same commit,
+        // so the run cannot end before its step says it started.
+        if let (Some(workflow_run_id), Some(step)) = (&run.workflow_run_id, &run.step_name) {
+            sqlx::query(
+                "UPDATE workflow_steps SET state = 'running', run_id = $3 \
+                 WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
+            )
+            .bind(workflow_run_id)
+            .bind(step)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok((id, true))
     }
@@ -608,8 +622,26 @@ impl Db {
         outcome: &AttemptOutcome,
         now: i64,
     ) -> Result<bool, DbError> {
-        const HELD: &str =
-            " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3";
+        Ok(self
+            .finish_attempt_step(run_id, worker_id, attempt, outcome, now)
+            .await?
+            .is_some())
+    }
+
+    /// [`Db::finish_attempt`], and for a workflow step's run that ended,
+    /// the step's end in the same transaction ([`Db::settle_step`]): `None`
+    /// if the attempt was not this worker's to finish, else what the step
+    /// ending made ready, if the run is a step and ended.
+    pub async fn finish_attempt_step(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        attempt: i64,
+        outcome: &AttemptOutcome,
+        now: i64,
+    ) -> Result<Option<Option<Settled>>, DbError> {
+        const HELD: &str = " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3 \
+             RETURNING state, workflow_run_id, step_name";
         let mut tx = self.pool.begin().await?;
         let (attempt_state, attempt_error, done) = match outcome {
             AttemptOutcome::Succeeded { output, output_key } => {
@@ -624,7 +656,7 @@ impl Db {
                     .bind(output)
                     .bind(now)
                     .bind(output_key)
-                    .execute(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await;
                 ("succeeded", None, done)
             }
@@ -651,7 +683,7 @@ impl Db {
                     .bind(error)
                     .bind(i64::from(*retryable))
                     .bind(now)
-                    .execute(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await;
                 (state.as_str(), Some(error), done)
             }
@@ -676,16 +708,20 @@ impl Db {
                     .bind(not_before)
                     .bind(error)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await;
                 let state = if *timed_out { "timed_out" } else { "failed" };
                 (state, Some(error), done)
             }
         };
-        if done?.rows_affected() == 0 {
+        let rows = done?;
+        let Some(row) = rows.first() else {
             tx.rollback().await?;
-            return Ok(false);
-        }
+            return Ok(None);
+        };
+        let run_state: String = row.try_get("state")?;
+        let workflow_run_id: Option<String> = row.try_get("workflow_run_id")?;
+        let step_name: Option<String> = row.try_get("step_name")?;
         sqlx::query(
             "UPDATE run_attempts SET state = $3, finished_at = $4, error = $5 \
              WHERE run_id = $1 AND attempt = $2",
@@ -697,8 +733,23 @@ impl Db {
         .bind(attempt_error)
         .execute(&mut *tx)
         .await?;
+        // A step's run that ended ends its step: a retry leaves it running.
+        // Pending counts too: a run queued by an older version, which moved
+        // its step to running in a transaction of its own, can end first.
+        // A step has one run (its idempotency key), so this run is the step's.
+        let settled = match (workflow_run_id, step_name, RunState::parse(&run_state)) {
+            (Some(workflow_run_id), Some(step), Some(state)) if state.is_final() => {
+                let to = if state == RunState::Succeeded {
+                    "succeeded"
+                } else {
+                    "failed"
+                };
+                Self::settle_step(&mut tx, &workflow_run_id, &step, None, to, Some(run_id)).await?
+            }
+            _ => None,
+        };
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(settled))
     }
 
     /// Hands a claimed run back without counting the attempt (graceful shutdown).
