@@ -71,8 +71,10 @@ pub enum RuntimeError {
         /// The file, when the configuration was read from one.
         file: Option<PathBuf>,
         message: String,
+        /// Boxed: a TOML error is large, and every `RuntimeError` would
+        /// pay for it.
         #[source]
-        source: Option<toml::de::Error>,
+        source: Option<Box<toml::de::Error>>,
     },
     /// `engine.scratch_dir` is not a private directory (see
     /// [`EngineConfig::prepare_scratch_dir`]).
@@ -113,7 +115,7 @@ impl RuntimeError {
         RuntimeError::Config {
             file: None,
             message: source.to_string(),
-            source: Some(source),
+            source: Some(Box::new(source)),
         }
     }
 
@@ -124,7 +126,7 @@ impl RuntimeError {
         RuntimeError::Config {
             file: None,
             message: format!("{path}: {}", source.message().trim_end()),
-            source: Some(source),
+            source: Some(Box::new(source)),
         }
     }
 }
