@@ -76,9 +76,9 @@ fn service_var(var: &str) -> Option<String> {
     }
 }
 
-/// The test PostgreSQL's URL.
+/// The test PostgreSQL's URL: host-api's, which its own tests use too.
 pub fn postgres_url() -> Option<String> {
-    service_var("CAISSON_TEST_POSTGRES_URL")
+    caisson_host_api::test_support::postgres_url("this test")
 }
 
 /// Waits until no run in the coordination database `db` is queued or
@@ -322,6 +322,14 @@ fn set(settings: &mut Vec<(String, String)>, key: &str, value: String) {
 impl ServerToml {
     /// Listens on 127.0.0.1:0 and uses `database` (a URL).
     pub fn new(database: impl std::fmt::Display) -> Self {
+        Self::engine_only()
+            .server("listen", "\"127.0.0.1:0\"")
+            .server("database", format!("\"{database}\""))
+    }
+
+    /// No `[server]` table, only `[engine]` and what a test adds: the
+    /// configuration of `caisson run`, which starts no server.
+    pub fn engine_only() -> Self {
         let (cache, scratch) = test_dirs();
         ServerToml {
             server: Vec::new(),
@@ -329,8 +337,6 @@ impl ServerToml {
             server_lines: String::new(),
             tables: String::new(),
         }
-        .server("listen", "\"127.0.0.1:0\"")
-        .server("database", format!("\"{database}\""))
         .engine("cache_dir", format!("\"{}\"", cache.display()))
         .engine("scratch_dir", format!("\"{}\"", scratch.path().display()))
         .engine("max_instances", "8")
@@ -383,12 +389,16 @@ impl ServerToml {
 
     /// The TOML text.
     pub fn render(&self) -> String {
-        let mut out = String::from("[server]\n");
-        for (k, v) in &self.server {
-            out.push_str(&format!("{k} = {v}\n"));
+        let mut out = String::new();
+        if !self.server.is_empty() || !self.server_lines.is_empty() {
+            out.push_str("[server]\n");
+            for (k, v) in &self.server {
+                out.push_str(&format!("{k} = {v}\n"));
+            }
+            out.push_str(&self.server_lines);
+            out.push('\n');
         }
-        out.push_str(&self.server_lines);
-        out.push_str("\n[engine]\n");
+        out.push_str("[engine]\n");
         for (k, v) in &self.engine {
             out.push_str(&format!("{k} = {v}\n"));
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use caisson_server::api::guard::CLIENT_HEADER;
 use caisson_server::api::runs::{LogPage, RunPage, RunView};
-use caisson_server::model::{GrantSet, SubmitRun};
+use caisson_server::model::SubmitRun;
 use caisson_server::store::{LogLine, ModuleRecord};
 use clap::Subcommand;
 use futures::StreamExt;
@@ -231,8 +231,8 @@ fn print_line(line: &LogLine) {
     println!(
         "{} {:>5} {:<8} {}",
         time.format("%H:%M:%S%.3f"),
-        escape_controls(&line.level.to_uppercase()),
-        escape_controls(&line.source),
+        line.level,
+        line.source.as_str(),
         escape_log_message(&line.message)
     );
 }
@@ -358,7 +358,7 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
                     )
                 }
             };
-            let parsed = crate::args::parse_grants(&grants)?;
+            let grants = crate::args::parse_grants(&grants)?;
             let submit = SubmitRun {
                 module,
                 version,
@@ -366,10 +366,7 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
                 input,
                 input_base64,
                 params: crate::args::parse_params(&params)?,
-                grants: GrantSet {
-                    objects: parsed.objects.into_iter().collect(),
-                    sql: parsed.sql.into_iter().collect(),
-                },
+                grants,
                 timeout,
                 memory,
                 fuel: None,
@@ -697,7 +694,7 @@ pub async fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
             catch_up,
             conn,
         } => {
-            let parsed = crate::args::parse_grants(&grants)?;
+            let grants = crate::args::parse_grants(&grants)?;
             let body = serde_json::json!({
                 "name": name,
                 "cron": cron,
@@ -706,7 +703,7 @@ pub async fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
                 "run": {
                     "module": module,
                     "params": crate::args::parse_params(&params)?,
-                    "grants": {"objects": parsed.objects, "sql": parsed.sql},
+                    "grants": grants,
                 },
             });
             let record: serde_json::Value = conn

@@ -88,15 +88,58 @@ pub mod wit {
 }
 
 /// The labels a run may open. Everything not named here is denied.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// The same type says what a run asks for and what a tenant may give; in
+/// JSON it is `{"objects": [...], "sql": [...]}`, either list optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct Grants {
     /// Object store labels.
+    #[serde(default)]
+    // A label given twice is taken once, so the document does not ask
+    // for unique items.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub objects: BTreeSet<String>,
     /// SQL source labels.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub sql: BTreeSet<String>,
 }
 
+/// The kind of a granted label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    Objects,
+    Sql,
+}
+
 impl Grants {
+    /// The labels of these grants that `allowed` does not hold, each with
+    /// its kind: the one check of what a run asks for against what its
+    /// tenant may give, when the run is admitted and again when it starts.
+    pub fn not_in(&self, allowed: &Grants) -> Vec<(GrantKind, &str)> {
+        let objects = (self.objects.iter())
+            .filter(|l| !allowed.objects.contains(*l))
+            .map(|l| (GrantKind::Objects, l.as_str()));
+        let sql = (self.sql.iter())
+            .filter(|l| !allowed.sql.contains(*l))
+            .map(|l| (GrantKind::Sql, l.as_str()));
+        objects.chain(sql).collect()
+    }
+
+    /// The labels of these grants that `allowed` holds.
+    pub fn within(&self, allowed: &Grants) -> Grants {
+        Grants {
+            objects: self
+                .objects
+                .intersection(&allowed.objects)
+                .cloned()
+                .collect(),
+            sql: self.sql.intersection(&allowed.sql).cloned().collect(),
+        }
+    }
+
     /// Grants the object store `label`.
     pub fn with_object_store(mut self, label: impl Into<String>) -> Self {
         self.objects.insert(label.into());

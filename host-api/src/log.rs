@@ -27,6 +27,7 @@ use crate::bindings::caisson::task::log as wit;
 
 /// How important a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Trace,
@@ -36,14 +37,49 @@ pub enum Level {
     Error,
 }
 
+/// `INFO`, `WARN`, ...; padded to a width when one is given.
 impl std::fmt::Display for Level {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Level::Trace => "TRACE",
             Level::Debug => "DEBUG",
             Level::Info => "INFO",
             Level::Warn => "WARN",
             Level::Error => "ERROR",
+        })
+    }
+}
+
+impl Level {
+    /// The lowercase name, as serde writes it: `info`, `warn`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// A level name that is none of [`Level`]'s.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown log level {0:?}")]
+pub struct UnknownLevel(pub String);
+
+/// Either case: `info` or `INFO`.
+impl std::str::FromStr for Level {
+    type Err = UnknownLevel;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "trace" => Level::Trace,
+            "debug" => Level::Debug,
+            "info" => Level::Info,
+            "warn" => Level::Warn,
+            "error" => Level::Error,
+            _ => return Err(UnknownLevel(name.to_string())),
         })
     }
 }

@@ -36,9 +36,15 @@ impl Config {
             source,
         })?;
         Self::parse(&text).map_err(|e| match e {
-            RuntimeError::Config(message) => {
-                RuntimeError::Config(format!("{}: {message}", path.display()))
-            }
+            RuntimeError::Config {
+                file: None,
+                message,
+                source,
+            } => RuntimeError::Config {
+                file: Some(path.to_path_buf()),
+                message,
+                source,
+            },
             other => other,
         })
     }
@@ -48,8 +54,7 @@ impl Config {
     /// as `objects.NAME: ...` or `objects.NAME.KEY: ...` (serde's error for
     /// a tagged table does not say which entry it was in).
     pub fn parse(text: &str) -> Result<Self, RuntimeError> {
-        let table: toml::Table =
-            toml::from_str(text).map_err(|e| RuntimeError::Config(e.to_string()))?;
+        let table: toml::Table = toml::from_str(text).map_err(RuntimeError::toml)?;
         if let Some(toml::Value::Table(objects)) = table.get("objects") {
             for (label, value) in objects {
                 check_store(&format!("objects.{label}"), value.clone())?;
@@ -59,8 +64,7 @@ impl Config {
             check_keys::<ObjectLimits>("limits.objects", limits.get("objects"))?;
             check_keys::<SqlLimits>("limits.sql", limits.get("sql"))?;
         }
-        let config: Config =
-            toml::from_str(text).map_err(|e| RuntimeError::Config(e.to_string()))?;
+        let config: Config = toml::from_str(text).map_err(RuntimeError::toml)?;
         config.limits.objects.validate("limits.objects")?;
         config.limits.sql.validate("limits.sql")?;
         Ok(config)
@@ -80,9 +84,7 @@ fn check_keys<T: DeserializeOwned>(
     };
     for (key, value) in keys {
         let one = toml::Table::from_iter([(key.clone(), value.clone())]);
-        T::deserialize(one).map_err(|e| {
-            RuntimeError::Config(format!("{table}.{key}: {}", e.message().trim_end()))
-        })?;
+        T::deserialize(one).map_err(|e| RuntimeError::at(&format!("{table}.{key}"), e))?;
     }
     Ok(())
 }
@@ -90,8 +92,7 @@ fn check_keys<T: DeserializeOwned>(
 /// Reads one store table (`objects.raw`, `server.modules`) and validates
 /// it, with errors that name the table and the key.
 pub fn check_store(table: &str, value: toml::Value) -> Result<StoreConfig, RuntimeError> {
-    let store = StoreConfig::deserialize(value)
-        .map_err(|e| RuntimeError::Config(format!("{table}: {}", e.message().trim_end())))?;
+    let store = StoreConfig::deserialize(value).map_err(|e| RuntimeError::at(table, e))?;
     store.validate(table)?;
     Ok(store)
 }
@@ -172,22 +173,28 @@ impl EngineConfig {
     /// creation and its use, or read what runs leave there.
     pub fn prepare_scratch_dir(&self) -> Result<(), RuntimeError> {
         let dir = &self.scratch_dir;
-        private_dir(dir).map_err(|reason| {
-            RuntimeError::Config(format!(
-                "`engine.scratch_dir` ({}) {reason}; point it at a private directory \
-                 (mode 0700, owned by the user Caisson runs as), or remove it to have it created",
-                dir.display()
-            ))
+        private_dir(dir).map_err(|(reason, source)| RuntimeError::ScratchDir {
+            dir: dir.clone(),
+            reason,
+            source,
         })
     }
 }
 
+/// Why a directory is not private: what is wrong, and the I/O error that
+/// said so, if one did.
+type NotPrivate = (String, Option<std::io::Error>);
+
 /// See [`EngineConfig::prepare_scratch_dir`]. The error says what is wrong.
-fn private_dir(dir: &Path) -> Result<(), String> {
+fn private_dir(dir: &Path) -> Result<(), NotPrivate> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    fn io(what: &'static str) -> impl Fn(std::io::Error) -> NotPrivate {
+        move |e| (format!("{what}: {e}"), Some(e))
+    }
+    let no = |reason: String| (reason, None);
     if let Err(e) = std::fs::symlink_metadata(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
-            return Err(format!("cannot be read: {e}"));
+            return Err(io("cannot be read")(e));
         }
         // Also succeeds if someone made it meanwhile: the checks below
         // then judge theirs.
@@ -195,32 +202,32 @@ fn private_dir(dir: &Path) -> Result<(), String> {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| format!("cannot be created: {e}"))?;
+            .map_err(io("cannot be created"))?;
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    let link = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot be read: {e}"))?;
+    let link = std::fs::symlink_metadata(dir).map_err(io("cannot be read"))?;
     if link.file_type().is_symlink() && link.uid() != me && link.uid() != 0 {
-        return Err(format!(
+        return Err(no(format!(
             "is a symbolic link owned by another user (uid {})",
             link.uid()
-        ));
+        )));
     }
-    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot be read: {e}"))?;
+    let meta = std::fs::metadata(dir).map_err(io("cannot be read"))?;
     if !meta.is_dir() {
-        return Err("is not a directory".into());
+        return Err(no("is not a directory".into()));
     }
     if meta.uid() != me {
-        return Err(format!(
+        return Err(no(format!(
             "is owned by another user (uid {}, this process runs as uid {me})",
             meta.uid()
-        ));
+        )));
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
-        return Err(format!(
+        return Err(no(format!(
             "is writable by its group or by others (mode {mode:o})"
-        ));
+        )));
     }
     Ok(())
 }
@@ -244,6 +251,48 @@ pub struct RunLimits {
     pub objects: ObjectLimits,
     /// `[limits.sql]`: what one SQL call may return or buffer.
     pub sql: SqlLimits,
+}
+
+/// The smallest memory limit a run may have: below it not even a small
+/// component instantiates, so the run could only fail.
+pub const MIN_MEMORY: u64 = 1 << 20;
+
+/// Why a run's [`RunLimits`] do not fit an engine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    /// The memory limit is under [`MIN_MEMORY`] or over the engine's
+    /// `max_memory`.
+    #[error(
+        "a memory limit of {memory} bytes is outside what this engine allows: \
+         at least 1 MiB and at most its `engine.max_memory` of {max} bytes"
+    )]
+    Memory { memory: u64, max: u64 },
+    /// A fuel budget, on an engine that does not meter fuel.
+    #[error(
+        "a fuel budget was asked for but this engine does not meter fuel \
+         (set `engine.fuel = true`, or ask for no fuel budget)"
+    )]
+    FuelNotMetered,
+}
+
+impl RunLimits {
+    /// Whether these limits fit `engine`: the one check of a run's limits,
+    /// which the server makes when it admits a run (so a run that cannot
+    /// start is refused at once) and the runtime again when the run starts
+    /// (its worker's engine may differ from the admitting server's).
+    pub fn check(&self, engine: &EngineConfig) -> Result<(), LimitError> {
+        if self.memory < MIN_MEMORY || self.memory > engine.max_memory {
+            return Err(LimitError::Memory {
+                memory: self.memory,
+                max: engine.max_memory,
+            });
+        }
+        if self.fuel.is_some() && !engine.fuel {
+            return Err(LimitError::FuelNotMetered);
+        }
+        Ok(())
+    }
 }
 
 impl Default for RunLimits {

@@ -29,6 +29,7 @@
 //! its wasm backtrace); the engine, the other runs and the worker go on.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,7 @@ pub mod config;
 mod limits;
 mod validate;
 
-pub use config::{Config, EngineConfig, RunLimits};
+pub use config::{Config, EngineConfig, LimitError, RunLimits};
 pub use validate::{TaskInfo, inspect};
 
 use limits::Limiter;
@@ -62,8 +63,32 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// A configuration value is wrong. `message` says where (the file, and
+    /// the table and key when known) and what; `source` is the parser's
+    /// error.
+    #[error("invalid configuration: {}{message}", in_file(.file.as_ref()))]
+    Config {
+        /// The file, when the configuration was read from one.
+        file: Option<PathBuf>,
+        message: String,
+        /// Boxed: a TOML error is large, and every `RuntimeError` would
+        /// pay for it.
+        #[source]
+        source: Option<Box<toml::de::Error>>,
+    },
+    /// `engine.scratch_dir` is not a private directory (see
+    /// [`EngineConfig::prepare_scratch_dir`]).
+    #[error(
+        "invalid configuration: `engine.scratch_dir` ({}) {reason}; point it at a private \
+         directory (mode 0700, owned by the user Caisson runs as), or remove it to have it created",
+        .dir.display()
+    )]
+    ScratchDir {
+        dir: PathBuf,
+        reason: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
     #[error(transparent)]
     Capability(#[from] ConfigError),
     #[error("{context}")]
@@ -77,6 +102,33 @@ pub enum RuntimeError {
     InvalidComponent(String),
     #[error("wasmtime: {0:#}")]
     Wasmtime(wasmtime::Error),
+}
+
+fn in_file(file: Option<&PathBuf>) -> String {
+    file.map(|f| format!("{}: ", f.display()))
+        .unwrap_or_default()
+}
+
+impl RuntimeError {
+    /// A configuration that is not valid TOML, or not of the right shape.
+    pub(crate) fn toml(source: toml::de::Error) -> Self {
+        RuntimeError::Config {
+            file: None,
+            message: source.to_string(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// A bad value at `path` (`limits.sql.max_rows`, `objects.raw`). Only
+    /// the parser's message is shown: its location points into a table
+    /// read on its own, not into the file.
+    pub(crate) fn at(path: &str, source: toml::de::Error) -> Self {
+        RuntimeError::Config {
+            file: None,
+            message: format!("{path}: {}", source.message().trim_end()),
+            source: Some(Box::new(source)),
+        }
+    }
 }
 
 /// Why a run did not produce output.
@@ -102,11 +154,52 @@ pub enum RunError {
     Failed { message: String, retryable: bool },
     #[error("cancelled")]
     Cancelled,
-    /// The run could not be set up (grants naming unknown labels, no scratch
-    /// directory, instantiation failure).
+    /// The run could not be set up: limits this worker cannot give, grants
+    /// naming unknown labels, no scratch directory, an instantiation that
+    /// failed.
     #[error("could not start the task: {0}")]
-    Setup(String),
+    Setup(#[source] SetupError),
 }
+
+/// Why a run could not be set up. Each variant keeps its cause, shared so
+/// that a [`RunError`] stays cheap to clone.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The run's limits do not fit this worker's engine.
+    #[error(transparent)]
+    Limits(#[from] LimitError),
+    #[error("could not create a scratch directory: {0}")]
+    Scratch(#[source] Arc<std::io::Error>),
+    /// A grant naming a label this worker does not have, a backend that
+    /// could not be built, or the fuel-metered engine that did not build.
+    #[error("{0}")]
+    Runtime(#[source] Arc<RuntimeError>),
+    /// wasmtime refused the store or the instance.
+    #[error("{0}")]
+    Wasmtime(#[source] Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl SetupError {
+    fn runtime(e: RuntimeError) -> RunError {
+        RunError::Setup(SetupError::Runtime(Arc::new(e)))
+    }
+
+    fn wasmtime(e: wasmtime::Error) -> RunError {
+        RunError::Setup(SetupError::Wasmtime(Arc::from(e.into_boxed_dyn_error())))
+    }
+}
+
+/// Two setup errors are equal when they say the same: their causes (I/O
+/// and wasmtime errors) have no equality of their own.
+impl PartialEq for SetupError {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+            && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for SetupError {}
 
 impl RunError {
     /// Whether running again may help.
@@ -330,15 +423,11 @@ impl Runtime {
     /// Runs `task` once.
     pub async fn run(&self, task: &LoadedTask, request: RunRequest) -> Result<Vec<u8>, RunError> {
         let limits = request.limits.unwrap_or(self.config.limits);
-        if limits.memory > self.config.engine.max_memory {
-            return Err(RunError::Setup(format!(
-                "memory limit of {} MiB is above this worker's maximum of {} MiB",
-                limits.memory >> 20,
-                self.config.engine.max_memory >> 20
-            )));
-        }
+        limits
+            .check(&self.config.engine)
+            .map_err(|e| RunError::Setup(e.into()))?;
         let scratch = Scratch::create(&self.config.engine.scratch_dir)
-            .map_err(|e| RunError::Setup(format!("could not create a scratch directory: {e}")))?;
+            .map_err(|e| RunError::Setup(SetupError::Scratch(Arc::new(e))))?;
         let result = self.run_in(task, &request, limits, &scratch).await;
         // Every run has a directory of its own, so removing this one can
         // wait: it is off the run's critical path, whatever the outcome.
@@ -360,27 +449,16 @@ impl Runtime {
         let log = LogCtx::new(request.log.clone(), limits.max_log_bytes);
         let state = self
             .run_state(request, &limits, &log, Some(scratch))
-            .map_err(|e| RunError::Setup(e.to_string()))?;
+            .map_err(SetupError::runtime)?;
+        // `run` checked the limits: a budget means this engine meters fuel.
         let (engine, pre) = match limits.fuel {
             None => (&self.engine, &task.pre),
-            Some(_) if !self.config.engine.fuel => {
-                return Err(RunError::Setup(
-                    "a fuel budget was asked for but this worker's engine does not meter fuel \
-                     (set `engine.fuel = true`)"
-                        .into(),
-                ));
-            }
-            Some(_) => self
-                .metered_pre(task)
-                .await
-                .map_err(|e| RunError::Setup(e.to_string()))?,
+            Some(_) => self.metered_pre(task).await.map_err(SetupError::runtime)?,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
         if let Some(fuel) = limits.fuel {
-            store
-                .set_fuel(fuel)
-                .map_err(|e| RunError::Setup(e.to_string()))?;
+            store.set_fuel(fuel).map_err(SetupError::wasmtime)?;
         }
         store.epoch_deadline_async_yield_and_update(1);
 
@@ -441,14 +519,14 @@ impl Runtime {
         let log = LogCtx::new(request.log.clone(), limits.max_log_bytes);
         let state = self
             .run_state(&request, &limits, &log, None)
-            .map_err(|e| RunError::Setup(e.to_string()))?;
+            .map_err(SetupError::runtime)?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_async_yield_and_update(1);
         let started = Instant::now();
         let instance = task.pre.instantiate_async(&mut store).await;
         let elapsed = started.elapsed();
-        instance.map_err(|e| RunError::Setup(format!("{e:#}")))?;
+        instance.map_err(SetupError::wasmtime)?;
         Ok(elapsed)
     }
 

@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use caisson_host_api::Grants;
 use caisson_host_api::objects::StoreConfig;
 use serde::Deserialize;
 
-use crate::model::GrantSet;
 use crate::store::TenantQuotas;
 
 /// Everything `caisson serve` and `caisson worker` read.
@@ -263,10 +263,10 @@ impl TenantConfig {
         }
     }
 
-    pub fn allowed(&self) -> GrantSet {
-        GrantSet {
-            objects: self.objects.clone(),
-            sql: self.sql.clone(),
+    pub fn allowed(&self) -> Grants {
+        Grants {
+            objects: self.objects.iter().cloned().collect(),
+            sql: self.sql.iter().cloned().collect(),
         }
     }
 }

@@ -1,14 +1,21 @@
-//! The run model: what a run asks for ([`SubmitRun`]), what it may reach
-//! ([`GrantSet`]) and where it is in its life ([`RunState`]). Every other
-//! layer (the store, the services, the API, the CLI) speaks these types;
-//! this module imports none of them.
+//! The run model: what a run asks for ([`SubmitRun`]), what it is once
+//! admitted ([`RunSpec`]), what it may reach (host-api's [`Grants`]) and
+//! where it is in its life ([`RunState`]). Every other layer (the store,
+//! the services, the API, the CLI) speaks these types; this module imports
+//! none of them. [`columns`] says how its values are stored.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use caisson_host_api::Grants;
 use caisson_host_api::log::{Level, LogRecord, Source};
+use caisson_runtime::RunLimits;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+pub mod columns;
+
+use columns::{Flag, JsonText};
 
 /// A run's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -52,54 +59,78 @@ impl RunState {
     }
 }
 
-/// The labels a run is granted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GrantSet {
-    #[serde(default)]
-    pub objects: Vec<String>,
-    #[serde(default)]
-    pub sql: Vec<String>,
+/// A stored state that is not one of [`RunState`]'s names.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown run state {0:?}")]
+pub struct UnknownRunState(pub String);
+
+/// The stored name, as a `state` column is read.
+impl TryFrom<String> for RunState {
+    type Error = UnknownRunState;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        RunState::parse(&name).ok_or(UnknownRunState(name))
+    }
 }
 
-impl GrantSet {
-    /// The labels of this set that `allowed` does not hold, each with its
-    /// kind (`objects` or `sql`): the one check of a grant against what a
-    /// tenant may give, at admission and again when the run starts.
-    pub fn not_in(&self, allowed: &GrantSet) -> Vec<(GrantKind, &str)> {
-        let objects = self
-            .objects
-            .iter()
-            .filter(|l| !allowed.objects.contains(l))
-            .map(|l| (GrantKind::Objects, l.as_str()));
-        let sql = self
-            .sql
-            .iter()
-            .filter(|l| !allowed.sql.contains(l))
-            .map(|l| (GrantKind::Sql, l.as_str()));
-        objects.chain(sql).collect()
-    }
+/// What a run is once admitted: whose it is, which module it runs with
+/// what input, parameters and grants, its limits and retry policy, and
+/// what started it. A run to insert is a `RunSpec`; a stored run embeds
+/// one (`store::RunRecord`), read from the same columns.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RunSpec {
+    pub tenant_id: String,
+    pub module_name: String,
+    pub module_version: String,
+    pub digest: String,
+    /// Empty in a run read for a list, which leaves inputs out.
+    #[sqlx(default)]
+    pub input: Vec<u8>,
+    #[sqlx(try_from = "JsonText<BTreeMap<String, String>>")]
+    pub params: BTreeMap<String, String>,
+    #[sqlx(try_from = "JsonText<Grants>")]
+    pub grants: Grants,
+    /// The run's part of its [`RunLimits`] (see [`RunSpec::limits`]).
+    pub timeout_ms: i64,
+    pub memory_bytes: i64,
+    pub fuel: Option<i64>,
+    pub max_retries: i64,
+    pub backoff_ms: i64,
+    #[sqlx(try_from = "Flag")]
+    pub retry_timeouts: bool,
+    pub priority: i64,
+    pub idempotency_key: Option<String>,
+    /// Earliest start: when it was submitted for an immediate run, later
+    /// for a retry waiting out its backoff.
+    pub not_before: i64,
+    pub schedule_id: Option<String>,
+    pub workflow_run_id: Option<String>,
+    pub step_name: Option<String>,
+    pub logical_date: Option<i64>,
+}
 
-    /// The runtime's grants: the labels of this set that `allowed` holds.
-    pub fn within(&self, allowed: &GrantSet) -> Grants {
-        Grants {
-            objects: (self.objects.iter())
-                .filter(|l| allowed.objects.contains(l))
-                .cloned()
-                .collect(),
-            sql: (self.sql.iter())
-                .filter(|l| allowed.sql.contains(l))
-                .cloned()
-                .collect(),
+impl RunSpec {
+    /// The run's limits: its own timeout, memory and fuel, and the rest
+    /// (log, output, object and SQL caps) from `defaults`, the worker's.
+    pub fn limits(&self, defaults: RunLimits) -> RunLimits {
+        RunLimits {
+            timeout: Duration::from_millis(self.timeout_ms.max(1) as u64),
+            memory: self.memory_bytes.max(0) as u64,
+            fuel: self.fuel.map(|f| f.max(0) as u64),
+            ..defaults
         }
     }
-}
 
-/// The kind of a granted label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantKind {
-    Objects,
-    Sql,
+    /// The run's part of `limits` as it is stored: `timeout_ms`,
+    /// `memory_bytes` and `fuel`, which [`RunSpec::limits`] reads back.
+    pub fn limit_columns(limits: &RunLimits) -> (i64, i64, Option<i64>) {
+        let clamp = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
+        (
+            clamp(limits.timeout.as_millis()),
+            clamp(limits.memory.into()),
+            limits.fuel.map(|f| clamp(f.into())),
+        )
+    }
 }
 
 /// How a failed run is retried.
@@ -153,7 +184,7 @@ pub struct SubmitRun {
     pub params: BTreeMap<String, String>,
     /// Labels the run may open. Each must be allowed for the tenant.
     #[serde(default)]
-    pub grants: GrantSet,
+    pub grants: Grants,
     /// Wall-clock limit, e.g. `30s`, `5m`. Defaults to the server's.
     pub timeout: Option<String>,
     /// Memory limit in bytes, at least 1 MiB and at most the server's
@@ -252,7 +283,8 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), InvalidName> {
 
 /// Where a stored log line came from: one of the task's channels, its
 /// progress reports, or Caisson itself (a retry, a withheld grant, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum LogSource {
     Task,
     Stdout,
@@ -274,6 +306,27 @@ impl LogSource {
     }
 }
 
+/// A stored source name that is none of [`LogSource`]'s.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown log source {0:?}")]
+pub struct UnknownLogSource(pub String);
+
+/// The stored name, as a `source` column is read.
+impl TryFrom<String> for LogSource {
+    type Error = UnknownLogSource;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        Ok(match name.as_str() {
+            "task" => LogSource::Task,
+            "stdout" => LogSource::Stdout,
+            "stderr" => LogSource::Stderr,
+            "progress" => LogSource::Progress,
+            "caisson" => LogSource::Caisson,
+            _ => return Err(UnknownLogSource(name)),
+        })
+    }
+}
+
 impl From<Source> for LogSource {
     fn from(source: Source) -> Self {
         match source {
@@ -284,7 +337,7 @@ impl From<Source> for LogSource {
     }
 }
 
-/// A log line on its way to the store: typed until the store writes it.
+/// A log line on its way to the store; `store::LogLine` is one read back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewLogLine {
     /// Milliseconds since the Unix epoch.
@@ -303,11 +356,6 @@ impl NewLogLine {
             source: LogSource::Caisson,
             message,
         }
-    }
-
-    /// The stored name of the line's level: `info`, `warn`, ...
-    pub fn level_name(&self) -> String {
-        self.level.to_string().to_ascii_lowercase()
     }
 }
 

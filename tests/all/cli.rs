@@ -3,19 +3,13 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use caisson_tests::{caisson_bin, guest_path, test_dirs};
+use caisson_tests::{ServerToml, caisson_bin, guest_path};
 
 /// Runs `caisson run` with `args` after the task path, `config` as the
 /// config file's text.
 pub fn caisson_run(dir: &Path, task: &str, config: &str, args: &[&str]) -> Output {
     let config_path = dir.join("caisson.toml");
-    let (cache, scratch) = test_dirs();
-    let config = format!(
-        "[engine]\ncache_dir = \"{}\"\nscratch_dir = \"{}\"\nmax_instances = 8\n{config}",
-        cache.display(),
-        scratch.path().display()
-    );
-    std::fs::write(&config_path, config).unwrap();
+    ServerToml::engine_only().tables(config).write(dir);
     Command::new(caisson_bin())
         .arg("run")
         .arg(guest_path(task))

@@ -10,11 +10,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
+use caisson_host_api::Grants;
 use caisson_host_api::log::Level;
-use caisson_server::model::{GrantSet, LogSource, NewLogLine, RunState};
+use caisson_server::model::{LogSource, NewLogLine, RunSpec, RunState};
 use caisson_server::store::{
-    AttemptOutcome, Db, DbError, DbKind, ModuleRecord, NewRun, NewStep, RunFilter, ScheduleRecord,
-    Settled, TenantQuotas,
+    AttemptOutcome, Db, DbError, DbKind, ModuleRecord, NewStep, RunFilter, ScheduleRecord, Settled,
+    TenantQuotas,
 };
 use caisson_tests::postgres_url;
 use sqlx::Connection;
@@ -144,18 +145,17 @@ where
 
 // ---- fixtures
 
-fn new_run(tenant: &str) -> NewRun {
-    NewRun {
+fn new_run(tenant: &str) -> RunSpec {
+    RunSpec {
         tenant_id: tenant.to_owned(),
         module_name: "hello".into(),
         module_version: "1.0.0".into(),
         digest: "ab".repeat(32),
         input: b"{\"x\":1}".to_vec(),
         params: BTreeMap::from([("greeting".to_owned(), "hi".to_owned())]),
-        grants: GrantSet {
-            objects: vec!["reports".into()],
-            sql: vec!["main".into()],
-        },
+        grants: Grants::default()
+            .with_object_store("reports")
+            .with_sql("main"),
         timeout_ms: 30_000,
         memory_bytes: 64 << 20,
         fuel: None,
@@ -172,7 +172,7 @@ fn new_run(tenant: &str) -> NewRun {
     }
 }
 
-async fn submit(db: &Db, tenant: &str, now: i64, edit: impl FnOnce(&mut NewRun)) -> String {
+async fn submit(db: &Db, tenant: &str, now: i64, edit: impl FnOnce(&mut RunSpec)) -> String {
     let mut run = new_run(tenant);
     edit(&mut run);
     let (id, created) = db.submit_run(&run, now).await.unwrap();
@@ -462,24 +462,24 @@ async fn submit_and_get_round_trip_every_field() {
         assert!(created);
         let got = db.get_run(&t, &id).await.unwrap().unwrap();
         assert_eq!(got.id, id);
-        assert_eq!(got.tenant_id, t);
-        assert_eq!(got.module_name, run.module_name);
-        assert_eq!(got.module_version, run.module_version);
-        assert_eq!(got.digest, run.digest);
-        assert_eq!(got.input, Vec::<u8>::new());
-        assert_eq!(got.params, run.params);
-        assert_eq!(got.grants, run.grants);
-        assert_eq!(got.timeout_ms, run.timeout_ms);
-        assert_eq!(got.memory_bytes, run.memory_bytes);
-        assert_eq!(got.fuel, Some(1_000_000));
-        assert_eq!(got.max_retries, run.max_retries);
-        assert_eq!(got.backoff_ms, run.backoff_ms);
-        assert!(got.retry_timeouts);
-        assert_eq!(got.priority, -3);
-        assert_eq!(got.idempotency_key.as_deref(), Some("key-1"));
+        assert_eq!(got.spec.tenant_id, t);
+        assert_eq!(got.spec.module_name, run.module_name);
+        assert_eq!(got.spec.module_version, run.module_version);
+        assert_eq!(got.spec.digest, run.digest);
+        assert_eq!(got.spec.input, Vec::<u8>::new());
+        assert_eq!(got.spec.params, run.params);
+        assert_eq!(got.spec.grants, run.grants);
+        assert_eq!(got.spec.timeout_ms, run.timeout_ms);
+        assert_eq!(got.spec.memory_bytes, run.memory_bytes);
+        assert_eq!(got.spec.fuel, Some(1_000_000));
+        assert_eq!(got.spec.max_retries, run.max_retries);
+        assert_eq!(got.spec.backoff_ms, run.backoff_ms);
+        assert!(got.spec.retry_timeouts);
+        assert_eq!(got.spec.priority, -3);
+        assert_eq!(got.spec.idempotency_key.as_deref(), Some("key-1"));
         assert_eq!(got.state, RunState::Queued);
         assert_eq!(got.attempts, 0);
-        assert_eq!(got.not_before, NOW + 5);
+        assert_eq!(got.spec.not_before, NOW + 5);
         assert_eq!(got.created_at, NOW);
         assert_eq!(got.started_at, None);
         assert_eq!(got.finished_at, None);
@@ -489,17 +489,20 @@ async fn submit_and_get_round_trip_every_field() {
         assert_eq!(got.output, None);
         assert_eq!(got.error, None);
         assert_eq!(got.retryable, None);
-        assert_eq!(got.schedule_id.as_deref(), Some("sched"));
-        assert_eq!(got.workflow_run_id.as_deref(), Some("wf"));
-        assert_eq!(got.step_name.as_deref(), Some("step"));
-        assert_eq!(got.logical_date, Some(NOW - 86_400_000));
+        assert_eq!(got.spec.schedule_id.as_deref(), Some("sched"));
+        assert_eq!(got.spec.workflow_run_id.as_deref(), Some("wf"));
+        assert_eq!(got.spec.step_name.as_deref(), Some("step"));
+        assert_eq!(got.spec.logical_date, Some(NOW - 86_400_000));
         assert_eq!(db.get_run_any(&id).await.unwrap(), Some(got));
         assert_eq!(db.get_run_any("nope").await.unwrap(), None);
 
         // Binary input survives as is.
         let bytes: Vec<u8> = (0..=255u8).collect();
         let id = submit(&db, &t, NOW, |r| r.input = bytes.clone()).await;
-        assert_eq!(db.get_run(&t, &id).await.unwrap().unwrap().input, bytes);
+        assert_eq!(
+            db.get_run(&t, &id).await.unwrap().unwrap().spec.input,
+            bytes
+        );
     })
     .await;
 }
@@ -620,7 +623,7 @@ async fn list_runs_filters_and_pages() {
         };
         let runs = db.list_runs(&t, &by_module).await.unwrap();
         assert_eq!(runs.len(), 3);
-        assert!(runs.iter().all(|r| r.module_name == "other"));
+        assert!(runs.iter().all(|r| r.spec.module_name == "other"));
 
         let since = RunFilter {
             since: Some(NOW + 2),
@@ -685,7 +688,7 @@ async fn claim_respects_priority_age_not_before_and_memory() {
         assert_eq!(first.run.lease_until, Some(NOW + 10 + 30_000));
         assert_eq!(first.run.started_at, Some(NOW + 10));
         assert_eq!(
-            first.run.params,
+            first.run.spec.params,
             new_run(&t).params,
             "the claim returns the whole run"
         );
@@ -930,7 +933,7 @@ async fn retry_requeues_with_backoff_then_next_attempt() {
         );
         let run = db.get_run(&t, &id).await.unwrap().unwrap();
         assert_eq!(run.state, RunState::Queued);
-        assert_eq!(run.not_before, NOW + 1_000);
+        assert_eq!(run.spec.not_before, NOW + 1_000);
         assert_eq!(run.worker_id, None);
         assert_eq!(run.lease_until, None);
         assert_eq!(run.error.as_deref(), Some("flaky"));
@@ -1101,7 +1104,7 @@ async fn expired_leases_are_requeued_and_the_lost_worker_is_ignored() {
         assert_eq!(run.worker_id, None);
         assert_eq!(run.lease_until, None);
         assert_eq!(run.attempts, 1);
-        assert!(run.not_before <= NOW + 30_001, "re-queued for now");
+        assert!(run.spec.not_before <= NOW + 30_001, "re-queued for now");
         let attempts = db.attempts(&dead).await.unwrap();
         assert_eq!(attempts[0].state, "lost");
         assert_eq!(attempts[0].finished_at, Some(NOW + 30_001));
@@ -1400,8 +1403,8 @@ async fn logs_append_and_page_by_seq() {
         assert_eq!(all[3].attempt, 2);
         assert_eq!(all[3].time, NOW);
         assert_eq!(
-            (all[0].level.as_str(), all[0].source.as_str()),
-            ("info", "task")
+            (all[0].level, all[0].source),
+            (Level::Info, LogSource::Task)
         );
         assert_eq!(
             db.logs(&t, &other, 0, 100).await.unwrap()[0].seq,
@@ -1649,7 +1652,7 @@ async fn claims_are_fair_between_tenants_and_priority_orders_a_tenant_only() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(next.run.tenant_id, flood);
+        assert_eq!(next.run.spec.tenant_id, flood);
         assert!(db.claim_run("w", LEASE, NOW + 20_002, GIB).await.unwrap().is_none());
     })
     .await;
@@ -1744,7 +1747,7 @@ async fn submissions_and_schedules_past_their_quota_are_refused() {
         submit(&db, &other, NOW + 1, |_| {}).await;
         // Once one starts, there is room again.
         let claim = db.claim_run("w", LEASE, NOW, GIB).await.unwrap().unwrap();
-        assert_eq!(claim.run.tenant_id, t, "acme's runs are older");
+        assert_eq!(claim.run.spec.tenant_id, t, "acme's runs are older");
         submit(&db, &t, NOW, |_| {}).await;
 
         let schedule = |name: &str| ScheduleRecord {
@@ -1785,7 +1788,7 @@ async fn run_lists_read_no_inputs_or_outputs() {
         let quiet = submit(&db, &t, NOW + 1, |_| {}).await;
         let claim = db.claim_run("w", LEASE, NOW, GIB).await.unwrap().unwrap();
         assert_eq!(claim.run.id, id);
-        assert_eq!(claim.run.input, input, "a claim reads the input");
+        assert_eq!(claim.run.spec.input, input, "a claim reads the input");
         let done = AttemptOutcome::Succeeded {
             output: vec![9u8; 1 << 20],
             output_key: None,
@@ -1802,14 +1805,14 @@ async fn run_lists_read_no_inputs_or_outputs() {
         };
         let listed = db.list_runs(&t, &all).await.unwrap();
         let ran = listed.iter().find(|r| r.id == id).unwrap();
-        assert!(ran.input.is_empty() && ran.output.is_none(), "{ran:?}");
+        assert!(ran.spec.input.is_empty() && ran.output.is_none(), "{ran:?}");
         assert!(ran.has_output);
         assert_eq!(ran.state, RunState::Succeeded);
         let waiting = listed.iter().find(|r| r.id == quiet).unwrap();
         assert!(!waiting.has_output);
         // One run, read whole, has both.
         let full = db.get_run(&t, &id).await.unwrap().unwrap();
-        assert_eq!(full.input, input);
+        assert_eq!(full.spec.input, input);
         assert_eq!(full.output.map(|o| o.len()), Some(1 << 20));
         assert!(full.has_output);
     })

@@ -633,31 +633,23 @@ async fn secrets_never_reach_responses_logs_or_the_guest() {
     let mut bad_pg = pg_url.clone();
     bad_pg.set_password(Some(PG_SECRET)).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cache, scratch) = caisson_tests::test_dirs();
     let prefix = caisson_tests::unique_prefix("secrets");
     let config = dir.path().join("caisson.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-database = "sqlite://{dir}/caisson.db?mode=rwc"
-modules = {{ type = "local", root = "{dir}/modules" }}
-workers = 1
-poll = "50ms"
-admin_token = "{ADMIN_SECRET}"
-
+    caisson_tests::ServerToml::new(format!(
+        "sqlite://{}/caisson.db?mode=rwc",
+        dir.path().display()
+    ))
+    .local_modules(&dir.path().join("modules"))
+    .server("workers", "1")
+    .server("poll", "\"50ms\"")
+    .server("admin_token", format!("\"{ADMIN_SECRET}\""))
+    .engine("max_memory", "1073741824")
+    .tables(&format!(
+        r#"
 [tenants.acme]
 tokens = ["{TENANT_SECRET}"]
 objects = ["lake", "badlake", "deadlake", "nobucket", "gone"]
 sql = ["pg", "badpg", "deadpg"]
-
-[engine]
-cache_dir = "{cache}"
-scratch_dir = "{scratch}"
-max_instances = 8
-max_memory = 1073741824
 
 [limits]
 timeout = "60s"
@@ -710,18 +702,15 @@ url = "{bad_pg}"
 type = "postgres"
 url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
 "#,
-            dir = dir.path().display(),
-            cache = cache.display(),
-            scratch = scratch.path().display(),
-            lake = s3.toml_table("lake", &format!("{prefix}/lake")),
-            bucket = s3.bucket,
-            endpoint = s3.endpoint,
-            region = s3.region,
-            access = s3.access_key_id,
-            secret = s3.secret_access_key,
-        ),
-    )
-    .unwrap();
+        dir = dir.path().display(),
+        lake = s3.toml_table("lake", &format!("{prefix}/lake")),
+        bucket = s3.bucket,
+        endpoint = s3.endpoint,
+        region = s3.region,
+        access = s3.access_key_id,
+        secret = s3.secret_access_key,
+    ))
+    .write(dir.path());
     let server = caisson_tests::Served::start(
         &config,
         dir.path(),
@@ -1188,15 +1177,9 @@ fn the_scratch_directory_is_private_or_refused() {
     // and one another user owns.
     let refused = |scratch: &std::path::Path| {
         let config = dir.path().join("caisson.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[engine]\ncache_dir = \"{}\"\nscratch_dir = \"{}\"\n",
-                caisson_tests::test_dirs().0.display(),
-                scratch.display()
-            ),
-        )
-        .unwrap();
+        caisson_tests::ServerToml::engine_only()
+            .engine("scratch_dir", format!("\"{}\"", scratch.display()))
+            .write(dir.path());
         let out = Command::new(caisson_tests::caisson_bin())
             .arg("run")
             .arg(caisson_tests::guest_path("hello"))

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use object_store::{ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 
-use caisson_tests::{caisson_bin, guest_path, key, s3_env, test_dirs, unique_prefix};
+use caisson_tests::{ServerToml, caisson_bin, guest_path, key, s3_env, unique_prefix};
 
 const SIZE: usize = 256 << 20;
 const CHUNK: usize = 1 << 20;
@@ -55,14 +55,10 @@ async fn a_256_mib_object_streams_through_a_task_in_bounded_memory() {
 
     // Copy it with a task, in a separate worker process we can measure.
     let dir = tempfile::tempdir().unwrap();
-    let (cache, scratch) = test_dirs();
-    let config = format!(
-        "[engine]\ncache_dir = \"{}\"\nscratch_dir = \"{}\"\nmax_instances = 4\n{}",
-        cache.display(),
-        scratch.path().display(),
-        s3.toml_table("data", &prefix)
-    );
-    std::fs::write(dir.path().join("caisson.toml"), config).unwrap();
+    ServerToml::engine_only()
+        .engine("max_instances", "4")
+        .tables(&s3.toml_table("data", &prefix))
+        .write(dir.path());
     let mut child = Command::new(caisson_bin())
         .arg("run")
         .arg(guest_path("stream-copy"))

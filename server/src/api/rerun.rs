@@ -47,7 +47,8 @@ pub async fn rerun(
         .db
         .get_run(&caller.tenant_id, &id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
+        .ok_or_else(|| ApiError::not_found(format!("run {id}")))?
+        .spec;
     // Stored values passed the same checks when the old run was submitted;
     // out-of-range ones (a database edited by hand) fail `prepare`'s.
     let number = |what: &str, value: i64| {

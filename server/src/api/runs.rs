@@ -11,6 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use caisson_host_api::Grants;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +20,7 @@ use super::extract::{Json, Path, Query};
 use super::state::{AppState, Caller};
 use super::streams::StreamSlot;
 use super::wait::WaitQuery;
-use crate::model::{GrantSet, RunState, SubmitRun, time};
+use crate::model::{RunState, SubmitRun, time};
 use crate::services::admission;
 use crate::services::artifacts::output_key;
 use crate::store::{AttemptRecord, LogLine, RunFilter, RunRecord};
@@ -37,7 +38,7 @@ pub struct RunView {
     pub max_retries: i64,
     pub priority: i64,
     pub params: BTreeMap<String, String>,
-    pub grants: GrantSet,
+    pub grants: Grants,
     pub timeout_ms: i64,
     pub memory: i64,
     pub fuel: Option<i64>,
@@ -83,21 +84,22 @@ impl From<RunRecord> for RunView {
         let shown = output.is_some() || output_base64.is_some();
         let output_url = (run.output_key.is_some() || (run.has_output && !shown))
             .then(|| format!("/v1/runs/{}/output", run.id));
+        let spec = run.spec;
         RunView {
             output_url,
             id: run.id,
-            module: run.module_name,
-            version: run.module_version,
-            digest: run.digest,
+            module: spec.module_name,
+            version: spec.module_version,
+            digest: spec.digest,
             state: run.state,
             attempts: run.attempts,
-            max_retries: run.max_retries,
-            priority: run.priority,
-            params: run.params,
-            grants: run.grants,
-            timeout_ms: run.timeout_ms,
-            memory: run.memory_bytes,
-            fuel: run.fuel,
+            max_retries: spec.max_retries,
+            priority: spec.priority,
+            params: spec.params,
+            grants: spec.grants,
+            timeout_ms: spec.timeout_ms,
+            memory: spec.memory_bytes,
+            fuel: spec.fuel,
             created_at: time(run.created_at),
             started_at: run.started_at.map(time),
             finished_at: run.finished_at.map(time),
@@ -105,11 +107,11 @@ impl From<RunRecord> for RunView {
             output_base64,
             error: run.error,
             retryable: run.retryable,
-            idempotency_key: run.idempotency_key,
-            schedule_id: run.schedule_id,
-            workflow_run_id: run.workflow_run_id,
-            step_name: run.step_name,
-            logical_date: run.logical_date.map(time),
+            idempotency_key: spec.idempotency_key,
+            schedule_id: spec.schedule_id,
+            workflow_run_id: spec.workflow_run_id,
+            step_name: spec.step_name,
+            logical_date: spec.logical_date.map(time),
             attempt_history: None,
         }
     }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use caisson_host_api::Grants;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::streams::StreamCounts;
 use crate::config::DEFAULT_TENANT;
-use crate::model::GrantSet;
 use crate::services::Services;
 
 /// What every handler shares: the services, and what only the API keeps.
@@ -101,7 +101,7 @@ impl AppState {
         let default_tenant = db.ensure_tenant(DEFAULT_TENANT).await?;
         // In open mode the one tenant may use every configured label.
         if config.open_access() {
-            let everything = GrantSet {
+            let everything = Grants {
                 objects: config.runtime.objects.keys().cloned().collect(),
                 sql: config.runtime.sql.keys().cloned().collect(),
             };
@@ -157,7 +157,7 @@ impl AppState {
     }
 
     /// The labels `tenant_id`'s runs may be granted.
-    pub async fn allowed_grants(&self, tenant_id: &str) -> Result<GrantSet, crate::store::DbError> {
+    pub async fn allowed_grants(&self, tenant_id: &str) -> Result<Grants, crate::store::DbError> {
         self.services.db.tenant_grants(tenant_id).await
     }
 }

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use caisson_host_api::Grants;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path};
 use super::state::{AppState, Caller, hash_token};
-use crate::model::GrantSet;
 use crate::store::{TokenRecord, TokenSource};
 
 fn require_admin(caller: &Caller) -> ApiResult<()> {
@@ -63,9 +63,9 @@ pub async fn create(
         }
     }
     let id = state.services.db.ensure_tenant(&tenant.name).await?;
-    let grants = GrantSet {
-        objects: tenant.objects.clone(),
-        sql: tenant.sql.clone(),
+    let grants = Grants {
+        objects: tenant.objects.iter().cloned().collect(),
+        sql: tenant.sql.iter().cloned().collect(),
     };
     state.services.db.set_tenant_grants(&id, &grants).await?;
     Ok((StatusCode::CREATED, Json(tenant)))
@@ -83,8 +83,8 @@ pub async fn list(
         let grants = state.services.db.tenant_grants(&id).await?;
         out.push(Tenant {
             name,
-            objects: grants.objects,
-            sql: grants.sql,
+            objects: grants.objects.into_iter().collect(),
+            sql: grants.sql.into_iter().collect(),
         });
     }
     Ok(Json(out))

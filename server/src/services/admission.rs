@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use caisson_host_api::GrantKind;
+use caisson_runtime::RunLimits;
 
 use super::context::Services;
-use crate::model::{GrantKind, SubmitRun};
-use crate::store::{DbError, NewRun};
+use crate::model::{RunSpec, SubmitRun};
+use crate::store::DbError;
 
 /// The longest timeout a run may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -51,12 +53,12 @@ fn invalid(message: impl Into<String>) -> AdmissionError {
     AdmissionError::Invalid(message.into())
 }
 
-/// Checks `submit` for `tenant_id` and turns it into a row to insert.
+/// Checks `submit` for `tenant_id` and turns it into a run to insert.
 pub async fn prepare(
     services: &Services,
     tenant_id: &str,
     submit: SubmitRun,
-) -> Result<NewRun, AdmissionError> {
+) -> Result<RunSpec, AdmissionError> {
     // The same rules as the schema of `SubmitRun`, checked first so that
     // a request the document refuses is a 400 whatever else is wrong.
     crate::model::check_name("module name", &submit.module)
@@ -140,24 +142,21 @@ pub async fn prepare(
     if timeout.is_zero() || timeout > MAX_TIMEOUT {
         return Err(invalid("`timeout` must be between 1ms and 24h"));
     }
-    let memory = submit.memory.unwrap_or(defaults.memory);
-    let max_memory = config.runtime.engine.max_memory;
-    if memory < (1 << 20) || memory > max_memory {
-        return Err(invalid(format!(
-            "`memory` must be between 1 MiB and this server's maximum of {max_memory} bytes"
-        )));
-    }
-    if submit.fuel.is_some() && !config.runtime.engine.fuel {
-        return Err(invalid("this server does not meter fuel; omit `fuel`"));
-    }
+    // The runtime checks the same when the run starts.
+    let limits = RunLimits {
+        timeout,
+        memory: submit.memory.unwrap_or(defaults.memory),
+        fuel: submit.fuel,
+        ..defaults
+    };
+    limits
+        .check(&config.runtime.engine)
+        .map_err(|e| invalid(e.to_string()))?;
     let backoff = humantime::parse_duration(&submit.retries.backoff)
         .map_err(|e| invalid(format!("bad `retries.backoff`: {e}")))?;
-    let fuel = match submit.fuel {
-        Some(fuel) => Some(i64::try_from(fuel).map_err(|_| invalid("`fuel` is too large"))?),
-        None => None,
-    };
+    let (timeout_ms, memory_bytes, fuel) = RunSpec::limit_columns(&limits);
 
-    Ok(NewRun {
+    Ok(RunSpec {
         tenant_id: tenant_id.to_string(),
         module_name: module.name,
         module_version: module.version,
@@ -165,8 +164,8 @@ pub async fn prepare(
         input,
         params: submit.params,
         grants: submit.grants,
-        timeout_ms: timeout.as_millis() as i64,
-        memory_bytes: memory as i64,
+        timeout_ms,
+        memory_bytes,
         fuel,
         max_retries: submit.retries.max.into(),
         backoff_ms: backoff.as_millis() as i64,
@@ -183,7 +182,7 @@ pub async fn prepare(
 
 /// Queues an admitted run and wakes the workers. Returns its id, and
 /// whether it is new (an idempotency key may name an earlier run).
-pub async fn enqueue(services: &Services, run: &NewRun) -> Result<(String, bool), DbError> {
+pub async fn enqueue(services: &Services, run: &RunSpec) -> Result<(String, bool), DbError> {
     let (id, created) = services.db.submit_run(run, crate::model::now_ms()).await?;
     if created {
         services.metrics.submitted();

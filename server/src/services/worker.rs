@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use caisson_host_api::Grants;
 use caisson_host_api::log::{LogRecord, LogSink};
-use caisson_runtime::{LoadedTask, RunError, RunLimits, RunRequest, Runtime};
+use caisson_runtime::{LoadedTask, RunError, RunRequest, Runtime};
 use futures::FutureExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use rand::Rng;
@@ -27,7 +28,7 @@ use super::supervise::{RESTART_DELAY, supervise};
 use super::wake::armed;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use crate::model::{GrantSet, LogSource, NewLogLine, RunState};
+use crate::model::{LogSource, NewLogLine, RunState};
 use crate::store::{AttemptOutcome, Claim, Db, DbError, DbKind, RunRecord};
 
 /// The longest delay between retries.
@@ -238,7 +239,7 @@ impl Worker {
             )
             .await?;
         Ok(claim.map(|claim| {
-            let reserved = claim.run.memory_bytes.max(0) as u64;
+            let reserved = claim.run.spec.memory_bytes.max(0) as u64;
             *free = free.saturating_sub(reserved);
             (claim, reserved)
         }))
@@ -278,7 +279,7 @@ impl Worker {
 
     /// Runs one claimed attempt to its end and records the outcome.
     async fn execute(&self, claim: Claim, hand_back: watch::Receiver<bool>) {
-        let span = tracing::info_span!("run", id = %claim.run.id, attempt = claim.attempt, module = %claim.run.module_name);
+        let span = tracing::info_span!("run", id = %claim.run.id, attempt = claim.attempt, module = %claim.run.spec.module_name);
         self.execute_in_span(claim, hand_back)
             .instrument(span)
             .await
@@ -286,20 +287,21 @@ impl Worker {
 
     async fn execute_in_span(&self, claim: Claim, mut hand_back: watch::Receiver<bool>) {
         let Claim { run, attempt } = claim;
+        let spec = &run.spec;
         let started = Instant::now();
         self.metrics.waited(Duration::from_millis(
-            (crate::model::now_ms() - run.not_before).max(0) as u64,
+            (crate::model::now_ms() - spec.not_before).max(0) as u64,
         ));
 
         let logs = LogShipper::start(self.db.clone(), run.id.clone(), attempt);
         logs.system(format!(
             "attempt {attempt} of {} on worker {}",
-            run.max_retries + 1,
+            spec.max_retries + 1,
             self.id
         ));
 
         let load_started = Instant::now();
-        let task = match self.load(&run.digest).await {
+        let task = match self.load(&spec.digest).await {
             Ok(task) => task,
             Err((message, retryable)) => {
                 logs.system(message.clone());
@@ -327,14 +329,14 @@ impl Worker {
         // now, against what the tenant may grant today: a label an admin
         // took away while the run waited is withheld (the task then gets
         // `access-denied`). If the database cannot say, withhold all.
-        let allowed = match self.db.tenant_grants(&run.tenant_id).await {
+        let allowed = match self.db.tenant_grants(&spec.tenant_id).await {
             Ok(allowed) => allowed,
             Err(e) => {
                 tracing::warn!("could not read the tenant's grants: {e}");
-                GrantSet::default()
+                Grants::default()
             }
         };
-        let withheld: Vec<&str> = (run.grants.not_in(&allowed).into_iter())
+        let withheld: Vec<&str> = (spec.grants.not_in(&allowed).into_iter())
             .map(|(_, label)| label)
             .collect();
         if !withheld.is_empty() {
@@ -344,16 +346,10 @@ impl Worker {
             ));
         }
 
-        let defaults = self.config.runtime.limits;
-        let mut request = RunRequest::new(run.input.clone(), Arc::new(logs.sink()));
-        request.params = run.params.clone();
-        request.grants = run.grants.within(&allowed);
-        request.limits = Some(RunLimits {
-            timeout: Duration::from_millis(run.timeout_ms.max(1) as u64),
-            memory: run.memory_bytes.max(0) as u64,
-            fuel: run.fuel.map(|f| f.max(0) as u64),
-            ..defaults
-        });
+        let mut request = RunRequest::new(spec.input.clone(), Arc::new(logs.sink()));
+        request.params = spec.params.clone();
+        request.grants = spec.grants.within(&allowed);
+        request.limits = Some(spec.limits(self.config.runtime.limits));
         request.cancel = Some(cancel_rx);
 
         let mut handed_back = false;
@@ -430,7 +426,7 @@ impl Worker {
                     _ => RunState::Failed,
                 };
                 let retryable = match error {
-                    RunError::Timeout(_) => run.retry_timeouts,
+                    RunError::Timeout(_) => spec.retry_timeouts,
                     RunError::Cancelled => false,
                     ref e => e.retryable(),
                 };
@@ -449,8 +445,12 @@ impl Worker {
         error: String,
         retryable: bool,
     ) -> AttemptOutcome {
-        if retryable && attempt <= run.max_retries {
-            let delay = backoff(Duration::from_millis(run.backoff_ms.max(0) as u64), attempt);
+        let spec = &run.spec;
+        if retryable && attempt <= spec.max_retries {
+            let delay = backoff(
+                Duration::from_millis(spec.backoff_ms.max(0) as u64),
+                attempt,
+            );
             AttemptOutcome::Retry {
                 error,
                 not_before: crate::model::now_ms() + delay.as_millis() as i64,

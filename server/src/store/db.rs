@@ -8,23 +8,36 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::error::ErrorKind;
 use sqlx::{AnyConnection, Connection};
 
-/// What went wrong talking to the database.
+/// What went wrong talking to the database. Each variant keeps its cause
+/// as its source: the driver's error, or a message of Caisson's own (a row
+/// that breaks a rule, a connection error with its password removed).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DbError {
     /// The database could not be reached or the connection broke.
     #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// A uniqueness rule was broken (duplicate name, version, ...).
+    Unavailable(#[source] BoxError),
+    /// A uniqueness rule was broken (duplicate name, version, ...). The
+    /// message is shown to the caller.
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("database error: {0}")]
-    Other(String),
+    Other(#[source] BoxError),
     #[error("migration failed: {0}")]
-    Migrate(String),
+    Migrate(#[source] BoxError),
     /// The tenant is at one of its quotas (named by its configuration key).
     #[error("this tenant is at its `{quota}` quota of {limit}")]
     QuotaExceeded { quota: &'static str, limit: i64 },
+}
+
+/// The cause a [`DbError`] keeps.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl DbError {
+    /// An error of Caisson's own, with no driver error behind it.
+    pub(super) fn other(message: impl Into<String>) -> Self {
+        DbError::Other(message.into().into())
+    }
 }
 
 /// Which backend a [`Db`] talks to.
@@ -71,17 +84,17 @@ impl From<sqlx::Error> for DbError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => DbError::Unavailable(e.to_string()),
+            | sqlx::Error::Tls(_) => DbError::Unavailable(e.into()),
             sqlx::Error::Database(d) => {
                 if d.kind() == ErrorKind::UniqueViolation {
                     DbError::Conflict(d.message().to_owned())
                 } else if is_unavailable(d.as_ref()) {
-                    DbError::Unavailable(e.to_string())
+                    DbError::Unavailable(e.into())
                 } else {
-                    DbError::Other(e.to_string())
+                    DbError::Other(e.into())
                 }
             }
-            _ => DbError::Other(e.to_string()),
+            _ => DbError::Other(e.into()),
         }
     }
 }
@@ -169,7 +182,7 @@ fn sqlite_url_with_create(url: &str) -> String {
 }
 
 pub(super) fn corrupt(what: &str, id: &str, e: impl std::fmt::Display) -> DbError {
-    DbError::Other(format!("stored {what} of run {id} is invalid: {e}"))
+    DbError::other(format!("stored {what} of run {id} is invalid: {e}"))
 }
 
 impl Db {
@@ -177,12 +190,15 @@ impl Db {
     /// mode, busy timeout) or `postgres://...`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbError> {
         INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
-        // Connection errors go through `redact`: the URL may hold a password.
+        // Connection errors go through `redact`: the URL may hold a
+        // password. Their cause is kept as its redacted message only, as
+        // the driver's error could still show the password.
+        let hide = |e: BoxError| -> BoxError { redact(e.to_string(), url).into() };
         let fail = |e: sqlx::Error| match DbError::from(e) {
-            DbError::Unavailable(m) => DbError::Unavailable(redact(m, url)),
+            DbError::Unavailable(e) => DbError::Unavailable(hide(e)),
             DbError::Conflict(m) => DbError::Conflict(redact(m, url)),
-            DbError::Other(m) => DbError::Other(redact(m, url)),
-            DbError::Migrate(m) => DbError::Migrate(redact(m, url)),
+            DbError::Other(e) => DbError::Other(hide(e)),
+            DbError::Migrate(e) => DbError::Migrate(hide(e)),
             other => other,
         };
         let kind = if url.starts_with("sqlite:") {
@@ -190,8 +206,8 @@ impl Db {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             DbKind::Postgres
         } else {
-            return Err(DbError::Other(
-                "unsupported database URL: expected sqlite:// or postgres://".into(),
+            return Err(DbError::other(
+                "unsupported database URL: expected sqlite:// or postgres://",
             ));
         };
         let in_memory = kind == DbKind::Sqlite && is_sqlite_memory(url);
@@ -251,10 +267,10 @@ impl Db {
             pool.close().await;
             return Err(match e {
                 sqlx::migrate::MigrateError::Execute(e) => match fail(e) {
-                    DbError::Unavailable(m) => DbError::Unavailable(m),
-                    other => DbError::Migrate(other.to_string()),
+                    DbError::Unavailable(e) => DbError::Unavailable(e),
+                    other => DbError::Migrate(other.into()),
                 },
-                e => DbError::Migrate(redact(e.to_string(), url)),
+                e => DbError::Migrate(redact(e.to_string(), url).into()),
             });
         }
         Ok(Db { pool, kind })
@@ -275,12 +291,4 @@ impl Db {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
-
-    // ---- tenants and tokens
-
-    // ---- modules
-
-    // ---- runs
-
-    // ---- logs
 }

@@ -3,22 +3,24 @@
 //! the API validates them before they get here.
 
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::{AnyConnection, FromRow, Row};
 
 use super::db::{Db, DbError, new_id};
+use crate::model::columns::{Flag, JsonText};
 
 /// A stored cron schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, FromRow)]
 pub struct ScheduleRecord {
     pub id: String,
     pub name: String,
     pub cron: String,
     pub timezone: String,
     /// The run template (a `SubmitRun`).
+    #[sqlx(try_from = "JsonText<serde_json::Value>")]
     pub template: serde_json::Value,
     /// `skip` or `all`.
     pub catch_up: String,
+    #[sqlx(try_from = "Flag")]
     pub paused: bool,
     /// When it fires next (ms); `None` while paused.
     pub next_fire_at: Option<i64>,
@@ -27,21 +29,24 @@ pub struct ScheduleRecord {
 }
 
 /// A stored workflow definition.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, FromRow)]
 pub struct WorkflowRecord {
     pub name: String,
+    #[sqlx(try_from = "JsonText<serde_json::Value>")]
     pub definition: serde_json::Value,
     pub created_at: i64,
 }
 
 /// One run of a workflow.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, FromRow)]
 pub struct WorkflowRunRecord {
     pub id: String,
     #[serde(skip)]
     pub tenant_id: String,
+    #[sqlx(rename = "workflow_name")]
     pub workflow: String,
     /// The definition as it was when the run started.
+    #[sqlx(try_from = "JsonText<serde_json::Value>")]
     pub definition: serde_json::Value,
     /// running | succeeded | failed | cancelled
     pub state: String,
@@ -50,7 +55,7 @@ pub struct WorkflowRunRecord {
 }
 
 /// A workflow run the scheduler still moves along.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct OpenWorkflowRun {
     pub id: String,
     pub tenant_id: String,
@@ -88,60 +93,13 @@ pub struct Settled {
 const IN_LIST_CHUNK: usize = 500;
 
 /// One step of a workflow run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, FromRow)]
 pub struct StepRecord {
+    #[sqlx(rename = "step_name")]
     pub name: String,
     /// pending | running | succeeded | failed | skipped
     pub state: String,
     pub run_id: Option<String>,
-}
-
-fn step_from_row(row: &AnyRow) -> Result<StepRecord, DbError> {
-    Ok(StepRecord {
-        name: row.try_get("step_name")?,
-        state: row.try_get("state")?,
-        run_id: row.try_get("run_id")?,
-    })
-}
-
-fn json_column(row: &AnyRow, column: &str) -> Result<serde_json::Value, DbError> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| DbError::Other(format!("corrupt {column}: {e}")))
-}
-
-fn schedule_from_row(row: &AnyRow) -> Result<ScheduleRecord, DbError> {
-    Ok(ScheduleRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        cron: row.try_get("cron")?,
-        timezone: row.try_get("timezone")?,
-        template: json_column(row, "template")?,
-        catch_up: row.try_get("catch_up")?,
-        paused: row.try_get::<i64, _>("paused")? != 0,
-        next_fire_at: row.try_get("next_fire_at")?,
-        last_fired_at: row.try_get("last_fired_at")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn workflow_from_row(row: &AnyRow) -> Result<WorkflowRecord, DbError> {
-    Ok(WorkflowRecord {
-        name: row.try_get("name")?,
-        definition: json_column(row, "definition")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn workflow_run_from_row(row: &AnyRow) -> Result<WorkflowRunRecord, DbError> {
-    Ok(WorkflowRunRecord {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        workflow: row.try_get("workflow_name")?,
-        definition: json_column(row, "definition")?,
-        state: row.try_get("state")?,
-        created_at: row.try_get("created_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
 }
 
 const SCHEDULE_COLUMNS: &str =
@@ -191,13 +149,12 @@ impl Db {
     }
 
     pub async fn list_schedules(&self, tenant_id: &str) -> Result<Vec<ScheduleRecord>, DbError> {
-        let rows = sqlx::query(&format!(
+        Ok(sqlx::query_as::<_, ScheduleRecord>(&format!(
             "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE tenant_id = $1 ORDER BY name"
         ))
         .bind(tenant_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(schedule_from_row).collect()
+        .await?)
     }
 
     pub async fn get_schedule(
@@ -205,14 +162,13 @@ impl Db {
         tenant_id: &str,
         name: &str,
     ) -> Result<Option<ScheduleRecord>, DbError> {
-        let row = sqlx::query(&format!(
+        Ok(sqlx::query_as::<_, ScheduleRecord>(&format!(
             "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE tenant_id = $1 AND name = $2"
         ))
         .bind(tenant_id)
         .bind(name)
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(schedule_from_row).transpose()
+        .await?)
     }
 
     pub async fn delete_schedule(&self, tenant_id: &str, name: &str) -> Result<bool, DbError> {
@@ -254,7 +210,7 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| Ok((row.try_get("tenant_id")?, schedule_from_row(row)?)))
+            .map(|row| Ok((row.try_get("tenant_id")?, ScheduleRecord::from_row(row)?)))
             .collect()
     }
 
@@ -301,13 +257,12 @@ impl Db {
     }
 
     pub async fn list_workflows(&self, tenant_id: &str) -> Result<Vec<WorkflowRecord>, DbError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, WorkflowRecord>(
             "SELECT name, definition, created_at FROM workflows WHERE tenant_id = $1 ORDER BY name",
         )
         .bind(tenant_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(workflow_from_row).collect()
+        .await?)
     }
 
     pub async fn get_workflow(
@@ -315,14 +270,13 @@ impl Db {
         tenant_id: &str,
         name: &str,
     ) -> Result<Option<WorkflowRecord>, DbError> {
-        let row = sqlx::query(
+        Ok(sqlx::query_as::<_, WorkflowRecord>(
             "SELECT name, definition, created_at FROM workflows WHERE tenant_id = $1 AND name = $2",
         )
         .bind(tenant_id)
         .bind(name)
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(workflow_from_row).transpose()
+        .await?)
     }
 
     pub async fn delete_workflow(&self, tenant_id: &str, name: &str) -> Result<bool, DbError> {
@@ -362,8 +316,8 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         for step in steps {
-            let successors = serde_json::to_string(&step.successors)
-                .map_err(|e| DbError::Other(e.to_string()))?;
+            let successors =
+                serde_json::to_string(&step.successors).map_err(|e| DbError::Other(e.into()))?;
             sqlx::query(
                 "INSERT INTO workflow_steps (workflow_run_id, step_name, state, waiting, successors) \
                  VALUES ($1, $2, 'pending', $3, $4)",
@@ -384,14 +338,13 @@ impl Db {
         tenant_id: &str,
         id: &str,
     ) -> Result<Option<WorkflowRunRecord>, DbError> {
-        let row = sqlx::query(&format!(
+        Ok(sqlx::query_as::<_, WorkflowRunRecord>(&format!(
             "SELECT {WORKFLOW_RUN_COLUMNS} FROM workflow_runs WHERE tenant_id = $1 AND id = $2"
         ))
         .bind(tenant_id)
         .bind(id)
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(workflow_run_from_row).transpose()
+        .await?)
     }
 
     /// A tenant's runs of one workflow, newest first.
@@ -400,34 +353,25 @@ impl Db {
         tenant_id: &str,
         workflow: &str,
     ) -> Result<Vec<WorkflowRunRecord>, DbError> {
-        let rows = sqlx::query(&format!(
+        Ok(sqlx::query_as::<_, WorkflowRunRecord>(&format!(
             "SELECT {WORKFLOW_RUN_COLUMNS} FROM workflow_runs WHERE tenant_id = $1 AND workflow_name = $2 \
              ORDER BY created_at DESC LIMIT 100"
         ))
         .bind(tenant_id)
         .bind(workflow)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(workflow_run_from_row).collect()
+        .await?)
     }
 
     /// Every workflow run still in progress, all tenants: the scheduler's
     /// work list. Without definitions, which the scheduler keeps parsed
     /// (see [`Db::workflow_run_definition`]).
     pub async fn open_workflow_runs(&self) -> Result<Vec<OpenWorkflowRun>, DbError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, OpenWorkflowRun>(
             "SELECT id, tenant_id FROM workflow_runs WHERE state = 'running' ORDER BY created_at",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(OpenWorkflowRun {
-                    id: row.try_get("id")?,
-                    tenant_id: row.try_get("tenant_id")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// The definition a workflow run started with.
@@ -435,23 +379,23 @@ impl Db {
         &self,
         id: &str,
     ) -> Result<Option<serde_json::Value>, DbError> {
-        let row = sqlx::query("SELECT definition FROM workflow_runs WHERE id = $1")
+        let definition: Option<JsonText<serde_json::Value>> =
+            sqlx::query_scalar::<_, JsonText<serde_json::Value>>(
+                "SELECT definition FROM workflow_runs WHERE id = $1",
+            )
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref()
-            .map(|row| json_column(row, "definition"))
-            .transpose()
+        Ok(definition.map(serde_json::Value::from))
     }
 
     pub async fn workflow_steps(&self, workflow_run_id: &str) -> Result<Vec<StepRecord>, DbError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, StepRecord>(
             "SELECT step_name, state, run_id FROM workflow_steps WHERE workflow_run_id = $1 ORDER BY step_name",
         )
         .bind(workflow_run_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(step_from_row).collect()
+        .await?)
     }
 
     /// The steps of a workflow run, each with its run's state: one query,
@@ -472,7 +416,7 @@ impl Db {
             .map(|row| {
                 let run_state: Option<String> = row.try_get("run_state")?;
                 Ok((
-                    step_from_row(row)?,
+                    StepRecord::from_row(row)?,
                     run_state.as_deref().and_then(crate::model::RunState::parse),
                 ))
             })
@@ -549,7 +493,7 @@ impl Db {
         let successors: Option<String> = row.try_get("successors")?;
         let successors: Vec<String> = match successors {
             Some(text) => serde_json::from_str(&text)
-                .map_err(|e| DbError::Other(format!("corrupt successors of {step}: {e}")))?,
+                .map_err(|e| DbError::other(format!("corrupt successors of {step}: {e}")))?,
             None => Vec::new(),
         };
         let mut ready = Vec::new();
@@ -581,7 +525,7 @@ impl Db {
         .await?;
         let row = rows
             .first()
-            .ok_or_else(|| DbError::Other(format!("workflow run {workflow_run_id} vanished")))?;
+            .ok_or_else(|| DbError::other(format!("workflow run {workflow_run_id} vanished")))?;
         let open: Option<i64> = row.try_get("open_steps")?;
         Ok(Some(Settled {
             workflow_run_id: workflow_run_id.to_string(),

@@ -1,11 +1,13 @@
 //! A run's log lines, appended in batches by the worker as the task writes
 //! them and read in pages by the API.
 
+use caisson_host_api::log::Level;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::db::{Db, DbError};
-use crate::model::NewLogLine;
+use crate::model::columns::LevelName;
+use crate::model::{LogSource, NewLogLine};
 
 /// One stored log line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
@@ -13,8 +15,10 @@ pub struct LogLine {
     pub seq: i64,
     pub attempt: i64,
     pub time: i64,
-    pub level: String,
-    pub source: String,
+    #[sqlx(try_from = "LevelName")]
+    pub level: Level,
+    #[sqlx(try_from = "String")]
+    pub source: LogSource,
     pub message: String,
 }
 
@@ -25,8 +29,6 @@ const LOG_ROWS_PER_INSERT: usize = 100;
 impl Db {
     /// Appends lines to a run's log; `seq` is assigned here, continuing
     /// after the run's last line.
-    ///
-    /// Each line is `(time, level, source, message)`.
     pub async fn append_logs(
         &self,
         run_id: &str,
@@ -47,7 +49,7 @@ impl Db {
             .await?;
         if locked.rows_affected() == 0 {
             tx.rollback().await?;
-            return Err(DbError::Other(format!("no run {run_id}")));
+            return Err(DbError::other(format!("no run {run_id}")));
         }
         let row =
             sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM run_logs WHERE run_id = $1")
@@ -83,7 +85,7 @@ impl Db {
                     .bind(seq)
                     .bind(attempt)
                     .bind(line.time)
-                    .bind(line.level_name())
+                    .bind(line.level.as_str())
                     .bind(line.source.as_str())
                     .bind(line.message.as_str());
             }

@@ -19,13 +19,13 @@ mod modules;
 mod runs;
 mod tenants;
 mod tokens;
-pub use db::{Db, DbError, DbKind};
+pub use db::{BoxError, Db, DbError, DbKind};
 pub use flows::{
     NewStep, OpenWorkflowRun, ScheduleRecord, Settled, StepRecord, WorkflowRecord,
     WorkflowRunRecord,
 };
 pub use logs::LogLine;
 pub use modules::ModuleRecord;
-pub use runs::{AttemptOutcome, AttemptRecord, Claim, NewRun, RunFilter, RunRecord};
+pub use runs::{AttemptOutcome, AttemptRecord, Claim, RunFilter, RunRecord};
 pub use tenants::TenantQuotas;
 pub use tokens::{TokenRecord, TokenSource};

@@ -1,85 +1,45 @@
 //! Runs and their leases: submit, read and list runs; claim one under a
 //! lease, renew it, report the attempt; re-queue runs whose lease expired.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::db::{Db, DbError, DbKind, corrupt, new_id};
 use super::flows::Settled;
-use crate::model::{GrantSet, RunState};
+use crate::model::columns::{Flag, MaybeFlag};
+use crate::model::{RunSpec, RunState};
 
-/// A run to insert.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewRun {
-    pub tenant_id: String,
-    pub module_name: String,
-    pub module_version: String,
-    pub digest: String,
-    pub input: Vec<u8>,
-    pub params: BTreeMap<String, String>,
-    pub grants: GrantSet,
-    pub timeout_ms: i64,
-    pub memory_bytes: i64,
-    pub fuel: Option<i64>,
-    pub max_retries: i64,
-    pub backoff_ms: i64,
-    pub retry_timeouts: bool,
-    pub priority: i64,
-    pub idempotency_key: Option<String>,
-    /// Earliest start; `now` for an immediate run.
-    pub not_before: i64,
-    pub schedule_id: Option<String>,
-    pub workflow_run_id: Option<String>,
-    pub step_name: Option<String>,
-    pub logical_date: Option<i64>,
-}
-
-/// A stored run.
-#[derive(Debug, Clone, PartialEq)]
+/// A stored run: its spec, and where it is in its life.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RunRecord {
     pub id: String,
-    pub tenant_id: String,
-    pub module_name: String,
-    pub module_version: String,
-    pub digest: String,
-    pub input: Vec<u8>,
-    pub params: BTreeMap<String, String>,
-    pub grants: GrantSet,
-    pub timeout_ms: i64,
-    pub memory_bytes: i64,
-    pub fuel: Option<i64>,
-    pub max_retries: i64,
-    pub backoff_ms: i64,
-    pub retry_timeouts: bool,
-    pub priority: i64,
-    pub idempotency_key: Option<String>,
+    #[sqlx(flatten)]
+    pub spec: RunSpec,
+    #[sqlx(try_from = "String")]
     pub state: RunState,
     pub attempts: i64,
-    pub not_before: i64,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub worker_id: Option<String>,
     pub lease_until: Option<i64>,
+    #[sqlx(try_from = "Flag")]
     pub cancel_requested: bool,
     /// The inline output. `None` also in a record read for a list (see
     /// `has_output`).
+    #[sqlx(default)]
     pub output: Option<Vec<u8>>,
     /// Where a large output is kept in the artifact store, instead of `output`.
     pub output_key: Option<String>,
     /// Whether the run has an output, inline or in the artifact store,
     /// whether or not this record holds it.
+    #[sqlx(try_from = "Flag")]
     pub has_output: bool,
     pub error: Option<String>,
+    #[sqlx(try_from = "MaybeFlag")]
     pub retryable: Option<bool>,
-    pub schedule_id: Option<String>,
-    pub workflow_run_id: Option<String>,
-    pub step_name: Option<String>,
-    pub logical_date: Option<i64>,
 }
 
 /// One attempt of a run.
@@ -143,28 +103,26 @@ pub enum AttemptOutcome {
 /// keeps dying fails instead of being re-queued.
 const MAX_LOST_ATTEMPTS: i64 = 3;
 
-/// Every column of `runs`, in [`RunRecord`] order. A macro so that it can
-/// be `concat!`ed into constant query texts.
-macro_rules! run_columns {
-    () => {
-        "id, tenant_id, module_name, module_version, digest, input, params, grants, timeout_ms, \
-         memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, priority, idempotency_key, \
-         state, attempts, not_before, created_at, started_at, finished_at, worker_id, lease_until, \
-         cancel_requested, output, error, retryable, schedule_id, workflow_run_id, step_name, \
-         logical_date, output_key"
-    };
-}
-
 /// The columns of `runs` a list of runs shows: not `input` or `output`,
-/// which may be megabytes each, but whether there is an output.
-/// [`run_from_row`] leaves the record's `input` empty and `output` `None`.
+/// which may be megabytes each, but whether there is an output. A
+/// [`RunRecord`] read from them has an empty `input` and no `output`. A
+/// macro so that it can be `concat!`ed into constant query texts.
 macro_rules! run_summary_columns {
     () => {
         "id, tenant_id, module_name, module_version, digest, params, grants, timeout_ms, \
          memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, priority, idempotency_key, \
          state, attempts, not_before, created_at, started_at, finished_at, worker_id, lease_until, \
          cancel_requested, error, retryable, schedule_id, workflow_run_id, step_name, \
-         logical_date, output_key, CAST(CASE WHEN output IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_output"
+         logical_date, output_key, \
+         CAST(CASE WHEN output IS NULL AND output_key IS NULL THEN 0 ELSE 1 END AS BIGINT) \
+         AS has_output"
+    };
+}
+
+/// Every column of `runs`, for a [`RunRecord`] that holds its input and output.
+macro_rules! run_columns {
+    () => {
+        concat!(run_summary_columns!(), ", input, output")
     };
 }
 
@@ -219,66 +177,6 @@ const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE OF r SKIP LOCKED");
 /// update is already atomic.
 const CLAIM_SQLITE: &str = claim_sql!("");
 
-fn run_from_row(row: &AnyRow) -> Result<RunRecord, DbError> {
-    let id: String = row.try_get("id")?;
-    let params: String = row.try_get("params")?;
-    let grants: String = row.try_get("grants")?;
-    let state: String = row.try_get("state")?;
-    let params = serde_json::from_str(&params).map_err(|e| corrupt("params", &id, e))?;
-    let grants = serde_json::from_str(&grants).map_err(|e| corrupt("grants", &id, e))?;
-    let state = RunState::parse(&state).ok_or_else(|| corrupt("state", &id, &state))?;
-    let retry_timeouts: i64 = row.try_get("retry_timeouts")?;
-    let cancel_requested: i64 = row.try_get("cancel_requested")?;
-    let retryable: Option<i64> = row.try_get("retryable")?;
-    // A list reads neither `input` nor `output`, but `has_output`.
-    let (input, output, has_output) = if row.try_column("has_output").is_ok() {
-        let has_output: i64 = row.try_get("has_output")?;
-        (Vec::new(), None, has_output != 0)
-    } else {
-        let output: Option<Vec<u8>> = row.try_get("output")?;
-        let has_output = output.is_some();
-        (row.try_get("input")?, output, has_output)
-    };
-    let output_key: Option<String> = row.try_get("output_key")?;
-    let has_output = has_output || output_key.is_some();
-    Ok(RunRecord {
-        tenant_id: row.try_get("tenant_id")?,
-        module_name: row.try_get("module_name")?,
-        module_version: row.try_get("module_version")?,
-        digest: row.try_get("digest")?,
-        input,
-        params,
-        grants,
-        timeout_ms: row.try_get("timeout_ms")?,
-        memory_bytes: row.try_get("memory_bytes")?,
-        fuel: row.try_get("fuel")?,
-        max_retries: row.try_get("max_retries")?,
-        backoff_ms: row.try_get("backoff_ms")?,
-        retry_timeouts: retry_timeouts != 0,
-        priority: row.try_get("priority")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        state,
-        attempts: row.try_get("attempts")?,
-        not_before: row.try_get("not_before")?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        worker_id: row.try_get("worker_id")?,
-        lease_until: row.try_get("lease_until")?,
-        cancel_requested: cancel_requested != 0,
-        output,
-        output_key,
-        has_output,
-        error: row.try_get("error")?,
-        retryable: retryable.map(|r| r != 0),
-        schedule_id: row.try_get("schedule_id")?,
-        workflow_run_id: row.try_get("workflow_run_id")?,
-        step_name: row.try_get("step_name")?,
-        logical_date: row.try_get("logical_date")?,
-        id,
-    })
-}
-
 /// A value bound to a query assembled at run time.
 enum Bind {
     Int(i64),
@@ -289,12 +187,10 @@ impl Db {
     /// Inserts a queued run. With an idempotency key that the tenant already
     /// used, returns the existing run's id and `false` instead. A tenant
     /// with `max_queued_runs` runs queued gets [`DbError::QuotaExceeded`].
-    pub async fn submit_run(&self, run: &NewRun, now: i64) -> Result<(String, bool), DbError> {
+    pub async fn submit_run(&self, run: &RunSpec, now: i64) -> Result<(String, bool), DbError> {
         let id = new_id();
-        let params =
-            serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.to_string()))?;
-        let grants =
-            serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.to_string()))?;
+        let params = serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.into()))?;
+        let grants = serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.into()))?;
         let mut tx = self.pool.begin().await?;
         // Under the tenant's lock, so concurrent submissions cannot all see
         // room for one more, and a key used by a concurrent submission is
@@ -371,7 +267,7 @@ impl Db {
     }
 
     pub async fn get_run(&self, tenant_id: &str, id: &str) -> Result<Option<RunRecord>, DbError> {
-        let row = sqlx::query(concat!(
+        Ok(sqlx::query_as::<_, RunRecord>(concat!(
             "SELECT ",
             run_columns!(),
             " FROM runs WHERE tenant_id = $1 AND id = $2"
@@ -379,8 +275,7 @@ impl Db {
         .bind(tenant_id)
         .bind(id)
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(run_from_row).transpose()
+        .await?)
     }
 
     /// Only the state of a run, for a followed log's polls (which must not
@@ -400,15 +295,14 @@ impl Db {
 
     /// Any tenant's run, for workers and the scheduler.
     pub async fn get_run_any(&self, id: &str) -> Result<Option<RunRecord>, DbError> {
-        let row = sqlx::query(concat!(
+        Ok(sqlx::query_as::<_, RunRecord>(concat!(
             "SELECT ",
             run_columns!(),
             " FROM runs WHERE id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(run_from_row).transpose()
+        .await?)
     }
 
     /// Newest first, without their inputs and outputs (see
@@ -455,15 +349,14 @@ impl Db {
         let n = next(Bind::Int(filter.limit.max(0)), &mut binds);
         sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${n}"));
 
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query_as::<_, RunRecord>(&sql);
         for b in binds {
             query = match b {
                 Bind::Int(v) => query.bind(v),
                 Bind::Text(v) => query.bind(v),
             };
         }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter().map(run_from_row).collect()
+        Ok(query.fetch_all(&self.pool).await?)
     }
 
     pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>, DbError> {
@@ -518,18 +411,17 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         // `fetch_all`, not `fetch_optional`: a statement with RETURNING is
         // always stepped to its end.
-        let rows = sqlx::query(claim)
+        let runs: Vec<RunRecord> = sqlx::query_as::<_, RunRecord>(claim)
             .bind(worker_id)
             .bind(lease_until)
             .bind(now)
             .bind(max_memory)
             .fetch_all(&mut *tx)
             .await?;
-        let Some(row) = rows.first() else {
+        let Some(run) = runs.into_iter().next() else {
             tx.rollback().await?;
             return Ok(Attempted::Nothing);
         };
-        let run = run_from_row(row)?;
         // The claim counted running runs in its own snapshot; on
         // PostgreSQL another worker may have claimed for the same tenant
         // meanwhile. Counting again under the tenant's lock (which also
@@ -538,20 +430,20 @@ impl Db {
         let rows = sqlx::query(
             "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 RETURNING max_running_runs",
         )
-        .bind(&run.tenant_id)
+        .bind(&run.spec.tenant_id)
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
         let limit: i64 = match rows.first() {
             Some(row) => row.try_get("max_running_runs")?,
-            None => return Err(DbError::Other(format!("no tenant {}", run.tenant_id))),
+            None => return Err(DbError::other(format!("no tenant {}", run.spec.tenant_id))),
         };
         // A statement of its own: in PostgreSQL's read committed, it sees
         // every claim committed while the update above waited for the lock.
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'running'",
         )
-        .bind(&run.tenant_id)
+        .bind(&run.spec.tenant_id)
         .fetch_one(&mut *tx)
         .await?;
         let running: i64 = row.try_get("n")?;
@@ -666,7 +558,7 @@ impl Db {
                 retryable,
             } => {
                 if !state.is_final() {
-                    return Err(DbError::Other(format!(
+                    return Err(DbError::other(format!(
                         "an attempt cannot finish a run as {}",
                         state.as_str()
                     )));

@@ -1,25 +1,29 @@
 //! What each tenant's runs may be granted, stored with the tenant so that
 //! every API process sees a change at once.
 
+use caisson_host_api::Grants;
 use sqlx::Row;
 
 use super::db::{Db, DbError, new_id, now_ms};
-use crate::model::GrantSet;
+use crate::model::columns::JsonText;
 
 /// Per-tenant limits, so that one tenant cannot crowd out the others.
 /// They are keys of the tenant's `[tenants.NAME]` table; a tenant the
 /// configuration does not name (one made through the admin API) gets the
 /// defaults, which are also the database's column defaults (migration
 /// 0004).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct TenantQuotas {
     /// Runs waiting to start (`queued`, retries waiting out their backoff
     /// included). A submission past it is refused with 429.
+    #[sqlx(try_from = "i64")]
     pub max_queued_runs: u32,
     /// Runs executing at once, across every worker. Claims skip a tenant
     /// at its quota.
+    #[sqlx(try_from = "i64")]
     pub max_running_runs: u32,
     /// Cron schedules. Creating one past it is refused with 429.
+    #[sqlx(try_from = "i64")]
     pub max_schedules: u32,
 }
 
@@ -55,24 +59,13 @@ impl Db {
 
     /// A tenant's quotas (the defaults for an unknown tenant).
     pub async fn tenant_quotas(&self, tenant_id: &str) -> Result<TenantQuotas, DbError> {
-        let row = sqlx::query(
+        let quotas = sqlx::query_as::<_, TenantQuotas>(
             "SELECT max_queued_runs, max_running_runs, max_schedules FROM tenants WHERE id = $1",
         )
         .bind(tenant_id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else {
-            return Ok(TenantQuotas::default());
-        };
-        let get = |column: &str| -> Result<u32, DbError> {
-            let value: i64 = row.try_get(column)?;
-            Ok(u32::try_from(value).unwrap_or(u32::MAX))
-        };
-        Ok(TenantQuotas {
-            max_queued_runs: get("max_queued_runs")?,
-            max_running_runs: get("max_running_runs")?,
-            max_schedules: get("max_schedules")?,
-        })
+        Ok(quotas.unwrap_or_default())
     }
 
     /// [`DbError::QuotaExceeded`] unless `count_sql` (`$1`: the tenant,
@@ -118,16 +111,12 @@ impl Db {
         .await?;
         match rows.first() {
             Some(row) => row.try_get(quota).map_err(DbError::from),
-            None => Err(DbError::Other(format!("no tenant {tenant_id}"))),
+            None => Err(DbError::other(format!("no tenant {tenant_id}"))),
         }
     }
     /// Sets the labels a tenant's runs may be granted.
-    pub async fn set_tenant_grants(
-        &self,
-        tenant_id: &str,
-        grants: &GrantSet,
-    ) -> Result<(), DbError> {
-        let text = serde_json::to_string(grants).map_err(|e| DbError::Other(e.to_string()))?;
+    pub async fn set_tenant_grants(&self, tenant_id: &str, grants: &Grants) -> Result<(), DbError> {
+        let text = serde_json::to_string(grants).map_err(|e| DbError::Other(e.into()))?;
         sqlx::query("UPDATE tenants SET allowed_grants = $2 WHERE id = $1")
             .bind(tenant_id)
             .bind(text)
@@ -137,17 +126,14 @@ impl Db {
     }
 
     /// The labels a tenant's runs may be granted (none for an unknown tenant).
-    pub async fn tenant_grants(&self, tenant_id: &str) -> Result<GrantSet, DbError> {
-        let row = sqlx::query("SELECT allowed_grants FROM tenants WHERE id = $1")
-            .bind(tenant_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else {
-            return Ok(GrantSet::default());
-        };
-        let text: String = row.try_get("allowed_grants")?;
-        serde_json::from_str(&text)
-            .map_err(|e| DbError::Other(format!("corrupt allowed_grants: {e}")))
+    pub async fn tenant_grants(&self, tenant_id: &str) -> Result<Grants, DbError> {
+        let grants: Option<JsonText<Grants>> = sqlx::query_scalar::<_, JsonText<Grants>>(
+            "SELECT allowed_grants FROM tenants WHERE id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(grants.map(Grants::from).unwrap_or_default())
     }
 
     /// The id of the tenant named `name`.
@@ -182,11 +168,10 @@ impl Db {
 
     /// `(id, name)` of every tenant.
     pub async fn list_tenants(&self) -> Result<Vec<(String, String)>, DbError> {
-        let rows = sqlx::query("SELECT id, name FROM tenants ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
-            .collect()
+        Ok(
+            sqlx::query_as::<_, (String, String)>("SELECT id, name FROM tenants ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::db::{Db, DbError, new_id, now_ms};
+use crate::model::columns::Flag;
 
 /// Where a token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -27,10 +28,22 @@ impl TokenSource {
     }
 }
 
+/// The stored name, as the `source` column is read: anything but
+/// `config` is a token of the API's (the column's default).
+impl From<String> for TokenSource {
+    fn from(name: String) -> Self {
+        match name.as_str() {
+            "config" => TokenSource::Config,
+            _ => TokenSource::Api,
+        }
+    }
+}
+
 /// A token as listed: its id and history, never the token or its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct TokenRecord {
     pub id: String,
+    #[sqlx(try_from = "String")]
     pub source: TokenSource,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
@@ -75,27 +88,13 @@ impl Db {
 
     /// Every token of a tenant, live and revoked, oldest first.
     pub async fn list_tokens(&self, tenant_id: &str) -> Result<Vec<TokenRecord>, DbError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, TokenRecord>(
             "SELECT id, source, created_at, revoked_at FROM api_tokens \
              WHERE tenant_id = $1 ORDER BY created_at, id",
         )
         .bind(tenant_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let source: String = row.try_get("source")?;
-                Ok(TokenRecord {
-                    id: row.try_get("id")?,
-                    source: match source.as_str() {
-                        "config" => TokenSource::Config,
-                        _ => TokenSource::Api,
-                    },
-                    created_at: row.try_get("created_at")?,
-                    revoked_at: row.try_get("revoked_at")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 }
 
@@ -136,15 +135,13 @@ impl Db {
 
     /// The tenant id and admin flag of a live (not revoked) token.
     pub async fn token(&self, token_hash: &str) -> Result<Option<(String, bool)>, DbError> {
-        let row = sqlx::query(
+        let token: Option<(String, Flag)> = sqlx::query_as::<_, (String, Flag)>(
             "SELECT tenant_id, admin FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let admin: i64 = row.try_get("admin")?;
-        Ok(Some((row.try_get("tenant_id")?, admin != 0)))
+        Ok(token.map(|(tenant_id, admin)| (tenant_id, admin.into())))
     }
 
     /// Revokes a token by id; true if it existed and was live.
