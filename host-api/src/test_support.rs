@@ -205,14 +205,57 @@ pub fn source(kind: SqlKind, url: &str, read_only: bool, max_connections: u32) -
 /// (after saying why `test` is skipped) when it is unset. With
 /// `CAISSON_REQUIRE_SERVICES=1` an unset URL is a failure instead.
 pub fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var("CAISSON_TEST_POSTGRES_URL") {
+    service_url("CAISSON_TEST_POSTGRES_URL", test)
+}
+
+/// The test MariaDB's URL (`CAISSON_TEST_MYSQL_URL`), as [`postgres_url`].
+pub fn mysql_url(test: &str) -> Option<String> {
+    service_url("CAISSON_TEST_MYSQL_URL", test)
+}
+
+fn service_url(var: &str, test: &str) -> Option<String> {
+    match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             if std::env::var("CAISSON_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("CAISSON_TEST_POSTGRES_URL is not set but CAISSON_REQUIRE_SERVICES=1");
+                panic!("{var} is not set but CAISSON_REQUIRE_SERVICES=1");
             }
-            eprintln!("skipping {test}: CAISSON_TEST_POSTGRES_URL is not set");
+            eprintln!("skipping {test}: {var} is not set");
             None
         }
     }
+}
+
+/// Runs `sql` with the `mariadb` command-line client against the database
+/// at `url` (`mysql://user:password@host:port/db`) and returns its rows,
+/// tab-separated, one line each: a view of the data that goes through
+/// neither sqlx nor the host, for tests that claim something was written.
+pub fn mariadb_cli(url: &str, sql: &str) -> String {
+    let parsed = url::Url::parse(url).expect("a mysql:// url");
+    let database = parsed.path().trim_start_matches('/');
+    let output = std::process::Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "--batch",
+            "--skip-column-names",
+            "--protocol=tcp",
+        ])
+        .arg(format!(
+            "--host={}",
+            parsed.host_str().unwrap_or("127.0.0.1")
+        ))
+        .arg(format!("--port={}", parsed.port().unwrap_or(3306)))
+        .arg(format!("--user={}", parsed.username()))
+        .arg(format!("--database={database}"))
+        .arg(format!("--execute={sql}"))
+        // The password through the environment, not the command line.
+        .env("MYSQL_PWD", parsed.password().unwrap_or(""))
+        .output()
+        .expect("the mariadb client runs (apt-get install mariadb-client)");
+    assert!(
+        output.status.success(),
+        "mariadb {sql:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
 }

@@ -14,7 +14,7 @@ pub type SqlConfig = BTreeMap<String, SqlSourceConfig>;
 ///
 /// ```toml
 /// [sql.warehouse]
-/// type = "postgres"            # or "sqlite"
+/// type = "postgres"            # or "sqlite", "mysql" (MySQL or MariaDB)
 /// url = "postgres://reader:secret@db.internal/warehouse"
 /// read_only = true             # default false
 /// max_connections = 5          # default 5: the pool's size for this worker
@@ -26,8 +26,9 @@ pub type SqlConfig = BTreeMap<String, SqlSourceConfig>;
 pub struct SqlSourceConfig {
     #[serde(rename = "type")]
     pub kind: SqlKind,
-    /// A sqlx connection URL: `postgres://user:password@host:port/db?...`
-    /// or `sqlite:///path/to/file.db?mode=rwc`.
+    /// A sqlx connection URL: `postgres://user:password@host:port/db?...`,
+    /// `mysql://user:password@host:port/db?...` or
+    /// `sqlite:///path/to/file.db?mode=rwc`.
     pub url: String,
     /// Whether the database refuses every write from tasks.
     #[serde(default)]
@@ -60,6 +61,9 @@ pub enum SqlKind {
     #[serde(alias = "postgresql")]
     Postgres,
     Sqlite,
+    /// MySQL or MariaDB.
+    #[serde(alias = "mariadb")]
+    Mysql,
 }
 
 /// Returns `url` with its password, and any `password`-like query parameter,

@@ -23,6 +23,10 @@
 //!     url = "postgres://reader:secret@db.internal/warehouse"
 //!     read_only = true
 //!
+//!     [orders]
+//!     type = "mysql"
+//!     url = "mysql://reader:secret@mysql.internal:3306/orders"
+//!
 //!     [scratch]
 //!     type = "sqlite"
 //!     url = "sqlite:///srv/caisson/scratch.db?mode=rwc"
@@ -60,8 +64,12 @@
 //!   `BEGIN READ ONLY` ... `COMMIT`, so neither a guest `COMMIT` nor a guest
 //!   `SET default_transaction_read_only = off` leaves a statement running
 //!   outside a read-only transaction; the session default is also set to
-//!   read-only when the connection is made, as a second line of defence. A
-//!   refused write is `access-denied`.
+//!   read-only when the connection is made, as a second line of defence.
+//!   MySQL does the same with `START TRANSACTION READ ONLY` ... `COMMIT`,
+//!   after setting the session default back to read-only before each
+//!   statement (DDL, which commits implicitly, is refused inside a
+//!   read-only transaction before it can). A refused write is
+//!   `access-denied`.
 //! * **SQLite files outside the source.** `ATTACH` (and `VACUUM INTO`, which
 //!   attaches) would let a task open or create any file the worker can
 //!   reach, so every SQLite connection is opened with
@@ -75,7 +83,9 @@
 //!   connection that cannot be reset is closed. SQLite connections are never
 //!   reused: `PRAGMA`s, temporary objects and per-connection settings cannot
 //!   be enumerated soundly, so each run's connection is closed when it lets
-//!   go, and each new one is opened with `SQLITE_DBCONFIG_DEFENSIVE`,
+//!   go. MySQL connections are not reused either (sqlx cannot send
+//!   `COM_RESET_CONNECTION`). Each new SQLite connection is opened with
+//!   `SQLITE_DBCONFIG_DEFENSIVE`,
 //!   `SQLITE_DBCONFIG_TRUSTED_SCHEMA` off and capped string, blob and
 //!   statement lengths.
 //! * **SQL work ends with its run.** A PostgreSQL connection's
@@ -85,7 +95,9 @@
 //!   statements is still running, the connection is dropped and the
 //!   statement stopped at once: `pg_terminate_backend` from a fresh
 //!   connection on PostgreSQL (closing the socket alone would leave
-//!   `pg_sleep` or an endless query running), `sqlite3_interrupt` on SQLite.
+//!   `pg_sleep` or an endless query running), `KILL CONNECTION` from a fresh
+//!   connection on MySQL (MariaDB also gets the time left as
+//!   `max_statement_time`), `sqlite3_interrupt` on SQLite.
 //! * **Errors never carry the connection URL or its credentials.** The
 //!   configuration's `Debug` output redacts passwords too.
 //!
@@ -96,25 +108,25 @@
 //!
 //! # Value mapping
 //!
-//! | WIT `value` | PostgreSQL parameter | SQLite parameter |
-//! |-------------|----------------------|------------------|
-//! | `null`      | NULL of unspecified type (the server infers it, as for a literal `NULL`) | NULL |
-//! | `boolean`   | `BOOL`               | INTEGER 0/1      |
-//! | `int`       | `INT8`               | INTEGER          |
-//! | `uint`      | `NUMERIC`            | INTEGER (up to the `s64` maximum, else `invalid-input`) |
-//! | `float`     | `FLOAT8`             | REAL             |
-//! | `decimal`   | `NUMERIC` (exact)    | TEXT, as given (SQLite's NUMERIC affinity would round it) |
-//! | `text`      | `TEXT`               | TEXT             |
-//! | `blob`      | `BYTEA`              | BLOB             |
-//! | `date`      | `DATE`               | TEXT `2024-05-06` |
-//! | `time`      | `TIME`               | TEXT `07:08:09.123456` |
-//! | `datetime`  | `TIMESTAMP`          | TEXT `2024-05-06 07:08:09.123456` |
-//! | `timestamp` | `TIMESTAMPTZ`        | TEXT `2024-05-06T07:08:09.123456Z` |
-//! | `interval`  | `INTERVAL`           | TEXT `P1M2DT3.000000S` |
-//! | `uuid`      | `UUID`               | TEXT, lower-case hyphenated |
-//! | `json`      | `JSONB` (the text is validated and sent as is) | TEXT |
-//! | `*-array`   | the element type's array (`INT8[]`, `NUMERIC[]`, ...) | TEXT, a JSON array |
-//! | `other`     | `TEXT` (cast the placeholder: `$1::inet`) | TEXT |
+//! | WIT `value` | PostgreSQL parameter | MySQL parameter | SQLite parameter |
+//! |-------------|----------------------|-----------------|------------------|
+//! | `null`      | NULL of unspecified type (the server infers it, as for a literal `NULL`) | NULL | NULL |
+//! | `boolean`   | `BOOL`               | `TINYINT` 0/1   | INTEGER 0/1      |
+//! | `int`       | `INT8`               | `BIGINT`        | INTEGER          |
+//! | `uint`      | `NUMERIC`            | `BIGINT UNSIGNED` | INTEGER (up to the `s64` maximum, else `invalid-input`) |
+//! | `float`     | `FLOAT8`             | `DOUBLE`        | REAL             |
+//! | `decimal`   | `NUMERIC` (exact)    | text, which the server converts exactly (no NaN or infinity: `unsupported`) | TEXT, as given (SQLite's NUMERIC affinity would round it) |
+//! | `text`      | `TEXT`               | text            | TEXT             |
+//! | `blob`      | `BYTEA`              | blob            | BLOB             |
+//! | `date`      | `DATE`               | `DATE` (no infinity: `unsupported`) | TEXT `2024-05-06` |
+//! | `time`      | `TIME`               | `TIME`          | TEXT `07:08:09.123456` |
+//! | `datetime`  | `TIMESTAMP`          | `DATETIME`      | TEXT `2024-05-06 07:08:09.123456` |
+//! | `timestamp` | `TIMESTAMPTZ`        | `DATETIME` in UTC, the session's zone | TEXT `2024-05-06T07:08:09.123456Z` |
+//! | `interval`  | `INTERVAL`           | text `P1M2DT3.000000S` | TEXT `P1M2DT3.000000S` |
+//! | `uuid`      | `UUID`               | text, lower-case hyphenated | TEXT, lower-case hyphenated |
+//! | `json`      | `JSONB` (the text is validated and sent as is) | text (validated) | TEXT |
+//! | `*-array`   | the element type's array (`INT8[]`, `NUMERIC[]`, ...) | text, a JSON array | TEXT, a JSON array |
+//! | `other`     | `TEXT` (cast the placeholder: `$1::inet`) | text | TEXT |
 //!
 //! The extremes of `date`, `datetime` and `timestamp` are PostgreSQL's
 //! `infinity` and `-infinity`, both ways (SQLite stores the words).
@@ -136,7 +148,15 @@
 //! `TIME` or `DATETIME`/`TIMESTAMP` that is spelled as above is a `date`, a
 //! `time`, or (with a zone) a `timestamp` and (without, as
 //! `CURRENT_TIMESTAMP` writes it) a `datetime`. The other kinds come back
-//! from SQLite as text.
+//! from SQLite as text. MySQL: `BOOLEAN` (`TINYINT(1)`) as `boolean`; every
+//! other integer width, signed or not, as `int`, except `BIGINT UNSIGNED`
+//! and `BIT` as `uint`; `YEAR` as `int`; `FLOAT`/`DOUBLE`; `DECIMAL` as
+//! `decimal`; the text types, `ENUM` and `SET` as `text`; the binary ones
+//! as `blob` (and so, through sqlx 0.8, do text columns with a binary
+//! collation, MariaDB's JSON among them); `JSON` as `json`;
+//! `DATE`; `DATETIME` as `datetime` and `TIMESTAMP` as `timestamp`;
+//! `TIME` within a day as `time`, beyond it as an `interval` of
+//! microseconds; a zero date, `GEOMETRY` and anything else as `other`.
 //!
 //! # Errors
 //!
@@ -147,6 +167,10 @@
 //! privilege or on a read-only source is `access-denied`; a failed
 //! connection or server is `backend`. SQLite has no SQLSTATE: the host maps
 //! its result codes to the nearest SQLSTATE (`23505`, `40001`, else `HY000`).
+//! MySQL's errors are mapped by error number, which `detail` names: a
+//! duplicate key is `conflict` (`23505`), a deadlock `retry-transaction`
+//! (`40001`), a refused privilege or a write in a read-only transaction
+//! `access-denied`, and the rest `database` with MySQL's own SQLSTATE.
 //!
 //! # Layout
 //!
@@ -158,8 +182,8 @@
 //! * `connection` (the actor that owns a pooled connection) and `cursor`
 //!   (the `rows` resource it streams into).
 //! * `backend`: the `SqlBackend` (a source's pool) and `SqlSession` (one
-//!   pooled connection) traits every database implements; `postgres` and
-//!   `sqlite` implement them.
+//!   pooled connection) traits every database implements; `postgres`,
+//!   `mysql` and `sqlite` implement them.
 //! * `config`, `value` (checking guest values and sizing results) and
 //!   `error` (sqlx errors to the guest's) at the bottom.
 
@@ -169,6 +193,7 @@ mod connection;
 mod cursor;
 mod error;
 mod host;
+mod mysql;
 mod postgres;
 mod sources;
 mod sqlite;

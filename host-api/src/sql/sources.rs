@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::backend::SqlBackend;
 use super::config::{SqlConfig, SqlKind, SqlLimits, SqlSourceConfig};
-use super::{postgres, sqlite};
+use super::{mysql, postgres, sqlite};
 use crate::{ConfigError, Grants};
 
 /// Every SQL source of a worker, shared by all its runs. Cloning is cheap.
@@ -89,6 +89,7 @@ fn build_source(label: &str, config: &SqlSourceConfig) -> Result<Arc<dyn SqlBack
     Ok(match config.kind {
         SqlKind::Postgres => Arc::new(postgres::PgBackend::new(label, config)?),
         SqlKind::Sqlite => Arc::new(sqlite::SqliteBackend::new(label, config)?),
+        SqlKind::Mysql => Arc::new(mysql::MySqlBackend::new(label, config)?),
     })
 }
 

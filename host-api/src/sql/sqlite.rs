@@ -10,7 +10,7 @@ use std::ffi::{c_int, c_void};
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, TimeDelta};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use sqlx::error::BoxDynError;
@@ -29,7 +29,8 @@ use super::backend::{ACQUIRE_TIMEOUT, BeginOptions, DecodedRow, SqlBackend, SqlS
 use super::config::SqlSourceConfig;
 use super::error::map_sqlx_error;
 use super::value::{
-    MAX_TIME_MICROS, invalid_param, json_param, parse_decimal, parse_uuid, uuid_text,
+    MAX_TIME_MICROS, date_text, datetime_text, interval_text, invalid_param, json_array,
+    json_param, parse_decimal, parse_uuid, time_text, timestamp_text, uuid_text,
 };
 use crate::bindings::caisson::task::sql::{Column, DatabaseError, ExecuteResult, Value};
 use crate::{BoxError, ConfigError, SqlError as WitError};
@@ -329,65 +330,6 @@ fn map_sqlite_error(code: Option<&str>, message: &str) -> WitError {
     }
 }
 
-/// `YYYY-MM-DD`, or `infinity`/`-infinity` for the extremes.
-fn date_text(days: i32) -> Result<String, String> {
-    match days {
-        i32::MAX => Ok("infinity".into()),
-        i32::MIN => Ok("-infinity".into()),
-        days => NaiveDate::from_ymd_opt(1970, 1, 1)
-            .and_then(|epoch| epoch.checked_add_signed(TimeDelta::days(days.into())))
-            .map(|d| d.format("%Y-%m-%d").to_string())
-            .ok_or_else(|| format!("date {days} is out of range")),
-    }
-}
-
-/// `HH:MM:SS.ffffff`.
-fn time_text(micros: u64) -> Result<String, String> {
-    if micros == MAX_TIME_MICROS {
-        return Ok("24:00:00.000000".into());
-    }
-    let secs = u32::try_from(micros / 1_000_000).map_err(|e| e.to_string())?;
-    let nanos = (micros % 1_000_000) as u32 * 1000;
-    NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)
-        .map(|t| t.format("%H:%M:%S%.6f").to_string())
-        .ok_or_else(|| format!("time {micros} us is past 24:00:00"))
-}
-
-/// `YYYY-MM-DD HH:MM:SS.ffffff`, SQLite's own spelling, with no zone.
-fn datetime_text(micros: i64) -> Result<String, String> {
-    match micros {
-        i64::MAX => Ok("infinity".into()),
-        i64::MIN => Ok("-infinity".into()),
-        micros => DateTime::from_timestamp_micros(micros)
-            .map(|at| at.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string())
-            .ok_or_else(|| format!("datetime {micros} us is out of range")),
-    }
-}
-
-/// RFC 3339 in UTC with microseconds, fixed width.
-fn timestamp_text(micros: i64) -> Result<String, String> {
-    match micros {
-        i64::MAX => Ok("infinity".into()),
-        i64::MIN => Ok("-infinity".into()),
-        micros => DateTime::from_timestamp_micros(micros)
-            .map(|at| at.to_rfc3339_opts(SecondsFormat::Micros, true))
-            .ok_or_else(|| format!("timestamp {micros} us is out of range")),
-    }
-}
-
-/// An array as the JSON text SQLite stores it: numbers and booleans as
-/// themselves, everything else as strings in the scalar's text form.
-fn json_array<T>(
-    elements: &[Option<T>],
-    mut convert: impl FnMut(&T) -> Result<serde_json::Value, String>,
-) -> Result<String, String> {
-    let values = elements
-        .iter()
-        .map(|e| e.as_ref().map_or(Ok(serde_json::Value::Null), &mut convert))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(serde_json::Value::Array(values).to_string())
-}
-
 /// What SQLite stores for a guest value: SQLite has five storage classes,
 /// so the other kinds are stored as text (see the module docs).
 enum SqliteParam {
@@ -420,14 +362,7 @@ fn sqlite_param(value: &Value) -> Result<SqliteParam, String> {
         Value::Time(micros) => P::Text(time_text(*micros)?),
         Value::Datetime(micros) => P::Text(datetime_text(*micros)?),
         Value::Timestamp(micros) => P::Text(timestamp_text(*micros)?),
-        Value::Interval(i) => P::Text(format!(
-            "P{}M{}DT{}{}.{:06}S",
-            i.months,
-            i.days,
-            if i.microseconds < 0 { "-" } else { "" },
-            i.microseconds.unsigned_abs() / 1_000_000,
-            i.microseconds.unsigned_abs() % 1_000_000
-        )),
+        Value::Interval(i) => P::Text(interval_text(i)),
         Value::Uuid(text) => P::Text(uuid_text(parse_uuid(text)?)),
         Value::Json(text) => {
             json_param(text)?;

@@ -4,8 +4,10 @@
 
 use std::fmt::{self, Write as _};
 
+use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat, TimeDelta};
+
 use crate::SqlError as WitError;
-use crate::bindings::caisson::task::sql::Value;
+use crate::bindings::caisson::task::sql::{Interval, Value};
 
 /// Estimated cost of one decoded value beyond its payload: the size of a
 /// `value` in the guest's memory under the canonical ABI.
@@ -137,6 +139,80 @@ pub(super) fn uuid_text(bytes: [u8; 16]) -> String {
         let _ = write!(out, "{byte:02x}");
     }
     out
+}
+
+// The text forms of the kinds a database without a native type for them
+// (SQLite, and MySQL for arrays and intervals) stores as text.
+
+/// `YYYY-MM-DD`, or `infinity`/`-infinity` for the extremes.
+pub(super) fn date_text(days: i32) -> Result<String, String> {
+    match days {
+        i32::MAX => Ok("infinity".into()),
+        i32::MIN => Ok("-infinity".into()),
+        days => NaiveDate::from_ymd_opt(1970, 1, 1)
+            .and_then(|epoch| epoch.checked_add_signed(TimeDelta::days(days.into())))
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .ok_or_else(|| format!("date {days} is out of range")),
+    }
+}
+
+/// `HH:MM:SS.ffffff`.
+pub(super) fn time_text(micros: u64) -> Result<String, String> {
+    if micros == MAX_TIME_MICROS {
+        return Ok("24:00:00.000000".into());
+    }
+    let secs = u32::try_from(micros / 1_000_000).map_err(|e| e.to_string())?;
+    let nanos = (micros % 1_000_000) as u32 * 1000;
+    NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)
+        .map(|t| t.format("%H:%M:%S%.6f").to_string())
+        .ok_or_else(|| format!("time {micros} us is past 24:00:00"))
+}
+
+/// `YYYY-MM-DD HH:MM:SS.ffffff`, SQLite's own spelling, with no zone.
+pub(super) fn datetime_text(micros: i64) -> Result<String, String> {
+    match micros {
+        i64::MAX => Ok("infinity".into()),
+        i64::MIN => Ok("-infinity".into()),
+        micros => DateTime::from_timestamp_micros(micros)
+            .map(|at| at.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string())
+            .ok_or_else(|| format!("datetime {micros} us is out of range")),
+    }
+}
+
+/// RFC 3339 in UTC with microseconds, fixed width.
+pub(super) fn timestamp_text(micros: i64) -> Result<String, String> {
+    match micros {
+        i64::MAX => Ok("infinity".into()),
+        i64::MIN => Ok("-infinity".into()),
+        micros => DateTime::from_timestamp_micros(micros)
+            .map(|at| at.to_rfc3339_opts(SecondsFormat::Micros, true))
+            .ok_or_else(|| format!("timestamp {micros} us is out of range")),
+    }
+}
+
+/// An array as the JSON text SQLite stores it: numbers and booleans as
+/// themselves, everything else as strings in the scalar's text form.
+pub(super) fn json_array<T>(
+    elements: &[Option<T>],
+    mut convert: impl FnMut(&T) -> Result<serde_json::Value, String>,
+) -> Result<String, String> {
+    let values = elements
+        .iter()
+        .map(|e| e.as_ref().map_or(Ok(serde_json::Value::Null), &mut convert))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(serde_json::Value::Array(values).to_string())
+}
+
+/// An interval as ISO 8601 text: `P1M2DT-3.500000S`.
+pub(super) fn interval_text(i: &Interval) -> String {
+    format!(
+        "P{}M{}DT{}{}.{:06}S",
+        i.months,
+        i.days,
+        if i.microseconds < 0 { "-" } else { "" },
+        i.microseconds.unsigned_abs() / 1_000_000,
+        i.microseconds.unsigned_abs() % 1_000_000
+    )
 }
 
 fn value_size(value: &Value) -> usize {
