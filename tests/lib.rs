@@ -1,7 +1,7 @@
 //! Shared helpers for Caisson's integration tests.
 //!
 //! Services come from the environment (`scripts/services env` prints it):
-//! `CAISSON_TEST_POSTGRES_URL`, `CAISSON_TEST_S3_*` and `CAISSON_TEST_HDFS_*`. A test that needs a
+//! `CAISSON_TEST_POSTGRES_URL`, `CAISSON_TEST_MYSQL_URL`, `CAISSON_TEST_S3_*` and `CAISSON_TEST_HDFS_*`. A test that needs a
 //! service that is not configured is skipped with a message, unless
 //! `CAISSON_REQUIRE_SERVICES=1`, when it fails instead: CI sets that, so a
 //! missing service can never pass silently.
@@ -79,6 +79,11 @@ fn service_var(var: &str) -> Option<String> {
 /// The test PostgreSQL's URL: host-api's, which its own tests use too.
 pub fn postgres_url() -> Option<String> {
     caisson_host_api::test_support::postgres_url("this test")
+}
+
+/// The test MariaDB's URL (`mysql://...`).
+pub fn mysql_url() -> Option<String> {
+    service_var("CAISSON_TEST_MYSQL_URL")
 }
 
 /// Waits until no run in the coordination database `db` is queued or

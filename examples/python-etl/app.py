@@ -1,6 +1,9 @@
 """Loads CSV files from an object store into a SQL table.
 
-Input (JSON): {"prefix": "incoming/", "table": "events"}
+Input (JSON): {"prefix": "incoming/", "table": "events", "dialect": "mysql"}
+(`dialect` is optional: `mysql` for MySQL and MariaDB, whose only
+placeholder is `?`; anything else uses `$1, $2, ...`, which PostgreSQL and
+SQLite take.)
 Grants: objects=raw (where the CSV files are), sql=warehouse (where the
 rows go). Every file under the prefix is streamed line by line; all rows
 go in one transaction, so a failure leaves the table as it was.
@@ -18,6 +21,9 @@ def run(request: dict) -> dict:
     if not table.isidentifier():
         raise TaskError(f"not a table name: {table!r}")
 
+    marks = "?, ?, ?" if request.get("dialect") == "mysql" else "$1, $2, $3"
+    insert = f"INSERT INTO {table} (source, name, amount) VALUES ({marks})"
+
     raw = Store.open("raw")
     db = Db.open("warehouse")
     files = [m for m in raw.list(prefix) if m.key.endswith(".csv")]
@@ -27,7 +33,7 @@ def run(request: dict) -> dict:
             reader = csv.DictReader(raw.lines(meta.key))
             for record in reader:
                 db.execute(
-                    f"INSERT INTO {table} (source, name, amount) VALUES ($1, $2, $3)",
+                    insert,
                     meta.key,
                     record["name"],
                     int(record["amount"]),

@@ -11,7 +11,7 @@ use caisson_host_api::test_support::{SqlHarness, borrow, source};
 use caisson_host_api::wit::objects::{HostStore, HostWriteOptions, ListPage, ObjectMeta};
 use caisson_host_api::wit::sql::{DatabaseError, Interval, IsolationLevel, OtherValue, Value};
 use caisson_host_api::{ObjectsError, SqlError};
-use caisson_tests::{RemoteStore, postgres_url, s3_env, unique_prefix};
+use caisson_tests::{RemoteStore, mysql_url, postgres_url, s3_env, unique_prefix};
 use wasmtime::component::Resource;
 
 use crate::objects::Direct;
@@ -36,6 +36,12 @@ async fn begin_serializable(
 fn postgres_sources() -> Option<SqlSources> {
     let url = postgres_url()?;
     let config: SqlConfig = [("db".to_string(), source(SqlKind::Postgres, &url, false, 4))].into();
+    Some(SqlSources::from_config(&config).unwrap())
+}
+
+fn mysql_sources() -> Option<SqlSources> {
+    let url = mysql_url()?;
+    let config: SqlConfig = [("db".to_string(), source(SqlKind::Mysql, &url, false, 4))].into();
     Some(SqlSources::from_config(&config).unwrap())
 }
 
@@ -488,22 +494,26 @@ fn assert_unique_conflict<T: std::fmt::Debug>(result: Result<T, SqlError>) {
 #[tokio::test]
 async fn a_unique_violation_is_a_conflict() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sources = vec![("sqlite", sqlite_sources(&dir))];
+    // The placeholder is the database's own: MySQL has only `?`.
+    let mut sources = vec![("sqlite", sqlite_sources(&dir), "$1")];
     if let Some(pg) = postgres_sources() {
-        sources.push(("postgres", pg));
+        sources.push(("postgres", pg, "$1"));
     }
-    for (name, sources) in sources {
+    if let Some(my) = mysql_sources() {
+        sources.push(("mysql", my, "?"));
+    }
+    for (name, sources, placeholder) in sources {
         let mut sql = run_on(&sources);
         let conn = sql.open("db").await;
         let t = table_name("unique");
         sql.execute_result(
             &conn,
-            &format!("CREATE TABLE {t} (k TEXT PRIMARY KEY)"),
+            &format!("CREATE TABLE {t} (k VARCHAR(10) PRIMARY KEY)"),
             vec![],
         )
         .await
         .unwrap();
-        let insert = format!("INSERT INTO {t} VALUES ($1)");
+        let insert = format!("INSERT INTO {t} VALUES ({placeholder})");
         sql.execute_result(&conn, &insert, vec![Value::Text("a".into())])
             .await
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
@@ -570,10 +580,22 @@ async fn a_serialization_failure_says_retry_the_transaction() {
 
 #[tokio::test]
 async fn a_deadlock_says_retry_the_transaction() {
-    let Some(sources) = postgres_sources() else {
-        return;
-    };
-    let (mut a, mut b) = (run_on(&sources), run_on(&sources));
+    // PostgreSQL's SQLSTATE for a deadlock is its own 40P01; MySQL's is
+    // 40001, as for any transaction InnoDB rolled back.
+    let mut sources = Vec::new();
+    if let Some(pg) = postgres_sources() {
+        sources.push((pg, "$1", "40P01"));
+    }
+    if let Some(my) = mysql_sources() {
+        sources.push((my, "?", "40001"));
+    }
+    for (sources, placeholder, sqlstate) in sources {
+        deadlock_on(&sources, placeholder, sqlstate).await;
+    }
+}
+
+async fn deadlock_on(sources: &SqlSources, placeholder: &str, deadlock_sqlstate: &str) {
+    let (mut a, mut b) = (run_on(sources), run_on(sources));
     let (conn_a, conn_b) = (a.open("db").await, b.open("db").await);
     let t = table_name("deadlock");
     a.execute_result(
@@ -590,7 +612,12 @@ async fn a_deadlock_says_retry_the_transaction() {
     )
     .await
     .unwrap();
-    let update = |id: i64| (format!("UPDATE {t} SET n = n + 1 WHERE id = $1"), id);
+    let update = |id: i64| {
+        (
+            format!("UPDATE {t} SET n = n + 1 WHERE id = {placeholder}"),
+            id,
+        )
+    };
     for (sql, conn) in [(&mut a, &conn_a), (&mut b, &conn_b)] {
         sql.begin(conn).await.unwrap();
     }
@@ -613,7 +640,7 @@ async fn a_deadlock_says_retry_the_transaction() {
     assert!(
         matches!(
             victims[..],
-            [SqlError::RetryTransaction(DatabaseError { sqlstate, .. })] if sqlstate == "40P01"
+            [SqlError::RetryTransaction(DatabaseError { sqlstate, .. })] if sqlstate == deadlock_sqlstate
         ),
         "a: {from_a:?}, b: {from_b:?}"
     );

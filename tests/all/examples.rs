@@ -7,7 +7,8 @@ use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use sqlx::Row;
 
-use caisson_tests::{RemoteStore, hdfs_env, key, postgres_url, s3_env, unique_prefix};
+use caisson_host_api::test_support::mariadb_cli;
+use caisson_tests::{RemoteStore, hdfs_env, key, mysql_url, postgres_url, s3_env, unique_prefix};
 
 use crate::cli::caisson_run;
 
@@ -125,7 +126,7 @@ async fn csv_to_sql_loads_a_csv_in_one_transaction() {
     let (Some(s3), Some(pg)) = (s3_env(), postgres_url()) else {
         return;
     };
-    csv_to_sql_on(&s3, &pg).await;
+    csv_to_sql_on(&s3, &Target::Postgres(pg_pool(&pg).await, pg)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -133,22 +134,78 @@ async fn csv_to_sql_reads_from_hdfs() {
     let (Some(hdfs), Some(pg)) = (hdfs_env(), postgres_url()) else {
         return;
     };
-    csv_to_sql_on(&hdfs, &pg).await;
+    csv_to_sql_on(&hdfs, &Target::Postgres(pg_pool(&pg).await, pg)).await;
 }
 
-/// `csv-to-sql` reading its CSV from `remote` into PostgreSQL at `pg`: a
-/// good file loads in full, a file with bad rows loads nothing.
-async fn csv_to_sql_on(remote: &impl RemoteStore, pg: &str) {
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_to_sql_loads_into_mysql() {
+    let (Some(s3), Some(my)) = (s3_env(), mysql_url()) else {
+        return;
+    };
+    csv_to_sql_on(&s3, &Target::Mysql(my)).await;
+}
+
+/// The database `csv-to-sql` loads into, and a view of it that does not go
+/// through Caisson: sqlx for PostgreSQL, the `mariadb` client for MySQL.
+enum Target {
+    Postgres(sqlx::PgPool, String),
+    Mysql(String),
+}
+
+impl Target {
+    /// The `[sql.warehouse]` table and the task's `dialect` parameter.
+    fn config(&self) -> (String, &'static str) {
+        match self {
+            Target::Postgres(_, url) => (pg_table(url), "standard"),
+            Target::Mysql(url) => (
+                format!(
+                    "[sql.warehouse]\ntype = \"mysql\"\nurl = \"{url}\"\nmax_connections = 2\n"
+                ),
+                "mysql",
+            ),
+        }
+    }
+
+    async fn execute(&self, sql: &str) {
+        match self {
+            Target::Postgres(pool, _) => {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
+            Target::Mysql(url) => {
+                mariadb_cli(url, sql);
+            }
+        }
+    }
+
+    /// The row count and the sum of `age` in `table`.
+    async fn count_and_ages(&self, table: &str) -> (i64, i64) {
+        let sql = format!("SELECT count(*), CAST(coalesce(sum(age), 0) AS SIGNED) FROM {table}");
+        match self {
+            Target::Postgres(pool, _) => {
+                let sql = format!("SELECT count(*), coalesce(sum(age), 0)::BIGINT FROM {table}");
+                let row = sqlx::query(&sql).fetch_one(pool).await.unwrap();
+                (row.get(0), row.get(1))
+            }
+            Target::Mysql(url) => {
+                let out = mariadb_cli(url, &sql);
+                let (n, ages) = out.trim_end().split_once('\t').unwrap();
+                (n.parse().unwrap(), ages.parse().unwrap())
+            }
+        }
+    }
+}
+
+/// `csv-to-sql` reading its CSV from `remote` into `target`: a good file
+/// loads in full, a file with bad rows loads nothing.
+async fn csv_to_sql_on(remote: &impl RemoteStore, target: &Target) {
     let prefix = unique_prefix("csv");
     let client = remote.client();
-    let pool = pg_pool(pg).await;
     let table = format!("people_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!(
-        "CREATE TABLE {table} (name TEXT NOT NULL, city TEXT, age BIGINT)"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    target
+        .execute(&format!(
+            "CREATE TABLE {table} (name VARCHAR(100) NOT NULL, city TEXT, age BIGINT)"
+        ))
+        .await;
 
     let mut csv = String::from("name,city,age\n");
     for i in 0..250 {
@@ -162,7 +219,8 @@ async fn csv_to_sql_on(remote: &impl RemoteStore, pg: &str) {
         .await
         .unwrap();
 
-    let config = format!("{}{}", remote.toml_table("data", &prefix), pg_table(pg));
+    let (sql_table, dialect) = target.config();
+    let config = format!("{}{sql_table}", remote.toml_table("data", &prefix));
     let dir = tempfile::tempdir().unwrap();
     let args = |k: &'static str| {
         vec![
@@ -178,6 +236,8 @@ async fn csv_to_sql_on(remote: &impl RemoteStore, pg: &str) {
             "db=warehouse".into(),
             "--param".into(),
             format!("table={table}"),
+            "--param".into(),
+            format!("dialect={dialect}"),
         ]
     };
     let good = args("people.csv");
@@ -190,15 +250,8 @@ async fn csv_to_sql_on(remote: &impl RemoteStore, pg: &str) {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["rows_inserted"], 250);
-    let row = sqlx::query(&format!(
-        "SELECT count(*) AS n, sum(age)::BIGINT AS ages FROM {table}"
-    ))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(row.get::<i64, _>("n"), 250);
     let ages: i64 = (0..250).map(|i| 20 + i % 50).sum();
-    assert_eq!(row.get::<i64, _>("ages"), ages);
+    assert_eq!(target.count_and_ages(&table).await, (250, ages));
 
     // A CSV with bad rows: nothing from it is written, and the error names
     // the bad lines.
@@ -223,15 +276,12 @@ async fn csv_to_sql_on(remote: &impl RemoteStore, pg: &str) {
         stderr.contains("line 5"),
         "bad line 5 not reported: {stderr}"
     );
-    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(n, 250, "a failed load left rows behind");
-    sqlx::query(&format!("DROP TABLE {table}"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    assert_eq!(
+        target.count_and_ages(&table).await,
+        (250, ages),
+        "a failed load left rows behind"
+    );
+    target.execute(&format!("DROP TABLE {table}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

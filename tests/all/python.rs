@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use caisson_host_api::Grants;
 use caisson_host_api::log::MemorySink;
+use caisson_host_api::test_support::mariadb_cli;
 use caisson_runtime::{RunError, RunLimits};
 use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
 use sqlx::Row;
 
 use caisson_tests::{RemoteStore, unique_prefix};
-use caisson_tests::{base_config, caisson_bin, key, postgres_url, runtime, s3_env};
+use caisson_tests::{base_config, caisson_bin, key, mysql_url, postgres_url, runtime, s3_env};
 
 use crate::server::{Proc, cli, push_guest, text, write_embedded_config};
 use crate::{json, load, run_with};
@@ -169,6 +170,20 @@ fn python_build_names_a_requirement_with_native_code() {
 async fn python_task_loads_csv_from_s3_into_postgres() {
     let Some(s3) = s3_env() else { return };
     let Some(pg) = postgres_url() else { return };
+    python_etl_into(&s3, "postgres", &pg).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_task_loads_csv_from_s3_into_mysql() {
+    let Some(s3) = s3_env() else { return };
+    let Some(my) = mysql_url() else { return };
+    python_etl_into(&s3, "mysql", &my).await;
+}
+
+/// `python-etl` loads three CSV files from S3 into the database `kind`
+/// (`postgres` or `mysql`) at `url`, checked with a client of that
+/// database's own (sqlx for PostgreSQL, the `mariadb` client for MySQL).
+async fn python_etl_into(s3: &caisson_tests::S3Env, kind: &str, url: &str) {
     let prefix = unique_prefix("python-etl");
     let client = s3.client();
     let mut expected = 0i64;
@@ -195,25 +210,38 @@ async fn python_task_loads_csv_from_s3_into_postgres() {
         .unwrap();
 
     let table = format!("py_events_{}", prefix.replace(['-', '/'], "_"));
-    let pool = sqlx::PgPool::connect(&pg).await.unwrap();
-    sqlx::query(&format!(
-        "CREATE TABLE {table} (source TEXT NOT NULL, name TEXT NOT NULL, amount BIGINT NOT NULL)"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    let create = format!(
+        "CREATE TABLE {table} (source VARCHAR(200) NOT NULL, name VARCHAR(100) NOT NULL, \
+         amount BIGINT NOT NULL)"
+    );
+    // (count, sum of amount, distinct sources), as the database says.
+    let check = format!(
+        "SELECT COUNT(*), CAST(SUM(amount) AS {}), COUNT(DISTINCT source) FROM {table}",
+        if kind == "mysql" { "SIGNED" } else { "BIGINT" }
+    );
+    let pool = match kind {
+        "postgres" => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query(&create).execute(&pool).await.unwrap();
+            Some(pool)
+        }
+        _ => {
+            mariadb_cli(url, &create);
+            None
+        }
+    };
 
     let mut config = base_config();
     config
         .objects
         .insert("raw".into(), s3.store_config(&prefix));
     config.sql = toml::from_str(&format!(
-        "[warehouse]\ntype = \"postgres\"\nurl = \"{pg}\"\nmax_connections = 2\n"
+        "[warehouse]\ntype = \"{kind}\"\nurl = \"{url}\"\nmax_connections = 2\n"
     ))
     .unwrap();
     let runtime = runtime(config);
     let task = load(&runtime, "python-etl").await;
-    let input = json!({"prefix": "incoming/", "table": table}).to_string();
+    let input = json!({"prefix": "incoming/", "table": table, "dialect": kind}).to_string();
     let (result, log) = run_with(&runtime, &task, input.as_bytes(), |r| {
         r.grants = grants(&["raw"], &["warehouse"]);
     })
@@ -221,25 +249,37 @@ async fn python_task_loads_csv_from_s3_into_postgres() {
     let output = result.unwrap_or_else(|e| panic!("{e}\n{}", log_text(&log)));
     assert_eq!(json(&output), json!({"files": 3, "rows": 12}));
 
-    let row = sqlx::query(&format!(
-        "SELECT COUNT(*) AS n, SUM(amount)::BIGINT AS total, COUNT(DISTINCT source) AS files FROM {table}"
-    ))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(row.get::<i64, _>("n"), 12);
-    assert_eq!(row.get::<i64, _>("total"), expected);
-    assert_eq!(row.get::<i64, _>("files"), 3);
+    let seen: (i64, i64, i64) = match &pool {
+        Some(pool) => {
+            let row = sqlx::query(&check).fetch_one(pool).await.unwrap();
+            (row.get(0), row.get(1), row.get(2))
+        }
+        None => {
+            let out = mariadb_cli(url, &check);
+            let fields: Vec<i64> = out
+                .trim_end()
+                .split('\t')
+                .map(|f| f.parse().unwrap())
+                .collect();
+            (fields[0], fields[1], fields[2])
+        }
+    };
+    assert_eq!(seen, (12, expected, 3));
     assert!(
         log_text(&log).contains("loaded 12 rows from 3 files"),
         "{}",
         log_text(&log)
     );
     assert_eq!(log.last_progress(), Some((3, 3)));
-    sqlx::query(&format!("DROP TABLE {table}"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    let drop = format!("DROP TABLE {table}");
+    match &pool {
+        Some(pool) => {
+            sqlx::query(&drop).execute(pool).await.unwrap();
+        }
+        None => {
+            mariadb_cli(url, &drop);
+        }
+    }
 }
 
 fn log_text(log: &MemorySink) -> String {

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use caisson_host_api::Grants;
 use caisson_host_api::sql::{SqlKind, SqlSourceConfig};
-use caisson_host_api::test_support::source;
+use caisson_host_api::test_support::{mariadb_cli, source};
 use caisson_runtime::{RunError, RunLimits, Runtime};
-use caisson_tests::{base_config, postgres_url, runtime};
+use caisson_tests::{base_config, mysql_url, postgres_url, runtime};
 use serde_json::{Value, json};
 
 use crate::{json, load, run_with};
@@ -396,6 +396,125 @@ async fn a_postgres_statement_still_running_when_its_run_times_out_is_stopped() 
     }
     assert_eq!(left, 0, "pg_sleep still runs after its run timed out");
     // The source's only pooled connection is usable by the next run.
+    let next = script(&rt, vec![step("SELECT 1 AS one", json!([]))]).await;
+    assert_eq!(scalar(&next[0]), 1);
+}
+
+/// MySQL's 1-or-0 answers, which sqlx types `BOOLEAN` when the column is
+/// one digit wide.
+fn truthy(value: &Value) -> bool {
+    value == &json!(1) || value == &json!(true)
+}
+
+fn mysql_runtime() -> Option<Runtime> {
+    Some(runtime_with(source(
+        SqlKind::Mysql,
+        &mysql_url()?,
+        false,
+        1,
+    )))
+}
+
+/// A MySQL run's session state (a user variable, a temporary table, a
+/// named lock, a setting) does not reach the next run: each run gets a
+/// connection of its own.
+#[tokio::test]
+async fn a_mysql_session_does_not_outlive_its_run() {
+    let Some(rt) = mysql_runtime() else { return };
+    let lock = ident("lock");
+    let first = script(
+        &rt,
+        vec![
+            step("SELECT CONNECTION_ID() AS id", json!([])),
+            exec("SET @left_behind = 42"),
+            exec("CREATE TEMPORARY TABLE left_behind (x INT)"),
+            exec("SET SESSION sql_mode = 'ANSI_QUOTES'"),
+            step("SELECT GET_LOCK(?, 0) AS got", json!([lock])),
+        ],
+    )
+    .await;
+    assert!(truthy(scalar(&first[4])), "{first:?}");
+    let second = script(
+        &rt,
+        vec![
+            step("SELECT CONNECTION_ID() AS id", json!([])),
+            step("SELECT @left_behind AS v", json!([])),
+            step("SELECT count(*) AS n FROM left_behind", json!([])),
+            step(
+                "SELECT @@session.sql_mode LIKE '%ANSI_QUOTES%' AS ansi",
+                json!([]),
+            ),
+            step("SELECT IS_FREE_LOCK(?) AS free", json!([lock])),
+        ],
+    )
+    .await;
+    assert_ne!(
+        scalar(&second[0]),
+        scalar(&first[0]),
+        "a connection was reused"
+    );
+    assert_eq!(scalar(&second[1]), &Value::Null, "{second:?}");
+    assert!(second[2]["error"].is_string(), "{second:?}");
+    assert!(!truthy(scalar(&second[3])), "{second:?}");
+    assert!(truthy(scalar(&second[4])), "{second:?}");
+}
+
+#[tokio::test]
+async fn a_mariadb_connection_gets_the_runs_time_left_as_max_statement_time() {
+    let Some(rt) = mysql_runtime() else { return };
+    let results = script_with(
+        &rt,
+        vec![step("SELECT @@session.max_statement_time AS t", json!([]))],
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let seconds = scalar(&results[0])
+        .as_f64()
+        .or_else(|| scalar(&results[0]).as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("max_statement_time is {:?}", results[0]));
+    assert!(
+        seconds > 0.0 && seconds <= 30.0,
+        "max_statement_time {seconds} is not within the run's 30 s"
+    );
+}
+
+#[tokio::test]
+async fn a_mysql_statement_still_running_when_its_run_times_out_is_killed() {
+    let Some(rt) = mysql_runtime() else { return };
+    let url = mysql_url().unwrap();
+    let marker = ident("sleeper");
+    // The task lifts its own statement timeout first: stopping the statement
+    // must not depend on a setting the task controls.
+    let result = script_with(
+        &rt,
+        vec![
+            exec("SET SESSION max_statement_time = 0"),
+            step(&format!("SELECT SLEEP(100000) AS {marker}"), json!([])),
+        ],
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(matches!(result, Err(RunError::Timeout(_))), "{result:?}");
+    // Seen by the `mariadb` client: the statement is gone soon after.
+    let running = || {
+        mariadb_cli(
+            &url,
+            &format!(
+                "SELECT count(*) FROM information_schema.PROCESSLIST \
+                 WHERE INFO LIKE '%{marker}%' AND ID <> CONNECTION_ID()"
+            ),
+        )
+    };
+    let mut left = String::new();
+    for _ in 0..100 {
+        left = running();
+        if left.trim() == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left.trim(), "0", "SLEEP still runs after its run timed out");
     let next = script(&rt, vec![step("SELECT 1 AS one", json!([]))]).await;
     assert_eq!(scalar(&next[0]), 1);
 }

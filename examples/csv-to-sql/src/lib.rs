@@ -8,12 +8,14 @@
 //! | `key`   | (required)  | key of the CSV object                          |
 //! | `db`    | `warehouse` | label of the database                          |
 //! | `table` | (required)  | table to insert into; it must already exist    |
+//! | `dialect` | `standard` | `mysql` for MySQL and MariaDB, else `standard` |
 //!
 //! The first record is the header: the column names to insert into. Table
 //! and column names are identifiers spliced into the statement (values never
 //! are: they are bound), so each must match `[A-Za-z_][A-Za-z0-9_]*`; they
-//! are quoted, so they are case-sensitive. Statements use `$1, $2, ...`
-//! placeholders, which PostgreSQL and SQLite both accept.
+//! are quoted, so they are case-sensitive. Statements use `"name"` quoting
+//! and `$1, $2, ...` placeholders, which PostgreSQL and SQLite both accept;
+//! with `dialect=mysql`, MySQL's `` `name` `` quoting and `?` placeholders.
 //!
 //! The CSV is streamed line by line (RFC 4180: `,` separators, `"` quoting
 //! with `""` for a quote, quoted fields may span lines, `\n` or `\r\n` line
@@ -304,13 +306,52 @@ impl BadRows {
     }
 }
 
+/// How the database spells quoted identifiers and placeholders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `"name"` and `$1, $2, ...`: PostgreSQL and SQLite.
+    Standard,
+    /// `` `name` `` and `?`: MySQL and MariaDB.
+    Mysql,
+}
+
+impl Dialect {
+    /// The `dialect` parameter: `mysql` or `standard` (the default).
+    pub fn from_param(param: Option<&str>) -> Result<Self> {
+        match param {
+            None | Some("standard") | Some("postgres") | Some("sqlite") => Ok(Self::Standard),
+            Some("mysql") | Some("mariadb") => Ok(Self::Mysql),
+            Some(other) => Err(Error::invalid_input(format!(
+                "dialect {other:?} is not `standard` or `mysql`"
+            ))),
+        }
+    }
+
+    fn quote(self, name: &str) -> String {
+        match self {
+            Self::Standard => format!("\"{name}\""),
+            Self::Mysql => format!("`{name}`"),
+        }
+    }
+
+    fn placeholder(self, i: usize) -> String {
+        match self {
+            Self::Standard => format!("${i}"),
+            Self::Mysql => "?".into(),
+        }
+    }
+}
+
 /// The `INSERT` statement for `table` and `columns`, which must already be
 /// checked with [`is_identifier`].
-pub fn insert_statement(table: &str, columns: &[String]) -> String {
-    let names: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
-    let marks: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+pub fn insert_statement(table: &str, columns: &[String], dialect: Dialect) -> String {
+    let names: Vec<String> = columns.iter().map(|c| dialect.quote(c)).collect();
+    let marks: Vec<String> = (1..=columns.len())
+        .map(|i| dialect.placeholder(i))
+        .collect();
     format!(
-        "INSERT INTO \"{table}\" ({}) VALUES ({})",
+        "INSERT INTO {} ({}) VALUES ({})",
+        dialect.quote(table),
         names.join(", "),
         marks.join(", ")
     )
@@ -322,6 +363,7 @@ fn run() -> Result<Json<Loaded>> {
     let key = params::require("key")?;
     let db_label = params::get_or("db", "warehouse");
     let table = params::require("table")?;
+    let dialect = Dialect::from_param(params::get("dialect").as_deref())?;
     if !is_identifier(&table) {
         return Err(Error::invalid_input(format!(
             "table name {table:?} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)"
@@ -358,7 +400,7 @@ fn run() -> Result<Json<Loaded>> {
             )));
         }
     }
-    let insert = insert_statement(&table, &columns);
+    let insert = insert_statement(&table, &columns, dialect);
 
     let db = Db::open(&db_label)?;
     let rows_inserted = db.transaction(|tx| {
@@ -466,9 +508,15 @@ mod tests {
         assert!(!is_identifier("1a"));
         assert!(!is_identifier("a; DROP TABLE x"));
         assert!(!is_identifier(""));
+        let columns = ["a".to_string(), "b".into()];
         assert_eq!(
-            insert_statement("t", &["a".into(), "b".into()]),
+            insert_statement("t", &columns, Dialect::Standard),
             r#"INSERT INTO "t" ("a", "b") VALUES ($1, $2)"#
         );
+        assert_eq!(
+            insert_statement("t", &columns, Dialect::Mysql),
+            "INSERT INTO `t` (`a`, `b`) VALUES (?, ?)"
+        );
+        assert!(Dialect::from_param(Some("oracle")).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Exercises every SQL call end to end on the database labelled by param `db`
-//! (default `warehouse`), PostgreSQL or SQLite (detected with
-//! `SELECT sqlite_version()`, or set by param `dialect` = `postgres` |
-//! `sqlite`). It (re)creates tables `probe_values` and `probe_seq`, then
+//! (default `warehouse`), PostgreSQL, SQLite or MySQL (detected with
+//! `SELECT sqlite_version()` and `SELECT @@version`, or set by param
+//! `dialect` = `postgres` | `sqlite` | `mysql`). It (re)creates tables `probe_values` and `probe_seq`, then
 //! checks: execute counts; a round trip of every value kind through a table;
 //! typed `Row::get` and `query_as`; a cursor read in batches of 10 (sizes
 //! 10, 10, 5) and by iteration; that other calls fail with `invalid-input`
@@ -9,13 +9,14 @@
 //! begin/commit/rollback; and that a bad statement is an error.
 //!
 //! Output: the [`Report`] JSON plus
-//! `"dialect": "postgres" | "sqlite"`,
+//! `"dialect": "postgres" | "sqlite" | "mysql"`,
 //! `"roundtrip": {"<kind>": {"sent": <value>, "got": <value>, "match": bool}}`
 //! (values tagged as `{"int": 1}`, `"null"`, ...; `json` compares parsed
 //! documents), `"column_types": {"<column>": "<type name>"}`,
 //! `"batches": [10, 10, 5]` and `"bad_sql_kind": "<error kind>"`.
 //! A round-trip mismatch is a failure, except for `boolean`, `timestamp` and
-//! `json` on SQLite, which has no such types: those are reported only.
+//! `json` on SQLite, which has no such types, and `json` on MySQL (MariaDB's
+//! JSON is text): those are reported only.
 
 use caisson_sdk::sql::{Db, Value};
 use caisson_sdk::{Error, Json, Result, params};
@@ -47,14 +48,26 @@ fn same(sent: &Value, got: &Value) -> bool {
 #[caisson_sdk::task]
 fn run() -> Result<Json<serde_json::Value>> {
     let db = Db::open(&params::get_or("db", "warehouse"))?;
-    let sqlite = match params::get("dialect").as_deref() {
-        Some("sqlite") => true,
-        Some("postgres") => false,
+    let dialect = match params::get("dialect") {
+        Some(d) if ["sqlite", "postgres", "mysql"].contains(&d.as_str()) => d,
         Some(d) => return Err(Error::invalid_input(format!("unknown dialect {d:?}"))),
-        None => db.query("SELECT sqlite_version()", &[]).is_ok(),
+        None if db.query("SELECT sqlite_version()", &[]).is_ok() => "sqlite".into(),
+        // `@@` variables are MySQL's alone.
+        None if db.query("SELECT @@version", &[]).is_ok() => "mysql".into(),
+        None => "postgres".into(),
+    };
+    let sqlite = dialect == "sqlite";
+    let mysql = dialect == "mysql";
+    // The placeholder for parameter `i`: MySQL has only `?`.
+    let p = |i: usize| {
+        if mysql {
+            "?".to_string()
+        } else {
+            format!("${i}")
+        }
     };
     let mut r = Report::default();
-    r.set("dialect", if sqlite { "sqlite" } else { "postgres" });
+    r.set("dialect", dialect.as_str());
 
     // Setup.
     for t in ["probe_values", "probe_seq"] {
@@ -66,6 +79,9 @@ fn run() -> Result<Json<serde_json::Value>> {
     let create = if sqlite {
         "CREATE TABLE probe_values (id INTEGER PRIMARY KEY, v_null TEXT, v_bool BOOLEAN, \
          v_int INTEGER, v_float REAL, v_text TEXT, v_blob BLOB, v_ts TIMESTAMP, v_json JSON)"
+    } else if mysql {
+        "CREATE TABLE probe_values (id BIGINT PRIMARY KEY, v_null TEXT, v_bool BOOLEAN, \
+         v_int BIGINT, v_float DOUBLE, v_text TEXT, v_blob BLOB, v_ts TIMESTAMP(6) NULL, v_json JSON)"
     } else {
         "CREATE TABLE probe_values (id BIGINT PRIMARY KEY, v_null TEXT, v_bool BOOLEAN, \
          v_int BIGINT, v_float DOUBLE PRECISION, v_text TEXT, v_blob BYTEA, v_ts TIMESTAMPTZ, v_json JSONB)"
@@ -95,15 +111,21 @@ fn run() -> Result<Json<serde_json::Value>> {
     r.eq(
         "insert values",
         db.execute(
-            "INSERT INTO probe_values (id, v_null, v_bool, v_int, v_float, v_text, v_blob, v_ts, v_json) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &format!(
+                "INSERT INTO probe_values (id, v_null, v_bool, v_int, v_float, v_text, v_blob, v_ts, v_json) \
+                 VALUES ({})",
+                (1..=9).map(p).collect::<Vec<_>>().join(", ")
+            ),
             &insert,
         )
         .map_err(|e| e.to_string()),
         Ok(1),
     );
-    let select = "SELECT v_null, v_bool, v_int, v_float, v_text, v_blob, v_ts, v_json FROM probe_values WHERE id = $1";
-    if let Some(rows) = r.ok("select values", db.query(select, &[1.into()])) {
+    let select = format!(
+        "SELECT v_null, v_bool, v_int, v_float, v_text, v_blob, v_ts, v_json FROM probe_values WHERE id = {}",
+        p(1)
+    );
+    if let Some(rows) = r.ok("select values", db.query(&select, &[1.into()])) {
         r.eq("select values rows", rows.len(), 1);
         let types: Map<_, _> = rows
             .columns()
@@ -115,7 +137,8 @@ fn run() -> Result<Json<serde_json::Value>> {
         for (i, (kind, value)) in sent.iter().enumerate() {
             let got = rows.first().and_then(|row| row.values().get(i).cloned());
             let matched = got.as_ref().is_some_and(|g| same(value, g));
-            let lenient = sqlite && matches!(*kind, "boolean" | "timestamp" | "json");
+            let lenient = sqlite && matches!(*kind, "boolean" | "timestamp" | "json")
+                || mysql && *kind == "json";
             if !lenient {
                 r.check(
                     &format!("roundtrip {kind}"),
@@ -171,7 +194,10 @@ fn run() -> Result<Json<serde_json::Value>> {
     // 25 rows in a committed transaction.
     let filled = db.transaction(|tx| {
         for n in 0..25i64 {
-            tx.execute("INSERT INTO probe_seq (n) VALUES ($1)", &[n.into()])?;
+            tx.execute(
+                &format!("INSERT INTO probe_seq (n) VALUES ({})", p(1)),
+                &[n.into()],
+            )?;
         }
         Result::Ok(())
     });
@@ -179,8 +205,11 @@ fn run() -> Result<Json<serde_json::Value>> {
     r.eq("count after commit", count(&db).ok(), Some(25));
     r.eq(
         "execute count",
-        db.execute("UPDATE probe_seq SET n = n WHERE n < $1", &[5.into()])
-            .ok(),
+        db.execute(
+            &format!("UPDATE probe_seq SET n = n WHERE n < {}", p(1)),
+            &[5.into()],
+        )
+        .ok(),
         Some(5),
     );
 
@@ -241,7 +270,10 @@ fn run() -> Result<Json<serde_json::Value>> {
 
     // Rollbacks.
     let failed: Result<()> = db.transaction(|tx| {
-        tx.execute("INSERT INTO probe_seq (n) VALUES ($1)", &[100.into()])?;
+        tx.execute(
+            &format!("INSERT INTO probe_seq (n) VALUES ({})", p(1)),
+            &[100.into()],
+        )?;
         Err(Error::msg("deliberate"))
     });
     r.eq(
