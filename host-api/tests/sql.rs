@@ -334,15 +334,15 @@ async fn sqlite_binds_parameters_verbatim() {
         "?1 $1 :name @x",
         "\0nul",
     ];
-    for name in nasty {
-        h.execute(
-            &conn,
-            "INSERT INTO students (name) VALUES (?1)",
-            vec![text(name)],
-        )
-        .await
-        .unwrap();
-    }
+    let stored = insert_and_read_back(
+        &mut h,
+        &conn,
+        "INSERT INTO students (name) VALUES (?1)",
+        "SELECT name FROM students ORDER BY rowid",
+        &nasty,
+    )
+    .await;
+    assert_eq!(stored, nasty);
     let rows = h
         .query(
             &conn,
@@ -353,19 +353,6 @@ async fn sqlite_binds_parameters_verbatim() {
         .unwrap()
         .rows;
     assert_eq!(rows.len(), 1);
-    let all = h
-        .query(&conn, "SELECT name FROM students ORDER BY rowid", vec![])
-        .await
-        .unwrap()
-        .rows;
-    let stored: Vec<_> = all
-        .iter()
-        .map(|row| match &row[0] {
-            Value::Text(s) => s.as_str(),
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    assert_eq!(stored, nasty);
 }
 
 #[tokio::test]
@@ -805,6 +792,31 @@ async fn sqlite_temporary_objects_do_not_outlive_the_connection() {
 // PostgreSQL
 // ---------------------------------------------------------------------------
 
+/// Inserts each of `names` with `insert` (one text parameter) and returns
+/// what `select` reads back, in its order: the binds-verbatim tests compare
+/// it with what went in.
+async fn insert_and_read_back(
+    h: &mut Harness,
+    conn: &Resource<Connection>,
+    insert: &str,
+    select: &str,
+    names: &[&str],
+) -> Vec<String> {
+    for name in names {
+        h.execute(conn, insert, vec![text(name)]).await.unwrap();
+    }
+    h.query(conn, select, vec![])
+        .await
+        .unwrap()
+        .rows
+        .iter()
+        .map(|row| match &row[0] {
+            Value::Text(s) => s.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
 /// The server process behind a connection, to tell whether the pool reused it.
 async fn backend_pid(h: &mut Harness, conn: &Resource<Connection>) -> i64 {
     let result = h
@@ -1155,27 +1167,14 @@ async fn postgres_binds_parameters_verbatim() {
         "$1 $$ $tag$ \\x",
         "'; COMMIT; DROP SCHEMA public CASCADE; --",
     ];
-    for name in nasty {
-        h.execute(
-            &conn,
-            &format!("INSERT INTO {t} (name) VALUES ($1)"),
-            vec![text(name)],
-        )
-        .await
-        .unwrap();
-    }
-    let rows = h
-        .query(&conn, &format!("SELECT name FROM {t} ORDER BY id"), vec![])
-        .await
-        .unwrap()
-        .rows;
-    let stored: Vec<_> = rows
-        .iter()
-        .map(|row| match &row[0] {
-            Value::Text(s) => s.as_str(),
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let stored = insert_and_read_back(
+        h,
+        &conn,
+        &format!("INSERT INTO {t} (name) VALUES ($1)"),
+        &format!("SELECT name FROM {t} ORDER BY id"),
+        &nasty,
+    )
+    .await;
     assert_eq!(stored, nasty);
     // Several statements in one call are refused outright.
     assert!(
@@ -1996,27 +1995,14 @@ async fn mysql_binds_parameters_verbatim() {
         "\\'; DROP DATABASE caisson; --",
         "? $1 :name @x",
     ];
-    for name in nasty {
-        h.execute(
-            &conn,
-            &format!("INSERT INTO {t} (name) VALUES (?)"),
-            vec![text(name)],
-        )
-        .await
-        .unwrap();
-    }
-    let rows = h
-        .query(&conn, &format!("SELECT name FROM {t} ORDER BY id"), vec![])
-        .await
-        .unwrap()
-        .rows;
-    let stored: Vec<_> = rows
-        .iter()
-        .map(|row| match &row[0] {
-            Value::Text(s) => s.as_str(),
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let stored = insert_and_read_back(
+        h,
+        &conn,
+        &format!("INSERT INTO {t} (name) VALUES (?)"),
+        &format!("SELECT name FROM {t} ORDER BY id"),
+        &nasty,
+    )
+    .await;
     assert_eq!(stored, nasty);
     // Several statements in one call are refused: guest statements are
     // prepared, and a prepared statement is one statement.
