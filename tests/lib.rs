@@ -1,7 +1,7 @@
 //! Shared helpers for Caisson's integration tests.
 //!
 //! Services come from the environment (`scripts/services env` prints it):
-//! `CAISSON_TEST_POSTGRES_URL`, `CAISSON_TEST_MYSQL_URL`, `CAISSON_TEST_S3_*` and `CAISSON_TEST_HDFS_*`. A test that needs a
+//! `CAISSON_TEST_POSTGRES_URL`, `CAISSON_TEST_MYSQL_URL`, `CAISSON_TEST_S3_*`, `CAISSON_TEST_HDFS_*` and `CAISSON_TEST_PROMETHEUS_*`. A test that needs a
 //! service that is not configured is skipped with a message, unless
 //! `CAISSON_REQUIRE_SERVICES=1`, when it fails instead: CI sets that, so a
 //! missing service can never pass silently.
@@ -258,6 +258,39 @@ impl HdfsEnv {
             None => panic!("MiniDFS `{command}`: {reply}"),
         }
     }
+}
+
+/// The test Prometheus: the one `scripts/services start prometheus` runs,
+/// which scrapes every target listed in a `*.json` file in `targets`
+/// (file-based service discovery, re-read as files change).
+#[derive(Debug, Clone)]
+pub struct PrometheusEnv {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    pub targets: PathBuf,
+}
+
+pub fn prometheus_env() -> Option<PrometheusEnv> {
+    let url = service_var("CAISSON_TEST_PROMETHEUS_URL")?;
+    let targets = service_var("CAISSON_TEST_PROMETHEUS_TARGETS")?;
+    Some(PrometheusEnv {
+        url,
+        targets: targets.into(),
+    })
+}
+
+/// A program on `PATH` (`promtool`), or `None` and why: missing tools
+/// fail the test when `CAISSON_REQUIRE_SERVICES=1`.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        return unavailable(format!("{name} is not on PATH"));
+    }
+    found
 }
 
 /// Every key under `prefix` as `client` lists it, relative to the prefix

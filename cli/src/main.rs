@@ -152,6 +152,10 @@ struct WorkerArgs {
     /// Worker slots (concurrent runs).
     #[arg(long)]
     slots: Option<usize>,
+    /// Serve `/metrics` (Prometheus) on this address, e.g. `0.0.0.0:9464`;
+    /// overrides `[server] metrics_listen`.
+    #[arg(long, env = "CAISSON_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -258,6 +262,9 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         config.server.modules = parse_module_store(modules)?;
     }
     let slots = args.slots.unwrap_or(config.server.workers).max(1);
+    if let Some(addr) = args.metrics_listen {
+        config.server.metrics_listen = Some(addr);
+    }
     // Workers also re-queue expired leases: with no API process alive,
     // surviving workers still pick up a dead one's runs.
     let roles = Roles {

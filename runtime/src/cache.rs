@@ -39,6 +39,11 @@ impl ComponentCache {
         })
     }
 
+    /// Whether compiled code for `digest` is in the cache directory.
+    pub(crate) fn has(&self, digest: &str) -> bool {
+        self.path(digest).exists()
+    }
+
     fn path(&self, digest: &str) -> PathBuf {
         self.dir.join(format!("{digest}-{}.cwasm", self.engine_tag))
     }

@@ -341,6 +341,13 @@ impl Runtime {
         self.loaded.lock().unwrap().get(digest)
     }
 
+    /// Whether compiled code for the task with this digest is in the
+    /// cache directory, so that [`Runtime::load`] would not compile it:
+    /// lets a worker count compile-cache hits and misses.
+    pub fn is_compiled(&self, digest: &str) -> bool {
+        self.cache.has(digest)
+    }
+
     /// The bytes of compiled code of the tasks this runtime keeps loaded,
     /// at most [`EngineConfig::module_cache_bytes`].
     pub fn loaded_bytes(&self) -> usize {

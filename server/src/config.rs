@@ -82,6 +82,16 @@ pub struct ServerSection {
     /// The most live log streams (`/v1/runs/{id}/logs?follow=true`) one
     /// tenant may hold open at once; more are answered 429.
     pub max_log_streams: usize,
+    /// The most tenants `/metrics` names in its `tenant` label; the rest
+    /// share `other`.
+    pub metrics_tenants: usize,
+    /// The most (tenant, module) pairs `/metrics` names in its `module`
+    /// label; the rest share `other`. Bounds the series a tenant's module
+    /// names can make Prometheus keep.
+    pub metrics_modules: usize,
+    /// Where a process that serves no API (`caisson worker`) serves
+    /// `/metrics`, if anywhere; `caisson serve` serves it on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerSection {
@@ -106,6 +116,9 @@ impl Default for ServerSection {
             request_timeout: Duration::from_secs(60),
             max_connections: 512,
             max_log_streams: 16,
+            metrics_tenants: crate::metrics::DEFAULT_TENANT_LABELS,
+            metrics_modules: crate::metrics::DEFAULT_MODULE_LABELS,
+            metrics_listen: None,
         }
     }
 }
@@ -136,6 +149,9 @@ impl std::fmt::Debug for ServerSection {
             .field("request_timeout", &self.request_timeout)
             .field("max_connections", &self.max_connections)
             .field("max_log_streams", &self.max_log_streams)
+            .field("metrics_tenants", &self.metrics_tenants)
+            .field("metrics_modules", &self.metrics_modules)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }

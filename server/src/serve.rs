@@ -45,12 +45,13 @@ pub async fn build_services(config: ServerConfig) -> anyhow::Result<Services> {
     let modules = module_store(&config)?;
     let runtime =
         Arc::new(Runtime::new(config.runtime.clone()).context("could not start the runtime")?);
+    let metrics = Metrics::new(config.server.metrics_tenants, config.server.metrics_modules);
     Ok(Services::new(
         db,
         modules,
         runtime,
         Arc::new(config),
-        Arc::new(Metrics::default()),
+        Arc::new(metrics),
     ))
 }
 
@@ -136,6 +137,24 @@ pub async fn serve(
         println!("caisson: dashboard at http://{addr}{}", crate::ui::PATH);
         let limits = api::http::Limits::from(&services.config.server);
         api::http::serve(listener, api::router(state), limits, shutdown).await;
+    } else if let Some(addr) = services.config.server.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("could not listen on {addr} (`[server] metrics_listen`)"))?;
+        // Tests and scripts read this line to find the port.
+        println!(
+            "caisson: worker started; metrics at http://{}/metrics",
+            listener.local_addr()?
+        );
+        // The API's accept loop, with its header, idle and connection limits.
+        let limits = api::http::Limits::from(&services.config.server);
+        api::http::serve(
+            listener,
+            api::metrics_router(services.clone()),
+            limits,
+            shutdown,
+        )
+        .await;
     } else {
         println!("caisson: worker started");
         shutdown.await;

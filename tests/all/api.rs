@@ -657,7 +657,17 @@ async fn ops_endpoints_answer() {
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8_lossy(&body);
     assert!(text.contains("caisson_queue_depth 1"), "{text}");
-    assert!(text.contains("caisson_runs_submitted_total 1"), "{text}");
+    // Labelled by the tenant's name and the module's, never by an id.
+    assert!(
+        text.contains("caisson_runs_submitted_total{tenant=\"default\",module=\"hello\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "caisson_http_requests_total{method=\"POST\",route=\"/v1/runs\",status=\"201\"} 1"
+        ),
+        "{text}"
+    );
     let (status, spec) = app.json("GET", "/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     for path in [

@@ -930,6 +930,13 @@ url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
     // shown once, in its response; the debug log names the run.
     let minted_token = minted["token"].as_str().unwrap_or("no token minted");
     assert!(seen.contains(minted_token), "responses were not captured");
+    // The metrics exposition is searched too, labels and all.
+    assert!(
+        seen.contains(
+            "caisson_runs_finished_total{tenant=\"acme\",module=\"probe\",state=\"succeeded\"}"
+        ),
+        "the metrics exposition was not captured"
+    );
     assert!(
         logs.contains(&id),
         "the server's debug log was not captured"

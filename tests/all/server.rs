@@ -54,8 +54,13 @@ impl Proc {
                     url: Some(url.trim().to_string()),
                 };
             }
-            if line.starts_with("caisson: worker started") {
-                return Proc { child, url: None };
+            if let Some(rest) = line.strip_prefix("caisson: worker started") {
+                // A worker with `--metrics-listen` says where `/metrics` is.
+                let url = rest
+                    .strip_prefix("; metrics at ")
+                    .and_then(|m| m.trim().strip_suffix("/metrics"))
+                    .map(str::to_string);
+                return Proc { child, url };
             }
         }
     }
@@ -425,7 +430,7 @@ async fn a_remote_worker_is_woken_by_postgres_not_by_its_poll() {
         .write(dir.path());
     let api = Proc::start(&["serve", "--no-worker"], dir.path());
     let url = api.url().to_string();
-    let _worker = Proc::start(&["worker"], dir.path());
+    let worker = Proc::start(&["worker", "--metrics-listen", "127.0.0.1:0"], dir.path());
     let out = cli(
         &["module", "push", guest_path("hello").to_str().unwrap()],
         &url,
@@ -449,4 +454,27 @@ async fn a_remote_worker_is_woken_by_postgres_not_by_its_poll() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "hello, ping");
     println!("woken and finished in {:?}", submitted.elapsed());
+
+    // The worker process serves no API, but its own `/metrics`: the
+    // attempt it ran is counted there, not in the API process's.
+    // (The worker counts the attempt just after the database says it ended.)
+    let counted = "caisson_attempts_finished_total{tenant=\"default\",module=\"hello\",state=\"succeeded\"} 1";
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = reqwest::get(format!("{}/metrics", worker.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains(counted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(counted), "{metrics}");
+    assert!(
+        metrics.contains("caisson_worker_slots{worker="),
+        "{metrics}"
+    );
 }

@@ -111,6 +111,15 @@ fn document_common_responses(api: &mut utoipa::openapi::OpenApi) {
 /// fields. Bigger inputs belong in an object store.
 pub const MAX_JSON_BODY: usize = 24 << 20;
 
+/// `/metrics` alone, for a process that serves no API (`caisson worker`
+/// with `[server] metrics_listen`), so its workers' counters reach
+/// Prometheus too.
+pub fn metrics_router(services: crate::services::Services) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(ops::worker_metrics))
+        .with_state(services)
+}
+
 /// The whole API.
 pub fn router(state: Arc<AppState>) -> axum::Router {
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -162,6 +171,12 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
             state.clone(),
             guard::open_mode,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Outermost, so that it counts the answers of the layers above
+        // (a 408 from the request timeout, a 503 from the database guard).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::count_requests,
+        ));
     security_headers(router).with_state(state)
 }

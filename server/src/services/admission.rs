@@ -185,7 +185,8 @@ pub async fn prepare(
 pub async fn enqueue(services: &Services, run: &RunSpec) -> Result<(String, bool), DbError> {
     let (id, created) = services.db.submit_run(run, crate::model::now_ms()).await?;
     if created {
-        services.metrics.submitted();
+        let tenant = services.metrics.tenant(&services.db, &run.tenant_id).await;
+        services.metrics.submitted(&tenant, &run.module_name);
         services.work_available.notify_waiters();
     }
     Ok((id, created))

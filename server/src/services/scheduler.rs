@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -80,6 +81,7 @@ pub async fn tick(state: &Services, now: DateTime<Utc>) {
     match state.db.requeue_expired(now.timestamp_millis()).await {
         Ok(0) => {}
         Ok(n) => {
+            state.metrics.leases_expired(n);
             tracing::warn!(
                 runs = n,
                 "re-queued runs whose worker stopped renewing its lease"
@@ -109,6 +111,7 @@ pub async fn tick(state: &Services, now: DateTime<Utc>) {
         }
         Err(e) => tracing::warn!("could not read workflow runs: {e}"),
     }
+    state.metrics.scheduler_pass(Utc::now().timestamp_millis());
 }
 
 /// The definition `run` started with, from `defs` or else the store.
@@ -219,6 +222,9 @@ async fn fire(
     {
         return Ok(()); // another scheduler fired it
     }
+    state.metrics.schedule_fired(Duration::from_millis(
+        (now.timestamp_millis() - expected).max(0) as u64,
+    ));
     for fire in fires {
         start_scheduled(state, tenant_id, schedule, &cron, fire).await?;
     }
@@ -417,7 +423,8 @@ async fn start_step(
     };
     if created {
         // `submit_run` recorded the step as running in its transaction.
-        state.metrics.submitted();
+        let tenant = state.metrics.tenant(&state.db, &new_run.tenant_id).await;
+        state.metrics.submitted(&tenant, &new_run.module_name);
         state.work_available.notify_waiters();
     } else {
         // The run was queued before (a racing scheduler, or a process

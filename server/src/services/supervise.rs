@@ -83,7 +83,7 @@ mod tests {
         .await;
         assert_eq!(starts.load(Ordering::SeqCst), 3);
         assert_eq!(metrics.restarts("test"), 2);
-        let text = metrics.render(&[]);
+        let text = metrics.render(false);
         assert!(
             text.contains("caisson_duty_restarts_total{duty=\"test\"} 2"),
             "{text}"

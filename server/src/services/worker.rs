@@ -27,7 +27,7 @@ use super::scheduler;
 use super::supervise::{RESTART_DELAY, supervise};
 use super::wake::armed;
 use crate::config::ServerConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{LoadSource, Metrics, Requeue};
 use crate::model::{LogSource, NewLogLine, RunState};
 use crate::store::{AttemptOutcome, Claim, Db, DbError, DbKind, RunRecord};
 
@@ -143,6 +143,7 @@ impl Worker {
     /// running runs for up to `server.shutdown_grace` and hands back the rest.
     pub async fn run(self: Arc<Self>, slots: usize, shutdown: watch::Receiver<bool>) {
         tracing::info!(worker = %self.id, slots, "worker started");
+        self.metrics.worker_slots(&self.id, slots);
         let listener = (self.db.kind() == DbKind::Postgres).then(|| {
             tokio::spawn(listen_for_runs(
                 self.config.server.database.clone(),
@@ -206,7 +207,9 @@ impl Worker {
             match self.claim().await {
                 Ok(Some((claim, reserved))) => {
                     drop(woken);
+                    let busy = self.metrics.slot_busy(&self.id);
                     self.execute(claim, hand_back.clone()).await;
+                    drop(busy);
                     *self.free_memory.lock().await += reserved;
                 }
                 Ok(None) => {
@@ -245,10 +248,15 @@ impl Worker {
         }))
     }
 
-    async fn load(&self, digest: &str) -> Result<Arc<LoadedTask>, (String, bool)> {
+    async fn load(&self, digest: &str) -> Result<(Arc<LoadedTask>, LoadSource), (String, bool)> {
         if let Some(task) = self.runtime.loaded(digest) {
-            return Ok(task);
+            return Ok((task, LoadSource::Memory));
         }
+        let source = if self.runtime.is_compiled(digest) {
+            LoadSource::Disk
+        } else {
+            LoadSource::Compiled
+        };
         let key = module_key(digest);
         let bytes = match self.modules.get(&key).await {
             Ok(result) => result
@@ -274,7 +282,7 @@ impl Worker {
                 false,
             ));
         }
-        Ok(task)
+        Ok((task, source))
     }
 
     /// Runs one claimed attempt to its end and records the outcome.
@@ -289,9 +297,12 @@ impl Worker {
         let Claim { run, attempt } = claim;
         let spec = &run.spec;
         let started = Instant::now();
-        self.metrics.waited(Duration::from_millis(
-            (crate::model::now_ms() - spec.not_before).max(0) as u64,
-        ));
+        let tenant = self.metrics.tenant(&self.db, &spec.tenant_id).await;
+        self.metrics.started(
+            &tenant,
+            &spec.module_name,
+            Duration::from_millis((crate::model::now_ms() - spec.not_before).max(0) as u64),
+        );
 
         let logs = LogShipper::start(self.db.clone(), run.id.clone(), attempt);
         logs.system(format!(
@@ -302,7 +313,10 @@ impl Worker {
 
         let load_started = Instant::now();
         let task = match self.load(&spec.digest).await {
-            Ok(task) => task,
+            Ok((task, source)) => {
+                self.metrics.loaded(source, load_started.elapsed());
+                task
+            }
             Err((message, retryable)) => {
                 logs.system(message.clone());
                 logs.close().await;
@@ -311,7 +325,6 @@ impl Worker {
                 return;
             }
         };
-        self.metrics.loaded(load_started.elapsed());
 
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let lost = Arc::new(AtomicBool::new(false));
@@ -375,7 +388,10 @@ impl Worker {
             logs.system("worker shutting down: run handed back to the queue".into());
             logs.close().await;
             match self.db.release_run(&run.id, &self.id, attempt).await {
-                Ok(true) => tracing::info!("handed back"),
+                Ok(true) => {
+                    self.metrics.requeued(Requeue::HandedBack);
+                    tracing::info!("handed back");
+                }
                 Ok(false) => tracing::warn!("could not hand back: the lease was lost"),
                 Err(e) => tracing::warn!("could not hand back ({e}); the lease will expire"),
             }
@@ -385,6 +401,7 @@ impl Worker {
             logs.system("this worker lost the run's lease; another worker runs it".into());
             logs.close().await;
             tracing::warn!("lease lost; not reporting");
+            self.metrics.lease_lost(&self.id);
             return;
         }
 
@@ -503,7 +520,9 @@ impl Worker {
                 }
             }
         };
-        self.metrics.finished(state, elapsed);
+        let tenant = self.metrics.tenant(&self.db, &run.spec.tenant_id).await;
+        self.metrics
+            .finished(&tenant, &run.spec.module_name, state, elapsed);
         if state == RunState::Queued {
             self.work_available.notify_waiters();
         } else {

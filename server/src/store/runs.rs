@@ -777,6 +777,19 @@ impl Db {
         Ok((cancelled.len() + abandoned.len() + requeued.len()) as u64)
     }
 
+    /// When the longest-waiting runnable queued run (all tenants) became
+    /// runnable: the queue's age, for metrics. Runs waiting out a retry
+    /// backoff are not runnable yet. One probe of the `runs_queue` index.
+    pub async fn oldest_runnable(&self, now: i64) -> Result<Option<i64>, DbError> {
+        let row = sqlx::query(
+            "SELECT MIN(not_before) AS oldest FROM runs WHERE state = 'queued' AND not_before <= $1",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>("oldest")?)
+    }
+
     /// Number of runs per state (all tenants), for metrics.
     pub async fn count_by_state(&self) -> Result<Vec<(RunState, i64)>, DbError> {
         let rows =
