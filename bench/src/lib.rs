@@ -31,9 +31,9 @@
 //!    query on a plain sqlx pool and on a fresh connection each time.
 //!
 //! 9. **Against the alternatives** (issue 17, [`peers`]): `wasmtime run`,
-//!    `uv run --with` and graphile-worker, installed by `bench/install-peers`,
-//!    measured beside Caisson on the same inputs; a peer not installed is
-//!    named in a note and skipped.
+//!    `uv run --with`, graphile-worker and Airflow, installed by
+//!    `bench/install-peers`, measured beside Caisson on the same inputs; a
+//!    peer not installed is named in a note and skipped.
 //!
 //! `CAISSON_BENCH_ONLY=io,density` runs only those sections (`instantiate`,
 //! `service`, `io`, `compute`, `density`, `sql`, `peers`), for profiling one

@@ -13,6 +13,11 @@
 //!   and add-to-start latency on the same PostgreSQL, with the settings of
 //!   its performance page, against Caisson's figures from the service
 //!   section of this run.
+//! - **Airflow** (scheduling): `airflow standalone`, its quick start, runs a
+//!   linear chain and a fan-out/fan-in of N no-op tasks, triggered through
+//!   its REST API; Caisson's embedded default runs workflows of the same N
+//!   no-op steps in the same shapes. Per hop for the chain, tasks per second
+//!   for the fan-out.
 //!
 //! `bench/install-peers` installs them into `target/tools`; a peer that is
 //! not there is skipped with a note that says so.
@@ -219,13 +224,14 @@ fn find_value(report: &Report, prefix: &str) -> Option<(String, f64)> {
         .map(|(n, v, _)| (n.clone(), *v))
 }
 
-/// All three peers.
+/// All four peers.
 pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
     println!("peers:");
     std::fs::create_dir_all(dir)?;
     wasmtime_cli(plan, &dir.join("wasmtime"), report).await?;
     uv(plan, &dir.join("uv"), report).await?;
     graphile_worker(plan, report).await?;
+    airflow(plan, &dir.join("airflow"), report).await?;
     Ok(())
 }
 
@@ -841,5 +847,186 @@ fn node_version() -> String {
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Airflow's workflows against Caisson's, the same shapes and sizes: a
+/// chain of `n` no-op tasks and a fan-out/fan-in of `n` (1 → n-2 → 1).
+///
+/// Airflow is `airflow standalone` (bench/peers/airflow/bench.py), its quick
+/// start: LocalExecutor on SQLite. Caisson is its own single-process default
+/// beside it: `serve` on SQLite with 2 worker slots. Both are timed from
+/// just before the trigger request; Airflow to its last task's `end_date`,
+/// Caisson until `GET /v1/workflow-runs/{id}?wait=30s` answers that the run
+/// ended, which also counts the scheduler closing the run.
+async fn airflow(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
+    let venv = tools().join("airflow");
+    if !venv.join("bin/airflow").exists() {
+        missing(
+            report,
+            "airflow",
+            &format!("{}", venv.join("bin/airflow").display()),
+        );
+        return Ok(());
+    }
+    if !guests_present(report, "the Airflow comparison", &["bench-probe"]) {
+        return Ok(());
+    }
+    // A hop of Airflow's chain takes about a second on this machine, so
+    // fewer steps than the service section's 1,000, and fewer samples.
+    let (n, samples) = if plan.quick { (10, 1) } else { (50, 3) };
+    std::fs::create_dir_all(dir)?;
+    // Its home (SQLite database, task logs) outlives the run, beside the
+    // results, for reading why a task failed.
+    let home = root().join("target/bench/airflow");
+    if home.exists() {
+        std::fs::remove_dir_all(&home)?;
+    }
+    let script = root().join("bench/peers/airflow/bench.py");
+    let out = tokio::process::Command::new(venv.join("bin/python"))
+        .arg(&script)
+        .arg(&home)
+        .arg(n.to_string())
+        .arg(samples.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("could not start Airflow's Python")?;
+    ensure!(
+        out.status.success(),
+        "{}: {}\n{}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).context("Airflow's result")?;
+    let settings = result["settings"]
+        .as_object()
+        .map(|s| {
+            s.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    report.notes.push(format!(
+        "Airflow {} (`airflow standalone`: {}, SQLite, Python {}): everything at its defaults \
+         but {settings}; no-op `@task`s, runs triggered with `POST /api/v2/dags/ID/dagRuns`, \
+         one at a time after one untimed run",
+        result["version"].as_str().unwrap_or("?"),
+        result["executor"].as_str().unwrap_or("?"),
+        python_version(&venv.join("bin/python")),
+    ));
+    // Runs of Airflow's that failed were tried again; they are reported.
+    let failures = result["failures"].as_array().cloned().unwrap_or_default();
+    if !failures.is_empty() {
+        let runs =
+            result["chain_runs"].as_u64().unwrap_or(0) + result["fan_runs"].as_u64().unwrap_or(0);
+        let what: Vec<String> = failures
+            .iter()
+            .map(|f| format!("{} {}", f["dag_id"].as_str().unwrap_or("?"), f["tasks"]))
+            .collect();
+        let line = format!(
+            "Airflow: {} of its {runs} DAG runs failed and were tried again: {} (logs in {})",
+            failures.len(),
+            what.join("; "),
+            home.join("logs").display()
+        );
+        println!("  {line}");
+        report.notes.push(line);
+    }
+    let nanos = |key: &str| -> Result<Vec<Duration>> {
+        Ok(result[key]
+            .as_array()
+            .with_context(|| format!("Airflow's {key}"))?
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(Duration::from_nanos)
+            .collect())
+    };
+    let af_chain = report.dist(Dist::new(
+        format!("{n}-task linear chain, Airflow (trigger to last task's end)"),
+        nanos("chain_ns")?,
+    ));
+    let af_fan = report.dist(Dist::new(
+        format!("{n}-task fan-out/fan-in, Airflow (trigger to last task's end)"),
+        nanos("fan_ns")?,
+    ));
+
+    // Caisson's embedded default, the same shapes, the same warm-up.
+    let caisson_dir = dir.join("caisson");
+    std::fs::create_dir_all(&caisson_dir)?;
+    let service = crate::service::Service::start(
+        &caisson_dir,
+        &crate::service::sqlite_url(&caisson_dir),
+        2,
+        0,
+    )
+    .await?;
+    let name = |i: usize| format!("s{i}");
+    let chain: Vec<Value> = (0..n)
+        .map(|i| crate::service::step(name(i), if i == 0 { vec![] } else { vec![name(i - 1)] }))
+        .collect();
+    let middle: Vec<String> = (1..n - 1).map(name).collect();
+    let mut fan = vec![crate::service::step(name(0), vec![])];
+    fan.extend(
+        middle
+            .iter()
+            .map(|m| crate::service::step(m.clone(), vec![name(0)])),
+    );
+    fan.push(crate::service::step(name(n - 1), middle));
+    let mut chain_walls =
+        crate::service::workflow(&service, "airflow-chain", chain, samples + 1).await?;
+    let mut fan_walls = crate::service::workflow(&service, "airflow-fan", fan, samples + 1).await?;
+    service.stop().await?;
+    chain_walls.remove(0);
+    fan_walls.remove(0);
+    let chain = report.dist(Dist::new(
+        format!("{n}-step linear chain, Caisson (embedded SQLite, 2 slots)"),
+        chain_walls,
+    ));
+    let fan = report.dist(Dist::new(
+        format!("{n}-step fan-out/fan-in, Caisson (embedded SQLite, 2 slots)"),
+        fan_walls,
+    ));
+
+    let hop_ms = |d: usize| report.dists[d].p50().as_secs_f64() * 1e3 / n as f64;
+    let per_sec = |d: usize| n as f64 / report.dists[d].p50().as_secs_f64();
+    let (af_hop, hop) = (hop_ms(af_chain), hop_ms(chain));
+    let (af_rate, rate) = (per_sec(af_fan), per_sec(fan));
+    let af_hop_name = format!("{n}-task chain, Airflow, ms per hop (p50 wall / {n})");
+    let hop_name = format!("{n}-step chain, Caisson, ms per hop (p50 wall / {n})");
+    let af_rate_name = format!("{n}-task fan-out, Airflow, tasks/s ({n} / p50 wall)");
+    let rate_name = format!("{n}-step fan-out, Caisson, tasks/s ({n} / p50 wall)");
+    report.value(&af_hop_name, af_hop, samples);
+    report.value(&hop_name, hop, samples);
+    report.value(&af_rate_name, af_rate, samples);
+    report.value(&rate_name, rate, samples);
+    report.plain_ratio(
+        "Airflow / Caisson, time per hop of a chain",
+        af_hop / hop,
+        &af_hop_name,
+        &hop_name,
+    );
+    report.plain_ratio(
+        "Caisson / Airflow, fan-out tasks/s",
+        rate / af_rate,
+        &rate_name,
+        &af_rate_name,
+    );
+    Ok(())
+}
+
+fn python_version(python: &Path) -> String {
+    Command::new(python)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .trim_start_matches("Python ")
+                .to_string()
+        })
         .unwrap_or_default()
 }

@@ -33,7 +33,7 @@ pub fn worker_main(config: &Path) -> Result<()> {
 }
 
 /// An in-process API (and maybe workers) plus worker processes.
-struct Service {
+pub(crate) struct Service {
     url: String,
     http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -44,7 +44,7 @@ struct Service {
 impl Service {
     /// Starts the API with `in_process` worker slots, then `processes`
     /// worker processes (2 slots each) on the same config.
-    async fn start(
+    pub(crate) async fn start(
         dir: &Path,
         database: &str,
         in_process: usize,
@@ -165,7 +165,7 @@ impl Service {
         }
     }
 
-    async fn stop(mut self) -> Result<()> {
+    pub(crate) async fn stop(mut self) -> Result<()> {
         for worker in &mut self.workers {
             let _ = worker.kill();
             let _ = worker.wait();
@@ -204,7 +204,7 @@ pub(crate) async fn fresh_postgres(admin_url: &str, tag: &str) -> Result<String>
     Ok(format!("{base}/{name}"))
 }
 
-fn sqlite_url(dir: &Path) -> String {
+pub(crate) fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}/caisson.db?mode=rwc", dir.display())
 }
 
@@ -271,7 +271,7 @@ async fn throughput(service: &Service, n: usize) -> Result<f64> {
 /// Wall times of `samples` runs, one after another, of a workflow of
 /// `steps` no-op steps: each from its `POST /v1/workflows/{name}/runs`
 /// until `GET /v1/workflow-runs/{id}?wait=30s` answers that it ended.
-async fn workflow(
+pub(crate) async fn workflow(
     service: &Service,
     name: &str,
     steps: Vec<Value>,
@@ -304,7 +304,7 @@ async fn workflow(
     Ok(walls)
 }
 
-fn step(name: String, depends_on: Vec<String>) -> Value {
+pub(crate) fn step(name: String, depends_on: Vec<String>) -> Value {
     json!({
         "name": name,
         "depends_on": depends_on,
