@@ -16,6 +16,7 @@ mod http;
 mod objects;
 mod python;
 mod python_packages;
+mod read_many;
 mod security;
 mod server;
 mod sessions;
