@@ -631,6 +631,12 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// The test S3 server (`s3s-fs` with TCP_NODELAY, scripts/s3-server), as
+/// `scripts/services start s3` builds it.
+pub fn s3_server_bin() -> PathBuf {
+    root().join("target/tools/s3-server/release/caisson-test-s3")
+}
+
 /// An `s3s-fs` S3 server of one test's own, on its own port and root,
 /// with the bucket of [`S3Env`]'s defaults. Killed on drop.
 pub struct PrivateS3 {
@@ -641,7 +647,7 @@ pub struct PrivateS3 {
 
 impl PrivateS3 {
     pub fn start() -> Option<Self> {
-        let bin = root().join("target/tools/bin/s3s-fs");
+        let bin = s3_server_bin();
         if !bin.exists() {
             return unavailable(format!(
                 "{} is missing (scripts/services start installs it)",
@@ -677,7 +683,7 @@ impl PrivateS3 {
     pub fn resume(&self) {
         let mut child = self.child.lock().unwrap();
         assert!(child.is_none(), "s3s-fs is already running");
-        let spawned = std::process::Command::new(root().join("target/tools/bin/s3s-fs"))
+        let spawned = std::process::Command::new(s3_server_bin())
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--access-key", "caisson-access"])
             .args(["--secret-key", "caisson-secret-key"])

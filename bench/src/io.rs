@@ -21,15 +21,15 @@ const CHUNK: usize = 256 * 1024;
 
 /// One server to measure: a native client for it, and the `[objects.data]`
 /// table (without its prefix) that gives a task the same server.
-struct Backend {
+pub(crate) struct Backend {
     /// Appended to the S3 labels, which stay as they were: "" or " on HDFS".
     suffix: &'static str,
-    client: Arc<dyn ObjectStore>,
+    pub(crate) client: Arc<dyn ObjectStore>,
     table: String,
 }
 
 impl Backend {
-    fn s3() -> Result<Option<Backend>> {
+    pub(crate) fn s3() -> Result<Option<Backend>> {
         let var = |name: &str| std::env::var(format!("CAISSON_TEST_S3_{name}")).ok();
         let (Some(endpoint), Some(bucket), Some(access_key), Some(secret_key)) = (
             var("ENDPOINT"),
@@ -76,7 +76,7 @@ impl Backend {
         }))
     }
 
-    fn runtime(&self, dir: &std::path::Path, prefix: &str) -> Result<Runtime> {
+    pub(crate) fn runtime(&self, dir: &std::path::Path, prefix: &str) -> Result<Runtime> {
         let mut config = Config::parse(&format!(
             "[objects.data]\n{}prefix = \"{prefix}\"\n",
             self.table

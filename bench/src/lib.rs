@@ -21,7 +21,10 @@
 //!    chain of direct triggers and the same runs submitted at once.
 //! 5. **I/O.** A 1 GiB object written and read, streamed, by a task through
 //!    the host interface, against a native `object_store` client on the same
-//!    S3 server; the process's peak RSS meanwhile.
+//!    S3 server; the process's peak RSS meanwhile. **Small objects**
+//!    (`small-objects`): 2,000 objects of 0.1-3 KB read by a task one `get`
+//!    at a time and through `read_prefix`, against a native client one at a
+//!    time and with `buffer_unordered(16)`.
 //! 6. **Compute.** The word-count task over 200 MiB in a memory object store,
 //!    against the same counting code compiled natively over the same bytes.
 //! 7. **Density.** 1,000 idle instances at once (and 100 Python ones), the
@@ -36,8 +39,8 @@
 //!    peer not installed is named in a note and skipped.
 //!
 //! `CAISSON_BENCH_ONLY=io,density` runs only those sections (`instantiate`,
-//! `service`, `io`, `compute`, `density`, `sql`, `peers`), for profiling one
-//! of them.
+//! `service`, `io`, `small-objects`, `compute`, `density`, `sql`, `peers`),
+//! for profiling one of them.
 //!
 //! Results go to `target/bench/results.{md,json}`; the Markdown table is also
 //! printed. `CAISSON_BENCH_QUICK=1` runs a few iterations over small data, so
@@ -60,6 +63,7 @@ mod peers;
 mod report;
 mod runtime;
 mod service;
+mod small_objects;
 mod sql;
 
 /// The workspace root.
@@ -132,6 +136,13 @@ pub fn main() -> Result<()> {
     // Before compute, which holds its text in memory.
     if wanted("io") {
         tokio.block_on(io::run(&plan, &dir.path().join("io"), &mut report))?;
+    }
+    if wanted("small-objects") {
+        tokio.block_on(small_objects::run(
+            &plan,
+            &dir.path().join("small-objects"),
+            &mut report,
+        ))?;
     }
     if wanted("compute") {
         let rt = runtime(dir.path(), true)?;

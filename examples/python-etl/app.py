@@ -5,13 +5,15 @@ Input (JSON): {"prefix": "incoming/", "table": "events", "dialect": "mysql"}
 placeholder is `?`; anything else uses `$1, $2, ...`, which PostgreSQL and
 SQLite take.)
 Grants: objects=raw (where the CSV files are), sql=warehouse (where the
-rows go). Every file under the prefix is streamed line by line; all rows
-go in one transaction, so a failure leaves the table as it was.
+rows go). The files under the prefix are read several at a time by the
+host (`read_many`) while the rows go in; a file too large to read whole is
+streamed line by line instead. All rows go in one transaction, so a failure
+leaves the table as it was.
 """
 
 import csv
 
-from caisson import Db, Store, TaskError, log, task
+from caisson import Db, Store, TaskError, TooLarge, log, task
 
 
 @task
@@ -26,15 +28,20 @@ def run(request: dict) -> dict:
 
     raw = Store.open("raw")
     db = Db.open("warehouse")
-    files = [m for m in raw.list(prefix) if m.key.endswith(".csv")]
+    files = [m.key for m in raw.list(prefix) if m.key.endswith(".csv")]
     rows = 0
     with db.transaction():
-        for done, meta in enumerate(files):
-            reader = csv.DictReader(raw.lines(meta.key))
-            for record in reader:
+        for done, (key, data) in enumerate(raw.read_many(files, errors="yield")):
+            if isinstance(data, TooLarge):
+                lines = raw.lines(key)
+            elif isinstance(data, Exception):
+                raise data
+            else:
+                lines = data.decode().splitlines()
+            for record in csv.DictReader(lines):
                 db.execute(
                     insert,
-                    meta.key,
+                    key,
                     record["name"],
                     int(record["amount"]),
                 )

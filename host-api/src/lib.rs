@@ -51,6 +51,7 @@ mod bindings {
             "caisson:task/objects.store": crate::objects::StoreHandle,
             "caisson:task/objects.writer": crate::objects::Upload,
             "caisson:task/objects.write-options": crate::objects::WriteOptions,
+            "caisson:task/objects.many-reader": crate::objects::ManyReader,
             "caisson:task/sql.connection": crate::sql::Connection,
             "caisson:task/sql.rows": crate::sql::Cursor,
             "caisson:task/sql.begin-options": crate::sql::BeginOptions,

@@ -27,8 +27,12 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// The version suffix of every `caisson:task` import this host serves.
-const CAISSON_TASK_VERSION: &str = "@0.2.0";
+/// The `caisson:task` version this host serves.
+const CAISSON_TASK_VERSION: &str = "@0.2.1";
+/// The versions whose imports it links: 0.2.1 only added to 0.2.0 (see
+/// README.md, "The WIT contract and its versions"), and wasmtime's linker
+/// serves a `@0.2.0` import from the `@0.2.1` definitions.
+const CAISSON_TASK_LINKED: &[&str] = &["@0.2.0", "@0.2.1"];
 
 /// Refuses imports outside Caisson's world and WASI 0.2, and imports of
 /// another version of Caisson's world. The linker would
@@ -48,7 +52,10 @@ pub(crate) fn check_imports(
     let other_version: Vec<&str> = imports
         .iter()
         .map(String::as_str)
-        .filter(|name| name.starts_with("caisson:task/") && !name.ends_with(CAISSON_TASK_VERSION))
+        .filter(|name| {
+            name.starts_with("caisson:task/")
+                && !CAISSON_TASK_LINKED.iter().any(|v| name.ends_with(v))
+        })
         .collect();
     if !other_version.is_empty() {
         return Err(RuntimeError::InvalidComponent(format!(

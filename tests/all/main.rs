@@ -17,6 +17,7 @@ mod metrics;
 mod objects;
 mod python;
 mod python_packages;
+mod read_many;
 mod security;
 mod server;
 mod sessions;

@@ -350,6 +350,15 @@ async fn python_roundtrip_on(remote: &impl RemoteStore) {
         json!(["rt/a.bin", "rt/b.txt", "rt/lines.txt"])
     );
     assert_eq!(
+        output["many"],
+        json!([
+            ["rt/b.txt", 4],
+            ["rt/missing", "not-found"],
+            ["rt/a.bin", 256]
+        ])
+    );
+    assert_eq!(output["under"], output["listed"]);
+    assert_eq!(
         output["row"],
         json!({"id": 1, "flag": true, "ratio": 0.5, "name": "ünï", "data": [0, 1], "doc": null})
     );

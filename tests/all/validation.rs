@@ -53,7 +53,7 @@ async fn a_component_with_foreign_imports_is_refused() {
     assert!(message.contains("does not provide"), "{message}");
 }
 
-/// 0.1.0 is not served beside 0.2.0 (see README.md, "The WIT contract and
+/// 0.1.0 is not served beside 0.2.x (see README.md, "The WIT contract and
 /// its versions"): a task built against it is refused with a message that
 /// says to rebuild, before the linker sees it.
 #[tokio::test]
@@ -66,8 +66,52 @@ async fn a_component_built_against_caisson_task_0_1_is_refused() {
     .unwrap();
     let message = rejection(&component).await;
     assert!(message.contains("caisson:task/params@0.1.0"), "{message}");
-    assert!(message.contains("caisson:task@0.2.0"), "{message}");
+    assert!(message.contains("caisson:task@0.2.1"), "{message}");
     assert!(message.contains("rebuild"), "{message}");
+}
+
+/// 0.2.1 only added to 0.2.0 (see README.md, "The WIT contract and its
+/// versions"): a task built against 0.2.0, which imports 0.2.0 functions,
+/// still loads and runs on this host.
+#[tokio::test]
+async fn a_task_built_against_caisson_task_0_2_0_still_runs() {
+    let component = wat::parse_str(
+        r#"(component
+            (import "caisson:task/params@0.2.0" (instance
+                (export "get" (func (param "name" string) (result (option string))))
+            ))
+            (core module $m
+                (memory (export "memory") 1)
+                (global $next (mut i32) (i32.const 1024))
+                (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+                    (local $at i32)
+                    (local.set $at (global.get $next))
+                    (global.set $next (i32.add (local.get $at) (local.get 3)))
+                    (local.get $at))
+                ;; result<list<u8>, task-error> at 0: ok, the input back.
+                (func (export "run") (param i32 i32) (result i32)
+                    (i32.store8 (i32.const 0) (i32.const 0))
+                    (i32.store (i32.const 4) (local.get 0))
+                    (i32.store (i32.const 8) (local.get 1))
+                    (i32.const 0))
+            )
+            (core instance $i (instantiate $m))
+            (import "caisson:task/task-types@0.2.0" (instance $types
+                (type $record (record (field "message" string) (field "retryable" bool)))
+                (export "task-error" (type (eq $record)))
+            ))
+            (alias export $types "task-error" (type $task-error))
+            (func $run (param "input" (list u8)) (result (result (list u8) (error $task-error)))
+                (canon lift (core func $i "run") (memory (core memory $i "memory"))
+                    (realloc (core func $i "realloc"))))
+            (export "run" (func $run))
+        )"#,
+    )
+    .unwrap();
+    let rt = runtime(base_config());
+    let task = rt.load(&component).await.unwrap();
+    let (result, _) = crate::run_with(&rt, &task, b"old", |_| {}).await;
+    assert_eq!(result.unwrap(), b"old");
 }
 
 #[tokio::test]

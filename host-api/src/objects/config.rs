@@ -53,18 +53,39 @@ pub enum StoreConfig {
         /// own `retries`.
         #[serde(default, with = "humantime_serde")]
         retry_timeout: Option<std::time::Duration>,
+        /// How many objects `read-many` and `read-prefix` request at once
+        /// (default 16; see [`ReadManyConfig`](super::ReadManyConfig)).
+        read_concurrency: Option<usize>,
+        /// How many bytes of objects read ahead a run may hold for the
+        /// task, across its `read-many` readers on this store (default
+        /// 64 MiB).
+        read_buffer_bytes: Option<u64>,
     },
     /// A directory on the worker's filesystem.
     Local {
         root: std::path::PathBuf,
         #[serde(default)]
         prefix: String,
+        /// How many objects `read-many` and `read-prefix` request at once
+        /// (default 16; see [`ReadManyConfig`](super::ReadManyConfig)).
+        read_concurrency: Option<usize>,
+        /// How many bytes of objects read ahead a run may hold for the
+        /// task, across its `read-many` readers on this store (default
+        /// 64 MiB).
+        read_buffer_bytes: Option<u64>,
     },
     /// An in-memory store, shared by every run on the worker and lost when
     /// it stops. For tests and demos.
     Memory {
         #[serde(default)]
         prefix: String,
+        /// How many objects `read-many` and `read-prefix` request at once
+        /// (default 16; see [`ReadManyConfig`](super::ReadManyConfig)).
+        read_concurrency: Option<usize>,
+        /// How many bytes of objects read ahead a run may hold for the
+        /// task, across its `read-many` readers on this store (default
+        /// 64 MiB).
+        read_buffer_bytes: Option<u64>,
     },
     /// HDFS, through the native client `hdfs-native` (no JVM, no libhdfs).
     Hdfs {
@@ -93,6 +114,13 @@ pub enum StoreConfig {
         /// A credential cache, e.g. `FILE:/run/krb5/caisson.ccache`.
         /// Default: the process's (`KRB5CCNAME`).
         kerberos_cache: Option<String>,
+        /// How many objects `read-many` and `read-prefix` request at once
+        /// (default 16; see [`ReadManyConfig`](super::ReadManyConfig)).
+        read_concurrency: Option<usize>,
+        /// How many bytes of objects read ahead a run may hold for the
+        /// task, across its `read-many` readers on this store (default
+        /// 64 MiB).
+        read_buffer_bytes: Option<u64>,
     },
 }
 
@@ -115,12 +143,12 @@ impl fmt::Debug for StoreConfig {
                 .field("region", region)
                 .field("path_style", path_style)
                 .finish_non_exhaustive(),
-            StoreConfig::Local { root, prefix } => f
+            StoreConfig::Local { root, prefix, .. } => f
                 .debug_struct("Local")
                 .field("root", root)
                 .field("prefix", prefix)
                 .finish(),
-            StoreConfig::Memory { prefix } => {
+            StoreConfig::Memory { prefix, .. } => {
                 f.debug_struct("Memory").field("prefix", prefix).finish()
             }
             // Keytab and cache paths are not secrets, but keep them out of
@@ -217,13 +245,13 @@ impl StoreConfig {
                 }
                 prefix
             }
-            StoreConfig::Local { root, prefix } => {
+            StoreConfig::Local { root, prefix, .. } => {
                 if root.as_os_str().is_empty() {
                     return Err(bad("root", "must not be empty".into()));
                 }
                 prefix
             }
-            StoreConfig::Memory { prefix } => prefix,
+            StoreConfig::Memory { prefix, .. } => prefix,
             StoreConfig::Hdfs {
                 url,
                 prefix,
@@ -233,6 +261,7 @@ impl StoreConfig {
                 kerberos_principal,
                 kerberos_keytab,
                 kerberos_cache,
+                ..
             } => {
                 validate_hdfs_url(&format!("{table}.url"), url)?;
                 if let Some(user) = user {
@@ -269,7 +298,7 @@ impl StoreConfig {
             }
         };
         store_prefix(prefix).map_err(|m| bad("prefix", m))?;
-        Ok(())
+        self.read_many().validate(table)
     }
 }
 

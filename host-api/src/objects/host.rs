@@ -13,6 +13,7 @@ use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
 use super::error::{StreamFailure, backend_error, map_error_ref};
 use super::key::{parse_key, parse_prefix};
+use super::read_many::{self, ManyReader};
 use super::reader;
 use super::stores::Backend;
 use super::upload::{Upload, UploadBody, UploadMsg, WriteOptions, header_value};
@@ -131,7 +132,7 @@ async fn list_delimited(
 
 /// Whether `path` is the temporary name `hdfs-native-object-store` writes a
 /// file under until it is finished: `.NAME.tmp.N` in the key's directory.
-fn is_partial_file(path: &Path) -> bool {
+pub(super) fn is_partial_file(path: &Path) -> bool {
     path.filename()
         .and_then(|name| name.strip_prefix('.'))
         .and_then(|name| name.rsplit_once(".tmp."))
@@ -181,11 +182,13 @@ impl wit::Host for ObjectsView<'_> {
             store,
             ordered,
             partial_files,
+            read,
         }) = self.ctx.granted.get(&label).cloned()
         else {
             tracing::debug!(%label, "task opened an object store it was not granted");
             return Ok(Err(WitError::AccessDenied));
         };
+        let reads = read_many::Reads::for_run(self.ctx, &label, read);
         let label = label.into();
         push_resource(
             self.table,
@@ -194,6 +197,7 @@ impl wit::Host for ObjectsView<'_> {
                 ordered,
                 label,
                 partial_files,
+                reads,
             },
         )
     }
@@ -476,6 +480,26 @@ impl wit::HostStore for ObjectsView<'_> {
             self.table,
             Upload::start(store, label, path, options.attributes()),
         )
+    }
+
+    async fn read_many(
+        &mut self,
+        this: Resource<StoreHandle>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<Resource<ManyReader>, WitError>> {
+        let max = self.ctx.limits.max_object_bytes;
+        let reader = ManyReader::keys(self.table.get(&this)?, max, keys);
+        push_resource(self.table, reader)
+    }
+
+    async fn read_prefix(
+        &mut self,
+        this: Resource<StoreHandle>,
+        prefix: String,
+    ) -> wasmtime::Result<Result<Resource<ManyReader>, WitError>> {
+        let max = self.ctx.limits.max_object_bytes;
+        let reader = guest_try!(ManyReader::prefix(self.table.get(&this)?, max, &prefix));
+        push_resource(self.table, reader)
     }
 
     async fn drop(&mut self, this: Resource<StoreHandle>) -> wasmtime::Result<()> {

@@ -17,6 +17,10 @@
 //! output-stream drained into an [`object_store::buffered::BufWriter`], which
 //! switches to a multipart upload once its buffer fills. Neither side ever
 //! holds a whole large object.
+//!
+//! Many small objects move through `read-many` and `read-prefix`
+//! ([`ManyReader`]): the host keeps several GETs in flight and hands the
+//! objects over in order, holding a bounded number of bytes for the run.
 
 use std::sync::Arc;
 
@@ -29,6 +33,7 @@ mod config;
 mod error;
 mod host;
 mod key;
+mod read_many;
 mod reader;
 mod stores;
 mod upload;
@@ -36,6 +41,7 @@ mod upload;
 pub use config::{ObjectLimits, ObjectsConfig, StoreConfig};
 pub use error::{REQUEST_FAILED, UNAVAILABLE};
 pub use key::parse_key;
+pub use read_many::{ManyReader, ReadManyConfig};
 pub use stores::{ObjectStores, ObjectsCtx, install_crypto_provider};
 pub use upload::{Upload, WriteOptions};
 
@@ -46,6 +52,8 @@ pub struct StoreHandle {
     /// The label it was opened by, for the server's log.
     label: Arc<str>,
     partial_files: bool,
+    /// How `read-many` and `read-prefix` read from it.
+    reads: read_many::Reads,
 }
 
 /// A run's object stores plus its resource table.

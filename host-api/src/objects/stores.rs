@@ -13,6 +13,7 @@ use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
 
 use super::config::{ObjectLimits, ObjectsConfig, StoreConfig, store_prefix};
+use super::read_many::{ReadBudget, ReadManyConfig};
 use crate::{ConfigError, Grants};
 
 /// Every configured store of a worker, shared by all its runs.
@@ -31,6 +32,8 @@ pub(super) struct Backend {
     /// Whether files being written show up under a temporary name (HDFS:
     /// `.NAME.tmp.N` beside the key, renamed on finish); listings hide them.
     pub(super) partial_files: bool,
+    /// How `read-many` reads from it.
+    pub(super) read: ReadManyConfig,
 }
 
 impl fmt::Debug for ObjectStores {
@@ -51,6 +54,7 @@ impl ObjectStores {
                     store: store.build(&format!("objects.{label}"))?,
                     ordered: store.ordered(),
                     partial_files: matches!(store, StoreConfig::Hdfs { .. }),
+                    read: store.read_many(),
                 },
             );
         }
@@ -71,6 +75,7 @@ impl ObjectStores {
                         store,
                         ordered: false,
                         partial_files: false,
+                        read: ReadManyConfig::default(),
                     },
                 )
             })
@@ -111,7 +116,11 @@ impl ObjectStores {
                     })?;
             granted.insert(label.clone(), backend);
         }
-        Ok(ObjectsCtx { granted, limits })
+        Ok(ObjectsCtx {
+            granted,
+            limits,
+            read_budgets: HashMap::new(),
+        })
     }
 }
 
@@ -119,6 +128,9 @@ impl ObjectStores {
 pub struct ObjectsCtx {
     pub(super) granted: HashMap<String, Backend>,
     pub(super) limits: ObjectLimits,
+    /// The bytes `read-many` holds for this run, per label, made when the
+    /// label is first opened.
+    pub(super) read_budgets: HashMap<String, Arc<ReadBudget>>,
 }
 
 impl ObjectsCtx {
@@ -127,6 +139,7 @@ impl ObjectsCtx {
         ObjectsCtx {
             granted: HashMap::new(),
             limits: ObjectLimits::default(),
+            read_budgets: HashMap::new(),
         }
     }
 }
@@ -181,6 +194,7 @@ fn build_store(table: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>
             options,
             max_retries,
             retry_timeout,
+            ..
         } => {
             install_crypto_provider();
             let mut builder = AmazonS3Builder::from_env()
@@ -221,12 +235,12 @@ fn build_store(table: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>
             let s3 = builder.build().map_err(|e| backend(Box::new(e)))?;
             (Arc::new(s3), prefix)
         }
-        StoreConfig::Local { root, prefix } => {
+        StoreConfig::Local { root, prefix, .. } => {
             std::fs::create_dir_all(root).map_err(|e| backend(Box::new(e)))?;
             let local = LocalFileSystem::new_with_prefix(root).map_err(|e| backend(Box::new(e)))?;
             (Arc::new(local), prefix)
         }
-        StoreConfig::Memory { prefix } => (Arc::new(InMemory::new()), prefix),
+        StoreConfig::Memory { prefix, .. } => (Arc::new(InMemory::new()), prefix),
         StoreConfig::Hdfs {
             url,
             prefix,
@@ -236,6 +250,7 @@ fn build_store(table: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>
             kerberos_principal,
             kerberos_keytab,
             kerberos_cache,
+            ..
         } => {
             let mut builder = hdfs_native::ClientBuilder::new()
                 .with_url(url)

@@ -14,7 +14,7 @@ from typing import Any
 
 try:
     import wit_world
-    from componentize_py_types import Err
+    from componentize_py_types import Err, Ok
     from wit_world.imports import log, objects, params, sql, streams, task_types
 
     IN_COMPONENT = True
@@ -59,6 +59,12 @@ except ModuleNotFoundError as missing:
             super().__init__(value)
             self.value = value
 
+    class Ok:  # type: ignore[no-redef]
+        """Stands in for componentize-py's `Ok`: never made outside a component."""
+
+        def __init__(self, value: Any):
+            self.value = value
+
     wit_world = _absent("wit_world")
     log = _absent("log")
     objects = _absent("objects")
@@ -70,6 +76,7 @@ except ModuleNotFoundError as missing:
 __all__ = [
     "IN_COMPONENT",
     "Err",
+    "Ok",
     "log",
     "objects",
     "params",

@@ -15,6 +15,8 @@ class CaissonError(Exception):
     #: Whether running the task again may help. Only backend failures (an
     #: unreachable store or database) are worth a retry.
     retryable = False
+    #: The object's key, for a failure yielded by `Store.read_many`.
+    key: str | None = None
 
     def __init__(self, detail: str = ""):
         super().__init__(detail or self.kind)

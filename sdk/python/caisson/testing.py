@@ -39,12 +39,19 @@ import tempfile
 import uuid as _uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from . import _task
 from . import log as _log_module
 from . import params as _params_module
-from .errors import AccessDenied, DatabaseError, InvalidInput, NotFound, SqlConflict
+from .errors import (
+    AccessDenied,
+    CaissonError,
+    DatabaseError,
+    InvalidInput,
+    NotFound,
+    SqlConflict,
+)
 from .objects import ObjectMeta, Store
 from .sql import Db
 
@@ -239,6 +246,19 @@ class LocalStore(Store):
 
     def open_read(self, key: str) -> io.BufferedReader:
         return self._file(key).open("rb")
+
+    def _read_many(  # type: ignore[override]
+        self, keys: Iterable[str] | None, prefix: str | None
+    ) -> Iterator[tuple[str, bytes | CaissonError]]:
+        # One at a time: a directory has no latency to hide.
+        if keys is None:
+            keys = [meta.key for meta in self.list(prefix or "")]
+        for key in keys:
+            try:
+                yield key, self.read(key)
+            except CaissonError as failure:
+                failure.key = key
+                yield key, failure
 
     def open_write(self, key: str) -> "_LocalWriter":  # type: ignore[override]
         return _LocalWriter(self, key)

@@ -90,3 +90,23 @@ def test_only_the_given_labels_are_granted_and_keys_stay_inside(tmp_path):
 def test_host_calls_outside_the_harness_say_what_to_do():
     with pytest.raises(RuntimeError, match="caisson.testing"):
         Store.open("raw")
+
+
+def test_read_many_yields_in_order_and_a_missing_key_at_its_place(tmp_path):
+    store = testing.LocalStore(tmp_path)
+    for name in ("b", "a", "c"):
+        store.write(f"in/{name}", name * 3)
+    pairs = list(store.read_many(["in/c", "in/nope", "in/a"], errors="yield"))
+    assert [key for key, _ in pairs] == ["in/c", "in/nope", "in/a"]
+    assert pairs[0][1] == b"ccc" and pairs[2][1] == b"aaa"
+    assert isinstance(pairs[1][1], NotFound) and pairs[1][1].key == "in/nope"
+    assert list(store.read_many(prefix="in/")) == [
+        ("in/a", b"aaa"),
+        ("in/b", b"bbb"),
+        ("in/c", b"ccc"),
+    ]
+    with pytest.raises(NotFound) as raised:
+        list(store.read_many(["in/a", "in/nope"]))
+    assert raised.value.key == "in/nope"
+    with pytest.raises(ValueError):
+        list(store.read_many(["in/a"], prefix="in/"))

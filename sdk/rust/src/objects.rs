@@ -8,7 +8,10 @@
 //! [`Store::put`]); the host refuses a whole read above its limit with
 //! [`Error::TooLarge`]. Objects of any size stream through
 //! [`Store::reader`] (a [`std::io::Read`] + [`BufRead`]) and
-//! [`Store::writer`] (a [`std::io::Write`]) in bounded memory.
+//! [`Store::writer`] (a [`std::io::Write`]) in bounded memory. Many small
+//! objects are read fastest by [`Store::read_many`] and
+//! [`Store::read_prefix`], which keep several requests in flight on the
+//! host and yield the objects in order.
 //!
 //! ```no_run
 //! use std::io::{BufRead, Write};
@@ -349,6 +352,60 @@ impl Store {
         }
     }
 
+    /// Reads many whole objects, in the order of `keys`, while the host
+    /// keeps several requests in flight (as many as the operator configured
+    /// for this store, 16 by default) and reads ahead within a bounded
+    /// buffer. The task does not manage any concurrency.
+    ///
+    /// Each item is a key and what [`Store::get`] would have returned for
+    /// it: an object that is missing or too large for a whole read fails
+    /// at its place ([`Error::NotFound`], [`Error::TooLarge`], ...), and the
+    /// objects after it still arrive.
+    ///
+    /// ```no_run
+    /// # fn f(store: &caisson_sdk::objects::Store) -> caisson_sdk::Result<()> {
+    /// let keys = ["a.txt", "b.txt", "c.txt"];
+    /// for (key, data) in store.read_many(keys)? {
+    ///     match data {
+    ///         Ok(bytes) => println!("{key}: {} bytes", bytes.len()),
+    ///         Err(e) if e.is_not_found() => println!("{key}: gone"),
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn read_many<I>(&self, keys: I) -> Result<ReadMany>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let keys: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
+        Ok(ReadMany {
+            inner: Some(self.inner.read_many(&keys)?),
+            prefix: None,
+        })
+    }
+
+    /// Reads every object whose key starts with `prefix` (`""` for all),
+    /// in key order, as [`Store::read_many`] does: the host lists and reads
+    /// ahead while the task works. If the listing itself fails, the last
+    /// item carries `prefix` as its key and the listing's error.
+    ///
+    /// ```no_run
+    /// # fn f(store: &caisson_sdk::objects::Store) -> caisson_sdk::Result<()> {
+    /// let mut total = 0;
+    /// for (key, data) in store.read_prefix("logs/2024/")? {
+    ///     total += data?.len();
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn read_prefix(&self, prefix: &str) -> Result<ReadMany> {
+        Ok(ReadMany {
+            inner: Some(self.inner.read_prefix(prefix)?),
+            prefix: Some(prefix.to_owned()),
+        })
+    }
+
     /// Streams an object. Fails with [`Error::NotFound`] if there is none.
     pub fn reader(&self, key: &str) -> Result<ObjectReader> {
         Ok(ObjectReader {
@@ -473,6 +530,39 @@ impl Iterator for List<'_> {
 }
 
 impl std::iter::FusedIterator for List<'_> {}
+
+/// Objects read with several requests in flight, from [`Store::read_many`]
+/// and [`Store::read_prefix`]: each item is a key and its bytes, or why it
+/// could not be read. Dropping the iterator stops the host's requests.
+#[derive(Debug)]
+pub struct ReadMany {
+    /// `None` once the host said there is nothing more.
+    inner: Option<wit::ManyReader>,
+    /// The prefix of a `read_prefix`, the key a listing failure is reported
+    /// under.
+    prefix: Option<String>,
+}
+
+impl Iterator for ReadMany {
+    type Item = (String, Result<Vec<u8>>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = self.inner.as_ref()?.next();
+        match next {
+            Ok(Some((key, data))) => Some((key, data.map_err(Error::from))),
+            Ok(None) => {
+                self.inner = None;
+                None
+            }
+            Err(e) => {
+                self.inner = None;
+                Some((self.prefix.clone().unwrap_or_default(), Err(e.into())))
+            }
+        }
+    }
+}
+
+impl std::iter::FusedIterator for ReadMany {}
 
 fn stream_error(e: StreamError) -> io::Error {
     match e {

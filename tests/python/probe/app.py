@@ -25,6 +25,14 @@ def roundtrip(request: dict) -> dict:
     with store.open_read(f"{prefix}/a.bin") as f:
         head = f.read(4)
     listed = [m.key for m in store.list(f"{prefix}/", page_size=1)]
+    # Several reads in flight on the host; a missing key fails in its place.
+    many = [
+        [key, len(data) if isinstance(data, bytes) else data.kind]
+        for key, data in store.read_many(
+            [f"{prefix}/b.txt", f"{prefix}/missing", f"{prefix}/a.bin"], errors="yield"
+        )
+    ]
+    under = [key for key, _ in store.read_many(prefix=f"{prefix}/")]
 
     db = Db.open(request["db"])
     db.execute(
@@ -52,6 +60,8 @@ def roundtrip(request: dict) -> dict:
         "last_line": lines[-1],
         "head": list(head),
         "listed": listed,
+        "many": many,
+        "under": under,
         "row": {**row, "data": list(row["data"])},
         "count": count,
         "streamed": [len(streamed), sum(streamed)],

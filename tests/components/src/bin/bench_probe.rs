@@ -4,7 +4,10 @@
 //! - `sleep`: logs a line, then sleeps `ms` milliseconds without using CPU
 //!   (idle instances);
 //! - `read`: streams object `key` of store `data` and returns its length;
-//! - `write`: streams `bytes` bytes to object `key` of store `data`.
+//! - `write`: streams `bytes` bytes to object `key` of store `data`;
+//! - `read-each`: lists `prefix` of store `data` and `get`s each object in
+//!   turn, returning `"<objects> <bytes>"`;
+//! - `read-many`: the same through `read_prefix` (several reads in flight).
 
 use std::io::{Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,6 +56,24 @@ fn run() -> Result<String> {
             }
             writer.finish()?;
             Ok(bytes.to_string())
+        }
+        "read-each" => {
+            let store = Store::open("data")?;
+            let (mut objects, mut bytes) = (0, 0);
+            for meta in store.list(&params::require("prefix")?) {
+                bytes += store.get(&meta?.key)?.len();
+                objects += 1;
+            }
+            Ok(format!("{objects} {bytes}"))
+        }
+        "read-many" => {
+            let store = Store::open("data")?;
+            let (mut objects, mut bytes) = (0, 0);
+            for (_, data) in store.read_prefix(&params::require("prefix")?)? {
+                bytes += data?.len();
+                objects += 1;
+            }
+            Ok(format!("{objects} {bytes}"))
         }
         other => Err(Error::invalid_input(format!("unknown op {other:?}"))),
     }
