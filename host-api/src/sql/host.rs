@@ -10,7 +10,6 @@ use super::SqlView;
 use super::backend::BeginOptions;
 use super::connection::{Command, Connection};
 use super::cursor::Cursor;
-use super::error::connect_error_message;
 use crate::bindings::caisson::task::sql::{
     self as wit_sql, Column, ExecuteResult, IsolationLevel, RowSet, Value,
 };
@@ -30,7 +29,7 @@ impl wit_sql::Host for SqlView<'_> {
             Ok(session) => session,
             Err(e) => {
                 tracing::warn!(label, error = %e, "could not get a SQL connection");
-                return Ok(Err(WitError::Backend(connect_error_message(&e))));
+                return Ok(Err(WitError::Backend(source.connect_error(&e))));
             }
         };
         let connection = Connection::spawn(session, self.ctx.limits());
