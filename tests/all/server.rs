@@ -297,6 +297,7 @@ async fn cancel_reaches_a_worker_process_through_postgres_notify() {
     wait_for(&http, &url, &id, |run| run["state"] == "running").await;
     let response = http
         .post(format!("{url}/v1/runs/{id}/cancel"))
+        .header("x-caisson-client", "test")
         .send()
         .await
         .unwrap();
