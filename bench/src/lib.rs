@@ -14,6 +14,9 @@
 //! 2. **Trigger to start.** From `POST /v1/runs` to the guest's first
 //!    instruction, on the embedded SQLite default and on PostgreSQL with an
 //!    API process and a worker process.
+//!    **Cancel to stopped**, on the same two: from `POST /v1/runs/{id}/cancel`
+//!    of a running (sleeping) task until its worker has stopped it and
+//!    recorded it cancelled.
 //! 3. **Throughput.** No-op runs per second through REST from 8 concurrent
 //!    clients: one embedded `serve`; an API plus 1, then 2, worker processes
 //!    on PostgreSQL.

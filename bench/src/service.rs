@@ -1,6 +1,6 @@
-//! The service: trigger-to-start latency, throughput through REST, and
-//! workflow (DAG) wall time, on the embedded SQLite default and on
-//! PostgreSQL with worker processes.
+//! The service: trigger-to-start latency, cancel-to-stopped latency,
+//! throughput through REST, and workflow (DAG) wall time, on the embedded
+//! SQLite default and on PostgreSQL with worker processes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -232,6 +232,42 @@ async fn trigger_to_start(service: &Service, samples: usize, name: &str) -> Resu
     Ok(Dist::new(name, latencies))
 }
 
+/// Sequential runs of a sleeping task, each cancelled once it is running:
+/// from just before its `POST /v1/runs/{id}/cancel` until a `GET`, repeated
+/// every 2 ms, sees it cancelled (so the figure includes up to one poll,
+/// but not the poll's 500 ms recheck a `?wait=` has on PostgreSQL). The
+/// worker records the state only once the guest has stopped.
+async fn cancel_to_stopped(service: &Service, samples: usize, name: &str) -> Result<Dist> {
+    let mut latencies = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let id = service
+            .submit(json!({"op": "sleep", "ms": "600000"}))
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while service.get(&format!("/v1/runs/{id}")).await?["state"] != "running" {
+            ensure!(Instant::now() < deadline, "run {id} never started");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Into the guest's sleep, past its instantiation.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let sent = Instant::now();
+        service
+            .post(&format!("/v1/runs/{id}/cancel"), &json!({}))
+            .await?;
+        let run = loop {
+            let run = service.get(&format!("/v1/runs/{id}")).await?;
+            if run["state"] != "running" {
+                break run;
+            }
+            ensure!(Instant::now() < deadline, "run {id} was not stopped");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        latencies.push(sent.elapsed());
+        ensure!(run["state"] == "cancelled", "run {id} ended: {run}");
+    }
+    Ok(Dist::new(name, latencies))
+}
+
 /// `n` no-op runs submitted by 8 concurrent clients; runs per second from
 /// the first submission until the last run is seen finished.
 async fn throughput(service: &Service, n: usize) -> Result<f64> {
@@ -326,6 +362,14 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
         )
         .await?,
     );
+    report.dist(
+        cancel_to_stopped(
+            &service,
+            plan.trigger_samples,
+            "cancel to stopped, embedded SQLite (goal: p50 ≤ 50 ms)",
+        )
+        .await?,
+    );
     let sqlite_rate = throughput(&service, plan.throughput_runs).await?;
     report.value(
         "throughput, embedded SQLite, runs/s",
@@ -415,6 +459,14 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
                 50.0,
                 sqlite_trigger,
                 50.0,
+            );
+            report.dist(
+                cancel_to_stopped(
+                    &service,
+                    plan.trigger_samples,
+                    "cancel to stopped, PostgreSQL (API process + 1 worker process; goal: p50 ≤ 200 ms)",
+                )
+                .await?,
             );
         }
         let rate = throughput(&service, plan.throughput_runs).await?;

@@ -200,6 +200,66 @@ pub(crate) fn at_least_one(table: &str, key: &str, value: u64) -> Result<(), Con
     Ok(())
 }
 
+/// Cuts `text` to at most `max` bytes (on a char boundary) and marks the
+/// cut with `…`. The one place error text bound for a guest is shortened:
+/// a database or a key check may quote what the task sent, and a task that
+/// sends megabytes must not get megabytes back (nor fill the log with them).
+pub(crate) fn clip_text(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+}
+
+/// An interface's error whose text the guest receives: every string in it
+/// goes through [`clip_text`].
+pub(crate) trait GuestError {
+    fn clipped(self, max: usize) -> Self;
+}
+
+impl GuestError for ObjectsError {
+    fn clipped(mut self, max: usize) -> Self {
+        use ObjectsError as E;
+        match &mut self {
+            E::NotFound | E::AccessDenied => {}
+            E::TooLarge(m)
+            | E::InvalidInput(m)
+            | E::Conflict(m)
+            | E::Unsupported(m)
+            | E::Backend(m)
+            | E::Other(m) => clip_text(m, max),
+        }
+        self
+    }
+}
+
+impl GuestError for SqlError {
+    fn clipped(mut self, max: usize) -> Self {
+        use SqlError as E;
+        match &mut self {
+            E::AccessDenied => {}
+            E::TooLarge(m)
+            | E::InvalidInput(m)
+            | E::Unsupported(m)
+            | E::Backend(m)
+            | E::Other(m) => clip_text(m, max),
+            E::Conflict(db) | E::RetryTransaction(db) | E::Database(db) => {
+                clip_text(&mut db.sqlstate, max);
+                clip_text(&mut db.message, max);
+                if let Some(detail) = &mut db.detail {
+                    clip_text(detail, max);
+                }
+            }
+        }
+        self
+    }
+}
+
 /// The cause carried by a [`ConfigError`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -240,5 +300,24 @@ pub(crate) fn push_resource<T: Send + 'static, E: TooLarge>(
             table.max_capacity()
         )))),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip_text;
+
+    #[test]
+    fn clipped_text_ends_on_a_char_boundary_with_a_mark() {
+        let mut short = "abc".to_owned();
+        clip_text(&mut short, 3);
+        assert_eq!(short, "abc");
+        let mut long = "a".repeat(10);
+        clip_text(&mut long, 4);
+        assert_eq!(long, "aaaa…");
+        // `é` is two bytes: a cut inside it moves back before it.
+        let mut wide = "aéé".to_owned();
+        clip_text(&mut wide, 2);
+        assert_eq!(wide, "a…");
     }
 }

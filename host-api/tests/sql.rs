@@ -443,6 +443,29 @@ async fn unreachable_database_is_a_backend_error() {
     match h.try_open("gone").await {
         Err(WitError::Backend(message)) => {
             assert!(!message.contains(&url), "the url leaked: {message}");
+            assert!(
+                !message.contains("missing/dir"),
+                "the path leaked: {message}"
+            );
+            assert!(message.contains("database file not found"), "{message}");
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+}
+
+/// A SQLite path that exists but is no database file SQLite can open (here
+/// a directory) is told apart from a missing one, still without the path.
+#[tokio::test]
+async fn sqlite_file_that_cannot_be_opened_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().display());
+    let config = SqlConfig::from([("dir".to_owned(), source(SqlKind::Sqlite, &url, false, 1))]);
+    let mut h = Harness::new(&config, &["dir"], SqlLimits::default());
+    match h.try_open("dir").await {
+        Err(WitError::Backend(message)) => {
+            let path = dir.path().display().to_string();
+            assert!(!message.contains(&path), "the path leaked: {message}");
+            assert!(message.contains("cannot be opened"), "{message}");
         }
         other => panic!("expected a backend error, got {other:?}"),
     }
@@ -526,6 +549,94 @@ async fn sqlite_query_enforces_row_and_byte_limits() {
         h.query(&conn, "SELECT 1", vec![]).await.unwrap().rows.len(),
         1
     );
+}
+
+/// Small caps on everything the guest sizes, so that the tests stay fast.
+fn small_input_caps() -> SqlLimits {
+    SqlLimits {
+        max_statement_bytes: 4096,
+        max_params: 10,
+        max_param_bytes: 1024,
+        ..SqlLimits::default()
+    }
+}
+
+/// The statement, parameter and error-text caps, the same on every backend:
+/// what is over a cap is `too-large` naming the cap, before the database
+/// sees it, and a database message quoting a large statement comes back cut
+/// to `max_error_bytes` and marked with `…`.
+async fn statement_caps_hold(h: &mut Harness, placeholder: &str) {
+    let conn = h.open("rw").await;
+    let long = format!("SELECT '{}'", "a".repeat(5000));
+    assert_too_large(h.query(&conn, &long, vec![]).await, "max_statement_bytes");
+    assert_too_large(h.execute(&conn, &long, vec![]).await, "max_statement_bytes");
+    assert_too_large(h.cursor(&conn, &long, vec![]).await, "max_statement_bytes");
+    let many = vec![Value::Int(1); 11];
+    assert_too_large(
+        h.query(&conn, &format!("SELECT {placeholder}"), many).await,
+        "max_params",
+    );
+    let big = vec![text(&"b".repeat(2000))];
+    assert_too_large(
+        h.query(&conn, &format!("SELECT {placeholder}"), big).await,
+        "max_param_bytes",
+    );
+    // At the caps, the statement runs.
+    let fits = vec![text(&"c".repeat(900))];
+    let ok = h
+        .query(&conn, &format!("SELECT {placeholder}"), fits)
+        .await
+        .unwrap();
+    assert_eq!(ok.rows.len(), 1);
+    // An unterminated string: the database quotes it in its message.
+    let quoted = format!("SELECT '{}", "q".repeat(3000));
+    match h.query(&conn, &quoted, vec![]).await {
+        Err(WitError::Database(DatabaseError { message, .. })) => {
+            assert!(
+                message.len() <= 256 + '…'.len_utf8(),
+                "{} bytes",
+                message.len()
+            );
+            assert!(message.ends_with('…'), "{message}");
+        }
+        other => panic!("expected a database error, got {other:?}"),
+    }
+    // The connection is still usable.
+    assert_eq!(
+        h.query(&conn, "SELECT 1", vec![]).await.unwrap().rows.len(),
+        1
+    );
+    h.drop_connection(conn).await;
+}
+
+#[tokio::test]
+async fn sqlite_statement_and_parameter_caps_hold() {
+    let db = Sqlite::new();
+    let mut h = db.harness(small_input_caps());
+    statement_caps_hold(&mut h, "?").await;
+}
+
+#[tokio::test]
+async fn postgres_statement_and_parameter_caps_hold() {
+    let Some(mut pg) = Pg::new("postgres_input_caps", 2, small_input_caps()).await else {
+        return;
+    };
+    statement_caps_hold(&mut pg.h, "$1::text").await;
+    pg.cleanup().await;
+}
+
+#[test]
+fn zero_input_caps_are_config_errors() {
+    for key in [
+        "max_statement_bytes",
+        "max_params",
+        "max_param_bytes",
+        "max_error_bytes",
+    ] {
+        let limits: SqlLimits = toml::from_str(&format!("{key} = 0")).unwrap();
+        let error = limits.validate("limits.sql").unwrap_err().to_string();
+        assert_eq!(error, format!("limits.sql.{key}: must be at least 1"));
+    }
 }
 
 #[tokio::test]

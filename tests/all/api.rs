@@ -572,6 +572,57 @@ async fn cancel_stops_queued_and_running_runs() {
     assert_eq!(done["attempt_history"][0]["state"], "cancelled", "{done}");
 }
 
+/// With a heartbeat of an hour, the only way the in-process worker can
+/// learn of the cancel within the test's wait is the direct signal the
+/// cancel API sends it. The slot it frees takes the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_an_in_process_worker_without_waiting_for_a_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = ServerToml::new(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("caisson.db").display()
+    ))
+    .no_listen()
+    .local_modules(&dir.path().join("modules"))
+    .server("poll", "\"20ms\"")
+    .server("heartbeat", "\"1h\"")
+    .server("lease", "\"2h\"")
+    .tables("[limits]\ntimeout = \"10m\"\nmemory = 67108864")
+    .render();
+    let app = app_from(&text, dir, 1).await;
+    app.upload("infinite-loop", guest("infinite-loop"), None)
+        .await;
+    app.upload("hello", guest("hello"), None).await;
+    let (_, running) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "infinite-loop"})),
+        )
+        .await;
+    let id = running["id"].as_str().unwrap().to_string();
+    app.wait_running(&id).await;
+    let (status, _) = app
+        .json("POST", &format!("/v1/runs/{id}/cancel"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let done = app.wait(&id, None).await;
+    assert_eq!(done["state"], "cancelled", "{done}");
+    assert_eq!(done["attempt_history"][0]["state"], "cancelled", "{done}");
+    // The one slot is free again.
+    let (_, next) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "hello", "input": "again"})),
+        )
+        .await;
+    let next = app.wait(next["id"].as_str().unwrap(), None).await;
+    assert_eq!(next["state"], "succeeded", "{next}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_and_retries_record_every_attempt() {
     let app = app("", 2).await;

@@ -528,3 +528,90 @@ async fn a_configured_sql_row_limit_refuses_a_larger_result() {
     );
     assert_eq!(results[1]["error"], "too-large", "{results}");
 }
+
+/// A guest's `invalid-input` message for `key` on a real S3 `put`.
+async fn put_error(direct: &mut Direct, store: &Resource<StoreHandle>, key: String) -> WitError {
+    let store = Resource::new_borrow(store.rep());
+    HostStore::put(&mut direct.view(), store, key, b"x".to_vec(), None)
+        .await
+        .unwrap()
+        .expect_err("refused")
+}
+
+/// Keys over `max_key_bytes` are refused without being quoted back: a
+/// 5,000,000-byte key used to come back whole in the error. A shorter bad
+/// key is quoted, cut to `max_error_bytes` and marked with `…`.
+#[tokio::test]
+async fn huge_keys_on_s3_are_refused_without_being_echoed() {
+    let Some(s3) = s3_env() else { return };
+    let mut direct = Direct::new(s3.store_config(&unique_prefix("keys")));
+    let store = direct.open().await;
+    match put_error(&mut direct, &store, "k".repeat(5_000_000)).await {
+        WitError::InvalidInput(message) => {
+            assert!(
+                message.contains("1024-byte limit (max_key_bytes)"),
+                "{message}"
+            );
+            assert!(message.len() < 200, "{} bytes", message.len());
+        }
+        other => panic!("expected invalid-input, got {other:?}"),
+    }
+    assert!(matches!(
+        put_error(&mut direct, &store, "k".repeat(1025)).await,
+        WitError::InvalidInput(_)
+    ));
+    match put_error(&mut direct, &store, format!("{}/../x", "d".repeat(900))).await {
+        WitError::InvalidInput(message) => {
+            assert!(
+                message.len() <= 256 + '…'.len_utf8(),
+                "{} bytes",
+                message.len()
+            );
+            assert!(message.ends_with('…'), "{message}");
+        }
+        other => panic!("expected invalid-input, got {other:?}"),
+    }
+}
+
+/// The SQL caps through a real guest on SQLite and PostgreSQL: a 5 MB
+/// statement is `too-large` naming the cap (and the run goes on), a bad
+/// statement quoted by the database comes back cut to 256 bytes.
+#[tokio::test]
+async fn a_guests_giant_statement_is_refused_with_a_short_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tables = vec![format!(
+        "[db]\ntype = \"sqlite\"\nurl = \"sqlite://{}/caps.db?mode=rwc\"",
+        dir.path().display()
+    )];
+    if let Some(url) = postgres_url() {
+        tables.push(format!("[db]\ntype = \"postgres\"\nurl = \"{url}\""));
+    }
+    for table in tables {
+        let mut config = base_config();
+        config.sql = toml::from_str(&table).unwrap();
+        let rt = runtime(config);
+        let task = load(&rt, "sql-script").await;
+        let giant = format!("SELECT '{}'", "a".repeat(5_000_000));
+        let bad = format!("SELECT '{}", "q".repeat(100_000));
+        let input = serde_json::json!({ "db": "db", "steps": [
+            { "sql": giant },
+            { "sql": bad },
+            { "sql": "SELECT 1 AS n" },
+        ]});
+        let (result, log) = run_with(&rt, &task, input.to_string().as_bytes(), |r| {
+            r.grants = Grants::default().with_sql("db");
+        })
+        .await;
+        let output = result.unwrap_or_else(|e| panic!("{e}; log: {:?}", log.records()));
+        let results = json(&output)["results"].clone();
+        assert_eq!(results[0]["error"], "too-large", "{table}: {results:.300}");
+        let message = results[0]["message"].as_str().unwrap();
+        assert!(message.contains("max_statement_bytes"), "{message}");
+        assert_eq!(results[1]["error"], "database", "{table}");
+        let message = results[1]["message"].as_str().unwrap();
+        // The SDK's text adds the kind and SQLSTATE around the database's.
+        assert!(message.len() < 400, "{table}: {} bytes", message.len());
+        assert!(message.contains('…'), "{message}");
+        assert_eq!(results[2]["rows"][0]["n"], 1, "{table}");
+    }
+}

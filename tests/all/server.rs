@@ -229,6 +229,94 @@ async fn fresh_database(admin_url: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// The state of run `id`, through the API at `url`.
+async fn run_state(http: &reqwest::Client, url: &str, id: &str) -> Value {
+    http.get(format!("{url}/v1/runs/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls run `id` until `done` holds of it, for up to a minute.
+async fn wait_for(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = run_state(http, url, id).await;
+        if done(&run) {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "run {id} stuck: {run}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An API process and a separate worker process on PostgreSQL, with a
+/// heartbeat of an hour: the worker can only learn of the cancel through
+/// the database's `NOTIFY`. The run ends cancelled, and the worker's one
+/// slot then runs the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_a_worker_process_through_postgres_notify() {
+    let Some(pg) = postgres_url() else { return };
+    let database = fresh_database(&pg).await;
+    let dir = tempfile::tempdir().unwrap();
+    ServerToml::new(&database)
+        .local_modules(&dir.path().join("modules"))
+        .server("workers", "1")
+        .server("poll", "\"20ms\"")
+        .server("heartbeat", "\"1h\"")
+        .server("lease", "\"2h\"")
+        .tables("[limits]\ntimeout = \"10m\"")
+        .write(dir.path());
+    let api = Proc::start(&["serve", "--no-worker"], dir.path());
+    let url = api.url().to_string();
+    let _worker = Proc::start(&["worker"], dir.path());
+    push_guest("infinite-loop", &url);
+    push_guest("hello", &url);
+
+    let http = reqwest::Client::new();
+    let submit = |body: Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let run: Value = http
+                .post(format!("{url}/v1/runs"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            run["id"].as_str().unwrap().to_string()
+        }
+    };
+    let id = submit(json!({"module": "infinite-loop"})).await;
+    wait_for(&http, &url, &id, |run| run["state"] == "running").await;
+    let response = http
+        .post(format!("{url}/v1/runs/{id}/cancel"))
+        .header("x-caisson-client", "test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    let done = wait_for(&http, &url, &id, |run| run["state"] != "running").await;
+    assert_eq!(done["state"], "cancelled", "{done}");
+    let next = submit(json!({"module": "hello", "input": "again"})).await;
+    let next = wait_for(&http, &url, &next, |run| {
+        !matches!(run["state"].as_str(), Some("queued" | "running"))
+    })
+    .await;
+    assert_eq!(next["state"], "succeeded", "{next}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_on_postgres_survive_a_sigkill_without_losing_or_repeating_runs() {
     let (Some(pg), Some(s3)) = (postgres_url(), s3_env()) else {

@@ -355,6 +355,8 @@ pub(super) fn store_prefix(prefix: &str) -> Result<Option<Path>, String> {
 /// [limits.objects]
 /// max_object_bytes = 67108864   # default 64 MiB
 /// max_list_page = 1000          # default 1000
+/// max_key_bytes = 1024          # default 1024, S3's limit
+/// max_error_bytes = 256         # default 256
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -363,6 +365,12 @@ pub struct ObjectLimits {
     pub max_object_bytes: u64,
     /// The most entries one `list` page returns.
     pub max_list_page: u32,
+    /// The longest key (or prefix, or page token) a call may pass, in
+    /// bytes. A longer one is `invalid-input`, without being echoed.
+    pub max_key_bytes: u32,
+    /// Longest error text handed back to the task, in bytes; longer text
+    /// is cut there and ends in `…`.
+    pub max_error_bytes: u32,
 }
 
 impl Default for ObjectLimits {
@@ -370,6 +378,8 @@ impl Default for ObjectLimits {
         ObjectLimits {
             max_object_bytes: 64 << 20,
             max_list_page: 1000,
+            max_key_bytes: 1024,
+            max_error_bytes: 256,
         }
     }
 }
@@ -380,7 +390,9 @@ impl ObjectLimits {
     /// e.g. `limits.objects`; errors name it and the key.
     pub fn validate(&self, table: &str) -> Result<(), ConfigError> {
         at_least_one(table, "max_object_bytes", self.max_object_bytes)?;
-        at_least_one(table, "max_list_page", self.max_list_page.into())
+        at_least_one(table, "max_list_page", self.max_list_page.into())?;
+        at_least_one(table, "max_key_bytes", self.max_key_bytes.into())?;
+        at_least_one(table, "max_error_bytes", self.max_error_bytes.into())
     }
 }
 

@@ -19,7 +19,7 @@ use super::stores::Backend;
 use super::upload::{Upload, UploadBody, UploadMsg, WriteOptions, header_value};
 use super::{ObjectsView, StoreHandle};
 use crate::bindings::caisson::task::objects as wit;
-use crate::{ObjectsError as WitError, push_resource};
+use crate::{GuestError as _, ObjectsError as WitError, push_resource};
 
 /// The most entries a listing of an unordered backend reads to sort one page.
 const MAX_UNORDERED_LISTING: usize = 1_000_000;
@@ -151,6 +151,31 @@ impl ObjectsView<'_> {
         Ok((handle.store.clone(), handle.label.clone()))
     }
 
+    /// Checks a key (or a page token) from the guest: its length against
+    /// the run's `max_key_bytes` first, so that a huge key is refused
+    /// without being quoted back, then its spelling.
+    fn key(&self, key: &str) -> Result<Path, WitError> {
+        self.check_key_length(key)?;
+        parse_key(key).map_err(|e| e.clipped(self.ctx.limits.max_error_bytes as usize))
+    }
+
+    /// [`Self::key`] for a `list` prefix.
+    fn prefix(&self, prefix: &str) -> Result<Option<Path>, WitError> {
+        self.check_key_length(prefix)?;
+        parse_prefix(prefix).map_err(|e| e.clipped(self.ctx.limits.max_error_bytes as usize))
+    }
+
+    fn check_key_length(&self, key: &str) -> Result<(), WitError> {
+        let max = self.ctx.limits.max_key_bytes;
+        if key.len() > max as usize {
+            return Err(WitError::InvalidInput(format!(
+                "a key of {} bytes is longer than the {max}-byte limit (max_key_bytes)",
+                key.len()
+            )));
+        }
+        Ok(())
+    }
+
     fn check_size(&self, size: u64, what: &str) -> Result<(), WitError> {
         let max = self.ctx.limits.max_object_bytes;
         if size > max {
@@ -227,7 +252,7 @@ impl wit::HostStore for ObjectsView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<Vec<u8>, WitError>> {
         let (store, label) = self.store(&this)?;
-        let path = guest_try!(parse_key(&key));
+        let path = guest_try!(self.key(&key));
         let result = guest_try!(store.get(&path).await.map_err(|e| backend_error(&label, e)));
         guest_try!(self.check_size(result.meta.size, "object"));
         Ok(result
@@ -245,7 +270,7 @@ impl wit::HostStore for ObjectsView<'_> {
         length: u64,
     ) -> wasmtime::Result<Result<Vec<u8>, WitError>> {
         let (store, label) = self.store(&this)?;
-        let path = guest_try!(parse_key(&key));
+        let path = guest_try!(self.key(&key));
         guest_try!(self.check_size(length, "range"));
         if length == 0 {
             return Ok(Ok(Vec::new()));
@@ -282,7 +307,7 @@ impl wit::HostStore for ObjectsView<'_> {
             Some(options) => self.table.get(&options)?.clone(),
             None => WriteOptions::default(),
         };
-        let path = guest_try!(parse_key(&key));
+        let path = guest_try!(self.key(&key));
         guest_try!(self.check_size(data.len() as u64, "object"));
         let size = data.len() as u64;
         let put_options = PutOptions {
@@ -313,7 +338,7 @@ impl wit::HostStore for ObjectsView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<wit::ObjectMeta, WitError>> {
         let (store, label) = self.store(&this)?;
-        let path = guest_try!(parse_key(&key));
+        let path = guest_try!(self.key(&key));
         Ok(head_with_attributes(&store, &path)
             .await
             .map_err(|e| backend_error(&label, e)))
@@ -325,7 +350,7 @@ impl wit::HostStore for ObjectsView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<(), WitError>> {
         let (store, label) = self.store(&this)?;
-        let path = guest_try!(parse_key(&key));
+        let path = guest_try!(self.key(&key));
         match store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(Ok(())),
             Err(e) => Ok(Err(backend_error(&label, e))),
@@ -339,8 +364,8 @@ impl wit::HostStore for ObjectsView<'_> {
         to: String,
     ) -> wasmtime::Result<Result<(), WitError>> {
         let (store, label) = self.store(&this)?;
-        let from = guest_try!(parse_key(&from));
-        let to = guest_try!(parse_key(&to));
+        let from = guest_try!(self.key(&from));
+        let to = guest_try!(self.key(&to));
         Ok(store
             .copy(&from, &to)
             .await
@@ -361,7 +386,7 @@ impl wit::HostStore for ObjectsView<'_> {
         // the upload completes, and neither may HDFS.
         let partial_files = handle.partial_files;
         let hidden = |meta: &ObjectMeta| partial_files && is_partial_file(&meta.location);
-        let prefix = guest_try!(parse_prefix(&prefix));
+        let prefix = guest_try!(self.prefix(&prefix));
         // `max(1)`: `clamp` panics on a maximum below its minimum.
         let page_size = page_size.clamp(1, self.ctx.limits.max_list_page.max(1)) as usize;
         match delimiter.as_deref() {
@@ -380,14 +405,15 @@ impl wit::HostStore for ObjectsView<'_> {
             Some(other) => {
                 return Ok(Err(WitError::Unsupported(format!(
                     "delimiter {other:?}: only \"/\" is supported"
-                ))));
+                ))
+                .clipped(self.ctx.limits.max_error_bytes as usize)));
             }
         }
         // The token is the last key of the previous page: listing resumes
         // strictly after it (S3's start-after), so it is stateless on the host.
         let mut stream = match &page_token {
             Some(token) => {
-                let offset = guest_try!(parse_key(token));
+                let offset = guest_try!(self.key(token));
                 store.list_with_offset(prefix.as_ref(), &offset)
             }
             None => store.list(prefix.as_ref()),
@@ -449,7 +475,7 @@ impl wit::HostStore for ObjectsView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<Resource<DynInputStream>, WitError>> {
         let (store, label) = self.store(&this)?;
-        let path = guest_try!(parse_key(&key));
+        let path = guest_try!(self.key(&key));
         let result = guest_try!(store.get(&path).await.map_err(|e| backend_error(&label, e)));
         let stream: DynInputStream =
             Box::new(reader::ObjectReader::new(result.into_stream(), label));
@@ -467,7 +493,7 @@ impl wit::HostStore for ObjectsView<'_> {
             Some(options) => self.table.get(&options)?.clone(),
             None => WriteOptions::default(),
         };
-        let path = guest_try!(parse_key(&key));
+        let path = guest_try!(self.key(&key));
         // A streamed upload may become a multipart upload, and object_store
         // has no conditional multipart completion: refusing is honest where
         // checking before the upload would race with other writers.

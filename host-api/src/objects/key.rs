@@ -6,6 +6,10 @@ use crate::ObjectsError as WitError;
 
 /// Checks a key from the guest and turns it into a store path.
 ///
+/// Its length is the caller's to bound first (the host checks it against
+/// [`ObjectLimits::max_key_bytes`](super::ObjectLimits)), because the error
+/// quotes the key.
+///
 /// The rules are stricter than `object_store`'s own: besides what
 /// [`Path::parse`] rejects, a key may not be empty, start with `/`, contain
 /// an empty, `.` or `..` segment, a backslash or a control character. A
@@ -20,9 +24,6 @@ pub fn parse_key(key: &str) -> Result<Path, WitError> {
     };
     if key.is_empty() {
         return invalid("empty");
-    }
-    if key.len() > 1024 {
-        return invalid("longer than 1024 bytes");
     }
     if key.starts_with('/') {
         return invalid("keys are relative to the store and may not start with `/`");

@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use tokio::time::Instant;
 
+use super::error::connect_error_message;
 use super::value::row_size;
 use crate::SqlError as WitError;
 use crate::bindings::caisson::task::sql::{Column, ExecuteResult, IsolationLevel, Value};
@@ -34,6 +35,12 @@ pub(super) trait SqlBackend: fmt::Debug + Send + Sync {
 
     /// Closes the pool, waiting for connections in use to be returned.
     async fn close(&self);
+
+    /// What the guest is told when [`acquire`](Self::acquire) failed with
+    /// `error`: never the URL, a host or a path.
+    fn connect_error(&self, error: &sqlx::Error) -> String {
+        connect_error_message(error)
+    }
 }
 
 /// One pooled connection, owned by a run's connection actor, which calls it

@@ -96,13 +96,19 @@ fn redact_url(url: &str) -> String {
     parsed.into()
 }
 
-/// Per-run limits on what a task can make the host hold or copy.
+/// Per-run limits on what a task can make the host hold or copy. A
+/// statement over `max_statement_bytes`, `max_params` or `max_param_bytes`
+/// is refused with `too-large` before it reaches the database.
 ///
 /// ```toml
 /// [limits.sql]
 /// max_rows = 10000         # default 10000
 /// max_bytes = 16777216     # default 16 MiB
 /// max_batch = 1000         # default 1000
+/// max_statement_bytes = 1048576  # default 1 MiB
+/// max_params = 65535       # default 65535
+/// max_param_bytes = 16777216     # default 16 MiB
+/// max_error_bytes = 256    # default 256
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -114,6 +120,18 @@ pub struct SqlLimits {
     pub max_bytes: usize,
     /// Most rows one `rows.next` returns, whatever the task asks for.
     pub max_batch: u32,
+    /// Longest statement text, in bytes. The host holds the text, and a
+    /// database driver copies it, for as long as the statement runs.
+    pub max_statement_bytes: usize,
+    /// Most parameters one statement binds (PostgreSQL's and MySQL's
+    /// protocols stop at 65535 anyway).
+    pub max_params: usize,
+    /// Most bytes all parameters of one statement hold together
+    /// (estimated like results).
+    pub max_param_bytes: usize,
+    /// Longest error text handed back to the task, in bytes; longer text
+    /// (a database quoting a huge statement) is cut there and ends in `…`.
+    pub max_error_bytes: usize,
 }
 
 impl Default for SqlLimits {
@@ -122,6 +140,10 @@ impl Default for SqlLimits {
             max_rows: 10_000,
             max_bytes: 16 * 1024 * 1024,
             max_batch: 1000,
+            max_statement_bytes: 1 << 20,
+            max_params: 65_535,
+            max_param_bytes: 16 << 20,
+            max_error_bytes: 256,
         }
     }
 }
@@ -134,7 +156,15 @@ impl SqlLimits {
         // usize fits in u64 on every target Caisson builds for.
         at_least_one(table, "max_rows", self.max_rows as u64)?;
         at_least_one(table, "max_bytes", self.max_bytes as u64)?;
-        at_least_one(table, "max_batch", self.max_batch.into())
+        at_least_one(table, "max_batch", self.max_batch.into())?;
+        at_least_one(
+            table,
+            "max_statement_bytes",
+            self.max_statement_bytes as u64,
+        )?;
+        at_least_one(table, "max_params", self.max_params as u64)?;
+        at_least_one(table, "max_param_bytes", self.max_param_bytes as u64)?;
+        at_least_one(table, "max_error_bytes", self.max_error_bytes as u64)
     }
 }
 

@@ -12,8 +12,9 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::backend::{BeginOptions, SqlSession};
 use super::config::SqlLimits;
 use super::cursor::{CursorRow, CursorStart, CursorStream, budget_bytes};
-use crate::SqlError as WitError;
+use super::value::row_size;
 use crate::bindings::caisson::task::sql::{ExecuteResult, RowSet, Value};
+use crate::{GuestError as _, SqlError as WitError};
 
 /// The rows a cursor's channel holds at most, on top of its byte budget, so
 /// that a result of many tiny rows cannot queue without limit either.
@@ -94,8 +95,47 @@ impl Connection {
         }
     }
 
-    /// Sends a command and waits for its answer. The outer error (a trap)
-    /// means the actor is gone, which only a host bug can cause.
+    /// Refuses a statement over the run's size limits before anything
+    /// copies it further: the guest chooses the text and the parameters,
+    /// and the driver would buffer both again for the database.
+    pub(super) fn check_statement(
+        &self,
+        statement: &str,
+        params: &[Value],
+    ) -> Result<(), WitError> {
+        let SqlLimits {
+            max_statement_bytes,
+            max_params,
+            max_param_bytes,
+            ..
+        } = self.limits;
+        if statement.len() > max_statement_bytes {
+            return Err(WitError::TooLarge(format!(
+                "the statement is {} bytes, over the {max_statement_bytes}-byte limit \
+                 (max_statement_bytes); pass data as parameters",
+                statement.len()
+            )));
+        }
+        if params.len() > max_params {
+            return Err(WitError::TooLarge(format!(
+                "the statement has {} parameters, over the limit of {max_params} (max_params)",
+                params.len()
+            )));
+        }
+        let bytes = row_size(params);
+        if bytes > max_param_bytes {
+            return Err(WitError::TooLarge(format!(
+                "the parameters hold about {bytes} bytes, over the {max_param_bytes}-byte \
+                 limit (max_param_bytes)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sends a command and waits for its answer, with its error text cut to
+    /// the run's `max_error_bytes` (a database's message may quote the
+    /// statement). The outer error (a trap) means the actor is gone, which
+    /// only a host bug can cause.
     pub(super) async fn call<T>(
         &self,
         command: impl FnOnce(Reply<T>) -> Command,
@@ -110,9 +150,10 @@ impl Connection {
             .send(command(reply))
             .await
             .map_err(|_| wasmtime::Error::msg("the SQL connection task has stopped"))?;
-        answer
+        let answer = answer
             .await
-            .map_err(|_| wasmtime::Error::msg("the SQL connection task stopped mid-command"))
+            .map_err(|_| wasmtime::Error::msg("the SQL connection task stopped mid-command"))?;
+        Ok(answer.map_err(|e| e.clipped(self.limits.max_error_bytes)))
     }
 }
 

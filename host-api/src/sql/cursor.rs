@@ -55,6 +55,8 @@ pub struct Cursor {
     pending_error: Option<WitError>,
     max_batch: u32,
     max_bytes: usize,
+    /// What this run's error texts are cut to (`SqlLimits::max_error_bytes`).
+    pub(super) max_error_bytes: usize,
     /// Clears the connection's `cursor_open` flag when dropped.
     connection_busy: Arc<AtomicBool>,
     /// Keeps the session from being ended while the cursor is read.
@@ -96,6 +98,7 @@ impl Cursor {
             pending_error: None,
             max_batch: limits.max_batch,
             max_bytes: limits.max_bytes,
+            max_error_bytes: limits.max_error_bytes,
             connection_busy,
             _ended: ended,
         }

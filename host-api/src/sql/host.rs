@@ -10,11 +10,10 @@ use super::SqlView;
 use super::backend::BeginOptions;
 use super::connection::{Command, Connection};
 use super::cursor::Cursor;
-use super::error::connect_error_message;
-use crate::SqlError as WitError;
 use crate::bindings::caisson::task::sql::{
     self as wit_sql, Column, ExecuteResult, IsolationLevel, RowSet, Value,
 };
+use crate::{GuestError as _, SqlError as WitError};
 
 impl wit_sql::Host for SqlView<'_> {
     async fn open(
@@ -30,7 +29,7 @@ impl wit_sql::Host for SqlView<'_> {
             Ok(session) => session,
             Err(e) => {
                 tracing::warn!(label, error = %e, "could not get a SQL connection");
-                return Ok(Err(WitError::Backend(connect_error_message(&e))));
+                return Ok(Err(WitError::Backend(source.connect_error(&e))));
             }
         };
         let connection = Connection::spawn(session, self.ctx.limits());
@@ -46,6 +45,9 @@ impl wit_sql::HostConnection for SqlView<'_> {
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<RowSet, WitError>> {
         let conn = self.table.get(&this)?;
+        if let Err(e) = conn.check_statement(&statement, &params) {
+            return Ok(Err(e));
+        }
         conn.call(|reply| Command::Query {
             statement,
             params,
@@ -61,6 +63,9 @@ impl wit_sql::HostConnection for SqlView<'_> {
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<Resource<Cursor>, WitError>> {
         let conn = self.table.get(&this)?;
+        if let Err(e) = conn.check_statement(&statement, &params) {
+            return Ok(Err(e));
+        }
         let limits = conn.limits;
         let busy = conn.cursor_open.clone();
         let ended = conn.ended.clone();
@@ -90,6 +95,9 @@ impl wit_sql::HostConnection for SqlView<'_> {
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<ExecuteResult, WitError>> {
         let conn = self.table.get(&this)?;
+        if let Err(e) = conn.check_statement(&statement, &params) {
+            return Ok(Err(e));
+        }
         conn.call(|reply| Command::Execute {
             statement,
             params,
@@ -174,7 +182,13 @@ impl wit_sql::HostRows for SqlView<'_> {
         this: Resource<Cursor>,
         max: u32,
     ) -> wasmtime::Result<Result<Vec<Vec<Value>>, WitError>> {
-        Ok(self.table.get_mut(&this)?.next(max).await)
+        // A row's decoding error or the database's mid-stream message.
+        let cursor = self.table.get_mut(&this)?;
+        let max_error_bytes = cursor.max_error_bytes;
+        Ok(cursor
+            .next(max)
+            .await
+            .map_err(|e| e.clipped(max_error_bytes)))
     }
 
     async fn drop(&mut self, this: Resource<Cursor>) -> wasmtime::Result<()> {

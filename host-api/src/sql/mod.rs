@@ -45,6 +45,14 @@
 //!
 //! * **Parameters are always bound**, never spliced into the statement. A
 //!   text parameter that looks like SQL is stored verbatim.
+//! * **Statement sizes.** A statement longer than
+//!   [`SqlLimits::max_statement_bytes`], with more than
+//!   [`SqlLimits::max_params`] parameters or more than
+//!   [`SqlLimits::max_param_bytes`] of them is refused with `too-large`
+//!   before it is copied to the connection's task, let alone the driver.
+//! * **Error text.** Whatever the database says may quote the statement;
+//!   every error a call returns is cut to [`SqlLimits::max_error_bytes`]
+//!   (then `…`), in `Connection::call` and `rows.next`.
 //! * **Result sizes.** `query` buffers the whole result, so it stops reading
 //!   from the database as soon as the result passes [`SqlLimits::max_rows`]
 //!   or [`SqlLimits::max_bytes`] and fails with `too-large`, pointing the

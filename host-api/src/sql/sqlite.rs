@@ -5,6 +5,12 @@
 //! schema, capped lengths), never reused by another run, and a statement
 //! still running when its run ends is stopped with `sqlite3_interrupt` (see
 //! the `sql` module docs).
+//!
+//! A missing database file is reported twice, for two audiences: to the
+//! operator, with its path, in the log when the configuration loads (a
+//! warning: the file may be created later, by a `mode=rwc` source over the
+//! same file or by another process), and to each run that opens the source
+//! meanwhile as `backend` "database file not found", without the path.
 
 use std::ffi::{c_int, c_void};
 use std::fmt;
@@ -27,7 +33,7 @@ use tokio::time::Instant;
 
 use super::backend::{ACQUIRE_TIMEOUT, BeginOptions, DecodedRow, SqlBackend, SqlSession, columns};
 use super::config::SqlSourceConfig;
-use super::error::map_sqlx_error;
+use super::error::{connect_error_message, map_sqlx_error};
 use super::value::{
     MAX_TIME_MICROS, date_text, datetime_text, interval_text, invalid_param, json_array,
     json_param, parse_decimal, parse_uuid, time_text, timestamp_text, uuid_text,
@@ -39,6 +45,9 @@ use crate::{BoxError, ConfigError, SqlError as WitError};
 /// connect options, which open the file read-only.
 pub(super) struct SqliteBackend {
     pool: SqlitePool,
+    /// The database file (none in memory), to tell a missing file from one
+    /// that cannot be opened when a connection fails.
+    file: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for SqliteBackend {
@@ -64,14 +73,77 @@ impl SqliteBackend {
             // `read_only` wins over a `mode=rwc` in the URL: sqlx then
             // opens with SQLITE_OPEN_READONLY alone.
             .read_only(config.read_only);
+        let file = database_file(&config.url, &options);
+        if let Some(file) = &file {
+            report_missing_file(label, file, config);
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(|conn, _meta| Box::pin(harden_sqlite(conn)));
         Ok(Self {
             pool: pool.connect_lazy_with(options),
+            file,
         })
     }
+}
+
+/// The file behind a SQLite URL, `None` for an in-memory database.
+fn database_file(url: &str, options: &SqliteConnectOptions) -> Option<std::path::PathBuf> {
+    let (database, query) = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split_once('?')
+        .unwrap_or((
+            url.trim_start_matches("sqlite:").trim_start_matches("//"),
+            "",
+        ));
+    let in_memory = database == ":memory:"
+        || url::form_urlencoded::parse(query.as_bytes())
+            .any(|(key, value)| key == "mode" && value == "memory");
+    (!in_memory).then(|| options.get_filename().to_path_buf())
+}
+
+/// Whether the source's connections may create its file: `mode=rwc` on a
+/// source that is not read-only (`read_only` opens the file read-only,
+/// whatever the mode).
+fn creates_file(config: &SqlSourceConfig) -> bool {
+    let query = config.url.split_once('?').map_or("", |(_, query)| query);
+    !config.read_only
+        && url::form_urlencoded::parse(query.as_bytes())
+            .any(|(key, value)| key == "mode" && value == "rwc")
+}
+
+/// Warns, when the configuration loads, about a database file that no
+/// connection of this source can open or create yet. Not an error: pools
+/// are lazy so that a worker starts while a database is unavailable, and a
+/// SQLite file may well appear later (a read-only source over the file a
+/// `mode=rwc` source or another process creates). Each run that opens the
+/// source meanwhile gets `backend` "database file not found", without the
+/// path, which only the operator sees, here.
+fn report_missing_file(label: &str, file: &std::path::Path, config: &SqlSourceConfig) {
+    if file.exists() {
+        return;
+    }
+    let directory = file.parent().filter(|dir| !dir.as_os_str().is_empty());
+    if creates_file(config) {
+        if let Some(dir) = directory.filter(|dir| !dir.is_dir()) {
+            tracing::warn!(
+                label,
+                directory = %dir.display(),
+                "SQL source sql.{label}: the directory of its database file does not exist, \
+                 so the file cannot be created"
+            );
+        }
+        return;
+    }
+    tracing::warn!(
+        label,
+        file = %file.display(),
+        "SQL source sql.{label}: its database file does not exist (and the source does not \
+         create it: that needs `?mode=rwc` and `read_only = false`); runs that open it fail \
+         until it does"
+    );
 }
 
 #[async_trait::async_trait]
@@ -94,6 +166,25 @@ impl SqlBackend for SqliteBackend {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// SQLite's `SQLITE_CANTOPEN` (14) says nothing of why: the file is
+    /// missing, or the worker may not open it. Say which, without the path.
+    fn connect_error(&self, error: &sqlx::Error) -> String {
+        let code = match error {
+            sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i32>().ok()),
+            _ => None,
+        };
+        match (code.map(|c| c & 0xff), &self.file) {
+            (Some(14), Some(file)) if !file.exists() => {
+                "could not open the database: database file not found".into()
+            }
+            (Some(14), _) => "could not open the database: the database file cannot be opened \
+                              (permissions, or a directory)"
+                .into(),
+            (Some(26), _) => "could not open the database: the file is not a database".into(),
+            _ => connect_error_message(error),
+        }
     }
 }
 

@@ -323,7 +323,8 @@ pub async fn list(
 }
 
 /// Cancel a run. A queued run is cancelled at once; a running one is
-/// interrupted by its worker within a heartbeat.
+/// stopped by its worker within milliseconds (at the latest, at its next
+/// heartbeat).
 #[utoipa::path(
     post,
     path = "/v1/runs/{id}/cancel",
@@ -336,12 +337,17 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
-    state
+    let after = state
         .services
         .db
         .request_cancel(&caller.tenant_id, &id, crate::model::now_ms())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("run {id}")))?;
+    if after == RunState::Running {
+        // A worker in this process stops it now; one elsewhere is told by
+        // the database (PostgreSQL's NOTIFY), or at its next heartbeat.
+        state.services.cancels.cancel(&id);
+    }
     let run = caller_run(&state, &caller, &id).await?;
     if run.state.is_final() {
         // A queued run cancelled here ends here: answer whoever waits.

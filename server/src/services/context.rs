@@ -10,6 +10,7 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::store::Db;
 
+use super::cancel::Cancels;
 use super::workflow_defs::WorkflowDefs;
 
 /// What the services share: cheap to clone, every field is a handle.
@@ -34,6 +35,9 @@ pub struct Services {
     pub ended: Arc<Notify>,
     /// The scheduler's parsed workflow definitions.
     pub workflow_defs: Arc<WorkflowDefs>,
+    /// The cancel switches of the runs this process's worker is running,
+    /// which the API's cancel flips directly.
+    pub cancels: Arc<Cancels>,
 }
 
 impl Services {
@@ -54,6 +58,7 @@ impl Services {
             scheduler_wake: Arc::new(Notify::new()),
             ended: Arc::new(Notify::new()),
             workflow_defs: Default::default(),
+            cancels: Default::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`admission`]: checks a submitted run against its tenant and the
 //!   server's limits, and queues it;
 //! - [`artifacts`]: where modules and large outputs are kept;
+//! - [`cancel`]: tells the worker running a run to stop it, at once;
 //! - [`worker`]: claims runs and runs them in the sandbox;
 //! - [`scheduler`]: re-queues lost runs, fires schedules, moves workflows;
 //! - [`supervise`]: restarts a background duty that panicked or failed;
@@ -14,6 +15,7 @@
 
 pub mod admission;
 pub mod artifacts;
+pub mod cancel;
 pub mod context;
 pub mod scheduler;
 pub mod supervise;

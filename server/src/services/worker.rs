@@ -22,6 +22,7 @@ use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tracing::Instrument;
 
 use super::artifacts::{module_key, output_key};
+use super::cancel::{CANCEL_CHANNEL, Cancels};
 use super::context::Services;
 use super::scheduler;
 use super::supervise::{RESTART_DELAY, supervise};
@@ -39,16 +40,19 @@ const LOG_BATCH: usize = 500;
 
 /// Wakes idle slots when PostgreSQL announces new runs (migration 0003), so
 /// a worker on another machine than the API starts a run in milliseconds
-/// rather than at its next poll. Best effort: while the listener is down,
-/// the poll still finds every run.
+/// rather than at its next poll, and stops a run the API was asked to
+/// cancel ([`CANCEL_CHANNEL`]) rather than at its next heartbeat. Best
+/// effort: while the listener is down, the poll still finds every run and
+/// the heartbeat every cancel.
 async fn listen_for_runs(
     database: String,
     work_available: Arc<Notify>,
+    cancels: Arc<Cancels>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
-            e = relay_notifications(&database, &work_available) => {
+            e = relay_notifications(&database, &work_available, &cancels) => {
                 tracing::debug!("run notifications unavailable, polling meanwhile: {e}");
             }
             _ = shutdown.wait_for(|s| *s) => return,
@@ -61,19 +65,27 @@ async fn listen_for_runs(
 }
 
 /// Relays notifications until the connection fails, and returns why.
-async fn relay_notifications(database: &str, work_available: &Notify) -> sqlx::Error {
+async fn relay_notifications(
+    database: &str,
+    work_available: &Notify,
+    cancels: &Cancels,
+) -> sqlx::Error {
     let mut listener = match sqlx::postgres::PgListener::connect(database).await {
         Ok(listener) => listener,
         Err(e) => return e,
     };
-    if let Err(e) = listener.listen("caisson_runs").await {
+    if let Err(e) = listener.listen_all(["caisson_runs", CANCEL_CHANNEL]).await {
         return e;
     }
     loop {
         match listener.try_recv().await {
+            Ok(Some(notification)) if notification.channel() == CANCEL_CHANNEL => {
+                // Most runs are not this worker's: those are no-ops.
+                cancels.cancel(notification.payload());
+            }
             Ok(Some(_)) => work_available.notify_waiters(),
             // The connection dropped; notifications sent meanwhile are lost,
-            // which the poll makes up for.
+            // which the poll and the heartbeat make up for.
             Ok(None) => continue,
             Err(e) => return e,
         }
@@ -112,6 +124,7 @@ impl Worker {
             scheduler_wake,
             workflow_defs: _,
             ended: _,
+            cancels: _,
         } = services.clone();
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let id = format!(
@@ -148,6 +161,7 @@ impl Worker {
             tokio::spawn(listen_for_runs(
                 self.config.server.database.clone(),
                 self.work_available.clone(),
+                self.services.cancels.clone(),
                 shutdown.clone(),
             ))
         });
@@ -304,6 +318,11 @@ impl Worker {
             Duration::from_millis((crate::model::now_ms() - spec.not_before).max(0) as u64),
         );
 
+        // Registered from the start, so that a cancel during the module's
+        // load is not lost: the run then stops as soon as it starts.
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let _registered = self.services.cancels.register(&run.id, cancel_tx.clone());
+
         let logs = LogShipper::start(self.db.clone(), run.id.clone(), attempt);
         logs.system(format!(
             "attempt {attempt} of {} on worker {}",
@@ -326,7 +345,6 @@ impl Worker {
             }
         };
 
-        let (cancel_tx, cancel_rx) = watch::channel(false);
         let lost = Arc::new(AtomicBool::new(false));
         let heartbeat = tokio::spawn(heartbeat(
             self.db.clone(),

@@ -26,6 +26,6 @@ pub use flows::{
 };
 pub use logs::LogLine;
 pub use modules::ModuleRecord;
-pub use runs::{AttemptOutcome, AttemptRecord, Claim, RunFilter, RunRecord};
+pub use runs::{AttemptOutcome, AttemptRecord, CANCEL_CHANNEL, Claim, RunFilter, RunRecord};
 pub use tenants::TenantQuotas;
 pub use tokens::{TokenRecord, TokenSource};
