@@ -17,10 +17,10 @@ What differs from a network driver:
 * `connect()` takes the source's label, not a URL: the operator's
   configuration holds the URL and the credentials, and the run only reaches
   the sources it was granted.
-* Placeholders are `$1, $2, ...` (`paramstyle = "numeric_dollar"`, which
-  SQLAlchemy knows, as asyncpg uses it); the host passes the statement to
-  the database unchanged, and both PostgreSQL and SQLite take `$n`
-  (SQLite also takes `?`). Parameters and results are typed as
+* Placeholders are the database's own: the host passes the statement to
+  the database unchanged. PostgreSQL and SQLite take `$1, $2, ...`
+  (`paramstyle = "numeric_dollar"`, which SQLAlchemy knows, as asyncpg
+  uses it; SQLite also takes `?`); MySQL and MariaDB take `?` only. Parameters and results are typed as
   `caisson.sql` describes.
 * Like every DB-API connection, the first statement opens a transaction,
   which `commit()` or `rollback()` ends; `autocommit = True` runs each
