@@ -450,3 +450,60 @@ async fn a_remote_worker_is_woken_by_postgres_not_by_its_poll() {
     assert_eq!(text(&out.stdout).trim(), "hello, ping");
     println!("woken and finished in {:?}", submitted.elapsed());
 }
+
+/// `caisson run submit --batch FILE`: a file with a bad line is refused
+/// before anything is queued; 1,001 lines go in two requests and print one
+/// id per line, in order, and every run runs with its own input.
+#[test]
+fn run_submit_batch_queues_every_line_of_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_embedded_config(dir.path(), "");
+    let server = Proc::start(&["serve"], dir.path());
+    let url = server.url().to_string();
+    push_guest("hello", &url);
+
+    let file = dir.path().join("runs.jsonl");
+    std::fs::write(
+        &file,
+        "{\"module\": \"hello\"}\n\n{\"module\": \"hello\", \"nope\": 1}\n",
+    )
+    .unwrap();
+    let out = cli(&["run", "submit", "--batch", file.to_str().unwrap()], &url);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("line 3"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(&["run", "list", "--json"], &url);
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["runs"], json!([]), "{page}");
+
+    let lines: Vec<String> = (0..1001)
+        .map(|i| json!({"module": "hello", "input": format!("n{i}")}).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = cli(&["run", "submit", "--batch", file.to_str().unwrap()], &url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ids: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(ids.len(), 1001);
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 1001);
+    // The first, the last of the first request, the first of the second
+    // and the last: each ran with its own line's input.
+    for i in [0, 500, 999, 1000] {
+        let out = cli(&["run", "get", &ids[i], "--json"], &url);
+        let mut run: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while run["state"] != "succeeded" && Instant::now() < deadline {
+            assert!(
+                matches!(run["state"].as_str(), Some("queued" | "running")),
+                "{run}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            let out = cli(&["run", "get", &ids[i], "--json"], &url);
+            run = serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert_eq!(run["output"], format!("hello, n{i}"), "{run}");
+    }
+}

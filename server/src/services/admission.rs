@@ -183,10 +183,26 @@ pub async fn prepare(
 /// Queues an admitted run and wakes the workers. Returns its id, and
 /// whether it is new (an idempotency key may name an earlier run).
 pub async fn enqueue(services: &Services, run: &RunSpec) -> Result<(String, bool), DbError> {
-    let (id, created) = services.db.submit_run(run, crate::model::now_ms()).await?;
-    if created {
+    let mut queued = enqueue_all(services, std::slice::from_ref(run)).await?;
+    Ok(queued.remove(0))
+}
+
+/// Queues admitted runs in one transaction, all or none, and wakes the
+/// workers once. Returns each one's id and whether it is new, in order.
+pub async fn enqueue_all(
+    services: &Services,
+    runs: &[RunSpec],
+) -> Result<Vec<(String, bool)>, DbError> {
+    let queued = services
+        .db
+        .submit_runs(runs, crate::model::now_ms())
+        .await?;
+    let created = queued.iter().filter(|(_, created)| *created).count();
+    for _ in 0..created {
         services.metrics.submitted();
+    }
+    if created > 0 {
         services.work_available.notify_waiters();
     }
-    Ok((id, created))
+    Ok(queued)
 }
