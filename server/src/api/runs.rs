@@ -191,19 +191,23 @@ pub async fn submit(
     Json(submit): Json<SubmitRun>,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
     let run = admission::prepare(&state.services, &caller.tenant_id, submit).await?;
-    let (id, created) = admission::enqueue(&state.services, &run).await?;
+    let now = crate::model::now_ms();
+    let mut queued =
+        admission::enqueue_all(&state.services, std::slice::from_ref(&run), now).await?;
+    let (id, created) = queued.remove(0);
+    if created {
+        // What was just written, answered without reading it back.
+        let record = RunRecord::queued(id, run, now);
+        return Ok((StatusCode::CREATED, Json(record.into())));
+    }
+    // An idempotency key named an earlier run, which may have moved on.
     let stored = state
         .services
         .db
         .get_run(&caller.tenant_id, &id)
         .await?
         .ok_or_else(|| ApiError::internal("a submitted run vanished", &id))?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(stored.into())))
+    Ok((StatusCode::OK, Json(stored.into())))
 }
 
 /// The most runs one `POST /v1/runs/batch` may submit.
@@ -274,7 +278,7 @@ pub async fn submit_batch(
             })?;
         specs.push(spec);
     }
-    let queued = admission::enqueue_all(&state.services, &specs).await?;
+    let queued = admission::enqueue_all(&state.services, &specs, crate::model::now_ms()).await?;
     let status = if queued.iter().any(|(_, created)| *created) {
         StatusCode::CREATED
     } else {

@@ -183,20 +183,20 @@ pub async fn prepare(
 /// Queues an admitted run and wakes the workers. Returns its id, and
 /// whether it is new (an idempotency key may name an earlier run).
 pub async fn enqueue(services: &Services, run: &RunSpec) -> Result<(String, bool), DbError> {
-    let mut queued = enqueue_all(services, std::slice::from_ref(run)).await?;
+    let now = crate::model::now_ms();
+    let mut queued = enqueue_all(services, std::slice::from_ref(run), now).await?;
     Ok(queued.remove(0))
 }
 
-/// Queues admitted runs in one transaction, all or none, and wakes the
-/// workers once. Returns each one's id and whether it is new, in order.
+/// Queues admitted runs in one transaction, all or none, created at `now`,
+/// and wakes the workers once. Returns each one's id and whether it is
+/// new, in order.
 pub async fn enqueue_all(
     services: &Services,
     runs: &[RunSpec],
+    now: i64,
 ) -> Result<Vec<(String, bool)>, DbError> {
-    let queued = services
-        .db
-        .submit_runs(runs, crate::model::now_ms())
-        .await?;
+    let queued = services.db.submit_runs(runs, now).await?;
     let created = queued.iter().filter(|(_, created)| *created).count();
     for _ in 0..created {
         services.metrics.submitted();

@@ -42,6 +42,30 @@ pub struct RunRecord {
     pub retryable: Option<bool>,
 }
 
+impl RunRecord {
+    /// The record [`Db::submit_runs`] writes for a new run of `spec` at
+    /// `created_at`, so a submission can answer without reading it back.
+    pub fn queued(id: String, spec: RunSpec, created_at: i64) -> RunRecord {
+        RunRecord {
+            id,
+            spec,
+            state: RunState::Queued,
+            attempts: 0,
+            created_at,
+            started_at: None,
+            finished_at: None,
+            worker_id: None,
+            lease_until: None,
+            cancel_requested: false,
+            output: None,
+            output_key: None,
+            has_output: false,
+            error: None,
+            retryable: None,
+        }
+    }
+}
+
 /// One attempt of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct AttemptRecord {
