@@ -358,6 +358,7 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
             idempotency_key,
             wait,
             conn,
+            batch: None,
         } => {
             let input = crate::args::read_input(&input)?;
             let (input, input_base64) = match String::from_utf8(input) {
