@@ -133,11 +133,12 @@ def connect(label: str) -> "Connection":
     return Connection(_call(Db.open, label))
 
 
-# Statements whose result has rows: run with `query`, the rest with
+# Statements whose result has rows (MySQL's DESCRIBE among them, which
+# SQLAlchemy's `has_table` runs): run with `query`, the rest with
 # `execute` (which reports the affected rows and SQLite's last row id).
 # Leading comments are skipped; `RETURNING` anywhere means rows too.
 _ROWS = re.compile(
-    r"^\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:select|with|values|show|pragma|explain|table)\b",
+    r"^\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:select|with|values|show|pragma|explain|describe|desc|table)\b",
     re.IGNORECASE | re.DOTALL,
 )
 _RETURNING = re.compile(r"\breturning\b", re.IGNORECASE)

@@ -167,18 +167,12 @@ class MySQLDialect_caisson(_CaissonConnectArgs, _MySQLDialect):  # noqa: N801
 
     def _extract_error_code(self, exception):
         # SQLAlchemy's MySQL dialect tells errors apart by MySQL's error
-        # number (1146, no such table, for `has_table`); the host gives it
-        # in the error's detail, "MySQL error N (SQLSTATE S)".
+        # number (1146, no such table, is how `has_table` learns a table is
+        # missing); the host gives it in the error's detail, "MySQL error N
+        # (SQLSTATE S)".
         detail = getattr(exception.__cause__, "detail", None) or ""
         found = _re.search(r"MySQL error (\d+)", detail)
         return int(found.group(1)) if found else None
-
-    def _detect_sql_mode(self, connection):
-        # MariaDB's SHOW VARIABLES columns can read back as bytes (a binary
-        # collation, see the README's MySQL notes); the dialect wants text.
-        row = connection.exec_driver_sql("SHOW VARIABLES LIKE 'sql_mode'").first()
-        mode = row[1] if row else ""
-        self._sql_mode = mode.decode() if isinstance(mode, bytes) else (mode or "")
 
 
 _registry.register("postgresql.caisson", __name__, "PGDialect_caisson")
