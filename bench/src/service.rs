@@ -304,6 +304,28 @@ async fn throughput(service: &Service, n: usize) -> Result<f64> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
+/// `n` no-op runs submitted by one client through `POST /v1/runs/batch`,
+/// `batch` to a request; runs per second from the first submission until
+/// the last run is seen finished, as [`throughput`] counts them.
+async fn throughput_batched(service: &Service, n: usize, batch: usize) -> Result<f64> {
+    let started = Instant::now();
+    let run = json!({"module": "bench-probe", "params": {"op": "clock"}});
+    let mut ids = Vec::with_capacity(n);
+    while ids.len() < n {
+        let k = (n - ids.len()).min(batch);
+        let answer = service
+            .post("/v1/runs/batch", &json!({ "runs": vec![run.clone(); k] }))
+            .await?;
+        for queued in answer["runs"].as_array().context("no runs in the answer")? {
+            ids.push(queued["id"].as_str().context("no run id")?.to_string());
+        }
+    }
+    for id in &ids {
+        service.wait(id).await?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
 /// Wall times of `samples` runs, one after another, of a workflow of
 /// `steps` no-op steps: each from its `POST /v1/workflows/{name}/runs`
 /// until `GET /v1/workflow-runs/{id}?wait=30s` answers that it ended.
@@ -375,6 +397,18 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
         "throughput, embedded SQLite, runs/s",
         sqlite_rate,
         plan.throughput_runs,
+    );
+    let batched_rate = throughput_batched(&service, plan.throughput_runs, 100).await?;
+    report.value(
+        "throughput, embedded SQLite, batches of 100 from one client, runs/s",
+        batched_rate,
+        plan.throughput_runs,
+    );
+    report.plain_ratio(
+        "throughput, embedded SQLite, batched / one run per request",
+        batched_rate / sqlite_rate,
+        "runs/s in batches of 100 (POST /v1/runs/batch)",
+        "runs/s one per request (8 clients)",
     );
 
     let n = plan.dag_steps;

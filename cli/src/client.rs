@@ -67,10 +67,17 @@ pub enum ModuleCommand {
 
 #[derive(Subcommand)]
 pub enum RunRemote {
-    /// Submit a run.
+    /// Submit a run, or with `--batch FILE.jsonl` many.
     Submit {
         /// The module's name.
-        module: String,
+        #[arg(required_unless_present = "batch")]
+        module: Option<String>,
+        /// Submit every line of FILE (`-` for standard input): one JSON
+        /// object per line, each the body `POST /v1/runs` takes. Sent
+        /// 1,000 lines to a request, each request all or nothing; prints
+        /// one run id per line, in order.
+        #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = ["module", "wait"])]
+        batch: Option<std::path::PathBuf>,
         #[arg(long)]
         version: Option<String>,
         /// The input: literal text, `@FILE`, or `@-` for standard input.
@@ -332,6 +339,11 @@ pub async fn module(command: ModuleCommand) -> anyhow::Result<()> {
 pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
     match command {
         RunRemote::Submit {
+            batch: Some(path),
+            conn,
+            ..
+        } => submit_batch(&path, &conn).await,
+        RunRemote::Submit {
             module,
             version,
             input,
@@ -346,6 +358,7 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
             idempotency_key,
             wait,
             conn,
+            batch: None,
         } => {
             let input = crate::args::read_input(&input)?;
             let (input, input_base64) = match String::from_utf8(input) {
@@ -360,7 +373,9 @@ pub async fn run_remote(command: RunRemote) -> anyhow::Result<()> {
             };
             let grants = crate::args::parse_grants(&grants)?;
             let submit = SubmitRun {
-                module,
+                // Clap asks for MODULE unless `--batch` is given, which
+                // the arm above takes.
+                module: module.unwrap_or_default(),
                 version,
                 digest: None,
                 input,
@@ -844,4 +859,60 @@ pub async fn workflow(command: WorkflowCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `caisson run submit --batch FILE`: reads every line first, so a line that
+/// is not a run submission is reported before anything is queued.
+async fn submit_batch(path: &std::path::Path, conn: &Conn) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use caisson_server::api::runs::{BatchSubmitted, MAX_BATCH_RUNS};
+    let text = if path == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    let mut runs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let run: SubmitRun = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}: not a run submission", path.display(), n + 1))?;
+        runs.push((n + 1, run));
+    }
+    if runs.is_empty() {
+        bail!("{}: no runs to submit", path.display());
+    }
+    let mut submitted = Vec::with_capacity(runs.len());
+    for chunk in runs.chunks(MAX_BATCH_RUNS) {
+        let (first, last) = (chunk[0].0, chunk[chunk.len() - 1].0);
+        let body =
+            serde_json::json!({ "runs": chunk.iter().map(|(_, run)| run).collect::<Vec<_>>() });
+        let answer: BatchSubmitted = conn
+            .send(
+                conn.request(reqwest::Method::POST, "/v1/runs/batch")
+                    .json(&body),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "{} lines {first} to {last} were refused, none of them queued \
+                     (runs[i] is the i-th run line of these){}",
+                    path.display(),
+                    if submitted.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; the {} runs before them were queued", submitted.len())
+                    }
+                )
+            })?;
+        submitted.extend(answer.runs);
+    }
+    if conn.json {
+        return print_json(&BatchSubmitted { runs: submitted });
+    }
+    for run in &submitted {
+        println!("{}", run.id);
+    }
+    Ok(())
 }

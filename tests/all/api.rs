@@ -724,6 +724,7 @@ async fn ops_endpoints_answer() {
     for path in [
         "/v1/modules",
         "/v1/runs",
+        "/v1/runs/batch",
         "/v1/runs/{id}",
         "/v1/runs/{id}/cancel",
         "/v1/runs/{id}/logs",
@@ -1068,4 +1069,148 @@ async fn run_lists_carry_no_inputs_or_outputs() {
     let (_, one) = app.json("GET", &format!("/v1/runs/{id}"), None, None).await;
     assert_eq!(one["output"], format!("hello, {marker}"));
     assert!(one["output_url"].is_null(), "{one}");
+}
+
+/// `POST /v1/runs/batch`: every run queued in order, an idempotency key
+/// naming an earlier entry of the same batch, and a batch with one bad run
+/// (an unknown module, one run past the quota, too many runs) queuing
+/// nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_queues_every_run_or_none() {
+    const TOKEN: &str = "tok-batch-0123456789abcdef";
+    let app = app_with(
+        "admin_token = \"adm-batch-0123456789abcdef\"",
+        &format!("[tenants.batch]\ntokens = [\"{TOKEN}\"]\nmax_queued_runs = 5\n"),
+        0,
+    )
+    .await;
+    let (status, body) = app.upload("hello", guest("hello"), Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let queued = || async {
+        let (status, page) = app
+            .json("GET", "/v1/runs?state=queued&limit=100", Some(TOKEN), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let ids: Vec<String> = page["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| run["id"].as_str().unwrap().to_string())
+            .collect();
+        ids
+    };
+    let batch = |runs: Value| Some(json!({ "runs": runs }));
+
+    let (status, body) = app
+        .json(
+            "POST",
+            "/v1/runs/batch",
+            Some(TOKEN),
+            batch(json!([
+                {"module": "hello", "input": "a", "idempotency_key": "k1"},
+                {"module": "hello", "input": "b"},
+                {"module": "hello", "input": "c", "idempotency_key": "k1"}
+            ])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let runs = body["runs"].as_array().unwrap();
+    let created: Vec<bool> = runs
+        .iter()
+        .map(|r| r["created"].as_bool().unwrap())
+        .collect();
+    assert_eq!(created, [true, true, false], "{body}");
+    assert_eq!(runs[2]["id"], runs[0]["id"], "{body}");
+    let mut expected: Vec<String> = runs[..2]
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    expected.sort();
+    let mut now = queued().await;
+    now.sort();
+    assert_eq!(now, expected);
+    for (i, key) in [(0, json!("k1")), (1, Value::Null)] {
+        let id = runs[i]["id"].as_str().unwrap();
+        let (_, run) = app
+            .json("GET", &format!("/v1/runs/{id}"), Some(TOKEN), None)
+            .await;
+        assert_eq!(run["state"], "queued", "{run}");
+        assert_eq!(run["idempotency_key"], key, "{run}");
+    }
+
+    // Only a repeated key: nothing new, a 200.
+    let (status, body) = app
+        .json(
+            "POST",
+            "/v1/runs/batch",
+            Some(TOKEN),
+            batch(json!([{"module": "hello", "idempotency_key": "k1"}])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["runs"][0]["id"], runs[0]["id"], "{body}");
+
+    // One unknown module: a 422 naming its place, and nothing queued.
+    let (status, body) = app
+        .json(
+            "POST",
+            "/v1/runs/batch",
+            Some(TOKEN),
+            batch(json!([{"module": "hello"}, {"module": "no-such-module"}])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("runs[1]: "), "{message}");
+    assert_eq!(queued().await.len(), 2);
+
+    // Two queued, a quota of 5: four more are refused whole, although the
+    // first three would fit.
+    let four =
+        json!([{"module": "hello"}, {"module": "hello"}, {"module": "hello"}, {"module": "hello"}]);
+    let (status, body) = app
+        .json("POST", "/v1/runs/batch", Some(TOKEN), batch(four))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
+    assert_eq!(queued().await.len(), 2);
+
+    // No runs, and more than 1,000, are outside the schema.
+    for n in [0, 1001] {
+        let runs: Vec<Value> = (0..n).map(|_| json!({"module": "hello"})).collect();
+        let (status, body) = app
+            .json("POST", "/v1/runs/batch", Some(TOKEN), batch(json!(runs)))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{n}: {body}");
+        assert_eq!(queued().await.len(), 2);
+    }
+
+    // Three more fit exactly.
+    let three = json!([{"module": "hello"}, {"module": "hello"}, {"module": "hello"}]);
+    let (status, body) = app
+        .json("POST", "/v1/runs/batch", Some(TOKEN), batch(three))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(queued().await.len(), 5);
+}
+
+/// Runs submitted in a batch run like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_runs_are_executed() {
+    let app = app("", 2).await;
+    app.upload("hello", guest("hello"), None).await;
+    let (status, body) = app
+        .json(
+            "POST",
+            "/v1/runs/batch",
+            None,
+            Some(json!({"runs": [{"module": "hello", "input": "one"}, {"module": "hello", "input": "two"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for (run, input) in body["runs"].as_array().unwrap().iter().zip(["one", "two"]) {
+        let done = app.wait(run["id"].as_str().unwrap(), None).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["output"], format!("hello, {input}"));
+    }
 }

@@ -207,6 +207,7 @@ values = ["hello"]
 "path.id" = {{ dictionary = "ids", probability = 0.5 }}
 "body.module" = {{ dictionary = "modules", probability = 0.5 }}
 "body.run.module" = {{ dictionary = "modules", probability = 0.5 }}
+"body.runs[*].module" = {{ dictionary = "modules", probability = 0.5 }}
 "body.steps[*].run.module" = {{ dictionary = "modules", probability = 0.5 }}
 "#,
             run = run["id"].as_str().unwrap(),

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use caisson_tests::{base_config, caisson_bin, postgres_url, runtime, unique_prefix};
+use caisson_tests::{base_config, caisson_bin, mysql_url, postgres_url, runtime, unique_prefix};
 
 use crate::server::{Proc, cli, push_guest, text, write_embedded_config};
 use crate::{json, load, run_with};
@@ -103,48 +103,103 @@ async fn sqlalchemy_core_runs_on_postgres_and_sqlite_through_caisson_dbapi() {
     .unwrap();
     let runtime = runtime(config);
     let task = load(&runtime, "py-sqlalchemy").await;
-    for (db, dialect) in [("pg", "postgresql"), ("lite", "sqlite")] {
-        let table = unique_prefix("sqla").replace(['/', '-'], "_");
-        let input = json!({"op": "core", "dialect": dialect, "db": db, "table": table});
-        let output = run_json(&runtime, &task, input, &[db]).await;
-        assert_eq!(
-            output,
-            json!({
-                "updated": 3,
-                "duplicate": "IntegrityError 23505",
-                "paid": 6,
-                "twice": [4, 5],
-                "totals": [["c0", 3, "18.75"], ["c1", 3, "12.75"], ["c2", 3, "15.75"]],
-                "first": {
-                    "customer": "c2",
-                    "amount": "2.25",
-                    "amount_type": "Decimal",
-                    "paid": true,
-                    "placed": "2026-12-03T09:30:00"
-                }
-            }),
-            "{dialect}"
-        );
+    // PostgreSQL's SQLSTATE 42P01 is a ProgrammingError; SQLite has no
+    // SQLSTATE for a missing table (HY000), so only a DatabaseError.
+    sqlalchemy_core_and_dbapi(
+        &runtime,
+        &task,
+        "pg",
+        "postgresql",
+        "$",
+        "ProgrammingError 42P01",
+    )
+    .await;
+    sqlalchemy_core_and_dbapi(
+        &runtime,
+        &task,
+        "lite",
+        "sqlite",
+        "$",
+        "DatabaseError HY000",
+    )
+    .await;
+}
 
-        // The DB-API module on its own: `$n` placeholders, `description`,
-        // errors by PEP 249 class, and an ungranted label refused.
-        let output = run_json(&runtime, &task, json!({"op": "raw", "db": db}), &[db]).await;
-        let missing = if db == "pg" {
-            "ProgrammingError 42P01"
-        } else {
-            "DatabaseError HY000"
-        };
-        assert_eq!(
-            output,
-            json!({
-                "described": ["n", "s"],
-                "row": [42, "x"],
-                "missing": missing,
-                "denied": "access-denied"
-            }),
-            "{db}"
-        );
-    }
+/// The same task on MariaDB through `mysql+caisson://`: the dialect writes
+/// `?` placeholders, reads MySQL's error numbers from the host's detail (so
+/// `create_all` finds a table missing), and a duplicate key is the same
+/// `IntegrityError 23505` as elsewhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlalchemy_core_runs_on_mysql_through_caisson_dbapi() {
+    let Some(url) = mysql_url() else { return };
+    let mut config = base_config();
+    config.sql = toml::from_str(&format!("[my]\ntype = \"mysql\"\nurl = \"{url}\"\n")).unwrap();
+    let runtime = runtime(config);
+    let task = load(&runtime, "py-sqlalchemy").await;
+    sqlalchemy_core_and_dbapi(
+        &runtime,
+        &task,
+        "my",
+        "mysql",
+        "?",
+        "ProgrammingError 42S02",
+    )
+    .await;
+}
+
+/// Runs the task's `core` and `raw` operations on the source `db` and
+/// checks what each returns. `mark` is the source's placeholder (`$` for
+/// `$1, $2`, `?` for MySQL's); `missing` is the PEP 249 class and SQLSTATE
+/// of selecting from a table that is not there.
+async fn sqlalchemy_core_and_dbapi(
+    runtime: &caisson_runtime::Runtime,
+    task: &caisson_runtime::LoadedTask,
+    db: &str,
+    dialect: &str,
+    mark: &str,
+    missing: &str,
+) {
+    let table = unique_prefix("sqla").replace(['/', '-'], "_");
+    let input = json!({"op": "core", "dialect": dialect, "db": db, "table": table});
+    let output = run_json(runtime, task, input, &[db]).await;
+    assert_eq!(
+        output,
+        json!({
+            "updated": 3,
+            "duplicate": "IntegrityError 23505",
+            "paid": 6,
+            "twice": [4, 5],
+            "totals": [["c0", 3, "18.75"], ["c1", 3, "12.75"], ["c2", 3, "15.75"]],
+            "first": {
+                "customer": "c2",
+                "amount": "2.25",
+                "amount_type": "Decimal",
+                "paid": true,
+                "placed": "2026-12-03T09:30:00"
+            }
+        }),
+        "{dialect}"
+    );
+
+    // The DB-API module on its own: placeholders, `description`, errors by
+    // PEP 249 class, and an ungranted label refused.
+    let output = run_json(
+        runtime,
+        task,
+        json!({"op": "raw", "db": db, "mark": mark}),
+        &[db],
+    )
+    .await;
+    assert_eq!(
+        output,
+        json!({
+            "described": ["n", "s"],
+            "row": [42, "x"],
+            "missing": missing,
+            "denied": "access-denied"
+        }),
+        "{db}"
+    );
 }
 
 /// Jinja2 3.0 and 3.1, each with its own MarkupSafe built from source (no C

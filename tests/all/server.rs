@@ -566,3 +566,214 @@ async fn a_remote_worker_is_woken_by_postgres_not_by_its_poll() {
         "{metrics}"
     );
 }
+
+/// `caisson run submit --batch FILE`: a file with a bad line is refused
+/// before anything is queued; 1,001 lines go in two requests and print one
+/// id per line, in order, and every run runs with its own input.
+#[test]
+fn run_submit_batch_queues_every_line_of_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_embedded_config(dir.path(), "");
+    let server = Proc::start(&["serve"], dir.path());
+    let url = server.url().to_string();
+    push_guest("hello", &url);
+
+    let file = dir.path().join("runs.jsonl");
+    std::fs::write(
+        &file,
+        "{\"module\": \"hello\"}\n\n{\"module\": \"hello\", \"nope\": 1}\n",
+    )
+    .unwrap();
+    let out = cli(&["run", "submit", "--batch", file.to_str().unwrap()], &url);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("line 3"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(&["run", "list", "--json"], &url);
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["runs"], json!([]), "{page}");
+
+    let lines: Vec<String> = (0..1001)
+        .map(|i| json!({"module": "hello", "input": format!("n{i}")}).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = cli(&["run", "submit", "--batch", file.to_str().unwrap()], &url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ids: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(ids.len(), 1001);
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 1001);
+    // The first, the last of the first request, the first of the second
+    // and the last: each ran with its own line's input.
+    for i in [0, 500, 999, 1000] {
+        let out = cli(&["run", "get", &ids[i], "--json"], &url);
+        let mut run: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while run["state"] != "succeeded" && Instant::now() < deadline {
+            assert!(
+                matches!(run["state"].as_str(), Some("queued" | "running")),
+                "{run}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            let out = cli(&["run", "get", &ids[i], "--json"], &url);
+            run = serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert_eq!(run["output"], format!("hello, n{i}"), "{run}");
+    }
+}
+
+/// The embedded server killed with SIGKILL while 8 clients submit 5,000
+/// runs, then started again on the same directory: every submission it
+/// answered with a 2xx is there, under the id it answered with (none
+/// lost), no idempotency key has two runs (none doubled), and every run,
+/// the ones it held when it died included, ends `succeeded` exactly once.
+/// Clients retry what got no answer with the same key, as a client
+/// should. What a 2xx promises under SQLite's `synchronous = NORMAL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_server_killed_during_5000_submissions_loses_and_doubles_nothing() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const RUNS: usize = 5000;
+    const CLIENTS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    write_embedded_config(
+        dir.path(),
+        "workers = 2\nlease = \"2s\"\nheartbeat = \"300ms\"\ntick = \"200ms\"",
+    );
+    let first = Proc::start(&["serve"], dir.path());
+    let url = first.url().to_string();
+    push_guest("hello", &url);
+
+    // Each client's keys, and what the server answered for each (the run
+    // id of a 2xx), shared with the task that kills the server.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let http = reqwest::Client::new();
+    let submit = |url: String, keys: Vec<String>, answered: Arc<AtomicUsize>| {
+        let http = http.clone();
+        async move {
+            let mut acked = BTreeMap::new();
+            let mut unanswered = Vec::new();
+            for key in keys {
+                let response = http
+                    .post(format!("{url}/v1/runs"))
+                    .json(&json!({"module": "hello", "input": key, "idempotency_key": key}))
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status().is_success() => {
+                        let run: Value = r.json().await.unwrap();
+                        acked.insert(key, run["id"].as_str().unwrap().to_string());
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Killed mid-request, or refused once dead.
+                    Err(_) => unanswered.push(key),
+                    Ok(r) => panic!("{key}: {} {}", r.status(), r.text().await.unwrap()),
+                }
+            }
+            (acked, unanswered)
+        }
+    };
+    let keys: Vec<Vec<String>> = (0..CLIENTS)
+        .map(|c| {
+            (c..RUNS)
+                .step_by(CLIENTS)
+                .map(|i| format!("k{i:05}"))
+                .collect()
+        })
+        .collect();
+    let kill = {
+        let answered = answered.clone();
+        async move {
+            while answered.load(Ordering::Relaxed) < RUNS / 4 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            first.signal(libc::SIGKILL);
+            first
+        }
+    };
+    let clients = futures::future::join_all(
+        keys.into_iter()
+            .map(|k| submit(url.clone(), k, answered.clone())),
+    );
+    let (results, killed) = tokio::join!(clients, kill);
+    drop(killed);
+    let mut acked = BTreeMap::new();
+    let mut unanswered = Vec::new();
+    for (a, u) in results {
+        acked.extend(a);
+        unanswered.extend(u);
+    }
+    assert!(
+        !unanswered.is_empty(),
+        "the server was killed after every submission had its answer"
+    );
+
+    // Restarted on the same directory: the clients retry, same keys.
+    let second = Proc::start(&["serve"], dir.path());
+    let url = second.url().to_string();
+    let (retried, still) = submit(url.clone(), unanswered, answered.clone()).await;
+    assert!(
+        still.is_empty(),
+        "{} submissions failed after the restart",
+        still.len()
+    );
+
+    // Every run, read through the API once none is queued or running.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let runs = loop {
+        let mut runs: Vec<Value> = Vec::new();
+        let mut uri = format!("{url}/v1/runs?limit=500");
+        loop {
+            let page: Value = http.get(&uri).send().await.unwrap().json().await.unwrap();
+            runs.extend(page["runs"].as_array().unwrap().iter().cloned());
+            match page["next"].as_str() {
+                Some(next) => uri = format!("{url}/v1/runs?limit=500&cursor={next}"),
+                None => break,
+            }
+        }
+        if runs
+            .iter()
+            .all(|r| r["state"] != "queued" && r["state"] != "running")
+        {
+            break runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs still unfinished after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut by_key: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for run in &runs {
+        let key = run["idempotency_key"].as_str().unwrap().to_string();
+        by_key.entry(key).or_default().push(run);
+    }
+    let doubled: Vec<&String> = by_key
+        .iter()
+        .filter(|(_, r)| r.len() > 1)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        doubled.is_empty(),
+        "keys with more than one run: {doubled:?}"
+    );
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|(key, id)| by_key.get(*key).is_none_or(|r| r[0]["id"] != id.as_str()))
+        .map(|(key, _)| key)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged before the kill, then lost: {lost:?}"
+    );
+    for (key, id) in &retried {
+        assert_eq!(by_key[key][0]["id"], id.as_str(), "{key}");
+    }
+    assert_eq!(runs.len(), RUNS);
+    let unfinished: Vec<&Value> = runs.iter().filter(|r| r["state"] != "succeeded").collect();
+    assert!(unfinished.is_empty(), "{unfinished:?}");
+}

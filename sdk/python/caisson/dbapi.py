@@ -17,10 +17,10 @@ What differs from a network driver:
 * `connect()` takes the source's label, not a URL: the operator's
   configuration holds the URL and the credentials, and the run only reaches
   the sources it was granted.
-* Placeholders are `$1, $2, ...` (`paramstyle = "numeric_dollar"`, which
-  SQLAlchemy knows, as asyncpg uses it); the host passes the statement to
-  the database unchanged, and both PostgreSQL and SQLite take `$n`
-  (SQLite also takes `?`). Parameters and results are typed as
+* Placeholders are the database's own: the host passes the statement to
+  the database unchanged. PostgreSQL and SQLite take `$1, $2, ...`
+  (`paramstyle = "numeric_dollar"`, which SQLAlchemy knows, as asyncpg
+  uses it; SQLite also takes `?`); MySQL and MariaDB take `?` only. Parameters and results are typed as
   `caisson.sql` describes.
 * Like every DB-API connection, the first statement opens a transaction,
   which `commit()` or `rollback()` ends; `autocommit = True` runs each
@@ -133,11 +133,12 @@ def connect(label: str) -> "Connection":
     return Connection(_call(Db.open, label))
 
 
-# Statements whose result has rows: run with `query`, the rest with
+# Statements whose result has rows (MySQL's DESCRIBE among them, which
+# SQLAlchemy's `has_table` runs): run with `query`, the rest with
 # `execute` (which reports the affected rows and SQLite's last row id).
 # Leading comments are skipped; `RETURNING` anywhere means rows too.
 _ROWS = re.compile(
-    r"^\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:select|with|values|show|pragma|explain|table)\b",
+    r"^\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:select|with|values|show|pragma|explain|describe|desc|table)\b",
     re.IGNORECASE | re.DOTALL,
 )
 _RETURNING = re.compile(r"\breturning\b", re.IGNORECASE)

@@ -1,6 +1,6 @@
-"""SQLAlchemy dialects over `caisson.dbapi`: `postgresql+caisson://LABEL`
-and `sqlite+caisson://LABEL`, where LABEL is the SQL source granted to the
-run.
+"""SQLAlchemy dialects over `caisson.dbapi`: `postgresql+caisson://LABEL`,
+`mysql+caisson://LABEL` (MySQL and MariaDB) and `sqlite+caisson://LABEL`,
+where LABEL is the SQL source granted to the run.
 
 ```python
 import sqlalchemy as sa
@@ -16,15 +16,18 @@ def run(input: bytes) -> bytes:
 Import this module at the top of the task's module, with `sqlalchemy`
 itself: the component is a snapshot taken at build time, and SQLAlchemy
 loads a dialect's modules the first time an engine names it, which inside a
-run would be too late. Importing this module imports both dialects.
+run would be too late. Importing this module imports all three dialects.
 
 Requires SQLAlchemy 2.0 (for the `numeric_dollar` parameter style).
 """
 
 from __future__ import annotations
 
+import re as _re
+
 from sqlalchemy import types as _types
 from sqlalchemy.dialects import registry as _registry
+from sqlalchemy.dialects.mysql.base import MySQLDialect as _MySQLDialect
 from sqlalchemy.dialects.postgresql.base import PGDialect as _PGDialect
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect as _SQLiteDialect
 
@@ -143,5 +146,35 @@ class SQLiteDialect_caisson(_CaissonConnectArgs, _SQLiteDialect):  # noqa: N801
     }
 
 
+class MySQLDialect_caisson(_CaissonConnectArgs, _MySQLDialect):  # noqa: N801
+    """MySQL and MariaDB. The host prepares every statement, and MySQL's
+    prepared statements take `?`, so SQLAlchemy writes `qmark`."""
+
+    _caisson_paramstyle = "qmark"
+    supports_statement_cache = True
+    supports_native_decimal = True
+    colspecs = {
+        **_MySQLDialect.colspecs,
+        _types.JSON: _PassThroughJSON,
+        # MySQL's own TIME type turns the `timedelta` that network drivers
+        # return into a `time`; the host already returns a `time`.
+        _types.Time: _NativeTime,
+    }
+
+    def _detect_charset(self, connection):
+        # The host's sessions are utf8mb4 (sqlx's MySQL default).
+        return "utf8mb4"
+
+    def _extract_error_code(self, exception):
+        # SQLAlchemy's MySQL dialect tells errors apart by MySQL's error
+        # number (1146, no such table, is how `has_table` learns a table is
+        # missing); the host gives it in the error's detail, "MySQL error N
+        # (SQLSTATE S)".
+        detail = getattr(exception.__cause__, "detail", None) or ""
+        found = _re.search(r"MySQL error (\d+)", detail)
+        return int(found.group(1)) if found else None
+
+
 _registry.register("postgresql.caisson", __name__, "PGDialect_caisson")
+_registry.register("mysql.caisson", __name__, "MySQLDialect_caisson")
 _registry.register("sqlite.caisson", __name__, "SQLiteDialect_caisson")

@@ -1,9 +1,9 @@
-//! SQL databases: PostgreSQL and SQLite.
+//! SQL databases: PostgreSQL, MySQL (and MariaDB) and SQLite.
 //!
 //! Open a database by the label the operator configured with [`Db::open`].
 //! Parameters are always bound, never spliced into the statement: use
-//! `$1, $2, ...` placeholders for PostgreSQL and `?` or `?1, ?2, ...` for
-//! SQLite (SQLite also accepts `$1`).
+//! `$1, $2, ...` placeholders for PostgreSQL, `?` for MySQL, and `?` or
+//! `?1, ?2, ...` for SQLite (SQLite also accepts `$1`).
 //!
 //! ```no_run
 //! use caisson_sdk::sql::{Db, Value};

@@ -126,6 +126,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(modules::upload, modules::list))
         .routes(routes!(modules::versions, modules::delete))
         .routes(routes!(runs::submit, runs::list))
+        .routes(routes!(runs::submit_batch))
         .routes(routes!(runs::get))
         .routes(routes!(runs::cancel))
         .routes(routes!(rerun::rerun))

@@ -191,19 +191,104 @@ pub async fn submit(
     Json(submit): Json<SubmitRun>,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
     let run = admission::prepare(&state.services, &caller.tenant_id, submit).await?;
-    let (id, created) = admission::enqueue(&state.services, &run).await?;
+    let now = crate::model::now_ms();
+    let mut queued =
+        admission::enqueue_all(&state.services, std::slice::from_ref(&run), now).await?;
+    let (id, created) = queued.remove(0);
+    if created {
+        // What was just written, answered without reading it back.
+        let record = RunRecord::queued(id, run, now);
+        return Ok((StatusCode::CREATED, Json(record.into())));
+    }
+    // An idempotency key named an earlier run, which may have moved on.
     let stored = state
         .services
         .db
         .get_run(&caller.tenant_id, &id)
         .await?
         .ok_or_else(|| ApiError::internal("a submitted run vanished", &id))?;
-    let status = if created {
+    Ok((StatusCode::OK, Json(stored.into())))
+}
+
+/// The most runs one `POST /v1/runs/batch` may submit.
+pub const MAX_BATCH_RUNS: usize = 1000;
+
+/// Runs to submit together.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBatch {
+    /// 1 to 1,000 runs, each as `POST /v1/runs` takes it.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub runs: Vec<SubmitRun>,
+}
+
+/// What a batch submission queued.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BatchSubmitted {
+    /// One entry per submitted run, in the request's order.
+    pub runs: Vec<SubmittedRun>,
+}
+
+/// One run of a batch.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SubmittedRun {
+    pub id: String,
+    /// `false` when an idempotency key named an earlier run (or an earlier
+    /// entry of the same batch): that run's id is given, nothing new is
+    /// queued for it.
+    pub created: bool,
+}
+
+/// Submit up to 1,000 runs in one request and one transaction: every run
+/// is admitted and queued, or none is. A refused run is named by its place
+/// in `runs` (`runs[7]: ...`).
+#[utoipa::path(
+    post,
+    path = "/v1/runs/batch",
+    request_body = SubmitBatch,
+    responses(
+        (status = 201, description = "queued (at least one run is new)", body = BatchSubmitted),
+        (status = 200, description = "every run named an earlier one by its idempotency key", body = BatchSubmitted),
+        (status = 400, description = "the request breaks the schema", body = super::error::ErrorBody),
+        (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody),
+        (status = 422, description = "well-formed, but a run is not admitted", body = super::error::ErrorBody),
+        (status = 429, description = "the batch would take the tenant past its `max_queued_runs` quota; nothing was queued", body = super::error::ErrorBody),
+    ),
+    tag = "runs"
+)]
+pub async fn submit_batch(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(batch): Json<SubmitBatch>,
+) -> ApiResult<(StatusCode, Json<BatchSubmitted>)> {
+    if batch.runs.is_empty() || batch.runs.len() > MAX_BATCH_RUNS {
+        return Err(ApiError::bad_request(format!(
+            "`runs` must hold 1 to {MAX_BATCH_RUNS} runs, not {}",
+            batch.runs.len()
+        )));
+    }
+    let mut specs = Vec::with_capacity(batch.runs.len());
+    for (i, submit) in batch.runs.into_iter().enumerate() {
+        let spec = admission::prepare(&state.services, &caller.tenant_id, submit)
+            .await
+            .map_err(|e| {
+                let mut error = ApiError::from(e);
+                error.message = format!("runs[{i}]: {}", error.message);
+                error
+            })?;
+        specs.push(spec);
+    }
+    let queued = admission::enqueue_all(&state.services, &specs, crate::model::now_ms()).await?;
+    let status = if queued.iter().any(|(_, created)| *created) {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(stored.into())))
+    let runs = queued
+        .into_iter()
+        .map(|(id, created)| SubmittedRun { id, created })
+        .collect();
+    Ok((status, Json(BatchSubmitted { runs })))
 }
 
 /// Get a run, with every attempt. With `wait`, once it is final (or the

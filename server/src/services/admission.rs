@@ -183,11 +183,30 @@ pub async fn prepare(
 /// Queues an admitted run and wakes the workers. Returns its id, and
 /// whether it is new (an idempotency key may name an earlier run).
 pub async fn enqueue(services: &Services, run: &RunSpec) -> Result<(String, bool), DbError> {
-    let (id, created) = services.db.submit_run(run, crate::model::now_ms()).await?;
-    if created {
-        let tenant = services.metrics.tenant(&services.db, &run.tenant_id).await;
-        services.metrics.submitted(&tenant, &run.module_name);
+    let now = crate::model::now_ms();
+    let mut queued = enqueue_all(services, std::slice::from_ref(run), now).await?;
+    Ok(queued.remove(0))
+}
+
+/// Queues admitted runs in one transaction, all or none, created at `now`,
+/// and wakes the workers once. Returns each one's id and whether it is
+/// new, in order.
+pub async fn enqueue_all(
+    services: &Services,
+    runs: &[RunSpec],
+    now: i64,
+) -> Result<Vec<(String, bool)>, DbError> {
+    let queued = services.db.submit_runs(runs, now).await?;
+    let mut created = 0;
+    for (run, (_, new)) in runs.iter().zip(&queued) {
+        if *new {
+            created += 1;
+            let tenant = services.metrics.tenant(&services.db, &run.tenant_id).await;
+            services.metrics.submitted(&tenant, &run.module_name);
+        }
+    }
+    if created > 0 {
         services.work_available.notify_waiters();
     }
-    Ok((id, created))
+    Ok(queued)
 }

@@ -46,6 +46,30 @@ pub struct RunRecord {
     pub retryable: Option<bool>,
 }
 
+impl RunRecord {
+    /// The record [`Db::submit_runs`] writes for a new run of `spec` at
+    /// `created_at`, so a submission can answer without reading it back.
+    pub fn queued(id: String, spec: RunSpec, created_at: i64) -> RunRecord {
+        RunRecord {
+            id,
+            spec,
+            state: RunState::Queued,
+            attempts: 0,
+            created_at,
+            started_at: None,
+            finished_at: None,
+            worker_id: None,
+            lease_until: None,
+            cancel_requested: false,
+            output: None,
+            output_key: None,
+            has_output: false,
+            error: None,
+            retryable: None,
+        }
+    }
+}
+
 /// One attempt of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct AttemptRecord {
@@ -192,35 +216,72 @@ impl Db {
     /// used, returns the existing run's id and `false` instead. A tenant
     /// with `max_queued_runs` runs queued gets [`DbError::QuotaExceeded`].
     pub async fn submit_run(&self, run: &RunSpec, now: i64) -> Result<(String, bool), DbError> {
-        let id = new_id();
-        let params = serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.into()))?;
-        let grants = serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.into()))?;
+        let mut submitted = self.submit_runs(std::slice::from_ref(run), now).await?;
+        Ok(submitted.remove(0))
+    }
+
+    /// Inserts queued runs in one transaction: all of them, or none when
+    /// one is refused (a quota, a database error). Each answer is what
+    /// [`Db::submit_run`] would give, in order; an idempotency key used
+    /// twice in the batch names the first of the two runs.
+    pub async fn submit_runs(
+        &self,
+        runs: &[RunSpec],
+        now: i64,
+    ) -> Result<Vec<(String, bool)>, DbError> {
         let mut tx = self.pool.begin().await?;
-        // Under the tenant's lock, so concurrent submissions cannot all see
-        // room for one more, and a key used by a concurrent submission is
-        // seen here once that one commits.
-        let limit = Self::lock_tenant(&mut tx, &run.tenant_id, "max_queued_runs").await?;
+        // Each tenant's lock once, for the whole batch: under it,
+        // concurrent submissions cannot all see room for one more, and a
+        // key used by a concurrent submission is seen here once that one
+        // commits.
+        let mut limits: Vec<(&str, i64)> = Vec::new();
+        let mut submitted = Vec::with_capacity(runs.len());
+        for run in runs {
+            let limit = match limits.iter().find(|(tenant, _)| *tenant == run.tenant_id) {
+                Some(&(_, limit)) => limit,
+                None => {
+                    let limit =
+                        Self::lock_tenant(&mut tx, &run.tenant_id, "max_queued_runs").await?;
+                    limits.push((&run.tenant_id, limit));
+                    limit
+                }
+            };
+            submitted.push(Self::insert_run(&mut tx, run, limit, now).await?);
+        }
+        tx.commit().await?;
+        Ok(submitted)
+    }
+
+    /// One run of [`Db::submit_runs`], inside its transaction, with the
+    /// tenant already locked and its `max_queued_runs` read.
+    async fn insert_run(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        run: &RunSpec,
+        limit: i64,
+        now: i64,
+    ) -> Result<(String, bool), DbError> {
         if let Some(key) = &run.idempotency_key {
             let row =
                 sqlx::query("SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2")
                     .bind(&run.tenant_id)
                     .bind(key)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **tx)
                     .await?;
             if let Some(row) = row {
-                let existing: String = row.try_get("id")?;
-                tx.rollback().await?;
-                return Ok((existing, false));
+                return Ok((row.try_get("id")?, false));
             }
         }
-        // Dropping `tx` on a refusal rolls it back.
+        // Dropping the transaction on a refusal rolls it back.
         Self::within_quota(
-            &mut tx,
+            tx,
             &run.tenant_id,
             ("max_queued_runs", limit),
             "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'queued'",
         )
         .await?;
+        let id = new_id();
+        let params = serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.into()))?;
+        let grants = serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.into()))?;
         sqlx::query(
             "INSERT INTO runs (id, tenant_id, module_name, module_version, digest, input, params, \
              grants, timeout_ms, memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, \
@@ -251,7 +312,7 @@ impl Db {
         .bind(&run.workflow_run_id)
         .bind(&run.step_name)
         .bind(run.logical_date)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         // A workflow step's run: the step is running from the same commit,
         // so the run cannot end before its step says it started.
@@ -263,10 +324,9 @@ impl Db {
             .bind(workflow_run_id)
             .bind(step)
             .bind(&id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
         Ok((id, true))
     }
 

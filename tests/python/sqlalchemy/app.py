@@ -10,7 +10,7 @@ import sys
 
 import sqlalchemy as sa
 
-import caisson.sqlalchemy  # noqa: F401  (registers postgresql+caisson and sqlite+caisson)
+import caisson.sqlalchemy  # noqa: F401  (registers the postgresql, mysql and sqlite +caisson dialects)
 from caisson import TaskError, dbapi, task
 
 try:
@@ -121,7 +121,12 @@ def raw(request: dict) -> dict:
     """The DB-API module on its own."""
     conn = dbapi.connect(request["db"])
     cur = conn.cursor()
-    cur.execute("SELECT $1 + 1 AS n, $2 AS s", (41, "x"))
+    # The database's own placeholders: `$1, $2` on PostgreSQL and SQLite,
+    # `?` on MySQL.
+    if request.get("mark", "$") == "?":
+        cur.execute("SELECT ? + 1 AS n, ? AS s", (41, "x"))
+    else:
+        cur.execute("SELECT $1 + 1 AS n, $2 AS s", (41, "x"))
     described = [d[0] for d in cur.description]
     row = cur.fetchone()
     conn.commit()
@@ -129,8 +134,8 @@ def raw(request: dict) -> dict:
         cur.execute("SELECT * FROM no_such_table_here")
         missing = "no error"
     except dbapi.DatabaseError as e:
-        # PostgreSQL's SQLSTATE 42P01 is a ProgrammingError; SQLite has no
-        # SQLSTATE for it (HY000), so only a DatabaseError.
+        # PostgreSQL's 42P01 and MySQL's 42S02 are ProgrammingErrors;
+        # SQLite has no SQLSTATE for it (HY000), so only a DatabaseError.
         missing = f"{type(e).__name__} {e.sqlstate}"
     conn.rollback()
     try:
