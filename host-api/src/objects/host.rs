@@ -513,6 +513,11 @@ impl wit::HostStore for ObjectsView<'_> {
         this: Resource<StoreHandle>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Resource<ManyReader>, WitError>> {
+        // Every key's length before any request: a huge key is refused
+        // whole, without being quoted back, as `get` refuses it.
+        for key in &keys {
+            guest_try!(self.check_key_length(key));
+        }
         let max = self.ctx.limits.max_object_bytes;
         let reader = ManyReader::keys(self.table.get(&this)?, max, keys);
         push_resource(self.table, reader)
@@ -523,6 +528,7 @@ impl wit::HostStore for ObjectsView<'_> {
         this: Resource<StoreHandle>,
         prefix: String,
     ) -> wasmtime::Result<Result<Resource<ManyReader>, WitError>> {
+        guest_try!(self.check_key_length(&prefix));
         let max = self.ctx.limits.max_object_bytes;
         let reader = guest_try!(ManyReader::prefix(self.table.get(&this)?, max, &prefix));
         push_resource(self.table, reader)
