@@ -222,7 +222,9 @@ async fn measure(
     Ok(())
 }
 
-async fn call(
+/// Runs `bench-probe` once with `params`, granted the `data` store, with a
+/// timeout long enough for the largest transfer.
+pub(crate) async fn call(
     rt: &Runtime,
     task: &caisson_runtime::LoadedTask,
     params: &[(&str, &str)],
@@ -240,7 +242,10 @@ async fn call(
     let mut limits = rt.config().limits;
     limits.timeout = Duration::from_secs(1800);
     request.limits = Some(limits);
-    let output = rt.run(task, request).await.context("the I/O task")?;
+    let output = rt
+        .run(task, request)
+        .await
+        .context("the bench-probe task")?;
     Ok(String::from_utf8(output)?)
 }
 

@@ -8,10 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
-use caisson_host_api::Grants;
-use caisson_host_api::log::MemorySink;
-use caisson_runtime::{RunRequest, Runtime};
+use anyhow::{Result, ensure};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -86,7 +83,7 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
 
         for (op, samples) in [("read-each", &mut task_seq), ("read-many", &mut task_many)] {
             let start = Instant::now();
-            let out = call(&rt, &task, op).await?;
+            let out = crate::io::call(&rt, &task, &[("op", op), ("prefix", "in")]).await?;
             samples.push(start.elapsed());
             ensure!(out == expected, "{op} read {out}, expected {expected}");
         }
@@ -155,23 +152,4 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
 
 async fn read_one(client: &Arc<dyn ObjectStore>, key: &ObjectPath) -> Result<usize> {
     Ok(client.get(key).await?.bytes().await?.len())
-}
-
-/// Runs `bench-probe` with `op` over the store's `in` prefix.
-async fn call(rt: &Runtime, task: &caisson_runtime::LoadedTask, op: &str) -> Result<String> {
-    let sink = Arc::new(MemorySink::default());
-    let mut request = RunRequest::new(Vec::new(), sink);
-    request.grants = Grants::default().with_object_store("data");
-    request.params = [("op", op), ("prefix", "in")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let mut limits = rt.config().limits;
-    limits.timeout = Duration::from_secs(1800);
-    request.limits = Some(limits);
-    let output = rt
-        .run(task, request)
-        .await
-        .context("the small-object task")?;
-    Ok(String::from_utf8(output)?)
 }

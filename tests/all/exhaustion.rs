@@ -35,10 +35,17 @@ async fn assert_still_healthy(runtime: &Runtime) {
 /// `decls` (memories, tables, ...): its `run` returns its input, if it
 /// ever runs.
 pub fn task_component_with(decls: &str) -> Vec<u8> {
+    echo_task_component(&format!(
+        "(core module $bomb {decls})\n(core instance (instantiate $bomb))"
+    ))
+}
+
+/// A hand-made task component whose `run` returns its input, with `extra`
+/// (component-level declarations: imports, core modules) before it.
+pub fn echo_task_component(extra: &str) -> Vec<u8> {
     wat::parse_str(format!(
         r#"(component
-            (core module $bomb {decls})
-            (core instance (instantiate $bomb))
+            {extra}
             (core module $m
                 (memory (export "memory") 1)
                 (global $next (mut i32) (i32.const 1024))

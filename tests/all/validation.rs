@@ -75,39 +75,11 @@ async fn a_component_built_against_caisson_task_0_1_is_refused() {
 /// still loads and runs on this host.
 #[tokio::test]
 async fn a_task_built_against_caisson_task_0_2_0_still_runs() {
-    let component = wat::parse_str(
-        r#"(component
-            (import "caisson:task/params@0.2.0" (instance
+    let component = crate::exhaustion::echo_task_component(
+        r#"(import "caisson:task/params@0.2.0" (instance
                 (export "get" (func (param "name" string) (result (option string))))
-            ))
-            (core module $m
-                (memory (export "memory") 1)
-                (global $next (mut i32) (i32.const 1024))
-                (func (export "realloc") (param i32 i32 i32 i32) (result i32)
-                    (local $at i32)
-                    (local.set $at (global.get $next))
-                    (global.set $next (i32.add (local.get $at) (local.get 3)))
-                    (local.get $at))
-                ;; result<list<u8>, task-error> at 0: ok, the input back.
-                (func (export "run") (param i32 i32) (result i32)
-                    (i32.store8 (i32.const 0) (i32.const 0))
-                    (i32.store (i32.const 4) (local.get 0))
-                    (i32.store (i32.const 8) (local.get 1))
-                    (i32.const 0))
-            )
-            (core instance $i (instantiate $m))
-            (import "caisson:task/task-types@0.2.0" (instance $types
-                (type $record (record (field "message" string) (field "retryable" bool)))
-                (export "task-error" (type (eq $record)))
-            ))
-            (alias export $types "task-error" (type $task-error))
-            (func $run (param "input" (list u8)) (result (result (list u8) (error $task-error)))
-                (canon lift (core func $i "run") (memory (core memory $i "memory"))
-                    (realloc (core func $i "realloc"))))
-            (export "run" (func $run))
-        )"#,
-    )
-    .unwrap();
+            ))"#,
+    );
     let rt = runtime(base_config());
     let task = rt.load(&component).await.unwrap();
     let (result, _) = crate::run_with(&rt, &task, b"old", |_| {}).await;
