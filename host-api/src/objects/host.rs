@@ -12,7 +12,7 @@ use wasmtime::component::Resource;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
 use super::error::{StreamFailure, backend_error, map_error_ref};
-use super::key::{parse_key, parse_prefix};
+use super::key::{is_partial_file, parse_key, parse_prefix};
 use super::read_many::{self, ManyReader};
 use super::reader;
 use super::stores::Backend;
@@ -130,17 +130,6 @@ async fn list_delimited(
     })
 }
 
-/// Whether `path` is the temporary name `hdfs-native-object-store` writes a
-/// file under until it is finished: `.NAME.tmp.N` in the key's directory.
-pub(super) fn is_partial_file(path: &Path) -> bool {
-    path.filename()
-        .and_then(|name| name.strip_prefix('.'))
-        .and_then(|name| name.rsplit_once(".tmp."))
-        .is_some_and(|(base, n)| {
-            !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-        })
-}
-
 impl ObjectsView<'_> {
     /// The handle's store, and its label for the log.
     fn store(
@@ -213,7 +202,7 @@ impl wit::Host for ObjectsView<'_> {
             tracing::debug!(%label, "task opened an object store it was not granted");
             return Ok(Err(WitError::AccessDenied));
         };
-        let reads = read_many::Reads::for_run(self.ctx, &label, read);
+        let reads = read_many::Reads::for_run(&mut self.ctx.read_budgets, &label, read);
         let label = label.into();
         push_resource(
             self.table,

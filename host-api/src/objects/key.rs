@@ -49,3 +49,14 @@ pub(super) fn parse_prefix(prefix: &str) -> Result<Option<Path>, WitError> {
     }
     parse_key(trimmed).map(Some)
 }
+
+/// Whether `path` is the temporary name `hdfs-native-object-store` writes a
+/// file under until it is finished: `.NAME.tmp.N` in the key's directory.
+pub(super) fn is_partial_file(path: &Path) -> bool {
+    path.filename()
+        .and_then(|name| name.strip_prefix('.'))
+        .and_then(|name| name.rsplit_once(".tmp."))
+        .is_some_and(|(base, n)| {
+            !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        })
+}

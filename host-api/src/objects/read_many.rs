@@ -22,6 +22,7 @@
 //! budget is a bound of its own, set per store in `caisson.toml`, not a
 //! share of the run's limit.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -35,9 +36,7 @@ use wasmtime::component::Resource;
 
 use super::config::StoreConfig;
 use super::error::backend_error;
-use super::host::is_partial_file;
-use super::key::{parse_key, parse_prefix};
-use super::stores::ObjectsCtx;
+use super::key::{is_partial_file, parse_key, parse_prefix};
 use super::{ObjectsView, StoreHandle};
 use crate::bindings::caisson::task::objects as wit;
 use crate::{ConfigError, ObjectsError as WitError, at_least_one};
@@ -231,9 +230,13 @@ pub(super) struct Reads {
 impl Reads {
     /// The settings for `label` in this run; the budget is made when the
     /// run first opens the label and shared by every later handle.
-    pub(super) fn for_run(ctx: &mut ObjectsCtx, label: &str, config: ReadManyConfig) -> Self {
-        let budget = ctx
-            .read_budgets
+    /// `budgets` is the run's, by label (`ObjectsCtx::read_budgets`).
+    pub(super) fn for_run(
+        budgets: &mut HashMap<String, Arc<ReadBudget>>,
+        label: &str,
+        config: ReadManyConfig,
+    ) -> Self {
+        let budget = budgets
             .entry(label.to_owned())
             .or_insert_with(|| ReadBudget::new(config.buffer_bytes))
             .clone();
@@ -488,7 +491,7 @@ mod tests {
     use super::*;
     use crate::Grants;
     use crate::bindings::caisson::task::objects::{Host, HostManyReader, HostStore};
-    use crate::objects::ObjectStores;
+    use crate::objects::{ObjectStores, ObjectsCtx};
 
     /// An in-memory store that counts GETs in flight and makes each take a
     /// little while, so that a reader's concurrency shows.
