@@ -260,17 +260,26 @@ async fn an_advisory_lock_is_released_when_its_run_ends() {
     .await;
     assert!(first[1]["rows"].is_array(), "{first:?}");
     // Another session can take the lock only if the first run's session let
-    // go of it.
+    // go of it. The session is reset by its connection's actor once the run
+    // has dropped it, just after the run returns, so the lock is let go
+    // within moments, not necessarily before `script` returns.
     let other = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(&postgres_url().unwrap())
         .await
         .unwrap();
-    let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(key)
-        .fetch_one(&other)
-        .await
-        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let taken = loop {
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&other)
+            .await
+            .unwrap();
+        if taken || std::time::Instant::now() > deadline {
+            break taken;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     other.close().await;
     assert!(taken, "the first run's advisory lock is still held");
     let second = script(
