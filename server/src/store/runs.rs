@@ -46,6 +46,41 @@ pub struct RunRecord {
     pub retryable: Option<bool>,
 }
 
+/// A tenant's `max_queued_runs` and its queued runs, read once under its
+/// lock by [`Db::submit_runs`] and kept up to date as the batch inserts.
+struct QueueRoom {
+    limit: i64,
+    queued: i64,
+}
+
+impl QueueRoom {
+    async fn locked(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tenant_id: &str,
+    ) -> Result<QueueRoom, DbError> {
+        let limit = Db::lock_tenant(tx, tenant_id, "max_queued_runs").await?;
+        let queued: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'queued'")
+                .bind(tenant_id)
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get("n")?;
+        Ok(QueueRoom { limit, queued })
+    }
+
+    /// Counts one more queued run, or refuses it past the quota.
+    fn take_one(&mut self) -> Result<(), DbError> {
+        if self.queued >= self.limit {
+            return Err(DbError::QuotaExceeded {
+                quota: "max_queued_runs",
+                limit: self.limit,
+            });
+        }
+        self.queued += 1;
+        Ok(())
+    }
+}
+
 impl RunRecord {
     /// The record [`Db::submit_runs`] writes for a new run of `spec` at
     /// `created_at`, so a submission can answer without reading it back.
@@ -233,31 +268,34 @@ impl Db {
         // Each tenant's lock once, for the whole batch: under it,
         // concurrent submissions cannot all see room for one more, and a
         // key used by a concurrent submission is seen here once that one
-        // commits.
-        let mut limits: Vec<(&str, i64)> = Vec::new();
+        // commits. Its queued runs are counted once too, and this batch's
+        // new ones added as they go in.
+        let mut rooms: Vec<(&str, QueueRoom)> = Vec::new();
         let mut submitted = Vec::with_capacity(runs.len());
         for run in runs {
-            let limit = match limits.iter().find(|(tenant, _)| *tenant == run.tenant_id) {
-                Some(&(_, limit)) => limit,
+            let at = match rooms
+                .iter()
+                .position(|(tenant, _)| *tenant == run.tenant_id)
+            {
+                Some(at) => at,
                 None => {
-                    let limit =
-                        Self::lock_tenant(&mut tx, &run.tenant_id, "max_queued_runs").await?;
-                    limits.push((&run.tenant_id, limit));
-                    limit
+                    let room = QueueRoom::locked(&mut tx, &run.tenant_id).await?;
+                    rooms.push((&run.tenant_id, room));
+                    rooms.len() - 1
                 }
             };
-            submitted.push(Self::insert_run(&mut tx, run, limit, now).await?);
+            submitted.push(Self::insert_run(&mut tx, run, &mut rooms[at].1, now).await?);
         }
         tx.commit().await?;
         Ok(submitted)
     }
 
     /// One run of [`Db::submit_runs`], inside its transaction, with the
-    /// tenant already locked and its `max_queued_runs` read.
+    /// tenant already locked and its queue's room read.
     async fn insert_run(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         run: &RunSpec,
-        limit: i64,
+        room: &mut QueueRoom,
         now: i64,
     ) -> Result<(String, bool), DbError> {
         if let Some(key) = &run.idempotency_key {
@@ -272,13 +310,7 @@ impl Db {
             }
         }
         // Dropping the transaction on a refusal rolls it back.
-        Self::within_quota(
-            tx,
-            &run.tenant_id,
-            ("max_queued_runs", limit),
-            "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'queued'",
-        )
-        .await?;
+        room.take_one()?;
         let id = new_id();
         let params = serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.into()))?;
         let grants = serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.into()))?;
