@@ -136,6 +136,26 @@ struct ServeArgs {
     /// Serve the API and scheduler only; workers run elsewhere.
     #[arg(long)]
     no_worker: bool,
+    /// Log lines on standard error as `text` or `json` (one object a line,
+    /// with the run id, tenant and trace id of a run's lines).
+    #[arg(long, value_enum, default_value = "text", env = "CAISSON_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl From<LogFormat> for caisson_server::telemetry::LogFormat {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Text => caisson_server::telemetry::LogFormat::Text,
+            LogFormat::Json => caisson_server::telemetry::LogFormat::Json,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -156,18 +176,25 @@ struct WorkerArgs {
     /// overrides `[server] metrics_listen`.
     #[arg(long, env = "CAISSON_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Log lines on standard error as `text` or `json`.
+    #[arg(long, value_enum, default_value = "text", env = "CAISSON_LOG_FORMAT")]
+    log_format: LogFormat,
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CAISSON_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,sqlx::postgres::notice=error")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `serve` and `worker` set up logging (and traces) once their
+    // configuration is read: `[telemetry]` says where spans go.
+    if !matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("CAISSON_LOG").unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,sqlx::postgres::notice=error")
+                }),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -250,7 +277,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         workers,
         scheduler: true,
     };
-    caisson_server::serve(config, roles, shutdown_signal()).await
+    let telemetry = caisson_server::telemetry::init(&config.telemetry, args.log_format.into())?;
+    let served = caisson_server::serve(config, roles, shutdown_signal()).await;
+    telemetry.shutdown();
+    served
 }
 
 async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
@@ -272,7 +302,10 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         workers: slots,
         scheduler: true,
     };
-    caisson_server::serve(config, roles, shutdown_signal()).await
+    let telemetry = caisson_server::telemetry::init(&config.telemetry, args.log_format.into())?;
+    let served = caisson_server::serve(config, roles, shutdown_signal()).await;
+    telemetry.shutdown();
+    served
 }
 
 /// `s3://bucket[/prefix]`, `hdfs://namenode:port[/prefix]` or a directory,

@@ -33,6 +33,7 @@ use wasmtime::component::ResourceTable;
 
 pub mod log;
 pub mod objects;
+pub mod observe;
 pub mod params;
 pub mod scratch;
 pub mod sql;

@@ -40,6 +40,7 @@ use caisson_host_api::scratch::Scratch;
 use caisson_host_api::sql::{SqlCtx, SqlSources, SqlView};
 use caisson_host_api::{ConfigError, Grants, TaskBindingsPre};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -470,9 +471,15 @@ impl Runtime {
         store.epoch_deadline_async_yield_and_update(1);
 
         let started = Instant::now();
+        // Spans for traces (`instantiate`, then `execute`, where the
+        // task's host calls are): children of the caller's current span.
         let call = async {
-            let task = pre.instantiate_async(&mut store).await?;
-            task.call_run(&mut store, &request.input).await
+            let task = (pre.instantiate_async(&mut store))
+                .instrument(tracing::info_span!("instantiate"))
+                .await?;
+            (task.call_run(&mut store, &request.input))
+                .instrument(tracing::info_span!("execute"))
+                .await
         };
         let cancelled = async {
             match request.cancel.clone() {

@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub tenants: BTreeMap<String, TenantConfig>,
     /// The runtime's own configuration.
     pub runtime: caisson_runtime::Config,
+    /// Traces: where they go, and how many runs are traced.
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 #[derive(Clone, Deserialize)]
@@ -315,6 +317,16 @@ impl ServerConfig {
             }
             None => ServerSection::default(),
         };
+        let telemetry: crate::telemetry::TelemetryConfig = match table.remove("telemetry") {
+            Some(value) => serde_path_to_error::deserialize(value).map_err(|e| {
+                match e.path().to_string().as_str() {
+                    "." => anyhow::anyhow!("`[telemetry]`: {}", e.inner()),
+                    key => anyhow::anyhow!("`[telemetry] {key}`: {}", e.inner()),
+                }
+            })?,
+            None => Default::default(),
+        };
+        telemetry.validate()?;
         let tenants = match table.remove("tenants") {
             Some(value) => value.try_into()?,
             None => BTreeMap::new(),
@@ -324,6 +336,7 @@ impl ServerConfig {
             server,
             tenants,
             runtime,
+            telemetry,
         };
         config.server.validate()?;
         config.admin_token_from_env();
@@ -359,6 +372,7 @@ impl ServerConfig {
             server,
             tenants: BTreeMap::new(),
             runtime,
+            telemetry: Default::default(),
         };
         config.admin_token_from_env();
         config
@@ -517,6 +531,29 @@ max_running_runs = -1"
             .unwrap_err()
             .to_string();
         assert!(error.contains("header_read_timeout"), "{error}");
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_its_mistakes_name_their_key() {
+        let config = ServerConfig::parse("").unwrap();
+        assert_eq!(config.telemetry.otlp_endpoint, None);
+        let config = ServerConfig::parse(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsampling = 0.1",
+        )
+        .unwrap();
+        assert_eq!(config.telemetry.sampling, 0.1);
+        for (text, key) in [
+            ("[telemetry]\nsampling = 2.0", "`[telemetry] sampling`"),
+            ("[telemetry]\nsampling = \"all\"", "`[telemetry] sampling`"),
+            ("[telemetry]\nendpoint = \"x\"", "`[telemetry]`"),
+            (
+                "[telemetry]\notlp_endpoint = \"nowhere\"",
+                "`[telemetry] otlp_endpoint`",
+            ),
+        ] {
+            let error = ServerConfig::parse(text).unwrap_err().to_string();
+            assert!(error.contains(key), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! The modules are floors; each imports only the ones below it:
 //!
 //! 1. [`model`]: the run model (what a run asks for, its grants, its
-//!    states), and the pure [`cron`] and [`dag`] logic;
+//!    states), and the pure [`cron`] and [`dag`] logic; [`telemetry`], the
+//!    log and trace setup and a run's trace context;
 //! 2. [`store`]: the coordination database, one file per concern (runs and
 //!    leases, logs, modules, tenants, tokens, schedules and workflows);
 //! 3. [`services`]: admission, artifacts, the worker and the scheduler,
@@ -31,6 +32,7 @@ pub mod model;
 pub mod serve;
 pub mod services;
 pub mod store;
+pub mod telemetry;
 pub mod ui;
 
 pub use config::ServerConfig;

@@ -12,14 +12,20 @@
 //! - `worker`: this process's worker id (one value per process).
 //! - `route`: the route's path template (`/v1/runs/{id}`), never the raw
 //!   path; `unmatched` for requests no route took.
+//! - `interface`, `function`, `error`: a host call's WIT interface,
+//!   function and error case (`ok` on success), all fixed by the WIT.
+//! - `store`, `source`: an object store or SQL source label, which only
+//!   the operator's configuration names (a label a task asked for without
+//!   its grant is never one); `statement`: a statement's first keyword from
+//!   a fixed list (`caisson_host_api::observe::statement_kind`).
 //!
 //! No label carries a secret: tokens, passwords and URLs never become
 //! label values (the secrets test in `tests/all/security.rs` reads the
 //! exposition).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -28,6 +34,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use caisson_host_api::observe::{HostCall, HostCallSink};
 
 use crate::model::RunState;
 use crate::store::{Db, DbError};
@@ -118,6 +126,95 @@ struct RouteLabel {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostCallLabels {
+    interface: &'static str,
+    function: &'static str,
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabel {
+    store: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatementLabels {
+    source: String,
+    statement: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SqlSourceLabel {
+    source: String,
+}
+
+/// The host calls of every run in this process, counted as each returns
+/// (the sink of `caisson_host_api::observe`). One set per process, as the
+/// host's hook is; every [`Metrics`] registry shows it.
+#[derive(Debug)]
+struct HostCalls {
+    calls: Family<HostCallLabels, Counter>,
+    bytes_read: Family<StoreLabel, Counter>,
+    bytes_written: Family<StoreLabel, Counter>,
+    statements: Family<StatementLabels, Counter>,
+    statement_seconds: Histograms<SqlSourceLabel>,
+}
+
+static HOST_CALLS: LazyLock<Arc<HostCalls>> = LazyLock::new(|| {
+    let calls = Arc::new(HostCalls {
+        calls: Family::default(),
+        bytes_read: Family::default(),
+        bytes_written: Family::default(),
+        statements: Family::default(),
+        statement_seconds: histograms(),
+    });
+    caisson_host_api::observe::set_sink(calls.clone());
+    calls
+});
+
+impl HostCallSink for HostCalls {
+    fn host_call(&self, call: &HostCall<'_>) {
+        self.calls
+            .get_or_create(&HostCallLabels {
+                interface: call.interface,
+                function: call.function,
+                error: call.error.unwrap_or("ok"),
+            })
+            .inc();
+        let Some(label) = call.label else {
+            return;
+        };
+        if call.interface == "objects" {
+            let store = StoreLabel {
+                store: label.to_owned(),
+            };
+            if call.bytes_read > 0 {
+                self.bytes_read
+                    .get_or_create(&store)
+                    .inc_by(call.bytes_read);
+            }
+            if call.bytes_written > 0 {
+                self.bytes_written
+                    .get_or_create(&store)
+                    .inc_by(call.bytes_written);
+            }
+        } else if let Some(statement) = call.statement {
+            self.statements
+                .get_or_create(&StatementLabels {
+                    source: label.to_owned(),
+                    statement,
+                })
+                .inc();
+            self.statement_seconds
+                .get_or_create(&SqlSourceLabel {
+                    source: label.to_owned(),
+                })
+                .observe(call.elapsed.as_secs_f64());
+        }
+    }
+}
+
 /// Where a worker found the task it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadSource {
@@ -130,7 +227,7 @@ pub enum LoadSource {
 }
 
 impl LoadSource {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             LoadSource::Memory => "memory",
             LoadSource::Disk => "disk",
@@ -399,6 +496,32 @@ impl Metrics {
             "caisson_scheduler_last_pass_timestamp_seconds",
             "When this process's scheduler last finished a pass (Unix time).",
             m.scheduler_pass.clone(),
+        );
+        let host = &*HOST_CALLS;
+        registry.register(
+            "caisson_host_calls",
+            "Tasks' calls of the objects and sql interfaces, by function and error case (`ok` when none).",
+            host.calls.clone(),
+        );
+        registry.register(
+            "caisson_object_bytes_read",
+            "Bytes tasks read from each object store through get, get-range and read-many.",
+            host.bytes_read.clone(),
+        );
+        registry.register(
+            "caisson_object_bytes_written",
+            "Bytes tasks wrote to each object store through put and writers.",
+            host.bytes_written.clone(),
+        );
+        registry.register(
+            "caisson_sql_statements",
+            "SQL statements tasks ran (query, cursor, execute), by source and first keyword.",
+            host.statements.clone(),
+        );
+        registry.register(
+            "caisson_sql_statement_duration_seconds",
+            "Time to a statement's answer (a cursor's first rows), by source.",
+            host.statement_seconds.clone(),
         );
         Metrics {
             registry,

@@ -107,6 +107,9 @@ pub struct RunSpec {
     pub workflow_run_id: Option<String>,
     pub step_name: Option<String>,
     pub logical_date: Option<i64>,
+    /// The W3C `traceparent` of the run's `submit` span, when traces are
+    /// on (see `telemetry`): where its worker's spans join the trace.
+    pub trace_parent: Option<String>,
 }
 
 impl RunSpec {

@@ -169,6 +169,7 @@ fn new_run(tenant: &str) -> RunSpec {
         workflow_run_id: None,
         step_name: None,
         logical_date: None,
+        trace_parent: None,
     }
 }
 

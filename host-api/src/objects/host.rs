@@ -1,4 +1,5 @@
-//! The generated `caisson:task/objects` host traits, on [`ObjectsView`].
+//! The generated `caisson:task/objects` host traits, on `ObjectsHost`
+//! (the calls themselves; `ObjectsView` observes them, see `observed`).
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use super::read_many::{self, ManyReader};
 use super::reader;
 use super::stores::Backend;
 use super::upload::{Upload, UploadBody, UploadMsg, WriteOptions, header_value};
-use super::{ObjectsView, StoreHandle};
+use super::{ObjectsHost, StoreHandle};
 use crate::bindings::caisson::task::objects as wit;
 use crate::{GuestError as _, ObjectsError as WitError, push_resource};
 
@@ -130,7 +131,7 @@ async fn list_delimited(
     })
 }
 
-impl ObjectsView<'_> {
+impl ObjectsHost<'_> {
     /// The handle's store, and its label for the log.
     fn store(
         &self,
@@ -187,7 +188,7 @@ macro_rules! guest_try {
     };
 }
 
-impl wit::Host for ObjectsView<'_> {
+impl wit::Host for ObjectsHost<'_> {
     async fn open(
         &mut self,
         label: String,
@@ -234,7 +235,7 @@ impl wit::Host for ObjectsView<'_> {
     }
 }
 
-impl wit::HostStore for ObjectsView<'_> {
+impl wit::HostStore for ObjectsHost<'_> {
     async fn get(
         &mut self,
         this: Resource<StoreHandle>,
@@ -529,7 +530,7 @@ impl wit::HostStore for ObjectsView<'_> {
     }
 }
 
-impl wit::HostWriter for ObjectsView<'_> {
+impl wit::HostWriter for ObjectsHost<'_> {
     async fn body(
         &mut self,
         this: Resource<Upload>,
@@ -579,7 +580,7 @@ impl wit::HostWriter for ObjectsView<'_> {
     }
 }
 
-impl wit::HostWriteOptions for ObjectsView<'_> {
+impl wit::HostWriteOptions for ObjectsHost<'_> {
     async fn new(&mut self) -> wasmtime::Result<Resource<WriteOptions>> {
         // A constructor cannot return an error: a full table traps here.
         Ok(self.table.push(WriteOptions::default())?)
@@ -639,8 +640,8 @@ mod tests {
     use wasmtime::component::ResourceTable;
 
     use super::*;
-    use crate::objects::ObjectsCtx;
     use crate::objects::error::{REQUEST_FAILED, UNAVAILABLE};
+    use crate::objects::{ObjectsCtx, ObjectsView};
 
     /// What a guest learns from `stream-error` about a failed stream
     /// whose error is `error`.

@@ -33,6 +33,7 @@ mod config;
 mod error;
 mod host;
 mod key;
+mod observed;
 mod read_many;
 mod reader;
 mod stores;
@@ -56,10 +57,19 @@ pub struct StoreHandle {
     reads: read_many::Reads,
 }
 
-/// A run's object stores plus its resource table.
+/// A run's object stores plus its resource table: what the linker serves
+/// the guest's calls on. Each call is observed (a span, a record for the
+/// metrics, see [`crate::observe`]) and made on an [`ObjectsHost`].
 pub struct ObjectsView<'a> {
     pub ctx: &'a mut ObjectsCtx,
     pub table: &'a mut ResourceTable,
+}
+
+/// The same borrow as [`ObjectsView`]: the generated host traits are
+/// implemented on it with the calls themselves (`host`, `read_many`).
+pub(crate) struct ObjectsHost<'a> {
+    pub(crate) ctx: &'a mut ObjectsCtx,
+    pub(crate) table: &'a mut ResourceTable,
 }
 
 struct HasObjects;

@@ -37,7 +37,7 @@ use wasmtime::component::Resource;
 use super::config::StoreConfig;
 use super::error::backend_error;
 use super::key::{is_partial_file, parse_key, parse_prefix};
-use super::{ObjectsView, StoreHandle};
+use super::{ObjectsHost, StoreHandle};
 use crate::bindings::caisson::task::objects as wit;
 use crate::{ConfigError, ObjectsError as WitError, at_least_one};
 
@@ -456,7 +456,7 @@ impl ManyReader {
     }
 }
 
-impl wit::HostManyReader for ObjectsView<'_> {
+impl wit::HostManyReader for ObjectsHost<'_> {
     async fn next(
         &mut self,
         this: Resource<ManyReader>,
@@ -491,7 +491,7 @@ mod tests {
     use super::*;
     use crate::Grants;
     use crate::bindings::caisson::task::objects::{Host, HostManyReader, HostStore};
-    use crate::objects::{ObjectStores, ObjectsCtx};
+    use crate::objects::{ObjectStores, ObjectsCtx, ObjectsView};
 
     /// An in-memory store that counts GETs in flight and makes each take a
     /// little while, so that a reader's concurrency shows.

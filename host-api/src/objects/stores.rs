@@ -120,6 +120,7 @@ impl ObjectStores {
             granted,
             limits,
             read_budgets: HashMap::new(),
+            handle_labels: Default::default(),
         })
     }
 }
@@ -131,6 +132,9 @@ pub struct ObjectsCtx {
     /// The bytes `read-many` holds for this run, per label, made when the
     /// label is first opened.
     pub(super) read_budgets: HashMap<String, Arc<ReadBudget>>,
+    /// The store labels of the run's readers and uploads, for observing
+    /// the calls made on them.
+    pub(super) handle_labels: crate::observe::HandleLabels,
 }
 
 impl ObjectsCtx {
@@ -140,6 +144,7 @@ impl ObjectsCtx {
             granted: HashMap::new(),
             limits: ObjectLimits::default(),
             read_budgets: HashMap::new(),
+            handle_labels: Default::default(),
         }
     }
 }

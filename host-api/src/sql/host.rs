@@ -1,4 +1,5 @@
-//! The generated `caisson:task/sql` host traits, on [`SqlView`]: each call
+//! The generated `caisson:task/sql` host traits, on `SqlHost` (`SqlView`
+//! observes each call, see `observed`): each call
 //! checks the run's grants and handles, then hands the work to the
 //! connection's actor or the cursor.
 
@@ -6,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use wasmtime::component::Resource;
 
-use super::SqlView;
+use super::SqlHost;
 use super::backend::BeginOptions;
 use super::connection::{Command, Connection};
 use super::cursor::Cursor;
@@ -15,7 +16,7 @@ use crate::bindings::caisson::task::sql::{
 };
 use crate::{GuestError as _, SqlError as WitError};
 
-impl wit_sql::Host for SqlView<'_> {
+impl wit_sql::Host for SqlHost<'_> {
     async fn open(
         &mut self,
         label: String,
@@ -37,7 +38,7 @@ impl wit_sql::Host for SqlView<'_> {
     }
 }
 
-impl wit_sql::HostConnection for SqlView<'_> {
+impl wit_sql::HostConnection for SqlHost<'_> {
     async fn query(
         &mut self,
         this: Resource<Connection>,
@@ -142,7 +143,7 @@ impl wit_sql::HostConnection for SqlView<'_> {
     }
 }
 
-impl wit_sql::HostBeginOptions for SqlView<'_> {
+impl wit_sql::HostBeginOptions for SqlHost<'_> {
     async fn new(&mut self) -> wasmtime::Result<Resource<BeginOptions>> {
         // A constructor cannot return an error: a full table traps here.
         Ok(self.table.push(BeginOptions::default())?)
@@ -172,7 +173,7 @@ impl wit_sql::HostBeginOptions for SqlView<'_> {
     }
 }
 
-impl wit_sql::HostRows for SqlView<'_> {
+impl wit_sql::HostRows for SqlHost<'_> {
     async fn columns(&mut self, this: Resource<Cursor>) -> wasmtime::Result<Vec<Column>> {
         Ok(self.table.get(&this)?.columns().to_vec())
     }

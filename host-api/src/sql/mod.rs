@@ -202,6 +202,7 @@ mod cursor;
 mod error;
 mod host;
 mod mysql;
+mod observed;
 mod postgres;
 mod sources;
 mod sqlite;
@@ -217,11 +218,19 @@ pub use connection::Connection;
 pub use cursor::Cursor;
 pub use sources::{SqlCtx, SqlSources};
 
-/// A run's SQL context and the store's resource table: what the generated
-/// host traits are implemented on.
+/// A run's SQL context and the store's resource table: what the linker
+/// serves the guest's calls on. Each call is observed (a span, a record for
+/// the metrics, see [`crate::observe`]) and made on a [`SqlHost`].
 pub struct SqlView<'a> {
     pub ctx: &'a mut SqlCtx,
     pub table: &'a mut ResourceTable,
+}
+
+/// The same borrow as [`SqlView`]: the generated host traits are
+/// implemented on it with the calls themselves (`host`).
+pub(crate) struct SqlHost<'a> {
+    pub(crate) ctx: &'a mut SqlCtx,
+    pub(crate) table: &'a mut ResourceTable,
 }
 
 /// Adds the `caisson:task/sql` interface to `linker`.

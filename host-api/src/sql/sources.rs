@@ -65,6 +65,7 @@ impl SqlSources {
             sources,
             limits,
             deadline: None,
+            handle_labels: Default::default(),
         })
     }
 
@@ -102,6 +103,9 @@ pub struct SqlCtx {
     /// When the run must be over: what a PostgreSQL connection's
     /// `statement_timeout` is set from.
     deadline: Option<Instant>,
+    /// The source labels of the run's connections and cursors, for
+    /// observing the calls made on them.
+    pub(super) handle_labels: crate::observe::HandleLabels,
 }
 
 impl SqlCtx {

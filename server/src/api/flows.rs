@@ -441,6 +441,10 @@ pub struct WorkflowRunView {
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub steps: Vec<StepView>,
+    /// The workflow run's OpenTelemetry trace id, whose children are its
+    /// steps' runs: when this server exports traces and the trace was
+    /// sampled.
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -463,6 +467,7 @@ impl From<StepRecord> for StepView {
 async fn workflow_run_view(state: &AppState, run: WorkflowRunRecord) -> ApiResult<WorkflowRunView> {
     let steps = state.services.db.workflow_steps(&run.id).await?;
     Ok(WorkflowRunView {
+        trace_id: crate::telemetry::workflow_trace_id(&run.id),
         id: run.id,
         workflow: run.workflow,
         state: run.state,
@@ -512,6 +517,8 @@ pub async fn start_workflow(
             crate::model::now_ms(),
         )
         .await?;
+    // The trace's root, before any step's run joins it.
+    crate::telemetry::workflow_started(&id, &caller.tenant_id, &name);
     // Start the first steps now rather than at the next tick.
     let open = OpenWorkflowRun {
         id: id.clone(),

@@ -75,8 +75,8 @@ pub async fn rerun(
             .map_err(|_| ApiError::internal("a stored run's limit", "priority"))?,
         idempotency_key: None,
     };
-    let run = admission::prepare(&state.services, &caller.tenant_id, submit).await?;
-    let (new_id, _) = admission::enqueue(&state.services, &run).await?;
+    let mut run = admission::prepare(&state.services, &caller.tenant_id, submit).await?;
+    let (new_id, _) = admission::enqueue(&state.services, &mut run).await?;
     let stored = state
         .services
         .db

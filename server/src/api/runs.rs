@@ -24,6 +24,7 @@ use crate::model::{RunState, SubmitRun, time};
 use crate::services::admission;
 use crate::services::artifacts::output_key;
 use crate::store::{AttemptRecord, LogLine, RunFilter, RunRecord};
+use crate::telemetry;
 use object_store::ObjectStoreExt;
 
 /// A run as the API shows it.
@@ -60,6 +61,10 @@ pub struct RunView {
     pub workflow_run_id: Option<String>,
     pub step_name: Option<String>,
     pub logical_date: Option<DateTime<Utc>>,
+    /// The run's OpenTelemetry trace id (32 hex digits), when traces are
+    /// on (`[telemetry]`) and its trace was sampled: look it up in the
+    /// tracing backend the server exports to.
+    pub trace_id: Option<String>,
     /// Every attempt with its error (only on `GET /v1/runs/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_history: Option<Vec<AttemptRecord>>,
@@ -112,6 +117,7 @@ impl From<RunRecord> for RunView {
             workflow_run_id: spec.workflow_run_id,
             step_name: spec.step_name,
             logical_date: spec.logical_date.map(time),
+            trace_id: telemetry::sampled_trace_id(spec.trace_parent.as_deref()),
             attempt_history: None,
         }
     }
@@ -190,10 +196,10 @@ pub async fn submit(
     caller: Caller,
     Json(submit): Json<SubmitRun>,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
-    let run = admission::prepare(&state.services, &caller.tenant_id, submit).await?;
+    let mut run = admission::prepare(&state.services, &caller.tenant_id, submit).await?;
     let now = crate::model::now_ms();
     let mut queued =
-        admission::enqueue_all(&state.services, std::slice::from_ref(&run), now).await?;
+        admission::enqueue_all(&state.services, std::slice::from_mut(&mut run), now).await?;
     let (id, created) = queued.remove(0);
     if created {
         // What was just written, answered without reading it back.
@@ -278,7 +284,8 @@ pub async fn submit_batch(
             })?;
         specs.push(spec);
     }
-    let queued = admission::enqueue_all(&state.services, &specs, crate::model::now_ms()).await?;
+    let queued =
+        admission::enqueue_all(&state.services, &mut specs, crate::model::now_ms()).await?;
     let status = if queued.iter().any(|(_, created)| *created) {
         StatusCode::CREATED
     } else {

@@ -13,6 +13,7 @@ use caisson_runtime::RunLimits;
 use super::context::Services;
 use crate::model::{RunSpec, SubmitRun};
 use crate::store::DbError;
+use crate::telemetry;
 
 /// The longest timeout a run may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -177,26 +178,45 @@ pub async fn prepare(
         workflow_run_id: None,
         step_name: None,
         logical_date: None,
+        trace_parent: None,
     })
 }
 
 /// Queues an admitted run and wakes the workers. Returns its id, and
 /// whether it is new (an idempotency key may name an earlier run).
-pub async fn enqueue(services: &Services, run: &RunSpec) -> Result<(String, bool), DbError> {
+pub async fn enqueue(services: &Services, run: &mut RunSpec) -> Result<(String, bool), DbError> {
     let now = crate::model::now_ms();
-    let mut queued = enqueue_all(services, std::slice::from_ref(run), now).await?;
+    let mut queued = enqueue_all(services, std::slice::from_mut(run), now).await?;
     Ok(queued.remove(0))
+}
+
+/// Starts `run`'s trace: its `submit` span, whose context the run then
+/// carries (`trace_parent`) when traces are on. A workflow step's run is
+/// a child of its workflow's trace.
+pub fn start_trace(run: &mut RunSpec) -> tracing::Span {
+    let span = telemetry::submit_span(
+        &run.tenant_id,
+        &run.module_name,
+        run.workflow_run_id.as_deref(),
+    );
+    run.trace_parent = telemetry::traceparent(&span);
+    span
 }
 
 /// Queues admitted runs in one transaction, all or none, created at `now`,
 /// and wakes the workers once. Returns each one's id and whether it is
-/// new, in order.
+/// new, in order. Each run gets its trace ([`start_trace`]) first.
 pub async fn enqueue_all(
     services: &Services,
-    runs: &[RunSpec],
+    runs: &mut [RunSpec],
     now: i64,
 ) -> Result<Vec<(String, bool)>, DbError> {
+    let spans: Vec<tracing::Span> = runs.iter_mut().map(start_trace).collect();
     let queued = services.db.submit_runs(runs, now).await?;
+    for (span, (id, new)) in spans.iter().zip(&queued) {
+        span.record("run_id", id.as_str());
+        span.record("created", *new);
+    }
     let mut created = 0;
     for (run, (_, new)) in runs.iter().zip(&queued) {
         if *new {

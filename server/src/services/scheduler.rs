@@ -261,7 +261,7 @@ pub async fn start_scheduled(
     let mut run = admission::prepare(state, tenant_id, submit).await?;
     run.schedule_id = Some(schedule.id.clone());
     run.logical_date = Some(fire.timestamp_millis());
-    let (id, _) = admission::enqueue(state, &run).await?;
+    let (id, _) = admission::enqueue(state, &mut run).await?;
     Ok(id)
 }
 
@@ -413,6 +413,7 @@ async fn start_step(
     };
     new_run.workflow_run_id = Some(run.id.clone());
     new_run.step_name = Some(step.to_string());
+    let submit_span = admission::start_trace(&mut new_run);
     let (run_id, created) = match state.db.submit_run(&new_run, crate::model::now_ms()).await {
         Ok(submitted) => submitted,
         Err(e @ DbError::QuotaExceeded { .. }) => {
@@ -421,6 +422,8 @@ async fn start_step(
         }
         Err(e) => return Err(e.into()),
     };
+    submit_span.record("run_id", run_id.as_str());
+    submit_span.record("created", created);
     if created {
         // `submit_run` recorded the step as running in its transaction.
         let tenant = state.metrics.tenant(&state.db, &new_run.tenant_id).await;

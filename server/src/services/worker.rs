@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use caisson_host_api::Grants;
 use caisson_host_api::log::{LogRecord, LogSink};
@@ -31,6 +31,7 @@ use crate::config::ServerConfig;
 use crate::metrics::{LoadSource, Metrics, Requeue};
 use crate::model::{LogSource, NewLogLine, RunState};
 use crate::store::{AttemptOutcome, Claim, Db, DbError, DbKind, RunRecord};
+use crate::telemetry;
 
 /// The longest delay between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -218,11 +219,12 @@ impl Worker {
             // Armed before the claim looks, so a run queued while it
             // looks wakes this slot instead of waiting for the poll.
             let woken = armed(&self.work_available);
+            let claim_started = SystemTime::now();
             match self.claim().await {
                 Ok(Some((claim, reserved))) => {
                     drop(woken);
                     let busy = self.metrics.slot_busy(&self.id);
-                    self.execute(claim, hand_back.clone()).await;
+                    self.execute(claim, claim_started, hand_back.clone()).await;
                     drop(busy);
                     *self.free_memory.lock().await += reserved;
                 }
@@ -300,14 +302,46 @@ impl Worker {
     }
 
     /// Runs one claimed attempt to its end and records the outcome.
-    async fn execute(&self, claim: Claim, hand_back: watch::Receiver<bool>) {
-        let span = tracing::info_span!("run", id = %claim.run.id, attempt = claim.attempt, module = %claim.run.spec.module_name);
-        self.execute_in_span(claim, hand_back)
+    async fn execute(
+        &self,
+        claim: Claim,
+        claim_started: SystemTime,
+        hand_back: watch::Receiver<bool>,
+    ) {
+        let run = &claim.run;
+        // Every log line of the attempt carries the run, its tenant and
+        // its trace; with traces on, the span joins the run's trace.
+        let span = tracing::info_span!(
+            "run",
+            run_id = %run.id,
+            attempt = claim.attempt,
+            module = %run.spec.module_name,
+            tenant = %run.spec.tenant_id,
+            trace_id = tracing::field::Empty,
+        );
+        let trace_parent = run.spec.trace_parent.as_deref();
+        let trace_id = telemetry::continue_trace(&span, trace_parent);
+        if let Some(trace_id) = &trace_id {
+            span.record("trace_id", trace_id.as_str());
+            telemetry::queued_and_claimed(
+                trace_parent,
+                &run.id,
+                &self.id,
+                run.spec.not_before.max(run.created_at),
+                claim_started,
+            );
+        }
+        self.execute_in_span(claim, trace_id, hand_back)
             .instrument(span)
             .await
     }
 
-    async fn execute_in_span(&self, claim: Claim, mut hand_back: watch::Receiver<bool>) {
+    async fn execute_in_span(
+        &self,
+        claim: Claim,
+        trace_id: Option<String>,
+        mut hand_back: watch::Receiver<bool>,
+    ) {
         let Claim { run, attempt } = claim;
         let spec = &run.spec;
         let started = Instant::now();
@@ -324,15 +358,18 @@ impl Worker {
         let _registered = self.services.cancels.register(&run.id, cancel_tx.clone());
 
         let logs = LogShipper::start(self.db.clone(), run.id.clone(), attempt);
+        let traced = trace_id.map(|t| format!("; trace {t}")).unwrap_or_default();
         logs.system(format!(
-            "attempt {attempt} of {} on worker {}",
+            "attempt {attempt} of {} on worker {}{traced}",
             spec.max_retries + 1,
             self.id
         ));
 
         let load_started = Instant::now();
-        let task = match self.load(&spec.digest).await {
+        let loading = tracing::info_span!("load", source = tracing::field::Empty);
+        let task = match self.load(&spec.digest).instrument(loading.clone()).await {
             Ok((task, source)) => {
+                loading.record("source", source.as_str());
                 self.metrics.loaded(source, load_started.elapsed());
                 task
             }
@@ -340,7 +377,9 @@ impl Worker {
                 logs.system(message.clone());
                 logs.close().await;
                 let outcome = self.decide(&run, attempt, RunState::Failed, message, retryable);
-                self.finish(&run, attempt, outcome, started.elapsed()).await;
+                self.finish(&run, attempt, outcome, started.elapsed())
+                    .instrument(tracing::info_span!("finish"))
+                    .await;
                 return;
             }
         };
@@ -468,7 +507,9 @@ impl Worker {
                 self.decide(&run, attempt, state, error.to_string(), retryable)
             }
         };
-        self.finish(&run, attempt, outcome, started.elapsed()).await;
+        self.finish(&run, attempt, outcome, started.elapsed())
+            .instrument(tracing::info_span!("finish"))
+            .await;
     }
 
     /// Retry, or finish with `state`.

@@ -176,7 +176,7 @@ macro_rules! run_summary_columns {
          memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, priority, idempotency_key, \
          state, attempts, not_before, created_at, started_at, finished_at, worker_id, lease_until, \
          cancel_requested, error, retryable, schedule_id, workflow_run_id, step_name, \
-         logical_date, output_key, \
+         logical_date, output_key, trace_parent, \
          CAST(CASE WHEN output IS NULL AND output_key IS NULL THEN 0 ELSE 1 END AS BIGINT) \
          AS has_output"
     };
@@ -318,9 +318,9 @@ impl Db {
             "INSERT INTO runs (id, tenant_id, module_name, module_version, digest, input, params, \
              grants, timeout_ms, memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, \
              priority, idempotency_key, state, attempts, not_before, created_at, cancel_requested, \
-             schedule_id, workflow_run_id, step_name, logical_date) \
+             schedule_id, workflow_run_id, step_name, logical_date, trace_parent) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             'queued', 0, $17, $18, 0, $19, $20, $21, $22)",
+             'queued', 0, $17, $18, 0, $19, $20, $21, $22, $23)",
         )
         .bind(&id)
         .bind(&run.tenant_id)
@@ -344,6 +344,7 @@ impl Db {
         .bind(&run.workflow_run_id)
         .bind(&run.step_name)
         .bind(run.logical_date)
+        .bind(&run.trace_parent)
         .execute(&mut **tx)
         .await?;
         // A workflow step's run: the step is running from the same commit,
