@@ -864,8 +864,9 @@ impl Served {
         Served::start_args(&["serve", "--config", config], dir, envs)
     }
 
-    /// Starts `caisson ARGS` (a `serve` command line) in `dir` with `envs`
-    /// added, and waits until it listens.
+    /// Starts `caisson ARGS` (a `serve` command line, or a `worker` one
+    /// with `--metrics-listen`) in `dir` with `envs` added, and waits until
+    /// it listens; `url` is then its API's, or its metrics server's.
     // The child is waited for in `Drop`.
     #[allow(clippy::zombie_processes)]
     pub fn start_args(args: &[&str], dir: &std::path::Path, envs: &[(&str, &str)]) -> Served {
@@ -910,7 +911,11 @@ impl Served {
         loop {
             match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
                 Ok(line) => {
-                    if let Some(url) = line.strip_prefix("caisson: listening on ") {
+                    let url = (line.strip_prefix("caisson: listening on ")).or_else(|| {
+                        (line.strip_prefix("caisson: worker started; metrics at "))
+                            .and_then(|url| url.trim().strip_suffix("/metrics"))
+                    });
+                    if let Some(url) = url {
                         return Served {
                             child,
                             url: url.trim().to_string(),

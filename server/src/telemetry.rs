@@ -49,7 +49,7 @@ use sha2::{Digest, Sha256};
 use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -200,12 +200,27 @@ const DEFAULT_FILTER: &str = "warn,sqlx::postgres::notice=error";
 /// binary.
 pub fn init(config: &TelemetryConfig, format: LogFormat) -> anyhow::Result<Telemetry> {
     config.validate()?;
-    let filter =
-        EnvFilter::try_from_env("CAISSON_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    // `target=level` directives, as `RUST_LOG` takes them. (`Targets`, a
+    // plain function of a callsite, not `EnvFilter`: combined with
+    // another per-layer filter, an `EnvFilter` left spans disabled.)
+    let targets: Targets = match std::env::var("CAISSON_LOG") {
+        Ok(text) => text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("CAISSON_LOG={text:?}: {e}"))?,
+        Err(_) => DEFAULT_FILTER.parse().expect("a valid default filter"),
+    };
     // Caisson's own spans are always recorded, whatever the level of the
     // events shown: a warning inside a run then carries the run's span
     // (its id, tenant and trace id) on its line.
-    let log_filter = filter.or(filter_fn(caisson_span));
+    //
+    // One filter for the whole subscriber, not one per layer: per-layer
+    // filters keep a per-thread note of what each layer enabled, which
+    // `tracing::enabled!` checks (sqlx makes them on the runtime's
+    // threads) leave behind, and the next span on that thread was then
+    // dropped by the trace layer.
+    let filter = by_callsite(move |meta| {
+        caisson_span(meta) || targets.would_enable(meta.target(), meta.level())
+    });
     let log_layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -216,11 +231,13 @@ pub fn init(config: &TelemetryConfig, format: LogFormat) -> anyhow::Result<Telem
             .with_span_list(true)
             .with_writer(std::io::stderr)
             .boxed(),
-    }
-    .with_filter(log_filter);
+    };
 
     let (provider, trace_layer) = match &config.otlp_endpoint {
         Some(endpoint) => {
+            // The exporter's reqwest, like object_store's, uses the
+            // process's rustls provider, and panics without one.
+            caisson_host_api::objects::install_crypto_provider();
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
@@ -249,18 +266,107 @@ pub fn init(config: &TelemetryConfig, format: LogFormat) -> anyhow::Result<Telem
                 .with_tracer(tracer)
                 .with_location(false)
                 .with_threads(false)
-                .with_level(false)
-                .with_filter(filter_fn(caisson_span));
-            (Some(provider), Some(layer))
+                .with_level(false);
+            (Some(provider), Some(CaissonSpans(layer)))
         }
         None => (None, None),
     };
     tracing_subscriber::registry()
+        .with(filter)
         .with(log_layer)
         .with(trace_layer)
         .try_init()
         .map_err(|e| anyhow::anyhow!("could not set up logging: {e}"))?;
     Ok(Telemetry { provider })
+}
+
+/// The trace layer, given Caisson's spans only ([`caisson_span`]) and no
+/// events: nothing a log message says becomes part of a trace.
+struct CaissonSpans<L>(L);
+
+impl<S, L> tracing_subscriber::Layer<S> for CaissonSpans<L>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    L: tracing_subscriber::Layer<S>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        // The other callbacks find no trace data on a span left out here,
+        // and pass it by.
+        if caisson_span(attrs.metadata()) {
+            self.0.on_new_span(attrs, id, ctx);
+        }
+    }
+
+    fn on_record(
+        &self,
+        span: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_record(span, values, ctx);
+    }
+
+    fn on_follows_from(
+        &self,
+        span: &tracing::span::Id,
+        follows: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_follows_from(span, follows, ctx);
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_close(id, ctx);
+    }
+
+    fn on_id_change(
+        &self,
+        old: &tracing::span::Id,
+        new: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_id_change(old, new, ctx);
+    }
+
+    // `OpenTelemetrySpanExt` finds the trace layer through this.
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            Some(self as *const Self as *const ())
+        } else {
+            // SAFETY: forwarded to the inner layer, which answers for its
+            // own type ids.
+            unsafe { self.0.downcast_raw(id) }
+        }
+    }
+}
+
+/// A filter that decides by callsite alone, once per callsite (events
+/// nothing shows cost a cached no, not a call each time).
+fn by_callsite<S: tracing::Subscriber>(
+    enabled: impl Fn(&tracing::Metadata<'_>) -> bool + Clone + Send + Sync + 'static,
+) -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static {
+    let at_callsite = enabled.clone();
+    tracing_subscriber::filter::dynamic_filter_fn(move |meta, _| enabled(meta))
+        .with_callsite_filter(move |meta| {
+            if at_callsite(meta) {
+                tracing::subscriber::Interest::always()
+            } else {
+                tracing::subscriber::Interest::never()
+            }
+        })
 }
 
 /// Caisson's spans at `info` and above: what is exported, and what log

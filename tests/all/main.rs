@@ -23,6 +23,7 @@ mod server;
 mod sessions;
 mod streaming;
 mod suite;
+mod traces;
 mod ui;
 mod uploads;
 mod validation;
