@@ -630,6 +630,8 @@ async fn secrets_never_reach_responses_logs_or_the_guest() {
     };
     let pg_url = url::Url::parse(&pg).unwrap();
     let pg_password = pg_url.password().unwrap_or_default().to_string();
+    // Spans are exported too, and searched like everything else.
+    let receiver = crate::traces::Receiver::start().await;
     let mut bad_pg = pg_url.clone();
     bad_pg.set_password(Some(PG_SECRET)).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -701,7 +703,11 @@ url = "{bad_pg}"
 [sql.deadpg]
 type = "postgres"
 url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
+
+[telemetry]
+otlp_endpoint = "{otlp}"
 "#,
+        otlp = receiver.url,
         dir = dir.path().display(),
         lake = s3.toml_table("lake", &format!("{prefix}/lake")),
         bucket = s3.bucket,
@@ -714,7 +720,11 @@ url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
     let server = caisson_tests::Served::start(
         &config,
         dir.path(),
-        &[("CAISSON_LOG", "debug"), ("RUST_LOG", "debug")],
+        &[
+            ("CAISSON_LOG", "debug"),
+            ("RUST_LOG", "debug"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
     );
     let base = server.url.clone();
     // The local store's root, made at start-up, goes; a file takes its
@@ -907,10 +917,21 @@ url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
     // Let the server write out what it logs about the last requests.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let logs = server.output();
+    // The run's whole trace, host calls and all, as exported.
+    let trace_id = done["trace_id"].as_str().expect("the run's trace id");
+    let spans = receiver
+        .trace(trace_id, |spans| spans.iter().any(|s| s.name == "finish"))
+        .await;
+    assert!(
+        spans.iter().any(|s| s.name == "objects.store.get"),
+        "the host calls were not exported"
+    );
+    let exported = format!("{:?}", receiver.spans());
     let places = [
         ("API responses", seen.as_str()),
         ("server stdout/stderr", logs.as_str()),
         ("the guest's view", &report.to_string()),
+        ("exported spans", exported.as_str()),
     ];
     let mut secrets = vec![
         ADMIN_SECRET.to_string(),
@@ -941,6 +962,11 @@ url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
         logs.contains(&id),
         "the server's debug log was not captured"
     );
+    // Host calls are counted by store label, which is configuration.
+    assert!(
+        seen.contains("caisson_host_calls_total{interface=\"objects\""),
+        "the host-call metrics were not captured"
+    );
     assert!(
         report["calls"].as_object().is_some_and(|c| c.len() >= 20),
         "{report}"
@@ -965,7 +991,7 @@ url = "postgres://caisson:{PG_SECRET_UNREACHABLE}@127.0.0.1:1/caisson"
     }
     let mut leaks = Vec::new();
     for address in addresses {
-        for (place, text) in &places[..1] {
+        for (place, text) in [&places[0], &places[3]] {
             if text.contains(address) {
                 leaks.push(format!("address {address} in {place}"));
             }

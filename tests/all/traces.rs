@@ -65,6 +65,11 @@ impl Receiver {
         Receiver { url, spans, bodies }
     }
 
+    /// Every span received so far.
+    pub(crate) fn spans(&self) -> Vec<Span> {
+        self.spans.lock().unwrap().clone()
+    }
+
     /// The spans of trace `trace_id` (hex) once `done` holds for them, or
     /// a panic naming what was received after 30 s.
     pub(crate) async fn trace(&self, trace_id: &str, done: impl Fn(&[Span]) -> bool) -> Vec<Span> {
