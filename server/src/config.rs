@@ -545,7 +545,7 @@ max_running_runs = -1"
         for (text, key) in [
             ("[telemetry]\nsampling = 2.0", "`[telemetry] sampling`"),
             ("[telemetry]\nsampling = \"all\"", "`[telemetry] sampling`"),
-            ("[telemetry]\nendpoint = \"x\"", "`[telemetry]`"),
+            ("[telemetry]\nendpoint = \"x\"", "`[telemetry] endpoint`"),
             (
                 "[telemetry]\notlp_endpoint = \"nowhere\"",
                 "`[telemetry] otlp_endpoint`",

@@ -218,8 +218,13 @@ pub fn init(config: &TelemetryConfig, format: LogFormat) -> anyhow::Result<Telem
     // `tracing::enabled!` checks (sqlx makes them on the runtime's
     // threads) leave behind, and the next span on that thread was then
     // dropped by the trace layer.
+    //
+    // Host calls are the hot path: without traces their spans are left to
+    // `CAISSON_LOG` (a log line inside one still names the run).
+    let traces_on = config.otlp_endpoint.is_some();
     let filter = by_callsite(move |meta| {
-        caisson_span(meta) || targets.would_enable(meta.target(), meta.level())
+        (caisson_span(meta) && (traces_on || meta.name() != "host_call"))
+            || targets.would_enable(meta.target(), meta.level())
     });
     let log_layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
