@@ -59,7 +59,7 @@ pub struct StoreHandle {
 
 /// A run's object stores plus its resource table: what the linker serves
 /// the guest's calls on. Each call is observed (a span, a record for the
-/// metrics, see [`crate::observe`]) and made on an [`ObjectsHost`].
+/// metrics, see [`crate::observe`]) and made on an `ObjectsHost`.
 pub struct ObjectsView<'a> {
     pub ctx: &'a mut ObjectsCtx,
     pub table: &'a mut ResourceTable,

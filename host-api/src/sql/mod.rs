@@ -184,7 +184,9 @@
 //!
 //! Each module has one job, and imports run one way, downwards:
 //!
-//! * `host`: the generated `Host*` trait implementations on [`SqlView`].
+//! * `observed`: the generated `Host*` traits on [`SqlView`], each call
+//!   observed (`crate::observe`) and handed to `host`, the same traits on
+//!   `SqlHost` with the calls themselves.
 //! * `sources`: [`SqlSources`] and [`SqlCtx`], and the one place that maps
 //!   a [`SqlKind`] to its backend.
 //! * `connection` (the actor that owns a pooled connection) and `cursor`
@@ -220,7 +222,7 @@ pub use sources::{SqlCtx, SqlSources};
 
 /// A run's SQL context and the store's resource table: what the linker
 /// serves the guest's calls on. Each call is observed (a span, a record for
-/// the metrics, see [`crate::observe`]) and made on a [`SqlHost`].
+/// the metrics, see [`crate::observe`]) and made on a `SqlHost`.
 pub struct SqlView<'a> {
     pub ctx: &'a mut SqlCtx,
     pub table: &'a mut ResourceTable,
