@@ -271,6 +271,20 @@ async fn a_run_is_one_trace_from_its_submit_in_one_process_to_its_host_calls_in_
     assert_eq!(view["state"], "succeeded", "{view}");
     let trace_id = view["trace_id"].as_str().expect("a trace id").to_string();
     assert_eq!(trace_id.len(), 32, "{trace_id}");
+    // The run's own log names its trace too.
+    let log = http
+        .get(format!(
+            "{}/v1/runs/{}/logs",
+            api.url,
+            view["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains(&format!("; trace {trace_id}")), "{log}");
     let spans = receiver
         .trace(&trace_id, |spans| {
             spans.iter().any(|s| s.name == "finish") && spans.iter().any(|s| s.name == "submit")

@@ -320,8 +320,7 @@ impl Worker {
             trace_id = tracing::field::Empty,
         );
         let trace_parent = run.spec.trace_parent.as_deref();
-        let trace_id = telemetry::continue_trace(&span, trace_parent);
-        if let Some(trace_id) = &trace_id {
+        if let Some(trace_id) = telemetry::continue_trace(&span, trace_parent) {
             span.record("trace_id", trace_id.as_str());
             telemetry::queued_and_claimed(
                 trace_parent,
@@ -331,17 +330,12 @@ impl Worker {
                 claim_started,
             );
         }
-        self.execute_in_span(claim, trace_id, hand_back)
+        self.execute_in_span(claim, hand_back)
             .instrument(span)
             .await
     }
 
-    async fn execute_in_span(
-        &self,
-        claim: Claim,
-        trace_id: Option<String>,
-        mut hand_back: watch::Receiver<bool>,
-    ) {
+    async fn execute_in_span(&self, claim: Claim, mut hand_back: watch::Receiver<bool>) {
         let Claim { run, attempt } = claim;
         let spec = &run.spec;
         let started = Instant::now();
@@ -358,7 +352,10 @@ impl Worker {
         let _registered = self.services.cancels.register(&run.id, cancel_tx.clone());
 
         let logs = LogShipper::start(self.db.clone(), run.id.clone(), attempt);
-        let traced = trace_id.map(|t| format!("; trace {t}")).unwrap_or_default();
+        // The trace a person can look up, as the run's view shows it.
+        let traced = telemetry::sampled_trace_id(spec.trace_parent.as_deref())
+            .map(|t| format!("; trace {t}"))
+            .unwrap_or_default();
         logs.system(format!(
             "attempt {attempt} of {} on worker {}{traced}",
             spec.max_retries + 1,
