@@ -166,8 +166,7 @@ fn from_latin1(word: &str) -> Option<Vec<u8>> {
 impl Counter {
     /// The counts so far (call between objects), for [`Counter::merge`].
     pub fn partial(&self) -> Partial {
-        let mut freq: Vec<(String, u64)> =
-            self.freq.iter().map(|(w, &n)| (latin1(w), n)).collect();
+        let mut freq: Vec<(String, u64)> = self.freq.iter().map(|(w, &n)| (latin1(w), n)).collect();
         freq.sort_unstable();
         Partial {
             objects: self.summary.objects,
@@ -186,7 +185,8 @@ impl Counter {
         self.summary.words += partial.words;
         self.summary.bytes += partial.bytes;
         for (word, n) in &partial.freq {
-            let word = from_latin1(word).ok_or_else(|| format!("{word:?} is not a counted word"))?;
+            let word =
+                from_latin1(word).ok_or_else(|| format!("{word:?} is not a counted word"))?;
             *self.freq.entry(word).or_default() += n;
         }
         Ok(())

@@ -62,7 +62,9 @@ pub use counter::{Counter, MAX_TRACKED_WORD, Partial, Summary, TOP, count_words}
 fn run(input: Vec<u8>) -> Result<Vec<u8>> {
     match params::get_or("mode", "").as_str() {
         "" => Ok(serde_json::to_vec(&count_prefix()?)?),
-        "map" => Ok(serde_json::to_vec(&count_split(&Split::from_json(&input)?)?)?),
+        "map" => Ok(serde_json::to_vec(&count_split(&Split::from_json(
+            &input,
+        )?)?)?),
         "reduce" => Ok(serde_json::to_vec(&merge(&input)?)?),
         other => Err(Error::InvalidInput(format!(
             "param mode is {other:?}: use map, reduce or nothing"
@@ -102,9 +104,8 @@ fn count_split(split: &Split) -> Result<Partial> {
 
 /// `mode = reduce`: every split's counts merged into one summary.
 fn merge(input: &[u8]) -> Result<Summary> {
-    let partials: Vec<Partial> = serde_json::from_slice(input).map_err(|e| {
-        Error::InvalidInput(format!("the input is not the map step's counts: {e}"))
-    })?;
+    let partials: Vec<Partial> = serde_json::from_slice(input)
+        .map_err(|e| Error::InvalidInput(format!("the input is not the map step's counts: {e}")))?;
     let mut counter = Counter::new();
     for partial in &partials {
         counter.merge(partial).map_err(Error::InvalidInput)?;

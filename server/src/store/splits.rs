@@ -475,50 +475,55 @@ impl Db {
         id: &str,
         now: i64,
     ) -> Result<Option<CancelledWorkflow>, DbError> {
+        const OPEN: &str = "EXISTS (SELECT 1 FROM workflow_runs \
+             WHERE id = $1 AND tenant_id = $2 AND state = 'running')";
         let mut tx = self.pool.begin().await?;
-        let Some(row) =
-            sqlx::query("SELECT state FROM workflow_runs WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant_id)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        let state: String = row.try_get("state")?;
-        if state != "running" {
-            tx.rollback().await?;
-            return Ok(Some(CancelledWorkflow {
-                state,
-                running: Vec::new(),
-                dequeued: 0,
-            }));
-        }
-        // Splits and steps first, then the run's row: the order in which
-        // a step's end takes them, so the two cannot deadlock.
-        sqlx::query(
+        // Writes only, from the first statement: a SQLite transaction that
+        // read first could not take the write lock once another writer
+        // committed. Splits and steps first, then the run's row: the order
+        // in which a step's end takes them, so the two cannot deadlock.
+        sqlx::query(&format!(
             "UPDATE workflow_splits SET state = 'cancelled' \
-             WHERE workflow_run_id = $1 AND state = 'pending'",
-        )
+             WHERE workflow_run_id = $1 AND state = 'pending' AND {OPEN}"
+        ))
         .bind(id)
+        .bind(tenant_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        sqlx::query(&format!(
             "UPDATE workflow_steps SET state = 'skipped' \
-             WHERE workflow_run_id = $1 AND state = 'pending'",
-        )
+             WHERE workflow_run_id = $1 AND state = 'pending' AND {OPEN}"
+        ))
         .bind(id)
+        .bind(tenant_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "UPDATE workflow_runs SET state = 'cancelled', finished_at = $2 \
-             WHERE id = $1 AND state = 'running'",
+        let ended = sqlx::query(
+            "UPDATE workflow_runs SET state = 'cancelled', finished_at = $3 \
+             WHERE id = $1 AND tenant_id = $2 AND state = 'running' RETURNING id",
         )
         .bind(id)
+        .bind(tenant_id)
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
+        if ended.is_empty() {
+            tx.rollback().await?;
+            let state =
+                sqlx::query("SELECT state FROM workflow_runs WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant_id)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            return match state {
+                None => Ok(None),
+                Some(row) => Ok(Some(CancelledWorkflow {
+                    state: row.try_get("state")?,
+                    running: Vec::new(),
+                    dequeued: 0,
+                })),
+            };
+        }
         let dequeued = sqlx::query(
             "UPDATE runs SET state = 'cancelled', finished_at = $2, \
              error = 'cancelled with its workflow run before it started' \

@@ -36,7 +36,9 @@ fn run(split: Split) -> Result<Json<Value>> {
         bytes += data?.len();
         keys.push(piece.key);
     }
-    Ok(Json(json!({"index": split.index, "keys": keys, "bytes": bytes})))
+    Ok(Json(
+        json!({"index": split.index, "keys": keys, "bytes": bytes}),
+    ))
 }
 
 fn main() {}
