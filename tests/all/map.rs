@@ -428,3 +428,46 @@ async fn map_steps_are_validated_naming_the_field() {
         "{count}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_map_task_reads_its_split() {
+    let Some(s3) = s3_env() else { return };
+    let prefix = unique_prefix("map-python");
+    seed(&s3, &prefix, 30).await;
+    let app = app(&s3.toml_table("raw", &prefix), 2).await;
+    app.upload("py-map", guest("py-map"), None).await;
+    app.upload("hello", guest("hello"), None).await;
+    create(
+        &app,
+        json!({"name": "py", "steps": [
+            {"name": "fan",
+             "map": {"store": "raw", "prefix": "input/", "max_split_bytes": 512, "parallelism": 2},
+             "run": {"module": "py-map", "grants": {"objects": ["raw"]}}},
+            {"name": "join", "depends_on": ["fan"], "run": {"module": "hello"}}
+        ]}),
+    )
+    .await;
+    let id = start(&app, "py").await;
+    let done = wait(&app, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let splits = step(&done, "fan")["splits"].as_array().unwrap().clone();
+    assert!(splits.len() >= 2, "{splits:?}");
+
+    let join = step(&done, "join")["run_id"].as_str().unwrap().to_string();
+    let join = run_of(&app, &join).await;
+    let said = join["output"].as_str().unwrap();
+    let outputs: Value = serde_json::from_str(said.strip_prefix("hello, ").unwrap()).unwrap();
+    let outputs = outputs.as_array().unwrap();
+    assert_eq!(outputs.len(), splits.len());
+    let mut keys = Vec::new();
+    for (i, (output, split)) in outputs.iter().zip(&splits).enumerate() {
+        assert_eq!(output["index"], i);
+        assert_eq!(output["bytes"], split["bytes"], "{output}");
+        keys.extend(output["keys"].as_array().unwrap().iter().cloned());
+    }
+    keys.sort_by_key(|k| k.as_str().unwrap().to_string());
+    let expected: Vec<Value> = (0..30)
+        .map(|i| json!(format!("input/part-{i:04}.txt")))
+        .collect();
+    assert_eq!(keys, expected);
+}

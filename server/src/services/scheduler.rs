@@ -500,6 +500,16 @@ async fn start_map(
     step: &StepDef,
     spec: &MapSpec,
 ) -> Result<StepState, SchedulerError> {
+    // Admitted first, as any step's run is: a tenant that may no longer
+    // grant the store (or run the module) gets nothing listed.
+    let submit: SubmitRun = serde_json::from_value(step.run.clone())
+        .map_err(|e| corrupt("a stored step template no longer parses", e))?;
+    if let Err(e) = admission::prepare(state, &run.tenant_id, submit).await {
+        let error = format!("cannot start the step's runs: {e}");
+        tracing::warn!(workflow_run = %run.id, step = %step.name, "{error}");
+        state.db.fail_step(&run.id, &step.name, &error).await?;
+        return Ok(StepState::Failed);
+    }
     let max_splits = state.config.server.max_map_splits as u64;
     let planned = match list_prefix(state, spec).await {
         Ok(listed) => map::plan(listed, spec, max_splits).map_err(|e| e.to_string()),
