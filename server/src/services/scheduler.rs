@@ -6,7 +6,10 @@
 //!   skip steps that can no longer run, finish the workflow run.
 //!   Workflows move on events ([`step_ended`], called by the worker whose
 //!   run ended a step); the periodic pass ([`advance_workflow`] over every
-//!   open run) recovers what a process that died left half done.
+//!   open run) recovers what a process that died left half done. A map
+//!   step lists its prefix once when it starts, stores its splits
+//!   ([`crate::map::plan`]) and queues them `parallelism` at a time, each
+//!   split's end queueing the next.
 //!
 //! Every duty is safe to run in several processes at once: schedules
 //! advance by compare-and-set, workflow steps move by compare-and-set, and
