@@ -12,7 +12,7 @@
 //!
 //! `range` (`[start, end)`, in bytes) appears only when the step declares
 //! `"ranges": true`, for objects larger than its `max_split_bytes`. A
-//! [`Split`] is the parsed input (it is a [`FromInput`](crate::FromInput), so
+//! [`Split`] is the parsed input (it is a [`FromInput`], so
 //! it can be the task's argument), and [`Split::read`] reads its objects in
 //! order with several requests in flight ([`Store::read_many`]).
 //!
