@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::guest;
 use crate::io::Backend;
-use crate::report::{Dist, Plan, Report};
+use crate::report::{Plan, Report};
 use crate::service::{Service, sqlite_url};
 
 const CONCURRENCY: usize = 16;
@@ -166,17 +166,7 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
         large_size >> 20
     );
     let rate = |report: &mut Report, name: String, samples: Vec<Duration>| {
-        let count = samples.len();
-        let dist = Dist::new(name.clone(), samples);
-        let p50 = dist.p50().as_secs_f64();
-        let index = report.dist(dist);
-        report.value(&format!("{name}: objects/s at p50"), n as f64 / p50, count);
-        report.value(
-            &format!("{name}: MB/s at p50"),
-            total_bytes as f64 / 1e6 / p50,
-            count,
-        );
-        index
+        crate::small_objects::rates(report, name, samples, n, total_bytes)
     };
     let base = rate(
         report,

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use caisson_tests::{RemoteStore, guest, hdfs_env, key, s3_env, unique_prefix};
 
 use crate::api::{App, app, app_with};
+use crate::flows::step;
 
 /// Seeds `n` small text objects under `{prefix}/input/`, plus one beside
 /// it that no map may read.
@@ -33,6 +34,28 @@ async fn seed(remote: &impl RemoteStore, prefix: &str, n: usize) {
         )
         .await
         .unwrap();
+}
+
+/// `keys` (JSON strings) are the `n` seeded input keys, each once.
+fn assert_each_seeded_key_once(mut keys: Vec<Value>, n: usize) {
+    keys.sort_by_key(|k| k.as_str().unwrap().to_string());
+    let expected: Vec<Value> = (0..n)
+        .map(|i| json!(format!("input/part-{i:04}.txt")))
+        .collect();
+    assert_eq!(keys, expected);
+}
+
+/// A server whose store `raw` holds `n` seeded objects on S3, with
+/// `modules` uploaded; `None` without S3.
+async fn seeded_s3_app(name: &str, n: usize, modules: &[&str]) -> Option<App> {
+    let s3 = s3_env()?;
+    let prefix = unique_prefix(name);
+    seed(&s3, &prefix, n).await;
+    let app = app(&s3.toml_table("raw", &prefix), 2).await;
+    for module in modules {
+        app.upload(module, guest(module), None).await;
+    }
+    Some(app)
 }
 
 async fn create(app: &App, body: Value) {
@@ -65,15 +88,6 @@ async fn wait(app: &App, id: &str) -> Value {
     panic!("workflow run {id} did not finish");
 }
 
-fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
-    run["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no step {name} in {run}"))
-}
-
 async fn run_of(app: &App, id: &str) -> Value {
     app.json("GET", &format!("/v1/runs/{id}"), None, None)
         .await
@@ -84,6 +98,17 @@ async fn output_of(app: &App, id: &str) -> Value {
     let run = run_of(app, id).await;
     assert_eq!(run["state"], "succeeded", "{run}");
     serde_json::from_str(run["output"].as_str().unwrap()).unwrap()
+}
+
+/// The input of step `join` (a `hello` run, which says hello to its
+/// input): the map step's outputs, as JSON.
+async fn joined(app: &App, done: &Value) -> Value {
+    let join = step(done, "join")["run_id"].as_str().unwrap().to_string();
+    let said = run_of(app, &join).await["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    serde_json::from_str(said.strip_prefix("hello, ").unwrap()).unwrap()
 }
 
 async fn wait_run(app: &App, id: &str) -> Value {
@@ -167,12 +192,9 @@ async fn map_reduce_word_count(remote: &impl RemoteStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_that_fails_once_is_retried_alone_and_reduce_gets_outputs_in_order() {
-    let Some(s3) = s3_env() else { return };
-    let prefix = unique_prefix("map-retry");
-    seed(&s3, &prefix, 20).await;
-    let app = app(&s3.toml_table("raw", &prefix), 2).await;
-    app.upload("map-probe", guest("map-probe"), None).await;
-    app.upload("hello", guest("hello"), None).await;
+    let Some(app) = seeded_s3_app("map-retry", 20, &["map-probe", "hello"]).await else {
+        return;
+    };
     create(
         &app,
         json!({"name": "retry", "steps": [
@@ -206,18 +228,10 @@ async fn a_split_that_fails_once_is_retried_alone_and_reduce_gets_outputs_in_ord
         assert_eq!(output["index"], i);
         keys.extend(output["keys"].as_array().unwrap().iter().cloned());
     }
-    keys.sort_by_key(|k| k.as_str().unwrap().to_string());
-    let expected: Vec<Value> = (0..20)
-        .map(|i| json!(format!("input/part-{i:04}.txt")))
-        .collect();
-    assert_eq!(keys, expected);
+    assert_each_seeded_key_once(keys, 20);
 
     // The dependant got every split's output, in split order.
-    let join = step(&done, "join")["run_id"].as_str().unwrap().to_string();
-    let join = run_of(&app, &join).await;
-    // `hello` says hello to its input.
-    let said = join["output"].as_str().unwrap();
-    let input: Value = serde_json::from_str(said.strip_prefix("hello, ").unwrap()).unwrap();
+    let input = joined(&app, &done).await;
     let indices: Vec<u64> = input
         .as_array()
         .unwrap()
@@ -229,11 +243,9 @@ async fn a_split_that_fails_once_is_retried_alone_and_reduce_gets_outputs_in_ord
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_workflow_run_mid_map_cancels_every_split() {
-    let Some(s3) = s3_env() else { return };
-    let prefix = unique_prefix("map-cancel");
-    seed(&s3, &prefix, 12).await;
-    let app = app(&s3.toml_table("raw", &prefix), 2).await;
-    app.upload("map-probe", guest("map-probe"), None).await;
+    let Some(app) = seeded_s3_app("map-cancel", 12, &["map-probe"]).await else {
+        return;
+    };
     create(
         &app,
         json!({"name": "slow", "steps": [
@@ -311,10 +323,9 @@ async fn cancelling_a_workflow_run_mid_map_cancels_every_split() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_prefix_makes_no_splits_and_reduce_gets_an_empty_list() {
-    let Some(s3) = s3_env() else { return };
-    let prefix = unique_prefix("map-empty");
-    let app = app(&s3.toml_table("raw", &prefix), 2).await;
-    app.upload("word-count", guest("word-count"), None).await;
+    let Some(app) = seeded_s3_app("map-empty", 0, &["word-count"]).await else {
+        return;
+    };
     create(
         &app,
         json!({"name": "empty", "steps": [
@@ -431,12 +442,9 @@ async fn map_steps_are_validated_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_map_task_reads_its_split() {
-    let Some(s3) = s3_env() else { return };
-    let prefix = unique_prefix("map-python");
-    seed(&s3, &prefix, 30).await;
-    let app = app(&s3.toml_table("raw", &prefix), 2).await;
-    app.upload("py-map", guest("py-map"), None).await;
-    app.upload("hello", guest("hello"), None).await;
+    let Some(app) = seeded_s3_app("map-python", 30, &["py-map", "hello"]).await else {
+        return;
+    };
     create(
         &app,
         json!({"name": "py", "steps": [
@@ -453,10 +461,7 @@ async fn a_python_map_task_reads_its_split() {
     let splits = step(&done, "fan")["splits"].as_array().unwrap().clone();
     assert!(splits.len() >= 2, "{splits:?}");
 
-    let join = step(&done, "join")["run_id"].as_str().unwrap().to_string();
-    let join = run_of(&app, &join).await;
-    let said = join["output"].as_str().unwrap();
-    let outputs: Value = serde_json::from_str(said.strip_prefix("hello, ").unwrap()).unwrap();
+    let outputs = joined(&app, &done).await;
     let outputs = outputs.as_array().unwrap();
     assert_eq!(outputs.len(), splits.len());
     let mut keys = Vec::new();
@@ -465,9 +470,5 @@ async fn a_python_map_task_reads_its_split() {
         assert_eq!(output["bytes"], split["bytes"], "{output}");
         keys.extend(output["keys"].as_array().unwrap().iter().cloned());
     }
-    keys.sort_by_key(|k| k.as_str().unwrap().to_string());
-    let expected: Vec<Value> = (0..30)
-        .map(|i| json!(format!("input/part-{i:04}.txt")))
-        .collect();
-    assert_eq!(keys, expected);
+    assert_each_seeded_key_once(keys, 30);
 }

@@ -72,26 +72,38 @@ fn run(input: Vec<u8>) -> Result<Vec<u8>> {
     }
 }
 
+/// Counts one object as `read_many` gave it: whole, or, when it was too
+/// large to read whole, streamed.
+fn count_object(
+    counter: &mut Counter,
+    store: &Store,
+    key: &str,
+    data: Result<Vec<u8>>,
+) -> Result<()> {
+    match data {
+        Ok(data) => {
+            counter.feed(&data);
+            counter.end_object();
+        }
+        Err(Error::TooLarge(_)) => {
+            let reader = store
+                .reader(key)
+                .with_context(|| format!("reading {key}"))?;
+            counter
+                .count_reader(reader)
+                .with_context(|| format!("reading {key}"))?;
+        }
+        Err(e) => return Err(e.context(format!("reading {key}"))),
+    }
+    Ok(())
+}
+
 /// `mode = map`: the counts of one split's objects.
 fn count_split(split: &Split) -> Result<Partial> {
     let store = Store::open(&split.store)?;
     let mut counter = Counter::new();
     for (piece, data) in split.read()? {
-        match data {
-            Ok(data) => {
-                counter.feed(&data);
-                counter.end_object();
-            }
-            Err(Error::TooLarge(_)) => {
-                let reader = store
-                    .reader(&piece.key)
-                    .with_context(|| format!("reading {}", piece.key))?;
-                counter
-                    .count_reader(reader)
-                    .with_context(|| format!("reading {}", piece.key))?;
-            }
-            Err(e) => return Err(e.context(format!("reading {}", piece.key))),
-        }
+        count_object(&mut counter, &store, &piece.key, data)?;
     }
     info!(
         "split {}: {} objects, {} bytes",
@@ -144,22 +156,7 @@ fn count_prefix() -> Result<Summary> {
 
     let mut counter = Counter::new();
     for (i, (key, data)) in store.read_many(&keys)?.enumerate() {
-        match data {
-            Ok(data) => {
-                counter.feed(&data);
-                counter.end_object();
-            }
-            // Too large to read whole: stream it.
-            Err(Error::TooLarge(_)) => {
-                let reader = store
-                    .reader(&key)
-                    .with_context(|| format!("reading {key}"))?;
-                counter
-                    .count_reader(reader)
-                    .with_context(|| format!("reading {key}"))?;
-            }
-            Err(e) => return Err(e.context(format!("reading {key}"))),
-        }
+        count_object(&mut counter, &store, &key, data)?;
         log::progress(i as u64 + 1, keys.len() as u64);
     }
 

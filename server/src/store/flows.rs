@@ -94,6 +94,15 @@ pub struct Settled {
     pub step_ended: bool,
 }
 
+/// What ending a run did to a map step's splits (`Db::settle_split`, in
+/// `splits.rs`), for the transaction that ends the run (in `runs.rs`).
+pub(super) enum SplitSettle {
+    /// The run is not a split's: its step settles as usual.
+    NotASplit,
+    /// The run is a split's; what its end set in motion, if anything.
+    Split(Option<Settled>),
+}
+
 /// The most names one `IN (...)` list binds (PostgreSQL allows 65,535
 /// parameters, older SQLite 999).
 const IN_LIST_CHUNK: usize = 500;

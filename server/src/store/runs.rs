@@ -11,8 +11,7 @@ use super::db::{Db, DbError, DbKind, corrupt, new_id};
 /// The PostgreSQL channel a cancel request is announced on, with the run's
 /// id as the payload (see `services::cancel`).
 pub const CANCEL_CHANNEL: &str = "caisson_cancels";
-use super::flows::Settled;
-use super::splits::SplitSettle;
+use super::flows::{Settled, SplitSettle};
 use crate::model::columns::{Flag, MaybeFlag};
 use crate::model::{RunSpec, RunState};
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, FromRow, Row};
 
 use super::db::{Db, DbError};
-use super::flows::Settled;
+use super::flows::{Settled, SplitSettle};
 use super::runs::QueueRoom;
 use crate::model::{RunSpec, RunState};
 
@@ -61,14 +61,6 @@ pub struct CancelledWorkflow {
     pub running: Vec<String>,
     /// Its runs that were queued, now cancelled.
     pub dequeued: usize,
-}
-
-/// What ending a run did to the splits table.
-pub(super) enum SplitSettle {
-    /// The run is not a split's: its step settles as usual.
-    NotASplit,
-    /// The run is a split's; what its end set in motion, if anything.
-    Split(Option<Settled>),
 }
 
 /// Splits inserted per statement (7 values each, far under any
