@@ -2103,6 +2103,30 @@ async fn a_map_step_runs_its_splits_within_its_parallelism_and_ends_with_the_las
             .unwrap()
             .unwrap();
         assert_eq!((again.state.as_str(), again.dequeued), ("cancelled", 0));
+
+        // A third, whose runs can no longer be admitted: its pending splits
+        // fail, and with none running the step ends failed, saying why.
+        let wf3 = db
+            .create_workflow_run(&t, "flow", &serde_json::json!({}), &steps, NOW)
+            .await
+            .unwrap();
+        db.start_map_step(&wf3, "m", &splits).await.unwrap();
+        let ended = db
+            .fail_pending_splits(&wf3, "m", "module gone")
+            .await
+            .unwrap()
+            .expect("no split was running");
+        assert!(!ended.succeeded && ended.step_ended);
+        assert_eq!(ended.ready, ["r"]);
+        let m = db.workflow_steps(&wf3).await.unwrap().remove(0);
+        assert_eq!(
+            (m.state.as_str(), m.error.as_deref()),
+            ("failed", Some("module gone"))
+        );
+        assert_eq!(
+            db.fail_pending_splits(&wf3, "m", "again").await.unwrap(),
+            None
+        );
     })
     .await;
 }

@@ -176,8 +176,10 @@ pub async fn step_ended(
             return advance_workflow(state, &run).await;
         }
         let def = definition(&state.workflow_defs, &state.db, &run).await?;
-        if let Some(step) = def.steps.iter().find(|s| s.name == settled.step) {
-            launch_splits(state, &run, step).await?;
+        if let Some(step) = def.steps.iter().find(|s| s.name == settled.step)
+            && launch_splits(state, &run, step).await?.is_some()
+        {
+            return advance_workflow(state, &run).await;
         }
         return Ok(());
     }
@@ -342,10 +344,14 @@ pub async fn advance_workflow(
         {
             // A map step: settle splits whose runs ended unseen, and start
             // pending ones a lost event left waiting.
-            match state.db.settle_ended_splits(&run.id, &step.name).await? {
+            let ended = match state.db.settle_ended_splits(&run.id, &step.name).await? {
+                Some(settled) => Some(settled),
+                None => launch_splits(state, run, step_def).await?,
+            };
+            match ended {
                 Some(settled) if settled.succeeded => current = StepState::Succeeded,
                 Some(_) => current = StepState::Failed,
-                None => launch_splits(state, run, step_def).await?,
+                None => {}
             }
         }
         if let Some(run_id) = step.run_id {
@@ -540,10 +546,10 @@ async fn start_map(
         None => Ok(StepState::Running),
         // An empty prefix: done, and its dependants get `[]`.
         Some(Some(_)) => Ok(StepState::Succeeded),
-        Some(None) => {
-            launch_splits(state, run, step).await?;
-            Ok(StepState::Running)
-        }
+        Some(None) => match launch_splits(state, run, step).await? {
+            Some(_) => Ok(StepState::Failed),
+            None => Ok(StepState::Running),
+        },
     }
 }
 
@@ -599,17 +605,19 @@ async fn list_prefix(state: &Services, spec: &MapSpec) -> Result<Vec<Listed>, St
 /// Queues as many pending splits of a running map step as its
 /// `parallelism` leaves room for, each as a run of the step's template
 /// with the split as its input. A full tenant queue leaves the rest for
-/// the next split's end or the periodic pass.
+/// the next split's end or the periodic pass. Returns the step's end when
+/// its runs can no longer be admitted (its module or a grant went away):
+/// its pending splits fail, and it ends once the running ones have.
 async fn launch_splits(
     state: &Services,
     run: &OpenWorkflowRun,
     step: &StepDef,
-) -> Result<(), SchedulerError> {
+) -> Result<Option<Settled>, SchedulerError> {
     let Some(spec) = &step.map else {
-        return Ok(());
+        return Ok(None);
     };
     if state.db.workflow_run_state(&run.id).await?.as_deref() != Some("running") {
-        return Ok(());
+        return Ok(None);
     }
     let parallelism = i64::try_from(spec.parallelism).unwrap_or(i64::MAX);
     let pending = state
@@ -617,17 +625,19 @@ async fn launch_splits(
         .launchable_splits(&run.id, &step.name, parallelism)
         .await?;
     if pending.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let submit: SubmitRun = serde_json::from_value(step.run.clone())
         .map_err(|e| corrupt("a stored step template no longer parses", e))?;
     let mut template = match admission::prepare(state, &run.tenant_id, submit).await {
         Ok(template) => template,
         Err(e) => {
-            // The module or a grant went away since the workflow was
-            // defined; the splits wait, and the pass tries again.
-            tracing::warn!(workflow_run = %run.id, step = %step.name, "cannot start splits: {e}");
-            return Ok(());
+            let error = format!("cannot start the step's runs: {e}");
+            tracing::warn!(workflow_run = %run.id, step = %step.name, "{error}");
+            return Ok(state
+                .db
+                .fail_pending_splits(&run.id, &step.name, &error)
+                .await?);
         }
     };
     template.workflow_run_id = Some(run.id.clone());
@@ -659,7 +669,7 @@ async fn launch_splits(
         }
         state.work_available.notify_waiters();
     }
-    Ok(())
+    Ok(None)
 }
 
 /// A map step's output as its dependants get it ([`dag::map_output`]):

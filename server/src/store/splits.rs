@@ -283,6 +283,62 @@ impl Db {
         Ok(Some(run_id))
     }
 
+    /// Fails every pending split of a running map step whose runs cannot
+    /// be admitted any more (its module or a grant went away), saying why
+    /// on the step. Returns the step's end if no split is left running.
+    pub async fn fail_pending_splits(
+        &self,
+        workflow_run_id: &str,
+        step: &str,
+        error: &str,
+    ) -> Result<Option<Settled>, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let failed = sqlx::query(
+            "UPDATE workflow_splits SET state = 'failed' \
+             WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
+        )
+        .bind(workflow_run_id)
+        .bind(step)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected() as i64;
+        if failed == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "UPDATE workflow_steps SET splits_open = splits_open - $3, \
+             splits_failed = splits_failed + $3, error = $4 \
+             WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'running' \
+             RETURNING splits_open",
+        )
+        .bind(workflow_run_id)
+        .bind(step)
+        .bind(failed)
+        .bind(error)
+        .fetch_all(&mut *tx)
+        .await?;
+        let open: i64 = match rows.first() {
+            Some(row) => row.try_get("splits_open")?,
+            None => 1,
+        };
+        let settled = if open <= 0 {
+            Self::settle_step(
+                &mut tx,
+                workflow_run_id,
+                step,
+                Some("running"),
+                "failed",
+                None,
+            )
+            .await?
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(settled)
+    }
+
     /// Settles the split whose run `run_id` ended as `state`, within the
     /// transaction that ended it. The split's step ends with its last
     /// split: succeeded if every split succeeded, else failed.
