@@ -25,7 +25,7 @@ pub(crate) struct Backend {
     /// Appended to the S3 labels, which stay as they were: "" or " on HDFS".
     suffix: &'static str,
     pub(crate) client: Arc<dyn ObjectStore>,
-    table: String,
+    pub(crate) table: String,
 }
 
 impl Backend {

@@ -27,7 +27,11 @@
 //!    S3 server; the process's peak RSS meanwhile. **Small objects**
 //!    (`small-objects`): 2,000 objects of 0.1-3 KB read by a task one `get`
 //!    at a time and through `read_prefix`, against a native client one at a
-//!    time and with `buffer_unordered(16)`.
+//!    time and with `buffer_unordered(16)`. **Map** (`map`, [`map`]):
+//!    10,000 objects of 1-8 KB and 20 of 16 MiB (500 and 2 of 1 MiB in quick
+//!    mode), read by a task one `get` at a time, through `read_prefix`, and
+//!    by a workflow `map` step in 2, 4 and 8 splits, against a native client
+//!    with `buffer_unordered(16)`.
 //! 6. **Compute.** The word-count task over 200 MiB in a memory object store,
 //!    against the same counting code compiled natively over the same bytes.
 //! 7. **Density.** 1,000 idle instances at once (and 100 Python ones), the
@@ -42,7 +46,7 @@
 //!    peer not installed is named in a note and skipped.
 //!
 //! `CAISSON_BENCH_ONLY=io,density` runs only those sections (`instantiate`,
-//! `service`, `io`, `small-objects`, `compute`, `density`, `sql`, `peers`),
+//! `service`, `io`, `small-objects`, `map`, `compute`, `density`, `sql`, `peers`),
 //! for profiling one of them.
 //!
 //! Results go to `target/bench/results.{md,json}`; the Markdown table is also
@@ -62,6 +66,7 @@ use caisson_runtime::{Config, Runtime};
 use report::{Plan, Report};
 
 mod io;
+mod map;
 mod peers;
 mod report;
 mod runtime;
@@ -146,6 +151,9 @@ pub fn main() -> Result<()> {
             &dir.path().join("small-objects"),
             &mut report,
         ))?;
+    }
+    if wanted("map") {
+        tokio.block_on(map::run(&plan, &dir.path().join("map"), &mut report))?;
     }
     if wanted("compute") {
         let rt = runtime(dir.path(), true)?;

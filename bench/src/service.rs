@@ -50,6 +50,18 @@ impl Service {
         in_process: usize,
         processes: usize,
     ) -> Result<Service> {
+        Self::start_with(dir, database, in_process, processes, "").await
+    }
+
+    /// [`Service::start`] with `tables` (`[objects.NAME]` and such)
+    /// appended to the configuration.
+    pub(crate) async fn start_with(
+        dir: &Path,
+        database: &str,
+        in_process: usize,
+        processes: usize,
+        tables: &str,
+    ) -> Result<Service> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -59,7 +71,7 @@ impl Service {
             format!(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\n\
                  modules = {{ type = \"local\", root = \"{dir}/modules\" }}\nworkers = 2\n\n\
-                 [engine]\ncache_dir = \"{dir}/cache\"\nscratch_dir = \"{dir}/scratch\"\n",
+                 [engine]\ncache_dir = \"{dir}/cache\"\nscratch_dir = \"{dir}/scratch\"\n{tables}",
                 dir = dir.display()
             ),
         )?;
@@ -102,7 +114,7 @@ impl Service {
         Ok(service)
     }
 
-    async fn push(&self, name: &str) -> Result<()> {
+    pub(crate) async fn push(&self, name: &str) -> Result<()> {
         let response = self
             .http
             .post(format!("{}/v1/modules?name={name}&version=1", self.url))
@@ -118,7 +130,7 @@ impl Service {
         Ok(())
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value> {
         let response = self
             .http
             .post(format!("{}{path}", self.url))
@@ -131,7 +143,7 @@ impl Service {
         Ok(body)
     }
 
-    async fn get(&self, path: &str) -> Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Value> {
         let response = self.http.get(format!("{}{path}", self.url)).send().await?;
         let status = response.status();
         let body: Value = response.json().await?;

@@ -94,17 +94,7 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
 
     let label = format!("{n} objects of 0.1-3 KB");
     let rate = |report: &mut Report, name: String, samples: Vec<Duration>| {
-        let count = samples.len();
-        let dist = Dist::new(name.clone(), samples);
-        let p50 = dist.p50().as_secs_f64();
-        let index = report.dist(dist);
-        report.value(&format!("{name}: objects/s at p50"), n as f64 / p50, count);
-        report.value(
-            &format!("{name}: MB/s at p50"),
-            total_bytes as f64 / 1e6 / p50,
-            count,
-        );
-        index
+        rates(report, name, samples, n, total_bytes)
     };
     let ns = rate(
         report,
@@ -148,6 +138,33 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
         50.0,
     );
     Ok(())
+}
+
+/// Reports `samples` (each a read of `objects` objects, `bytes` in all)
+/// as a distribution named `name` with its objects/s and MB/s at p50;
+/// returns the distribution's index for ratios.
+pub(crate) fn rates(
+    report: &mut Report,
+    name: String,
+    samples: Vec<Duration>,
+    objects: usize,
+    bytes: usize,
+) -> usize {
+    let count = samples.len();
+    let dist = Dist::new(name.clone(), samples);
+    let p50 = dist.p50().as_secs_f64();
+    let index = report.dist(dist);
+    report.value(
+        &format!("{name}: objects/s at p50"),
+        objects as f64 / p50,
+        count,
+    );
+    report.value(
+        &format!("{name}: MB/s at p50"),
+        bytes as f64 / 1e6 / p50,
+        count,
+    );
+    index
 }
 
 async fn read_one(client: &Arc<dyn ObjectStore>, key: &ObjectPath) -> Result<usize> {

@@ -654,6 +654,13 @@ pub enum WorkflowCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Cancel a workflow run: nothing more starts, its runs (a map step's
+    /// splits among them) are cancelled.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     Delete {
         name: String,
         #[command(flatten)]
@@ -783,12 +790,18 @@ pub async fn workflow(command: WorkflowCommand) -> anyhow::Result<()> {
         }
         println!("workflow run {} of {}: {}", run.id, run.workflow, run.state);
         for step in &run.steps {
-            println!(
-                "  {:<24} {:<10} {}",
-                step.name,
-                step.state,
-                step.run_id.as_deref().unwrap_or("-")
-            );
+            // A map step has no run of its own: its splits' count instead.
+            let runs = match &step.splits {
+                Some(splits) => {
+                    let done = splits.iter().filter(|s| s.state == "succeeded").count();
+                    format!("{done}/{} splits succeeded", splits.len())
+                }
+                None => step.run_id.clone().unwrap_or_else(|| "-".into()),
+            };
+            println!("  {:<24} {:<10} {runs}", step.name, step.state);
+            if let Some(error) = &step.error {
+                println!("    {}", escape_controls(error));
+            }
         }
         Ok(())
     };
@@ -849,6 +862,15 @@ pub async fn workflow(command: WorkflowCommand) -> anyhow::Result<()> {
         WorkflowCommand::Status { id, conn } => {
             let run: WorkflowRunView = conn
                 .send(conn.request(reqwest::Method::GET, &format!("/v1/workflow-runs/{id}")))
+                .await?;
+            show_run(&conn, &run)
+        }
+        WorkflowCommand::Cancel { id, conn } => {
+            let run: WorkflowRunView = conn
+                .send(conn.request(
+                    reqwest::Method::POST,
+                    &format!("/v1/workflow-runs/{id}/cancel"),
+                ))
                 .await?;
             show_run(&conn, &run)
         }

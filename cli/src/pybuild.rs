@@ -51,6 +51,10 @@ const SDK: &[(&str, &str)] = &[
         include_str!("../../sdk/python/caisson/log.py"),
     ),
     (
+        "caisson/map.py",
+        include_str!("../../sdk/python/caisson/map.py"),
+    ),
+    (
         "caisson/objects.py",
         include_str!("../../sdk/python/caisson/objects.py"),
     ),

@@ -84,6 +84,9 @@ pub struct ServerSection {
     /// The most live log streams (`/v1/runs/{id}/logs?follow=true`) one
     /// tenant may hold open at once; more are answered 429.
     pub max_log_streams: usize,
+    /// The most splits one map step may make; a prefix that needs more
+    /// fails the step, naming this setting.
+    pub max_map_splits: usize,
     /// The most tenants `/metrics` names in its `tenant` label; the rest
     /// share `other`.
     pub metrics_tenants: usize,
@@ -118,6 +121,7 @@ impl Default for ServerSection {
             request_timeout: Duration::from_secs(60),
             max_connections: 512,
             max_log_streams: 16,
+            max_map_splits: 10_000,
             metrics_tenants: crate::metrics::DEFAULT_TENANT_LABELS,
             metrics_modules: crate::metrics::DEFAULT_MODULE_LABELS,
             metrics_listen: None,
@@ -151,6 +155,7 @@ impl std::fmt::Debug for ServerSection {
             .field("request_timeout", &self.request_timeout)
             .field("max_connections", &self.max_connections)
             .field("max_log_streams", &self.max_log_streams)
+            .field("max_map_splits", &self.max_map_splits)
             .field("metrics_tenants", &self.metrics_tenants)
             .field("metrics_modules", &self.metrics_modules)
             .field("metrics_listen", &self.metrics_listen)
@@ -201,6 +206,7 @@ impl ServerSection {
         for (key, value) in [
             ("max_connections", self.max_connections),
             ("max_log_streams", self.max_log_streams),
+            ("max_map_splits", self.max_map_splits),
         ] {
             if value == 0 {
                 anyhow::bail!("`[server] {key}` must be at least 1");
@@ -521,6 +527,7 @@ max_running_runs = -1"
             ("idle_timeout = \"20s\"", "`[server] idle_timeout` (20s)"),
             ("max_connections = 0", "`[server] max_connections`"),
             ("max_log_streams = 0", "`[server] max_log_streams`"),
+            ("max_map_splits = 0", "`[server] max_map_splits`"),
         ] {
             let error = ServerConfig::parse(&format!("[server]\n{text}"))
                 .unwrap_err()

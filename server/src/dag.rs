@@ -57,6 +57,12 @@ pub struct StepDef {
     /// that depend on it still run (with whatever output it produced).
     #[serde(default)]
     pub allow_failure: bool,
+    /// Makes this a map step: its run template runs once per split of the
+    /// objects under a prefix (see [`crate::map`]), each split's JSON as
+    /// the run's input, and a step depending on it gets the splits'
+    /// outputs as a JSON array in split order (see [`step_input`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<crate::map::MapSpec>,
     /// The run template (module, function, input, limits…); validated by the
     /// API layer, opaque here.
     #[schema(value_type = crate::model::SubmitRun)]
@@ -399,6 +405,11 @@ pub fn step_counts(def: &WorkflowDef) -> Vec<(String, i64, Vec<String>)> {
 ///   * A dependency with no recorded output (it failed, with
 ///     `allow_failure`, before producing one) is `null`; as the single
 ///     dependency it gives empty input.
+/// * A **map step**'s output, as its dependants see it, is a JSON array
+///   with one element per split in split order, each that split's output
+///   by the rules above (`[]` for an empty prefix); once the outputs are
+///   too large to pass inline, each element is `{"output_key": KEY}`, the
+///   output's key in the artifact store ([`map_output`]).
 ///
 ///   The template's own input is not included: a step that needs static
 ///   parameters as well should read them from its template's params.
@@ -435,8 +446,31 @@ pub fn step_input(
     }
 }
 
+/// One split's output, as the scheduler read it for [`map_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitOutput {
+    /// The output itself; `None` if the split's run has none (it failed).
+    Inline(Option<Vec<u8>>),
+    /// The output's key in the artifact store.
+    Stored(String),
+}
+
+/// A map step's output, as a step depending on it receives it: a JSON
+/// array of its splits' outputs, in split order (see [`step_input`]).
+pub fn map_output(outputs: &[SplitOutput]) -> Vec<u8> {
+    let values: Vec<serde_json::Value> = outputs
+        .iter()
+        .map(|output| match output {
+            SplitOutput::Inline(None) => serde_json::Value::Null,
+            SplitOutput::Inline(Some(bytes)) => output_as_json(bytes),
+            SplitOutput::Stored(key) => serde_json::json!({ "output_key": key }),
+        })
+        .collect();
+    serde_json::to_vec(&values).expect("a JSON value always serializes")
+}
+
 /// One dependency's output as a JSON value, per [`step_input`]'s rules.
-fn output_as_json(bytes: &[u8]) -> serde_json::Value {
+pub(crate) fn output_as_json(bytes: &[u8]) -> serde_json::Value {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
         return value;
     }
@@ -459,6 +493,7 @@ mod tests {
             name: name.to_owned(),
             depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
             allow_failure: false,
+            map: None,
             run: json!({"module": "m", "function": name}),
         }
     }
@@ -1239,6 +1274,22 @@ mod tests {
         assert!(
             text.starts_with("{\"bin\":{\"base64\":\"/wD+\"},\"empty\":\"\",\"json\":"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn map_output_is_an_array_in_split_order() {
+        assert_eq!(map_output(&[]), b"[]");
+        let out = map_output(&[
+            SplitOutput::Inline(Some(b"{\"words\": 3}".to_vec())),
+            SplitOutput::Inline(Some(b"text".to_vec())),
+            SplitOutput::Inline(None),
+            SplitOutput::Stored("outputs/r1".into()),
+        ]);
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            value,
+            json!([{"words": 3}, "text", null, {"output_key": "outputs/r1"}])
         );
     }
 

@@ -5,8 +5,9 @@
 //! The modules are floors; each imports only the ones below it:
 //!
 //! 1. [`model`]: the run model (what a run asks for, its grants, its
-//!    states), and the pure [`cron`] and [`dag`] logic; [`telemetry`], the
-//!    log and trace setup and a run's trace context;
+//!    states), and the pure [`cron`], [`dag`] and [`map`] (splitting)
+//!    logic; [`telemetry`], the log and trace setup and a run's trace
+//!    context;
 //! 2. [`store`]: the coordination database, one file per concern (runs and
 //!    leases, logs, modules, tenants, tokens, schedules and workflows);
 //! 3. [`services`]: admission, artifacts, the worker and the scheduler,
@@ -27,6 +28,7 @@ pub mod api;
 pub mod config;
 pub mod cron;
 pub mod dag;
+pub mod map;
 pub mod metrics;
 pub mod model;
 pub mod serve;

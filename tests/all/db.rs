@@ -14,8 +14,8 @@ use caisson_host_api::Grants;
 use caisson_host_api::log::Level;
 use caisson_server::model::{LogSource, NewLogLine, RunSpec, RunState};
 use caisson_server::store::{
-    AttemptOutcome, Db, DbError, DbKind, ModuleRecord, NewStep, RunFilter, ScheduleRecord, Settled,
-    TenantQuotas,
+    AttemptOutcome, Db, DbError, DbKind, ModuleRecord, NewSplit, NewStep, RunFilter,
+    ScheduleRecord, Settled, TenantQuotas,
 };
 use caisson_tests::postgres_url;
 use sqlx::Connection;
@@ -1931,6 +1931,201 @@ async fn ending_a_step_counts_its_successors_down_once() {
         // A run outside any workflow ends nothing else.
         assert_eq!(
             end_step_run(&db, &t, "no-such-workflow-run", "x").await,
+            None
+        );
+    })
+    .await;
+}
+
+/// Ends the claimed run `id` (which must be the next claimable) as
+/// succeeded with `output`, or failed.
+async fn end_split_run(db: &Db, id: &str, output: Option<&[u8]>) -> Option<Settled> {
+    let claim = db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
+    assert_eq!(claim.run.id, id);
+    let done = match output {
+        Some(output) => AttemptOutcome::Succeeded {
+            output: output.to_vec(),
+            output_key: None,
+        },
+        None => AttemptOutcome::Finished {
+            state: RunState::Failed,
+            error: "no".into(),
+            retryable: false,
+        },
+    };
+    db.finish_attempt_step(id, "w1", claim.attempt, &done, NOW + 1)
+        .await
+        .unwrap()
+        .expect("the attempt was w1's to finish")
+}
+
+#[tokio::test]
+async fn a_map_step_runs_its_splits_within_its_parallelism_and_ends_with_the_last() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let steps = [
+            NewStep {
+                name: "m".into(),
+                waiting: 0,
+                successors: vec!["r".into()],
+            },
+            NewStep {
+                name: "r".into(),
+                waiting: 1,
+                successors: vec![],
+            },
+        ];
+        let wf = db
+            .create_workflow_run(&t, "flow", &serde_json::json!({}), &steps, NOW)
+            .await
+            .unwrap();
+        let splits: Vec<NewSplit> = (0..3)
+            .map(|i| NewSplit {
+                input: format!("{{\"index\": {i}}}"),
+                objects: 1,
+                bytes: 10 * i,
+            })
+            .collect();
+        assert_eq!(
+            db.start_map_step(&wf, "m", &splits).await.unwrap(),
+            Some(None)
+        );
+        assert_eq!(
+            db.start_map_step(&wf, "m", &splits).await.unwrap(),
+            None,
+            "a map step starts once"
+        );
+        let split_run = |index: i64| {
+            let mut run = new_run(&t);
+            run.workflow_run_id = Some(wf.clone());
+            run.step_name = Some("m".into());
+            run.idempotency_key = Some(format!("workflow:{wf}:m:{index}"));
+            // Claimed in index order.
+            run.priority = 10 - index;
+            run
+        };
+        let pending = db.launchable_splits(&wf, "m", 2).await.unwrap();
+        assert_eq!(pending.iter().map(|p| p.index).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(pending[1].input, "{\"index\": 1}");
+        let first = db
+            .submit_split(&split_run(0), 0, 2, NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        let second = db
+            .submit_split(&split_run(1), 1, 2, NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            db.submit_split(&split_run(2), 2, 2, NOW).await.unwrap(),
+            None,
+            "past the parallelism"
+        );
+        assert_eq!(
+            db.submit_split(&split_run(1), 1, 3, NOW).await.unwrap(),
+            None,
+            "a split runs once"
+        );
+        assert!(db.launchable_splits(&wf, "m", 2).await.unwrap().is_empty());
+
+        let ended = end_split_run(&db, &first, Some(b"zero")).await.unwrap();
+        assert_eq!((ended.split, ended.step_ended), (Some(0), false));
+        assert!(ended.ready.is_empty());
+        let third = db
+            .submit_split(&split_run(2), 2, 2, NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        let ended = end_split_run(&db, &second, None).await.unwrap();
+        assert_eq!((ended.split, ended.step_ended), (Some(1), false));
+        let ended = end_split_run(&db, &third, Some(b"two")).await.unwrap();
+        assert_eq!((ended.split, ended.step_ended), (Some(2), true));
+        assert!(!ended.succeeded, "a split failed, so the step did");
+        assert_eq!(ended.ready, ["r"]);
+        let outputs = db.split_outputs(&wf, "m").await.unwrap();
+        let outputs: Vec<Option<Vec<u8>>> = outputs
+            .into_iter()
+            .map(|o| o.succeeded.then(|| o.output.unwrap()))
+            .collect();
+        assert_eq!(
+            outputs,
+            [Some(b"zero".to_vec()), None, Some(b"two".to_vec())]
+        );
+        let states: Vec<String> = db
+            .workflow_splits(&wf)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.state)
+            .collect();
+        assert_eq!(states, ["succeeded", "failed", "succeeded"]);
+
+        // A second workflow run, cancelled with a split queued and two pending.
+        let wf2 = db
+            .create_workflow_run(&t, "flow", &serde_json::json!({}), &steps, NOW)
+            .await
+            .unwrap();
+        db.start_map_step(&wf2, "m", &splits).await.unwrap();
+        let mut run = split_run(0);
+        run.workflow_run_id = Some(wf2.clone());
+        run.idempotency_key = Some(format!("workflow:{wf2}:m:0"));
+        db.submit_split(&run, 0, 1, NOW).await.unwrap().unwrap();
+        assert_eq!(
+            db.cancel_workflow_run("other", &wf2, NOW).await.unwrap(),
+            None
+        );
+        let cancelled = db
+            .cancel_workflow_run(&t, &wf2, NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (cancelled.state.as_str(), cancelled.dequeued),
+            ("cancelled", 1)
+        );
+        assert!(cancelled.running.is_empty());
+        let states: Vec<String> = db
+            .workflow_splits(&wf2)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.state)
+            .collect();
+        assert_eq!(states, ["cancelled", "cancelled", "cancelled"]);
+        assert!(db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().is_none());
+        assert_eq!(
+            db.workflow_run_state(&wf2).await.unwrap().as_deref(),
+            Some("cancelled")
+        );
+        let again = db
+            .cancel_workflow_run(&t, &wf2, NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((again.state.as_str(), again.dequeued), ("cancelled", 0));
+
+        // A third, whose runs can no longer be admitted: its pending splits
+        // fail, and with none running the step ends failed, saying why.
+        let wf3 = db
+            .create_workflow_run(&t, "flow", &serde_json::json!({}), &steps, NOW)
+            .await
+            .unwrap();
+        db.start_map_step(&wf3, "m", &splits).await.unwrap();
+        let ended = db
+            .fail_pending_splits(&wf3, "m", "module gone")
+            .await
+            .unwrap()
+            .expect("no split was running");
+        assert!(!ended.succeeded && ended.step_ended);
+        assert_eq!(ended.ready, ["r"]);
+        let m = db.workflow_steps(&wf3).await.unwrap().remove(0);
+        assert_eq!(
+            (m.state.as_str(), m.error.as_deref()),
+            ("failed", Some("module gone"))
+        );
+        assert_eq!(
+            db.fail_pending_splits(&wf3, "m", "again").await.unwrap(),
             None
         );
     })

@@ -218,7 +218,7 @@ async fn wait_workflow(app: &crate::api::App, id: &str) -> Value {
     panic!("workflow run {id} did not finish");
 }
 
-fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
     run["steps"]
         .as_array()
         .unwrap()

@@ -13,6 +13,7 @@ mod flows;
 mod fuzz;
 mod hostile;
 mod http;
+mod map;
 mod metrics;
 mod objects;
 mod python;

@@ -168,6 +168,14 @@ fn embedded_serve_runs_what_the_cli_submits() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run["state"], "succeeded", "{run}");
+    // Cancelling a workflow run that is over shows it as it is.
+    let out = cli(&["workflow", "cancel", run["id"].as_str().unwrap()], &url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(": succeeded"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = cli(
         &[
             "schedule",

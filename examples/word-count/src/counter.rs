@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::BufRead;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Words longer than this many bytes are counted but not ranked in `top`.
 pub const MAX_TRACKED_WORD: usize = 256;
@@ -134,6 +134,62 @@ impl Counter {
                 .collect(),
             ..self.summary.clone()
         }
+    }
+}
+
+/// A counter's whole state between objects, to send from the runs of a
+/// map step to the run that merges them ([`Counter::partial`],
+/// [`Counter::merge`]). Merging every split's partial gives exactly the
+/// counts of one counter over all the objects.
+///
+/// Words are bytes, not necessarily UTF-8; each is written as the string
+/// whose chars are its bytes (U+0000 to U+00FF, Latin-1), which round-trips
+/// any byte string through JSON and leaves ASCII words as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partial {
+    pub objects: u64,
+    pub lines: u64,
+    pub words: u64,
+    pub bytes: u64,
+    /// Each tracked word and its count, in byte order.
+    pub freq: Vec<(String, u64)>,
+}
+
+fn latin1(word: &[u8]) -> String {
+    word.iter().map(|&b| char::from(b)).collect()
+}
+
+fn from_latin1(word: &str) -> Option<Vec<u8>> {
+    word.chars().map(|c| u8::try_from(c).ok()).collect()
+}
+
+impl Counter {
+    /// The counts so far (call between objects), for [`Counter::merge`].
+    pub fn partial(&self) -> Partial {
+        let mut freq: Vec<(String, u64)> = self.freq.iter().map(|(w, &n)| (latin1(w), n)).collect();
+        freq.sort_unstable();
+        Partial {
+            objects: self.summary.objects,
+            lines: self.summary.lines,
+            words: self.summary.words,
+            bytes: self.summary.bytes,
+            freq,
+        }
+    }
+
+    /// Adds another counter's [`Partial`]. A word that is not Latin-1 text
+    /// (not written by [`Counter::partial`]) is refused.
+    pub fn merge(&mut self, partial: &Partial) -> Result<(), String> {
+        self.summary.objects += partial.objects;
+        self.summary.lines += partial.lines;
+        self.summary.words += partial.words;
+        self.summary.bytes += partial.bytes;
+        for (word, n) in &partial.freq {
+            let word =
+                from_latin1(word).ok_or_else(|| format!("{word:?} is not a counted word"))?;
+            *self.freq.entry(word).or_default() += n;
+        }
+        Ok(())
     }
 }
 

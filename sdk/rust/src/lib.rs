@@ -75,6 +75,7 @@
 mod error;
 mod io;
 pub mod log;
+pub mod map;
 pub mod objects;
 pub mod params;
 pub mod sql;

@@ -16,7 +16,8 @@ use crate::dag::{self, WorkflowDef};
 use crate::model::{SubmitRun, check_name};
 use crate::services::{admission, scheduler};
 use crate::store::{
-    NewStep, OpenWorkflowRun, ScheduleRecord, StepRecord, WorkflowRecord, WorkflowRunRecord,
+    NewStep, OpenWorkflowRun, ScheduleRecord, SplitRecord, StepRecord, WorkflowRecord,
+    WorkflowRunRecord,
 };
 
 /// A schedule to create.
@@ -302,12 +303,15 @@ pub struct CreateWorkflow {
 }
 
 /// Create a workflow. Cycles, unknown or repeated steps and unknown modules
-/// are 422.
+/// are 422. A step with `map` runs once per split of the objects under a
+/// prefix; a bad `map` value is a 400 naming the field
+/// (`steps[0].map.parallelism`), a store that is not configured or not in
+/// the step's grants a 422.
 #[utoipa::path(
     post,
     path = "/v1/workflows",
     request_body = CreateWorkflow,
-    responses((status = 201, body = WorkflowRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 422, description = "well-formed, but a step is repeated, depends on an unknown step or on itself, the steps form a cycle, or a run template is not admitted", body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody)),
+    responses((status = 201, body = WorkflowRecord), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 422, description = "well-formed, but a step is repeated, depends on an unknown step or on itself, the steps form a cycle, a run template is not admitted, or a map step's store is not configured or not granted to its run", body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody)),
     tag = "workflows"
 )]
 pub async fn create_workflow(
@@ -324,10 +328,38 @@ pub async fn create_workflow(
             ApiError::unprocessable(e.to_string())
         }
     })?;
-    for step in &definition.steps {
+    for (i, step) in definition.steps.iter().enumerate() {
+        if let Some(map) = &step.map {
+            map.validate(&format!("steps[{i}].map"))
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+    }
+    for (i, step) in definition.steps.iter().enumerate() {
         let template: SubmitRun = serde_json::from_value(step.run.clone()).map_err(|e| {
             ApiError::bad_request(format!("step {}: bad run template: {e}", step.name))
         })?;
+        if let Some(map) = &step.map {
+            // The splits' runs read their objects through the label, so it
+            // must be granted to them (and the tenant may grant it: below).
+            if !template.grants.objects.contains(&map.store) {
+                return Err(ApiError::unprocessable(format!(
+                    "steps[{i}].map.store: {:?} must also be in steps[{i}].run.grants.objects",
+                    map.store
+                )));
+            }
+            if state
+                .services
+                .runtime
+                .object_stores()
+                .get(&map.store)
+                .is_none()
+            {
+                return Err(ApiError::unprocessable(format!(
+                    "steps[{i}].map.store: no object store is labelled {:?} on this server",
+                    map.store
+                )));
+            }
+        }
         check_template(&state, &caller.tenant_id, &template)
             .await
             // Keep the status: a grant the tenant may not give is a 403
@@ -452,6 +484,37 @@ pub struct StepView {
     pub name: String,
     pub state: String,
     pub run_id: Option<String>,
+    /// Why the step failed when no run of its own says so (a map step
+    /// whose listing failed or gave too many splits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A map step's splits, in split order, once it has listed its prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splits: Option<Vec<SplitView>>,
+}
+
+/// One split of a map step.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SplitView {
+    pub index: i64,
+    /// pending | running | succeeded | failed | cancelled
+    pub state: String,
+    pub run_id: Option<String>,
+    /// Objects (or byte ranges) in the split.
+    pub objects: i64,
+    pub bytes: i64,
+}
+
+impl From<SplitRecord> for SplitView {
+    fn from(split: SplitRecord) -> Self {
+        SplitView {
+            index: split.index,
+            state: split.state,
+            run_id: split.run_id,
+            objects: split.objects,
+            bytes: split.bytes,
+        }
+    }
 }
 
 impl From<StepRecord> for StepView {
@@ -460,12 +523,24 @@ impl From<StepRecord> for StepView {
             name: step.name,
             state: step.state,
             run_id: step.run_id,
+            error: step.error,
+            splits: step.splits.map(|_| Vec::new()),
         }
     }
 }
 
 async fn workflow_run_view(state: &AppState, run: WorkflowRunRecord) -> ApiResult<WorkflowRunView> {
     let steps = state.services.db.workflow_steps(&run.id).await?;
+    let mut steps: Vec<StepView> = steps.into_iter().map(StepView::from).collect();
+    if steps.iter().any(|s| s.splits.is_some()) {
+        for split in state.services.db.workflow_splits(&run.id).await? {
+            if let Some(step) = steps.iter_mut().find(|s| s.name == split.step_name)
+                && let Some(splits) = &mut step.splits
+            {
+                splits.push(split.into());
+            }
+        }
+    }
     Ok(WorkflowRunView {
         trace_id: crate::telemetry::workflow_trace_id(&run.id),
         id: run.id,
@@ -473,8 +548,49 @@ async fn workflow_run_view(state: &AppState, run: WorkflowRunRecord) -> ApiResul
         state: run.state,
         created_at: crate::model::time(run.created_at),
         finished_at: run.finished_at.map(crate::model::time),
-        steps: steps.into_iter().map(StepView::from).collect(),
+        steps,
     })
+}
+
+/// Cancel a workflow run: no step or split starts any more, its queued
+/// runs (a map step's pending and queued splits among them) are cancelled
+/// at once and its running ones stopped as `POST /v1/runs/{id}/cancel`
+/// stops a run. Pending steps show as skipped. A run already over is
+/// answered as it is.
+#[utoipa::path(
+    post,
+    path = "/v1/workflow-runs/{id}/cancel",
+    params(("id" = String, Path)),
+    responses((status = 202, body = WorkflowRunView), (status = 404, body = super::error::ErrorBody)),
+    tag = "workflows"
+)]
+pub async fn cancel_workflow_run(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<WorkflowRunView>)> {
+    let db = &state.services.db;
+    let cancelled = db
+        .cancel_workflow_run(&caller.tenant_id, &id, crate::model::now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("workflow run {id}")))?;
+    for run_id in &cancelled.running {
+        let after = db
+            .request_cancel(&caller.tenant_id, run_id, crate::model::now_ms())
+            .await?;
+        if after == Some(crate::model::RunState::Running) {
+            state.services.cancels.cancel(run_id);
+        }
+    }
+    state.services.ended.notify_waiters();
+    let run = db
+        .get_workflow_run(&caller.tenant_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("workflow run {id}")))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(workflow_run_view(&state, run).await?),
+    ))
 }
 
 /// Start a run of a workflow.

@@ -142,6 +142,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(flows::get_workflow, flows::delete_workflow))
         .routes(routes!(flows::start_workflow))
         .routes(routes!(flows::get_workflow_run))
+        .routes(routes!(flows::cancel_workflow_run))
         .routes(routes!(tenants::create, tenants::list))
         .routes(routes!(tenants::create_token, tenants::list_tokens))
         .routes(routes!(tenants::revoke_token))

@@ -6,7 +6,10 @@
 //!   skip steps that can no longer run, finish the workflow run.
 //!   Workflows move on events ([`step_ended`], called by the worker whose
 //!   run ended a step); the periodic pass ([`advance_workflow`] over every
-//!   open run) recovers what a process that died left half done.
+//!   open run) recovers what a process that died left half done. A map
+//!   step lists its prefix once when it starts, stores its splits
+//!   ([`crate::map::plan`]) and queues them `parallelism` at a time, each
+//!   split's end queueing the next.
 //!
 //! Every duty is safe to run in several processes at once: schedules
 //! advance by compare-and-set, workflow steps move by compare-and-set, and
@@ -18,7 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use caisson_host_api::objects::{StoreConfig, is_partial_file};
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use object_store::ObjectStoreExt as _;
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -27,9 +33,10 @@ use super::context::Services;
 use super::wake::armed;
 use super::workflow_defs::WorkflowDefs;
 use crate::cron::{CatchUp, CronSchedule, due_fires, render_template};
-use crate::dag::{self, StepState, WorkflowDef};
+use crate::dag::{self, SplitOutput, StepDef, StepState, WorkflowDef};
+use crate::map::{self, Listed, MapSpec};
 use crate::model::{RunState, SubmitRun, time};
-use crate::store::{Db, DbError, OpenWorkflowRun, ScheduleRecord, Settled};
+use crate::store::{Db, DbError, NewSplit, OpenWorkflowRun, ScheduleRecord, Settled};
 
 /// Why a schedule could not fire or a workflow could not move on. The
 /// scheduler logs it and tries again on the next tick.
@@ -45,6 +52,10 @@ pub enum SchedulerError {
     /// or a workflow written by another version, or a row gone missing.
     #[error("{what}: {message}")]
     Corrupt { what: &'static str, message: String },
+    /// The artifact store refused a map step's outputs, which its
+    /// dependant gets by key once they are too large to pass inline.
+    #[error("could not store a split's output in the artifact store: {0}")]
+    Artifacts(#[from] object_store::Error),
 }
 
 fn corrupt(what: &'static str, message: impl std::fmt::Display) -> SchedulerError {
@@ -157,6 +168,21 @@ pub async fn step_ended(
         id: settled.workflow_run_id.clone(),
         tenant_id: settled.tenant_id.clone(),
     };
+    if settled.split.is_some() {
+        // A map step's split: while its siblings are open, the next
+        // pending split takes its place; the last one ends the step, whose
+        // dependants' input joins every split's output, which a pass reads.
+        if settled.step_ended {
+            return advance_workflow(state, &run).await;
+        }
+        let def = definition(&state.workflow_defs, &state.db, &run).await?;
+        if let Some(step) = def.steps.iter().find(|s| s.name == settled.step)
+            && launch_splits(state, &run, step).await?.is_some()
+        {
+            return advance_workflow(state, &run).await;
+        }
+        return Ok(());
+    }
     if !settled.succeeded || settled.all_ended {
         return advance_workflow(state, &run).await;
     }
@@ -177,8 +203,13 @@ pub async fn step_ended(
         }
         let outputs = BTreeMap::from([(settled.step.clone(), output.to_vec())]);
         // A full queue leaves the step pending for the periodic pass; a
-        // step that cannot start fails, and the pass skips what follows.
-        if start_step(state, &run, &def, step, outputs).await? == Some(StepState::Failed) {
+        // step that cannot start fails, and the pass skips what follows; a
+        // map step over an empty prefix succeeds at once, and the pass
+        // starts what follows.
+        if matches!(
+            start_step(state, &run, &def, step, outputs).await?,
+            Some(StepState::Failed | StepState::Succeeded)
+        ) {
             pass = true;
         }
     }
@@ -304,6 +335,25 @@ pub async fn advance_workflow(
                 .await?;
             current = step_state(to);
         }
+        if current == StepState::Running
+            && step.run_id.is_none()
+            && let Some(step_def) = def
+                .steps
+                .iter()
+                .find(|s| s.name == step.name && s.map.is_some())
+        {
+            // A map step: settle splits whose runs ended unseen, and start
+            // pending ones a lost event left waiting.
+            let ended = match state.db.settle_ended_splits(&run.id, &step.name).await? {
+                Some(settled) => Some(settled),
+                None => launch_splits(state, run, step_def).await?,
+            };
+            match ended {
+                Some(settled) if settled.succeeded => current = StepState::Succeeded,
+                Some(_) => current = StepState::Failed,
+                None => {}
+            }
+        }
         if let Some(run_id) = step.run_id {
             run_ids.insert(step.name.clone(), run_id);
         }
@@ -341,7 +391,7 @@ pub async fn advance_workflow(
             states.insert(step, StepState::Skipped);
         }
         for step in advance.start {
-            let outputs = dependency_outputs(state, def, &step, &run_ids).await?;
+            let outputs = dependency_outputs(state, run, def, &step, &run_ids).await?;
             let Some(started) = start_step(state, run, def, &step, outputs).await? else {
                 // The tenant's queue is full: the step stays pending, and
                 // a later tick starts it once runs have drained.
@@ -356,6 +406,7 @@ pub async fn advance_workflow(
 /// The outputs of `step`'s dependencies, read from their runs.
 async fn dependency_outputs(
     state: &Services,
+    run: &OpenWorkflowRun,
     def: &WorkflowDef,
     step: &str,
     run_ids: &BTreeMap<String, String>,
@@ -365,6 +416,10 @@ async fn dependency_outputs(
         return Ok(outputs);
     };
     for dep in &step_def.depends_on {
+        if def.steps.iter().any(|s| s.name == *dep && s.map.is_some()) {
+            outputs.insert(dep.clone(), map_step_output(state, &run.id, dep).await?);
+            continue;
+        }
         if let Some(run_id) = run_ids.get(dep)
             && let Some(dep_run) = state.db.get_run_any(run_id).await?
         {
@@ -390,6 +445,14 @@ async fn start_step(
         // `dag::advance` names only steps of `def`; should that ever break,
         // the workflow waits with an error rather than the scheduler dying.
         .ok_or_else(|| corrupt("a workflow step is not in its definition", step))?;
+    // A cancelled workflow run starts nothing more (its pending steps are
+    // skipped, but a pass that read them before may still be going).
+    if state.db.workflow_run_state(&run.id).await?.as_deref() != Some("running") {
+        return Ok(Some(StepState::Skipped));
+    }
+    if let Some(spec) = &step_def.map {
+        return start_map(state, run, step_def, spec).await.map(Some);
+    }
     let mut submit: SubmitRun = serde_json::from_value(step_def.run.clone())
         .map_err(|e| corrupt("a stored step template no longer parses", e))?;
     if let Some(input) = dag::step_input(def, step, &outputs) {
@@ -438,4 +501,217 @@ async fn start_step(
             .await?;
     }
     Ok(Some(StepState::Running))
+}
+
+/// Starts a map step: lists its prefix once, plans and stores its splits,
+/// and queues the first `parallelism` of them. A listing that fails or
+/// gives too many splits fails the step, with the reason on the step.
+async fn start_map(
+    state: &Services,
+    run: &OpenWorkflowRun,
+    step: &StepDef,
+    spec: &MapSpec,
+) -> Result<StepState, SchedulerError> {
+    // Admitted first, as any step's run is: a tenant that may no longer
+    // grant the store (or run the module) gets nothing listed.
+    let submit: SubmitRun = serde_json::from_value(step.run.clone())
+        .map_err(|e| corrupt("a stored step template no longer parses", e))?;
+    if let Err(e) = admission::prepare(state, &run.tenant_id, submit).await {
+        let error = format!("cannot start the step's runs: {e}");
+        tracing::warn!(workflow_run = %run.id, step = %step.name, "{error}");
+        state.db.fail_step(&run.id, &step.name, &error).await?;
+        return Ok(StepState::Failed);
+    }
+    let max_splits = state.config.server.max_map_splits as u64;
+    let planned = match list_prefix(state, spec).await {
+        Ok(listed) => map::plan(listed, spec, max_splits).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let splits = match planned {
+        Ok(splits) => splits,
+        Err(error) => {
+            tracing::warn!(workflow_run = %run.id, step = %step.name, "map step fails: {error}");
+            state.db.fail_step(&run.id, &step.name, &error).await?;
+            return Ok(StepState::Failed);
+        }
+    };
+    let new: Vec<NewSplit> = splits
+        .iter()
+        .enumerate()
+        .map(|(i, split)| NewSplit {
+            input: split.input(&spec.store, i),
+            objects: split.pieces.len() as i64,
+            bytes: i64::try_from(split.bytes).unwrap_or(i64::MAX),
+        })
+        .collect();
+    match state.db.start_map_step(&run.id, &step.name, &new).await? {
+        // Another scheduler started it first.
+        None => Ok(StepState::Running),
+        // An empty prefix: done, and its dependants get `[]`.
+        Some(Some(_)) => Ok(StepState::Succeeded),
+        Some(None) => match launch_splits(state, run, step).await? {
+            Some(_) => Ok(StepState::Failed),
+            None => Ok(StepState::Running),
+        },
+    }
+}
+
+/// Every object under the map's prefix, listed once. object_store lists
+/// in pages (S3: 1,000 keys a request; HDFS: the NameNode's listing
+/// batches), so a large prefix never comes in one answer; the keys and
+/// sizes are kept for planning, up to [`map::MAX_LISTED_OBJECTS`].
+async fn list_prefix(state: &Services, spec: &MapSpec) -> Result<Vec<Listed>, String> {
+    let store = state
+        .runtime
+        .object_stores()
+        .get(&spec.store)
+        .ok_or_else(|| {
+            format!(
+                "map.store: no object store is labelled {:?} here",
+                spec.store
+            )
+        })?;
+    // Files being written to HDFS show up under a temporary name; a
+    // split must not read one.
+    let hdfs = matches!(
+        state.config.runtime.objects.get(&spec.store),
+        Some(StoreConfig::Hdfs { .. })
+    );
+    let prefix = spec.prefix_path();
+    let mut listing = store.list(prefix.as_ref());
+    let mut listed = Vec::new();
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(|e| {
+            format!(
+                "could not list {:?} in object store {:?}: {e}",
+                spec.prefix, spec.store
+            )
+        })?;
+        if hdfs && is_partial_file(&meta.location) {
+            continue;
+        }
+        if listed.len() >= map::MAX_LISTED_OBJECTS {
+            return Err(format!(
+                "{:?} holds more than {} objects; map over narrower prefixes",
+                spec.prefix,
+                map::MAX_LISTED_OBJECTS
+            ));
+        }
+        listed.push(Listed {
+            key: meta.location.to_string(),
+            size: meta.size,
+        });
+    }
+    Ok(listed)
+}
+
+/// Queues as many pending splits of a running map step as its
+/// `parallelism` leaves room for, each as a run of the step's template
+/// with the split as its input. A full tenant queue leaves the rest for
+/// the next split's end or the periodic pass. Returns the step's end when
+/// its runs can no longer be admitted (its module or a grant went away):
+/// its pending splits fail, and it ends once the running ones have.
+async fn launch_splits(
+    state: &Services,
+    run: &OpenWorkflowRun,
+    step: &StepDef,
+) -> Result<Option<Settled>, SchedulerError> {
+    let Some(spec) = &step.map else {
+        return Ok(None);
+    };
+    if state.db.workflow_run_state(&run.id).await?.as_deref() != Some("running") {
+        return Ok(None);
+    }
+    let parallelism = i64::try_from(spec.parallelism).unwrap_or(i64::MAX);
+    let pending = state
+        .db
+        .launchable_splits(&run.id, &step.name, parallelism)
+        .await?;
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let submit: SubmitRun = serde_json::from_value(step.run.clone())
+        .map_err(|e| corrupt("a stored step template no longer parses", e))?;
+    let mut template = match admission::prepare(state, &run.tenant_id, submit).await {
+        Ok(template) => template,
+        Err(e) => {
+            let error = format!("cannot start the step's runs: {e}");
+            tracing::warn!(workflow_run = %run.id, step = %step.name, "{error}");
+            return Ok(state
+                .db
+                .fail_pending_splits(&run.id, &step.name, &error)
+                .await?);
+        }
+    };
+    template.workflow_run_id = Some(run.id.clone());
+    template.step_name = Some(step.name.clone());
+    let mut queued = 0;
+    for split in pending {
+        let mut split_run = template.clone();
+        split_run.input = split.input.into_bytes();
+        split_run.idempotency_key =
+            Some(format!("workflow:{}:{}:{}", run.id, step.name, split.index));
+        match state
+            .db
+            .submit_split(&split_run, split.index, parallelism, crate::model::now_ms())
+            .await
+        {
+            Ok(Some(_)) => queued += 1,
+            Ok(None) => {}
+            Err(e @ DbError::QuotaExceeded { .. }) => {
+                tracing::debug!(workflow_run = %run.id, step = %step.name, "splits wait: {e}");
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if queued > 0 {
+        let tenant = state.metrics.tenant(&state.db, &run.tenant_id).await;
+        for _ in 0..queued {
+            state.metrics.submitted(&tenant, &template.module_name);
+        }
+        state.work_available.notify_waiters();
+    }
+    Ok(None)
+}
+
+/// A map step's output as its dependants get it ([`dag::map_output`]):
+/// its splits' outputs in split order, inline while they fit in
+/// `[server] inline_output_bytes` together, else their keys in the
+/// artifact store (where the small ones are written first, under the same
+/// `outputs/<run id>` key a large output has).
+async fn map_step_output(
+    state: &Services,
+    workflow_run_id: &str,
+    step: &str,
+) -> Result<Vec<u8>, SchedulerError> {
+    let rows = state.db.split_outputs(workflow_run_id, step).await?;
+    let inline: u64 = rows
+        .iter()
+        .filter(|r| r.succeeded)
+        .map(|r| r.output.as_ref().map_or(0, |o| o.len() as u64))
+        .sum();
+    let stored = rows.iter().any(|r| r.succeeded && r.output_key.is_some());
+    let mut outputs = Vec::with_capacity(rows.len());
+    if !stored && inline <= state.config.server.inline_output_bytes {
+        for row in rows {
+            outputs.push(SplitOutput::Inline(
+                row.succeeded.then(|| row.output.unwrap_or_default()),
+            ));
+        }
+        return Ok(dag::map_output(&outputs));
+    }
+    for row in rows {
+        match (row.succeeded, row.output_key, row.run_id) {
+            (true, Some(key), _) => outputs.push(SplitOutput::Stored(key)),
+            (true, None, Some(run_id)) => {
+                let key = super::artifacts::output_key(&run_id);
+                let bytes = row.output.unwrap_or_default();
+                state.modules.put(&key, bytes.into()).await?;
+                outputs.push(SplitOutput::Stored(key.to_string()));
+            }
+            _ => outputs.push(SplitOutput::Inline(None)),
+        }
+    }
+    Ok(dag::map_output(&outputs))
 }

@@ -86,6 +86,21 @@ pub struct Settled {
     pub ready: Vec<String>,
     /// Whether no step of the workflow run is open any more: it is over.
     pub all_ended: bool,
+    /// For a map step: the index of the split whose run ended. The fields
+    /// above then describe the step only if `step_ended`.
+    pub split: Option<i64>,
+    /// Whether the step itself ended (always, but for a map step's split
+    /// whose siblings are still open).
+    pub step_ended: bool,
+}
+
+/// What ending a run did to a map step's splits (`Db::settle_split`, in
+/// `splits.rs`), for the transaction that ends the run (in `runs.rs`).
+pub(super) enum SplitSettle {
+    /// The run is not a split's: its step settles as usual.
+    NotASplit,
+    /// The run is a split's; what its end set in motion, if anything.
+    Split(Option<Settled>),
 }
 
 /// The most names one `IN (...)` list binds (PostgreSQL allows 65,535
@@ -100,6 +115,13 @@ pub struct StepRecord {
     /// pending | running | succeeded | failed | skipped
     pub state: String,
     pub run_id: Option<String>,
+    /// Why the step failed, when no run of its own says so (a map step
+    /// whose listing failed or gave too many splits).
+    #[sqlx(default)]
+    pub error: Option<String>,
+    /// A map step's number of splits, once it has listed its prefix.
+    #[sqlx(default)]
+    pub splits: Option<i64>,
 }
 
 const SCHEDULE_COLUMNS: &str =
@@ -391,7 +413,8 @@ impl Db {
 
     pub async fn workflow_steps(&self, workflow_run_id: &str) -> Result<Vec<StepRecord>, DbError> {
         Ok(sqlx::query_as::<_, StepRecord>(
-            "SELECT step_name, state, run_id FROM workflow_steps WHERE workflow_run_id = $1 ORDER BY step_name",
+            "SELECT step_name, state, run_id, error, splits FROM workflow_steps \
+             WHERE workflow_run_id = $1 ORDER BY step_name",
         )
         .bind(workflow_run_id)
         .fetch_all(&self.pool)
@@ -466,7 +489,7 @@ impl Db {
     /// Steps of runs started before the counters existed have none; for
     /// them nothing is ready and `all_ended` stays false, and the
     /// scheduler's periodic pass moves them on.
-    pub(super) async fn settle_step(
+    pub(crate) async fn settle_step(
         conn: &mut AnyConnection,
         workflow_run_id: &str,
         step: &str,
@@ -534,6 +557,8 @@ impl Db {
             succeeded: to == "succeeded",
             ready,
             all_ended: open == Some(0),
+            split: None,
+            step_ended: true,
         }))
     }
 

@@ -17,6 +17,7 @@ mod flows;
 mod logs;
 mod modules;
 mod runs;
+mod splits;
 mod tenants;
 mod tokens;
 pub use db::{BoxError, Db, DbError, DbKind};
@@ -27,5 +28,6 @@ pub use flows::{
 pub use logs::LogLine;
 pub use modules::ModuleRecord;
 pub use runs::{AttemptOutcome, AttemptRecord, CANCEL_CHANNEL, Claim, RunFilter, RunRecord};
+pub use splits::{CancelledWorkflow, NewSplit, PendingSplit, SplitOutputRow, SplitRecord};
 pub use tenants::TenantQuotas;
 pub use tokens::{TokenRecord, TokenSource};

@@ -11,7 +11,7 @@ use super::db::{Db, DbError, DbKind, corrupt, new_id};
 /// The PostgreSQL channel a cancel request is announced on, with the run's
 /// id as the payload (see `services::cancel`).
 pub const CANCEL_CHANNEL: &str = "caisson_cancels";
-use super::flows::Settled;
+use super::flows::{Settled, SplitSettle};
 use crate::model::columns::{Flag, MaybeFlag};
 use crate::model::{RunSpec, RunState};
 
@@ -48,13 +48,13 @@ pub struct RunRecord {
 
 /// A tenant's `max_queued_runs` and its queued runs, read once under its
 /// lock by [`Db::submit_runs`] and kept up to date as the batch inserts.
-struct QueueRoom {
+pub(super) struct QueueRoom {
     limit: i64,
     queued: i64,
 }
 
 impl QueueRoom {
-    async fn locked(
+    pub(super) async fn locked(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         tenant_id: &str,
     ) -> Result<QueueRoom, DbError> {
@@ -292,7 +292,7 @@ impl Db {
 
     /// One run of [`Db::submit_runs`], inside its transaction, with the
     /// tenant already locked and its queue's room read.
-    async fn insert_run(
+    pub(super) async fn insert_run(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         run: &RunSpec,
         room: &mut QueueRoom,
@@ -725,15 +725,22 @@ impl Db {
         // A step's run that ended ends its step: a retry leaves it running.
         // Pending counts too: a run queued by an older version, which moved
         // its step to running in a transaction of its own, can end first.
-        // A step has one run (its idempotency key), so this run is the step's.
+        // A step has one run (its idempotency key), so this run is the
+        // step's; a map step's runs are its splits', each settling its split.
         let settled = match (workflow_run_id, step_name, RunState::parse(&run_state)) {
             (Some(workflow_run_id), Some(step), Some(state)) if state.is_final() => {
-                let to = if state == RunState::Succeeded {
-                    "succeeded"
-                } else {
-                    "failed"
-                };
-                Self::settle_step(&mut tx, &workflow_run_id, &step, None, to, Some(run_id)).await?
+                match Self::settle_split(&mut tx, run_id, state).await? {
+                    SplitSettle::Split(settled) => settled,
+                    SplitSettle::NotASplit => {
+                        let to = if state == RunState::Succeeded {
+                            "succeeded"
+                        } else {
+                            "failed"
+                        };
+                        Self::settle_step(&mut tx, &workflow_run_id, &step, None, to, Some(run_id))
+                            .await?
+                    }
+                }
             }
             _ => None,
         };
