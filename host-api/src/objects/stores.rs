@@ -14,6 +14,7 @@ use object_store::prefix::PrefixStore;
 
 use super::config::{ObjectLimits, ObjectsConfig, StoreConfig, store_prefix};
 use super::read_many::{ReadBudget, ReadManyConfig};
+use crate::memory::MemoryBudget;
 use crate::{ConfigError, Grants};
 
 /// Every configured store of a worker, shared by all its runs.
@@ -120,6 +121,7 @@ impl ObjectStores {
             granted,
             limits,
             read_budgets: HashMap::new(),
+            memory: MemoryBudget::default(),
         })
     }
 }
@@ -131,6 +133,9 @@ pub struct ObjectsCtx {
     /// The bytes `read-many` holds for this run, per label, made when the
     /// label is first opened.
     pub(super) read_budgets: HashMap<String, Arc<ReadBudget>>,
+    /// The run's memory budget: bodies, read-ahead and listings held by
+    /// the host are charged to it.
+    pub(super) memory: MemoryBudget,
 }
 
 impl ObjectsCtx {
@@ -140,7 +145,15 @@ impl ObjectsCtx {
             granted: HashMap::new(),
             limits: ObjectLimits::default(),
             read_budgets: HashMap::new(),
+            memory: MemoryBudget::default(),
         }
+    }
+
+    /// Charges what the host buffers for this run to `memory`, the run's
+    /// budget.
+    pub fn with_memory(mut self, memory: MemoryBudget) -> Self {
+        self.memory = memory;
+        self
     }
 }
 

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::backend::SqlBackend;
 use super::config::{SqlConfig, SqlKind, SqlLimits, SqlSourceConfig};
 use super::{mysql, postgres, sqlite};
+use crate::memory::MemoryBudget;
 use crate::{ConfigError, Grants};
 
 /// Every SQL source of a worker, shared by all its runs. Cloning is cheap.
@@ -65,6 +66,7 @@ impl SqlSources {
             sources,
             limits,
             deadline: None,
+            memory: MemoryBudget::default(),
         })
     }
 
@@ -102,9 +104,22 @@ pub struct SqlCtx {
     /// When the run must be over: what a PostgreSQL connection's
     /// `statement_timeout` is set from.
     deadline: Option<Instant>,
+    /// What statements, parameters and rows held by the host are charged to.
+    memory: MemoryBudget,
 }
 
 impl SqlCtx {
+    /// Charges what the host holds for this run's statements and results
+    /// to `memory`, the run's budget.
+    pub fn with_memory(mut self, memory: MemoryBudget) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    pub(super) fn memory(&self) -> &MemoryBudget {
+        &self.memory
+    }
+
     /// Sets when the run must be over. Connections opened afterwards get a
     /// `statement_timeout` of the time left (PostgreSQL); whatever the
     /// timeout, a statement still running when the run ends is stopped.
