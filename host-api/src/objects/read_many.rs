@@ -804,6 +804,73 @@ mod tests {
         assert!(matches!(bad, Err(WitError::InvalidInput(_))));
     }
 
+    /// What a run's readers and writers hold is charged to the run's
+    /// memory budget, refused with `too-large` past it, and given back
+    /// when the run's resources go, as they do with its store.
+    #[tokio::test]
+    async fn host_buffers_are_charged_to_the_run_and_released_with_it() {
+        use crate::bindings::caisson::task::objects::HostWriter;
+        use crate::memory::MemoryBudget;
+
+        let config: crate::objects::ObjectsConfig =
+            toml::from_str("[raw]\ntype = \"memory\"").unwrap();
+        let stores = ObjectStores::from_config(&config).unwrap();
+        let keys: Vec<String> = (0..40).map(|i| format!("k/{i:03}")).collect();
+        let raw = stores.get("raw").unwrap();
+        for key in &keys {
+            raw.put(&Path::from(key.as_str()), vec![b'x'; 1000].into())
+                .await
+                .unwrap();
+        }
+        let grants = Grants::default().with_object_store("raw");
+        let memory = MemoryBudget::new(1 << 20);
+        let mut run = Run::new(&stores);
+        run.ctx =
+            (stores.ctx_for(&grants, Default::default()).unwrap()).with_memory(memory.clone());
+        let store = run.open().await;
+        let reader = run.read_many(&store, &keys).await;
+        let (_, first) = run.next(&reader).await.unwrap().unwrap();
+        assert_eq!(first.unwrap().len(), 1000);
+        let borrowed = Resource::new_borrow(store.rep());
+        let writer = HostStore::writer(&mut run.view(), borrowed, "out".into(), None)
+            .await
+            .unwrap()
+            .unwrap();
+        let body = HostWriter::body(&mut run.view(), Resource::new_borrow(writer.rep()))
+            .await
+            .unwrap()
+            .unwrap();
+        let stream = run.table.get_mut(&body).unwrap();
+        assert!(stream.check_write().unwrap() >= 5000);
+        stream.write(vec![b'w'; 5000].into()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(memory.used() > 5000, "{} bytes charged", memory.used());
+
+        // A budget with no room: each object fails at its place.
+        let small = MemoryBudget::new(100);
+        let mut tight = Run::new(&stores);
+        tight.ctx = (stores.ctx_for(&grants, Default::default()).unwrap()).with_memory(small);
+        let store = tight.open().await;
+        let reader = tight.read_many(&store, &keys[..2]).await;
+        for (_, data) in tight.drain(&reader).await {
+            match data {
+                Err(WitError::TooLarge(m)) => assert!(m.contains("(host buffers)"), "{m}"),
+                other => panic!("expected too-large, got {other:?}"),
+            }
+        }
+
+        // The run ends: its table goes, and with it every reservation
+        // (the uploader's once its task has aborted the upload).
+        drop(run);
+        for _ in 0..200 {
+            if memory.used() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} bytes still charged after the run", memory.used());
+    }
+
     #[test]
     fn bad_settings_name_the_table_and_key() {
         for (table, key) in [
