@@ -32,6 +32,7 @@ use std::collections::BTreeSet;
 use wasmtime::component::ResourceTable;
 
 pub mod log;
+pub mod memory;
 pub mod objects;
 pub mod observe;
 pub mod params;

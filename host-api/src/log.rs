@@ -24,6 +24,7 @@ use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{OutputStream, StreamError, StreamResult};
 
 use crate::bindings::caisson::task::log as wit;
+use crate::memory::MemoryBudget;
 
 /// How important a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -150,14 +151,24 @@ struct Budget {
     max: u64,
     used: AtomicU64,
     exceeded: AtomicBool,
+    /// The run's memory budget. A sink may hold every record until the run
+    /// ends (the worker's batches them for the database, a `MemorySink`
+    /// keeps them), so what is logged stays charged until the run ends.
+    memory: MemoryBudget,
+    memory_exceeded: AtomicBool,
 }
 
 impl Budget {
-    /// Charges `n` bytes; false once the budget is spent.
+    /// Charges `n` bytes to the log and to the run's memory; false once
+    /// either is spent.
     fn charge(&self, n: usize) -> bool {
         let used = self.used.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         if used > self.max {
             self.exceeded.store(true, Ordering::Relaxed);
+            return false;
+        }
+        if self.memory.hold_for_run(n as u64).is_err() {
+            self.memory_exceeded.store(true, Ordering::Relaxed);
             return false;
         }
         true
@@ -174,14 +185,28 @@ pub struct LogCtx {
 impl LogCtx {
     /// A log of at most `max_bytes` bytes of messages going to `sink`.
     pub fn new(sink: Arc<dyn LogSink>, max_bytes: u64) -> Self {
+        Self::with_memory(sink, max_bytes, MemoryBudget::default())
+    }
+
+    /// [`LogCtx::new`], with what is logged also charged to `memory`, the
+    /// run's budget, until the run ends.
+    pub fn with_memory(sink: Arc<dyn LogSink>, max_bytes: u64, memory: MemoryBudget) -> Self {
         LogCtx {
             sink,
             budget: Arc::new(Budget {
                 max: max_bytes,
                 used: AtomicU64::new(0),
                 exceeded: AtomicBool::new(false),
+                memory,
+                memory_exceeded: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Whether a record was dropped because the run's memory budget had no
+    /// room for it: the run then fails with the memory limit.
+    pub fn memory_exceeded(&self) -> bool {
+        self.budget.memory_exceeded.load(Ordering::Relaxed)
     }
 
     /// Whether the task tried to log past its budget.
@@ -300,6 +325,12 @@ impl LineWriter {
     /// Charges `buf` to the log budget and logs its complete lines.
     fn write_bytes(&mut self, buf: &[u8]) -> io::Result<()> {
         if !self.log.budget.charge(buf.len()) {
+            if self.log.memory_exceeded() {
+                return Err(io::Error::other(format!(
+                    "memory limit {} MiB exceeded (host buffers)",
+                    self.log.budget.memory.limit() >> 20
+                )));
+            }
             return Err(io::Error::other(format!(
                 "log limit of {} bytes exceeded",
                 self.log.budget.max

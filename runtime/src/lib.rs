@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use caisson_host_api::log::{self, LogCtx, LogSink};
+use caisson_host_api::memory::MemoryBudget;
 use caisson_host_api::objects::{ObjectStores, ObjectsCtx, ObjectsView};
 use caisson_host_api::params::ParamsCtx;
 use caisson_host_api::scratch::Scratch;
@@ -140,6 +141,11 @@ pub enum RunError {
     Timeout(Duration),
     #[error("memory limit {} MiB exceeded", .0 >> 20)]
     MemoryLimit(u64),
+    /// The run's memory limit, which counts the host's buffers for the run
+    /// with its linear memory, had no room for a buffer the guest could
+    /// not be refused: its log, its output, or one it did not handle.
+    #[error("memory limit {} MiB exceeded (host buffers)", .0 >> 20)]
+    HostMemoryLimit(u64),
     #[error("fuel budget of {0} exhausted")]
     FuelExhausted(u64),
     #[error("log limit of {0} bytes exceeded")]
@@ -454,9 +460,10 @@ impl Runtime {
         limits: RunLimits,
         scratch: &Scratch,
     ) -> Result<Vec<u8>, RunError> {
-        let log = LogCtx::new(request.log.clone(), limits.max_log_bytes);
+        let memory = MemoryBudget::new(limits.memory);
+        let log = LogCtx::with_memory(request.log.clone(), limits.max_log_bytes, memory.clone());
         let state = self
-            .run_state(request, &limits, &log, Some(scratch))
+            .run_state(request, &limits, &log, &memory, Some(scratch))
             .map_err(SetupError::runtime)?;
         // `run` checked the limits: a budget means this engine meters fuel.
         let (engine, pre) = match limits.fuel {
@@ -501,6 +508,11 @@ impl Runtime {
         // A task that logged past its budget had its records dropped, not
         // its run stopped (`log` does not trap); the run still fails, as it
         // does for output past its limit, whatever it returned.
+        // Memory first: once the log's own limit is passed, nothing more
+        // is charged to memory, so a record refused for memory came first.
+        if log.memory_exceeded() && outcome.is_ok() {
+            return Err(RunError::HostMemoryLimit(limits.memory));
+        }
         if log.exceeded() && outcome.is_ok() {
             return Err(RunError::LogLimit(log.max_bytes()));
         }
@@ -520,6 +532,10 @@ impl Runtime {
                 limit: limits.max_output_bytes,
             });
         }
+        // The output is a host copy, beside the linear memory it came from.
+        memory
+            .reserve(output.len())
+            .map_err(|_| RunError::HostMemoryLimit(limits.memory))?;
         Ok(output)
     }
 
@@ -530,9 +546,10 @@ impl Runtime {
     pub async fn time_instantiate(&self, task: &LoadedTask) -> Result<Duration, RunError> {
         let request = RunRequest::new(Vec::new(), Arc::new(log::NullSink));
         let limits = self.config.limits;
-        let log = LogCtx::new(request.log.clone(), limits.max_log_bytes);
+        let memory = MemoryBudget::new(limits.memory);
+        let log = LogCtx::with_memory(request.log.clone(), limits.max_log_bytes, memory.clone());
         let state = self
-            .run_state(&request, &limits, &log, None)
+            .run_state(&request, &limits, &log, &memory, None)
             .map_err(SetupError::runtime)?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -549,6 +566,7 @@ impl Runtime {
         request: &RunRequest,
         limits: &RunLimits,
         log: &LogCtx,
+        memory: &MemoryBudget,
         scratch: Option<&Scratch>,
     ) -> Result<RunState, RuntimeError> {
         let mut wasi = WasiCtxBuilder::new();
@@ -562,11 +580,13 @@ impl Runtime {
         if let Some(scratch) = scratch {
             scratch.preopen(&mut wasi).map_err(RuntimeError::Wasmtime)?;
         }
-        let objects = self.objects.ctx_for(&request.grants, limits.objects)?;
+        let objects =
+            (self.objects.ctx_for(&request.grants, limits.objects)?).with_memory(memory.clone());
         let sql = self
             .sql
             .ctx_for(&request.grants, limits.sql)?
-            .with_deadline(tokio::time::Instant::now() + limits.timeout);
+            .with_deadline(tokio::time::Instant::now() + limits.timeout)
+            .with_memory(memory.clone());
         let mut table = ResourceTable::new();
         table.set_max_capacity(self.config.engine.max_resources);
         Ok(RunState {
@@ -576,7 +596,7 @@ impl Runtime {
             sql,
             log: log.clone(),
             params: ParamsCtx::new(request.params.clone()),
-            limiter: Limiter::new(limits.memory),
+            limiter: Limiter::new(memory.clone()),
         })
     }
 }
@@ -589,6 +609,11 @@ fn classify_trap(
 ) -> RunError {
     if store.data().limiter.exceeded() {
         return RunError::MemoryLimit(limits.memory);
+    }
+    // Records dropped for want of memory: the guest was not told (stdout
+    // fails, `log` says `budget-exceeded`), so say it here.
+    if log.memory_exceeded() {
+        return RunError::HostMemoryLimit(limits.memory);
     }
     if log.exceeded() {
         return RunError::LogLimit(log.max_bytes());

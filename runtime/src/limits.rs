@@ -1,5 +1,6 @@
 //! Per-run resource limits enforced by wasmtime's `ResourceLimiter`.
 
+use caisson_host_api::memory::MemoryBudget;
 use wasmtime::ResourceLimiter;
 
 /// The most table elements a task may grow one table to. Tables hold
@@ -7,18 +8,18 @@ use wasmtime::ResourceLimiter;
 /// each costs host memory.
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
-/// Caps the total linear memory of all of a run's memories.
+/// Caps the total linear memory of all of a run's memories, together with
+/// the host buffers the run holds: both are charged to the run's one
+/// [`MemoryBudget`].
 pub(crate) struct Limiter {
-    limit: u64,
-    used: u64,
+    memory: MemoryBudget,
     exceeded: bool,
 }
 
 impl Limiter {
-    pub(crate) fn new(limit: u64) -> Self {
+    pub(crate) fn new(memory: MemoryBudget) -> Self {
         Limiter {
-            limit,
-            used: 0,
+            memory,
             exceeded: false,
         }
     }
@@ -36,15 +37,14 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self.used + (desired - current) as u64;
-        if total > self.limit {
+        // Linear memory never shrinks: it is given back with the store.
+        if self.memory.charge((desired - current) as u64).is_err() {
             self.exceeded = true;
             // An error (rather than `Ok(false)`) traps at once: most guests
             // treat a failed `memory.grow` as an allocation failure and
             // abort anyway, and the trap carries a clear reason.
-            wasmtime::bail!("memory limit {} MiB exceeded", self.limit >> 20);
+            wasmtime::bail!("memory limit {} MiB exceeded", self.memory.limit() >> 20);
         }
-        self.used = total;
         Ok(true)
     }
 

@@ -11,6 +11,7 @@ mod exhaustion;
 mod faults;
 mod flows;
 mod fuzz;
+mod host_memory;
 mod hostile;
 mod http;
 mod map;

@@ -113,3 +113,8 @@ pub(super) fn upload_error(label: &str, error: &std::io::Error) -> WitError {
         }
     }
 }
+
+/// A host buffer the run's memory limit has no room for.
+pub(super) fn too_large(e: crate::memory::OverBudget) -> WitError {
+    WitError::TooLarge(e.to_string())
+}

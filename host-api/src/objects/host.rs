@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use wasmtime::component::Resource;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
-use super::error::{StreamFailure, backend_error, map_error_ref};
+use super::error::{StreamFailure, backend_error, map_error_ref, too_large};
 use super::key::{is_partial_file, parse_key, parse_prefix};
 use super::read_many::{self, ManyReader};
 use super::reader;
@@ -20,10 +20,21 @@ use super::stores::Backend;
 use super::upload::{Upload, UploadBody, UploadMsg, WriteOptions, header_value};
 use super::{ObjectsHost, StoreHandle};
 use crate::bindings::caisson::task::objects as wit;
+use crate::memory::{MemoryBudget, Reservation};
 use crate::{GuestError as _, ObjectsError as WitError, push_resource};
 
 /// The most entries a listing of an unordered backend reads to sort one page.
 const MAX_UNORDERED_LISTING: usize = 1_000_000;
+
+/// About what one listed entry costs the host while a page is made: its
+/// key twice (object_store's `Path`, the guest's `String`), its tags, and
+/// the structs around them.
+fn listed_bytes(meta: &ObjectMeta) -> usize {
+    2 * meta.location.as_ref().len()
+        + 2 * meta.e_tag.as_ref().map_or(0, String::len)
+        + 2 * meta.version.as_ref().map_or(0, String::len)
+        + 2 * size_of::<ObjectMeta>()
+}
 
 fn meta_to_wit(meta: &ObjectMeta) -> wit::ObjectMeta {
     wit::ObjectMeta {
@@ -74,6 +85,7 @@ async fn list_delimited(
     page_token: Option<String>,
     page_size: usize,
     hidden: impl Fn(&ObjectMeta) -> bool,
+    memory: &MemoryBudget,
 ) -> Result<wit::ListPage, WitError> {
     let level = store
         .list_with_delimiter(prefix)
@@ -84,6 +96,13 @@ async fn list_delimited(
             "more than {MAX_UNORDERED_LISTING} entries at this level; list a narrower prefix"
         )));
     }
+    // The level is already in (object_store gathers it whole); it is held
+    // again, sorted, while the page is made.
+    let level_bytes = level.objects.iter().map(listed_bytes).sum::<usize>()
+        + (level.common_prefixes.iter())
+            .map(|p| 2 * p.as_ref().len() + 2 * size_of::<Path>())
+            .sum::<usize>();
+    let _held = memory.reserve(level_bytes).map_err(too_large)?;
     enum Entry {
         Object(wit::ObjectMeta),
         Prefix(String),
@@ -166,6 +185,13 @@ impl ObjectsHost<'_> {
         Ok(())
     }
 
+    /// Charges `bytes` the host is about to hold for the guest to the
+    /// run's memory budget.
+    fn hold(&self, bytes: u64) -> Result<Reservation, WitError> {
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        self.ctx.memory.reserve(bytes).map_err(too_large)
+    }
+
     fn check_size(&self, size: u64, what: &str) -> Result<(), WitError> {
         let max = self.ctx.limits.max_object_bytes;
         if size > max {
@@ -203,7 +229,8 @@ impl wit::Host for ObjectsHost<'_> {
             tracing::debug!(%label, "task opened an object store it was not granted");
             return Ok(Err(WitError::AccessDenied));
         };
-        let reads = read_many::Reads::for_run(&mut self.ctx.read_budgets, &label, read);
+        let reads =
+            read_many::Reads::for_run(&mut self.ctx.read_budgets, &label, read, &self.ctx.memory);
         let label = label.into();
         push_resource(
             self.table,
@@ -245,6 +272,8 @@ impl wit::HostStore for ObjectsHost<'_> {
         let path = guest_try!(self.key(&key));
         let result = guest_try!(store.get(&path).await.map_err(|e| backend_error(&label, e)));
         guest_try!(self.check_size(result.meta.size, "object"));
+        // The body, then its copy for the guest.
+        let _held = guest_try!(self.hold(result.meta.size.saturating_mul(2)));
         Ok(result
             .bytes()
             .await
@@ -278,6 +307,7 @@ impl wit::HostStore for ObjectsHost<'_> {
         if start == end {
             return Ok(Ok(Vec::new()));
         }
+        let _held = guest_try!(self.hold((end - start).saturating_mul(2)));
         Ok(store
             .get_range(&path, start..end)
             .await
@@ -300,6 +330,8 @@ impl wit::HostStore for ObjectsHost<'_> {
         let path = guest_try!(self.key(&key));
         guest_try!(self.check_size(data.len() as u64, "object"));
         let size = data.len() as u64;
+        // The body the guest passed, held until the backend has it.
+        let _held = guest_try!(self.hold(size));
         let put_options = PutOptions {
             mode: guest_try!(options.mode()),
             attributes: options.attributes(),
@@ -389,6 +421,7 @@ impl wit::HostStore for ObjectsHost<'_> {
                     page_token,
                     page_size,
                     hidden,
+                    &self.ctx.memory,
                 )
                 .await);
             }
@@ -410,6 +443,8 @@ impl wit::HostStore for ObjectsHost<'_> {
         };
         let mut objects = Vec::with_capacity(page_size);
         let mut more = false;
+        // What the page (or the whole walk, unordered) holds on the host.
+        let mut held = self.ctx.memory.reservation();
         if ordered {
             // Take one more than a page to learn whether another page
             // exists; dropping the stream stops the backend's listing there.
@@ -422,6 +457,7 @@ impl wit::HostStore for ObjectsHost<'_> {
                     more = true;
                     break;
                 }
+                guest_try!(held.grow(listed_bytes(&meta)).map_err(too_large));
                 objects.push(meta_to_wit(&meta));
             }
         } else {
@@ -440,6 +476,7 @@ impl wit::HostStore for ObjectsHost<'_> {
                          list a narrower prefix"
                     ))));
                 }
+                guest_try!(held.grow(listed_bytes(&meta)).map_err(too_large));
                 all.push(meta_to_wit(&meta));
             }
             all.sort_by(|a, b| a.key.cmp(&b.key));
@@ -494,7 +531,7 @@ impl wit::HostStore for ObjectsHost<'_> {
         }
         push_resource(
             self.table,
-            Upload::start(store, label, path, options.attributes()),
+            Upload::start(store, label, path, options.attributes(), &self.ctx.memory),
         )
     }
 
@@ -545,6 +582,7 @@ impl wit::HostWriter for ObjectsHost<'_> {
         let body: DynOutputStream = Box::new(UploadBody {
             tx: upload.tx.clone(),
             permit: None,
+            memory: self.ctx.memory.clone(),
         });
         push_resource(self.table, body)
     }

@@ -17,10 +17,11 @@
 //! object the guest waits for never waits for bytes held by objects behind
 //! it in the order, or by another reader the guest has stopped reading.
 //!
-//! The host keeps no account of its own allocations against the run's
-//! memory limit (that limit counts the guest's linear memory), so this
-//! budget is a bound of its own, set per store in `caisson.toml`, not a
-//! share of the run's limit.
+//! Every object held is also charged to the run's memory budget
+//! ([`crate::memory`]), with the guest's linear memory and the host's
+//! other buffers: an object that does not fit there fails at its place
+//! with `too-large`. This budget stays a bound of its own, set per store in
+//! `caisson.toml`, on how far the host reads ahead.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,10 +36,11 @@ use tracing::Instrument;
 use wasmtime::component::Resource;
 
 use super::config::StoreConfig;
-use super::error::backend_error;
+use super::error::{backend_error, too_large};
 use super::key::{is_partial_file, parse_key, parse_prefix};
 use super::{ObjectsHost, StoreHandle};
 use crate::bindings::caisson::task::objects as wit;
+use crate::memory::{MemoryBudget, Reservation};
 use crate::{ConfigError, ObjectsError as WitError, at_least_one};
 
 /// Requests in flight per reader when the store's table does not say.
@@ -225,6 +227,8 @@ impl Place {
 pub(super) struct Reads {
     concurrency: usize,
     budget: Arc<ReadBudget>,
+    /// The run's memory budget.
+    memory: MemoryBudget,
 }
 
 impl Reads {
@@ -235,6 +239,7 @@ impl Reads {
         budgets: &mut HashMap<String, Arc<ReadBudget>>,
         label: &str,
         config: ReadManyConfig,
+        memory: &MemoryBudget,
     ) -> Self {
         let budget = budgets
             .entry(label.to_owned())
@@ -243,6 +248,7 @@ impl Reads {
         Reads {
             concurrency: config.concurrency,
             budget,
+            memory: memory.clone(),
         }
     }
 }
@@ -253,7 +259,7 @@ enum Entry {
         key: String,
         data: Result<Bytes, WitError>,
         /// Released when the guest takes the object.
-        _held: Option<Held>,
+        _held: Option<(Held, Reservation)>,
     },
     /// A `read-prefix` listing failed; nothing follows.
     ListingFailed(WitError),
@@ -284,6 +290,7 @@ struct Fetcher {
     max_object_bytes: u64,
     budget: Arc<ReadBudget>,
     place: Arc<Place>,
+    memory: MemoryBudget,
 }
 
 impl Fetcher {
@@ -303,8 +310,12 @@ impl Fetcher {
             }
             // The response's headers are in; its body waits for room.
             let held = self.budget.reserve(&self.place, index, size).await;
+            let charged = (self
+                .memory
+                .reserve(usize::try_from(size).unwrap_or(usize::MAX)))
+            .map_err(too_large)?;
             let bytes = (result.bytes().await).map_err(|e| backend_error(&self.label, e))?;
-            Ok((bytes, held))
+            Ok((bytes, (held, charged)))
         };
         match fetched.await {
             Ok((bytes, held)) => Entry::Object {
@@ -341,6 +352,7 @@ impl ManyReader {
         let listing = handle.store.list(prefix.as_ref());
         let label = handle.label.clone();
         let partial_files = handle.partial_files;
+        let memory = handle.reads.memory.clone();
         // A file being written is not an object yet (as in `list`).
         let keys = listing
             .try_filter(move |meta| {
@@ -355,6 +367,8 @@ impl ManyReader {
             // sort, bounded as `list` is, since the guest picks the prefix.
             stream::once(async move {
                 let mut all = Vec::new();
+                // The keys are held, charged to the run, until read.
+                let mut held = memory.reservation();
                 let mut keys = std::pin::pin!(keys);
                 while let Some(key) = keys.next().await {
                     if all.len() >= MAX_UNORDERED_LISTING {
@@ -363,13 +377,21 @@ impl ManyReader {
                              a store without ordered listings; read a narrower prefix"
                         )));
                     }
-                    all.push(key?);
+                    let key = key?;
+                    held.grow(key.len() + size_of::<String>())
+                        .map_err(too_large)?;
+                    all.push(key);
                 }
                 all.sort_unstable();
-                Ok(all)
+                Ok((all, held))
             })
             .flat_map(|listed| match listed {
-                Ok(all) => stream::iter(all.into_iter().map(Ok)).boxed(),
+                Ok((all, held)) => stream::iter(all.into_iter().map(Ok))
+                    .map(move |key| {
+                        let _ = &held;
+                        key
+                    })
+                    .boxed(),
                 Err(e) => stream::iter([Err(e)]).boxed(),
             })
             .boxed()
@@ -390,6 +412,7 @@ impl ManyReader {
             max_object_bytes,
             budget: handle.reads.budget.clone(),
             place: place.clone(),
+            memory: handle.reads.memory.clone(),
         };
         let entries = keys
             .enumerate()
@@ -779,6 +802,73 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(bad, Err(WitError::InvalidInput(_))));
+    }
+
+    /// What a run's readers and writers hold is charged to the run's
+    /// memory budget, refused with `too-large` past it, and given back
+    /// when the run's resources go, as they do with its store.
+    #[tokio::test]
+    async fn host_buffers_are_charged_to_the_run_and_released_with_it() {
+        use crate::bindings::caisson::task::objects::HostWriter;
+        use crate::memory::MemoryBudget;
+
+        let config: crate::objects::ObjectsConfig =
+            toml::from_str("[raw]\ntype = \"memory\"").unwrap();
+        let stores = ObjectStores::from_config(&config).unwrap();
+        let keys: Vec<String> = (0..40).map(|i| format!("k/{i:03}")).collect();
+        let raw = stores.get("raw").unwrap();
+        for key in &keys {
+            raw.put(&Path::from(key.as_str()), vec![b'x'; 1000].into())
+                .await
+                .unwrap();
+        }
+        let grants = Grants::default().with_object_store("raw");
+        let memory = MemoryBudget::new(1 << 20);
+        let mut run = Run::new(&stores);
+        run.ctx =
+            (stores.ctx_for(&grants, Default::default()).unwrap()).with_memory(memory.clone());
+        let store = run.open().await;
+        let reader = run.read_many(&store, &keys).await;
+        let (_, first) = run.next(&reader).await.unwrap().unwrap();
+        assert_eq!(first.unwrap().len(), 1000);
+        let borrowed = Resource::new_borrow(store.rep());
+        let writer = HostStore::writer(&mut run.view(), borrowed, "out".into(), None)
+            .await
+            .unwrap()
+            .unwrap();
+        let body = HostWriter::body(&mut run.view(), Resource::new_borrow(writer.rep()))
+            .await
+            .unwrap()
+            .unwrap();
+        let stream = run.table.get_mut(&body).unwrap();
+        assert!(stream.check_write().unwrap() >= 5000);
+        stream.write(vec![b'w'; 5000].into()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(memory.used() > 5000, "{} bytes charged", memory.used());
+
+        // A budget with no room: each object fails at its place.
+        let small = MemoryBudget::new(100);
+        let mut tight = Run::new(&stores);
+        tight.ctx = (stores.ctx_for(&grants, Default::default()).unwrap()).with_memory(small);
+        let store = tight.open().await;
+        let reader = tight.read_many(&store, &keys[..2]).await;
+        for (_, data) in tight.drain(&reader).await {
+            match data {
+                Err(WitError::TooLarge(m)) => assert!(m.contains("(host buffers)"), "{m}"),
+                other => panic!("expected too-large, got {other:?}"),
+            }
+        }
+
+        // The run ends: its table goes, and with it every reservation
+        // (the uploader's once its task has aborted the upload).
+        drop(run);
+        for _ in 0..200 {
+            if memory.used() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} bytes still charged after the run", memory.used());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use object_store::prefix::PrefixStore;
 
 use super::config::{ObjectLimits, ObjectsConfig, StoreConfig, store_prefix};
 use super::read_many::{ReadBudget, ReadManyConfig};
+use crate::memory::MemoryBudget;
 use crate::{ConfigError, Grants};
 
 /// Every configured store of a worker, shared by all its runs.
@@ -121,6 +122,7 @@ impl ObjectStores {
             limits,
             read_budgets: HashMap::new(),
             handle_labels: Default::default(),
+            memory: MemoryBudget::default(),
         })
     }
 }
@@ -135,6 +137,9 @@ pub struct ObjectsCtx {
     /// The store labels of the run's readers and uploads, for observing
     /// the calls made on them.
     pub(super) handle_labels: crate::observe::HandleLabels,
+    /// The run's memory budget: bodies, read-ahead and listings held by
+    /// the host are charged to it.
+    pub(super) memory: MemoryBudget,
 }
 
 impl ObjectsCtx {
@@ -145,7 +150,15 @@ impl ObjectsCtx {
             limits: ObjectLimits::default(),
             read_budgets: HashMap::new(),
             handle_labels: Default::default(),
+            memory: MemoryBudget::default(),
         }
+    }
+
+    /// Charges what the host buffers for this run to `memory`, the run's
+    /// budget.
+    pub fn with_memory(mut self, memory: MemoryBudget) -> Self {
+        self.memory = memory;
+        self
     }
 }
 

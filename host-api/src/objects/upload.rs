@@ -13,8 +13,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime_wasi_io::streams::{OutputStream, StreamError};
 
-use super::error::upload_error;
+use super::error::{StreamFailure, too_large, upload_error};
 use crate::ObjectsError as WitError;
+use crate::memory::{MemoryBudget, Reservation};
 
 /// An upload in progress: bytes written to its body stream are drained by a
 /// background task into a [`BufWriter`].
@@ -27,7 +28,8 @@ pub struct Upload {
 }
 
 pub(super) enum UploadMsg {
-    Data(Bytes),
+    /// A chunk, charged to the run until the uploader has copied it.
+    Data(Bytes, Reservation),
     Finish(oneshot::Sender<Result<(), WitError>>),
 }
 
@@ -38,6 +40,11 @@ const UPLOAD_QUEUE: usize = 4;
 const UPLOAD_CHUNK: usize = 1 << 20;
 /// Above this an upload becomes multipart; S3 needs parts of at least 5 MiB.
 const MULTIPART_THRESHOLD: usize = 8 << 20;
+/// The most parts of one upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 2;
+/// The most the uploader holds of one upload: the [`BufWriter`]'s buffer
+/// plus the parts in flight, each [`MULTIPART_THRESHOLD`] bytes.
+const MAX_UPLOAD_BUFFER: usize = MULTIPART_THRESHOLD * (1 + PARTS_IN_FLIGHT);
 
 impl Upload {
     pub(super) fn start(
@@ -45,22 +52,33 @@ impl Upload {
         label: Arc<str>,
         key: Path,
         attributes: Attributes,
+        memory: &MemoryBudget,
     ) -> Self {
         let (tx, mut rx) = mpsc::channel::<UploadMsg>(UPLOAD_QUEUE);
         let mut writer = BufWriter::with_capacity(store.clone(), key.clone(), MULTIPART_THRESHOLD)
             // Parts in flight are memory: two keep the network busy.
-            .with_max_concurrency(2)
+            .with_max_concurrency(PARTS_IN_FLIGHT)
             .with_attributes(attributes);
+        // What the writer holds, charged as it fills up to its most: the
+        // bytes written so far, up to `MAX_UPLOAD_BUFFER`. Kept until the
+        // upload ends, as object_store does not say when a part is sent.
+        let mut buffered = memory.reservation();
         let task_label = label.clone();
         // In the run's span, so that its log lines name the run.
         let uploader = async move {
             let mut failed: Option<WitError> = None;
             while let Some(msg) = rx.recv().await {
                 match msg {
-                    UploadMsg::Data(bytes) => {
-                        if failed.is_none()
-                            && let Err(e) = writer.write_all(&bytes).await
-                        {
+                    UploadMsg::Data(bytes, _chunk) => {
+                        if failed.is_some() {
+                            continue;
+                        }
+                        let grown = (buffered.bytes() as usize)
+                            .saturating_add(bytes.len())
+                            .min(MAX_UPLOAD_BUFFER);
+                        if let Err(e) = buffered.resize(grown) {
+                            failed = Some(too_large(e));
+                        } else if let Err(e) = writer.write_all(&bytes).await {
                             failed = Some(upload_error(&task_label, &e));
                         }
                     }
@@ -99,6 +117,8 @@ impl Upload {
 pub(super) struct UploadBody {
     pub(super) tx: mpsc::Sender<UploadMsg>,
     pub(super) permit: Option<mpsc::OwnedPermit<UploadMsg>>,
+    /// The run's budget, charged with each chunk until it is uploaded.
+    pub(super) memory: MemoryBudget,
 }
 
 #[async_trait::async_trait]
@@ -117,6 +137,12 @@ impl OutputStream for UploadBody {
         if bytes.len() > UPLOAD_CHUNK {
             return Err(StreamError::trap("write larger than check-write allowed"));
         }
+        // The guest learns why with `stream-error`, as for a reader.
+        let chunk = self.memory.reserve(bytes.len()).map_err(|e| {
+            StreamError::LastOperationFailed(
+                std::io::Error::other(StreamFailure(too_large(e))).into(),
+            )
+        })?;
         let permit = match self.permit.take() {
             Some(permit) => permit,
             None => match self.tx.clone().try_reserve_owned() {
@@ -127,7 +153,7 @@ impl OutputStream for UploadBody {
                 }
             },
         };
-        permit.send(UploadMsg::Data(bytes));
+        permit.send(UploadMsg::Data(bytes, chunk));
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use super::config::SqlLimits;
 use super::cursor::{CursorRow, CursorStart, CursorStream, budget_bytes};
 use super::value::row_size;
 use crate::bindings::caisson::task::sql::{ExecuteResult, RowSet, Value};
+use crate::memory::{MemoryBudget, OverBudget, Reservation};
 use crate::{GuestError as _, SqlError as WitError};
 
 /// The rows a cursor's channel holds at most, on top of its byte budget, so
@@ -43,6 +44,8 @@ pub struct Connection {
     /// the command before reading the cursor.
     pub(super) cursor_open: Arc<AtomicBool>,
     pub(super) limits: SqlLimits,
+    /// The run's budget, charged with statements and results.
+    memory: MemoryBudget,
 }
 
 impl fmt::Debug for Connection {
@@ -59,7 +62,8 @@ pub(super) enum Command {
     Query {
         statement: String,
         params: Vec<Value>,
-        reply: Reply<RowSet>,
+        /// The rows, and their charge to the run's memory budget.
+        reply: Reply<(RowSet, Reservation)>,
     },
     Execute {
         statement: String,
@@ -77,7 +81,11 @@ pub(super) enum Command {
 }
 
 impl Connection {
-    pub(super) fn spawn(session: Box<dyn SqlSession>, limits: SqlLimits) -> Self {
+    pub(super) fn spawn(
+        session: Box<dyn SqlSession>,
+        limits: SqlLimits,
+        memory: MemoryBudget,
+    ) -> Self {
         // One command at a time: the guest waits for each answer anyway.
         let (commands, receiver) = mpsc::channel(1);
         let ended = CancellationToken::new();
@@ -85,6 +93,7 @@ impl Connection {
             conn: session,
             in_transaction: false,
             limits,
+            memory: memory.clone(),
         };
         tokio::spawn(actor.run(receiver, ended.clone()));
         Self {
@@ -92,17 +101,20 @@ impl Connection {
             ended: Arc::new(ended.drop_guard()),
             cursor_open: Arc::new(AtomicBool::new(false)),
             limits,
+            memory,
         }
     }
 
     /// Refuses a statement over the run's size limits before anything
     /// copies it further: the guest chooses the text and the parameters,
-    /// and the driver would buffer both again for the database.
+    /// and the driver would buffer both again for the database. What the
+    /// host holds of it meanwhile is charged to the run's memory budget
+    /// until the returned reservation is dropped.
     pub(super) fn check_statement(
         &self,
         statement: &str,
         params: &[Value],
-    ) -> Result<(), WitError> {
+    ) -> Result<Reservation, WitError> {
         let SqlLimits {
             max_statement_bytes,
             max_params,
@@ -129,7 +141,11 @@ impl Connection {
                  limit (max_param_bytes)"
             )));
         }
-        Ok(())
+        // Twice: the host's copy, and the driver's encoding of it for the
+        // database (or the text a backend rewrites it into).
+        self.memory
+            .reserve(statement.len().saturating_add(bytes).saturating_mul(2))
+            .map_err(too_large)
     }
 
     /// Sends a command and waits for its answer, with its error text cut to
@@ -157,12 +173,18 @@ impl Connection {
     }
 }
 
+/// A host buffer the run's memory limit has no room for.
+pub(super) fn too_large(e: OverBudget) -> WitError {
+    WitError::TooLarge(e.to_string())
+}
+
 /// Owns one pooled connection and runs a [`Connection`]'s commands in order.
 struct Actor {
     conn: Box<dyn SqlSession>,
     /// Whether the guest has called `begin` without `commit`/`rollback`.
     in_transaction: bool,
     limits: SqlLimits,
+    memory: MemoryBudget,
 }
 
 impl Actor {
@@ -231,7 +253,11 @@ impl Actor {
         Ok(value)
     }
 
-    async fn query(&mut self, statement: String, params: Vec<Value>) -> Result<RowSet, WitError> {
+    async fn query(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> Result<(RowSet, Reservation), WitError> {
         let statement = self.conn.statement_text(statement, &params);
         self.conn.start_statement().await?;
         let result = self.query_rows(&statement, params).await;
@@ -242,7 +268,7 @@ impl Actor {
         &mut self,
         statement: &str,
         params: Vec<Value>,
-    ) -> Result<RowSet, WitError> {
+    ) -> Result<(RowSet, Reservation), WitError> {
         let SqlLimits {
             max_rows,
             max_bytes,
@@ -251,6 +277,7 @@ impl Actor {
         let mut columns = None;
         let mut rows = Vec::new();
         let mut bytes = 0usize;
+        let mut held = self.memory.reservation();
         {
             let mut stream = self.conn.fetch(statement, params)?;
             // Check the limits as rows arrive and stop reading at once: the
@@ -271,6 +298,7 @@ impl Actor {
                         "query returned more than {max_bytes} bytes; use `cursor` to stream large results"
                     )));
                 }
+                held.grow(row.bytes).map_err(too_large)?;
                 rows.push(row.values);
             }
         }
@@ -278,7 +306,7 @@ impl Actor {
             Some(columns) => columns,
             None => self.conn.describe_columns(statement).await?,
         };
-        Ok(RowSet { columns, rows })
+        Ok((RowSet { columns, rows }, held))
     }
 
     async fn execute(
@@ -383,6 +411,14 @@ impl Actor {
                     .await;
                 return None;
             }
+            // Charged to the run until the guest takes the row.
+            let held = match self.memory.reserve(row.bytes) {
+                Ok(held) => held,
+                Err(e) => {
+                    let _ = sender.send(Err(too_large(e))).await;
+                    return None;
+                }
+            };
             // `row.bytes <= max_bytes <= u32::MAX`, see `budget_bytes`.
             let permits = row.bytes as u32;
             let permit = tokio::select! {
@@ -397,6 +433,7 @@ impl Actor {
                 values: row.values,
                 bytes: row.bytes,
                 _permit: permit,
+                _held: held,
             };
             if sender.send(Ok(row)).await.is_err() {
                 return None;

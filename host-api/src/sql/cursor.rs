@@ -32,6 +32,8 @@ pub(super) struct CursorRow {
     pub(super) values: Vec<Value>,
     pub(super) bytes: usize,
     pub(super) _permit: OwnedSemaphorePermit,
+    /// The row's charge to the run's memory budget.
+    pub(super) _held: crate::memory::Reservation,
 }
 
 /// An open `rows` resource: a streamed result.

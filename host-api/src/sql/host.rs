@@ -33,7 +33,7 @@ impl wit_sql::Host for SqlHost<'_> {
                 return Ok(Err(WitError::Backend(source.connect_error(&e))));
             }
         };
-        let connection = Connection::spawn(session, self.ctx.limits());
+        let connection = Connection::spawn(session, self.ctx.limits(), self.ctx.memory().clone());
         crate::push_resource(self.table, connection)
     }
 }
@@ -46,15 +46,21 @@ impl wit_sql::HostConnection for SqlHost<'_> {
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<RowSet, WitError>> {
         let conn = self.table.get(&this)?;
-        if let Err(e) = conn.check_statement(&statement, &params) {
-            return Ok(Err(e));
-        }
-        conn.call(|reply| Command::Query {
-            statement,
-            params,
-            reply,
-        })
-        .await
+        // Held until the answer is in: the actor and the driver hold the
+        // statement and its parameters until then.
+        let _held = match conn.check_statement(&statement, &params) {
+            Ok(held) => held,
+            Err(e) => return Ok(Err(e)),
+        };
+        // The rows' reservation goes as the rows are handed to the guest.
+        Ok(conn
+            .call(|reply| Command::Query {
+                statement,
+                params,
+                reply,
+            })
+            .await?
+            .map(|(rows, _held)| rows))
     }
 
     async fn cursor(
@@ -64,9 +70,10 @@ impl wit_sql::HostConnection for SqlHost<'_> {
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<Resource<Cursor>, WitError>> {
         let conn = self.table.get(&this)?;
-        if let Err(e) = conn.check_statement(&statement, &params) {
-            return Ok(Err(e));
-        }
+        let _held = match conn.check_statement(&statement, &params) {
+            Ok(held) => held,
+            Err(e) => return Ok(Err(e)),
+        };
         let limits = conn.limits;
         let busy = conn.cursor_open.clone();
         let ended = conn.ended.clone();
@@ -96,9 +103,10 @@ impl wit_sql::HostConnection for SqlHost<'_> {
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<ExecuteResult, WitError>> {
         let conn = self.table.get(&this)?;
-        if let Err(e) = conn.check_statement(&statement, &params) {
-            return Ok(Err(e));
-        }
+        let _held = match conn.check_statement(&statement, &params) {
+            Ok(held) => held,
+            Err(e) => return Ok(Err(e)),
+        };
         conn.call(|reply| Command::Execute {
             statement,
             params,

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::backend::SqlBackend;
 use super::config::{SqlConfig, SqlKind, SqlLimits, SqlSourceConfig};
 use super::{mysql, postgres, sqlite};
+use crate::memory::MemoryBudget;
 use crate::{ConfigError, Grants};
 
 /// Every SQL source of a worker, shared by all its runs. Cloning is cheap.
@@ -66,6 +67,7 @@ impl SqlSources {
             limits,
             deadline: None,
             handle_labels: Default::default(),
+            memory: MemoryBudget::default(),
         })
     }
 
@@ -106,9 +108,22 @@ pub struct SqlCtx {
     /// The source labels of the run's connections and cursors, for
     /// observing the calls made on them.
     pub(super) handle_labels: crate::observe::HandleLabels,
+    /// What statements, parameters and rows held by the host are charged to.
+    memory: MemoryBudget,
 }
 
 impl SqlCtx {
+    /// Charges what the host holds for this run's statements and results
+    /// to `memory`, the run's budget.
+    pub fn with_memory(mut self, memory: MemoryBudget) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    pub(super) fn memory(&self) -> &MemoryBudget {
+        &self.memory
+    }
+
     /// Sets when the run must be over. Connections opened afterwards get a
     /// `statement_timeout` of the time left (PostgreSQL); whatever the
     /// timeout, a statement still running when the run ends is stopped.

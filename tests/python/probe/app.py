@@ -130,6 +130,63 @@ def errors(request: dict) -> dict:
     return kinds
 
 
+def host_hog(request: dict):
+    """Tries to make the host spend memory for it, as the Rust guest
+    `host-hog` does (see its doc for the modes); ends with the first error
+    it meets, or returns "ok" for mode `normal`."""
+    mib = 1 << 20
+    mode = request["mode"]
+    size = request.get("size", 0) * mib
+    prefix = request.get("prefix", "host-hog")
+    store = lambda: Store.open(request.get("store", "data"))  # noqa: E731
+    db = lambda: Db.open(request.get("db", "warehouse"))  # noqa: E731
+    ballast = bytearray(b"\x07") * (request.get("ballast", 0) * mib)
+    if mode == "sql-text":
+        db().query("SELECT '" + "a" * (size or 48 * mib) + "'")
+    elif mode == "sql-params":
+        conn, param = db(), "p" * (size or 15 * mib)
+        for _ in range(20):
+            conn.query("SELECT length($1) AS n", param)
+    elif mode == "sql-rows":
+        conn, kept = db(), []
+        while True:
+            kept.append(conn.query("SELECT repeat('r', 65536) AS r FROM generate_series(1, 64)"))
+    elif mode == "keys":
+        s, key = store(), "k" * (size or 5 * mib)
+        for _ in range(20):
+            s.write(key, b"x")
+    elif mode == "puts":
+        s, chunk, open_writers = store(), b"w" * mib, []
+        for i in range(1_000_000):
+            w = s.open_write(f"{prefix}/flood-{i}")
+            for _ in range(8):
+                w.write(chunk)
+            open_writers.append(w)
+    elif mode == "list":
+        s, pad = store(), "p" * 40
+        for i in range(1000):
+            s.write(f"{prefix}/{pad}/{pad}-{i:04}", b"x")
+        pages = []
+        while True:
+            pages.append(list(s.list(f"{prefix}/", page_size=1000)))
+    elif mode == "log":
+        line = "l" * 1024
+        for n in range(32 * 1024):
+            log.info("%d %s", n, line)
+    elif mode == "normal":
+        n = db().query_one("SELECT 41 + 1 AS n")["n"]
+        s = store()
+        s.write(f"{prefix}/normal", str(n))
+        listed = list(s.list(f"{prefix}/", page_size=10))
+        if n != 42 or not listed:
+            raise TaskError(f"normal run saw {n} and {listed}")
+        return b"ok"
+    else:
+        raise TaskError(f"unknown mode {mode!r}")
+    del ballast
+    raise TaskError(f"mode {mode} ended without an error")
+
+
 @task
 def run(request: dict):
     op = request["op"]
@@ -149,6 +206,8 @@ def run(request: dict):
     if op == "raise":
         log.info("about to parse %r", request["amount"])
         return parse_amount(request["amount"])
+    if op == "host-hog":
+        return host_hog(request)
     if op == "retryable":
         raise TaskError("upstream busy", retryable=True)
     if op == "loop":
