@@ -207,7 +207,7 @@ pub(crate) async fn fresh_postgres(admin_url: &str, tag: &str) -> Result<String>
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     let name = format!("caisson_bench_{tag}_{nanos}");
     let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await?;
     let (base, _) = admin_url

@@ -47,9 +47,11 @@ impl Drop for SchemaGuard {
                 sqlx::query("SET lock_timeout = '10s'")
                     .execute(&mut admin)
                     .await?;
-                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .execute(&mut admin)
-                    .await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                )))
+                .execute(&mut admin)
+                .await?;
                 admin.close().await?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             })
@@ -89,7 +91,7 @@ async fn sqlite(max_connections: u32) -> Backend {
 async fn postgres(admin_url: &str, max_connections: u32) -> Backend {
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&mut admin)
         .await
         .unwrap();

@@ -169,7 +169,10 @@ impl Target {
     async fn execute(&self, sql: &str) {
         match self {
             Target::Postgres(pool, _) => {
-                sqlx::query(sql).execute(pool).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(pool)
+                    .await
+                    .unwrap();
             }
             Target::Mysql(url) => {
                 mariadb_cli(url, sql);
@@ -183,7 +186,10 @@ impl Target {
         match self {
             Target::Postgres(pool, _) => {
                 let sql = format!("SELECT count(*), coalesce(sum(age), 0)::BIGINT FROM {table}");
-                let row = sqlx::query(&sql).fetch_one(pool).await.unwrap();
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
                 (row.get(0), row.get(1))
             }
             Target::Mysql(url) => {
@@ -292,17 +298,17 @@ async fn sql_export_streams_a_query_to_ndjson() {
     let prefix = unique_prefix("export");
     let pool = pg_pool(&pg).await;
     let table = format!("events_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE {table} (id BIGINT PRIMARY KEY, kind TEXT, score DOUBLE PRECISION, ok BOOLEAN, at TIMESTAMPTZ, meta JSONB)"
-    ))
+    )))
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::query(&format!(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {table} SELECT g, 'kind-' || (g % 3), g / 2.0, g % 2 = 0, \
          TIMESTAMPTZ '2026-01-01 00:00:00+00' + g * INTERVAL '1 minute', jsonb_build_object('g', g) \
          FROM generate_series(1, 2500) AS g"
-    ))
+    )))
     .execute(&pool)
     .await
     .unwrap();
@@ -362,7 +368,7 @@ async fn sql_export_streams_a_query_to_ndjson() {
     assert_eq!(lines[0]["ok"], false);
     assert_eq!(lines[0]["meta"]["g"], 1);
     assert_eq!(lines[2499]["id"], 2500);
-    sqlx::query(&format!("DROP TABLE {table}"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
         .execute(&pool)
         .await
         .unwrap();

@@ -222,7 +222,10 @@ async fn python_etl_into(s3: &caisson_tests::S3Env, kind: &str, url: &str) {
     let pool = match kind {
         "postgres" => {
             let pool = sqlx::PgPool::connect(url).await.unwrap();
-            sqlx::query(&create).execute(&pool).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(create.as_str()))
+                .execute(&pool)
+                .await
+                .unwrap();
             Some(pool)
         }
         _ => {
@@ -251,7 +254,10 @@ async fn python_etl_into(s3: &caisson_tests::S3Env, kind: &str, url: &str) {
 
     let seen: (i64, i64, i64) = match &pool {
         Some(pool) => {
-            let row = sqlx::query(&check).fetch_one(pool).await.unwrap();
+            let row = sqlx::query(sqlx::AssertSqlSafe(check.as_str()))
+                .fetch_one(pool)
+                .await
+                .unwrap();
             (row.get(0), row.get(1), row.get(2))
         }
         None => {
@@ -274,7 +280,10 @@ async fn python_etl_into(s3: &caisson_tests::S3Env, kind: &str, url: &str) {
     let drop = format!("DROP TABLE {table}");
     match &pool {
         Some(pool) => {
-            sqlx::query(&drop).execute(pool).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(drop.as_str()))
+                .execute(pool)
+                .await
+                .unwrap();
         }
         None => {
             mariadb_cli(url, &drop);

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt as _;
+use sqlx::SqlStr;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::backend::{BeginOptions, SqlSession};
+use super::backend::{BeginOptions, SqlSession, guest_statement};
 use super::config::SqlLimits;
 use super::cursor::{CursorRow, CursorStart, CursorStream, budget_bytes};
 use super::value::row_size;
@@ -258,15 +259,15 @@ impl Actor {
         statement: String,
         params: Vec<Value>,
     ) -> Result<(RowSet, Reservation), WitError> {
-        let statement = self.conn.statement_text(statement, &params);
+        let statement = guest_statement(self.conn.statement_text(statement, &params));
         self.conn.start_statement().await?;
-        let result = self.query_rows(&statement, params).await;
+        let result = self.query_rows(statement, params).await;
         self.finish(result).await
     }
 
     async fn query_rows(
         &mut self,
-        statement: &str,
+        statement: SqlStr,
         params: Vec<Value>,
     ) -> Result<(RowSet, Reservation), WitError> {
         let SqlLimits {
@@ -279,7 +280,7 @@ impl Actor {
         let mut bytes = 0usize;
         let mut held = self.memory.reservation();
         {
-            let mut stream = self.conn.fetch(statement, params)?;
+            let mut stream = self.conn.fetch(statement.clone(), params)?;
             // Check the limits as rows arrive and stop reading at once: the
             // guest's statement decides how much the database sends.
             while let Some(row) = stream.next().await {
@@ -314,16 +315,16 @@ impl Actor {
         statement: String,
         params: Vec<Value>,
     ) -> Result<ExecuteResult, WitError> {
-        let statement = self.conn.statement_text(statement, &params);
+        let statement = guest_statement(self.conn.statement_text(statement, &params));
         self.conn.start_statement().await?;
-        let result = self.conn.execute(&statement, params).await;
+        let result = self.conn.execute(statement, params).await;
         self.finish(result).await
     }
 
     /// Runs a cursor to its end (or until the guest drops it), sending rows
     /// to the [`Cursor`] through a bounded channel and a byte budget.
     async fn cursor(&mut self, statement: String, params: Vec<Value>, reply: Reply<CursorStart>) {
-        let statement = self.conn.statement_text(statement, &params);
+        let statement = guest_statement(self.conn.statement_text(statement, &params));
         if let Err(e) = self.conn.start_statement().await {
             let _ = reply.send(Err(e));
             return;
@@ -332,7 +333,7 @@ impl Actor {
         // guest hears of it, like any other statement: once the guest has
         // its answer it may drop the connection, and an actor still busy
         // then would have to close the connection instead of reusing it.
-        if let Some((reply, answer)) = self.stream_cursor(&statement, params, reply).await {
+        if let Some((reply, answer)) = self.stream_cursor(statement, params, reply).await {
             let _ = reply.send(self.finish(answer).await);
             return;
         }
@@ -343,12 +344,12 @@ impl Actor {
 
     async fn stream_cursor(
         &mut self,
-        statement: &str,
+        statement: SqlStr,
         params: Vec<Value>,
         reply: Reply<CursorStart>,
     ) -> Option<(Reply<CursorStart>, Result<CursorStart, WitError>)> {
         let max_bytes = budget_bytes(self.limits.max_bytes);
-        let mut stream = match self.conn.fetch(statement, params) {
+        let mut stream = match self.conn.fetch(statement.clone(), params) {
             Ok(stream) => stream,
             Err(e) => return Some((reply, Err(e))),
         };

@@ -24,8 +24,8 @@ use sqlx::mysql::{
 };
 use sqlx::pool::PoolConnection;
 use sqlx::{
-    Arguments as _, Column as _, Connection as _, Decode, Executor as _, MySql, Row as _,
-    Statement as _, TypeInfo as _, ValueRef as _,
+    Arguments as _, AssertSqlSafe, Column as _, Connection as _, Decode, Executor as _, MySql,
+    Row as _, SqlSafeStr, SqlStr, Statement as _, TypeInfo as _, ValueRef as _,
 };
 use tokio::time::Instant;
 
@@ -167,18 +167,18 @@ impl MySqlSession {
     /// Runs a fixed, host-written statement. A plain `&str` has no
     /// arguments, so sqlx sends it unprepared (and several statements may be
     /// separated by `;`).
-    async fn run_host_sql(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+    async fn run_host_sql(&mut self, sql: impl SqlSafeStr + Send) -> Result<(), sqlx::Error> {
         (&mut *self.conn).execute(sql).await.map(drop)
     }
 }
 
 #[async_trait::async_trait]
 impl SqlSession for MySqlSession {
-    fn fetch<'c>(
-        &'c mut self,
-        statement: &'c str,
+    fn fetch(
+        &mut self,
+        statement: SqlStr,
         params: Vec<Value>,
-    ) -> Result<BoxStream<'c, Result<DecodedRow, WitError>>, WitError> {
+    ) -> Result<BoxStream<'_, Result<DecodedRow, WitError>>, WitError> {
         let arguments = arguments(params)?;
         let mut first = true;
         let rows = (&mut *self.conn).fetch(sqlx::query_with(statement, arguments));
@@ -195,7 +195,7 @@ impl SqlSession for MySqlSession {
     /// the first `AUTO_INCREMENT` value it generated, 0 (none) otherwise.
     async fn execute(
         &mut self,
-        statement: &str,
+        statement: SqlStr,
         params: Vec<Value>,
     ) -> Result<ExecuteResult, WitError> {
         (&mut *self.conn)
@@ -210,7 +210,7 @@ impl SqlSession for MySqlSession {
             .map_err(map_error)
     }
 
-    async fn describe_columns(&mut self, statement: &str) -> Result<Vec<Column>, WitError> {
+    async fn describe_columns(&mut self, statement: SqlStr) -> Result<Vec<Column>, WitError> {
         let prepared = (&mut *self.conn)
             .prepare(statement)
             .await
@@ -263,7 +263,10 @@ impl SqlSession for MySqlSession {
         if options.read_only {
             begin.push_str(" READ ONLY");
         }
-        self.run_host_sql(&begin).await.map_err(map_error)
+        // Built from the fixed fragments above only: no input reaches it.
+        self.run_host_sql(AssertSqlSafe(begin))
+            .await
+            .map_err(map_error)
     }
 
     /// Unlike PostgreSQL, a failed statement does not abort a MySQL
@@ -311,7 +314,7 @@ async fn kill_connection(options: Arc<MySqlConnectOptions>, id: u64) {
         let mut conn = MySqlConnection::connect_with(&options).await?;
         // `KILL` takes no placeholder; the id is a number the server gave.
         (&mut conn)
-            .execute(format!("KILL CONNECTION {id}").as_str())
+            .execute(AssertSqlSafe(format!("KILL CONNECTION {id}")))
             .await?;
         let _ = conn.close().await;
         Ok::<_, sqlx::Error>(())

@@ -26,8 +26,8 @@ use sqlx::sqlite::{
     SqliteRow,
 };
 use sqlx::{
-    Arguments as _, Column as _, Decode, Executor as _, Row as _, Sqlite, Statement as _,
-    TypeInfo as _, ValueRef as _,
+    Arguments as _, Column as _, Decode, Executor as _, Row as _, SqlSafeStr, SqlStr, Sqlite,
+    Statement as _, TypeInfo as _, ValueRef as _,
 };
 use tokio::time::Instant;
 
@@ -199,7 +199,7 @@ struct SqliteSession {
 impl SqliteSession {
     /// Runs a fixed, host-written statement (unprepared; several may be
     /// separated by `;`).
-    async fn run_host_sql(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+    async fn run_host_sql(&mut self, sql: impl SqlSafeStr + Send) -> Result<(), sqlx::Error> {
         (&mut *self.conn).execute(sql).await.map(drop)
     }
 
@@ -216,11 +216,11 @@ impl SqliteSession {
 
 #[async_trait::async_trait]
 impl SqlSession for SqliteSession {
-    fn fetch<'c>(
-        &'c mut self,
-        statement: &'c str,
+    fn fetch(
+        &mut self,
+        statement: SqlStr,
         params: Vec<Value>,
-    ) -> Result<BoxStream<'c, Result<DecodedRow, WitError>>, WitError> {
+    ) -> Result<BoxStream<'_, Result<DecodedRow, WitError>>, WitError> {
         let arguments = sqlite_arguments(params)?;
         let mut first = true;
         let rows = (&mut *self.conn).fetch(sqlx::query_with(statement, arguments));
@@ -236,7 +236,7 @@ impl SqlSession for SqliteSession {
 
     async fn execute(
         &mut self,
-        statement: &str,
+        statement: SqlStr,
         params: Vec<Value>,
     ) -> Result<ExecuteResult, WitError> {
         (&mut *self.conn)
@@ -251,7 +251,7 @@ impl SqlSession for SqliteSession {
             .map_err(map_error)
     }
 
-    async fn describe_columns(&mut self, statement: &str) -> Result<Vec<Column>, WitError> {
+    async fn describe_columns(&mut self, statement: SqlStr) -> Result<Vec<Column>, WitError> {
         let prepared = (&mut *self.conn)
             .prepare(statement)
             .await
@@ -480,7 +480,7 @@ fn sqlite_param(value: &Value) -> Result<SqliteParam, String> {
     })
 }
 
-fn sqlite_arguments<'q>(params: Vec<Value>) -> Result<SqliteArguments<'q>, WitError> {
+fn sqlite_arguments(params: Vec<Value>) -> Result<SqliteArguments, WitError> {
     let mut arguments = SqliteArguments::default();
     for (index, param) in params.iter().enumerate() {
         let added = match sqlite_param(param).map_err(|e| invalid_param(index, e))? {

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use sqlx::{AnyConnection, FromRow, Row};
 
-use super::db::{Db, DbError, new_id};
+use super::db::{Db, DbError, built, new_id};
 use crate::model::columns::{Flag, JsonText};
 
 /// A stored cron schedule.
@@ -171,9 +171,9 @@ impl Db {
     }
 
     pub async fn list_schedules(&self, tenant_id: &str) -> Result<Vec<ScheduleRecord>, DbError> {
-        Ok(sqlx::query_as::<_, ScheduleRecord>(&format!(
+        Ok(sqlx::query_as::<_, ScheduleRecord>(built(format!(
             "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE tenant_id = $1 ORDER BY name"
-        ))
+        )))
         .bind(tenant_id)
         .fetch_all(&self.pool)
         .await?)
@@ -184,9 +184,9 @@ impl Db {
         tenant_id: &str,
         name: &str,
     ) -> Result<Option<ScheduleRecord>, DbError> {
-        Ok(sqlx::query_as::<_, ScheduleRecord>(&format!(
+        Ok(sqlx::query_as::<_, ScheduleRecord>(built(format!(
             "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE tenant_id = $1 AND name = $2"
-        ))
+        )))
         .bind(tenant_id)
         .bind(name)
         .fetch_optional(&self.pool)
@@ -224,10 +224,10 @@ impl Db {
 
     /// Schedules due at `now`, with their tenant ids.
     pub async fn due_schedules(&self, now: i64) -> Result<Vec<(String, ScheduleRecord)>, DbError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(built(format!(
             "SELECT tenant_id, {SCHEDULE_COLUMNS} FROM schedules \
              WHERE paused = 0 AND next_fire_at IS NOT NULL AND next_fire_at <= $1 ORDER BY next_fire_at"
-        ))
+        )))
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
@@ -360,9 +360,9 @@ impl Db {
         tenant_id: &str,
         id: &str,
     ) -> Result<Option<WorkflowRunRecord>, DbError> {
-        Ok(sqlx::query_as::<_, WorkflowRunRecord>(&format!(
+        Ok(sqlx::query_as::<_, WorkflowRunRecord>(built(format!(
             "SELECT {WORKFLOW_RUN_COLUMNS} FROM workflow_runs WHERE tenant_id = $1 AND id = $2"
-        ))
+        )))
         .bind(tenant_id)
         .bind(id)
         .fetch_optional(&self.pool)
@@ -375,10 +375,10 @@ impl Db {
         tenant_id: &str,
         workflow: &str,
     ) -> Result<Vec<WorkflowRunRecord>, DbError> {
-        Ok(sqlx::query_as::<_, WorkflowRunRecord>(&format!(
+        Ok(sqlx::query_as::<_, WorkflowRunRecord>(built(format!(
             "SELECT {WORKFLOW_RUN_COLUMNS} FROM workflow_runs WHERE tenant_id = $1 AND workflow_name = $2 \
              ORDER BY created_at DESC LIMIT 100"
-        ))
+        )))
         .bind(tenant_id)
         .bind(workflow)
         .fetch_all(&self.pool)
@@ -527,7 +527,7 @@ impl Db {
                  WHERE workflow_run_id = $1 AND step_name IN ({}) RETURNING step_name, state, waiting",
                 list.join(", ")
             );
-            let mut query = sqlx::query(&sql).bind(workflow_run_id);
+            let mut query = sqlx::query(built(sql)).bind(workflow_run_id);
             for name in chunk {
                 query = query.bind(name);
             }

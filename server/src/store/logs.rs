@@ -5,7 +5,7 @@ use caisson_host_api::log::Level;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::db::{Db, DbError};
+use super::db::{Db, DbError, built};
 use crate::model::columns::LevelName;
 use crate::model::{LogSource, NewLogLine};
 
@@ -77,7 +77,7 @@ impl Db {
                     p + 7
                 ));
             }
-            let mut query = sqlx::query(&sql);
+            let mut query = sqlx::query(built(sql));
             for line in chunk {
                 seq += 1;
                 query = query

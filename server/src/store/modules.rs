@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::db::{Db, DbError};
+use super::db::{Db, DbError, built};
 
 /// A stored module version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
@@ -66,7 +66,7 @@ impl Db {
         let sql = format!(
             "SELECT {MODULE_COLUMNS} FROM modules WHERE tenant_id = $1 ORDER BY name, created_at, version"
         );
-        Ok(sqlx::query_as::<_, ModuleRecord>(&sql)
+        Ok(sqlx::query_as::<_, ModuleRecord>(built(sql))
             .bind(tenant_id)
             .fetch_all(&self.pool)
             .await?)
@@ -82,7 +82,7 @@ impl Db {
             "SELECT {MODULE_COLUMNS} FROM modules WHERE tenant_id = $1 AND name = $2 \
              ORDER BY created_at DESC, version DESC"
         );
-        Ok(sqlx::query_as::<_, ModuleRecord>(&sql)
+        Ok(sqlx::query_as::<_, ModuleRecord>(built(sql))
             .bind(tenant_id)
             .bind(name)
             .fetch_all(&self.pool)
@@ -112,7 +112,7 @@ impl Db {
             sql.push_str(&format!(" AND digest = ${}", binds.len() + 2));
         }
         sql.push_str(" ORDER BY created_at DESC, version DESC LIMIT 1");
-        let mut query = sqlx::query_as::<_, ModuleRecord>(&sql)
+        let mut query = sqlx::query_as::<_, ModuleRecord>(built(sql))
             .bind(tenant_id)
             .bind(name);
         for b in binds {

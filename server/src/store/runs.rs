@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::db::{Db, DbError, DbKind, corrupt, new_id};
+use super::db::{Db, DbError, DbKind, built, corrupt, new_id};
 
 /// The PostgreSQL channel a cancel request is announced on, with the run's
 /// id as the payload (see `services::cancel`).
@@ -446,7 +446,7 @@ impl Db {
         let n = next(Bind::Int(filter.limit.max(0)), &mut binds);
         sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${n}"));
 
-        let mut query = sqlx::query_as::<_, RunRecord>(&sql);
+        let mut query = sqlx::query_as::<_, RunRecord>(built(sql));
         for b in binds {
             query = match b {
                 Bind::Int(v) => query.bind(v),
@@ -638,7 +638,7 @@ impl Db {
                     "UPDATE runs SET state = 'succeeded', output = $4, output_key = $6, error = NULL, \
                      retryable = NULL, finished_at = $5, lease_until = NULL{HELD}"
                 );
-                let done = sqlx::query(&sql)
+                let done = sqlx::query(built(sql))
                     .bind(run_id)
                     .bind(worker_id)
                     .bind(attempt)
@@ -664,7 +664,7 @@ impl Db {
                     "UPDATE runs SET state = $4, error = $5, retryable = $6, finished_at = $7, \
                      lease_until = NULL{HELD}"
                 );
-                let done = sqlx::query(&sql)
+                let done = sqlx::query(built(sql))
                     .bind(run_id)
                     .bind(worker_id)
                     .bind(attempt)
@@ -690,7 +690,7 @@ impl Db {
                      not_before = $4, error = $5, retryable = 1, \
                      worker_id = NULL, lease_until = NULL{HELD}"
                 );
-                let done = sqlx::query(&sql)
+                let done = sqlx::query(built(sql))
                     .bind(run_id)
                     .bind(worker_id)
                     .bind(attempt)

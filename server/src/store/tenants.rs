@@ -4,7 +4,7 @@
 use caisson_host_api::Grants;
 use sqlx::Row;
 
-use super::db::{Db, DbError, new_id, now_ms};
+use super::db::{Db, DbError, built, new_id, now_ms};
 use crate::model::columns::JsonText;
 
 /// Per-tenant limits, so that one tenant cannot crowd out the others.
@@ -103,9 +103,9 @@ impl Db {
             quota,
             "max_queued_runs" | "max_running_runs" | "max_schedules"
         ));
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(built(format!(
             "UPDATE tenants SET {quota} = {quota} WHERE id = $1 RETURNING {quota}"
-        ))
+        )))
         .bind(tenant_id)
         .fetch_all(&mut **tx)
         .await?;

@@ -14,7 +14,10 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgPool, PgPoolOptions};
-use sqlx::{Connection as _, Executor as _, Postgres, Row as _, Statement as _};
+use sqlx::{
+    AssertSqlSafe, Connection as _, Executor as _, Postgres, Row as _, SqlSafeStr, SqlStr,
+    Statement as _,
+};
 use tokio::time::Instant;
 
 use super::backend::{ACQUIRE_TIMEOUT, BeginOptions, DecodedRow, SqlBackend, SqlSession, columns};
@@ -161,7 +164,7 @@ impl PgSession {
     /// Runs a fixed, host-written statement. A plain `&str` has no
     /// arguments, so sqlx sends it with the simple protocol (unprepared,
     /// and several statements may be separated by `;`).
-    async fn run_host_sql(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+    async fn run_host_sql(&mut self, sql: impl SqlSafeStr + Send) -> Result<(), sqlx::Error> {
         (&mut *self.conn).execute(sql).await.map(drop)
     }
 }
@@ -189,11 +192,11 @@ impl SqlSession for PgSession {
         text
     }
 
-    fn fetch<'c>(
-        &'c mut self,
-        statement: &'c str,
+    fn fetch(
+        &mut self,
+        statement: SqlStr,
         params: Vec<Value>,
-    ) -> Result<BoxStream<'c, Result<DecodedRow, WitError>>, WitError> {
+    ) -> Result<BoxStream<'_, Result<DecodedRow, WitError>>, WitError> {
         let arguments = params::arguments(params)?;
         let mut first = true;
         let rows = (&mut *self.conn).fetch(sqlx::query_with(statement, arguments));
@@ -209,7 +212,7 @@ impl SqlSession for PgSession {
     // PostgreSQL reports no inserted id: `RETURNING` does that.
     async fn execute(
         &mut self,
-        statement: &str,
+        statement: SqlStr,
         params: Vec<Value>,
     ) -> Result<ExecuteResult, WitError> {
         (&mut *self.conn)
@@ -224,7 +227,7 @@ impl SqlSession for PgSession {
 
     /// The statement has just run, so preparing it again is a hit in sqlx's
     /// statement cache, not a round trip.
-    async fn describe_columns(&mut self, statement: &str) -> Result<Vec<Column>, WitError> {
+    async fn describe_columns(&mut self, statement: SqlStr) -> Result<Vec<Column>, WitError> {
         let prepared = (&mut *self.conn)
             .prepare(statement)
             .await
@@ -274,7 +277,10 @@ impl SqlSession for PgSession {
         if options.read_only {
             begin.push_str(" READ ONLY");
         }
-        self.run_host_sql(&begin).await.map_err(map_error)
+        // Built from the fixed fragments above only: no input reaches it.
+        self.run_host_sql(AssertSqlSafe(begin))
+            .await
+            .map_err(map_error)
     }
 
     async fn commit(&mut self) -> Result<(), WitError> {
