@@ -126,19 +126,6 @@ fn is_child(child: &Span, parent: &Span) -> bool {
     child.parent_span_id == parent.span_id
 }
 
-/// A database of its own on the test PostgreSQL.
-async fn fresh_database(admin_url: &str) -> String {
-    use sqlx::Connection;
-    let name = format!("caisson_traces_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
-}
-
 /// Runs `module` with `body` through the API at `url` and waits for it.
 async fn run(http: &reqwest::Client, url: &str, body: Value) -> Value {
     let response = http
@@ -204,7 +191,7 @@ fn run_lines(output: &str, id: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_is_one_trace_from_its_submit_in_one_process_to_its_host_calls_in_another() {
     let Some(admin) = postgres_url() else { return };
-    let database = fresh_database(&admin).await;
+    let database = crate::server::fresh_database(&admin).await;
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -6,7 +6,7 @@
 use serde::Serialize;
 use sqlx::{AnyConnection, FromRow, Row};
 
-use super::db::{Db, DbError};
+use super::db::{Db, DbError, built};
 use super::flows::{Settled, SplitSettle};
 use super::runs::QueueRoom;
 use crate::model::{RunSpec, RunState};
@@ -110,7 +110,7 @@ impl Db {
                  objects, bytes, state) VALUES {}",
                 rows.join(", ")
             );
-            let mut query = sqlx::query(&sql).bind(workflow_run_id).bind(step);
+            let mut query = sqlx::query(built(sql)).bind(workflow_run_id).bind(step);
             for (i, split) in chunk.iter().enumerate() {
                 query = query
                     .bind((c * INSERT_CHUNK + i) as i64)
@@ -530,18 +530,18 @@ impl Db {
         // read first could not take the write lock once another writer
         // committed. Splits and steps first, then the run's row: the order
         // in which a step's end takes them, so the two cannot deadlock.
-        sqlx::query(&format!(
+        sqlx::query(built(format!(
             "UPDATE workflow_splits SET state = 'cancelled' \
              WHERE workflow_run_id = $1 AND state = 'pending' AND {OPEN}"
-        ))
+        )))
         .bind(id)
         .bind(tenant_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(&format!(
+        sqlx::query(built(format!(
             "UPDATE workflow_steps SET state = 'skipped' \
              WHERE workflow_run_id = $1 AND state = 'pending' AND {OPEN}"
-        ))
+        )))
         .bind(id)
         .bind(tenant_id)
         .execute(&mut *tx)
