@@ -1910,19 +1910,26 @@ async fn mysql_round_trips_every_value_kind() {
         ),
         ("v_year", "YEAR", Value::Int(2024), Value::Int(2024)),
         // MariaDB's JSON is LONGTEXT with a binary collation and a validity
-        // check, which sqlx 0.8 cannot tell from a blob (MySQL's own JSON
-        // type comes back as `json`); as text, it is text.
+        // check: text, not bytes (MySQL's own JSON type comes back as
+        // `json`). A binary collation is still text; only BINARY, VARBINARY
+        // and the BLOBs (the `binary` collation) are bytes.
         (
             "v_json",
             "JSON",
             Value::Json(r#"{"b": 1, "a": [true, null]}"#.into()),
-            Value::Blob(r#"{"b": 1, "a": [true, null]}"#.into()),
+            text(r#"{"b": 1, "a": [true, null]}"#),
         ),
         (
             "v_bin_text",
             "VARCHAR(10) COLLATE utf8mb4_bin",
             text("Bin"),
-            Value::Blob(b"Bin".to_vec()),
+            text("Bin"),
+        ),
+        (
+            "v_varbinary",
+            "VARBINARY(10)",
+            Value::Blob(b"\x00\xffraw".to_vec()),
+            Value::Blob(b"\x00\xffraw".to_vec()),
         ),
         // Kinds MySQL has no type for are stored as text.
         (

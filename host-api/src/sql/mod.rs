@@ -160,8 +160,9 @@
 //! other integer width, signed or not, as `int`, except `BIGINT UNSIGNED`
 //! and `BIT` as `uint`; `YEAR` as `int`; `FLOAT`/`DOUBLE`; `DECIMAL` as
 //! `decimal`; the text types, `ENUM` and `SET` as `text`; the binary ones
-//! as `blob` (and so, through sqlx 0.8, do text columns with a binary
-//! collation, MariaDB's JSON among them); `JSON` as `json`;
+//! (`BINARY`, `VARBINARY`, the `BLOB`s) as `blob`, while text columns with
+//! a binary collation, MariaDB's JSON among them, are `text`; `JSON` as
+//! `json`;
 //! `DATE`; `DATETIME` as `datetime` and `TIMESTAMP` as `timestamp`;
 //! `TIME` within a day as `time`, beyond it as an `interval` of
 //! microseconds; a zero date, `GEOMETRY` and anything else as `other`.

@@ -575,13 +575,16 @@ fn mysql_value(type_name: &str, raw: MySqlValueRef<'_>) -> Result<Value, BoxDynE
         "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" => {
             Value::Text(decode::<&str>(raw)?.to_owned())
         }
-        // What sqlx 0.8 calls binary: MySQL's BINARY flag, which a text
-        // column with a binary collation (`utf8mb4_bin`, and so MariaDB's
-        // JSON) carries too. sqlx does not pass on the column's character
-        // set, which is what tells them apart (launchbadge/sqlx#3387), so
-        // those come back as `blob`: `CAST(col AS CHAR)` gives `text`.
+        // sqlx names these by MySQL's BINARY flag, which a text column with
+        // a binary collation (`utf8mb4_bin`, and so MariaDB's JSON) carries
+        // too. The collation is what tells them apart: only the `binary`
+        // one means bytes, and sqlx 0.9 checks it (launchbadge/sqlx#3387).
         "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
-            Value::Blob(decode::<&[u8]>(raw)?.to_vec())
+            if <&str as sqlx::Type<MySql>>::compatible(&raw.type_info()) {
+                Value::Text(decode::<&str>(raw)?.to_owned())
+            } else {
+                Value::Blob(decode::<&[u8]>(raw)?.to_vec())
+            }
         }
         "JSON" => Value::Json(decode::<&str>(raw)?.to_owned()),
         // MySQL's zero dates (`0000-00-00`) are no date at all: they fail
@@ -607,8 +610,8 @@ fn mysql_value(type_name: &str, raw: MySqlValueRef<'_>) -> Result<Value, BoxDynE
 /// A MySQL TIME is a time of day or a span of up to ±838 hours: within a
 /// day it is a `time`, otherwise an `interval` of microseconds.
 fn time_value(time: MySqlTime) -> Value {
-    // Through the sign: sqlx 0.8's `MySqlTime::is_negative` answers
-    // `is_positive`.
+    // Through the sign: `MySqlTime::is_negative` answers `is_positive`
+    // (still so in sqlx 0.9.0).
     let negative = time.sign().is_negative();
     let micros = ((u64::from(time.hours()) * 60 + u64::from(time.minutes())) * 60
         + u64::from(time.seconds()))
