@@ -34,8 +34,9 @@
 //!    with `buffer_unordered(16)`.
 //! 6. **Compute.** The word-count task over 200 MiB in a memory object store,
 //!    against the same counting code compiled natively over the same bytes.
-//! 7. **Density.** 1,000 idle instances at once (and 100 Python ones), the
-//!    RSS each adds, against the RSS of one idle `python3` process.
+//! 7. **Density.** 10,000 idle instances at once (`CAISSON_BENCH_DENSITY`;
+//!    and 100 Python ones), the RSS, PSS and private memory each adds,
+//!    against the RSS of one idle `python3` process.
 //! 8. **SQL sessions.** What a run's database session costs now that nothing
 //!    survives it (open, one query, reset on release), against the same
 //!    query on a plain sqlx pool and on a fresh connection each time.

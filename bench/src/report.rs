@@ -21,6 +21,9 @@ pub struct Plan {
     pub dag_samples: usize,
     pub io_bytes: u64,
     pub io_samples: usize,
+    /// Idle `bench-probe` instances held at once: 10,000 in the full
+    /// run, or `CAISSON_BENCH_DENSITY` (the count the issue asks about
+    /// takes about a minute on 2 cores and 1 GiB of RSS).
     pub density_instances: usize,
     pub python_density_instances: usize,
     pub sql_samples: usize,
@@ -39,6 +42,17 @@ pub struct Plan {
 impl Plan {
     pub fn from_env() -> Self {
         let quick = std::env::var("CAISSON_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let mut plan = Self::preset(quick);
+        if let Some(n) = std::env::var("CAISSON_BENCH_DENSITY")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+        {
+            plan.density_instances = n;
+        }
+        plan
+    }
+
+    fn preset(quick: bool) -> Self {
         if quick {
             Plan {
                 quick,
@@ -81,7 +95,7 @@ impl Plan {
                 dag_samples: 5,
                 io_bytes: 1 << 30,
                 io_samples: 2,
-                density_instances: 1000,
+                density_instances: 10_000,
                 python_density_instances: 100,
                 sql_samples: 2000,
                 peer_process_samples: 30,
@@ -289,6 +303,17 @@ pub fn fmt_ratio(v: f64) -> String {
 /// A process's resident set size, in bytes (`VmRSS`).
 pub fn rss_of(pid: u32) -> Option<u64> {
     status_kib(&format!("/proc/{pid}/status"), "VmRSS:").map(|kib| kib << 10)
+}
+
+/// This process's memory, in bytes, three ways: `VmRSS` counts a page once
+/// per mapping of it, so a copy-on-write image page that 100 instances map
+/// counts 100 times; `RssAnon` is private memory only (pages written,
+/// heaps, stacks); `Pss` from `smaps_rollup` counts every page once.
+pub fn memory_now() -> Option<(u64, u64, u64)> {
+    let rss = status_kib("/proc/self/status", "VmRSS:")?;
+    let anon = status_kib("/proc/self/status", "RssAnon:")?;
+    let pss = status_kib("/proc/self/smaps_rollup", "Pss:")?;
+    Some((rss << 10, anon << 10, pss << 10))
 }
 
 /// This process's peak resident set size since the last

@@ -411,8 +411,23 @@ pub async fn density(plan: &Plan, dir: &std::path::Path, report: &mut Report) ->
         );
     }
 
+    // Each live instance holds two descriptors (its scratch directory,
+    // preopened as `/scratch` and as `.`): past the open-file limit the
+    // next instance cannot start, so count only as many as fit.
+    let density = match open_file_room() {
+        Some(room) if room / 2 < plan.density_instances => {
+            report.notes.push(format!(
+                "density: {} bench-probe instances instead of {}: each holds 2 file \
+                 descriptors and this process may open {room} more (RLIMIT_NOFILE)",
+                room / 2,
+                plan.density_instances
+            ));
+            room / 2
+        }
+        _ => plan.density_instances,
+    };
     for (guest_name, input, params, n) in [
-        ("bench-probe", Vec::new(), true, plan.density_instances),
+        ("bench-probe", Vec::new(), true, density),
         (
             "py-probe",
             br#"{"op": "sleep", "ms": 600000}"#.to_vec(),
@@ -439,9 +454,10 @@ pub async fn density(plan: &Plan, dir: &std::path::Path, report: &mut Report) ->
         let task = rt.load(&bytes).await?;
         let (cancel, cancelled) = tokio::sync::watch::channel(false);
         let started = Arc::new(Started::default());
-        let before = crate::report::rss_of(std::process::id()).context("reading VmRSS")?;
+        let before = crate::report::memory_now().context("reading /proc/self memory")?;
+        let maps_before = mappings();
         let rt = Arc::new(rt);
-        let mut handles = Vec::with_capacity(n);
+        let mut handles: Vec<tokio::task::JoinHandle<_>> = Vec::with_capacity(n);
         for _ in 0..n {
             let mut request = RunRequest::new(input.clone(), started.clone());
             if params {
@@ -461,10 +477,22 @@ pub async fn density(plan: &Plan, dir: &std::path::Path, report: &mut Report) ->
                 "only {} of {n} {guest_name} instances started",
                 started.0.load(std::sync::atomic::Ordering::Relaxed)
             );
+            // An idle instance never ends on its own: one that did failed.
+            if let Some(i) = handles.iter().position(|h| h.is_finished()) {
+                let outcome = handles.swap_remove(i).await?;
+                bail!(
+                    "a {guest_name} instance ended while {} of {n} had started: {outcome:?} \
+                     ({} memory mappings; vm.max_map_count is {})",
+                    started.0.load(std::sync::atomic::Ordering::Relaxed),
+                    mappings(),
+                    max_map_count()
+                );
+            }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let during = crate::report::rss_of(std::process::id()).context("reading VmRSS")?;
+        let during = crate::report::memory_now().context("reading /proc/self memory")?;
+        let maps = mappings();
         cancel.send(true)?;
         for handle in handles {
             let outcome = handle.await?;
@@ -473,9 +501,31 @@ pub async fn density(plan: &Plan, dir: &std::path::Path, report: &mut Report) ->
                 "an idle instance ended with {outcome:?}"
             );
         }
-        let per_instance = during.saturating_sub(before) as f64 / n as f64;
+        report.notes.push(format!(
+            "{n} idle {guest_name} instances: {:.1} memory mappings each (the kernel allows \
+             {} per process, vm.max_map_count)",
+            maps.saturating_sub(maps_before) as f64 / n as f64,
+            max_map_count()
+        ));
+        let per = |during: u64, before: u64| during.saturating_sub(before) as f64 / n as f64;
+        let per_instance = per(during.0, before.0);
         let name = format!("worker RSS per idle `{guest_name}` instance ({n} at once), KiB");
         report.value(&name, per_instance / 1024.0, n);
+        // RSS counts a shared copy-on-write page once per instance mapping
+        // it; PSS once in all, and the private part is what each instance
+        // wrote (and its stack and host-side state).
+        report.value(
+            &format!("worker PSS per idle `{guest_name}` instance ({n} at once), KiB"),
+            per(during.2, before.2) / 1024.0,
+            n,
+        );
+        report.value(
+            &format!(
+                "worker private (anonymous) RSS per idle `{guest_name}` instance ({n} at once), KiB"
+            ),
+            per(during.1, before.1) / 1024.0,
+            n,
+        );
         if let Some(rss) = python_rss {
             report.plain_ratio(
                 &format!("idle `python3` process RSS / idle `{guest_name}` instance RSS"),
@@ -486,4 +536,30 @@ pub async fn density(plan: &Plan, dir: &std::path::Path, report: &mut Report) ->
         }
     }
     Ok(())
+}
+
+/// How many memory mappings this process has.
+fn mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |maps| maps.lines().count())
+}
+
+/// The most memory mappings a process may have.
+fn max_map_count() -> String {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .map_or_else(|_| "unknown".into(), |n| n.trim().to_string())
+}
+
+/// How many more files this process may open, with 256 kept for the rest
+/// of the suite: the soft `RLIMIT_NOFILE` (from `/proc/self/limits`) less
+/// the descriptors open now.
+fn open_file_room() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft: usize = line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    Some(soft.saturating_sub(open + 256))
 }

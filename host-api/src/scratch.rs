@@ -1,21 +1,29 @@
 //! A private scratch directory per run.
 //!
-//! Each run gets a fresh, empty directory, preopened for the guest at
+//! Each run gets an empty directory, preopened for the guest at
 //! [`GUEST_PATH`] (and as `.`, so relative paths land there too). WASI's
 //! filesystem is capability-based (`cap-std` underneath wasmtime-wasi): the
 //! guest can name nothing outside its preopens, so `..` and absolute paths
-//! cannot reach the host's files. The directory is removed when the
-//! [`Scratch`] is dropped, at the end of the run, whatever its outcome.
+//! cannot reach the host's files.
+//!
+//! Directories come from a [`ScratchPool`]: making and removing a directory
+//! is most of what a short run costs (on ext4, `mkdir` after many `rmdir`s
+//! searches the inode bitmap for recently deleted inodes), so a janitor
+//! thread does it off the runs' critical path. A directory a run gives back
+//! is used again only if it is empty and the run ended on its own; any
+//! other is removed, so no run ever sees another's files.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// Where the guest sees its scratch directory.
 pub const GUEST_PATH: &str = "/scratch";
 
-/// A run's scratch directory on the host.
+/// A run's scratch directory on the host. Dropping it removes it.
 #[derive(Debug)]
 pub struct Scratch {
     dir: tempfile::TempDir,
@@ -52,5 +60,162 @@ impl Scratch {
         let path = self.dir.path().to_path_buf();
         self.dir.close()?;
         Ok(path)
+    }
+
+    /// Whether the directory holds nothing.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(std::fs::read_dir(self.path())?.next().is_none())
+    }
+}
+
+/// Empty directories kept ready while no run gives any back.
+const READY: usize = 4;
+/// The most empty directories kept for reuse; past it they are removed.
+const MAX_READY: usize = 64;
+/// How long the janitor waits before looking again when it could not make
+/// a directory (a full disk, a missing parent).
+const RETRY: Duration = Duration::from_millis(200);
+
+/// Scratch directories under one parent, made and cleaned off the runs'
+/// critical path by a janitor thread. Dropping the pool stops the janitor
+/// and removes every directory it holds.
+pub struct ScratchPool {
+    shared: Arc<Shared>,
+    janitor: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    parent: PathBuf,
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Empty directories no run has (or that were checked empty after one).
+    ready: Vec<Scratch>,
+    /// Directories given back, and whether each may be reused if empty.
+    returned: Vec<(Scratch, bool)>,
+    stop: bool,
+}
+
+impl ScratchPool {
+    /// A pool of directories under `parent` (created private if missing,
+    /// as [`Scratch::create`] does).
+    pub fn new(parent: &Path) -> io::Result<Self> {
+        let shared = Arc::new(Shared {
+            parent: parent.to_path_buf(),
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        let janitor = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("caisson-scratch".into())
+                .spawn(move || shared.janitor())?
+        };
+        Ok(ScratchPool {
+            shared,
+            janitor: Some(janitor),
+        })
+    }
+
+    /// An empty directory for a run: a ready one, or a new one made now if
+    /// none is ready.
+    pub fn take(&self) -> io::Result<Scratch> {
+        let ready = self.shared.state.lock().unwrap().ready.pop();
+        match ready {
+            Some(scratch) => Ok(scratch),
+            None => Scratch::create(&self.shared.parent),
+        }
+    }
+
+    /// Gives a run's directory back. `reusable` says whether the run ended
+    /// on its own: a run stopped by its timeout or cancelled may have had a
+    /// filesystem call still running on a blocking thread, which could
+    /// create a file after the check that the directory is empty, so its
+    /// directory is removed, never reused.
+    pub fn give_back(&self, scratch: Scratch, reusable: bool) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .returned
+            .push((scratch, reusable));
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for ScratchPool {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap().stop = true;
+        self.shared.wake.notify_one();
+        if let Some(janitor) = self.janitor.take() {
+            let _ = janitor.join();
+        }
+    }
+}
+
+impl Shared {
+    fn janitor(&self) {
+        let mut state = self.state.lock().unwrap();
+        loop {
+            if state.stop {
+                let State {
+                    ready, returned, ..
+                } = std::mem::take(&mut *state);
+                drop(state);
+                ready
+                    .into_iter()
+                    .chain(returned.into_iter().map(|(s, _)| s))
+                    .for_each(remove);
+                return;
+            }
+            let returned = std::mem::take(&mut state.returned);
+            let room = MAX_READY.saturating_sub(state.ready.len());
+            let missing = READY.saturating_sub(state.ready.len() + returned.len());
+            drop(state);
+
+            let mut clean = Vec::new();
+            for (scratch, reusable) in returned {
+                // Checked here, off the run's path. A directory that cannot
+                // be read is not known to be empty.
+                if reusable && clean.len() < room && scratch.is_empty().unwrap_or(false) {
+                    clean.push(scratch);
+                } else {
+                    remove(scratch);
+                }
+            }
+            let mut failed = false;
+            while clean.len() < missing {
+                match Scratch::create(&self.parent) {
+                    Ok(scratch) => clean.push(scratch),
+                    Err(e) => {
+                        // Runs make their own meanwhile, and report why
+                        // they could not.
+                        tracing::debug!("could not make a scratch directory ahead: {e}");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+
+            state = self.state.lock().unwrap();
+            state.ready.append(&mut clean);
+            if !state.returned.is_empty() || state.stop {
+                continue;
+            }
+            state = if failed {
+                self.wake.wait_timeout(state, RETRY).unwrap().0
+            } else {
+                self.wake.wait(state).unwrap()
+            };
+        }
+    }
+}
+
+fn remove(scratch: Scratch) {
+    if let Err(e) = scratch.remove() {
+        tracing::warn!("could not remove a scratch directory: {e}");
     }
 }

@@ -111,7 +111,12 @@ pub struct EngineConfig {
     /// Use the pooling instance allocator (faster instantiation; reserves
     /// address space up front).
     pub pooling: bool,
-    /// With pooling: how many task instances may be live at once.
+    /// With pooling: how many task instances may be live at once. Each
+    /// linear memory's slot reserves 4 GiB of address space (or
+    /// `max_memory`, if larger) and a guard; the pool stops at 64 TiB of
+    /// slots, about 16,000 memories (a Rust or Python task has one). Past
+    /// about 9,900 idle instances Linux's default `vm.max_map_count`
+    /// (65,530 mappings) is the limit instead.
     pub max_instances: u32,
     /// The largest memory limit any run may ask for, in bytes.
     pub max_memory: u64,

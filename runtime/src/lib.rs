@@ -37,7 +37,7 @@ use caisson_host_api::log::{self, LogCtx, LogSink};
 use caisson_host_api::memory::MemoryBudget;
 use caisson_host_api::objects::{ObjectStores, ObjectsCtx, ObjectsView};
 use caisson_host_api::params::ParamsCtx;
-use caisson_host_api::scratch::Scratch;
+use caisson_host_api::scratch::{Scratch, ScratchPool};
 use caisson_host_api::sql::{SqlCtx, SqlSources, SqlView};
 use caisson_host_api::{ConfigError, Grants, TaskBindingsPre};
 use tokio::sync::watch;
@@ -291,6 +291,8 @@ pub struct Runtime {
     sql: SqlSources,
     cache: cache::ComponentCache,
     loaded: Mutex<cache::LoadedTasks<LoadedTask>>,
+    /// Runs' scratch directories, made and cleaned off their path.
+    scratch: ScratchPool,
     _ticker: EpochTicker,
 }
 
@@ -316,6 +318,11 @@ impl Runtime {
         let loaded = cache::LoadedTasks::new(config.engine.module_cache_bytes);
         let metered = Arc::new(OnceLock::new());
         let ticker = EpochTicker::start(engine.clone(), metered.clone());
+        let scratch =
+            ScratchPool::new(&config.engine.scratch_dir).map_err(|source| RuntimeError::Io {
+                context: "could not start the scratch directories' janitor thread".into(),
+                source,
+            })?;
         Ok(Runtime {
             engine,
             linker,
@@ -325,6 +332,7 @@ impl Runtime {
             sql,
             cache,
             loaded: Mutex::new(loaded),
+            scratch,
             _ticker: ticker,
         })
     }
@@ -440,16 +448,15 @@ impl Runtime {
         limits
             .check(&self.config.engine)
             .map_err(|e| RunError::Setup(e.into()))?;
-        let scratch = Scratch::create(&self.config.engine.scratch_dir)
+        let scratch = self
+            .scratch
+            .take()
             .map_err(|e| RunError::Setup(SetupError::Scratch(Arc::new(e))))?;
         let result = self.run_in(task, &request, limits, &scratch).await;
-        // Every run has a directory of its own, so removing this one can
-        // wait: it is off the run's critical path, whatever the outcome.
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = scratch.remove() {
-                tracing::warn!("could not remove a scratch directory: {e}");
-            }
-        });
+        // Checked and cleaned off the run's critical path. A timeout or a
+        // cancel may leave a filesystem call running: never reuse then.
+        let ended = !matches!(result, Err(RunError::Timeout(_) | RunError::Cancelled));
+        self.scratch.give_back(scratch, ended);
         result
     }
 
@@ -712,11 +719,16 @@ fn build_engine(config: &EngineConfig, fuel: bool) -> Result<Engine, RuntimeErro
     if config.pooling && !fuel {
         let n = config.max_instances;
         let mut pool = wasmtime::PoolingAllocationConfig::default();
-        // A component has several core instances and memories (an
-        // interpreter-based one, such as a Python task, has about 14).
+        // A component has several core instances (a Python task has about
+        // 14) but usually one memory. Each memory slot reserves its own
+        // address space (4 GiB and a guard, so that wasm accesses need no
+        // bounds checks): 20 per instance would not fit 10,000 instances
+        // in the 128 TiB a process has, so the slots stop at half of it.
+        let slot = config.max_memory.max(4 << 30) + (32 << 20);
+        let memories = (u64::from(n) * 20).min(POOL_ADDRESS_SPACE / slot).max(1);
         pool.total_component_instances(n)
             .total_core_instances(n * 20)
-            .total_memories(n * 20)
+            .total_memories(u32::try_from(memories).unwrap_or(u32::MAX))
             .total_tables(n * 20)
             .max_memory_size(config.max_memory as usize)
             .max_memories_per_component(32)
@@ -733,6 +745,11 @@ fn build_engine(config: &EngineConfig, fuel: bool) -> Result<Engine, RuntimeErro
     }
     Engine::new(&wasm).map_err(RuntimeError::Wasmtime)
 }
+
+/// The address space the pooling allocator's linear-memory slots may
+/// reserve: half of x86-64's 47-bit user address space, leaving the rest to
+/// the process (the metered engine's memories, stacks, heaps).
+const POOL_ADDRESS_SPACE: u64 = 64 << 40;
 
 /// Advances the engines' epochs every [`EPOCH_TICK`] until dropped.
 struct EpochTicker {

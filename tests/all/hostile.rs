@@ -412,36 +412,81 @@ async fn scratch_is_private_and_cannot_reach_the_host() {
     assert_eq!(json(&result.unwrap())["scratch_was_empty"], true);
 }
 
-/// Scratch directories are removed off the run's critical path, but they
-/// are removed, whether the run succeeded or failed.
+/// Scratch directories are cleaned off the run's critical path, but they
+/// are cleaned, whether the run succeeded or failed: one a run wrote to is
+/// removed, an empty one may be used again, and none is left once the
+/// runtime is dropped.
 #[tokio::test]
 async fn scratch_directories_are_removed_after_their_runs() {
     let scratch = tempfile::tempdir().unwrap();
+    let runs = scratch.path().join("runs");
     let mut config = base_config();
-    config.engine.scratch_dir = scratch.path().join("runs");
+    config.engine.scratch_dir = runs.clone();
     let rt = runtime(config);
     let escape = load(&rt, "scratch-escape").await;
     let trap = load(&rt, "trap").await;
     for _ in 0..5 {
+        // Each scratch-escape run leaves a file behind.
         let (result, _) = run_with(&rt, &escape, b"", |r| r.limits = Some(limits())).await;
-        result.unwrap();
+        assert_eq!(json(&result.unwrap())["scratch_was_empty"], true);
         let (result, _) = run_with(&rt, &trap, b"", |r| r.limits = Some(limits())).await;
         result.unwrap_err();
     }
-    let left = || {
-        std::fs::read_dir(scratch.path().join("runs"))
+    let entries = |dir: &std::path::Path| std::fs::read_dir(dir).unwrap().count();
+    let written = || {
+        std::fs::read_dir(&runs)
             .unwrap()
+            .filter(|d| entries(&d.as_ref().unwrap().path()) > 0)
             .count()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while left() > 0 {
+    while written() > 0 {
         assert!(
             Instant::now() < deadline,
-            "{} scratch directories left 10 s after their runs",
-            left()
+            "{} scratch directories with files left 10 s after their runs",
+            written()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Empty ones are kept for the next runs, a bounded number of them.
+    assert!(
+        entries(&runs) <= 64,
+        "{} scratch directories",
+        entries(&runs)
+    );
+    drop(rt);
+    assert_eq!(
+        entries(&runs),
+        0,
+        "scratch directories left after the runtime"
+    );
+}
+
+/// Many runs one after another, alternating a task that writes to its
+/// scratch directory and leaves a file there with tasks that do not: every
+/// run starts with an empty directory, although empty ones are reused.
+#[tokio::test]
+async fn reused_scratch_directories_start_empty() {
+    let scratch = tempfile::tempdir().unwrap();
+    let runs = scratch.path().join("runs");
+    let mut config = base_config();
+    config.engine.scratch_dir = runs.clone();
+    let rt = runtime(config);
+    let escape = load(&rt, "scratch-escape").await;
+    let hello = load(&rt, "hello").await;
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let (result, _) = run_with(&rt, &escape, b"", |r| r.limits = Some(limits())).await;
+        let report = json(&result.unwrap());
+        assert_eq!(report["scratch_was_empty"], true, "run {i}: {report}");
+        for _ in 0..3 {
+            let (result, _) = run_with(&rt, &hello, b"x", |r| r.limits = Some(limits())).await;
+            result.unwrap();
+        }
+        seen.extend(std::fs::read_dir(&runs).unwrap().map(|d| d.unwrap().path()));
+    }
+    // 160 runs, and far fewer directories: the empty ones were reused.
+    assert!(seen.len() < 120, "{} directories for 160 runs", seen.len());
 }
 
 #[tokio::test]
