@@ -86,6 +86,48 @@ pub fn mysql_url() -> Option<String> {
     service_var("CAISSON_TEST_MYSQL_URL")
 }
 
+/// Submits a run through the API at `url`: the API's answer (`id`, and
+/// what else the submit says).
+pub async fn submit_run(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let response = http
+        .post(format!("{url}/v1/runs"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let run: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, 201, "not submitted: {run}");
+    run
+}
+
+/// The view of run `id` once it has ended (queued and running are not
+/// ends), through the API's `?wait=`: 300 s at most.
+pub async fn finished_run(http: &reqwest::Client, url: &str, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let run: serde_json::Value = http
+            .get(format!("{url}/v1/runs/{id}?wait=10s"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !matches!(run["state"].as_str(), Some("queued" | "running")) {
+            return run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {id} stuck: {run}"
+        );
+    }
+}
+
 /// Waits until no run in the coordination database `db` is queued or
 /// running; fails the test if some still are after `within`.
 pub async fn wait_until_idle(db: &sqlx::PgPool, within: std::time::Duration) {

@@ -35,38 +35,8 @@ fn proc_status(pid: u32, field: &str) -> u64 {
 }
 
 async fn submit(http: &reqwest::Client, url: &str, body: Value) -> String {
-    let run: Value = http
-        .post(format!("{url}/v1/runs"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    run["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not submitted: {run}"))
-        .to_string()
-}
-
-async fn finished(http: &reqwest::Client, url: &str, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let run: Value = http
-            .get(format!("{url}/v1/runs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if !matches!(run["state"].as_str(), Some("queued" | "running")) {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "run {id} stuck: {run}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let run = caisson_tests::submit_run(http, url, &body).await;
+    run["id"].as_str().unwrap().to_string()
 }
 
 /// A run of `language`'s hostile guest in `mode`, with `size` and
@@ -129,7 +99,7 @@ async fn a_worker_stays_within_its_memory_bound_under_hostile_tasks() {
         warm.push(submit(&http, &url, body).await);
     }
     for id in &warm {
-        let run = finished(&http, &url, id).await;
+        let run = caisson_tests::finished_run(&http, &url, id).await;
         assert_eq!(run["state"], "succeeded", "warm-up: {run}");
     }
     let baseline = proc_status(pid, "VmRSS");
@@ -174,7 +144,7 @@ async fn a_worker_stays_within_its_memory_bound_under_hostile_tasks() {
         ));
     }
     for (what, id, expect) in &runs {
-        let run = finished(&http, &url, id).await;
+        let run = caisson_tests::finished_run(&http, &url, id).await;
         let error = run["error"].as_str().unwrap_or_default();
         eprintln!("{what}: {} {error:.300}", run["state"]);
         match expect {
@@ -201,5 +171,8 @@ async fn a_worker_stays_within_its_memory_bound_under_hostile_tasks() {
     );
     // The worker lives on and runs the next task.
     let id = submit(&http, &url, hostile("python", "normal", 0, 0)).await;
-    assert_eq!(finished(&http, &url, &id).await["state"], "succeeded");
+    assert_eq!(
+        caisson_tests::finished_run(&http, &url, &id).await["state"],
+        "succeeded"
+    );
 }

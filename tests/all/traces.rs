@@ -128,32 +128,11 @@ fn is_child(child: &Span, parent: &Span) -> bool {
 
 /// Runs `module` with `body` through the API at `url` and waits for it.
 async fn run(http: &reqwest::Client, url: &str, body: Value) -> Value {
-    let response = http
-        .post(format!("{url}/v1/runs"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let queued: Value = response.json().await.unwrap();
-    let id = queued["id"].as_str().unwrap().to_string();
-    for _ in 0..600 {
-        let view: Value = http
-            .get(format!("{url}/v1/runs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if view["state"] != "queued" && view["state"] != "running" {
-            // The submit answer already named the trace.
-            assert_eq!(view["trace_id"], queued["trace_id"], "{view}");
-            return view;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("run {id} did not finish");
+    let queued = caisson_tests::submit_run(http, url, &body).await;
+    let view = caisson_tests::finished_run(http, url, queued["id"].as_str().unwrap()).await;
+    // The submit answer already named the trace.
+    assert_eq!(view["trace_id"], queued["trace_id"], "{view}");
+    view
 }
 
 async fn upload(http: &reqwest::Client, url: &str, name: &str) {
