@@ -63,15 +63,24 @@ pub struct MapSpec {
     pub prefix: String,
     /// The most bytes one split holds, except a lone object larger than
     /// this (when `ranges` is false). Default 128 MiB.
-    #[serde(default = "default_max_split_bytes")]
+    #[serde(
+        default = "default_max_split_bytes",
+        deserialize_with = "crate::model::whole::number"
+    )]
     #[schema(minimum = 1)]
     pub max_split_bytes: u64,
     /// The most objects (or ranges) one split holds. Default 10,000.
-    #[serde(default = "default_max_split_objects")]
+    #[serde(
+        default = "default_max_split_objects",
+        deserialize_with = "crate::model::whole::number"
+    )]
     #[schema(minimum = 1, maximum = 1000000)]
     pub max_split_objects: u64,
     /// The most splits running at once. Default 4.
-    #[serde(default = "default_parallelism")]
+    #[serde(
+        default = "default_parallelism",
+        deserialize_with = "crate::model::whole::number"
+    )]
     #[schema(minimum = 1, maximum = 10000)]
     pub parallelism: u64,
     /// Whether the task reads byte ranges: an object larger than
@@ -365,6 +374,31 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeMap;
+
+    /// The OpenAPI document says `integer`, which JSON Schema reads as any
+    /// integral number: `865.0` is 865 (the REST fuzzer sends such), `1.5`
+    /// is refused.
+    #[test]
+    fn integral_floats_are_integers_and_fractions_are_refused() {
+        let parsed: MapSpec = serde_json::from_str(
+            r#"{"store": "raw", "parallelism": 865.0, "max_split_bytes": 1e6, "max_split_objects": 3}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                parsed.parallelism,
+                parsed.max_split_bytes,
+                parsed.max_split_objects
+            ),
+            (865, 1_000_000, 3)
+        );
+        let defaults: MapSpec = serde_json::from_str(r#"{"store": "raw"}"#).unwrap();
+        assert_eq!(defaults.parallelism, DEFAULT_PARALLELISM);
+        let refused = serde_json::from_str::<MapSpec>(r#"{"store": "raw", "parallelism": 1.5}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("expected an integer"), "{refused}");
+    }
 
     fn spec(max_bytes: u64, max_objects: u64, ranges: bool) -> MapSpec {
         MapSpec {

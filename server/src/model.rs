@@ -215,7 +215,7 @@ pub struct SubmitRun {
 /// document's `type: integer` allows it, and clients in languages without
 /// a separate integer type send it), while `3.5` and values out of the
 /// field's range are refused.
-mod whole {
+pub(crate) mod whole {
     use serde::Deserialize;
     use serde::de::{Deserializer, Error};
 
