@@ -6,8 +6,6 @@
 //! process's peak RSS stays within
 //! `slots × (memory limit + ALLOWANCE) + idle baseline`.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 
 use caisson_tests::{ServerToml, postgres_url, s3_env, unique_prefix};
