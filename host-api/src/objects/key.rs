@@ -52,8 +52,7 @@ pub(super) fn parse_prefix(prefix: &str) -> Result<Option<Path>, WitError> {
 
 /// Whether `path` is the temporary name `hdfs-native-object-store` writes a
 /// file under until it is finished: `.NAME.tmp.N` in the key's directory.
-/// Public for the server's map step, which lists an HDFS prefix itself.
-pub fn is_partial_file(path: &Path) -> bool {
+pub(super) fn is_partial_file(path: &Path) -> bool {
     path.filename()
         .and_then(|name| name.strip_prefix('.'))
         .and_then(|name| name.rsplit_once(".tmp."))

@@ -41,7 +41,7 @@ mod upload;
 
 pub use config::{ObjectLimits, ObjectsConfig, StoreConfig};
 pub use error::{REQUEST_FAILED, UNAVAILABLE};
-pub use key::{is_partial_file, parse_key};
+pub use key::parse_key;
 pub use read_many::{ManyReader, ReadManyConfig};
 pub use stores::{ObjectStores, ObjectsCtx, install_crypto_provider};
 pub use upload::{Upload, WriteOptions};

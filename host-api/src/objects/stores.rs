@@ -5,14 +5,16 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use futures::stream::{BoxStream, StreamExt as _, TryStreamExt as _};
 use hdfs_native_object_store::HdfsObjectStore;
-use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
+use object_store::{ObjectMeta, ObjectStore};
 
 use super::config::{ObjectLimits, ObjectsConfig, StoreConfig, store_prefix};
+use super::key::is_partial_file;
 use super::read_many::{ReadBudget, ReadManyConfig};
 use crate::memory::MemoryBudget;
 use crate::{ConfigError, Grants};
@@ -95,6 +97,28 @@ impl ObjectStores {
     /// checking outputs). Never hand it to a guest directly.
     pub fn get(&self, label: &str) -> Option<Arc<dyn ObjectStore>> {
         self.stores.get(label).map(|b| b.store.clone())
+    }
+
+    /// Every finished object under `prefix` in the store behind `label`,
+    /// for the host's own use (the map step's listing): files still being
+    /// written, which HDFS shows under a temporary name, are left out, as
+    /// the guest's own listings leave them out. `None` for an unknown label.
+    pub fn list_finished(
+        &self,
+        label: &str,
+        prefix: Option<&object_store::path::Path>,
+    ) -> Option<BoxStream<'static, object_store::Result<ObjectMeta>>> {
+        let backend = self.stores.get(label)?;
+        let partial_files = backend.partial_files;
+        Some(
+            backend
+                .store
+                .list(prefix)
+                .try_filter(move |meta| {
+                    std::future::ready(!(partial_files && is_partial_file(&meta.location)))
+                })
+                .boxed(),
+        )
     }
 
     /// The context for one run with `grants`. Granting a label that is not

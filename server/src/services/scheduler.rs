@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use caisson_host_api::objects::{StoreConfig, is_partial_file};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use object_store::ObjectStoreExt as _;
@@ -561,24 +560,17 @@ async fn start_map(
 /// batches), so a large prefix never comes in one answer; the keys and
 /// sizes are kept for planning, up to [`map::MAX_LISTED_OBJECTS`].
 async fn list_prefix(state: &Services, spec: &MapSpec) -> Result<Vec<Listed>, String> {
-    let store = state
+    let prefix = spec.prefix_path();
+    let mut listing = state
         .runtime
         .object_stores()
-        .get(&spec.store)
+        .list_finished(&spec.store, prefix.as_ref())
         .ok_or_else(|| {
             format!(
                 "map.store: no object store is labelled {:?} here",
                 spec.store
             )
         })?;
-    // Files being written to HDFS show up under a temporary name; a
-    // split must not read one.
-    let hdfs = matches!(
-        state.config.runtime.objects.get(&spec.store),
-        Some(StoreConfig::Hdfs { .. })
-    );
-    let prefix = spec.prefix_path();
-    let mut listing = store.list(prefix.as_ref());
     let mut listed = Vec::new();
     while let Some(meta) = listing.next().await {
         let meta = meta.map_err(|e| {
@@ -587,9 +579,6 @@ async fn list_prefix(state: &Services, spec: &MapSpec) -> Result<Vec<Listed>, St
                 spec.prefix, spec.store
             )
         })?;
-        if hdfs && is_partial_file(&meta.location) {
-            continue;
-        }
         if listed.len() >= map::MAX_LISTED_OBJECTS {
             return Err(format!(
                 "{:?} holds more than {} objects; map over narrower prefixes",
