@@ -1,6 +1,9 @@
 //! Streamed object I/O through the host interface against a native Rust
 //! `object_store` client, on the same server in the same run: the S3 server,
-//! and HDFS (MiniDFS) when `CAISSON_TEST_HDFS_URL` is set.
+//! and HDFS (MiniDFS) when `CAISSON_TEST_HDFS_URL` is set. Then the
+//! `word-count` example over the compute section's text stored on each of
+//! them, against the same `Counter` compiled natively and fed by a native
+//! client with as many reads in flight as the task's `read_many`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,10 +12,10 @@ use anyhow::{Context, Result, ensure};
 use caisson_host_api::Grants;
 use caisson_host_api::log::MemorySink;
 use caisson_runtime::{Config, RunRequest, Runtime};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::guest;
 use crate::report::{Dist, Plan, Report, peak_rss, reset_peak_rss};
@@ -24,6 +27,8 @@ const CHUNK: usize = 256 * 1024;
 pub(crate) struct Backend {
     /// Appended to the S3 labels, which stay as they were: "" or " on HDFS".
     suffix: &'static str,
+    /// "S3" or "HDFS", for labels that name the store either way.
+    name: &'static str,
     pub(crate) client: Arc<dyn ObjectStore>,
     pub(crate) table: String,
 }
@@ -52,6 +57,7 @@ impl Backend {
             .build()?;
         Ok(Some(Backend {
             suffix: "",
+            name: "S3",
             client: Arc::new(client),
             table: format!(
                 "type = \"s3\"\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\n\
@@ -71,6 +77,7 @@ impl Backend {
             .build()?;
         Ok(Some(Backend {
             suffix: " on HDFS",
+            name: "HDFS",
             client: Arc::new(hdfs_native_object_store::HdfsObjectStore::new(client)),
             table: format!("type = \"hdfs\"\nurl = \"{url}\"\nuser = \"caisson\"\n"),
         }))
@@ -91,19 +98,132 @@ impl Backend {
 ///    and, if configured, on HDFS.
 pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Result<()> {
     println!("object I/O:");
-    match Backend::s3()? {
-        Some(s3) => measure(plan, dir, report, &s3).await?,
+    let (s3, hdfs) = (Backend::s3()?, Backend::hdfs()?);
+    match &s3 {
+        Some(s3) => measure(plan, dir, report, s3).await?,
         None => report
             .notes
             .push("S3 not configured (CAISSON_TEST_S3_*): the I/O figures were skipped".into()),
     }
-    match Backend::hdfs()? {
-        Some(hdfs) => measure(plan, dir, report, &hdfs).await?,
+    match &hdfs {
+        Some(hdfs) => measure(plan, dir, report, hdfs).await?,
         None => report.notes.push(
             "HDFS not configured (CAISSON_TEST_HDFS_URL): the HDFS I/O figures were skipped".into(),
         ),
     }
+    // After both streams, so that the two word counts sit side by side.
+    let text = crate::runtime::text(plan.compute_bytes, plan.compute_objects);
+    for backend in s3.iter().chain(&hdfs) {
+        word_count(plan, dir, report, backend, &text).await?;
+    }
     Ok(())
+}
+
+/// What the `word-count` example's `read_many` keeps in flight by default
+/// (`read_concurrency`), for the native side.
+const WORD_COUNT_IN_FLIGHT: usize = 16;
+
+/// The `word-count` example over `text` stored on `backend`, against the
+/// same counting code compiled natively, fed by a native client reading the
+/// same objects in the same order with the same number of GETs in flight.
+async fn word_count(
+    plan: &Plan,
+    dir: &std::path::Path,
+    report: &mut Report,
+    backend: &Backend,
+    text: &[Vec<u8>],
+) -> Result<()> {
+    let prefix = format!(
+        "bench-wc-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    let client = &backend.client;
+    let keys: Vec<ObjectPath> = (0..text.len())
+        .map(|i| ObjectPath::from(format!("{prefix}/input/part-{i:04}.txt")))
+        .collect();
+    for (key, object) in keys.iter().zip(text) {
+        client.put(key, PutPayload::from(object.clone())).await?;
+    }
+    let rt = backend.runtime(dir, &prefix)?;
+    let task = rt.load(&guest("word-count")?).await?;
+    let mb = text.iter().map(Vec::len).sum::<usize>() as f64 / (1 << 20) as f64;
+    let label = format!(
+        "word-count {mb:.0} MiB in {} objects on {}",
+        text.len(),
+        backend.name
+    );
+
+    let (mut native, mut wasm) = (vec![], vec![]);
+    let mut expected = None;
+    // The first round warms both (connections, the compiled task) and checks
+    // that they agree; it is not counted.
+    for round in 0..=plan.compute_samples {
+        let start = Instant::now();
+        let mut counter = word_count::Counter::new();
+        let mut objects = futures::stream::iter(keys.iter().map(|key| {
+            let client = client.clone();
+            async move { client.get(key).await?.bytes().await }
+        }))
+        .buffered(WORD_COUNT_IN_FLIGHT);
+        while let Some(object) = objects.try_next().await? {
+            counter.feed(&object);
+            counter.end_object();
+        }
+        let summary = counter.summary(word_count::TOP);
+        let native_time = start.elapsed();
+
+        let start = Instant::now();
+        let output = call_word_count(&rt, &task).await?;
+        let wasm_time = start.elapsed();
+        if round == 0 {
+            crate::runtime::check_summary(&output, &summary)?;
+            expected = Some(summary);
+        } else {
+            native.push(native_time);
+            wasm.push(wasm_time);
+        }
+    }
+    ensure!(expected.is_some(), "no word-count round ran");
+    for key in &keys {
+        client.delete(key).await?;
+    }
+    let _ = client
+        .delete(&ObjectPath::from(format!("{prefix}/out/summary.json")))
+        .await;
+    let n = report.dist(Dist::new(
+        format!("{label}, native object_store + `Counter`"),
+        native,
+    ));
+    let w = report.dist(Dist::new(format!("{label}, wasm task"), wasm));
+    report.ratio(
+        &format!("wasm / native word count on {}, p50", backend.name),
+        w,
+        50.0,
+        n,
+        50.0,
+    );
+    let d = &report.dists[n];
+    report.notes.push(format!(
+        "Native word count on {}: {:.0} MiB/s at p50, reading with {WORD_COUNT_IN_FLIGHT} GETs \
+         in flight as the task's `read_many` does; the task also writes its summary back.",
+        backend.name,
+        mb / d.p50().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Runs `word-count` over `input/`, granted the `data` store.
+async fn call_word_count(rt: &Runtime, task: &caisson_runtime::LoadedTask) -> Result<Vec<u8>> {
+    let sink = Arc::new(MemorySink::default());
+    let mut request = RunRequest::new(Vec::new(), sink);
+    request.grants = Grants::default().with_object_store("data");
+    request.params = [("prefix", "input"), ("output", "out/summary.json")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Ok(rt.run(task, request).await.context("the word-count task")?)
 }
 
 /// Writes then reads `plan.io_bytes` natively and through a task on `backend`.
