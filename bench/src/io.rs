@@ -84,8 +84,18 @@ impl Backend {
     }
 
     pub(crate) fn runtime(&self, dir: &std::path::Path, prefix: &str) -> Result<Runtime> {
+        self.runtime_with(dir, prefix, "")
+    }
+
+    /// [`Self::runtime`] with `extra` keys in the `[objects.data]` table.
+    pub(crate) fn runtime_with(
+        &self,
+        dir: &std::path::Path,
+        prefix: &str,
+        extra: &str,
+    ) -> Result<Runtime> {
         let mut config = Config::parse(&format!(
-            "[objects.data]\n{}prefix = \"{prefix}\"\n",
+            "[objects.data]\n{}prefix = \"{prefix}\"\n{extra}",
             self.table
         ))?;
         config.engine.cache_dir = dir.join("cache");

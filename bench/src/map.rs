@@ -6,6 +6,12 @@
 //! a native `object_store` client with `buffer_unordered(16)`, all in the
 //! same run. A map's time is from starting the workflow run until it ended:
 //! listing, planning, queueing and running every split.
+//!
+//! Two more rows say where the reader's gap to native comes from: the
+//! native client in listing order (`buffered(16)`, as `read_prefix` must
+//! deliver), and `read_prefix` with `read_buffer_bytes` as large as what
+//! the native client may hold (16 of the large objects at once) instead of
+//! the default 64 MiB.
 
 use std::time::{Duration, Instant};
 
@@ -75,6 +81,16 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
     // The task alone, in this process's runtime.
     let rt = s3.runtime(&dir.join("task"), &prefix)?;
     let task = rt.load(&guest("bench-probe")?).await?;
+    // The same, allowed to hold as many bytes ahead as the native client
+    // may (16 large objects at once), to show what the default 64 MiB
+    // `read_buffer_bytes` costs on this mix.
+    let wide_bytes = (CONCURRENCY * large_size) as u64;
+    let rt_wide = s3.runtime_with(
+        &dir.join("task-wide"),
+        &prefix,
+        &format!("read_buffer_bytes = {wide_bytes}\n"),
+    )?;
+    let task_wide = rt_wide.load(&guest("bench-probe")?).await?;
     let expected = format!("{n} {total_bytes}");
 
     // The service, with 8 worker slots in this process.
@@ -100,7 +116,8 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
             .await?;
     }
 
-    let (mut native, mut each, mut many) = (vec![], vec![], vec![]);
+    let (mut native, mut native_ordered, mut each, mut many, mut many_wide) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let mut maps: Vec<(u64, Vec<Duration>, usize)> =
         [2, 4, 8].into_iter().map(|k| (k, vec![], 0)).collect();
     for _ in 0..samples {
@@ -115,9 +132,26 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
         native.push(start.elapsed());
         ensure!(read == total_bytes, "native read {read} of {total_bytes}");
 
-        for (op, samples) in [("read-each", &mut each), ("read-many", &mut many)] {
+        // In listing order, as `read_prefix` must deliver: a slow object at
+        // the head holds the finished ones behind it.
+        let start = Instant::now();
+        let read: usize = futures::stream::iter(objects.iter().map(|(key, _)| {
+            let client = client.clone();
+            async move { anyhow::Ok(client.get(key).await?.bytes().await?.len()) }
+        }))
+        .buffered(CONCURRENCY)
+        .try_fold(0, |sum, n| async move { Ok(sum + n) })
+        .await?;
+        native_ordered.push(start.elapsed());
+        ensure!(read == total_bytes, "native read {read} of {total_bytes}");
+
+        for (rt, task, op, samples) in [
+            (&rt, &task, "read-each", &mut each),
+            (&rt, &task, "read-many", &mut many),
+            (&rt_wide, &task_wide, "read-many", &mut many_wide),
+        ] {
             let start = Instant::now();
-            let out = crate::io::call(&rt, &task, &[("op", op), ("prefix", "in")]).await?;
+            let out = crate::io::call(rt, task, &[("op", op), ("prefix", "in")]).await?;
             samples.push(start.elapsed());
             ensure!(out == expected, "{op} read {out}, expected {expected}");
         }
@@ -178,7 +212,45 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
         format!("read {label}, task, `get` one at a time"),
         each,
     );
+    let ordered = rate(
+        report,
+        format!("read {label}, native, buffered({CONCURRENCY}) (in listing order)"),
+        native_ordered,
+    );
     let conc = rate(report, format!("read {label}, task, `read_prefix`"), many);
+    let wide = rate(
+        report,
+        format!(
+            "read {label}, task, `read_prefix` with read_buffer_bytes = {} MiB",
+            wide_bytes >> 20
+        ),
+        many_wide,
+    );
+    report.ratio(
+        &format!("native in order / native buffer_unordered({CONCURRENCY}), {label}, p50"),
+        ordered,
+        50.0,
+        base,
+        50.0,
+    );
+    report.ratio(
+        &format!("task `read_prefix` / native buffered({CONCURRENCY}) in order, {label}, p50"),
+        conc,
+        50.0,
+        ordered,
+        50.0,
+    );
+    report.ratio(
+        &format!(
+            "task `read_prefix`, {} MiB read buffer / native buffered({CONCURRENCY}) in order, \
+             {label}, p50",
+            wide_bytes >> 20
+        ),
+        wide,
+        50.0,
+        ordered,
+        50.0,
+    );
     report.ratio(
         &format!("task `read_prefix` / native buffer_unordered({CONCURRENCY}), {label}, p50"),
         conc,
