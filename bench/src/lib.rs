@@ -22,9 +22,12 @@
 //!    on PostgreSQL.
 //! 4. **DAG.** A 1,000-step chain and a 1,000-step fan-out/fan-in, against a
 //!    chain of direct triggers and the same runs submitted at once.
-//! 5. **I/O.** A 1 GiB object written and read, streamed, by a task through
-//!    the host interface, against a native `object_store` client on the same
-//!    S3 server; the process's peak RSS meanwhile. **Small objects**
+//! 5. **I/O.** A 1 GiB object (`CAISSON_BENCH_IO_MIB`) written and read,
+//!    streamed, by a task through the host interface, against a native
+//!    `object_store` client on the same S3 server and, when configured, the
+//!    same MiniDFS; the process's peak RSS meanwhile. Then the word-count
+//!    task over the compute section's text stored on each, against the
+//!    native `Counter` fed by a native client. **Small objects**
 //!    (`small-objects`): 2,000 objects of 0.1-3 KB read by a task one `get`
 //!    at a time and through `read_prefix`, against a native client one at a
 //!    time and with `buffer_unordered(16)`. **Map** (`map`, [`map`]):
