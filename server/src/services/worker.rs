@@ -118,6 +118,12 @@ pub struct Worker {
     /// for every slot that holds none and has none waiting in `claimed`.
     slots: AtomicUsize,
     slots_running: AtomicUsize,
+    /// The last claim found fewer runs than it asked for: the queue is
+    /// (nearly) empty, so the next asks for one. A batch that finds
+    /// nothing past its first run costs that run an empty claim statement
+    /// before its commit, which a run submitted to an idle worker (a
+    /// trigger, a workflow hop) should not wait for.
+    queue_drained: AtomicBool,
     /// For moving a workflow on when one of its steps' runs ends.
     services: Services,
 }
@@ -160,6 +166,7 @@ impl Worker {
             claimed_ready: Notify::new(),
             slots: AtomicUsize::new(0),
             slots_running: AtomicUsize::new(0),
+            queue_drained: AtomicBool::new(true),
             services: all,
         })
     }
@@ -284,18 +291,21 @@ impl Worker {
     async fn claim(&self) -> Result<Option<(Claim, u64)>, DbError> {
         // Holding the lock across the claim keeps two slots from both
         // admitting against the same free memory, and a slot from claiming
-        // while another's batch waits for it: woken together (a NOTIFY,
-        // one submission), the first claims for all, the others take.
+        // while another's batch waits for it: woken together while runs
+        // wait, the first claims for all, the others take.
         let mut free = self.free_memory.lock().await;
         if let Some(ready) = self.take_claimed(1).pop() {
             self.slots_running.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(ready));
         }
-        let wanted = self
-            .slots
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.slots_running.load(Ordering::Relaxed))
-            .max(1);
+        let wanted = if self.queue_drained.load(Ordering::Relaxed) {
+            1
+        } else {
+            self.slots
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.slots_running.load(Ordering::Relaxed))
+                .max(1)
+        };
         let claims = self
             .db
             .claim_runs(
@@ -306,6 +316,8 @@ impl Worker {
                 wanted,
             )
             .await?;
+        self.queue_drained
+            .store(claims.len() < wanted, Ordering::Relaxed);
         // The claim kept their memory within `free` together.
         let mut claims = claims.into_iter().map(|claim| {
             let reserved = claim.run.spec.memory_bytes.max(0) as u64;
