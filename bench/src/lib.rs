@@ -19,7 +19,8 @@
 //!    recorded it cancelled.
 //! 3. **Throughput.** No-op runs per second through REST from 8 concurrent
 //!    clients: one embedded `serve`; an API plus 1, then 2, worker processes
-//!    on PostgreSQL.
+//!    on PostgreSQL. With each, the CPU every process spent per run (the
+//!    bench process, each worker process, PostgreSQL's backends).
 //! 4. **DAG.** A 1,000-step chain and a 1,000-step fan-out/fan-in, against a
 //!    chain of direct triggers and the same runs submitted at once.
 //! 5. **I/O.** A 1 GiB object (`CAISSON_BENCH_IO_MIB`) written and read,

@@ -39,6 +39,8 @@ pub(crate) struct Service {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
     workers: Vec<Child>,
+    /// The database URL, for finding its PostgreSQL backends.
+    database: String,
 }
 
 impl Service {
@@ -109,6 +111,7 @@ impl Service {
             stop: Some(stop),
             task: Some(task),
             workers,
+            database: database.to_owned(),
         };
         service.push("bench-probe").await?;
         Ok(service)
@@ -280,6 +283,132 @@ async fn cancel_to_stopped(service: &Service, samples: usize, name: &str) -> Res
     Ok(Dist::new(name, latencies))
 }
 
+/// The kernel's unit for a process's CPU times in `/proc/PID/stat`:
+/// `USER_HZ`, 100 on every architecture this runs on (it is ABI, whatever
+/// the kernel's own tick rate).
+const USER_HZ: u64 = 100;
+
+/// The CPU time a process has used so far, user and system, all its
+/// threads: fields 14 and 15 of `/proc/PID/stat`, counted after the
+/// command name (which may hold spaces and parentheses).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 1000 / USER_HZ))
+}
+
+/// The PostgreSQL backends connected to the service's database, by pid.
+async fn postgres_backends(database: &str) -> Vec<u32> {
+    use sqlx::Connection;
+    let Ok(mut conn) = sqlx::PgConnection::connect(database).await else {
+        return Vec::new();
+    };
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    let _ = conn.close().await;
+    pids.into_iter()
+        .filter_map(|p| u32::try_from(p).ok())
+        .collect()
+}
+
+/// CPU time per process over a stretch of work, so that each process's
+/// cost per run shows even when they all share the same cores.
+struct CpuMeter {
+    /// A name per process, and its CPU time when the meter started.
+    before: Vec<(String, u32, Duration)>,
+    database: Option<String>,
+}
+
+impl CpuMeter {
+    async fn start(service: &Service) -> CpuMeter {
+        let mut before = vec![(
+            "bench process (API, 8 clients, any in-process slots)".to_string(),
+            std::process::id(),
+            cpu_time(std::process::id()).unwrap_or_default(),
+        )];
+        for (i, worker) in service.workers.iter().enumerate() {
+            let pid = worker.id();
+            before.push((
+                format!("worker process {}", i + 1),
+                pid,
+                cpu_time(pid).unwrap_or_default(),
+            ));
+        }
+        let database = service
+            .database
+            .starts_with("postgres")
+            .then(|| service.database.clone());
+        if let Some(database) = &database {
+            for pid in postgres_backends(database).await {
+                before.push((
+                    "PostgreSQL backends".into(),
+                    pid,
+                    cpu_time(pid).unwrap_or_default(),
+                ));
+            }
+        }
+        CpuMeter { before, database }
+    }
+
+    /// Microseconds of CPU per run for each process (PostgreSQL's backends
+    /// summed), in the order they were named. A backend that connected
+    /// meanwhile counts from zero; one that closed meanwhile is missed.
+    async fn per_run(self, runs: usize) -> Vec<(String, f64)> {
+        let mut seen: Vec<(String, u32, Duration)> = self.before;
+        if let Some(database) = &self.database {
+            for pid in postgres_backends(database).await {
+                if !seen.iter().any(|(_, p, _)| *p == pid) {
+                    seen.push(("PostgreSQL backends".into(), pid, Duration::ZERO));
+                }
+            }
+        }
+        let mut totals: Vec<(String, Duration)> = Vec::new();
+        for (name, pid, before) in seen {
+            let used = cpu_time(pid).map_or(Duration::ZERO, |now| now.saturating_sub(before));
+            match totals.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, total)) => *total += used,
+                None => totals.push((name, used)),
+            }
+        }
+        totals
+            .into_iter()
+            .map(|(name, used)| (name, used.as_secs_f64() * 1e6 / runs.max(1) as f64))
+            .collect()
+    }
+}
+
+/// [`throughput`], and the CPU each process spent per run meanwhile,
+/// reported under `label`. Returns the rate and the total CPU per run.
+async fn throughput_with_cpu(
+    service: &Service,
+    n: usize,
+    label: &str,
+    report: &mut Report,
+) -> Result<(f64, f64)> {
+    let meter = CpuMeter::start(service).await;
+    let rate = throughput(service, n).await?;
+    let mut total = 0.0;
+    for (process, micros) in meter.per_run(n).await {
+        total += micros;
+        report.value(&format!("CPU per run, {label}: {process}, µs"), micros, n);
+    }
+    report.value(
+        &format!("CPU per run, {label}: all processes, µs"),
+        total,
+        n,
+    );
+    Ok((rate, total))
+}
+
 /// `n` no-op runs submitted by 8 concurrent clients; runs per second from
 /// the first submission until the last run is seen finished.
 async fn throughput(service: &Service, n: usize) -> Result<f64> {
@@ -404,7 +533,8 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
         )
         .await?,
     );
-    let sqlite_rate = throughput(&service, plan.throughput_runs).await?;
+    let (sqlite_rate, _) =
+        throughput_with_cpu(&service, plan.throughput_runs, "embedded SQLite", report).await?;
     report.value(
         "throughput, embedded SQLite, runs/s",
         sqlite_rate,
@@ -486,6 +616,7 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
     // Many machines' shape: an API process and worker processes sharing
     // PostgreSQL (here on one machine, so they also share its 2 cores).
     let mut rates = Vec::new();
+    let mut cpus = Vec::new();
     for processes in [1, 2] {
         let pg_dir = fresh_dir(dir, &format!("pg{processes}"))?;
         let url = fresh_postgres(&pg, &format!("w{processes}")).await?;
@@ -515,7 +646,14 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
                 .await?,
             );
         }
-        let rate = throughput(&service, plan.throughput_runs).await?;
+        let (rate, cpu) = throughput_with_cpu(
+            &service,
+            plan.throughput_runs,
+            &format!("PostgreSQL, {processes} worker process(es)"),
+            report,
+        )
+        .await?;
+        cpus.push(cpu);
         report.value(
             &format!("throughput, PostgreSQL, {processes} worker process(es), runs/s"),
             rate,
@@ -529,6 +667,12 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
         rates[1] / rates[0],
         "runs/s with 2 worker processes",
         "runs/s with 1 worker process",
+    );
+    report.plain_ratio(
+        "CPU per run, all processes, 2 worker processes / 1 (PostgreSQL)",
+        cpus[1] / cpus[0],
+        "CPU µs per run with 2 worker processes",
+        "CPU µs per run with 1 worker process",
     );
     Ok(())
 }

@@ -1381,6 +1381,53 @@ async fn tenants_are_isolated() {
 // ---- logs
 
 #[tokio::test]
+async fn an_attempts_last_log_lines_are_stored_with_its_outcome_or_not_at_all() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let id = submit(&db, &t, NOW, |_| {}).await;
+        let claim = db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
+        // What the shipper stored while the task ran, then the last lines.
+        db.append_logs(&id, 1, &lines(&["a", "b"])).await.unwrap();
+        let done = AttemptOutcome::Succeeded {
+            output: Vec::new(),
+            output_key: None,
+        };
+        // Refused (not w2's to finish): the lines are not stored either.
+        assert!(
+            db.finish_attempt_step(&id, "w2", 1, &done, &lines(&["late"]), NOW + 1)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            db.finish_attempt_step(
+                &id,
+                "w1",
+                claim.attempt,
+                &done,
+                &lines(&["c", "d"]),
+                NOW + 1
+            )
+            .await
+            .unwrap()
+            .is_some()
+        );
+        let stored = db.logs(&t, &id, 0, 100).await.unwrap();
+        assert_eq!(
+            stored
+                .iter()
+                .map(|l| (l.seq, l.message.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(1, "a"), (2, "b"), (3, "c"), (4, "d")],
+            "the last lines follow the shipped ones, in order"
+        );
+        let run = db.get_run(&t, &id).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Succeeded);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn logs_append_and_page_by_seq() {
     each_db(|db| async move {
         let t = db.ensure_tenant("acme").await.unwrap();
@@ -1661,6 +1708,77 @@ async fn claims_are_fair_between_tenants_and_priority_orders_a_tenant_only() {
     .await;
 }
 
+#[tokio::test]
+async fn a_batch_claim_takes_what_single_claims_would_in_one_go() {
+    each_db(|db| async move {
+        let flood = db.ensure_tenant("flood").await.unwrap();
+        let calm = db.ensure_tenant("calm").await.unwrap();
+        let quotas = TenantQuotas {
+            max_running_runs: 2,
+            ..TenantQuotas::default()
+        };
+        db.set_tenant_quotas(&flood, &quotas).await.unwrap();
+        let mut flood_runs = Vec::new();
+        for i in 0..5 {
+            flood_runs.push(submit(&db, &flood, NOW + i, |r| r.priority = i).await);
+        }
+        let calm_runs = [
+            submit(&db, &calm, NOW + 10, |_| {}).await,
+            submit(&db, &calm, NOW + 11, |_| {}).await,
+        ];
+        let not_due = submit(&db, &calm, NOW + 12, |r| r.not_before = NOW + 60_000).await;
+
+        // Memory for three runs of 64 MiB: three claims, although more
+        // are due and the batch asks for ten.
+        let batch = db
+            .claim_runs("w", LEASE, NOW + 100, 3 * (64 << 20), 10)
+            .await
+            .unwrap();
+        assert_eq!(batch.len(), 3, "the batch's memory fits what was free");
+        // Room for everything: the flood's quota (2) and the calm
+        // tenant's due runs (2), the four claims single ones would make.
+        let second = db.claim_runs("w", LEASE, NOW + 100, GIB, 10).await.unwrap();
+        let claimed: Vec<&String> = batch.iter().chain(&second).map(|c| &c.run.id).collect();
+        assert_eq!(claimed.len(), 4, "{claimed:?}");
+        // The flood's highest priorities, in order, and each calm run.
+        let flood_claimed: Vec<&String> = claimed
+            .iter()
+            .copied()
+            .filter(|id| flood_runs.contains(id))
+            .collect();
+        assert_eq!(flood_claimed, vec![&flood_runs[4], &flood_runs[3]]);
+        for id in &calm_runs {
+            assert!(claimed.contains(&id), "{id} not claimed: {claimed:?}");
+        }
+        assert!(!claimed.contains(&&not_due));
+        assert_eq!(
+            running_of(&db, &flood).await,
+            2,
+            "the quota holds in a batch"
+        );
+        // Every one leased and started, with its attempt row, as a single
+        // claim leaves it.
+        for claim in batch.iter().chain(&second) {
+            assert_eq!(claim.attempt, 1);
+            let run = db.get_run_any(&claim.run.id).await.unwrap().unwrap();
+            assert_eq!(run.state, RunState::Running);
+            assert_eq!(run.worker_id.as_deref(), Some("w"));
+            assert_eq!(run.lease_until, Some(NOW + 100 + 30_000));
+            let attempts = db.attempts(&claim.run.id).await.unwrap();
+            assert_eq!(attempts.len(), 1);
+            assert_eq!(attempts[0].state, "running");
+        }
+        assert!(
+            db.claim_runs("w", LEASE, NOW + 100, GIB, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "nothing due has room"
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claimers_never_pass_a_running_quota() {
     each_backend(10, |backend| async move {
@@ -1844,12 +1962,12 @@ async fn end_step_run(db: &Db, t: &str, workflow_run: &str, step: &str) -> Optio
         output_key: None,
     };
     let settled = db
-        .finish_attempt_step(&id, "w1", claim.attempt, &done, NOW + 1)
+        .finish_attempt_step(&id, "w1", claim.attempt, &done, &[], NOW + 1)
         .await
         .unwrap()
         .expect("the attempt was w1's to finish");
     assert!(
-        db.finish_attempt_step(&id, "w1", claim.attempt, &done, NOW + 2)
+        db.finish_attempt_step(&id, "w1", claim.attempt, &done, &[], NOW + 2)
             .await
             .unwrap()
             .is_none(),
@@ -1955,7 +2073,7 @@ async fn end_split_run(db: &Db, id: &str, output: Option<&[u8]>) -> Option<Settl
             retryable: false,
         },
     };
-    db.finish_attempt_step(id, "w1", claim.attempt, &done, NOW + 1)
+    db.finish_attempt_step(id, "w1", claim.attempt, &done, &[], NOW + 1)
         .await
         .unwrap()
         .expect("the attempt was w1's to finish")

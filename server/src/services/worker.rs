@@ -7,9 +7,10 @@
 //! database (`finish_attempt` checks the lease holder). So a run completes
 //! at most once, and at least once as long as some worker lives.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use caisson_host_api::Grants;
@@ -107,6 +108,22 @@ pub struct Worker {
     /// runs whose memory limit fits, so a worker never admits more than it
     /// can hold.
     free_memory: Mutex<u64>,
+    /// Runs claimed for other slots with the claim of the slot that looked
+    /// (one transaction for all the free slots), each with the memory it
+    /// reserved; idle slots take them from here. Leased like any claim.
+    claimed: std::sync::Mutex<VecDeque<(Claim, u64)>>,
+    /// Wakes idle slots when `claimed` was filled.
+    claimed_ready: Notify,
+    /// The worker's slots, and how many hold a run: a claim takes one run
+    /// for every slot that holds none and has none waiting in `claimed`.
+    slots: AtomicUsize,
+    slots_running: AtomicUsize,
+    /// The last claim found fewer runs than it asked for: the queue is
+    /// (nearly) empty, so the next asks for one. A batch that finds
+    /// nothing past its first run costs that run an empty claim statement
+    /// before its commit, which a run submitted to an idle worker (a
+    /// trigger, a workflow hop) should not wait for.
+    queue_drained: AtomicBool,
     /// For moving a workflow on when one of its steps' runs ends.
     services: Services,
 }
@@ -145,6 +162,11 @@ impl Worker {
             work_available,
             scheduler_wake,
             free_memory,
+            claimed: std::sync::Mutex::new(VecDeque::new()),
+            claimed_ready: Notify::new(),
+            slots: AtomicUsize::new(0),
+            slots_running: AtomicUsize::new(0),
+            queue_drained: AtomicBool::new(true),
             services: all,
         })
     }
@@ -158,6 +180,7 @@ impl Worker {
     pub async fn run(self: Arc<Self>, slots: usize, shutdown: watch::Receiver<bool>) {
         tracing::info!(worker = %self.id, slots, "worker started");
         self.metrics.worker_slots(&self.id, slots);
+        self.slots.store(slots, Ordering::Relaxed);
         let listener = (self.db.kind() == DbKind::Postgres).then(|| {
             tokio::spawn(listen_for_runs(
                 self.config.server.database.clone(),
@@ -198,6 +221,18 @@ impl Worker {
             let _ = hand_back_tx.send(true);
             while tasks.join_next().await.is_some() {}
         }
+        // Runs claimed for slots that stopped before taking them: back to
+        // the queue, uncounted, as a handed-back run goes.
+        let left: Vec<(Claim, u64)> = self.take_claimed(usize::MAX);
+        for (claim, _) in left {
+            if let Err(e) = self
+                .db
+                .release_run(&claim.run.id, &self.id, claim.attempt)
+                .await
+            {
+                tracing::warn!(run = %claim.run.id, "could not hand back ({e}); the lease will expire");
+            }
+        }
         if let Some(listener) = listener {
             listener.abort();
         }
@@ -216,22 +251,27 @@ impl Worker {
             if stopping {
                 break;
             }
-            // Armed before the claim looks, so a run queued while it
-            // looks wakes this slot instead of waiting for the poll.
+            // Armed before the claim looks, so a run queued (or claimed for
+            // this slot by another) while it looks wakes this slot instead
+            // of waiting for the poll.
             let woken = armed(&self.work_available);
+            let handed = armed(&self.claimed_ready);
             let claim_started = SystemTime::now();
             match self.claim().await {
                 Ok(Some((claim, reserved))) => {
                     drop(woken);
+                    drop(handed);
                     let busy = self.metrics.slot_busy(&self.id);
                     self.execute(claim, claim_started, hand_back.clone()).await;
                     drop(busy);
                     *self.free_memory.lock().await += reserved;
+                    self.slots_running.fetch_sub(1, Ordering::Relaxed);
                 }
                 Ok(None) => {
                     let mut shutdown = shutdown.clone();
                     tokio::select! {
                         () = woken => {}
+                        () = handed => {}
                         () = tokio::time::sleep(poll) => {}
                         _ = shutdown.wait_for(|s| *s) => {}
                     }
@@ -244,24 +284,66 @@ impl Worker {
         }
     }
 
+    /// A run for the calling slot: one claimed for it already, or else
+    /// claimed now together with one for every other slot without a run,
+    /// in one transaction, the others handed to those slots from memory.
+    /// A slot that gets a run counts as running until it hands it in.
     async fn claim(&self) -> Result<Option<(Claim, u64)>, DbError> {
         // Holding the lock across the claim keeps two slots from both
-        // admitting against the same free memory.
+        // admitting against the same free memory, and a slot from claiming
+        // while another's batch waits for it: woken together while runs
+        // wait, the first claims for all, the others take.
         let mut free = self.free_memory.lock().await;
-        let claim = self
+        if let Some(ready) = self.take_claimed(1).pop() {
+            self.slots_running.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(ready));
+        }
+        let wanted = if self.queue_drained.load(Ordering::Relaxed) {
+            1
+        } else {
+            self.slots
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.slots_running.load(Ordering::Relaxed))
+                .max(1)
+        };
+        let claims = self
             .db
-            .claim_run(
+            .claim_runs(
                 &self.id,
                 self.config.server.lease,
                 crate::model::now_ms(),
                 *free as i64,
+                wanted,
             )
             .await?;
-        Ok(claim.map(|claim| {
+        self.queue_drained
+            .store(claims.len() < wanted, Ordering::Relaxed);
+        // The claim kept their memory within `free` together.
+        let mut claims = claims.into_iter().map(|claim| {
             let reserved = claim.run.spec.memory_bytes.max(0) as u64;
             *free = free.saturating_sub(reserved);
             (claim, reserved)
-        }))
+        });
+        let mine = claims.next();
+        if mine.is_some() {
+            self.slots_running.fetch_add(1, Ordering::Relaxed);
+        }
+        let others: VecDeque<(Claim, u64)> = claims.collect();
+        if !others.is_empty() {
+            self.claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(others);
+            self.claimed_ready.notify_waiters();
+        }
+        Ok(mine)
+    }
+
+    /// Up to `n` of the runs claimed for idle slots, oldest first.
+    fn take_claimed(&self, n: usize) -> Vec<(Claim, u64)> {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        let n = n.min(claimed.len());
+        claimed.drain(..n).collect()
     }
 
     async fn load(&self, digest: &str) -> Result<(Arc<LoadedTask>, LoadSource), (String, bool)> {
@@ -372,9 +454,9 @@ impl Worker {
             }
             Err((message, retryable)) => {
                 logs.system(message.clone());
-                logs.close().await;
+                let lines = logs.finish().await;
                 let outcome = self.decide(&run, attempt, RunState::Failed, message, retryable);
-                self.finish(&run, attempt, outcome, started.elapsed())
+                self.finish(&run, attempt, outcome, lines, started.elapsed())
                     .instrument(tracing::info_span!("finish"))
                     .await;
                 return;
@@ -395,12 +477,18 @@ impl Worker {
         // Grants were checked when the run was admitted; check them again
         // now, against what the tenant may grant today: a label an admin
         // took away while the run waited is withheld (the task then gets
-        // `access-denied`). If the database cannot say, withhold all.
-        let allowed = match self.db.tenant_grants(&spec.tenant_id).await {
-            Ok(allowed) => allowed,
-            Err(e) => {
-                tracing::warn!("could not read the tenant's grants: {e}");
-                Grants::default()
+        // `access-denied`). If the database cannot say, withhold all. A
+        // run granted nothing has nothing to withhold: no read.
+        let asks_nothing = spec.grants.objects.is_empty() && spec.grants.sql.is_empty();
+        let allowed = if asks_nothing {
+            Grants::default()
+        } else {
+            match self.db.tenant_grants(&spec.tenant_id).await {
+                Ok(allowed) => allowed,
+                Err(e) => {
+                    tracing::warn!("could not read the tenant's grants: {e}");
+                    Grants::default()
+                }
             }
         };
         let withheld: Vec<&str> = (spec.grants.not_in(&allowed).into_iter())
@@ -467,7 +555,6 @@ impl Worker {
                 match self.modules.put(&key, output.into()).await {
                     Ok(_) => {
                         logs.system(format!("output of {size} bytes stored as {key}"));
-                        logs.close().await;
                         AttemptOutcome::Succeeded {
                             output: Vec::new(),
                             output_key: Some(key.to_string()),
@@ -476,21 +563,16 @@ impl Worker {
                     Err(e) => {
                         let message = format!("could not store the output of {size} bytes: {e}");
                         logs.system(message.clone());
-                        logs.close().await;
                         self.decide(&run, attempt, RunState::Failed, message, true)
                     }
                 }
             }
-            Ok(output) => {
-                logs.close().await;
-                AttemptOutcome::Succeeded {
-                    output,
-                    output_key: None,
-                }
-            }
+            Ok(output) => AttemptOutcome::Succeeded {
+                output,
+                output_key: None,
+            },
             Err(error) => {
                 logs.system(format!("attempt {attempt} failed: {error}"));
-                logs.close().await;
                 let state = match error {
                     RunError::Timeout(_) => RunState::TimedOut,
                     RunError::Cancelled => RunState::Cancelled,
@@ -504,9 +586,18 @@ impl Worker {
                 self.decide(&run, attempt, state, error.to_string(), retryable)
             }
         };
-        self.finish(&run, attempt, outcome, started.elapsed())
+        let lines = logs.finish().await;
+        self.finish(&run, attempt, outcome, lines, started.elapsed())
             .instrument(tracing::info_span!("finish"))
             .await;
+    }
+
+    /// An attempt's last log lines whose outcome was not stored: on their
+    /// own, as the shipper stores the lines before them.
+    async fn store_logs_apart(&self, run_id: &str, attempt: i64, lines: &[NewLogLine]) {
+        if let Err(e) = self.db.append_logs(run_id, attempt, lines).await {
+            tracing::warn!(run = %run_id, "could not store {} log lines: {e}", lines.len());
+        }
     }
 
     /// Retry, or finish with `state`.
@@ -543,6 +634,7 @@ impl Worker {
         run: &RunRecord,
         attempt: i64,
         outcome: AttemptOutcome,
+        lines: Vec<NewLogLine>,
         elapsed: Duration,
     ) {
         let state = match &outcome {
@@ -556,12 +648,20 @@ impl Worker {
         let settled = loop {
             match self
                 .db
-                .finish_attempt_step(&run.id, &self.id, attempt, &outcome, crate::model::now_ms())
+                .finish_attempt_step(
+                    &run.id,
+                    &self.id,
+                    attempt,
+                    &outcome,
+                    &lines,
+                    crate::model::now_ms(),
+                )
                 .await
             {
                 Ok(Some(settled)) => break settled,
                 Ok(None) => {
                     tracing::warn!("the run was no longer ours when it finished; outcome dropped");
+                    self.store_logs_apart(&run.id, attempt, &lines).await;
                     return;
                 }
                 Err(e) if Instant::now() < deadline => {
@@ -572,6 +672,7 @@ impl Worker {
                     tracing::error!(
                         "could not record the outcome: {e}; the run will be retried when its lease expires"
                     );
+                    self.store_logs_apart(&run.id, attempt, &lines).await;
                     return;
                 }
             }
@@ -645,12 +746,17 @@ async fn heartbeat(
 /// chatty task costs a few inserts a second rather than one per line.
 struct LogShipper {
     tx: mpsc::UnboundedSender<NewLogLine>,
-    task: tokio::task::JoinHandle<()>,
+    /// Ends with the lines not yet stored when the log closed.
+    task: tokio::task::JoinHandle<Vec<NewLogLine>>,
+    db: Db,
+    run_id: String,
+    attempt: i64,
 }
 
 impl LogShipper {
     fn start(db: Db, run_id: String, attempt: i64) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<NewLogLine>();
+        let shipper = (db.clone(), run_id.clone(), attempt);
         let task = tokio::spawn(async move {
             let mut batch = Vec::new();
             let mut open = true;
@@ -669,15 +775,25 @@ impl LogShipper {
                         () = &mut deadline => break,
                     }
                 }
-                if !batch.is_empty() {
+                // The last lines are the caller's to store (with the
+                // outcome, in one commit).
+                if open && !batch.is_empty() {
                     if let Err(e) = db.append_logs(&run_id, attempt, &batch).await {
                         tracing::warn!(run = %run_id, "could not store {} log lines: {e}", batch.len());
                     }
                     batch.clear();
                 }
             }
+            batch
         });
-        LogShipper { tx, task }
+        let (db, run_id, attempt) = shipper;
+        LogShipper {
+            tx,
+            task,
+            db,
+            run_id,
+            attempt,
+        }
     }
 
     fn sink(&self) -> ShipperSink {
@@ -691,10 +807,20 @@ impl LogShipper {
         let _ = self.tx.send(NewLogLine::system(message));
     }
 
-    /// Flushes everything and stops.
-    async fn close(self) {
+    /// Stops, and returns the lines not stored yet, for the caller to
+    /// store with the attempt's outcome.
+    async fn finish(self) -> Vec<NewLogLine> {
         drop(self.tx);
-        let _ = self.task.await;
+        self.task.await.unwrap_or_default()
+    }
+
+    /// Stores everything and stops.
+    async fn close(self) {
+        let (db, run_id, attempt) = (self.db.clone(), self.run_id.clone(), self.attempt);
+        let lines = self.finish().await;
+        if let Err(e) = db.append_logs(&run_id, attempt, &lines).await {
+            tracing::warn!(run = %run_id, "could not store {} log lines: {e}", lines.len());
+        }
     }
 }
 

@@ -51,10 +51,28 @@ impl Db {
             tx.rollback().await?;
             return Err(DbError::other(format!("no run {run_id}")));
         }
+        Self::insert_logs(&mut tx, run_id, attempt, lines).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The insert of [`Db::append_logs`], in a transaction that already
+    /// holds the run's row (its no-op write, or the write that finishes
+    /// the run: [`Db::finish_attempt_step`] stores an attempt's last lines
+    /// with its outcome, in one commit).
+    pub(super) async fn insert_logs(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        run_id: &str,
+        attempt: i64,
+        lines: &[NewLogLine],
+    ) -> Result<(), DbError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
         let row =
             sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM run_logs WHERE run_id = $1")
                 .bind(run_id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
         let mut seq: i64 = row.try_get("last")?;
         for chunk in lines.chunks(LOG_ROWS_PER_INSERT) {
@@ -89,9 +107,8 @@ impl Db {
                     .bind(line.source.as_str())
                     .bind(line.message.as_str());
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use super::db::{Db, DbError, DbKind, built, corrupt, new_id};
 pub const CANCEL_CHANNEL: &str = "caisson_cancels";
 use super::flows::{Settled, SplitSettle};
 use crate::model::columns::{Flag, MaybeFlag};
-use crate::model::{RunSpec, RunState};
+use crate::model::{NewLogLine, RunSpec, RunState};
 
 /// A stored run: its spec, and where it is in its life.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -197,24 +197,30 @@ macro_rules! run_columns {
 /// over; of the others, the one with the fewest runs running goes first,
 /// ties to the one whose last claim is oldest (round robin), and only then
 /// do a run's `priority` and age count, so priority orders a tenant's own
-/// runs and never puts one tenant ahead of another. The running counts
-/// cover only running runs (bounded by the worker slots), through
-/// `runs_queue`.
+/// runs and never puts one tenant ahead of another.
+///
+/// Shaped so that indexes answer it (migration 0009): for each tenant, its
+/// running count is a probe of `runs_by_tenant_state` and its next run the
+/// first entry of `runs_claim` (queued runs in `priority DESC, created_at,
+/// id` order) that is due and fits. Only those candidates, one per tenant,
+/// are sorted; the backlog never is, however long it grows.
 macro_rules! claim_sql {
     ($lock:literal) => {
         concat!(
             "UPDATE runs SET state = 'running', worker_id = $1, lease_until = $2, \
              attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
-             WHERE state = 'queued' AND id = (SELECT r.id FROM runs r \
-             JOIN tenants t ON t.id = r.tenant_id \
-             LEFT JOIN (SELECT tenant_id, COUNT(*) AS n FROM runs WHERE state = 'running' \
-             GROUP BY tenant_id) busy ON busy.tenant_id = r.tenant_id \
-             WHERE r.state = 'queued' AND r.not_before <= $3 AND r.memory_bytes <= $4 \
-             AND COALESCE(busy.n, 0) < t.max_running_runs \
-             ORDER BY COALESCE(busy.n, 0), t.last_claim_at, r.priority DESC, r.created_at, r.id \
-             LIMIT 1",
+             WHERE state = 'queued' AND id = (SELECT n.id FROM (\
+             SELECT t.last_claim_at, t.max_running_runs, \
+             (SELECT COUNT(*) FROM runs b WHERE b.tenant_id = t.id AND b.state = 'running') AS busy, \
+             (SELECT q.id FROM runs q WHERE q.tenant_id = t.id AND q.state = 'queued' \
+             AND q.not_before <= $3 AND q.memory_bytes <= $4 \
+             ORDER BY q.priority DESC, q.created_at, q.id LIMIT 1",
             $lock,
-            ") RETURNING ",
+            ") AS next_id FROM tenants t) c \
+             JOIN runs n ON n.id = c.next_id \
+             WHERE c.busy < c.max_running_runs \
+             ORDER BY c.busy, c.last_claim_at, n.priority DESC, n.created_at, n.id \
+             LIMIT 1) RETURNING ",
             run_columns!()
         )
     };
@@ -233,8 +239,12 @@ enum Attempted {
 
 /// PostgreSQL: `SKIP LOCKED` lets concurrent claimers pass over a row
 /// another transaction is claiming instead of waiting for it (and then
-/// finding it taken).
-const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE OF r SKIP LOCKED");
+/// finding it taken): each tenant's candidate is its first run no other
+/// claim holds. The candidates of tenants not chosen stay locked until
+/// this claim commits, so a concurrent claim takes their next runs
+/// meanwhile: a tenant's own order may bend under concurrent claims, never
+/// the order between tenants.
+const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
 
 /// SQLite: writers are serialised by the database lock, so the plain
 /// update is already atomic.
@@ -480,32 +490,66 @@ impl Db {
         now: i64,
         max_memory: i64,
     ) -> Result<Option<Claim>, DbError> {
-        // A claim that raced another worker for a tenant's last running
-        // slot is undone and tried again; the retry no longer sees room
-        // for that tenant, so this ends quickly.
-        for _ in 0..CLAIM_TRIES {
-            match self.try_claim(worker_id, lease, now, max_memory).await? {
-                Attempted::Claimed(claim) => return Ok(Some(*claim)),
-                Attempted::Nothing => return Ok(None),
-                Attempted::OverQuota => continue,
-            }
-        }
-        Ok(None)
+        let mut claims = self
+            .claim_runs(worker_id, lease, now, max_memory, 1)
+            .await?;
+        Ok(claims.pop())
     }
 
-    async fn try_claim(
+    /// Claims up to `max_runs` runs at once, as [`Db::claim_run`] claims
+    /// one, in one transaction: one commit for a worker's free slots rather
+    /// than one each. Their memory limits together fit `max_memory`. Each
+    /// is picked as a claim of its own would pick it (the fairness between
+    /// tenants counts the ones before it), and all are leased until
+    /// `now + lease`; a worker that dies holding them loses them all to
+    /// the lease's expiry, as it would a single run.
+    pub async fn claim_runs(
         &self,
         worker_id: &str,
         lease: Duration,
         now: i64,
         max_memory: i64,
-    ) -> Result<Attempted, DbError> {
+        max_runs: usize,
+    ) -> Result<Vec<Claim>, DbError> {
         let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let claim = match self.kind {
             DbKind::Postgres => CLAIM_POSTGRES,
             DbKind::Sqlite => CLAIM_SQLITE,
         };
         let mut tx = self.pool.begin().await?;
+        let mut claims = Vec::new();
+        let mut memory = max_memory;
+        // A claim that raced another worker for a tenant's last running
+        // slot is undone and the next one tried; the next no longer sees
+        // room for that tenant, so this ends quickly.
+        let mut races = 0;
+        while claims.len() < max_runs && races < CLAIM_TRIES {
+            match Self::claim_one(&mut tx, claim, worker_id, lease_until, now, memory).await? {
+                Attempted::Claimed(claimed) => {
+                    memory = memory.saturating_sub(claimed.run.spec.memory_bytes.max(0));
+                    claims.push(*claimed);
+                }
+                Attempted::Nothing => break,
+                Attempted::OverQuota => races += 1,
+            }
+        }
+        if claims.is_empty() {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(claims)
+    }
+
+    /// One claim of [`Db::claim_runs`], inside its transaction.
+    async fn claim_one(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        claim: &'static str,
+        worker_id: &str,
+        lease_until: i64,
+        now: i64,
+        max_memory: i64,
+    ) -> Result<Attempted, DbError> {
         // `fetch_all`, not `fetch_optional`: a statement with RETURNING is
         // always stepped to its end.
         let runs: Vec<RunRecord> = sqlx::query_as::<_, RunRecord>(claim)
@@ -513,10 +557,9 @@ impl Db {
             .bind(lease_until)
             .bind(now)
             .bind(max_memory)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
         let Some(run) = runs.into_iter().next() else {
-            tx.rollback().await?;
             return Ok(Attempted::Nothing);
         };
         // The claim counted running runs in its own snapshot; on
@@ -529,7 +572,7 @@ impl Db {
         )
         .bind(&run.spec.tenant_id)
         .bind(now)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         let limit: i64 = match rows.first() {
             Some(row) => row.try_get("max_running_runs")?,
@@ -541,11 +584,22 @@ impl Db {
             "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'running'",
         )
         .bind(&run.spec.tenant_id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         let running: i64 = row.try_get("n")?;
         if running > limit {
-            tx.rollback().await?;
+            // Undone in the transaction, which may hold other claims: the
+            // run is queued again as it was (`attempts` on the right-hand
+            // side is the value before this update).
+            sqlx::query(
+                "UPDATE runs SET state = 'queued', attempts = attempts - 1, worker_id = NULL, \
+                 lease_until = NULL, \
+                 started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END \
+                 WHERE id = $1",
+            )
+            .bind(&run.id)
+            .execute(&mut **tx)
+            .await?;
             return Ok(Attempted::OverQuota);
         }
         // An upsert: a row left by an attempt number that is being reused
@@ -559,9 +613,8 @@ impl Db {
         .bind(run.attempts)
         .bind(worker_id)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
         Ok(Attempted::Claimed(Box::new(Claim {
             attempt: run.attempts,
             run,
@@ -612,7 +665,7 @@ impl Db {
         now: i64,
     ) -> Result<bool, DbError> {
         Ok(self
-            .finish_attempt_step(run_id, worker_id, attempt, outcome, now)
+            .finish_attempt_step(run_id, worker_id, attempt, outcome, &[], now)
             .await?
             .is_some())
     }
@@ -621,12 +674,18 @@ impl Db {
     /// the step's end in the same transaction ([`Db::settle_step`]): `None`
     /// if the attempt was not this worker's to finish, else what the step
     /// ending made ready, if the run is a step and ended.
+    ///
+    /// `lines` are the attempt's last log lines, stored in the same commit
+    /// (a no-op run's whole log): one transaction where the log and the
+    /// outcome took two. They are stored only if the outcome is; the caller
+    /// keeps them otherwise.
     pub async fn finish_attempt_step(
         &self,
         run_id: &str,
         worker_id: &str,
         attempt: i64,
         outcome: &AttemptOutcome,
+        lines: &[NewLogLine],
         now: i64,
     ) -> Result<Option<Option<Settled>>, DbError> {
         const HELD: &str = " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3 \
@@ -711,6 +770,8 @@ impl Db {
         let run_state: String = row.try_get("state")?;
         let workflow_run_id: Option<String> = row.try_get("workflow_run_id")?;
         let step_name: Option<String> = row.try_get("step_name")?;
+        // The update above holds the run's row, as `append_logs` needs.
+        Self::insert_logs(&mut tx, run_id, attempt, lines).await?;
         sqlx::query(
             "UPDATE run_attempts SET state = $3, finished_at = $4, error = $5 \
              WHERE run_id = $1 AND attempt = $2",
