@@ -107,6 +107,8 @@ pub fn runtime(dir: &std::path::Path, fuel: bool) -> Result<Runtime> {
     config.engine.cache_dir = dir.join("cache");
     config.engine.scratch_dir = dir.join("scratch");
     config.engine.fuel = fuel;
+    // For `perf record`: names the tasks' functions in the profile.
+    config.engine.perf_map = std::env::var_os("CAISSON_BENCH_PERF_MAP").is_some();
     Ok(Runtime::new(config)?)
 }
 

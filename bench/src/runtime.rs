@@ -411,21 +411,7 @@ pub async fn density(plan: &Plan, dir: &std::path::Path, report: &mut Report) ->
         );
     }
 
-    // Each live instance holds two descriptors (its scratch directory,
-    // preopened as `/scratch` and as `.`): past the open-file limit the
-    // next instance cannot start, so count only as many as fit.
-    let density = match open_file_room() {
-        Some(room) if room / 2 < plan.density_instances => {
-            report.notes.push(format!(
-                "density: {} bench-probe instances instead of {}: each holds 2 file \
-                 descriptors and this process may open {room} more (RLIMIT_NOFILE)",
-                room / 2,
-                plan.density_instances
-            ));
-            room / 2
-        }
-        _ => plan.density_instances,
-    };
+    let density = plan.density_instances;
     for (guest_name, input, params, n) in [
         ("bench-probe", Vec::new(), true, density),
         (
@@ -456,6 +442,7 @@ pub async fn density(plan: &Plan, dir: &std::path::Path, report: &mut Report) ->
         let started = Arc::new(Started::default());
         let before = crate::report::memory_now().context("reading /proc/self memory")?;
         let maps_before = mappings();
+        let fds_before = open_fds();
         let rt = Arc::new(rt);
         let mut handles: Vec<tokio::task::JoinHandle<_>> = Vec::with_capacity(n);
         for _ in 0..n {
@@ -493,6 +480,7 @@ pub async fn density(plan: &Plan, dir: &std::path::Path, report: &mut Report) ->
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let during = crate::report::memory_now().context("reading /proc/self memory")?;
         let maps = mappings();
+        let fds = open_fds();
         cancel.send(true)?;
         for handle in handles {
             let outcome = handle.await?;
@@ -503,9 +491,10 @@ pub async fn density(plan: &Plan, dir: &std::path::Path, report: &mut Report) ->
         }
         report.notes.push(format!(
             "{n} idle {guest_name} instances: {:.1} memory mappings each (the kernel allows \
-             {} per process, vm.max_map_count)",
+             {} per process, vm.max_map_count), {:.2} open file descriptors each",
             maps.saturating_sub(maps_before) as f64 / n as f64,
-            max_map_count()
+            max_map_count(),
+            fds.saturating_sub(fds_before) as f64 / n as f64,
         ));
         let per = |during: u64, before: u64| during.saturating_sub(before) as f64 / n as f64;
         let per_instance = per(during.0, before.0);
@@ -549,17 +538,7 @@ fn max_map_count() -> String {
         .map_or_else(|_| "unknown".into(), |n| n.trim().to_string())
 }
 
-/// How many more files this process may open, with 256 kept for the rest
-/// of the suite: the soft `RLIMIT_NOFILE` (from `/proc/self/limits`) less
-/// the descriptors open now.
-fn open_file_room() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft: usize = line["Max open files".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let open = std::fs::read_dir("/proc/self/fd").ok()?.count();
-    Some(soft.saturating_sub(open + 256))
+/// How many files this process has open.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |fds| fds.count())
 }

@@ -6,6 +6,13 @@
 //! guest can name nothing outside its preopens, so `..` and absolute paths
 //! cannot reach the host's files.
 //!
+//! The preopens are served by [`add_to_linker`] in place of wasmtime-wasi's
+//! `wasi:filesystem/preopens`: the directory is opened on the guest's first
+//! call, and that one descriptor serves both names. A run that never touches
+//! the filesystem holds no descriptor, and one that does holds one, not two:
+//! file descriptors, not memory, bounded how many idle instances a worker
+//! could hold.
+//!
 //! Directories come from a [`ScratchPool`]: making and removing a directory
 //! is most of what a short run costs (on ext4, `mkdir` after many `rmdir`s
 //! searches the inode bitmap for recently deleted inodes), so a janitor
@@ -18,7 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime_wasi::filesystem::{Descriptor, Dir};
+use wasmtime_wasi::p2::bindings::filesystem::preopens;
+use wasmtime_wasi::{FsPerms, OpenMode};
 
 /// Where the guest sees its scratch directory.
 pub const GUEST_PATH: &str = "/scratch";
@@ -47,13 +57,6 @@ impl Scratch {
         self.dir.path()
     }
 
-    /// Preopens the directory in `wasi`.
-    pub fn preopen(&self, wasi: &mut WasiCtxBuilder) -> wasmtime::Result<()> {
-        wasi.preopened_dir(self.path(), GUEST_PATH, FsPerms::ReadWrite)?;
-        wasi.preopened_dir(self.path(), ".", FsPerms::ReadWrite)?;
-        Ok(())
-    }
-
     /// Removes the directory now, reporting failure (dropping also removes
     /// it, silently).
     pub fn remove(self) -> io::Result<PathBuf> {
@@ -66,6 +69,91 @@ impl Scratch {
     fn is_empty(&self) -> io::Result<bool> {
         Ok(std::fs::read_dir(self.path())?.next().is_none())
     }
+}
+
+/// A run's preopens: its scratch directory, if it has one, opened on the
+/// guest's first call for them.
+#[derive(Default)]
+pub struct ScratchCtx {
+    path: Option<PathBuf>,
+    /// The directory once opened: every descriptor the guest is given for
+    /// it shares this one file descriptor, closed with the store.
+    dir: Option<Dir>,
+}
+
+impl ScratchCtx {
+    /// Preopens for a run: `scratch` at [`GUEST_PATH`] and as `.`, or none.
+    pub fn new(scratch: Option<&Scratch>) -> Self {
+        ScratchCtx {
+            path: scratch.map(|s| s.path().to_path_buf()),
+            dir: None,
+        }
+    }
+
+    fn dir(&mut self) -> io::Result<Option<Dir>> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        if self.dir.is_none() {
+            // What `WasiCtxBuilder::preopened_dir` does: the directory,
+            // opened `O_PATH`. Every path the guest names is then resolved
+            // beneath it by cap-std, which refuses `..` and absolute paths.
+            let dir = cap_std::fs::Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
+            self.dir = Some(Dir::new(
+                dir.into_std_file(),
+                FsPerms::ReadWrite,
+                OpenMode::READ | OpenMode::WRITE,
+                false,
+            ));
+        }
+        Ok(self.dir.clone())
+    }
+}
+
+/// [`ScratchCtx`] with the store's resource table, where the guest's
+/// descriptors live.
+pub struct ScratchView<'a> {
+    pub ctx: &'a mut ScratchCtx,
+    pub table: &'a mut ResourceTable,
+}
+
+impl preopens::Host for ScratchView<'_> {
+    fn get_directories(&mut self) -> wasmtime::Result<Vec<(Resource<Descriptor>, String)>> {
+        // A directory the run was given but the host cannot open (its
+        // descriptors exhausted) traps: with no preopens the guest would
+        // see every path fail as if it had no scratch directory.
+        let Some(dir) = self.ctx.dir().map_err(|e| {
+            wasmtime::Error::msg(format!("could not open the scratch directory: {e}"))
+        })?
+        else {
+            return Ok(Vec::new());
+        };
+        let mut preopens = Vec::with_capacity(2);
+        for name in [GUEST_PATH, "."] {
+            let descriptor = self.table.push(Descriptor::Dir(dir.clone()))?;
+            preopens.push((descriptor, name.to_string()));
+        }
+        Ok(preopens)
+    }
+}
+
+struct ScratchPreopens;
+
+impl HasData for ScratchPreopens {
+    type Data<'a> = ScratchView<'a>;
+}
+
+/// Serves `wasi:filesystem/preopens` from the store's [`ScratchCtx`], in
+/// place of wasmtime-wasi's: call it after
+/// `wasmtime_wasi::p2::add_to_linker_async`, whose definition it replaces.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> ScratchView<'_>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let result = preopens::add_to_linker::<T, ScratchPreopens>(linker, get);
+    linker.allow_shadowing(false);
+    result
 }
 
 /// Empty directories kept ready while no run gives any back.

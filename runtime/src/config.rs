@@ -138,6 +138,10 @@ pub struct EngineConfig {
     /// least recently used task is dropped from memory and, when next run,
     /// read back from `cache_dir` (not recompiled).
     pub module_cache_bytes: usize,
+    /// Write `/tmp/perf-PID.map`, naming the tasks' compiled functions, so
+    /// that `perf report` shows where a task spends its time. Off: every
+    /// compiled function adds a line to a file that is never cleaned.
+    pub perf_map: bool,
 }
 
 impl Default for EngineConfig {
@@ -154,6 +158,7 @@ impl Default for EngineConfig {
             keep_resident: None,
             max_resources: caisson_host_api::DEFAULT_MAX_RESOURCES,
             module_cache_bytes: 1 << 30,
+            perf_map: false,
         }
     }
 }

@@ -37,7 +37,7 @@ use caisson_host_api::log::{self, LogCtx, LogSink};
 use caisson_host_api::memory::MemoryBudget;
 use caisson_host_api::objects::{ObjectStores, ObjectsCtx, ObjectsView};
 use caisson_host_api::params::ParamsCtx;
-use caisson_host_api::scratch::{Scratch, ScratchPool};
+use caisson_host_api::scratch::{Scratch, ScratchCtx, ScratchPool, ScratchView};
 use caisson_host_api::sql::{SqlCtx, SqlSources, SqlView};
 use caisson_host_api::{ConfigError, Grants, TaskBindingsPre};
 use tokio::sync::watch;
@@ -268,6 +268,8 @@ pub struct RunState {
     sql: SqlCtx,
     log: LogCtx,
     params: ParamsCtx,
+    /// The scratch directory's preopens, opened on the guest's first call.
+    scratch: ScratchCtx,
     limiter: Limiter,
 }
 
@@ -584,9 +586,6 @@ impl Runtime {
             .allow_ip_name_lookup(false)
             .stdout(log.stdout())
             .stderr(log.stderr());
-        if let Some(scratch) = scratch {
-            scratch.preopen(&mut wasi).map_err(RuntimeError::Wasmtime)?;
-        }
         let objects =
             (self.objects.ctx_for(&request.grants, limits.objects)?).with_memory(memory.clone());
         let sql = self
@@ -603,6 +602,7 @@ impl Runtime {
             sql,
             log: log.clone(),
             params: ParamsCtx::new(request.params.clone()),
+            scratch: ScratchCtx::new(scratch),
             limiter: Limiter::new(memory.clone()),
         })
     }
@@ -693,6 +693,11 @@ fn link_pre(
 
 fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    // The scratch directory's preopens, in place of wasmtime-wasi's.
+    caisson_host_api::scratch::add_to_linker(linker, |s| ScratchView {
+        ctx: &mut s.scratch,
+        table: &mut s.table,
+    })?;
     caisson_host_api::objects::add_to_linker(linker, |s| ObjectsView {
         ctx: &mut s.objects,
         table: &mut s.table,
@@ -716,6 +721,9 @@ fn build_engine(config: &EngineConfig, fuel: bool) -> Result<Engine, RuntimeErro
         .wasm_component_model(true)
         .memory_init_cow(true)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if config.perf_map {
+        wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if config.pooling && !fuel {
         let n = config.max_instances;
         let mut pool = wasmtime::PoolingAllocationConfig::default();

@@ -489,6 +489,102 @@ async fn reused_scratch_directories_start_empty() {
     assert!(seen.len() < 120, "{} directories for 160 runs", seen.len());
 }
 
+/// A run stopped by its timeout, or cancelled, may leave a filesystem call
+/// finishing on a blocking thread after it ends, which could write into
+/// its directory after the pool checked it empty: such a directory is
+/// removed, even when empty, and no later run is given it.
+#[tokio::test]
+async fn scratch_directories_of_stopped_runs_are_not_reused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let runs = scratch.path().join("runs");
+    let mut config = base_config();
+    config.engine.scratch_dir = runs.clone();
+    let rt = runtime(config);
+    let hello = load(&rt, "hello").await;
+    let endless = load(&rt, "infinite-loop").await;
+    let dirs = || -> std::collections::BTreeSet<std::path::PathBuf> {
+        std::fs::read_dir(&runs)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    // Waits until the janitor has settled (the same directories twice,
+    // 100 ms apart), then returns them.
+    let settled = || async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = dirs();
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = dirs();
+            if now == last && !now.is_empty() {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "the scratch pool never settled");
+            last = now;
+        }
+    };
+    let hello_runs = || async {
+        for _ in 0..3 {
+            let (result, _) = run_with(&rt, &hello, b"x", |r| r.limits = Some(limits())).await;
+            result.unwrap();
+        }
+    };
+    hello_runs().await;
+    let before = settled().await;
+    // Runs that end on their own give their (empty) directories back.
+    hello_runs().await;
+    assert_eq!(
+        settled().await,
+        before,
+        "runs that ended cleanly lost their directories"
+    );
+
+    let timeout = Duration::from_millis(300);
+    let (result, _) = run_with(&rt, &endless, b"", |r| {
+        r.limits = Some(RunLimits {
+            timeout,
+            ..limits()
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap_err(), RunError::Timeout(timeout));
+    let after_timeout = settled().await;
+    let gone: Vec<_> = before.difference(&after_timeout).cloned().collect();
+    assert_eq!(
+        gone.len(),
+        1,
+        "the timed-out run's directory was kept: {gone:?}"
+    );
+
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tx.send(true).unwrap();
+        tx
+    });
+    let (result, _) = run_with(&rt, &endless, b"", |r| {
+        r.limits = Some(limits());
+        r.cancel = Some(rx);
+    })
+    .await;
+    assert_eq!(result.unwrap_err(), RunError::Cancelled);
+    canceller.await.unwrap();
+    let after_cancel = settled().await;
+    let gone_too: Vec<_> = after_timeout.difference(&after_cancel).cloned().collect();
+    assert_eq!(
+        gone_too.len(),
+        1,
+        "the cancelled run's directory was kept: {gone_too:?}"
+    );
+
+    // Neither comes back to a later run.
+    hello_runs().await;
+    let later = settled().await;
+    assert!(
+        !later.contains(&gone[0]) && !later.contains(&gone_too[0]),
+        "a stopped run's directory was handed out again"
+    );
+}
+
 #[tokio::test]
 async fn hostile_keys_cannot_escape_the_store_prefix() {
     let dir = tempfile::tempdir().unwrap();
