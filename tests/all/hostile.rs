@@ -301,16 +301,28 @@ async fn a_budgeted_run_works_after_a_restart_and_is_refused_without_fuel() {
     assert!(error.contains("does not meter fuel"), "{error}");
 }
 
+/// A run's cancel switch, flipped after `delay`. The task hands the sender
+/// back so it outlives the run (a dropped sender is not a cancel).
+fn cancel_after(
+    delay: Duration,
+) -> (
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<tokio::sync::watch::Sender<bool>>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        tx.send(true).unwrap();
+        tx
+    });
+    (rx, canceller)
+}
+
 #[tokio::test]
 async fn cancel_stops_a_running_task() {
     let rt = runtime(base_config());
     let task = load(&rt, "infinite-loop").await;
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        tx.send(true).unwrap();
-        tx
-    });
+    let (rx, canceller) = cancel_after(Duration::from_millis(300));
     let (result, _) = run_with(&rt, &task, b"", |r| {
         r.limits = Some(limits());
         r.cancel = Some(rx);
@@ -555,12 +567,7 @@ async fn scratch_directories_of_stopped_runs_are_not_reused() {
         "the timed-out run's directory was kept: {gone:?}"
     );
 
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        tx.send(true).unwrap();
-        tx
-    });
+    let (rx, canceller) = cancel_after(Duration::from_millis(300));
     let (result, _) = run_with(&rt, &endless, b"", |r| {
         r.limits = Some(limits());
         r.cancel = Some(rx);
