@@ -143,12 +143,7 @@ async fn word_count(
     backend: &Backend,
     text: &[Vec<u8>],
 ) -> Result<()> {
-    let prefix = format!(
-        "bench-wc-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis()
-    );
+    let prefix = crate::fresh_prefix("bench-wc")?;
     let client = &backend.client;
     let keys: Vec<ObjectPath> = (0..text.len())
         .map(|i| ObjectPath::from(format!("{prefix}/input/part-{i:04}.txt")))
@@ -249,12 +244,7 @@ async fn measure(
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map_or(plan.io_bytes, |mib| mib << 20);
-    let prefix = format!(
-        "bench-io-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis()
-    );
+    let prefix = crate::fresh_prefix("bench-io")?;
     let client = &backend.client;
     let rt = backend.runtime(dir, &prefix)?;
     let task = rt.load(&guest("bench-probe")?).await?;

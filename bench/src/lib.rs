@@ -80,6 +80,16 @@ mod small_objects;
 mod sql;
 
 /// The workspace root.
+/// A key prefix no earlier run of the suite used (`KIND-<ms since the
+/// epoch>`), so a section's objects never meet a previous run's leftovers
+/// on a shared store.
+pub fn fresh_prefix(kind: &str) -> Result<String> {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    Ok(format!("{kind}-{ms}"))
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()

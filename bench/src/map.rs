@@ -46,12 +46,7 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
     } else {
         (10_000, 20, 16 << 20, 2)
     };
-    let prefix = format!(
-        "bench-map-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis()
-    );
+    let prefix = crate::fresh_prefix("bench-map")?;
     let client = s3.client.clone();
     let mut objects: Vec<(ObjectPath, usize)> = (0..small)
         .map(|i| {

@@ -34,12 +34,7 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
         return Ok(());
     };
     let (n, samples) = if plan.quick { (200, 2) } else { (2000, 5) };
-    let prefix = format!(
-        "bench-small-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis()
-    );
+    let prefix = crate::fresh_prefix("bench-small")?;
     let client = s3.client.clone();
     let keys: Vec<ObjectPath> = (0..n)
         .map(|i| ObjectPath::from(format!("{prefix}/in/part-{i:05}")))
