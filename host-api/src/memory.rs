@@ -44,6 +44,9 @@ struct Inner {
     /// Whether a host buffer was refused: what a later failure of the run
     /// is put down to when the guest did not handle the refusal.
     host_refused: AtomicBool,
+    /// Every byte of host buffer charged during the run, given back or not:
+    /// how much the allocator may keep from the run once it ends.
+    host_total: AtomicU64,
 }
 
 /// A host buffer that did not fit in the run's memory limit.
@@ -83,6 +86,7 @@ impl MemoryBudget {
                 limit,
                 used: AtomicU64::new(0),
                 host_refused: AtomicBool::new(false),
+                host_total: AtomicU64::new(0),
             }),
         }
     }
@@ -101,6 +105,12 @@ impl MemoryBudget {
         self.inner.host_refused.load(Ordering::Relaxed)
     }
 
+    /// The bytes of host buffer charged over the whole run, including
+    /// those already given back.
+    pub fn host_total(&self) -> u64 {
+        self.inner.host_total.load(Ordering::Relaxed)
+    }
+
     /// Charges `bytes` for good (until the budget itself goes): linear
     /// memory, which never shrinks. No record of a host buffer is kept.
     pub fn charge(&self, bytes: u64) -> Result<(), OverBudget> {
@@ -110,13 +120,13 @@ impl MemoryBudget {
     /// Charges `bytes` of a host buffer that lives as long as the run
     /// (the log's records, which a sink may keep until the end).
     pub fn hold_for_run(&self, bytes: u64) -> Result<(), OverBudget> {
-        self.inner.add(bytes).inspect_err(|_| self.refused())
+        self.inner.add_host(bytes).inspect_err(|_| self.refused())
     }
 
     /// Reserves `bytes` for a host buffer until the reservation is dropped.
     pub fn reserve(&self, bytes: usize) -> Result<Reservation, OverBudget> {
         let bytes = bytes as u64;
-        self.inner.add(bytes).inspect_err(|_| self.refused())?;
+        self.inner.add_host(bytes).inspect_err(|_| self.refused())?;
         Ok(Reservation {
             inner: self.inner.clone(),
             bytes,
@@ -154,6 +164,14 @@ impl Inner {
             })
     }
 
+    /// [`Inner::add`] for a host buffer, which is also counted in
+    /// `host_total` once it fits.
+    fn add_host(&self, bytes: u64) -> Result<(), OverBudget> {
+        self.add(bytes)?;
+        self.host_total.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn release(&self, bytes: u64) {
         if bytes > 0 {
             self.used.fetch_sub(bytes, Ordering::Relaxed);
@@ -180,7 +198,7 @@ impl Reservation {
     /// Adds `more` bytes to this reservation, if they fit.
     pub fn grow(&mut self, more: usize) -> Result<(), OverBudget> {
         let more = more as u64;
-        if let Err(e) = self.inner.add(more) {
+        if let Err(e) = self.inner.add_host(more) {
             self.inner.host_refused.store(true, Ordering::Relaxed);
             return Err(e);
         }
@@ -240,6 +258,9 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(budget.used(), 40);
+        // What was reserved, given back or not; not what was refused, and
+        // not linear memory.
+        assert_eq!(budget.host_total(), 60);
         assert!(
             err.to_string()
                 .starts_with("memory limit 0 MiB exceeded (host buffers)")

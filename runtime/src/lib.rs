@@ -49,6 +49,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 mod cache;
 pub mod config;
 mod limits;
+mod trim;
 mod validate;
 
 pub use config::{Config, EngineConfig, LimitError, RunLimits};
@@ -454,7 +455,9 @@ impl Runtime {
             .scratch
             .take()
             .map_err(|e| RunError::Setup(SetupError::Scratch(Arc::new(e))))?;
-        let result = self.run_in(task, &request, limits, &scratch).await;
+        let memory = MemoryBudget::new(limits.memory);
+        let result = self.run_in(task, &request, limits, &scratch, &memory).await;
+        trim::after_run(memory.host_total());
         // Checked and cleaned off the run's critical path. A timeout or a
         // cancel may leave a filesystem call running: never reuse then.
         let ended = !matches!(result, Err(RunError::Timeout(_) | RunError::Cancelled));
@@ -468,11 +471,11 @@ impl Runtime {
         request: &RunRequest,
         limits: RunLimits,
         scratch: &Scratch,
+        memory: &MemoryBudget,
     ) -> Result<Vec<u8>, RunError> {
-        let memory = MemoryBudget::new(limits.memory);
         let log = LogCtx::with_memory(request.log.clone(), limits.max_log_bytes, memory.clone());
         let state = self
-            .run_state(request, &limits, &log, &memory, Some(scratch))
+            .run_state(request, &limits, &log, memory, Some(scratch))
             .map_err(SetupError::runtime)?;
         // `run` checked the limits: a budget means this engine meters fuel.
         let (engine, pre) = match limits.fuel {
