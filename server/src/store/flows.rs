@@ -139,7 +139,7 @@ impl Db {
         tenant_id: &str,
         schedule: &ScheduleRecord,
     ) -> Result<(), DbError> {
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let limit = Db::lock_tenant(&mut tx, tenant_id, "max_schedules").await?;
         // Dropping `tx` on a refusal rolls it back.
         Db::within_quota(
@@ -324,7 +324,7 @@ impl Db {
         now: i64,
     ) -> Result<String, DbError> {
         let id = new_id();
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO workflow_runs (id, tenant_id, workflow_name, definition, state, created_at, \
              open_steps) VALUES ($1, $2, $3, $4, 'running', $5, $6)",
@@ -459,7 +459,7 @@ impl Db {
         run_id: Option<&str>,
     ) -> Result<bool, DbError> {
         if matches!(to, "succeeded" | "failed" | "skipped") {
-            let mut tx = self.pool.begin().await?;
+            let (_turn, mut tx) = self.begin_write().await?;
             let settled =
                 Self::settle_step(&mut tx, workflow_run_id, step, Some(from), to, None).await?;
             tx.commit().await?;

@@ -274,7 +274,7 @@ impl Db {
         runs: &[RunSpec],
         now: i64,
     ) -> Result<Vec<(String, bool)>, DbError> {
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         // Each tenant's lock once, for the whole batch: under it,
         // concurrent submissions cannot all see room for one more, and a
         // key used by a concurrent submission is seen here once that one
@@ -516,7 +516,7 @@ impl Db {
             DbKind::Postgres => CLAIM_POSTGRES,
             DbKind::Sqlite => CLAIM_SQLITE,
         };
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let mut claims = Vec::new();
         let mut memory = max_memory;
         // A claim that raced another worker for a tenant's last running
@@ -630,6 +630,7 @@ impl Db {
         worker_id: &str,
         lease_until: i64,
     ) -> Result<Option<bool>, DbError> {
+        let _turn = self.writer_turn().await;
         let rows = sqlx::query(
             "UPDATE runs SET lease_until = $3 WHERE id = $1 AND state = 'running' AND worker_id = $2 \
              RETURNING cancel_requested",
@@ -690,7 +691,7 @@ impl Db {
     ) -> Result<Option<Option<Settled>>, DbError> {
         const HELD: &str = " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3 \
              RETURNING state, workflow_run_id, step_name";
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let (attempt_state, attempt_error, done) = match outcome {
             AttemptOutcome::Succeeded { output, output_key } => {
                 let sql = format!(
@@ -816,7 +817,7 @@ impl Db {
         worker_id: &str,
         attempt: i64,
     ) -> Result<bool, DbError> {
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         // `attempts` on the right-hand side is the value before the update,
         // so a first attempt handed back also forgets its start time.
         let done = sqlx::query(
@@ -852,7 +853,7 @@ impl Db {
         id: &str,
         now: i64,
     ) -> Result<Option<RunState>, DbError> {
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         sqlx::query(
             "UPDATE runs SET state = 'cancelled', finished_at = $3, error = 'cancelled before it started' \
              WHERE tenant_id = $1 AND id = $2 AND state = 'queued'",
@@ -903,7 +904,7 @@ impl Db {
     /// defeat the request.
     pub async fn requeue_expired(&self, now: i64) -> Result<u64, DbError> {
         const LOST: &str = "its worker stopped renewing the lease";
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let cancelled = sqlx::query(
             "UPDATE runs SET state = 'cancelled', finished_at = $1, lease_until = NULL, \
              error = $2, retryable = 0 \
