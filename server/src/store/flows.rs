@@ -369,6 +369,26 @@ impl Db {
         .await?)
     }
 
+    /// Only the state of a tenant's workflow run, for a waiting GET: every
+    /// run that ends in this process wakes it, and reading the whole row
+    /// would parse the run's definition (a 1,000-step workflow's is about
+    /// 100 KB of JSON) on every step's end.
+    pub async fn workflow_run_state_of(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<String>, DbError> {
+        let row = sqlx::query("SELECT state FROM workflow_runs WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => Some(row.try_get("state")?),
+            None => None,
+        })
+    }
+
     /// A tenant's runs of one workflow, newest first.
     pub async fn list_workflow_runs(
         &self,
