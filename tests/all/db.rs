@@ -1779,6 +1779,101 @@ async fn a_batch_claim_takes_what_single_claims_would_in_one_go() {
     .await;
 }
 
+#[tokio::test]
+async fn a_run_handed_over_from_memory_starts_only_when_a_claim_would_take_it() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("handed").await.unwrap();
+        let other = db.ensure_tenant("other").await.unwrap();
+        let quotas = TenantQuotas {
+            max_running_runs: 1,
+            ..TenantQuotas::default()
+        };
+        db.set_tenant_quotas(&t, &quotas).await.unwrap();
+
+        // Alone in the queue: started by id, leased as a claim leases.
+        let alone = submit(&db, &t, NOW, |_| {}).await;
+        let claim = db
+            .start_run(&alone, "w", LEASE, NOW + 1, GIB)
+            .await
+            .unwrap()
+            .expect("the only queued run starts");
+        assert_eq!((claim.run.id.as_str(), claim.attempt), (alone.as_str(), 1));
+        let run = db.get_run_any(&alone).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Running);
+        assert_eq!(run.worker_id.as_deref(), Some("w"));
+        assert_eq!(run.lease_until, Some(NOW + 1 + 30_000));
+        assert_eq!(db.attempts(&alone).await.unwrap()[0].state, "running");
+        // Taken already: an offer is only a hint.
+        assert!(
+            db.start_run(&alone, "w", LEASE, NOW + 1, GIB)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // The tenant is at its running quota: not started, still queued.
+        let over = submit(&db, &t, NOW + 2, |_| {}).await;
+        assert!(
+            db.start_run(&over, "w", LEASE, NOW + 3, GIB)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            db.get_run_any(&over).await.unwrap().unwrap().state,
+            RunState::Queued
+        );
+        assert_eq!(db.attempts(&over).await.unwrap().len(), 0);
+
+        // Another run waits (the other tenant's, older): the choice is the
+        // claim's, and the claim takes the other tenant's run first.
+        let waiting = submit(&db, &other, NOW + 4, |_| {}).await;
+        let newer = submit(&db, &other, NOW + 5, |_| {}).await;
+        assert!(
+            db.start_run(&newer, "w", LEASE, NOW + 6, GIB)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let claimed = db
+            .claim_run("w", LEASE, NOW + 6, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.run.id, waiting);
+
+        // Alone again, but too large for the slot's free memory, or not
+        // due: not started.
+        let _ = db
+            .claim_run("w", LEASE, NOW + 6, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        db.request_cancel(&t, &over, NOW + 7).await.unwrap();
+        let big = submit(&db, &other, NOW + 8, |_| {}).await;
+        assert!(
+            db.start_run(&big, "w", LEASE, NOW + 9, 1)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            db.start_run(&big, "w", LEASE, NOW + 9, GIB)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let later = submit(&db, &other, NOW + 10, |r| r.not_before = NOW + 60_000).await;
+        assert!(
+            db.start_run(&later, "w", LEASE, NOW + 11, GIB)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claimers_never_pass_a_running_quota() {
     each_backend(10, |backend| async move {

@@ -673,20 +673,30 @@ pub async fn get_workflow_run(
     Query(wait): Query<WaitQuery>,
 ) -> ApiResult<Json<WorkflowRunView>> {
     let limit = wait.limit()?;
-    // Waiting reads only the run's row; its steps once, for the answer.
-    let run = super::wait::until_final(
-        &state,
-        limit,
-        |run: &WorkflowRunRecord| run.state != "running",
-        || async {
-            state
-                .services
-                .db
-                .get_workflow_run(&caller.tenant_id, &id)
-                .await?
-                .ok_or_else(|| ApiError::not_found(format!("workflow run {id}")))
-        },
-    )
-    .await?;
+    let not_found = || ApiError::not_found(format!("workflow run {id}"));
+    // Waiting reads only the run's state (each step's end wakes it); the
+    // row with its definition, and its steps, once, for the answer.
+    if !limit.is_zero() {
+        super::wait::until_final(
+            &state,
+            limit,
+            |run_state: &String| run_state != "running",
+            || async {
+                state
+                    .services
+                    .db
+                    .workflow_run_state_of(&caller.tenant_id, &id)
+                    .await?
+                    .ok_or_else(not_found)
+            },
+        )
+        .await?;
+    }
+    let run = state
+        .services
+        .db
+        .get_workflow_run(&caller.tenant_id, &id)
+        .await?
+        .ok_or_else(not_found)?;
     Ok(Json(workflow_run_view(&state, run).await?))
 }

@@ -52,7 +52,17 @@ pub enum DbKind {
 pub struct Db {
     pub(super) pool: sqlx::AnyPool,
     pub(super) kind: DbKind,
+    /// SQLite only: this process's writers take turns here before they
+    /// begin ([`Db::begin_write`]). SQLite has one write lock per file, and a
+    /// connection that finds it taken sleeps in its busy handler (1, 2, 5,
+    /// 10 ms and up) however soon the lock is released; queued on this
+    /// mutex, the next writer starts the moment the last one commits. The
+    /// busy handler still settles contention with other processes.
+    pub(super) writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
+
+/// A writer's turn ([`Db::begin_write`]): held until the transaction ends.
+pub(super) type WriterTurn = Option<tokio::sync::OwnedMutexGuard<()>>;
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -298,7 +308,33 @@ impl Db {
                 e => DbError::Migrate(redact(e.to_string(), url).into()),
             });
         }
-        Ok(Db { pool, kind })
+        let writer =
+            (kind == DbKind::Sqlite).then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Db { pool, kind, writer })
+    }
+
+    /// A transaction that writes, and on SQLite this process's writer turn
+    /// (see [`Db::writer`]), taken before the transaction begins. Bind the
+    /// turn before the transaction (`let (_turn, mut tx) = ...`) so that it
+    /// is dropped after it: the turn passes on once the transaction has
+    /// committed or rolled back. A write transaction never waits for
+    /// another turn while it holds one.
+    pub(super) async fn begin_write(
+        &self,
+    ) -> Result<(WriterTurn, sqlx::Transaction<'static, sqlx::Any>), DbError> {
+        let turn = self.writer_turn().await;
+        let tx = self.pool.begin().await?;
+        Ok((turn, tx))
+    }
+
+    /// This process's writer turn on SQLite, for a write outside a
+    /// transaction (one statement commits on its own); `None` on PostgreSQL,
+    /// whose row locks need no turn.
+    pub(super) async fn writer_turn(&self) -> WriterTurn {
+        match &self.writer {
+            Some(writer) => Some(writer.clone().lock_owned().await),
+            None => None,
+        }
     }
 
     pub fn kind(&self) -> DbKind {

@@ -139,7 +139,7 @@ impl Db {
         tenant_id: &str,
         schedule: &ScheduleRecord,
     ) -> Result<(), DbError> {
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let limit = Db::lock_tenant(&mut tx, tenant_id, "max_schedules").await?;
         // Dropping `tx` on a refusal rolls it back.
         Db::within_quota(
@@ -324,7 +324,7 @@ impl Db {
         now: i64,
     ) -> Result<String, DbError> {
         let id = new_id();
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO workflow_runs (id, tenant_id, workflow_name, definition, state, created_at, \
              open_steps) VALUES ($1, $2, $3, $4, 'running', $5, $6)",
@@ -367,6 +367,26 @@ impl Db {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// Only the state of a tenant's workflow run, for a waiting GET: every
+    /// run that ends in this process wakes it, and reading the whole row
+    /// would parse the run's definition (a 1,000-step workflow's is about
+    /// 100 KB of JSON) on every step's end.
+    pub async fn workflow_run_state_of(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<String>, DbError> {
+        let row = sqlx::query("SELECT state FROM workflow_runs WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => Some(row.try_get("state")?),
+            None => None,
+        })
     }
 
     /// A tenant's runs of one workflow, newest first.
@@ -459,7 +479,7 @@ impl Db {
         run_id: Option<&str>,
     ) -> Result<bool, DbError> {
         if matches!(to, "succeeded" | "failed" | "skipped") {
-            let mut tx = self.pool.begin().await?;
+            let (_turn, mut tx) = self.begin_write().await?;
             let settled =
                 Self::settle_step(&mut tx, workflow_run_id, step, Some(from), to, None).await?;
             tx.commit().await?;

@@ -38,7 +38,7 @@ impl Db {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         // A no-op write on the run's row first: it makes concurrent appends
         // to one run take turns (a row lock on PostgreSQL, the write lock on
         // SQLite, taken before the read so it cannot turn into a stale
