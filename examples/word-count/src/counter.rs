@@ -59,23 +59,51 @@ impl Counter {
     }
 
     /// Counts the next chunk of the current object.
+    ///
+    /// Scans for the whitespace that ends each word, eight bytes at a time
+    /// ([`word_end`]), and counts the word as a slice of the chunk: only a
+    /// word cut by the chunk's end is copied (into `word`, to be completed
+    /// by the next chunk). The byte-at-a-time loop this replaces (each byte
+    /// pushed onto `word`) was where the wasm build lost most to the
+    /// native one: Cranelift keeps the loop's values on the stack (the
+    /// memory base, the instance and the epoch deadline are live there
+    /// too) and checks the epoch on every iteration, so fewer iterations
+    /// narrow the gap; natively it is about as fast as before.
     pub fn feed(&mut self, chunk: &[u8]) {
         let Some(&last) = chunk.last() else { return };
         self.summary.bytes += chunk.len() as u64;
         self.last = Some(last);
-        for &b in chunk {
-            if b.is_ascii_whitespace() {
-                if b == b'\n' {
-                    self.summary.lines += 1;
-                }
+        let mut rest = chunk;
+        loop {
+            let end = word_end(rest);
+            let (part, tail) = rest.split_at(end);
+            let Some((&space, tail)) = tail.split_first() else {
+                // The chunk ends inside a word, which may go on in the next.
+                self.extend_word(part);
+                return;
+            };
+            if self.word.is_empty() && !self.word_too_long {
+                self.count_word(part);
+            } else {
+                self.extend_word(part);
                 self.end_word();
-            } else if !self.word_too_long {
-                if self.word.len() < MAX_TRACKED_WORD {
-                    self.word.push(b);
-                } else {
-                    self.word_too_long = true;
-                }
             }
+            if space == b'\n' {
+                self.summary.lines += 1;
+            }
+            rest = tail;
+        }
+    }
+
+    /// Adds `part` to the word cut by a chunk's end.
+    fn extend_word(&mut self, part: &[u8]) {
+        if self.word_too_long {
+            return;
+        }
+        if self.word.len() + part.len() > MAX_TRACKED_WORD {
+            self.word_too_long = true;
+        } else {
+            self.word.extend_from_slice(part);
         }
     }
 
@@ -89,22 +117,35 @@ impl Counter {
         self.summary.objects += 1;
     }
 
+    /// Counts the word cut by a chunk's end, now complete.
     fn end_word(&mut self) {
-        if self.word.is_empty() && !self.word_too_long {
-            return;
-        }
-        self.summary.words += 1;
-        if !self.word_too_long {
-            // Look up by slice first so a repeated word costs no allocation.
-            match self.freq.get_mut(self.word.as_slice()) {
-                Some(n) => *n += 1,
-                None => {
-                    self.freq.insert(self.word.clone(), 1);
-                }
-            }
+        if self.word_too_long {
+            self.summary.words += 1;
+        } else {
+            let word = std::mem::take(&mut self.word);
+            self.count_word(&word);
+            self.word = word;
         }
         self.word.clear();
         self.word_too_long = false;
+    }
+
+    /// Counts one whole word (nothing if it is empty); ranks it if it is
+    /// short enough.
+    fn count_word(&mut self, word: &[u8]) {
+        if word.is_empty() {
+            return;
+        }
+        self.summary.words += 1;
+        if word.len() <= MAX_TRACKED_WORD {
+            // Look up by slice first so a repeated word costs no allocation.
+            match self.freq.get_mut(word) {
+                Some(n) => *n += 1,
+                None => {
+                    self.freq.insert(word.to_vec(), 1);
+                }
+            }
+        }
     }
 
     /// Counts a whole object from a reader.
@@ -135,6 +176,38 @@ impl Counter {
             ..self.summary.clone()
         }
     }
+}
+
+/// The index of the first ASCII whitespace byte in `bytes`, or its length.
+///
+/// Eight bytes at a time: the word trick below flags, in the lowest
+/// position exactly, the first byte under 0x21 (whitespace and the other
+/// control bytes); a control byte that is not whitespace is skipped.
+fn word_end(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(eight) = bytes.get(i..i + 8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(eight);
+        let x = u64::from_le_bytes(word);
+        // A borrow only runs upwards from a byte under 0x21, and a byte of
+        // 0x80 or more is never flagged, so the lowest flag is exact.
+        let below = x.wrapping_sub(ONES * 0x21) & !x & HIGH;
+        if below == 0 {
+            i += 8;
+            continue;
+        }
+        let at = i + (below.trailing_zeros() / 8) as usize;
+        if bytes[at].is_ascii_whitespace() {
+            return at;
+        }
+        i = at + 1;
+    }
+    bytes[i..]
+        .iter()
+        .position(u8::is_ascii_whitespace)
+        .map_or(bytes.len(), |p| i + p)
 }
 
 /// A counter's whole state between objects, to send from the runs of a
@@ -199,4 +272,33 @@ pub fn count_words(data: &[u8]) -> Summary {
     c.feed(data);
     c.end_object();
     c.summary(TOP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::word_end;
+
+    /// `word_end` agrees with a plain scan for every byte at every offset
+    /// of a word, after any other byte.
+    #[test]
+    fn word_end_finds_the_first_whitespace() {
+        for len in 0..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    for before in [b'a', 0x01, 0x20, 0x80, 0xff] {
+                        let mut bytes = vec![b'a'; len];
+                        bytes[at] = b;
+                        if at > 0 {
+                            bytes[at - 1] = before;
+                        }
+                        let want = bytes
+                            .iter()
+                            .position(u8::is_ascii_whitespace)
+                            .unwrap_or(len);
+                        assert_eq!(word_end(&bytes), want, "{bytes:?}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -197,6 +197,40 @@ mod tests {
     }
 
     #[test]
+    fn every_chunking_counts_the_same() {
+        // Words of exactly MAX_TRACKED_WORD bytes and one byte more, cut at
+        // every point: a word cut by a chunk's end is the only one copied.
+        let tracked = "a".repeat(MAX_TRACKED_WORD);
+        let untracked = "b".repeat(MAX_TRACKED_WORD + 1);
+        // Control bytes that are not whitespace (\x01, \x1f) are part of
+        // words; \x0c is whitespace; bytes of 0x80 and more are not.
+        let text = format!(
+            " x {tracked}\ty\n\n{untracked} {tracked} z\r\nx\x0c\x01\x1f\u{e9} {untracked}"
+        );
+        let text = text.as_bytes();
+        let whole = count_words(text);
+        assert_eq!((whole.lines, whole.words), (4, 9));
+        assert_eq!(
+            whole.top,
+            [
+                (tracked.clone(), 2),
+                ("x".into(), 2),
+                ("\u{1}\u{1f}\u{e9}".into(), 1),
+                ("y".into(), 1),
+                ("z".into(), 1)
+            ]
+        );
+        for step in [1, 2, 3, 7, 255, 256, 257] {
+            let mut c = Counter::new();
+            for chunk in text.chunks(step) {
+                c.feed(chunk);
+            }
+            c.end_object();
+            assert_eq!(c.summary(TOP), whole, "chunks of {step} bytes");
+        }
+    }
+
+    #[test]
     fn merged_partials_equal_one_count() {
         let objects: [&[u8]; 4] = [b"the cat the", b"dog\n\xff\xfe cat", b"", b"the end\n"];
         let mut one = Counter::new();
