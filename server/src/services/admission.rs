@@ -204,8 +204,7 @@ pub fn start_trace(run: &mut RunSpec) -> tracing::Span {
 }
 
 /// Queues admitted runs in one transaction, all or none, created at `now`,
-/// offers them to idle slots here ([`super::dispatch`]) and wakes the
-/// workers once. Returns each one's id and whether it is
+/// and wakes the workers once. Returns each one's id and whether it is
 /// new, in order. Each run gets its trace ([`start_trace`]) first.
 pub async fn enqueue_all(
     services: &Services,
@@ -219,10 +218,9 @@ pub async fn enqueue_all(
         span.record("created", *new);
     }
     let mut created = 0;
-    for (run, (id, new)) in runs.iter().zip(&queued) {
+    for (run, (_, new)) in runs.iter().zip(&queued) {
         if *new {
             created += 1;
-            services.dispatch.offer(id);
             let tenant = services.metrics.tenant(&services.db, &run.tenant_id).await;
             services.metrics.submitted(&tenant, &run.module_name);
         }

@@ -11,7 +11,6 @@ use crate::metrics::Metrics;
 use crate::store::Db;
 
 use super::cancel::Cancels;
-use super::dispatch::Dispatch;
 use super::workflow_defs::WorkflowDefs;
 
 /// What the services share: cheap to clone, every field is a handle.
@@ -39,9 +38,6 @@ pub struct Services {
     /// The cancel switches of the runs this process's worker is running,
     /// which the API's cancel flips directly.
     pub cancels: Arc<Cancels>,
-    /// Runs handed from the API (or a workflow's advance) straight to an
-    /// idle slot of this process's worker, on SQLite.
-    pub dispatch: Arc<Dispatch>,
 }
 
 impl Services {
@@ -63,7 +59,6 @@ impl Services {
             ended: Arc::new(Notify::new()),
             workflow_defs: Default::default(),
             cancels: Default::default(),
-            dispatch: Default::default(),
         }
     }
 }

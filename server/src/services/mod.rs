@@ -5,7 +5,6 @@
 //!   server's limits, and queues it;
 //! - [`artifacts`]: where modules and large outputs are kept;
 //! - [`cancel`]: tells the worker running a run to stop it, at once;
-//! - [`dispatch`]: hands a queued run to an idle slot in this process;
 //! - [`worker`]: claims runs and runs them in the sandbox;
 //! - [`scheduler`]: re-queues lost runs, fires schedules, moves workflows;
 //! - [`supervise`]: restarts a background duty that panicked or failed;
@@ -18,7 +17,6 @@ pub mod admission;
 pub mod artifacts;
 pub mod cancel;
 pub mod context;
-pub mod dispatch;
 pub mod scheduler;
 pub mod supervise;
 pub mod wake;

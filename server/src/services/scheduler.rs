@@ -490,8 +490,6 @@ async fn start_step(
         // `submit_run` recorded the step as running in its transaction.
         let tenant = state.metrics.tenant(&state.db, &new_run.tenant_id).await;
         state.metrics.submitted(&tenant, &new_run.module_name);
-        // The next hop of a chain: straight to the idle slot.
-        state.dispatch.offer(&run_id);
         state.work_available.notify_waiters();
     } else {
         // The run was queued before (a racing scheduler, or a process

@@ -143,7 +143,6 @@ impl Worker {
             workflow_defs: _,
             ended: _,
             cancels: _,
-            dispatch: _,
         } = services.clone();
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let id = format!(
@@ -182,11 +181,6 @@ impl Worker {
         tracing::info!(worker = %self.id, slots, "worker started");
         self.metrics.worker_slots(&self.id, slots);
         self.slots.store(slots, Ordering::Relaxed);
-        if self.db.kind() == DbKind::Sqlite {
-            // The embedded default: this process's submissions may hand
-            // their runs to these slots from memory.
-            self.services.dispatch.enable();
-        }
         let listener = (self.db.kind() == DbKind::Postgres).then(|| {
             tokio::spawn(listen_for_runs(
                 self.config.server.database.clone(),
@@ -262,13 +256,9 @@ impl Worker {
             // of waiting for the poll.
             let woken = armed(&self.work_available);
             let handed = armed(&self.claimed_ready);
-            // Idle from before the look too: a run queued after it is
-            // offered to this slot ([`super::dispatch`]).
-            let idle = self.services.dispatch.idle();
             let claim_started = SystemTime::now();
             match self.claim().await {
                 Ok(Some((claim, reserved))) => {
-                    drop(idle);
                     drop(woken);
                     drop(handed);
                     let busy = self.metrics.slot_busy(&self.id);
@@ -285,10 +275,8 @@ impl Worker {
                         () = tokio::time::sleep(poll) => {}
                         _ = shutdown.wait_for(|s| *s) => {}
                     }
-                    drop(idle);
                 }
                 Err(e) => {
-                    drop(idle);
                     tracing::warn!(worker = %self.id, slot, "could not claim: {e}");
                     tokio::time::sleep(poll.max(Duration::from_millis(500))).await;
                 }
@@ -309,26 +297,6 @@ impl Worker {
         if let Some(ready) = self.take_claimed(1).pop() {
             self.slots_running.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(ready));
-        }
-        // A run handed over from memory: started by id, if nothing else
-        // waits (else the claim below chooses).
-        while let Some(run_id) = self.services.dispatch.take() {
-            let started = self
-                .db
-                .start_run(
-                    &run_id,
-                    &self.id,
-                    self.config.server.lease,
-                    crate::model::now_ms(),
-                    *free as i64,
-                )
-                .await?;
-            if let Some(claim) = started {
-                let reserved = claim.run.spec.memory_bytes.max(0) as u64;
-                *free = free.saturating_sub(reserved);
-                self.slots_running.fetch_add(1, Ordering::Relaxed);
-                return Ok(Some((claim, reserved)));
-            }
         }
         let wanted = if self.queue_drained.load(Ordering::Relaxed) {
             1

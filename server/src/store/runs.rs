@@ -250,18 +250,6 @@ const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
 /// update is already atomic.
 const CLAIM_SQLITE: &str = claim_sql!("");
 
-/// [`Db::start_run`]'s update: `$1` worker, `$2` lease end, `$3` now, `$4`
-/// memory cap, `$5` the run. The `NOT EXISTS` is one probe of `runs_queue`
-/// (state, not_before): any other queued run that is due.
-const START_BY_ID: &str = concat!(
-    "UPDATE runs SET state = 'running', worker_id = $1, lease_until = $2, \
-     attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
-     WHERE id = $5 AND state = 'queued' AND not_before <= $3 AND memory_bytes <= $4 \
-     AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.state = 'queued' AND o.not_before <= $3 \
-     AND o.id <> $5) RETURNING ",
-    run_columns!()
-);
-
 /// A value bound to a query assembled at run time.
 enum Bind {
     Int(i64),
@@ -553,49 +541,6 @@ impl Db {
         Ok(claims)
     }
 
-    /// Starts the queued run `run_id`, handed to this worker's idle slot
-    /// from memory ([`crate::services::dispatch`]), as a claim would: the
-    /// same lease, quota check, round robin and attempt row, in one
-    /// transaction. Only if the run is still queued, due, fits
-    /// `max_memory`, and is the only run due to start: with another one
-    /// waiting, which to start first is the claim's choice (fairness
-    /// between tenants, priority), and this returns `None` for the slot to
-    /// claim. `None` too if the tenant is at its `max_running_runs`.
-    pub async fn start_run(
-        &self,
-        run_id: &str,
-        worker_id: &str,
-        lease: Duration,
-        now: i64,
-        max_memory: i64,
-    ) -> Result<Option<Claim>, DbError> {
-        let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
-        let (_turn, mut tx) = self.begin_write().await?;
-        // `fetch_all`: a statement with RETURNING is stepped to its end.
-        let runs: Vec<RunRecord> = sqlx::query_as::<_, RunRecord>(START_BY_ID)
-            .bind(worker_id)
-            .bind(lease_until)
-            .bind(now)
-            .bind(max_memory)
-            .bind(run_id)
-            .fetch_all(&mut *tx)
-            .await?;
-        let Some(run) = runs.into_iter().next() else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        match Self::lease_taken(&mut tx, run, worker_id, now).await? {
-            Attempted::Claimed(claim) => {
-                tx.commit().await?;
-                Ok(Some(*claim))
-            }
-            Attempted::Nothing | Attempted::OverQuota => {
-                tx.rollback().await?;
-                Ok(None)
-            }
-        }
-    }
-
     /// One claim of [`Db::claim_runs`], inside its transaction.
     async fn claim_one(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -617,18 +562,6 @@ impl Db {
         let Some(run) = runs.into_iter().next() else {
             return Ok(Attempted::Nothing);
         };
-        Self::lease_taken(tx, run, worker_id, now).await
-    }
-
-    /// The rest of a claim, once its update took `run`: the tenant's
-    /// quota settled under its lock (the run queued again if it was over),
-    /// the round robin stamped, the attempt's row inserted.
-    async fn lease_taken(
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        run: RunRecord,
-        worker_id: &str,
-        now: i64,
-    ) -> Result<Attempted, DbError> {
         // The claim counted running runs in its own snapshot; on
         // PostgreSQL another worker may have claimed for the same tenant
         // meanwhile. Counting again under the tenant's lock (which also
