@@ -51,6 +51,7 @@
 //!    peer not installed is named in a note and skipped.
 //!
 //! `CAISSON_BENCH_ONLY=io,density` runs only those sections (`instantiate`,
+//! `python` (the Python task's rows of `instantiate` alone),
 //! `service`, `io`, `small-objects`, `map`, `compute`, `density`, `sql`, `peers`),
 //! for profiling one of them.
 //!
@@ -119,6 +120,13 @@ pub fn runtime(dir: &std::path::Path, fuel: bool) -> Result<Runtime> {
     config.engine.fuel = fuel;
     // For `perf record`: names the tasks' functions in the profile.
     config.engine.perf_map = std::env::var_os("CAISSON_BENCH_PERF_MAP").is_some();
+    // `engine.keep_resident` in bytes, to compare settings back to back.
+    if let Some(bytes) = std::env::var("CAISSON_BENCH_KEEP_RESIDENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.engine.keep_resident = Some(bytes);
+    }
     Ok(Runtime::new(config)?)
 }
 
@@ -144,9 +152,14 @@ pub fn main() -> Result<()> {
     let started = Instant::now();
     let only = std::env::var("CAISSON_BENCH_ONLY").unwrap_or_default();
     let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
-    if wanted("instantiate") {
+    // `python` alone: the Python task's rows without `hello`'s, to profile it.
+    if wanted("instantiate") || wanted("python") {
         let rt = runtime(dir.path(), true)?;
-        let spawn = tokio.block_on(runtime::instantiate(&plan, &rt, &mut report))?;
+        let spawn = if wanted("instantiate") {
+            tokio.block_on(runtime::instantiate(&plan, &rt, &mut report))?
+        } else {
+            None
+        };
         tokio.block_on(runtime::python_task(
             &plan,
             &rt,

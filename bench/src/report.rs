@@ -49,6 +49,13 @@ impl Plan {
         {
             plan.density_instances = n;
         }
+        // More Python runs, for `perf record`.
+        if let Some(n) = std::env::var("CAISSON_BENCH_PYTHON_SAMPLES")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+        {
+            plan.python_samples = n;
+        }
         plan
     }
 

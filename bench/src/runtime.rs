@@ -177,6 +177,25 @@ pub async fn python_task(
         "instantiate + run a trivial Python task (cached, pooling)",
         samples,
     ));
+    // wasmtime's part of it: `instantiate_async` alone, no call.
+    let mut samples = Vec::with_capacity(plan.python_samples);
+    for i in 0..plan.python_samples + 3 {
+        let elapsed = rt.time_instantiate(&task).await?;
+        if i >= 3 {
+            samples.push(elapsed);
+        }
+    }
+    let bare = report.dist(Dist::new(
+        "instantiate the Python task alone (`instantiate_async`, pooling)",
+        samples,
+    ));
+    report.ratio(
+        "Python task instantiate + run / instantiate alone, p50",
+        run,
+        50.0,
+        bare,
+        50.0,
+    );
     if let Some(spawn) = spawn {
         report.ratio(
             "`python3 -c pass` spawn / Python task instantiate + run, p50",
