@@ -378,15 +378,13 @@ impl Db {
         tenant_id: &str,
         id: &str,
     ) -> Result<Option<String>, DbError> {
-        let row = sqlx::query("SELECT state FROM workflow_runs WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(row) => Some(row.try_get("state")?),
-            None => None,
-        })
+        Ok(sqlx::query_scalar::<_, String>(
+            "SELECT state FROM workflow_runs WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// A tenant's runs of one workflow, newest first.

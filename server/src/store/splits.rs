@@ -502,14 +502,12 @@ impl Db {
 
     /// The state of a workflow run (any tenant's), if it exists.
     pub async fn workflow_run_state(&self, id: &str) -> Result<Option<String>, DbError> {
-        let row = sqlx::query("SELECT state FROM workflow_runs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(row) => Some(row.try_get("state")?),
-            None => None,
-        })
+        Ok(
+            sqlx::query_scalar::<_, String>("SELECT state FROM workflow_runs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Cancels a running workflow run: no step or split starts any more,
