@@ -23,6 +23,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -38,6 +39,9 @@ pub const GUEST_PATH: &str = "/scratch";
 #[derive(Debug)]
 pub struct Scratch {
     dir: tempfile::TempDir,
+    /// Set when the guest's preopens open the directory: only then can it
+    /// hold files, and the pool removes it without waiting for a tick.
+    opened: Arc<AtomicBool>,
 }
 
 impl Scratch {
@@ -50,7 +54,10 @@ impl Scratch {
             .mode(0o700)
             .create(parent)?;
         let dir = tempfile::Builder::new().prefix("run-").tempdir_in(parent)?;
-        Ok(Scratch { dir })
+        Ok(Scratch {
+            dir,
+            opened: Arc::default(),
+        })
     }
 
     /// The directory on the host.
@@ -77,6 +84,7 @@ impl Scratch {
 #[derive(Default)]
 pub struct ScratchCtx {
     path: Option<PathBuf>,
+    opened: Option<Arc<AtomicBool>>,
     /// The directory once opened: every descriptor the guest is given for
     /// it shares this one file descriptor, closed with the store.
     dir: Option<Dir>,
@@ -87,6 +95,7 @@ impl ScratchCtx {
     pub fn new(scratch: Option<&Scratch>) -> Self {
         ScratchCtx {
             path: scratch.map(|s| s.path().to_path_buf()),
+            opened: scratch.map(|s| s.opened.clone()),
             dir: None,
         }
     }
@@ -96,6 +105,9 @@ impl ScratchCtx {
             return Ok(None);
         };
         if self.dir.is_none() {
+            if let Some(opened) = &self.opened {
+                opened.store(true, Ordering::Relaxed);
+            }
             // What `WasiCtxBuilder::preopened_dir` does: the directory,
             // opened `O_PATH`. Every path the guest names is then resolved
             // beneath it by cap-std, which refuses `..` and absolute paths.
@@ -263,13 +275,16 @@ impl ScratchPool {
     ///
     /// Usually this only pushes onto a list the janitor looks at within a
     /// tick (50 ms). It wakes the janitor at once for a directory that must be
-    /// removed, or when the janitor sleeps because the pool was idle. A
+    /// removed, for one the guest opened (it may hold files, which should
+    /// not outlive the run by a tick), or when the janitor sleeps because
+    /// the pool was idle. A
     /// reusable directory is never handed out before the janitor checked it
     /// empty, whenever that happens.
     pub fn give_back(&self, scratch: Scratch, reusable: bool) {
+        let opened = scratch.opened.load(Ordering::Relaxed);
         let mut state = self.shared.state.lock().unwrap();
         state.returned.push((scratch, reusable));
-        if !reusable || state.asleep {
+        if !reusable || opened || state.asleep {
             state.wake(&self.shared.wake);
         }
     }
