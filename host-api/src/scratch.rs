@@ -16,12 +16,14 @@
 //! Directories come from a [`ScratchPool`]: making and removing a directory
 //! is most of what a short run costs (on ext4, `mkdir` after many `rmdir`s
 //! searches the inode bitmap for recently deleted inodes), so a janitor
-//! thread does it off the runs' critical path. A directory a run gives back
+//! thread does it off the runs' critical path, in batches: a run neither
+//! waits for it nor, usually, wakes it. A directory a run gives back
 //! is used again only if it is empty and the run ended on its own; any
 //! other is removed, so no run ever sees another's files.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -37,6 +39,9 @@ pub const GUEST_PATH: &str = "/scratch";
 #[derive(Debug)]
 pub struct Scratch {
     dir: tempfile::TempDir,
+    /// Set when the guest's preopens open the directory: only then can it
+    /// hold files, and the pool removes it without waiting for a tick.
+    opened: Arc<AtomicBool>,
 }
 
 impl Scratch {
@@ -49,7 +54,10 @@ impl Scratch {
             .mode(0o700)
             .create(parent)?;
         let dir = tempfile::Builder::new().prefix("run-").tempdir_in(parent)?;
-        Ok(Scratch { dir })
+        Ok(Scratch {
+            dir,
+            opened: Arc::default(),
+        })
     }
 
     /// The directory on the host.
@@ -76,6 +84,7 @@ impl Scratch {
 #[derive(Default)]
 pub struct ScratchCtx {
     path: Option<PathBuf>,
+    opened: Option<Arc<AtomicBool>>,
     /// The directory once opened: every descriptor the guest is given for
     /// it shares this one file descriptor, closed with the store.
     dir: Option<Dir>,
@@ -86,6 +95,7 @@ impl ScratchCtx {
     pub fn new(scratch: Option<&Scratch>) -> Self {
         ScratchCtx {
             path: scratch.map(|s| s.path().to_path_buf()),
+            opened: scratch.map(|s| s.opened.clone()),
             dir: None,
         }
     }
@@ -95,6 +105,9 @@ impl ScratchCtx {
             return Ok(None);
         };
         if self.dir.is_none() {
+            if let Some(opened) = &self.opened {
+                opened.store(true, Ordering::Relaxed);
+            }
             // What `WasiCtxBuilder::preopened_dir` does: the directory,
             // opened `O_PATH`. Every path the guest names is then resolved
             // beneath it by cap-std, which refuses `..` and absolute paths.
@@ -156,10 +169,21 @@ pub fn add_to_linker<T: Send + 'static>(
     result
 }
 
-/// Empty directories kept ready while no run gives any back.
-const READY: usize = 4;
+/// Empty directories the janitor keeps ready.
+const READY: usize = 32;
+/// Below this many ready directories a run taking one wakes the janitor:
+/// until then runs neither wait for it nor wake it, and it refills the
+/// pool in batches, one wake-up for `READY - LOW_WATER` runs.
+const LOW_WATER: usize = 8;
 /// The most empty directories kept for reuse; past it they are removed.
 const MAX_READY: usize = 64;
+/// How often the janitor looks at the directories given back while runs
+/// keep coming: waking it on every run (a futex wake and, on a busy
+/// machine, a switch to its thread) was most of what a short run cost.
+const TICK: Duration = Duration::from_millis(50);
+/// Ticks with nothing given back before the janitor sleeps until woken,
+/// so an idle process does not wake up for nothing.
+const IDLE_TICKS: u32 = 20;
 /// How long the janitor waits before looking again when it could not make
 /// a directory (a full disk, a missing parent).
 const RETRY: Duration = Duration::from_millis(200);
@@ -184,7 +208,24 @@ struct State {
     ready: Vec<Scratch>,
     /// Directories given back, and whether each may be reused if empty.
     returned: Vec<(Scratch, bool)>,
+    /// The janitor was asked to look now (a condvar forgets a notification
+    /// made while nobody waits, so the janitor checks this before waiting).
+    woken: bool,
+    /// The janitor waits without a timeout: a directory given back must
+    /// wake it, or it would stay until the next run takes the pool low.
+    asleep: bool,
     stop: bool,
+}
+
+impl State {
+    /// Asks the janitor to look now, unless it was already asked: runs
+    /// that find the pool low one after another wake it once.
+    fn wake(&mut self, condvar: &Condvar) {
+        if !self.woken {
+            self.woken = true;
+            condvar.notify_one();
+        }
+    }
 }
 
 impl ScratchPool {
@@ -209,9 +250,17 @@ impl ScratchPool {
     }
 
     /// An empty directory for a run: a ready one, or a new one made now if
-    /// none is ready.
+    /// none is ready. Taking the pool below its low-water mark wakes the
+    /// janitor to refill it.
     pub fn take(&self) -> io::Result<Scratch> {
-        let ready = self.shared.state.lock().unwrap().ready.pop();
+        let ready = {
+            let mut state = self.shared.state.lock().unwrap();
+            let ready = state.ready.pop();
+            if state.ready.len() < LOW_WATER {
+                state.wake(&self.shared.wake);
+            }
+            ready
+        };
         match ready {
             Some(scratch) => Ok(scratch),
             None => Scratch::create(&self.shared.parent),
@@ -223,14 +272,21 @@ impl ScratchPool {
     /// filesystem call still running on a blocking thread, which could
     /// create a file after the check that the directory is empty, so its
     /// directory is removed, never reused.
+    ///
+    /// Usually this only pushes onto a list the janitor looks at within a
+    /// tick (50 ms). It wakes the janitor at once for a directory that must be
+    /// removed, for one the guest opened (it may hold files, which should
+    /// not outlive the run by a tick), or when the janitor sleeps because
+    /// the pool was idle. A
+    /// reusable directory is never handed out before the janitor checked it
+    /// empty, whenever that happens.
     pub fn give_back(&self, scratch: Scratch, reusable: bool) {
-        self.shared
-            .state
-            .lock()
-            .unwrap()
-            .returned
-            .push((scratch, reusable));
-        self.shared.wake.notify_one();
+        let opened = scratch.opened.load(Ordering::Relaxed);
+        let mut state = self.shared.state.lock().unwrap();
+        state.returned.push((scratch, reusable));
+        if !reusable || opened || state.asleep {
+            state.wake(&self.shared.wake);
+        }
     }
 }
 
@@ -247,6 +303,7 @@ impl Drop for ScratchPool {
 impl Shared {
     fn janitor(&self) {
         let mut state = self.state.lock().unwrap();
+        let mut idle_ticks = 0;
         loop {
             if state.stop {
                 let State {
@@ -259,11 +316,13 @@ impl Shared {
                     .for_each(remove);
                 return;
             }
+            state.woken = false;
             let returned = std::mem::take(&mut state.returned);
-            let room = MAX_READY.saturating_sub(state.ready.len());
-            let missing = READY.saturating_sub(state.ready.len() + returned.len());
+            let ready = state.ready.len();
             drop(state);
 
+            let given_back = !returned.is_empty();
+            let room = MAX_READY.saturating_sub(ready);
             let mut clean = Vec::new();
             for (scratch, reusable) in returned {
                 // Checked here, off the run's path. A directory that cannot
@@ -274,10 +333,15 @@ impl Shared {
                     remove(scratch);
                 }
             }
+            let missing = READY.saturating_sub(ready + clean.len());
             let mut failed = false;
-            while clean.len() < missing {
+            let mut made = 0;
+            while made < missing {
                 match Scratch::create(&self.parent) {
-                    Ok(scratch) => clean.push(scratch),
+                    Ok(scratch) => {
+                        clean.push(scratch);
+                        made += 1;
+                    }
                     Err(e) => {
                         // Runs make their own meanwhile, and report why
                         // they could not.
@@ -290,14 +354,23 @@ impl Shared {
 
             state = self.state.lock().unwrap();
             state.ready.append(&mut clean);
-            if !state.returned.is_empty() || state.stop {
+            if state.woken || state.stop {
                 continue;
             }
-            state = if failed {
-                self.wake.wait_timeout(state, RETRY).unwrap().0
+            if failed {
+                state = self.wake.wait_timeout(state, RETRY).unwrap().0;
+                continue;
+            }
+            // While runs keep giving directories back, look at them every
+            // tick; after a while with none, sleep until one is.
+            idle_ticks = if given_back { 0 } else { idle_ticks + 1 };
+            if idle_ticks < IDLE_TICKS || !state.returned.is_empty() {
+                state = self.wake.wait_timeout(state, TICK).unwrap().0;
             } else {
-                self.wake.wait(state).unwrap()
-            };
+                state.asleep = true;
+                state = self.wake.wait(state).unwrap();
+                state.asleep = false;
+            }
         }
     }
 }
