@@ -328,6 +328,9 @@ impl Shared {
                 // Checked here, off the run's path. A directory that cannot
                 // be read is not known to be empty.
                 if reusable && clean.len() < room && scratch.is_empty().unwrap_or(false) {
+                    // Its next run starts unopened: only that run's own
+                    // opening should wake the janitor when it is given back.
+                    scratch.opened.store(false, Ordering::Relaxed);
                     clean.push(scratch);
                 } else {
                     remove(scratch);
@@ -378,5 +381,46 @@ impl Shared {
 fn remove(scratch: Scratch) {
     if let Err(e) = scratch.remove() {
         tracing::warn!("could not remove a scratch directory: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory given back empty is reused; its next run must not
+    /// inherit the earlier run's "opened" mark, or every give-back of it
+    /// would wake the janitor for nothing.
+    #[test]
+    fn a_reused_directory_starts_unopened() {
+        let parent = tempfile::tempdir().unwrap();
+        let pool = ScratchPool::new(parent.path()).unwrap();
+        let first = pool.take().unwrap();
+        let path = first.path().to_path_buf();
+        first.opened.store(true, Ordering::Relaxed);
+        pool.give_back(first, true);
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut held = Vec::new();
+        let reused = loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the directory given back was never offered again"
+            );
+            let scratch = pool.take().unwrap();
+            if scratch.path() == path {
+                break scratch;
+            }
+            held.push(scratch);
+            if held.len() >= MAX_READY + READY {
+                // Every ready directory is out and the given-back one is
+                // not among them yet: give them back and wait a tick.
+                for s in held.drain(..) {
+                    pool.give_back(s, true);
+                }
+                std::thread::sleep(TICK);
+            }
+        };
+        assert!(!reused.opened.load(Ordering::Relaxed));
     }
 }
