@@ -38,7 +38,8 @@ impl Db {
         if lines.is_empty() {
             return Ok(());
         }
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         // A no-op write on the run's row first: it makes concurrent appends
         // to one run take turns (a row lock on PostgreSQL, the write lock on
         // SQLite, taken before the read so it cannot turn into a stale

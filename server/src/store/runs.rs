@@ -274,7 +274,8 @@ impl Db {
         runs: &[RunSpec],
         now: i64,
     ) -> Result<Vec<(String, bool)>, DbError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         // Each tenant's lock once, for the whole batch: under it,
         // concurrent submissions cannot all see room for one more, and a
         // key used by a concurrent submission is seen here once that one
@@ -516,7 +517,8 @@ impl Db {
             DbKind::Postgres => CLAIM_POSTGRES,
             DbKind::Sqlite => CLAIM_SQLITE,
         };
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         let mut claims = Vec::new();
         let mut memory = max_memory;
         // A claim that raced another worker for a tenant's last running
@@ -691,7 +693,8 @@ impl Db {
     ) -> Result<Option<Option<Settled>>, DbError> {
         const HELD: &str = " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3 \
              RETURNING state, workflow_run_id, step_name";
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         let (attempt_state, attempt_error, done) = match outcome {
             AttemptOutcome::Succeeded { output, output_key } => {
                 let sql = format!(
@@ -817,7 +820,8 @@ impl Db {
         worker_id: &str,
         attempt: i64,
     ) -> Result<bool, DbError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         // `attempts` on the right-hand side is the value before the update,
         // so a first attempt handed back also forgets its start time.
         let done = sqlx::query(
@@ -853,7 +857,8 @@ impl Db {
         id: &str,
         now: i64,
     ) -> Result<Option<RunState>, DbError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         sqlx::query(
             "UPDATE runs SET state = 'cancelled', finished_at = $3, error = 'cancelled before it started' \
              WHERE tenant_id = $1 AND id = $2 AND state = 'queued'",
@@ -904,7 +909,8 @@ impl Db {
     /// defeat the request.
     pub async fn requeue_expired(&self, now: i64) -> Result<u64, DbError> {
         const LOST: &str = "its worker stopped renewing the lease";
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         let cancelled = sqlx::query(
             "UPDATE runs SET state = 'cancelled', finished_at = $1, lease_until = NULL, \
              error = $2, retryable = 0 \
