@@ -225,8 +225,14 @@ pub async fn enqueue_all(
             services.metrics.submitted(&tenant, &run.module_name);
         }
     }
-    if created > 0 {
-        services.work_available.notify_waiters();
+    // One run wakes one idle slot: waking them all sent every other slot
+    // into a claim transaction that found nothing (three statements and
+    // the writer's turn, for a run already taken). More runs wake all, and
+    // the first to claim takes runs for the others (`Worker::claim`).
+    match created {
+        0 => {}
+        1 => services.work_available.notify_one(),
+        _ => services.work_available.notify_waiters(),
     }
     Ok(queued)
 }
