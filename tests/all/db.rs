@@ -1467,6 +1467,60 @@ async fn tenant_run_counts_follow_every_move_of_a_run_and_hold_both_quotas() {
 }
 
 #[tokio::test]
+async fn a_run_and_its_attempts_read_together_are_what_each_read_gives() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let other = db.ensure_tenant("other").await.unwrap();
+        let id = submit(&db, &t, NOW, |_| {}).await;
+        let together = |db: Db, t: String, id: String| async move {
+            let (run, attempts) = db.get_run_and_attempts(&t, &id).await.unwrap().unwrap();
+            assert_eq!(run, db.get_run(&t, &id).await.unwrap().unwrap());
+            assert_eq!(attempts, db.attempts(&id).await.unwrap());
+            attempts.len()
+        };
+        assert_eq!(together(db.clone(), t.clone(), id.clone()).await, 0);
+        db.claim_run("w1", LEASE, NOW + 1, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        let retry = AttemptOutcome::Retry {
+            error: "first \"try\"".into(),
+            not_before: NOW + 2,
+            timed_out: false,
+        };
+        assert!(
+            db.finish_attempt(&id, "w1", 1, &retry, NOW + 2)
+                .await
+                .unwrap()
+        );
+        db.claim_run("w2", LEASE, NOW + 3, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(together(db.clone(), t.clone(), id.clone()).await, 2);
+        let done = AttemptOutcome::Succeeded {
+            output: b"ok".to_vec(),
+            output_key: None,
+        };
+        assert!(
+            db.finish_attempt(&id, "w2", 2, &done, NOW + 4)
+                .await
+                .unwrap()
+        );
+        assert_eq!(together(db.clone(), t.clone(), id.clone()).await, 2);
+        // Another tenant's run, and no run, read as nothing.
+        assert!(
+            db.get_run_and_attempts(&other, &id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(db.get_run_and_attempts(&t, "nope").await.unwrap().is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn tenants_are_isolated() {
     each_db(|db| async move {
         let a = db.ensure_tenant("acme").await.unwrap();

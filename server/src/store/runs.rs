@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
 use super::db::{Db, DbError, DbKind, built, corrupt, new_id};
 
@@ -395,6 +395,50 @@ impl Db {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// [`Db::get_run`] and the run's [`Db::attempts`], in one statement:
+    /// the attempts come as a JSON array from a subquery (each backend's
+    /// own JSON functions), so the API's run view costs one round trip.
+    pub async fn get_run_and_attempts(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<(RunRecord, Vec<AttemptRecord>)>, DbError> {
+        let sql = match self.kind {
+            DbKind::Sqlite => concat!(
+                "SELECT ",
+                run_columns!(),
+                ", (SELECT json_group_array(json_object('attempt', a.attempt, \
+                 'worker_id', a.worker_id, 'started_at', a.started_at, \
+                 'finished_at', a.finished_at, 'state', a.state, 'error', a.error)) \
+                 FROM (SELECT * FROM run_attempts WHERE run_id = runs.id ORDER BY attempt) a) \
+                 AS attempt_rows FROM runs WHERE tenant_id = $1 AND id = $2"
+            ),
+            DbKind::Postgres => concat!(
+                "SELECT ",
+                run_columns!(),
+                ", (SELECT COALESCE(json_agg(json_build_object('attempt', a.attempt, \
+                 'worker_id', a.worker_id, 'started_at', a.started_at, \
+                 'finished_at', a.finished_at, 'state', a.state, 'error', a.error) \
+                 ORDER BY a.attempt), '[]'::json)::text \
+                 FROM run_attempts a WHERE a.run_id = runs.id) \
+                 AS attempt_rows FROM runs WHERE tenant_id = $1 AND id = $2"
+            ),
+        };
+        let Some(row) = sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let run = RunRecord::from_row(&row)?;
+        let attempts: String = row.try_get("attempt_rows")?;
+        let attempts: Vec<AttemptRecord> =
+            serde_json::from_str(&attempts).map_err(|e| corrupt("attempts", id, e))?;
+        Ok(Some((run, attempts)))
     }
 
     /// Only the state of a run, for a followed log's polls (which must not
