@@ -21,27 +21,6 @@ pub struct ModuleRecord {
 
 const MODULE_COLUMNS: &str = "name, version, digest, size, created_at";
 
-/// The query of [`Db::resolve_module`] with `columns`, and the binds after
-/// `$1` (the tenant) and `$2` (the name).
-fn resolve_sql<'a>(
-    columns: &str,
-    version: Option<&'a str>,
-    digest: Option<&'a str>,
-) -> (String, Vec<&'a str>) {
-    let mut sql = format!("SELECT {columns} FROM modules WHERE tenant_id = $1 AND name = $2");
-    let mut binds = Vec::new();
-    if let Some(version) = version {
-        binds.push(version);
-        sql.push_str(&format!(" AND version = ${}", binds.len() + 2));
-    }
-    if let Some(digest) = digest {
-        binds.push(digest);
-        sql.push_str(&format!(" AND digest = ${}", binds.len() + 2));
-    }
-    sql.push_str(" ORDER BY created_at DESC, version DESC LIMIT 1");
-    (sql, binds)
-}
-
 impl Db {
     /// Records a module version. Re-recording the same (name, version,
     /// digest) is a no-op returning `false`; the same (name, version) with a
@@ -124,14 +103,12 @@ impl Db {
         version: Option<&str>,
         digest: Option<&str>,
     ) -> Result<Option<ModuleRecord>, DbError> {
-        let (sql, binds) = resolve_sql(MODULE_COLUMNS, version, digest);
-        let mut query = sqlx::query_as::<_, ModuleRecord>(built(sql))
-            .bind(tenant_id)
-            .bind(name);
-        for b in binds {
-            query = query.bind(b);
-        }
-        Ok(query.fetch_optional(&self.pool).await?)
+        // The grants' subquery is one primary-key probe: one query text
+        // serves both.
+        let resolved = self
+            .resolve_module_and_grants(tenant_id, name, version, digest)
+            .await?;
+        Ok(resolved.map(|(module, _)| module))
     }
 
     /// [`Db::resolve_module`], and in the same statement the labels the
@@ -144,11 +121,21 @@ impl Db {
         version: Option<&str>,
         digest: Option<&str>,
     ) -> Result<Option<(ModuleRecord, Grants)>, DbError> {
-        let columns = format!(
-            "{MODULE_COLUMNS}, (SELECT t.allowed_grants FROM tenants t WHERE t.id = $1) \
-             AS allowed_grants"
+        let mut sql = format!(
+            "SELECT {MODULE_COLUMNS}, \
+             (SELECT t.allowed_grants FROM tenants t WHERE t.id = $1) AS allowed_grants \
+             FROM modules WHERE tenant_id = $1 AND name = $2"
         );
-        let (sql, binds) = resolve_sql(&columns, version, digest);
+        let mut binds = Vec::new();
+        if let Some(version) = version {
+            binds.push(version);
+            sql.push_str(&format!(" AND version = ${}", binds.len() + 2));
+        }
+        if let Some(digest) = digest {
+            binds.push(digest);
+            sql.push_str(&format!(" AND digest = ${}", binds.len() + 2));
+        }
+        sql.push_str(" ORDER BY created_at DESC, version DESC LIMIT 1");
         let mut query = sqlx::query(built(sql)).bind(tenant_id).bind(name);
         for b in binds {
             query = query.bind(b);
