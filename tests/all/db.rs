@@ -1324,6 +1324,202 @@ async fn release_hands_the_run_back_uncounted() {
     .await;
 }
 
+/// A tenant's stored `queued_runs` and `running_runs` (migration 0010),
+/// and the same counted from its runs: read on a connection of its own.
+async fn run_counts(url: &str, tenant: &str) -> ((i64, i64), (i64, i64)) {
+    use sqlx::Row;
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let stored = sqlx::query("SELECT queued_runs, running_runs FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let counted = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), 0) AS BIGINT) AS q, \
+         CAST(COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS BIGINT) AS r \
+         FROM runs WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    (
+        (stored.get("queued_runs"), stored.get("running_runs")),
+        (counted.get("q"), counted.get("r")),
+    )
+}
+
+#[tokio::test]
+async fn tenant_run_counts_follow_every_move_of_a_run_and_hold_both_quotas() {
+    each_backend(5, |backend| async move {
+        let db = backend.db.clone();
+        let url = backend.url.clone();
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let quotas = TenantQuotas {
+            max_queued_runs: 3,
+            max_running_runs: 1,
+            max_schedules: 1,
+        };
+        db.set_tenant_quotas(&t, &quotas).await.unwrap();
+        let expect = |queued: i64, running: i64, step: &'static str| {
+            let url = url.clone();
+            let t = t.clone();
+            async move {
+                let (stored, counted) = run_counts(&url, &t).await;
+                assert_eq!(counted, (queued, running), "{step}: the runs");
+                assert_eq!(stored, counted, "{step}: the tenant's counts");
+            }
+        };
+        expect(0, 0, "new tenant").await;
+        let a = submit(&db, &t, NOW, |_| {}).await;
+        let b = submit(&db, &t, NOW + 1, |_| {}).await;
+        let c = submit(&db, &t, NOW + 2, |_| {}).await;
+        expect(3, 0, "three submitted").await;
+        let refused = db.submit_run(&new_run(&t), NOW).await;
+        assert!(
+            matches!(
+                refused,
+                Err(DbError::QuotaExceeded {
+                    quota: "max_queued_runs",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        expect(3, 0, "a fourth refused").await;
+
+        // Claimed: one running, and the tenant's one running slot taken.
+        let claim = db
+            .claim_run("w", LEASE, NOW + 3, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.run.id, a);
+        expect(2, 1, "claimed").await;
+        assert!(
+            db.claim_run("w", LEASE, NOW + 3, GIB)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // A retry queues it again; a success ends it.
+        let retry = AttemptOutcome::Retry {
+            error: "e".into(),
+            not_before: NOW + 4,
+            timed_out: false,
+        };
+        assert!(
+            db.finish_attempt(&a, "w", 1, &retry, NOW + 4)
+                .await
+                .unwrap()
+        );
+        expect(3, 0, "retried").await;
+        let claim = db
+            .claim_run("w", LEASE, NOW + 5, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.run.id, a);
+        let done = AttemptOutcome::Succeeded {
+            output: b"ok".to_vec(),
+            output_key: None,
+        };
+        assert!(db.finish_attempt(&a, "w", 2, &done, NOW + 6).await.unwrap());
+        expect(2, 0, "succeeded").await;
+        // Handed back, then lost with its lease.
+        let claim = db
+            .claim_run("w", LEASE, NOW + 7, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.run.id, b);
+        assert!(db.release_run(&b, "w", 1).await.unwrap());
+        expect(2, 0, "handed back").await;
+        db.claim_run("w", LEASE, NOW + 8, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        expect(1, 1, "claimed again").await;
+        let lease_ms = LEASE.as_millis() as i64;
+        assert_eq!(db.requeue_expired(NOW + 9 + lease_ms).await.unwrap(), 1);
+        expect(2, 0, "lease expired").await;
+        // Cancelled while queued.
+        db.request_cancel(&t, &c, NOW + 10).await.unwrap();
+        expect(1, 0, "cancelled").await;
+        submit(&db, &t, NOW + 11, |_| {}).await;
+        submit(&db, &t, NOW + 12, |_| {}).await;
+        expect(3, 0, "room again").await;
+
+        // Stored, so a restart (a new pool) starts from them, exact.
+        db.close().await;
+        let again = Db::connect(&backend.url, 2).await.unwrap();
+        again
+            .claim_run("w", LEASE, NOW + 13, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        expect(2, 1, "reconnected").await;
+        again.close().await;
+        backend
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_run_and_its_attempts_read_together_are_what_each_read_gives() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let other = db.ensure_tenant("other").await.unwrap();
+        let id = submit(&db, &t, NOW, |_| {}).await;
+        let together = |db: Db, t: String, id: String| async move {
+            let (run, attempts) = db.get_run_and_attempts(&t, &id).await.unwrap().unwrap();
+            assert_eq!(run, db.get_run(&t, &id).await.unwrap().unwrap());
+            assert_eq!(attempts, db.attempts(&id).await.unwrap());
+            attempts.len()
+        };
+        assert_eq!(together(db.clone(), t.clone(), id.clone()).await, 0);
+        db.claim_run("w1", LEASE, NOW + 1, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        let retry = AttemptOutcome::Retry {
+            error: "first \"try\"".into(),
+            not_before: NOW + 2,
+            timed_out: false,
+        };
+        assert!(
+            db.finish_attempt(&id, "w1", 1, &retry, NOW + 2)
+                .await
+                .unwrap()
+        );
+        db.claim_run("w2", LEASE, NOW + 3, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(together(db.clone(), t.clone(), id.clone()).await, 2);
+        let done = AttemptOutcome::Succeeded {
+            output: b"ok".to_vec(),
+            output_key: None,
+        };
+        assert!(
+            db.finish_attempt(&id, "w2", 2, &done, NOW + 4)
+                .await
+                .unwrap()
+        );
+        assert_eq!(together(db.clone(), t.clone(), id.clone()).await, 2);
+        // Another tenant's run, and no run, read as nothing.
+        assert!(
+            db.get_run_and_attempts(&other, &id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(db.get_run_and_attempts(&t, "nope").await.unwrap().is_none());
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn tenants_are_isolated() {
     each_db(|db| async move {

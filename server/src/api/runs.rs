@@ -318,14 +318,19 @@ pub async fn get(
     Query(wait): Query<WaitQuery>,
 ) -> ApiResult<Json<RunView>> {
     let limit = wait.limit()?;
-    let run = super::wait::until_final(
+    // The run and its attempts in one read, each time it is read.
+    let (run, attempts) = super::wait::until_final(
         &state,
         limit,
-        |run: &RunRecord| run.state.is_final(),
-        || caller_run(&state, &caller, &id),
+        |(run, _): &(RunRecord, Vec<AttemptRecord>)| run.state.is_final(),
+        || async {
+            (state.services.db)
+                .get_run_and_attempts(&caller.tenant_id, &id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("run {id}")))
+        },
     )
     .await?;
-    let attempts = state.services.db.attempts(&run.id).await?;
     let mut view = RunView::from(run);
     view.attempt_history = Some(attempts);
     Ok(Json(view))

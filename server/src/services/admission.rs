@@ -89,9 +89,10 @@ pub async fn prepare(
             "`memory` must be at least 1 MiB and `memory` and `fuel` at most 2^63-1".into(),
         ));
     }
-    let module = services
+    // The module and the tenant's grants in one read.
+    let (module, allowed) = services
         .db
-        .resolve_module(
+        .resolve_module_and_grants(
             tenant_id,
             &submit.module,
             submit.version.as_deref(),
@@ -107,7 +108,6 @@ pub async fn prepare(
             invalid(format!("unknown module {}{which}", submit.module))
         })?;
 
-    let allowed = services.db.tenant_grants(tenant_id).await?;
     if let Some((kind, label)) = submit.grants.not_in(&allowed).first() {
         return Err(AdmissionError::GrantDenied {
             kind: *kind,
@@ -225,8 +225,14 @@ pub async fn enqueue_all(
             services.metrics.submitted(&tenant, &run.module_name);
         }
     }
-    if created > 0 {
-        services.work_available.notify_waiters();
+    // One run wakes one idle slot: waking them all sent every other slot
+    // into a claim transaction that found nothing (three statements and
+    // the writer's turn, for a run already taken). More runs wake all, and
+    // the first to claim takes runs for the others (`Worker::claim`).
+    match created {
+        0 => {}
+        1 => services.work_available.notify_one(),
+        _ => services.work_available.notify_waiters(),
     }
     Ok(queued)
 }

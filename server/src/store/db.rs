@@ -58,11 +58,62 @@ pub struct Db {
     /// 10 ms and up) however soon the lock is released; queued on this
     /// mutex, the next writer starts the moment the last one commits. The
     /// busy handler still settles contention with other processes.
-    pub(super) writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    ///
+    /// The turn holds the connection the writers share (a file database):
+    /// kept out of the pool, it is not pinged each time it is given back,
+    /// a round trip to its driver thread per write transaction.
+    pub(super) writer: Option<std::sync::Arc<tokio::sync::Mutex<SharedWriter>>>,
+}
+
+/// The connection SQLite writers share, held by their turn.
+#[derive(Default)]
+pub(super) struct SharedWriter {
+    /// Whether writers share one connection at all: a SQLite file. An
+    /// in-memory database is its pool's one connection, so its writers
+    /// take a turn and then that connection.
+    shared: bool,
+    /// Taken from the pool at the first write.
+    conn: Option<AnyConnection>,
+    /// Its last `BEGIN` failed (its driver thread gone, say): replaced at
+    /// the next turn.
+    broken: bool,
 }
 
 /// A writer's turn ([`Db::begin_write`]): held until the transaction ends.
-pub(super) type WriterTurn = Option<tokio::sync::OwnedMutexGuard<()>>;
+pub(super) struct WriterTurn {
+    held: Option<tokio::sync::OwnedMutexGuard<SharedWriter>>,
+    pool: sqlx::AnyPool,
+}
+
+impl WriterTurn {
+    /// A transaction on the writers' shared connection, or on a pooled
+    /// one. Bind the turn before the transaction (`let mut turn = ...;
+    /// let mut tx = turn.begin().await?;`) so that it is dropped after
+    /// it: the turn passes on once the transaction has committed or rolled
+    /// back (a transaction dropped unfinished queues its rollback on the
+    /// connection, ahead of the next writer's statements).
+    pub(super) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Any>, DbError> {
+        let Some(writer) = self.held.as_deref_mut().filter(|w| w.shared) else {
+            return Ok(self.pool.begin().await?);
+        };
+        if writer.broken || writer.conn.is_none() {
+            // A closed pool refuses this, so a closed `Db` stays closed.
+            writer.conn = Some(self.pool.acquire().await?.detach());
+            writer.broken = false;
+        }
+        let SharedWriter { conn, broken, .. } = writer;
+        let conn = conn
+            .as_mut()
+            .ok_or_else(|| DbError::other("the writers' connection is missing"))?;
+        match conn.begin().await {
+            Ok(tx) => Ok(tx),
+            Err(e) => {
+                *broken = true;
+                Err(e.into())
+            }
+        }
+    }
+}
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -308,33 +359,33 @@ impl Db {
                 e => DbError::Migrate(redact(e.to_string(), url).into()),
             });
         }
-        let writer =
-            (kind == DbKind::Sqlite).then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
+        let writer = (kind == DbKind::Sqlite).then(|| {
+            std::sync::Arc::new(tokio::sync::Mutex::new(SharedWriter {
+                shared: !in_memory,
+                ..SharedWriter::default()
+            }))
+        });
         Ok(Db { pool, kind, writer })
     }
 
-    /// A transaction that writes, and on SQLite this process's writer turn
-    /// (see [`Db::writer`]), taken before the transaction begins. Bind the
-    /// turn before the transaction (`let (_turn, mut tx) = ...`) so that it
-    /// is dropped after it: the turn passes on once the transaction has
-    /// committed or rolled back. A write transaction never waits for
-    /// another turn while it holds one.
-    pub(super) async fn begin_write(
-        &self,
-    ) -> Result<(WriterTurn, sqlx::Transaction<'static, sqlx::Any>), DbError> {
-        let turn = self.writer_turn().await;
-        let tx = self.pool.begin().await?;
-        Ok((turn, tx))
+    /// This process's writer turn (see [`Db::writer`]) on SQLite, nothing
+    /// to wait for on PostgreSQL, whose row locks need no turn; then
+    /// [`WriterTurn::begin`] for the transaction. A write transaction
+    /// never waits for another turn while it holds one.
+    pub(super) async fn begin_write(&self) -> WriterTurn {
+        WriterTurn {
+            held: match &self.writer {
+                Some(writer) => Some(writer.clone().lock_owned().await),
+                None => None,
+            },
+            pool: self.pool.clone(),
+        }
     }
 
-    /// This process's writer turn on SQLite, for a write outside a
-    /// transaction (one statement commits on its own); `None` on PostgreSQL,
-    /// whose row locks need no turn.
+    /// This process's writer turn, for a write outside a transaction (one
+    /// statement commits on its own, on a pooled connection).
     pub(super) async fn writer_turn(&self) -> WriterTurn {
-        match &self.writer {
-            Some(writer) => Some(writer.clone().lock_owned().await),
-            None => None,
-        }
+        self.begin_write().await
     }
 
     pub fn kind(&self) -> DbKind {
@@ -344,6 +395,13 @@ impl Db {
     /// Closes every pooled connection; later calls fail with
     /// [`DbError::Unavailable`].
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            // After the transaction that holds it, if any.
+            let conn = writer.lock().await.conn.take();
+            if let Some(conn) = conn {
+                let _ = conn.close().await;
+            }
+        }
         self.pool.close().await;
     }
 

@@ -139,7 +139,8 @@ impl Db {
         tenant_id: &str,
         schedule: &ScheduleRecord,
     ) -> Result<(), DbError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         let limit = Db::lock_tenant(&mut tx, tenant_id, "max_schedules").await?;
         // Dropping `tx` on a refusal rolls it back.
         Db::within_quota(
@@ -324,7 +325,8 @@ impl Db {
         now: i64,
     ) -> Result<String, DbError> {
         let id = new_id();
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         sqlx::query(
             "INSERT INTO workflow_runs (id, tenant_id, workflow_name, definition, state, created_at, \
              open_steps) VALUES ($1, $2, $3, $4, 'running', $5, $6)",
@@ -477,7 +479,8 @@ impl Db {
         run_id: Option<&str>,
     ) -> Result<bool, DbError> {
         if matches!(to, "succeeded" | "failed" | "skipped") {
-            let (_turn, mut tx) = self.begin_write().await?;
+            let mut turn = self.begin_write().await;
+            let mut tx = turn.begin().await?;
             let settled =
                 Self::settle_step(&mut tx, workflow_run_id, step, Some(from), to, None).await?;
             tx.commit().await?;

@@ -3,7 +3,6 @@
 
 use caisson_host_api::log::Level;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
 use super::db::{Db, DbError, built};
 use crate::model::columns::LevelName;
@@ -22,7 +21,7 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// Rows per `INSERT` when appending logs: 7 parameters a row stays far
+/// Rows per `INSERT` when appending logs: 5 parameters a row stays far
 /// below SQLite's parameter limit.
 const LOG_ROWS_PER_INSERT: usize = 100;
 
@@ -38,7 +37,8 @@ impl Db {
         if lines.is_empty() {
             return Ok(());
         }
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         // A no-op write on the run's row first: it makes concurrent appends
         // to one run take turns (a row lock on PostgreSQL, the write lock on
         // SQLite, taken before the read so it cannot turn into a stale
@@ -60,48 +60,46 @@ impl Db {
     /// holds the run's row (its no-op write, or the write that finishes
     /// the run: [`Db::finish_attempt_step`] stores an attempt's last lines
     /// with its outcome, in one commit).
+    ///
+    /// Each line's `seq` is the run's last one plus its place in the
+    /// chunk, the last one read by the insert itself: one statement a
+    /// chunk, where a read of `MAX(seq)` first took two. The row lock the
+    /// caller holds keeps another append from reading the same last
+    /// `seq`; the statement reads the table before it writes (PostgreSQL's
+    /// snapshot; SQLite materialises an insert that reads its own table).
     pub(super) async fn insert_logs(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         run_id: &str,
         attempt: i64,
         lines: &[NewLogLine],
     ) -> Result<(), DbError> {
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let row =
-            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM run_logs WHERE run_id = $1")
-                .bind(run_id)
-                .fetch_one(&mut **tx)
-                .await?;
-        let mut seq: i64 = row.try_get("last")?;
         for chunk in lines.chunks(LOG_ROWS_PER_INSERT) {
+            // `VALUES` names its columns `column1`, `column2`... on both
+            // backends.
             let mut sql = String::from(
-                "INSERT INTO run_logs (run_id, seq, attempt, time, level, source, message) VALUES ",
+                "INSERT INTO run_logs (run_id, seq, attempt, time, level, source, message) \
+                 SELECT $1, (SELECT COALESCE(MAX(seq), 0) FROM run_logs WHERE run_id = $1) \
+                 + v.column1, $2, v.column2, v.column3, v.column4, v.column5 FROM (VALUES ",
             );
             for i in 0..chunk.len() {
-                let p = i * 7;
+                let p = 2 + i * 5;
                 if i > 0 {
                     sql.push_str(", ");
                 }
                 sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    "(${}, ${}, ${}, ${}, ${})",
                     p + 1,
                     p + 2,
                     p + 3,
                     p + 4,
-                    p + 5,
-                    p + 6,
-                    p + 7
+                    p + 5
                 ));
             }
-            let mut query = sqlx::query(built(sql));
-            for line in chunk {
-                seq += 1;
+            sql.push_str(") AS v");
+            let mut query = sqlx::query(built(sql)).bind(run_id).bind(attempt);
+            for (place, line) in (1_i64..).zip(chunk) {
                 query = query
-                    .bind(run_id)
-                    .bind(seq)
-                    .bind(attempt)
+                    .bind(place)
                     .bind(line.time)
                     .bind(line.level.as_str())
                     .bind(line.source.as_str())

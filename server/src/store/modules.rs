@@ -1,9 +1,12 @@
 //! Module versions: name, version and digest per tenant; the bytes live
 //! in the artifact store under the digest.
 
+use caisson_host_api::Grants;
 use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, Row};
 
 use super::db::{Db, DbError, built};
+use crate::model::columns::JsonText;
 
 /// A stored module version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
@@ -100,8 +103,29 @@ impl Db {
         version: Option<&str>,
         digest: Option<&str>,
     ) -> Result<Option<ModuleRecord>, DbError> {
-        let mut sql =
-            format!("SELECT {MODULE_COLUMNS} FROM modules WHERE tenant_id = $1 AND name = $2");
+        // The grants' subquery is one primary-key probe: one query text
+        // serves both.
+        let resolved = self
+            .resolve_module_and_grants(tenant_id, name, version, digest)
+            .await?;
+        Ok(resolved.map(|(module, _)| module))
+    }
+
+    /// [`Db::resolve_module`], and in the same statement the labels the
+    /// tenant's runs may be granted ([`Db::tenant_grants`]): what admitting
+    /// a run reads, in one round trip instead of two.
+    pub async fn resolve_module_and_grants(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        version: Option<&str>,
+        digest: Option<&str>,
+    ) -> Result<Option<(ModuleRecord, Grants)>, DbError> {
+        let mut sql = format!(
+            "SELECT {MODULE_COLUMNS}, \
+             (SELECT t.allowed_grants FROM tenants t WHERE t.id = $1) AS allowed_grants \
+             FROM modules WHERE tenant_id = $1 AND name = $2"
+        );
         let mut binds = Vec::new();
         if let Some(version) = version {
             binds.push(version);
@@ -112,13 +136,16 @@ impl Db {
             sql.push_str(&format!(" AND digest = ${}", binds.len() + 2));
         }
         sql.push_str(" ORDER BY created_at DESC, version DESC LIMIT 1");
-        let mut query = sqlx::query_as::<_, ModuleRecord>(built(sql))
-            .bind(tenant_id)
-            .bind(name);
+        let mut query = sqlx::query(built(sql)).bind(tenant_id).bind(name);
         for b in binds {
             query = query.bind(b);
         }
-        Ok(query.fetch_optional(&self.pool).await?)
+        let Some(row) = query.fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let module = ModuleRecord::from_row(&row)?;
+        let grants: Option<JsonText<Grants>> = row.try_get("allowed_grants")?;
+        Ok(Some((module, grants.map(Grants::from).unwrap_or_default())))
     }
 
     /// Deletes one version, or every version when `version` is `None`.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
 use super::db::{Db, DbError, DbKind, built, corrupt, new_id};
 
@@ -54,18 +54,29 @@ pub(super) struct QueueRoom {
 }
 
 impl QueueRoom {
+    /// Takes the tenant's lock (a no-op write, as [`Db::lock_tenant`]) and
+    /// reads its quota and queued runs in the same statement: the count is
+    /// the tenant row's own `queued_runs`, which triggers keep exact
+    /// (migration 0010), so it is as the last holder of the lock left it,
+    /// and no scan of the queue.
     pub(super) async fn locked(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         tenant_id: &str,
     ) -> Result<QueueRoom, DbError> {
-        let limit = Db::lock_tenant(tx, tenant_id, "max_queued_runs").await?;
-        let queued: i64 =
-            sqlx::query("SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'queued'")
-                .bind(tenant_id)
-                .fetch_one(&mut **tx)
-                .await?
-                .try_get("n")?;
-        Ok(QueueRoom { limit, queued })
+        let rows = sqlx::query(
+            "UPDATE tenants SET max_queued_runs = max_queued_runs WHERE id = $1 \
+             RETURNING max_queued_runs, queued_runs",
+        )
+        .bind(tenant_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        let Some(row) = rows.first() else {
+            return Err(DbError::other(format!("no tenant {tenant_id}")));
+        };
+        Ok(QueueRoom {
+            limit: row.try_get("max_queued_runs")?,
+            queued: row.try_get("queued_runs")?,
+        })
     }
 
     /// Counts one more queued run, or refuses it past the quota.
@@ -199,11 +210,11 @@ macro_rules! run_columns {
 /// do a run's `priority` and age count, so priority orders a tenant's own
 /// runs and never puts one tenant ahead of another.
 ///
-/// Shaped so that indexes answer it (migration 0009): for each tenant, its
-/// running count is a probe of `runs_by_tenant_state` and its next run the
-/// first entry of `runs_claim` (queued runs in `priority DESC, created_at,
-/// id` order) that is due and fits. Only those candidates, one per tenant,
-/// are sorted; the backlog never is, however long it grows.
+/// Shaped so that indexes answer it (migrations 0009 and 0010): for each
+/// tenant, its running count is its row's `running_runs` and its next run
+/// the first entry of `runs_claim` (queued runs in `priority DESC,
+/// created_at, id` order) that is due and fits. Only those candidates, one
+/// per tenant, are sorted; the backlog never is, however long it grows.
 macro_rules! claim_sql {
     ($lock:literal) => {
         concat!(
@@ -211,7 +222,7 @@ macro_rules! claim_sql {
              attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
              WHERE state = 'queued' AND id = (SELECT n.id FROM (\
              SELECT t.last_claim_at, t.max_running_runs, \
-             (SELECT COUNT(*) FROM runs b WHERE b.tenant_id = t.id AND b.state = 'running') AS busy, \
+             t.running_runs AS busy, \
              (SELECT q.id FROM runs q WHERE q.tenant_id = t.id AND q.state = 'queued' \
              AND q.not_before <= $3 AND q.memory_bytes <= $4 \
              ORDER BY q.priority DESC, q.created_at, q.id LIMIT 1",
@@ -274,7 +285,8 @@ impl Db {
         runs: &[RunSpec],
         now: i64,
     ) -> Result<Vec<(String, bool)>, DbError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         // Each tenant's lock once, for the whole batch: under it,
         // concurrent submissions cannot all see room for one more, and a
         // key used by a concurrent submission is seen here once that one
@@ -383,6 +395,50 @@ impl Db {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// [`Db::get_run`] and the run's [`Db::attempts`], in one statement:
+    /// the attempts come as a JSON array from a subquery (each backend's
+    /// own JSON functions), so the API's run view costs one round trip.
+    pub async fn get_run_and_attempts(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<(RunRecord, Vec<AttemptRecord>)>, DbError> {
+        let sql = match self.kind {
+            DbKind::Sqlite => concat!(
+                "SELECT ",
+                run_columns!(),
+                ", (SELECT json_group_array(json_object('attempt', a.attempt, \
+                 'worker_id', a.worker_id, 'started_at', a.started_at, \
+                 'finished_at', a.finished_at, 'state', a.state, 'error', a.error)) \
+                 FROM (SELECT * FROM run_attempts WHERE run_id = runs.id ORDER BY attempt) a) \
+                 AS attempt_rows FROM runs WHERE tenant_id = $1 AND id = $2"
+            ),
+            DbKind::Postgres => concat!(
+                "SELECT ",
+                run_columns!(),
+                ", (SELECT COALESCE(json_agg(json_build_object('attempt', a.attempt, \
+                 'worker_id', a.worker_id, 'started_at', a.started_at, \
+                 'finished_at', a.finished_at, 'state', a.state, 'error', a.error) \
+                 ORDER BY a.attempt), '[]'::json)::text \
+                 FROM run_attempts a WHERE a.run_id = runs.id) \
+                 AS attempt_rows FROM runs WHERE tenant_id = $1 AND id = $2"
+            ),
+        };
+        let Some(row) = sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let run = RunRecord::from_row(&row)?;
+        let attempts: String = row.try_get("attempt_rows")?;
+        let attempts: Vec<AttemptRecord> =
+            serde_json::from_str(&attempts).map_err(|e| corrupt("attempts", id, e))?;
+        Ok(Some((run, attempts)))
     }
 
     /// Only the state of a run, for a followed log's polls (which must not
@@ -516,7 +572,8 @@ impl Db {
             DbKind::Postgres => CLAIM_POSTGRES,
             DbKind::Sqlite => CLAIM_SQLITE,
         };
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         let mut claims = Vec::new();
         let mut memory = max_memory;
         // A claim that raced another worker for a tenant's last running
@@ -562,31 +619,29 @@ impl Db {
         let Some(run) = runs.into_iter().next() else {
             return Ok(Attempted::Nothing);
         };
-        // The claim counted running runs in its own snapshot; on
+        // The claim read running counts in its own snapshot; on
         // PostgreSQL another worker may have claimed for the same tenant
-        // meanwhile. Counting again under the tenant's lock (which also
-        // stamps the round robin) settles it: whoever commits second sees
-        // the first, and backs out if that was the tenant's last slot.
+        // meanwhile. Reading the count again under the tenant's lock (which
+        // also stamps the round robin) settles it: `running_runs`, kept by
+        // triggers (migration 0010) and already counting this claim, is
+        // the row as the last holder of the lock committed it, so whoever
+        // commits second sees the first, and backs out if that was the
+        // tenant's last slot.
         let rows = sqlx::query(
-            "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 RETURNING max_running_runs",
+            "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 \
+             RETURNING max_running_runs, running_runs",
         )
         .bind(&run.spec.tenant_id)
         .bind(now)
         .fetch_all(&mut **tx)
         .await?;
-        let limit: i64 = match rows.first() {
-            Some(row) => row.try_get("max_running_runs")?,
+        let (limit, running): (i64, i64) = match rows.first() {
+            Some(row) => (
+                row.try_get("max_running_runs")?,
+                row.try_get("running_runs")?,
+            ),
             None => return Err(DbError::other(format!("no tenant {}", run.spec.tenant_id))),
         };
-        // A statement of its own: in PostgreSQL's read committed, it sees
-        // every claim committed while the update above waited for the lock.
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'running'",
-        )
-        .bind(&run.spec.tenant_id)
-        .fetch_one(&mut **tx)
-        .await?;
-        let running: i64 = row.try_get("n")?;
         if running > limit {
             // Undone in the transaction, which may hold other claims: the
             // run is queued again as it was (`attempts` on the right-hand
@@ -691,7 +746,8 @@ impl Db {
     ) -> Result<Option<Option<Settled>>, DbError> {
         const HELD: &str = " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3 \
              RETURNING state, workflow_run_id, step_name";
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         let (attempt_state, attempt_error, done) = match outcome {
             AttemptOutcome::Succeeded { output, output_key } => {
                 let sql = format!(
@@ -817,7 +873,8 @@ impl Db {
         worker_id: &str,
         attempt: i64,
     ) -> Result<bool, DbError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         // `attempts` on the right-hand side is the value before the update,
         // so a first attempt handed back also forgets its start time.
         let done = sqlx::query(
@@ -853,7 +910,8 @@ impl Db {
         id: &str,
         now: i64,
     ) -> Result<Option<RunState>, DbError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         sqlx::query(
             "UPDATE runs SET state = 'cancelled', finished_at = $3, error = 'cancelled before it started' \
              WHERE tenant_id = $1 AND id = $2 AND state = 'queued'",
@@ -904,7 +962,8 @@ impl Db {
     /// defeat the request.
     pub async fn requeue_expired(&self, now: i64) -> Result<u64, DbError> {
         const LOST: &str = "its worker stopped renewing the lease";
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         let cancelled = sqlx::query(
             "UPDATE runs SET state = 'cancelled', finished_at = $1, lease_until = NULL, \
              error = $2, retryable = 0 \

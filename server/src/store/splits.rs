@@ -78,7 +78,8 @@ impl Db {
         step: &str,
         splits: &[NewSplit],
     ) -> Result<Option<Option<Settled>>, DbError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         let started = sqlx::query(
             "UPDATE workflow_steps SET state = 'running', splits = $3, splits_open = $3, \
              splits_failed = 0 WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
@@ -145,7 +146,8 @@ impl Db {
         step: &str,
         error: &str,
     ) -> Result<Option<Settled>, DbError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         let settled = Self::settle_step(
             &mut tx,
             workflow_run_id,
@@ -226,7 +228,8 @@ impl Db {
         let (Some(workflow_run_id), Some(step)) = (&run.workflow_run_id, &run.step_name) else {
             return Err(DbError::other("a split's run names no workflow step"));
         };
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         // A write to the step's row first: it holds the row until commit,
         // so the count below cannot be raced by another submission.
         let held = sqlx::query(
@@ -292,7 +295,8 @@ impl Db {
         step: &str,
         error: &str,
     ) -> Result<Option<Settled>, DbError> {
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         let failed = sqlx::query(
             "UPDATE workflow_splits SET state = 'failed' \
              WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
@@ -446,7 +450,8 @@ impl Db {
             let Some(state) = RunState::parse(&run_state) else {
                 continue;
             };
-            let (_turn, mut tx) = self.begin_write().await?;
+            let mut turn = self.begin_write().await;
+            let mut tx = turn.begin().await?;
             let settle = Self::settle_split(&mut tx, &run_id, state).await?;
             tx.commit().await?;
             if let SplitSettle::Split(Some(settled)) = settle
@@ -523,7 +528,8 @@ impl Db {
     ) -> Result<Option<CancelledWorkflow>, DbError> {
         const OPEN: &str = "EXISTS (SELECT 1 FROM workflow_runs \
              WHERE id = $1 AND tenant_id = $2 AND state = 'running')";
-        let (_turn, mut tx) = self.begin_write().await?;
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
         // Writes only, from the first statement: a SQLite transaction that
         // read first could not take the write lock once another writer
         // committed. Splits and steps first, then the run's row: the order
