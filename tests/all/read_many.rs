@@ -3,7 +3,7 @@
 //! order) and through a Rust guest. `word-count` (examples.rs) and the
 //! Python probe and ETL example (python.rs) read with it too.
 
-use caisson_host_api::objects::ManyReader;
+use caisson_host_api::objects::{ManyReader, StoreHandle};
 use caisson_host_api::wit::objects::{HostManyReader, HostStore};
 use caisson_host_api::{Grants, ObjectsError as WitError};
 use caisson_tests::{RemoteStore, base_config, hdfs_env, key, runtime, s3_env, unique_prefix};
@@ -62,6 +62,23 @@ async fn drain(
     all
 }
 
+/// Every entry of a `read-prefix` reader over `prefix`.
+async fn read_prefix(
+    direct: &mut Direct,
+    store: &Resource<StoreHandle>,
+    prefix: &str,
+) -> Vec<(String, Result<Vec<u8>, WitError>)> {
+    let reader = HostStore::read_prefix(
+        &mut direct.view(),
+        Resource::new_borrow(store.rep()),
+        prefix.into(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    drain(direct, reader).await
+}
+
 async fn read_many_on(remote: &impl RemoteStore) {
     let prefix = unique_prefix("read-many");
     let keys = seed(remote, &prefix, 300).await;
@@ -101,15 +118,7 @@ async fn read_many_on(remote: &impl RemoteStore) {
     }
 
     // The prefix, in key order.
-    let reader = HostStore::read_prefix(
-        &mut direct.view(),
-        Resource::new_borrow(store.rep()),
-        "in/".into(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let got = drain(&mut direct, reader).await;
+    let got = read_prefix(&mut direct, &store, "in/").await;
     assert_eq!(
         got.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
         keys,
@@ -161,15 +170,7 @@ async fn a_prefix_of_several_listing_pages_arrives_whole_and_in_key_order_on_s3(
 
     let mut direct = Direct::new(s3.store_config(&prefix));
     let store = direct.open().await;
-    let reader = HostStore::read_prefix(
-        &mut direct.view(),
-        Resource::new_borrow(store.rep()),
-        "in".into(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let got = drain(&mut direct, reader).await;
+    let got = read_prefix(&mut direct, &store, "in").await;
     assert_eq!(
         got.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
         keys.iter().map(String::as_str).collect::<Vec<_>>()
