@@ -12,6 +12,10 @@
 //! deliver), and `read_prefix` with `read_buffer_bytes` as large as what
 //! the native client may hold (16 of the large objects at once) instead of
 //! the default 64 MiB.
+//!
+//! For the native client, `read_prefix` and each map, the CPU spent per
+//! object by this process (which also runs the map's service and workers)
+//! and by the S3 server, as in the small-objects section.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +29,7 @@ use crate::guest;
 use crate::io::Backend;
 use crate::report::{Plan, Report};
 use crate::service::{Service, sqlite_url};
+use crate::small_objects::{CpuMark, CpuUsed, s3_server_pid};
 
 const CONCURRENCY: usize = 16;
 
@@ -113,10 +118,15 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
 
     let (mut native, mut native_ordered, mut each, mut many, mut many_wide) =
         (vec![], vec![], vec![], vec![], vec![]);
-    let mut maps: Vec<(u64, Vec<Duration>, usize)> =
-        [2, 4, 8].into_iter().map(|k| (k, vec![], 0)).collect();
+    let mut maps: Vec<(u64, Vec<Duration>, usize, CpuUsed)> = [2, 4, 8]
+        .into_iter()
+        .map(|k| (k, vec![], 0, CpuUsed::default()))
+        .collect();
+    let s3_pid = s3_server_pid();
+    let (mut cpu_native, mut cpu_many) = (CpuUsed::default(), CpuUsed::default());
     for _ in 0..samples {
         let start = Instant::now();
+        let cpu = CpuMark::now(s3_pid);
         let read: usize = futures::stream::iter(objects.iter().map(|(key, _)| {
             let client = client.clone();
             async move { anyhow::Ok(client.get(key).await?.bytes().await?.len()) }
@@ -125,6 +135,7 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
         .try_fold(0, |sum, n| async move { Ok(sum + n) })
         .await?;
         native.push(start.elapsed());
+        cpu_native.add(&cpu);
         ensure!(read == total_bytes, "native read {read} of {total_bytes}");
 
         // In listing order, as `read_prefix` must deliver: a slow object at
@@ -140,19 +151,24 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
         native_ordered.push(start.elapsed());
         ensure!(read == total_bytes, "native read {read} of {total_bytes}");
 
-        for (rt, task, op, samples) in [
-            (&rt, &task, "read-each", &mut each),
-            (&rt, &task, "read-many", &mut many),
-            (&rt_wide, &task_wide, "read-many", &mut many_wide),
+        for (rt, task, op, samples, cpu_used) in [
+            (&rt, &task, "read-each", &mut each, None),
+            (&rt, &task, "read-many", &mut many, Some(&mut cpu_many)),
+            (&rt_wide, &task_wide, "read-many", &mut many_wide, None),
         ] {
             let start = Instant::now();
+            let cpu = CpuMark::now(s3_pid);
             let out = crate::io::call(rt, task, &[("op", op), ("prefix", "in")]).await?;
             samples.push(start.elapsed());
+            if let Some(used) = cpu_used {
+                used.add(&cpu);
+            }
             ensure!(out == expected, "{op} read {out}, expected {expected}");
         }
 
-        for (k, samples, splits) in &mut maps {
+        for (k, samples, splits, cpu_used) in &mut maps {
             let start = Instant::now();
+            let cpu = CpuMark::now(s3_pid);
             let run = service
                 .post(&format!("/v1/workflows/map-{k}/runs"), &json!({}))
                 .await?;
@@ -176,6 +192,7 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
                 );
             };
             samples.push(start.elapsed());
+            cpu_used.add(&cpu);
             let listed = run["steps"][0]["splits"].as_array().context("no splits")?;
             let bytes: i64 = listed.iter().filter_map(|s| s["bytes"].as_i64()).sum();
             ensure!(
@@ -260,7 +277,20 @@ pub async fn run(plan: &Plan, dir: &std::path::Path, report: &mut Report) -> Res
         base,
         50.0,
     );
-    for (k, samples, splits) in maps {
+    let reads = samples * n;
+    cpu_native.report(
+        report,
+        &format!("{label}, native, buffer_unordered({CONCURRENCY})"),
+        reads,
+    );
+    cpu_many.report(report, &format!("{label}, task, `read_prefix`"), reads);
+    for (k, samples, splits, cpu_used) in maps {
+        // This process runs the service: its API, scheduler and workers.
+        cpu_used.report(
+            report,
+            &format!("{label}, map step, parallelism {k}"),
+            reads,
+        );
         let index = rate(
             report,
             format!("read {label}, map step, parallelism {k} ({splits} splits)"),

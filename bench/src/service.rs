@@ -291,7 +291,7 @@ const USER_HZ: u64 = 100;
 /// The CPU time a process has used so far, user and system, all its
 /// threads: fields 14 and 15 of `/proc/PID/stat`, counted after the
 /// command name (which may hold spaces and parentheses).
-fn cpu_time(pid: u32) -> Option<Duration> {
+pub(crate) fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat
         .get(stat.rfind(')')? + 1..)?

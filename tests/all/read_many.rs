@@ -3,7 +3,7 @@
 //! order) and through a Rust guest. `word-count` (examples.rs) and the
 //! Python probe and ETL example (python.rs) read with it too.
 
-use caisson_host_api::objects::ManyReader;
+use caisson_host_api::objects::{ManyReader, StoreHandle};
 use caisson_host_api::wit::objects::{HostManyReader, HostStore};
 use caisson_host_api::{Grants, ObjectsError as WitError};
 use caisson_tests::{RemoteStore, base_config, hdfs_env, key, runtime, s3_env, unique_prefix};
@@ -62,6 +62,23 @@ async fn drain(
     all
 }
 
+/// Every entry of a `read-prefix` reader over `prefix`.
+async fn read_prefix(
+    direct: &mut Direct,
+    store: &Resource<StoreHandle>,
+    prefix: &str,
+) -> Vec<(String, Result<Vec<u8>, WitError>)> {
+    let reader = HostStore::read_prefix(
+        &mut direct.view(),
+        Resource::new_borrow(store.rep()),
+        prefix.into(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    drain(direct, reader).await
+}
+
 async fn read_many_on(remote: &impl RemoteStore) {
     let prefix = unique_prefix("read-many");
     let keys = seed(remote, &prefix, 300).await;
@@ -101,15 +118,7 @@ async fn read_many_on(remote: &impl RemoteStore) {
     }
 
     // The prefix, in key order.
-    let reader = HostStore::read_prefix(
-        &mut direct.view(),
-        Resource::new_borrow(store.rep()),
-        "in/".into(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let got = drain(&mut direct, reader).await;
+    let got = read_prefix(&mut direct, &store, "in/").await;
     assert_eq!(
         got.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
         keys,
@@ -129,6 +138,50 @@ async fn read_many_keeps_order_and_places_failures_on_s3() {
 async fn read_many_keeps_order_and_places_failures_on_hdfs() {
     let Some(hdfs) = hdfs_env() else { return };
     read_many_on(&hdfs).await;
+}
+
+/// A prefix over several listing pages (the S3 server answers 1,000 keys
+/// a page; the host lists a page ahead of its reads), in nested
+/// directories whose key order is not a directory walk's: every object
+/// once, in key order, as the store's own listing gives them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prefix_of_several_listing_pages_arrives_whole_and_in_key_order_on_s3() {
+    let Some(s3) = s3_env() else { return };
+    let prefix = unique_prefix("read-prefix-pages");
+    let mut keys = seed(&s3, &prefix, 2_600).await;
+    // `a.txt` sorts before `a/...` and `a0` after it ('.' < '/' < '0').
+    let nested = [
+        "in/a.txt", "in/a/x/1", "in/a/x/2", "in/a/y", "in/a0", "in/z/z/z",
+    ];
+    let client = s3.client();
+    for (i, k) in nested.iter().enumerate() {
+        (client.put(&key(&format!("{prefix}/{k}")), PutPayload::from(body(i))))
+            .await
+            .unwrap();
+    }
+    keys.extend(nested.map(String::from));
+    keys.sort();
+    let listed: Vec<String> = client
+        .list(Some(&key(&format!("{prefix}/in"))))
+        .map(|meta| meta.unwrap().location.to_string()[prefix.len() + 1..].to_owned())
+        .collect()
+        .await;
+    assert_eq!(listed, keys, "the S3 server's own listing");
+
+    let mut direct = Direct::new(s3.store_config(&prefix));
+    let store = direct.open().await;
+    let got = read_prefix(&mut direct, &store, "in").await;
+    assert_eq!(
+        got.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        keys.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    for (key, data) in &got {
+        let expected = match nested.iter().position(|n| n == key) {
+            Some(i) => body(i),
+            None => body(key["in/part-".len()..].parse().unwrap()),
+        };
+        assert_eq!(data.as_ref().unwrap(), &expected, "{key}");
+    }
 }
 
 /// A Rust guest reads through the SDK's iterator: the failure in its

@@ -55,6 +55,11 @@ pub const MAX_READ_CONCURRENCY: usize = 1024;
 /// The most keys a listing of a store without ordered listings (a local
 /// directory, HDFS) collects to sort, as `list` does.
 const MAX_UNORDERED_LISTING: usize = 1_000_000;
+/// Keys a `read-prefix` reader lists ahead of its reads: one page of an S3
+/// listing. The store's listing asks for the next page only once its
+/// current one is taken; read ahead, that request overlaps the reads of the
+/// current page instead of stalling them when they catch up with it.
+const LIST_AHEAD: usize = 1000;
 
 /// How `read-many` and `read-prefix` read from one store: the
 /// `read_concurrency` and `read_buffer_bytes` keys of its
@@ -361,7 +366,7 @@ impl ManyReader {
             .map_ok(|meta| meta.location.to_string())
             .map_err(move |e| backend_error(&label, e));
         let keys = if handle.ordered {
-            keys.boxed()
+            list_ahead(keys.boxed(), memory)
         } else {
             // A directory walk comes in no particular order: collect and
             // sort, bounded as `list` is, since the guest picks the prefix.
@@ -476,6 +481,48 @@ impl ManyReader {
             // out for the guest.
             Some(Entry::Object { key, data, .. }) => Ok(Some((key, data.map(Vec::from)))),
         }
+    }
+}
+
+/// `keys`, listed up to [`LIST_AHEAD`] keys ahead of the caller by a task
+/// of its own, which stops when the stream is dropped. The keys waiting
+/// are charged to the run's `memory`.
+fn list_ahead(
+    keys: BoxStream<'static, Result<String, WitError>>,
+    memory: MemoryBudget,
+) -> BoxStream<'static, Result<String, WitError>> {
+    let (tx, rx) = mpsc::channel(LIST_AHEAD);
+    let lister = tokio::spawn(
+        async move {
+            let mut keys = keys;
+            while let Some(key) = keys.next().await {
+                let key = key.and_then(|key| {
+                    let held =
+                        (memory.reserve(key.len() + size_of::<String>())).map_err(too_large)?;
+                    Ok((key, held))
+                });
+                let failed = key.is_err();
+                if tx.send(key).await.is_err() || failed {
+                    break;
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    stream::unfold((rx, AbortOnDrop(lister)), |(mut rx, lister)| async move {
+        let key = rx.recv().await?;
+        // The key's charge ends here: from now on it is an entry's.
+        Some((key.map(|(key, _held)| key), (rx, lister)))
+    })
+    .boxed()
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -629,6 +676,18 @@ mod tests {
         ) -> Resource<ManyReader> {
             let store = Resource::new_borrow(store.rep());
             HostStore::read_many(&mut self.view(), store, keys.to_vec())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+
+        async fn read_prefix(
+            &mut self,
+            store: &Resource<StoreHandle>,
+            prefix: &str,
+        ) -> Resource<ManyReader> {
+            let store = Resource::new_borrow(store.rep());
+            HostStore::read_prefix(&mut self.view(), store, prefix.into())
                 .await
                 .unwrap()
                 .unwrap()
@@ -802,6 +861,56 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(bad, Err(WitError::InvalidInput(_))));
+    }
+
+    /// An ordered store's prefix is listed ahead of the reads, a page at a
+    /// time: every key still arrives once, in order; the keys waiting are
+    /// charged to the run, and given back when the reader is dropped
+    /// mid-way (its lister stops with it).
+    #[tokio::test]
+    async fn a_prefix_is_listed_ahead_in_order_and_charged_to_the_run() {
+        use crate::memory::MemoryBudget;
+
+        let config: crate::objects::ObjectsConfig =
+            toml::from_str("[raw]\ntype = \"memory\"").unwrap();
+        let stores = ObjectStores::from_config(&config).unwrap();
+        let n = LIST_AHEAD * 2 + 500;
+        let keys: Vec<String> = (0..n).map(|i| format!("in/{i:05}")).collect();
+        seed(stores.get("raw").unwrap().as_ref(), &keys).await;
+        stores
+            .get("raw")
+            .unwrap()
+            .put(&Path::from("out/other"), vec![b'x'].into())
+            .await
+            .unwrap();
+        let grants = Grants::default().with_object_store("raw");
+        let memory = MemoryBudget::new(1 << 30);
+        let mut run = Run::new(&stores);
+        run.ctx =
+            (stores.ctx_for(&grants, Default::default()).unwrap()).with_memory(memory.clone());
+        let store = run.open().await;
+        let reader = run.read_prefix(&store, "in").await;
+        let got = run.drain(&reader).await;
+        assert_eq!(got.len(), n);
+        for (i, (key, data)) in got.iter().enumerate() {
+            assert_eq!(key, &keys[i]);
+            assert_eq!(data.as_deref().unwrap(), body(i), "{key}");
+        }
+        assert!(run.next(&reader).await.unwrap().is_none());
+
+        let reader = run.read_prefix(&store, "in").await;
+        assert_eq!(run.next(&reader).await.unwrap().unwrap().0, keys[0]);
+        // The lister runs ahead of the reads, holding its keys.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(memory.used() > 0);
+        HostManyReader::drop(&mut run.view(), reader).await.unwrap();
+        for _ in 0..200 {
+            if memory.used() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} bytes still charged after the reader", memory.used());
     }
 
     /// What a run's readers and writers hold is charged to the run's

@@ -15,6 +15,10 @@
 //! acknowledged, and the client delays that ACK by up to 40 ms, so every
 //! GET on a kept-alive connection waited ~34 ms. Benchmarks measured the
 //! stall rather than Caisson. Real S3 sets no such trap on its clients.
+//!
+//! It also answers a listing without a delimiter itself, reading only what
+//! the page returns, where `s3s-fs` walks the whole bucket for every page
+//! (see `listing.rs`).
 
 use std::process::ExitCode;
 
@@ -22,8 +26,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
-use s3s_fs::FileSystem;
 use tokio::net::TcpListener;
+
+mod listing;
 
 const USAGE: &str =
     "usage: caisson-test-s3 [--host H] [--port P] [--access-key K --secret-key S] ROOT";
@@ -106,9 +111,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
-    let fs =
-        FileSystem::new(&options.root).map_err(|e| format!("root {:?}: {e:?}", options.root))?;
-    let mut builder = S3ServiceBuilder::new(fs);
+    let store =
+        listing::Store::new(&options.root).map_err(|e| format!("root {:?}: {e}", options.root))?;
+    let mut builder = S3ServiceBuilder::new(store);
     if let (Some(access_key), Some(secret_key)) = (options.access_key, options.secret_key) {
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
     }
