@@ -201,17 +201,12 @@ async fn fuel_budget_stops_a_busy_task() {
 #[tokio::test]
 async fn an_endless_loop_is_stopped_by_the_timeout_with_or_without_a_fuel_budget() {
     let rt = runtime(base_config());
-    assert_endless_loops_time_out(&rt).await;
-    assert_still_healthy(&rt).await;
-}
-
-/// `infinite-loop` with no budget (the unmetered engine) and with one (the
-/// metered engine): the epoch deadline stops both, promptly.
-async fn assert_endless_loops_time_out(rt: &caisson_runtime::Runtime) {
-    let task = load(rt, "infinite-loop").await;
+    let task = load(&rt, "infinite-loop").await;
+    // No budget runs on the unmetered engine, a budget on the metered one;
+    // the epoch deadline stops both.
     for fuel in [None, Some(u64::MAX / 2)] {
         let started = Instant::now();
-        let (result, _) = run_with(rt, &task, b"", |r| {
+        let (result, _) = run_with(&rt, &task, b"", |r| {
             r.limits = Some(RunLimits {
                 timeout: Duration::from_millis(400),
                 fuel,
@@ -226,6 +221,7 @@ async fn assert_endless_loops_time_out(rt: &caisson_runtime::Runtime) {
         );
         assert!(started.elapsed() < Duration::from_secs(10), "fuel {fuel:?}");
     }
+    assert_still_healthy(&rt).await;
 }
 
 /// With `engine.inlining` on, Cranelift inlines within a module: runs
@@ -239,7 +235,22 @@ async fn an_inlining_engine_keeps_outputs_timeouts_and_trap_messages() {
     let rt = runtime(config);
     assert_still_healthy(&rt).await;
 
-    assert_endless_loops_time_out(&rt).await;
+    let endless = load(&rt, "infinite-loop").await;
+    for fuel in [None, Some(u64::MAX / 2)] {
+        let (result, _) = run_with(&rt, &endless, b"", |r| {
+            r.limits = Some(RunLimits {
+                timeout: Duration::from_millis(400),
+                fuel,
+                ..limits()
+            })
+        })
+        .await;
+        assert_eq!(
+            result.unwrap_err(),
+            RunError::Timeout(Duration::from_millis(400)),
+            "fuel {fuel:?}"
+        );
+    }
 
     let deep = load(&rt, "deep-recursion").await;
     let (result, _) = run_with(&rt, &deep, b"", |r| r.limits = Some(limits())).await;
