@@ -267,33 +267,14 @@ pub async fn compute(plan: &Plan, rt: &Runtime, report: &mut Report) -> Result<(
     let bytes = guest("word-count")?;
     seed(rt, &objects).await?;
     let task = rt.load(&bytes).await?;
-    // The same engine with Cranelift's inlining (`engine.inlining`), which
-    // is off by default for what it costs to compile: without pooling, as
-    // instantiation is not what this measures, and its own memory store.
-    let mut config = rt.config().clone();
-    config.engine.inlining = true;
-    config.engine.pooling = false;
-    let inlined = Runtime::new(config)?;
-    seed(&inlined, &objects).await?;
-    let inlined_task = inlined.load(&bytes).await?;
     // Without a budget a run uses the unmetered engine; with one, the
     // fuel-metered engine (a budget too large to run out).
-    let modes = [
-        (rt, &task, false, "no budget, the default"),
-        (rt, &task, true, "with a fuel budget"),
-        (
-            &inlined,
-            &inlined_task,
-            false,
-            "no budget, `engine.inlining = true`",
-        ),
-    ];
-    for (rt, task, fuel, mode) in modes {
+    for fuel in [false, true] {
         let budget = fuel.then_some(u64::MAX / 2);
         let mut samples = Vec::with_capacity(plan.compute_samples);
         for i in 0..plan.compute_samples + 1 {
             let start = Instant::now();
-            let output = word_count(rt, task, budget).await?;
+            let output = word_count(rt, &task, budget).await?;
             let elapsed = start.elapsed();
             if i == 0 {
                 check_summary(&output, &expected)?;
@@ -301,6 +282,11 @@ pub async fn compute(plan: &Plan, rt: &Runtime, report: &mut Report) -> Result<(
                 samples.push(elapsed);
             }
         }
+        let mode = if fuel {
+            "with a fuel budget"
+        } else {
+            "no budget, the default"
+        };
         let name = format!("word-count {mb:.0} MiB, wasm task over a memory store ({mode})");
         let wasm = report.dist(Dist::new(name, samples));
         report.ratio(

@@ -142,14 +142,6 @@ pub struct EngineConfig {
     /// that `perf report` shows where a task spends its time. Off: every
     /// compiled function adds a line to a file that is never cleaned.
     pub perf_map: bool,
-    /// Let Cranelift inline small functions into their callers within a
-    /// module (wasmtime's `compiler_inlining`). Off by default: compute
-    /// in the guest gets cheaper, compiling much dearer. Measured
-    /// (BENCHMARKS.md, the sandbox): `word-count` spent 22 % less CPU in
-    /// its compiled code, but compiling the Python task took 2.7 times the
-    /// CPU and 8 GB of memory instead of 0.4 GB. Turn it on for workers
-    /// that run small, compute-bound components.
-    pub inlining: bool,
 }
 
 impl Default for EngineConfig {
@@ -167,7 +159,6 @@ impl Default for EngineConfig {
             max_resources: caisson_host_api::DEFAULT_MAX_RESOURCES,
             module_cache_bytes: 1 << 30,
             perf_map: false,
-            inlining: false,
         }
     }
 }

@@ -723,12 +723,7 @@ fn build_engine(config: &EngineConfig, fuel: bool) -> Result<Engine, RuntimeErro
         .consume_fuel(fuel)
         .wasm_component_model(true)
         .memory_init_cow(true)
-        .cranelift_opt_level(wasmtime::OptLevel::Speed)
-        .compiler_inlining(if config.inlining {
-            wasmtime::Inlining::Yes
-        } else {
-            wasmtime::Inlining::No
-        });
+        .cranelift_opt_level(wasmtime::OptLevel::Speed);
     if config.perf_map {
         wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }

@@ -224,46 +224,6 @@ async fn an_endless_loop_is_stopped_by_the_timeout_with_or_without_a_fuel_budget
     assert_still_healthy(&rt).await;
 }
 
-/// With `engine.inlining` on, Cranelift inlines within a module: runs
-/// still give the same output, an endless loop is still stopped by the
-/// epoch deadline (whose checks now sit in inlined code), with or without
-/// a fuel budget, and a stack overflow still names the recursing function.
-#[tokio::test]
-async fn an_inlining_engine_keeps_outputs_timeouts_and_trap_messages() {
-    let mut config = base_config();
-    config.engine.inlining = true;
-    let rt = runtime(config);
-    assert_still_healthy(&rt).await;
-
-    let endless = load(&rt, "infinite-loop").await;
-    for fuel in [None, Some(u64::MAX / 2)] {
-        let (result, _) = run_with(&rt, &endless, b"", |r| {
-            r.limits = Some(RunLimits {
-                timeout: Duration::from_millis(400),
-                fuel,
-                ..limits()
-            })
-        })
-        .await;
-        assert_eq!(
-            result.unwrap_err(),
-            RunError::Timeout(Duration::from_millis(400)),
-            "fuel {fuel:?}"
-        );
-    }
-
-    let deep = load(&rt, "deep-recursion").await;
-    let (result, _) = run_with(&rt, &deep, b"", |r| r.limits = Some(limits())).await;
-    match result.unwrap_err() {
-        RunError::Trap(message) => {
-            assert!(message.contains("overflowed its stack"), "{message}");
-            assert!(message.contains("recurse"), "{message}");
-        }
-        other => panic!("expected a stack overflow trap, got {other:?}"),
-    }
-    assert_still_healthy(&rt).await;
-}
-
 /// A budget is the exact number of units a run may spend: found by
 /// bisection, the smallest budget that lets `hello` finish does so every
 /// time, and one unit less runs out every time.
