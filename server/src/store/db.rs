@@ -370,8 +370,10 @@ impl Db {
 
     /// This process's writer turn (see [`Db::writer`]) on SQLite, nothing
     /// to wait for on PostgreSQL, whose row locks need no turn; then
-    /// [`WriterTurn::begin`] for the transaction. A write transaction
-    /// never waits for another turn while it holds one.
+    /// [`WriterTurn::begin`] for the transaction. A write outside a
+    /// transaction (one statement that commits on its own, on a pooled
+    /// connection) holds the turn alone. A write transaction never waits
+    /// for another turn while it holds one.
     pub(super) async fn begin_write(&self) -> WriterTurn {
         WriterTurn {
             held: match &self.writer {
@@ -380,12 +382,6 @@ impl Db {
             },
             pool: self.pool.clone(),
         }
-    }
-
-    /// This process's writer turn, for a write outside a transaction (one
-    /// statement commits on its own, on a pooled connection).
-    pub(super) async fn writer_turn(&self) -> WriterTurn {
-        self.begin_write().await
     }
 
     pub fn kind(&self) -> DbKind {

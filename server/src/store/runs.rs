@@ -685,7 +685,7 @@ impl Db {
         worker_id: &str,
         lease_until: i64,
     ) -> Result<Option<bool>, DbError> {
-        let _turn = self.writer_turn().await;
+        let _turn = self.begin_write().await;
         let rows = sqlx::query(
             "UPDATE runs SET lease_until = $3 WHERE id = $1 AND state = 'running' AND worker_id = $2 \
              RETURNING cancel_requested",
