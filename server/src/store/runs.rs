@@ -54,29 +54,16 @@ pub(super) struct QueueRoom {
 }
 
 impl QueueRoom {
-    /// Takes the tenant's lock (a no-op write, as [`Db::lock_tenant`]) and
-    /// reads its quota and queued runs in the same statement: the count is
-    /// the tenant row's own `queued_runs`, which triggers keep exact
-    /// (migration 0010), so it is as the last holder of the lock left it,
-    /// and no scan of the queue.
+    /// Locks the tenant and reads its quota and queued runs under the
+    /// lock ([`Db::locked_tenant_count`]).
     pub(super) async fn locked(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        kind: DbKind,
         tenant_id: &str,
     ) -> Result<QueueRoom, DbError> {
-        let rows = sqlx::query(
-            "UPDATE tenants SET max_queued_runs = max_queued_runs WHERE id = $1 \
-             RETURNING max_queued_runs, queued_runs",
-        )
-        .bind(tenant_id)
-        .fetch_all(&mut **tx)
-        .await?;
-        let Some(row) = rows.first() else {
-            return Err(DbError::other(format!("no tenant {tenant_id}")));
-        };
-        Ok(QueueRoom {
-            limit: row.try_get("max_queued_runs")?,
-            queued: row.try_get("queued_runs")?,
-        })
+        let (limit, queued) =
+            Db::locked_tenant_count(tx, kind, tenant_id, TenantCount::Queued).await?;
+        Ok(QueueRoom { limit, queued })
     }
 
     /// Counts one more queued run, or refuses it past the quota.
@@ -89,6 +76,81 @@ impl QueueRoom {
         }
         self.queued += 1;
         Ok(())
+    }
+}
+
+/// Which of a tenant's quotas [`Db::locked_tenant_count`] reads, with the
+/// count of runs it limits.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum TenantCount {
+    /// `max_queued_runs`, for a submission.
+    Queued,
+    /// `max_running_runs`, for a claim; the lock also stamps the tenant's
+    /// `last_claim_at` with `claimed_at`, the claim's round robin.
+    Running { claimed_at: i64 },
+}
+
+impl Db {
+    /// Takes the tenant's row lock and reads, under it, the
+    /// quota `count` names and the tenant's runs in that state, as the
+    /// last holder of the lock committed them. SQLite reads the count from
+    /// the row in the same statement (`queued_runs`, `running_runs`, kept
+    /// by migration 0010's triggers). PostgreSQL counts in a statement of
+    /// its own over the `runs_by_tenant_state` index: there those triggers
+    /// made the tenant's row a lock every finish waited for too
+    /// (migration 0011), and in read committed a new statement sees every
+    /// transaction that committed while this one waited for the lock.
+    pub(super) async fn locked_tenant_count(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        kind: DbKind,
+        tenant_id: &str,
+        count: TenantCount,
+    ) -> Result<(i64, i64), DbError> {
+        let (quota, state) = match count {
+            TenantCount::Queued => ("max_queued_runs", "queued"),
+            TenantCount::Running { .. } => ("max_running_runs", "running"),
+        };
+        let lock = match (count, kind) {
+            (TenantCount::Queued, DbKind::Sqlite) => {
+                "UPDATE tenants SET max_queued_runs = max_queued_runs WHERE id = $1 \
+                 RETURNING max_queued_runs, queued_runs AS n"
+            }
+            // A row lock without a write: no new version of the row for
+            // every submission, which a busy tenant's row would pile up
+            // faster than vacuum takes them away, and every claim reads
+            // `tenants` whole. `NO KEY`, as an update of it would take:
+            // inserting a run only key-shares its tenant's row.
+            (TenantCount::Queued, DbKind::Postgres) => {
+                "SELECT max_queued_runs FROM tenants WHERE id = $1 FOR NO KEY UPDATE"
+            }
+            (TenantCount::Running { .. }, DbKind::Sqlite) => {
+                "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 \
+                 RETURNING max_running_runs, running_runs AS n"
+            }
+            (TenantCount::Running { .. }, DbKind::Postgres) => {
+                "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 RETURNING max_running_runs"
+            }
+        };
+        let mut query = sqlx::query(lock).bind(tenant_id);
+        if let TenantCount::Running { claimed_at } = count {
+            query = query.bind(claimed_at);
+        }
+        let rows = query.fetch_all(&mut **tx).await?;
+        let Some(row) = rows.first() else {
+            return Err(DbError::other(format!("no tenant {tenant_id}")));
+        };
+        let limit: i64 = row.try_get(quota)?;
+        let counted: i64 = match kind {
+            DbKind::Sqlite => row.try_get("n")?,
+            DbKind::Postgres => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE tenant_id = $1 AND state = $2")
+                    .bind(tenant_id)
+                    .bind(state)
+                    .fetch_one(&mut **tx)
+                    .await?
+            }
+        };
+        Ok((limit, counted))
     }
 }
 
@@ -210,19 +272,22 @@ macro_rules! run_columns {
 /// do a run's `priority` and age count, so priority orders a tenant's own
 /// runs and never puts one tenant ahead of another.
 ///
-/// Shaped so that indexes answer it (migrations 0009 and 0010): for each
-/// tenant, its running count is its row's `running_runs` and its next run
-/// the first entry of `runs_claim` (queued runs in `priority DESC,
+/// Shaped so that indexes answer it (migrations 0009 to 0011): for each
+/// tenant, its running count is its row's `running_runs` on SQLite and a
+/// probe of `runs_by_tenant_state` on PostgreSQL, and its next run the
+/// first entry of `runs_claim` (queued runs in `priority DESC,
 /// created_at, id` order) that is due and fits. Only those candidates, one
 /// per tenant, are sorted; the backlog never is, however long it grows.
 macro_rules! claim_sql {
-    ($lock:literal) => {
+    ($busy:literal, $lock:literal) => {
         concat!(
             "UPDATE runs SET state = 'running', worker_id = $1, lease_until = $2, \
              attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
              WHERE state = 'queued' AND id = (SELECT n.id FROM (\
              SELECT t.last_claim_at, t.max_running_runs, \
-             t.running_runs AS busy, \
+             ",
+            $busy,
+            " AS busy, \
              (SELECT q.id FROM runs q WHERE q.tenant_id = t.id AND q.state = 'queued' \
              AND q.not_before <= $3 AND q.memory_bytes <= $4 \
              ORDER BY q.priority DESC, q.created_at, q.id LIMIT 1",
@@ -255,11 +320,14 @@ enum Attempted {
 /// this claim commits, so a concurrent claim takes their next runs
 /// meanwhile: a tenant's own order may bend under concurrent claims, never
 /// the order between tenants.
-const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
+const CLAIM_POSTGRES: &str = claim_sql!(
+    "(SELECT COUNT(*) FROM runs b WHERE b.tenant_id = t.id AND b.state = 'running')",
+    " FOR UPDATE SKIP LOCKED"
+);
 
 /// SQLite: writers are serialised by the database lock, so the plain
 /// update is already atomic.
-const CLAIM_SQLITE: &str = claim_sql!("");
+const CLAIM_SQLITE: &str = claim_sql!("t.running_runs", "");
 
 /// A value bound to a query assembled at run time.
 enum Bind {
@@ -301,7 +369,7 @@ impl Db {
             {
                 Some(at) => at,
                 None => {
-                    let room = QueueRoom::locked(&mut tx, &run.tenant_id).await?;
+                    let room = QueueRoom::locked(&mut tx, self.kind, &run.tenant_id).await?;
                     rooms.push((&run.tenant_id, room));
                     rooms.len() - 1
                 }
@@ -568,10 +636,6 @@ impl Db {
         max_runs: usize,
     ) -> Result<Vec<Claim>, DbError> {
         let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
-        let claim = match self.kind {
-            DbKind::Postgres => CLAIM_POSTGRES,
-            DbKind::Sqlite => CLAIM_SQLITE,
-        };
         let mut turn = self.begin_write().await;
         let mut tx = turn.begin().await?;
         let mut claims = Vec::new();
@@ -581,7 +645,7 @@ impl Db {
         // room for that tenant, so this ends quickly.
         let mut races = 0;
         while claims.len() < max_runs && races < CLAIM_TRIES {
-            match Self::claim_one(&mut tx, claim, worker_id, lease_until, now, memory).await? {
+            match Self::claim_one(&mut tx, self.kind, worker_id, lease_until, now, memory).await? {
                 Attempted::Claimed(claimed) => {
                     memory = memory.saturating_sub(claimed.run.spec.memory_bytes.max(0));
                     claims.push(*claimed);
@@ -601,7 +665,7 @@ impl Db {
     /// One claim of [`Db::claim_runs`], inside its transaction.
     async fn claim_one(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        claim: &'static str,
+        kind: DbKind,
         worker_id: &str,
         lease_until: i64,
         now: i64,
@@ -609,6 +673,10 @@ impl Db {
     ) -> Result<Attempted, DbError> {
         // `fetch_all`, not `fetch_optional`: a statement with RETURNING is
         // always stepped to its end.
+        let claim = match kind {
+            DbKind::Postgres => CLAIM_POSTGRES,
+            DbKind::Sqlite => CLAIM_SQLITE,
+        };
         let runs: Vec<RunRecord> = sqlx::query_as::<_, RunRecord>(claim)
             .bind(worker_id)
             .bind(lease_until)
@@ -621,27 +689,17 @@ impl Db {
         };
         // The claim read running counts in its own snapshot; on
         // PostgreSQL another worker may have claimed for the same tenant
-        // meanwhile. Reading the count again under the tenant's lock (which
-        // also stamps the round robin) settles it: `running_runs`, kept by
-        // triggers (migration 0010) and already counting this claim, is
-        // the row as the last holder of the lock committed it, so whoever
-        // commits second sees the first, and backs out if that was the
-        // tenant's last slot.
-        let rows = sqlx::query(
-            "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 \
-             RETURNING max_running_runs, running_runs",
+        // meanwhile. Counting again under the tenant's lock (which also
+        // stamps the round robin) settles it: the count already holds
+        // this claim, and whoever commits second sees the first, and
+        // backs out if that was the tenant's last slot.
+        let (limit, running) = Self::locked_tenant_count(
+            tx,
+            kind,
+            &run.spec.tenant_id,
+            TenantCount::Running { claimed_at: now },
         )
-        .bind(&run.spec.tenant_id)
-        .bind(now)
-        .fetch_all(&mut **tx)
         .await?;
-        let (limit, running): (i64, i64) = match rows.first() {
-            Some(row) => (
-                row.try_get("max_running_runs")?,
-                row.try_get("running_runs")?,
-            ),
-            None => return Err(DbError::other(format!("no tenant {}", run.spec.tenant_id))),
-        };
         if running > limit {
             // Undone in the transaction, which may hold other claims: the
             // run is queued again as it was (`attempts` on the right-hand
