@@ -385,6 +385,90 @@ impl Db {
         Ok((id, true))
     }
 
+    /// [`Db::submit_run`] for a run the submitting process can start at
+    /// once (a workflow's next step, queued by the worker whose run ended
+    /// the last): in the same transaction, it is claimed for `worker_id`
+    /// under a lease until `now + lease`, as a claim would take it, if a
+    /// claim would take it now. That is: nothing else is queued and due
+    /// (so no other run, of any tenant, is passed over), its tenant is
+    /// under `max_running_runs`, and its memory fits `max_memory`. Else it
+    /// stays queued, for any worker to claim. Returns the run's id,
+    /// whether it is new, and the claim if it was claimed here.
+    ///
+    /// One commit where the submit and the claim took two, and no wake-up
+    /// of another slot between them: a workflow's hop.
+    pub async fn submit_claimed(
+        &self,
+        run: &RunSpec,
+        worker_id: &str,
+        lease: Duration,
+        now: i64,
+        max_memory: i64,
+    ) -> Result<(String, bool, Option<Claim>), DbError> {
+        let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
+        let mut room = QueueRoom::locked(&mut tx, &run.tenant_id).await?;
+        let (id, new) = Self::insert_run(&mut tx, run, &mut room, now).await?;
+        if !new {
+            tx.commit().await?;
+            return Ok((id, false, None));
+        }
+        // The claim's own conditions on this one row: still queued, due,
+        // fits; its tenant's running count, which the tenant's lock (taken
+        // above) holds still; and no other run waiting that a claim could
+        // pick first. `fetch_all`: a statement with RETURNING is stepped
+        // to its end.
+        let claimed: Vec<RunRecord> = sqlx::query_as::<_, RunRecord>(concat!(
+            "UPDATE runs SET state = 'running', worker_id = $2, lease_until = $3, \
+             attempts = attempts + 1, started_at = COALESCE(started_at, $4) \
+             WHERE id = $1 AND state = 'queued' AND not_before <= $4 AND memory_bytes <= $5 \
+             AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = runs.tenant_id \
+             AND t.running_runs < t.max_running_runs) \
+             AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.state = 'queued' \
+             AND o.not_before <= $4 AND o.id <> $1) \
+             RETURNING ",
+            run_columns!()
+        ))
+        .bind(&id)
+        .bind(worker_id)
+        .bind(lease_until)
+        .bind(now)
+        .bind(max_memory)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(claimed) = claimed.into_iter().next() else {
+            tx.commit().await?;
+            return Ok((id, true, None));
+        };
+        // What a claim writes besides the run: the tenant's round robin
+        // stamp and the attempt's row.
+        sqlx::query("UPDATE tenants SET last_claim_at = $2 WHERE id = $1")
+            .bind(&run.tenant_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO run_attempts (run_id, attempt, worker_id, started_at, state) \
+             VALUES ($1, $2, $3, $4, 'running')",
+        )
+        .bind(&id)
+        .bind(claimed.attempts)
+        .bind(worker_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((
+            id,
+            true,
+            Some(Claim {
+                attempt: claimed.attempts,
+                run: claimed,
+            }),
+        ))
+    }
+
     pub async fn get_run(&self, tenant_id: &str, id: &str) -> Result<Option<RunRecord>, DbError> {
         Ok(sqlx::query_as::<_, RunRecord>(concat!(
             "SELECT ",
