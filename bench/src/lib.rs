@@ -52,7 +52,8 @@
 //!
 //! `CAISSON_BENCH_ONLY=io,density` runs only those sections (`instantiate`,
 //! `python` (the Python task's rows of `instantiate` alone),
-//! `service`, `io`, `small-objects`, `map`, `compute`, `density`, `sql`, `peers`),
+//! `service`, `dag` (the workflows alone, with the trigger to start that
+//! is the chain's baseline), `io`, `small-objects`, `map`, `compute`, `density`, `sql`, `peers`),
 //! for profiling one of them.
 //!
 //! Results go to `target/bench/results.{md,json}`; the Markdown table is also
@@ -170,6 +171,9 @@ pub fn main() -> Result<()> {
     }
     if wanted("service") {
         tokio.block_on(service::run(&plan, dir.path(), &mut report))?;
+    } else if wanted("dag") {
+        // `service` measures the workflows too.
+        tokio.block_on(service::dag(&plan, dir.path(), &mut report))?;
     }
     // Before compute, which holds its text in memory.
     if wanted("io") {

@@ -553,6 +553,49 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
         "runs/s one per request (8 clients)",
     );
 
+    workflows(plan, &service, report, sqlite_trigger, Some(sqlite_rate)).await?;
+    service.stop().await?;
+
+    let Some(pg) = std::env::var("CAISSON_TEST_POSTGRES_URL").ok() else {
+        report.notes.push(
+            "PostgreSQL not configured (CAISSON_TEST_POSTGRES_URL): its figures were skipped"
+                .into(),
+        );
+        return Ok(());
+    };
+    postgres(plan, dir, report, sqlite_trigger, &pg).await
+}
+
+/// The DAG figures alone (`CAISSON_BENCH_ONLY=dag`), for profiling a
+/// workflow's hop: the embedded default, its trigger to start (the chain's
+/// baseline), then the two workflows. The fan-out's baseline needs the
+/// throughput section, so it is left out here.
+pub async fn dag(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
+    println!("dag:");
+    let sqlite_dir = fresh_dir(dir, "dag")?;
+    let service = Service::start(&sqlite_dir, &sqlite_url(&sqlite_dir), 2, 0).await?;
+    let sqlite_trigger = report.dist(
+        trigger_to_start(
+            &service,
+            plan.trigger_samples,
+            "trigger to start, embedded SQLite (API + 2 in-process slots)",
+        )
+        .await?,
+    );
+    workflows(plan, &service, report, sqlite_trigger, None).await?;
+    service.stop().await
+}
+
+/// The 1,000-step chain and fan-out/fan-in on `service`, against a chain
+/// of `trigger` (a distribution's index in `report`) and, given the
+/// throughput, the same runs submitted at once.
+async fn workflows(
+    plan: &Plan,
+    service: &Service,
+    report: &mut Report,
+    trigger: usize,
+    sqlite_rate: Option<f64>,
+) -> Result<()> {
     let n = plan.dag_steps;
     let linear: Vec<Value> = (0..n)
         .map(|i| {
@@ -565,12 +608,12 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
         })
         .collect();
     let samples = plan.dag_samples;
-    let linear_walls = workflow(&service, "linear", linear, samples).await?;
+    let linear_walls = workflow(service, "linear", linear, samples).await?;
     let middle: Vec<String> = (1..n - 1).map(|i| format!("s{i}")).collect();
     let mut fan = vec![step("s0".into(), vec![])];
     fan.extend(middle.iter().map(|m| step(m.clone(), vec!["s0".into()])));
     fan.push(step(format!("s{}", n - 1), middle.clone()));
-    let fan_walls = workflow(&service, "fan", fan, samples).await?;
+    let fan_walls = workflow(service, "fan", fan, samples).await?;
     let linear = report.dist(Dist::new(
         format!("workflow, {n}-step linear chain, wall time"),
         linear_walls,
@@ -581,14 +624,10 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
     ));
     // Baselines from this run: a chain can go no faster than one trigger
     // after another, a fan-out no faster than the same runs submitted at once.
-    let chain_floor = report.dists[sqlite_trigger].p50() * n as u32;
+    let chain_floor = report.dists[trigger].p50() * n as u32;
     let chain_floor = report.dist(Dist::new(
         format!("{n} × trigger-to-start p50, SQLite (chain baseline)"),
         vec![chain_floor],
-    ));
-    let fan_floor = report.dist(Dist::new(
-        format!("{n} runs at the SQLite throughput (fan-out baseline)"),
-        vec![Duration::from_secs_f64(n as f64 / sqlite_rate)],
     ));
     report.ratio(
         "linear workflow / chain baseline",
@@ -597,29 +636,38 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
         chain_floor,
         50.0,
     );
-    report.ratio(
-        "fan-out workflow / fan-out baseline",
-        fan,
-        50.0,
-        fan_floor,
-        50.0,
-    );
-    service.stop().await?;
-
-    let Some(pg) = std::env::var("CAISSON_TEST_POSTGRES_URL").ok() else {
-        report.notes.push(
-            "PostgreSQL not configured (CAISSON_TEST_POSTGRES_URL): its figures were skipped"
-                .into(),
+    if let Some(rate) = sqlite_rate {
+        let fan_floor = report.dist(Dist::new(
+            format!("{n} runs at the SQLite throughput (fan-out baseline)"),
+            vec![Duration::from_secs_f64(n as f64 / rate)],
+        ));
+        report.ratio(
+            "fan-out workflow / fan-out baseline",
+            fan,
+            50.0,
+            fan_floor,
+            50.0,
         );
-        return Ok(());
-    };
+    }
+    Ok(())
+}
+
+/// Many machines' shape on PostgreSQL at `pg`: trigger to start, cancel
+/// and throughput with an API process and 1, then 2, worker processes.
+async fn postgres(
+    plan: &Plan,
+    dir: &Path,
+    report: &mut Report,
+    sqlite_trigger: usize,
+    pg: &str,
+) -> Result<()> {
     // Many machines' shape: an API process and worker processes sharing
     // PostgreSQL (here on one machine, so they also share its 2 cores).
     let mut rates = Vec::new();
     let mut cpus = Vec::new();
     for processes in [1, 2] {
         let pg_dir = fresh_dir(dir, &format!("pg{processes}"))?;
-        let url = fresh_postgres(&pg, &format!("w{processes}")).await?;
+        let url = fresh_postgres(pg, &format!("w{processes}")).await?;
         let service = Service::start(&pg_dir, &url, 0, processes).await?;
         if processes == 1 {
             let pg_trigger = report.dist(

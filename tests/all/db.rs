@@ -1472,6 +1472,111 @@ async fn tenant_run_counts_follow_every_move_of_a_run_and_hold_both_quotas() {
 }
 
 #[tokio::test]
+async fn a_run_submitted_claimed_is_claimed_only_where_a_claim_would_take_it() {
+    each_backend(5, |backend| async move {
+        let db = backend.db.clone();
+        let url = backend.url.clone();
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let quotas = TenantQuotas {
+            max_queued_runs: 10,
+            max_running_runs: 1,
+            max_schedules: 1,
+        };
+        db.set_tenant_quotas(&t, &quotas).await.unwrap();
+        let counts = |step: &'static str| {
+            let (url, t) = (url.clone(), t.clone());
+            async move {
+                let (stored, counted) = run_counts(&url, &t).await;
+                if let Some(stored) = stored {
+                    assert_eq!(stored, counted, "{step}: the tenant's counts");
+                }
+                counted
+            }
+        };
+        let done = AttemptOutcome::Succeeded {
+            output: Vec::new(),
+            output_key: None,
+        };
+
+        // Nothing else waits: claimed in the submit's commit, as a claim
+        // would have: leased, counted, with its attempt's row.
+        let (a, created, claim) = (db.submit_claimed(&new_run(&t), "w", LEASE, NOW, GIB))
+            .await
+            .unwrap();
+        assert!(created);
+        let claim = claim.expect("nothing else waits: claimed");
+        assert_eq!((claim.run.id.as_str(), claim.attempt), (a.as_str(), 1));
+        assert_eq!(claim.run.state, RunState::Running);
+        assert_eq!(claim.run.worker_id.as_deref(), Some("w"));
+        assert_eq!(claim.run.lease_until, Some(NOW + LEASE.as_millis() as i64));
+        assert_eq!(claim.run.started_at, Some(NOW));
+        let attempts = db.attempts(&a).await.unwrap();
+        assert_eq!(attempts.len(), 1, "{attempts:?}");
+        assert_eq!(
+            (attempts[0].state.as_str(), attempts[0].worker_id.as_str()),
+            ("running", "w")
+        );
+        assert_eq!(counts("claimed at submit").await, (0, 1));
+
+        // The tenant at its `max_running_runs`: queued.
+        let (b, created, claim) = (db.submit_claimed(&new_run(&t), "w", LEASE, NOW + 1, GIB))
+            .await
+            .unwrap();
+        assert!(created && claim.is_none(), "{claim:?}");
+        assert_eq!(counts("over max_running_runs").await, (1, 1));
+
+        // Room again, but `b` waits: a new run does not pass it.
+        assert!(db.finish_attempt(&a, "w", 1, &done, NOW + 2).await.unwrap());
+        let (c, _, claim) = (db.submit_claimed(&new_run(&t), "w", LEASE, NOW + 3, GIB))
+            .await
+            .unwrap();
+        assert!(claim.is_none(), "passed over a waiting run: {claim:?}");
+        for (id, at) in [(&b, NOW + 4), (&c, NOW + 6)] {
+            let next = db.claim_run("w", LEASE, at, GIB).await.unwrap().unwrap();
+            assert_eq!(&next.run.id, id, "claimed in submission order");
+            assert!(db.finish_attempt(id, "w", 1, &done, at + 1).await.unwrap());
+        }
+
+        // Over the memory it may take, or not due yet: queued.
+        let (d, _, claim) = (db.submit_claimed(&new_run(&t), "w", LEASE, NOW + 8, 1))
+            .await
+            .unwrap();
+        assert!(claim.is_none(), "over its memory: {claim:?}");
+        db.request_cancel(&t, &d, NOW + 9).await.unwrap();
+        let later = RunSpec {
+            not_before: NOW + 60_000,
+            ..new_run(&t)
+        };
+        let (e, _, claim) = (db.submit_claimed(&later, "w", LEASE, NOW + 10, GIB))
+            .await
+            .unwrap();
+        assert!(claim.is_none(), "not due: {claim:?}");
+        db.request_cancel(&t, &e, NOW + 11).await.unwrap();
+        assert_eq!(counts("all ended").await, (0, 0));
+
+        // Submitted again under its key: the first run, not claimed twice.
+        let keyed = RunSpec {
+            idempotency_key: Some("k".into()),
+            ..new_run(&t)
+        };
+        let (f, created, claim) = (db.submit_claimed(&keyed, "w", LEASE, NOW + 12, GIB))
+            .await
+            .unwrap();
+        assert!(created && claim.is_some());
+        let (again, created, claim) = (db.submit_claimed(&keyed, "v", LEASE, NOW + 13, GIB))
+            .await
+            .unwrap();
+        assert_eq!(again, f);
+        assert!(!created && claim.is_none(), "{claim:?}");
+        let run = db.get_run_any(&f).await.unwrap().unwrap();
+        assert_eq!((run.worker_id.as_deref(), run.attempts), (Some("w"), 1));
+        assert_eq!(counts("the key again").await, (0, 1));
+        backend
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_run_and_its_attempts_read_together_are_what_each_read_gives() {
     each_db(|db| async move {
         let t = db.ensure_tenant("acme").await.unwrap();

@@ -465,6 +465,58 @@ async fn a_chain_advances_without_the_periodic_pass() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_past_one_batch_starts_every_step_and_the_join_gets_every_output() {
+    // More successors than one submit commit takes (100): the worker that
+    // ends `root` queues them in several, and the join waits for all.
+    const WIDE: usize = 130;
+    let app = app("", 0).await;
+    app.upload("hello", guest("hello"), None).await;
+    let mut steps = vec![json!({"name": "root", "run": {"module": "hello", "input": "start"}})];
+    let middle: Vec<String> = (0..WIDE).map(|i| format!("m{i:03}")).collect();
+    for name in &middle {
+        steps.push(json!({"name": name, "depends_on": ["root"], "run": {"module": "hello"}}));
+    }
+    steps.push(json!({"name": "join", "depends_on": middle, "run": {"module": "hello"}}));
+    let (status, body) = app
+        .json(
+            "POST",
+            "/v1/workflows",
+            None,
+            Some(json!({"name": "wide", "steps": steps})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, started) = app
+        .json("POST", "/v1/workflows/wide/runs", None, None)
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(caisson_server::worker::Worker::new(&app.state.services).run(2, rx));
+    let done = wait_workflow(&app, started["id"].as_str().unwrap()).await;
+    let _ = tx.send(true);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(
+        (done["steps"].as_array().unwrap().iter()).all(|s| s["state"] == "succeeded"),
+        "{done}"
+    );
+    // The join's input is every middle step's output, each root's output
+    // greeted once more.
+    let joined = step_output(&app, &done, "join").await;
+    let inner: Value =
+        serde_json::from_str(joined.as_str().unwrap().strip_prefix("hello, ").unwrap()).unwrap();
+    let inner = inner.as_object().unwrap();
+    assert_eq!(inner.len(), WIDE, "{joined}");
+    assert!(
+        inner.values().all(|v| v == "hello, hello, start"),
+        "{joined}"
+    );
+    // One run per step (this app has run nothing else): none was queued
+    // twice.
+    let (_, runs) = app.json("GET", "/v1/runs?limit=500", None, None).await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), WIDE + 2, "{runs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_ended_by_a_process_that_died_is_moved_on_by_the_pass() {
     let app = app("", 0).await;
     app.upload("hello", guest("hello"), None).await;

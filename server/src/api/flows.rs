@@ -583,6 +583,7 @@ pub async fn cancel_workflow_run(
         }
     }
     state.services.ended.notify_waiters();
+    state.services.workflow_ended.notify_waiters();
     let run = db
         .get_workflow_run(&caller.tenant_id, &id)
         .await?
@@ -678,7 +679,7 @@ pub async fn get_workflow_run(
     // row with its definition, and its steps, once, for the answer.
     if !limit.is_zero() {
         super::wait::until_final(
-            &state,
+            &state.services.workflow_ended,
             limit,
             |run_state: &String| run_state != "running",
             || async {

@@ -320,7 +320,7 @@ pub async fn get(
     let limit = wait.limit()?;
     // The run and its attempts in one read, each time it is read.
     let (run, attempts) = super::wait::until_final(
-        &state,
+        &state.services.ended,
         limit,
         |(run, _): &(RunRecord, Vec<AttemptRecord>)| run.state.is_final(),
         || async {

@@ -5,10 +5,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::error::{ApiError, ApiResult};
-use super::state::AppState;
 use crate::services::wake::armed;
 
 /// The longest a GET holds its answer; a longer `wait` is cut to this.
@@ -57,11 +57,12 @@ impl WaitQuery {
 }
 
 /// Reads with `read` until `is_final` says so or `limit` has passed, and
-/// answers the last read. Woken by `Services::ended` (armed before each
-/// read, so an end between the read and the wait is not missed) and
-/// every `RECHECK` besides.
+/// answers the last read. Woken by `ended` (`Services::ended` for a run,
+/// `Services::workflow_ended` for a workflow run; armed before each read,
+/// so an end between the read and the wait is not missed) and every
+/// `RECHECK` besides.
 pub async fn until_final<T, F, Fut>(
-    state: &AppState,
+    ended: &Notify,
     limit: Duration,
     is_final: impl Fn(&T) -> bool,
     read: F,
@@ -72,7 +73,7 @@ where
 {
     let deadline = Instant::now() + limit;
     loop {
-        let woken = armed(&state.services.ended);
+        let woken = armed(ended);
         let value = read().await?;
         let now = Instant::now();
         if is_final(&value) || now >= deadline {

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use caisson_host_api::GrantKind;
+use caisson_host_api::{GrantKind, Grants};
 use caisson_runtime::RunLimits;
 
 use super::context::Services;
 use crate::model::{RunSpec, SubmitRun};
-use crate::store::DbError;
+use crate::store::{DbError, ModuleRecord};
 use crate::telemetry;
 
 /// The longest timeout a run may ask for.
@@ -54,11 +54,34 @@ fn invalid(message: impl Into<String>) -> AdmissionError {
     AdmissionError::Invalid(message.into())
 }
 
+/// The modules (and the tenant's grants) a series of admissions read,
+/// each (name, version, digest) once: a workflow step that fans out to a
+/// thousand runs of one module reads it once, not a thousand times. Kept
+/// for one series only (one tenant, one instant), so a module deleted or
+/// a grant taken away is seen by the next.
+#[derive(Default)]
+pub struct Resolved {
+    seen: Vec<(ModuleKey, Option<(ModuleRecord, Grants)>)>,
+}
+
+type ModuleKey = (String, Option<String>, Option<String>);
+
 /// Checks `submit` for `tenant_id` and turns it into a run to insert.
 pub async fn prepare(
     services: &Services,
     tenant_id: &str,
     submit: SubmitRun,
+) -> Result<RunSpec, AdmissionError> {
+    prepare_with(services, tenant_id, submit, &mut Resolved::default()).await
+}
+
+/// [`prepare`], reading the module through `resolved`: for admitting many
+/// runs of one tenant at once.
+pub async fn prepare_with(
+    services: &Services,
+    tenant_id: &str,
+    submit: SubmitRun,
+    resolved: &mut Resolved,
 ) -> Result<RunSpec, AdmissionError> {
     // The same rules as the schema of `SubmitRun`, checked first so that
     // a request the document refuses is a 400 whatever else is wrong.
@@ -90,23 +113,35 @@ pub async fn prepare(
         ));
     }
     // The module and the tenant's grants in one read.
-    let (module, allowed) = services
-        .db
-        .resolve_module_and_grants(
-            tenant_id,
-            &submit.module,
-            submit.version.as_deref(),
-            submit.digest.as_deref(),
-        )
-        .await?
-        .ok_or_else(|| {
-            let which = match (&submit.version, &submit.digest) {
-                (Some(v), _) => format!(" version {v}"),
-                (None, Some(d)) => format!(" with digest {d}"),
-                (None, None) => String::new(),
-            };
-            invalid(format!("unknown module {}{which}", submit.module))
-        })?;
+    let key: ModuleKey = (
+        submit.module.clone(),
+        submit.version.clone(),
+        submit.digest.clone(),
+    );
+    let known = match resolved.seen.iter().find(|(k, _)| *k == key) {
+        Some((_, known)) => known.clone(),
+        None => {
+            let read = services
+                .db
+                .resolve_module_and_grants(
+                    tenant_id,
+                    &submit.module,
+                    submit.version.as_deref(),
+                    submit.digest.as_deref(),
+                )
+                .await?;
+            resolved.seen.push((key, read.clone()));
+            read
+        }
+    };
+    let (module, allowed) = known.ok_or_else(|| {
+        let which = match (&submit.version, &submit.digest) {
+            (Some(v), _) => format!(" version {v}"),
+            (None, Some(d)) => format!(" with digest {d}"),
+            (None, None) => String::new(),
+        };
+        invalid(format!("unknown module {}{which}", submit.module))
+    })?;
 
     if let Some((kind, label)) = submit.grants.not_in(&allowed).first() {
         return Err(AdmissionError::GrantDenied {
@@ -212,7 +247,17 @@ pub async fn enqueue_all(
     now: i64,
 ) -> Result<Vec<(String, bool)>, DbError> {
     let spans: Vec<tracing::Span> = runs.iter_mut().map(start_trace).collect();
-    let queued = services.db.submit_runs(runs, now).await?;
+    // One run, and a slot of this process's worker idle: handed to it,
+    // claimed in the submit's commit (`Worker::dispatch`), which wakes it.
+    let dispatched = match (&*runs, services.local_worker()) {
+        ([run], Some(worker)) => worker.dispatch(run, now).await?.map(|one| vec![one]),
+        _ => None,
+    };
+    let woken = dispatched.is_some();
+    let queued = match dispatched {
+        Some(queued) => queued,
+        None => services.db.submit_runs(runs, now).await?,
+    };
     for (span, (id, new)) in spans.iter().zip(&queued) {
         span.record("run_id", id.as_str());
         span.record("created", *new);
@@ -230,6 +275,7 @@ pub async fn enqueue_all(
     // the writer's turn, for a run already taken). More runs wake all, and
     // the first to claim takes runs for the others (`Worker::claim`).
     match created {
+        _ if woken => {} // `Worker::dispatch` woke what it had to
         0 => {}
         1 => services.work_available.notify_one(),
         _ => services.work_available.notify_waiters(),

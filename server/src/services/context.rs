@@ -1,6 +1,6 @@
 //! [`Services`]: the handles every service and duty shares.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use caisson_runtime::Runtime;
 use object_store::ObjectStore;
@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::store::Db;
 
 use super::cancel::Cancels;
+use super::worker::Worker;
 use super::workflow_defs::WorkflowDefs;
 
 /// What the services share: cheap to clone, every field is a handle.
@@ -33,11 +34,19 @@ pub struct Services {
     /// Woken when a run or a workflow run ends in this process, so a GET
     /// waiting for it (`?wait=`) answers at once.
     pub ended: Arc<Notify>,
+    /// Woken when a workflow run ends in this process, and only then: a
+    /// GET waiting for a workflow run waits here, not on [`Self::ended`],
+    /// which each of its steps' runs would wake (a read of its state, a
+    /// thousand times for a thousand steps, in the middle of each hop).
+    pub workflow_ended: Arc<Notify>,
     /// The scheduler's parsed workflow definitions.
     pub workflow_defs: Arc<WorkflowDefs>,
     /// The cancel switches of the runs this process's worker is running,
     /// which the API's cancel flips directly.
     pub cancels: Arc<Cancels>,
+    /// This process's worker while it runs, for handing it a run admitted
+    /// here ([`Worker::dispatch`]).
+    pub local_worker: Arc<std::sync::RwLock<Weak<Worker>>>,
 }
 
 impl Services {
@@ -57,8 +66,18 @@ impl Services {
             work_available: Arc::new(Notify::new()),
             scheduler_wake: Arc::new(Notify::new()),
             ended: Arc::new(Notify::new()),
+            workflow_ended: Arc::new(Notify::new()),
             workflow_defs: Default::default(),
             cancels: Default::default(),
+            local_worker: Arc::new(std::sync::RwLock::new(Weak::new())),
         }
+    }
+
+    /// This process's worker, if one runs.
+    pub fn local_worker(&self) -> Option<Arc<Worker>> {
+        self.local_worker
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade()
     }
 }

@@ -34,8 +34,8 @@ use super::workflow_defs::WorkflowDefs;
 use crate::cron::{CatchUp, CronSchedule, due_fires, render_template};
 use crate::dag::{self, SplitOutput, StepDef, StepState, WorkflowDef};
 use crate::map::{self, Listed, MapSpec};
-use crate::model::{RunState, SubmitRun, time};
-use crate::store::{Db, DbError, NewSplit, OpenWorkflowRun, ScheduleRecord, Settled};
+use crate::model::{RunSpec, RunState, SubmitRun, time};
+use crate::store::{Claim, Db, DbError, NewSplit, OpenWorkflowRun, ScheduleRecord, Settled};
 
 /// Why a schedule could not fire or a workflow could not move on. The
 /// scheduler logs it and tries again on the next tick.
@@ -150,19 +150,24 @@ async fn definition(
 /// [`crate::store::Db::finish_attempt_step`] found it: the event-driven
 /// advance, one step's worth of work instead of a pass over the workflow.
 ///
-/// A successor made ready by a succeeded step it alone waited for starts
-/// here, its input being `output` (the step's output, already in hand).
+/// Successors made ready by a succeeded step they alone waited for start
+/// here, their input being `output` (the step's output, already in hand).
 /// Anything else (a failure, which may skip steps downstream; a successor
 /// waiting for several steps, whose input joins their outputs; the last
 /// step ending the run) takes one [`advance_workflow`] pass, which decides
 /// it from the stored states. Every move is compare-and-set and every run
 /// has an idempotency key, so racing the periodic pass is harmless; if
 /// this process dies first, that pass (recovery) finds the ready steps.
+///
+/// With `defer`, a lone successor (a chain's next step) and nothing else
+/// to do: its run is admitted but not queued, and returned for the caller
+/// to queue with [`queue_deferred`] (a worker, which can start it itself).
 pub async fn step_ended(
     state: &Services,
     settled: &Settled,
     output: &[u8],
-) -> Result<(), SchedulerError> {
+    defer: bool,
+) -> Result<Option<Deferred>, SchedulerError> {
     let run = OpenWorkflowRun {
         id: settled.workflow_run_id.clone(),
         tenant_id: settled.tenant_id.clone(),
@@ -172,50 +177,152 @@ pub async fn step_ended(
         // pending split takes its place; the last one ends the step, whose
         // dependants' input joins every split's output, which a pass reads.
         if settled.step_ended {
-            return advance_workflow(state, &run).await;
+            advance_workflow(state, &run).await?;
+            return Ok(None);
         }
         let def = definition(&state.workflow_defs, &state.db, &run).await?;
         if let Some(step) = def.steps.iter().find(|s| s.name == settled.step)
             && launch_splits(state, &run, step).await?.is_some()
         {
-            return advance_workflow(state, &run).await;
+            advance_workflow(state, &run).await?;
         }
-        return Ok(());
+        return Ok(None);
     }
     if !settled.succeeded || settled.all_ended {
-        return advance_workflow(state, &run).await;
+        advance_workflow(state, &run).await?;
+        return Ok(None);
     }
     if settled.ready.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let def = definition(&state.workflow_defs, &state.db, &run).await?;
     let mut pass = false;
+    let mut alone = Vec::with_capacity(settled.ready.len());
     for step in &settled.ready {
-        let alone = def
+        let waits_for_this_only = def
             .steps
             .iter()
             .find(|s| s.name == *step)
             .is_some_and(|s| s.depends_on == [settled.step.as_str()]);
-        if !alone {
+        if waits_for_this_only {
+            alone.push(step.as_str());
+        } else {
             pass = true;
-            continue;
         }
-        let outputs = BTreeMap::from([(settled.step.clone(), output.to_vec())]);
-        // A full queue leaves the step pending for the periodic pass; a
-        // step that cannot start fails, and the pass skips what follows; a
-        // map step over an empty prefix succeeds at once, and the pass
-        // starts what follows.
-        if matches!(
-            start_step(state, &run, &def, step, outputs).await?,
-            Some(StepState::Failed | StepState::Succeeded)
-        ) {
-            pass = true;
+    }
+    let mut deferred = None;
+    if !alone.is_empty() {
+        let ready = start_ready(state, &run, &def, &alone, &settled.step, output).await?;
+        pass |= ready.pass;
+        let mut runs = ready.runs;
+        if defer && !pass && runs.len() == 1 {
+            deferred = runs.pop().map(|spec| Deferred {
+                run: run.clone(),
+                spec,
+            });
+        } else if !runs.is_empty() {
+            submit_steps(state, &run, runs).await?;
         }
     }
     if pass {
         advance_workflow(state, &run).await?;
     }
-    Ok(())
+    Ok(deferred)
+}
+
+/// A workflow step's run, admitted by [`step_ended`] and not yet queued.
+#[derive(Debug)]
+pub struct Deferred {
+    run: OpenWorkflowRun,
+    spec: RunSpec,
+}
+
+/// Queues a [`Deferred`] step's run, and in the same transaction claims it
+/// for `worker_id` if a claim would take it now
+/// ([`crate::store::Db::submit_claimed`]): the claim then returned is the
+/// caller's to run, with no other slot woken. Otherwise the run waits in
+/// the queue like any other (a full queue: the step stays pending for the
+/// periodic pass).
+pub async fn queue_deferred(
+    state: &Services,
+    deferred: Deferred,
+    worker_id: &str,
+    lease: Duration,
+    max_memory: i64,
+) -> Result<Option<Claim>, SchedulerError> {
+    let Deferred { run, mut spec } = deferred;
+    let span = admission::start_trace(&mut spec);
+    let submitted = state
+        .db
+        .submit_claimed(&spec, worker_id, lease, crate::model::now_ms(), max_memory)
+        .await;
+    let (run_id, created, claim) = match submitted {
+        Ok(submitted) => submitted,
+        Err(e @ DbError::QuotaExceeded { .. }) => {
+            tracing::debug!(workflow_run = %run.id, "step waits: {e}");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    span.record("run_id", run_id.as_str());
+    span.record("created", created);
+    if created {
+        let tenant = state.metrics.tenant(&state.db, &spec.tenant_id).await;
+        state.metrics.submitted(&tenant, &spec.module_name);
+        if claim.is_none() {
+            state.work_available.notify_waiters();
+        }
+    } else if let Some(step) = &spec.step_name {
+        // Queued before (a racing scheduler): make sure the step says so.
+        state
+            .db
+            .move_step(&run.id, step, "pending", "running", Some(&run_id))
+            .await?;
+    }
+    Ok(claim)
+}
+
+/// `steps`, each made ready by the end of `ended` alone, whose `output`
+/// is their input, admitted together (each module read once) for
+/// [`submit_steps`] to queue a batch to a commit: a step fanning out to a
+/// thousand successors costs a few transactions, not a thousand.
+/// `pass` says a pass must follow: a step that could not start failed
+/// (the pass skips what follows), or a map step over an empty prefix
+/// succeeded at once (the pass starts what follows).
+async fn start_ready(
+    state: &Services,
+    run: &OpenWorkflowRun,
+    def: &WorkflowDef,
+    steps: &[&str],
+    ended: &str,
+    output: &[u8],
+) -> Result<Ready, SchedulerError> {
+    let mut ready = Ready {
+        runs: Vec::with_capacity(steps.len()),
+        pass: false,
+    };
+    // A cancelled workflow run starts nothing more.
+    if state.db.workflow_run_state(&run.id).await?.as_deref() != Some("running") {
+        return Ok(ready);
+    }
+    let outputs = BTreeMap::from([(ended.to_string(), output.to_vec())]);
+    let mut resolved = admission::Resolved::default();
+    for step in steps {
+        match prepare_step(state, run, def, step, &outputs, &mut resolved).await? {
+            Prepared::Run(new_run) => ready.runs.push(*new_run),
+            Prepared::Ended(StepState::Failed | StepState::Succeeded) => ready.pass = true,
+            Prepared::Ended(_) => {}
+        }
+    }
+    Ok(ready)
+}
+
+/// What [`start_ready`] admitted.
+struct Ready {
+    /// The runs to queue.
+    runs: Vec<RunSpec>,
+    /// Whether a pass must follow.
+    pass: bool,
 }
 
 async fn fire(
@@ -373,6 +480,7 @@ pub async fn advance_workflow(
                 .await?
             {
                 state.ended.notify_waiters();
+                state.workflow_ended.notify_waiters();
             }
             return Ok(());
         }
@@ -414,16 +522,17 @@ async fn dependency_outputs(
     let Some(step_def) = def.steps.iter().find(|s| s.name == step) else {
         return Ok(outputs);
     };
+    let mut with_runs = Vec::with_capacity(step_def.depends_on.len());
     for dep in &step_def.depends_on {
         if def.steps.iter().any(|s| s.name == *dep && s.map.is_some()) {
             outputs.insert(dep.clone(), map_step_output(state, &run.id, dep).await?);
-            continue;
+        } else if run_ids.contains_key(dep) {
+            with_runs.push(dep.as_str());
         }
-        if let Some(run_id) = run_ids.get(dep)
-            && let Some(dep_run) = state.db.get_run_any(run_id).await?
-        {
-            outputs.insert(dep.clone(), dep_run.output.unwrap_or_default());
-        }
+    }
+    // One read for all of them (a fan-in joins a thousand).
+    if !with_runs.is_empty() {
+        outputs.extend(state.db.step_outputs(&run.id, &with_runs).await?);
     }
     Ok(outputs)
 }
@@ -437,6 +546,40 @@ async fn start_step(
     step: &str,
     outputs: BTreeMap<String, Vec<u8>>,
 ) -> Result<Option<StepState>, SchedulerError> {
+    // A cancelled workflow run starts nothing more (its pending steps are
+    // skipped, but a pass that read them before may still be going).
+    if state.db.workflow_run_state(&run.id).await?.as_deref() != Some("running") {
+        return Ok(Some(StepState::Skipped));
+    }
+    let mut resolved = admission::Resolved::default();
+    match prepare_step(state, run, def, step, &outputs, &mut resolved).await? {
+        Prepared::Ended(step_state) => Ok(Some(step_state)),
+        Prepared::Run(new_run) => Ok(submit_steps(state, run, vec![*new_run])
+            .await?
+            .then_some(StepState::Running)),
+    }
+}
+
+/// A step about to start, once admitted.
+enum Prepared {
+    /// Its run, to queue ([`submit_steps`]).
+    Run(Box<RunSpec>),
+    /// It needs no run queued here: a map step (started), or a step whose
+    /// run cannot be admitted (failed).
+    Ended(StepState),
+}
+
+/// Admits `step`'s run, with `outputs` (its dependencies') making its
+/// input, reading modules through `resolved`. The caller has checked that
+/// the workflow run is still running.
+async fn prepare_step(
+    state: &Services,
+    run: &OpenWorkflowRun,
+    def: &WorkflowDef,
+    step: &str,
+    outputs: &BTreeMap<String, Vec<u8>>,
+    resolved: &mut admission::Resolved,
+) -> Result<Prepared, SchedulerError> {
     let step_def = def
         .steps
         .iter()
@@ -444,23 +587,19 @@ async fn start_step(
         // `dag::advance` names only steps of `def`; should that ever break,
         // the workflow waits with an error rather than the scheduler dying.
         .ok_or_else(|| corrupt("a workflow step is not in its definition", step))?;
-    // A cancelled workflow run starts nothing more (its pending steps are
-    // skipped, but a pass that read them before may still be going).
-    if state.db.workflow_run_state(&run.id).await?.as_deref() != Some("running") {
-        return Ok(Some(StepState::Skipped));
-    }
     if let Some(spec) = &step_def.map {
-        return start_map(state, run, step_def, spec).await.map(Some);
+        return start_map(state, run, step_def, spec)
+            .await
+            .map(Prepared::Ended);
     }
     let mut submit: SubmitRun = serde_json::from_value(step_def.run.clone())
         .map_err(|e| corrupt("a stored step template no longer parses", e))?;
-    if let Some(input) = dag::step_input(def, step, &outputs) {
+    if let Some(input) = dag::step_input(def, step, outputs) {
         submit.input = None;
         submit.input_base64 = Some(base64::engine::general_purpose::STANDARD.encode(input));
     }
     submit.idempotency_key = Some(format!("workflow:{}:{step}", run.id));
-    let prepared = admission::prepare(state, &run.tenant_id, submit).await;
-    let mut new_run = match prepared {
+    let mut new_run = match admission::prepare_with(state, &run.tenant_id, submit, resolved).await {
         Ok(new_run) => new_run,
         Err(e) => {
             // The module or a grant went away since the workflow was
@@ -470,36 +609,88 @@ async fn start_step(
                 .db
                 .move_step(&run.id, step, "pending", "failed", None)
                 .await?;
-            return Ok(Some(StepState::Failed));
+            return Ok(Prepared::Ended(StepState::Failed));
         }
     };
     new_run.workflow_run_id = Some(run.id.clone());
     new_run.step_name = Some(step.to_string());
-    let submit_span = admission::start_trace(&mut new_run);
-    let (run_id, created) = match state.db.submit_run(&new_run, crate::model::now_ms()).await {
-        Ok(submitted) => submitted,
-        Err(e @ DbError::QuotaExceeded { .. }) => {
-            tracing::debug!(workflow_run = %run.id, step, "step waits: {e}");
-            return Ok(None);
+    Ok(Prepared::Run(Box::new(new_run)))
+}
+
+/// Steps' runs queued in one commit, the most a fan-out puts in one: its
+/// other runs wait for the next, while the worker's slots (which the
+/// commit's turn on the SQLite writer holds back) start the first ones.
+const STEP_SUBMIT_BATCH: usize = 100;
+
+/// Queues the admitted runs of steps of `run`, [`STEP_SUBMIT_BATCH`] to a
+/// transaction, each step marked running in its run's commit, and wakes
+/// the workers after each. Returns whether all were queued: when the tenant's
+/// queue fills, the steps left over stay pending for the periodic pass.
+async fn submit_steps(
+    state: &Services,
+    run: &OpenWorkflowRun,
+    mut runs: Vec<RunSpec>,
+) -> Result<bool, SchedulerError> {
+    let spans: Vec<tracing::Span> = runs.iter_mut().map(admission::start_trace).collect();
+    let mut queued = Vec::with_capacity(runs.len());
+    let mut all = true;
+    for chunk in runs.chunks(STEP_SUBMIT_BATCH) {
+        match state.db.submit_runs(chunk, crate::model::now_ms()).await {
+            Ok(done) => {
+                // The slots start on this batch while the next is queued.
+                if done.iter().any(|(_, new)| *new) {
+                    state.work_available.notify_waiters();
+                }
+                queued.extend(done);
+            }
+            // All or nothing per commit: one at a time then, as many as
+            // the queue takes.
+            Err(DbError::QuotaExceeded { .. }) => {
+                for one in chunk {
+                    match state.db.submit_run(one, crate::model::now_ms()).await {
+                        Ok(done) => {
+                            if done.1 {
+                                state.work_available.notify_waiters();
+                            }
+                            queued.push(done);
+                        }
+                        Err(e @ DbError::QuotaExceeded { .. }) => {
+                            tracing::debug!(workflow_run = %run.id, "steps wait: {e}");
+                            all = false;
+                            break;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if !all {
+                    break;
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
-    };
-    submit_span.record("run_id", run_id.as_str());
-    submit_span.record("created", created);
-    if created {
-        // `submit_run` recorded the step as running in its transaction.
-        let tenant = state.metrics.tenant(&state.db, &new_run.tenant_id).await;
-        state.metrics.submitted(&tenant, &new_run.module_name);
-        state.work_available.notify_waiters();
-    } else {
-        // The run was queued before (a racing scheduler, or a process
-        // that died): make sure the step says so.
-        state
-            .db
-            .move_step(&run.id, step, "pending", "running", Some(&run_id))
-            .await?;
     }
-    Ok(Some(StepState::Running))
+    for ((new_run, span), (run_id, new)) in runs.iter().zip(&spans).zip(&queued) {
+        span.record("run_id", run_id.as_str());
+        span.record("created", *new);
+        // A new run's step was marked running in the run's commit.
+        if !*new && let Some(step) = &new_run.step_name {
+            // The run was queued before (a racing scheduler, or a process
+            // that died): make sure the step says so.
+            state
+                .db
+                .move_step(&run.id, step, "pending", "running", Some(run_id))
+                .await?;
+        }
+    }
+    if queued.iter().any(|(_, new)| *new) {
+        let tenant = state.metrics.tenant(&state.db, &run.tenant_id).await;
+        for (new_run, (_, new)) in runs.iter().zip(&queued) {
+            if *new {
+                state.metrics.submitted(&tenant, &new_run.module_name);
+            }
+        }
+    }
+    Ok(all)
 }
 
 /// Starts a map step: lists its prefix once, plans and stores its splits,

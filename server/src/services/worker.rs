@@ -30,7 +30,7 @@ use super::supervise::{RESTART_DELAY, supervise};
 use super::wake::armed;
 use crate::config::ServerConfig;
 use crate::metrics::{LoadSource, Metrics, Requeue};
-use crate::model::{LogSource, NewLogLine, RunState};
+use crate::model::{LogSource, NewLogLine, RunSpec, RunState};
 use crate::store::{AttemptOutcome, Claim, Db, DbError, DbKind, RunRecord};
 use crate::telemetry;
 
@@ -124,6 +124,9 @@ pub struct Worker {
     /// before its commit, which a run submitted to an idle worker (a
     /// trigger, a workflow hop) should not wait for.
     queue_drained: AtomicBool,
+    /// Whether its slots take runs: from `run` until shutdown begins.
+    /// [`Worker::dispatch`] hands none to a worker that is stopping.
+    accepting: AtomicBool,
     /// For moving a workflow on when one of its steps' runs ends.
     services: Services,
 }
@@ -142,7 +145,9 @@ impl Worker {
             scheduler_wake,
             workflow_defs: _,
             ended: _,
+            workflow_ended: _,
             cancels: _,
+            local_worker: _,
         } = services.clone();
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let id = format!(
@@ -167,6 +172,7 @@ impl Worker {
             slots: AtomicUsize::new(0),
             slots_running: AtomicUsize::new(0),
             queue_drained: AtomicBool::new(true),
+            accepting: AtomicBool::new(false),
             services: all,
         })
     }
@@ -181,6 +187,9 @@ impl Worker {
         tracing::info!(worker = %self.id, slots, "worker started");
         self.metrics.worker_slots(&self.id, slots);
         self.slots.store(slots, Ordering::Relaxed);
+        self.accepting.store(true, Ordering::Relaxed);
+        *(self.services.local_worker.write()).unwrap_or_else(|e| e.into_inner()) =
+            Arc::downgrade(&self);
         let listener = (self.db.kind() == DbKind::Postgres).then(|| {
             tokio::spawn(listen_for_runs(
                 self.config.server.database.clone(),
@@ -211,6 +220,7 @@ impl Worker {
         }
         let mut shutdown_seen = shutdown.clone();
         let _ = shutdown_seen.wait_for(|s| *s).await;
+        self.accepting.store(false, Ordering::Relaxed);
         let grace = self.config.server.shutdown_grace;
         tracing::info!(worker = %self.id, ?grace, "stopping: no new claims; finishing running runs");
         if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
@@ -337,6 +347,82 @@ impl Worker {
             self.claimed_ready.notify_waiters();
         }
         Ok(mine)
+    }
+
+    /// Queues a workflow's next step, whose run this worker claims in the
+    /// same commit when a claim would take it now (nothing else waits, it
+    /// fits the free memory): then it goes to `claimed`, unannounced, for
+    /// the slot finishing this step to take when it looks next, which is
+    /// at once. A chain's hop is then one commit for the submit and claim,
+    /// where it was two, with no other slot woken to race for the run and
+    /// the loser's empty claim. Holding `free_memory` across it, as a
+    /// claim does, keeps a concurrent claim from promising the same memory.
+    async fn start_here(&self, next: scheduler::Deferred) -> Result<(), scheduler::SchedulerError> {
+        let mut free = self.free_memory.lock().await;
+        let claim = scheduler::queue_deferred(
+            &self.services,
+            next,
+            &self.id,
+            self.config.server.lease,
+            *free as i64,
+        )
+        .await?;
+        if let Some(claim) = claim {
+            let reserved = claim.run.spec.memory_bytes.max(0) as u64;
+            *free = free.saturating_sub(reserved);
+            self.claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back((claim, reserved));
+        }
+        Ok(())
+    }
+
+    /// Queues `run`, admitted in this process at `now` (a trigger), and
+    /// when a claim would take it now ([`Db::submit_claimed`]) claims it
+    /// in the same commit for one of this worker's idle slots, which takes
+    /// it from memory: the run starts without a claim transaction of its
+    /// own, one commit where it took two. `None` when no slot is idle (or
+    /// the worker is stopping): the caller queues it as usual. A run
+    /// queued but not claimed here wakes one slot, as a submission does.
+    pub async fn dispatch(
+        &self,
+        run: &RunSpec,
+        now: i64,
+    ) -> Result<Option<(String, bool)>, DbError> {
+        if !self.accepting.load(Ordering::Relaxed) || !self.has_idle_slot() {
+            return Ok(None);
+        }
+        let mut free = self.free_memory.lock().await;
+        // Again under the lock claims take: one may have filled the slot.
+        if !self.has_idle_slot() {
+            return Ok(None);
+        }
+        let (id, created, claim) = self
+            .db
+            .submit_claimed(run, &self.id, self.config.server.lease, now, *free as i64)
+            .await?;
+        match claim {
+            Some(claim) => {
+                let reserved = claim.run.spec.memory_bytes.max(0) as u64;
+                *free = free.saturating_sub(reserved);
+                drop(free);
+                self.claimed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back((claim, reserved));
+                self.claimed_ready.notify_one();
+            }
+            None if created => self.work_available.notify_one(),
+            None => {}
+        }
+        Ok(Some((id, created)))
+    }
+
+    /// Whether a slot holds no run and has none waiting for it.
+    fn has_idle_slot(&self) -> bool {
+        let waiting = self.claimed.lock().unwrap_or_else(|e| e.into_inner()).len();
+        self.slots.load(Ordering::Relaxed) > self.slots_running.load(Ordering::Relaxed) + waiting
     }
 
     /// Up to `n` of the runs claimed for idle slots, oldest first.
@@ -693,7 +779,12 @@ impl Worker {
                 AttemptOutcome::Succeeded { output, .. } => output.as_slice(),
                 _ => &[],
             };
-            if let Err(e) = scheduler::step_ended(&self.services, &settled, output).await {
+            let next = match scheduler::step_ended(&self.services, &settled, output, true).await {
+                Ok(Some(next)) => self.start_here(next).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = next {
                 tracing::warn!(workflow_run = %settled.workflow_run_id, "could not move the workflow on: {e}");
                 self.scheduler_wake.notify_waiters();
             }

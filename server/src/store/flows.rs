@@ -466,6 +466,35 @@ impl Db {
             .collect()
     }
 
+    /// The inline outputs of the runs of `steps` of a workflow run, by
+    /// step, read together: a step joining a thousand others reads their
+    /// outputs in a few statements, not one each. A step without a run is
+    /// left out; a run without an inline output gives an empty one.
+    pub async fn step_outputs(
+        &self,
+        workflow_run_id: &str,
+        steps: &[&str],
+    ) -> Result<Vec<(String, Vec<u8>)>, DbError> {
+        let mut outputs = Vec::with_capacity(steps.len());
+        for chunk in steps.chunks(IN_LIST_CHUNK) {
+            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT s.step_name, r.output FROM workflow_steps s JOIN runs r ON r.id = s.run_id \
+                 WHERE s.workflow_run_id = $1 AND s.step_name IN ({})",
+                list.join(", ")
+            );
+            let mut query = sqlx::query(built(sql)).bind(workflow_run_id);
+            for name in chunk {
+                query = query.bind(*name);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let output: Option<Vec<u8>> = row.try_get("output")?;
+                outputs.push((row.try_get("step_name")?, output.unwrap_or_default()));
+            }
+        }
+        Ok(outputs)
+    }
+
     /// Moves a step from `from` to `to` (with its run id, if any). Returns
     /// whether it moved: schedulers racing on one step agree on one winner.
     /// A step that ends (`to` is succeeded, failed or skipped) counts its

@@ -262,6 +262,18 @@ macro_rules! run_columns {
     };
 }
 
+/// The running runs of the tenant `t` in a claim's SQL: its row's
+/// `running_runs` on SQLite (kept by migration 0010's triggers), a probe of
+/// `runs_by_tenant_state` on PostgreSQL (migration 0011 took them out there).
+macro_rules! running_count {
+    (sqlite) => {
+        "t.running_runs"
+    };
+    (postgres) => {
+        "(SELECT COUNT(*) FROM runs b WHERE b.tenant_id = t.id AND b.state = 'running')"
+    };
+}
+
 /// The claim, shared by both backends up to the row lock. `$1` worker,
 /// `$2` lease end, `$3` now, `$4` memory cap. The outer `state = 'queued'`
 /// guards against a row that changed between the subquery and the update.
@@ -279,7 +291,7 @@ macro_rules! run_columns {
 /// created_at, id` order) that is due and fits. Only those candidates, one
 /// per tenant, are sorted; the backlog never is, however long it grows.
 macro_rules! claim_sql {
-    ($busy:literal, $lock:literal) => {
+    ($busy:expr, $lock:literal) => {
         concat!(
             "UPDATE runs SET state = 'running', worker_id = $1, lease_until = $2, \
              attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
@@ -320,14 +332,36 @@ enum Attempted {
 /// this claim commits, so a concurrent claim takes their next runs
 /// meanwhile: a tenant's own order may bend under concurrent claims, never
 /// the order between tenants.
-const CLAIM_POSTGRES: &str = claim_sql!(
-    "(SELECT COUNT(*) FROM runs b WHERE b.tenant_id = t.id AND b.state = 'running')",
-    " FOR UPDATE SKIP LOCKED"
-);
+const CLAIM_POSTGRES: &str = claim_sql!(running_count!(postgres), " FOR UPDATE SKIP LOCKED");
 
 /// SQLite: writers are serialised by the database lock, so the plain
 /// update is already atomic.
-const CLAIM_SQLITE: &str = claim_sql!("t.running_runs", "");
+const CLAIM_SQLITE: &str = claim_sql!(running_count!(sqlite), "");
+
+/// [`Db::submit_claimed`]'s claim of the run it has just inserted (`$1`):
+/// the claim's own conditions on that one row (still queued, due, fits
+/// `$5`; its tenant under `max_running_runs`, which the tenant's lock
+/// holds still) and no other run waiting that a claim could pick first.
+/// `$2` worker, `$3` lease end, `$4` now.
+macro_rules! claim_submitted_sql {
+    ($busy:expr) => {
+        concat!(
+            "UPDATE runs SET state = 'running', worker_id = $2, lease_until = $3, \
+             attempts = attempts + 1, started_at = COALESCE(started_at, $4) \
+             WHERE id = $1 AND state = 'queued' AND not_before <= $4 AND memory_bytes <= $5 \
+             AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = runs.tenant_id AND ",
+            $busy,
+            " < t.max_running_runs) \
+             AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.state = 'queued' \
+             AND o.not_before <= $4 AND o.id <> $1) \
+             RETURNING ",
+            run_columns!()
+        )
+    };
+}
+
+const CLAIM_SUBMITTED_SQLITE: &str = claim_submitted_sql!(running_count!(sqlite));
+const CLAIM_SUBMITTED_POSTGRES: &str = claim_submitted_sql!(running_count!(postgres));
 
 /// A value bound to a query assembled at run time.
 enum Bind {
@@ -451,6 +485,81 @@ impl Db {
             .await?;
         }
         Ok((id, true))
+    }
+
+    /// [`Db::submit_run`] for a run the submitting process can start at
+    /// once (a workflow's next step, queued by the worker whose run ended
+    /// the last): in the same transaction, it is claimed for `worker_id`
+    /// under a lease until `now + lease`, as a claim would take it, if a
+    /// claim would take it now. That is: nothing else is queued and due
+    /// (so no other run, of any tenant, is passed over), its tenant is
+    /// under `max_running_runs`, and its memory fits `max_memory`. Else it
+    /// stays queued, for any worker to claim. Returns the run's id,
+    /// whether it is new, and the claim if it was claimed here.
+    ///
+    /// One commit where the submit and the claim took two, and no wake-up
+    /// of another slot between them: a workflow's hop.
+    pub async fn submit_claimed(
+        &self,
+        run: &RunSpec,
+        worker_id: &str,
+        lease: Duration,
+        now: i64,
+        max_memory: i64,
+    ) -> Result<(String, bool, Option<Claim>), DbError> {
+        let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let mut turn = self.begin_write().await;
+        let mut tx = turn.begin().await?;
+        let mut room = QueueRoom::locked(&mut tx, self.kind, &run.tenant_id).await?;
+        let (id, new) = Self::insert_run(&mut tx, run, &mut room, now).await?;
+        if !new {
+            tx.commit().await?;
+            return Ok((id, false, None));
+        }
+        // Claimed only where a claim would take it (`claim_submitted_sql!`).
+        // `fetch_all`: a statement with RETURNING is stepped to its end.
+        let claim = match self.kind {
+            DbKind::Sqlite => CLAIM_SUBMITTED_SQLITE,
+            DbKind::Postgres => CLAIM_SUBMITTED_POSTGRES,
+        };
+        let claimed: Vec<RunRecord> = sqlx::query_as::<_, RunRecord>(claim)
+            .bind(&id)
+            .bind(worker_id)
+            .bind(lease_until)
+            .bind(now)
+            .bind(max_memory)
+            .fetch_all(&mut *tx)
+            .await?;
+        let Some(claimed) = claimed.into_iter().next() else {
+            tx.commit().await?;
+            return Ok((id, true, None));
+        };
+        // What a claim writes besides the run: the tenant's round robin
+        // stamp and the attempt's row.
+        sqlx::query("UPDATE tenants SET last_claim_at = $2 WHERE id = $1")
+            .bind(&run.tenant_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO run_attempts (run_id, attempt, worker_id, started_at, state) \
+             VALUES ($1, $2, $3, $4, 'running')",
+        )
+        .bind(&id)
+        .bind(claimed.attempts)
+        .bind(worker_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((
+            id,
+            true,
+            Some(Claim {
+                attempt: claimed.attempts,
+                run: claimed,
+            }),
+        ))
     }
 
     pub async fn get_run(&self, tenant_id: &str, id: &str) -> Result<Option<RunRecord>, DbError> {

@@ -356,6 +356,17 @@ impl Db {
             RunState::Cancelled => "cancelled",
             _ => "failed",
         };
+        // Most step runs are no split's: one read says so, where trying
+        // the update first took it and a read to tell "no split" from "a
+        // split settled already". The update below still guards the
+        // split's state, so a split settled meanwhile settles once.
+        let split = sqlx::query("SELECT split_index FROM workflow_splits WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if split.is_none() {
+            return Ok(SplitSettle::NotASplit);
+        }
         let rows = sqlx::query(
             "UPDATE workflow_splits SET state = $2 WHERE run_id = $1 AND state = 'running' \
              RETURNING workflow_run_id, step_name, split_index",
@@ -365,14 +376,7 @@ impl Db {
         .fetch_all(&mut *conn)
         .await?;
         let Some(row) = rows.first() else {
-            let split = sqlx::query("SELECT split_index FROM workflow_splits WHERE run_id = $1")
-                .bind(run_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            return Ok(match split {
-                Some(_) => SplitSettle::Split(None),
-                None => SplitSettle::NotASplit,
-            });
+            return Ok(SplitSettle::Split(None));
         };
         let workflow_run_id: String = row.try_get("workflow_run_id")?;
         let step: String = row.try_get("step_name")?;
