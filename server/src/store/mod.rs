@@ -14,6 +14,7 @@
 
 mod db;
 mod flows;
+mod group_commit;
 mod logs;
 mod modules;
 mod runs;
