@@ -1711,9 +1711,9 @@ async fn concurrent_log_appends_get_distinct_seqs() {
     .await;
 }
 
-/// Writers that arrive together: on SQLite they share one transaction
-/// (group commit), each in a savepoint of its own. 40 submissions at once
-/// against a quota of 25: exactly 25 are taken, each seen by another
+/// Writers that arrive together (on SQLite, queued for the writer's turn;
+/// a group commit would put them in one transaction). 40 submissions at
+/// once against a quota of 25: exactly 25 are taken, each seen by another
 /// connection the moment its submission answers (an answer means
 /// committed, not only written), and the 15 refused undo their own work
 /// only.

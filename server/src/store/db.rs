@@ -8,8 +8,6 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::error::ErrorKind;
 use sqlx::{AnyConnection, Connection};
 
-use super::group_commit::Writers;
-
 /// What went wrong talking to the database. Each variant keeps its cause
 /// as its source: the driver's error, or a message of Caisson's own (a row
 /// that breaks a rule, a connection error with its password removed).
@@ -54,13 +52,67 @@ pub enum DbKind {
 pub struct Db {
     pub(super) pool: sqlx::AnyPool,
     pub(super) kind: DbKind,
-    /// SQLite only: this process's writers, who take turns (see
-    /// `group_commit`). SQLite has one write lock per file, and a
+    /// SQLite only: this process's writers take turns here before they
+    /// begin ([`Db::begin_write`]). SQLite has one write lock per file, and a
     /// connection that finds it taken sleeps in its busy handler (1, 2, 5,
-    /// 10 ms and up) however soon the lock is released; queued for their
-    /// turn, the next writer starts the moment the last one commits. The
+    /// 10 ms and up) however soon the lock is released; queued on this
+    /// mutex, the next writer starts the moment the last one commits. The
     /// busy handler still settles contention with other processes.
-    pub(super) writer: Option<std::sync::Arc<Writers>>,
+    ///
+    /// The turn holds the connection the writers share (a file database):
+    /// kept out of the pool, it is not pinged each time it is given back,
+    /// a round trip to its driver thread per write transaction.
+    pub(super) writer: Option<std::sync::Arc<tokio::sync::Mutex<SharedWriter>>>,
+}
+
+/// The connection SQLite writers share, held by their turn.
+#[derive(Default)]
+pub(super) struct SharedWriter {
+    /// Whether writers share one connection at all: a SQLite file. An
+    /// in-memory database is its pool's one connection, so its writers
+    /// take a turn and then that connection.
+    shared: bool,
+    /// Taken from the pool at the first write.
+    conn: Option<AnyConnection>,
+    /// Its last `BEGIN` failed (its driver thread gone, say): replaced at
+    /// the next turn.
+    broken: bool,
+}
+
+/// A writer's turn ([`Db::begin_write`]): held until the transaction ends.
+pub(super) struct WriterTurn {
+    held: Option<tokio::sync::OwnedMutexGuard<SharedWriter>>,
+    pool: sqlx::AnyPool,
+}
+
+impl WriterTurn {
+    /// A transaction on the writers' shared connection, or on a pooled
+    /// one. Bind the turn before the transaction (`let mut turn = ...;
+    /// let mut tx = turn.begin().await?;`) so that it is dropped after
+    /// it: the turn passes on once the transaction has committed or rolled
+    /// back (a transaction dropped unfinished queues its rollback on the
+    /// connection, ahead of the next writer's statements).
+    pub(super) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Any>, DbError> {
+        let Some(writer) = self.held.as_deref_mut().filter(|w| w.shared) else {
+            return Ok(self.pool.begin().await?);
+        };
+        if writer.broken || writer.conn.is_none() {
+            // A closed pool refuses this, so a closed `Db` stays closed.
+            writer.conn = Some(self.pool.acquire().await?.detach());
+            writer.broken = false;
+        }
+        let SharedWriter { conn, broken, .. } = writer;
+        let conn = conn
+            .as_mut()
+            .ok_or_else(|| DbError::other("the writers' connection is missing"))?;
+        match conn.begin().await {
+            Ok(tx) => Ok(tx),
+            Err(e) => {
+                *broken = true;
+                Err(e.into())
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Db {
@@ -307,8 +359,29 @@ impl Db {
                 e => DbError::Migrate(redact(e.to_string(), url).into()),
             });
         }
-        let writer = (kind == DbKind::Sqlite).then(|| Writers::new(!in_memory));
+        let writer = (kind == DbKind::Sqlite).then(|| {
+            std::sync::Arc::new(tokio::sync::Mutex::new(SharedWriter {
+                shared: !in_memory,
+                ..SharedWriter::default()
+            }))
+        });
         Ok(Db { pool, kind, writer })
+    }
+
+    /// This process's writer turn (see [`Db::writer`]) on SQLite, nothing
+    /// to wait for on PostgreSQL, whose row locks need no turn; then
+    /// [`WriterTurn::begin`] for the transaction. A write outside a
+    /// transaction (one statement that commits on its own, on a pooled
+    /// connection) holds the turn alone. A write transaction never waits
+    /// for another turn while it holds one.
+    pub(super) async fn begin_write(&self) -> WriterTurn {
+        WriterTurn {
+            held: match &self.writer {
+                Some(writer) => Some(writer.clone().lock_owned().await),
+                None => None,
+            },
+            pool: self.pool.clone(),
+        }
     }
 
     pub fn kind(&self) -> DbKind {
@@ -318,9 +391,12 @@ impl Db {
     /// Closes every pooled connection; later calls fail with
     /// [`DbError::Unavailable`].
     pub async fn close(&self) {
-        if let Some(writers) = &self.writer {
-            // After the transaction that holds the turn, if any.
-            writers.close().await;
+        if let Some(writer) = &self.writer {
+            // After the transaction that holds it, if any.
+            let conn = writer.lock().await.conn.take();
+            if let Some(conn) = conn {
+                let _ = conn.close().await;
+            }
         }
         self.pool.close().await;
     }

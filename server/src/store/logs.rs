@@ -37,7 +37,7 @@ impl Db {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut turn = self.join_write_group().await;
+        let mut turn = self.begin_write().await;
         let mut tx = turn.begin().await?;
         // A no-op write on the run's row first: it makes concurrent appends
         // to one run take turns (a row lock on PostgreSQL, the write lock on
@@ -53,7 +53,6 @@ impl Db {
         }
         Self::insert_logs(&mut tx, run_id, attempt, lines).await?;
         tx.commit().await?;
-        turn.committed().await?;
         Ok(())
     }
 

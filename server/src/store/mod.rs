@@ -14,7 +14,6 @@
 
 mod db;
 mod flows;
-mod group_commit;
 mod logs;
 mod modules;
 mod runs;

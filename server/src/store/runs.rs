@@ -285,7 +285,7 @@ impl Db {
         runs: &[RunSpec],
         now: i64,
     ) -> Result<Vec<(String, bool)>, DbError> {
-        let mut turn = self.join_write_group().await;
+        let mut turn = self.begin_write().await;
         let mut tx = turn.begin().await?;
         // Each tenant's lock once, for the whole batch: under it,
         // concurrent submissions cannot all see room for one more, and a
@@ -309,7 +309,6 @@ impl Db {
             submitted.push(Self::insert_run(&mut tx, run, &mut rooms[at].1, now).await?);
         }
         tx.commit().await?;
-        turn.committed().await?;
         Ok(submitted)
     }
 
@@ -573,7 +572,7 @@ impl Db {
             DbKind::Postgres => CLAIM_POSTGRES,
             DbKind::Sqlite => CLAIM_SQLITE,
         };
-        let mut turn = self.join_write_group().await;
+        let mut turn = self.begin_write().await;
         let mut tx = turn.begin().await?;
         let mut claims = Vec::new();
         let mut memory = max_memory;
@@ -596,7 +595,6 @@ impl Db {
         } else {
             tx.commit().await?;
         }
-        turn.committed().await?;
         Ok(claims)
     }
 
@@ -748,7 +746,7 @@ impl Db {
     ) -> Result<Option<Option<Settled>>, DbError> {
         const HELD: &str = " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3 \
              RETURNING state, workflow_run_id, step_name";
-        let mut turn = self.join_write_group().await;
+        let mut turn = self.begin_write().await;
         let mut tx = turn.begin().await?;
         let (attempt_state, attempt_error, done) = match outcome {
             AttemptOutcome::Succeeded { output, output_key } => {
@@ -824,8 +822,6 @@ impl Db {
         let rows = done?;
         let Some(row) = rows.first() else {
             tx.rollback().await?;
-            // What it read may be a group member's work, not committed yet.
-            turn.committed().await?;
             return Ok(None);
         };
         let run_state: String = row.try_get("state")?;
@@ -867,7 +863,6 @@ impl Db {
             _ => None,
         };
         tx.commit().await?;
-        turn.committed().await?;
         Ok(Some(settled))
     }
 
