@@ -1821,6 +1821,60 @@ async fn concurrent_log_appends_get_distinct_seqs() {
     .await;
 }
 
+/// Writers that arrive together (on SQLite, queued for the writer's turn;
+/// a group commit would put them in one transaction). 40 submissions at
+/// once against a quota of 25: exactly 25 are taken, each seen by another
+/// connection the moment its submission answers (an answer means
+/// committed, not only written), and the 15 refused undo their own work
+/// only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_are_committed_when_answered_and_refused_alone() {
+    each_backend(5, |backend| async move {
+        let t = backend.db.ensure_tenant("acme").await.unwrap();
+        let quotas = TenantQuotas {
+            max_queued_runs: 25,
+            max_running_runs: 100,
+            max_schedules: 1,
+        };
+        backend.db.set_tenant_quotas(&t, &quotas).await.unwrap();
+        let reader = Db::connect(&backend.url, 2).await.unwrap();
+        let submissions: Vec<_> = (0..40)
+            .map(|i| {
+                let db = backend.db.clone();
+                let reader = reader.clone();
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let mut run = new_run(&t);
+                    run.idempotency_key = Some(format!("k{i}"));
+                    match db.submit_run(&run, NOW).await {
+                        Ok((id, created)) => {
+                            assert!(created);
+                            let seen = reader.get_run(&t, &id).await.unwrap();
+                            assert!(seen.is_some(), "run {id} answered, not committed");
+                            true
+                        }
+                        Err(DbError::QuotaExceeded { .. }) => false,
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            })
+            .collect();
+        let mut taken = 0;
+        for submission in submissions {
+            taken += usize::from(submission.await.unwrap());
+        }
+        assert_eq!(taken, 25);
+        let filter = RunFilter {
+            limit: 100,
+            ..RunFilter::default()
+        };
+        assert_eq!(reader.list_runs(&t, &filter).await.unwrap().len(), 25);
+        reader.close().await;
+        backend
+    })
+    .await;
+}
+
 // ---- metrics
 
 #[tokio::test]
