@@ -31,7 +31,7 @@
 //!    native `Counter` fed by a native client. **Small objects**
 //!    (`small-objects`): 2,000 objects of 0.1-3 KB read by a task one `get`
 //!    at a time and through `read_prefix`, against a native client one at a
-//!    time and with `buffer_unordered(16)`. **Map** (`map`, [`map`]):
+//!    time and with `buffer_unordered(16)`. **Map** (`map`):
 //!    10,000 objects of 1-8 KB and 20 of 16 MiB (500 and 2 of 1 MiB in quick
 //!    mode), read by a task one `get` at a time, through `read_prefix`, and
 //!    by a workflow `map` step in 2, 4 and 8 splits, against a native client
@@ -45,7 +45,7 @@
 //!    survives it (open, one query, reset on release), against the same
 //!    query on a plain sqlx pool and on a fresh connection each time.
 //!
-//! 9. **Against the alternatives** (issue 17, [`peers`]): `wasmtime run`,
+//! 9. **Against the alternatives** (issue 17, `peers`): `wasmtime run`,
 //!    `uv run --with`, graphile-worker and Airflow, installed by
 //!    `bench/install-peers`, measured beside Caisson on the same inputs; a
 //!    peer not installed is named in a note and skipped.

@@ -61,7 +61,7 @@ impl Counter {
     /// Counts the next chunk of the current object.
     ///
     /// Scans for the whitespace that ends each word, eight bytes at a time
-    /// ([`word_end`]), and counts the word as a slice of the chunk: only a
+    /// (`word_end`), and counts the word as a slice of the chunk: only a
     /// word cut by the chunk's end is copied (into `word`, to be completed
     /// by the next chunk). The byte-at-a-time loop this replaces (each byte
     /// pushed onto `word`) was where the wasm build lost most to the

@@ -498,7 +498,7 @@ impl Db {
     /// Moves a step from `from` to `to` (with its run id, if any). Returns
     /// whether it moved: schedulers racing on one step agree on one winner.
     /// A step that ends (`to` is succeeded, failed or skipped) counts its
-    /// successors down in the same transaction, as [`Db::settle_step`] says.
+    /// successors down in the same transaction, as `Db::settle_step` says.
     pub async fn move_step(
         &self,
         workflow_run_id: &str,

@@ -894,7 +894,7 @@ impl Db {
     }
 
     /// [`Db::finish_attempt`], and for a workflow step's run that ended,
-    /// the step's end in the same transaction ([`Db::settle_step`]): `None`
+    /// the step's end in the same transaction (`Db::settle_step`): `None`
     /// if the attempt was not this worker's to finish, else what the step
     /// ending made ready, if the run is a step and ended.
     ///
