@@ -46,36 +46,68 @@ pub struct RunRecord {
     pub retryable: Option<bool>,
 }
 
-/// A tenant's `max_queued_runs` and its queued runs, read once under its
-/// lock by [`Db::submit_runs`] and kept up to date as the batch inserts.
-pub(super) struct QueueRoom {
-    limit: i64,
-    queued: i64,
+/// Where a submission's runs are held to their tenant's `max_queued_runs`.
+pub(super) enum QueueRoom {
+    /// SQLite: the quota and the queued runs, read once under the tenant's
+    /// lock by [`Db::submit_runs`] and kept up to date as the batch inserts.
+    Counted { limit: i64, queued: i64 },
+    /// PostgreSQL: by the insert's trigger (migration 0012), which takes
+    /// the tenant's lock only then, so the lock is held from the insert to
+    /// the commit rather than over the count and the insert too.
+    InTheInsert,
 }
 
 impl QueueRoom {
-    /// Locks the tenant and reads its quota and queued runs under the
-    /// lock ([`Db::locked_tenant_count`]).
-    pub(super) async fn locked(
+    /// The room a submission of the tenant's runs works in: on SQLite, its
+    /// quota and queued runs read under its lock
+    /// ([`Db::locked_tenant_count`]); on PostgreSQL nothing to read.
+    pub(super) async fn of(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         kind: DbKind,
         tenant_id: &str,
     ) -> Result<QueueRoom, DbError> {
-        let (limit, queued) =
-            Db::locked_tenant_count(tx, kind, tenant_id, TenantCount::Queued).await?;
-        Ok(QueueRoom { limit, queued })
+        Ok(match kind {
+            DbKind::Sqlite => {
+                let (limit, queued) =
+                    Db::locked_tenant_count(tx, kind, tenant_id, TenantCount::Queued).await?;
+                QueueRoom::Counted { limit, queued }
+            }
+            DbKind::Postgres => QueueRoom::InTheInsert,
+        })
     }
 
     /// Counts one more queued run, or refuses it past the quota.
     fn take_one(&mut self) -> Result<(), DbError> {
-        if self.queued >= self.limit {
-            return Err(DbError::QuotaExceeded {
-                quota: "max_queued_runs",
-                limit: self.limit,
-            });
+        match self {
+            QueueRoom::Counted { limit, queued } => {
+                if *queued >= *limit {
+                    return Err(DbError::QuotaExceeded {
+                        quota: "max_queued_runs",
+                        limit: *limit,
+                    });
+                }
+                *queued += 1;
+                Ok(())
+            }
+            QueueRoom::InTheInsert => Ok(()),
         }
-        self.queued += 1;
-        Ok(())
+    }
+
+    /// The quota error migration 0012's trigger raises, as
+    /// [`DbError::QuotaExceeded`]; any other error as it is.
+    fn refused_by_trigger(e: sqlx::Error) -> DbError {
+        const MARK: &str = "caisson_quota max_queued_runs ";
+        let limit = e
+            .as_database_error()
+            .and_then(|d| d.message().strip_prefix(MARK))
+            .and_then(|limit| limit.trim().parse().ok());
+        match limit {
+            Some(limit) => DbError::QuotaExceeded {
+                quota: "max_queued_runs",
+                limit,
+            },
+            None => e.into(),
+        }
     }
 }
 
@@ -389,11 +421,11 @@ impl Db {
     ) -> Result<Vec<(String, bool)>, DbError> {
         let mut turn = self.begin_write().await;
         let mut tx = turn.begin().await?;
-        // Each tenant's lock once, for the whole batch: under it,
-        // concurrent submissions cannot all see room for one more, and a
-        // key used by a concurrent submission is seen here once that one
-        // commits. Its queued runs are counted once too, and this batch's
-        // new ones added as they go in.
+        // Each tenant's room once, for the whole batch. On SQLite that is
+        // its queued runs counted once under the writers' lock, and this
+        // batch's new ones added as they go in; on PostgreSQL each insert
+        // is counted and held to the quota by its trigger, under the
+        // tenant's row lock, which concurrent submissions then wait for.
         let mut rooms: Vec<(&str, QueueRoom)> = Vec::new();
         let mut submitted = Vec::with_capacity(runs.len());
         for run in runs {
@@ -403,7 +435,7 @@ impl Db {
             {
                 Some(at) => at,
                 None => {
-                    let room = QueueRoom::locked(&mut tx, self.kind, &run.tenant_id).await?;
+                    let room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id).await?;
                     rooms.push((&run.tenant_id, room));
                     rooms.len() - 1
                 }
@@ -438,13 +470,14 @@ impl Db {
         let id = new_id();
         let params = serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.into()))?;
         let grants = serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.into()))?;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO runs (id, tenant_id, module_name, module_version, digest, input, params, \
              grants, timeout_ms, memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, \
              priority, idempotency_key, state, attempts, not_before, created_at, cancel_requested, \
              schedule_id, workflow_run_id, step_name, logical_date, trace_parent) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             'queued', 0, $17, $18, 0, $19, $20, $21, $22, $23)",
+             'queued', 0, $17, $18, 0, $19, $20, $21, $22, $23) \
+             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
         )
         .bind(&id)
         .bind(&run.tenant_id)
@@ -469,8 +502,23 @@ impl Db {
         .bind(&run.step_name)
         .bind(run.logical_date)
         .bind(&run.trace_parent)
-        .execute(&mut **tx)
-        .await?;
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(QueueRoom::refused_by_trigger)?;
+        // The key's conflict: a concurrent submission with the same key
+        // inserted first (on PostgreSQL the check above takes no lock, so
+        // it cannot see a run not yet committed); the insert waited for it
+        // to commit and did nothing, and its run is the answer.
+        if inserted.is_empty() {
+            let existing: String = sqlx::query_scalar(
+                "SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2",
+            )
+            .bind(&run.tenant_id)
+            .bind(&run.idempotency_key)
+            .fetch_one(&mut **tx)
+            .await?;
+            return Ok((existing, false));
+        }
         // A workflow step's run: the step is running from the same commit,
         // so the run cannot end before its step says it started.
         if let (Some(workflow_run_id), Some(step)) = (&run.workflow_run_id, &run.step_name) {
@@ -510,7 +558,7 @@ impl Db {
         let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let mut turn = self.begin_write().await;
         let mut tx = turn.begin().await?;
-        let mut room = QueueRoom::locked(&mut tx, self.kind, &run.tenant_id).await?;
+        let mut room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id).await?;
         let (id, new) = Self::insert_run(&mut tx, run, &mut room, now).await?;
         if !new {
             tx.commit().await?;

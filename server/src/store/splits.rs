@@ -270,7 +270,7 @@ impl Db {
             tx.rollback().await?;
             return Ok(None);
         }
-        let mut room = QueueRoom::locked(&mut tx, self.kind, &run.tenant_id).await?;
+        let mut room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id).await?;
         let (run_id, _) = Self::insert_run(&mut tx, run, &mut room, now).await?;
         sqlx::query(
             "UPDATE workflow_splits SET run_id = $4 \
