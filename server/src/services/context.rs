@@ -1,5 +1,7 @@
 //! [`Services`]: the handles every service and duty shares.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use caisson_runtime::Runtime;
@@ -8,11 +10,27 @@ use tokio::sync::Notify;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use crate::store::Db;
+use crate::model::RunSpec;
+use crate::store::{Db, DbError};
 
 use super::cancel::Cancels;
-use super::worker::Worker;
 use super::workflow_defs::WorkflowDefs;
+
+/// What [`LocalWorker::dispatch`] answers, in time: the run's id and
+/// whether it is new, or `None` when the caller is to queue it.
+pub type Dispatched<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<(String, bool)>, DbError>> + Send + 'a>>;
+
+/// This process's worker as admission sees it: something a run admitted
+/// here can be handed to. A trait, so that these shared handles do not
+/// depend on the worker, which depends on them (`super::worker::Worker`
+/// implements it).
+pub trait LocalWorker: Send + Sync {
+    /// Queues `run` and, when one of the worker's slots is idle and a
+    /// claim would take the run now, claims it for that slot in the same
+    /// commit. `None` when no slot is idle: the caller queues the run.
+    fn dispatch<'a>(&'a self, run: &'a RunSpec, now: i64) -> Dispatched<'a>;
+}
 
 /// What the services share: cheap to clone, every field is a handle.
 #[derive(Clone)]
@@ -45,8 +63,8 @@ pub struct Services {
     /// which the API's cancel flips directly.
     pub cancels: Arc<Cancels>,
     /// This process's worker while it runs, for handing it a run admitted
-    /// here ([`Worker::dispatch`]).
-    pub local_worker: Arc<std::sync::RwLock<Weak<Worker>>>,
+    /// here ([`LocalWorker::dispatch`]).
+    pub local_worker: Arc<std::sync::RwLock<Option<Weak<dyn LocalWorker>>>>,
 }
 
 impl Services {
@@ -69,15 +87,16 @@ impl Services {
             workflow_ended: Arc::new(Notify::new()),
             workflow_defs: Default::default(),
             cancels: Default::default(),
-            local_worker: Arc::new(std::sync::RwLock::new(Weak::new())),
+            local_worker: Arc::new(std::sync::RwLock::new(None)),
         }
     }
 
     /// This process's worker, if one runs.
-    pub fn local_worker(&self) -> Option<Arc<Worker>> {
+    pub fn local_worker(&self) -> Option<Arc<dyn LocalWorker>> {
         self.local_worker
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .upgrade()
+            .as_ref()
+            .and_then(Weak::upgrade)
     }
 }

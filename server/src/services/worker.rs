@@ -9,8 +9,8 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use caisson_host_api::Grants;
@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use super::artifacts::{module_key, output_key};
 use super::cancel::{CANCEL_CHANNEL, Cancels};
-use super::context::Services;
+use super::context::{Dispatched, LocalWorker, Services};
 use super::scheduler;
 use super::supervise::{RESTART_DELAY, supervise};
 use super::wake::armed;
@@ -131,6 +131,12 @@ pub struct Worker {
     services: Services,
 }
 
+impl LocalWorker for Worker {
+    fn dispatch<'a>(&'a self, run: &'a RunSpec, now: i64) -> Dispatched<'a> {
+        Box::pin(Worker::dispatch(self, run, now))
+    }
+}
+
 impl Worker {
     /// A worker over `services`' database, runtime and module store.
     pub fn new(services: &Services) -> Arc<Self> {
@@ -188,8 +194,9 @@ impl Worker {
         self.metrics.worker_slots(&self.id, slots);
         self.slots.store(slots, Ordering::Relaxed);
         self.accepting.store(true, Ordering::Relaxed);
+        let local: Weak<Worker> = Arc::downgrade(&self);
         *(self.services.local_worker.write()).unwrap_or_else(|e| e.into_inner()) =
-            Arc::downgrade(&self);
+            Some(local as Weak<dyn LocalWorker>);
         let listener = (self.db.kind() == DbKind::Postgres).then(|| {
             tokio::spawn(listen_for_runs(
                 self.config.server.database.clone(),
