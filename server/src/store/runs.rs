@@ -59,20 +59,31 @@ pub(super) enum QueueRoom {
 
 impl QueueRoom {
     /// The room a submission of the tenant's runs works in: on SQLite, its
-    /// quota and queued runs read under its lock
-    /// ([`Db::locked_tenant_count`]); on PostgreSQL nothing to read.
+    /// quota and queued runs read under its lock; on PostgreSQL nothing to
+    /// read.
     pub(super) async fn of(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         kind: DbKind,
         tenant_id: &str,
     ) -> Result<QueueRoom, DbError> {
-        Ok(match kind {
-            DbKind::Sqlite => {
-                let (limit, queued) =
-                    Db::locked_tenant_count(tx, kind, tenant_id, TenantCount::Queued).await?;
-                QueueRoom::Counted { limit, queued }
-            }
-            DbKind::Postgres => QueueRoom::InTheInsert,
+        if kind == DbKind::Postgres {
+            return Ok(QueueRoom::InTheInsert);
+        }
+        // A no-op write takes the tenant's lock (as [`Db::lock_tenant`]);
+        // the count is its row's `queued_runs` (migration 0010's triggers).
+        let rows = sqlx::query(
+            "UPDATE tenants SET max_queued_runs = max_queued_runs WHERE id = $1 \
+             RETURNING max_queued_runs, queued_runs",
+        )
+        .bind(tenant_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        let Some(row) = rows.first() else {
+            return Err(DbError::other(format!("no tenant {tenant_id}")));
+        };
+        Ok(QueueRoom::Counted {
+            limit: row.try_get("max_queued_runs")?,
+            queued: row.try_get("queued_runs")?,
         })
     }
 
@@ -111,79 +122,98 @@ impl QueueRoom {
     }
 }
 
-/// Which of a tenant's quotas [`Db::locked_tenant_count`] reads, with the
-/// count of runs it limits.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum TenantCount {
-    /// `max_queued_runs`, for a submission.
-    Queued,
-    /// `max_running_runs`, for a claim; the lock also stamps the tenant's
-    /// `last_claim_at` with `claimed_at`, the claim's round robin.
-    Running { claimed_at: i64 },
-}
-
 impl Db {
-    /// Takes the tenant's row lock and reads, under it, the
-    /// quota `count` names and the tenant's runs in that state, as the
-    /// last holder of the lock committed them. SQLite reads the count from
-    /// the row in the same statement (`queued_runs`, `running_runs`, kept
-    /// by migration 0010's triggers). PostgreSQL counts in a statement of
-    /// its own over the `runs_by_tenant_state` index: there those triggers
-    /// made the tenant's row a lock every finish waited for too
-    /// (migration 0011), and in read committed a new statement sees every
-    /// transaction that committed while this one waited for the lock.
-    pub(super) async fn locked_tenant_count(
+    /// Takes the tenant's row lock, stamping its `last_claim_at` with
+    /// `claimed_at` (the claims' round robin), and reads under it its
+    /// `max_running_runs` and its running runs, as the last holder of the
+    /// lock committed them. SQLite reads the count from the row in the same
+    /// statement (`running_runs`, kept by migration 0010's triggers).
+    /// PostgreSQL counts in a statement of its own over the
+    /// `runs_by_tenant_state` index: there those triggers made the tenant's
+    /// row a lock every finish waited for (migration 0011), and in read
+    /// committed a new statement sees every transaction that committed
+    /// while this one waited for the lock.
+    async fn locked_running_count(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         kind: DbKind,
         tenant_id: &str,
-        count: TenantCount,
+        claimed_at: i64,
     ) -> Result<(i64, i64), DbError> {
-        let (quota, state) = match count {
-            TenantCount::Queued => ("max_queued_runs", "queued"),
-            TenantCount::Running { .. } => ("max_running_runs", "running"),
-        };
-        let lock = match (count, kind) {
-            (TenantCount::Queued, DbKind::Sqlite) => {
-                "UPDATE tenants SET max_queued_runs = max_queued_runs WHERE id = $1 \
-                 RETURNING max_queued_runs, queued_runs AS n"
-            }
-            // A row lock without a write: no new version of the row for
-            // every submission, which a busy tenant's row would pile up
-            // faster than vacuum takes them away, and every claim reads
-            // `tenants` whole. `NO KEY`, as an update of it would take:
-            // inserting a run only key-shares its tenant's row.
-            (TenantCount::Queued, DbKind::Postgres) => {
-                "SELECT max_queued_runs FROM tenants WHERE id = $1 FOR NO KEY UPDATE"
-            }
-            (TenantCount::Running { .. }, DbKind::Sqlite) => {
+        let lock = match kind {
+            DbKind::Sqlite => {
                 "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 \
-                 RETURNING max_running_runs, running_runs AS n"
+                 RETURNING max_running_runs, running_runs"
             }
-            (TenantCount::Running { .. }, DbKind::Postgres) => {
+            DbKind::Postgres => {
                 "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 RETURNING max_running_runs"
             }
         };
-        let mut query = sqlx::query(lock).bind(tenant_id);
-        if let TenantCount::Running { claimed_at } = count {
-            query = query.bind(claimed_at);
-        }
-        let rows = query.fetch_all(&mut **tx).await?;
+        let rows = sqlx::query(lock)
+            .bind(tenant_id)
+            .bind(claimed_at)
+            .fetch_all(&mut **tx)
+            .await?;
         let Some(row) = rows.first() else {
             return Err(DbError::other(format!("no tenant {tenant_id}")));
         };
-        let limit: i64 = row.try_get(quota)?;
-        let counted: i64 = match kind {
-            DbKind::Sqlite => row.try_get("n")?,
+        let limit: i64 = row.try_get("max_running_runs")?;
+        let running: i64 = match kind {
+            DbKind::Sqlite => row.try_get("running_runs")?,
             DbKind::Postgres => {
-                sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE tenant_id = $1 AND state = $2")
-                    .bind(tenant_id)
-                    .bind(state)
-                    .fetch_one(&mut **tx)
-                    .await?
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM runs WHERE tenant_id = $1 AND state = 'running'",
+                )
+                .bind(tenant_id)
+                .fetch_one(&mut **tx)
+                .await?
             }
         };
-        Ok((limit, counted))
+        Ok((limit, running))
     }
+
+    /// The run `tenant_id` submitted with idempotency `key`, if any.
+    async fn run_by_key(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tenant_id: &str,
+        key: &str,
+    ) -> Result<Option<String>, DbError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2")
+                .bind(tenant_id)
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await?,
+        )
+    }
+
+    /// The `running` row of a claimed run's attempt. An upsert: a row left
+    /// by an attempt number that is being reused (never expected, as
+    /// release deletes its row) must not fail the claim.
+    async fn start_attempt(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        run_id: &str,
+        attempt: i64,
+        worker_id: &str,
+        now: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO run_attempts (run_id, attempt, worker_id, started_at, state) \
+             VALUES ($1, $2, $3, $4, 'running') ON CONFLICT (run_id, attempt) DO UPDATE SET \
+             worker_id = $3, started_at = $4, finished_at = NULL, state = 'running', error = NULL",
+        )
+        .bind(run_id)
+        .bind(attempt)
+        .bind(worker_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// When a lease of `lease` taken at `now` ends, in milliseconds.
+fn lease_end(now: i64, lease: Duration) -> i64 {
+    now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl RunRecord {
@@ -454,16 +484,10 @@ impl Db {
         room: &mut QueueRoom,
         now: i64,
     ) -> Result<(String, bool), DbError> {
-        if let Some(key) = &run.idempotency_key {
-            let row =
-                sqlx::query("SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2")
-                    .bind(&run.tenant_id)
-                    .bind(key)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-            if let Some(row) = row {
-                return Ok((row.try_get("id")?, false));
-            }
+        if let Some(key) = &run.idempotency_key
+            && let Some(existing) = Self::run_by_key(tx, &run.tenant_id, key).await?
+        {
+            return Ok((existing, false));
         }
         // Dropping the transaction on a refusal rolls it back.
         room.take_one()?;
@@ -509,15 +533,13 @@ impl Db {
         // inserted first (on PostgreSQL the check above takes no lock, so
         // it cannot see a run not yet committed); the insert waited for it
         // to commit and did nothing, and its run is the answer.
-        if inserted.is_empty() {
-            let existing: String = sqlx::query_scalar(
-                "SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2",
-            )
-            .bind(&run.tenant_id)
-            .bind(&run.idempotency_key)
-            .fetch_one(&mut **tx)
-            .await?;
-            return Ok((existing, false));
+        if inserted.is_empty()
+            && let Some(key) = &run.idempotency_key
+        {
+            let existing = Self::run_by_key(tx, &run.tenant_id, key).await?;
+            return existing
+                .map(|id| (id, false))
+                .ok_or_else(|| DbError::other("a run's key conflicted, but no run holds it"));
         }
         // A workflow step's run: the step is running from the same commit,
         // so the run cannot end before its step says it started.
@@ -555,7 +577,7 @@ impl Db {
         now: i64,
         max_memory: i64,
     ) -> Result<(String, bool, Option<Claim>), DbError> {
-        let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let lease_until = lease_end(now, lease);
         let mut turn = self.begin_write().await;
         let mut tx = turn.begin().await?;
         let mut room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id).await?;
@@ -589,16 +611,7 @@ impl Db {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO run_attempts (run_id, attempt, worker_id, started_at, state) \
-             VALUES ($1, $2, $3, $4, 'running')",
-        )
-        .bind(&id)
-        .bind(claimed.attempts)
-        .bind(worker_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        Self::start_attempt(&mut tx, &id, claimed.attempts, worker_id, now).await?;
         tx.commit().await?;
         Ok((
             id,
@@ -792,7 +805,7 @@ impl Db {
         max_memory: i64,
         max_runs: usize,
     ) -> Result<Vec<Claim>, DbError> {
-        let lease_until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let lease_until = lease_end(now, lease);
         let mut turn = self.begin_write().await;
         let mut tx = turn.begin().await?;
         let mut claims = Vec::new();
@@ -850,13 +863,8 @@ impl Db {
         // stamps the round robin) settles it: the count already holds
         // this claim, and whoever commits second sees the first, and
         // backs out if that was the tenant's last slot.
-        let (limit, running) = Self::locked_tenant_count(
-            tx,
-            kind,
-            &run.spec.tenant_id,
-            TenantCount::Running { claimed_at: now },
-        )
-        .await?;
+        let (limit, running) =
+            Self::locked_running_count(tx, kind, &run.spec.tenant_id, now).await?;
         if running > limit {
             // Undone in the transaction, which may hold other claims: the
             // run is queued again as it was (`attempts` on the right-hand
@@ -872,19 +880,7 @@ impl Db {
             .await?;
             return Ok(Attempted::OverQuota);
         }
-        // An upsert: a row left by an attempt number that is being reused
-        // (never expected, as release deletes its row) must not fail the claim.
-        sqlx::query(
-            "INSERT INTO run_attempts (run_id, attempt, worker_id, started_at, state) \
-             VALUES ($1, $2, $3, $4, 'running') ON CONFLICT (run_id, attempt) DO UPDATE SET \
-             worker_id = $3, started_at = $4, finished_at = NULL, state = 'running', error = NULL",
-        )
-        .bind(&run.id)
-        .bind(run.attempts)
-        .bind(worker_id)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+        Self::start_attempt(tx, &run.id, run.attempts, worker_id, now).await?;
         Ok(Attempted::Claimed(Box::new(Claim {
             attempt: run.attempts,
             run,
