@@ -8,6 +8,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::error::ErrorKind;
 use sqlx::{AnyConnection, Connection};
 
+use super::write_tx::WriteTx;
+
 /// What went wrong talking to the database. Each variant keeps its cause
 /// as its source: the driver's error, or a message of Caisson's own (a row
 /// that breaks a rule, a connection error with its password removed).
@@ -77,6 +79,35 @@ pub(super) struct SharedWriter {
     /// Its last `BEGIN` failed (its driver thread gone, say): replaced at
     /// the next turn.
     broken: bool,
+    /// A [`WriteTx`] may have left a transaction open on it (dropped
+    /// unfinished, or a script that failed before its `COMMIT`): rolled
+    /// back at the next turn.
+    open: bool,
+}
+
+impl SharedWriter {
+    /// The connection, ready for the next transaction: what the last one
+    /// left open rolled back, and replaced if it is broken or missing.
+    async fn ready(&mut self, pool: &sqlx::AnyPool) -> Result<(), DbError> {
+        if self.open
+            && !self.broken
+            && let Some(conn) = self.conn.as_mut()
+        {
+            match sqlx::query("ROLLBACK").execute(conn).await {
+                // A database error is "no transaction is active": the
+                // script committed, or its `BEGIN` failed.
+                Ok(_) | Err(sqlx::Error::Database(_)) => {}
+                Err(_) => self.broken = true,
+            }
+        }
+        self.open = false;
+        if self.broken || self.conn.is_none() {
+            // A closed pool refuses this, so a closed `Db` stays closed.
+            self.conn = Some(pool.acquire().await?.detach());
+            self.broken = false;
+        }
+        Ok(())
+    }
 }
 
 /// A writer's turn ([`Db::begin_write`]): held until the transaction ends.
@@ -96,11 +127,7 @@ impl WriterTurn {
         let Some(writer) = self.held.as_deref_mut().filter(|w| w.shared) else {
             return Ok(self.pool.begin().await?);
         };
-        if writer.broken || writer.conn.is_none() {
-            // A closed pool refuses this, so a closed `Db` stays closed.
-            writer.conn = Some(self.pool.acquire().await?.detach());
-            writer.broken = false;
-        }
+        writer.ready(&self.pool).await?;
         let SharedWriter { conn, broken, .. } = writer;
         let conn = conn
             .as_mut()
@@ -112,6 +139,21 @@ impl WriterTurn {
                 Err(e.into())
             }
         }
+    }
+
+    /// A [`WriteTx`]: on the writers' shared connection, one whose `BEGIN`
+    /// and `COMMIT` ride on its statements; else sqlx's transaction on a
+    /// pooled connection. Bound after the turn, as [`WriterTurn::begin`]'s.
+    pub(super) async fn transaction(&mut self) -> Result<WriteTx<'_>, DbError> {
+        let Some(writer) = self.held.as_deref_mut().filter(|w| w.shared) else {
+            return Ok(WriteTx::sqlx(self.pool.begin().await?));
+        };
+        writer.ready(&self.pool).await?;
+        let SharedWriter { conn, open, .. } = writer;
+        let conn = conn
+            .as_mut()
+            .ok_or_else(|| DbError::other("the writers' connection is missing"))?;
+        Ok(WriteTx::script(conn, open))
     }
 }
 

@@ -4,7 +4,8 @@
 use caisson_host_api::log::Level;
 use serde::{Deserialize, Serialize};
 
-use super::db::{Db, DbError, built};
+use super::db::{Db, DbError};
+use super::write_tx::WriteTx;
 use crate::model::columns::LevelName;
 use crate::model::{LogSource, NewLogLine};
 
@@ -38,16 +39,18 @@ impl Db {
             return Ok(());
         }
         let mut turn = self.begin_write().await;
-        let mut tx = turn.begin().await?;
+        let mut tx = turn.transaction().await?;
         // A no-op write on the run's row first: it makes concurrent appends
         // to one run take turns (a row lock on PostgreSQL, the write lock on
         // SQLite, taken before the read so it cannot turn into a stale
         // snapshot), so two never read the same last `seq`.
-        let locked = sqlx::query("UPDATE runs SET attempts = attempts WHERE id = $1")
-            .bind(run_id)
-            .execute(&mut *tx)
+        let locked = tx
+            .fetch_all(
+                "UPDATE runs SET attempts = attempts WHERE id = $1 RETURNING id",
+                move |q| q.bind(run_id),
+            )
             .await?;
-        if locked.rows_affected() == 0 {
+        if locked.is_empty() {
             tx.rollback().await?;
             return Err(DbError::other(format!("no run {run_id}")));
         }
@@ -67,11 +70,11 @@ impl Db {
     /// caller holds keeps another append from reading the same last
     /// `seq`; the statement reads the table before it writes (PostgreSQL's
     /// snapshot; SQLite materialises an insert that reads its own table).
-    pub(super) async fn insert_logs(
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        run_id: &str,
+    pub(super) async fn insert_logs<'t>(
+        tx: &mut WriteTx<'t>,
+        run_id: &'t str,
         attempt: i64,
-        lines: &[NewLogLine],
+        lines: &'t [NewLogLine],
     ) -> Result<(), DbError> {
         for chunk in lines.chunks(LOG_ROWS_PER_INSERT) {
             // `VALUES` names its columns `column1`, `column2`... on both
@@ -96,16 +99,19 @@ impl Db {
                 ));
             }
             sql.push_str(") AS v");
-            let mut query = sqlx::query(built(sql)).bind(run_id).bind(attempt);
-            for (place, line) in (1_i64..).zip(chunk) {
-                query = query
-                    .bind(place)
-                    .bind(line.time)
-                    .bind(line.level.as_str())
-                    .bind(line.source.as_str())
-                    .bind(line.message.as_str());
-            }
-            query.execute(&mut **tx).await?;
+            tx.defer(sql, move |mut query| {
+                query = query.bind(run_id).bind(attempt);
+                for (place, line) in (1_i64..).zip(chunk) {
+                    query = query
+                        .bind(place)
+                        .bind(line.time)
+                        .bind(line.level.as_str())
+                        .bind(line.source.as_str())
+                        .bind(line.message.as_str());
+                }
+                query
+            })
+            .await?;
         }
         Ok(())
     }

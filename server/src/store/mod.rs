@@ -20,6 +20,7 @@ mod runs;
 mod splits;
 mod tenants;
 mod tokens;
+mod write_tx;
 pub use db::{BoxError, Db, DbError, DbKind};
 pub use flows::{
     NewStep, OpenWorkflowRun, ScheduleRecord, Settled, StepRecord, WorkflowRecord,

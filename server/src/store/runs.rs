@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, Row};
+use sqlx::{AnyConnection, FromRow, Row};
 
 use super::db::{Db, DbError, DbKind, built, corrupt, new_id};
+use super::write_tx::{AnyQuery, WriteTx};
 
 /// The PostgreSQL channel a cancel request is announced on, with the run's
 /// id as the payload (see `services::cancel`).
@@ -61,23 +62,23 @@ impl QueueRoom {
     /// The room a submission of the tenant's runs works in: on SQLite, its
     /// quota and queued runs read under its lock; on PostgreSQL nothing to
     /// read.
-    pub(super) async fn of(
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    pub(super) async fn of<'t>(
+        tx: &mut WriteTx<'t>,
         kind: DbKind,
-        tenant_id: &str,
+        tenant_id: &'t str,
     ) -> Result<QueueRoom, DbError> {
         if kind == DbKind::Postgres {
             return Ok(QueueRoom::InTheInsert);
         }
         // A no-op write takes the tenant's lock (as [`Db::lock_tenant`]);
         // the count is its row's `queued_runs` (migration 0010's triggers).
-        let rows = sqlx::query(
-            "UPDATE tenants SET max_queued_runs = max_queued_runs WHERE id = $1 \
-             RETURNING max_queued_runs, queued_runs",
-        )
-        .bind(tenant_id)
-        .fetch_all(&mut **tx)
-        .await?;
+        let rows = tx
+            .fetch_all(
+                "UPDATE tenants SET max_queued_runs = max_queued_runs WHERE id = $1 \
+                 RETURNING max_queued_runs, queued_runs",
+                move |q| q.bind(tenant_id),
+            )
+            .await?;
         let Some(row) = rows.first() else {
             return Err(DbError::other(format!("no tenant {tenant_id}")));
         };
@@ -106,108 +107,95 @@ impl QueueRoom {
 
     /// The quota error migration 0012's trigger raises, as
     /// [`DbError::QuotaExceeded`]; any other error as it is.
-    fn refused_by_trigger(e: sqlx::Error) -> DbError {
+    fn refused_by_trigger(e: DbError) -> DbError {
         const MARK: &str = "caisson_quota max_queued_runs ";
-        let limit = e
-            .as_database_error()
-            .and_then(|d| d.message().strip_prefix(MARK))
-            .and_then(|limit| limit.trim().parse().ok());
+        let limit = match &e {
+            DbError::Other(source) => source
+                .downcast_ref::<sqlx::Error>()
+                .and_then(sqlx::Error::as_database_error)
+                .and_then(|d| d.message().strip_prefix(MARK))
+                .and_then(|limit| limit.trim().parse().ok()),
+            _ => None,
+        };
         match limit {
             Some(limit) => DbError::QuotaExceeded {
                 quota: "max_queued_runs",
                 limit,
             },
-            None => e.into(),
+            None => e,
         }
     }
 }
 
 impl Db {
-    /// Takes the tenant's row lock, stamping its `last_claim_at` with
-    /// `claimed_at` (the claims' round robin), and reads under it its
-    /// `max_running_runs` and its running runs, as the last holder of the
-    /// lock committed them. SQLite reads the count from the row in the same
-    /// statement (`running_runs`, kept by migration 0010's triggers).
-    /// PostgreSQL counts in a statement of its own over the
-    /// `runs_by_tenant_state` index: there those triggers made the tenant's
-    /// row a lock every finish waited for (migration 0011), and in read
-    /// committed a new statement sees every transaction that committed
-    /// while this one waited for the lock.
+    /// PostgreSQL: takes the tenant's row lock, stamping its
+    /// `last_claim_at` with `claimed_at` (the claims' round robin), and
+    /// counts under it its running runs over the `runs_by_tenant_state`
+    /// index: in read committed a new statement sees every transaction
+    /// that committed while this one waited for the lock. Returns its
+    /// `max_running_runs` and that count. (A count kept on the tenant's
+    /// row made it a lock every finish waited for: migration 0011.)
     async fn locked_running_count(
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        kind: DbKind,
+        conn: &mut AnyConnection,
         tenant_id: &str,
         claimed_at: i64,
     ) -> Result<(i64, i64), DbError> {
-        let lock = match kind {
-            DbKind::Sqlite => {
-                "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 \
-                 RETURNING max_running_runs, running_runs"
-            }
-            DbKind::Postgres => {
-                "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 RETURNING max_running_runs"
-            }
-        };
-        let rows = sqlx::query(lock)
-            .bind(tenant_id)
-            .bind(claimed_at)
-            .fetch_all(&mut **tx)
-            .await?;
+        let rows = sqlx::query(
+            "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 RETURNING max_running_runs",
+        )
+        .bind(tenant_id)
+        .bind(claimed_at)
+        .fetch_all(&mut *conn)
+        .await?;
         let Some(row) = rows.first() else {
             return Err(DbError::other(format!("no tenant {tenant_id}")));
         };
         let limit: i64 = row.try_get("max_running_runs")?;
-        let running: i64 = match kind {
-            DbKind::Sqlite => row.try_get("running_runs")?,
-            DbKind::Postgres => {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM runs WHERE tenant_id = $1 AND state = 'running'",
-                )
-                .bind(tenant_id)
-                .fetch_one(&mut **tx)
-                .await?
-            }
-        };
+        let running: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE tenant_id = $1 AND state = 'running'",
+        )
+        .bind(tenant_id)
+        .fetch_one(&mut *conn)
+        .await?;
         Ok((limit, running))
     }
 
     /// The run `tenant_id` submitted with idempotency `key`, if any.
-    async fn run_by_key(
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        tenant_id: &str,
-        key: &str,
+    async fn run_by_key<'t>(
+        tx: &mut WriteTx<'t>,
+        tenant_id: &'t str,
+        key: &'t str,
     ) -> Result<Option<String>, DbError> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2")
-                .bind(tenant_id)
-                .bind(key)
-                .fetch_optional(&mut **tx)
-                .await?,
-        )
+        let rows = tx
+            .fetch_all(
+                "SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2",
+                move |q| q.bind(tenant_id).bind(key),
+            )
+            .await?;
+        rows.first()
+            .map(|row| row.try_get("id"))
+            .transpose()
+            .map_err(DbError::from)
     }
 
-    /// The `running` row of a claimed run's attempt. An upsert: a row left
-    /// by an attempt number that is being reused (never expected, as
-    /// release deletes its row) must not fail the claim.
-    async fn start_attempt(
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        run_id: &str,
+    /// The `running` row of a claimed run's attempt, written with the
+    /// transaction's next statement. An upsert: a row left by an attempt
+    /// number that is being reused (never expected, as release deletes
+    /// its row) must not fail the claim.
+    async fn start_attempt<'t>(
+        tx: &mut WriteTx<'t>,
+        run_id: String,
         attempt: i64,
-        worker_id: &str,
+        worker_id: &'t str,
         now: i64,
     ) -> Result<(), DbError> {
-        sqlx::query(
+        tx.defer(
             "INSERT INTO run_attempts (run_id, attempt, worker_id, started_at, state) \
              VALUES ($1, $2, $3, $4, 'running') ON CONFLICT (run_id, attempt) DO UPDATE SET \
              worker_id = $3, started_at = $4, finished_at = NULL, state = 'running', error = NULL",
+            move |q| q.bind(run_id).bind(attempt).bind(worker_id).bind(now),
         )
-        .bind(run_id)
-        .bind(attempt)
-        .bind(worker_id)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        .await
     }
 }
 
@@ -450,7 +438,7 @@ impl Db {
         now: i64,
     ) -> Result<Vec<(String, bool)>, DbError> {
         let mut turn = self.begin_write().await;
-        let mut tx = turn.begin().await?;
+        let mut tx = turn.transaction().await?;
         // Each tenant's room once, for the whole batch. On SQLite that is
         // its queued runs counted once under the writers' lock, and this
         // batch's new ones added as they go in; on PostgreSQL each insert
@@ -470,7 +458,7 @@ impl Db {
                     rooms.len() - 1
                 }
             };
-            submitted.push(Self::insert_run(&mut tx, run, &mut rooms[at].1, now).await?);
+            submitted.push(Self::insert_run(&mut tx, self.kind, run, &mut rooms[at].1, now).await?);
         }
         tx.commit().await?;
         Ok(submitted)
@@ -478,9 +466,10 @@ impl Db {
 
     /// One run of [`Db::submit_runs`], inside its transaction, with the
     /// tenant already locked and its queue's room read.
-    pub(super) async fn insert_run(
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        run: &RunSpec,
+    pub(super) async fn insert_run<'t>(
+        tx: &mut WriteTx<'t>,
+        kind: DbKind,
+        run: &'t RunSpec,
         room: &mut QueueRoom,
         now: i64,
     ) -> Result<(String, bool), DbError> {
@@ -494,64 +483,76 @@ impl Db {
         let id = new_id();
         let params = serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.into()))?;
         let grants = serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.into()))?;
-        let inserted = sqlx::query(
-            "INSERT INTO runs (id, tenant_id, module_name, module_version, digest, input, params, \
-             grants, timeout_ms, memory_bytes, fuel, max_retries, backoff_ms, retry_timeouts, \
-             priority, idempotency_key, state, attempts, not_before, created_at, cancel_requested, \
-             schedule_id, workflow_run_id, step_name, logical_date, trace_parent) \
+        const INSERT: &str = "INSERT INTO runs (id, tenant_id, module_name, module_version, digest, \
+             input, params, grants, timeout_ms, memory_bytes, fuel, max_retries, backoff_ms, \
+             retry_timeouts, priority, idempotency_key, state, attempts, not_before, created_at, \
+             cancel_requested, schedule_id, workflow_run_id, step_name, logical_date, trace_parent) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             'queued', 0, $17, $18, 0, $19, $20, $21, $22, $23) \
-             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
-        )
-        .bind(&id)
-        .bind(&run.tenant_id)
-        .bind(&run.module_name)
-        .bind(&run.module_version)
-        .bind(&run.digest)
-        .bind(&run.input)
-        .bind(params)
-        .bind(grants)
-        .bind(run.timeout_ms)
-        .bind(run.memory_bytes)
-        .bind(run.fuel)
-        .bind(run.max_retries)
-        .bind(run.backoff_ms)
-        .bind(i64::from(run.retry_timeouts))
-        .bind(run.priority)
-        .bind(&run.idempotency_key)
-        .bind(run.not_before)
-        .bind(now)
-        .bind(&run.schedule_id)
-        .bind(&run.workflow_run_id)
-        .bind(&run.step_name)
-        .bind(run.logical_date)
-        .bind(&run.trace_parent)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(QueueRoom::refused_by_trigger)?;
-        // The key's conflict: a concurrent submission with the same key
-        // inserted first (on PostgreSQL the check above takes no lock, so
-        // it cannot see a run not yet committed); the insert waited for it
-        // to commit and did nothing, and its run is the answer.
-        if inserted.is_empty()
-            && let Some(key) = &run.idempotency_key
-        {
-            let existing = Self::run_by_key(tx, &run.tenant_id, key).await?;
-            return existing
-                .map(|id| (id, false))
-                .ok_or_else(|| DbError::other("a run's key conflicted, but no run holds it"));
+             'queued', 0, $17, $18, 0, $19, $20, $21, $22, $23)";
+        let row_id = id.clone();
+        let bind = move |q: AnyQuery| {
+            q.bind(row_id)
+                .bind(&run.tenant_id)
+                .bind(&run.module_name)
+                .bind(&run.module_version)
+                .bind(&run.digest)
+                .bind(run.input.as_slice())
+                .bind(params)
+                .bind(grants)
+                .bind(run.timeout_ms)
+                .bind(run.memory_bytes)
+                .bind(run.fuel)
+                .bind(run.max_retries)
+                .bind(run.backoff_ms)
+                .bind(i64::from(run.retry_timeouts))
+                .bind(run.priority)
+                .bind(run.idempotency_key.as_deref())
+                .bind(run.not_before)
+                .bind(now)
+                .bind(run.schedule_id.as_deref())
+                .bind(run.workflow_run_id.as_deref())
+                .bind(run.step_name.as_deref())
+                .bind(run.logical_date)
+                .bind(run.trace_parent.as_deref())
+        };
+        match kind {
+            // The key was looked up under the write lock, so the insert
+            // cannot conflict: it goes with the next statement.
+            DbKind::Sqlite => tx.defer(INSERT, bind).await?,
+            DbKind::Postgres => {
+                let inserted = tx
+                    .fetch_all(
+                        format!(
+                            "{INSERT} ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id"
+                        ),
+                        bind,
+                    )
+                    .await
+                    .map_err(QueueRoom::refused_by_trigger)?;
+                // The key's conflict: a concurrent submission with the
+                // same key inserted first (the check above takes no lock,
+                // so it cannot see a run not yet committed); the insert
+                // waited for it to commit and did nothing, and its run is
+                // the answer.
+                if inserted.is_empty()
+                    && let Some(key) = &run.idempotency_key
+                {
+                    let existing = Self::run_by_key(tx, &run.tenant_id, key).await?;
+                    return existing.map(|id| (id, false)).ok_or_else(|| {
+                        DbError::other("a run's key conflicted, but no run holds it")
+                    });
+                }
+            }
         }
         // A workflow step's run: the step is running from the same commit,
         // so the run cannot end before its step says it started.
         if let (Some(workflow_run_id), Some(step)) = (&run.workflow_run_id, &run.step_name) {
-            sqlx::query(
+            let run_id = id.clone();
+            tx.defer(
                 "UPDATE workflow_steps SET state = 'running', run_id = $3 \
                  WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
+                move |q| q.bind(workflow_run_id).bind(step).bind(run_id),
             )
-            .bind(workflow_run_id)
-            .bind(step)
-            .bind(&id)
-            .execute(&mut **tx)
             .await?;
         }
         Ok((id, true))
@@ -579,9 +580,9 @@ impl Db {
     ) -> Result<(String, bool, Option<Claim>), DbError> {
         let lease_until = lease_end(now, lease);
         let mut turn = self.begin_write().await;
-        let mut tx = turn.begin().await?;
+        let mut tx = turn.transaction().await?;
         let mut room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id).await?;
-        let (id, new) = Self::insert_run(&mut tx, run, &mut room, now).await?;
+        let (id, new) = Self::insert_run(&mut tx, self.kind, run, &mut room, now).await?;
         if !new {
             tx.commit().await?;
             return Ok((id, false, None));
@@ -592,26 +593,29 @@ impl Db {
             DbKind::Sqlite => CLAIM_SUBMITTED_SQLITE,
             DbKind::Postgres => CLAIM_SUBMITTED_POSTGRES,
         };
-        let claimed: Vec<RunRecord> = sqlx::query_as::<_, RunRecord>(claim)
-            .bind(&id)
-            .bind(worker_id)
-            .bind(lease_until)
-            .bind(now)
-            .bind(max_memory)
-            .fetch_all(&mut *tx)
+        let run_id = id.clone();
+        let claimed = tx
+            .fetch_all(claim, move |q| {
+                q.bind(run_id)
+                    .bind(worker_id)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(max_memory)
+            })
             .await?;
-        let Some(claimed) = claimed.into_iter().next() else {
+        let Some(claimed) = claimed.first() else {
             tx.commit().await?;
             return Ok((id, true, None));
         };
+        let claimed = RunRecord::from_row(claimed)?;
         // What a claim writes besides the run: the tenant's round robin
-        // stamp and the attempt's row.
-        sqlx::query("UPDATE tenants SET last_claim_at = $2 WHERE id = $1")
-            .bind(&run.tenant_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        Self::start_attempt(&mut tx, &id, claimed.attempts, worker_id, now).await?;
+        // stamp and the attempt's row, with the commit.
+        tx.defer(
+            "UPDATE tenants SET last_claim_at = $2 WHERE id = $1",
+            move |q| q.bind(&run.tenant_id).bind(now),
+        )
+        .await?;
+        Self::start_attempt(&mut tx, id.clone(), claimed.attempts, worker_id, now).await?;
         tx.commit().await?;
         Ok((
             id,
@@ -807,7 +811,7 @@ impl Db {
     ) -> Result<Vec<Claim>, DbError> {
         let lease_until = lease_end(now, lease);
         let mut turn = self.begin_write().await;
-        let mut tx = turn.begin().await?;
+        let mut tx = turn.transaction().await?;
         let mut claims = Vec::new();
         let mut memory = max_memory;
         // A claim that raced another worker for a tenant's last running
@@ -832,11 +836,13 @@ impl Db {
         Ok(claims)
     }
 
-    /// One claim of [`Db::claim_runs`], inside its transaction.
-    async fn claim_one(
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    /// One claim of [`Db::claim_runs`], inside its transaction. What it
+    /// writes besides the run (the round robin stamp, the attempt's row)
+    /// goes with the next claim or the commit.
+    async fn claim_one<'t>(
+        tx: &mut WriteTx<'t>,
         kind: DbKind,
-        worker_id: &str,
+        worker_id: &'t str,
         lease_until: i64,
         now: i64,
         max_memory: i64,
@@ -847,40 +853,59 @@ impl Db {
             DbKind::Postgres => CLAIM_POSTGRES,
             DbKind::Sqlite => CLAIM_SQLITE,
         };
-        let runs: Vec<RunRecord> = sqlx::query_as::<_, RunRecord>(claim)
-            .bind(worker_id)
-            .bind(lease_until)
-            .bind(now)
-            .bind(max_memory)
-            .fetch_all(&mut **tx)
+        let rows = tx
+            .fetch_all(claim, move |q| {
+                q.bind(worker_id)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(max_memory)
+            })
             .await?;
-        let Some(run) = runs.into_iter().next() else {
+        let Some(row) = rows.first() else {
             return Ok(Attempted::Nothing);
         };
-        // The claim read running counts in its own snapshot; on
-        // PostgreSQL another worker may have claimed for the same tenant
-        // meanwhile. Counting again under the tenant's lock (which also
-        // stamps the round robin) settles it: the count already holds
-        // this claim, and whoever commits second sees the first, and
-        // backs out if that was the tenant's last slot.
-        let (limit, running) =
-            Self::locked_running_count(tx, kind, &run.spec.tenant_id, now).await?;
-        if running > limit {
-            // Undone in the transaction, which may hold other claims: the
-            // run is queued again as it was (`attempts` on the right-hand
-            // side is the value before this update).
-            sqlx::query(
-                "UPDATE runs SET state = 'queued', attempts = attempts - 1, worker_id = NULL, \
-                 lease_until = NULL, \
-                 started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END \
-                 WHERE id = $1",
-            )
-            .bind(&run.id)
-            .execute(&mut **tx)
-            .await?;
-            return Ok(Attempted::OverQuota);
+        let run = RunRecord::from_row(row)?;
+        match kind {
+            // The claim read the tenant's running count under the write
+            // lock this transaction took at its `BEGIN IMMEDIATE` (or on
+            // the one connection of an in-memory database), so it holds:
+            // only the round robin stamp is left to write.
+            DbKind::Sqlite => {
+                let tenant_id = run.spec.tenant_id.clone();
+                tx.defer(
+                    "UPDATE tenants SET last_claim_at = $2 WHERE id = $1",
+                    move |q| q.bind(tenant_id).bind(now),
+                )
+                .await?;
+            }
+            // The claim read running counts in its own snapshot; another
+            // worker may have claimed for the same tenant meanwhile.
+            // Counting again under the tenant's lock (which also stamps
+            // the round robin) settles it: the count already holds this
+            // claim, and whoever commits second sees the first, and backs
+            // out if that was the tenant's last slot.
+            DbKind::Postgres => {
+                let (limit, running) =
+                    Self::locked_running_count(tx.conn().await?, &run.spec.tenant_id, now).await?;
+                if running > limit {
+                    // Undone in the transaction, which may hold other
+                    // claims: the run is queued again as it was
+                    // (`attempts` on the right-hand side is the value
+                    // before this update).
+                    let id = run.id.clone();
+                    tx.defer(
+                        "UPDATE runs SET state = 'queued', attempts = attempts - 1, \
+                         worker_id = NULL, lease_until = NULL, \
+                         started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END \
+                         WHERE id = $1",
+                        move |q| q.bind(id),
+                    )
+                    .await?;
+                    return Ok(Attempted::OverQuota);
+                }
+            }
         }
-        Self::start_attempt(tx, &run.id, run.attempts, worker_id, now).await?;
+        Self::start_attempt(tx, run.id.clone(), run.attempts, worker_id, now).await?;
         Ok(Attempted::Claimed(Box::new(Claim {
             attempt: run.attempts,
             run,
@@ -958,23 +983,24 @@ impl Db {
         const HELD: &str = " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3 \
              RETURNING state, workflow_run_id, step_name";
         let mut turn = self.begin_write().await;
-        let mut tx = turn.begin().await?;
-        let (attempt_state, attempt_error, done) = match outcome {
+        let mut tx = turn.transaction().await?;
+        let (attempt_state, attempt_error, rows) = match outcome {
             AttemptOutcome::Succeeded { output, output_key } => {
                 let sql = format!(
                     "UPDATE runs SET state = 'succeeded', output = $4, output_key = $6, error = NULL, \
                      retryable = NULL, finished_at = $5, lease_until = NULL{HELD}"
                 );
-                let done = sqlx::query(built(sql))
-                    .bind(run_id)
-                    .bind(worker_id)
-                    .bind(attempt)
-                    .bind(output)
-                    .bind(now)
-                    .bind(output_key)
-                    .fetch_all(&mut *tx)
-                    .await;
-                ("succeeded", None, done)
+                let rows = tx
+                    .fetch_all(sql, move |q| {
+                        q.bind(run_id)
+                            .bind(worker_id)
+                            .bind(attempt)
+                            .bind(output.as_slice())
+                            .bind(now)
+                            .bind(output_key.as_deref())
+                    })
+                    .await?;
+                ("succeeded", None, rows)
             }
             AttemptOutcome::Finished {
                 state,
@@ -991,17 +1017,18 @@ impl Db {
                     "UPDATE runs SET state = $4, error = $5, retryable = $6, finished_at = $7, \
                      lease_until = NULL{HELD}"
                 );
-                let done = sqlx::query(built(sql))
-                    .bind(run_id)
-                    .bind(worker_id)
-                    .bind(attempt)
-                    .bind(state.as_str())
-                    .bind(error)
-                    .bind(i64::from(*retryable))
-                    .bind(now)
-                    .fetch_all(&mut *tx)
-                    .await;
-                (state.as_str(), Some(error), done)
+                let rows = tx
+                    .fetch_all(sql, move |q| {
+                        q.bind(run_id)
+                            .bind(worker_id)
+                            .bind(attempt)
+                            .bind(state.as_str())
+                            .bind(error.as_str())
+                            .bind(i64::from(*retryable))
+                            .bind(now)
+                    })
+                    .await?;
+                (state.as_str(), Some(error.as_str()), rows)
             }
             AttemptOutcome::Retry {
                 error,
@@ -1017,20 +1044,20 @@ impl Db {
                      not_before = $4, error = $5, retryable = 1, \
                      worker_id = NULL, lease_until = NULL{HELD}"
                 );
-                let done = sqlx::query(built(sql))
-                    .bind(run_id)
-                    .bind(worker_id)
-                    .bind(attempt)
-                    .bind(not_before)
-                    .bind(error)
-                    .bind(now)
-                    .fetch_all(&mut *tx)
-                    .await;
+                let rows = tx
+                    .fetch_all(sql, move |q| {
+                        q.bind(run_id)
+                            .bind(worker_id)
+                            .bind(attempt)
+                            .bind(*not_before)
+                            .bind(error.as_str())
+                            .bind(now)
+                    })
+                    .await?;
                 let state = if *timed_out { "timed_out" } else { "failed" };
-                (state, Some(error), done)
+                (state, Some(error.as_str()), rows)
             }
         };
-        let rows = done?;
         let Some(row) = rows.first() else {
             tx.rollback().await?;
             return Ok(None);
@@ -1039,17 +1066,20 @@ impl Db {
         let workflow_run_id: Option<String> = row.try_get("workflow_run_id")?;
         let step_name: Option<String> = row.try_get("step_name")?;
         // The update above holds the run's row, as `append_logs` needs.
+        // The lines and the attempt's end go with the commit, or with the
+        // step's statements below.
         Self::insert_logs(&mut tx, run_id, attempt, lines).await?;
-        sqlx::query(
+        tx.defer(
             "UPDATE run_attempts SET state = $3, finished_at = $4, error = $5 \
              WHERE run_id = $1 AND attempt = $2",
+            move |q| {
+                q.bind(run_id)
+                    .bind(attempt)
+                    .bind(attempt_state)
+                    .bind(now)
+                    .bind(attempt_error)
+            },
         )
-        .bind(run_id)
-        .bind(attempt)
-        .bind(attempt_state)
-        .bind(now)
-        .bind(attempt_error)
-        .execute(&mut *tx)
         .await?;
         // A step's run that ended ends its step: a retry leaves it running.
         // Pending counts too: a run queued by an older version, which moved
@@ -1058,7 +1088,8 @@ impl Db {
         // step's; a map step's runs are its splits', each settling its split.
         let settled = match (workflow_run_id, step_name, RunState::parse(&run_state)) {
             (Some(workflow_run_id), Some(step), Some(state)) if state.is_final() => {
-                match Self::settle_split(&mut tx, run_id, state).await? {
+                let conn = tx.conn().await?;
+                match Self::settle_split(conn, run_id, state).await? {
                     SplitSettle::Split(settled) => settled,
                     SplitSettle::NotASplit => {
                         let to = if state == RunState::Succeeded {
@@ -1066,7 +1097,7 @@ impl Db {
                         } else {
                             "failed"
                         };
-                        Self::settle_step(&mut tx, &workflow_run_id, &step, None, to, Some(run_id))
+                        Self::settle_step(conn, &workflow_run_id, &step, None, to, Some(run_id))
                             .await?
                     }
                 }

@@ -229,7 +229,7 @@ impl Db {
             return Err(DbError::other("a split's run names no workflow step"));
         };
         let mut turn = self.begin_write().await;
-        let mut tx = turn.begin().await?;
+        let mut tx = turn.transaction().await?;
         // A write to the step's row first: it holds the row until commit,
         // so the count below cannot be raced by another submission.
         let held = sqlx::query(
@@ -238,7 +238,7 @@ impl Db {
         )
         .bind(workflow_run_id)
         .bind(step)
-        .execute(&mut *tx)
+        .execute(tx.conn().await?)
         .await?;
         if held.rows_affected() == 0 {
             tx.rollback().await?;
@@ -250,7 +250,7 @@ impl Db {
         )
         .bind(workflow_run_id)
         .bind(step)
-        .fetch_one(&mut *tx)
+        .fetch_one(tx.conn().await?)
         .await?
         .try_get("n")?;
         if running >= parallelism {
@@ -264,14 +264,14 @@ impl Db {
         .bind(workflow_run_id)
         .bind(step)
         .bind(index)
-        .execute(&mut *tx)
+        .execute(tx.conn().await?)
         .await?;
         if moved.rows_affected() == 0 {
             tx.rollback().await?;
             return Ok(None);
         }
         let mut room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id).await?;
-        let (run_id, _) = Self::insert_run(&mut tx, run, &mut room, now).await?;
+        let (run_id, _) = Self::insert_run(&mut tx, self.kind, run, &mut room, now).await?;
         sqlx::query(
             "UPDATE workflow_splits SET run_id = $4 \
              WHERE workflow_run_id = $1 AND step_name = $2 AND split_index = $3",
@@ -280,7 +280,7 @@ impl Db {
         .bind(step)
         .bind(index)
         .bind(&run_id)
-        .execute(&mut *tx)
+        .execute(tx.conn().await?)
         .await?;
         tx.commit().await?;
         Ok(Some(run_id))
