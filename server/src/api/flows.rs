@@ -582,7 +582,7 @@ pub async fn cancel_workflow_run(
             state.services.cancels.cancel(run_id);
         }
     }
-    state.services.ended.notify_waiters();
+    state.services.run_ends.some_ended();
     state.services.workflow_ended.notify_waiters();
     let run = db
         .get_workflow_run(&caller.tenant_id, &id)

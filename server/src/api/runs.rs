@@ -319,8 +319,9 @@ pub async fn get(
 ) -> ApiResult<Json<RunView>> {
     let limit = wait.limit()?;
     // The run and its attempts in one read, each time it is read.
+    let watch = state.services.run_ends.watch(&id);
     let (run, attempts) = super::wait::until_final(
-        &state.services.ended,
+        watch.notify(),
         limit,
         |(run, _): &(RunRecord, Vec<AttemptRecord>)| run.state.is_final(),
         || async {
@@ -448,7 +449,7 @@ pub async fn cancel(
     let run = caller_run(&state, &caller, &id).await?;
     if run.state.is_final() {
         // A queued run cancelled here ends here: answer whoever waits.
-        state.services.ended.notify_waiters();
+        state.services.run_ends.ended(&id);
     }
     Ok((StatusCode::ACCEPTED, Json(run.into())))
 }

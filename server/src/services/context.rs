@@ -14,6 +14,7 @@ use crate::model::RunSpec;
 use crate::store::{Db, DbError};
 
 use super::cancel::Cancels;
+use super::wake::RunEnds;
 use super::workflow_defs::WorkflowDefs;
 
 /// What [`LocalWorker::dispatch`] answers, in time: the run's id and
@@ -49,11 +50,11 @@ pub struct Services {
     /// Woken to make the scheduler pass at once rather than at its next
     /// tick (a workflow step that could not be moved on by its worker).
     pub scheduler_wake: Arc<Notify>,
-    /// Woken when a run or a workflow run ends in this process, so a GET
-    /// waiting for it (`?wait=`) answers at once.
-    pub ended: Arc<Notify>,
+    /// The runs a GET waits for (`?wait=`): told when one ends in this
+    /// process, so the GET answers at once.
+    pub run_ends: Arc<RunEnds>,
     /// Woken when a workflow run ends in this process, and only then: a
-    /// GET waiting for a workflow run waits here, not on [`Self::ended`],
+    /// GET waiting for a workflow run waits here, not on [`Self::run_ends`],
     /// which each of its steps' runs would wake (a read of its state, a
     /// thousand times for a thousand steps, in the middle of each hop).
     pub workflow_ended: Arc<Notify>,
@@ -83,7 +84,7 @@ impl Services {
             metrics,
             work_available: Arc::new(Notify::new()),
             scheduler_wake: Arc::new(Notify::new()),
-            ended: Arc::new(Notify::new()),
+            run_ends: Default::default(),
             workflow_ended: Arc::new(Notify::new()),
             workflow_defs: Default::default(),
             cancels: Default::default(),

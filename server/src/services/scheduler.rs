@@ -479,7 +479,6 @@ pub async fn advance_workflow(
                 .finish_workflow_run(&run.id, outcome, crate::model::now_ms())
                 .await?
             {
-                state.ended.notify_waiters();
                 state.workflow_ended.notify_waiters();
             }
             return Ok(());

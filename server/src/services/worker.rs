@@ -150,7 +150,7 @@ impl Worker {
             work_available,
             scheduler_wake,
             workflow_defs: _,
-            ended: _,
+            run_ends: _,
             workflow_ended: _,
             cancels: _,
             local_worker: _,
@@ -776,7 +776,7 @@ impl Worker {
         if state == RunState::Queued {
             self.work_available.notify_waiters();
         } else {
-            self.services.ended.notify_waiters();
+            self.services.run_ends.ended(&run.id);
         }
         if let Some(settled) = settled {
             // The workflow moves on here, from this step, rather than in a
