@@ -264,22 +264,38 @@ pub async fn queue_deferred(
         }
         Err(e) => return Err(e.into()),
     };
-    span.record("run_id", run_id.as_str());
-    span.record("created", created);
+    after_queued(state, &run, &spec, &span, &run_id, created).await?;
     if created {
         let tenant = state.metrics.tenant(&state.db, &spec.tenant_id).await;
         state.metrics.submitted(&tenant, &spec.module_name);
         if claim.is_none() {
             state.work_available.notify_waiters();
         }
-    } else if let Some(step) = &spec.step_name {
-        // Queued before (a racing scheduler): make sure the step says so.
-        state
-            .db
-            .move_step(&run.id, step, "pending", "running", Some(&run_id))
-            .await?;
     }
     Ok(claim)
+}
+
+/// What follows a step's run going into the queue as `run_id` (`new` if
+/// this queued it): its trace span names the run, and a run queued before
+/// (a racing scheduler, or a process that died) has its step marked
+/// running, as a new run's commit did.
+async fn after_queued(
+    state: &Services,
+    run: &OpenWorkflowRun,
+    spec: &RunSpec,
+    span: &tracing::Span,
+    run_id: &str,
+    new: bool,
+) -> Result<(), SchedulerError> {
+    span.record("run_id", run_id);
+    span.record("created", new);
+    if !new && let Some(step) = &spec.step_name {
+        state
+            .db
+            .move_step(&run.id, step, "pending", "running", Some(run_id))
+            .await?;
+    }
+    Ok(())
 }
 
 /// `steps`, each made ready by the end of `ended` alone, whose `output`
@@ -669,17 +685,7 @@ async fn submit_steps(
         }
     }
     for ((new_run, span), (run_id, new)) in runs.iter().zip(&spans).zip(&queued) {
-        span.record("run_id", run_id.as_str());
-        span.record("created", *new);
-        // A new run's step was marked running in the run's commit.
-        if !*new && let Some(step) = &new_run.step_name {
-            // The run was queued before (a racing scheduler, or a process
-            // that died): make sure the step says so.
-            state
-                .db
-                .move_step(&run.id, step, "pending", "running", Some(run_id))
-                .await?;
-        }
+        after_queued(state, run, new_run, span, run_id, *new).await?;
     }
     if queued.iter().any(|(_, new)| *new) {
         let tenant = state.metrics.tenant(&state.db, &run.tenant_id).await;
