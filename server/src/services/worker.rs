@@ -557,7 +557,7 @@ impl Worker {
         };
 
         let lost = Arc::new(AtomicBool::new(false));
-        let heartbeat = tokio::spawn(heartbeat(
+        let beating = heartbeat(
             self.db.clone(),
             run.id.clone(),
             self.id.clone(),
@@ -565,7 +565,7 @@ impl Worker {
             self.config.server.lease,
             cancel_tx.clone(),
             lost.clone(),
-        ));
+        );
 
         // Grants were checked when the run was admitted; check them again
         // now, against what the tenant may grant today: a label an admin
@@ -602,7 +602,7 @@ impl Worker {
 
         let mut handed_back = false;
         let result = {
-            let running = self.runtime.run(&task, request);
+            let running = beside(self.runtime.run(&task, request), beating);
             tokio::pin!(running);
             let hand_back = async move {
                 // Drop the watch guard here: it must not live across awaits.
@@ -617,7 +617,6 @@ impl Worker {
                 }
             }
         };
-        heartbeat.abort();
 
         if handed_back {
             logs.system("worker shutting down: run handed back to the queue".into());
@@ -806,6 +805,22 @@ pub fn backoff(base: Duration, attempt: i64) -> Duration {
     let exp = (attempt - 1).clamp(0, 30) as u32;
     let delay = base.saturating_mul(1u32 << exp.min(20)).min(MAX_BACKOFF);
     delay.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+/// Runs `work` with `beside` polled alongside in the same task until
+/// `work` ends: a run's heartbeat, which a task of its own cost a spawn, a
+/// wake-up and an abort per run. The guest yields to the executor at
+/// every epoch tick, so the heartbeat's timer is served while it runs.
+async fn beside<T>(work: impl Future<Output = T>, beside: impl Future<Output = ()>) -> T {
+    tokio::pin!(work);
+    tokio::pin!(beside);
+    let mut beating = true;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            () = &mut beside, if beating => beating = false,
+        }
+    }
 }
 
 async fn heartbeat(
