@@ -8,8 +8,6 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::error::ErrorKind;
 use sqlx::{AnyConnection, Connection};
 
-use super::write_tx::WriteTx;
-
 /// What went wrong talking to the database. Each variant keeps its cause
 /// as its source: the driver's error, or a message of Caisson's own (a row
 /// that breaks a rule, a connection error with its password removed).
@@ -79,7 +77,7 @@ pub(super) struct SharedWriter {
     /// Its last `BEGIN` failed (its driver thread gone, say): replaced at
     /// the next turn.
     broken: bool,
-    /// A [`WriteTx`] may have left a transaction open on it (dropped
+    /// A write transaction (`WriteTx`) may have left a transaction open on it (dropped
     /// unfinished, or a script that failed before its `COMMIT`): rolled
     /// back at the next turn.
     open: bool,
@@ -141,19 +139,27 @@ impl WriterTurn {
         }
     }
 
-    /// A [`WriteTx`]: on the writers' shared connection, one whose `BEGIN`
-    /// and `COMMIT` ride on its statements; else sqlx's transaction on a
-    /// pooled connection. Bound after the turn, as [`WriterTurn::begin`]'s.
-    pub(super) async fn transaction(&mut self) -> Result<WriteTx<'_>, DbError> {
+    /// The writers' shared connection, ready for a transaction (what the
+    /// last one left open rolled back), with its mark that a transaction
+    /// may be open on it (`SharedWriter::open`); `None` where writers
+    /// share none (PostgreSQL, in-memory SQLite).
+    pub(super) async fn shared(
+        &mut self,
+    ) -> Result<Option<(&mut AnyConnection, &mut bool)>, DbError> {
         let Some(writer) = self.held.as_deref_mut().filter(|w| w.shared) else {
-            return Ok(WriteTx::sqlx(self.pool.begin().await?));
+            return Ok(None);
         };
         writer.ready(&self.pool).await?;
         let SharedWriter { conn, open, .. } = writer;
         let conn = conn
             .as_mut()
             .ok_or_else(|| DbError::other("the writers' connection is missing"))?;
-        Ok(WriteTx::script(conn, open))
+        Ok(Some((conn, open)))
+    }
+
+    /// The pool, for a turn with no shared connection.
+    pub(super) fn pool(&self) -> &sqlx::AnyPool {
+        &self.pool
     }
 }
 

@@ -27,7 +27,7 @@ use futures::TryStreamExt;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{AnyConnection, Arguments, Either, Execute, Executor};
 
-use super::db::{DbError, built};
+use super::db::{DbError, WriterTurn, built};
 
 /// A statement with its values bound, as `sqlx::query(..).bind(..)` builds
 /// it; [`WriteTx`]'s callers bind through a closure given this.
@@ -65,9 +65,22 @@ struct Script<'t> {
     held: Vec<(String, Binder<'t>)>,
 }
 
+impl WriterTurn {
+    /// A [`WriteTx`]: on the writers' shared connection, one whose `BEGIN`
+    /// and `COMMIT` ride on its statements; else sqlx's transaction on a
+    /// pooled connection. Bound after the turn, as [`WriterTurn::begin`]'s.
+    pub(super) async fn transaction(&mut self) -> Result<WriteTx<'_>, DbError> {
+        let pool = self.pool().clone();
+        Ok(match self.shared().await? {
+            Some((conn, open)) => WriteTx::script(conn, open),
+            None => WriteTx::sqlx(pool.begin().await?),
+        })
+    }
+}
+
 impl<'t> WriteTx<'t> {
     /// sqlx's transaction, begun.
-    pub(super) fn sqlx(tx: sqlx::Transaction<'t, sqlx::Any>) -> Self {
+    fn sqlx(tx: sqlx::Transaction<'t, sqlx::Any>) -> Self {
         WriteTx {
             inner: Inner::Sqlx(tx),
         }
@@ -75,7 +88,7 @@ impl<'t> WriteTx<'t> {
 
     /// A transaction on SQLite's shared writer, not yet begun: `open`
     /// must be clear (the turn has rolled back what was left open).
-    pub(super) fn script(conn: &'t mut AnyConnection, open: &'t mut bool) -> Self {
+    fn script(conn: &'t mut AnyConnection, open: &'t mut bool) -> Self {
         WriteTx {
             inner: Inner::Script(Script {
                 conn,
