@@ -178,6 +178,20 @@ impl Db {
             .map_err(DbError::from)
     }
 
+    /// The claims' round robin: the tenant's `last_claim_at`, stamped
+    /// with the transaction's next statement.
+    async fn stamp_claim<'t>(
+        tx: &mut WriteTx<'t>,
+        tenant_id: String,
+        now: i64,
+    ) -> Result<(), DbError> {
+        tx.defer(
+            "UPDATE tenants SET last_claim_at = $2 WHERE id = $1",
+            move |q| q.bind(tenant_id).bind(now),
+        )
+        .await
+    }
+
     /// The `running` row of a claimed run's attempt, written with the
     /// transaction's next statement. An upsert: a row left by an attempt
     /// number that is being reused (never expected, as release deletes
@@ -483,12 +497,23 @@ impl Db {
         let id = new_id();
         let params = serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.into()))?;
         let grants = serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.into()))?;
-        const INSERT: &str = "INSERT INTO runs (id, tenant_id, module_name, module_version, digest, \
-             input, params, grants, timeout_ms, memory_bytes, fuel, max_retries, backoff_ms, \
-             retry_timeouts, priority, idempotency_key, state, attempts, not_before, created_at, \
-             cancel_requested, schedule_id, workflow_run_id, step_name, logical_date, trace_parent) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             'queued', 0, $17, $18, 0, $19, $20, $21, $22, $23)";
+        // The run's row; on PostgreSQL a key a concurrent submission
+        // holds is settled below instead of failing the transaction.
+        macro_rules! insert_sql {
+            () => {
+                "INSERT INTO runs (id, tenant_id, module_name, module_version, digest, \
+                 input, params, grants, timeout_ms, memory_bytes, fuel, max_retries, backoff_ms, \
+                 retry_timeouts, priority, idempotency_key, state, attempts, not_before, created_at, \
+                 cancel_requested, schedule_id, workflow_run_id, step_name, logical_date, trace_parent) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                 'queued', 0, $17, $18, 0, $19, $20, $21, $22, $23)"
+            };
+        }
+        const INSERT: &str = insert_sql!();
+        const INSERT_KEYED: &str = concat!(
+            insert_sql!(),
+            " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id"
+        );
         let row_id = id.clone();
         let bind = move |q: AnyQuery| {
             q.bind(row_id)
@@ -521,12 +546,7 @@ impl Db {
             DbKind::Sqlite => tx.defer(INSERT, bind).await?,
             DbKind::Postgres => {
                 let inserted = tx
-                    .fetch_all(
-                        format!(
-                            "{INSERT} ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id"
-                        ),
-                        bind,
-                    )
+                    .fetch_all(INSERT_KEYED, bind)
                     .await
                     .map_err(QueueRoom::refused_by_trigger)?;
                 // The key's conflict: a concurrent submission with the
@@ -610,11 +630,7 @@ impl Db {
         let claimed = RunRecord::from_row(claimed)?;
         // What a claim writes besides the run: the tenant's round robin
         // stamp and the attempt's row, with the commit.
-        tx.defer(
-            "UPDATE tenants SET last_claim_at = $2 WHERE id = $1",
-            move |q| q.bind(&run.tenant_id).bind(now),
-        )
-        .await?;
+        Self::stamp_claim(&mut tx, run.tenant_id.clone(), now).await?;
         Self::start_attempt(&mut tx, id.clone(), claimed.attempts, worker_id, now).await?;
         tx.commit().await?;
         Ok((
@@ -870,14 +886,7 @@ impl Db {
             // lock this transaction took at its `BEGIN IMMEDIATE` (or on
             // the one connection of an in-memory database), so it holds:
             // only the round robin stamp is left to write.
-            DbKind::Sqlite => {
-                let tenant_id = run.spec.tenant_id.clone();
-                tx.defer(
-                    "UPDATE tenants SET last_claim_at = $2 WHERE id = $1",
-                    move |q| q.bind(tenant_id).bind(now),
-                )
-                .await?;
-            }
+            DbKind::Sqlite => Self::stamp_claim(tx, run.spec.tenant_id.clone(), now).await?,
             // The claim read running counts in its own snapshot; another
             // worker may have claimed for the same tenant meanwhile.
             // Counting again under the tenant's lock (which also stamps

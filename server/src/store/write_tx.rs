@@ -215,11 +215,13 @@ impl Script<'_> {
         if commit {
             text.push_str("COMMIT");
         }
-        let mut query = sqlx::query(built(text.clone()));
+        // The values, collected on a query of no text of its own: the
+        // script's text goes with them below.
+        let mut binding = sqlx::query(built(String::new()));
         for (_, bind) in statements {
-            query = bind(query);
+            binding = bind(binding);
         }
-        let arguments = query
+        let arguments = binding
             .take_arguments()
             .map_err(DbError::Other)?
             .unwrap_or_default();
