@@ -526,8 +526,10 @@ async fn scratch_directories_of_stopped_runs_are_not_reused() {
             .map(|d| d.map(|e| e.unwrap().path()).collect())
             .unwrap_or_default()
     };
-    // Waits until the janitor has settled (the same directories twice,
-    // 100 ms apart), then returns them.
+    // The janitor works on its own thread, which a busy machine may not
+    // run for a while: each step first waits for what it expects to see
+    // (`gone_from`), then for the directories to stay the same twice,
+    // 100 ms apart. Stability alone was read too early under load.
     let settled = || async {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut last = dirs();
@@ -541,6 +543,21 @@ async fn scratch_directories_of_stopped_runs_are_not_reused() {
             last = now;
         }
     };
+    // Waits until one of `earlier` is removed, then for the pool to settle;
+    // returns what was removed.
+    let gone_from = |earlier: std::collections::BTreeSet<std::path::PathBuf>| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while dirs().is_superset(&earlier) {
+            assert!(
+                Instant::now() < deadline,
+                "no directory was removed after a stopped run"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let now = settled().await;
+        let gone: Vec<_> = earlier.difference(&now).cloned().collect();
+        (now, gone)
+    };
     let hello_runs = || async {
         for _ in 0..3 {
             let (result, _) = run_with(&rt, &hello, b"x", |r| r.limits = Some(limits())).await;
@@ -551,10 +568,13 @@ async fn scratch_directories_of_stopped_runs_are_not_reused() {
     let before = settled().await;
     // Runs that end on their own give their (empty) directories back.
     hello_runs().await;
-    assert_eq!(
-        settled().await,
-        before,
-        "runs that ended cleanly lost their directories"
+    // A subset, not equal: under load the janitor may still be filling the
+    // pool when `before` was read.
+    let after_clean = settled().await;
+    assert!(
+        after_clean.is_superset(&before),
+        "runs that ended cleanly lost their directories: {:?}",
+        before.difference(&after_clean).collect::<Vec<_>>()
     );
 
     let timeout = Duration::from_millis(300);
@@ -566,12 +586,11 @@ async fn scratch_directories_of_stopped_runs_are_not_reused() {
     })
     .await;
     assert_eq!(result.unwrap_err(), RunError::Timeout(timeout));
-    let after_timeout = settled().await;
-    let gone: Vec<_> = before.difference(&after_timeout).cloned().collect();
+    let (after_timeout, gone) = gone_from(after_clean).await;
     assert_eq!(
         gone.len(),
         1,
-        "the timed-out run's directory was kept: {gone:?}"
+        "only the timed-out run's directory should be removed: {gone:?}"
     );
 
     let (rx, canceller) = cancel_after(Duration::from_millis(300));
@@ -582,12 +601,11 @@ async fn scratch_directories_of_stopped_runs_are_not_reused() {
     .await;
     assert_eq!(result.unwrap_err(), RunError::Cancelled);
     canceller.await.unwrap();
-    let after_cancel = settled().await;
-    let gone_too: Vec<_> = after_timeout.difference(&after_cancel).cloned().collect();
+    let (_, gone_too) = gone_from(after_timeout).await;
     assert_eq!(
         gone_too.len(),
         1,
-        "the cancelled run's directory was kept: {gone_too:?}"
+        "only the cancelled run's directory should be removed: {gone_too:?}"
     );
 
     // Neither comes back to a later run.
