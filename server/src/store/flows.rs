@@ -3,9 +3,10 @@
 //! the API validates them before they get here.
 
 use serde::Serialize;
-use sqlx::{AnyConnection, FromRow, Row};
+use sqlx::{FromRow, Row};
 
 use super::db::{Db, DbError, built, new_id};
+use super::write_tx::{Statement, WriteTx};
 use crate::model::columns::{Flag, JsonText};
 
 /// A stored cron schedule.
@@ -92,15 +93,6 @@ pub struct Settled {
     /// Whether the step itself ended (always, but for a map step's split
     /// whose siblings are still open).
     pub step_ended: bool,
-}
-
-/// What ending a run did to a map step's splits (`Db::settle_split`, in
-/// `splits.rs`), for the transaction that ends the run (in `runs.rs`).
-pub(super) enum SplitSettle {
-    /// The run is not a split's: its step settles as usual.
-    NotASplit,
-    /// The run is a split's; what its end set in motion, if anything.
-    Split(Option<Settled>),
 }
 
 /// The most names one `IN (...)` list binds (PostgreSQL allows 65,535
@@ -509,10 +501,9 @@ impl Db {
     ) -> Result<bool, DbError> {
         if matches!(to, "succeeded" | "failed" | "skipped") {
             let mut turn = self.begin_write().await;
-            let mut tx = turn.begin().await?;
+            let tx = turn.transaction().await?;
             let settled =
-                Self::settle_step(&mut tx, workflow_run_id, step, Some(from), to, None).await?;
-            tx.commit().await?;
+                Self::settle_step(tx, workflow_run_id, step, Some(from), to, None).await?;
             return Ok(settled.is_some());
         }
         let done = sqlx::query(
@@ -529,38 +520,51 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Ends a step (`from` → `to`, a final state) within `conn`'s
-    /// transaction, if it is still in `from` (`None`: pending or running),
-    /// recording `run_id` as its run if given. Counts down the dependencies its successors wait
-    /// for and the run's open steps, and returns what that made ready;
-    /// `None` if the step did not move (another process ended it first,
-    /// so the count-down happens exactly once).
+    /// Ends a step (`from` → `to`, a final state) in `tx` and commits it,
+    /// if the step is still in `from` (`None`: pending or running),
+    /// recording `run_id` as its run if given. Counts down the
+    /// dependencies its successors wait for and the run's open steps, and
+    /// returns what that made ready; `None` if the step did not move
+    /// (another process ended it first, so the count-down happens exactly
+    /// once).
+    ///
+    /// It commits because its count-downs are the transaction's last
+    /// statements: on SQLite's writer the `COMMIT` rides on them, and a
+    /// step's end costs two trips (the step, then its count-downs) where
+    /// it took four.
     ///
     /// Steps of runs started before the counters existed have none; for
     /// them nothing is ready and `all_ended` stays false, and the
     /// scheduler's periodic pass moves them on.
-    pub(crate) async fn settle_step(
-        conn: &mut AnyConnection,
+    pub(super) async fn settle_step(
+        mut tx: WriteTx<'_>,
         workflow_run_id: &str,
         step: &str,
         from: Option<&str>,
         to: &str,
         run_id: Option<&str>,
     ) -> Result<Option<Settled>, DbError> {
-        let rows = sqlx::query(
-            "UPDATE workflow_steps SET state = $4, run_id = COALESCE($5, run_id) \
-             WHERE workflow_run_id = $1 AND step_name = $2 \
-             AND (state = $3 OR ($3 IS NULL AND state IN ('pending', 'running'))) \
-             RETURNING successors",
-        )
-        .bind(workflow_run_id)
-        .bind(step)
-        .bind(from)
-        .bind(to)
-        .bind(run_id)
-        .fetch_all(&mut *conn)
-        .await?;
+        let bound = (
+            workflow_run_id.to_string(),
+            step.to_string(),
+            from.map(str::to_string),
+            to.to_string(),
+            run_id.map(str::to_string),
+        );
+        let rows = tx
+            .fetch_all(
+                "UPDATE workflow_steps SET state = $4, run_id = COALESCE($5, run_id) \
+                 WHERE workflow_run_id = $1 AND step_name = $2 \
+                 AND (state = $3 OR ($3 IS NULL AND state IN ('pending', 'running'))) \
+                 RETURNING successors",
+                move |q| {
+                    let (id, step, from, to, run_id) = bound;
+                    q.bind(id).bind(step).bind(from).bind(to).bind(run_id)
+                },
+            )
+            .await?;
         let Some(row) = rows.first() else {
+            tx.commit().await?;
             return Ok(None);
         };
         let successors: Option<String> = row.try_get("successors")?;
@@ -569,7 +573,7 @@ impl Db {
                 .map_err(|e| DbError::other(format!("corrupt successors of {step}: {e}")))?,
             None => Vec::new(),
         };
-        let mut ready = Vec::new();
+        let mut reads = Vec::new();
         for chunk in successors.chunks(IN_LIST_CHUNK) {
             let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
@@ -577,26 +581,29 @@ impl Db {
                  WHERE workflow_run_id = $1 AND step_name IN ({}) RETURNING step_name, state, waiting",
                 list.join(", ")
             );
-            let mut query = sqlx::query(built(sql)).bind(workflow_run_id);
-            for name in chunk {
-                query = query.bind(name);
-            }
-            for row in query.fetch_all(&mut *conn).await? {
-                let waiting: Option<i64> = row.try_get("waiting")?;
-                let state: String = row.try_get("state")?;
-                if waiting == Some(0) && state == "pending" {
-                    ready.push(row.try_get("step_name")?);
-                }
-            }
+            let id = workflow_run_id.to_string();
+            let names = chunk.to_vec();
+            reads.push(Statement::new(sql, move |q| {
+                names.into_iter().fold(q.bind(id), |q, name| q.bind(name))
+            }));
         }
-        let rows = sqlx::query(
+        let id = workflow_run_id.to_string();
+        reads.push(Statement::new(
             "UPDATE workflow_runs SET open_steps = open_steps - 1 WHERE id = $1 \
              RETURNING tenant_id, open_steps",
-        )
-        .bind(workflow_run_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        let row = rows
+            move |q| q.bind(id),
+        ));
+        let mut results = tx.commit_with(reads).await?;
+        let run_rows = results.pop().unwrap_or_default();
+        let mut ready = Vec::new();
+        for row in results.iter().flatten() {
+            let waiting: Option<i64> = row.try_get("waiting")?;
+            let state: String = row.try_get("state")?;
+            if waiting == Some(0) && state == "pending" {
+                ready.push(row.try_get("step_name")?);
+            }
+        }
+        let row = run_rows
             .first()
             .ok_or_else(|| DbError::other(format!("workflow run {workflow_run_id} vanished")))?;
         let open: Option<i64> = row.try_get("open_steps")?;

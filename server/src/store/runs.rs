@@ -12,7 +12,7 @@ use super::write_tx::{AnyQuery, WriteTx};
 /// The PostgreSQL channel a cancel request is announced on, with the run's
 /// id as the payload (see `services::cancel`).
 pub const CANCEL_CHANNEL: &str = "caisson_cancels";
-use super::flows::{Settled, SplitSettle};
+use super::flows::Settled;
 use crate::model::columns::{Flag, MaybeFlag};
 use crate::model::{NewLogLine, RunSpec, RunState};
 
@@ -989,8 +989,11 @@ impl Db {
         lines: &[NewLogLine],
         now: i64,
     ) -> Result<Option<Option<Settled>>, DbError> {
+        // `splits`: whether the run is a map step's split, read here rather
+        // than by a statement of its own when the step settles.
         const HELD: &str = " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3 \
-             RETURNING state, workflow_run_id, step_name";
+             RETURNING state, workflow_run_id, step_name, CASE WHEN workflow_run_id IS NULL THEN 0 \
+             ELSE (SELECT COUNT(*) FROM workflow_splits s WHERE s.run_id = runs.id) END AS splits";
         let mut turn = self.begin_write().await;
         let mut tx = turn.transaction().await?;
         let (attempt_state, attempt_error, rows) = match outcome {
@@ -1074,6 +1077,7 @@ impl Db {
         let run_state: String = row.try_get("state")?;
         let workflow_run_id: Option<String> = row.try_get("workflow_run_id")?;
         let step_name: Option<String> = row.try_get("step_name")?;
+        let splits: i64 = row.try_get("splits")?;
         // The update above holds the run's row, as `append_logs` needs.
         // The lines and the attempt's end go with the commit, or with the
         // step's statements below.
@@ -1090,30 +1094,29 @@ impl Db {
             },
         )
         .await?;
-        // A step's run that ended ends its step: a retry leaves it running.
-        // Pending counts too: a run queued by an older version, which moved
-        // its step to running in a transaction of its own, can end first.
-        // A step has one run (its idempotency key), so this run is the
-        // step's; a map step's runs are its splits', each settling its split.
+        // A step's run that ended ends its step, in this transaction, which
+        // the step's end commits: a retry leaves it running. Pending counts
+        // too: a run queued by an older version, which moved its step to
+        // running in a transaction of its own, can end first. A step has
+        // one run (its idempotency key), so this run is the step's; a map
+        // step's runs are its splits', each settling its split.
         let settled = match (workflow_run_id, step_name, RunState::parse(&run_state)) {
-            (Some(workflow_run_id), Some(step), Some(state)) if state.is_final() => {
-                let conn = tx.conn().await?;
-                match Self::settle_split(conn, run_id, state).await? {
-                    SplitSettle::Split(settled) => settled,
-                    SplitSettle::NotASplit => {
-                        let to = if state == RunState::Succeeded {
-                            "succeeded"
-                        } else {
-                            "failed"
-                        };
-                        Self::settle_step(conn, &workflow_run_id, &step, None, to, Some(run_id))
-                            .await?
-                    }
-                }
+            (Some(_), Some(_), Some(state)) if state.is_final() && splits > 0 => {
+                Self::settle_split(tx, run_id, state).await?
             }
-            _ => None,
+            (Some(workflow_run_id), Some(step), Some(state)) if state.is_final() => {
+                let to = if state == RunState::Succeeded {
+                    "succeeded"
+                } else {
+                    "failed"
+                };
+                Self::settle_step(tx, &workflow_run_id, &step, None, to, Some(run_id)).await?
+            }
+            _ => {
+                tx.commit().await?;
+                None
+            }
         };
-        tx.commit().await?;
         Ok(Some(settled))
     }
 

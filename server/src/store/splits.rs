@@ -4,11 +4,12 @@
 //! run; the last one to settle ends the step.
 
 use serde::Serialize;
-use sqlx::{AnyConnection, FromRow, Row};
+use sqlx::{FromRow, Row};
 
 use super::db::{Db, DbError, built};
-use super::flows::{Settled, SplitSettle};
+use super::flows::Settled;
 use super::runs::QueueRoom;
+use super::write_tx::WriteTx;
 use crate::model::{RunSpec, RunState};
 
 /// A split to store when its map step starts.
@@ -79,7 +80,7 @@ impl Db {
         splits: &[NewSplit],
     ) -> Result<Option<Option<Settled>>, DbError> {
         let mut turn = self.begin_write().await;
-        let mut tx = turn.begin().await?;
+        let mut tx = turn.transaction().await?;
         let started = sqlx::query(
             "UPDATE workflow_steps SET state = 'running', splits = $3, splits_open = $3, \
              splits_failed = 0 WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
@@ -87,7 +88,7 @@ impl Db {
         .bind(workflow_run_id)
         .bind(step)
         .bind(splits.len() as i64)
-        .execute(&mut *tx)
+        .execute(tx.conn().await?)
         .await?;
         if started.rows_affected() == 0 {
             tx.rollback().await?;
@@ -119,22 +120,21 @@ impl Db {
                     .bind(split.objects)
                     .bind(split.bytes);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(tx.conn().await?).await?;
         }
-        let settled = if splits.is_empty() {
-            Self::settle_step(
-                &mut tx,
-                workflow_run_id,
-                step,
-                Some("running"),
-                "succeeded",
-                None,
-            )
-            .await?
-        } else {
-            None
-        };
-        tx.commit().await?;
+        if !splits.is_empty() {
+            tx.commit().await?;
+            return Ok(Some(None));
+        }
+        let settled = Self::settle_step(
+            tx,
+            workflow_run_id,
+            step,
+            Some("running"),
+            "succeeded",
+            None,
+        )
+        .await?;
         Ok(Some(settled))
     }
 
@@ -147,28 +147,24 @@ impl Db {
         error: &str,
     ) -> Result<Option<Settled>, DbError> {
         let mut turn = self.begin_write().await;
-        let mut tx = turn.begin().await?;
-        let settled = Self::settle_step(
-            &mut tx,
-            workflow_run_id,
-            step,
-            Some("pending"),
-            "failed",
-            None,
+        let mut tx = turn.transaction().await?;
+        // Guarded as the step's end below is, so the error is written if
+        // and only if the step fails here.
+        let bound = (
+            workflow_run_id.to_string(),
+            step.to_string(),
+            error.to_string(),
+        );
+        tx.defer(
+            "UPDATE workflow_steps SET error = $3 \
+             WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
+            move |q| {
+                let (id, step, error) = bound;
+                q.bind(id).bind(step).bind(error)
+            },
         )
         .await?;
-        if settled.is_some() {
-            sqlx::query(
-                "UPDATE workflow_steps SET error = $3 WHERE workflow_run_id = $1 AND step_name = $2",
-            )
-            .bind(workflow_run_id)
-            .bind(step)
-            .bind(error)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(settled)
+        Self::settle_step(tx, workflow_run_id, step, Some("pending"), "failed", None).await
     }
 
     /// The pending splits of a running map step that may start now: as
@@ -296,14 +292,14 @@ impl Db {
         error: &str,
     ) -> Result<Option<Settled>, DbError> {
         let mut turn = self.begin_write().await;
-        let mut tx = turn.begin().await?;
+        let mut tx = turn.transaction().await?;
         let failed = sqlx::query(
             "UPDATE workflow_splits SET state = 'failed' \
              WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
         )
         .bind(workflow_run_id)
         .bind(step)
-        .execute(&mut *tx)
+        .execute(tx.conn().await?)
         .await?
         .rows_affected() as i64;
         if failed == 0 {
@@ -320,81 +316,69 @@ impl Db {
         .bind(step)
         .bind(failed)
         .bind(error)
-        .fetch_all(&mut *tx)
+        .fetch_all(tx.conn().await?)
         .await?;
         let open: i64 = match rows.first() {
             Some(row) => row.try_get("splits_open")?,
             None => 1,
         };
-        let settled = if open <= 0 {
-            Self::settle_step(
-                &mut tx,
-                workflow_run_id,
-                step,
-                Some("running"),
-                "failed",
-                None,
-            )
-            .await?
-        } else {
-            None
-        };
-        tx.commit().await?;
-        Ok(settled)
+        if open > 0 {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        Self::settle_step(tx, workflow_run_id, step, Some("running"), "failed", None).await
     }
 
-    /// Settles the split whose run `run_id` ended as `state`, within the
-    /// transaction that ended it. The split's step ends with its last
-    /// split: succeeded if every split succeeded, else failed.
+    /// Settles the split whose run `run_id` ended as `state`, in `tx`, the
+    /// transaction that ended it, and commits it. The split's step ends
+    /// with its last split: succeeded if every split succeeded, else
+    /// failed. `None` if the split was settled already, or its step ended
+    /// another way.
     pub(super) async fn settle_split(
-        conn: &mut AnyConnection,
+        mut tx: WriteTx<'_>,
         run_id: &str,
         state: RunState,
-    ) -> Result<SplitSettle, DbError> {
+    ) -> Result<Option<Settled>, DbError> {
         let to = match state {
             RunState::Succeeded => "succeeded",
             RunState::Cancelled => "cancelled",
             _ => "failed",
         };
-        // Most step runs are no split's: one read says so, where trying
-        // the update first took it and a read to tell "no split" from "a
-        // split settled already". The update below still guards the
-        // split's state, so a split settled meanwhile settles once.
-        let split = sqlx::query("SELECT split_index FROM workflow_splits WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_optional(&mut *conn)
+        // The update guards the split's state, so a split settled
+        // meanwhile settles once.
+        let id = run_id.to_string();
+        let rows = tx
+            .fetch_all(
+                "UPDATE workflow_splits SET state = $2 WHERE run_id = $1 AND state = 'running' \
+                 RETURNING workflow_run_id, step_name, split_index",
+                move |q| q.bind(id).bind(to),
+            )
             .await?;
-        if split.is_none() {
-            return Ok(SplitSettle::NotASplit);
-        }
-        let rows = sqlx::query(
-            "UPDATE workflow_splits SET state = $2 WHERE run_id = $1 AND state = 'running' \
-             RETURNING workflow_run_id, step_name, split_index",
-        )
-        .bind(run_id)
-        .bind(to)
-        .fetch_all(&mut *conn)
-        .await?;
         let Some(row) = rows.first() else {
-            return Ok(SplitSettle::Split(None));
+            tx.commit().await?;
+            return Ok(None);
         };
         let workflow_run_id: String = row.try_get("workflow_run_id")?;
         let step: String = row.try_get("step_name")?;
         let index: i64 = row.try_get("split_index")?;
         let failed = i64::from(state != RunState::Succeeded);
-        let rows = sqlx::query(
-            "UPDATE workflow_steps SET splits_open = splits_open - 1, \
-             splits_failed = splits_failed + $3 \
-             WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'running' \
-             RETURNING splits_open, splits_failed",
-        )
-        .bind(&workflow_run_id)
-        .bind(&step)
-        .bind(failed)
-        .fetch_all(&mut *conn)
-        .await?;
+        let bound = (workflow_run_id.clone(), step.clone());
+        let rows = tx
+            .fetch_all(
+                "UPDATE workflow_steps SET splits_open = splits_open - 1, \
+                 splits_failed = splits_failed + $3 \
+                 WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'running' \
+                 RETURNING splits_open, splits_failed, \
+                 (SELECT tenant_id FROM workflow_runs WHERE id = $1) AS tenant_id",
+                move |q| {
+                    let (id, step) = bound;
+                    q.bind(id).bind(step).bind(failed)
+                },
+            )
+            .await?;
         let Some(row) = rows.first() else {
-            return Ok(SplitSettle::Split(None));
+            tx.commit().await?;
+            return Ok(None);
         };
         let open: i64 = row.try_get("splits_open")?;
         let failed_total: i64 = row.try_get("splits_failed")?;
@@ -405,18 +389,15 @@ impl Db {
                 "failed"
             };
             let settled =
-                Self::settle_step(conn, &workflow_run_id, &step, Some("running"), to, None).await?;
-            return Ok(SplitSettle::Split(settled.map(|s| Settled {
+                Self::settle_step(tx, &workflow_run_id, &step, Some("running"), to, None).await?;
+            return Ok(settled.map(|s| Settled {
                 split: Some(index),
                 ..s
-            })));
+            }));
         }
-        let tenant_id: String = sqlx::query("SELECT tenant_id FROM workflow_runs WHERE id = $1")
-            .bind(&workflow_run_id)
-            .fetch_one(&mut *conn)
-            .await?
-            .try_get("tenant_id")?;
-        Ok(SplitSettle::Split(Some(Settled {
+        let tenant_id: String = row.try_get("tenant_id")?;
+        tx.commit().await?;
+        Ok(Some(Settled {
             workflow_run_id,
             tenant_id,
             step,
@@ -425,7 +406,7 @@ impl Db {
             all_ended: false,
             split: Some(index),
             step_ended: false,
-        })))
+        }))
     }
 
     /// Settles the running splits of a map step whose runs ended without
@@ -455,10 +436,8 @@ impl Db {
                 continue;
             };
             let mut turn = self.begin_write().await;
-            let mut tx = turn.begin().await?;
-            let settle = Self::settle_split(&mut tx, &run_id, state).await?;
-            tx.commit().await?;
-            if let SplitSettle::Split(Some(settled)) = settle
+            let tx = turn.transaction().await?;
+            if let Some(settled) = Self::settle_split(tx, &run_id, state).await?
                 && settled.step_ended
             {
                 ended = Some(settled);

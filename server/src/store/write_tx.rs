@@ -36,6 +36,24 @@ pub(super) type AnyQuery = sqlx::query::Query<'static, sqlx::Any, AnyArguments>;
 /// Binds one statement's values, in its placeholders' order.
 type Binder<'a> = Box<dyn FnOnce(AnyQuery) -> AnyQuery + Send + 'a>;
 
+/// A statement and what binds its values, for [`WriteTx::commit_with`].
+pub(super) struct Statement<'a> {
+    sql: String,
+    bind: Binder<'a>,
+}
+
+impl<'a> Statement<'a> {
+    pub(super) fn new(
+        sql: impl Into<String>,
+        bind: impl FnOnce(AnyQuery) -> AnyQuery + Send + 'a,
+    ) -> Self {
+        Statement {
+            sql: sql.into(),
+            bind: Box::new(bind),
+        }
+    }
+}
+
 /// A write transaction: see the module's comment. Dropped unfinished, it
 /// is rolled back (on SQLite's shared writer, by the next writer's turn,
 /// before its own statements).
@@ -62,7 +80,7 @@ struct Script<'t> {
     /// neither may anything more (it would run outside the transaction
     /// if the failure was its `BEGIN`).
     failed: bool,
-    held: Vec<(String, Binder<'t>)>,
+    held: Vec<Statement<'t>>,
 }
 
 impl WriterTurn {
@@ -114,7 +132,7 @@ impl<'t> WriteTx<'t> {
                     .execute(&mut **tx)
                     .await?;
             }
-            Inner::Script(script) => script.held.push((sql.into(), Box::new(bind))),
+            Inner::Script(script) => script.held.push(Statement::new(sql, bind)),
         }
         Ok(())
     }
@@ -129,7 +147,10 @@ impl<'t> WriteTx<'t> {
             Inner::Sqlx(tx) => Ok(bind(sqlx::query(built(sql.into())))
                 .fetch_all(&mut **tx)
                 .await?),
-            Inner::Script(script) => script.send(Some((sql.into(), Box::new(bind))), false).await,
+            Inner::Script(script) => {
+                let mut rows = script.send(vec![Statement::new(sql, bind)], false).await?;
+                Ok(rows.pop().unwrap_or_default())
+            }
         }
     }
 
@@ -140,7 +161,7 @@ impl<'t> WriteTx<'t> {
             Inner::Sqlx(tx) => Ok(&mut **tx),
             Inner::Script(script) => {
                 if !script.begun || !script.held.is_empty() {
-                    script.send(None, false).await?;
+                    script.send(Vec::new(), false).await?;
                 }
                 Ok(&mut *script.conn)
             }
@@ -154,10 +175,35 @@ impl<'t> WriteTx<'t> {
             Inner::Script(mut script) => {
                 // A failed script's error again: it can only roll back.
                 if script.failed || script.begun || !script.held.is_empty() {
-                    script.send(None, true).await?;
+                    script.send(Vec::new(), true).await?;
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Runs `reads`, in order after the held statements, and commits;
+    /// returns each one's rows. On SQLite's writer that is one trip, the
+    /// `COMMIT` riding on the reads: a transaction whose last statements
+    /// are read ends without a trip of its own.
+    pub(super) async fn commit_with(
+        self,
+        reads: Vec<Statement<'t>>,
+    ) -> Result<Vec<Vec<AnyRow>>, DbError> {
+        match self.inner {
+            Inner::Sqlx(mut tx) => {
+                let mut rows = Vec::with_capacity(reads.len());
+                for read in reads {
+                    rows.push(
+                        (read.bind)(sqlx::query(built(read.sql)))
+                            .fetch_all(&mut *tx)
+                            .await?,
+                    );
+                }
+                tx.commit().await?;
+                Ok(rows)
+            }
+            Inner::Script(mut script) => script.send(reads, true).await,
         }
     }
 
@@ -178,21 +224,22 @@ impl<'t> WriteTx<'t> {
 
 impl Script<'_> {
     /// Sends, as one text, `BEGIN IMMEDIATE` if the transaction has not
-    /// begun, the held statements, `last`, and `COMMIT` if `commit`; returns
-    /// the rows of `last`. Each statement's placeholders are renumbered to
-    /// follow the values of those before it.
+    /// begun, the held statements, `reads`, and `COMMIT` if `commit`;
+    /// returns the rows of each of `reads`. Each statement's placeholders
+    /// are renumbered to follow the values of those before it.
     async fn send(
         &mut self,
-        last: Option<(String, Binder<'_>)>,
+        reads: Vec<Statement<'_>>,
         commit: bool,
-    ) -> Result<Vec<AnyRow>, DbError> {
+    ) -> Result<Vec<Vec<AnyRow>>, DbError> {
         if self.failed {
             return Err(DbError::other(
                 "a statement of this transaction failed; it can only roll back",
             ));
         }
         let mut text = String::new();
-        // Statements before `last`, each of which yields its own result.
+        // Statements before the first of `reads`, each of which yields its
+        // own result.
         let mut before = 0;
         if !self.begun {
             // IMMEDIATE: the write lock from the start, so what the
@@ -201,25 +248,24 @@ impl Script<'_> {
             text.push_str("BEGIN IMMEDIATE;\n");
             before += 1;
         }
-        let has_last = last.is_some();
-        let statements: Vec<(String, Binder<'_>)> =
-            self.held.drain(..).chain(last).collect::<Vec<_>>();
+        before += self.held.len();
+        let mut rows: Vec<Vec<AnyRow>> = reads.iter().map(|_| Vec::new()).collect();
+        let statements: Vec<Statement<'_>> = self.held.drain(..).chain(reads).collect();
         let mut values = 0;
-        for (sql, _) in &statements {
-            let (shifted, used) = shift_placeholders(sql, values);
+        for statement in &statements {
+            let (shifted, used) = shift_placeholders(&statement.sql, values);
             text.push_str(&shifted);
             text.push_str(";\n");
             values += used;
         }
-        before += statements.len() - usize::from(has_last);
         if commit {
             text.push_str("COMMIT");
         }
         // The values, collected on a query of no text of its own: the
         // script's text goes with them below.
         let mut binding = sqlx::query(built(String::new()));
-        for (_, bind) in statements {
-            binding = bind(binding);
+        for statement in statements {
+            binding = (statement.bind)(binding);
         }
         let arguments = binding
             .take_arguments()
@@ -234,8 +280,9 @@ impl Script<'_> {
         }
         *self.open = true;
         self.begun = true;
-        let mut rows = Vec::new();
-        let mut ended = 0;
+        // Each statement's rows come before its own result: rows that
+        // arrive after `ended` results belong to statement `ended`.
+        let mut ended: usize = 0;
         let mut results = self
             .conn
             .fetch_many(sqlx::query_with(built(text), arguments));
@@ -243,8 +290,8 @@ impl Script<'_> {
             match results.try_next().await {
                 Ok(Some(Either::Left(_))) => ended += 1,
                 Ok(Some(Either::Right(row))) => {
-                    if has_last && ended == before {
-                        rows.push(row);
+                    if let Some(read) = ended.checked_sub(before).and_then(|i| rows.get_mut(i)) {
+                        read.push(row);
                     }
                 }
                 Ok(None) => break,
@@ -300,7 +347,7 @@ fn shift_placeholders(sql: &str, by: usize) -> (String, usize) {
 mod tests {
     use sqlx::Row;
 
-    use super::shift_placeholders;
+    use super::{Statement, shift_placeholders};
     use crate::store::{Db, DbError};
 
     /// Rows of `t` as another connection sees them: what is committed.
@@ -420,6 +467,50 @@ mod tests {
             assert!(tx.commit().await.is_err(), "a failed transaction committed");
         }
         assert_eq!(committed(&db).await, abcf);
+
+        // Reads sent with the commit: each one's rows come back apart, in
+        // order, the held statement runs before them, and all is committed.
+        {
+            let mut turn = db.begin_write().await;
+            let mut tx = turn.transaction().await.unwrap();
+            let (sql, bind) = insert("g", 8);
+            tx.defer(sql, bind).await.unwrap();
+            let rows = tx
+                .commit_with(vec![
+                    Statement::new("UPDATE t SET v = v + $1 WHERE k = $2 RETURNING v", |q| {
+                        q.bind(10_i64).bind("g")
+                    }),
+                    Statement::new("SELECT k FROM t WHERE v < $1 ORDER BY k", |q| q.bind(3_i64)),
+                    Statement::new("UPDATE t SET v = 0 WHERE k = $1", |q| q.bind("none")),
+                ])
+                .await
+                .unwrap();
+            let v: Vec<i64> = rows[0].iter().map(|row| row.get("v")).collect();
+            let k: Vec<String> = rows[1].iter().map(|row| row.get("k")).collect();
+            assert_eq!(
+                (v, k, rows[2].len()),
+                (vec![18], vec!["a".into(), "b".into()], 0)
+            );
+        }
+        abcf.push(("g".to_owned(), 18));
+        assert_eq!(committed(&db).await, abcf, "reads with the commit");
+
+        // A read that fails in the commit's script rolls the whole
+        // transaction back.
+        {
+            let mut turn = db.begin_write().await;
+            let mut tx = turn.transaction().await.unwrap();
+            let (sql, bind) = insert("h", 9);
+            tx.defer(sql, bind).await.unwrap();
+            let failed = tx
+                .commit_with(vec![Statement::new(
+                    "INSERT INTO t (k, v) VALUES ($1, $2) RETURNING k",
+                    |q| q.bind("a").bind(1_i64),
+                )])
+                .await;
+            assert!(failed.is_err(), "a failing read committed");
+        }
+        assert_eq!(committed(&db).await, abcf, "a failed commit kept a write");
         db.close().await;
     }
 
