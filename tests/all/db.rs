@@ -1137,7 +1137,7 @@ async fn expired_leases_are_requeued_and_the_lost_worker_is_ignored() {
                 .await
                 .unwrap()
         );
-        assert!(!db.release_run(&dead, "dead", 1).await.unwrap());
+        assert!(!db.release_run(&dead, "dead", 1, &[]).await.unwrap());
 
         let again = db
             .claim_run("new", LEASE, NOW + 40_000, GIB)
@@ -1264,14 +1264,23 @@ async fn release_hands_the_run_back_uncounted() {
             .unwrap()
             .unwrap();
 
-        assert!(!db.release_run(&id, "w2", 1).await.unwrap(), "not w2's");
+        // The lines saying why go with the release, and only with it.
+        let why = |by: &str| [NewLogLine::system(format!("handed back by {by}"))];
         assert!(
-            !db.release_run(&id, "w1", 2).await.unwrap(),
+            !db.release_run(&id, "w2", 1, &why("w2")).await.unwrap(),
+            "not w2's"
+        );
+        assert!(
+            !db.release_run(&id, "w1", 2, &why("w1, attempt 2"))
+                .await
+                .unwrap(),
             "not that attempt"
         );
-        assert!(db.release_run(&id, "w1", 1).await.unwrap());
+        assert!(db.release_run(&id, "w1", 1, &why("w1")).await.unwrap());
         assert!(
-            !db.release_run(&id, "w1", 1).await.unwrap(),
+            !db.release_run(&id, "w1", 1, &why("w1 again"))
+                .await
+                .unwrap(),
             "already released"
         );
         assert_eq!(
@@ -1280,6 +1289,14 @@ async fn release_hands_the_run_back_uncounted() {
             "as if never claimed"
         );
         assert_eq!(db.attempts(&id).await.unwrap(), vec![]);
+        let logged: Vec<String> = db
+            .logs(&t, &id, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|line| line.message)
+            .collect();
+        assert_eq!(logged, ["handed back by w1"]);
 
         // A later attempt handed back keeps the earlier ones.
         let claim = db
@@ -1304,7 +1321,7 @@ async fn release_hands_the_run_back_uncounted() {
             .unwrap()
             .unwrap();
         assert_eq!(claim.attempt, 2);
-        assert!(db.release_run(&id, "w2", 2).await.unwrap());
+        assert!(db.release_run(&id, "w2", 2, &[]).await.unwrap());
         let run = db.get_run(&t, &id).await.unwrap().unwrap();
         assert_eq!(
             (run.state, run.attempts, run.started_at),
@@ -1453,7 +1470,7 @@ async fn tenant_run_counts_follow_every_move_of_a_run_and_hold_both_quotas() {
             .unwrap()
             .unwrap();
         assert_eq!(claim.run.id, b);
-        assert!(db.release_run(&b, "w", 1).await.unwrap());
+        assert!(db.release_run(&b, "w", 1, &[]).await.unwrap());
         expect(2, 0, "handed back").await;
         db.claim_run("w", LEASE, NOW + 8, GIB)
             .await

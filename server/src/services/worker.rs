@@ -39,6 +39,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// How often buffered log lines are written to the database.
 const LOG_FLUSH: Duration = Duration::from_millis(200);
 const LOG_BATCH: usize = 500;
+/// What a run handed back at shutdown says in its log.
+const HANDED_BACK: &str = "worker shutting down: run handed back to the queue";
 
 /// Wakes idle slots when PostgreSQL announces new runs (migration 0003), so
 /// a worker on another machine than the API starts a run in milliseconds
@@ -240,14 +242,22 @@ impl Worker {
         }
         // Runs claimed for slots that stopped before taking them: back to
         // the queue, uncounted, as a handed-back run goes.
+        // They say so in their log, as a run stopped mid-way does.
         let left: Vec<(Claim, u64)> = self.take_claimed(usize::MAX);
         for (claim, _) in left {
-            if let Err(e) = self
+            let lines = [NewLogLine::system(HANDED_BACK.into())];
+            match self
                 .db
-                .release_run(&claim.run.id, &self.id, claim.attempt)
+                .release_run(&claim.run.id, &self.id, claim.attempt, &lines)
                 .await
             {
-                tracing::warn!(run = %claim.run.id, "could not hand back ({e}); the lease will expire");
+                Ok(true) => self.metrics.requeued(Requeue::HandedBack),
+                Ok(false) => {
+                    tracing::warn!(run = %claim.run.id, "could not hand back: the lease was lost")
+                }
+                Err(e) => {
+                    tracing::warn!(run = %claim.run.id, "could not hand back ({e}); the lease will expire")
+                }
             }
         }
         if let Some(listener) = listener {
@@ -619,9 +629,13 @@ impl Worker {
         };
 
         if handed_back {
-            logs.system("worker shutting down: run handed back to the queue".into());
-            logs.close().await;
-            match self.db.release_run(&run.id, &self.id, attempt).await {
+            logs.system(HANDED_BACK.into());
+            let lines = logs.finish().await;
+            match self
+                .db
+                .release_run(&run.id, &self.id, attempt, &lines)
+                .await
+            {
                 Ok(true) => {
                     self.metrics.requeued(Requeue::HandedBack);
                     tracing::info!("handed back");

@@ -1120,36 +1120,41 @@ impl Db {
         Ok(Some(settled))
     }
 
-    /// Hands a claimed run back without counting the attempt (graceful shutdown).
+    /// Hands a claimed run back without counting the attempt (graceful
+    /// shutdown), storing `lines` (the attempt's last log lines, which say
+    /// why) in the same commit: a run seen queued again has its reason in
+    /// its log. Returns whether the run was this worker's to hand back;
+    /// if not, the lines are not stored.
     pub async fn release_run(
         &self,
         run_id: &str,
         worker_id: &str,
         attempt: i64,
+        lines: &[NewLogLine],
     ) -> Result<bool, DbError> {
         let mut turn = self.begin_write().await;
-        let mut tx = turn.begin().await?;
+        let mut tx = turn.transaction().await?;
         // `attempts` on the right-hand side is the value before the update,
-        // so a first attempt handed back also forgets its start time.
-        let done = sqlx::query(
-            "UPDATE runs SET state = 'queued', attempts = attempts - 1, worker_id = NULL, \
-             lease_until = NULL, started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END \
-             WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3",
-        )
-        .bind(run_id)
-        .bind(worker_id)
-        .bind(attempt)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
+        // so a first attempt handed back also forgets its start time. The
+        // update holds the run's row, as the log lines' insert needs.
+        let released = tx
+            .fetch_all(
+                "UPDATE runs SET state = 'queued', attempts = attempts - 1, worker_id = NULL, \
+                 lease_until = NULL, started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END \
+                 WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3 RETURNING id",
+                move |q| q.bind(run_id).bind(worker_id).bind(attempt),
+            )
+            .await?;
+        if released.is_empty() {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query("DELETE FROM run_attempts WHERE run_id = $1 AND attempt = $2")
-            .bind(run_id)
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await?;
+        Self::insert_logs(&mut tx, run_id, attempt, lines).await?;
+        tx.defer(
+            "DELETE FROM run_attempts WHERE run_id = $1 AND attempt = $2",
+            move |q| q.bind(run_id).bind(attempt),
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
