@@ -310,36 +310,43 @@ impl Script<'_> {
 
 /// `sql` with each `$N` placeholder outside quotes made `$(N + by)`, and
 /// the highest `N` in it: the values it binds.
+///
+/// It scans bytes and copies the text between placeholders whole: every
+/// byte it looks for is ASCII, so each cut is a character boundary. (Char
+/// by char, it was 4 % of a workflow's CPU, profiled.)
 fn shift_placeholders(sql: &str, by: usize) -> (String, usize) {
+    use std::fmt::Write;
+    let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len() + 8);
     let mut highest = 0;
-    let mut quote: Option<char> = None;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut quote: Option<u8> = None;
+    // Where the text not yet copied to `out` starts.
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        i += 1;
         match quote {
-            Some(q) => {
-                out.push(c);
-                if c == q {
-                    quote = None;
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'\'' || b == b'"' => quote = Some(b),
+            None if b == b'$' && bytes.get(i).is_some_and(u8::is_ascii_digit) => {
+                let digits = i;
+                while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
                 }
-            }
-            None if c == '\'' || c == '"' => {
-                quote = Some(c);
-                out.push(c);
-            }
-            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => {
-                let mut n = 0usize;
-                while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
-                    n = n * 10 + d as usize;
-                    chars.next();
-                }
+                let n = sql[digits..i].bytes().fold(0usize, |n, d| {
+                    n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
+                });
                 highest = highest.max(n);
-                out.push('$');
-                out.push_str(&(n + by).to_string());
+                out.push_str(&sql[copied..digits]);
+                let _ = write!(out, "{}", n.saturating_add(by));
+                copied = i;
             }
-            None => out.push(c),
+            None => {}
         }
     }
+    out.push_str(&sql[copied..]);
     (out, highest)
 }
 
@@ -526,6 +533,13 @@ mod tests {
         );
         assert_eq!(used, 12);
         assert_eq!(shift_placeholders("COMMIT", 3), ("COMMIT".to_owned(), 0));
+        // Text around placeholders is copied whole, multi-byte characters
+        // included, and a placeholder may end the text.
+        assert_eq!(
+            shift_placeholders("SELECT 'é$1' || $2 || ß$10", 2),
+            ("SELECT 'é$1' || $4 || ß$12".to_owned(), 10)
+        );
+        assert_eq!(shift_placeholders("$", 1), ("$".to_owned(), 0));
         // An escaped quote ('') closes and reopens the literal.
         assert_eq!(
             shift_placeholders("SELECT 'it''s $1', $2", 1),
