@@ -773,6 +773,10 @@ pub struct PrivateHdfs {
 impl PrivateHdfs {
     /// Starts it and waits until it is ready (10-30 s): call it from
     /// `spawn_blocking`.
+    ///
+    /// Its ports are picked free, then bound by Java: another process may
+    /// take one in between. A start that fails so is tried again on other
+    /// ports, twice at most.
     pub fn start() -> Option<Self> {
         let out = root().join("target/minidfs");
         let Ok(classpath) = std::fs::read_to_string(out.join("classpath.txt")) else {
@@ -781,6 +785,21 @@ impl PrivateHdfs {
                 out.join("classpath.txt").display()
             ));
         };
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::start_on_free_ports(&out, &classpath) {
+                Ok(hdfs) => return Some(hdfs),
+                Err(log) if tries < 3 && log.contains("Address already in use") => {
+                    eprintln!("MiniDFS lost a port it was given; starting it again");
+                }
+                Err(log) => panic!("MiniDFS did not start: {log}"),
+            }
+        }
+    }
+
+    /// One start, ready; or MiniDFS's log if it exited first.
+    fn start_on_free_ports(out: &std::path::Path, classpath: &str) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("caisson-hdfs-")
             .tempdir()
@@ -825,7 +844,7 @@ impl PrivateHdfs {
         while !hdfs._dir.path().join("ready").exists() {
             let log = || std::fs::read_to_string(hdfs._dir.path().join("minidfs.log")).unwrap();
             if let Some(status) = hdfs.child.try_wait().unwrap() {
-                panic!("MiniDFS exited with {status}: {}", log());
+                return Err(format!("exited with {status}: {}", log()));
             }
             assert!(
                 std::time::Instant::now() < deadline,
@@ -834,7 +853,7 @@ impl PrivateHdfs {
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        Some(hdfs)
+        Ok(hdfs)
     }
 }
 

@@ -67,12 +67,27 @@ public final class MiniDfs {
         }
     }
 
-    public static void main(String[] args) throws Exception {
+    public static void main(String[] args) {
+        try {
+            run(args);
+        } catch (Throwable e) {
+            // The cluster's threads are not daemons: a start that failed
+            // half way would otherwise leave the process up, never ready.
+            e.printStackTrace();
+            System.exit(1);
+        }
+    }
+
+    private static void run(String[] args) throws Exception {
         Map<String, String> opts = parse(args);
         File dir = new File(required(opts, "dir"));
         int port = Integer.parseInt(opts.getOrDefault("port", "9000"));
         int dataNodes = Integer.parseInt(opts.getOrDefault("datanodes", "3"));
         int controlPort = Integer.parseInt(opts.getOrDefault("control-port", "9001"));
+        // Bound before the cluster starts: its DataNodes take ephemeral
+        // ports, and one of them could otherwise take the control port a
+        // caller picked free a moment ago.
+        ServerSocket control = new ServerSocket(controlPort, 16, InetAddress.getLoopbackAddress());
 
         Configuration conf = new HdfsConfiguration();
         conf.set("dfs.replication", opts.getOrDefault("replication", "2"));
@@ -104,7 +119,6 @@ public final class MiniDfs {
         fs.setPermission(new Path("/"), new FsPermission((short) 01777));
 
         MiniDfs mini = new MiniDfs(cluster);
-        ServerSocket control = new ServerSocket(controlPort, 16, InetAddress.getLoopbackAddress());
 
         String url = "hdfs://127.0.0.1:" + cluster.getNameNodePort();
         File ready = new File(dir, "ready");
