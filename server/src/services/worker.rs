@@ -246,19 +246,7 @@ impl Worker {
         let left: Vec<(Claim, u64)> = self.take_claimed(usize::MAX);
         for (claim, _) in left {
             let lines = [NewLogLine::system(HANDED_BACK.into())];
-            match self
-                .db
-                .release_run(&claim.run.id, &self.id, claim.attempt, &lines)
-                .await
-            {
-                Ok(true) => self.metrics.requeued(Requeue::HandedBack),
-                Ok(false) => {
-                    tracing::warn!(run = %claim.run.id, "could not hand back: the lease was lost")
-                }
-                Err(e) => {
-                    tracing::warn!(run = %claim.run.id, "could not hand back ({e}); the lease will expire")
-                }
-            }
+            self.hand_back(&claim.run.id, claim.attempt, &lines).await;
         }
         if let Some(listener) = listener {
             listener.abort();
@@ -443,6 +431,21 @@ impl Worker {
     }
 
     /// Up to `n` of the runs claimed for idle slots, oldest first.
+    /// Hands a run this worker holds back to the queue at shutdown,
+    /// uncounted, with `lines` (which say why) in the same commit.
+    async fn hand_back(&self, run_id: &str, attempt: i64, lines: &[NewLogLine]) {
+        match self.db.release_run(run_id, &self.id, attempt, lines).await {
+            Ok(true) => {
+                self.metrics.requeued(Requeue::HandedBack);
+                tracing::info!(run = %run_id, "handed back");
+            }
+            Ok(false) => tracing::warn!(run = %run_id, "could not hand back: the lease was lost"),
+            Err(e) => {
+                tracing::warn!(run = %run_id, "could not hand back ({e}); the lease will expire")
+            }
+        }
+    }
+
     fn take_claimed(&self, n: usize) -> Vec<(Claim, u64)> {
         let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
         let n = n.min(claimed.len());
@@ -631,18 +634,7 @@ impl Worker {
         if handed_back {
             logs.system(HANDED_BACK.into());
             let lines = logs.finish().await;
-            match self
-                .db
-                .release_run(&run.id, &self.id, attempt, &lines)
-                .await
-            {
-                Ok(true) => {
-                    self.metrics.requeued(Requeue::HandedBack);
-                    tracing::info!("handed back");
-                }
-                Ok(false) => tracing::warn!("could not hand back: the lease was lost"),
-                Err(e) => tracing::warn!("could not hand back ({e}); the lease will expire"),
-            }
+            self.hand_back(&run.id, attempt, &lines).await;
             return;
         }
         if lost.load(Ordering::Relaxed) {
