@@ -187,24 +187,18 @@ impl<'t> WriteTx<'t> {
     /// `COMMIT` riding on the reads: a transaction whose last statements
     /// are read ends without a trip of its own.
     pub(super) async fn commit_with(
-        self,
+        mut self,
         reads: Vec<Statement<'t>>,
     ) -> Result<Vec<Vec<AnyRow>>, DbError> {
-        match self.inner {
-            Inner::Sqlx(mut tx) => {
-                let mut rows = Vec::with_capacity(reads.len());
-                for read in reads {
-                    rows.push(
-                        (read.bind)(sqlx::query(built(read.sql)))
-                            .fetch_all(&mut *tx)
-                            .await?,
-                    );
-                }
-                tx.commit().await?;
-                Ok(rows)
-            }
-            Inner::Script(mut script) => script.send(reads, true).await,
+        if let Inner::Script(script) = &mut self.inner {
+            return script.send(reads, true).await;
         }
+        let mut rows = Vec::with_capacity(reads.len());
+        for read in reads {
+            rows.push(self.fetch_all(read.sql, read.bind).await?);
+        }
+        self.commit().await?;
+        Ok(rows)
     }
 
     /// Rolls back, and the held statements never run.
