@@ -2396,6 +2396,7 @@ async fn ending_a_step_counts_its_successors_down_once() {
         assert!(a.succeeded);
         assert_eq!(a.ready, ["b", "c"]);
         assert!(!a.all_ended);
+        assert!(a.workflow_running, "read in the step's own commit");
         assert!(
             !db.move_step(&wf, "a", "pending", "running", Some("late"))
                 .await
@@ -2442,6 +2443,67 @@ async fn ending_a_step_counts_its_successors_down_once() {
             end_step_run(&db, &t, "no-such-workflow-run", "x").await,
             None
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_step_queued_after_its_workflow_run_was_cancelled_never_starts() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let steps = [
+            NewStep {
+                name: "a".into(),
+                waiting: 0,
+                successors: vec!["b".into()],
+            },
+            NewStep {
+                name: "b".into(),
+                waiting: 1,
+                successors: Vec::new(),
+            },
+        ];
+        let wf = db
+            .create_workflow_run(&t, "flow", &serde_json::json!({}), &steps, NOW)
+            .await
+            .unwrap();
+        let a = end_step_run(&db, &t, &wf, "a").await.expect("a is a step");
+        assert!(a.workflow_running && a.ready == ["b"], "{a:?}");
+        // The cancel lands between the step's end, which saw the workflow
+        // run running, and the queuing of what follows it.
+        db.cancel_workflow_run(&t, &wf, NOW + 2)
+            .await
+            .unwrap()
+            .expect("the workflow run is the tenant's");
+        let b = RunSpec {
+            workflow_run_id: Some(wf.clone()),
+            step_name: Some("b".into()),
+            idempotency_key: Some(format!("workflow:{wf}:b")),
+            ..new_run(&t)
+        };
+        let (id, created, claim) = db
+            .submit_claimed(&b, "w1", LEASE, NOW + 3, GIB)
+            .await
+            .unwrap();
+        assert!(created);
+        assert!(
+            claim.is_none(),
+            "claimed for a cancelled workflow: {claim:?}"
+        );
+        let run = db.get_run_any(&id).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Cancelled);
+        assert_eq!(
+            run.error.as_deref(),
+            Some("cancelled with its workflow run before it started")
+        );
+        assert!(
+            db.claim_run("w1", LEASE, NOW + 4, GIB)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let b = db.workflow_steps(&wf).await.unwrap().remove(1);
+        assert_eq!((b.name.as_str(), b.state.as_str()), ("b", "skipped"));
     })
     .await;
 }

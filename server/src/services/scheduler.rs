@@ -211,7 +211,9 @@ pub async fn step_ended(
         }
     }
     let mut deferred = None;
-    if !alone.is_empty() {
+    // A cancelled workflow run starts nothing more: as the step's commit
+    // saw it (a cancel since then ends the run in its insert's commit).
+    if !alone.is_empty() && settled.workflow_running {
         let ready = start_ready(state, &run, &def, &alone, &settled.step, output).await?;
         pass |= ready.pass;
         let mut runs = ready.runs;
@@ -317,10 +319,6 @@ async fn start_ready(
         runs: Vec::with_capacity(steps.len()),
         pass: false,
     };
-    // A cancelled workflow run starts nothing more.
-    if state.db.workflow_run_state(&run.id).await?.as_deref() != Some("running") {
-        return Ok(ready);
-    }
     let outputs = BTreeMap::from([(ended.to_string(), output.to_vec())]);
     let mut resolved = admission::Resolved::default();
     for step in steps {

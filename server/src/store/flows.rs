@@ -87,6 +87,11 @@ pub struct Settled {
     pub ready: Vec<String>,
     /// Whether no step of the workflow run is open any more: it is over.
     pub all_ended: bool,
+    /// Whether the workflow run was still running in the commit that
+    /// settled the step: read there, so that starting what follows needs
+    /// no read of its own (a cancel after it is caught by the step's
+    /// guarded move to `running`, as it was after a read).
+    pub workflow_running: bool,
     /// For a map step: the index of the split whose run ended. The fields
     /// above then describe the step only if `step_ended`.
     pub split: Option<i64>,
@@ -590,7 +595,7 @@ impl Db {
         let id = workflow_run_id.to_string();
         reads.push(Statement::new(
             "UPDATE workflow_runs SET open_steps = open_steps - 1 WHERE id = $1 \
-             RETURNING tenant_id, open_steps",
+             RETURNING tenant_id, open_steps, state",
             move |q| q.bind(id),
         ));
         let mut results = tx.commit_with(reads).await?;
@@ -607,6 +612,7 @@ impl Db {
             .first()
             .ok_or_else(|| DbError::other(format!("workflow run {workflow_run_id} vanished")))?;
         let open: Option<i64> = row.try_get("open_steps")?;
+        let workflow_state: String = row.try_get("state")?;
         Ok(Some(Settled {
             workflow_run_id: workflow_run_id.to_string(),
             tenant_id: row.try_get("tenant_id")?,
@@ -614,6 +620,7 @@ impl Db {
             succeeded: to == "succeeded",
             ready,
             all_ended: open == Some(0),
+            workflow_running: workflow_state == "running",
             split: None,
             step_ended: true,
         }))

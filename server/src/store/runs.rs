@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, FromRow, Row};
 
 use super::db::{Db, DbError, DbKind, built, corrupt, new_id};
-use super::write_tx::{AnyQuery, WriteTx};
+use super::write_tx::{AnyQuery, Statement, WriteTx};
 
 /// The PostgreSQL channel a cancel request is announced on, with the run's
 /// id as the payload (see `services::cancel`).
@@ -51,7 +51,14 @@ pub struct RunRecord {
 pub(super) enum QueueRoom {
     /// SQLite: the quota and the queued runs, read once under the tenant's
     /// lock by [`Db::submit_runs`] and kept up to date as the batch inserts.
-    Counted { limit: i64, queued: i64 },
+    /// `key`: an idempotency key looked up in the same read, and the run
+    /// that holds it, if any, for [`Db::insert_run`] to take instead of a
+    /// read of its own.
+    Counted {
+        limit: i64,
+        queued: i64,
+        key: Option<(String, Option<String>)>,
+    },
     /// PostgreSQL: by the insert's trigger (migration 0012), which takes
     /// the tenant's lock only then, so the lock is held from the insert to
     /// the commit rather than over the count and the insert too.
@@ -60,12 +67,15 @@ pub(super) enum QueueRoom {
 
 impl QueueRoom {
     /// The room a submission of the tenant's runs works in: on SQLite, its
-    /// quota and queued runs read under its lock; on PostgreSQL nothing to
-    /// read.
+    /// quota and queued runs read under its lock, with the run holding
+    /// `key` (the first run's idempotency key) if one is given, so that a
+    /// keyed submission's lookup costs no trip of its own; on PostgreSQL
+    /// nothing to read.
     pub(super) async fn of<'t>(
         tx: &mut WriteTx<'t>,
         kind: DbKind,
         tenant_id: &'t str,
+        key: Option<&'t str>,
     ) -> Result<QueueRoom, DbError> {
         if kind == DbKind::Postgres {
             return Ok(QueueRoom::InTheInsert);
@@ -75,8 +85,10 @@ impl QueueRoom {
         let rows = tx
             .fetch_all(
                 "UPDATE tenants SET max_queued_runs = max_queued_runs WHERE id = $1 \
-                 RETURNING max_queued_runs, queued_runs",
-                move |q| q.bind(tenant_id),
+                 RETURNING max_queued_runs, queued_runs, \
+                 (SELECT r.id FROM runs r WHERE r.tenant_id = $1 AND r.idempotency_key = $2) \
+                 AS keyed_run",
+                move |q| q.bind(tenant_id).bind(key),
             )
             .await?;
         let Some(row) = rows.first() else {
@@ -85,13 +97,31 @@ impl QueueRoom {
         Ok(QueueRoom::Counted {
             limit: row.try_get("max_queued_runs")?,
             queued: row.try_get("queued_runs")?,
+            key: match key {
+                Some(key) => Some((key.to_string(), row.try_get("keyed_run")?)),
+                None => None,
+            },
         })
+    }
+
+    /// The run holding `key`, if the room's read looked it up: `None` when
+    /// it did not (the caller reads it), `Some(None)` when no run holds it.
+    /// Taken once: the batch's inserts change the answer.
+    fn take_key(&mut self, key: &str) -> Option<Option<String>> {
+        match self {
+            QueueRoom::Counted { key: looked_up, .. }
+                if looked_up.as_ref().is_some_and(|(k, _)| k == key) =>
+            {
+                looked_up.take().map(|(_, run)| run)
+            }
+            _ => None,
+        }
     }
 
     /// Counts one more queued run, or refuses it past the quota.
     fn take_one(&mut self) -> Result<(), DbError> {
         match self {
-            QueueRoom::Counted { limit, queued } => {
+            QueueRoom::Counted { limit, queued, .. } => {
                 if *queued >= *limit {
                     return Err(DbError::QuotaExceeded {
                         quota: "max_queued_runs",
@@ -178,40 +208,41 @@ impl Db {
             .map_err(DbError::from)
     }
 
-    /// The claims' round robin: the tenant's `last_claim_at`, stamped
-    /// with the transaction's next statement.
-    async fn stamp_claim<'t>(
-        tx: &mut WriteTx<'t>,
+    /// The claims' round robin: the tenant's `last_claim_at` set to `now`,
+    /// and the `running` row of the claimed run's attempt. Both written
+    /// only if `worker_id` holds `run_id` (in this transaction, its
+    /// claim), as SQL decides: so they can go in the same trip as the
+    /// claim itself, after it. The attempt's row is an upsert: a row left
+    /// by an attempt number that is being reused (never expected, as
+    /// release deletes its row) must not fail the claim.
+    fn claim_writes<'t>(
         tenant_id: String,
-        now: i64,
-    ) -> Result<(), DbError> {
-        tx.defer(
-            "UPDATE tenants SET last_claim_at = $2 WHERE id = $1",
-            move |q| q.bind(tenant_id).bind(now),
-        )
-        .await
-    }
-
-    /// The `running` row of a claimed run's attempt, written with the
-    /// transaction's next statement. An upsert: a row left by an attempt
-    /// number that is being reused (never expected, as release deletes
-    /// its row) must not fail the claim.
-    async fn start_attempt<'t>(
-        tx: &mut WriteTx<'t>,
         run_id: String,
-        attempt: i64,
         worker_id: &'t str,
         now: i64,
-    ) -> Result<(), DbError> {
-        tx.defer(
-            "INSERT INTO run_attempts (run_id, attempt, worker_id, started_at, state) \
-             VALUES ($1, $2, $3, $4, 'running') ON CONFLICT (run_id, attempt) DO UPDATE SET \
-             worker_id = $3, started_at = $4, finished_at = NULL, state = 'running', error = NULL",
-            move |q| q.bind(run_id).bind(attempt).bind(worker_id).bind(now),
-        )
-        .await
+    ) -> [Statement<'t>; 2] {
+        let stamped = run_id.clone();
+        [
+            Statement::new(
+                "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 AND EXISTS \
+                 (SELECT 1 FROM runs WHERE id = $3 AND state = 'running' AND worker_id = $4)",
+                move |q| q.bind(tenant_id).bind(now).bind(stamped).bind(worker_id),
+            ),
+            Statement::new(
+                "INSERT INTO run_attempts (run_id, attempt, worker_id, started_at, state) \
+                 SELECT id, attempts, $2, $3, 'running' FROM runs \
+                 WHERE id = $1 AND state = 'running' AND worker_id = $2 \
+                 ON CONFLICT (run_id, attempt) DO UPDATE SET worker_id = $2, started_at = $3, \
+                 finished_at = NULL, state = 'running', error = NULL",
+                move |q| q.bind(run_id).bind(worker_id).bind(now),
+            ),
+        ]
     }
 }
+
+/// The error of a run its workflow run's cancel ended before it started.
+pub(super) const CANCELLED_WITH_WORKFLOW: &str =
+    "cancelled with its workflow run before it started";
 
 /// When a lease of `lease` taken at `now` ends, in milliseconds.
 fn lease_end(now: i64, lease: Duration) -> i64 {
@@ -467,7 +498,8 @@ impl Db {
             {
                 Some(at) => at,
                 None => {
-                    let room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id).await?;
+                    let key = run.idempotency_key.as_deref();
+                    let room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id, key).await?;
                     rooms.push((&run.tenant_id, room));
                     rooms.len() - 1
                 }
@@ -487,10 +519,14 @@ impl Db {
         room: &mut QueueRoom,
         now: i64,
     ) -> Result<(String, bool), DbError> {
-        if let Some(key) = &run.idempotency_key
-            && let Some(existing) = Self::run_by_key(tx, &run.tenant_id, key).await?
-        {
-            return Ok((existing, false));
+        if let Some(key) = &run.idempotency_key {
+            let existing = match room.take_key(key) {
+                Some(looked_up) => looked_up,
+                None => Self::run_by_key(tx, &run.tenant_id, key).await?,
+            };
+            if let Some(existing) = existing {
+                return Ok((existing, false));
+            }
         }
         // Dropping the transaction on a refusal rolls it back.
         room.take_one()?;
@@ -574,6 +610,26 @@ impl Db {
                 move |q| q.bind(workflow_run_id).bind(step).bind(run_id),
             )
             .await?;
+            // And a workflow run that is over (cancelled) starts nothing
+            // more: its cancel may have come after the scheduler saw it
+            // running. The run is
+            // then over before anyone can claim it, as the cancel ends the
+            // runs it finds queued. (On PostgreSQL a cancel committing
+            // between this and the commit can still miss it; on SQLite the
+            // write lock orders them.)
+            let run_id = id.clone();
+            tx.defer(
+                "UPDATE runs SET state = 'cancelled', finished_at = $3, error = $4 \
+                 WHERE id = $1 AND EXISTS \
+                 (SELECT 1 FROM workflow_runs WHERE id = $2 AND state <> 'running')",
+                move |q| {
+                    q.bind(run_id)
+                        .bind(workflow_run_id)
+                        .bind(now)
+                        .bind(CANCELLED_WITH_WORKFLOW)
+                },
+            )
+            .await?;
         }
         Ok((id, true))
     }
@@ -601,7 +657,8 @@ impl Db {
         let lease_until = lease_end(now, lease);
         let mut turn = self.begin_write().await;
         let mut tx = turn.transaction().await?;
-        let mut room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id).await?;
+        let key = run.idempotency_key.as_deref();
+        let mut room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id, key).await?;
         let (id, new) = Self::insert_run(&mut tx, self.kind, run, &mut room, now).await?;
         if !new {
             tx.commit().await?;
@@ -613,26 +670,31 @@ impl Db {
             DbKind::Sqlite => CLAIM_SUBMITTED_SQLITE,
             DbKind::Postgres => CLAIM_SUBMITTED_POSTGRES,
         };
+        // What a claim writes besides the run (`claim_writes`) is written
+        // only if the claim took it, in SQL: so it and the `COMMIT` go
+        // with the claim, one trip on SQLite's writer where reading the
+        // claim first took two.
         let run_id = id.clone();
-        let claimed = tx
-            .fetch_all(claim, move |q| {
-                q.bind(run_id)
-                    .bind(worker_id)
-                    .bind(lease_until)
-                    .bind(now)
-                    .bind(max_memory)
-            })
+        let [stamp, attempt] =
+            Self::claim_writes(run.tenant_id.clone(), id.clone(), worker_id, now);
+        let results = tx
+            .commit_with(vec![
+                Statement::new(claim, move |q| {
+                    q.bind(run_id)
+                        .bind(worker_id)
+                        .bind(lease_until)
+                        .bind(now)
+                        .bind(max_memory)
+                }),
+                stamp,
+                attempt,
+            ])
             .await?;
+        let claimed = results.into_iter().next().unwrap_or_default();
         let Some(claimed) = claimed.first() else {
-            tx.commit().await?;
             return Ok((id, true, None));
         };
         let claimed = RunRecord::from_row(claimed)?;
-        // What a claim writes besides the run: the tenant's round robin
-        // stamp and the attempt's row, with the commit.
-        Self::stamp_claim(&mut tx, run.tenant_id.clone(), now).await?;
-        Self::start_attempt(&mut tx, id.clone(), claimed.attempts, worker_id, now).await?;
-        tx.commit().await?;
         Ok((
             id,
             true,
@@ -881,12 +943,14 @@ impl Db {
             return Ok(Attempted::Nothing);
         };
         let run = RunRecord::from_row(row)?;
+        let [stamp, attempt] =
+            Self::claim_writes(run.spec.tenant_id.clone(), run.id.clone(), worker_id, now);
         match kind {
             // The claim read the tenant's running count under the write
             // lock this transaction took at its `BEGIN IMMEDIATE` (or on
             // the one connection of an in-memory database), so it holds:
             // only the round robin stamp is left to write.
-            DbKind::Sqlite => Self::stamp_claim(tx, run.spec.tenant_id.clone(), now).await?,
+            DbKind::Sqlite => tx.defer_statement(stamp).await?,
             // The claim read running counts in its own snapshot; another
             // worker may have claimed for the same tenant meanwhile.
             // Counting again under the tenant's lock (which also stamps
@@ -914,7 +978,7 @@ impl Db {
                 }
             }
         }
-        Self::start_attempt(tx, run.id.clone(), run.attempts, worker_id, now).await?;
+        tx.defer_statement(attempt).await?;
         Ok(Attempted::Claimed(Box::new(Claim {
             attempt: run.attempts,
             run,

@@ -8,7 +8,7 @@ use sqlx::{FromRow, Row};
 
 use super::db::{Db, DbError, built};
 use super::flows::Settled;
-use super::runs::QueueRoom;
+use super::runs::{CANCELLED_WITH_WORKFLOW, QueueRoom};
 use super::write_tx::WriteTx;
 use crate::model::{RunSpec, RunState};
 
@@ -266,7 +266,8 @@ impl Db {
             tx.rollback().await?;
             return Ok(None);
         }
-        let mut room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id).await?;
+        let key = run.idempotency_key.as_deref();
+        let mut room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id, key).await?;
         let (run_id, _) = Self::insert_run(&mut tx, self.kind, run, &mut room, now).await?;
         sqlx::query(
             "UPDATE workflow_splits SET run_id = $4 \
@@ -369,7 +370,8 @@ impl Db {
                  splits_failed = splits_failed + $3 \
                  WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'running' \
                  RETURNING splits_open, splits_failed, \
-                 (SELECT tenant_id FROM workflow_runs WHERE id = $1) AS tenant_id",
+                 (SELECT tenant_id FROM workflow_runs WHERE id = $1) AS tenant_id, \
+                 (SELECT state FROM workflow_runs WHERE id = $1) AS workflow_state",
                 move |q| {
                     let (id, step) = bound;
                     q.bind(id).bind(step).bind(failed)
@@ -396,6 +398,7 @@ impl Db {
             }));
         }
         let tenant_id: String = row.try_get("tenant_id")?;
+        let workflow_state: String = row.try_get("workflow_state")?;
         tx.commit().await?;
         Ok(Some(Settled {
             workflow_run_id,
@@ -404,6 +407,7 @@ impl Db {
             succeeded: failed == 0,
             ready: Vec::new(),
             all_ended: false,
+            workflow_running: workflow_state == "running",
             split: Some(index),
             step_ended: false,
         }))
@@ -560,12 +564,12 @@ impl Db {
             };
         }
         let dequeued = sqlx::query(
-            "UPDATE runs SET state = 'cancelled', finished_at = $2, \
-             error = 'cancelled with its workflow run before it started' \
+            "UPDATE runs SET state = 'cancelled', finished_at = $2, error = $3 \
              WHERE workflow_run_id = $1 AND state = 'queued' RETURNING id",
         )
         .bind(id)
         .bind(now)
+        .bind(CANCELLED_WITH_WORKFLOW)
         .fetch_all(&mut *tx)
         .await?;
         for row in &dequeued {

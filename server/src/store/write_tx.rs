@@ -137,6 +137,14 @@ impl<'t> WriteTx<'t> {
         Ok(())
     }
 
+    /// [`WriteTx::defer`] for a statement built apart.
+    pub(super) async fn defer_statement(
+        &mut self,
+        statement: Statement<'t>,
+    ) -> Result<(), DbError> {
+        self.defer(statement.sql, statement.bind).await
+    }
+
     /// Runs one statement (after those held) and returns its rows.
     pub(super) async fn fetch_all(
         &mut self,
