@@ -388,6 +388,60 @@ async fn a_run_is_queued_executed_and_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_runs_log_is_stored_while_it_runs() {
+    let app = app("", 1).await;
+    app.upload("slow-log", guest("slow-log"), None).await;
+    // Line 0 at once, line 1 three seconds later: line 0 must be readable
+    // in between, from the worker's periodic write, not only at the end.
+    let (status, run) = app
+        .json(
+            "POST",
+            "/v1/runs",
+            None,
+            Some(json!({"module": "slow-log", "params": {"lines": "2", "interval_ms": "3000"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let id = run["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, logs) = app
+            .json("GET", &format!("/v1/runs/{id}/logs"), None, None)
+            .await;
+        let text = logs["lines"].to_string();
+        if text.contains("line 0") {
+            assert!(!text.contains("line 1"), "read too late to tell: {text}");
+            let (_, now) = app.json("GET", &format!("/v1/runs/{id}"), None, None).await;
+            assert_eq!(now["state"], "running", "{now}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "line 0 was never stored while the run ran: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done = app.wait(&id, None).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let (_, logs) = app
+        .json("GET", &format!("/v1/runs/{id}/logs"), None, None)
+        .await;
+    let lines: Vec<String> = (logs["lines"].as_array().unwrap().iter())
+        .map(|l| l["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let at = |m: &str| lines.iter().position(|l| l == m);
+    assert!(
+        at("line 0").is_some() && at("line 0") < at("line 1"),
+        "every line, once, in order: {lines:?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| *l == "line 0").count(),
+        1,
+        "{lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_submissions_are_4xx_with_reasons() {
     let app = app("", 0).await;
     app.upload("hello", guest("hello"), None).await;

@@ -19,7 +19,7 @@ use caisson_runtime::{LoadedTask, RunError, RunRequest, Runtime};
 use futures::FutureExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use rand::Rng;
-use tokio::sync::{Mutex, Notify, mpsc, watch};
+use tokio::sync::{Mutex, Notify, watch};
 use tracing::Instrument;
 
 use super::admission::Resolved;
@@ -899,53 +899,68 @@ async fn heartbeat(
 }
 
 /// Buffers a run's log and writes it to the database in batches, so a
-/// chatty task costs a few inserts a second rather than one per line.
+/// chatty task costs a few inserts a second rather than one per line. The
+/// lines wait in memory, not in a channel to the writing task: a run
+/// shorter than [`LOG_FLUSH`] (most) never wakes that task, and its lines
+/// go with its outcome's commit.
 struct LogShipper {
-    tx: mpsc::UnboundedSender<NewLogLine>,
-    /// Ends with the lines not yet stored when the log closed.
-    task: tokio::task::JoinHandle<Vec<NewLogLine>>,
+    buffer: Arc<LogBuffer>,
+    /// Writes what the buffer holds every [`LOG_FLUSH`], or once it holds
+    /// [`LOG_BATCH`] lines.
+    flusher: tokio::task::JoinHandle<()>,
     db: Db,
     run_id: String,
     attempt: i64,
 }
 
+#[derive(Default)]
+struct LogBuffer {
+    lines: std::sync::Mutex<Vec<NewLogLine>>,
+    /// Held while lines taken from `lines` are being written, so that the
+    /// lines a finished run takes come after every line written before.
+    writing: Mutex<()>,
+    full: Notify,
+}
+
+impl LogBuffer {
+    fn push(&self, line: NewLogLine) {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.push(line);
+        if lines.len() >= LOG_BATCH {
+            self.full.notify_one();
+        }
+    }
+
+    fn take(&self) -> Vec<NewLogLine> {
+        std::mem::take(&mut *self.lines.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 impl LogShipper {
     fn start(db: Db, run_id: String, attempt: i64) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<NewLogLine>();
-        let shipper = (db.clone(), run_id.clone(), attempt);
-        let task = tokio::spawn(async move {
-            let mut batch = Vec::new();
-            let mut open = true;
-            while open {
-                let deadline = tokio::time::sleep(LOG_FLUSH);
-                tokio::pin!(deadline);
+        let buffer = Arc::new(LogBuffer::default());
+        let flusher = tokio::spawn({
+            let (buffer, db, run_id) = (buffer.clone(), db.clone(), run_id.clone());
+            async move {
                 loop {
                     tokio::select! {
-                        line = rx.recv() => match line {
-                            Some(line) => {
-                                batch.push(line);
-                                if batch.len() >= LOG_BATCH { break; }
-                            }
-                            None => { open = false; break; }
-                        },
-                        () = &mut deadline => break,
+                        () = tokio::time::sleep(LOG_FLUSH) => {}
+                        () = buffer.full.notified() => {}
                     }
-                }
-                // The last lines are the caller's to store (with the
-                // outcome, in one commit).
-                if open && !batch.is_empty() {
+                    let _writing = buffer.writing.lock().await;
+                    let batch = buffer.take();
+                    if batch.is_empty() {
+                        continue;
+                    }
                     if let Err(e) = db.append_logs(&run_id, attempt, &batch).await {
                         tracing::warn!(run = %run_id, "could not store {} log lines: {e}", batch.len());
                     }
-                    batch.clear();
                 }
             }
-            batch
         });
-        let (db, run_id, attempt) = shipper;
         LogShipper {
-            tx,
-            task,
+            buffer,
+            flusher,
             db,
             run_id,
             attempt,
@@ -954,20 +969,23 @@ impl LogShipper {
 
     fn sink(&self) -> ShipperSink {
         ShipperSink {
-            tx: self.tx.clone(),
+            buffer: self.buffer.clone(),
         }
     }
 
     /// A line from Caisson itself, not the task.
     fn system(&self, message: String) {
-        let _ = self.tx.send(NewLogLine::system(message));
+        self.buffer.push(NewLogLine::system(message));
     }
 
     /// Stops, and returns the lines not stored yet, for the caller to
     /// store with the attempt's outcome.
     async fn finish(self) -> Vec<NewLogLine> {
-        drop(self.tx);
-        self.task.await.unwrap_or_default()
+        // Once a write under way is done; the flusher is then between
+        // writes, and stopping it loses nothing.
+        let _writing = self.buffer.writing.lock().await;
+        self.flusher.abort();
+        self.buffer.take()
     }
 
     /// Stores everything and stops.
@@ -981,13 +999,13 @@ impl LogShipper {
 }
 
 struct ShipperSink {
-    tx: mpsc::UnboundedSender<NewLogLine>,
+    buffer: Arc<LogBuffer>,
 }
 
 impl LogSink for ShipperSink {
     fn record(&self, record: LogRecord) {
-        // The runtime caps the bytes a run may log, which bounds this channel.
-        let _ = self.tx.send(record.into());
+        // The runtime caps the bytes a run may log, which bounds the buffer.
+        self.buffer.push(record.into());
     }
 
     fn progress(&self, done: u64, total: u64) {
@@ -996,7 +1014,7 @@ impl LogSink for ShipperSink {
         } else {
             format!("progress {done}")
         };
-        let _ = self.tx.send(NewLogLine {
+        self.buffer.push(NewLogLine {
             source: LogSource::Progress,
             ..NewLogLine::system(message)
         });
