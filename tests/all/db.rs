@@ -1600,6 +1600,34 @@ async fn a_run_submitted_claimed_is_claimed_only_where_a_claim_would_take_it() {
         let run = db.get_run_any(&f).await.unwrap().unwrap();
         assert_eq!((run.worker_id.as_deref(), run.attempts), (Some("w"), 1));
         assert_eq!(counts("the key again").await, (0, 1));
+
+        // The tenant's queue full: refused, naming the quota, and nothing
+        // of it written; its key's run still answers under the key.
+        let full = TenantQuotas {
+            max_queued_runs: 0,
+            ..quotas
+        };
+        db.set_tenant_quotas(&t, &full).await.unwrap();
+        let refused = db
+            .submit_claimed(&new_run(&t), "w", LEASE, NOW + 14, GIB)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                DbError::QuotaExceeded {
+                    quota: "max_queued_runs",
+                    limit: 0
+                }
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(counts("refused").await, (0, 1));
+        let (again, created, claim) = (db.submit_claimed(&keyed, "v", LEASE, NOW + 15, GIB))
+            .await
+            .unwrap();
+        assert_eq!(again, f);
+        assert!(!created && claim.is_none(), "{claim:?}");
         backend
     })
     .await;

@@ -197,10 +197,7 @@ impl Db {
         key: &'t str,
     ) -> Result<Option<String>, DbError> {
         let rows = tx
-            .fetch_all(
-                "SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2",
-                move |q| q.bind(tenant_id).bind(key),
-            )
+            .fetch_all(RUN_BY_KEY, move |q| q.bind(tenant_id).bind(key))
             .await?;
         rows.first()
             .map(|row| row.try_get("id"))
@@ -458,6 +455,115 @@ macro_rules! claim_submitted_sql {
 const CLAIM_SUBMITTED_SQLITE: &str = claim_submitted_sql!(running_count!(sqlite));
 const CLAIM_SUBMITTED_POSTGRES: &str = claim_submitted_sql!(running_count!(postgres));
 
+/// The start of a new run's insert: its columns, for
+/// [`new_run_values`]'s values.
+macro_rules! insert_run_into {
+    () => {
+        "INSERT INTO runs (id, tenant_id, module_name, module_version, digest, \
+         input, params, grants, timeout_ms, memory_bytes, fuel, max_retries, backoff_ms, \
+         retry_timeouts, priority, idempotency_key, state, attempts, not_before, created_at, \
+         cancel_requested, schedule_id, workflow_run_id, step_name, logical_date, trace_parent) "
+    };
+}
+
+/// A new run's values, as [`bind_new_run`] binds them.
+macro_rules! new_run_values {
+    () => {
+        "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+         'queued', 0, $17, $18, 0, $19, $20, $21, $22, $23"
+    };
+}
+
+/// SQLite: a new run's insert that checks what [`QueueRoom`] and the key's
+/// lookup check, itself: the tenant under `max_queued_runs` (its row's
+/// count, kept by migration 0010's triggers) and no run of the tenant
+/// holding the key. Nothing is inserted (and no row returned) otherwise,
+/// so a transaction of statements that all hang on the insert can go to
+/// SQLite's writer in one trip, commit included, before anyone knows.
+const INSERT_CHECKED: &str = concat!(
+    insert_run_into!(),
+    "SELECT ",
+    new_run_values!(),
+    " WHERE (SELECT t.queued_runs < t.max_queued_runs FROM tenants t WHERE t.id = $2) \
+     AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tenant_id = $2 AND r.idempotency_key = $16) \
+     RETURNING id"
+);
+
+/// Binds `run`'s values, as run `id` submitted at `now`, to
+/// [`new_run_values`].
+fn bind_new_run(
+    id: String,
+    run: &RunSpec,
+    now: i64,
+) -> Result<impl FnOnce(AnyQuery) -> AnyQuery + Send + '_, DbError> {
+    let params = serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.into()))?;
+    let grants = serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.into()))?;
+    Ok(move |q: AnyQuery| {
+        q.bind(id)
+            .bind(&run.tenant_id)
+            .bind(&run.module_name)
+            .bind(&run.module_version)
+            .bind(&run.digest)
+            .bind(run.input.as_slice())
+            .bind(params)
+            .bind(grants)
+            .bind(run.timeout_ms)
+            .bind(run.memory_bytes)
+            .bind(run.fuel)
+            .bind(run.max_retries)
+            .bind(run.backoff_ms)
+            .bind(i64::from(run.retry_timeouts))
+            .bind(run.priority)
+            .bind(run.idempotency_key.as_deref())
+            .bind(run.not_before)
+            .bind(now)
+            .bind(run.schedule_id.as_deref())
+            .bind(run.workflow_run_id.as_deref())
+            .bind(run.step_name.as_deref())
+            .bind(run.logical_date)
+            .bind(run.trace_parent.as_deref())
+    })
+}
+
+/// What inserting run `id` of a workflow step writes beside it, in its
+/// transaction (none for a run of no step), each a no-op unless the run's
+/// row is there:
+/// - the step is running from the same commit, so the run cannot end
+///   before its step says it started;
+/// - a workflow run that is over (cancelled) starts nothing more: its
+///   cancel may have come after the scheduler saw it running. The run is
+///   then over before anyone can claim it, as the cancel ends the runs it
+///   finds queued. (On PostgreSQL a cancel committing between this and
+///   the commit can still miss it; on SQLite the write lock orders them.)
+fn step_started<'t>(id: &str, run: &'t RunSpec, now: i64) -> Vec<Statement<'t>> {
+    let (Some(workflow_run_id), Some(step)) = (&run.workflow_run_id, &run.step_name) else {
+        return Vec::new();
+    };
+    let (run_id, ended) = (id.to_string(), id.to_string());
+    vec![
+        Statement::new(
+            "UPDATE workflow_steps SET state = 'running', run_id = $3 \
+             WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending' \
+             AND EXISTS (SELECT 1 FROM runs WHERE id = $3)",
+            move |q| q.bind(workflow_run_id).bind(step).bind(run_id),
+        ),
+        Statement::new(
+            "UPDATE runs SET state = 'cancelled', finished_at = $3, error = $4 \
+             WHERE id = $1 AND EXISTS \
+             (SELECT 1 FROM workflow_runs WHERE id = $2 AND state <> 'running')",
+            move |q| {
+                q.bind(ended)
+                    .bind(workflow_run_id)
+                    .bind(now)
+                    .bind(CANCELLED_WITH_WORKFLOW)
+            },
+        ),
+    ]
+}
+
+/// The run of tenant `$1` that holds idempotency key `$2`.
+const RUN_BY_KEY: &str = "SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2";
+
 /// A value bound to a query assembled at run time.
 enum Bind {
     Int(i64),
@@ -531,51 +637,16 @@ impl Db {
         // Dropping the transaction on a refusal rolls it back.
         room.take_one()?;
         let id = new_id();
-        let params = serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.into()))?;
-        let grants = serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.into()))?;
         // The run's row; on PostgreSQL a key a concurrent submission
         // holds is settled below instead of failing the transaction.
-        macro_rules! insert_sql {
-            () => {
-                "INSERT INTO runs (id, tenant_id, module_name, module_version, digest, \
-                 input, params, grants, timeout_ms, memory_bytes, fuel, max_retries, backoff_ms, \
-                 retry_timeouts, priority, idempotency_key, state, attempts, not_before, created_at, \
-                 cancel_requested, schedule_id, workflow_run_id, step_name, logical_date, trace_parent) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 'queued', 0, $17, $18, 0, $19, $20, $21, $22, $23)"
-            };
-        }
-        const INSERT: &str = insert_sql!();
+        const INSERT: &str = concat!(insert_run_into!(), "VALUES (", new_run_values!(), ")");
         const INSERT_KEYED: &str = concat!(
-            insert_sql!(),
-            " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id"
+            insert_run_into!(),
+            "VALUES (",
+            new_run_values!(),
+            ") ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id"
         );
-        let row_id = id.clone();
-        let bind = move |q: AnyQuery| {
-            q.bind(row_id)
-                .bind(&run.tenant_id)
-                .bind(&run.module_name)
-                .bind(&run.module_version)
-                .bind(&run.digest)
-                .bind(run.input.as_slice())
-                .bind(params)
-                .bind(grants)
-                .bind(run.timeout_ms)
-                .bind(run.memory_bytes)
-                .bind(run.fuel)
-                .bind(run.max_retries)
-                .bind(run.backoff_ms)
-                .bind(i64::from(run.retry_timeouts))
-                .bind(run.priority)
-                .bind(run.idempotency_key.as_deref())
-                .bind(run.not_before)
-                .bind(now)
-                .bind(run.schedule_id.as_deref())
-                .bind(run.workflow_run_id.as_deref())
-                .bind(run.step_name.as_deref())
-                .bind(run.logical_date)
-                .bind(run.trace_parent.as_deref())
-        };
+        let bind = bind_new_run(id.clone(), run, now)?;
         match kind {
             // The key was looked up under the write lock, so the insert
             // cannot conflict: it goes with the next statement.
@@ -600,36 +671,8 @@ impl Db {
                 }
             }
         }
-        // A workflow step's run: the step is running from the same commit,
-        // so the run cannot end before its step says it started.
-        if let (Some(workflow_run_id), Some(step)) = (&run.workflow_run_id, &run.step_name) {
-            let run_id = id.clone();
-            tx.defer(
-                "UPDATE workflow_steps SET state = 'running', run_id = $3 \
-                 WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
-                move |q| q.bind(workflow_run_id).bind(step).bind(run_id),
-            )
-            .await?;
-            // And a workflow run that is over (cancelled) starts nothing
-            // more: its cancel may have come after the scheduler saw it
-            // running. The run is
-            // then over before anyone can claim it, as the cancel ends the
-            // runs it finds queued. (On PostgreSQL a cancel committing
-            // between this and the commit can still miss it; on SQLite the
-            // write lock orders them.)
-            let run_id = id.clone();
-            tx.defer(
-                "UPDATE runs SET state = 'cancelled', finished_at = $3, error = $4 \
-                 WHERE id = $1 AND EXISTS \
-                 (SELECT 1 FROM workflow_runs WHERE id = $2 AND state <> 'running')",
-                move |q| {
-                    q.bind(run_id)
-                        .bind(workflow_run_id)
-                        .bind(now)
-                        .bind(CANCELLED_WITH_WORKFLOW)
-                },
-            )
-            .await?;
+        for statement in step_started(&id, run, now) {
+            tx.defer_statement(statement).await?;
         }
         Ok((id, true))
     }
@@ -657,40 +700,57 @@ impl Db {
         let lease_until = lease_end(now, lease);
         let mut turn = self.begin_write().await;
         let mut tx = turn.transaction().await?;
-        let key = run.idempotency_key.as_deref();
-        let mut room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id, key).await?;
-        let (id, new) = Self::insert_run(&mut tx, self.kind, run, &mut room, now).await?;
-        if !new {
-            tx.commit().await?;
-            return Ok((id, false, None));
-        }
-        // Claimed only where a claim would take it (`claim_submitted_sql!`).
-        // `fetch_all`: a statement with RETURNING is stepped to its end.
+        let (id, mut statements) = match self.kind {
+            // Everything hangs on the insert (`INSERT_CHECKED`), so the
+            // whole transaction is one trip to SQLite's writer; a refused
+            // insert is explained after, by reads of its own.
+            DbKind::Sqlite => {
+                let id = new_id();
+                let mut statements = vec![Statement::new(
+                    INSERT_CHECKED,
+                    bind_new_run(id.clone(), run, now)?,
+                )];
+                statements.extend(step_started(&id, run, now));
+                (id, statements)
+            }
+            DbKind::Postgres => {
+                let mut room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id, None).await?;
+                let (id, new) = Self::insert_run(&mut tx, self.kind, run, &mut room, now).await?;
+                if !new {
+                    tx.commit().await?;
+                    return Ok((id, false, None));
+                }
+                (id, Vec::new())
+            }
+        };
+        // Claimed only where a claim would take it (`claim_submitted_sql!`),
+        // with what a claim writes besides the run (`claim_writes`), which
+        // is written only if the claim took it: so they and the `COMMIT`
+        // go with the claim.
         let claim = match self.kind {
             DbKind::Sqlite => CLAIM_SUBMITTED_SQLITE,
             DbKind::Postgres => CLAIM_SUBMITTED_POSTGRES,
         };
-        // What a claim writes besides the run (`claim_writes`) is written
-        // only if the claim took it, in SQL: so it and the `COMMIT` go
-        // with the claim, one trip on SQLite's writer where reading the
-        // claim first took two.
         let run_id = id.clone();
-        let [stamp, attempt] =
-            Self::claim_writes(run.tenant_id.clone(), id.clone(), worker_id, now);
-        let results = tx
-            .commit_with(vec![
-                Statement::new(claim, move |q| {
-                    q.bind(run_id)
-                        .bind(worker_id)
-                        .bind(lease_until)
-                        .bind(now)
-                        .bind(max_memory)
-                }),
-                stamp,
-                attempt,
-            ])
-            .await?;
-        let claimed = results.into_iter().next().unwrap_or_default();
+        let claimed_at = statements.len();
+        statements.push(Statement::new(claim, move |q| {
+            q.bind(run_id)
+                .bind(worker_id)
+                .bind(lease_until)
+                .bind(now)
+                .bind(max_memory)
+        }));
+        statements.extend(Self::claim_writes(
+            run.tenant_id.clone(),
+            id.clone(),
+            worker_id,
+            now,
+        ));
+        let mut results = tx.commit_with(statements).await?;
+        if self.kind == DbKind::Sqlite && results.first().is_none_or(Vec::is_empty) {
+            return Ok((self.refused(run).await?, false, None));
+        }
+        let claimed = results.swap_remove(claimed_at);
         let Some(claimed) = claimed.first() else {
             return Ok((id, true, None));
         };
@@ -703,6 +763,32 @@ impl Db {
                 run: claimed,
             }),
         ))
+    }
+
+    /// Why [`INSERT_CHECKED`] inserted nothing: the run that holds the
+    /// run's key (which is then the answer), or else its tenant's full
+    /// queue. Read after the transaction, which wrote nothing.
+    async fn refused(&self, run: &RunSpec) -> Result<String, DbError> {
+        if let Some(key) = &run.idempotency_key
+            && let Some(row) = sqlx::query(RUN_BY_KEY)
+                .bind(&run.tenant_id)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?
+        {
+            return Ok(row.try_get("id")?);
+        }
+        let quota = sqlx::query("SELECT max_queued_runs FROM tenants WHERE id = $1")
+            .bind(&run.tenant_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match quota {
+            Some(row) => Err(DbError::QuotaExceeded {
+                quota: "max_queued_runs",
+                limit: row.try_get("max_queued_runs")?,
+            }),
+            None => Err(DbError::other(format!("no tenant {}", run.tenant_id))),
+        }
     }
 
     pub async fn get_run(&self, tenant_id: &str, id: &str) -> Result<Option<RunRecord>, DbError> {
