@@ -590,6 +590,23 @@ impl Db {
     ) -> Result<Vec<(String, bool)>, DbError> {
         let mut turn = self.begin_write().await;
         let mut tx = turn.transaction().await?;
+        // One run on SQLite: its insert checks its room and key itself
+        // (`INSERT_CHECKED`), so the transaction is one trip, as
+        // `submit_claimed`'s. A batch must see every refusal before it
+        // commits: it reads its rooms first.
+        if let ([run], DbKind::Sqlite) = (runs, self.kind) {
+            let id = new_id();
+            let mut statements = vec![Statement::new(
+                INSERT_CHECKED,
+                bind_new_run(id.clone(), run, now)?,
+            )];
+            statements.extend(step_started(&id, run, now));
+            let results = tx.commit_with(statements).await?;
+            if results.first().is_none_or(Vec::is_empty) {
+                return Ok(vec![(self.refused(run).await?, false)]);
+            }
+            return Ok(vec![(id, true)]);
+        }
         // Each tenant's room once, for the whole batch. On SQLite that is
         // its queued runs counted once under the writers' lock, and this
         // batch's new ones added as they go in; on PostgreSQL each insert
