@@ -66,37 +66,6 @@ pub struct Resolved {
 
 type ModuleKey = (String, Option<String>, Option<String>);
 
-impl Resolved {
-    /// The module `submit` names, and the labels `tenant_id`'s runs may be
-    /// granted, in one read the first time they are asked for.
-    pub async fn look_up(
-        &mut self,
-        services: &Services,
-        tenant_id: &str,
-        submit: &SubmitRun,
-    ) -> Result<Option<(ModuleRecord, Grants)>, DbError> {
-        let key: ModuleKey = (
-            submit.module.clone(),
-            submit.version.clone(),
-            submit.digest.clone(),
-        );
-        if let Some((_, known)) = self.seen.iter().find(|(k, _)| *k == key) {
-            return Ok(known.clone());
-        }
-        let read = services
-            .db
-            .resolve_module_and_grants(
-                tenant_id,
-                &submit.module,
-                submit.version.as_deref(),
-                submit.digest.as_deref(),
-            )
-            .await?;
-        self.seen.push((key, read.clone()));
-        Ok(read)
-    }
-}
-
 /// Checks `submit` for `tenant_id` and turns it into a run to insert.
 pub async fn prepare(
     services: &Services,
@@ -143,7 +112,28 @@ pub async fn prepare_with(
             "`memory` must be at least 1 MiB and `memory` and `fuel` at most 2^63-1".into(),
         ));
     }
-    let known = resolved.look_up(services, tenant_id, &submit).await?;
+    // The module and the tenant's grants in one read.
+    let key: ModuleKey = (
+        submit.module.clone(),
+        submit.version.clone(),
+        submit.digest.clone(),
+    );
+    let known = match resolved.seen.iter().find(|(k, _)| *k == key) {
+        Some((_, known)) => known.clone(),
+        None => {
+            let read = services
+                .db
+                .resolve_module_and_grants(
+                    tenant_id,
+                    &submit.module,
+                    submit.version.as_deref(),
+                    submit.digest.as_deref(),
+                )
+                .await?;
+            resolved.seen.push((key, read.clone()));
+            read
+        }
+    };
     let (module, allowed) = known.ok_or_else(|| {
         let which = match (&submit.version, &submit.digest) {
             (Some(v), _) => format!(" version {v}"),

@@ -167,7 +167,6 @@ pub async fn step_ended(
     settled: &Settled,
     output: &[u8],
     defer: bool,
-    resolved: admission::Resolved,
 ) -> Result<Option<Deferred>, SchedulerError> {
     let run = OpenWorkflowRun {
         id: settled.workflow_run_id.clone(),
@@ -215,7 +214,7 @@ pub async fn step_ended(
     // A cancelled workflow run starts nothing more: as the step's commit
     // saw it (a cancel since then ends the run in its insert's commit).
     if !alone.is_empty() && settled.workflow_running {
-        let ready = start_ready(state, &run, &def, &alone, &settled.step, output, resolved).await?;
+        let ready = start_ready(state, &run, &def, &alone, &settled.step, output).await?;
         pass |= ready.pass;
         let mut runs = ready.runs;
         if defer && !pass && runs.len() == 1 {
@@ -231,32 +230,6 @@ pub async fn step_ended(
         advance_workflow(state, &run).await?;
     }
     Ok(deferred)
-}
-
-/// What starting the steps that wait for `step` alone will read: their
-/// modules and the tenant's grants, as [`admission::Resolved`]. For the
-/// worker to read while the step's end commits, on another connection,
-/// rather than after it (a trip each hop of a chain). Best effort: what it
-/// could not read is read again when the steps start.
-pub async fn look_ahead(
-    state: &Services,
-    run: &OpenWorkflowRun,
-    step: &str,
-) -> admission::Resolved {
-    let mut resolved = admission::Resolved::default();
-    let Ok(def) = definition(&state.workflow_defs, &state.db, run).await else {
-        return resolved;
-    };
-    let next = def
-        .steps
-        .iter()
-        .filter(|s| s.map.is_none() && s.depends_on == [step]);
-    for step_def in next {
-        if let Ok(submit) = SubmitRun::deserialize(&step_def.run) {
-            let _ = resolved.look_up(state, &run.tenant_id, &submit).await;
-        }
-    }
-    resolved
 }
 
 /// A workflow step's run, admitted by [`step_ended`] and not yet queued.
@@ -341,13 +314,13 @@ async fn start_ready(
     steps: &[&str],
     ended: &str,
     output: &[u8],
-    mut resolved: admission::Resolved,
 ) -> Result<Ready, SchedulerError> {
     let mut ready = Ready {
         runs: Vec::with_capacity(steps.len()),
         pass: false,
     };
     let outputs = BTreeMap::from([(ended.to_string(), output.to_vec())]);
+    let mut resolved = admission::Resolved::default();
     for step in steps {
         match prepare_step(state, run, def, step, &outputs, &mut resolved).await? {
             Prepared::Run(new_run) => ready.runs.push(*new_run),

@@ -22,7 +22,6 @@ use rand::Rng;
 use tokio::sync::{Mutex, Notify, watch};
 use tracing::Instrument;
 
-use super::admission::Resolved;
 use super::artifacts::{module_key, output_key};
 use super::cancel::{CANCEL_CHANNEL, Cancels};
 use super::context::{Dispatched, LocalWorker, Services};
@@ -32,9 +31,7 @@ use super::wake::armed;
 use crate::config::ServerConfig;
 use crate::metrics::{LoadSource, Metrics, Requeue};
 use crate::model::{LogSource, NewLogLine, RunSpec, RunState};
-use crate::store::{
-    AttemptOutcome, Claim, Db, DbError, DbKind, OpenWorkflowRun, RunRecord, Settled,
-};
+use crate::store::{AttemptOutcome, Claim, Db, DbError, DbKind, RunRecord};
 use crate::telemetry;
 
 /// The longest delay between retries.
@@ -730,53 +727,6 @@ impl Worker {
         }
     }
 
-    /// Stores the attempt's outcome with its last log `lines`, retrying
-    /// while the database may be briefly unreachable (a restart) for as
-    /// long as the lease would have lasted. `None` if it was not stored
-    /// (the lines then are, on their own); else what the step's end set
-    /// in motion, if the run was a workflow's step.
-    async fn record_outcome(
-        &self,
-        run: &RunRecord,
-        attempt: i64,
-        outcome: &AttemptOutcome,
-        lines: &[NewLogLine],
-    ) -> Option<Option<Settled>> {
-        let deadline = Instant::now() + self.config.server.lease;
-        loop {
-            match self
-                .db
-                .finish_attempt_step(
-                    &run.id,
-                    &self.id,
-                    attempt,
-                    outcome,
-                    lines,
-                    crate::model::now_ms(),
-                )
-                .await
-            {
-                Ok(Some(settled)) => return Some(settled),
-                Ok(None) => {
-                    tracing::warn!("the run was no longer ours when it finished; outcome dropped");
-                    self.store_logs_apart(&run.id, attempt, lines).await;
-                    return None;
-                }
-                Err(e) if Instant::now() < deadline => {
-                    tracing::warn!("could not record the outcome ({e}); retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => {
-                    tracing::error!(
-                        "could not record the outcome: {e}; the run will be retried when its lease expires"
-                    );
-                    self.store_logs_apart(&run.id, attempt, lines).await;
-                    return None;
-                }
-            }
-        }
-    }
-
     async fn finish(
         &self,
         run: &RunRecord,
@@ -790,25 +740,40 @@ impl Worker {
             AttemptOutcome::Finished { state, .. } => *state,
             AttemptOutcome::Retry { .. } => RunState::Queued,
         };
-        // A step that succeeded starts the steps waiting for it alone: what
-        // that reads (their modules, the tenant's grants) is read on the
-        // read pool while the outcome commits, not after.
-        let ahead = async {
-            match (&outcome, &run.spec.workflow_run_id, &run.spec.step_name) {
-                (AttemptOutcome::Succeeded { .. }, Some(workflow_run_id), Some(step)) => {
-                    let workflow = OpenWorkflowRun {
-                        id: workflow_run_id.clone(),
-                        tenant_id: run.spec.tenant_id.clone(),
-                    };
-                    scheduler::look_ahead(&self.services, &workflow, step).await
+        // The database may be briefly unreachable (a restart): keep the
+        // outcome and retry for as long as the lease would have lasted.
+        let deadline = Instant::now() + self.config.server.lease;
+        let settled = loop {
+            match self
+                .db
+                .finish_attempt_step(
+                    &run.id,
+                    &self.id,
+                    attempt,
+                    &outcome,
+                    &lines,
+                    crate::model::now_ms(),
+                )
+                .await
+            {
+                Ok(Some(settled)) => break settled,
+                Ok(None) => {
+                    tracing::warn!("the run was no longer ours when it finished; outcome dropped");
+                    self.store_logs_apart(&run.id, attempt, &lines).await;
+                    return;
                 }
-                _ => Resolved::default(),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!("could not record the outcome ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "could not record the outcome: {e}; the run will be retried when its lease expires"
+                    );
+                    self.store_logs_apart(&run.id, attempt, &lines).await;
+                    return;
+                }
             }
-        };
-        let (settled, resolved) =
-            tokio::join!(self.record_outcome(run, attempt, &outcome, &lines), ahead);
-        let Some(settled) = settled else {
-            return;
         };
         let tenant = self.metrics.tenant(&self.db, &run.spec.tenant_id).await;
         self.metrics
@@ -826,9 +791,7 @@ impl Worker {
                 AttemptOutcome::Succeeded { output, .. } => output.as_slice(),
                 _ => &[],
             };
-            let next = match scheduler::step_ended(&self.services, &settled, output, true, resolved)
-                .await
-            {
+            let next = match scheduler::step_ended(&self.services, &settled, output, true).await {
                 Ok(Some(next)) => self.start_here(next).await,
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
