@@ -89,8 +89,8 @@ pub struct Settled {
     pub all_ended: bool,
     /// Whether the workflow run was still running in the commit that
     /// settled the step: read there, so that starting what follows needs
-    /// no read of its own (a cancel after it is caught by the step's
-    /// guarded move to `running`, as it was after a read).
+    /// no read of its own. (A cancel after that commit ends a run queued
+    /// for what follows in the run's own insert: `step_started`.)
     pub workflow_running: bool,
     /// For a map step: the index of the split whose run ended. The fields
     /// above then describe the step only if `step_ended`.

@@ -561,6 +561,19 @@ fn step_started<'t>(id: &str, run: &'t RunSpec, now: i64) -> Vec<Statement<'t>> 
     ]
 }
 
+/// A new run of `run` submitted at `now`, on SQLite: its id, and the
+/// statements that insert it ([`INSERT_CHECKED`], its first) and what goes
+/// with it ([`step_started`]), each a no-op if the insert was refused.
+fn insert_checked(run: &RunSpec, now: i64) -> Result<(String, Vec<Statement<'_>>), DbError> {
+    let id = new_id();
+    let mut statements = vec![Statement::new(
+        INSERT_CHECKED,
+        bind_new_run(id.clone(), run, now)?,
+    )];
+    statements.extend(step_started(&id, run, now));
+    Ok((id, statements))
+}
+
 /// The run of tenant `$1` that holds idempotency key `$2`.
 const RUN_BY_KEY: &str = "SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2";
 
@@ -595,12 +608,7 @@ impl Db {
         // `submit_claimed`'s. A batch must see every refusal before it
         // commits: it reads its rooms first.
         if let ([run], DbKind::Sqlite) = (runs, self.kind) {
-            let id = new_id();
-            let mut statements = vec![Statement::new(
-                INSERT_CHECKED,
-                bind_new_run(id.clone(), run, now)?,
-            )];
-            statements.extend(step_started(&id, run, now));
+            let (id, statements) = insert_checked(run, now)?;
             let results = tx.commit_with(statements).await?;
             if results.first().is_none_or(Vec::is_empty) {
                 return Ok(vec![(self.refused(run).await?, false)]);
@@ -721,15 +729,7 @@ impl Db {
             // Everything hangs on the insert (`INSERT_CHECKED`), so the
             // whole transaction is one trip to SQLite's writer; a refused
             // insert is explained after, by reads of its own.
-            DbKind::Sqlite => {
-                let id = new_id();
-                let mut statements = vec![Statement::new(
-                    INSERT_CHECKED,
-                    bind_new_run(id.clone(), run, now)?,
-                )];
-                statements.extend(step_started(&id, run, now));
-                (id, statements)
-            }
+            DbKind::Sqlite => insert_checked(run, now)?,
             DbKind::Postgres => {
                 let mut room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id, None).await?;
                 let (id, new) = Self::insert_run(&mut tx, self.kind, run, &mut room, now).await?;
