@@ -430,7 +430,6 @@ impl Worker {
         self.slots.load(Ordering::Relaxed) > self.slots_running.load(Ordering::Relaxed) + waiting
     }
 
-    /// Up to `n` of the runs claimed for idle slots, oldest first.
     /// Hands a run this worker holds back to the queue at shutdown,
     /// uncounted, with `lines` (which say why) in the same commit.
     async fn hand_back(&self, run_id: &str, attempt: i64, lines: &[NewLogLine]) {
@@ -446,6 +445,7 @@ impl Worker {
         }
     }
 
+    /// Up to `n` of the runs claimed for idle slots, oldest first.
     fn take_claimed(&self, n: usize) -> Vec<(Claim, u64)> {
         let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
         let n = n.min(claimed.len());
