@@ -961,6 +961,15 @@ impl LogShipper {
     }
 }
 
+/// A shipper dropped without `finish` or `close` (its slot panicked)
+/// stops its flusher, which would otherwise wake every [`LOG_FLUSH`]
+/// forever: nothing else ends its loop.
+impl Drop for LogShipper {
+    fn drop(&mut self) {
+        self.flusher.abort();
+    }
+}
+
 struct ShipperSink {
     buffer: Arc<LogBuffer>,
 }
