@@ -1,12 +1,16 @@
 //! The connection: [`Db`], its errors, and the helpers every concern
 //! shares.
 
+use std::path::PathBuf;
 use std::sync::Once;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::error::ErrorKind;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyConnection, Connection};
+
+use super::lite::LiteConn;
 
 /// What went wrong talking to the database. Each variant keeps its cause
 /// as its source: the driver's error, or a message of Caisson's own (a row
@@ -65,46 +69,46 @@ pub struct Db {
     pub(super) writer: Option<std::sync::Arc<tokio::sync::Mutex<SharedWriter>>>,
 }
 
-/// The connection SQLite writers share, held by their turn.
+/// The connections SQLite writers share, held by their turn.
 #[derive(Default)]
 pub(super) struct SharedWriter {
-    /// Whether writers share one connection at all: a SQLite file. An
+    /// The database file, where writers share connections at all. An
     /// in-memory database is its pool's one connection, so its writers
     /// take a turn and then that connection.
-    shared: bool,
-    /// Taken from the pool at the first write.
+    path: Option<PathBuf>,
+    /// sqlx's connection, for transactions that run sqlx's statements
+    /// ([`WriterTurn::begin`]). Taken from the pool at its first use.
     conn: Option<AnyConnection>,
     /// Its last `BEGIN` failed (its driver thread gone, say): replaced at
     /// the next turn.
     broken: bool,
-    /// A write transaction (`WriteTx`) may have left a transaction open on it (dropped
-    /// unfinished, or a script that failed before its `COMMIT`): rolled
-    /// back at the next turn.
-    open: bool,
+    /// The connection called in place, for [`WriteTx`](super::write_tx::WriteTx)'s
+    /// transactions. Opened at its first use.
+    lite: Option<LiteConn>,
 }
 
 impl SharedWriter {
-    /// The connection, ready for the next transaction: what the last one
-    /// left open rolled back, and replaced if it is broken or missing.
+    /// Ready for the next transaction: what the last one left open on the
+    /// in-place connection (a `WriteTx` dropped unfinished) rolled back,
+    /// as it would hold the file's write lock; and sqlx's connection
+    /// replaced if it is broken or missing.
     async fn ready(&mut self, pool: &sqlx::AnyPool) -> Result<(), DbError> {
-        if self.open
-            && !self.broken
-            && let Some(conn) = self.conn.as_mut()
-        {
-            match sqlx::query("ROLLBACK").execute(conn).await {
-                // A database error is "no transaction is active": the
-                // script committed, or its `BEGIN` failed.
-                Ok(_) | Err(sqlx::Error::Database(_)) => {}
-                Err(_) => self.broken = true,
-            }
-        }
-        self.open = false;
+        self.roll_back_lite();
         if self.broken || self.conn.is_none() {
             // A closed pool refuses this, so a closed `Db` stays closed.
             self.conn = Some(pool.acquire().await?.detach());
             self.broken = false;
         }
         Ok(())
+    }
+
+    fn roll_back_lite(&mut self) {
+        if let Some(lite) = self.lite.as_mut().filter(|lite| lite.in_transaction())
+            && lite.control("ROLLBACK").is_err()
+        {
+            // Closing it rolls back whatever it held.
+            self.lite = None;
+        }
     }
 }
 
@@ -122,7 +126,7 @@ impl WriterTurn {
     /// back (a transaction dropped unfinished queues its rollback on the
     /// connection, ahead of the next writer's statements).
     pub(super) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Any>, DbError> {
-        let Some(writer) = self.held.as_deref_mut().filter(|w| w.shared) else {
+        let Some(writer) = self.held.as_deref_mut().filter(|w| w.path.is_some()) else {
             return Ok(self.pool.begin().await?);
         };
         writer.ready(&self.pool).await?;
@@ -139,22 +143,21 @@ impl WriterTurn {
         }
     }
 
-    /// The writers' shared connection, ready for a transaction (what the
-    /// last one left open rolled back), with its mark that a transaction
-    /// may be open on it (`SharedWriter::open`); `None` where writers
-    /// share none (PostgreSQL, in-memory SQLite).
-    pub(super) async fn shared(
-        &mut self,
-    ) -> Result<Option<(&mut AnyConnection, &mut bool)>, DbError> {
-        let Some(writer) = self.held.as_deref_mut().filter(|w| w.shared) else {
+    /// The writers' connection called in place, with nothing left open on
+    /// it, opened if it was not yet; `None` where writers share none
+    /// (PostgreSQL, in-memory SQLite).
+    pub(super) fn lite(&mut self) -> Result<Option<&mut LiteConn>, DbError> {
+        let Some(writer) = self.held.as_deref_mut() else {
             return Ok(None);
         };
-        writer.ready(&self.pool).await?;
-        let SharedWriter { conn, open, .. } = writer;
-        let conn = conn
-            .as_mut()
-            .ok_or_else(|| DbError::other("the writers' connection is missing"))?;
-        Ok(Some((conn, open)))
+        let Some(path) = writer.path.as_deref() else {
+            return Ok(None);
+        };
+        if writer.lite.is_none() {
+            writer.lite = Some(LiteConn::open(path)?);
+        }
+        writer.roll_back_lite();
+        Ok(writer.lite.as_mut())
     }
 
     /// The pool, for a turn with no shared connection.
@@ -191,7 +194,11 @@ const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
 /// pays an fsync on every commit (four a run) for that last case only.
 /// `an_embedded_server_killed_during_5000_submissions_loses_and_doubles_nothing`
 /// holds it to the first promise.
-const SQLITE_SYNCHRONOUS: &str = "PRAGMA synchronous = NORMAL";
+pub(super) const SQLITE_SYNCHRONOUS: &str = "PRAGMA synchronous = NORMAL";
+
+/// sqlx turns foreign keys on for its SQLite connections; the in-place
+/// writer ([`LiteConn`]) does the same.
+pub(super) const SQLITE_FOREIGN_KEYS: &str = "PRAGMA foreign_keys = ON";
 
 static INSTALL_DRIVERS: Once = Once::new();
 
@@ -407,9 +414,17 @@ impl Db {
                 e => DbError::Migrate(redact(e.to_string(), url).into()),
             });
         }
+        let path = if kind == DbKind::Sqlite && !in_memory {
+            // sqlx's own reading of the URL, so both connections open the
+            // same file.
+            let options: SqliteConnectOptions = full_url.parse().map_err(fail)?;
+            Some(options.get_filename().to_owned())
+        } else {
+            None
+        };
         let writer = (kind == DbKind::Sqlite).then(|| {
             std::sync::Arc::new(tokio::sync::Mutex::new(SharedWriter {
-                shared: !in_memory,
+                path,
                 ..SharedWriter::default()
             }))
         });
@@ -441,7 +456,10 @@ impl Db {
     pub async fn close(&self) {
         if let Some(writer) = &self.writer {
             // After the transaction that holds it, if any.
-            let conn = writer.lock().await.conn.take();
+            let mut writer = writer.lock().await;
+            writer.lite = None;
+            let conn = writer.conn.take();
+            drop(writer);
             if let Some(conn) = conn {
                 let _ = conn.close().await;
             }

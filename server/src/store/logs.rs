@@ -99,7 +99,7 @@ impl Db {
                 ));
             }
             sql.push_str(") AS v");
-            tx.defer(sql, move |mut query| {
+            tx.execute(sql, move |mut query| {
                 query = query.bind(run_id).bind(attempt);
                 for (place, line) in (1_i64..).zip(chunk) {
                     query = query

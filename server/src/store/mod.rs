@@ -14,6 +14,7 @@
 
 mod db;
 mod flows;
+mod lite;
 mod logs;
 mod modules;
 mod runs;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyConnection, FromRow, Row};
+use sqlx::{FromRow, Row};
 
 use super::db::{Db, DbError, DbKind, built, corrupt, new_id};
 use super::write_tx::{AnyQuery, Statement, WriteTx};
@@ -166,27 +166,32 @@ impl Db {
     /// `max_running_runs` and that count. (A count kept on the tenant's
     /// row made it a lock every finish waited for: migration 0011.)
     async fn locked_running_count(
-        conn: &mut AnyConnection,
+        tx: &mut WriteTx<'_>,
         tenant_id: &str,
         claimed_at: i64,
     ) -> Result<(i64, i64), DbError> {
-        let rows = sqlx::query(
-            "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 RETURNING max_running_runs",
-        )
-        .bind(tenant_id)
-        .bind(claimed_at)
-        .fetch_all(&mut *conn)
-        .await?;
+        let tenant = tenant_id.to_owned();
+        let rows = tx
+            .fetch_all(
+                "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 RETURNING max_running_runs",
+                move |q| q.bind(tenant).bind(claimed_at),
+            )
+            .await?;
         let Some(row) = rows.first() else {
             return Err(DbError::other(format!("no tenant {tenant_id}")));
         };
         let limit: i64 = row.try_get("max_running_runs")?;
-        let running: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM runs WHERE tenant_id = $1 AND state = 'running'",
-        )
-        .bind(tenant_id)
-        .fetch_one(&mut *conn)
-        .await?;
+        let tenant = tenant_id.to_owned();
+        let rows = tx
+            .fetch_all(
+                "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'running'",
+                move |q| q.bind(tenant),
+            )
+            .await?;
+        let running: i64 = match rows.first() {
+            Some(row) => row.try_get("n")?,
+            None => 0,
+        };
         Ok((limit, running))
     }
 
@@ -675,7 +680,9 @@ impl Db {
         match kind {
             // The key was looked up under the write lock, so the insert
             // cannot conflict: it goes with the next statement.
-            DbKind::Sqlite => tx.defer(INSERT, bind).await?,
+            DbKind::Sqlite => {
+                tx.execute(INSERT, bind).await?;
+            }
             DbKind::Postgres => {
                 let inserted = tx
                     .fetch_all(INSERT_KEYED, bind)
@@ -697,7 +704,7 @@ impl Db {
             }
         }
         for statement in step_started(&id, run, now) {
-            tx.defer_statement(statement).await?;
+            tx.execute_statement(statement).await?;
         }
         Ok((id, true))
     }
@@ -1053,7 +1060,9 @@ impl Db {
             // lock this transaction took at its `BEGIN IMMEDIATE` (or on
             // the one connection of an in-memory database), so it holds:
             // only the round robin stamp is left to write.
-            DbKind::Sqlite => tx.defer_statement(stamp).await?,
+            DbKind::Sqlite => {
+                tx.execute_statement(stamp).await?;
+            }
             // The claim read running counts in its own snapshot; another
             // worker may have claimed for the same tenant meanwhile.
             // Counting again under the tenant's lock (which also stamps
@@ -1062,14 +1071,14 @@ impl Db {
             // out if that was the tenant's last slot.
             DbKind::Postgres => {
                 let (limit, running) =
-                    Self::locked_running_count(tx.conn().await?, &run.spec.tenant_id, now).await?;
+                    Self::locked_running_count(tx, &run.spec.tenant_id, now).await?;
                 if running > limit {
                     // Undone in the transaction, which may hold other
                     // claims: the run is queued again as it was
                     // (`attempts` on the right-hand side is the value
                     // before this update).
                     let id = run.id.clone();
-                    tx.defer(
+                    tx.execute(
                         "UPDATE runs SET state = 'queued', attempts = attempts - 1, \
                          worker_id = NULL, lease_until = NULL, \
                          started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END \
@@ -1081,7 +1090,7 @@ impl Db {
                 }
             }
         }
-        tx.defer_statement(attempt).await?;
+        tx.execute_statement(attempt).await?;
         Ok(Attempted::Claimed(Box::new(Claim {
             attempt: run.attempts,
             run,
@@ -1249,7 +1258,7 @@ impl Db {
         // The lines and the attempt's end go with the commit, or with the
         // step's statements below.
         Self::insert_logs(&mut tx, run_id, attempt, lines).await?;
-        tx.defer(
+        tx.execute(
             "UPDATE run_attempts SET state = $3, finished_at = $4, error = $5 \
              WHERE run_id = $1 AND attempt = $2",
             move |q| {
@@ -1317,7 +1326,7 @@ impl Db {
             return Ok(false);
         }
         Self::insert_logs(&mut tx, run_id, attempt, lines).await?;
-        tx.defer(
+        tx.execute(
             "DELETE FROM run_attempts WHERE run_id = $1 AND attempt = $2",
             move |q| q.bind(run_id).bind(attempt),
         )

@@ -81,16 +81,16 @@ impl Db {
     ) -> Result<Option<Option<Settled>>, DbError> {
         let mut turn = self.begin_write().await;
         let mut tx = turn.transaction().await?;
-        let started = sqlx::query(
-            "UPDATE workflow_steps SET state = 'running', splits = $3, splits_open = $3, \
-             splits_failed = 0 WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
-        )
-        .bind(workflow_run_id)
-        .bind(step)
-        .bind(splits.len() as i64)
-        .execute(tx.conn().await?)
-        .await?;
-        if started.rows_affected() == 0 {
+        let count = splits.len() as i64;
+        let started = tx
+            .execute(
+                "UPDATE workflow_steps SET state = 'running', splits = $3, splits_open = $3, \
+                 splits_failed = 0 \
+                 WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
+                move |q| q.bind(workflow_run_id).bind(step).bind(count),
+            )
+            .await?;
+        if started == 0 {
             tx.rollback().await?;
             return Ok(None);
         }
@@ -112,15 +112,18 @@ impl Db {
                  objects, bytes, state) VALUES {}",
                 rows.join(", ")
             );
-            let mut query = sqlx::query(built(sql)).bind(workflow_run_id).bind(step);
-            for (i, split) in chunk.iter().enumerate() {
-                query = query
-                    .bind((c * INSERT_CHUNK + i) as i64)
-                    .bind(&split.input)
-                    .bind(split.objects)
-                    .bind(split.bytes);
-            }
-            query.execute(tx.conn().await?).await?;
+            tx.execute(sql, move |mut query| {
+                query = query.bind(workflow_run_id).bind(step);
+                for (i, split) in chunk.iter().enumerate() {
+                    query = query
+                        .bind((c * INSERT_CHUNK + i) as i64)
+                        .bind(&split.input)
+                        .bind(split.objects)
+                        .bind(split.bytes);
+                }
+                query
+            })
+            .await?;
         }
         if !splits.is_empty() {
             tx.commit().await?;
@@ -155,7 +158,7 @@ impl Db {
             step.to_string(),
             error.to_string(),
         );
-        tx.defer(
+        tx.execute(
             "UPDATE workflow_steps SET error = $3 \
              WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
             move |q| {
@@ -228,56 +231,57 @@ impl Db {
         let mut tx = turn.transaction().await?;
         // A write to the step's row first: it holds the row until commit,
         // so the count below cannot be raced by another submission.
-        let held = sqlx::query(
-            "UPDATE workflow_steps SET splits = splits \
-             WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'running'",
-        )
-        .bind(workflow_run_id)
-        .bind(step)
-        .execute(tx.conn().await?)
-        .await?;
-        if held.rows_affected() == 0 {
+        let held = tx
+            .execute(
+                "UPDATE workflow_steps SET splits = splits \
+                 WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'running'",
+                move |q| q.bind(workflow_run_id).bind(step),
+            )
+            .await?;
+        if held == 0 {
             tx.rollback().await?;
             return Ok(None);
         }
-        let running: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM workflow_splits \
-             WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'running'",
-        )
-        .bind(workflow_run_id)
-        .bind(step)
-        .fetch_one(tx.conn().await?)
-        .await?
-        .try_get("n")?;
+        let counted = tx
+            .fetch_all(
+                "SELECT COUNT(*) AS n FROM workflow_splits \
+                 WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'running'",
+                move |q| q.bind(workflow_run_id).bind(step),
+            )
+            .await?;
+        let running: i64 = match counted.first() {
+            Some(row) => row.try_get("n")?,
+            None => 0,
+        };
         if running >= parallelism {
             tx.rollback().await?;
             return Ok(None);
         }
-        let moved = sqlx::query(
-            "UPDATE workflow_splits SET state = 'running' \
-             WHERE workflow_run_id = $1 AND step_name = $2 AND split_index = $3 AND state = 'pending'",
-        )
-        .bind(workflow_run_id)
-        .bind(step)
-        .bind(index)
-        .execute(tx.conn().await?)
-        .await?;
-        if moved.rows_affected() == 0 {
+        let moved = tx
+            .execute(
+                "UPDATE workflow_splits SET state = 'running' WHERE workflow_run_id = $1 \
+                 AND step_name = $2 AND split_index = $3 AND state = 'pending'",
+                move |q| q.bind(workflow_run_id).bind(step).bind(index),
+            )
+            .await?;
+        if moved == 0 {
             tx.rollback().await?;
             return Ok(None);
         }
         let key = run.idempotency_key.as_deref();
         let mut room = QueueRoom::of(&mut tx, self.kind, &run.tenant_id, key).await?;
         let (run_id, _) = Self::insert_run(&mut tx, self.kind, run, &mut room, now).await?;
-        sqlx::query(
+        let split_run = run_id.clone();
+        tx.execute(
             "UPDATE workflow_splits SET run_id = $4 \
              WHERE workflow_run_id = $1 AND step_name = $2 AND split_index = $3",
+            move |q| {
+                q.bind(workflow_run_id)
+                    .bind(step)
+                    .bind(index)
+                    .bind(split_run)
+            },
         )
-        .bind(workflow_run_id)
-        .bind(step)
-        .bind(index)
-        .bind(&run_id)
-        .execute(tx.conn().await?)
         .await?;
         tx.commit().await?;
         Ok(Some(run_id))
@@ -294,31 +298,26 @@ impl Db {
     ) -> Result<Option<Settled>, DbError> {
         let mut turn = self.begin_write().await;
         let mut tx = turn.transaction().await?;
-        let failed = sqlx::query(
-            "UPDATE workflow_splits SET state = 'failed' \
-             WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
-        )
-        .bind(workflow_run_id)
-        .bind(step)
-        .execute(tx.conn().await?)
-        .await?
-        .rows_affected() as i64;
+        let failed = tx
+            .execute(
+                "UPDATE workflow_splits SET state = 'failed' \
+                 WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'pending'",
+                move |q| q.bind(workflow_run_id).bind(step),
+            )
+            .await? as i64;
         if failed == 0 {
             tx.rollback().await?;
             return Ok(None);
         }
-        let rows = sqlx::query(
-            "UPDATE workflow_steps SET splits_open = splits_open - $3, \
-             splits_failed = splits_failed + $3, error = $4 \
-             WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'running' \
-             RETURNING splits_open",
-        )
-        .bind(workflow_run_id)
-        .bind(step)
-        .bind(failed)
-        .bind(error)
-        .fetch_all(tx.conn().await?)
-        .await?;
+        let rows = tx
+            .fetch_all(
+                "UPDATE workflow_steps SET splits_open = splits_open - $3, \
+                 splits_failed = splits_failed + $3, error = $4 \
+                 WHERE workflow_run_id = $1 AND step_name = $2 AND state = 'running' \
+                 RETURNING splits_open",
+                move |q| q.bind(workflow_run_id).bind(step).bind(failed).bind(error),
+            )
+            .await?;
         let open: i64 = match rows.first() {
             Some(row) => row.try_get("splits_open")?,
             None => 1,

@@ -1,33 +1,24 @@
-//! A write transaction that costs SQLite as few trips to its driver
-//! thread as the transaction's reads allow.
+//! A write transaction: on a SQLite file, on the writers' connection
+//! called in place ([`LiteConn`]), each statement run on the calling
+//! thread as it comes; elsewhere (PostgreSQL, in-memory SQLite's one
+//! pooled connection) sqlx's transaction, each statement a trip to the
+//! database.
 //!
-//! sqlx runs each SQLite connection on a thread of its own, and every
-//! statement, `BEGIN` and `COMMIT` is a round trip to that thread: two
-//! thread switches and their wake-ups. Profiled, a no-op run spent 44 % of
-//! the server's time in the kernel, mostly those switches, at about 19
-//! trips a run (BENCHMARKS.md, "group commit"). SQLite runs a text of
-//! several statements in one call, and sqlx's driver binds `$N` in each of
-//! them against one list of values. So on the writers' shared connection a
-//! [`WriteTx`] sends `BEGIN IMMEDIATE` with its first statement, holds the
-//! statements whose results nobody reads ([`WriteTx::defer`]) until one
-//! that is read, and sends `COMMIT` with the last of them.
-//!
-//! sqlx calls several statements in one prepared query a SQLite-only
-//! behaviour it has deprecated in its database-agnostic API (launchbadge
-//! sqlx#3108); its SQLite driver still runs them, as its migrations need.
-//! `a_write_transaction_sends_its_statements_together_and_rolls_back_whole`,
-//! below,
-//! holds this module to it, so an upgrade that drops it fails there.
-//!
-//! PostgreSQL's extended protocol takes one statement per message, so
-//! there (and on in-memory SQLite's one pooled connection) each statement
-//! runs as it comes, in sqlx's own transaction.
+//! The statements are sqlx's either way (`sqlx::query(..).bind(..)`, rows
+//! as `AnyRow`), so each store function is written once for both
+//! backends and both paths.
 
-use futures::TryStreamExt;
 use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::{AnyConnection, Arguments, Either, Execute, Executor};
+use std::time::{Duration, Instant};
+
+use sqlx::Execute;
 
 use super::db::{DbError, WriterTurn, built};
+use super::lite::LiteConn;
+
+/// How long a transaction waits for another process's writer to let go
+/// of the file: sqlx's busy timeout for its own SQLite connections.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
 
 /// A statement with its values bound, as `sqlx::query(..).bind(..)` builds
 /// it; [`WriteTx`]'s callers bind through a closure given this.
@@ -55,97 +46,77 @@ impl<'a> Statement<'a> {
 }
 
 /// A write transaction: see the module's comment. Dropped unfinished, it
-/// is rolled back (on SQLite's shared writer, by the next writer's turn,
-/// before its own statements).
+/// is rolled back (on SQLite's writer, by the next writer's turn, before
+/// its own statements).
 pub(super) struct WriteTx<'t> {
     inner: Inner<'t>,
 }
 
 enum Inner<'t> {
     Sqlx(sqlx::Transaction<'t, sqlx::Any>),
-    Script(Script<'t>),
+    Lite(Lite<'t>),
 }
 
-/// SQLite's shared writer, its transaction begun and ended by statements
-/// of its own that ride on the others.
-struct Script<'t> {
-    conn: &'t mut AnyConnection,
-    /// The shared writer's mark that a transaction may be open on `conn`
-    /// that nobody will finish: set before anything is sent, cleared once
-    /// `COMMIT` or `ROLLBACK` has run; the next turn rolls back while it is
-    /// set.
-    open: &'t mut bool,
+/// SQLite's writer called in place, its transaction begun by the first
+/// statement.
+struct Lite<'t> {
+    conn: &'t mut LiteConn,
     begun: bool,
-    /// A statement failed: the rest of a script after it did not run, so
-    /// neither may anything more (it would run outside the transaction
-    /// if the failure was its `BEGIN`).
+    /// A statement failed: the transaction was rolled back, so nothing
+    /// more may run in it (it would run outside any transaction).
     failed: bool,
-    held: Vec<Statement<'t>>,
 }
 
 impl WriterTurn {
-    /// A [`WriteTx`]: on the writers' shared connection, one whose `BEGIN`
-    /// and `COMMIT` ride on its statements; else sqlx's transaction on a
-    /// pooled connection. Bound after the turn, as [`WriterTurn::begin`]'s.
+    /// A [`WriteTx`]: on the writers' connection called in place, or
+    /// sqlx's transaction on a pooled connection. Bound after the turn,
+    /// as [`WriterTurn::begin`]'s.
     pub(super) async fn transaction(&mut self) -> Result<WriteTx<'_>, DbError> {
         let pool = self.pool().clone();
-        Ok(match self.shared().await? {
-            Some((conn, open)) => WriteTx::script(conn, open),
-            None => WriteTx::sqlx(pool.begin().await?),
+        if let Some(conn) = self.lite()? {
+            return Ok(WriteTx {
+                inner: Inner::Lite(Lite {
+                    conn,
+                    begun: false,
+                    failed: false,
+                }),
+            });
+        }
+        Ok(WriteTx {
+            inner: Inner::Sqlx(pool.begin().await?),
         })
     }
 }
 
 impl<'t> WriteTx<'t> {
-    /// sqlx's transaction, begun.
-    fn sqlx(tx: sqlx::Transaction<'t, sqlx::Any>) -> Self {
-        WriteTx {
-            inner: Inner::Sqlx(tx),
-        }
-    }
-
-    /// A transaction on SQLite's shared writer, not yet begun: `open`
-    /// must be clear (the turn has rolled back what was left open).
-    fn script(conn: &'t mut AnyConnection, open: &'t mut bool) -> Self {
-        WriteTx {
-            inner: Inner::Script(Script {
-                conn,
-                open,
-                begun: false,
-                failed: false,
-                held: Vec::new(),
-            }),
-        }
-    }
-
-    /// A statement whose outcome nobody reads: run now, or on SQLite's
-    /// writer sent with the next one that is read (its error, if any,
-    /// surfaces there). It must return no rows.
-    pub(super) async fn defer(
+    /// Runs a statement whose rows nobody reads; returns the rows it
+    /// changed.
+    pub(super) async fn execute(
         &mut self,
         sql: impl Into<String>,
         bind: impl FnOnce(AnyQuery) -> AnyQuery + Send + 't,
-    ) -> Result<(), DbError> {
+    ) -> Result<u64, DbError> {
         match &mut self.inner {
-            Inner::Sqlx(tx) => {
-                bind(sqlx::query(built(sql.into())))
-                    .execute(&mut **tx)
-                    .await?;
+            Inner::Sqlx(tx) => Ok(bind(sqlx::query(built(sql.into())))
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()),
+            Inner::Lite(lite) => {
+                lite.begin().await?;
+                Ok(lite.run(&sql.into(), bind)?.changed)
             }
-            Inner::Script(script) => script.held.push(Statement::new(sql, bind)),
         }
-        Ok(())
     }
 
-    /// [`WriteTx::defer`] for a statement built apart.
-    pub(super) async fn defer_statement(
+    /// [`WriteTx::execute`] for a statement built apart.
+    pub(super) async fn execute_statement(
         &mut self,
         statement: Statement<'t>,
-    ) -> Result<(), DbError> {
-        self.defer(statement.sql, statement.bind).await
+    ) -> Result<u64, DbError> {
+        self.execute(statement.sql, statement.bind).await
     }
 
-    /// Runs one statement (after those held) and returns its rows.
+    /// Runs one statement and returns its rows.
     pub(super) async fn fetch_all(
         &mut self,
         sql: impl Into<String>,
@@ -155,52 +126,26 @@ impl<'t> WriteTx<'t> {
             Inner::Sqlx(tx) => Ok(bind(sqlx::query(built(sql.into())))
                 .fetch_all(&mut **tx)
                 .await?),
-            Inner::Script(script) => {
-                let mut rows = script.send(vec![Statement::new(sql, bind)], false).await?;
-                Ok(rows.pop().unwrap_or_default())
+            Inner::Lite(lite) => {
+                lite.begin().await?;
+                Ok(lite.run(&sql.into(), bind)?.rows)
             }
         }
     }
 
-    /// The connection, for statements of a helper's own, every held one
-    /// sent first.
-    pub(super) async fn conn(&mut self) -> Result<&mut AnyConnection, DbError> {
-        match &mut self.inner {
-            Inner::Sqlx(tx) => Ok(&mut **tx),
-            Inner::Script(script) => {
-                if !script.begun || !script.held.is_empty() {
-                    script.send(Vec::new(), false).await?;
-                }
-                Ok(&mut *script.conn)
-            }
-        }
-    }
-
-    /// Commits: on SQLite's writer, with the statements still held.
+    /// Commits.
     pub(super) async fn commit(self) -> Result<(), DbError> {
         match self.inner {
             Inner::Sqlx(tx) => Ok(tx.commit().await?),
-            Inner::Script(mut script) => {
-                // A failed script's error again: it can only roll back.
-                if script.failed || script.begun || !script.held.is_empty() {
-                    script.send(Vec::new(), true).await?;
-                }
-                Ok(())
-            }
+            Inner::Lite(mut lite) => lite.end("COMMIT"),
         }
     }
 
-    /// Runs `reads`, in order after the held statements, and commits;
-    /// returns each one's rows. On SQLite's writer that is one trip, the
-    /// `COMMIT` riding on the reads: a transaction whose last statements
-    /// are read ends without a trip of its own.
+    /// Runs `reads`, in order, and commits; returns each one's rows.
     pub(super) async fn commit_with(
         mut self,
         reads: Vec<Statement<'t>>,
     ) -> Result<Vec<Vec<AnyRow>>, DbError> {
-        if let Inner::Script(script) = &mut self.inner {
-            return script.send(reads, true).await;
-        }
         let mut rows = Vec::with_capacity(reads.len());
         for read in reads {
             rows.push(self.fetch_all(read.sql, read.bind).await?);
@@ -209,154 +154,99 @@ impl<'t> WriteTx<'t> {
         Ok(rows)
     }
 
-    /// Rolls back, and the held statements never run.
+    /// Rolls back.
     pub(super) async fn rollback(self) -> Result<(), DbError> {
         match self.inner {
             Inner::Sqlx(tx) => Ok(tx.rollback().await?),
-            Inner::Script(script) => {
-                if script.begun {
-                    sqlx::query("ROLLBACK").execute(&mut *script.conn).await?;
+            Inner::Lite(mut lite) => {
+                if lite.begun && !lite.failed {
+                    lite.failed = true;
+                    lite.conn.control("ROLLBACK")?;
                 }
-                *script.open = false;
                 Ok(())
             }
         }
     }
 }
 
-impl Script<'_> {
-    /// Sends, as one text, `BEGIN IMMEDIATE` if the transaction has not
-    /// begun, the held statements, `reads`, and `COMMIT` if `commit`;
-    /// returns the rows of each of `reads`. Each statement's placeholders
-    /// are renumbered to follow the values of those before it.
-    async fn send(
-        &mut self,
-        reads: Vec<Statement<'_>>,
-        commit: bool,
-    ) -> Result<Vec<Vec<AnyRow>>, DbError> {
-        if self.failed {
-            return Err(DbError::other(
-                "a statement of this transaction failed; it can only roll back",
-            ));
+impl Lite<'_> {
+    /// Begins the transaction, if this is its first statement. Another
+    /// process's writer may hold the file's lock (this process's writers
+    /// take turns): the wait for it is a timer, so that it keeps no
+    /// thread, up to the busy timeout sqlx's connections wait.
+    async fn begin(&mut self) -> Result<(), DbError> {
+        self.usable()?;
+        if self.begun {
+            return Ok(());
         }
-        let mut text = String::new();
-        // Statements before the first of `reads`, each of which yields its
-        // own result.
-        let mut before = 0;
-        if !self.begun {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
             // IMMEDIATE: the write lock from the start, so what the
             // transaction reads is what it writes over, even against
             // another process on the same file.
-            text.push_str("BEGIN IMMEDIATE;\n");
-            before += 1;
+            match self.conn.control("BEGIN IMMEDIATE") {
+                Ok(()) => break,
+                Err(DbError::Unavailable(_)) if started.elapsed() < BUSY_WAIT => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        before += self.held.len();
-        let mut rows: Vec<Vec<AnyRow>> = reads.iter().map(|_| Vec::new()).collect();
-        let statements: Vec<Statement<'_>> = self.held.drain(..).chain(reads).collect();
-        let mut values = 0;
-        for statement in &statements {
-            let (shifted, used) = shift_placeholders(&statement.sql, values);
-            text.push_str(&shifted);
-            text.push_str(";\n");
-            values += used;
-        }
-        if commit {
-            text.push_str("COMMIT");
-        }
-        // The values, collected on a query of no text of its own: the
-        // script's text goes with them below.
-        let mut binding = sqlx::query(built(String::new()));
-        for statement in statements {
-            binding = (statement.bind)(binding);
-        }
-        let arguments = binding
+        self.begun = true;
+        Ok(())
+    }
+
+    /// Runs one statement in the begun transaction. A failure rolls the
+    /// whole transaction back.
+    fn run(
+        &mut self,
+        sql: &str,
+        bind: impl FnOnce(AnyQuery) -> AnyQuery,
+    ) -> Result<super::lite::Ran, DbError> {
+        self.usable()?;
+        let arguments = bind(sqlx::query(built(String::new())))
             .take_arguments()
             .map_err(DbError::Other)?
             .unwrap_or_default();
-        if arguments.len() != values {
-            self.failed = true;
-            return Err(DbError::other(format!(
-                "a write script binds {} values for {values} placeholders",
-                arguments.len()
-            )));
-        }
-        *self.open = true;
-        self.begun = true;
-        // Each statement's rows come before its own result: rows that
-        // arrive after `ended` results belong to statement `ended`.
-        let mut ended: usize = 0;
-        let mut results = self
-            .conn
-            .fetch_many(sqlx::query_with(built(text), arguments));
-        loop {
-            match results.try_next().await {
-                Ok(Some(Either::Left(_))) => ended += 1,
-                Ok(Some(Either::Right(row))) => {
-                    if let Some(read) = ended.checked_sub(before).and_then(|i| rows.get_mut(i)) {
-                        read.push(row);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    self.failed = true;
-                    return Err(e.into());
-                }
-            }
-        }
-        if commit {
-            *self.open = false;
-        }
-        Ok(rows)
+        self.conn.run(sql, arguments).inspect_err(|_| self.fail())
     }
-}
 
-/// `sql` with each `$N` placeholder outside quotes made `$(N + by)`, and
-/// the highest `N` in it: the values it binds.
-///
-/// It scans bytes and copies the text between placeholders whole: every
-/// byte it looks for is ASCII, so each cut is a character boundary. (Char
-/// by char, it was 4 % of a workflow's CPU, profiled.)
-fn shift_placeholders(sql: &str, by: usize) -> (String, usize) {
-    use std::fmt::Write;
-    let bytes = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut highest = 0;
-    let mut quote: Option<u8> = None;
-    // Where the text not yet copied to `out` starts.
-    let mut copied = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        i += 1;
-        match quote {
-            Some(q) if b == q => quote = None,
-            Some(_) => {}
-            None if b == b'\'' || b == b'"' => quote = Some(b),
-            None if b == b'$' && bytes.get(i).is_some_and(u8::is_ascii_digit) => {
-                let digits = i;
-                while bytes.get(i).is_some_and(u8::is_ascii_digit) {
-                    i += 1;
-                }
-                let n = sql[digits..i].bytes().fold(0usize, |n, d| {
-                    n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
-                });
-                highest = highest.max(n);
-                out.push_str(&sql[copied..digits]);
-                let _ = write!(out, "{}", n.saturating_add(by));
-                copied = i;
-            }
-            None => {}
+    /// Ends the transaction with `sql` (`COMMIT`): a failed one can only
+    /// say it failed.
+    fn end(&mut self, sql: &str) -> Result<(), DbError> {
+        self.usable()?;
+        if !self.begun {
+            return Ok(());
+        }
+        self.conn.control(sql).inspect_err(|_| self.fail())
+    }
+
+    fn usable(&self) -> Result<(), DbError> {
+        if self.failed {
+            return Err(DbError::other(
+                "a statement of this transaction failed; it was rolled back",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rolls back after a failure. If even that fails, the connection is
+    /// left in its transaction, which the next writer's turn rolls back.
+    fn fail(&mut self) {
+        self.failed = true;
+        if self.conn.in_transaction() {
+            let _ = self.conn.control("ROLLBACK");
         }
     }
-    out.push_str(&sql[copied..]);
-    (out, highest)
 }
 
 #[cfg(test)]
 mod tests {
     use sqlx::Row;
 
-    use super::{Statement, shift_placeholders};
+    use super::Statement;
     use crate::store::{Db, DbError};
 
     /// Rows of `t` as another connection sees them: what is committed.
@@ -384,7 +274,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_write_transaction_sends_its_statements_together_and_rolls_back_whole() {
+    async fn a_write_transaction_in_place_commits_whole_or_rolls_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/t.db", dir.path().display());
         let db = Db::connect(&url, 4).await.unwrap();
@@ -393,15 +283,15 @@ mod tests {
             .await
             .unwrap();
 
-        // Held statements run before the one read, which alone answers;
-        // nothing is visible elsewhere before the commit.
+        // Statements run in order, in the transaction: the read sees the
+        // writes before it; nothing is visible elsewhere before the commit.
         {
             let mut turn = db.begin_write().await;
             let mut tx = turn.transaction().await.unwrap();
             let (sql, bind) = insert("a", 1);
-            tx.defer(sql, bind).await.unwrap();
+            tx.execute(sql, bind).await.unwrap();
             let (sql, bind) = insert("b", 2);
-            tx.defer(sql, bind).await.unwrap();
+            tx.execute(sql, bind).await.unwrap();
             let rows = tx
                 .fetch_all("SELECT k FROM t WHERE v >= $1 ORDER BY k", |q| {
                     q.bind(1_i64)
@@ -412,7 +302,7 @@ mod tests {
             assert_eq!(keys, ["a", "b"]);
             assert!(committed(&db).await.is_empty(), "visible before the commit");
             let (sql, bind) = insert("c", 3);
-            tx.defer(sql, bind).await.unwrap();
+            tx.execute(sql, bind).await.unwrap();
             tx.commit().await.unwrap();
         }
         let abc = vec![
@@ -422,21 +312,21 @@ mod tests {
         ];
         assert_eq!(committed(&db).await, abc);
 
-        // A held statement that fails at the commit fails the commit, and
-        // the statements before it in the same script are rolled back.
+        // A statement that fails fails the commit, and the statements
+        // before it are rolled back.
         {
             let mut turn = db.begin_write().await;
             let mut tx = turn.transaction().await.unwrap();
             let (sql, bind) = insert("d", 4);
-            tx.defer(sql, bind).await.unwrap();
+            tx.execute(sql, bind).await.unwrap();
             let (sql, bind) = insert("a", 5);
-            tx.defer(sql, bind).await.unwrap();
-            let failed = tx.commit().await;
+            let failed = tx.execute(sql, bind).await;
             assert!(matches!(failed, Err(DbError::Conflict(_))), "{failed:?}");
+            assert!(tx.commit().await.is_err(), "a failed transaction committed");
         }
         assert_eq!(committed(&db).await, abc, "a failed commit kept a write");
 
-        // A transaction dropped after its first round trip, with nothing
+        // A transaction dropped after its first statement, with nothing
         // committed: the next turn rolls it back before its own.
         {
             let mut turn = db.begin_write().await;
@@ -453,7 +343,7 @@ mod tests {
             let mut turn = db.begin_write().await;
             let mut tx = turn.transaction().await.unwrap();
             let (sql, bind) = insert("f", 7);
-            tx.defer(sql, bind).await.unwrap();
+            tx.execute(sql, bind).await.unwrap();
             tx.commit().await.unwrap();
         }
         let mut abcf = abc.clone();
@@ -477,13 +367,13 @@ mod tests {
         }
         assert_eq!(committed(&db).await, abcf);
 
-        // Reads sent with the commit: each one's rows come back apart, in
-        // order, the held statement runs before them, and all is committed.
+        // Reads with the commit: each one's rows come back apart, in
+        // order, after the statement before them, and all is committed.
         {
             let mut turn = db.begin_write().await;
             let mut tx = turn.transaction().await.unwrap();
             let (sql, bind) = insert("g", 8);
-            tx.defer(sql, bind).await.unwrap();
+            tx.execute(sql, bind).await.unwrap();
             let rows = tx
                 .commit_with(vec![
                     Statement::new("UPDATE t SET v = v + $1 WHERE k = $2 RETURNING v", |q| {
@@ -504,13 +394,13 @@ mod tests {
         abcf.push(("g".to_owned(), 18));
         assert_eq!(committed(&db).await, abcf, "reads with the commit");
 
-        // A read that fails in the commit's script rolls the whole
-        // transaction back.
+        // A read that fails before the commit rolls the whole transaction
+        // back.
         {
             let mut turn = db.begin_write().await;
             let mut tx = turn.transaction().await.unwrap();
             let (sql, bind) = insert("h", 9);
-            tx.defer(sql, bind).await.unwrap();
+            tx.execute(sql, bind).await.unwrap();
             let failed = tx
                 .commit_with(vec![Statement::new(
                     "INSERT INTO t (k, v) VALUES ($1, $2) RETURNING k",
@@ -523,29 +413,46 @@ mod tests {
         db.close().await;
     }
 
-    #[test]
-    fn placeholders_are_shifted_outside_quotes_only() {
-        let (sql, used) = shift_placeholders(
-            "UPDATE t SET a = $1, b = '$2', \"$3\" = $12 WHERE c = $1",
-            4,
-        );
+    #[tokio::test]
+    async fn a_transaction_waits_for_another_writers_lock_without_holding_the_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let db = Db::connect(&url, 4).await.unwrap();
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        // Another connection, as another process's would, holds the
+        // file's write lock for a while. This test's runtime has one
+        // thread: a writer that waited for the lock on it would keep the
+        // holder from ever letting go.
+        let mut other = db.pool.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t (k, v) VALUES ('x', 1)")
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        let release = async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            sqlx::query("COMMIT").execute(&mut *other).await.unwrap();
+        };
+        let write = async {
+            let mut turn = db.begin_write().await;
+            let mut tx = turn.transaction().await?;
+            let (sql, bind) = insert("y", 2);
+            tx.execute(sql, bind).await?;
+            tx.commit().await
+        };
+        let ((), written) = tokio::join!(release, write);
+        written.unwrap();
+        drop(other);
         assert_eq!(
-            sql,
-            "UPDATE t SET a = $5, b = '$2', \"$3\" = $16 WHERE c = $5"
+            committed(&db).await,
+            [("x".to_owned(), 1), ("y".to_owned(), 2)]
         );
-        assert_eq!(used, 12);
-        assert_eq!(shift_placeholders("COMMIT", 3), ("COMMIT".to_owned(), 0));
-        // Text around placeholders is copied whole, multi-byte characters
-        // included, and a placeholder may end the text.
-        assert_eq!(
-            shift_placeholders("SELECT 'é$1' || $2 || ß$10", 2),
-            ("SELECT 'é$1' || $4 || ß$12".to_owned(), 10)
-        );
-        assert_eq!(shift_placeholders("$", 1), ("$".to_owned(), 0));
-        // An escaped quote ('') closes and reopens the literal.
-        assert_eq!(
-            shift_placeholders("SELECT 'it''s $1', $2", 1),
-            ("SELECT 'it''s $1', $3".to_owned(), 2)
-        );
+        db.close().await;
     }
 }

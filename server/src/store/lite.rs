@@ -1,0 +1,303 @@
+//! The SQLite writers' connection, called in place: SQLite's C library
+//! run on the calling thread, one statement after another, with no
+//! hand-off to a driver thread.
+//!
+//! sqlx runs every SQLite connection on a thread of its own, and each
+//! statement (or script of statements) is a trip to that thread and back:
+//! two wake-ups and their context switches. Profiled in release, those
+//! switches were the largest cost of a no-op run (`finish_task_switch`
+//! and the wake-ups' spin-unlocks, a quarter of the process's CPU), and a
+//! write transaction of four statements took 93 µs through sqlx's thread
+//! against 32 µs called in place, the same SQL on the same file
+//! (BENCHMARKS.md, "a write transaction in place"). A write transaction
+//! here is short (a few statements on indexed rows) and SQLite under
+//! `synchronous = NORMAL` does not sync at its commit, so it is held on
+//! the async task's thread for as long as sqlx's path would have kept the
+//! task waiting.
+//!
+//! At its edge it speaks sqlx's `Any` types: it takes the values a
+//! `sqlx::query(..).bind(..)` collected (`AnyArguments`) and returns
+//! `AnyRow`s, so the store's statements, binders and row types (their
+//! `FromRow` derives) serve both paths unchanged. Those types' fields are
+//! sqlx's semver-exempt internals (`#[doc(hidden)]`): `sqlx-core` is
+//! pinned to the release they were read from, and
+//! `rows_read_in_place_decode_as_sqlx_decodes_them` below holds the rows to
+//! what sqlx's own driver returns, so an upgrade that changes them fails
+//! there.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::types::{ToSql, ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use sqlx_core::any::{
+    AnyArguments, AnyColumn, AnyRow, AnyTypeInfo, AnyTypeInfoKind, AnyValue, AnyValueKind,
+};
+use sqlx_core::ext::ustr::UStr;
+
+use super::db::{DbError, SQLITE_FOREIGN_KEYS, SQLITE_SYNCHRONOUS};
+
+/// Statements kept prepared: the hot paths' few dozen, with room for the
+/// batch inserts whose text varies with their size.
+const STATEMENT_CACHE: usize = 256;
+
+/// A SQLite connection that runs statements on the calling thread.
+pub(super) struct LiteConn {
+    conn: Connection,
+}
+
+/// What a statement did: the rows it changed and the rows it returned.
+pub(super) struct Ran {
+    pub(super) changed: u64,
+    pub(super) rows: Vec<AnyRow>,
+}
+
+impl LiteConn {
+    /// Opens the database file at `path`, which must exist (the pool's
+    /// connections created and migrated it), with the settings sqlx gives
+    /// its own connections to it.
+    pub(super) fn open(path: &Path) -> Result<Self, DbError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags).map_err(failed)?;
+        // No busy timeout: its handler sleeps on the calling thread, an
+        // async task's. A transaction that finds the lock taken (by
+        // another process) waits on a timer instead (`WriteTx`).
+        conn.execute_batch(&format!(
+            "PRAGMA busy_timeout = 0; {SQLITE_SYNCHRONOUS}; {SQLITE_FOREIGN_KEYS};"
+        ))
+        .map_err(failed)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(LiteConn { conn })
+    }
+
+    /// Whether a transaction is open: one begun and neither committed nor
+    /// rolled back.
+    pub(super) fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
+    /// Runs a statement that binds nothing and returns nothing: `BEGIN
+    /// IMMEDIATE`, `COMMIT`, `ROLLBACK`.
+    pub(super) fn control(&mut self, sql: &str) -> Result<(), DbError> {
+        self.conn.execute_batch(sql).map_err(failed)
+    }
+
+    /// Runs one statement with `arguments` bound to its `$N` placeholders
+    /// (value `N`, counted from 1, as sqlx binds them), and returns what
+    /// it did. A statement that names more or fewer values than it is
+    /// given is refused before it runs.
+    pub(super) fn run(&mut self, sql: &str, arguments: AnyArguments) -> Result<Ran, DbError> {
+        let values = arguments.values.0;
+        let mut statement = self.conn.prepare_cached(sql).map_err(failed)?;
+        let mut highest = 0;
+        for at in 1..=statement.parameter_count() {
+            let n = statement
+                .parameter_name(at)
+                .and_then(|name| name.get(1..))
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(at);
+            highest = highest.max(n);
+            if let Some(value) = values.get(n.wrapping_sub(1)) {
+                statement
+                    .raw_bind_parameter(at, Bound(value))
+                    .map_err(failed)?;
+            }
+        }
+        if highest != values.len() {
+            return Err(DbError::other(format!(
+                "a statement binds {} values for {highest} placeholders",
+                values.len()
+            )));
+        }
+        let width = statement.column_count();
+        let mut names = sqlx_core::HashMap::with_capacity(width);
+        let mut columns = Vec::with_capacity(width);
+        for ordinal in 0..width {
+            let name = UStr::new(statement.column_name(ordinal).map_err(failed)?);
+            names.insert(name.clone(), ordinal);
+            columns.push(AnyColumn {
+                ordinal,
+                name,
+                // sqlx decodes by each value's own type; a column's is
+                // not read.
+                type_info: AnyTypeInfo {
+                    kind: AnyTypeInfoKind::Null,
+                },
+            });
+        }
+        let names = Arc::new(names);
+        let mut rows = Vec::new();
+        let mut stepped = statement.raw_query();
+        while let Some(row) = stepped.next().map_err(failed)? {
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                values.push(AnyValue {
+                    kind: any_value(row.get_ref(i).map_err(failed)?)?,
+                });
+            }
+            rows.push(AnyRow {
+                column_names: names.clone(),
+                columns: columns.clone(),
+                values,
+            });
+        }
+        drop(stepped);
+        drop(statement);
+        Ok(Ran {
+            changed: self.conn.changes(),
+            rows,
+        })
+    }
+}
+
+/// A value as sqlx's SQLite driver hands it to `Any`: by the storage
+/// class of the value itself.
+fn any_value(value: ValueRef<'_>) -> Result<AnyValueKind, DbError> {
+    Ok(match value {
+        ValueRef::Null => AnyValueKind::Null(AnyTypeInfoKind::Null),
+        ValueRef::Integer(i) => AnyValueKind::BigInt(i),
+        ValueRef::Real(f) => AnyValueKind::Double(f),
+        ValueRef::Text(text) => AnyValueKind::Text(Arc::new(
+            String::from_utf8(text.to_vec())
+                .map_err(|e| DbError::other(format!("a stored text is not UTF-8: {e}")))?,
+        )),
+        ValueRef::Blob(bytes) => AnyValueKind::Blob(Arc::new(bytes.to_vec())),
+    })
+}
+
+/// A value bound by `sqlx::query(..).bind(..)`, as sqlx's SQLite driver
+/// binds it.
+struct Bound<'a>(&'a AnyValueKind);
+
+impl ToSql for Bound<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            AnyValueKind::Null(_) => ToSqlOutput::Owned(Value::Null),
+            AnyValueKind::Bool(b) => ToSqlOutput::Owned(Value::Integer(i64::from(*b))),
+            AnyValueKind::SmallInt(i) => ToSqlOutput::Owned(Value::Integer(i64::from(*i))),
+            AnyValueKind::Integer(i) => ToSqlOutput::Owned(Value::Integer(i64::from(*i))),
+            AnyValueKind::BigInt(i) => ToSqlOutput::Owned(Value::Integer(*i)),
+            AnyValueKind::Real(f) => ToSqlOutput::Owned(Value::Real(f64::from(*f))),
+            AnyValueKind::Double(f) => ToSqlOutput::Owned(Value::Real(*f)),
+            AnyValueKind::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            AnyValueKind::TextSlice(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            AnyValueKind::Blob(bytes) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
+            other => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    format!("sqlx bound a value SQLite cannot take: {other:?}").into(),
+                ));
+            }
+        })
+    }
+}
+
+/// Maps a SQLite error as [`DbError`]'s `From<sqlx::Error>` maps sqlx's:
+/// a broken uniqueness rule is a conflict, a lock still held after the
+/// busy timeout is "try again later".
+fn failed(e: rusqlite::Error) -> DbError {
+    if let rusqlite::Error::SqliteFailure(code, message) = &e {
+        // 1555 = SQLITE_CONSTRAINT_PRIMARYKEY, 2067 = SQLITE_CONSTRAINT_UNIQUE.
+        if matches!(code.extended_code, 1555 | 2067) {
+            return DbError::Conflict(message.clone().unwrap_or_else(|| e.to_string()));
+        }
+        if matches!(
+            code.code,
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked
+        ) {
+            return DbError::Unavailable(e.into());
+        }
+    }
+    DbError::Other(e.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+    use sqlx::any::AnyRow;
+
+    use super::LiteConn;
+    use crate::store::Db;
+
+    /// The values `(i, r, t, b, n)` of `row`, decoded as the store decodes
+    /// columns.
+    fn decoded(row: &AnyRow) -> (i64, f64, String, Vec<u8>, Option<String>, Option<i64>) {
+        (
+            row.get("i"),
+            row.get("r"),
+            row.get("t"),
+            row.get("b"),
+            row.get("n"),
+            row.get("m"),
+        )
+    }
+
+    #[tokio::test]
+    async fn rows_read_in_place_decode_as_sqlx_decodes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = Db::connect(&format!("sqlite://{}", path.display()), 2)
+            .await
+            .unwrap();
+        sqlx::query(
+            "CREATE TABLE t (i BIGINT NOT NULL, r REAL NOT NULL, t TEXT NOT NULL, \
+             b BLOB NOT NULL, n TEXT, m BIGINT)",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let mut lite = LiteConn::open(&path).unwrap();
+        // Bound through sqlx, in an order other than the placeholders'.
+        let mut arguments = sqlx::query::<sqlx::Any>("")
+            .bind(-7_i64)
+            .bind(2.5_f64)
+            .bind("é and ß")
+            .bind(vec![0_u8, 255, 1])
+            .bind(None::<String>)
+            .bind(Some(42_i64));
+        let arguments = sqlx::Execute::take_arguments(&mut arguments)
+            .unwrap()
+            .unwrap();
+        let ran = lite
+            .run(
+                "INSERT INTO t (m, n, b, t, r, i) VALUES ($6, $5, $4, $3, $2, $1) \
+                 RETURNING i, r, t, b, n, m",
+                arguments,
+            )
+            .unwrap();
+        assert_eq!(ran.changed, 1);
+        let by_sqlx = sqlx::query("SELECT i, r, t, b, n, m FROM t")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let expected = (
+            -7,
+            2.5,
+            "é and ß".to_owned(),
+            vec![0, 255, 1],
+            None,
+            Some(42),
+        );
+        assert_eq!(decoded(&by_sqlx), expected);
+        assert_eq!(ran.rows.len(), 1);
+        assert_eq!(decoded(&ran.rows[0]), expected);
+        // A column asked for as a type sqlx would refuse is refused too.
+        assert!(ran.rows[0].try_get::<i64, _>("t").is_err());
+        assert!(by_sqlx.try_get::<i64, _>("t").is_err());
+
+        // Too few values for the placeholders: refused before it runs.
+        let short = sqlx::Execute::take_arguments(&mut sqlx::query::<sqlx::Any>("").bind(1_i64))
+            .unwrap()
+            .unwrap();
+        let refused = lite.run("UPDATE t SET i = $1 WHERE m = $2", short);
+        assert!(refused.is_err());
+        let unchanged: i64 = sqlx::query_scalar("SELECT i FROM t")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(unchanged, -7);
+        drop(lite);
+        db.close().await;
+    }
+}
