@@ -63,9 +63,11 @@ pub struct Db {
     /// mutex, the next writer starts the moment the last one commits. The
     /// busy handler still settles contention with other processes.
     ///
-    /// The turn holds the connection the writers share (a file database):
-    /// kept out of the pool, it is not pinged each time it is given back,
-    /// a round trip to its driver thread per write transaction.
+    /// The turn holds the connections the writers share (a file database):
+    /// the one called in place that [`WriteTx`](super::write_tx::WriteTx)
+    /// runs on, and sqlx's for the transactions of sqlx's own
+    /// ([`WriterTurn::begin`]), kept out of the pool so that it is not
+    /// pinged each time it is given back.
     pub(super) writer: Option<std::sync::Arc<tokio::sync::Mutex<SharedWriter>>>,
 }
 

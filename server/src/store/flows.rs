@@ -533,10 +533,8 @@ impl Db {
     /// (another process ended it first, so the count-down happens exactly
     /// once).
     ///
-    /// It commits because its count-downs are the transaction's last
-    /// statements: on SQLite's writer the `COMMIT` rides on them, and a
-    /// step's end costs two trips (the step, then its count-downs) where
-    /// it took four.
+    /// It commits: its count-downs are the transaction's last statements,
+    /// read with the commit (`WriteTx::commit_with`).
     ///
     /// Steps of runs started before the counters existed have none; for
     /// them nothing is ready and `all_ended` stays false, and the

@@ -483,8 +483,8 @@ macro_rules! new_run_values {
 /// lookup check, itself: the tenant under `max_queued_runs` (its row's
 /// count, kept by migration 0010's triggers) and no run of the tenant
 /// holding the key. Nothing is inserted (and no row returned) otherwise,
-/// so a transaction of statements that all hang on the insert can go to
-/// SQLite's writer in one trip, commit included, before anyone knows.
+/// so the statements that go with it hang on it in SQL, and nothing needs
+/// reading before it: a refusal is explained after the commit.
 const INSERT_CHECKED: &str = concat!(
     insert_run_into!(),
     "SELECT ",
@@ -609,9 +609,8 @@ impl Db {
         let mut turn = self.begin_write().await;
         let mut tx = turn.transaction().await?;
         // One run on SQLite: its insert checks its room and key itself
-        // (`INSERT_CHECKED`), so the transaction is one trip, as
-        // `submit_claimed`'s. A batch must see every refusal before it
-        // commits: it reads its rooms first.
+        // (`INSERT_CHECKED`), as `submit_claimed`'s does. A batch must see
+        // every refusal before it commits: it reads its rooms first.
         if let ([run], DbKind::Sqlite) = (runs, self.kind) {
             let (id, statements) = insert_checked(run, now)?;
             let results = tx.commit_with(statements).await?;
@@ -733,8 +732,7 @@ impl Db {
         let mut turn = self.begin_write().await;
         let mut tx = turn.transaction().await?;
         let (id, mut statements) = match self.kind {
-            // Everything hangs on the insert (`INSERT_CHECKED`), so the
-            // whole transaction is one trip to SQLite's writer; a refused
+            // Everything hangs on the insert (`INSERT_CHECKED`); a refused
             // insert is explained after, by reads of its own.
             DbKind::Sqlite => insert_checked(run, now)?,
             DbKind::Postgres => {
