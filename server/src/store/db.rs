@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::sync::Once;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::error::ErrorKind;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AnyConnection, Connection};
+use sqlx::{AnyConnection, Connection, Execute};
 
-use super::lite::LiteConn;
+use super::lite::{self, LiteConn, LiteReaders};
+use super::write_tx::AnyQuery;
 
 /// What went wrong talking to the database. Each variant keeps its cause
 /// as its source: the driver's error, or a message of Caisson's own (a row
@@ -69,6 +70,8 @@ pub struct Db {
     /// ([`WriterTurn::begin`]), kept out of the pool so that it is not
     /// pinged each time it is given back.
     pub(super) writer: Option<std::sync::Arc<tokio::sync::Mutex<SharedWriter>>>,
+    /// A SQLite file's readers, called in place ([`Db::read`]).
+    readers: Option<std::sync::Arc<LiteReaders>>,
 }
 
 /// The connections SQLite writers share, held by their turn.
@@ -87,6 +90,8 @@ pub(super) struct SharedWriter {
     /// The connection called in place, for [`WriteTx`](super::write_tx::WriteTx)'s
     /// transactions. Opened at its first use.
     lite: Option<LiteConn>,
+    /// [`Db::close`] ran: nothing is opened again.
+    closed: bool,
 }
 
 impl SharedWriter {
@@ -155,6 +160,9 @@ impl WriterTurn {
         let Some(path) = writer.path.as_deref() else {
             return Ok(None);
         };
+        if writer.closed {
+            return Err(DbError::Unavailable("the database is closed".into()));
+        }
         if writer.lite.is_none() {
             writer.lite = Some(LiteConn::open(path)?);
         }
@@ -424,13 +432,21 @@ impl Db {
         } else {
             None
         };
+        let readers = path
+            .clone()
+            .map(|path| std::sync::Arc::new(LiteReaders::new(path)));
         let writer = (kind == DbKind::Sqlite).then(|| {
             std::sync::Arc::new(tokio::sync::Mutex::new(SharedWriter {
                 path,
                 ..SharedWriter::default()
             }))
         });
-        Ok(Db { pool, kind, writer })
+        Ok(Db {
+            pool,
+            kind,
+            writer,
+            readers,
+        })
     }
 
     /// This process's writer turn (see [`Db::writer`]) on SQLite, nothing
@@ -453,12 +469,47 @@ impl Db {
         self.kind
     }
 
+    /// Runs one statement that only reads and returns its rows: on a
+    /// SQLite file in place ([`LiteReaders`]), else on the pool. A reader
+    /// that finds the file busy (another process recovering its log, say)
+    /// does not wait on the calling thread: the read goes to the pool,
+    /// whose connections wait on their own.
+    pub(super) async fn read(
+        &self,
+        sql: impl Into<String>,
+        bind: impl FnOnce(AnyQuery) -> AnyQuery,
+    ) -> Result<Vec<AnyRow>, DbError> {
+        let sql = sql.into();
+        let mut query = bind(sqlx::query(built(String::new())));
+        let arguments = query
+            .take_arguments()
+            .map_err(DbError::Other)?
+            .unwrap_or_default();
+        let arguments = match &self.readers {
+            Some(readers) => {
+                let again = lite::copy(&arguments);
+                match readers.read(&sql, arguments) {
+                    Err(DbError::Unavailable(_)) if !self.pool.is_closed() => again,
+                    read => return read,
+                }
+            }
+            None => arguments,
+        };
+        Ok(sqlx::query_with(built(sql), arguments)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     /// Closes every pooled connection; later calls fail with
     /// [`DbError::Unavailable`].
     pub async fn close(&self) {
+        if let Some(readers) = &self.readers {
+            readers.close();
+        }
         if let Some(writer) = &self.writer {
             // After the transaction that holds it, if any.
             let mut writer = writer.lock().await;
+            writer.closed = true;
             writer.lite = None;
             let conn = writer.conn.take();
             drop(writer);

@@ -25,13 +25,15 @@
 //! what sqlx's own driver returns, so an upgrade that changes them fails
 //! there.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::types::{ToSql, ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use sqlx_core::any::{
-    AnyArguments, AnyColumn, AnyRow, AnyTypeInfo, AnyTypeInfoKind, AnyValue, AnyValueKind,
+    AnyArgumentBuffer, AnyArguments, AnyColumn, AnyRow, AnyTypeInfo, AnyTypeInfoKind, AnyValue,
+    AnyValueKind,
 };
 use sqlx_core::ext::ustr::UStr;
 
@@ -149,6 +151,66 @@ impl LiteConn {
             changed: self.conn.changes(),
             rows,
         })
+    }
+}
+
+/// Idle readers kept open at most: one per thread that reads at once, on
+/// a runtime of a few threads.
+const IDLE_READERS: usize = 8;
+
+/// SQLite's readers called in place: connections to the file, each taken
+/// for one statement, run on the calling thread, and put back. A reader
+/// in WAL mode never waits for the writer.
+pub(super) struct LiteReaders {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<LiteConn>>,
+    closed: AtomicBool,
+}
+
+impl LiteReaders {
+    pub(super) fn new(path: PathBuf) -> Self {
+        LiteReaders {
+            path,
+            idle: std::sync::Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs one statement that only reads, on an idle reader or a new
+    /// one, and returns its rows.
+    pub(super) fn read(&self, sql: &str, arguments: AnyArguments) -> Result<Vec<AnyRow>, DbError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(DbError::Unavailable("the database is closed".into()));
+        }
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => LiteConn::open(&self.path)?,
+        };
+        let ran = conn.run(sql, arguments)?;
+        // A statement that failed may have left the connection in an
+        // unknown state: only one that ran is kept.
+        if !conn.in_transaction() && !self.closed.load(Ordering::Acquire) {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < IDLE_READERS {
+                idle.push(conn);
+            }
+        }
+        Ok(ran.rows)
+    }
+
+    /// Closes the idle readers; later reads are refused.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// A copy of `arguments`, for a statement that may run twice (sqlx's
+/// arguments are not `Clone`).
+pub(super) fn copy(arguments: &AnyArguments) -> AnyArguments {
+    AnyArguments {
+        values: AnyArgumentBuffer(arguments.values.0.clone()),
     }
 }
 

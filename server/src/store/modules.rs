@@ -136,14 +136,19 @@ impl Db {
             sql.push_str(&format!(" AND digest = ${}", binds.len() + 2));
         }
         sql.push_str(" ORDER BY created_at DESC, version DESC LIMIT 1");
-        let mut query = sqlx::query(built(sql)).bind(tenant_id).bind(name);
-        for b in binds {
-            query = query.bind(b);
-        }
-        let Some(row) = query.fetch_optional(&self.pool).await? else {
+        let rows = self
+            .read(sql, |mut query| {
+                query = query.bind(tenant_id).bind(name);
+                for b in binds {
+                    query = query.bind(b);
+                }
+                query
+            })
+            .await?;
+        let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let module = ModuleRecord::from_row(&row)?;
+        let module = ModuleRecord::from_row(row)?;
         let grants: Option<JsonText<Grants>> = row.try_get("allowed_grants")?;
         Ok(Some((module, grants.map(Grants::from).unwrap_or_default())))
     }

@@ -814,15 +814,20 @@ impl Db {
     }
 
     pub async fn get_run(&self, tenant_id: &str, id: &str) -> Result<Option<RunRecord>, DbError> {
-        Ok(sqlx::query_as::<_, RunRecord>(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        let rows = self
+            .read(
+                concat!(
+                    "SELECT ",
+                    run_columns!(),
+                    " FROM runs WHERE tenant_id = $1 AND id = $2"
+                ),
+                |q| q.bind(tenant_id).bind(id),
+            )
+            .await?;
+        rows.first()
+            .map(RunRecord::from_row)
+            .transpose()
+            .map_err(DbError::from)
     }
 
     /// [`Db::get_run`] and the run's [`Db::attempts`], in one statement:
@@ -854,15 +859,11 @@ impl Db {
                  AS attempt_rows FROM runs WHERE tenant_id = $1 AND id = $2"
             ),
         };
-        let Some(row) = sqlx::query(sql)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
+        let rows = self.read(sql, |q| q.bind(tenant_id).bind(id)).await?;
+        let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let run = RunRecord::from_row(&row)?;
+        let run = RunRecord::from_row(row)?;
         let attempts: String = row.try_get("attempt_rows")?;
         let attempts: Vec<AttemptRecord> =
             serde_json::from_str(&attempts).map_err(|e| corrupt("attempts", id, e))?;
@@ -872,12 +873,15 @@ impl Db {
     /// Only the state of a run, for a followed log's polls (which must not
     /// read a large input or output five times a second).
     pub async fn run_state(&self, tenant_id: &str, id: &str) -> Result<Option<RunState>, DbError> {
-        let row = sqlx::query("SELECT state FROM runs WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
+        let rows = self
+            .read(
+                "SELECT state FROM runs WHERE tenant_id = $1 AND id = $2",
+                |q| q.bind(tenant_id).bind(id),
+            )
             .await?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
         let state: String = row.try_get("state")?;
         RunState::parse(&state)
             .map(Some)
@@ -886,14 +890,16 @@ impl Db {
 
     /// Any tenant's run, for workers and the scheduler.
     pub async fn get_run_any(&self, id: &str) -> Result<Option<RunRecord>, DbError> {
-        Ok(sqlx::query_as::<_, RunRecord>(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        let rows = self
+            .read(
+                concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"),
+                |q| q.bind(id),
+            )
+            .await?;
+        rows.first()
+            .map(RunRecord::from_row)
+            .transpose()
+            .map_err(DbError::from)
     }
 
     /// Newest first, without their inputs and outputs (see

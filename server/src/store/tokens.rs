@@ -135,13 +135,18 @@ impl Db {
 
     /// The tenant id and admin flag of a live (not revoked) token.
     pub async fn token(&self, token_hash: &str) -> Result<Option<(String, bool)>, DbError> {
-        let token: Option<(String, Flag)> = sqlx::query_as::<_, (String, Flag)>(
-            "SELECT tenant_id, admin FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(token.map(|(tenant_id, admin)| (tenant_id, admin.into())))
+        let rows = self
+            .read(
+                "SELECT tenant_id, admin FROM api_tokens \
+                 WHERE token_hash = $1 AND revoked_at IS NULL",
+                |q| q.bind(token_hash),
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let admin: Flag = row.try_get("admin")?;
+        Ok(Some((row.try_get("tenant_id")?, admin.into())))
     }
 
     /// Revokes a token by id; true if it existed and was live.
