@@ -10,8 +10,7 @@ use sqlx::error::ErrorKind;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyConnection, Connection, Execute};
 
-use super::lite::{self, LiteConn, LiteReaders};
-use super::write_tx::AnyQuery;
+use super::lite::{self, LiteConn, LiteError, LiteReaders, SQLITE_SYNCHRONOUS};
 
 /// What went wrong talking to the database. Each variant keeps its cause
 /// as its source: the driver's error, or a message of Caisson's own (a row
@@ -34,6 +33,21 @@ pub enum DbError {
     #[error("this tenant is at its `{quota}` quota of {limit}")]
     QuotaExceeded { quota: &'static str, limit: i64 },
 }
+
+/// Errors of SQLite called in place, sorted as sqlx's are.
+impl From<LiteError> for DbError {
+    fn from(e: LiteError) -> Self {
+        match e {
+            LiteError::Conflict(message) => DbError::Conflict(message),
+            LiteError::Busy(_) | LiteError::Closed => DbError::Unavailable(e.into()),
+            LiteError::Invalid(_) | LiteError::Sqlite(_) => DbError::Other(e.into()),
+        }
+    }
+}
+
+/// A statement with its values bound, as `sqlx::query(..).bind(..)` builds
+/// it: what the store's binders take and return.
+pub(super) type AnyQuery = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// The cause a [`DbError`] keeps.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -161,7 +175,7 @@ impl WriterTurn {
             return Ok(None);
         };
         if writer.closed {
-            return Err(DbError::Unavailable("the database is closed".into()));
+            return Err(LiteError::Closed.into());
         }
         if writer.lite.is_none() {
             writer.lite = Some(LiteConn::open(path)?);
@@ -194,21 +208,6 @@ const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a SQLite connection waits for another connection's write lock.
 const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
-
-/// SQLite's durability, chosen: in WAL mode `NORMAL` syncs the log at
-/// checkpoints rather than at every commit. A commit is in the WAL file
-/// (the OS's page cache) before it returns, so a crash or SIGKILL of the
-/// `caisson` process loses nothing committed, and a 2xx still means the
-/// run is stored; an OS crash or power loss may lose the last commits
-/// before a checkpoint, never corrupt the file. `FULL`, sqlx's default,
-/// pays an fsync on every commit (four a run) for that last case only.
-/// `an_embedded_server_killed_during_5000_submissions_loses_and_doubles_nothing`
-/// holds it to the first promise.
-pub(super) const SQLITE_SYNCHRONOUS: &str = "PRAGMA synchronous = NORMAL";
-
-/// sqlx turns foreign keys on for its SQLite connections; the in-place
-/// writer ([`LiteConn`]) does the same.
-pub(super) const SQLITE_FOREIGN_KEYS: &str = "PRAGMA foreign_keys = ON";
 
 static INSTALL_DRIVERS: Once = Once::new();
 
@@ -489,8 +488,8 @@ impl Db {
             Some(readers) => {
                 let again = lite::copy(&arguments);
                 match readers.read(&sql, arguments) {
-                    Err(DbError::Unavailable(_)) if !self.pool.is_closed() => again,
-                    read => return read,
+                    Err(LiteError::Busy(_)) => again,
+                    read => return Ok(read?),
                 }
             }
             None => arguments,

@@ -1,6 +1,6 @@
-//! The SQLite writers' connection, called in place: SQLite's C library
-//! run on the calling thread, one statement after another, with no
-//! hand-off to a driver thread.
+//! SQLite called in place: the writer's connection and the readers',
+//! SQLite's C library run on the calling thread, one statement after
+//! another, with no hand-off to a driver thread.
 //!
 //! sqlx runs every SQLite connection on a thread of its own, and each
 //! statement (or script of statements) is a trip to that thread and back:
@@ -13,7 +13,11 @@
 //! here is short (a few statements on indexed rows) and SQLite under
 //! `synchronous = NORMAL` does not sync at its commit, so it is held on
 //! the async task's thread for as long as sqlx's path would have kept the
-//! task waiting.
+//! task waiting; a read (a run, a module, a token by key) is shorter.
+//! (The commit that fills the log to 1,000 pages also checkpoints it, and
+//! syncs: a few milliseconds, on this thread now as on sqlx's before.)
+//! Neither waits on that thread for another connection's lock: a writer
+//! waits on a timer (`WriteTx`), a reader goes to sqlx's pool (`Db::read`).
 //!
 //! At its edge it speaks sqlx's `Any` types: it takes the values a
 //! `sqlx::query(..).bind(..)` collected (`AnyArguments`) and returns
@@ -37,7 +41,43 @@ use sqlx_core::any::{
 };
 use sqlx_core::ext::ustr::UStr;
 
-use super::db::{DbError, SQLITE_FOREIGN_KEYS, SQLITE_SYNCHRONOUS};
+/// SQLite's durability, chosen: in WAL mode `NORMAL` syncs the log at
+/// checkpoints rather than at every commit. A commit is in the WAL file
+/// (the OS's page cache) before it returns, so a crash or SIGKILL of the
+/// `caisson` process loses nothing committed, and a 2xx still means the
+/// run is stored; an OS crash or power loss may lose the last commits
+/// before a checkpoint, never corrupt the file. `FULL`, sqlx's default,
+/// pays an fsync on every commit (four a run) for that last case only.
+/// `an_embedded_server_killed_during_5000_submissions_loses_and_doubles_nothing`
+/// holds it to the first promise. Every connection to the file, sqlx's
+/// and these, is set so.
+pub(super) const SQLITE_SYNCHRONOUS: &str = "PRAGMA synchronous = NORMAL";
+
+/// sqlx turns foreign keys on for its SQLite connections; these do the
+/// same.
+const SQLITE_FOREIGN_KEYS: &str = "PRAGMA foreign_keys = ON";
+
+/// What went wrong in place. The store maps it to its `DbError` as it
+/// maps sqlx's errors.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum LiteError {
+    /// A uniqueness rule was broken; SQLite's message says which.
+    #[error("{0}")]
+    Conflict(String),
+    /// Another connection holds the lock this needs (another process's
+    /// writer, a log being recovered): try again later.
+    #[error("the database is busy: {0}")]
+    Busy(#[source] rusqlite::Error),
+    /// The database was closed.
+    #[error("the database is closed")]
+    Closed,
+    /// A statement and its values that do not fit, or a stored value sqlx
+    /// could not hold.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Sqlite(rusqlite::Error),
+}
 
 /// Statements kept prepared: the hot paths' few dozen, with room for the
 /// batch inserts whose text varies with their size.
@@ -58,7 +98,7 @@ impl LiteConn {
     /// Opens the database file at `path`, which must exist (the pool's
     /// connections created and migrated it), with the settings sqlx gives
     /// its own connections to it.
-    pub(super) fn open(path: &Path) -> Result<Self, DbError> {
+    pub(super) fn open(path: &Path) -> Result<Self, LiteError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
@@ -82,7 +122,7 @@ impl LiteConn {
 
     /// Runs a statement that binds nothing and returns nothing: `BEGIN
     /// IMMEDIATE`, `COMMIT`, `ROLLBACK`.
-    pub(super) fn control(&mut self, sql: &str) -> Result<(), DbError> {
+    pub(super) fn control(&mut self, sql: &str) -> Result<(), LiteError> {
         self.conn.execute_batch(sql).map_err(failed)
     }
 
@@ -90,7 +130,7 @@ impl LiteConn {
     /// (value `N`, counted from 1, as sqlx binds them), and returns what
     /// it did. A statement that names more or fewer values than it is
     /// given is refused before it runs.
-    pub(super) fn run(&mut self, sql: &str, arguments: AnyArguments) -> Result<Ran, DbError> {
+    pub(super) fn run(&mut self, sql: &str, arguments: AnyArguments) -> Result<Ran, LiteError> {
         let values = arguments.values.0;
         let mut statement = self.conn.prepare_cached(sql).map_err(failed)?;
         let mut highest = 0;
@@ -108,7 +148,7 @@ impl LiteConn {
             }
         }
         if highest != values.len() {
-            return Err(DbError::other(format!(
+            return Err(LiteError::Invalid(format!(
                 "a statement binds {} values for {highest} placeholders",
                 values.len()
             )));
@@ -178,9 +218,13 @@ impl LiteReaders {
 
     /// Runs one statement that only reads, on an idle reader or a new
     /// one, and returns its rows.
-    pub(super) fn read(&self, sql: &str, arguments: AnyArguments) -> Result<Vec<AnyRow>, DbError> {
+    pub(super) fn read(
+        &self,
+        sql: &str,
+        arguments: AnyArguments,
+    ) -> Result<Vec<AnyRow>, LiteError> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(DbError::Unavailable("the database is closed".into()));
+            return Err(LiteError::Closed);
         }
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut conn = match idle {
@@ -216,15 +260,16 @@ pub(super) fn copy(arguments: &AnyArguments) -> AnyArguments {
 
 /// A value as sqlx's SQLite driver hands it to `Any`: by the storage
 /// class of the value itself.
-fn any_value(value: ValueRef<'_>) -> Result<AnyValueKind, DbError> {
+fn any_value(value: ValueRef<'_>) -> Result<AnyValueKind, LiteError> {
     Ok(match value {
         ValueRef::Null => AnyValueKind::Null(AnyTypeInfoKind::Null),
         ValueRef::Integer(i) => AnyValueKind::BigInt(i),
         ValueRef::Real(f) => AnyValueKind::Double(f),
-        ValueRef::Text(text) => AnyValueKind::Text(Arc::new(
-            String::from_utf8(text.to_vec())
-                .map_err(|e| DbError::other(format!("a stored text is not UTF-8: {e}")))?,
-        )),
+        ValueRef::Text(text) => {
+            AnyValueKind::Text(Arc::new(String::from_utf8(text.to_vec()).map_err(|e| {
+                LiteError::Invalid(format!("a stored text is not UTF-8: {e}"))
+            })?))
+        }
         ValueRef::Blob(bytes) => AnyValueKind::Blob(Arc::new(bytes.to_vec())),
     })
 }
@@ -255,23 +300,23 @@ impl ToSql for Bound<'_> {
     }
 }
 
-/// Maps a SQLite error as [`DbError`]'s `From<sqlx::Error>` maps sqlx's:
-/// a broken uniqueness rule is a conflict, a lock still held after the
-/// busy timeout is "try again later".
-fn failed(e: rusqlite::Error) -> DbError {
+/// Sorts a SQLite error as the store sorts sqlx's: a broken uniqueness
+/// rule is a conflict, a lock held by another connection is "try again
+/// later".
+fn failed(e: rusqlite::Error) -> LiteError {
     if let rusqlite::Error::SqliteFailure(code, message) = &e {
         // 1555 = SQLITE_CONSTRAINT_PRIMARYKEY, 2067 = SQLITE_CONSTRAINT_UNIQUE.
         if matches!(code.extended_code, 1555 | 2067) {
-            return DbError::Conflict(message.clone().unwrap_or_else(|| e.to_string()));
+            return LiteError::Conflict(message.clone().unwrap_or_else(|| e.to_string()));
         }
         if matches!(
             code.code,
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked
         ) {
-            return DbError::Unavailable(e.into());
+            return LiteError::Busy(e);
         }
     }
-    DbError::Other(e.into())
+    LiteError::Sqlite(e)
 }
 
 #[cfg(test)]

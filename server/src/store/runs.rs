@@ -6,8 +6,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, Row};
 
+use super::db::AnyQuery;
 use super::db::{Db, DbError, DbKind, built, corrupt, new_id};
-use super::write_tx::{AnyQuery, Statement, WriteTx};
+use super::write_tx::{Statement, WriteTx};
 
 /// The PostgreSQL channel a cancel request is announced on, with the run's
 /// id as the payload (see `services::cancel`).

@@ -8,21 +8,17 @@
 //! as `AnyRow`), so each store function is written once for both
 //! backends and both paths.
 
-use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::any::AnyRow;
 use std::time::{Duration, Instant};
 
 use sqlx::Execute;
 
-use super::db::{DbError, WriterTurn, built};
-use super::lite::LiteConn;
+use super::db::{AnyQuery, DbError, WriterTurn, built};
+use super::lite::{LiteConn, LiteError, Ran};
 
 /// How long a transaction waits for another process's writer to let go
 /// of the file: sqlx's busy timeout for its own SQLite connections.
 const BUSY_WAIT: Duration = Duration::from_secs(5);
-
-/// A statement with its values bound, as `sqlx::query(..).bind(..)` builds
-/// it; [`WriteTx`]'s callers bind through a closure given this.
-pub(super) type AnyQuery = sqlx::query::Query<'static, sqlx::Any, AnyArguments>;
 
 /// Binds one statement's values, in its placeholders' order.
 type Binder<'a> = Box<dyn FnOnce(AnyQuery) -> AnyQuery + Send + 'a>;
@@ -187,11 +183,11 @@ impl Lite<'_> {
             // another process on the same file.
             match self.conn.control("BEGIN IMMEDIATE") {
                 Ok(()) => break,
-                Err(DbError::Unavailable(_)) if started.elapsed() < BUSY_WAIT => {
+                Err(LiteError::Busy(_)) if started.elapsed() < BUSY_WAIT => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         self.begun = true;
@@ -200,17 +196,13 @@ impl Lite<'_> {
 
     /// Runs one statement in the begun transaction. A failure rolls the
     /// whole transaction back.
-    fn run(
-        &mut self,
-        sql: &str,
-        bind: impl FnOnce(AnyQuery) -> AnyQuery,
-    ) -> Result<super::lite::Ran, DbError> {
+    fn run(&mut self, sql: &str, bind: impl FnOnce(AnyQuery) -> AnyQuery) -> Result<Ran, DbError> {
         self.usable()?;
         let arguments = bind(sqlx::query(built(String::new())))
             .take_arguments()
             .map_err(DbError::Other)?
             .unwrap_or_default();
-        self.conn.run(sql, arguments).inspect_err(|_| self.fail())
+        Ok(self.conn.run(sql, arguments).inspect_err(|_| self.fail())?)
     }
 
     /// Ends the transaction with `sql` (`COMMIT`): a failed one can only
@@ -220,7 +212,7 @@ impl Lite<'_> {
         if !self.begun {
             return Ok(());
         }
-        self.conn.control(sql).inspect_err(|_| self.fail())
+        Ok(self.conn.control(sql).inspect_err(|_| self.fail())?)
     }
 
     fn usable(&self) -> Result<(), DbError> {
