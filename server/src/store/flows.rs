@@ -377,13 +377,16 @@ impl Db {
         tenant_id: &str,
         id: &str,
     ) -> Result<Option<String>, DbError> {
-        Ok(sqlx::query_scalar::<_, String>(
-            "SELECT state FROM workflow_runs WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        let rows = self
+            .read(
+                "SELECT state FROM workflow_runs WHERE tenant_id = $1 AND id = $2",
+                |q| q.bind(tenant_id).bind(id),
+            )
+            .await?;
+        rows.first()
+            .map(|row| row.try_get("state"))
+            .transpose()
+            .map_err(DbError::from)
     }
 
     /// A tenant's runs of one workflow, newest first.
@@ -480,11 +483,16 @@ impl Db {
                  WHERE s.workflow_run_id = $1 AND s.step_name IN ({})",
                 list.join(", ")
             );
-            let mut query = sqlx::query(built(sql)).bind(workflow_run_id);
-            for name in chunk {
-                query = query.bind(*name);
-            }
-            for row in query.fetch_all(&self.pool).await? {
+            let rows = self
+                .read(sql, |mut query| {
+                    query = query.bind(workflow_run_id);
+                    for name in chunk {
+                        query = query.bind(*name);
+                    }
+                    query
+                })
+                .await?;
+            for row in rows {
                 let output: Option<Vec<u8>> = row.try_get("output")?;
                 outputs.push((row.try_get("step_name")?, output.unwrap_or_default()));
             }
