@@ -265,8 +265,8 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn a_write_transaction_in_place_commits_whole_or_rolls_back_whole() {
+    /// A fresh SQLite file (kept while the directory is) with table `t`.
+    async fn table_t() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/t.db", dir.path().display());
         let db = Db::connect(&url, 4).await.unwrap();
@@ -274,6 +274,12 @@ mod tests {
             .execute(&db.pool)
             .await
             .unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn a_write_transaction_in_place_commits_whole_or_rolls_back_whole() {
+        let (_dir, db) = table_t().await;
 
         // Statements run in order, in the transaction: the read sees the
         // writes before it; nothing is visible elsewhere before the commit.
@@ -407,13 +413,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_transaction_waits_for_another_writers_lock_without_holding_the_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        let db = Db::connect(&url, 4).await.unwrap();
-        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
-            .execute(&db.pool)
-            .await
-            .unwrap();
+        let (_dir, db) = table_t().await;
         // Another connection, as another process's would, holds the
         // file's write lock for a while. This test's runtime has one
         // thread: a writer that waited for the lock on it would keep the
