@@ -457,7 +457,15 @@ impl Db {
     pub(super) async fn begin_write(&self) -> WriterTurn {
         WriterTurn {
             held: match &self.writer {
-                Some(writer) => Some(writer.clone().lock_owned().await),
+                Some(writer) => {
+                    let mut held = writer.clone().lock_owned().await;
+                    // What the last holder left open in place (a `WriteTx`
+                    // dropped unfinished) holds the file's write lock:
+                    // rolled back before anything of this turn, a write on
+                    // a pooled connection included.
+                    held.roll_back_lite();
+                    Some(held)
+                }
                 None => None,
             },
             pool: self.pool.clone(),

@@ -447,4 +447,28 @@ mod tests {
         );
         db.close().await;
     }
+
+    #[tokio::test]
+    async fn a_turn_after_a_dropped_transaction_lets_a_pooled_write_in() {
+        let (_dir, db) = table_t().await;
+        {
+            let mut turn = db.begin_write().await;
+            let mut tx = turn.transaction().await.unwrap();
+            let (sql, bind) = insert("a", 1);
+            tx.execute(sql, bind).await.unwrap();
+            // Dropped unfinished: its transaction, and the file's write
+            // lock, stay open on the in-place connection.
+        }
+        {
+            // A write that holds the turn alone, on a pooled connection:
+            // with that lock still held it would fail as busy.
+            let _turn = db.begin_write().await;
+            sqlx::query("INSERT INTO t (k, v) VALUES ('b', 2)")
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
+        assert_eq!(committed(&db).await, [("b".to_owned(), 2)]);
+        db.close().await;
+    }
 }
