@@ -424,10 +424,11 @@ impl Db {
             });
         }
         let path = if kind == DbKind::Sqlite && !in_memory {
-            // sqlx's own reading of the URL, so both connections open the
-            // same file.
+            // sqlx's own reading of the URL, so both open the same file;
+            // made absolute now, as the in-place connections open later.
             let options: SqliteConnectOptions = full_url.parse().map_err(fail)?;
-            Some(options.get_filename().to_owned())
+            let file = options.get_filename();
+            Some(std::path::absolute(file).unwrap_or_else(|_| file.to_owned()))
         } else {
             None
         };
