@@ -13,7 +13,7 @@
 //! A cancel can also come between a run's claim and its registration
 //! here: a client that sees the run running (the claim committed) and
 //! cancels it at once, while the slot is still loading its module. So a
-//! cancel that finds no run here is kept for a while ([`EARLY_KEPT`]),
+//! cancel that finds no run here is kept for a while (`EARLY_KEPT`),
 //! and a run registered with one kept is stopped as it registers.
 
 use std::collections::HashMap;
