@@ -10,7 +10,7 @@ use sqlx::error::ErrorKind;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyConnection, Connection, Execute};
 
-use super::lite::{self, LiteConn, LiteError, LiteReaders, SQLITE_SYNCHRONOUS};
+use super::lite::{LiteConn, LiteError, LiteReaders, SQLITE_SYNCHRONOUS};
 
 /// What went wrong talking to the database. Each variant keeps its cause
 /// as its source: the driver's error, or a message of Caisson's own (a row
@@ -300,6 +300,17 @@ pub(super) fn built(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
 }
 
+/// The values `bind` binds, taken from a query of no text of its own: for
+/// a statement run in place, or run again elsewhere.
+pub(super) fn bound(
+    bind: impl FnOnce(AnyQuery) -> AnyQuery,
+) -> Result<sqlx::any::AnyArguments, DbError> {
+    Ok(bind(sqlx::query(built(String::new())))
+        .take_arguments()
+        .map_err(DbError::Other)?
+        .unwrap_or_default())
+}
+
 pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -488,21 +499,13 @@ impl Db {
         bind: impl FnOnce(AnyQuery) -> AnyQuery,
     ) -> Result<Vec<AnyRow>, DbError> {
         let sql = sql.into();
-        let mut query = bind(sqlx::query(built(String::new())));
-        let arguments = query
-            .take_arguments()
-            .map_err(DbError::Other)?
-            .unwrap_or_default();
-        let arguments = match &self.readers {
-            Some(readers) => {
-                let again = lite::copy(&arguments);
-                match readers.read(&sql, arguments) {
-                    Err(LiteError::Busy(_)) => again,
-                    read => return Ok(read?),
-                }
+        let arguments = bound(bind)?;
+        if let Some(readers) = &self.readers {
+            match readers.read(&sql, &arguments) {
+                Err(LiteError::Busy(_)) => {}
+                read => return Ok(read?),
             }
-            None => arguments,
-        };
+        }
         Ok(sqlx::query_with(built(sql), arguments)
             .fetch_all(&self.pool)
             .await?)

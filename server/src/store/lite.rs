@@ -36,8 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rusqlite::types::{ToSql, ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use sqlx_core::any::{
-    AnyArgumentBuffer, AnyArguments, AnyColumn, AnyRow, AnyTypeInfo, AnyTypeInfoKind, AnyValue,
-    AnyValueKind,
+    AnyArguments, AnyColumn, AnyRow, AnyTypeInfo, AnyTypeInfoKind, AnyValue, AnyValueKind,
 };
 use sqlx_core::ext::ustr::UStr;
 
@@ -130,8 +129,8 @@ impl LiteConn {
     /// (value `N`, counted from 1, as sqlx binds them), and returns what
     /// it did. A statement that names more or fewer values than it is
     /// given is refused before it runs.
-    pub(super) fn run(&mut self, sql: &str, arguments: AnyArguments) -> Result<Ran, LiteError> {
-        let values = arguments.values.0;
+    pub(super) fn run(&mut self, sql: &str, arguments: &AnyArguments) -> Result<Ran, LiteError> {
+        let values = &arguments.values.0;
         let mut statement = self.conn.prepare_cached(sql).map_err(failed)?;
         let mut highest = 0;
         for at in 1..=statement.parameter_count() {
@@ -221,7 +220,7 @@ impl LiteReaders {
     pub(super) fn read(
         &self,
         sql: &str,
-        arguments: AnyArguments,
+        arguments: &AnyArguments,
     ) -> Result<Vec<AnyRow>, LiteError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(LiteError::Closed);
@@ -247,14 +246,6 @@ impl LiteReaders {
     pub(super) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-}
-
-/// A copy of `arguments`, for a statement that may run twice (sqlx's
-/// arguments are not `Clone`).
-pub(super) fn copy(arguments: &AnyArguments) -> AnyArguments {
-    AnyArguments {
-        values: AnyArgumentBuffer(arguments.values.0.clone()),
     }
 }
 
@@ -370,7 +361,7 @@ mod tests {
             .run(
                 "INSERT INTO t (m, n, b, t, r, i) VALUES ($6, $5, $4, $3, $2, $1) \
                  RETURNING i, r, t, b, n, m",
-                arguments,
+                &arguments,
             )
             .unwrap();
         assert_eq!(ran.changed, 1);
@@ -397,7 +388,7 @@ mod tests {
         let short = sqlx::Execute::take_arguments(&mut sqlx::query::<sqlx::Any>("").bind(1_i64))
             .unwrap()
             .unwrap();
-        let refused = lite.run("UPDATE t SET i = $1 WHERE m = $2", short);
+        let refused = lite.run("UPDATE t SET i = $1 WHERE m = $2", &short);
         assert!(refused.is_err());
         let unchanged: i64 = sqlx::query_scalar("SELECT i FROM t")
             .fetch_one(&db.pool)

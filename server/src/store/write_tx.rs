@@ -11,9 +11,7 @@
 use sqlx::any::AnyRow;
 use std::time::{Duration, Instant};
 
-use sqlx::Execute;
-
-use super::db::{AnyQuery, DbError, WriterTurn, built};
+use super::db::{AnyQuery, DbError, WriterTurn, bound, built};
 use super::lite::{LiteConn, LiteError, Ran};
 
 /// How long a transaction waits for another process's writer to let go
@@ -133,7 +131,7 @@ impl<'t> WriteTx<'t> {
     pub(super) async fn commit(self) -> Result<(), DbError> {
         match self.inner {
             Inner::Sqlx(tx) => Ok(tx.commit().await?),
-            Inner::Lite(mut lite) => lite.end("COMMIT"),
+            Inner::Lite(mut lite) => lite.commit(),
         }
     }
 
@@ -198,21 +196,20 @@ impl Lite<'_> {
     /// whole transaction back.
     fn run(&mut self, sql: &str, bind: impl FnOnce(AnyQuery) -> AnyQuery) -> Result<Ran, DbError> {
         self.usable()?;
-        let arguments = bind(sqlx::query(built(String::new())))
-            .take_arguments()
-            .map_err(DbError::Other)?
-            .unwrap_or_default();
-        Ok(self.conn.run(sql, arguments).inspect_err(|_| self.fail())?)
+        let arguments = bound(bind)?;
+        Ok(self
+            .conn
+            .run(sql, &arguments)
+            .inspect_err(|_| self.fail())?)
     }
 
-    /// Ends the transaction with `sql` (`COMMIT`): a failed one can only
-    /// say it failed.
-    fn end(&mut self, sql: &str) -> Result<(), DbError> {
+    /// Commits: a failed transaction can only say it failed.
+    fn commit(&mut self) -> Result<(), DbError> {
         self.usable()?;
         if !self.begun {
             return Ok(());
         }
-        Ok(self.conn.control(sql).inspect_err(|_| self.fail())?)
+        Ok(self.conn.control("COMMIT").inspect_err(|_| self.fail())?)
     }
 
     fn usable(&self) -> Result<(), DbError> {
