@@ -387,8 +387,9 @@ impl Worker {
     /// when a claim would take it now ([`Db::submit_claimed`]) claims it
     /// in the same commit for one of this worker's idle slots, which takes
     /// it from memory: the run starts without a claim transaction of its
-    /// own, one commit where it took two. `None` when no slot is idle (or
-    /// the worker is stopping): the caller queues it as usual. A run
+    /// own, one commit where it took two. `None` when no slot is idle, a
+    /// slot is claiming (it holds the memory lock), or the worker is
+    /// stopping: the caller queues it as usual. A run
     /// queued but not claimed here wakes one slot, as a submission does.
     pub async fn dispatch(
         &self,
@@ -398,7 +399,14 @@ impl Worker {
         if !self.accepting.load(Ordering::Relaxed) || !self.has_idle_slot() {
             return Ok(None);
         }
-        let mut free = self.free_memory.lock().await;
+        // Not waited for: the lock is held across a claim's or another
+        // dispatch's transaction, so a submission that waited for it
+        // would queue behind them, one at a time, where queuing the run
+        // for the slots to claim takes only the writers' turn. Contended
+        // means a slot is busy looking anyway.
+        let Ok(mut free) = self.free_memory.try_lock() else {
+            return Ok(None);
+        };
         // Again under the lock claims take: one may have filled the slot.
         if !self.has_idle_slot() {
             return Ok(None);
