@@ -1248,6 +1248,52 @@ async fn a_batch_queues_every_run_or_none() {
     assert_eq!(queued().await.len(), 5);
 }
 
+/// A backlog on a worker whose memory holds two runs: its slots finish
+/// each run and claim the next in one commit (`Db::finish_and_claim`),
+/// releasing the finished run's memory there. Every run's memory comes
+/// back (a leak would stall the queue once two had leaked), and no more
+/// runs run at once than the memory holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_worker_gives_back_each_runs_memory_and_never_over_admits() {
+    // Runs take 64 MiB each (`[limits] memory`); the worker has 128 MiB
+    // and three slots, so memory, not slots, is the bound.
+    let app = app_with("worker_memory = 134217728", "", 3).await;
+    app.upload("slow-log", guest("slow-log"), None).await;
+    let run = json!({"module": "slow-log", "params": {"lines": "2", "interval_ms": "40"}});
+    let (status, body) = app
+        .json(
+            "POST",
+            "/v1/runs/batch",
+            None,
+            Some(json!({"runs": vec![run; 12]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut spans = Vec::new();
+    for queued in body["runs"].as_array().unwrap() {
+        let done = app.wait(queued["id"].as_str().unwrap(), None).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        let at = |field: &str| {
+            chrono::DateTime::parse_from_rfc3339(done[field].as_str().unwrap())
+                .unwrap()
+                .timestamp_micros()
+        };
+        spans.push((at("started_at"), at("finished_at")));
+    }
+    // The most runs running at any one start.
+    let most = spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(s, f)| s <= start && start < f)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(most <= 2, "{most} runs of 64 MiB ran at once in 128 MiB");
+}
+
 /// Runs submitted in a batch run like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_runs_are_executed() {

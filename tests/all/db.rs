@@ -14,7 +14,7 @@ use caisson_host_api::Grants;
 use caisson_host_api::log::Level;
 use caisson_server::model::{LogSource, NewLogLine, RunSpec, RunState};
 use caisson_server::store::{
-    AttemptOutcome, Db, DbError, DbKind, ModuleRecord, NewSplit, NewStep, RunFilter,
+    AttemptOutcome, ClaimAsk, Db, DbError, DbKind, ModuleRecord, NewSplit, NewStep, RunFilter,
     ScheduleRecord, Settled, TenantQuotas,
 };
 use caisson_tests::postgres_url;
@@ -852,6 +852,80 @@ async fn finish_succeeded_applies_once() {
         );
         assert_eq!(db.get_run(&t, &id).await.unwrap().unwrap(), run);
         assert_eq!(db.attempts(&id).await.unwrap(), attempts);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_finish_claims_the_next_run_in_its_commit() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let first = submit(&db, &t, NOW, |_| {}).await;
+        let second = submit(&db, &t, NOW + 1, |_| {}).await;
+        let big = submit(&db, &t, NOW + 2, |r| r.memory_bytes = 4 * GIB).await;
+        let claim = db
+            .claim_run("w1", LEASE, NOW + 5, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.run.id, first);
+        let done = AttemptOutcome::Succeeded {
+            output: b"ok".to_vec(),
+            output_key: None,
+        };
+        let ask = |max_memory| ClaimAsk {
+            worker_id: "w1",
+            lease: LEASE,
+            max_memory,
+            max_runs: 1,
+        };
+
+        // Not this worker's run to finish: nothing finished, nothing claimed.
+        let refused = db
+            .finish_and_claim(&first, "w2", 1, &done, &[], NOW + 9, Some(ask(GIB)))
+            .await
+            .unwrap();
+        assert!(refused.is_none(), "w2 finished w1's run");
+        assert_eq!(
+            db.get_run(&t, &second).await.unwrap().unwrap().state,
+            RunState::Queued,
+            "a refused finish claimed"
+        );
+
+        // The finish and the next claim, as one claim would take it: the
+        // oldest that fits the memory asked.
+        let finished = db
+            .finish_and_claim(&first, "w1", 1, &done, &[], NOW + 10, Some(ask(GIB)))
+            .await
+            .unwrap()
+            .expect("w1's run");
+        assert!(finished.settled.is_none(), "not a workflow step");
+        let ids: Vec<&str> = finished.claims.iter().map(|c| c.run.id.as_str()).collect();
+        assert_eq!(ids, [second.as_str()]);
+        let next = &finished.claims[0];
+        assert_eq!((next.attempt, next.run.state), (1, RunState::Running));
+        assert_eq!(next.run.lease_until, Some(NOW + 10 + 30_000));
+        let run = db.get_run(&t, &first).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Succeeded);
+        let attempts = db.attempts(&second).await.unwrap();
+        assert_eq!((attempts.len(), attempts[0].worker_id.as_str()), (1, "w1"));
+
+        // Nothing left that fits: the finish commits on its own.
+        let finished = db
+            .finish_and_claim(&second, "w1", 1, &done, &[], NOW + 11, Some(ask(GIB)))
+            .await
+            .unwrap()
+            .expect("w1's run");
+        assert!(finished.claims.is_empty(), "{:?}", finished.claims);
+        assert_eq!(
+            db.get_run(&t, &second).await.unwrap().unwrap().state,
+            RunState::Succeeded
+        );
+        assert_eq!(
+            db.get_run(&t, &big).await.unwrap().unwrap().state,
+            RunState::Queued,
+            "claimed over the memory asked"
+        );
     })
     .await;
 }

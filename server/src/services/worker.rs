@@ -31,7 +31,7 @@ use super::wake::armed;
 use crate::config::ServerConfig;
 use crate::metrics::{LoadSource, Metrics, Requeue};
 use crate::model::{LogSource, NewLogLine, RunSpec, RunState};
-use crate::store::{AttemptOutcome, Claim, Db, DbError, DbKind, RunRecord};
+use crate::store::{AttemptOutcome, Claim, ClaimAsk, Db, DbError, DbKind, Finished, RunRecord};
 use crate::telemetry;
 
 /// The longest delay between retries.
@@ -273,13 +273,17 @@ impl Worker {
             let handed = armed(&self.claimed_ready);
             let claim_started = SystemTime::now();
             match self.claim().await {
-                Ok(Some((claim, reserved))) => {
+                Ok(Some((claim, mut reserved))) => {
                     drop(woken);
                     drop(handed);
                     let busy = self.metrics.slot_busy(&self.id);
-                    self.execute(claim, claim_started, hand_back.clone()).await;
+                    self.execute(claim, &mut reserved, claim_started, hand_back.clone())
+                        .await;
                     drop(busy);
-                    *self.free_memory.lock().await += reserved;
+                    // Released already if the finish claimed the next run.
+                    if reserved > 0 {
+                        *self.free_memory.lock().await += reserved;
+                    }
                     self.slots_running.fetch_sub(1, Ordering::Relaxed);
                 }
                 Ok(None) => {
@@ -498,9 +502,12 @@ impl Worker {
     }
 
     /// Runs one claimed attempt to its end and records the outcome.
+    /// `reserved` is the memory the claim reserved for it; the finish
+    /// releases it, and zeroes it, if it claims the next run.
     async fn execute(
         &self,
         claim: Claim,
+        reserved: &mut u64,
         claim_started: SystemTime,
         hand_back: watch::Receiver<bool>,
     ) {
@@ -526,12 +533,17 @@ impl Worker {
                 claim_started,
             );
         }
-        self.execute_in_span(claim, hand_back)
+        self.execute_in_span(claim, reserved, hand_back)
             .instrument(span)
             .await
     }
 
-    async fn execute_in_span(&self, claim: Claim, mut hand_back: watch::Receiver<bool>) {
+    async fn execute_in_span(
+        &self,
+        claim: Claim,
+        reserved: &mut u64,
+        mut hand_back: watch::Receiver<bool>,
+    ) {
         let Claim { run, attempt } = claim;
         let spec = &run.spec;
         let started = Instant::now();
@@ -570,7 +582,7 @@ impl Worker {
                 logs.system(message.clone());
                 let lines = logs.finish().await;
                 let outcome = self.decide(&run, attempt, RunState::Failed, message, retryable);
-                self.finish(&run, attempt, outcome, lines, started.elapsed())
+                self.finish(&run, attempt, outcome, lines, started.elapsed(), reserved)
                     .instrument(tracing::info_span!("finish"))
                     .await;
                 return;
@@ -693,7 +705,7 @@ impl Worker {
             }
         };
         let lines = logs.finish().await;
-        self.finish(&run, attempt, outcome, lines, started.elapsed())
+        self.finish(&run, attempt, outcome, lines, started.elapsed(), reserved)
             .instrument(tracing::info_span!("finish"))
             .await;
     }
@@ -735,6 +747,10 @@ impl Worker {
         }
     }
 
+    /// Records the outcome. While runs wait (the last claim found all it
+    /// asked for), the slot's next run is claimed in the same commit
+    /// ([`Db::finish_and_claim`]), with the memory this run reserved
+    /// (`reserved`, then zeroed) released under the lock claims take.
     async fn finish(
         &self,
         run: &RunRecord,
@@ -742,6 +758,7 @@ impl Worker {
         outcome: AttemptOutcome,
         lines: Vec<NewLogLine>,
         elapsed: Duration,
+        reserved: &mut u64,
     ) {
         let state = match &outcome {
             AttemptOutcome::Succeeded { .. } => RunState::Succeeded,
@@ -751,20 +768,34 @@ impl Worker {
         // The database may be briefly unreachable (a restart): keep the
         // outcome and retry for as long as the lease would have lasted.
         let deadline = Instant::now() + self.config.server.lease;
-        let settled = loop {
+        let claiming =
+            self.accepting.load(Ordering::Relaxed) && !self.queue_drained.load(Ordering::Relaxed);
+        let free = if claiming {
+            Some(self.free_memory.lock().await)
+        } else {
+            None
+        };
+        let finished = loop {
+            let next = free.as_deref().map(|free| ClaimAsk {
+                worker_id: &self.id,
+                lease: self.config.server.lease,
+                max_memory: (*free + *reserved) as i64,
+                max_runs: 1,
+            });
             match self
                 .db
-                .finish_attempt_step(
+                .finish_and_claim(
                     &run.id,
                     &self.id,
                     attempt,
                     &outcome,
                     &lines,
                     crate::model::now_ms(),
+                    next,
                 )
                 .await
             {
-                Ok(Some(settled)) => break settled,
+                Ok(Some(finished)) => break finished,
                 Ok(None) => {
                     tracing::warn!("the run was no longer ours when it finished; outcome dropped");
                     self.store_logs_apart(&run.id, attempt, &lines).await;
@@ -783,6 +814,26 @@ impl Worker {
                 }
             }
         };
+        let Finished { settled, claims } = finished;
+        if let Some(mut free) = free {
+            *free += std::mem::take(reserved);
+            self.queue_drained
+                .store(claims.is_empty(), Ordering::Relaxed);
+            let claims: Vec<(Claim, u64)> = claims
+                .into_iter()
+                .map(|claim| {
+                    let reserved = claim.run.spec.memory_bytes.max(0) as u64;
+                    *free = free.saturating_sub(reserved);
+                    (claim, reserved)
+                })
+                .collect();
+            drop(free);
+            // For this slot, which takes it as it looks next, at once.
+            self.claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(claims);
+        }
         let tenant = self.metrics.tenant(&self.db, &run.spec.tenant_id).await;
         self.metrics
             .finished(&tenant, &run.spec.module_name, state, elapsed);

@@ -29,7 +29,9 @@ pub use flows::{
 };
 pub use logs::LogLine;
 pub use modules::ModuleRecord;
-pub use runs::{AttemptOutcome, AttemptRecord, CANCEL_CHANNEL, Claim, RunFilter, RunRecord};
+pub use runs::{
+    AttemptOutcome, AttemptRecord, CANCEL_CHANNEL, Claim, ClaimAsk, Finished, RunFilter, RunRecord,
+};
 pub use splits::{CancelledWorkflow, NewSplit, PendingSplit, SplitOutputRow, SplitRecord};
 pub use tenants::TenantQuotas;
 pub use tokens::{TokenRecord, TokenSource};

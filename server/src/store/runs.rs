@@ -310,6 +310,28 @@ pub struct Claim {
     pub attempt: i64,
 }
 
+/// What a worker asks a claim for ([`Db::claim_runs`],
+/// [`Db::finish_and_claim`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimAsk<'a> {
+    pub worker_id: &'a str,
+    /// Each claimed run is leased until now plus this.
+    pub lease: Duration,
+    /// The claimed runs' memory limits together fit this.
+    pub max_memory: i64,
+    pub max_runs: usize,
+}
+
+/// What [`Db::finish_and_claim`] did besides the finish.
+#[derive(Debug)]
+pub struct Finished {
+    /// What the step's end made ready, if the run is a workflow step's
+    /// and ended.
+    pub settled: Option<Settled>,
+    /// The runs claimed in the same commit.
+    pub claims: Vec<Claim>,
+}
+
 /// How an attempt ended, as the worker reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptOutcome {
@@ -1002,17 +1024,39 @@ impl Db {
         max_memory: i64,
         max_runs: usize,
     ) -> Result<Vec<Claim>, DbError> {
-        let lease_until = lease_end(now, lease);
+        let ask = ClaimAsk {
+            worker_id,
+            lease,
+            max_memory,
+            max_runs,
+        };
         let mut turn = self.begin_write().await;
         let mut tx = turn.transaction().await?;
+        let claims = Self::claim_in(&mut tx, self.kind, &ask, now).await?;
+        if claims.is_empty() {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(claims)
+    }
+
+    /// The claims of [`Db::claim_runs`], in `tx`, which the caller commits.
+    async fn claim_in<'t>(
+        tx: &mut WriteTx<'t>,
+        kind: DbKind,
+        ask: &ClaimAsk<'t>,
+        now: i64,
+    ) -> Result<Vec<Claim>, DbError> {
+        let lease_until = lease_end(now, ask.lease);
         let mut claims = Vec::new();
-        let mut memory = max_memory;
+        let mut memory = ask.max_memory;
         // A claim that raced another worker for a tenant's last running
         // slot is undone and the next one tried; the next no longer sees
         // room for that tenant, so this ends quickly.
         let mut races = 0;
-        while claims.len() < max_runs && races < CLAIM_TRIES {
-            match Self::claim_one(&mut tx, self.kind, worker_id, lease_until, now, memory).await? {
+        while claims.len() < ask.max_runs && races < CLAIM_TRIES {
+            match Self::claim_one(tx, kind, ask.worker_id, lease_until, now, memory).await? {
                 Attempted::Claimed(claimed) => {
                     memory = memory.saturating_sub(claimed.run.spec.memory_bytes.max(0));
                     claims.push(*claimed);
@@ -1020,11 +1064,6 @@ impl Db {
                 Attempted::Nothing => break,
                 Attempted::OverQuota => races += 1,
             }
-        }
-        if claims.is_empty() {
-            tx.rollback().await?;
-        } else {
-            tx.commit().await?;
         }
         Ok(claims)
     }
@@ -1170,6 +1209,29 @@ impl Db {
         lines: &[NewLogLine],
         now: i64,
     ) -> Result<Option<Option<Settled>>, DbError> {
+        let finished = self
+            .finish_and_claim(run_id, worker_id, attempt, outcome, lines, now, None)
+            .await?;
+        Ok(finished.map(|finished| finished.settled))
+    }
+
+    /// [`Db::finish_attempt_step`], and with `next`, claims as
+    /// [`Db::claim_runs`] would, in the same commit, when the run is not
+    /// a workflow step's (a step's end commits with what it made ready):
+    /// a busy worker's slot finishes one run and takes the next in one
+    /// transaction, where it took two. `None` if the attempt was not
+    /// `worker_id`'s to finish; then nothing is claimed either.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish_and_claim(
+        &self,
+        run_id: &str,
+        worker_id: &str,
+        attempt: i64,
+        outcome: &AttemptOutcome,
+        lines: &[NewLogLine],
+        now: i64,
+        next: Option<ClaimAsk<'_>>,
+    ) -> Result<Option<Finished>, DbError> {
         // `splits`: whether the run is a map step's split, read here rather
         // than by a statement of its own when the step settles.
         const HELD: &str = " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3 \
@@ -1294,11 +1356,21 @@ impl Db {
                 Self::settle_step(tx, &workflow_run_id, &step, None, to, Some(run_id)).await?
             }
             _ => {
+                let claims = match &next {
+                    Some(ask) => Self::claim_in(&mut tx, self.kind, ask, now).await?,
+                    None => Vec::new(),
+                };
                 tx.commit().await?;
-                None
+                return Ok(Some(Finished {
+                    settled: None,
+                    claims,
+                }));
             }
         };
-        Ok(Some(settled))
+        Ok(Some(Finished {
+            settled,
+            claims: Vec::new(),
+        }))
     }
 
     /// Hands a claimed run back without counting the attempt (graceful
