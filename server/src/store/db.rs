@@ -10,7 +10,7 @@ use sqlx::error::ErrorKind;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyConnection, Connection, Execute};
 
-use super::lite::{LiteConn, LiteError, LiteReaders, SQLITE_SYNCHRONOUS};
+use super::lite::{LiteConn, LiteError, LiteReaders, SQLITE_SYNCHRONOUS, SQLITE_WAL_LIMIT};
 
 /// What went wrong talking to the database. Each variant keeps its cause
 /// as its source: the driver's error, or a message of Caisson's own (a row
@@ -178,7 +178,7 @@ impl WriterTurn {
             return Err(LiteError::Closed.into());
         }
         if writer.lite.is_none() {
-            writer.lite = Some(LiteConn::open(path)?);
+            writer.lite = Some(LiteConn::open_writer(path)?);
         }
         writer.roll_back_lite();
         Ok(writer.lite.as_mut())
@@ -401,6 +401,7 @@ impl Db {
                     Box::pin(async move {
                         sqlx::query(SQLITE_BUSY_TIMEOUT).execute(&mut *conn).await?;
                         sqlx::query(SQLITE_SYNCHRONOUS).execute(&mut *conn).await?;
+                        sqlx::query(SQLITE_WAL_LIMIT).execute(&mut *conn).await?;
                         Ok(())
                     })
                 })

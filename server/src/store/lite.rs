@@ -14,8 +14,9 @@
 //! `synchronous = NORMAL` does not sync at its commit, so it is held on
 //! the async task's thread for as long as sqlx's path would have kept the
 //! task waiting; a read (a run, a module, a token by key) is shorter.
-//! (The commit that fills the log to 1,000 pages also checkpoints it, and
-//! syncs: a few milliseconds, on this thread now as on sqlx's before.)
+//! The log is checkpointed (copied back into the file, with its syncs)
+//! by a thread of its own ([`Checkpointer`]), not by the commit that fills
+//! it, which would hold the writers' turn for milliseconds.
 //! Neither waits on that thread for another connection's lock: a writer
 //! waits on a timer (`WriteTx`), a reader goes to sqlx's pool (`Db::read`).
 //!
@@ -52,6 +53,20 @@ use sqlx_core::ext::ustr::UStr;
 /// and these, is set so.
 pub(super) const SQLITE_SYNCHRONOUS: &str = "PRAGMA synchronous = NORMAL";
 
+/// The log's length, in pages, past which a commit checkpoints it
+/// itself (SQLite's own checkpoint, on the committing thread). The
+/// [`Checkpointer`] copies the log back long before that: this is the
+/// bound should it fall behind, as a writer that never pauses makes it,
+/// since the log starts over only once it is copied back whole, between
+/// two commits. Where the checkpointer keeps up, the commit at this bound
+/// copies only the last few pages. Set on every connection to the file,
+/// sqlx's too, so that none checkpoints at SQLite's default of 1,000.
+pub(super) const SQLITE_WAL_LIMIT: &str = "PRAGMA wal_autocheckpoint = 4000";
+
+/// Commits between the writer's nudges of its [`Checkpointer`]: about
+/// 1,000 pages of log at the hot paths' 15 or so pages a commit.
+const CHECKPOINT_EVERY: u32 = 64;
+
 /// sqlx turns foreign keys on for its SQLite connections; these do the
 /// same.
 const SQLITE_FOREIGN_KEYS: &str = "PRAGMA foreign_keys = ON";
@@ -85,6 +100,49 @@ const STATEMENT_CACHE: usize = 256;
 /// A SQLite connection that runs statements on the calling thread.
 pub(super) struct LiteConn {
     conn: Connection,
+    /// The writer's: nudged as it commits.
+    checkpoints: Option<Checkpointer>,
+}
+
+/// Checkpoints the log on a connection and thread of its own, when the
+/// writer nudges it: `PASSIVE`, so it waits for no reader or writer and
+/// the writer's commits go on while it copies. The thread ends when the
+/// writer's connection is dropped.
+struct Checkpointer {
+    nudge: std::sync::mpsc::SyncSender<()>,
+    commits: u32,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Self, LiteError> {
+        let conn = LiteConn::open(path)?;
+        // One nudge kept while a checkpoint runs: a nudge then is not
+        // lost, and nudges do not pile up.
+        let (nudge, nudged) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while nudged.recv().is_ok() {
+                    if let Err(e) =
+                        conn.conn
+                            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        // The commit at the log's bound checkpoints anyway.
+                        tracing::debug!("a checkpoint of the SQLite log failed: {e}");
+                    }
+                }
+            })
+            .map_err(|e| LiteError::Invalid(format!("could not start the checkpointer: {e}")))?;
+        Ok(Checkpointer { nudge, commits: 0 })
+    }
+
+    fn committed(&mut self) {
+        self.commits = self.commits.wrapping_add(1);
+        if self.commits.is_multiple_of(CHECKPOINT_EVERY) {
+            // Full: a checkpoint is running or about to.
+            let _ = self.nudge.try_send(());
+        }
+    }
 }
 
 /// What a statement did: the rows it changed and the rows it returned.
@@ -106,11 +164,31 @@ impl LiteConn {
         // async task's. A transaction that finds the lock taken (by
         // another process) waits on a timer instead (`WriteTx`).
         conn.execute_batch(&format!(
-            "PRAGMA busy_timeout = 0; {SQLITE_SYNCHRONOUS}; {SQLITE_FOREIGN_KEYS};"
+            "PRAGMA busy_timeout = 0; {SQLITE_SYNCHRONOUS}; {SQLITE_FOREIGN_KEYS}; \
+             {SQLITE_WAL_LIMIT};"
         ))
         .map_err(failed)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(LiteConn { conn })
+        Ok(LiteConn {
+            conn,
+            checkpoints: None,
+        })
+    }
+
+    /// [`LiteConn::open`] for the writer, with its [`Checkpointer`].
+    pub(super) fn open_writer(path: &Path) -> Result<Self, LiteError> {
+        let mut writer = LiteConn::open(path)?;
+        writer.checkpoints = Some(Checkpointer::start(path)?);
+        Ok(writer)
+    }
+
+    /// Commits the open transaction, and nudges the checkpointer.
+    pub(super) fn commit(&mut self) -> Result<(), LiteError> {
+        self.control("COMMIT")?;
+        if let Some(checkpoints) = &mut self.checkpoints {
+            checkpoints.committed();
+        }
+        Ok(())
     }
 
     /// Whether a transaction is open: one begun and neither committed nor

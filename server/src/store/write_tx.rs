@@ -209,7 +209,7 @@ impl Lite<'_> {
         if !self.begun {
             return Ok(());
         }
-        Ok(self.conn.control("COMMIT").inspect_err(|_| self.fail())?)
+        Ok(self.conn.commit().inspect_err(|_| self.fail())?)
     }
 
     fn usable(&self) -> Result<(), DbError> {
@@ -442,6 +442,76 @@ mod tests {
             committed(&db).await,
             [("x".to_owned(), 1), ("y".to_owned(), 2)]
         );
+        db.close().await;
+    }
+
+    /// Back-to-back commits, 4 KB each (two pages of log or more): the
+    /// checkpointer copies the log back long before its bound, and under
+    /// a writer that never pauses the log stays within the bound
+    /// (`SQLITE_WAL_LIMIT`), near enough, as SQLite's own checkpoint would
+    /// keep it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_is_checkpointed_apart_and_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.db");
+        let db = Db::connect(&format!("sqlite://{}", file.display()), 4)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE b (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        let wal = dir.path().join("b.db-wal");
+        let write = |n: i64| {
+            let db = db.clone();
+            async move {
+                let mut turn = db.begin_write().await;
+                let mut tx = turn.transaction().await.unwrap();
+                tx.execute("INSERT INTO b (id, data) VALUES ($1, $2)", move |q| {
+                    q.bind(n).bind(vec![n as u8; 4096])
+                })
+                .await
+                .unwrap();
+                tx.commit().await.unwrap();
+            }
+        };
+
+        // 128 commits: a few hundred pages, far under the bound, where no
+        // commit checkpoints. The file grows only if the checkpointer ran.
+        let before = size(&file);
+        for n in 0..128 {
+            write(n).await;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size(&file) < before + 128 * 4096 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nothing was copied back: file {} bytes, log {} bytes",
+                size(&file),
+                size(&wal)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+
+        // 6,000 more without a pause: 12,000 pages and more, three times
+        // the bound.
+        let mut largest = 0;
+        for n in 128..6128 {
+            write(n).await;
+            largest = largest.max(size(&wal));
+        }
+        // The bound's pages with their frame headers, and a quarter more:
+        // a commit past the bound whose checkpoint finds the
+        // checkpointer's under way leaves the log to the next commit's.
+        // Unchecked, this writer grew it to 37-44 MB.
+        let bound = 5000 * (4096 + 24) + 32;
+        assert!(largest <= bound, "the log grew to {largest} bytes");
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM b")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 6128);
         db.close().await;
     }
 
