@@ -1831,19 +1831,20 @@ async fn an_attempts_last_log_lines_are_stored_with_its_outcome_or_not_at_all() 
         };
         // Refused (not w2's to finish): the lines are not stored either.
         assert!(
-            db.finish_attempt_step(&id, "w2", 1, &done, &lines(&["late"]), NOW + 1)
+            db.finish_and_claim(&id, "w2", 1, &done, &lines(&["late"]), NOW + 1, None)
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(
-            db.finish_attempt_step(
+            db.finish_and_claim(
                 &id,
                 "w1",
                 claim.attempt,
                 &done,
                 &lines(&["c", "d"]),
-                NOW + 1
+                NOW + 1,
+                None
             )
             .await
             .unwrap()
@@ -2453,12 +2454,13 @@ async fn end_step_run(db: &Db, t: &str, workflow_run: &str, step: &str) -> Optio
         output_key: None,
     };
     let settled = db
-        .finish_attempt_step(&id, "w1", claim.attempt, &done, &[], NOW + 1)
+        .finish_and_claim(&id, "w1", claim.attempt, &done, &[], NOW + 1, None)
         .await
         .unwrap()
-        .expect("the attempt was w1's to finish");
+        .expect("the attempt was w1's to finish")
+        .settled;
     assert!(
-        db.finish_attempt_step(&id, "w1", claim.attempt, &done, &[], NOW + 2)
+        db.finish_and_claim(&id, "w1", claim.attempt, &done, &[], NOW + 2, None)
             .await
             .unwrap()
             .is_none(),
@@ -2626,10 +2628,11 @@ async fn end_split_run(db: &Db, id: &str, output: Option<&[u8]>) -> Option<Settl
             retryable: false,
         },
     };
-    db.finish_attempt_step(id, "w1", claim.attempt, &done, &[], NOW + 1)
+    db.finish_and_claim(id, "w1", claim.attempt, &done, &[], NOW + 1, None)
         .await
         .unwrap()
         .expect("the attempt was w1's to finish")
+        .settled
 }
 
 #[tokio::test]

@@ -147,7 +147,7 @@ async fn definition(
 }
 
 /// Moves a workflow on from a step that just ended, as
-/// [`crate::store::Db::finish_attempt_step`] found it: the event-driven
+/// [`crate::store::Db::finish_and_claim`] found it: the event-driven
 /// advance, one step's worth of work instead of a pass over the workflow.
 ///
 /// Successors made ready by a succeeded step they alone waited for start

@@ -312,7 +312,7 @@ impl Db {
     ///
     /// Each step keeps how many dependencies it waits for and which steps
     /// wait for it, so that ending a step's run moves its successors on in
-    /// the same transaction (see [`Db::finish_attempt_step`]).
+    /// the same transaction (see [`Db::finish_and_claim`]).
     pub async fn create_workflow_run(
         &self,
         tenant_id: &str,

@@ -61,7 +61,7 @@ impl Db {
 
     /// The insert of [`Db::append_logs`], in a transaction that already
     /// holds the run's row (its no-op write, or the write that finishes
-    /// the run: [`Db::finish_attempt_step`] stores an attempt's last lines
+    /// the run: [`Db::finish_and_claim`] stores an attempt's last lines
     /// with its outcome, in one commit).
     ///
     /// Each line's `seq` is the run's last one plus its place in the

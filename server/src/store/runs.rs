@@ -1186,7 +1186,7 @@ impl Db {
         now: i64,
     ) -> Result<bool, DbError> {
         Ok(self
-            .finish_attempt_step(run_id, worker_id, attempt, outcome, &[], now)
+            .finish_and_claim(run_id, worker_id, attempt, outcome, &[], now, None)
             .await?
             .is_some())
     }
@@ -1194,33 +1194,19 @@ impl Db {
     /// [`Db::finish_attempt`], and for a workflow step's run that ended,
     /// the step's end in the same transaction (`Db::settle_step`): `None`
     /// if the attempt was not this worker's to finish, else what the step
-    /// ending made ready, if the run is a step and ended.
+    /// ending made ready, if the run is a step and ended, and what was
+    /// claimed with it.
     ///
     /// `lines` are the attempt's last log lines, stored in the same commit
     /// (a no-op run's whole log): one transaction where the log and the
     /// outcome took two. They are stored only if the outcome is; the caller
     /// keeps them otherwise.
-    pub async fn finish_attempt_step(
-        &self,
-        run_id: &str,
-        worker_id: &str,
-        attempt: i64,
-        outcome: &AttemptOutcome,
-        lines: &[NewLogLine],
-        now: i64,
-    ) -> Result<Option<Option<Settled>>, DbError> {
-        let finished = self
-            .finish_and_claim(run_id, worker_id, attempt, outcome, lines, now, None)
-            .await?;
-        Ok(finished.map(|finished| finished.settled))
-    }
-
-    /// [`Db::finish_attempt_step`], and with `next`, claims as
-    /// [`Db::claim_runs`] would, in the same commit, when the run is not
-    /// a workflow step's (a step's end commits with what it made ready):
-    /// a busy worker's slot finishes one run and takes the next in one
-    /// transaction, where it took two. `None` if the attempt was not
-    /// `worker_id`'s to finish; then nothing is claimed either.
+    ///
+    /// With `next`, it claims as [`Db::claim_runs`] would, in the same
+    /// commit, when the run is not a workflow step's (a step's end commits
+    /// with what it made ready): a busy worker's slot finishes one run and
+    /// takes the next in one transaction, where it took two. Nothing is
+    /// claimed if the attempt was not `worker_id`'s to finish.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_and_claim(
         &self,
