@@ -338,11 +338,7 @@ impl Worker {
         self.queue_drained
             .store(claims.len() < wanted, Ordering::Relaxed);
         // The claim kept their memory within `free` together.
-        let mut claims = claims.into_iter().map(|claim| {
-            let reserved = claim.run.spec.memory_bytes.max(0) as u64;
-            *free = free.saturating_sub(reserved);
-            (claim, reserved)
-        });
+        let mut claims = claims.into_iter().map(|claim| reserve(&mut free, claim));
         let mine = claims.next();
         if mine.is_some() {
             self.slots_running.fetch_add(1, Ordering::Relaxed);
@@ -377,12 +373,11 @@ impl Worker {
         )
         .await?;
         if let Some(claim) = claim {
-            let reserved = claim.run.spec.memory_bytes.max(0) as u64;
-            *free = free.saturating_sub(reserved);
+            let reserved = reserve(&mut free, claim);
             self.claimed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push_back((claim, reserved));
+                .push_back(reserved);
         }
         Ok(())
     }
@@ -421,13 +416,12 @@ impl Worker {
             .await?;
         match claim {
             Some(claim) => {
-                let reserved = claim.run.spec.memory_bytes.max(0) as u64;
-                *free = free.saturating_sub(reserved);
+                let reserved = reserve(&mut free, claim);
                 drop(free);
                 self.claimed
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push_back((claim, reserved));
+                    .push_back(reserved);
                 self.claimed_ready.notify_one();
             }
             None if created => self.work_available.notify_one(),
@@ -821,11 +815,7 @@ impl Worker {
                 .store(claims.is_empty(), Ordering::Relaxed);
             let claims: Vec<(Claim, u64)> = claims
                 .into_iter()
-                .map(|claim| {
-                    let reserved = claim.run.spec.memory_bytes.max(0) as u64;
-                    *free = free.saturating_sub(reserved);
-                    (claim, reserved)
-                })
+                .map(|claim| reserve(&mut free, claim))
                 .collect();
             drop(free);
             // For this slot, which takes it as it looks next, at once.
@@ -862,6 +852,14 @@ impl Worker {
         }
         tracing::info!(state = state.as_str(), ?elapsed, "attempt finished");
     }
+}
+
+/// A claimed run with the memory it takes out of `free` (the worker's
+/// `free_memory`, locked), which it gives back when it ends.
+fn reserve(free: &mut u64, claim: Claim) -> (Claim, u64) {
+    let reserved = claim.run.spec.memory_bytes.max(0) as u64;
+    *free = free.saturating_sub(reserved);
+    (claim, reserved)
 }
 
 /// `base * 2^(attempt-1)`, capped, times a random factor in [0.5, 1.5) so

@@ -1329,17 +1329,22 @@ impl Db {
         // running in a transaction of its own, can end first. A step has
         // one run (its idempotency key), so this run is the step's; a map
         // step's runs are its splits', each settling its split.
-        let settled = match (workflow_run_id, step_name, RunState::parse(&run_state)) {
-            (Some(_), Some(_), Some(state)) if state.is_final() && splits > 0 => {
-                Self::settle_split(tx, run_id, state).await?
-            }
+        let finished = match (workflow_run_id, step_name, RunState::parse(&run_state)) {
+            (Some(_), Some(_), Some(state)) if state.is_final() && splits > 0 => Finished {
+                settled: Self::settle_split(tx, run_id, state).await?,
+                claims: Vec::new(),
+            },
             (Some(workflow_run_id), Some(step), Some(state)) if state.is_final() => {
                 let to = if state == RunState::Succeeded {
                     "succeeded"
                 } else {
                     "failed"
                 };
-                Self::settle_step(tx, &workflow_run_id, &step, None, to, Some(run_id)).await?
+                Finished {
+                    settled: Self::settle_step(tx, &workflow_run_id, &step, None, to, Some(run_id))
+                        .await?,
+                    claims: Vec::new(),
+                }
             }
             _ => {
                 let claims = match &next {
@@ -1347,16 +1352,13 @@ impl Db {
                     None => Vec::new(),
                 };
                 tx.commit().await?;
-                return Ok(Some(Finished {
+                Finished {
                     settled: None,
                     claims,
-                }));
+                }
             }
         };
-        Ok(Some(Finished {
-            settled,
-            claims: Vec::new(),
-        }))
+        Ok(Some(finished))
     }
 
     /// Hands a claimed run back without counting the attempt (graceful
