@@ -900,9 +900,10 @@ async fn a_finish_claims_the_next_run_in_its_commit() {
             .unwrap()
             .expect("w1's run");
         assert!(finished.settled.is_none(), "not a workflow step");
-        let ids: Vec<&str> = finished.claims.iter().map(|c| c.run.id.as_str()).collect();
+        let claims = finished.claims.expect("it looked");
+        let ids: Vec<&str> = claims.iter().map(|c| c.run.id.as_str()).collect();
         assert_eq!(ids, [second.as_str()]);
-        let next = &finished.claims[0];
+        let next = &claims[0];
         assert_eq!((next.attempt, next.run.state), (1, RunState::Running));
         assert_eq!(next.run.lease_until, Some(NOW + 10 + 30_000));
         let run = db.get_run(&t, &first).await.unwrap().unwrap();
@@ -916,7 +917,7 @@ async fn a_finish_claims_the_next_run_in_its_commit() {
             .await
             .unwrap()
             .expect("w1's run");
-        assert!(finished.claims.is_empty(), "{:?}", finished.claims);
+        assert_eq!(finished.claims.expect("it looked").len(), 0);
         assert_eq!(
             db.get_run(&t, &second).await.unwrap().unwrap().state,
             RunState::Succeeded
@@ -2546,6 +2547,94 @@ async fn ending_a_step_counts_its_successors_down_once() {
         assert_eq!(
             end_step_run(&db, &t, "no-such-workflow-run", "x").await,
             None
+        );
+    })
+    .await;
+}
+
+/// A step's end claims the worker's next run in its commit, as any run's
+/// does (a fan-out's steps one turn each), unless it made another step
+/// ready: that one the worker starts itself, so the claim does not look.
+#[tokio::test]
+async fn a_step_that_readies_nothing_claims_the_next_run_in_its_commit() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let step = |name: &str, waiting: i64, successors: &[&str]| NewStep {
+            name: name.into(),
+            waiting,
+            successors: successors.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        // a -> b, a -> c, b and c -> d.
+        let steps = [
+            step("a", 0, &["b", "c"]),
+            step("b", 1, &["d"]),
+            step("c", 1, &["d"]),
+            step("d", 2, &[]),
+        ];
+        let wf = db
+            .create_workflow_run(&t, "flow", &serde_json::json!({}), &steps, NOW)
+            .await
+            .unwrap();
+        end_step_run(&db, &t, &wf, "a").await.expect("a is a step");
+        let step_run = |name: &'static str, at| {
+            let (db, t, wf) = (&db, &t, &wf);
+            async move {
+                submit(db, t, at, |r| {
+                    r.workflow_run_id = Some(wf.clone());
+                    r.step_name = Some(name.to_owned());
+                })
+                .await
+            }
+        };
+        let b = step_run("b", NOW + 1).await;
+        let c = step_run("c", NOW + 2).await;
+        let other = submit(&db, &t, NOW + 3, |_| {}).await;
+        let ask = ClaimAsk {
+            worker_id: "w1",
+            lease: LEASE,
+            max_memory: GIB,
+            max_runs: 1,
+        };
+        let done = AttemptOutcome::Succeeded {
+            output: b"ok".to_vec(),
+            output_key: None,
+        };
+
+        let claim = db
+            .claim_run("w1", LEASE, NOW + 5, GIB)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.run.id, b);
+        let finished = db
+            .finish_and_claim(&b, "w1", 1, &done, &[], NOW + 6, Some(ask))
+            .await
+            .unwrap()
+            .expect("w1's run");
+        let settled = finished.settled.expect("b is a step");
+        assert!(settled.ready.is_empty(), "d still waits for c");
+        let claims = finished.claims.expect("b readied nothing: it looked");
+        let ids: Vec<&str> = claims.iter().map(|c| c.run.id.as_str()).collect();
+        assert_eq!(ids, [c.as_str()], "c claimed in b's commit");
+        assert_eq!(
+            db.get_run(&t, &c).await.unwrap().unwrap().state,
+            RunState::Running
+        );
+
+        let finished = db
+            .finish_and_claim(&c, "w1", 1, &done, &[], NOW + 7, Some(ask))
+            .await
+            .unwrap()
+            .expect("w1's run");
+        assert_eq!(finished.settled.expect("c is a step").ready, ["d"]);
+        assert!(
+            finished.claims.is_none(),
+            "c made d ready, which the worker starts: the claim did not look"
+        );
+        assert_eq!(
+            db.get_run(&t, &other).await.unwrap().unwrap().state,
+            RunState::Queued,
+            "the other run was not claimed ahead of d"
         );
     })
     .await;

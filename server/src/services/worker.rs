@@ -811,10 +811,13 @@ impl Worker {
         let Finished { settled, claims } = finished;
         if let Some(mut free) = free {
             *free += std::mem::take(reserved);
-            self.queue_drained
-                .store(claims.is_empty(), Ordering::Relaxed);
-            let claims: Vec<(Claim, u64)> = claims
-                .into_iter()
+            // Drained only if it looked and found nothing: a step that
+            // made another ready did not look.
+            if let Some(claims) = &claims {
+                self.queue_drained
+                    .store(claims.is_empty(), Ordering::Relaxed);
+            }
+            let claims: Vec<(Claim, u64)> = (claims.into_iter().flatten())
                 .map(|claim| reserve(&mut free, claim))
                 .collect();
             drop(free);

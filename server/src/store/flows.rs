@@ -514,9 +514,10 @@ impl Db {
     ) -> Result<bool, DbError> {
         if matches!(to, "succeeded" | "failed" | "skipped") {
             let mut turn = self.begin_write().await;
-            let tx = turn.transaction().await?;
+            let mut tx = turn.transaction().await?;
             let settled =
-                Self::settle_step(tx, workflow_run_id, step, Some(from), to, None).await?;
+                Self::settle_step(&mut tx, workflow_run_id, step, Some(from), to, None).await?;
+            tx.commit().await?;
             return Ok(settled.is_some());
         }
         let done = sqlx::query(
@@ -533,22 +534,19 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Ends a step (`from` → `to`, a final state) in `tx` and commits it,
-    /// if the step is still in `from` (`None`: pending or running),
-    /// recording `run_id` as its run if given. Counts down the
+    /// Ends a step (`from` → `to`, a final state) in `tx`, which the
+    /// caller commits, if the step is still in `from` (`None`: pending or
+    /// running), recording `run_id` as its run if given. Counts down the
     /// dependencies its successors wait for and the run's open steps, and
     /// returns what that made ready; `None` if the step did not move
     /// (another process ended it first, so the count-down happens exactly
     /// once).
     ///
-    /// It commits: its count-downs are the transaction's last statements,
-    /// read with the commit (`WriteTx::commit_with`).
-    ///
     /// Steps of runs started before the counters existed have none; for
     /// them nothing is ready and `all_ended` stays false, and the
     /// scheduler's periodic pass moves them on.
     pub(super) async fn settle_step(
-        mut tx: WriteTx<'_>,
+        tx: &mut WriteTx<'_>,
         workflow_run_id: &str,
         step: &str,
         from: Option<&str>,
@@ -575,7 +573,6 @@ impl Db {
             )
             .await?;
         let Some(row) = rows.first() else {
-            tx.commit().await?;
             return Ok(None);
         };
         let successors: Option<String> = row.try_get("successors")?;
@@ -604,7 +601,7 @@ impl Db {
              RETURNING tenant_id, open_steps, state",
             move |q| q.bind(id),
         ));
-        let mut results = tx.commit_with(reads).await?;
+        let mut results = tx.fetch_each(reads).await?;
         let run_rows = results.pop().unwrap_or_default();
         let mut ready = Vec::new();
         for row in results.iter().flatten() {

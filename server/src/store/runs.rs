@@ -328,8 +328,10 @@ pub struct Finished {
     /// What the step's end made ready, if the run is a workflow step's
     /// and ended.
     pub settled: Option<Settled>,
-    /// The runs claimed in the same commit.
-    pub claims: Vec<Claim>,
+    /// The runs claimed in the same commit; `None` if it did not look:
+    /// no claim was asked, or the run was a step whose end made another
+    /// ready, which the worker starts instead.
+    pub claims: Option<Vec<Claim>>,
 }
 
 /// How an attempt ended, as the worker reports it.
@@ -1203,9 +1205,10 @@ impl Db {
     /// keeps them otherwise.
     ///
     /// With `next`, it claims as [`Db::claim_runs`] would, in the same
-    /// commit, when the run is not a workflow step's (a step's end commits
-    /// with what it made ready): a busy worker's slot finishes one run and
-    /// takes the next in one transaction, where it took two. Nothing is
+    /// commit, unless the run is a workflow step's whose end made another
+    /// step ready (the worker starts that one itself): a busy worker's
+    /// slot finishes one run and takes the next in one transaction, where
+    /// it took two, a fan-out's steps as any other runs. Nothing is
     /// claimed if the attempt was not `worker_id`'s to finish.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_and_claim(
@@ -1329,36 +1332,31 @@ impl Db {
         // running in a transaction of its own, can end first. A step has
         // one run (its idempotency key), so this run is the step's; a map
         // step's runs are its splits', each settling its split.
-        let finished = match (workflow_run_id, step_name, RunState::parse(&run_state)) {
-            (Some(_), Some(_), Some(state)) if state.is_final() && splits > 0 => Finished {
-                settled: Self::settle_split(tx, run_id, state).await?,
-                claims: Vec::new(),
-            },
+        let settled = match (workflow_run_id, step_name, RunState::parse(&run_state)) {
+            (Some(_), Some(_), Some(state)) if state.is_final() && splits > 0 => {
+                Self::settle_split(&mut tx, run_id, state).await?
+            }
             (Some(workflow_run_id), Some(step), Some(state)) if state.is_final() => {
                 let to = if state == RunState::Succeeded {
                     "succeeded"
                 } else {
                     "failed"
                 };
-                Finished {
-                    settled: Self::settle_step(tx, &workflow_run_id, &step, None, to, Some(run_id))
-                        .await?,
-                    claims: Vec::new(),
-                }
+                Self::settle_step(&mut tx, &workflow_run_id, &step, None, to, Some(run_id)).await?
             }
-            _ => {
-                let claims = match &next {
-                    Some(ask) => Self::claim_in(&mut tx, self.kind, ask, now).await?,
-                    None => Vec::new(),
-                };
-                tx.commit().await?;
-                Finished {
-                    settled: None,
-                    claims,
-                }
-            }
+            _ => None,
         };
-        Ok(Some(finished))
+        // A step whose end made another ready leaves the claim to it: the
+        // worker queues that step and takes it itself (`start_here`), so
+        // a chain's next hop is not put behind another queued run.
+        let claims = match &next {
+            Some(ask) if settled.as_ref().is_none_or(|s| s.ready.is_empty()) => {
+                Some(Self::claim_in(&mut tx, self.kind, ask, now).await?)
+            }
+            _ => None,
+        };
+        tx.commit().await?;
+        Ok(Some(Finished { settled, claims }))
     }
 
     /// Hands a claimed run back without counting the attempt (graceful

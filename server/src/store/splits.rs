@@ -130,7 +130,7 @@ impl Db {
             return Ok(Some(None));
         }
         let settled = Self::settle_step(
-            tx,
+            &mut tx,
             workflow_run_id,
             step,
             Some("running"),
@@ -138,6 +138,7 @@ impl Db {
             None,
         )
         .await?;
+        tx.commit().await?;
         Ok(Some(settled))
     }
 
@@ -167,7 +168,17 @@ impl Db {
             },
         )
         .await?;
-        Self::settle_step(tx, workflow_run_id, step, Some("pending"), "failed", None).await
+        let settled = Self::settle_step(
+            &mut tx,
+            workflow_run_id,
+            step,
+            Some("pending"),
+            "failed",
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(settled)
     }
 
     /// The pending splits of a running map step that may start now: as
@@ -326,16 +337,26 @@ impl Db {
             tx.commit().await?;
             return Ok(None);
         }
-        Self::settle_step(tx, workflow_run_id, step, Some("running"), "failed", None).await
+        let settled = Self::settle_step(
+            &mut tx,
+            workflow_run_id,
+            step,
+            Some("running"),
+            "failed",
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(settled)
     }
 
     /// Settles the split whose run `run_id` ended as `state`, in `tx`, the
-    /// transaction that ended it, and commits it. The split's step ends
+    /// transaction that ended it, which the caller commits. The split's step ends
     /// with its last split: succeeded if every split succeeded, else
     /// failed. `None` if the split was settled already, or its step ended
     /// another way.
     pub(super) async fn settle_split(
-        mut tx: WriteTx<'_>,
+        tx: &mut WriteTx<'_>,
         run_id: &str,
         state: RunState,
     ) -> Result<Option<Settled>, DbError> {
@@ -355,7 +376,6 @@ impl Db {
             )
             .await?;
         let Some(row) = rows.first() else {
-            tx.commit().await?;
             return Ok(None);
         };
         let workflow_run_id: String = row.try_get("workflow_run_id")?;
@@ -378,7 +398,6 @@ impl Db {
             )
             .await?;
         let Some(row) = rows.first() else {
-            tx.commit().await?;
             return Ok(None);
         };
         let open: i64 = row.try_get("splits_open")?;
@@ -398,7 +417,6 @@ impl Db {
         }
         let tenant_id: String = row.try_get("tenant_id")?;
         let workflow_state: String = row.try_get("workflow_state")?;
-        tx.commit().await?;
         Ok(Some(Settled {
             workflow_run_id,
             tenant_id,
@@ -439,8 +457,10 @@ impl Db {
                 continue;
             };
             let mut turn = self.begin_write().await;
-            let tx = turn.transaction().await?;
-            if let Some(settled) = Self::settle_split(tx, &run_id, state).await?
+            let mut tx = turn.transaction().await?;
+            let settled = Self::settle_split(&mut tx, &run_id, state).await?;
+            tx.commit().await?;
+            if let Some(settled) = settled
                 && settled.step_ended
             {
                 ended = Some(settled);

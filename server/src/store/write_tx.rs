@@ -135,15 +135,24 @@ impl<'t> WriteTx<'t> {
         }
     }
 
-    /// Runs `reads`, in order, and commits; returns each one's rows.
-    pub(super) async fn commit_with(
-        mut self,
+    /// Runs `reads`, in order; returns each one's rows.
+    pub(super) async fn fetch_each(
+        &mut self,
         reads: Vec<Statement<'t>>,
     ) -> Result<Vec<Vec<AnyRow>>, DbError> {
         let mut rows = Vec::with_capacity(reads.len());
         for read in reads {
             rows.push(self.fetch_all(read.sql, read.bind).await?);
         }
+        Ok(rows)
+    }
+
+    /// Runs `reads`, in order, and commits; returns each one's rows.
+    pub(super) async fn commit_with(
+        mut self,
+        reads: Vec<Statement<'t>>,
+    ) -> Result<Vec<Vec<AnyRow>>, DbError> {
+        let rows = self.fetch_each(reads).await?;
         self.commit().await?;
         Ok(rows)
     }
