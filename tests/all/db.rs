@@ -2473,26 +2473,29 @@ async fn end_step_run(db: &Db, t: &str, workflow_run: &str, step: &str) -> Optio
     })
 }
 
+/// A workflow run of four steps, a -> b, a -> c, b and c -> d.
+async fn diamond(db: &Db, t: &str) -> String {
+    let step = |name: &str, waiting: i64, successors: &[&str]| NewStep {
+        name: name.into(),
+        waiting,
+        successors: successors.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let steps = [
+        step("a", 0, &["b", "c"]),
+        step("b", 1, &["d"]),
+        step("c", 1, &["d"]),
+        step("d", 2, &[]),
+    ];
+    db.create_workflow_run(t, "flow", &serde_json::json!({}), &steps, NOW)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn ending_a_step_counts_its_successors_down_once() {
     each_db(|db| async move {
         let t = db.ensure_tenant("acme").await.unwrap();
-        let step = |name: &str, waiting: i64, successors: &[&str]| NewStep {
-            name: name.into(),
-            waiting,
-            successors: successors.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        // a -> b, a -> c, b and c -> d.
-        let steps = [
-            step("a", 0, &["b", "c"]),
-            step("b", 1, &["d"]),
-            step("c", 1, &["d"]),
-            step("d", 2, &[]),
-        ];
-        let wf = db
-            .create_workflow_run(&t, "flow", &serde_json::json!({}), &steps, NOW)
-            .await
-            .unwrap();
+        let wf = diamond(&db, &t).await;
 
         let a = end_step_run(&db, &t, &wf, "a").await.expect("a is a step");
         assert_eq!(a.workflow_run_id, wf);
@@ -2559,22 +2562,7 @@ async fn ending_a_step_counts_its_successors_down_once() {
 async fn a_step_that_readies_nothing_claims_the_next_run_in_its_commit() {
     each_db(|db| async move {
         let t = db.ensure_tenant("acme").await.unwrap();
-        let step = |name: &str, waiting: i64, successors: &[&str]| NewStep {
-            name: name.into(),
-            waiting,
-            successors: successors.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        // a -> b, a -> c, b and c -> d.
-        let steps = [
-            step("a", 0, &["b", "c"]),
-            step("b", 1, &["d"]),
-            step("c", 1, &["d"]),
-            step("d", 2, &[]),
-        ];
-        let wf = db
-            .create_workflow_run(&t, "flow", &serde_json::json!({}), &steps, NOW)
-            .await
-            .unwrap();
+        let wf = diamond(&db, &t).await;
         end_step_run(&db, &t, &wf, "a").await.expect("a is a step");
         let step_run = |name: &'static str, at| {
             let (db, t, wf) = (&db, &t, &wf);

@@ -514,10 +514,9 @@ impl Db {
     ) -> Result<bool, DbError> {
         if matches!(to, "succeeded" | "failed" | "skipped") {
             let mut turn = self.begin_write().await;
-            let mut tx = turn.transaction().await?;
+            let tx = turn.transaction().await?;
             let settled =
-                Self::settle_step(&mut tx, workflow_run_id, step, Some(from), to, None).await?;
-            tx.commit().await?;
+                Self::settle_step_committed(tx, workflow_run_id, step, Some(from), to).await?;
             return Ok(settled.is_some());
         }
         let done = sqlx::query(
@@ -532,6 +531,19 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// [`Db::settle_step`] with no run of its own, and `tx` committed.
+    pub(super) async fn settle_step_committed(
+        mut tx: WriteTx<'_>,
+        workflow_run_id: &str,
+        step: &str,
+        from: Option<&str>,
+        to: &str,
+    ) -> Result<Option<Settled>, DbError> {
+        let settled = Self::settle_step(&mut tx, workflow_run_id, step, from, to, None).await?;
+        tx.commit().await?;
+        Ok(settled)
     }
 
     /// Ends a step (`from` → `to`, a final state) in `tx`, which the

@@ -129,16 +129,9 @@ impl Db {
             tx.commit().await?;
             return Ok(Some(None));
         }
-        let settled = Self::settle_step(
-            &mut tx,
-            workflow_run_id,
-            step,
-            Some("running"),
-            "succeeded",
-            None,
-        )
-        .await?;
-        tx.commit().await?;
+        let settled =
+            Self::settle_step_committed(tx, workflow_run_id, step, Some("running"), "succeeded")
+                .await?;
         Ok(Some(settled))
     }
 
@@ -168,17 +161,7 @@ impl Db {
             },
         )
         .await?;
-        let settled = Self::settle_step(
-            &mut tx,
-            workflow_run_id,
-            step,
-            Some("pending"),
-            "failed",
-            None,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(settled)
+        Self::settle_step_committed(tx, workflow_run_id, step, Some("pending"), "failed").await
     }
 
     /// The pending splits of a running map step that may start now: as
@@ -337,17 +320,7 @@ impl Db {
             tx.commit().await?;
             return Ok(None);
         }
-        let settled = Self::settle_step(
-            &mut tx,
-            workflow_run_id,
-            step,
-            Some("running"),
-            "failed",
-            None,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(settled)
+        Self::settle_step_committed(tx, workflow_run_id, step, Some("running"), "failed").await
     }
 
     /// Settles the split whose run `run_id` ended as `state`, in `tx`, the
