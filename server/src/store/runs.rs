@@ -1346,9 +1346,10 @@ impl Db {
             }
             _ => None,
         };
-        // A step whose end made another ready leaves the claim to it: the
-        // worker queues that step and takes it itself (`start_here`), so
-        // a chain's next hop is not put behind another queued run.
+        // A step whose end made another ready does not claim: the worker
+        // moves the workflow on from it and, when the ready step waited
+        // for this one alone, takes it itself (`start_here`), so a chain's
+        // next hop is not put behind another queued run.
         let claims = match &next {
             Some(ask) if settled.as_ref().is_none_or(|s| s.ready.is_empty()) => {
                 Some(Self::claim_in(&mut tx, self.kind, ask, now).await?)

@@ -324,9 +324,9 @@ impl Db {
     }
 
     /// Settles the split whose run `run_id` ended as `state`, in `tx`, the
-    /// transaction that ended it, which the caller commits. The split's step ends
-    /// with its last split: succeeded if every split succeeded, else
-    /// failed. `None` if the split was settled already, or its step ended
+    /// transaction that ended it, which the caller commits. The split's
+    /// step ends with its last split: succeeded if every split succeeded,
+    /// else failed. `None` if the split was settled already, or its step ended
     /// another way.
     pub(super) async fn settle_split(
         tx: &mut WriteTx<'_>,
