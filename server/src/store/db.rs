@@ -1,7 +1,6 @@
 //! The connection: [`Db`], its errors, and the helpers every concern
 //! shares.
 
-use std::path::PathBuf;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -10,7 +9,8 @@ use sqlx::error::ErrorKind;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyConnection, Connection, Execute};
 
-use super::lite::{LiteConn, LiteError, LiteReaders, SQLITE_SYNCHRONOUS, SQLITE_WAL_LIMIT};
+use super::lite::{LiteError, LiteReaders, SQLITE_SYNCHRONOUS, SQLITE_WAL_LIMIT};
+use super::turn::Writers;
 
 /// What went wrong talking to the database. Each variant keeps its cause
 /// as its source: the driver's error, or a message of Caisson's own (a row
@@ -71,123 +71,11 @@ pub enum DbKind {
 pub struct Db {
     pub(super) pool: sqlx::AnyPool,
     pub(super) kind: DbKind,
-    /// SQLite only: this process's writers take turns here before they
-    /// begin ([`Db::begin_write`]). SQLite has one write lock per file, and a
-    /// connection that finds it taken sleeps in its busy handler (1, 2, 5,
-    /// 10 ms and up) however soon the lock is released; queued on this
-    /// mutex, the next writer starts the moment the last one commits. The
-    /// busy handler still settles contention with other processes.
-    ///
-    /// The turn holds the connections the writers share (a file database):
-    /// the one called in place that [`WriteTx`](super::write_tx::WriteTx)
-    /// runs on, and sqlx's for the transactions of sqlx's own
-    /// ([`WriterTurn::begin`]), kept out of the pool so that it is not
-    /// pinged each time it is given back.
-    pub(super) writer: Option<std::sync::Arc<tokio::sync::Mutex<SharedWriter>>>,
+    /// SQLite only: this process's writers, who take turns (see
+    /// `store::turn`).
+    pub(super) writer: Option<Writers>,
     /// A SQLite file's readers, called in place ([`Db::read`]).
     readers: Option<std::sync::Arc<LiteReaders>>,
-}
-
-/// The connections SQLite writers share, held by their turn.
-#[derive(Default)]
-pub(super) struct SharedWriter {
-    /// The database file, where writers share connections at all. An
-    /// in-memory database is its pool's one connection, so its writers
-    /// take a turn and then that connection.
-    path: Option<PathBuf>,
-    /// sqlx's connection, for transactions that run sqlx's statements
-    /// ([`WriterTurn::begin`]). Taken from the pool at its first use.
-    conn: Option<AnyConnection>,
-    /// Its last `BEGIN` failed (its driver thread gone, say): replaced at
-    /// the next turn.
-    broken: bool,
-    /// The connection called in place, for [`WriteTx`](super::write_tx::WriteTx)'s
-    /// transactions. Opened at its first use.
-    lite: Option<LiteConn>,
-    /// [`Db::close`] ran: nothing is opened again.
-    closed: bool,
-}
-
-impl SharedWriter {
-    /// Ready for the next transaction: what the last one left open on the
-    /// in-place connection (a `WriteTx` dropped unfinished) rolled back,
-    /// as it would hold the file's write lock; and sqlx's connection
-    /// replaced if it is broken or missing.
-    async fn ready(&mut self, pool: &sqlx::AnyPool) -> Result<(), DbError> {
-        self.roll_back_lite();
-        if self.broken || self.conn.is_none() {
-            // A closed pool refuses this, so a closed `Db` stays closed.
-            self.conn = Some(pool.acquire().await?.detach());
-            self.broken = false;
-        }
-        Ok(())
-    }
-
-    fn roll_back_lite(&mut self) {
-        if let Some(lite) = self.lite.as_mut().filter(|lite| lite.in_transaction())
-            && lite.control("ROLLBACK").is_err()
-        {
-            // Closing it rolls back whatever it held.
-            self.lite = None;
-        }
-    }
-}
-
-/// A writer's turn ([`Db::begin_write`]): held until the transaction ends.
-pub(super) struct WriterTurn {
-    held: Option<tokio::sync::OwnedMutexGuard<SharedWriter>>,
-    pool: sqlx::AnyPool,
-}
-
-impl WriterTurn {
-    /// A transaction on the writers' shared connection, or on a pooled
-    /// one. Bind the turn before the transaction (`let mut turn = ...;
-    /// let mut tx = turn.begin().await?;`) so that it is dropped after
-    /// it: the turn passes on once the transaction has committed or rolled
-    /// back (a transaction dropped unfinished queues its rollback on the
-    /// connection, ahead of the next writer's statements).
-    pub(super) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Any>, DbError> {
-        let Some(writer) = self.held.as_deref_mut().filter(|w| w.path.is_some()) else {
-            return Ok(self.pool.begin().await?);
-        };
-        writer.ready(&self.pool).await?;
-        let SharedWriter { conn, broken, .. } = writer;
-        let conn = conn
-            .as_mut()
-            .ok_or_else(|| DbError::other("the writers' connection is missing"))?;
-        match conn.begin().await {
-            Ok(tx) => Ok(tx),
-            Err(e) => {
-                *broken = true;
-                Err(e.into())
-            }
-        }
-    }
-
-    /// The writers' connection called in place, with nothing left open on
-    /// it, opened if it was not yet; `None` where writers share none
-    /// (PostgreSQL, in-memory SQLite).
-    pub(super) fn lite(&mut self) -> Result<Option<&mut LiteConn>, DbError> {
-        let Some(writer) = self.held.as_deref_mut() else {
-            return Ok(None);
-        };
-        let Some(path) = writer.path.as_deref() else {
-            return Ok(None);
-        };
-        if writer.closed {
-            return Err(LiteError::Closed.into());
-        }
-        if writer.lite.is_none() {
-            writer.lite = Some(LiteConn::open_writer(path)?);
-        }
-        writer.roll_back_lite();
-        Ok(writer.lite.as_mut())
-    }
-
-    /// The pool, for a turn with no shared connection.
-    pub(super) fn pool(&self) -> &sqlx::AnyPool {
-        &self.pool
-    }
 }
 
 impl std::fmt::Debug for Db {
@@ -453,42 +341,13 @@ impl Db {
         let readers = path
             .clone()
             .map(|path| std::sync::Arc::new(LiteReaders::new(path)));
-        let writer = (kind == DbKind::Sqlite).then(|| {
-            std::sync::Arc::new(tokio::sync::Mutex::new(SharedWriter {
-                path,
-                ..SharedWriter::default()
-            }))
-        });
+        let writer = (kind == DbKind::Sqlite).then(|| Writers::new(path));
         Ok(Db {
             pool,
             kind,
             writer,
             readers,
         })
-    }
-
-    /// This process's writer turn (see [`Db::writer`]) on SQLite, nothing
-    /// to wait for on PostgreSQL, whose row locks need no turn; then
-    /// [`WriterTurn::begin`] for the transaction. A write outside a
-    /// transaction (one statement that commits on its own, on a pooled
-    /// connection) holds the turn alone. A write transaction never waits
-    /// for another turn while it holds one.
-    pub(super) async fn begin_write(&self) -> WriterTurn {
-        WriterTurn {
-            held: match &self.writer {
-                Some(writer) => {
-                    let mut held = writer.clone().lock_owned().await;
-                    // What the last holder left open in place (a `WriteTx`
-                    // dropped unfinished) holds the file's write lock:
-                    // rolled back before anything of this turn, a write on
-                    // a pooled connection included.
-                    held.roll_back_lite();
-                    Some(held)
-                }
-                None => None,
-            },
-            pool: self.pool.clone(),
-        }
     }
 
     pub fn kind(&self) -> DbKind {
@@ -524,16 +383,9 @@ impl Db {
         if let Some(readers) = &self.readers {
             readers.close();
         }
-        if let Some(writer) = &self.writer {
-            // After the transaction that holds it, if any.
-            let mut writer = writer.lock().await;
-            writer.closed = true;
-            writer.lite = None;
-            let conn = writer.conn.take();
-            drop(writer);
-            if let Some(conn) = conn {
-                let _ = conn.close().await;
-            }
+        if let Some(writers) = &self.writer {
+            // After the transaction that holds the turn, if any.
+            writers.close().await;
         }
         self.pool.close().await;
     }

@@ -513,7 +513,7 @@ impl Db {
         run_id: Option<&str>,
     ) -> Result<bool, DbError> {
         if matches!(to, "succeeded" | "failed" | "skipped") {
-            let mut turn = self.begin_write().await;
+            let mut turn = self.join_write().await;
             let tx = turn.transaction().await?;
             let settled =
                 Self::settle_step_committed(tx, workflow_run_id, step, Some(from), to).await?;

@@ -63,8 +63,9 @@ pub(super) const SQLITE_SYNCHRONOUS: &str = "PRAGMA synchronous = NORMAL";
 /// sqlx's too, so that none checkpoints at SQLite's default of 1,000.
 pub(super) const SQLITE_WAL_LIMIT: &str = "PRAGMA wal_autocheckpoint = 4000";
 
-/// Commits between the writer's nudges of its [`Checkpointer`]: about
-/// 1,000 pages of log at the hot paths' 15 or so pages a commit.
+/// Write transactions committed between the writer's nudges of its
+/// [`Checkpointer`]: about 1,000 pages of log at the hot paths' 15 or so
+/// pages a transaction (fewer in a group, whose members share pages).
 const CHECKPOINT_EVERY: u32 = 64;
 
 /// sqlx turns foreign keys on for its SQLite connections; these do the
@@ -136,9 +137,12 @@ impl Checkpointer {
         Ok(Checkpointer { nudge, commits: 0 })
     }
 
-    fn committed(&mut self) {
-        self.commits = self.commits.wrapping_add(1);
-        if self.commits.is_multiple_of(CHECKPOINT_EVERY) {
+    fn committed(&mut self, transactions: usize) {
+        self.commits = self
+            .commits
+            .saturating_add(u32::try_from(transactions).unwrap_or(u32::MAX));
+        if self.commits >= CHECKPOINT_EVERY {
+            self.commits = 0;
             // Full: a checkpoint is running or about to.
             let _ = self.nudge.try_send(());
         }
@@ -182,11 +186,13 @@ impl LiteConn {
         Ok(writer)
     }
 
-    /// Commits the open transaction, and nudges the checkpointer.
-    pub(super) fn commit(&mut self) -> Result<(), LiteError> {
+    /// Commits the open transaction, which holds the work of
+    /// `transactions` write transactions (a group's), and nudges the
+    /// checkpointer.
+    pub(super) fn commit(&mut self, transactions: usize) -> Result<(), LiteError> {
         self.control("COMMIT")?;
         if let Some(checkpoints) = &mut self.checkpoints {
-            checkpoints.committed();
+            checkpoints.committed(transactions);
         }
         Ok(())
     }

@@ -38,7 +38,7 @@ impl Db {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut turn = self.begin_write().await;
+        let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
         // A no-op write on the run's row first: it makes concurrent appends
         // to one run take turns (a row lock on PostgreSQL, the write lock on

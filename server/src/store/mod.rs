@@ -21,6 +21,7 @@ mod runs;
 mod splits;
 mod tenants;
 mod tokens;
+mod turn;
 mod write_tx;
 pub use db::{BoxError, Db, DbError, DbKind};
 pub use flows::{

@@ -631,7 +631,7 @@ impl Db {
         runs: &[RunSpec],
         now: i64,
     ) -> Result<Vec<(String, bool)>, DbError> {
-        let mut turn = self.begin_write().await;
+        let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
         // One run on SQLite: its insert checks its room and key itself
         // (`INSERT_CHECKED`), as `submit_claimed`'s does. A batch must see
@@ -754,7 +754,7 @@ impl Db {
         max_memory: i64,
     ) -> Result<(String, bool, Option<Claim>), DbError> {
         let lease_until = lease_end(now, lease);
-        let mut turn = self.begin_write().await;
+        let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
         let (id, mut statements) = match self.kind {
             // Everything hangs on the insert (`INSERT_CHECKED`); a refused
@@ -1032,7 +1032,7 @@ impl Db {
             max_memory,
             max_runs,
         };
-        let mut turn = self.begin_write().await;
+        let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
         let claims = Self::claim_in(&mut tx, self.kind, &ask, now).await?;
         if claims.is_empty() {
@@ -1226,7 +1226,7 @@ impl Db {
         const HELD: &str = " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3 \
              RETURNING state, workflow_run_id, step_name, CASE WHEN workflow_run_id IS NULL THEN 0 \
              ELSE (SELECT COUNT(*) FROM workflow_splits s WHERE s.run_id = runs.id) END AS splits";
-        let mut turn = self.begin_write().await;
+        let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
         let (attempt_state, attempt_error, rows) = match outcome {
             AttemptOutcome::Succeeded { output, output_key } => {
@@ -1372,7 +1372,7 @@ impl Db {
         attempt: i64,
         lines: &[NewLogLine],
     ) -> Result<bool, DbError> {
-        let mut turn = self.begin_write().await;
+        let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
         // `attempts` on the right-hand side is the value before the update,
         // so a first attempt handed back also forgets its start time. The

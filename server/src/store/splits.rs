@@ -79,7 +79,7 @@ impl Db {
         step: &str,
         splits: &[NewSplit],
     ) -> Result<Option<Option<Settled>>, DbError> {
-        let mut turn = self.begin_write().await;
+        let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
         let count = splits.len() as i64;
         let started = tx
@@ -143,7 +143,7 @@ impl Db {
         step: &str,
         error: &str,
     ) -> Result<Option<Settled>, DbError> {
-        let mut turn = self.begin_write().await;
+        let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
         // Guarded as the step's end below is, so the error is written if
         // and only if the step fails here.
@@ -221,7 +221,7 @@ impl Db {
         let (Some(workflow_run_id), Some(step)) = (&run.workflow_run_id, &run.step_name) else {
             return Err(DbError::other("a split's run names no workflow step"));
         };
-        let mut turn = self.begin_write().await;
+        let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
         // A write to the step's row first: it holds the row until commit,
         // so the count below cannot be raced by another submission.
@@ -290,7 +290,7 @@ impl Db {
         step: &str,
         error: &str,
     ) -> Result<Option<Settled>, DbError> {
-        let mut turn = self.begin_write().await;
+        let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
         let failed = tx
             .execute(
@@ -429,7 +429,7 @@ impl Db {
             let Some(state) = RunState::parse(&run_state) else {
                 continue;
             };
-            let mut turn = self.begin_write().await;
+            let mut turn = self.join_write().await;
             let mut tx = turn.transaction().await?;
             let settled = Self::settle_split(&mut tx, &run_id, state).await?;
             tx.commit().await?;

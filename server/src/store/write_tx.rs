@@ -1,8 +1,8 @@
 //! A write transaction: on a SQLite file, on the writers' connection
-//! called in place ([`LiteConn`]), each statement run on the calling
-//! thread as it comes; elsewhere (PostgreSQL, in-memory SQLite's one
-//! pooled connection) sqlx's transaction, each statement a trip to the
-//! database.
+//! called in place ([`LiteConn`](super::lite::LiteConn)), each statement
+//! run on the calling thread as it comes; elsewhere (PostgreSQL,
+//! in-memory SQLite's one pooled connection) sqlx's transaction, each
+//! statement a trip to the database.
 //!
 //! The statements are sqlx's either way (`sqlx::query(..).bind(..)`, rows
 //! as `AnyRow`), so each store function is written once for both
@@ -11,8 +11,9 @@
 use sqlx::any::AnyRow;
 use std::time::{Duration, Instant};
 
-use super::db::{AnyQuery, DbError, WriterTurn, bound, built};
-use super::lite::{LiteConn, LiteError, Ran};
+use super::db::{AnyQuery, DbError, bound, built};
+use super::lite::{LiteError, Ran};
+use super::turn::WriterTurn;
 
 /// How long a transaction waits for another process's writer to let go
 /// of the file: sqlx's busy timeout for its own SQLite connections.
@@ -40,8 +41,7 @@ impl<'a> Statement<'a> {
 }
 
 /// A write transaction: see the module's comment. Dropped unfinished, it
-/// is rolled back (on SQLite's writer, by the next writer's turn, before
-/// its own statements).
+/// is rolled back (on SQLite's writer, by its turn as that is dropped).
 pub(super) struct WriteTx<'t> {
     inner: Inner<'t>,
 }
@@ -52,9 +52,10 @@ enum Inner<'t> {
 }
 
 /// SQLite's writer called in place, its transaction begun by the first
-/// statement.
+/// statement; on the turn, which it may pass on as it commits (group
+/// commit: `store::turn`).
 struct Lite<'t> {
-    conn: &'t mut LiteConn,
+    turn: &'t mut WriterTurn,
     begun: bool,
     /// A statement failed: the transaction was rolled back, so nothing
     /// more may run in it (it would run outside any transaction).
@@ -67,10 +68,10 @@ impl WriterTurn {
     /// as [`WriterTurn::begin`]'s.
     pub(super) async fn transaction(&mut self) -> Result<WriteTx<'_>, DbError> {
         let pool = self.pool().clone();
-        if let Some(conn) = self.lite()? {
+        if self.in_place().is_some() {
             return Ok(WriteTx {
                 inner: Inner::Lite(Lite {
-                    conn,
+                    turn: self,
                     begun: false,
                     failed: false,
                 }),
@@ -131,7 +132,7 @@ impl<'t> WriteTx<'t> {
     pub(super) async fn commit(self) -> Result<(), DbError> {
         match self.inner {
             Inner::Sqlx(tx) => Ok(tx.commit().await?),
-            Inner::Lite(mut lite) => lite.commit(),
+            Inner::Lite(mut lite) => lite.commit().await,
         }
     }
 
@@ -163,8 +164,7 @@ impl<'t> WriteTx<'t> {
             Inner::Sqlx(tx) => Ok(tx.rollback().await?),
             Inner::Lite(mut lite) => {
                 if lite.begun && !lite.failed {
-                    lite.failed = true;
-                    lite.conn.control("ROLLBACK")?;
+                    lite.fail();
                 }
                 Ok(())
             }
@@ -173,6 +173,14 @@ impl<'t> WriteTx<'t> {
 }
 
 impl Lite<'_> {
+    /// The writers' state in place: held until the commit passes the turn
+    /// on.
+    fn writer(&mut self) -> Result<&mut super::turn::SharedWriter, DbError> {
+        self.turn
+            .in_place()
+            .ok_or_else(|| DbError::other("the writers' turn was passed on"))
+    }
+
     /// Begins the transaction, if this is its first statement. Another
     /// process's writer may hold the file's lock (this process's writers
     /// take turns): the wait for it is a timer, so that it keeps no
@@ -185,10 +193,7 @@ impl Lite<'_> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
         loop {
-            // IMMEDIATE: the write lock from the start, so what the
-            // transaction reads is what it writes over, even against
-            // another process on the same file.
-            match self.conn.control("BEGIN IMMEDIATE") {
+            match self.writer()?.begin_in_place() {
                 Ok(()) => break,
                 Err(LiteError::Busy(_)) if started.elapsed() < BUSY_WAIT => {
                     tokio::time::sleep(pause).await;
@@ -206,19 +211,23 @@ impl Lite<'_> {
     fn run(&mut self, sql: &str, bind: impl FnOnce(AnyQuery) -> AnyQuery) -> Result<Ran, DbError> {
         self.usable()?;
         let arguments = bound(bind)?;
-        Ok(self
-            .conn
-            .run(sql, &arguments)
-            .inspect_err(|_| self.fail())?)
+        let ran = self.writer()?.run_in_place(sql, &arguments);
+        Ok(ran.inspect_err(|_| self.fail())?)
     }
 
-    /// Commits: a failed transaction can only say it failed.
-    fn commit(&mut self) -> Result<(), DbError> {
+    /// Commits, or leaves the work to a group and waits for its commit: a
+    /// failed transaction can only say it failed.
+    async fn commit(&mut self) -> Result<(), DbError> {
         self.usable()?;
         if !self.begun {
             return Ok(());
         }
-        Ok(self.conn.commit().inspect_err(|_| self.fail())?)
+        let ended = self.turn.end_in_place().await;
+        if ended.is_err() && self.turn.in_place().is_some() {
+            // It failed before the turn passed on: undo it here.
+            self.fail();
+        }
+        ended
     }
 
     fn usable(&self) -> Result<(), DbError> {
@@ -230,12 +239,12 @@ impl Lite<'_> {
         Ok(())
     }
 
-    /// Rolls back after a failure. If even that fails, the connection is
-    /// left in its transaction, which the next writer's turn rolls back.
+    /// Rolls back after a failure: this transaction's work only, if it is
+    /// a group's member. If even that fails, the connection is closed.
     fn fail(&mut self) {
         self.failed = true;
-        if self.conn.in_transaction() {
-            let _ = self.conn.control("ROLLBACK");
+        if let Some(writer) = self.turn.in_place() {
+            writer.roll_back_lite();
         }
     }
 }
@@ -290,7 +299,7 @@ mod tests {
         // Statements run in order, in the transaction: the read sees the
         // writes before it; nothing is visible elsewhere before the commit.
         {
-            let mut turn = db.begin_write().await;
+            let mut turn = db.join_write().await;
             let mut tx = turn.transaction().await.unwrap();
             let (sql, bind) = insert("a", 1);
             tx.execute(sql, bind).await.unwrap();
@@ -319,7 +328,7 @@ mod tests {
         // A statement that fails fails the commit, and the statements
         // before it are rolled back.
         {
-            let mut turn = db.begin_write().await;
+            let mut turn = db.join_write().await;
             let mut tx = turn.transaction().await.unwrap();
             let (sql, bind) = insert("d", 4);
             tx.execute(sql, bind).await.unwrap();
@@ -333,7 +342,7 @@ mod tests {
         // A transaction dropped after its first statement, with nothing
         // committed: the next turn rolls it back before its own.
         {
-            let mut turn = db.begin_write().await;
+            let mut turn = db.join_write().await;
             let mut tx = turn.transaction().await.unwrap();
             let rows = tx
                 .fetch_all("INSERT INTO t (k, v) VALUES ($1, $2) RETURNING k", |q| {
@@ -344,7 +353,7 @@ mod tests {
             assert_eq!(rows.len(), 1);
         }
         {
-            let mut turn = db.begin_write().await;
+            let mut turn = db.join_write().await;
             let mut tx = turn.transaction().await.unwrap();
             let (sql, bind) = insert("f", 7);
             tx.execute(sql, bind).await.unwrap();
@@ -361,7 +370,7 @@ mod tests {
         // A statement bound with fewer values than it names is refused
         // before anything runs.
         {
-            let mut turn = db.begin_write().await;
+            let mut turn = db.join_write().await;
             let mut tx = turn.transaction().await.unwrap();
             let refused = tx
                 .fetch_all("INSERT INTO t (k, v) VALUES ($1, $2)", |q| q.bind("g"))
@@ -374,7 +383,7 @@ mod tests {
         // Reads with the commit: each one's rows come back apart, in
         // order, after the statement before them, and all is committed.
         {
-            let mut turn = db.begin_write().await;
+            let mut turn = db.join_write().await;
             let mut tx = turn.transaction().await.unwrap();
             let (sql, bind) = insert("g", 8);
             tx.execute(sql, bind).await.unwrap();
@@ -401,7 +410,7 @@ mod tests {
         // A read that fails before the commit rolls the whole transaction
         // back.
         {
-            let mut turn = db.begin_write().await;
+            let mut turn = db.join_write().await;
             let mut tx = turn.transaction().await.unwrap();
             let (sql, bind) = insert("h", 9);
             tx.execute(sql, bind).await.unwrap();
@@ -438,7 +447,7 @@ mod tests {
             sqlx::query("COMMIT").execute(&mut *other).await.unwrap();
         };
         let write = async {
-            let mut turn = db.begin_write().await;
+            let mut turn = db.join_write().await;
             let mut tx = turn.transaction().await?;
             let (sql, bind) = insert("y", 2);
             tx.execute(sql, bind).await?;
@@ -475,7 +484,7 @@ mod tests {
         let write = |n: i64| {
             let db = db.clone();
             async move {
-                let mut turn = db.begin_write().await;
+                let mut turn = db.join_write().await;
                 let mut tx = turn.transaction().await.unwrap();
                 tx.execute("INSERT INTO b (id, data) VALUES ($1, $2)", move |q| {
                     q.bind(n).bind(vec![n as u8; 4096])
@@ -528,7 +537,7 @@ mod tests {
     async fn a_turn_after_a_dropped_transaction_lets_a_pooled_write_in() {
         let (_dir, db) = table_t().await;
         {
-            let mut turn = db.begin_write().await;
+            let mut turn = db.join_write().await;
             let mut tx = turn.transaction().await.unwrap();
             let (sql, bind) = insert("a", 1);
             tx.execute(sql, bind).await.unwrap();
