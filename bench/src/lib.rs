@@ -53,7 +53,8 @@
 //! `CAISSON_BENCH_ONLY=io,density` runs only those sections (`instantiate`,
 //! `python` (the Python task's rows of `instantiate` alone),
 //! `service`, `dag` (the workflows alone, with the trigger to start that
-//! is the chain's baseline), `io`, `small-objects`, `map`, `compute`, `density`, `sql`, `peers`),
+//! is the chain's baseline), `throughput` (the embedded default's
+//! throughput alone; `CAISSON_BENCH_THROUGHPUT_RUNS` sets its runs), `io`, `small-objects`, `map`, `compute`, `density`, `sql`, `peers`),
 //! for profiling one of them.
 //!
 //! Results go to `target/bench/results.{md,json}`; the Markdown table is also
@@ -72,6 +73,7 @@ use caisson_runtime::{Config, Runtime};
 
 use report::{Plan, Report};
 
+mod client;
 mod io;
 mod map;
 mod peers;
@@ -136,6 +138,9 @@ pub fn main() -> Result<()> {
     if let Some(config) = std::env::var_os(service::WORKER_ENV) {
         return service::worker_main(std::path::Path::new(&config));
     }
+    if let Ok(load) = std::env::var(client::CLIENT_ENV) {
+        return client::client_main(&load);
+    }
     if let Some(spec) = std::env::var_os(peers::RUN_ENV) {
         return peers::run_main(std::path::Path::new(&spec));
     }
@@ -171,9 +176,14 @@ pub fn main() -> Result<()> {
     }
     if wanted("service") {
         tokio.block_on(service::run(&plan, dir.path(), &mut report))?;
-    } else if wanted("dag") {
-        // `service` measures the workflows too.
-        tokio.block_on(service::dag(&plan, dir.path(), &mut report))?;
+    } else {
+        // `service` measures these too.
+        if wanted("dag") {
+            tokio.block_on(service::dag(&plan, dir.path(), &mut report))?;
+        }
+        if wanted("throughput") {
+            tokio.block_on(service::throughput_only(&plan, dir.path(), &mut report))?;
+        }
     }
     // Before compute, which holds its text in memory.
     if wanted("io") {

@@ -56,6 +56,13 @@ impl Plan {
         {
             plan.python_samples = n;
         }
+        // More runs for the throughput figures, for `perf record`.
+        if let Some(n) = std::env::var("CAISSON_BENCH_THROUGHPUT_RUNS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+        {
+            plan.throughput_runs = n;
+        }
         plan
     }
 

@@ -11,8 +11,8 @@ use caisson_server::{Roles, ServerConfig};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::guest;
 use crate::report::{Dist, Plan, Report};
+use crate::{client, guest};
 
 /// Set in a worker process the suite starts: the path of its config file.
 pub const WORKER_ENV: &str = "CAISSON_BENCH_WORKER_CONFIG";
@@ -331,7 +331,7 @@ struct CpuMeter {
 impl CpuMeter {
     async fn start(service: &Service) -> CpuMeter {
         let mut before = vec![(
-            "bench process (API, 8 clients, any in-process slots)".to_string(),
+            "bench process (API, any in-process slots)".to_string(),
             std::process::id(),
             cpu_time(std::process::id()).unwrap_or_default(),
         )];
@@ -395,9 +395,11 @@ async fn throughput_with_cpu(
     report: &mut Report,
 ) -> Result<(f64, f64)> {
     let meter = CpuMeter::start(service).await;
-    let rate = throughput(service, n).await?;
+    let (rate, client_us) = throughput(service, n, None).await?;
     let mut total = 0.0;
-    for (process, micros) in meter.per_run(n).await {
+    let mut processes = meter.per_run(n).await;
+    processes.push(("client process (8 clients)".into(), client_us / n as f64));
+    for (process, micros) in processes {
         total += micros;
         report.value(&format!("CPU per run, {label}: {process}, µs"), micros, n);
     }
@@ -409,62 +411,18 @@ async fn throughput_with_cpu(
     Ok((rate, total))
 }
 
-/// `n` no-op runs submitted by 8 concurrent clients; runs per second from
-/// the first submission until the last run is seen finished.
-async fn throughput(service: &Service, n: usize) -> Result<f64> {
-    let started = Instant::now();
-    let clients = 8;
-    let mut handles = Vec::new();
-    for c in 0..clients {
-        let http = service.http.clone();
-        let url = service.url.clone();
-        let count = n / clients + usize::from(c < n % clients);
-        handles.push(tokio::spawn(async move {
-            let mut ids = Vec::with_capacity(count);
-            for _ in 0..count {
-                let run: Value = http
-                    .post(format!("{url}/v1/runs"))
-                    .json(&json!({"module": "bench-probe", "params": {"op": "clock"}}))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
-                ids.push(run["id"].as_str().context("no run id")?.to_string());
-            }
-            anyhow::Ok(ids)
-        }));
-    }
-    let mut ids = Vec::with_capacity(n);
-    for handle in handles {
-        ids.extend(handle.await??);
-    }
-    for id in &ids {
-        service.wait(id).await?;
-    }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
-}
-
-/// `n` no-op runs submitted by one client through `POST /v1/runs/batch`,
-/// `batch` to a request; runs per second from the first submission until
-/// the last run is seen finished, as [`throughput`] counts them.
-async fn throughput_batched(service: &Service, n: usize, batch: usize) -> Result<f64> {
-    let started = Instant::now();
-    let run = json!({"module": "bench-probe", "params": {"op": "clock"}});
-    let mut ids = Vec::with_capacity(n);
-    while ids.len() < n {
-        let k = (n - ids.len()).min(batch);
-        let answer = service
-            .post("/v1/runs/batch", &json!({ "runs": vec![run.clone(); k] }))
-            .await?;
-        for queued in answer["runs"].as_array().context("no runs in the answer")? {
-            ids.push(queued["id"].as_str().context("no run id")?.to_string());
-        }
-    }
-    for id in &ids {
-        service.wait(id).await?;
-    }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+/// `n` no-op runs submitted by the client process ([`crate::client`]),
+/// one per request from 8 concurrent clients, or in batches of `batch`
+/// from one; runs per second from the first submission until none is
+/// unfinished, and the client process's CPU time.
+async fn throughput(service: &Service, n: usize, batch: Option<usize>) -> Result<(f64, f64)> {
+    let driven = client::drive(&client::Load {
+        url: service.url.clone(),
+        runs: n,
+        batch,
+    })
+    .await?;
+    Ok((n as f64 / driven.seconds, driven.cpu_us))
 }
 
 /// Wall times of `samples` runs, one after another, of a workflow of
@@ -546,25 +504,7 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
         )
         .await?,
     );
-    let (sqlite_rate, _) =
-        throughput_with_cpu(&service, plan.throughput_runs, "embedded SQLite", report).await?;
-    report.value(
-        "throughput, embedded SQLite, runs/s",
-        sqlite_rate,
-        plan.throughput_runs,
-    );
-    let batched_rate = throughput_batched(&service, plan.throughput_runs, 100).await?;
-    report.value(
-        "throughput, embedded SQLite, batches of 100 from one client, runs/s",
-        batched_rate,
-        plan.throughput_runs,
-    );
-    report.plain_ratio(
-        "throughput, embedded SQLite, batched / one run per request",
-        batched_rate / sqlite_rate,
-        "runs/s in batches of 100 (POST /v1/runs/batch)",
-        "runs/s one per request (8 clients)",
-    );
+    let sqlite_rate = embedded_throughput(plan, &service, report).await?;
 
     workflows(plan, &service, report, sqlite_trigger, Some(sqlite_rate)).await?;
     service.stop().await?;
@@ -577,6 +517,42 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
         return Ok(());
     };
     postgres(plan, dir, report, sqlite_trigger, &pg).await
+}
+
+/// The embedded default's throughput, one run per request from 8
+/// clients and in batches of 100; returns the first.
+async fn embedded_throughput(plan: &Plan, service: &Service, report: &mut Report) -> Result<f64> {
+    let (rate, _) =
+        throughput_with_cpu(service, plan.throughput_runs, "embedded SQLite", report).await?;
+    report.value(
+        "throughput, embedded SQLite, runs/s",
+        rate,
+        plan.throughput_runs,
+    );
+    let (batched_rate, _) = throughput(service, plan.throughput_runs, Some(100)).await?;
+    report.value(
+        "throughput, embedded SQLite, batches of 100 from one client, runs/s",
+        batched_rate,
+        plan.throughput_runs,
+    );
+    report.plain_ratio(
+        "throughput, embedded SQLite, batched / one run per request",
+        batched_rate / rate,
+        "runs/s in batches of 100 (POST /v1/runs/batch)",
+        "runs/s one per request (8 clients)",
+    );
+    Ok(rate)
+}
+
+/// The embedded default's throughput figures alone
+/// (`CAISSON_BENCH_ONLY=throughput`), for profiling them: each at
+/// `CAISSON_BENCH_THROUGHPUT_RUNS` runs (default: the plan's).
+pub async fn throughput_only(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
+    println!("throughput:");
+    let sqlite_dir = fresh_dir(dir, "throughput")?;
+    let service = Service::start(&sqlite_dir, &sqlite_url(&sqlite_dir), 2, 0).await?;
+    embedded_throughput(plan, &service, report).await?;
+    service.stop().await
 }
 
 /// The DAG figures alone (`CAISSON_BENCH_ONLY=dag`), for profiling a

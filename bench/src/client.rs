@@ -1,0 +1,213 @@
+//! The throughput figures' client, in a process of its own: the suite
+//! re-executed, as worker processes are, so that it is built like the
+//! rest and the server's process holds only the server.
+//!
+//! It submits no-op runs (`bench-probe`, `clock`) through REST, one per
+//! request from 8 concurrent clients or in batches from one, and stops
+//! the clock when none of them is queued or running any more, seen by
+//! listing them (`GET /v1/runs?state=queued` and `running`, every 2 ms):
+//! a listing a dashboard would make, not one request per run. Then, off
+//! the clock, it pages through the runs and requires every one of them to
+//! have succeeded.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Set in the client process: its [`Load`], as JSON.
+pub const CLIENT_ENV: &str = "CAISSON_BENCH_CLIENT";
+
+/// The module the client submits.
+const MODULE: &str = "bench-probe";
+
+/// How often the client looks for unfinished runs.
+const POLL: Duration = Duration::from_millis(2);
+
+/// What the client process is asked to do.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Load {
+    /// The API's base URL.
+    pub(crate) url: String,
+    pub(crate) runs: usize,
+    /// Runs per request (`POST /v1/runs/batch`) from one client; without
+    /// it, one run per request from 8 clients.
+    pub(crate) batch: Option<usize>,
+}
+
+/// What the client process measured.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Driven {
+    /// From the first submission until no run was unfinished.
+    pub(crate) seconds: f64,
+    /// The client process's own CPU time over that stretch, µs.
+    pub(crate) cpu_us: f64,
+}
+
+/// The client process's entry point: runs `load` (JSON) and prints what it
+/// measured as one JSON line.
+pub fn client_main(load: &str) -> Result<()> {
+    let load: Load = serde_json::from_str(load).context("the client's load")?;
+    let tokio = tokio::runtime::Runtime::new()?;
+    let driven = tokio.block_on(run(&load))?;
+    println!("{}", serde_json::to_string(&driven)?);
+    Ok(())
+}
+
+/// Runs `load` in a client process and returns what it measured.
+pub(crate) async fn drive(load: &Load) -> Result<Driven> {
+    let load = serde_json::to_string(load)?;
+    let output = tokio::process::Command::new(std::env::current_exe()?)
+        .env(CLIENT_ENV, load)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running the client process")?;
+    ensure!(
+        output.status.success(),
+        "the client process failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(line.trim()).with_context(|| format!("the client's answer: {line}"))
+}
+
+async fn run(load: &Load) -> Result<Driven> {
+    let http = reqwest::Client::new();
+    // Runs created from now on are this load's: the section's earlier
+    // runs have all ended.
+    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let pid = std::process::id();
+    let cpu_before = crate::service::cpu_time(pid).unwrap_or_default();
+    let started = Instant::now();
+    match load.batch {
+        Some(batch) => submit_batched(&http, &load.url, load.runs, batch).await?,
+        None => submit_one_by_one(&http, &load.url, load.runs, 8).await?,
+    }
+    until_none_unfinished(&http, &load.url, &since).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = crate::service::cpu_time(pid)
+        .unwrap_or_default()
+        .saturating_sub(cpu_before);
+    let succeeded = count(&http, &load.url, &since, "succeeded").await?;
+    ensure!(
+        succeeded == load.runs,
+        "{succeeded} of {} runs succeeded",
+        load.runs
+    );
+    Ok(Driven {
+        seconds,
+        cpu_us: cpu.as_secs_f64() * 1e6,
+    })
+}
+
+async fn submit_one_by_one(
+    http: &reqwest::Client,
+    url: &str,
+    runs: usize,
+    clients: usize,
+) -> Result<()> {
+    let mut handles = Vec::new();
+    for c in 0..clients {
+        let http = http.clone();
+        let url = format!("{url}/v1/runs");
+        let count = runs / clients + usize::from(c < runs % clients);
+        handles.push(tokio::spawn(async move {
+            for _ in 0..count {
+                http.post(&url)
+                    .json(&json!({"module": MODULE, "params": {"op": "clock"}}))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for handle in handles {
+        handle.await??;
+    }
+    Ok(())
+}
+
+async fn submit_batched(
+    http: &reqwest::Client,
+    url: &str,
+    runs: usize,
+    batch: usize,
+) -> Result<()> {
+    let run = json!({"module": MODULE, "params": {"op": "clock"}});
+    let mut submitted = 0;
+    while submitted < runs {
+        let k = (runs - submitted).min(batch);
+        http.post(format!("{url}/v1/runs/batch"))
+            .json(&json!({ "runs": vec![run.clone(); k] }))
+            .send()
+            .await?
+            .error_for_status()?;
+        submitted += k;
+    }
+    Ok(())
+}
+
+/// Waits until no run created since `since` is queued or running.
+async fn until_none_unfinished(http: &reqwest::Client, url: &str, since: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let mut unfinished = false;
+        for state in ["queued", "running"] {
+            let page = list(http, url, since, state, 1, None).await?;
+            unfinished |= !page["runs"].as_array().is_none_or(Vec::is_empty);
+            if unfinished {
+                break;
+            }
+        }
+        if !unfinished {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "the runs did not finish");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// How many runs created since `since` are in `state`, page by page.
+async fn count(http: &reqwest::Client, url: &str, since: &str, state: &str) -> Result<usize> {
+    let mut total = 0;
+    let mut cursor = None;
+    loop {
+        let page = list(http, url, since, state, 500, cursor.as_deref()).await?;
+        total += page["runs"].as_array().map_or(0, Vec::len);
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return Ok(total),
+        }
+    }
+}
+
+async fn list(
+    http: &reqwest::Client,
+    url: &str,
+    since: &str,
+    state: &str,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<Value> {
+    let limit = limit.to_string();
+    let mut query = vec![
+        ("module", MODULE),
+        ("since", since),
+        ("state", state),
+        ("limit", &limit),
+    ];
+    if let Some(cursor) = cursor {
+        query.push(("cursor", cursor));
+    }
+    Ok(http
+        .get(format!("{url}/v1/runs"))
+        .query(&query)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
