@@ -550,7 +550,13 @@ async fn embedded_throughput(plan: &Plan, service: &Service, report: &mut Report
 pub async fn throughput_only(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
     println!("throughput:");
     let sqlite_dir = fresh_dir(dir, "throughput")?;
-    let service = Service::start(&sqlite_dir, &sqlite_url(&sqlite_dir), 2, 0).await?;
+    // In-process slots: 2, the default, unless asked (to see how the
+    // figure scales with them).
+    let slots = std::env::var("CAISSON_BENCH_SLOTS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(2);
+    let service = Service::start(&sqlite_dir, &sqlite_url(&sqlite_dir), slots, 0).await?;
     embedded_throughput(plan, &service, report).await?;
     service.stop().await
 }
