@@ -458,6 +458,19 @@ mod tests {
         (dir, db)
     }
 
+    /// A fresh table `t` (as `db`) and the turn (as `turn`), holding a
+    /// transaction (as `tx`) that inserted `a` and has not ended.
+    macro_rules! holding_a {
+        ($db:ident, $turn:ident, $tx:ident) => {
+            let (_dir, $db) = table_t().await;
+            let mut $turn = $db.join_write().await;
+            let mut $tx = $turn.transaction().await.unwrap();
+            $tx.execute("INSERT INTO t (k) VALUES ('a')", |q| q)
+                .await
+                .unwrap();
+        };
+    }
+
     /// Keys of `t` as another connection sees them: what is committed.
     async fn committed(db: &Db) -> Vec<String> {
         sqlx::query("SELECT k FROM t ORDER BY k")
@@ -476,6 +489,12 @@ mod tests {
         tx.execute("INSERT INTO t (k) VALUES ($1)", move |q| q.bind(k))
             .await?;
         tx.commit().await
+    }
+
+    /// [`insert`] on a task of its own.
+    fn spawn_insert(db: &Db, k: &'static str) -> tokio::task::JoinHandle<Result<(), DbError>> {
+        let db = db.clone();
+        tokio::spawn(async move { insert(&db, k).await })
     }
 
     /// Waits until `n` writers wait for the turn.
@@ -501,10 +520,7 @@ mod tests {
             .unwrap();
         let behind: Vec<_> = ["b", "c", "d"]
             .into_iter()
-            .map(|k| {
-                let db = db.clone();
-                tokio::spawn(async move { insert(&db, k).await })
-            })
+            .map(|k| spawn_insert(&db, k))
             .collect();
         until_waiting(&db, 3).await;
         // Each answers only once its work is committed, and all of it is.
@@ -522,18 +538,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_member_that_fails_or_is_dropped_undoes_only_its_own_work() {
-        let (_dir, db) = table_t().await;
-        let mut turn = db.join_write().await;
-        let mut tx = turn.transaction().await.unwrap();
-        tx.execute("INSERT INTO t (k) VALUES ('a')", |q| q)
-            .await
-            .unwrap();
+        holding_a!(db, turn, tx);
         // Behind it, in order: a duplicate of `a` (refused), one dropped
         // after its statement, and `c`.
-        let duplicate = tokio::spawn({
-            let db = db.clone();
-            async move { insert(&db, "a").await }
-        });
+        let duplicate = spawn_insert(&db, "a");
         until_waiting(&db, 1).await;
         let dropped = tokio::spawn({
             let db = db.clone();
@@ -546,10 +554,7 @@ mod tests {
             }
         });
         until_waiting(&db, 2).await;
-        let last = tokio::spawn({
-            let db = db.clone();
-            async move { insert(&db, "c").await }
-        });
+        let last = spawn_insert(&db, "c");
         until_waiting(&db, 3).await;
         tx.commit().await.unwrap();
         drop(turn);
@@ -565,12 +570,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_that_cannot_join_commits_the_open_group_first() {
-        let (_dir, db) = table_t().await;
-        let mut turn = db.join_write().await;
-        let mut tx = turn.transaction().await.unwrap();
-        tx.execute("INSERT INTO t (k) VALUES ('a')", |q| q)
-            .await
-            .unwrap();
+        holding_a!(db, turn, tx);
         // Behind it, a write on a pooled connection: the group's open
         // transaction would leave it busy for its whole timeout.
         let pooled = tokio::spawn({
@@ -593,12 +593,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_group_its_next_holder_leaves_open_is_committed_by_its_member() {
-        let (_dir, db) = table_t().await;
-        let mut turn = db.join_write().await;
-        let mut tx = turn.transaction().await.unwrap();
-        tx.execute("INSERT INTO t (k) VALUES ('a')", |q| q)
-            .await
-            .unwrap();
+        holding_a!(db, turn, tx);
         // The next holder takes the turn and lets it go without ending
         // the group (as a writer that stopped waiting just as the turn
         // came to it): nobody is left to commit it but its member.
