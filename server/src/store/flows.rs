@@ -5,7 +5,8 @@
 use serde::Serialize;
 use sqlx::{FromRow, Row};
 
-use super::db::{Db, DbError, built, new_id};
+use super::db::{Db, built, new_id};
+use super::error::DbError;
 use super::write_tx::{Statement, WriteTx};
 use crate::model::columns::{Flag, JsonText};
 

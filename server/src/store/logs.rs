@@ -4,7 +4,8 @@
 use caisson_host_api::log::Level;
 use serde::{Deserialize, Serialize};
 
-use super::db::{Db, DbError};
+use super::db::Db;
+use super::error::DbError;
 use super::write_tx::WriteTx;
 use crate::model::columns::LevelName;
 use crate::model::{LogSource, NewLogLine};

@@ -13,6 +13,7 @@
 //! left to each handler.
 
 mod db;
+mod error;
 mod flows;
 mod lite;
 mod logs;
@@ -23,7 +24,8 @@ mod tenants;
 mod tokens;
 mod turn;
 mod write_tx;
-pub use db::{BoxError, Db, DbError, DbKind};
+pub use db::{Db, DbKind};
+pub use error::{BoxError, DbError};
 pub use flows::{
     NewStep, OpenWorkflowRun, ScheduleRecord, Settled, StepRecord, WorkflowRecord,
     WorkflowRunRecord,

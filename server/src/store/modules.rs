@@ -5,7 +5,8 @@ use caisson_host_api::Grants;
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, Row};
 
-use super::db::{Db, DbError, built};
+use super::db::{Db, built};
+use super::error::DbError;
 use crate::model::columns::JsonText;
 
 /// A stored module version.

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, Row};
 
 use super::db::AnyQuery;
-use super::db::{Db, DbError, DbKind, built, corrupt, new_id};
+use super::db::{Db, DbKind, built, corrupt, new_id};
+use super::error::DbError;
 use super::write_tx::{Statement, WriteTx};
 
 /// The PostgreSQL channel a cancel request is announced on, with the run's

@@ -6,7 +6,8 @@
 use serde::Serialize;
 use sqlx::{FromRow, Row};
 
-use super::db::{Db, DbError, built};
+use super::db::{Db, built};
+use super::error::DbError;
 use super::flows::Settled;
 use super::runs::{CANCELLED_WITH_WORKFLOW, QueueRoom};
 use super::write_tx::WriteTx;

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::db::{Db, DbError, new_id, now_ms};
+use super::db::{Db, new_id, now_ms};
+use super::error::DbError;
 use crate::model::columns::Flag;
 
 /// Where a token came from.

@@ -4,8 +4,8 @@
 //! SQLite has one write lock per file, and a connection that finds it
 //! taken sleeps in its busy handler (1, 2, 5, 10 ms and up) however soon
 //! the lock is released. So this process's writers take turns on a mutex
-//! ([`Db::join_write`], [`Db::begin_write`]) before they begin, and the
-//! next starts the moment the last one is done. The busy handler still
+//! ([`WriterTurn::join`], [`WriterTurn::alone`]) before they begin, and
+//! the next starts the moment the last one is done. The busy handler still
 //! settles contention with other processes.
 //!
 //! The turn holds the connections the writers share (a file database):
@@ -36,7 +36,7 @@ use std::time::Duration;
 use sqlx::{AnyConnection, Connection};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
-use super::db::{Db, DbError};
+use super::error::DbError;
 use super::lite::{LiteConn, LiteError, Ran};
 
 /// Members of one group at most: what its first member may wait for.
@@ -49,8 +49,11 @@ const GROUP_MAX: usize = 32;
 /// microseconds, so this is reached only then.
 const GROUP_WAIT: Duration = Duration::from_millis(20);
 
-/// The savepoint a member's work runs in.
-const MEMBER: &str = "member";
+/// A member's work runs in a savepoint: opened, kept, and undone. Fixed
+/// texts, since they run for every member of every group.
+const MEMBER_BEGIN: &str = "SAVEPOINT member";
+const MEMBER_KEEP: &str = "RELEASE member";
+const MEMBER_UNDO: &str = "ROLLBACK TO member; RELEASE member";
 
 /// How a group's commit went, `None` until then. The error is a message:
 /// every member gets it.
@@ -95,7 +98,7 @@ pub(super) struct SharedWriter {
     groups: u64,
     /// The turn's holder is a member of the group, its savepoint open.
     member: bool,
-    /// [`Db::close`] ran: nothing is opened again.
+    /// [`Db::close`](super::Db::close) ran: nothing is opened again.
     closed: bool,
 }
 
@@ -174,9 +177,7 @@ impl SharedWriter {
             return;
         };
         if std::mem::take(&mut self.member)
-            && lite
-                .control(&format!("ROLLBACK TO {MEMBER}; RELEASE {MEMBER}"))
-                .is_err()
+            && lite.control(MEMBER_UNDO).is_err()
             && lite.in_transaction()
         {
             // Closing it rolls back whatever it held, the group too.
@@ -241,7 +242,7 @@ impl SharedWriter {
         let in_group = self.group.is_some();
         let lite = self.lite()?;
         if in_group {
-            lite.control(&format!("SAVEPOINT {MEMBER}"))?;
+            lite.control(MEMBER_BEGIN)?;
             self.member = true;
         } else {
             lite.control("BEGIN IMMEDIATE")?;
@@ -263,7 +264,7 @@ impl SharedWriter {
     /// group's commit, which comes once the turn has passed on.
     fn end_in_place(&mut self, others_waiting: bool) -> Result<Option<GroupWait>, LiteError> {
         if self.member {
-            self.lite()?.control(&format!("RELEASE {MEMBER}"))?;
+            self.lite()?.control(MEMBER_KEEP)?;
             self.member = false;
         } else if !others_waiting {
             return self.lite()?.commit(1).map(|()| None);
@@ -329,7 +330,7 @@ impl GroupWait {
     }
 }
 
-/// A writer's turn ([`Db::join_write`], [`Db::begin_write`]): held until
+/// A writer's turn ([`WriterTurn::join`], [`WriterTurn::alone`]): held until
 /// the transaction ends. Dropped, it undoes what its holder left
 /// unfinished in place, and commits the open group if nobody waits to
 /// join it.
@@ -339,37 +340,35 @@ pub(super) struct WriterTurn {
     pool: sqlx::AnyPool,
 }
 
-impl Db {
+impl WriterTurn {
     /// This process's writer turn on SQLite (see the module's comment),
-    /// nothing to wait for on PostgreSQL, whose row locks need no turn;
-    /// for a [`WriteTx`](super::write_tx::WriteTx)
-    /// ([`WriterTurn::transaction`]), which joins the open group.
-    pub(super) async fn join_write(&self) -> WriterTurn {
+    /// nothing to wait for on PostgreSQL (no `writers`), whose row locks
+    /// need no turn. The turn a [`WriteTx`](super::write_tx::WriteTx)
+    /// takes ([`WriterTurn::transaction`]): it joins the open group.
+    pub(super) async fn join(writers: Option<&Writers>, pool: &sqlx::AnyPool) -> WriterTurn {
         WriterTurn {
-            held: match &self.writer {
+            held: match writers {
                 Some(writers) => Some(writers.take().await),
                 None => None,
             },
-            writers: self.writer.clone(),
-            pool: self.pool.clone(),
+            writers: writers.cloned(),
+            pool: pool.clone(),
         }
     }
 
-    /// [`Db::join_write`] for a write that may not run in place: a
+    /// [`WriterTurn::join`] for a write that may not run in place: a
     /// transaction of sqlx's ([`WriterTurn::begin`]) or a statement that
     /// commits on its own on a pooled connection. The open group is
     /// committed first, since it holds the file's write lock. A write
     /// transaction never waits for another turn while it holds one.
-    pub(super) async fn begin_write(&self) -> WriterTurn {
-        let mut turn = self.join_write().await;
+    pub(super) async fn alone(writers: Option<&Writers>, pool: &sqlx::AnyPool) -> WriterTurn {
+        let mut turn = WriterTurn::join(writers, pool).await;
         if let Some(writer) = turn.held.as_deref_mut() {
             writer.settle();
         }
         turn
     }
-}
 
-impl WriterTurn {
     /// A transaction on the writers' shared connection, or on a pooled
     /// one. Bind the turn before the transaction (`let mut turn = ...;
     /// let mut tx = turn.begin().await?;`) so that it is dropped after

@@ -11,7 +11,8 @@
 use sqlx::any::AnyRow;
 use std::time::{Duration, Instant};
 
-use super::db::{AnyQuery, DbError, bound, built};
+use super::db::{AnyQuery, bound, built};
+use super::error::DbError;
 use super::lite::{LiteError, Ran};
 use super::turn::WriterTurn;
 
