@@ -79,7 +79,7 @@ async fn run(load: &Load) -> Result<Driven> {
     // runs have all ended.
     let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let pid = std::process::id();
-    let cpu_before = crate::service::cpu_time(pid).unwrap_or_default();
+    let cpu_before = crate::proc::cpu_time(pid).unwrap_or_default();
     let started = Instant::now();
     match load.batch {
         Some(batch) => submit_batched(&http, &load.url, load.runs, batch).await?,
@@ -87,7 +87,7 @@ async fn run(load: &Load) -> Result<Driven> {
     }
     until_none_unfinished(&http, &load.url, &since).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = crate::service::cpu_time(pid)
+    let cpu = crate::proc::cpu_time(pid)
         .unwrap_or_default()
         .saturating_sub(cpu_before);
     let succeeded = count(&http, &load.url, &since, "succeeded").await?;

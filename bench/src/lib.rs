@@ -77,6 +77,7 @@ mod client;
 mod io;
 mod map;
 mod peers;
+mod proc;
 mod report;
 mod runtime;
 mod service;

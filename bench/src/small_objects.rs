@@ -23,8 +23,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::guest;
 use crate::io::Backend;
+use crate::proc::cpu_time;
 use crate::report::{Dist, Plan, Report};
-use crate::service::cpu_time;
 
 /// What `read_concurrency` defaults to, for the native baseline.
 const CONCURRENCY: usize = 16;
