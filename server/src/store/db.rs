@@ -316,3 +316,116 @@ impl Db {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::Db;
+
+    /// A database migrated before `sqlite/0012` (attempts and log lines in
+    /// rowid tables), with one run, two attempts and three log lines.
+    async fn before_0012(url: &str) {
+        let mut before = sqlx::migrate!("./migrations/sqlite");
+        before.migrations = before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 12)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        before.run(&pool).await.unwrap();
+        for sql in [
+            "INSERT INTO tenants (id, name, created_at) VALUES ('t', 'acme', 1)",
+            "INSERT INTO runs (id, tenant_id, module_name, module_version, digest, input, \
+             params, grants, timeout_ms, memory_bytes, max_retries, backoff_ms, retry_timeouts, \
+             priority, state, attempts, not_before, created_at) \
+             VALUES ('r', 't', 'm', '1', 'd', x'', '{}', '{}', 1000, 1, 1, 0, 0, 0, \
+             'failed', 2, 0, 1)",
+            "INSERT INTO run_attempts (run_id, attempt, worker_id, started_at, finished_at, \
+             state, error) VALUES ('r', 1, 'w', 2, 3, 'failed', 'first'), \
+             ('r', 2, 'w', 4, 5, 'failed', 'second')",
+            "INSERT INTO run_logs (run_id, seq, attempt, time, level, source, message) \
+             VALUES ('r', 1, 1, 2, 'info', 'task', 'one'), ('r', 2, 1, 3, 'warn', 'task', 'two'), \
+             ('r', 3, 2, 4, 'error', 'host', 'three')",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_keeps_every_attempt_and_log_line_in_tables_keyed_by_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+        before_0012(&url).await;
+
+        let db = Db::connect(&url, 2).await.unwrap();
+        let attempts: Vec<(i64, String)> = sqlx::query(
+            "SELECT attempt, error FROM run_attempts WHERE run_id = 'r' ORDER BY attempt",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get("attempt"), row.get("error")))
+        .collect();
+        assert_eq!(attempts, [(1, "first".into()), (2, "second".into())]);
+        let lines: Vec<(i64, i64, String, String, String)> = sqlx::query(
+            "SELECT seq, attempt, level, source, message FROM run_logs WHERE run_id = 'r' ORDER BY seq",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let text = |c: &str| row.get::<String, _>(c);
+            (row.get("seq"), row.get("attempt"), text("level"), text("source"), text("message"))
+        })
+        .collect();
+        assert_eq!(
+            lines,
+            [
+                (1, 1, "info".into(), "task".into(), "one".into()),
+                (2, 1, "warn".into(), "task".into(), "two".into()),
+                (3, 2, "error".into(), "host".into(), "three".into()),
+            ]
+        );
+
+        // Stored in their keys' B-trees, and the unused index is gone.
+        for table in ["run_attempts", "run_logs"] {
+            let sql: String = sqlx::query("SELECT sql FROM sqlite_master WHERE name = $1")
+                .bind(table)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap()
+                .get("sql");
+            assert!(sql.ends_with("WITHOUT ROWID"), "{table}: {sql}");
+        }
+        let index: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'runs_by_tenant_state'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .get("n");
+        assert_eq!(index, 0);
+
+        // Their rows still belong to the run: deleting it deletes them.
+        sqlx::query("DELETE FROM runs WHERE id = 'r'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        for table in ["run_attempts", "run_logs"] {
+            let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) AS n FROM {table}"
+            )))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .get("n");
+            assert_eq!(n, 0, "{table}");
+        }
+    }
+}
