@@ -1,4 +1,5 @@
-//! Embeds the dashboard (`ui/` at the repository's root) in the binary.
+//! Embeds the dashboard (`ui/` at the repository's root) in the binary,
+//! and rebuilds the crate when a migration is added.
 //!
 //! The dashboard is plain ES modules and CSS with no build step, so the
 //! files under `ui/` are what the browser gets: this script only lists them
@@ -49,6 +50,14 @@ fn main() {
     // A directory makes cargo rerun this script when anything under it
     // changes.
     println!("cargo::rerun-if-changed={}", ui.display());
+    // `sqlx::migrate!` embeds `migrations/` when the crate compiles, and a
+    // new migration is a new file, which cargo does not watch by itself:
+    // without this a build could keep the last build's list (sqlx's own
+    // advice).
+    println!(
+        "cargo::rerun-if-changed={}",
+        manifest.join("migrations").display()
+    );
     let mut files = Vec::new();
     if let Err(e) = walk(&ui, &mut files) {
         panic!(
