@@ -1708,6 +1708,58 @@ async fn a_run_submitted_claimed_is_claimed_only_where_a_claim_would_take_it() {
     .await;
 }
 
+/// A run waiting out a backoff is not due, so no claim would pass over it
+/// by taking a new run first. PostgreSQL claims the new run in its
+/// submit's commit; SQLite asks only whether anything else is queued
+/// (the tenants' counts) and leaves the new run to the ordinary claim,
+/// which takes it and leaves the waiting one waiting. Either way, the new
+/// run is the one that starts.
+#[tokio::test]
+async fn a_run_waiting_out_its_backoff_never_holds_back_a_new_run() {
+    each_backend(5, |backend| async move {
+        let db = backend.db.clone();
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let later = RunSpec {
+            not_before: NOW + 60_000,
+            ..new_run(&t)
+        };
+        let (waiting, _, claim) = db
+            .submit_claimed(&later, "w", LEASE, NOW, GIB)
+            .await
+            .unwrap();
+        assert!(claim.is_none(), "not due: {claim:?}");
+
+        let (new, _, claim) = db
+            .submit_claimed(&new_run(&t), "w", LEASE, NOW + 1, GIB)
+            .await
+            .unwrap();
+        let started = match db.kind() {
+            DbKind::Postgres => claim.expect("PostgreSQL: claimed in the submit's commit"),
+            DbKind::Sqlite => {
+                assert!(
+                    claim.is_none(),
+                    "SQLite: something else is queued: {claim:?}"
+                );
+                db.claim_run("w", LEASE, NOW + 2, GIB)
+                    .await
+                    .unwrap()
+                    .expect("the ordinary claim takes the due run")
+            }
+        };
+        assert_eq!(started.run.id, new);
+        assert!(
+            db.claim_run("w", LEASE, NOW + 3, GIB)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let waiting = db.get_run_any(&waiting).await.unwrap().unwrap();
+        assert_eq!(waiting.state, RunState::Queued);
+        backend
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_run_and_its_attempts_read_together_are_what_each_read_gives() {
     each_db(|db| async move {

@@ -464,27 +464,40 @@ const CLAIM_SQLITE: &str = claim_sql!(running_count!(sqlite), "");
 /// [`Db::submit_claimed`]'s claim of the run it has just inserted (`$1`):
 /// the claim's own conditions on that one row (still queued, due, fits
 /// `$5`; its tenant under `max_running_runs`, which the tenant's lock
-/// holds still) and no other run waiting that a claim could pick first.
-/// `$2` worker, `$3` lease end, `$4` now.
+/// holds still) and no other run waiting that a claim could pick first
+/// (`$alone`). `$2` worker, `$3` lease end, `$4` now.
 macro_rules! claim_submitted_sql {
-    ($busy:expr) => {
+    ($busy:expr, $alone:literal) => {
         concat!(
             "UPDATE runs SET state = 'running', worker_id = $2, lease_until = $3, \
              attempts = attempts + 1, started_at = COALESCE(started_at, $4) \
              WHERE id = $1 AND state = 'queued' AND not_before <= $4 AND memory_bytes <= $5 \
              AND EXISTS (SELECT 1 FROM tenants t WHERE t.id = runs.tenant_id AND ",
             $busy,
-            " < t.max_running_runs) \
-             AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.state = 'queued' \
-             AND o.not_before <= $4 AND o.id <> $1) \
-             RETURNING ",
+            " < t.max_running_runs) AND ",
+            $alone,
+            " RETURNING ",
             run_columns!()
         )
     };
 }
 
-const CLAIM_SUBMITTED_SQLITE: &str = claim_submitted_sql!(running_count!(sqlite));
-const CLAIM_SUBMITTED_POSTGRES: &str = claim_submitted_sql!(running_count!(postgres));
+/// SQLite: no tenant has another run queued, due or not, read from the
+/// tenants' counts (migration 0010) rather than from an index of the
+/// queue by time, which every run entered and left (migration 0013
+/// dropped it). A run waiting out a backoff sends a new submission down
+/// the ordinary claim, which passes over it.
+const CLAIM_SUBMITTED_SQLITE: &str = claim_submitted_sql!(
+    running_count!(sqlite),
+    "NOT EXISTS (SELECT 1 FROM tenants o WHERE o.queued_runs > (o.id = runs.tenant_id))"
+);
+
+/// PostgreSQL: no other run queued and due, over `runs_queue`.
+const CLAIM_SUBMITTED_POSTGRES: &str = claim_submitted_sql!(
+    running_count!(postgres),
+    "NOT EXISTS (SELECT 1 FROM runs o WHERE o.state = 'queued' \
+     AND o.not_before <= $4 AND o.id <> $1)"
+);
 
 /// The start of a new run's insert: its columns, for
 /// [`new_run_values`]'s values.
@@ -739,7 +752,8 @@ impl Db {
     /// the last): in the same transaction, it is claimed for `worker_id`
     /// under a lease until `now + lease`, as a claim would take it, if a
     /// claim would take it now. That is: nothing else is queued and due
-    /// (so no other run, of any tenant, is passed over), its tenant is
+    /// (so no other run, of any tenant, is passed over; on SQLite nothing
+    /// else is queued at all, see `CLAIM_SUBMITTED_SQLITE`), its tenant is
     /// under `max_running_runs`, and its memory fits `max_memory`. Else it
     /// stays queued, for any worker to claim. Returns the run's id,
     /// whether it is new, and the claim if it was claimed here.
@@ -1517,7 +1531,9 @@ impl Db {
 
     /// When the longest-waiting runnable queued run (all tenants) became
     /// runnable: the queue's age, for metrics. Runs waiting out a retry
-    /// backoff are not runnable yet. One probe of the `runs_queue` index.
+    /// backoff are not runnable yet. One probe of the `runs_queue` index on
+    /// PostgreSQL; on SQLite a walk of the queue's `runs_claim`, once a
+    /// scrape.
     pub async fn oldest_runnable(&self, now: i64) -> Result<Option<i64>, DbError> {
         let row = sqlx::query(
             "SELECT MIN(not_before) AS oldest FROM runs WHERE state = 'queued' AND not_before <= $1",

@@ -1,0 +1,11 @@
+-- `runs_queue (not_before, priority)`, partial on queued runs (migration
+-- 0011), took an entry at every submission and gave it up at every claim
+-- (issue 12: a tenth of the embedded default's runs/s, BENCHMARKS.md).
+-- Its readers need no index of their own on SQLite:
+-- - a submission that claims its own run (`Db::submit_claimed`) asks
+--   whether any other run is queued from the tenants' counts (migration
+--   0010), one row a tenant;
+-- - the queue's age for metrics (`Db::oldest_runnable`) walks the queued
+--   runs in `runs_claim`, once a scrape.
+-- PostgreSQL keeps its own.
+DROP INDEX runs_queue;
