@@ -1,7 +1,7 @@
 -- Fewer B-tree entries written per run (issue 12). On the embedded
 -- default a commit's cost is the pages it writes to the log, and every
 -- B-tree a run's statements touch adds its pages (BENCHMARKS.md, "fewer
--- entries per run").
+-- B-trees per run").
 --
 -- `runs_by_tenant_state` counted a tenant's queued and running runs for
 -- its quotas and fair claims. Migration 0010 keeps those counts on the
