@@ -321,7 +321,7 @@ impl Db {
 mod tests {
     use sqlx::Row;
 
-    use super::Db;
+    use super::{Db, built};
 
     /// A database migrated before `sqlite/0012` (attempts and log lines in
     /// rowid tables), with one run, two attempts and three log lines.
@@ -418,13 +418,11 @@ mod tests {
             .await
             .unwrap();
         for table in ["run_attempts", "run_logs"] {
-            let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT COUNT(*) AS n FROM {table}"
-            )))
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
-            .get("n");
+            let n: i64 = sqlx::query(built(format!("SELECT COUNT(*) AS n FROM {table}")))
+                .fetch_one(&db.pool)
+                .await
+                .unwrap()
+                .get("n");
             assert_eq!(n, 0, "{table}");
         }
     }

@@ -6,8 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, Row};
 
-use super::db::AnyQuery;
-use super::db::{Db, DbKind, built, corrupt, new_id};
+use super::db::{AnyQuery, Db, DbKind, built, corrupt, new_id};
 use super::error::DbError;
 use super::write_tx::{Statement, WriteTx};
 
