@@ -54,7 +54,9 @@
 //! `python` (the Python task's rows of `instantiate` alone),
 //! `service`, `dag` (the workflows alone, with the trigger to start that
 //! is the chain's baseline), `throughput` (the embedded default's
-//! throughput alone; `CAISSON_BENCH_THROUGHPUT_RUNS` sets its runs), `io`, `small-objects`, `map`, `compute`, `density`, `sql`, `peers`),
+//! throughput alone; `CAISSON_BENCH_THROUGHPUT_RUNS` sets its runs),
+//! `pg-throughput` (PostgreSQL's throughput alone, the same way), `io`,
+//! `small-objects`, `map`, `compute`, `density`, `sql`, `peers`),
 //! for profiling one of them.
 //!
 //! Results go to `target/bench/results.{md,json}`; the Markdown table is also
@@ -184,6 +186,13 @@ pub fn main() -> Result<()> {
         }
         if wanted("throughput") {
             tokio.block_on(service::throughput_only(&plan, dir.path(), &mut report))?;
+        }
+        if wanted("pg-throughput") {
+            tokio.block_on(service::postgres_throughput_only(
+                &plan,
+                dir.path(),
+                &mut report,
+            ))?;
         }
     }
     // Before compute, which holds its text in memory.

@@ -220,6 +220,39 @@ pub(crate) async fn fresh_postgres(admin_url: &str, tag: &str) -> Result<String>
     Ok(format!("{base}/{name}"))
 }
 
+/// Runs served before a PostgreSQL figure, off the clock.
+const WARM_UP_RUNS: usize = 500;
+
+/// Makes a fresh database (`url`, which `service` uses) look like one in
+/// service: it serves [`WARM_UP_RUNS`] runs, then is analysed, as
+/// autovacuum analyses a table that has grown. A new database's planner
+/// statistics say its tables are empty, and until autovacuum's next pass
+/// (up to a minute, longer than a figure takes) the claim is planned for
+/// that: it read every queued run, by the queue's time index, to find the
+/// next one (BENCHMARKS.md). Whether that pass came during a figure made
+/// runs of one binary differ by 3×.
+async fn in_service(service: &Service, url: &str) -> Result<()> {
+    use sqlx::Connection;
+    throughput(service, WARM_UP_RUNS, None).await?;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::query("ANALYZE").execute(&mut conn).await?;
+    Ok(())
+}
+
+/// Drops a database [`fresh_postgres`] made, once nothing uses it, so
+/// that repeated runs leave nothing for autovacuum to visit.
+async fn drop_postgres(admin_url: &str, url: &str) -> Result<()> {
+    use sqlx::Connection;
+    let name = url.rsplit_once('/').map_or(url, |(_, name)| name);
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await?;
+    Ok(())
+}
+
 pub(crate) fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}/caisson.db?mode=rwc", dir.display())
 }
@@ -499,7 +532,17 @@ pub async fn run(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
         );
         return Ok(());
     };
-    postgres(plan, dir, report, sqlite_trigger, &pg).await
+    postgres(plan, dir, report, Some(sqlite_trigger), &pg).await
+}
+
+/// PostgreSQL's throughput figures alone (`CAISSON_BENCH_ONLY=pg-throughput`),
+/// for profiling them: 1, then 2, worker processes at
+/// `CAISSON_BENCH_THROUGHPUT_RUNS` runs each, without the latency rows.
+pub async fn postgres_throughput_only(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
+    println!("PostgreSQL throughput:");
+    let pg = std::env::var("CAISSON_TEST_POSTGRES_URL")
+        .context("pg-throughput needs CAISSON_TEST_POSTGRES_URL")?;
+    postgres(plan, dir, report, None, &pg).await
 }
 
 /// The embedded default's throughput, one run per request from 8
@@ -623,11 +666,13 @@ async fn workflows(
 
 /// Many machines' shape on PostgreSQL at `pg`: trigger to start, cancel
 /// and throughput with an API process and 1, then 2, worker processes.
+/// Without `sqlite_trigger` (the embedded trigger's index in `report`, to
+/// compare with), throughput only.
 async fn postgres(
     plan: &Plan,
     dir: &Path,
     report: &mut Report,
-    sqlite_trigger: usize,
+    sqlite_trigger: Option<usize>,
     pg: &str,
 ) -> Result<()> {
     // Many machines' shape: an API process and worker processes sharing
@@ -638,7 +683,8 @@ async fn postgres(
         let pg_dir = fresh_dir(dir, &format!("pg{processes}"))?;
         let url = fresh_postgres(pg, &format!("w{processes}")).await?;
         let service = Service::start(&pg_dir, &url, 0, processes).await?;
-        if processes == 1 {
+        in_service(&service, &url).await?;
+        if let (1, Some(sqlite_trigger)) = (processes, sqlite_trigger) {
             let pg_trigger = report.dist(
                 trigger_to_start(
                     &service,
@@ -678,6 +724,7 @@ async fn postgres(
         );
         rates.push(rate);
         service.stop().await?;
+        drop_postgres(pg, &url).await?;
     }
     report.plain_ratio(
         "throughput, 2 worker processes / 1 (PostgreSQL)",
