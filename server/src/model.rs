@@ -113,6 +113,11 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
+    /// The workflow run and step whose run this is, if it is a step's.
+    pub fn workflow_step(&self) -> Option<(&String, &String)> {
+        self.workflow_run_id.as_ref().zip(self.step_name.as_ref())
+    }
+
     /// The run's limits: its own timeout, memory and fuel, and the rest
     /// (log, output, object and SQL caps) from `defaults`, the worker's.
     pub fn limits(&self, defaults: RunLimits) -> RunLimits {

@@ -1914,6 +1914,15 @@ async fn an_attempts_last_log_lines_are_stored_with_its_outcome_or_not_at_all() 
         );
         let run = db.get_run(&t, &id).await.unwrap().unwrap();
         assert_eq!(run.state, RunState::Succeeded);
+        // The attempt's row ended in the same write, once: w2's refused
+        // finish did not touch it.
+        let attempts = db.attempts(&id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(
+            (attempts[0].state.as_str(), attempts[0].finished_at),
+            ("succeeded", Some(NOW + 1))
+        );
+        assert_eq!(attempts[0].worker_id, "w1");
     })
     .await;
 }

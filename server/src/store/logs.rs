@@ -4,7 +4,7 @@
 use caisson_host_api::log::Level;
 use serde::{Deserialize, Serialize};
 
-use super::db::Db;
+use super::db::{AnyQuery, Db};
 use super::error::DbError;
 use super::write_tx::WriteTx;
 use crate::model::columns::LevelName;
@@ -23,9 +23,53 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// Rows per `INSERT` when appending logs: 5 parameters a row stays far
-/// below SQLite's parameter limit.
-const LOG_ROWS_PER_INSERT: usize = 100;
+/// The most lines one statement stores: [`log_rows_insert`] binds five
+/// values a line, and a statement takes at most 32,766 (SQLite) or
+/// 65,535 (PostgreSQL).
+pub(super) const LOG_ROWS_PER_INSERT: usize = 100;
+
+/// The insert of `lines` log lines of run `run` (a placeholder, such as
+/// `$1`), attempt `attempt` (another), each line's values bound by
+/// [`bind_log_rows`] from placeholder `$first` on. Each line's `seq` is the
+/// run's last one plus its place in the chunk, the last one read by the
+/// insert itself (see [`Db::insert_logs`]).
+pub(super) fn log_rows_insert(run: &str, attempt: &str, first: usize, lines: usize) -> String {
+    // `VALUES` names its columns `column1`, `column2`... on both backends.
+    let mut sql = format!(
+        "INSERT INTO run_logs (run_id, seq, attempt, time, level, source, message) \
+         SELECT {run}, (SELECT COALESCE(MAX(seq), 0) FROM run_logs WHERE run_id = {run}) \
+         + v.column1, {attempt}, v.column2, v.column3, v.column4, v.column5 FROM (VALUES "
+    );
+    for i in 0..lines {
+        let p = first + i * 5;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${})",
+            p,
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4
+        ));
+    }
+    sql.push_str(") AS v");
+    sql
+}
+
+/// Binds `lines`' values to [`log_rows_insert`]'s placeholders.
+pub(super) fn bind_log_rows(mut query: AnyQuery, lines: &[NewLogLine]) -> AnyQuery {
+    for (place, line) in (1_i64..).zip(lines) {
+        query = query
+            .bind(place)
+            .bind(line.time)
+            .bind(line.level.as_str())
+            .bind(line.source.as_str())
+            .bind(line.message.as_str());
+    }
+    query
+}
 
 impl Db {
     /// Appends lines to a run's log; `seq` is assigned here, continuing
@@ -78,39 +122,9 @@ impl Db {
         lines: &'t [NewLogLine],
     ) -> Result<(), DbError> {
         for chunk in lines.chunks(LOG_ROWS_PER_INSERT) {
-            // `VALUES` names its columns `column1`, `column2`... on both
-            // backends.
-            let mut sql = String::from(
-                "INSERT INTO run_logs (run_id, seq, attempt, time, level, source, message) \
-                 SELECT $1, (SELECT COALESCE(MAX(seq), 0) FROM run_logs WHERE run_id = $1) \
-                 + v.column1, $2, v.column2, v.column3, v.column4, v.column5 FROM (VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let p = 2 + i * 5;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5
-                ));
-            }
-            sql.push_str(") AS v");
-            tx.execute(sql, move |mut query| {
-                query = query.bind(run_id).bind(attempt);
-                for (place, line) in (1_i64..).zip(chunk) {
-                    query = query
-                        .bind(place)
-                        .bind(line.time)
-                        .bind(line.level.as_str())
-                        .bind(line.source.as_str())
-                        .bind(line.message.as_str());
-                }
-                query
+            let sql = log_rows_insert("$1", "$2", 3, chunk.len());
+            tx.execute(sql, move |query| {
+                bind_log_rows(query.bind(run_id).bind(attempt), chunk)
             })
             .await?;
         }

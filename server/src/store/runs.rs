@@ -8,6 +8,7 @@ use sqlx::{FromRow, Row};
 
 use super::db::{AnyQuery, Db, DbKind, built, corrupt, new_id};
 use super::error::DbError;
+use super::logs::{LOG_ROWS_PER_INSERT, bind_log_rows, log_rows_insert};
 use super::write_tx::{Statement, WriteTx};
 
 /// The PostgreSQL channel a cancel request is announced on, with the run's
@@ -159,43 +160,6 @@ impl QueueRoom {
 }
 
 impl Db {
-    /// PostgreSQL: takes the tenant's row lock, stamping its
-    /// `last_claim_at` with `claimed_at` (the claims' round robin), and
-    /// counts under it its running runs over the `runs_by_tenant_state`
-    /// index: in read committed a new statement sees every transaction
-    /// that committed while this one waited for the lock. Returns its
-    /// `max_running_runs` and that count. (A count kept on the tenant's
-    /// row made it a lock every finish waited for: migration 0011.)
-    async fn locked_running_count(
-        tx: &mut WriteTx<'_>,
-        tenant_id: &str,
-        claimed_at: i64,
-    ) -> Result<(i64, i64), DbError> {
-        let tenant = tenant_id.to_owned();
-        let rows = tx
-            .fetch_all(
-                "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 RETURNING max_running_runs",
-                move |q| q.bind(tenant).bind(claimed_at),
-            )
-            .await?;
-        let Some(row) = rows.first() else {
-            return Err(DbError::other(format!("no tenant {tenant_id}")));
-        };
-        let limit: i64 = row.try_get("max_running_runs")?;
-        let tenant = tenant_id.to_owned();
-        let rows = tx
-            .fetch_all(
-                "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'running'",
-                move |q| q.bind(tenant),
-            )
-            .await?;
-        let running: i64 = match rows.first() {
-            Some(row) => row.try_get("n")?,
-            None => 0,
-        };
-        Ok((limit, running))
-    }
-
     /// The run `tenant_id` submitted with idempotency `key`, if any.
     async fn run_by_key<'t>(
         tx: &mut WriteTx<'t>,
@@ -579,7 +543,7 @@ fn bind_new_run(
 ///   finds queued. (On PostgreSQL a cancel committing between this and
 ///   the commit can still miss it; on SQLite the write lock orders them.)
 fn step_started<'t>(id: &str, run: &'t RunSpec, now: i64) -> Vec<Statement<'t>> {
-    let (Some(workflow_run_id), Some(step)) = (&run.workflow_run_id, &run.step_name) else {
+    let Some((workflow_run_id, step)) = run.workflow_step() else {
         return Vec::new();
     };
     let (run_id, ended) = (id.to_string(), id.to_string());
@@ -617,6 +581,16 @@ fn insert_checked(run: &RunSpec, now: i64) -> Result<(String, Vec<Statement<'_>>
     Ok((id, statements))
 }
 
+/// PostgreSQL: a new run's insert that inserts nothing (and returns no
+/// row) when a run of the tenant holds its key; one of a concurrent
+/// submission not yet committed is waited for.
+const INSERT_KEYED: &str = concat!(
+    insert_run_into!(),
+    "VALUES (",
+    new_run_values!(),
+    ") ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id"
+);
+
 /// The run of tenant `$1` that holds idempotency key `$2`.
 const RUN_BY_KEY: &str = "SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2";
 
@@ -644,6 +618,13 @@ impl Db {
         runs: &[RunSpec],
         now: i64,
     ) -> Result<Vec<(String, bool)>, DbError> {
+        // One run on PostgreSQL with nothing written beside it (no
+        // workflow step): its insert alone, which commits itself.
+        if let ([run], DbKind::Postgres) = (runs, self.kind)
+            && run.workflow_step().is_none()
+        {
+            return Ok(vec![self.insert_alone(run, now).await?]);
+        }
         let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
         // One run on SQLite: its insert checks its room and key itself
@@ -707,12 +688,6 @@ impl Db {
         // The run's row; on PostgreSQL a key a concurrent submission
         // holds is settled below instead of failing the transaction.
         const INSERT: &str = concat!(insert_run_into!(), "VALUES (", new_run_values!(), ")");
-        const INSERT_KEYED: &str = concat!(
-            insert_run_into!(),
-            "VALUES (",
-            new_run_values!(),
-            ") ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id"
-        );
         let bind = bind_new_run(id.clone(), run, now)?;
         match kind {
             // The key was looked up under the write lock, so the insert
@@ -824,6 +799,32 @@ impl Db {
                 run: claimed,
             }),
         ))
+    }
+
+    /// [`Db::submit_run`] on PostgreSQL for a run with nothing to write
+    /// beside it: its insert as a statement of its own, which commits
+    /// itself. One trip where `BEGIN`, the insert and `COMMIT` took three,
+    /// and the tenant's lock, which the insert's quota trigger (migration
+    /// 0012) takes, is released in the same trip: concurrent submissions
+    /// and claims queue on that lock. A key another run holds inserts
+    /// nothing; that run is then read and is the answer.
+    async fn insert_alone(&self, run: &RunSpec, now: i64) -> Result<(String, bool), DbError> {
+        let id = new_id();
+        let inserted = bind_new_run(id.clone(), run, now)?(sqlx::query(INSERT_KEYED))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| QueueRoom::refused_by_trigger(e.into()))?;
+        if !inserted.is_empty() {
+            return Ok((id, true));
+        }
+        let key = run.idempotency_key.as_deref();
+        let existing = sqlx::query(RUN_BY_KEY)
+            .bind(&run.tenant_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| DbError::other("a run's key conflicted, but no run holds it"))?;
+        Ok((existing.try_get("id")?, false))
     }
 
     /// Why [`INSERT_CHECKED`] inserted nothing: the run that holds the
@@ -1113,44 +1114,43 @@ impl Db {
             return Ok(Attempted::Nothing);
         };
         let run = RunRecord::from_row(row)?;
-        let [stamp, attempt] =
-            Self::claim_writes(run.spec.tenant_id.clone(), run.id.clone(), worker_id, now);
         match kind {
             // The claim read the tenant's running count under the write
             // lock this transaction took at its `BEGIN IMMEDIATE` (or on
             // the one connection of an in-memory database), so it holds:
-            // only the round robin stamp is left to write.
+            // only the round robin stamp and the attempt's row are left to
+            // write.
             DbKind::Sqlite => {
+                let [stamp, attempt] =
+                    Self::claim_writes(run.spec.tenant_id.clone(), run.id.clone(), worker_id, now);
                 tx.execute_statement(stamp).await?;
+                tx.execute_statement(attempt).await?;
             }
             // The claim read running counts in its own snapshot; another
             // worker may have claimed for the same tenant meanwhile.
             // Counting again under the tenant's lock (which also stamps
             // the round robin) settles it: the count already holds this
             // claim, and whoever commits second sees the first, and backs
-            // out if that was the tenant's last slot.
+            // out if that was the tenant's last slot, undoing its claim
+            // in the transaction, which may hold others. One call does it
+            // and writes the attempt's row (migration 0014).
             DbKind::Postgres => {
-                let (limit, running) =
-                    Self::locked_running_count(tx, &run.spec.tenant_id, now).await?;
-                if running > limit {
-                    // Undone in the transaction, which may hold other
-                    // claims: the run is queued again as it was
-                    // (`attempts` on the right-hand side is the value
-                    // before this update).
-                    let id = run.id.clone();
-                    tx.execute(
-                        "UPDATE runs SET state = 'queued', attempts = attempts - 1, \
-                         worker_id = NULL, lease_until = NULL, \
-                         started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END \
-                         WHERE id = $1",
-                        move |q| q.bind(id),
+                let (run_id, tenant) = (run.id.clone(), run.spec.tenant_id.clone());
+                let held = tx
+                    .fetch_all(
+                        "SELECT caisson_claim_held($1, $2, $3, $4) AS held",
+                        move |q| q.bind(run_id).bind(tenant).bind(worker_id).bind(now),
                     )
                     .await?;
+                let held: bool = match held.first() {
+                    Some(row) => row.try_get("held")?,
+                    None => false,
+                };
+                if !held {
                     return Ok(Attempted::OverQuota);
                 }
             }
         }
-        tx.execute_statement(attempt).await?;
         Ok(Attempted::Claimed(Box::new(Claim {
             attempt: run.attempts,
             run,
@@ -1242,79 +1242,111 @@ impl Db {
              ELSE (SELECT COUNT(*) FROM workflow_splits s WHERE s.run_id = runs.id) END AS splits";
         let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
-        let (attempt_state, attempt_error, rows) = match outcome {
-            AttemptOutcome::Succeeded { output, output_key } => {
-                let sql = format!(
-                    "UPDATE runs SET state = 'succeeded', output = $4, output_key = $6, error = NULL, \
-                     retryable = NULL, finished_at = $5, lease_until = NULL{HELD}"
-                );
-                let rows = tx
-                    .fetch_all(sql, move |q| {
+        // The run's update, which holds its row if it applies, as the
+        // placeholders it binds; and what the attempt's row is to say.
+        type Bind<'b> = Box<dyn FnOnce(AnyQuery) -> AnyQuery + Send + 'b>;
+        let (sql, bind, placeholders, attempt_state, attempt_error): (String, Bind, usize, _, _) =
+            match outcome {
+                AttemptOutcome::Succeeded { output, output_key } => (
+                    format!(
+                        "UPDATE runs SET state = 'succeeded', output = $4, output_key = $6, \
+                         error = NULL, retryable = NULL, finished_at = $5, lease_until = NULL{HELD}"
+                    ),
+                    Box::new(move |q| {
                         q.bind(run_id)
                             .bind(worker_id)
                             .bind(attempt)
                             .bind(output.as_slice())
                             .bind(now)
                             .bind(output_key.as_deref())
-                    })
-                    .await?;
-                ("succeeded", None, rows)
-            }
-            AttemptOutcome::Finished {
-                state,
-                error,
-                retryable,
-            } => {
-                if !state.is_final() {
-                    return Err(DbError::other(format!(
-                        "an attempt cannot finish a run as {}",
-                        state.as_str()
-                    )));
+                    }),
+                    6,
+                    "succeeded",
+                    None,
+                ),
+                AttemptOutcome::Finished {
+                    state,
+                    error,
+                    retryable,
+                } => {
+                    if !state.is_final() {
+                        return Err(DbError::other(format!(
+                            "an attempt cannot finish a run as {}",
+                            state.as_str()
+                        )));
+                    }
+                    (
+                        format!(
+                            "UPDATE runs SET state = $4, error = $5, retryable = $6, \
+                             finished_at = $7, lease_until = NULL{HELD}"
+                        ),
+                        Box::new(move |q| {
+                            q.bind(run_id)
+                                .bind(worker_id)
+                                .bind(attempt)
+                                .bind(state.as_str())
+                                .bind(error.as_str())
+                                .bind(i64::from(*retryable))
+                                .bind(now)
+                        }),
+                        7,
+                        state.as_str(),
+                        Some(error.as_str()),
+                    )
                 }
-                let sql = format!(
-                    "UPDATE runs SET state = $4, error = $5, retryable = $6, finished_at = $7, \
-                     lease_until = NULL{HELD}"
-                );
-                let rows = tx
-                    .fetch_all(sql, move |q| {
-                        q.bind(run_id)
-                            .bind(worker_id)
-                            .bind(attempt)
-                            .bind(state.as_str())
-                            .bind(error.as_str())
-                            .bind(i64::from(*retryable))
-                            .bind(now)
-                    })
-                    .await?;
-                (state.as_str(), Some(error.as_str()), rows)
-            }
-            AttemptOutcome::Retry {
-                error,
-                not_before,
-                timed_out,
-            } => {
-                // A cancel requested while the attempt was failing wins:
-                // retrying would run what the user asked to stop.
-                let sql = format!(
-                    "UPDATE runs SET \
-                     state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
-                     finished_at = CASE WHEN cancel_requested = 1 THEN $6 ELSE NULL END, \
-                     not_before = $4, error = $5, retryable = 1, \
-                     worker_id = NULL, lease_until = NULL{HELD}"
-                );
-                let rows = tx
-                    .fetch_all(sql, move |q| {
+                AttemptOutcome::Retry {
+                    error,
+                    not_before,
+                    timed_out,
+                } => (
+                    // A cancel requested while the attempt was failing
+                    // wins: retrying would run what the user asked to stop.
+                    format!(
+                        "UPDATE runs SET \
+                         state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
+                         finished_at = CASE WHEN cancel_requested = 1 THEN $6 ELSE NULL END, \
+                         not_before = $4, error = $5, retryable = 1, \
+                         worker_id = NULL, lease_until = NULL{HELD}"
+                    ),
+                    Box::new(move |q| {
                         q.bind(run_id)
                             .bind(worker_id)
                             .bind(attempt)
                             .bind(*not_before)
                             .bind(error.as_str())
                             .bind(now)
-                    })
-                    .await?;
-                let state = if *timed_out { "timed_out" } else { "failed" };
-                (state, Some(error.as_str()), rows)
+                    }),
+                    6,
+                    if *timed_out { "timed_out" } else { "failed" },
+                    Some(error.as_str()),
+                ),
+            };
+        // PostgreSQL: the run's update, the attempt's end and the lines in
+        // one statement, each of the last two written only if the update
+        // applied: one trip where they took three (SQLite's writer runs
+        // them in place, where a trip costs nothing).
+        let together = self.kind == DbKind::Postgres && lines.len() <= LOG_ROWS_PER_INSERT;
+        let rows = if together {
+            let mut sql = format!(
+                "WITH r AS ({sql}), a AS (UPDATE run_attempts SET state = ${}, \
+                 finished_at = ${}, error = ${} WHERE run_id = $1 AND attempt = $3 \
+                 AND EXISTS (SELECT 1 FROM r))",
+                placeholders + 1,
+                placeholders + 2,
+                placeholders + 3
+            );
+            if !lines.is_empty() {
+                let insert = log_rows_insert("$1", "$3", placeholders + 4, lines.len());
+                sql.push_str(&format!(", l AS ({insert} WHERE EXISTS (SELECT 1 FROM r))"));
             }
+            sql.push_str(" SELECT * FROM r");
+            tx.fetch_all(sql, move |q| {
+                let q = bind(q).bind(attempt_state).bind(now).bind(attempt_error);
+                bind_log_rows(q, lines)
+            })
+            .await?
+        } else {
+            tx.fetch_all(sql, bind).await?
         };
         let Some(row) = rows.first() else {
             tx.rollback().await?;
@@ -1327,19 +1359,21 @@ impl Db {
         // The update above holds the run's row, as `append_logs` needs.
         // The lines and the attempt's end go with the commit, or with the
         // step's statements below.
-        Self::insert_logs(&mut tx, run_id, attempt, lines).await?;
-        tx.execute(
-            "UPDATE run_attempts SET state = $3, finished_at = $4, error = $5 \
-             WHERE run_id = $1 AND attempt = $2",
-            move |q| {
-                q.bind(run_id)
-                    .bind(attempt)
-                    .bind(attempt_state)
-                    .bind(now)
-                    .bind(attempt_error)
-            },
-        )
-        .await?;
+        if !together {
+            Self::insert_logs(&mut tx, run_id, attempt, lines).await?;
+            tx.execute(
+                "UPDATE run_attempts SET state = $3, finished_at = $4, error = $5 \
+                 WHERE run_id = $1 AND attempt = $2",
+                move |q| {
+                    q.bind(run_id)
+                        .bind(attempt)
+                        .bind(attempt_state)
+                        .bind(now)
+                        .bind(attempt_error)
+                },
+            )
+            .await?;
+        }
         // A step's run that ended ends its step, in this transaction, which
         // the step's end commits: a retry leaves it running. Pending counts
         // too: a run queued by an older version, which moved its step to
