@@ -62,6 +62,32 @@ use limits::Limiter;
 /// guest that never calls the host.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Makes `store`'s guest yield to the executor at every epoch tick.
+///
+/// The first yield (the store's deadline starts passed, so at the guest's
+/// first check) is wasmtime's own, which wakes the task at once, as every
+/// run has always yielded. Every later one, in a guest that has computed
+/// for a tick or more, is tokio's `yield_now`, as wasmtime advises for
+/// tokio: its task is resumed once the worker thread has polled the I/O
+/// driver and run the tasks that were ready. wasmtime's own yield puts the
+/// guest straight back in the worker's queue, and tokio polls the driver
+/// only every 61 tasks, so two guests computing on a 2-thread runtime ran
+/// about 300 ms (61 ticks) between polls: a process running them answered
+/// no socket for seconds, and its heartbeats timed out on the pool and lost
+/// their runs' leases.
+fn yield_at_every_tick<T>(store: &mut Store<T>) {
+    let mut first = true;
+    store.epoch_deadline_callback(move |_| {
+        if std::mem::take(&mut first) {
+            return Ok(wasmtime::UpdateDeadline::Yield(1));
+        }
+        Ok(wasmtime::UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
+}
+
 /// A problem with the runtime itself or with a component, before any run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -487,7 +513,7 @@ impl Runtime {
         if let Some(fuel) = limits.fuel {
             store.set_fuel(fuel).map_err(SetupError::wasmtime)?;
         }
-        store.epoch_deadline_async_yield_and_update(1);
+        yield_at_every_tick(&mut store);
 
         let started = Instant::now();
         // Spans for traces (`instantiate`, then `execute`, where the
@@ -565,7 +591,7 @@ impl Runtime {
             .map_err(SetupError::runtime)?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_async_yield_and_update(1);
+        yield_at_every_tick(&mut store);
         let started = Instant::now();
         let instance = task.pre.instantiate_async(&mut store).await;
         let elapsed = started.elapsed();

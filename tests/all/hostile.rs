@@ -713,3 +713,69 @@ async fn long_running_work_is_not_cut_short_by_epoch_yields() {
     assert!(b["elapsed_ms"].as_u64().unwrap() >= 200, "{b}");
     assert!(a["iterations"].as_u64().unwrap() > 0);
 }
+
+/// Tasks that compute without calling the host leave their process its
+/// sockets: two endless loops on a tokio runtime of two worker threads,
+/// every thread it has, while the same runtime answers TCP pings. Each
+/// answer comes within a few epoch ticks (10-13 ms here, 250 ms allowed
+/// for a loaded machine). Before, a guest yielded by
+/// waking itself, straight back into its worker's queue, and tokio polls
+/// its I/O driver only every 61 tasks: about 300 ms of 5 ms slices
+/// between polls, so a worker process running two such tasks answered
+/// no socket for seconds and its heartbeats timed out on the pool (this
+/// test saw a ping wait 615 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn computing_tasks_leave_their_process_its_sockets() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let rt = std::sync::Arc::new(runtime(base_config()));
+    let task = load(&rt, "infinite-loop").await;
+    let timeout = Duration::from_secs(3);
+    let loops: Vec<_> = (0..2)
+        .map(|_| {
+            let (rt, task) = (rt.clone(), task.clone());
+            tokio::spawn(async move {
+                let limits = RunLimits {
+                    timeout,
+                    ..limits()
+                };
+                run_with(&rt, &task, b"", |r| r.limits = Some(limits))
+                    .await
+                    .0
+            })
+        })
+        .collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut byte = [0u8; 1];
+        while socket.read_exact(&mut byte).await.is_ok() {
+            if socket.write_all(&byte).await.is_err() {
+                break;
+            }
+        }
+    });
+    // The loops hold both threads before the first ping.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let sent = Instant::now();
+        client.write_all(b"p").await.unwrap();
+        let mut byte = [0u8; 1];
+        client.read_exact(&mut byte).await.unwrap();
+        slowest = slowest.max(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(250),
+        "a ping waited {slowest:?} behind the computing tasks"
+    );
+    for running in loops {
+        assert_eq!(
+            running.await.unwrap().unwrap_err(),
+            RunError::Timeout(timeout)
+        );
+    }
+}
