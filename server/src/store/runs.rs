@@ -9,7 +9,7 @@ use sqlx::{FromRow, Row};
 use super::db::{AnyQuery, Db, DbKind, built, corrupt, new_id};
 use super::error::DbError;
 use super::logs::{LOG_ROWS_PER_INSERT, bind_log_rows, log_rows_insert};
-use super::write_tx::{Statement, WriteTx};
+use super::write_tx::{Binder, Statement, WriteTx};
 
 /// The PostgreSQL channel a cancel request is announced on, with the run's
 /// id as the payload (see `services::cancel`).
@@ -182,6 +182,11 @@ impl Db {
     /// claim itself, after it. The attempt's row is an upsert: a row left
     /// by an attempt number that is being reused (never expected, as
     /// release deletes its row) must not fail the claim.
+    ///
+    /// On PostgreSQL a claim by [`Db::claim_runs`] writes the same two
+    /// rows through `caisson_claim_held` (migration 0014), which a
+    /// migration's text cannot share with this one: the attempt's row
+    /// both write is checked on both backends by `db.rs`'s tests.
     fn claim_writes<'t>(
         tenant_id: String,
         run_id: String,
@@ -210,6 +215,19 @@ impl Db {
 /// The error of a run its workflow run's cancel ended before it started.
 pub(super) const CANCELLED_WITH_WORKFLOW: &str =
     "cancelled with its workflow run before it started";
+
+/// The statement that ends an attempt's row: the run's id and attempt
+/// number at placeholders `run` and `attempt`, its state, end time and
+/// error at `$first` onwards, in that order. One text for every end
+/// (a finish, alone or in a finish's CTE, and a lost lease).
+fn attempt_end_sql(run: &str, attempt: &str, first: usize) -> String {
+    format!(
+        "UPDATE run_attempts SET state = ${first}, finished_at = ${}, error = ${} \
+         WHERE run_id = {run} AND attempt = {attempt}",
+        first + 1,
+        first + 2
+    )
+}
 
 /// When a lease of `lease` taken at `now` ends, in milliseconds.
 fn lease_end(now: i64, lease: Duration) -> i64 {
@@ -817,14 +835,23 @@ impl Db {
         if !inserted.is_empty() {
             return Ok((id, true));
         }
-        let key = run.idempotency_key.as_deref();
-        let existing = sqlx::query(RUN_BY_KEY)
-            .bind(&run.tenant_id)
+        let existing = match &run.idempotency_key {
+            Some(key) => self.keyed_run(&run.tenant_id, key).await?,
+            None => None,
+        };
+        let existing = existing
+            .ok_or_else(|| DbError::other("a run's key conflicted, but no run holds it"))?;
+        Ok((existing, false))
+    }
+
+    /// The id of the tenant's run that holds `key`, if one does.
+    async fn keyed_run(&self, tenant_id: &str, key: &str) -> Result<Option<String>, DbError> {
+        let row = sqlx::query(RUN_BY_KEY)
+            .bind(tenant_id)
             .bind(key)
             .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| DbError::other("a run's key conflicted, but no run holds it"))?;
-        Ok((existing.try_get("id")?, false))
+            .await?;
+        Ok(row.map(|row| row.try_get("id")).transpose()?)
     }
 
     /// Why [`INSERT_CHECKED`] inserted nothing: the run that holds the
@@ -832,13 +859,9 @@ impl Db {
     /// queue. Read after the transaction, which wrote nothing.
     async fn refused(&self, run: &RunSpec) -> Result<String, DbError> {
         if let Some(key) = &run.idempotency_key
-            && let Some(row) = sqlx::query(RUN_BY_KEY)
-                .bind(&run.tenant_id)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?
+            && let Some(id) = self.keyed_run(&run.tenant_id, key).await?
         {
-            return Ok(row.try_get("id")?);
+            return Ok(id);
         }
         let quota = sqlx::query("SELECT max_queued_runs FROM tenants WHERE id = $1")
             .bind(&run.tenant_id)
@@ -1244,8 +1267,7 @@ impl Db {
         let mut tx = turn.transaction().await?;
         // The run's update, which holds its row if it applies, as the
         // placeholders it binds; and what the attempt's row is to say.
-        type Bind<'b> = Box<dyn FnOnce(AnyQuery) -> AnyQuery + Send + 'b>;
-        let (sql, bind, placeholders, attempt_state, attempt_error): (String, Bind, usize, _, _) =
+        let (sql, bind, placeholders, attempt_state, attempt_error): (String, Binder, usize, _, _) =
             match outcome {
                 AttemptOutcome::Succeeded { output, output_key } => (
                     format!(
@@ -1328,12 +1350,8 @@ impl Db {
         let together = self.kind == DbKind::Postgres && lines.len() <= LOG_ROWS_PER_INSERT;
         let rows = if together {
             let mut sql = format!(
-                "WITH r AS ({sql}), a AS (UPDATE run_attempts SET state = ${}, \
-                 finished_at = ${}, error = ${} WHERE run_id = $1 AND attempt = $3 \
-                 AND EXISTS (SELECT 1 FROM r))",
-                placeholders + 1,
-                placeholders + 2,
-                placeholders + 3
+                "WITH r AS ({sql}), a AS ({} AND EXISTS (SELECT 1 FROM r))",
+                attempt_end_sql("$1", "$3", placeholders + 1)
             );
             if !lines.is_empty() {
                 let insert = log_rows_insert("$1", "$3", placeholders + 4, lines.len());
@@ -1361,17 +1379,13 @@ impl Db {
         // step's statements below.
         if !together {
             Self::insert_logs(&mut tx, run_id, attempt, lines).await?;
-            tx.execute(
-                "UPDATE run_attempts SET state = $3, finished_at = $4, error = $5 \
-                 WHERE run_id = $1 AND attempt = $2",
-                move |q| {
-                    q.bind(run_id)
-                        .bind(attempt)
-                        .bind(attempt_state)
-                        .bind(now)
-                        .bind(attempt_error)
-                },
-            )
+            tx.execute(attempt_end_sql("$1", "$2", 3), move |q| {
+                q.bind(run_id)
+                    .bind(attempt)
+                    .bind(attempt_state)
+                    .bind(now)
+                    .bind(attempt_error)
+            })
             .await?;
         }
         // A step's run that ended ends its step, in this transaction, which
@@ -1544,19 +1558,18 @@ impl Db {
         .bind(LOST)
         .fetch_all(&mut *tx)
         .await?;
+        let lost = attempt_end_sql("$1", "$2", 3);
         for row in cancelled.iter().chain(&abandoned).chain(&requeued) {
             let id: String = row.try_get("id")?;
             let attempt: i64 = row.try_get("attempts")?;
-            sqlx::query(
-                "UPDATE run_attempts SET state = 'lost', finished_at = $3, error = $4 \
-                 WHERE run_id = $1 AND attempt = $2",
-            )
-            .bind(id)
-            .bind(attempt)
-            .bind(now)
-            .bind(LOST)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(built(lost.clone()))
+                .bind(id)
+                .bind(attempt)
+                .bind("lost")
+                .bind(now)
+                .bind(LOST)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok((cancelled.len() + abandoned.len() + requeued.len()) as u64)

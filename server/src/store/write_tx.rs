@@ -21,7 +21,7 @@ use super::turn::WriterTurn;
 const BUSY_WAIT: Duration = Duration::from_secs(5);
 
 /// Binds one statement's values, in its placeholders' order.
-type Binder<'a> = Box<dyn FnOnce(AnyQuery) -> AnyQuery + Send + 'a>;
+pub(super) type Binder<'a> = Box<dyn FnOnce(AnyQuery) -> AnyQuery + Send + 'a>;
 
 /// A statement and what binds its values, for [`WriteTx::commit_with`].
 pub(super) struct Statement<'a> {
