@@ -882,7 +882,7 @@ async fn a_finish_claims_the_next_run_in_its_commit() {
 
         // Not this worker's run to finish: nothing finished, nothing claimed.
         let refused = db
-            .finish_and_claim(&first, "w2", 1, &done, &[], NOW + 9, Some(ask(GIB)))
+            .finish_and_claim(&first, "w2", 1, &done, &[], NOW + 9, true, Some(ask(GIB)))
             .await
             .unwrap();
         assert!(refused.is_none(), "w2 finished w1's run");
@@ -895,7 +895,7 @@ async fn a_finish_claims_the_next_run_in_its_commit() {
         // The finish and the next claim, as one claim would take it: the
         // oldest that fits the memory asked.
         let finished = db
-            .finish_and_claim(&first, "w1", 1, &done, &[], NOW + 10, Some(ask(GIB)))
+            .finish_and_claim(&first, "w1", 1, &done, &[], NOW + 10, true, Some(ask(GIB)))
             .await
             .unwrap()
             .expect("w1's run");
@@ -913,7 +913,7 @@ async fn a_finish_claims_the_next_run_in_its_commit() {
 
         // Nothing left that fits: the finish commits on its own.
         let finished = db
-            .finish_and_claim(&second, "w1", 1, &done, &[], NOW + 11, Some(ask(GIB)))
+            .finish_and_claim(&second, "w1", 1, &done, &[], NOW + 11, true, Some(ask(GIB)))
             .await
             .unwrap()
             .expect("w1's run");
@@ -1873,56 +1873,61 @@ async fn tenants_are_isolated() {
 #[tokio::test]
 async fn an_attempts_last_log_lines_are_stored_with_its_outcome_or_not_at_all() {
     each_db(|db| async move {
-        let t = db.ensure_tenant("acme").await.unwrap();
-        let id = submit(&db, &t, NOW, |_| {}).await;
-        let claim = db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
-        // What the shipper stored while the task ran, then the last lines.
-        db.append_logs(&id, 1, &lines(&["a", "b"])).await.unwrap();
-        let done = AttemptOutcome::Succeeded {
-            output: Vec::new(),
-            output_key: None,
-        };
-        // Refused (not w2's to finish): the lines are not stored either.
-        assert!(
-            db.finish_and_claim(&id, "w2", 1, &done, &lines(&["late"]), NOW + 1, None)
+        // Both ways a finish is written: in a transaction, and (`plain`, on
+        // PostgreSQL) as one statement that commits itself.
+        for plain in [false, true] {
+            let t = db.ensure_tenant(&format!("acme-{plain}")).await.unwrap();
+            let id = submit(&db, &t, NOW, |_| {}).await;
+            let claim = db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
+            // What the shipper stored while the task ran, then the last lines.
+            db.append_logs(&id, 1, &lines(&["a", "b"])).await.unwrap();
+            let done = AttemptOutcome::Succeeded {
+                output: Vec::new(),
+                output_key: None,
+            };
+            // Refused (not w2's to finish): the lines are not stored either.
+            assert!(
+                db.finish_and_claim(&id, "w2", 1, &done, &lines(&["late"]), NOW + 1, plain, None)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            assert!(
+                db.finish_and_claim(
+                    &id,
+                    "w1",
+                    claim.attempt,
+                    &done,
+                    &lines(&["c", "d"]),
+                    NOW + 1,
+                    plain,
+                    None
+                )
                 .await
                 .unwrap()
-                .is_none()
-        );
-        assert!(
-            db.finish_and_claim(
-                &id,
-                "w1",
-                claim.attempt,
-                &done,
-                &lines(&["c", "d"]),
-                NOW + 1,
-                None
-            )
-            .await
-            .unwrap()
-            .is_some()
-        );
-        let stored = db.logs(&t, &id, 0, 100).await.unwrap();
-        assert_eq!(
-            stored
-                .iter()
-                .map(|l| (l.seq, l.message.as_str()))
-                .collect::<Vec<_>>(),
-            vec![(1, "a"), (2, "b"), (3, "c"), (4, "d")],
-            "the last lines follow the shipped ones, in order"
-        );
-        let run = db.get_run(&t, &id).await.unwrap().unwrap();
-        assert_eq!(run.state, RunState::Succeeded);
-        // The attempt's row ended in the same write, once: w2's refused
-        // finish did not touch it.
-        let attempts = db.attempts(&id).await.unwrap();
-        assert_eq!(attempts.len(), 1);
-        assert_eq!(
-            (attempts[0].state.as_str(), attempts[0].finished_at),
-            ("succeeded", Some(NOW + 1))
-        );
-        assert_eq!(attempts[0].worker_id, "w1");
+                .is_some()
+            );
+            let stored = db.logs(&t, &id, 0, 100).await.unwrap();
+            assert_eq!(
+                stored
+                    .iter()
+                    .map(|l| (l.seq, l.message.as_str()))
+                    .collect::<Vec<_>>(),
+                vec![(1, "a"), (2, "b"), (3, "c"), (4, "d")],
+                "the last lines follow the shipped ones, in order"
+            );
+            let run = db.get_run(&t, &id).await.unwrap().unwrap();
+            assert_eq!(run.state, RunState::Succeeded);
+            // The attempt's row ended in the same write, once: w2's refused
+            // finish did not touch it.
+            let attempts = db.attempts(&id).await.unwrap();
+            assert_eq!(attempts.len(), 1);
+            assert_eq!(
+                (attempts[0].state.as_str(), attempts[0].finished_at),
+                ("succeeded", Some(NOW + 1))
+            );
+            assert_eq!(attempts[0].worker_id, "w1");
+        }
     })
     .await;
 }
@@ -2516,13 +2521,13 @@ async fn end_step_run(db: &Db, t: &str, workflow_run: &str, step: &str) -> Optio
         output_key: None,
     };
     let settled = db
-        .finish_and_claim(&id, "w1", claim.attempt, &done, &[], NOW + 1, None)
+        .finish_and_claim(&id, "w1", claim.attempt, &done, &[], NOW + 1, true, None)
         .await
         .unwrap()
         .expect("the attempt was w1's to finish")
         .settled;
     assert!(
-        db.finish_and_claim(&id, "w1", claim.attempt, &done, &[], NOW + 2, None)
+        db.finish_and_claim(&id, "w1", claim.attempt, &done, &[], NOW + 2, true, None)
             .await
             .unwrap()
             .is_none(),
@@ -2656,7 +2661,7 @@ async fn a_step_that_readies_nothing_claims_the_next_run_in_its_commit() {
             .unwrap();
         assert_eq!(claim.run.id, b);
         let finished = db
-            .finish_and_claim(&b, "w1", 1, &done, &[], NOW + 6, Some(ask))
+            .finish_and_claim(&b, "w1", 1, &done, &[], NOW + 6, true, Some(ask))
             .await
             .unwrap()
             .expect("w1's run");
@@ -2671,7 +2676,7 @@ async fn a_step_that_readies_nothing_claims_the_next_run_in_its_commit() {
         );
 
         let finished = db
-            .finish_and_claim(&c, "w1", 1, &done, &[], NOW + 7, Some(ask))
+            .finish_and_claim(&c, "w1", 1, &done, &[], NOW + 7, true, Some(ask))
             .await
             .unwrap()
             .expect("w1's run");
@@ -2766,7 +2771,7 @@ async fn end_split_run(db: &Db, id: &str, output: Option<&[u8]>) -> Option<Settl
             retryable: false,
         },
     };
-    db.finish_and_claim(id, "w1", claim.attempt, &done, &[], NOW + 1, None)
+    db.finish_and_claim(id, "w1", claim.attempt, &done, &[], NOW + 1, true, None)
         .await
         .unwrap()
         .expect("the attempt was w1's to finish")

@@ -785,6 +785,7 @@ impl Worker {
                     &outcome,
                     &lines,
                     crate::model::now_ms(),
+                    run.spec.workflow_step().is_none(),
                     next,
                 )
                 .await

@@ -429,14 +429,24 @@ enum Attempted {
     OverQuota,
 }
 
-/// PostgreSQL: `SKIP LOCKED` lets concurrent claimers pass over a row
+/// PostgreSQL: the claim, and its check under its tenant's lock
+/// (`caisson_claim_held`, migration 0014) on the run it took, as one
+/// statement, whose `held` says whether the claim stands. The function
+/// sees the claim's update: it is volatile, so each of its statements
+/// runs after the claim's, in a snapshot of its own.
+///
+/// `SKIP LOCKED` lets concurrent claimers pass over a row
 /// another transaction is claiming instead of waiting for it (and then
 /// finding it taken): each tenant's candidate is its first run no other
 /// claim holds. The candidates of tenants not chosen stay locked until
 /// this claim commits, so a concurrent claim takes their next runs
 /// meanwhile: a tenant's own order may bend under concurrent claims, never
 /// the order between tenants.
-const CLAIM_POSTGRES: &str = claim_sql!(running_count!(postgres), " FOR UPDATE SKIP LOCKED");
+const CLAIM_POSTGRES: &str = concat!(
+    "WITH c AS (",
+    claim_sql!(running_count!(postgres), " FOR UPDATE SKIP LOCKED"),
+    ") SELECT c.*, caisson_claim_held(c.id, c.tenant_id, $1, $3) AS held FROM c"
+);
 
 /// SQLite: writers are serialised by the database lock, so the plain
 /// update is already atomic.
@@ -1070,8 +1080,14 @@ impl Db {
             max_memory,
             max_runs,
         };
-        let mut turn = self.join_write().await;
-        let mut tx = turn.transaction().await?;
+        // On PostgreSQL each claim is one statement that stands alone
+        // (`CLAIM_POSTGRES`): one trip each, and its tenant's lock is
+        // held only while PostgreSQL runs it.
+        let mut turn = None;
+        let mut tx = match self.kind {
+            DbKind::Postgres => WriteTx::alone(&self.pool),
+            DbKind::Sqlite => turn.insert(self.join_write().await).transaction().await?,
+        };
         let claims = Self::claim_in(&mut tx, self.kind, &ask, now).await?;
         if claims.is_empty() {
             tx.rollback().await?;
@@ -1155,21 +1171,10 @@ impl Db {
             // the round robin) settles it: the count already holds this
             // claim, and whoever commits second sees the first, and backs
             // out if that was the tenant's last slot, undoing its claim
-            // in the transaction, which may hold others. One call does it
-            // and writes the attempt's row (migration 0014).
+            // in its own statement. The claim's statement did it, and
+            // wrote the attempt's row (`CLAIM_POSTGRES`).
             DbKind::Postgres => {
-                let (run_id, tenant) = (run.id.clone(), run.spec.tenant_id.clone());
-                let held = tx
-                    .fetch_all(
-                        "SELECT caisson_claim_held($1, $2, $3, $4) AS held",
-                        move |q| q.bind(run_id).bind(tenant).bind(worker_id).bind(now),
-                    )
-                    .await?;
-                let held: bool = match held.first() {
-                    Some(row) => row.try_get("held")?,
-                    None => false,
-                };
-                if !held {
+                if !row.try_get::<bool, _>("held")? {
                     return Ok(Attempted::OverQuota);
                 }
             }
@@ -1225,7 +1230,7 @@ impl Db {
         now: i64,
     ) -> Result<bool, DbError> {
         Ok(self
-            .finish_and_claim(run_id, worker_id, attempt, outcome, &[], now, None)
+            .finish_and_claim(run_id, worker_id, attempt, outcome, &[], now, false, None)
             .await?
             .is_some())
     }
@@ -1247,6 +1252,14 @@ impl Db {
     /// slot finishes one run and takes the next in one transaction, where
     /// it took two, a fan-out's steps as any other runs. Nothing is
     /// claimed if the attempt was not `worker_id`'s to finish.
+    ///
+    /// `plain` says the run is known to be no workflow step's, so nothing
+    /// but its finish need commit with it. On PostgreSQL its finish is
+    /// then one statement that commits itself and each claim another
+    /// (`WriteTx::alone`): two trips where `BEGIN`, the finish, the claim
+    /// and `COMMIT` took four, and the claim's tenant lock is no longer
+    /// held across a trip. A claim that fails then is dropped, not
+    /// returned: the finish stands, and the slot claims as it looks next.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_and_claim(
         &self,
@@ -1256,6 +1269,7 @@ impl Db {
         outcome: &AttemptOutcome,
         lines: &[NewLogLine],
         now: i64,
+        plain: bool,
         next: Option<ClaimAsk<'_>>,
     ) -> Result<Option<Finished>, DbError> {
         // `splits`: whether the run is a map step's split, read here rather
@@ -1263,8 +1277,18 @@ impl Db {
         const HELD: &str = " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3 \
              RETURNING state, workflow_run_id, step_name, CASE WHEN workflow_run_id IS NULL THEN 0 \
              ELSE (SELECT COUNT(*) FROM workflow_splits s WHERE s.run_id = runs.id) END AS splits";
-        let mut turn = self.join_write().await;
-        let mut tx = turn.transaction().await?;
+        // PostgreSQL: the run's update, the attempt's end and the lines in
+        // one statement, each of the last two written only if the update
+        // applied: one trip where they took three (SQLite's writer runs
+        // them in place, where a trip costs nothing).
+        let together = self.kind == DbKind::Postgres && lines.len() <= LOG_ROWS_PER_INSERT;
+        let alone = together && plain;
+        let mut turn = None;
+        let mut tx = if alone {
+            WriteTx::alone(&self.pool)
+        } else {
+            turn.insert(self.join_write().await).transaction().await?
+        };
         // The run's update, which holds its row if it applies, as the
         // placeholders it binds; and what the attempt's row is to say.
         let (sql, bind, placeholders, attempt_state, attempt_error): (String, Binder, usize, _, _) =
@@ -1343,11 +1367,6 @@ impl Db {
                     Some(error.as_str()),
                 ),
             };
-        // PostgreSQL: the run's update, the attempt's end and the lines in
-        // one statement, each of the last two written only if the update
-        // applied: one trip where they took three (SQLite's writer runs
-        // them in place, where a trip costs nothing).
-        let together = self.kind == DbKind::Postgres && lines.len() <= LOG_ROWS_PER_INSERT;
         let rows = if together {
             let mut sql = format!(
                 "WITH r AS ({sql}), a AS ({} AND EXISTS (SELECT 1 FROM r))",
@@ -1414,7 +1433,17 @@ impl Db {
         // next hop is not put behind another queued run.
         let claims = match &next {
             Some(ask) if settled.as_ref().is_none_or(|s| s.ready.is_empty()) => {
-                Some(Self::claim_in(&mut tx, self.kind, ask, now).await?)
+                match Self::claim_in(&mut tx, self.kind, ask, now).await {
+                    Ok(claims) => Some(claims),
+                    Err(e) if alone => {
+                        tracing::warn!(
+                            run = run_id,
+                            "finished, but could not claim the next run: {e}"
+                        );
+                        None
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             _ => None,
         };

@@ -4,6 +4,12 @@
 //! in-memory SQLite's one pooled connection) sqlx's transaction, each
 //! statement a trip to the database.
 //!
+//! On PostgreSQL a caller whose statements each stand alone (each is
+//! atomic by itself, and none needs another's commit) runs them as
+//! [`WriteTx::alone`]: each commits itself, in one trip, where `BEGIN`
+//! and `COMMIT` would take two more and hold the statements' row locks
+//! across them.
+//!
 //! The statements are sqlx's either way (`sqlx::query(..).bind(..)`, rows
 //! as `AnyRow`), so each store function is written once for both
 //! backends and both paths.
@@ -50,6 +56,8 @@ pub(super) struct WriteTx<'t> {
 enum Inner<'t> {
     Sqlx(sqlx::Transaction<'t, sqlx::Any>),
     Lite(Lite<'t>),
+    /// Each statement on the pool, committing itself.
+    Alone(sqlx::AnyPool),
 }
 
 /// SQLite's writer called in place, its transaction begun by the first
@@ -85,6 +93,15 @@ impl WriterTurn {
 }
 
 impl<'t> WriteTx<'t> {
+    /// Statements that each commit themselves, on `pool`: for statements
+    /// that each stand alone (see the module's comment). Its commit and
+    /// rollback do nothing.
+    pub(super) fn alone(pool: &sqlx::AnyPool) -> WriteTx<'t> {
+        WriteTx {
+            inner: Inner::Alone(pool.clone()),
+        }
+    }
+
     /// Runs a statement whose rows nobody reads; returns the rows it
     /// changed.
     pub(super) async fn execute(
@@ -95,6 +112,10 @@ impl<'t> WriteTx<'t> {
         match &mut self.inner {
             Inner::Sqlx(tx) => Ok(bind(sqlx::query(built(sql.into())))
                 .execute(&mut **tx)
+                .await?
+                .rows_affected()),
+            Inner::Alone(pool) => Ok(bind(sqlx::query(built(sql.into())))
+                .execute(&*pool)
                 .await?
                 .rows_affected()),
             Inner::Lite(lite) => {
@@ -122,6 +143,9 @@ impl<'t> WriteTx<'t> {
             Inner::Sqlx(tx) => Ok(bind(sqlx::query(built(sql.into())))
                 .fetch_all(&mut **tx)
                 .await?),
+            Inner::Alone(pool) => Ok(bind(sqlx::query(built(sql.into())))
+                .fetch_all(&*pool)
+                .await?),
             Inner::Lite(lite) => {
                 lite.begin().await?;
                 Ok(lite.run(&sql.into(), bind)?.rows)
@@ -134,6 +158,7 @@ impl<'t> WriteTx<'t> {
         match self.inner {
             Inner::Sqlx(tx) => Ok(tx.commit().await?),
             Inner::Lite(mut lite) => lite.commit().await,
+            Inner::Alone(_) => Ok(()),
         }
     }
 
@@ -163,6 +188,7 @@ impl<'t> WriteTx<'t> {
     pub(super) async fn rollback(self) -> Result<(), DbError> {
         match self.inner {
             Inner::Sqlx(tx) => Ok(tx.rollback().await?),
+            Inner::Alone(_) => Ok(()),
             Inner::Lite(mut lite) => {
                 if lite.begun && !lite.failed {
                     lite.fail();
