@@ -1112,13 +1112,24 @@ impl Db {
         // room for that tenant, so this ends quickly.
         let mut races = 0;
         while claims.len() < ask.max_runs && races < CLAIM_TRIES {
-            match Self::claim_one(tx, kind, ask.worker_id, lease_until, now, memory).await? {
-                Attempted::Claimed(claimed) => {
+            match Self::claim_one(tx, kind, ask.worker_id, lease_until, now, memory).await {
+                Ok(Attempted::Claimed(claimed)) => {
                     memory = memory.saturating_sub(claimed.run.spec.memory_bytes.max(0));
                     claims.push(*claimed);
                 }
-                Attempted::Nothing => break,
-                Attempted::OverQuota => races += 1,
+                Ok(Attempted::Nothing) => break,
+                Ok(Attempted::OverQuota) => races += 1,
+                // Each claim so far has committed itself: those runs are
+                // the worker's now, so they are what it gets, not the
+                // error, which would leave them to their leases' end.
+                Err(e) if tx.is_alone() && !claims.is_empty() => {
+                    tracing::warn!(
+                        "claimed {} runs, then could not claim more: {e}",
+                        claims.len()
+                    );
+                    break;
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(claims)

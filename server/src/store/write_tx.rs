@@ -102,6 +102,11 @@ impl<'t> WriteTx<'t> {
         }
     }
 
+    /// Whether each statement commits itself ([`WriteTx::alone`]).
+    pub(super) fn is_alone(&self) -> bool {
+        matches!(self.inner, Inner::Alone(_))
+    }
+
     /// Runs a statement whose rows nobody reads; returns the rows it
     /// changed.
     pub(super) async fn execute(
