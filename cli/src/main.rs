@@ -20,14 +20,6 @@ mod pybuild;
 
 use args::{parse_bytes, parse_grants, parse_params, read_input};
 
-/// mimalloc rather than glibc's malloc: a server allocates and frees many
-/// small, short-lived buffers per run (requests, rows, JSON, a task's
-/// instance), and glibc's spent about 7 % of the embedded throughput
-/// figure's CPU in `malloc`, `free` and `malloc_consolidate`. With
-/// mimalloc the server's CPU per run fell to 0.87× (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "caisson",
