@@ -1084,10 +1084,9 @@ impl Db {
         // (`CLAIM_POSTGRES`): one trip each, and its tenant's lock is
         // held only while PostgreSQL runs it.
         let mut turn = None;
-        let mut tx = match self.kind {
-            DbKind::Postgres => WriteTx::alone(&self.pool),
-            DbKind::Sqlite => turn.insert(self.join_write().await).transaction().await?,
-        };
+        let mut tx = self
+            .write_tx(&mut turn, self.kind == DbKind::Postgres)
+            .await?;
         let claims = Self::claim_in(&mut tx, self.kind, &ask, now).await?;
         if claims.is_empty() {
             tx.rollback().await?;
@@ -1295,11 +1294,7 @@ impl Db {
         let together = self.kind == DbKind::Postgres && lines.len() <= LOG_ROWS_PER_INSERT;
         let alone = together && plain;
         let mut turn = None;
-        let mut tx = if alone {
-            WriteTx::alone(&self.pool)
-        } else {
-            turn.insert(self.join_write().await).transaction().await?
-        };
+        let mut tx = self.write_tx(&mut turn, alone).await?;
         // The run's update, which holds its row if it applies, as the
         // placeholders it binds; and what the attempt's row is to say.
         let (sql, bind, placeholders, attempt_state, attempt_error): (String, Binder, usize, _, _) =

@@ -17,7 +17,7 @@
 use sqlx::any::AnyRow;
 use std::time::{Duration, Instant};
 
-use super::db::{AnyQuery, bound, built};
+use super::db::{AnyQuery, Db, bound, built};
 use super::error::DbError;
 use super::lite::{LiteError, Ran};
 use super::turn::WriterTurn;
@@ -57,7 +57,16 @@ enum Inner<'t> {
     Sqlx(sqlx::Transaction<'t, sqlx::Any>),
     Lite(Lite<'t>),
     /// Each statement on the pool, committing itself.
-    Alone(sqlx::AnyPool),
+    Alone(&'t sqlx::AnyPool),
+}
+
+/// Where one statement of a [`WriteTx`] runs.
+enum Target<'a, 't> {
+    /// A sqlx connection: the transaction's, or one taken from the pool
+    /// for the one statement.
+    Conn(&'a mut sqlx::AnyConnection),
+    /// SQLite's writer in place, its transaction begun.
+    Lite(&'a mut Lite<'t>),
 }
 
 /// SQLite's writer called in place, its transaction begun by the first
@@ -92,14 +101,45 @@ impl WriterTurn {
     }
 }
 
+impl Db {
+    /// A [`WriteTx`] whose statements each commit themselves when
+    /// `alone`, or else one on the writers' turn, which `turn` then holds.
+    pub(super) async fn write_tx<'a>(
+        &'a self,
+        turn: &'a mut Option<WriterTurn>,
+        alone: bool,
+    ) -> Result<WriteTx<'a>, DbError> {
+        if alone {
+            return Ok(WriteTx::alone(&self.pool));
+        }
+        turn.insert(self.join_write().await).transaction().await
+    }
+}
+
 impl<'t> WriteTx<'t> {
     /// Statements that each commit themselves, on `pool`: for statements
     /// that each stand alone (see the module's comment). Its commit and
     /// rollback do nothing.
-    pub(super) fn alone(pool: &sqlx::AnyPool) -> WriteTx<'t> {
+    pub(super) fn alone(pool: &'t sqlx::AnyPool) -> WriteTx<'t> {
         WriteTx {
-            inner: Inner::Alone(pool.clone()),
+            inner: Inner::Alone(pool),
         }
+    }
+
+    /// Where the next statement runs; `held` keeps the connection a
+    /// statement that stands alone takes from the pool.
+    async fn target<'a>(
+        &'a mut self,
+        held: &'a mut Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    ) -> Result<Target<'a, 't>, DbError> {
+        Ok(match &mut self.inner {
+            Inner::Sqlx(tx) => Target::Conn(tx),
+            Inner::Alone(pool) => Target::Conn(held.insert(pool.acquire().await?)),
+            Inner::Lite(lite) => {
+                lite.begin().await?;
+                Target::Lite(lite)
+            }
+        })
     }
 
     /// Whether each statement commits itself ([`WriteTx::alone`]).
@@ -114,19 +154,13 @@ impl<'t> WriteTx<'t> {
         sql: impl Into<String>,
         bind: impl FnOnce(AnyQuery) -> AnyQuery + Send + 't,
     ) -> Result<u64, DbError> {
-        match &mut self.inner {
-            Inner::Sqlx(tx) => Ok(bind(sqlx::query(built(sql.into())))
-                .execute(&mut **tx)
+        let mut held = None;
+        match self.target(&mut held).await? {
+            Target::Conn(conn) => Ok(bind(sqlx::query(built(sql.into())))
+                .execute(conn)
                 .await?
                 .rows_affected()),
-            Inner::Alone(pool) => Ok(bind(sqlx::query(built(sql.into())))
-                .execute(&*pool)
-                .await?
-                .rows_affected()),
-            Inner::Lite(lite) => {
-                lite.begin().await?;
-                Ok(lite.run(&sql.into(), bind)?.changed)
-            }
+            Target::Lite(lite) => Ok(lite.run(&sql.into(), bind)?.changed),
         }
     }
 
@@ -144,17 +178,10 @@ impl<'t> WriteTx<'t> {
         sql: impl Into<String>,
         bind: impl FnOnce(AnyQuery) -> AnyQuery + Send + 't,
     ) -> Result<Vec<AnyRow>, DbError> {
-        match &mut self.inner {
-            Inner::Sqlx(tx) => Ok(bind(sqlx::query(built(sql.into())))
-                .fetch_all(&mut **tx)
-                .await?),
-            Inner::Alone(pool) => Ok(bind(sqlx::query(built(sql.into())))
-                .fetch_all(&*pool)
-                .await?),
-            Inner::Lite(lite) => {
-                lite.begin().await?;
-                Ok(lite.run(&sql.into(), bind)?.rows)
-            }
+        let mut held = None;
+        match self.target(&mut held).await? {
+            Target::Conn(conn) => Ok(bind(sqlx::query(built(sql.into()))).fetch_all(conn).await?),
+            Target::Lite(lite) => Ok(lite.run(&sql.into(), bind)?.rows),
         }
     }
 
