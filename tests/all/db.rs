@@ -1932,6 +1932,100 @@ async fn an_attempts_last_log_lines_are_stored_with_its_outcome_or_not_at_all() 
     .await;
 }
 
+/// PostgreSQL only: there a plain run's finish and each claim commit
+/// alone (`WriteTx::alone`), so a claim that fails must not take back
+/// what already committed. A trigger the test installs refuses the claim
+/// of one run, as a database error would.
+#[tokio::test]
+async fn on_postgresql_a_failed_claim_keeps_the_finish_and_claims_that_committed_before_it() {
+    let Some(admin_url) = postgres_url() else {
+        return;
+    };
+    let backend = postgres(&admin_url, 5).await;
+    let db = backend.db.clone();
+    let t = db.ensure_tenant("acme").await.unwrap();
+    let done = submit(&db, &t, NOW, |_| {}).await;
+    let held = db.claim_run("w1", LEASE, NOW, GIB).await.unwrap().unwrap();
+    assert_eq!(held.run.id, done);
+    let first = submit(&db, &t, NOW + 1, |_| {}).await;
+    let refused = submit(&db, &t, NOW + 2, |_| {}).await;
+
+    let mut conn = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.id = '{refused}' AND NEW.state = 'running' THEN \
+             RAISE EXCEPTION 'claim refused by the test'; \
+           END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_claim BEFORE UPDATE ON runs \
+           FOR EACH ROW EXECUTE FUNCTION refuse_claim();"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    // Two asked for: the first committed by itself, the second refused.
+    // The first is the worker's, so it is returned, not the error.
+    let claims = db.claim_runs("w2", LEASE, NOW + 10, GIB, 2).await.unwrap();
+    let claimed: Vec<&str> = claims.iter().map(|c| c.run.id.as_str()).collect();
+    assert_eq!(claimed, vec![first.as_str()]);
+    let run = db.get_run(&t, &first).await.unwrap().unwrap();
+    assert_eq!(
+        (run.state, run.worker_id.as_deref()),
+        (RunState::Running, Some("w2"))
+    );
+
+    // A plain run's finish commits by itself; the claim after it is
+    // refused: the finish stands, and nothing is claimed.
+    let outcome = AttemptOutcome::Succeeded {
+        output: b"ok".to_vec(),
+        output_key: None,
+    };
+    let ask = ClaimAsk {
+        worker_id: "w1",
+        lease: LEASE,
+        max_memory: GIB,
+        max_runs: 1,
+    };
+    let finished = db
+        .finish_and_claim(
+            &done,
+            "w1",
+            held.attempt,
+            &outcome,
+            &lines(&["last"]),
+            NOW + 20,
+            true,
+            Some(ask),
+        )
+        .await
+        .unwrap()
+        .expect("the finish applied");
+    assert!(finished.claims.is_none(), "{:?}", finished.claims);
+    let run = db.get_run(&t, &done).await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Succeeded);
+    assert_eq!(run.output.as_deref(), Some(&b"ok"[..]));
+    let attempts = db.attempts(&done).await.unwrap();
+    assert_eq!(
+        (attempts[0].state.as_str(), attempts[0].finished_at),
+        ("succeeded", Some(NOW + 20))
+    );
+    let logged = db.logs(&t, &done, 0, 10).await.unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].message, "last");
+    let run = db.get_run(&t, &refused).await.unwrap().unwrap();
+    assert_eq!((run.state, run.attempts), (RunState::Queued, 0));
+
+    // With the fault gone, the refused run is claimed as usual.
+    sqlx::raw_sql("DROP TRIGGER refuse_claim ON runs")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let claimed = db.claim_run("w1", LEASE, NOW + 30, GIB).await.unwrap();
+    assert_eq!(claimed.map(|c| c.run.id), Some(refused));
+    db.close().await;
+}
+
 #[tokio::test]
 async fn logs_append_and_page_by_seq() {
     each_db(|db| async move {
