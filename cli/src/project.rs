@@ -81,6 +81,10 @@ const RUST_TEMPLATE: &[Template] = &[
     ),
     ("README.md", include_str!("../templates/rust/README.md")),
     (".gitignore", include_str!("../templates/rust/gitignore")),
+    (
+        ".cargo/config.toml",
+        include_str!("../templates/rust/cargo/config.toml"),
+    ),
 ];
 
 const PYTHON_TEMPLATE: &[Template] = &[
@@ -418,8 +422,11 @@ fn build_rust(dir: &Path, name: &str, output: &Path) -> anyhow::Result<()> {
         }
     };
     // The release profile is the project's own: `caisson new` writes the
-    // one this repository's guests use (opt-level 3, LTO, one codegen unit).
+    // one this repository's guests use (opt-level 3, LTO, one codegen unit),
+    // and its `.cargo/config.toml` the flags, which cargo finds from the
+    // directory it runs in (`dir` is absolute: `build` resolved it).
     command
+        .current_dir(dir)
         .args(["build", "--release", "--target", "wasm32-wasip2"])
         .arg("--manifest-path")
         .arg(&manifest)

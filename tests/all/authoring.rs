@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use caisson_tests::{caisson_bin, root};
+use caisson_tests::{caisson_bin, guest_path, root};
 use serde_json::Value;
 
 use crate::server::text;
@@ -144,6 +144,43 @@ fn a_rust_task_from_caisson_new_to_its_first_run() {
     assert!(stdout.contains("2 passed"), "{stdout}");
 
     build_and_run(&project, "src/lib.rs");
+    let component = std::fs::read(project.join("target/caisson/sales-report.wasm")).unwrap();
+    assert_eq!(
+        initial_memory_pages(&component),
+        vec![INITIAL_PAGES],
+        "`caisson new`'s .cargo/config.toml did not set the initial memory"
+    );
+}
+
+/// The initial memory the guest profile gives a Rust task (4 MiB, in 64 KiB
+/// pages): `caisson new`'s `.cargo/config.toml` and `scripts/build-guests`.
+const INITIAL_PAGES: u64 = 64;
+
+/// The initial sizes, in 64 KiB pages, of the memories the component's
+/// core modules define.
+fn initial_memory_pages(component: &[u8]) -> Vec<u64> {
+    let mut pages = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        if let wasmparser::Payload::MemorySection(memories) = payload.unwrap() {
+            pages.extend(memories.into_iter().map(|m| m.unwrap().initial));
+        }
+    }
+    pages
+}
+
+/// A run that never grows its memory spares the next run in its pooled
+/// slot an `mprotect` and a TLB shootdown: this repository's guests start
+/// with the memory a small task needs.
+#[test]
+fn the_repositorys_rust_guests_start_with_the_guest_profiles_memory() {
+    for guest in ["hello", "bench-probe", "word-count"] {
+        let component = std::fs::read(guest_path(guest)).unwrap();
+        assert_eq!(
+            initial_memory_pages(&component),
+            vec![INITIAL_PAGES],
+            "{guest}"
+        );
+    }
 }
 
 /// The Python toolchain's interpreter (`scripts/install-python-toolchain`),
