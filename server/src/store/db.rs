@@ -179,6 +179,9 @@ impl Db {
                 "unsupported database URL: expected sqlite:// or postgres://",
             ));
         };
+        if kind == DbKind::Sqlite {
+            super::lite::configure_process();
+        }
         let in_memory = kind == DbKind::Sqlite && is_sqlite_memory(url);
         let full_url = if kind == DbKind::Sqlite && !in_memory {
             sqlite_url_with_create(url)

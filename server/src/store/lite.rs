@@ -98,6 +98,40 @@ pub(super) enum LiteError {
 /// batch inserts whose text varies with their size.
 const STATEMENT_CACHE: usize = 256;
 
+/// SQLite's process-wide settings, made once, before the first
+/// connection: SQLite refuses them once it is initialised. Returns
+/// whether they are in force.
+///
+/// Memory statistics off. With them on (SQLite's default) every
+/// `sqlite3_malloc` and `sqlite3_free` takes one global mutex to count the
+/// bytes, so the writer, the readers, the checkpointer and sqlx's
+/// connection threads all queue on it: over the embedded throughput
+/// figure, 62 % of the process's futex calls came from inside SQLite, and
+/// 38 % from that mutex alone (BENCHMARKS.md, "SQLite's allocator lock").
+/// Nothing in Caisson reads SQLite's memory counters or sets its heap
+/// limits, which are what they are for.
+pub(super) fn configure_process() -> bool {
+    static APPLIED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *APPLIED.get_or_init(|| {
+        // SAFETY: `SQLITE_CONFIG_MEMSTATUS` takes one `int`. Called before
+        // SQLite is initialised it changes a flag that initialisation
+        // reads; after, SQLite answers `SQLITE_MISUSE` and changes nothing
+        // (some other part of the process opened a database first).
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::ffi::c_int,
+            )
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::debug!(
+                "SQLite was initialised before the store: its memory statistics stay on ({rc})"
+            );
+        }
+        rc == rusqlite::ffi::SQLITE_OK
+    })
+}
+
 /// A SQLite connection that runs statements on the calling thread.
 pub(super) struct LiteConn {
     conn: Connection,
