@@ -54,14 +54,22 @@ use sqlx_core::ext::ustr::UStr;
 pub(super) const SQLITE_SYNCHRONOUS: &str = "PRAGMA synchronous = NORMAL";
 
 /// The log's length, in pages, past which a commit checkpoints it
-/// itself (SQLite's own checkpoint, on the committing thread). The
-/// [`Checkpointer`] copies the log back long before that: this is the
-/// bound should it fall behind, as a writer that never pauses makes it,
-/// since the log starts over only once it is copied back whole, between
-/// two commits. Where the checkpointer keeps up, the commit at this bound
-/// copies only the last few pages. Set on every connection to the file,
-/// sqlx's too, so that none checkpoints at SQLite's default of 1,000.
-pub(super) const SQLITE_WAL_LIMIT: &str = "PRAGMA wal_autocheckpoint = 4000";
+/// itself, on the committing thread. The [`Checkpointer`] copies the log
+/// back long before that: this is the bound should it fall behind, as a
+/// writer that never pauses makes it, since the log starts over only once
+/// it is copied back whole, between two commits. Where the checkpointer
+/// keeps up, the commit at this bound copies only the last few pages.
+macro_rules! wal_bound {
+    () => {
+        4000
+    };
+}
+
+/// [`wal_bound!`] for the connections that are not the writer (sqlx's,
+/// which migrate the file, and the readers), so that none checkpoints at
+/// SQLite's default of 1,000. The writer holds the bound itself
+/// ([`Checkpointer::bound`]).
+pub(super) const SQLITE_WAL_LIMIT: &str = concat!("PRAGMA wal_autocheckpoint = ", wal_bound!());
 
 /// Write transactions committed between the writer's nudges of its
 /// [`Checkpointer`]: about 1,000 pages of log at the hot paths' 15 or so
@@ -134,6 +142,8 @@ pub(super) fn configure_process() -> bool {
 
 /// A SQLite connection that runs statements on the calling thread.
 pub(super) struct LiteConn {
+    /// First, so that it is closed before `checkpoints`, whose
+    /// `Checkpointer::pages` its WAL hook writes to.
     conn: Connection,
     /// The writer's: nudged as it commits.
     checkpoints: Option<Checkpointer>,
@@ -143,32 +153,68 @@ pub(super) struct LiteConn {
 /// writer nudges it: `PASSIVE`, so it waits for no reader or writer and
 /// the writer's commits go on while it copies. The thread ends when the
 /// writer's connection is dropped.
+///
+/// The writer checkpoints the log itself once it passes [`wal_bound!`],
+/// as SQLite's own automatic checkpoint would, but first waits for the
+/// thread's checkpoint to end. SQLite refuses a second checkpoint while
+/// one runs, and no busy handler waits for it, so its own automatic
+/// checkpoint was skipped whenever it met the thread's: under load a
+/// writer that never paused grew the log to 26 MB and more against the
+/// bound's 16 (`the_log_is_checkpointed_apart_and_stays_bounded`).
 struct Checkpointer {
     nudge: std::sync::mpsc::SyncSender<()>,
     commits: u32,
+    /// Held by whichever checkpoints: the thread, or the writer at the
+    /// bound.
+    copying: Arc<std::sync::Mutex<()>>,
+    /// The log's length in pages after the writer's last commit, as
+    /// SQLite's WAL hook reports it ([`log_length`]). Boxed, so that its
+    /// address, which SQLite holds, stays put: it is dropped after the
+    /// writer's connection (`LiteConn`'s field order).
+    pages: Box<std::sync::atomic::AtomicU32>,
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> Result<Self, LiteError> {
+    /// Starts the thread, and has `writer` report its log's length to
+    /// [`Checkpointer::pages`], in place of SQLite's automatic checkpoint.
+    fn start(path: &Path, writer: &Connection) -> Result<Self, LiteError> {
         let conn = LiteConn::open(path)?;
+        let copying = Arc::new(std::sync::Mutex::new(()));
         // One nudge kept while a checkpoint runs: a nudge then is not
         // lost, and nudges do not pile up.
         let (nudge, nudged) = std::sync::mpsc::sync_channel::<()>(1);
+        let held = copying.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while nudged.recv().is_ok() {
-                    if let Err(e) =
-                        conn.conn
-                            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        // The commit at the log's bound checkpoints anyway.
-                        tracing::debug!("a checkpoint of the SQLite log failed: {e}");
-                    }
+                    let _copying = held.lock().unwrap_or_else(|e| e.into_inner());
+                    checkpoint(&conn.conn);
                 }
             })
             .map_err(|e| LiteError::Invalid(format!("could not start the checkpointer: {e}")))?;
-        Ok(Checkpointer { nudge, commits: 0 })
+        let pages = Box::new(std::sync::atomic::AtomicU32::new(0));
+        // SAFETY: the hook's argument is `pages`, boxed, which outlives
+        // the connection (`LiteConn` drops `conn` before `checkpoints`),
+        // and `log_length` only stores into it. The hook replaces the
+        // automatic checkpoint `LiteConn::open` set, which is what is
+        // meant: the writer's commits checkpoint at the bound through
+        // `Checkpointer::bound` instead.
+        unsafe {
+            rusqlite::ffi::sqlite3_wal_hook(
+                writer.handle(),
+                Some(log_length),
+                std::ptr::from_ref::<std::sync::atomic::AtomicU32>(&pages)
+                    .cast_mut()
+                    .cast(),
+            );
+        }
+        Ok(Checkpointer {
+            nudge,
+            commits: 0,
+            copying,
+            pages,
+        })
     }
 
     fn committed(&mut self, transactions: usize) {
@@ -181,6 +227,43 @@ impl Checkpointer {
             let _ = self.nudge.try_send(());
         }
     }
+
+    /// Past [`wal_bound!`], the writer's own checkpoint on `writer`,
+    /// once the thread's (if one runs) has ended. It blocks the writer's
+    /// thread for that long, which is meant: it happens only when the
+    /// thread has fallen behind, and holds the writers back until the log
+    /// is copied, as SQLite's own checkpoint at the bound would.
+    fn bound(&self, writer: &Connection) {
+        if self.pages.load(Ordering::Relaxed) < wal_bound!() {
+            return;
+        }
+        let _copying = self.copying.lock().unwrap_or_else(|e| e.into_inner());
+        checkpoint(writer);
+    }
+}
+
+/// A `PASSIVE` checkpoint: as much of the log as no reader still needs,
+/// copied back, waiting for no one.
+fn checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        // The next commit past the bound tries again.
+        tracing::debug!("a checkpoint of the SQLite log failed: {e}");
+    }
+}
+
+/// SQLite's WAL hook on the writer: after each commit, the log's length
+/// in pages, stored in the `AtomicU32` at `pages`.
+extern "C" fn log_length(
+    pages: *mut std::ffi::c_void,
+    _db: *mut rusqlite::ffi::sqlite3,
+    _name: *const std::ffi::c_char,
+    length: std::ffi::c_int,
+) -> std::ffi::c_int {
+    // SAFETY: `Checkpointer::start` registered the address of its boxed
+    // `AtomicU32`, which outlives the connection that calls this.
+    let pages = unsafe { &*pages.cast::<std::sync::atomic::AtomicU32>() };
+    pages.store(u32::try_from(length).unwrap_or(0), Ordering::Relaxed);
+    rusqlite::ffi::SQLITE_OK
 }
 
 /// What a statement did: the rows it changed and the rows it returned.
@@ -216,7 +299,7 @@ impl LiteConn {
     /// [`LiteConn::open`] for the writer, with its [`Checkpointer`].
     pub(super) fn open_writer(path: &Path) -> Result<Self, LiteError> {
         let mut writer = LiteConn::open(path)?;
-        writer.checkpoints = Some(Checkpointer::start(path)?);
+        writer.checkpoints = Some(Checkpointer::start(path, &writer.conn)?);
         Ok(writer)
     }
 
@@ -227,6 +310,7 @@ impl LiteConn {
         self.control("COMMIT")?;
         if let Some(checkpoints) = &mut self.checkpoints {
             checkpoints.committed(transactions);
+            checkpoints.bound(&self.conn);
         }
         Ok(())
     }
