@@ -57,7 +57,10 @@
 //! throughput alone; `CAISSON_BENCH_THROUGHPUT_RUNS` sets its runs),
 //! `pg-throughput` (PostgreSQL's throughput alone, the same way), `io`,
 //! `small-objects`, `map`, `compute`, `density`, `sql`, `peers`),
-//! for profiling one of them.
+//! for profiling one of them. `CAISSON_BENCH_PG_SQL=FILE` runs FILE's SQL
+//! on each PostgreSQL database the figures use, once it is migrated and
+//! warmed up: an experiment on the schema's functions or triggers
+//! (`bench/experiments/`), measured without a build.
 //!
 //! Results go to `target/bench/results.{md,json}`; the Markdown table is also
 //! printed. `CAISSON_BENCH_QUICK=1` runs a few iterations over small data, so

@@ -231,10 +231,25 @@ const WARM_UP_RUNS: usize = 500;
 /// that: it read every queued run, by the queue's time index, to find the
 /// next one (BENCHMARKS.md). Whether that pass came during a figure made
 /// runs of one binary differ by 3×.
+///
+/// Given `CAISSON_BENCH_PG_SQL`, the SQL in that file then runs on it
+/// (after the warm-up, before `ANALYZE`), for experiments such as
+/// `bench/experiments/pg-no-tenant-row.sql`.
 async fn in_service(service: &Service, url: &str) -> Result<()> {
     use sqlx::Connection;
     throughput(service, WARM_UP_RUNS, None).await?;
     let mut conn = sqlx::PgConnection::connect(url).await?;
+    // An experiment's SQL (`CAISSON_BENCH_PG_SQL`), applied to the
+    // migrated database before its figures, to measure what a change to
+    // the schema's functions or triggers would buy without a build.
+    if let Some(file) = std::env::var_os("CAISSON_BENCH_PG_SQL") {
+        let sql = std::fs::read_to_string(&file)
+            .with_context(|| format!("CAISSON_BENCH_PG_SQL: reading {}", file.display()))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("CAISSON_BENCH_PG_SQL: running {}", file.display()))?;
+    }
     sqlx::query("ANALYZE").execute(&mut conn).await?;
     Ok(())
 }
