@@ -71,6 +71,9 @@ macro_rules! wal_bound {
 /// ([`Checkpointer::bound`]).
 pub(super) const SQLITE_WAL_LIMIT: &str = concat!("PRAGMA wal_autocheckpoint = ", wal_bound!());
 
+/// [`wal_bound!`] as a number, for the writer's check and its test.
+pub(super) const WAL_BOUND: u32 = wal_bound!();
+
 /// Write transactions committed between the writer's nudges of its
 /// [`Checkpointer`]: about 1,000 pages of log at the hot paths' 15 or so
 /// pages a transaction (fewer in a group, whose members share pages).
@@ -107,8 +110,7 @@ pub(super) enum LiteError {
 const STATEMENT_CACHE: usize = 256;
 
 /// SQLite's process-wide settings, made once, before the first
-/// connection: SQLite refuses them once it is initialised. Returns
-/// whether they are in force.
+/// connection: SQLite refuses them once it is initialised.
 ///
 /// Memory statistics off. With them on (SQLite's default) every
 /// `sqlite3_malloc` and `sqlite3_free` takes one global mutex to count the
@@ -118,9 +120,9 @@ const STATEMENT_CACHE: usize = 256;
 /// 38 % from that mutex alone (BENCHMARKS.md, "SQLite's allocator lock").
 /// Nothing in Caisson reads SQLite's memory counters or sets its heap
 /// limits, which are what they are for.
-pub(super) fn configure_process() -> bool {
-    static APPLIED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *APPLIED.get_or_init(|| {
+pub(super) fn configure_process() {
+    static CONFIGURED: std::sync::Once = std::sync::Once::new();
+    CONFIGURED.call_once(|| {
         // SAFETY: `SQLITE_CONFIG_MEMSTATUS` takes one `int`. Called before
         // SQLite is initialised it changes a flag that initialisation
         // reads; after, SQLite answers `SQLITE_MISUSE` and changes nothing
@@ -136,8 +138,7 @@ pub(super) fn configure_process() -> bool {
                 "SQLite was initialised before the store: its memory statistics stay on ({rc})"
             );
         }
-        rc == rusqlite::ffi::SQLITE_OK
-    })
+    });
 }
 
 /// A SQLite connection that runs statements on the calling thread.
@@ -234,7 +235,7 @@ impl Checkpointer {
     /// thread has fallen behind, and holds the writers back until the log
     /// is copied, as SQLite's own checkpoint at the bound would.
     fn bound(&self, writer: &Connection) {
-        if self.pages.load(Ordering::Relaxed) < wal_bound!() {
+        if self.pages.load(Ordering::Relaxed) < WAL_BOUND {
             return;
         }
         let _copying = self.copying.lock().unwrap_or_else(|e| e.into_inner());

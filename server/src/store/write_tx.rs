@@ -525,7 +525,7 @@ mod tests {
     /// Back-to-back commits, 4 KB each (two pages of log or more): the
     /// checkpointer copies the log back long before its bound, and under
     /// a writer that never pauses the log stays within the bound (4,000
-    /// pages, `lite::wal_bound!`) and one commit, however far the
+    /// pages, `lite::WAL_BOUND`) and one commit, however far the
     /// checkpointer falls behind: the commit past the bound waits for its
     /// checkpoint and copies the rest itself.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,7 +584,7 @@ mod tests {
         // it to 37-44 MB; when the commit at the bound skipped its
         // checkpoint because the checkpointer's was under way, to 26 MB
         // on a loaded machine.
-        let bound = (4000 + 16) * (4096 + 24) + 32;
+        let bound = u64::from(crate::store::lite::WAL_BOUND + 16) * (4096 + 24) + 32;
         assert!(largest <= bound, "the log grew to {largest} bytes");
         let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM b")
             .fetch_one(&db.pool)
