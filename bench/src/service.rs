@@ -18,6 +18,20 @@ use crate::{client, guest};
 /// Set in a worker process the suite starts: the path of its config file.
 pub const WORKER_ENV: &str = "CAISSON_BENCH_WORKER_CONFIG";
 
+/// Each worker process's slots: 2, unless `CAISSON_BENCH_WORKER_SLOTS`
+/// asks for more (a production worker has more than 2, and how many runs
+/// a worker claims at once follows its free slots).
+fn process_slots() -> Result<usize> {
+    const VAR: &str = "CAISSON_BENCH_WORKER_SLOTS";
+    match std::env::var(VAR) {
+        Err(_) => Ok(2),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!("{VAR}: {v:?} is not a positive number of slots"),
+        },
+    }
+}
+
 /// Runs as a `caisson worker` would, until killed. The suite re-executes
 /// itself for this, so workers are optimised exactly like the rest.
 pub fn worker_main(config: &Path) -> Result<()> {
@@ -69,11 +83,12 @@ impl Service {
             .local_addr()?
             .port();
         let path = dir.join("caisson.toml");
+        let process_slots = process_slots()?;
         std::fs::write(
             &path,
             format!(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\n\
-                 modules = {{ type = \"local\", root = \"{dir}/modules\" }}\nworkers = 2\n\n\
+                 modules = {{ type = \"local\", root = \"{dir}/modules\" }}\nworkers = {process_slots}\n\n\
                  [engine]\ncache_dir = \"{dir}/cache\"\nscratch_dir = \"{dir}/scratch\"\n{tables}",
                 dir = dir.display()
             ),
