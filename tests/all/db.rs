@@ -1932,12 +1932,14 @@ async fn an_attempts_last_log_lines_are_stored_with_its_outcome_or_not_at_all() 
     .await;
 }
 
-/// PostgreSQL only: there a plain run's finish and each claim commit
-/// alone (`WriteTx::alone`), so a claim that fails must not take back
-/// what already committed. A trigger the test installs refuses the claim
-/// of one run, as a database error would.
+/// PostgreSQL only: there a plain run's finish and each claim statement
+/// commit alone (`WriteTx::alone`), so a claim that fails must not take
+/// back what already committed, and a batch's statement that fails must
+/// leave none of its runs leased to a worker that got an error instead.
+/// A trigger the test installs refuses the claim of one run, as a
+/// database error would.
 #[tokio::test]
-async fn on_postgresql_a_failed_claim_keeps_the_finish_and_claims_that_committed_before_it() {
+async fn on_postgresql_a_failed_claim_leases_nothing_and_keeps_the_finish() {
     let Some(admin_url) = postgres_url() else {
         return;
     };
@@ -1963,9 +1965,23 @@ async fn on_postgresql_a_failed_claim_keeps_the_finish_and_claims_that_committed
     .await
     .unwrap();
 
-    // Two asked for: the first committed by itself, the second refused.
-    // The first is the worker's, so it is returned, not the error.
-    let claims = db.claim_runs("w2", LEASE, NOW + 10, GIB, 2).await.unwrap();
+    // Two asked for, in one statement, which the refusal fails whole:
+    // the error is returned and neither run is claimed.
+    let err = db
+        .claim_runs("w2", LEASE, NOW + 10, GIB, 2)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("claim refused by the test"),
+        "{err}"
+    );
+    for id in [&first, &refused] {
+        let run = db.get_run(&t, id).await.unwrap().unwrap();
+        assert_eq!((run.state, run.attempts), (RunState::Queued, 0), "{id}");
+        assert!(db.attempts(id).await.unwrap().is_empty(), "{id}");
+    }
+    // One asked for: the first, which the trigger lets through.
+    let claims = db.claim_runs("w2", LEASE, NOW + 10, GIB, 1).await.unwrap();
     let claimed: Vec<&str> = claims.iter().map(|c| c.run.id.as_str()).collect();
     assert_eq!(claimed, vec![first.as_str()]);
     let run = db.get_run(&t, &first).await.unwrap().unwrap();

@@ -378,79 +378,116 @@ macro_rules! running_count {
     };
 }
 
-/// The claim, shared by both backends up to the row lock. `$1` worker,
-/// `$2` lease end, `$3` now, `$4` memory cap. The outer `state = 'queued'`
-/// guards against a row that changed between the subquery and the update.
+/// SQLite's claim of one run. `$1` worker, `$2` lease end, `$3` now, `$4`
+/// memory cap. The outer `state = 'queued'` guards against a row that
+/// changed between the subquery and the update. Writers are serialised by
+/// the database lock, so the plain update is already atomic.
 ///
 /// Fair between tenants: a tenant at its `max_running_runs` is passed
 /// over; of the others, the one with the fewest runs running goes first,
 /// ties to the one whose last claim is oldest (round robin), and only then
 /// do a run's `priority` and age count, so priority orders a tenant's own
-/// runs and never puts one tenant ahead of another.
+/// runs and never puts one tenant ahead of another. PostgreSQL's
+/// [`CLAIM_POSTGRES`] picks in the same order, several runs at once.
 ///
 /// Shaped so that indexes answer it (migrations 0009 to 0011): for each
-/// tenant, its running count is its row's `running_runs` on SQLite and a
-/// probe of `runs_by_tenant_state` on PostgreSQL, and its next run the
-/// first entry of `runs_claim` (queued runs in `priority DESC,
+/// tenant, its running count is its row's `running_runs`, and its next run
+/// the first entry of `runs_claim` (queued runs in `priority DESC,
 /// created_at, id` order) that is due and fits. Only those candidates, one
 /// per tenant, are sorted; the backlog never is, however long it grows.
-macro_rules! claim_sql {
-    ($busy:expr, $lock:literal) => {
-        concat!(
-            "UPDATE runs SET state = 'running', worker_id = $1, lease_until = $2, \
-             attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
-             WHERE state = 'queued' AND id = (SELECT n.id FROM (\
-             SELECT t.last_claim_at, t.max_running_runs, \
-             ",
-            $busy,
-            " AS busy, \
-             (SELECT q.id FROM runs q WHERE q.tenant_id = t.id AND q.state = 'queued' \
-             AND q.not_before <= $3 AND q.memory_bytes <= $4 \
-             ORDER BY q.priority DESC, q.created_at, q.id LIMIT 1",
-            $lock,
-            ") AS next_id FROM tenants t) c \
-             JOIN runs n ON n.id = c.next_id \
-             WHERE c.busy < c.max_running_runs \
-             ORDER BY c.busy, c.last_claim_at, n.priority DESC, n.created_at, n.id \
-             LIMIT 1) RETURNING ",
-            run_columns!()
-        )
-    };
-}
+const CLAIM_SQLITE: &str = concat!(
+    "UPDATE runs SET state = 'running', worker_id = $1, lease_until = $2, \
+     attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
+     WHERE state = 'queued' AND id = (SELECT n.id FROM (\
+     SELECT t.last_claim_at, t.max_running_runs, ",
+    running_count!(sqlite),
+    " AS busy, \
+     (SELECT q.id FROM runs q WHERE q.tenant_id = t.id AND q.state = 'queued' \
+     AND q.not_before <= $3 AND q.memory_bytes <= $4 \
+     ORDER BY q.priority DESC, q.created_at, q.id LIMIT 1) AS next_id FROM tenants t) c \
+     JOIN runs n ON n.id = c.next_id \
+     WHERE c.busy < c.max_running_runs \
+     ORDER BY c.busy, c.last_claim_at, n.priority DESC, n.created_at, n.id \
+     LIMIT 1) RETURNING ",
+    run_columns!()
+);
 
 /// How often a claim that lost a race for a tenant's last running slot
 /// is tried again before the worker waits for its next poll.
 const CLAIM_TRIES: usize = 4;
 
-/// What one claim transaction did.
-enum Attempted {
-    Claimed(Box<Claim>),
-    Nothing,
-    OverQuota,
+/// What one claim statement took.
+#[derive(Default)]
+struct Taken {
+    /// The claims that stand, in the order they were picked.
+    runs: Vec<Claim>,
+    /// Claims undone by their tenant's check: a race with another worker.
+    undone: usize,
 }
 
-/// PostgreSQL: the claim, and its check under its tenant's lock
-/// (`caisson_claim_held`, migration 0014) on the run it took, as one
-/// statement, whose `held` says whether the claim stands. The function
-/// sees the claim's update: it is volatile, so each of its statements
-/// runs after the claim's, in a snapshot of its own.
+/// PostgreSQL: up to `$5` runs claimed in one statement, each picked in the
+/// order one-run claims ([`CLAIM_SQLITE`]) would pick them, and each checked under
+/// its tenant's lock (`caisson_claim_held`, migration 0014), whose `held`
+/// says whether that run's claim stands. A statement's fixed cost (its
+/// plan's setup, the tenants' scan, the trip) is most of a one-run
+/// claim's, so a worker claiming ahead for its slots pays it once a batch
+/// (BENCHMARKS.md).
 ///
-/// `SKIP LOCKED` lets concurrent claimers pass over a row
-/// another transaction is claiming instead of waiting for it (and then
-/// finding it taken): each tenant's candidate is its first run no other
-/// claim holds. The candidates of tenants not chosen stay locked until
-/// this claim commits, so a concurrent claim takes their next runs
-/// meanwhile: a tenant's own order may bend under concurrent claims, never
-/// the order between tenants.
+/// - **Fair between tenants as one-run claims are:** each tenant offers
+///   its first `$5` runs in its own order, numbered from its running
+///   count (`turn`: the run's place were the tenant's runs claimed one by
+///   one), and those within its `max_running_runs` are taken by `turn`,
+///   ties to the tenant whose last claim is oldest, then by the runs'
+///   own order. So a tenant with one run running gets its second slot
+///   only after every tenant with none has had its first.
+/// - **Memory:** a run is taken only while the runs before it in that
+///   order, and it, fit `$4` together (a running sum), so a batch never
+///   promises more than the worker has.
+/// - **Locks:** `SKIP LOCKED` lets concurrent claimers pass over a row
+///   another transaction is claiming instead of waiting for it (and then
+///   finding it taken). A tenant's offered runs that are not taken stay
+///   locked until this statement commits, so a concurrent claim takes
+///   the next ones meanwhile: a tenant's own order may bend under
+///   concurrent claims, never the order between tenants.
+/// - **The check:** the function is volatile, so each of its statements
+///   runs after the claim's update, in a snapshot of its own, and counts
+///   this batch's runs with the rest. When a race took a tenant past its
+///   quota, each call undoes its run while the count is over, so exactly
+///   the excess is undone; the calls go in reverse of the tenants' own
+///   order (a volatile output is computed after the sort), so those are
+///   the tenant's last runs in its order.
+/// - **The update** finds the picked rows by `ctid`, which their row
+///   locks keep where they are until the commit: one fetch a run. Joined
+///   on `id` instead, the planner, with statistics from when the queue was
+///   near empty, scanned the whole queue for them on every claim
+///   (BENCHMARKS.md). A row that another transaction changed after this
+///   statement's snapshot is not found by it, so not claimed: it stays
+///   queued for the next claim.
 const CLAIM_POSTGRES: &str = concat!(
-    "WITH c AS (",
-    claim_sql!(running_count!(postgres), " FOR UPDATE SKIP LOCKED"),
-    ") SELECT c.*, caisson_claim_held(c.id, c.tenant_id, $1, $3) AS held FROM c"
+    "WITH pick AS MATERIALIZED (SELECT f.row_ref FROM (\
+     SELECT p.row_ref, SUM(p.memory_bytes) OVER (ORDER BY p.turn, p.last_claim_at, \
+     p.priority DESC, p.created_at, p.id) AS memory FROM (\
+     SELECT q.id, q.row_ref, q.priority, q.created_at, q.memory_bytes, c.last_claim_at, c.max_running_runs, \
+     c.busy + ROW_NUMBER() OVER (PARTITION BY c.tenant \
+     ORDER BY q.priority DESC, q.created_at, q.id) AS turn \
+     FROM (SELECT t.id AS tenant, t.last_claim_at, t.max_running_runs, ",
+    running_count!(postgres),
+    " AS busy FROM tenants t) c \
+     CROSS JOIN LATERAL (SELECT q.ctid AS row_ref, q.id, q.priority, q.created_at, q.memory_bytes FROM runs q \
+     WHERE q.tenant_id = c.tenant AND q.state = 'queued' AND q.not_before <= $3 \
+     AND q.memory_bytes <= $4 ORDER BY q.priority DESC, q.created_at, q.id \
+     LIMIT $5 FOR UPDATE SKIP LOCKED) q \
+     WHERE c.busy < c.max_running_runs) p \
+     WHERE p.turn <= p.max_running_runs \
+     ORDER BY p.turn, p.last_claim_at, p.priority DESC, p.created_at, p.id LIMIT $5) f \
+     WHERE f.memory <= $4), \
+     c AS (UPDATE runs SET state = 'running', worker_id = $1, lease_until = $2, \
+     attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
+     FROM pick WHERE runs.ctid = pick.row_ref AND runs.state = 'queued' RETURNING ",
+    run_columns!(),
+    ") SELECT c.*, caisson_claim_held(c.id, c.tenant_id, $1, $3) AS held FROM c \
+     ORDER BY c.priority, c.created_at DESC, c.id DESC"
 );
-
-/// SQLite: writers are serialised by the database lock, so the plain
-/// update is already atomic.
-const CLAIM_SQLITE: &str = claim_sql!(running_count!(sqlite), "");
 
 /// [`Db::submit_claimed`]'s claim of the run it has just inserted (`$1`):
 /// the claim's own conditions on that one row (still queued, due, fits
@@ -1040,7 +1077,7 @@ impl Db {
     }
 
     /// Claims the next queued run, fairly between tenants (see
-    /// `claim_sql!`), whose `not_before <= now` and whose
+    /// `CLAIM_SQLITE` in this module), whose `not_before <= now` and whose
     /// `memory_bytes <= max_memory`, leasing it to `worker_id` until
     /// `now + lease`. Increments `attempts`, sets `started_at` on the first
     /// attempt, and inserts a `running` attempt row. Atomic: two workers
@@ -1080,9 +1117,9 @@ impl Db {
             max_memory,
             max_runs,
         };
-        // On PostgreSQL each claim is one statement that stands alone
-        // (`CLAIM_POSTGRES`): one trip each, and its tenant's lock is
-        // held only while PostgreSQL runs it.
+        // On PostgreSQL the claims are one statement that stands alone
+        // (`CLAIM_POSTGRES`): one trip, and their tenants' locks are held
+        // only while PostgreSQL runs it.
         let mut turn = None;
         let mut tx = self
             .write_tx(&mut turn, self.kind == DbKind::Postgres)
@@ -1107,19 +1144,37 @@ impl Db {
         let mut claims = Vec::new();
         let mut memory = ask.max_memory;
         // A claim that raced another worker for a tenant's last running
-        // slot is undone and the next one tried; the next no longer sees
-        // room for that tenant, so this ends quickly.
+        // slot is undone and the rest asked for again; the next statement
+        // no longer sees room for that tenant, so this ends quickly.
         let mut races = 0;
         while claims.len() < ask.max_runs && races < CLAIM_TRIES {
-            match Self::claim_one(tx, kind, ask.worker_id, lease_until, now, memory).await {
-                Ok(Attempted::Claimed(claimed)) => {
-                    memory = memory.saturating_sub(claimed.run.spec.memory_bytes.max(0));
-                    claims.push(*claimed);
+            let wanted = ask.max_runs - claims.len();
+            // What the statement asked for: a SQLite claim takes one run.
+            let (taken, asked) = match kind {
+                DbKind::Postgres => (
+                    Self::claim_postgres(tx, ask.worker_id, lease_until, now, memory, wanted).await,
+                    wanted,
+                ),
+                DbKind::Sqlite => (
+                    Self::claim_sqlite(tx, ask.worker_id, lease_until, now, memory).await,
+                    1,
+                ),
+            };
+            match taken {
+                Ok(Taken { runs, undone }) => {
+                    let short = runs.len() + undone < asked;
+                    for claim in runs {
+                        memory = memory.saturating_sub(claim.run.spec.memory_bytes.max(0));
+                        claims.push(claim);
+                    }
+                    if undone > 0 {
+                        races += 1;
+                    } else if short {
+                        break;
+                    }
                 }
-                Ok(Attempted::Nothing) => break,
-                Ok(Attempted::OverQuota) => races += 1,
-                // Each claim so far has committed itself: those runs are
-                // the worker's now, so they are what it gets, not the
+                // Each statement so far has committed itself: those runs
+                // are the worker's now, so they are what it gets, not the
                 // error, which would leave them to their leases' end.
                 Err(e) if tx.is_alone() && !claims.is_empty() => {
                     tracing::warn!(
@@ -1134,65 +1189,86 @@ impl Db {
         Ok(claims)
     }
 
-    /// One claim of [`Db::claim_runs`], inside its transaction. What it
-    /// writes besides the run (the round robin stamp, the attempt's row)
-    /// goes with the next claim or the commit.
-    async fn claim_one<'t>(
+    /// Up to `wanted` claims in one statement ([`CLAIM_POSTGRES`]), which
+    /// also stamps their tenants and writes their attempts' rows.
+    ///
+    /// The claim read running counts in its own snapshot; another worker
+    /// may have claimed for the same tenant meanwhile. Counting again under
+    /// the tenant's lock settles it: the count already holds this
+    /// statement's claims, and whoever commits second sees the first, and
+    /// backs out of what is past the tenant's quota, undoing those claims
+    /// in the same statement (`held` false), counted in `undone`.
+    async fn claim_postgres<'t>(
         tx: &mut WriteTx<'t>,
-        kind: DbKind,
         worker_id: &'t str,
         lease_until: i64,
         now: i64,
         max_memory: i64,
-    ) -> Result<Attempted, DbError> {
+        wanted: usize,
+    ) -> Result<Taken, DbError> {
+        let limit = i64::try_from(wanted).unwrap_or(i64::MAX);
+        let rows = tx
+            .fetch_all(CLAIM_POSTGRES, move |q| {
+                q.bind(worker_id)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(max_memory)
+                    .bind(limit)
+            })
+            .await?;
+        let mut taken = Taken::default();
+        // The statement returns them last first (the order its checks ran
+        // in); the worker starts them first first.
+        for row in rows.iter().rev() {
+            if row.try_get::<bool, _>("held")? {
+                let run = RunRecord::from_row(row)?;
+                taken.runs.push(Claim {
+                    attempt: run.attempts,
+                    run,
+                });
+            } else {
+                taken.undone += 1;
+            }
+        }
+        Ok(taken)
+    }
+
+    /// One claim ([`CLAIM_SQLITE`]) inside the transaction, with what it
+    /// writes besides the run (the round robin stamp, the attempt's row),
+    /// which go with the next claim or the commit. The claim read the
+    /// tenant's running count under the write lock this transaction took
+    /// at its `BEGIN IMMEDIATE` (or on the one connection of an in-memory
+    /// database), so it holds: nothing is ever undone.
+    async fn claim_sqlite<'t>(
+        tx: &mut WriteTx<'t>,
+        worker_id: &'t str,
+        lease_until: i64,
+        now: i64,
+        max_memory: i64,
+    ) -> Result<Taken, DbError> {
         // `fetch_all`, not `fetch_optional`: a statement with RETURNING is
         // always stepped to its end.
-        let claim = match kind {
-            DbKind::Postgres => CLAIM_POSTGRES,
-            DbKind::Sqlite => CLAIM_SQLITE,
-        };
         let rows = tx
-            .fetch_all(claim, move |q| {
+            .fetch_all(CLAIM_SQLITE, move |q| {
                 q.bind(worker_id)
                     .bind(lease_until)
                     .bind(now)
                     .bind(max_memory)
             })
             .await?;
-        let Some(row) = rows.first() else {
-            return Ok(Attempted::Nothing);
-        };
-        let run = RunRecord::from_row(row)?;
-        match kind {
-            // The claim read the tenant's running count under the write
-            // lock this transaction took at its `BEGIN IMMEDIATE` (or on
-            // the one connection of an in-memory database), so it holds:
-            // only the round robin stamp and the attempt's row are left to
-            // write.
-            DbKind::Sqlite => {
-                let [stamp, attempt] =
-                    Self::claim_writes(run.spec.tenant_id.clone(), run.id.clone(), worker_id, now);
-                tx.execute_statement(stamp).await?;
-                tx.execute_statement(attempt).await?;
-            }
-            // The claim read running counts in its own snapshot; another
-            // worker may have claimed for the same tenant meanwhile.
-            // Counting again under the tenant's lock (which also stamps
-            // the round robin) settles it: the count already holds this
-            // claim, and whoever commits second sees the first, and backs
-            // out if that was the tenant's last slot, undoing its claim
-            // in its own statement. The claim's statement did it, and
-            // wrote the attempt's row (`CLAIM_POSTGRES`).
-            DbKind::Postgres => {
-                if !row.try_get::<bool, _>("held")? {
-                    return Ok(Attempted::OverQuota);
-                }
-            }
+        let mut taken = Taken::default();
+        if let Some(row) = rows.first() {
+            let run = RunRecord::from_row(row)?;
+            let [stamp, attempt] =
+                Self::claim_writes(run.spec.tenant_id.clone(), run.id.clone(), worker_id, now);
+            tx.execute_statement(stamp).await?;
+            tx.execute_statement(attempt).await?;
+            taken.runs.push(Claim {
+                attempt: run.attempts,
+                run,
+            });
         }
-        Ok(Attempted::Claimed(Box::new(Claim {
-            attempt: run.attempts,
-            run,
-        })))
+        Ok(taken)
     }
 
     /// Extends the lease of a run this worker holds. Returns `None` if the
