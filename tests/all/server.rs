@@ -795,3 +795,77 @@ async fn an_embedded_server_killed_during_5000_submissions_loses_and_doubles_not
     let unfinished: Vec<&Value> = runs.iter().filter(|r| r["state"] != "succeeded").collect();
     assert!(unfinished.is_empty(), "{unfinished:?}");
 }
+
+/// A worker process on PostgreSQL whose runs are short claims ahead: a
+/// slot that finishes a run while runs wait claims one for each of the
+/// worker's slots in one statement, its next and the rest for the slots
+/// as they finish. So, with both slots busy, the worker holds more runs
+/// than it has slots, which one-run claims never do; and every run still
+/// runs once and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_worker_on_postgres_claims_ahead_for_its_slots() {
+    use sqlx::Connection;
+    let Some(admin) = postgres_url() else { return };
+    let database = fresh_database(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    ServerToml::new(&database)
+        .local_modules(&dir.path().join("modules"))
+        .server("workers", "2")
+        .server("poll", "\"20ms\"")
+        .write(dir.path());
+    let api = Proc::start(&["serve", "--no-worker"], dir.path());
+    let url = api.url().to_string();
+    push_guest("busy", &url);
+    let http = reqwest::Client::new();
+    // Submitted before the worker starts, so that runs wait from its
+    // first claim on. Of different lengths, so that the slots fall out of
+    // step: one finishes, and claims ahead, while the other is running.
+    let runs: Vec<Value> = (0..40)
+        .map(|i| json!({"module": "busy", "params": {"ms": (20 + i % 3 * 15).to_string()}}))
+        .collect();
+    let response = http
+        .post(format!("{url}/v1/runs/batch"))
+        .json(&json!({ "runs": runs }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    let ids: Vec<String> = body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 40);
+
+    let mut conn = sqlx::PgConnection::connect(&database).await.unwrap();
+    let _worker = Proc::start(&["worker"], dir.path());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut most_held = 0i64;
+    loop {
+        let (held, unfinished): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE state = 'running'), \
+             COUNT(*) FILTER (WHERE state IN ('queued', 'running')) FROM runs",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        most_held = most_held.max(held);
+        if unfinished == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{unfinished} runs unfinished");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(
+        most_held > 2,
+        "a worker with 2 slots never held more than {most_held} runs: it did not claim ahead"
+    );
+    for id in &ids {
+        let run = run_state(&http, &url, id).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+        assert_eq!(run["attempts"], 1, "{run}");
+    }
+    conn.close().await.unwrap();
+}

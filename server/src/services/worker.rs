@@ -39,6 +39,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// How often buffered log lines are written to the database.
 const LOG_FLUSH: Duration = Duration::from_millis(200);
 const LOG_BATCH: usize = 500;
+/// Runs that end within this claim ahead on PostgreSQL
+/// ([`Worker::claim_ahead`]): a run claimed ahead then waits at most
+/// about this long for a slot, less than an idle worker's poll (200 ms by
+/// default) would have kept it waiting.
+const CLAIM_AHEAD_RUNS_UNDER: Duration = Duration::from_millis(100);
 /// What a run handed back at shutdown says in its log.
 const HANDED_BACK: &str = "worker shutting down: run handed back to the queue";
 
@@ -432,8 +437,30 @@ impl Worker {
 
     /// Whether a slot holds no run and has none waiting for it.
     fn has_idle_slot(&self) -> bool {
-        let waiting = self.claimed.lock().unwrap_or_else(|e| e.into_inner()).len();
-        self.slots.load(Ordering::Relaxed) > self.slots_running.load(Ordering::Relaxed) + waiting
+        self.slots.load(Ordering::Relaxed)
+            > self.slots_running.load(Ordering::Relaxed) + self.claimed_len()
+    }
+
+    /// How many runs waiting in `claimed`.
+    fn claimed_len(&self) -> usize {
+        self.claimed.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// How many runs a slot that finished a run after `elapsed` claims,
+    /// while runs wait: its next, and on PostgreSQL, when runs are short,
+    /// one for each of the worker's slots, the rest waiting in `claimed`
+    /// for the slots as they finish. A claim statement's fixed cost is
+    /// most of a one-run claim's there (BENCHMARKS.md), and a batch pays
+    /// it once. Short runs only: a run claimed ahead waits, leased, for
+    /// about one run's length, which another worker could have spent on
+    /// it. SQLite's claim is a statement in this process's writer, which
+    /// costs microseconds: no run waits for it.
+    fn claim_ahead(&self, elapsed: Duration) -> usize {
+        if self.db.kind() == DbKind::Postgres && elapsed <= CLAIM_AHEAD_RUNS_UNDER {
+            self.slots.load(Ordering::Relaxed).max(1)
+        } else {
+            1
+        }
     }
 
     /// Hands a run this worker holds back to the queue at shutdown,
@@ -762,19 +789,25 @@ impl Worker {
         // The database may be briefly unreachable (a restart): keep the
         // outcome and retry for as long as the lease would have lasted.
         let deadline = Instant::now() + self.config.server.lease;
-        let claiming =
-            self.accepting.load(Ordering::Relaxed) && !self.queue_drained.load(Ordering::Relaxed);
+        // A run already claimed ahead is this slot's next; no claim then.
+        let claiming = self.accepting.load(Ordering::Relaxed)
+            && !self.queue_drained.load(Ordering::Relaxed)
+            && self.claimed_len() == 0;
         let free = if claiming {
-            Some(self.free_memory.lock().await)
+            let free = self.free_memory.lock().await;
+            // The claim that held the lock may have claimed ahead for
+            // this slot: it then takes that run and claims nothing.
+            (self.claimed_len() == 0).then_some(free)
         } else {
             None
         };
+        let max_runs = self.claim_ahead(elapsed);
         let finished = loop {
             let next = free.as_deref().map(|free| ClaimAsk {
                 worker_id: &self.id,
                 lease: self.config.server.lease,
                 max_memory: (*free + *reserved) as i64,
-                max_runs: 1,
+                max_runs,
             });
             match self
                 .db
@@ -822,11 +855,16 @@ impl Worker {
                 .map(|claim| reserve(&mut free, claim))
                 .collect();
             drop(free);
-            // For this slot, which takes it as it looks next, at once.
+            // The first for this slot, which takes it as it looks next, at
+            // once; any claimed ahead for whichever slot looks first.
+            let ahead = claims.len() > 1;
             self.claimed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .extend(claims);
+            if ahead {
+                self.claimed_ready.notify_waiters();
+            }
         }
         let tenant = self.metrics.tenant(&self.db, &run.spec.tenant_id).await;
         self.metrics
