@@ -2184,6 +2184,71 @@ async fn concurrent_submissions_are_committed_when_answered_and_refused_alone() 
     .await;
 }
 
+/// On PostgreSQL, submissions that arrive while one is being inserted go
+/// in together: fewer transactions than runs, each answer still a run that
+/// is stored, and a key repeated among them still one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_concurrent_submissions_are_inserted_together() {
+    let Some(admin_url) = postgres_url() else {
+        return;
+    };
+    let backend = postgres(&admin_url, 5).await;
+    let t = backend.db.ensure_tenant("acme").await.unwrap();
+    let submissions: Vec<_> = (0..60)
+        .map(|i| {
+            let db = backend.db.clone();
+            let t = t.clone();
+            tokio::spawn(async move {
+                let mut run = new_run(&t);
+                // Every sixth run repeats one key; the rest have their own
+                // or none.
+                run.idempotency_key = match i % 6 {
+                    0 => Some("shared".to_owned()),
+                    1 => None,
+                    _ => Some(format!("k{i}")),
+                };
+                run.priority = i;
+                (i, db.submit_run(&run, NOW + i).await.unwrap())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for submission in submissions {
+        answers.push(submission.await.unwrap());
+    }
+
+    let shared: HashSet<&str> = answers
+        .iter()
+        .filter(|(i, _)| i % 6 == 0)
+        .map(|(_, (id, _))| id.as_str())
+        .collect();
+    assert_eq!(shared.len(), 1, "one run holds the shared key: {shared:?}");
+    let created = answers.iter().filter(|(_, (_, new))| *new).count();
+    assert_eq!(created, 60 - 10 + 1, "each other submission is a new run");
+    for (i, (id, _)) in &answers {
+        let run = backend.db.get_run(&t, id).await.unwrap().unwrap();
+        if i % 6 != 0 {
+            assert_eq!(run.spec.priority, *i, "run {id} is submission {i}'s");
+        }
+    }
+
+    let mut conn = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    let (runs, transactions): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT xmin::text) FROM runs WHERE tenant_id = $1",
+    )
+    .bind(&t)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(runs, 51);
+    assert!(
+        transactions < runs,
+        "{runs} runs were inserted in {transactions} transactions"
+    );
+    backend.db.close().await;
+}
+
 // ---- metrics
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyConnection, Connection, Execute};
 
 use super::error::{BoxError, DbError};
+use super::insert_groups::InsertGroups;
 use super::lite::{LiteError, LiteReaders, SQLITE_SYNCHRONOUS, SQLITE_WAL_LIMIT};
 use super::turn::{WriterTurn, Writers};
 
@@ -32,6 +33,9 @@ pub struct Db {
     pub(super) writer: Option<Writers>,
     /// A SQLite file's readers, called in place ([`Db::read`]).
     readers: Option<std::sync::Arc<LiteReaders>>,
+    /// PostgreSQL only: this process's submissions inserted in groups
+    /// (`store::insert_groups`).
+    pub(super) groups: Option<std::sync::Arc<InsertGroups>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -265,11 +269,13 @@ impl Db {
             .clone()
             .map(|path| std::sync::Arc::new(LiteReaders::new(path)));
         let writer = (kind == DbKind::Sqlite).then(|| Writers::new(path));
+        let groups = (kind == DbKind::Postgres).then(Default::default);
         Ok(Db {
             pool,
             kind,
             writer,
             readers,
+            groups,
         })
     }
 

@@ -8,6 +8,7 @@ use sqlx::{FromRow, Row};
 
 use super::db::{AnyQuery, Db, DbKind, built, corrupt, new_id};
 use super::error::DbError;
+use super::insert_groups::{GroupRow, Grouped, RowsInsert};
 use super::logs::{LOG_ROWS_PER_INSERT, bind_log_rows, log_rows_insert};
 use super::write_tx::{Binder, Statement, WriteTx};
 
@@ -546,6 +547,51 @@ macro_rules! new_run_values {
     };
 }
 
+/// What a PostgreSQL insert of new runs does with a key one of the
+/// tenant's runs already holds: insert nothing for that run, and return
+/// only the ids inserted.
+macro_rules! on_key_conflict {
+    () => {
+        " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id"
+    };
+}
+
+/// PostgreSQL: [`INSERT_KEYED`] for several runs in one statement, for
+/// concurrent submissions inserted together (`store::insert_groups`).
+static INSERT_KEYED_ROWS: RowsInsert = RowsInsert {
+    into: concat!(insert_run_into!(), "VALUES "),
+    row: push_new_run_row,
+    returning: on_key_conflict!(),
+};
+
+/// How many values [`bind_new_run`] binds.
+const NEW_RUN_BINDS: usize = 23;
+
+/// Appends a new run's values (`(`[`new_run_values`]`)`) as row `row`
+/// (from 0) of a multi-row insert: its placeholders numbered after the
+/// rows before it, for [`bind_new_run`] called once for each row in order.
+fn push_new_run_row(sql: &mut String, row: usize) {
+    use std::fmt::Write;
+    if row > 0 {
+        sql.push_str(", ");
+    }
+    sql.push('(');
+    let mut rest = new_run_values!();
+    while let Some(at) = rest.find('$') {
+        sql.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or(rest.len() - at - 1, |n| n);
+        // Digits only, and few: the test below holds the text to
+        // `new_run_values!`'s.
+        let number: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or_default();
+        let _ = write!(sql, "${}", number + row * NEW_RUN_BINDS);
+        rest = &rest[at + 1 + digits..];
+    }
+    sql.push_str(rest);
+    sql.push(')');
+}
+
 /// SQLite: a new run's insert that checks what [`QueueRoom`] and the key's
 /// lookup check, itself: the tenant under `max_queued_runs` (its row's
 /// count, kept by migration 0010's triggers) and no run of the tenant
@@ -563,14 +609,20 @@ const INSERT_CHECKED: &str = concat!(
 
 /// Binds `run`'s values, as run `id` submitted at `now`, to
 /// [`new_run_values`].
-fn bind_new_run(
+///
+/// `run` is borrowed or owned: the binder of a run inserted in a group
+/// outlives its caller's borrow.
+fn bind_new_run<R: std::borrow::Borrow<RunSpec> + Send>(
     id: String,
-    run: &RunSpec,
+    run: R,
     now: i64,
-) -> Result<impl FnOnce(AnyQuery) -> AnyQuery + Send + '_, DbError> {
-    let params = serde_json::to_string(&run.params).map_err(|e| DbError::Other(e.into()))?;
-    let grants = serde_json::to_string(&run.grants).map_err(|e| DbError::Other(e.into()))?;
+) -> Result<impl FnOnce(AnyQuery) -> AnyQuery + Send, DbError> {
+    let params =
+        serde_json::to_string(&run.borrow().params).map_err(|e| DbError::Other(e.into()))?;
+    let grants =
+        serde_json::to_string(&run.borrow().grants).map_err(|e| DbError::Other(e.into()))?;
     Ok(move |q: AnyQuery| {
+        let run = run.borrow();
         q.bind(id)
             .bind(&run.tenant_id)
             .bind(&run.module_name)
@@ -653,7 +705,8 @@ const INSERT_KEYED: &str = concat!(
     insert_run_into!(),
     "VALUES (",
     new_run_values!(),
-    ") ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id"
+    ")",
+    on_key_conflict!()
 );
 
 /// The run of tenant `$1` that holds idempotency key `$2`.
@@ -688,7 +741,7 @@ impl Db {
         if let ([run], DbKind::Postgres) = (runs, self.kind)
             && run.workflow_step().is_none()
         {
-            return Ok(vec![self.insert_alone(run, now).await?]);
+            return Ok(vec![self.insert_grouped(run, now).await?]);
         }
         let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
@@ -867,19 +920,45 @@ impl Db {
     }
 
     /// [`Db::submit_run`] on PostgreSQL for a run with nothing to write
-    /// beside it: its insert as a statement of its own, which commits
-    /// itself. One trip where `BEGIN`, the insert and `COMMIT` took three,
-    /// and the tenant's lock, which the insert's quota trigger (migration
-    /// 0012) takes, is released in the same trip: concurrent submissions
-    /// and claims queue on that lock. A key another run holds inserts
-    /// nothing; that run is then read and is the answer.
-    async fn insert_alone(&self, run: &RunSpec, now: i64) -> Result<(String, bool), DbError> {
+    /// beside it: its insert, with those of the submissions that arrive
+    /// while another group is being inserted (`store::insert_groups`), in
+    /// one statement that commits itself. One trip where `BEGIN`, the
+    /// insert and `COMMIT` took three, shared by the group, and the
+    /// tenant's lock, which the insert's quota trigger (migration 0012)
+    /// takes, is released in the same trip: concurrent submissions and
+    /// claims queue on that lock. A key another run holds inserts nothing;
+    /// that run is then read and is the answer. A run whose group failed
+    /// as a whole (another run past its quota, say) is inserted alone, so
+    /// that only what refuses it refuses it.
+    async fn insert_grouped(&self, run: &RunSpec, now: i64) -> Result<(String, bool), DbError> {
         let id = new_id();
-        let inserted = bind_new_run(id.clone(), run, now)?(sqlx::query(INSERT_KEYED))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| QueueRoom::refused_by_trigger(e.into()))?;
-        if !inserted.is_empty() {
+        let grouped = match &self.groups {
+            Some(groups) => {
+                let row = GroupRow {
+                    id: id.clone(),
+                    may_skip: run.idempotency_key.is_some(),
+                    bind: Box::new(bind_new_run(id.clone(), run.clone(), now)?),
+                };
+                groups.insert(&self.pool, &INSERT_KEYED_ROWS, row).await
+            }
+            None => Some(Grouped::Alone),
+        };
+        let inserted = match grouped {
+            Some(Grouped::Inserted) => true,
+            Some(Grouped::Skipped) => false,
+            Some(Grouped::Failed(e)) => return Err(QueueRoom::refused_by_trigger(e)),
+            Some(Grouped::Alone) => !bind_new_run(id.clone(), run, now)?(sqlx::query(INSERT_KEYED))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| QueueRoom::refused_by_trigger(e.into()))?
+                .is_empty(),
+            None => {
+                return Err(DbError::Unavailable(
+                    "the submission's group was cut short: it may or may not be stored".into(),
+                ));
+            }
+        };
+        if inserted {
             return Ok((id, true));
         }
         let existing = match &run.idempotency_key {
@@ -1716,5 +1795,34 @@ impl Db {
             }
         }
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NEW_RUN_BINDS, push_new_run_row};
+
+    #[test]
+    fn a_multi_row_inserts_rows_are_the_one_rows_values_numbered_on() {
+        let mut sql = String::new();
+        push_new_run_row(&mut sql, 0);
+        assert_eq!(sql, concat!("(", new_run_values!(), ")"));
+
+        push_new_run_row(&mut sql, 1);
+        let second = &sql[sql.find("), (").unwrap() + 3..];
+        let numbers: Vec<usize> = second
+            .split('$')
+            .skip(1)
+            .map(|p| {
+                p[..p.find(|c: char| !c.is_ascii_digit()).unwrap()]
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            numbers,
+            (NEW_RUN_BINDS + 1..=2 * NEW_RUN_BINDS).collect::<Vec<_>>()
+        );
+        assert!(second.contains("'queued', 0, $40"), "{second}");
     }
 }
