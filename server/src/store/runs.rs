@@ -457,6 +457,10 @@ struct Taken {
 ///   the excess is undone; the calls go in reverse of the tenants' own
 ///   order (a volatile output is computed after the sort), so those are
 ///   the tenant's last runs in its order.
+/// - **Each tenant's running count** is taken once: `OFFSET 0` keeps the
+///   tenants' subquery from being merged into the query around it, where
+///   the count was copied into each place that reads `busy` and taken
+///   again in each (three times for a claim of two runs).
 /// - **The update** finds the picked rows by `ctid`, which their row
 ///   locks keep where they are until the commit: one fetch a run. Joined
 ///   on `id` instead, the planner, with statistics from when the queue was
@@ -473,7 +477,7 @@ const CLAIM_POSTGRES: &str = concat!(
      ORDER BY q.priority DESC, q.created_at, q.id) AS turn \
      FROM (SELECT t.id AS tenant, t.last_claim_at, t.max_running_runs, ",
     running_count!(postgres),
-    " AS busy FROM tenants t) c \
+    " AS busy FROM tenants t OFFSET 0) c \
      CROSS JOIN LATERAL (SELECT q.ctid AS row_ref, q.id, q.priority, q.created_at, q.memory_bytes FROM runs q \
      WHERE q.tenant_id = c.tenant AND q.state = 'queued' AND q.not_before <= $3 \
      AND q.memory_bytes <= $4 ORDER BY q.priority DESC, q.created_at, q.id \
