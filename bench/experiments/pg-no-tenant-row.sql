@@ -13,19 +13,19 @@ DROP TRIGGER runs_count_queued_insert ON runs;
 DROP TRIGGER runs_count_queued_update ON runs;
 DROP TRIGGER runs_count_queued_delete ON runs;
 
--- Migration 0014's claim check, reading the tenant's quota instead of
--- locking its row to stamp `last_claim_at`: the function as the database
--- holds it, with that one statement replaced.
+-- Migration 0016's claim check (the one claims call), reading the
+-- tenant's quota instead of locking its row to stamp `last_claim_at`: the
+-- function as the database holds it, with that one statement replaced.
 DO $$
 DECLARE
-    def TEXT := pg_get_functiondef('caisson_claim_held'::regproc);
+    def TEXT := pg_get_functiondef('caisson_claims_held'::regproc);
     changed TEXT;
 BEGIN
     changed := regexp_replace(def,
         'UPDATE tenants SET last_claim_at = claimed_at WHERE id = tenant\s+RETURNING max_running_runs INTO quota;',
         'SELECT max_running_runs INTO quota FROM tenants WHERE id = tenant;');
     IF changed = def THEN
-        RAISE EXCEPTION 'caisson_claim_held no longer stamps last_claim_at as this experiment expects';
+        RAISE EXCEPTION 'caisson_claims_held no longer stamps last_claim_at as this experiment expects';
     END IF;
     EXECUTE changed;
 END $$;

@@ -2184,6 +2184,70 @@ async fn concurrent_submissions_are_committed_when_answered_and_refused_alone() 
     .await;
 }
 
+/// On PostgreSQL, a batch claim that a concurrent claim took past its
+/// tenant's `max_running_runs` undoes exactly the excess, from the end of
+/// the tenant's order: the runs it undoes are queued again as they were,
+/// with no attempt row, and the rest stand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_batch_claim_raced_past_its_quota_undoes_the_tenants_last_runs() {
+    let Some(admin_url) = postgres_url() else {
+        return;
+    };
+    let backend = postgres(&admin_url, 5).await;
+    let db = backend.db.clone();
+    let t = db.ensure_tenant("acme").await.unwrap();
+    let quotas = TenantQuotas {
+        max_running_runs: 2,
+        ..TenantQuotas::default()
+    };
+    db.set_tenant_quotas(&t, &quotas).await.unwrap();
+    let other = submit(&db, &t, NOW, |_| {}).await;
+    let mut runs = Vec::new();
+    for i in 1..=3 {
+        runs.push(submit(&db, &t, NOW + i, |_| {}).await);
+    }
+
+    // Another worker's claim of `other`, not yet committed: it holds the
+    // run's row (so the batch passes over it) and the tenant's.
+    let mut racer = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; \
+         UPDATE runs SET state = 'running', worker_id = 'racer', attempts = 1 WHERE id = '{other}'; \
+         UPDATE tenants SET last_claim_at = {NOW} WHERE id = '{t}';"
+    )))
+    .execute(&mut racer)
+    .await
+    .unwrap();
+    let claiming = tokio::spawn({
+        let db = db.clone();
+        async move { db.claim_runs("w", LEASE, NOW + 10, GIB, 2).await.unwrap() }
+    });
+    // The batch has picked two runs and waits for the tenant's row.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !claiming.is_finished(),
+        "the check waits for the tenant's lock"
+    );
+    sqlx::raw_sql("COMMIT").execute(&mut racer).await.unwrap();
+    racer.close().await.unwrap();
+    let claimed = claiming.await.unwrap();
+
+    let ids: Vec<&str> = claimed.iter().map(|c| c.run.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [runs[0].as_str()],
+        "the first in the tenant's order stands"
+    );
+    assert_eq!(db.attempts(&runs[0]).await.unwrap().len(), 1);
+    let undone = db.get_run_any(&runs[1]).await.unwrap().unwrap();
+    assert_eq!(undone.state, RunState::Queued, "the excess is queued again");
+    assert_eq!((undone.attempts, undone.started_at), (0, None));
+    assert_eq!(undone.worker_id, None);
+    assert!(db.attempts(&runs[1]).await.unwrap().is_empty());
+    assert_eq!(running_of(&db, &t).await, 2, "the quota holds");
+    backend.db.close().await;
+}
+
 /// On PostgreSQL, submissions that arrive while one is being inserted go
 /// in together: fewer transactions than runs, each answer still a run that
 /// is stored, and a key repeated among them still one run.

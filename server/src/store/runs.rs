@@ -185,7 +185,7 @@ impl Db {
     /// release deletes its row) must not fail the claim.
     ///
     /// On PostgreSQL a claim by [`Db::claim_runs`] writes the same two
-    /// rows through `caisson_claim_held` (migration 0014), which a
+    /// rows through `caisson_claims_held` (migration 0016), which a
     /// migration's text cannot share with this one: the attempt's row
     /// both write is checked on both backends by `db.rs`'s tests.
     fn claim_writes<'t>(
@@ -427,9 +427,9 @@ struct Taken {
 }
 
 /// PostgreSQL: up to `$5` runs claimed in one statement, each picked in the
-/// order one-run claims ([`CLAIM_SQLITE`]) would pick them, and each checked under
-/// its tenant's lock (`caisson_claim_held`, migration 0014), whose `held`
-/// says whether that run's claim stands. A statement's fixed cost (its
+/// order one-run claims ([`CLAIM_SQLITE`]) would pick them, and checked
+/// under each tenant's lock (`caisson_claims_held`, migration 0016), once
+/// a tenant; `held` says whether a run's claim stands. A statement's fixed cost (its
 /// plan's setup, the tenants' scan, the trip) is most of a one-run
 /// claim's, so a worker claiming ahead for its slots pays it once a batch
 /// (BENCHMARKS.md).
@@ -450,13 +450,13 @@ struct Taken {
 ///   locked until this statement commits, so a concurrent claim takes
 ///   the next ones meanwhile: a tenant's own order may bend under
 ///   concurrent claims, never the order between tenants.
-/// - **The check:** the function is volatile, so each of its statements
-///   runs after the claim's update, in a snapshot of its own, and counts
-///   this batch's runs with the rest. When a race took a tenant past its
-///   quota, each call undoes its run while the count is over, so exactly
-///   the excess is undone; the calls go in reverse of the tenants' own
-///   order (a volatile output is computed after the sort), so those are
-///   the tenant's last runs in its order.
+/// - **The check:** the function is called once a tenant, with the
+///   tenant's runs this claim took in the tenant's own order, after the
+///   claim's update has taken them all (an aggregate's input is read to
+///   its end first). It is volatile, so each of its statements runs in a
+///   snapshot of its own and counts this batch's runs with the rest. When
+///   a race took a tenant past its quota, exactly the excess is undone,
+///   from the end of that order: the tenant's last runs in its order.
 /// - **Each tenant's running count** is taken once: `OFFSET 0` keeps the
 ///   tenants' subquery from being merged into the query around it, where
 ///   the count was copied into each place that reads `busy` and taken
@@ -490,7 +490,10 @@ const CLAIM_POSTGRES: &str = concat!(
      attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
      FROM pick WHERE runs.ctid = pick.row_ref AND runs.state = 'queued' RETURNING ",
     run_columns!(),
-    ") SELECT c.*, caisson_claim_held(c.id, c.tenant_id, $1, $3) AS held FROM c \
+    "), h AS (SELECT c.tenant_id, caisson_claims_held(\
+     array_agg(c.id ORDER BY c.priority DESC, c.created_at, c.id), c.tenant_id, $1, $3) AS undone \
+     FROM c GROUP BY c.tenant_id) \
+     SELECT c.*, NOT (c.id = ANY (h.undone)) AS held FROM c JOIN h ON h.tenant_id = c.tenant_id \
      ORDER BY c.priority, c.created_at DESC, c.id DESC"
 );
 
