@@ -111,6 +111,13 @@ async fn postgres(admin_url: &str, max_connections: u32) -> Backend {
     }
 }
 
+/// An empty PostgreSQL database, for a test of what only PostgreSQL
+/// does; `None` when none is configured (`postgres_url` fails instead
+/// when services are required).
+async fn postgres_only() -> Option<Backend> {
+    Some(postgres(&postgres_url()?, 5).await)
+}
+
 /// Runs `test` on each backend, each time on an empty database.
 async fn each_backend<F, Fut>(max_connections: u32, test: F)
 where
@@ -1940,10 +1947,9 @@ async fn an_attempts_last_log_lines_are_stored_with_its_outcome_or_not_at_all() 
 /// database error would.
 #[tokio::test]
 async fn on_postgresql_a_failed_claim_leases_nothing_and_keeps_the_finish() {
-    let Some(admin_url) = postgres_url() else {
+    let Some(backend) = postgres_only().await else {
         return;
     };
-    let backend = postgres(&admin_url, 5).await;
     let db = backend.db.clone();
     let t = db.ensure_tenant("acme").await.unwrap();
     let done = submit(&db, &t, NOW, |_| {}).await;
@@ -2190,10 +2196,9 @@ async fn concurrent_submissions_are_committed_when_answered_and_refused_alone() 
 /// with no attempt row, and the rest stand.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgresql_a_batch_claim_raced_past_its_quota_undoes_the_tenants_last_runs() {
-    let Some(admin_url) = postgres_url() else {
+    let Some(backend) = postgres_only().await else {
         return;
     };
-    let backend = postgres(&admin_url, 5).await;
     let db = backend.db.clone();
     let t = db.ensure_tenant("acme").await.unwrap();
     let quotas = TenantQuotas {
@@ -2253,10 +2258,9 @@ async fn on_postgresql_a_batch_claim_raced_past_its_quota_undoes_the_tenants_las
 /// is stored, and a key repeated among them still one run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgresql_concurrent_submissions_are_inserted_together() {
-    let Some(admin_url) = postgres_url() else {
+    let Some(backend) = postgres_only().await else {
         return;
     };
-    let backend = postgres(&admin_url, 5).await;
     let t = backend.db.ensure_tenant("acme").await.unwrap();
     let submissions: Vec<_> = (0..60)
         .map(|i| {
