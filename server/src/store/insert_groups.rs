@@ -116,12 +116,18 @@ impl InsertGroups {
 
     /// Inserts group after group until no row is waiting.
     async fn drain(&self, pool: &sqlx::AnyPool, shape: &RowsInsert) {
-        let _draining = Draining(self);
+        let mut draining = Draining {
+            groups: self,
+            done: false,
+        };
         loop {
             let group: Vec<Pending> = {
                 let mut queue = self.queue();
                 if queue.waiting.is_empty() {
                     queue.draining = false;
+                    // Under the lock: a task started after it is let go
+                    // is not this one's to stop.
+                    draining.done = true;
                     return;
                 }
                 let take = queue.waiting.len().min(MAX_GROUP);
@@ -144,16 +150,21 @@ impl InsertGroups {
 /// way than by finding nothing waiting (it panicked, or was dropped with
 /// its runtime); the rows it had not taken are sent to be inserted alone,
 /// as nothing of them was written.
-struct Draining<'a>(&'a InsertGroups);
+struct Draining<'a> {
+    groups: &'a InsertGroups,
+    /// It found nothing waiting and let the queue go.
+    done: bool,
+}
 
 impl Drop for Draining<'_> {
     fn drop(&mut self) {
-        let mut queue = self.0.queue();
-        if queue.draining {
-            queue.draining = false;
-            for pending in queue.waiting.drain(..) {
-                let _ = pending.answer.send(Grouped::Alone);
-            }
+        if self.done {
+            return;
+        }
+        let mut queue = self.groups.queue();
+        queue.draining = false;
+        for pending in queue.waiting.drain(..) {
+            let _ = pending.answer.send(Grouped::Alone);
         }
     }
 }
@@ -206,28 +217,50 @@ async fn insert_group(
 mod tests {
     use super::*;
 
+    /// A row waiting in `groups`, a task draining them: the row's answer.
+    fn waiting_row(groups: &InsertGroups) -> oneshot::Receiver<Grouped> {
+        let (answer, answered) = oneshot::channel();
+        let mut queue = groups.queue();
+        queue.draining = true;
+        queue.waiting.push(Pending {
+            row: GroupRow {
+                id: "r".into(),
+                may_skip: false,
+                bind: Box::new(|q| q),
+            },
+            answer,
+        });
+        answered
+    }
+
     /// A task that ends without emptying the queue (dropped with its
     /// runtime) hands back the rows it never took, and lets the next row
     /// start a task of its own.
     #[test]
     fn a_draining_task_cut_short_sends_what_it_did_not_take_to_be_inserted_alone() {
         let groups = InsertGroups::default();
-        let (answer, mut answered) = oneshot::channel();
-        {
-            let mut queue = groups.queue();
-            queue.draining = true;
-            queue.waiting.push(Pending {
-                row: GroupRow {
-                    id: "r".into(),
-                    may_skip: false,
-                    bind: Box::new(|q| q),
-                },
-                answer,
-            });
-        }
-        drop(Draining(&groups));
+        let mut answered = waiting_row(&groups);
+        drop(Draining {
+            groups: &groups,
+            done: false,
+        });
         assert!(matches!(answered.try_recv(), Ok(Grouped::Alone)));
         let queue = groups.queue();
         assert!(!queue.draining && queue.waiting.is_empty());
+    }
+
+    /// A task that found nothing waiting leaves alone the task started
+    /// after it let the queue go, and the rows that one will take.
+    #[test]
+    fn a_draining_task_that_ended_leaves_the_next_ones_rows_to_it() {
+        let groups = InsertGroups::default();
+        let mut answered = waiting_row(&groups);
+        drop(Draining {
+            groups: &groups,
+            done: true,
+        });
+        assert!(answered.try_recv().is_err(), "no answer yet");
+        let queue = groups.queue();
+        assert!(queue.draining && queue.waiting.len() == 1);
     }
 }
