@@ -5,16 +5,13 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AnyConnection, Connection, Execute};
+use sqlx::{AnyConnection, Connection};
 
 use super::error::{BoxError, DbError};
 use super::insert_groups::InsertGroups;
 use super::lite::{LiteError, LiteReaders, SQLITE_SYNCHRONOUS, SQLITE_WAL_LIMIT};
+use super::query::{AnyQuery, bound, built};
 use super::turn::{WriterTurn, Writers};
-
-/// A statement with its values bound, as `sqlx::query(..).bind(..)` builds
-/// it: what the store's binders take and return.
-pub(super) type AnyQuery = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// Which backend a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,25 +87,6 @@ fn percent_decode(s: &str) -> Result<String, ()> {
         }
     }
     String::from_utf8(out).map_err(|_| ())
-}
-
-/// A statement the store assembles at run time: its own column lists,
-/// numbered placeholders and fixed clauses, never a value (values are
-/// bound). sqlx's guard against spliced input has nothing to catch here;
-/// this is the one place that says so.
-pub(super) fn built(sql: String) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(sql)
-}
-
-/// The values `bind` binds, taken from a query of no text of its own: for
-/// a statement run in place, or run again elsewhere.
-pub(super) fn bound(
-    bind: impl FnOnce(AnyQuery) -> AnyQuery,
-) -> Result<sqlx::any::AnyArguments, DbError> {
-    Ok(bind(sqlx::query(built(String::new())))
-        .take_arguments()
-        .map_err(DbError::Other)?
-        .unwrap_or_default())
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -330,7 +308,8 @@ impl Db {
 mod tests {
     use sqlx::Row;
 
-    use super::{Db, built};
+    use super::Db;
+    use crate::store::query::built;
 
     /// A database migrated before `sqlite/0012` (attempts and log lines in
     /// rowid tables), with one run, two attempts and three log lines.

@@ -5,8 +5,9 @@
 use serde::Serialize;
 use sqlx::{FromRow, Row};
 
-use super::db::{Db, built, new_id};
+use super::db::{Db, new_id};
 use super::error::DbError;
+use super::query::built;
 use super::write_tx::{Statement, WriteTx};
 use crate::model::columns::{Flag, JsonText};
 

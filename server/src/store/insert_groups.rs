@@ -20,9 +20,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use sqlx::Row;
 use tokio::sync::oneshot;
 
-use super::db::built;
 use super::error::DbError;
-use super::write_tx::Binder;
+use super::query::{Binder, built};
 
 /// The most rows one insert takes: few enough statements' texts (one for
 /// each size) for each connection's statement cache, and, at 23 values a

@@ -4,8 +4,9 @@
 use caisson_host_api::log::Level;
 use serde::{Deserialize, Serialize};
 
-use super::db::{AnyQuery, Db};
+use super::db::Db;
 use super::error::DbError;
+use super::query::AnyQuery;
 use super::write_tx::WriteTx;
 use crate::model::columns::LevelName;
 use crate::model::{LogSource, NewLogLine};

@@ -19,6 +19,7 @@ mod insert_groups;
 mod lite;
 mod logs;
 mod modules;
+mod query;
 mod runs;
 mod splits;
 mod tenants;

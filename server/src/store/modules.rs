@@ -5,8 +5,9 @@ use caisson_host_api::Grants;
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, Row};
 
-use super::db::{Db, built};
+use super::db::Db;
 use super::error::DbError;
+use super::query::built;
 use crate::model::columns::JsonText;
 
 /// A stored module version.

@@ -6,11 +6,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, Row};
 
-use super::db::{AnyQuery, Db, DbKind, built, corrupt, new_id};
+use super::db::{Db, DbKind, corrupt, new_id};
 use super::error::DbError;
 use super::insert_groups::{GroupRow, Grouped, RowsInsert};
 use super::logs::{LOG_ROWS_PER_INSERT, bind_log_rows, log_rows_insert};
-use super::write_tx::{Binder, Statement, WriteTx};
+use super::query::{AnyQuery, Binder, built};
+use super::write_tx::{Statement, WriteTx};
 
 /// The PostgreSQL channel a cancel request is announced on, with the run's
 /// id as the payload (see `services::cancel`).

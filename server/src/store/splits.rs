@@ -6,9 +6,10 @@
 use serde::Serialize;
 use sqlx::{FromRow, Row};
 
-use super::db::{Db, built};
+use super::db::Db;
 use super::error::DbError;
 use super::flows::Settled;
+use super::query::built;
 use super::runs::{CANCELLED_WITH_WORKFLOW, QueueRoom};
 use super::write_tx::WriteTx;
 use crate::model::{RunSpec, RunState};

@@ -4,8 +4,9 @@
 use caisson_host_api::Grants;
 use sqlx::Row;
 
-use super::db::{Db, built, new_id, now_ms};
+use super::db::{Db, new_id, now_ms};
 use super::error::DbError;
+use super::query::built;
 use crate::model::columns::JsonText;
 
 /// Per-tenant limits, so that one tenant cannot crowd out the others.

@@ -17,17 +17,15 @@
 use sqlx::any::AnyRow;
 use std::time::{Duration, Instant};
 
-use super::db::{AnyQuery, Db, bound, built};
+use super::db::Db;
 use super::error::DbError;
 use super::lite::{LiteError, Ran};
+use super::query::{AnyQuery, Binder, bound, built};
 use super::turn::WriterTurn;
 
 /// How long a transaction waits for another process's writer to let go
 /// of the file: sqlx's busy timeout for its own SQLite connections.
 const BUSY_WAIT: Duration = Duration::from_secs(5);
-
-/// Binds one statement's values, in its placeholders' order.
-pub(super) type Binder<'a> = Box<dyn FnOnce(AnyQuery) -> AnyQuery + Send + 'a>;
 
 /// A statement and what binds its values, for [`WriteTx::commit_with`].
 pub(super) struct Statement<'a> {
