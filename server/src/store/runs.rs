@@ -430,10 +430,10 @@ struct Taken {
 /// PostgreSQL: up to `$5` runs claimed in one statement, each picked in the
 /// order one-run claims ([`CLAIM_SQLITE`]) would pick them, and checked
 /// under each tenant's lock (`caisson_claims_held`, migration 0016), once
-/// a tenant; `held` says whether a run's claim stands. A statement's fixed cost (its
-/// plan's setup, the tenants' scan, the trip) is most of a one-run
-/// claim's, so a worker claiming ahead for its slots pays it once a batch
-/// (BENCHMARKS.md).
+/// a tenant; `held` says whether a run's claim stands. A statement's
+/// fixed cost (its plan's setup, the tenants' scan, the trip) is most of
+/// a one-run claim's, so a worker claiming ahead for its slots pays it
+/// once a batch (BENCHMARKS.md).
 ///
 /// - **Fair between tenants as one-run claims are:** each tenant offers
 ///   its first `$5` runs in its own order, numbered from its running
@@ -495,7 +495,7 @@ const CLAIM_POSTGRES: &str = concat!(
      array_agg(c.id ORDER BY c.priority DESC, c.created_at, c.id), c.tenant_id, $1, $3) AS undone \
      FROM c GROUP BY c.tenant_id) \
      SELECT c.*, NOT (c.id = ANY (h.undone)) AS held FROM c JOIN h ON h.tenant_id = c.tenant_id \
-     ORDER BY c.priority, c.created_at DESC, c.id DESC"
+     ORDER BY c.priority DESC, c.created_at, c.id"
 );
 
 /// [`Db::submit_claimed`]'s claim of the run it has just inserted (`$1`):
@@ -589,7 +589,7 @@ fn push_new_run_row(sql: &mut String, row: usize) {
         sql.push_str(&rest[..at]);
         let digits = rest[at + 1..]
             .find(|c: char| !c.is_ascii_digit())
-            .map_or(rest.len() - at - 1, |n| n);
+            .unwrap_or(rest.len() - at - 1);
         // Digits only, and few: the test below holds the text to
         // `new_run_values!`'s.
         let number: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or_default();
@@ -1304,9 +1304,8 @@ impl Db {
             })
             .await?;
         let mut taken = Taken::default();
-        // The statement returns them last first (the order its checks ran
-        // in); the worker starts them first first.
-        for row in rows.iter().rev() {
+        // In the order the worker starts them.
+        for row in &rows {
             if row.try_get::<bool, _>("held")? {
                 let run = RunRecord::from_row(row)?;
                 taken.runs.push(Claim {
