@@ -17,8 +17,8 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
-use crate::guest;
 use crate::report::{Dist, Plan, Report, peak_rss, reset_peak_rss};
+use crate::{env, guest};
 
 const CHUNK: usize = 256 * 1024;
 
@@ -231,6 +231,20 @@ async fn call_word_count(rt: &Runtime, task: &caisson_runtime::LoadedTask) -> Re
     rt.run(task, request).await.context("the word-count task")
 }
 
+/// The size of the object each backend writes and reads: `plan.io_bytes`,
+/// unless `CAISSON_BENCH_IO_MIB` shrinks (or grows) it, for profiling one
+/// backend's read path without waiting on 4 GiB of traffic.
+pub(crate) fn object_bytes(plan: &Plan) -> Result<u64> {
+    const VAR: &str = "CAISSON_BENCH_IO_MIB";
+    match env::positive::<u64>(VAR)? {
+        None => Ok(plan.io_bytes),
+        // Checked: `mib << 20` would drop a huge value's high bits unnoticed.
+        Some(mib) => mib
+            .checked_mul(1 << 20)
+            .with_context(|| format!("{VAR}: {mib} MiB is more bytes than 64 bits can count")),
+    }
+}
+
 /// Writes then reads `plan.io_bytes` natively and through a task on `backend`.
 async fn measure(
     plan: &Plan,
@@ -238,12 +252,7 @@ async fn measure(
     report: &mut Report,
     backend: &Backend,
 ) -> Result<()> {
-    // `CAISSON_BENCH_IO_MIB` shrinks (or grows) the object, for profiling
-    // one backend's read path without waiting on 4 GiB of traffic.
-    let size = std::env::var("CAISSON_BENCH_IO_MIB")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(plan.io_bytes, |mib| mib << 20);
+    let size = object_bytes(plan)?;
     let prefix = crate::fresh_prefix("bench-io")?;
     let client = &backend.client;
     let rt = backend.runtime(dir, &prefix)?;

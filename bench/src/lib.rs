@@ -57,10 +57,11 @@
 //! throughput alone; `CAISSON_BENCH_THROUGHPUT_RUNS` sets its runs),
 //! `pg-throughput` (PostgreSQL's throughput alone, the same way), `io`,
 //! `small-objects`, `map`, `compute`, `density`, `sql`, `peers`),
-//! for profiling one of them. `CAISSON_BENCH_PG_SQL=FILE` runs FILE's SQL
-//! on each PostgreSQL database the figures use, once it is migrated and
-//! warmed up: an experiment on the schema's functions or triggers
-//! (`bench/experiments/`), measured without a build.
+//! for profiling one of them; a name not in that list stops the suite at
+//! start-up with an error that lists them. `CAISSON_BENCH_PG_SQL=FILE` runs
+//! FILE's SQL on each PostgreSQL database the figures use, once it is
+//! migrated and warmed up: an experiment on the schema's functions or
+//! triggers (`bench/experiments/`), measured without a build.
 //!
 //! Results go to `target/bench/results.{md,json}`; the Markdown table is also
 //! printed. `CAISSON_BENCH_QUICK=1` runs a few iterations over small data, so
@@ -69,16 +70,23 @@
 //! `scripts/build-python-guests`) or `CAISSON_GUEST_DIR`. PostgreSQL and S3
 //! come from the test suite's variables (`eval "$(scripts/services env)"`);
 //! without them their figures are skipped, with a note saying so.
+//!
+//! The numeric variables (`CAISSON_BENCH_DENSITY`, `_PYTHON_SAMPLES`,
+//! `_THROUGHPUT_RUNS`, `_IO_MIB`, `_SLOTS`, `_WORKER_SLOTS`: positive whole
+//! numbers; `_KEEP_RESIDENT`: bytes, 0 allowed) use the default when unset
+//! or empty; any other value that is not such a number stops the suite at
+//! start-up with an error naming the variable.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use caisson_runtime::{Config, Runtime};
 
 use report::{Plan, Report};
 
 mod client;
+mod env;
 mod io;
 mod map;
 mod peers;
@@ -129,14 +137,68 @@ pub fn runtime(dir: &std::path::Path, fuel: bool) -> Result<Runtime> {
     config.engine.fuel = fuel;
     // For `perf record`: names the tasks' functions in the profile.
     config.engine.perf_map = std::env::var_os("CAISSON_BENCH_PERF_MAP").is_some();
-    // `engine.keep_resident` in bytes, to compare settings back to back.
-    if let Some(bytes) = std::env::var("CAISSON_BENCH_KEEP_RESIDENT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(bytes) = keep_resident()? {
         config.engine.keep_resident = Some(bytes);
     }
     Ok(Runtime::new(config)?)
+}
+
+/// `CAISSON_BENCH_KEEP_RESIDENT`: `engine.keep_resident` in bytes, to compare
+/// settings back to back. 0 is a setting of its own (keep nothing resident),
+/// so any whole number goes.
+fn keep_resident() -> Result<Option<usize>> {
+    env::number("CAISSON_BENCH_KEEP_RESIDENT")
+}
+
+/// Every section `main` runs, by the name `CAISSON_BENCH_ONLY` picks it with.
+const SECTIONS: &[&str] = &[
+    "instantiate",
+    "python",
+    "service",
+    "dag",
+    "throughput",
+    "pg-throughput",
+    "io",
+    "small-objects",
+    "map",
+    "compute",
+    "density",
+    "sql",
+    "peers",
+];
+
+/// The sections a `CAISSON_BENCH_ONLY` value picks: `None` (all of them)
+/// when it is unset or empty, else its comma-separated names. A name not in
+/// [`SECTIONS`] is an error listing the valid ones: a typo would otherwise
+/// run nothing and look like a quick success.
+fn only_sections(value: Option<&str>) -> Result<Option<Vec<&str>>> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    // Empty items (`io,,map` or a trailing comma) name nothing, as before.
+    let names: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .collect();
+    let valid = SECTIONS.join(", ");
+    let unknown: Vec<String> = names
+        .iter()
+        .filter(|name| !SECTIONS.contains(name))
+        .map(|name| format!("{name:?}"))
+        .collect();
+    if !unknown.is_empty() {
+        let plural = if unknown.len() == 1 { "" } else { "s" };
+        bail!(
+            "CAISSON_BENCH_ONLY: {value:?}: unknown section{plural} {}; the sections are: {valid}",
+            unknown.join(", ")
+        );
+    }
+    // Only commas and spaces: set, yet naming nothing, it would run nothing.
+    if names.is_empty() {
+        bail!("CAISSON_BENCH_ONLY: {value:?} names no section; the sections are: {valid}");
+    }
+    Ok(Some(names))
 }
 
 /// The suite's entry point (`benches/suite.rs`).
@@ -150,7 +212,16 @@ pub fn main() -> Result<()> {
     if let Some(spec) = std::env::var_os(peers::RUN_ENV) {
         return peers::run_main(std::path::Path::new(&spec));
     }
-    let plan = Plan::from_env();
+    let plan = Plan::from_env()?;
+    let only = env::read("CAISSON_BENCH_ONLY")?;
+    let only = only_sections(only.as_deref())?;
+    // The settings read where they are used, read once now as well: a bad
+    // value then stops the suite before it measures anything, not after the
+    // sections before the one that uses it.
+    keep_resident()?;
+    io::object_bytes(&plan)?;
+    service::embedded_slots()?;
+    service::process_slots()?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -162,8 +233,7 @@ pub fn main() -> Result<()> {
         if plan.quick { "quick" } else { "full" }
     );
     let started = Instant::now();
-    let only = std::env::var("CAISSON_BENCH_ONLY").unwrap_or_default();
-    let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
+    let wanted = |section: &str| only.as_ref().is_none_or(|names| names.contains(&section));
     // `python` alone: the Python task's rows without `hello`'s, to profile it.
     if wanted("instantiate") || wanted("python") {
         let rt = runtime(dir.path(), true)?;
@@ -242,4 +312,77 @@ pub fn main() -> Result<()> {
     )?;
     println!("\n{md}\nwritten to {}/results.{{md,json}}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_or_empty_only_runs_every_section() {
+        assert_eq!(only_sections(None).unwrap(), None);
+        assert_eq!(only_sections(Some("")).unwrap(), None);
+    }
+
+    #[test]
+    fn valid_names_are_picked_as_before() {
+        assert_eq!(only_sections(Some("io")).unwrap(), Some(vec!["io"]));
+        assert_eq!(
+            only_sections(Some(" io , density,")).unwrap(),
+            Some(vec!["io", "density"])
+        );
+        assert_eq!(
+            only_sections(Some("service,,pg-throughput")).unwrap(),
+            Some(vec!["service", "pg-throughput"])
+        );
+        let all = SECTIONS.join(",");
+        assert_eq!(only_sections(Some(&all)).unwrap(), Some(SECTIONS.to_vec()));
+    }
+
+    #[test]
+    fn an_unknown_name_is_an_error_listing_the_sections() {
+        let e = only_sections(Some("io,pg-througput"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("CAISSON_BENCH_ONLY: \"io,pg-througput\""),
+            "{e}"
+        );
+        assert!(e.contains("unknown section \"pg-througput\";"), "{e}");
+        assert!(
+            e.ends_with(&format!("the sections are: {}", SECTIONS.join(", "))),
+            "{e}"
+        );
+
+        let e = only_sections(Some("IO,densty")).unwrap_err().to_string();
+        assert!(e.contains("unknown sections \"IO\", \"densty\";"), "{e}");
+    }
+
+    #[test]
+    fn a_value_naming_nothing_is_an_error() {
+        for value in [" ", ",", " , "] {
+            let e = only_sections(Some(value)).unwrap_err().to_string();
+            assert!(e.contains("names no section"), "{e}");
+        }
+    }
+
+    /// `SECTIONS` must hold every name `main` checks, or `CAISSON_BENCH_ONLY`
+    /// would refuse a section that exists: read them from this file's code.
+    #[test]
+    fn sections_lists_every_name_main_checks() {
+        let source = include_str!("lib.rs");
+        let code = &source[..source.find("#[cfg(test)]").unwrap()];
+        let checked: Vec<&str> = code
+            .split("wanted(\"")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('"').unwrap()])
+            .collect();
+        assert!(!checked.is_empty());
+        for name in &checked {
+            assert!(SECTIONS.contains(name), "{name} is missing from SECTIONS");
+        }
+        for name in SECTIONS {
+            assert!(checked.contains(name), "main never checks {name}");
+        }
+    }
 }

@@ -2,7 +2,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::Result;
 use serde_json::{Value, json};
+
+use crate::env;
 
 /// How much work each measurement does.
 pub struct Plan {
@@ -40,30 +43,24 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn from_env() -> Self {
+    /// The preset for `CAISSON_BENCH_QUICK`, with the counts the
+    /// `CAISSON_BENCH_*` variables override; an error names a variable set
+    /// to something that is not a positive whole number.
+    pub fn from_env() -> Result<Self> {
         let quick = std::env::var("CAISSON_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
         let mut plan = Self::preset(quick);
-        if let Some(n) = std::env::var("CAISSON_BENCH_DENSITY")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-        {
+        if let Some(n) = env::positive("CAISSON_BENCH_DENSITY")? {
             plan.density_instances = n;
         }
         // More Python runs, for `perf record`.
-        if let Some(n) = std::env::var("CAISSON_BENCH_PYTHON_SAMPLES")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-        {
+        if let Some(n) = env::positive("CAISSON_BENCH_PYTHON_SAMPLES")? {
             plan.python_samples = n;
         }
         // More runs for the throughput figures, for `perf record`.
-        if let Some(n) = std::env::var("CAISSON_BENCH_THROUGHPUT_RUNS")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-        {
+        if let Some(n) = env::positive("CAISSON_BENCH_THROUGHPUT_RUNS")? {
             plan.throughput_runs = n;
         }
-        plan
+        Ok(plan)
     }
 
     fn preset(quick: bool) -> Self {

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::proc::cpu_time;
 use crate::report::{Dist, Plan, Report};
-use crate::{client, guest};
+use crate::{client, env, guest};
 
 /// Set in a worker process the suite starts: the path of its config file.
 pub const WORKER_ENV: &str = "CAISSON_BENCH_WORKER_CONFIG";
@@ -21,15 +21,15 @@ pub const WORKER_ENV: &str = "CAISSON_BENCH_WORKER_CONFIG";
 /// Each worker process's slots: 2, unless `CAISSON_BENCH_WORKER_SLOTS`
 /// asks for more (a production worker has more than 2, and how many runs
 /// a worker claims at once follows its free slots).
-fn process_slots() -> Result<usize> {
-    const VAR: &str = "CAISSON_BENCH_WORKER_SLOTS";
-    match std::env::var(VAR) {
-        Err(_) => Ok(2),
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => bail!("{VAR}: {v:?} is not a positive number of slots"),
-        },
-    }
+pub(crate) fn process_slots() -> Result<usize> {
+    Ok(env::positive("CAISSON_BENCH_WORKER_SLOTS")?.unwrap_or(2))
+}
+
+/// The embedded service's in-process slots in `throughput_only`: 2, the
+/// default, unless `CAISSON_BENCH_SLOTS` asks for others (to see how the
+/// figure scales with them).
+pub(crate) fn embedded_slots() -> Result<usize> {
+    Ok(env::positive("CAISSON_BENCH_SLOTS")?.unwrap_or(2))
 }
 
 /// Runs as a `caisson worker` would, until killed. The suite re-executes
@@ -606,12 +606,7 @@ async fn embedded_throughput(plan: &Plan, service: &Service, report: &mut Report
 pub async fn throughput_only(plan: &Plan, dir: &Path, report: &mut Report) -> Result<()> {
     println!("throughput:");
     let sqlite_dir = fresh_dir(dir, "throughput")?;
-    // In-process slots: 2, the default, unless asked (to see how the
-    // figure scales with them).
-    let slots = std::env::var("CAISSON_BENCH_SLOTS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(2);
+    let slots = embedded_slots()?;
     let service = Service::start(&sqlite_dir, &sqlite_url(&sqlite_dir), slots, 0).await?;
     embedded_throughput(plan, &service, report).await?;
     service.stop().await
