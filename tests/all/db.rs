@@ -2317,6 +2317,176 @@ async fn on_postgresql_concurrent_submissions_are_inserted_together() {
     backend.db.close().await;
 }
 
+/// A plain run's finish (on PostgreSQL, written in a group with the
+/// process's other finishes) records each outcome, its attempt's end and
+/// its lines as a workflow step's finish (a transaction of its own) does,
+/// and a finish that is not the worker's writes nothing.
+#[tokio::test]
+async fn a_plain_runs_finish_records_each_outcome_as_a_steps_finish_does() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let finished = |state, retryable| AttemptOutcome::Finished {
+            state,
+            error: format!("{state:?}"),
+            retryable,
+        };
+        let retry = |timed_out| AttemptOutcome::Retry {
+            error: "again".into(),
+            not_before: NOW + 500,
+            timed_out,
+        };
+        let outcomes = [
+            AttemptOutcome::Succeeded {
+                output: b"out".to_vec(),
+                output_key: None,
+            },
+            AttemptOutcome::Succeeded {
+                output: Vec::new(),
+                output_key: Some("outputs/run".into()),
+            },
+            finished(RunState::Failed, true),
+            finished(RunState::TimedOut, false),
+            finished(RunState::Cancelled, false),
+            retry(false),
+            retry(true),
+        ];
+        for (n, outcome) in outcomes.iter().enumerate() {
+            for cancel in [false, true] {
+                let mut recorded = Vec::new();
+                for plain in [true, false] {
+                    let id = submit(&db, &t, NOW, |_| {}).await;
+                    let claim = db.claim_run("w1", LEASE, NOW + 1, GIB).await.unwrap();
+                    assert_eq!(claim.unwrap().run.id, id);
+                    if cancel {
+                        db.request_cancel(&t, &id, NOW + 2).await.unwrap();
+                    }
+                    let said = lines(&["first", "second"]);
+                    let not_held = db
+                        .finish_and_claim(&id, "w2", 1, outcome, &said, NOW + 3, plain, None)
+                        .await
+                        .unwrap();
+                    assert!(not_held.is_none(), "w2 finished w1's run");
+                    assert!(db.logs(&t, &id, 0, 100).await.unwrap().is_empty());
+                    db.finish_and_claim(&id, "w1", 1, outcome, &said, NOW + 4, plain, None)
+                        .await
+                        .unwrap()
+                        .expect("w1's run");
+                    let run = db.get_run(&t, &id).await.unwrap().unwrap();
+                    let attempts = db.attempts(&id).await.unwrap();
+                    let logs = db.logs(&t, &id, 0, 100).await.unwrap();
+                    assert_eq!(logs.len(), 2, "{n}: {logs:?}");
+                    let state = run.state;
+                    recorded.push(format!(
+                        "{:?}",
+                        (
+                            (state, run.attempts, run.finished_at, &run.worker_id),
+                            (run.lease_until, &run.output, &run.output_key),
+                            (&run.error, run.retryable, run.spec.not_before),
+                            (attempts, logs)
+                        )
+                    ));
+                    // What the outcome says, whichever way it was written.
+                    let expected = match outcome {
+                        AttemptOutcome::Succeeded { .. } => RunState::Succeeded,
+                        AttemptOutcome::Finished { state, .. } => *state,
+                        AttemptOutcome::Retry { .. } if cancel => RunState::Cancelled,
+                        AttemptOutcome::Retry { .. } => RunState::Queued,
+                    };
+                    assert_eq!(state, expected, "outcome {n}, cancel {cancel}");
+                    assert_eq!(run.lease_until, None);
+                    if state == RunState::Queued {
+                        assert_eq!((run.finished_at, run.worker_id), (None, None));
+                        assert_eq!(run.spec.not_before, NOW + 500);
+                    } else {
+                        assert_eq!(run.finished_at, Some(NOW + 4));
+                    }
+                }
+                assert_eq!(
+                    recorded[0], recorded[1],
+                    "outcome {n}, cancel {cancel}: plain, then a step's"
+                );
+            }
+        }
+    })
+    .await;
+}
+
+/// On PostgreSQL, a worker's slots finishing at once share statements: 40
+/// finishes of runs that are no workflow step's, each with its line, are
+/// all recorded, in fewer transactions than runs.
+#[tokio::test]
+async fn on_postgresql_concurrent_finishes_are_written_together() {
+    let Some(backend) = postgres_only().await else {
+        return;
+    };
+    let t = backend.db.ensure_tenant("acme").await.unwrap();
+    for i in 0..40 {
+        submit(&backend.db, &t, NOW + i, |_| {}).await;
+    }
+    let claims = backend
+        .db
+        .claim_runs("w1", LEASE, NOW + 50, 40 * GIB, 40)
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 40);
+    let finishes: Vec<_> = claims
+        .into_iter()
+        .map(|claim| {
+            let db = backend.db.clone();
+            tokio::spawn(async move {
+                let id = claim.run.id;
+                let outcome = AttemptOutcome::Succeeded {
+                    output: id.as_bytes().to_vec(),
+                    output_key: None,
+                };
+                let said = lines(&[&id]);
+                let finished = db
+                    .finish_and_claim(&id, "w1", 1, &outcome, &said, NOW + 60, true, None)
+                    .await
+                    .unwrap();
+                (id, finished.is_some())
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for finish in finishes {
+        let (id, applied) = finish.await.unwrap();
+        assert!(applied, "{id} was w1's to finish");
+        ids.push(id);
+    }
+    for id in &ids {
+        let run = backend.db.get_run(&t, id).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Succeeded, "{id}");
+        assert_eq!(
+            run.output.as_deref(),
+            Some(id.as_bytes()),
+            "{id}'s own output"
+        );
+        let logs = backend.db.logs(&t, id, 0, 10).await.unwrap();
+        let messages: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(messages, [id.as_str()], "{id}'s own line");
+        let attempts = backend.db.attempts(id).await.unwrap();
+        assert_eq!(
+            (attempts[0].state.as_str(), attempts[0].finished_at),
+            ("succeeded", Some(NOW + 60))
+        );
+    }
+
+    let mut conn = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT COUNT(DISTINCT xmin::text) FROM runs WHERE tenant_id = $1")
+            .bind(&t)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.unwrap();
+    assert!(
+        transactions < 40,
+        "40 runs were finished in {transactions} transactions"
+    );
+    backend.db.close().await;
+}
+
 // ---- metrics
 
 #[tokio::test]

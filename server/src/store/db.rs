@@ -8,7 +8,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyConnection, Connection};
 
 use super::error::{BoxError, DbError};
-use super::insert_groups::InsertGroups;
+use super::groups::Groups;
 use super::lite::{LiteError, LiteReaders, SQLITE_SYNCHRONOUS, SQLITE_WAL_LIMIT};
 use super::query::{AnyQuery, bound, built};
 use super::turn::{WriterTurn, Writers};
@@ -31,8 +31,11 @@ pub struct Db {
     /// A SQLite file's readers, called in place ([`Db::read`]).
     readers: Option<std::sync::Arc<LiteReaders>>,
     /// PostgreSQL only: this process's submissions inserted in groups
-    /// (`store::insert_groups`).
-    pub(super) groups: Option<std::sync::Arc<InsertGroups>>,
+    /// (`store::groups`).
+    pub(super) groups: Option<std::sync::Arc<Groups>>,
+    /// PostgreSQL only: this process's finishes of runs that are no
+    /// workflow step's, written in groups.
+    pub(super) finishes: Option<std::sync::Arc<Groups>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -248,12 +251,14 @@ impl Db {
             .map(|path| std::sync::Arc::new(LiteReaders::new(path)));
         let writer = (kind == DbKind::Sqlite).then(|| Writers::new(path));
         let groups = (kind == DbKind::Postgres).then(Default::default);
+        let finishes = (kind == DbKind::Postgres).then(Default::default);
         Ok(Db {
             pool,
             kind,
             writer,
             readers,
             groups,
+            finishes,
         })
     }
 

@@ -15,7 +15,7 @@
 mod db;
 mod error;
 mod flows;
-mod insert_groups;
+mod groups;
 mod lite;
 mod logs;
 mod modules;

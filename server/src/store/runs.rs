@@ -8,7 +8,7 @@ use sqlx::{FromRow, Row};
 
 use super::db::{Db, DbKind, corrupt, new_id};
 use super::error::DbError;
-use super::insert_groups::{GroupRow, Grouped, RowsInsert};
+use super::groups::{GroupRow, Grouped, RowsStatement, write_group};
 use super::logs::{LOG_ROWS_PER_INSERT, bind_log_rows, log_rows_insert};
 use super::query::{AnyQuery, Binder, built};
 use super::write_tx::{Statement, WriteTx};
@@ -229,6 +229,169 @@ fn attempt_end_sql(run: &str, attempt: &str, first: usize) -> String {
         first + 1,
         first + 2
     )
+}
+
+/// PostgreSQL: the finishes of several runs that are no workflow step's,
+/// in one statement that commits itself (`store::groups`): each run's
+/// update as [`Db::finish_and_claim`]'s for its outcome, its attempt's
+/// end and its last log lines, the last two written only if the update
+/// applied (the worker still held the run). A row carries its outcome's
+/// kind and every value any kind sets, so one text serves a group of
+/// each size whatever its outcomes and its lines: a finish's own text
+/// would differ with both, and each new text is a parse and a plan.
+static FINISH_ROWS: RowsStatement = RowsStatement {
+    head: "WITH v (id, worker_id, attempt, kind, state, output, output_key, error, retryable, \
+           not_before, attempt_state, finished_at, lines) AS (VALUES ",
+    row: push_finish_row,
+    tail: concat!(
+        // A cancel requested while a retried attempt was failing wins, as
+        // in a finish of its own: retrying would run what the user asked
+        // to stop.
+        "), r AS (UPDATE runs SET \
+         state = CASE WHEN v.kind = 'retry' THEN \
+         CASE WHEN runs.cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END ELSE v.state END, \
+         output = CASE WHEN v.kind = 'succeeded' THEN v.output ELSE runs.output END, \
+         output_key = CASE WHEN v.kind = 'succeeded' THEN v.output_key ELSE runs.output_key END, \
+         error = v.error, retryable = v.retryable, \
+         finished_at = CASE WHEN v.kind = 'retry' AND runs.cancel_requested <> 1 THEN NULL \
+         ELSE v.finished_at END, \
+         not_before = CASE WHEN v.kind = 'retry' THEN v.not_before ELSE runs.not_before END, \
+         worker_id = CASE WHEN v.kind = 'retry' THEN NULL ELSE runs.worker_id END, \
+         lease_until = NULL \
+         FROM v WHERE runs.id = v.id AND runs.state = 'running' AND runs.worker_id = v.worker_id \
+         AND runs.attempts = v.attempt AND runs.workflow_run_id IS NULL RETURNING runs.id), ",
+        "a AS (UPDATE run_attempts SET state = v.attempt_state, finished_at = v.finished_at, \
+         error = v.error FROM v JOIN r ON r.id = v.id \
+         WHERE run_attempts.run_id = v.id AND run_attempts.attempt = v.attempt), ",
+        // Each line's `seq` is the run's last one plus its place, as
+        // `log_rows_insert` numbers them.
+        "l AS (INSERT INTO run_logs (run_id, seq, attempt, time, level, source, message) \
+         SELECT v.id, (SELECT COALESCE(MAX(g.seq), 0) FROM run_logs g WHERE g.run_id = v.id) + x.n, \
+         v.attempt, x.time, x.level, x.source, x.message FROM v JOIN r ON r.id = v.id \
+         CROSS JOIN LATERAL jsonb_to_recordset(v.lines) \
+         AS x(n BIGINT, time BIGINT, level TEXT, source TEXT, message TEXT)) \
+         SELECT id FROM r"
+    ),
+    // 13 values a run: a worker's slots finishing together.
+    max: 32,
+};
+
+/// The types of a row of [`FINISH_ROWS`], in [`bind_finish_row`]'s order.
+const FINISH_ROW_TYPES: [&str; 13] = [
+    "TEXT", "TEXT", "BIGINT", "TEXT", "TEXT", "BYTEA", "TEXT", "TEXT", "BIGINT", "BIGINT", "TEXT",
+    "BIGINT", "JSONB",
+];
+
+/// Appends row `row` (from 0) of [`FINISH_ROWS`], its placeholders
+/// numbered after the rows before it. Each value is cast, so that a
+/// column's type never rests on a `NULL` in the first row.
+fn push_finish_row(sql: &mut String, row: usize) {
+    use std::fmt::Write;
+    if row > 0 {
+        sql.push_str(", ");
+    }
+    sql.push('(');
+    for (i, ty) in FINISH_ROW_TYPES.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "${}::{ty}", row * FINISH_ROW_TYPES.len() + i + 1);
+    }
+    sql.push(')');
+}
+
+/// Binds one run's row of [`FINISH_ROWS`]: its outcome's kind and values,
+/// and its log lines as JSON. Owned, as its group outlives the caller.
+fn bind_finish_row(
+    run_id: &str,
+    worker_id: &str,
+    attempt: i64,
+    outcome: &AttemptOutcome,
+    lines: &[NewLogLine],
+    now: i64,
+) -> Binder<'static> {
+    type Values = (
+        &'static str,
+        Option<&'static str>,
+        Option<Vec<u8>>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+        &'static str,
+    );
+    let (kind, state, output, output_key, error, retryable, not_before, attempt_state): Values =
+        match outcome {
+            AttemptOutcome::Succeeded { output, output_key } => (
+                "succeeded",
+                Some("succeeded"),
+                Some(output.clone()),
+                output_key.clone(),
+                None,
+                None,
+                None,
+                "succeeded",
+            ),
+            AttemptOutcome::Finished {
+                state,
+                error,
+                retryable,
+            } => (
+                "finished",
+                Some(state.as_str()),
+                None,
+                None,
+                Some(error.clone()),
+                Some(i64::from(*retryable)),
+                None,
+                state.as_str(),
+            ),
+            AttemptOutcome::Retry {
+                error,
+                not_before,
+                timed_out,
+            } => (
+                "retry",
+                None,
+                None,
+                None,
+                Some(error.clone()),
+                Some(1),
+                Some(*not_before),
+                if *timed_out { "timed_out" } else { "failed" },
+            ),
+        };
+    let lines = serde_json::Value::Array(
+        (1_i64..)
+            .zip(lines)
+            .map(|(n, line)| {
+                serde_json::json!({
+                    "n": n,
+                    "time": line.time,
+                    "level": line.level.as_str(),
+                    "source": line.source.as_str(),
+                    "message": line.message,
+                })
+            })
+            .collect(),
+    )
+    .to_string();
+    let (id, worker) = (run_id.to_owned(), worker_id.to_owned());
+    Box::new(move |q| {
+        q.bind(id)
+            .bind(worker)
+            .bind(attempt)
+            .bind(kind)
+            .bind(state)
+            .bind(output)
+            .bind(output_key)
+            .bind(error)
+            .bind(retryable)
+            .bind(not_before)
+            .bind(attempt_state)
+            .bind(now)
+            .bind(lines)
+    })
 }
 
 /// When a lease of `lease` taken at `now` ends, in milliseconds.
@@ -565,11 +728,13 @@ macro_rules! on_key_conflict {
 }
 
 /// PostgreSQL: [`INSERT_KEYED`] for several runs in one statement, for
-/// concurrent submissions inserted together (`store::insert_groups`).
-static INSERT_KEYED_ROWS: RowsInsert = RowsInsert {
-    into: concat!(insert_run_into!(), "VALUES "),
+/// concurrent submissions inserted together (`store::groups`). At most 64
+/// runs: 23 values a run.
+static INSERT_KEYED_ROWS: RowsStatement = RowsStatement {
+    head: concat!(insert_run_into!(), "VALUES "),
     row: push_new_run_row,
-    returning: on_key_conflict!(),
+    tail: on_key_conflict!(),
+    max: 64,
 };
 
 /// How many values [`bind_new_run`] binds.
@@ -929,7 +1094,7 @@ impl Db {
 
     /// [`Db::submit_run`] on PostgreSQL for a run with nothing to write
     /// beside it: its insert, with those of the submissions that arrive
-    /// while another group is being inserted (`store::insert_groups`), in
+    /// while another group is being inserted (`store::groups`), in
     /// one statement that commits itself. One trip where `BEGIN`, the
     /// insert and `COMMIT` took three, shared by the group, and the
     /// tenant's lock, which the insert's quota trigger (migration 0012)
@@ -947,12 +1112,12 @@ impl Db {
                     may_skip: run.idempotency_key.is_some(),
                     bind: Box::new(bind_new_run(id.clone(), run.clone(), now)?),
                 };
-                groups.insert(&self.pool, &INSERT_KEYED_ROWS, row).await
+                groups.write(&self.pool, &INSERT_KEYED_ROWS, row).await
             }
             None => Some(Grouped::Alone),
         };
         let inserted = match grouped {
-            Some(Grouped::Inserted) => true,
+            Some(Grouped::Written) => true,
             Some(Grouped::Skipped) => false,
             Some(Grouped::Failed(e)) => return Err(QueueRoom::refused_by_trigger(e)),
             Some(Grouped::Alone) => !bind_new_run(id.clone(), run, now)?(sqlx::query(INSERT_KEYED))
@@ -1426,12 +1591,16 @@ impl Db {
     /// claimed if the attempt was not `worker_id`'s to finish.
     ///
     /// `plain` says the run is known to be no workflow step's, so nothing
-    /// but its finish need commit with it. On PostgreSQL its finish is
-    /// then one statement that commits itself and each claim another
-    /// (`WriteTx::alone`): two trips where `BEGIN`, the finish, the claim
-    /// and `COMMIT` took four, and the claim's tenant lock is no longer
+    /// but its finish need commit with it. On PostgreSQL its finish then
+    /// goes in a group with the finishes of this process's other slots
+    /// (`FINISH_ROWS`, `store::groups`), one statement that commits
+    /// itself, and a claim is a statement of its own ([`Db::claim_runs`]):
+    /// two trips where `BEGIN`, the finish, the claim and `COMMIT` took
+    /// four, the first of them shared, and the claim's tenant lock is not
     /// held across a trip. A claim that fails then is dropped, not
     /// returned: the finish stands, and the slot claims as it looks next.
+    /// A run the group's statement leaves out (a step's after all, or no
+    /// longer the worker's) is finished as any other, in a transaction.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_and_claim(
         &self,
@@ -1449,14 +1618,57 @@ impl Db {
         const HELD: &str = " WHERE id = $1 AND state = 'running' AND worker_id = $2 AND attempts = $3 \
              RETURNING state, workflow_run_id, step_name, CASE WHEN workflow_run_id IS NULL THEN 0 \
              ELSE (SELECT COUNT(*) FROM workflow_splits s WHERE s.run_id = runs.id) END AS splits";
+        if let AttemptOutcome::Finished { state, .. } = outcome
+            && !state.is_final()
+        {
+            return Err(DbError::other(format!(
+                "an attempt cannot finish a run as {}",
+                state.as_str()
+            )));
+        }
         // PostgreSQL: the run's update, the attempt's end and the lines in
         // one statement, each of the last two written only if the update
         // applied: one trip where they took three (SQLite's writer runs
         // them in place, where a trip costs nothing).
         let together = self.kind == DbKind::Postgres && lines.len() <= LOG_ROWS_PER_INSERT;
-        let alone = together && plain;
+        if together
+            && plain
+            && let Some(finishes) = &self.finishes
+        {
+            let row = || GroupRow {
+                id: run_id.to_owned(),
+                // Left out when the run is no longer this worker's, or is
+                // a step's after all.
+                may_skip: true,
+                bind: bind_finish_row(run_id, worker_id, attempt, outcome, lines, now),
+            };
+            let grouped = match finishes.write(&self.pool, &FINISH_ROWS, row()).await {
+                Some(Grouped::Alone) => write_group(&self.pool, &FINISH_ROWS, vec![row()])
+                    .await
+                    .pop(),
+                grouped => grouped,
+            };
+            let written = match grouped {
+                Some(Grouped::Written) => true,
+                // Found out below, in a transaction of its own, as any
+                // other finish.
+                Some(Grouped::Skipped) => false,
+                Some(Grouped::Failed(e)) => return Err(e),
+                Some(Grouped::Alone) | None => {
+                    return Err(DbError::Unavailable(
+                        "the finish's group was cut short: it may or may not be recorded".into(),
+                    ));
+                }
+            };
+            if written {
+                return Ok(Some(Finished {
+                    settled: None,
+                    claims: self.claim_after_finish(run_id, next, now).await,
+                }));
+            }
+        }
         let mut turn = None;
-        let mut tx = self.write_tx(&mut turn, alone).await?;
+        let mut tx = self.write_tx(&mut turn, false).await?;
         // The run's update, which holds its row if it applies, as the
         // placeholders it binds; and what the attempt's row is to say.
         let (sql, bind, placeholders, attempt_state, attempt_error): (String, Binder, usize, _, _) =
@@ -1482,32 +1694,24 @@ impl Db {
                     state,
                     error,
                     retryable,
-                } => {
-                    if !state.is_final() {
-                        return Err(DbError::other(format!(
-                            "an attempt cannot finish a run as {}",
-                            state.as_str()
-                        )));
-                    }
-                    (
-                        format!(
-                            "UPDATE runs SET state = $4, error = $5, retryable = $6, \
+                } => (
+                    format!(
+                        "UPDATE runs SET state = $4, error = $5, retryable = $6, \
                              finished_at = $7, lease_until = NULL{HELD}"
-                        ),
-                        Box::new(move |q| {
-                            q.bind(run_id)
-                                .bind(worker_id)
-                                .bind(attempt)
-                                .bind(state.as_str())
-                                .bind(error.as_str())
-                                .bind(i64::from(*retryable))
-                                .bind(now)
-                        }),
-                        7,
-                        state.as_str(),
-                        Some(error.as_str()),
-                    )
-                }
+                    ),
+                    Box::new(move |q| {
+                        q.bind(run_id)
+                            .bind(worker_id)
+                            .bind(attempt)
+                            .bind(state.as_str())
+                            .bind(error.as_str())
+                            .bind(i64::from(*retryable))
+                            .bind(now)
+                    }),
+                    7,
+                    state.as_str(),
+                    Some(error.as_str()),
+                ),
                 AttemptOutcome::Retry {
                     error,
                     not_before,
@@ -1601,22 +1805,37 @@ impl Db {
         // next hop is not put behind another queued run.
         let claims = match &next {
             Some(ask) if settled.as_ref().is_none_or(|s| s.ready.is_empty()) => {
-                match Self::claim_in(&mut tx, self.kind, ask, now).await {
-                    Ok(claims) => Some(claims),
-                    Err(e) if alone => {
-                        tracing::warn!(
-                            run = run_id,
-                            "finished, but could not claim the next run: {e}"
-                        );
-                        None
-                    }
-                    Err(e) => return Err(e),
-                }
+                Some(Self::claim_in(&mut tx, self.kind, ask, now).await?)
             }
             _ => None,
         };
         tx.commit().await?;
         Ok(Some(Finished { settled, claims }))
+    }
+
+    /// The claim that follows a finish written in a group: a statement of
+    /// its own. One that fails is dropped, not returned: the finish stands,
+    /// and the slot claims as it looks next.
+    async fn claim_after_finish(
+        &self,
+        run_id: &str,
+        next: Option<ClaimAsk<'_>>,
+        now: i64,
+    ) -> Option<Vec<Claim>> {
+        let ask = next?;
+        match self
+            .claim_runs(ask.worker_id, ask.lease, now, ask.max_memory, ask.max_runs)
+            .await
+        {
+            Ok(claims) => Some(claims),
+            Err(e) => {
+                tracing::warn!(
+                    run = run_id,
+                    "finished, but could not claim the next run: {e}"
+                );
+                None
+            }
+        }
     }
 
     /// Hands a claimed run back without counting the attempt (graceful

@@ -1,15 +1,17 @@
-//! PostgreSQL: concurrent submissions of one run each, inserted together.
+//! PostgreSQL: concurrent callers' rows of one statement, written together.
 //!
-//! Alone, each submission is an insert that commits itself: a statement's
-//! fixed cost in the backend (its executor's setup, the queued count's
-//! trigger's plan, the `NOTIFY` statement trigger, the commit) and a trip,
-//! for each run. A submission that finds no group in flight starts one at
-//! once; those that arrive while it is in flight wait for it and go in
-//! the next, one multi-row insert that commits them together. An idle
-//! server adds no wait: a lone submission is a group of one.
+//! Alone, each caller's row is a statement that commits itself: a
+//! statement's fixed cost in the backend (its executor's setup, its
+//! triggers' plans, the commit) and a trip, for each row. A row that finds
+//! no group in flight starts one at once; those that arrive while it is in
+//! flight wait for it and go in the next, one multi-row statement that
+//! commits them together. An idle server adds no wait: a lone row is a
+//! group of one.
 //!
-//! The store's run submissions use it (`Db::submit_run` on PostgreSQL);
-//! it knows only the statement's shape ([`RowsInsert`]).
+//! The store groups two statements this way, each in a [`Groups`] of its
+//! own: the submissions' insert (`Db::submit_run`) and a worker's
+//! finishes of runs that are no workflow step's (`Db::finish_and_claim`).
+//! It knows only a statement's shape ([`RowsStatement`]).
 //!
 //! The groups run on a task of their own, so a caller that goes away (its
 //! HTTP client hung up) cannot cut a group short for the others.
@@ -23,43 +25,47 @@ use tokio::sync::oneshot;
 use super::error::DbError;
 use super::query::{Binder, built};
 
-/// The most rows one insert takes: few enough statements' texts (one for
-/// each size) for each connection's statement cache, and, at 23 values a
-/// run, well within the protocol's 65,535 bound values.
-const MAX_GROUP: usize = 64;
-
-/// The shape of a multi-row insert that returns the ids it inserted.
-pub(super) struct RowsInsert {
-    /// The statement up to its rows: `INSERT INTO t (..) VALUES `.
-    pub(super) into: &'static str,
+/// The shape of a statement over several rows that returns the ids of the
+/// rows it wrote, such as a multi-row insert. Each shape has a text for
+/// each group's size, few enough (`max` at most) for each connection's
+/// statement cache.
+pub(super) struct RowsStatement {
+    /// The statement up to its rows, such as `INSERT INTO t (..) VALUES `.
+    pub(super) head: &'static str,
     /// Appends row `n`'s values (from 0), its placeholders numbered after
     /// the rows before it.
     pub(super) row: fn(&mut String, usize),
-    /// After the rows: a conflict clause, if any, and `RETURNING id`.
-    pub(super) returning: &'static str,
+    /// After the rows, ending with a `RETURNING id` or a `SELECT` of the
+    /// ids written.
+    pub(super) tail: &'static str,
+    /// The most rows one statement takes: within the protocol's 65,535
+    /// bound values.
+    pub(super) max: usize,
 }
 
-/// One row to insert in a group.
+/// One row to write in a group.
 pub(super) struct GroupRow {
-    /// Its id, as the insert returns it.
+    /// Its id, as the statement returns it.
     pub(super) id: String,
-    /// Whether the conflict clause may skip it (a key another row holds).
+    /// Whether the statement may leave it out and be right (a conflict
+    /// clause that skips a key another row holds, an update whose
+    /// condition no longer holds).
     pub(super) may_skip: bool,
-    /// Binds its values, as `RowsInsert::row` numbers them.
+    /// Binds its values, as `RowsStatement::row` numbers them.
     pub(super) bind: Binder<'static>,
 }
 
 /// What became of one row in its group.
 #[derive(Debug)]
 pub(super) enum Grouped {
-    /// Inserted and committed.
-    Inserted,
-    /// Not inserted: the conflict clause skipped it.
+    /// Written and committed.
+    Written,
+    /// Not written, as it may be: the statement left it out.
     Skipped,
     /// Its group of one failed with this error.
     Failed(DbError),
-    /// Its group's insert failed as a whole (because of another row,
-    /// perhaps), so none of the group was written: it is to be inserted
+    /// Its group's statement failed as a whole (because of another row,
+    /// perhaps), so none of the group was written: it is to be written
     /// alone, where what refuses it is its own answer.
     Alone,
 }
@@ -78,21 +84,22 @@ struct Queue {
     draining: bool,
 }
 
-/// This process's groups of one insert's rows: see the module's comment.
-/// Every row given to one `InsertGroups` is of the same [`RowsInsert`].
+/// This process's groups of one statement's rows: see the module's
+/// comment. Every row given to one `Groups` is of the same
+/// [`RowsStatement`].
 #[derive(Default)]
-pub(super) struct InsertGroups {
+pub(super) struct Groups {
     queue: Mutex<Queue>,
 }
 
-impl InsertGroups {
-    /// Inserts `row`, as `shape` says, in the next group. `None`: the group
+impl Groups {
+    /// Writes `row`, as `shape` says, in the next group. `None`: the group
     /// was cut short (its task was dropped with its runtime), so whether
-    /// the row was inserted is not known.
-    pub(super) async fn insert(
+    /// the row was written is not known.
+    pub(super) async fn write(
         self: &Arc<Self>,
         pool: &sqlx::AnyPool,
-        shape: &'static RowsInsert,
+        shape: &'static RowsStatement,
         row: GroupRow,
     ) -> Option<Grouped> {
         let (answer, answered) = oneshot::channel();
@@ -113,8 +120,8 @@ impl InsertGroups {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Inserts group after group until no row is waiting.
-    async fn drain(&self, pool: &sqlx::AnyPool, shape: &RowsInsert) {
+    /// Writes group after group until no row is waiting.
+    async fn drain(&self, pool: &sqlx::AnyPool, shape: &RowsStatement) {
         let mut draining = Draining {
             groups: self,
             done: false,
@@ -129,14 +136,14 @@ impl InsertGroups {
                     draining.done = true;
                     return;
                 }
-                let take = queue.waiting.len().min(MAX_GROUP);
+                let take = queue.waiting.len().min(shape.max);
                 queue.waiting.drain(..take).collect()
             };
             let (rows, answers): (Vec<GroupRow>, Vec<_>) =
                 group.into_iter().map(|p| (p.row, p.answer)).unzip();
             for (answer, grouped) in answers
                 .into_iter()
-                .zip(insert_group(pool, shape, rows).await)
+                .zip(write_group(pool, shape, rows).await)
             {
                 // A caller that went away needs no answer.
                 let _ = answer.send(grouped);
@@ -147,10 +154,10 @@ impl InsertGroups {
 
 /// Lets the next row start a task again if the draining one ends any other
 /// way than by finding nothing waiting (it panicked, or was dropped with
-/// its runtime); the rows it had not taken are sent to be inserted alone,
+/// its runtime); the rows it had not taken are sent to be written alone,
 /// as nothing of them was written.
 struct Draining<'a> {
-    groups: &'a InsertGroups,
+    groups: &'a Groups,
     /// It found nothing waiting and let the queue go.
     done: bool,
 }
@@ -168,18 +175,18 @@ impl Drop for Draining<'_> {
     }
 }
 
-/// Inserts `rows` in one statement, committed by itself: what became of
-/// each row, in order.
-async fn insert_group(
+/// Writes `rows` in one statement, committed by itself: what became of
+/// each row, in order. A row to be written alone is a group of one.
+pub(super) async fn write_group(
     pool: &sqlx::AnyPool,
-    shape: &RowsInsert,
+    shape: &RowsStatement,
     rows: Vec<GroupRow>,
 ) -> Vec<Grouped> {
-    let mut sql = String::from(shape.into);
+    let mut sql = String::from(shape.head);
     for n in 0..rows.len() {
         (shape.row)(&mut sql, n);
     }
-    sql.push_str(shape.returning);
+    sql.push_str(shape.tail);
     let mut query = sqlx::query(built(sql));
     let mut members = Vec::with_capacity(rows.len());
     for row in rows {
@@ -188,20 +195,20 @@ async fn insert_group(
     }
     match query.fetch_all(pool).await {
         Ok(returned) => {
-            let inserted: HashSet<String> = returned
+            let written: HashSet<String> = returned
                 .iter()
                 .filter_map(|row| row.try_get::<String, _>("id").ok())
                 .collect();
             members
                 .into_iter()
                 .map(|(id, may_skip)| {
-                    if inserted.contains(&id) {
-                        Grouped::Inserted
+                    if written.contains(&id) {
+                        Grouped::Written
                     } else if may_skip {
                         Grouped::Skipped
                     } else {
-                        // Not inserted, and nothing to explain it: its own
-                        // insert says why.
+                        // Not written, and nothing to explain it: its own
+                        // statement says why.
                         Grouped::Alone
                     }
                 })
@@ -217,7 +224,7 @@ mod tests {
     use super::*;
 
     /// A row waiting in `groups`, a task draining them: the row's answer.
-    fn waiting_row(groups: &InsertGroups) -> oneshot::Receiver<Grouped> {
+    fn waiting_row(groups: &Groups) -> oneshot::Receiver<Grouped> {
         let (answer, answered) = oneshot::channel();
         let mut queue = groups.queue();
         queue.draining = true;
@@ -236,8 +243,8 @@ mod tests {
     /// runtime) hands back the rows it never took, and lets the next row
     /// start a task of its own.
     #[test]
-    fn a_draining_task_cut_short_sends_what_it_did_not_take_to_be_inserted_alone() {
-        let groups = InsertGroups::default();
+    fn a_draining_task_cut_short_sends_what_it_did_not_take_to_be_written_alone() {
+        let groups = Groups::default();
         let mut answered = waiting_row(&groups);
         drop(Draining {
             groups: &groups,
@@ -252,7 +259,7 @@ mod tests {
     /// after it let the queue go, and the rows that one will take.
     #[test]
     fn a_draining_task_that_ended_leaves_the_next_ones_rows_to_it() {
-        let groups = InsertGroups::default();
+        let groups = Groups::default();
         let mut answered = waiting_row(&groups);
         drop(Draining {
             groups: &groups,
