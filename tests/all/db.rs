@@ -2317,98 +2317,239 @@ async fn on_postgresql_concurrent_submissions_are_inserted_together() {
     backend.db.close().await;
 }
 
-/// A plain run's finish (on PostgreSQL, written in a group with the
-/// process's other finishes) records each outcome, its attempt's end and
-/// its lines as a workflow step's finish (a transaction of its own) does,
-/// and a finish that is not the worker's writes nothing.
+/// Every way an attempt ends, the second of each pair with a cancel
+/// requested while it ran.
+fn every_outcome() -> Vec<(AttemptOutcome, bool)> {
+    let finished = |state, retryable| AttemptOutcome::Finished {
+        state,
+        error: format!("{state:?}"),
+        retryable,
+    };
+    let retry = |timed_out| AttemptOutcome::Retry {
+        error: "again".into(),
+        not_before: NOW + 500,
+        timed_out,
+    };
+    let outcomes = [
+        AttemptOutcome::Succeeded {
+            output: b"out".to_vec(),
+            output_key: None,
+        },
+        AttemptOutcome::Succeeded {
+            output: Vec::new(),
+            output_key: Some("outputs/run".into()),
+        },
+        finished(RunState::Failed, true),
+        finished(RunState::TimedOut, false),
+        finished(RunState::Cancelled, false),
+        retry(false),
+        retry(true),
+    ];
+    (outcomes.into_iter())
+        .flat_map(|o| [(o.clone(), false), (o, true)])
+        .collect()
+}
+
+/// A run submitted and claimed by `w1` at `NOW + 1`, its cancel requested
+/// if `cancel`, for its finish to be tested.
+async fn held_run(db: &Db, t: &str, cancel: bool) -> String {
+    let id = submit(db, t, NOW, |_| {}).await;
+    let claim = db.claim_run("w1", LEASE, NOW + 1, GIB).await.unwrap();
+    assert_eq!(claim.unwrap().run.id, id);
+    if cancel {
+        db.request_cancel(t, &id, NOW + 2).await.unwrap();
+    }
+    id
+}
+
+/// The finish `w1` recorded for `id` at `NOW + 4` with `outcome` and two
+/// lines, checked against what the outcome says, as text to compare
+/// with another run's (it names neither run).
+async fn recorded_finish(
+    db: &Db,
+    t: &str,
+    id: &str,
+    outcome: &AttemptOutcome,
+    cancel: bool,
+) -> String {
+    let run = db.get_run(t, id).await.unwrap().unwrap();
+    let attempts = db.attempts(id).await.unwrap();
+    let logs = db.logs(t, id, 0, 100).await.unwrap();
+    let messages: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(messages, ["first", "second"], "{id}");
+    let expected = match outcome {
+        AttemptOutcome::Succeeded { .. } => RunState::Succeeded,
+        AttemptOutcome::Finished { state, .. } => *state,
+        AttemptOutcome::Retry { .. } if cancel => RunState::Cancelled,
+        AttemptOutcome::Retry { .. } => RunState::Queued,
+    };
+    assert_eq!(run.state, expected, "{outcome:?}, cancel {cancel}");
+    assert_eq!(run.lease_until, None);
+    if run.state == RunState::Queued {
+        assert_eq!((run.finished_at, run.worker_id.as_deref()), (None, None));
+        assert_eq!(run.spec.not_before, NOW + 500);
+    } else {
+        assert_eq!(run.finished_at, Some(NOW + 4));
+    }
+    format!(
+        "{:?}",
+        (
+            (run.state, run.attempts, run.finished_at, run.worker_id),
+            (run.lease_until, run.output, run.output_key),
+            (run.error, run.retryable, run.spec.not_before),
+            (attempts, logs)
+        )
+    )
+}
+
+/// A plain run's finish (on PostgreSQL, a statement that commits itself)
+/// records each outcome, its attempt's end and its lines as a workflow
+/// step's finish (a transaction of its own) does, and a finish that is
+/// not the worker's writes nothing.
 #[tokio::test]
 async fn a_plain_runs_finish_records_each_outcome_as_a_steps_finish_does() {
     each_db(|db| async move {
         let t = db.ensure_tenant("acme").await.unwrap();
-        let finished = |state, retryable| AttemptOutcome::Finished {
-            state,
-            error: format!("{state:?}"),
-            retryable,
-        };
-        let retry = |timed_out| AttemptOutcome::Retry {
-            error: "again".into(),
-            not_before: NOW + 500,
-            timed_out,
-        };
-        let outcomes = [
-            AttemptOutcome::Succeeded {
-                output: b"out".to_vec(),
-                output_key: None,
-            },
-            AttemptOutcome::Succeeded {
-                output: Vec::new(),
-                output_key: Some("outputs/run".into()),
-            },
-            finished(RunState::Failed, true),
-            finished(RunState::TimedOut, false),
-            finished(RunState::Cancelled, false),
-            retry(false),
-            retry(true),
-        ];
-        for (n, outcome) in outcomes.iter().enumerate() {
-            for cancel in [false, true] {
-                let mut recorded = Vec::new();
-                for plain in [true, false] {
-                    let id = submit(&db, &t, NOW, |_| {}).await;
-                    let claim = db.claim_run("w1", LEASE, NOW + 1, GIB).await.unwrap();
-                    assert_eq!(claim.unwrap().run.id, id);
-                    if cancel {
-                        db.request_cancel(&t, &id, NOW + 2).await.unwrap();
-                    }
-                    let said = lines(&["first", "second"]);
-                    let not_held = db
-                        .finish_and_claim(&id, "w2", 1, outcome, &said, NOW + 3, plain, None)
-                        .await
-                        .unwrap();
-                    assert!(not_held.is_none(), "w2 finished w1's run");
-                    assert!(db.logs(&t, &id, 0, 100).await.unwrap().is_empty());
-                    db.finish_and_claim(&id, "w1", 1, outcome, &said, NOW + 4, plain, None)
-                        .await
-                        .unwrap()
-                        .expect("w1's run");
-                    let run = db.get_run(&t, &id).await.unwrap().unwrap();
-                    let attempts = db.attempts(&id).await.unwrap();
-                    let logs = db.logs(&t, &id, 0, 100).await.unwrap();
-                    assert_eq!(logs.len(), 2, "{n}: {logs:?}");
-                    let state = run.state;
-                    recorded.push(format!(
-                        "{:?}",
-                        (
-                            (state, run.attempts, run.finished_at, &run.worker_id),
-                            (run.lease_until, &run.output, &run.output_key),
-                            (&run.error, run.retryable, run.spec.not_before),
-                            (attempts, logs)
-                        )
-                    ));
-                    // What the outcome says, whichever way it was written.
-                    let expected = match outcome {
-                        AttemptOutcome::Succeeded { .. } => RunState::Succeeded,
-                        AttemptOutcome::Finished { state, .. } => *state,
-                        AttemptOutcome::Retry { .. } if cancel => RunState::Cancelled,
-                        AttemptOutcome::Retry { .. } => RunState::Queued,
-                    };
-                    assert_eq!(state, expected, "outcome {n}, cancel {cancel}");
-                    assert_eq!(run.lease_until, None);
-                    if state == RunState::Queued {
-                        assert_eq!((run.finished_at, run.worker_id), (None, None));
-                        assert_eq!(run.spec.not_before, NOW + 500);
-                    } else {
-                        assert_eq!(run.finished_at, Some(NOW + 4));
-                    }
-                }
-                assert_eq!(
-                    recorded[0], recorded[1],
-                    "outcome {n}, cancel {cancel}: plain, then a step's"
-                );
+        let said = lines(&["first", "second"]);
+        for (outcome, cancel) in every_outcome() {
+            let mut recorded = Vec::new();
+            for plain in [true, false] {
+                let id = held_run(&db, &t, cancel).await;
+                let not_held = db
+                    .finish_and_claim(&id, "w2", 1, &outcome, &said, NOW + 3, plain, None)
+                    .await
+                    .unwrap();
+                assert!(not_held.is_none(), "w2 finished w1's run");
+                assert!(db.logs(&t, &id, 0, 100).await.unwrap().is_empty());
+                db.finish_and_claim(&id, "w1", 1, &outcome, &said, NOW + 4, plain, None)
+                    .await
+                    .unwrap()
+                    .expect("w1's run");
+                recorded.push(recorded_finish(&db, &t, &id, &outcome, cancel).await);
             }
+            assert_eq!(recorded[0], recorded[1], "{outcome:?}, cancel {cancel}");
         }
     })
     .await;
+}
+
+/// On PostgreSQL, finishes that wait while two are in flight go together,
+/// one statement for all of them: that statement records each outcome as
+/// a step's finish does, and leaves out a run that is not the worker's.
+#[tokio::test]
+async fn on_postgresql_finishes_written_together_record_each_outcome_as_a_steps_finish_does() {
+    let Some(backend) = postgres_only().await else {
+        return;
+    };
+    let db = backend.db.clone();
+    let t = db.ensure_tenant("acme").await.unwrap();
+    let said = lines(&["first", "second"]);
+    let cases = every_outcome();
+    let mut twins = Vec::new();
+    for (_, cancel) in &cases {
+        twins.push((
+            held_run(&db, &t, *cancel).await,
+            held_run(&db, &t, *cancel).await,
+        ));
+    }
+    let stranger = held_run(&db, &t, false).await;
+    let blockers = [
+        held_run(&db, &t, false).await,
+        held_run(&db, &t, false).await,
+    ];
+
+    // Two finishes in flight, held by another transaction's row locks.
+    let mut lock = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    let locker: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut lock)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("SELECT 1 FROM runs WHERE id = $1 OR id = $2 FOR UPDATE")
+        .bind(&blockers[0])
+        .bind(&blockers[1])
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let done = AttemptOutcome::Succeeded {
+        output: Vec::new(),
+        output_key: None,
+    };
+    let mut in_flight = Vec::new();
+    for id in blockers.clone() {
+        let (db, done, said) = (db.clone(), done.clone(), said.clone());
+        in_flight.push(tokio::spawn(async move {
+            db.finish_and_claim(&id, "w1", 1, &done, &said, NOW + 4, true, None)
+                .await
+        }));
+    }
+    let mut watch = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    let mut blocked: i64 = 0;
+    for _ in 0..200 {
+        blocked = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
+        )
+        .bind(locker)
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if blocked == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(blocked, 2, "both blockers' finishes wait on the lock");
+    // These wait for them, and go together.
+    let mut waiting = Vec::new();
+    for ((outcome, _), (grouped, _)) in cases.iter().zip(&twins) {
+        let (db, outcome, said, id) = (db.clone(), outcome.clone(), said.clone(), grouped.clone());
+        waiting.push(tokio::spawn(async move {
+            db.finish_and_claim(&id, "w1", 1, &outcome, &said, NOW + 4, true, None)
+                .await
+        }));
+    }
+    let not_held = {
+        let (db, done, said, id) = (db.clone(), done.clone(), said.clone(), stranger.clone());
+        tokio::spawn(async move {
+            db.finish_and_claim(&id, "w2", 1, &done, &said, NOW + 4, true, None)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    for finish in in_flight.into_iter().chain(waiting) {
+        assert!(finish.await.unwrap().unwrap().is_some(), "w1's run");
+    }
+    assert!(
+        not_held.await.unwrap().unwrap().is_none(),
+        "w2 finished w1's run"
+    );
+    let stranger_run = db.get_run(&t, &stranger).await.unwrap().unwrap();
+    assert_eq!(stranger_run.state, RunState::Running);
+    assert!(db.logs(&t, &stranger, 0, 100).await.unwrap().is_empty());
+
+    let grouped: Vec<&String> = twins.iter().map(|(grouped, _)| grouped).collect();
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT COUNT(DISTINCT xmin::text) FROM runs WHERE id = ANY($1)")
+            .bind(&grouped)
+            .fetch_one(&mut watch)
+            .await
+            .unwrap();
+    assert_eq!(transactions, 1, "the waiting finishes went together");
+    for ((outcome, cancel), (grouped, step)) in cases.iter().zip(&twins) {
+        db.finish_and_claim(step, "w1", 1, outcome, &said, NOW + 4, false, None)
+            .await
+            .unwrap()
+            .expect("w1's run");
+        assert_eq!(
+            recorded_finish(&db, &t, grouped, outcome, *cancel).await,
+            recorded_finish(&db, &t, step, outcome, *cancel).await,
+            "{outcome:?}, cancel {cancel}: in a group, then a step's"
+        );
+    }
+    watch.close().await.unwrap();
+    lock.close().await.unwrap();
+    backend.db.close().await;
 }
 
 /// On PostgreSQL, a worker's slots finishing at once share statements: 40

@@ -41,6 +41,11 @@ pub(super) struct RowsStatement {
     /// The most rows one statement takes: within the protocol's 65,535
     /// bound values.
     pub(super) max: usize,
+    /// The most of its writes in flight at once, groups' and callers' own
+    /// ([`Groups::turn`]): beyond it, rows wait and go together. 1 puts
+    /// every row that arrives while one is written in the next group; more
+    /// lets that many go at once, unwaited, before rows wait.
+    pub(super) in_flight: usize,
 }
 
 /// One row to write in a group.
@@ -76,12 +81,38 @@ struct Pending {
     answer: oneshot::Sender<Grouped>,
 }
 
-/// The rows waiting for the next group, and whether a group's task is
-/// running (it takes them).
+/// The rows waiting for the next group, and how many of the statement's
+/// writes are in flight: groups' tasks (each takes the next group when its
+/// statement is done) and callers' statements of their own ([`Turn`]).
 #[derive(Default)]
 struct Queue {
     waiting: Vec<Pending>,
-    draining: bool,
+    in_flight: usize,
+}
+
+impl Queue {
+    /// Counts a new group's task in flight when rows wait and `shape`
+    /// leaves room for one: whether to start it.
+    fn start(&mut self, shape: &RowsStatement) -> bool {
+        let start = !self.waiting.is_empty() && self.in_flight < shape.in_flight;
+        if start {
+            self.in_flight += 1;
+        }
+        start
+    }
+
+    /// One write in flight ended without taking what waits (it was cut
+    /// short). The last one out sends the waiting rows to be written
+    /// alone, as nothing of them was written: no task is left to take
+    /// them.
+    fn let_go(&mut self) {
+        self.in_flight -= 1;
+        if self.in_flight == 0 {
+            for pending in self.waiting.drain(..) {
+                let _ = pending.answer.send(Grouped::Alone);
+            }
+        }
+    }
 }
 
 /// This process's groups of one statement's rows: see the module's
@@ -106,18 +137,46 @@ impl Groups {
         let start = {
             let mut queue = self.queue();
             queue.waiting.push(Pending { row, answer });
-            !std::mem::replace(&mut queue.draining, true)
+            queue.start(shape)
         };
         if start {
-            let groups = Arc::clone(self);
-            let pool = pool.clone();
-            tokio::spawn(async move { groups.drain(&pool, shape).await });
+            self.spawn_drain(pool, shape);
         }
         answered.await.ok()
     }
 
+    /// A turn to write a row by a statement of the caller's own, counted
+    /// as one of `shape`'s writes in flight, when no row waits and fewer
+    /// than `shape.in_flight` are: a row that has no other to go with
+    /// then takes no group's detour, and its statement may be one that
+    /// costs less than a group's. `None`: the row is to wait for a group
+    /// ([`Groups::write`]).
+    pub(super) fn turn(
+        self: &Arc<Self>,
+        pool: &sqlx::AnyPool,
+        shape: &'static RowsStatement,
+    ) -> Option<Turn> {
+        let mut queue = self.queue();
+        (queue.waiting.is_empty() && queue.in_flight < shape.in_flight).then(|| {
+            queue.in_flight += 1;
+            Turn {
+                groups: Arc::clone(self),
+                pool: pool.clone(),
+                shape,
+            }
+        })
+    }
+
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts a task that writes group after group until no row waits; it
+    /// is already counted in flight.
+    fn spawn_drain(self: &Arc<Self>, pool: &sqlx::AnyPool, shape: &'static RowsStatement) {
+        let groups = Arc::clone(self);
+        let pool = pool.clone();
+        tokio::spawn(async move { groups.drain(&pool, shape).await });
     }
 
     /// Writes group after group until no row is waiting.
@@ -130,7 +189,7 @@ impl Groups {
             let group: Vec<Pending> = {
                 let mut queue = self.queue();
                 if queue.waiting.is_empty() {
-                    queue.draining = false;
+                    queue.in_flight -= 1;
                     // Under the lock: a task started after it is let go
                     // is not this one's to stop.
                     draining.done = true;
@@ -152,10 +211,34 @@ impl Groups {
     }
 }
 
+/// A caller's statement of its own in flight ([`Groups::turn`]). Once it
+/// is dropped, the rows that waited meanwhile go in a group.
+pub(super) struct Turn {
+    groups: Arc<Groups>,
+    pool: sqlx::AnyPool,
+    shape: &'static RowsStatement,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut queue = self.groups.queue();
+        queue.in_flight -= 1;
+        if !queue.start(self.shape) {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            drop(queue);
+            self.groups.spawn_drain(&self.pool, self.shape);
+        } else {
+            // Dropped outside a runtime, where no task can start.
+            queue.let_go();
+        }
+    }
+}
+
 /// Lets the next row start a task again if the draining one ends any other
 /// way than by finding nothing waiting (it panicked, or was dropped with
-/// its runtime); the rows it had not taken are sent to be written alone,
-/// as nothing of them was written.
+/// its runtime).
 struct Draining<'a> {
     groups: &'a Groups,
     /// It found nothing waiting and let the queue go.
@@ -164,13 +247,8 @@ struct Draining<'a> {
 
 impl Drop for Draining<'_> {
     fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let mut queue = self.groups.queue();
-        queue.draining = false;
-        for pending in queue.waiting.drain(..) {
-            let _ = pending.answer.send(Grouped::Alone);
+        if !self.done {
+            self.groups.queue().let_go();
         }
     }
 }
@@ -227,7 +305,7 @@ mod tests {
     fn waiting_row(groups: &Groups) -> oneshot::Receiver<Grouped> {
         let (answer, answered) = oneshot::channel();
         let mut queue = groups.queue();
-        queue.draining = true;
+        queue.in_flight = 1;
         queue.waiting.push(Pending {
             row: GroupRow {
                 id: "r".into(),
@@ -252,7 +330,7 @@ mod tests {
         });
         assert!(matches!(answered.try_recv(), Ok(Grouped::Alone)));
         let queue = groups.queue();
-        assert!(!queue.draining && queue.waiting.is_empty());
+        assert!(queue.in_flight == 0 && queue.waiting.is_empty());
     }
 
     /// A task that found nothing waiting leaves alone the task started
@@ -267,6 +345,64 @@ mod tests {
         });
         assert!(answered.try_recv().is_err(), "no answer yet");
         let queue = groups.queue();
-        assert!(queue.draining && queue.waiting.len() == 1);
+        assert!(queue.in_flight == 1 && queue.waiting.len() == 1);
+    }
+
+    /// A statement that lets two writes be in flight at once.
+    static TWO_AT_ONCE: RowsStatement = RowsStatement {
+        head: "",
+        row: |_, _| {},
+        tail: "",
+        max: 8,
+        in_flight: 2,
+    };
+
+    /// A pool that never connects, made in `rt`: a turn holds one.
+    fn unconnected_pool(rt: &tokio::runtime::Runtime) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        rt.block_on(async {
+            sqlx::any::AnyPoolOptions::new()
+                .connect_lazy("sqlite::memory:")
+                .unwrap()
+        })
+    }
+
+    /// A caller writes by a statement of its own only while no row waits
+    /// and fewer writes than the statement allows are in flight.
+    #[test]
+    fn a_turn_is_had_while_nothing_waits_and_a_write_may_start() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pool = unconnected_pool(&rt);
+        let groups = Arc::new(Groups::default());
+        let first = groups.turn(&pool, &TWO_AT_ONCE).expect("idle");
+        let second = groups
+            .turn(&pool, &TWO_AT_ONCE)
+            .expect("one in flight of two");
+        assert!(groups.turn(&pool, &TWO_AT_ONCE).is_none(), "two in flight");
+        drop(second);
+        let third = groups.turn(&pool, &TWO_AT_ONCE).expect("a write ended");
+        drop(third);
+        let _waiting = waiting_row(&groups);
+        assert!(
+            groups.turn(&pool, &TWO_AT_ONCE).is_none(),
+            "a row waits: the caller's goes with it"
+        );
+        drop(first);
+    }
+
+    /// A turn that ends while rows wait, where no task can start (outside
+    /// a runtime), sends them to be written alone rather than leave them
+    /// waiting for a group that never comes.
+    #[test]
+    fn a_turn_ended_outside_a_runtime_sends_the_waiting_rows_to_be_written_alone() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let pool = unconnected_pool(&rt);
+        let groups = Arc::new(Groups::default());
+        let turn = groups.turn(&pool, &TWO_AT_ONCE).expect("idle");
+        let mut answered = waiting_row(&groups);
+        drop(turn);
+        assert!(matches!(answered.try_recv(), Ok(Grouped::Alone)));
+        let queue = groups.queue();
+        assert!(queue.in_flight == 0 && queue.waiting.is_empty());
     }
 }

@@ -274,6 +274,10 @@ static FINISH_ROWS: RowsStatement = RowsStatement {
     ),
     // 13 values a run: a worker's slots finishing together.
     max: 32,
+    // A worker of two slots finishes as it did alone, each finish its own
+    // statement at once; with more, the finishes beyond two wait and go
+    // together (BENCHMARKS.md, stop 46).
+    in_flight: 2,
 };
 
 /// The types of a row of [`FINISH_ROWS`], in [`bind_finish_row`]'s order.
@@ -392,6 +396,16 @@ fn bind_finish_row(
             .bind(now)
             .bind(lines)
     })
+}
+
+/// A claim that failed after the finish it followed had committed: logged
+/// and dropped, as the finish stands and the slot claims as it looks next.
+fn claim_dropped(run_id: &str, e: DbError) -> Option<Vec<Claim>> {
+    tracing::warn!(
+        run = run_id,
+        "finished, but could not claim the next run: {e}"
+    );
+    None
 }
 
 /// When a lease of `lease` taken at `now` ends, in milliseconds.
@@ -735,6 +749,9 @@ static INSERT_KEYED_ROWS: RowsStatement = RowsStatement {
     row: push_new_run_row,
     tail: on_key_conflict!(),
     max: 64,
+    // Measured so (BENCHMARKS.md, stop 45): every submission that arrives
+    // while a group is inserted goes in the next.
+    in_flight: 1,
 };
 
 /// How many values [`bind_new_run`] binds.
@@ -1591,16 +1608,16 @@ impl Db {
     /// claimed if the attempt was not `worker_id`'s to finish.
     ///
     /// `plain` says the run is known to be no workflow step's, so nothing
-    /// but its finish need commit with it. On PostgreSQL its finish then
-    /// goes in a group with the finishes of this process's other slots
-    /// (`FINISH_ROWS`, `store::groups`), one statement that commits
-    /// itself, and a claim is a statement of its own ([`Db::claim_runs`]):
-    /// two trips where `BEGIN`, the finish, the claim and `COMMIT` took
-    /// four, the first of them shared, and the claim's tenant lock is not
-    /// held across a trip. A claim that fails then is dropped, not
-    /// returned: the finish stands, and the slot claims as it looks next.
-    /// A run the group's statement leaves out (a step's after all, or no
-    /// longer the worker's) is finished as any other, in a transaction.
+    /// but its finish need commit with it. On PostgreSQL its finish is
+    /// then one statement that commits itself and a claim another: two
+    /// trips where `BEGIN`, the finish, the claim and `COMMIT` took four,
+    /// and the claim's tenant lock is not held across a trip. While two
+    /// finishes of this process are in flight, the next ones wait and go
+    /// together, one statement for several runs (`FINISH_ROWS`,
+    /// `store::groups`). A claim that fails then is dropped, not returned:
+    /// the finish stands, and the slot claims as it looks next. A run a
+    /// group's statement leaves out (a step's after all, or no longer the
+    /// worker's) is finished as any other, in a transaction.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_and_claim(
         &self,
@@ -1631,9 +1648,13 @@ impl Db {
         // applied: one trip where they took three (SQLite's writer runs
         // them in place, where a trip costs nothing).
         let together = self.kind == DbKind::Postgres && lines.len() <= LOG_ROWS_PER_INSERT;
-        if together
-            && plain
-            && let Some(finishes) = &self.finishes
+        // A turn to finish by the statement below, a write of its own,
+        // counted in flight so that the finishes that arrive meanwhile wait
+        // and go together: on PostgreSQL, a run that is no step's.
+        let finishes = self.finishes.as_ref().filter(|_| together && plain);
+        let own_turn = finishes.and_then(|f| f.turn(&self.pool, &FINISH_ROWS));
+        if let Some(finishes) = finishes
+            && own_turn.is_none()
         {
             let row = || GroupRow {
                 id: run_id.to_owned(),
@@ -1667,8 +1688,11 @@ impl Db {
                 }));
             }
         }
+        // Alone: the finish is one statement that commits itself, and the
+        // claim another.
+        let alone = own_turn.is_some();
         let mut turn = None;
-        let mut tx = self.write_tx(&mut turn, false).await?;
+        let mut tx = self.write_tx(&mut turn, alone).await?;
         // The run's update, which holds its row if it applies, as the
         // placeholders it binds; and what the attempt's row is to say.
         let (sql, bind, placeholders, attempt_state, attempt_error): (String, Binder, usize, _, _) =
@@ -1757,6 +1781,8 @@ impl Db {
         } else {
             tx.fetch_all(sql, bind).await?
         };
+        // Written: the finishes that waited for it may go.
+        drop(own_turn);
         let Some(row) = rows.first() else {
             tx.rollback().await?;
             return Ok(None);
@@ -1805,7 +1831,11 @@ impl Db {
         // next hop is not put behind another queued run.
         let claims = match &next {
             Some(ask) if settled.as_ref().is_none_or(|s| s.ready.is_empty()) => {
-                Some(Self::claim_in(&mut tx, self.kind, ask, now).await?)
+                match Self::claim_in(&mut tx, self.kind, ask, now).await {
+                    Ok(claims) => Some(claims),
+                    Err(e) if alone => claim_dropped(run_id, e),
+                    Err(e) => return Err(e),
+                }
             }
             _ => None,
         };
@@ -1828,13 +1858,7 @@ impl Db {
             .await
         {
             Ok(claims) => Some(claims),
-            Err(e) => {
-                tracing::warn!(
-                    run = run_id,
-                    "finished, but could not claim the next run: {e}"
-                );
-                None
-            }
+            Err(e) => claim_dropped(run_id, e),
         }
     }
 
