@@ -2457,73 +2457,18 @@ async fn on_postgresql_finishes_written_together_record_each_outcome_as_a_steps_
         held_run(&db, &t, false).await,
         held_run(&db, &t, false).await,
     ];
-
-    // Two finishes in flight, held by another transaction's row locks.
-    let mut lock = sqlx::PgConnection::connect(&backend.url).await.unwrap();
-    let locker: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut lock)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
-    sqlx::query("SELECT 1 FROM runs WHERE id = $1 OR id = $2 FOR UPDATE")
-        .bind(&blockers[0])
-        .bind(&blockers[1])
-        .execute(&mut lock)
-        .await
-        .unwrap();
-    let done = AttemptOutcome::Succeeded {
-        output: Vec::new(),
-        output_key: None,
-    };
-    let mut in_flight = Vec::new();
-    for id in blockers.clone() {
-        let (db, done, said) = (db.clone(), done.clone(), said.clone());
-        in_flight.push(tokio::spawn(async move {
-            db.finish_and_claim(&id, "w1", 1, &done, &said, NOW + 4, true, None)
-                .await
-        }));
-    }
-    let mut watch = sqlx::PgConnection::connect(&backend.url).await.unwrap();
-    let mut blocked: i64 = 0;
-    for _ in 0..200 {
-        blocked = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
-        )
-        .bind(locker)
-        .fetch_one(&mut watch)
-        .await
-        .unwrap();
-        if blocked == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(blocked, 2, "both blockers' finishes wait on the lock");
+    let (mut lock, in_flight) = finishes_held_in_flight(&backend, &blockers).await;
     // These wait for them, and go together.
-    let mut waiting = Vec::new();
-    for ((outcome, _), (grouped, _)) in cases.iter().zip(&twins) {
-        let (db, outcome, said, id) = (db.clone(), outcome.clone(), said.clone(), grouped.clone());
-        waiting.push(tokio::spawn(async move {
-            db.finish_and_claim(&id, "w1", 1, &outcome, &said, NOW + 4, true, None)
-                .await
-        }));
-    }
-    let not_held = {
-        let (db, done, said, id) = (db.clone(), done.clone(), said.clone(), stranger.clone());
-        tokio::spawn(async move {
-            db.finish_and_claim(&id, "w2", 1, &done, &said, NOW + 4, true, None)
-                .await
-        })
-    };
+    let waiting: Vec<_> = (cases.iter().zip(&twins))
+        .map(|((outcome, _), (grouped, _))| spawn_finish(&db, grouped, "w1", outcome))
+        .collect();
+    let not_held = spawn_finish(&db, &stranger, "w2", &SUCCEEDED);
     tokio::time::sleep(Duration::from_millis(300)).await;
     sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
     for finish in in_flight.into_iter().chain(waiting) {
-        assert!(finish.await.unwrap().unwrap().is_some(), "w1's run");
+        assert!(finish.await.unwrap(), "w1's run");
     }
-    assert!(
-        not_held.await.unwrap().unwrap().is_none(),
-        "w2 finished w1's run"
-    );
+    assert!(!not_held.await.unwrap(), "w2 finished w1's run");
     let stranger_run = db.get_run(&t, &stranger).await.unwrap().unwrap();
     assert_eq!(stranger_run.state, RunState::Running);
     assert!(db.logs(&t, &stranger, 0, 100).await.unwrap().is_empty());
@@ -2532,7 +2477,7 @@ async fn on_postgresql_finishes_written_together_record_each_outcome_as_a_steps_
     let transactions: i64 =
         sqlx::query_scalar("SELECT COUNT(DISTINCT xmin::text) FROM runs WHERE id = ANY($1)")
             .bind(&grouped)
-            .fetch_one(&mut watch)
+            .fetch_one(&mut lock)
             .await
             .unwrap();
     assert_eq!(transactions, 1, "the waiting finishes went together");
@@ -2547,8 +2492,110 @@ async fn on_postgresql_finishes_written_together_record_each_outcome_as_a_steps_
             "{outcome:?}, cancel {cancel}: in a group, then a step's"
         );
     }
-    watch.close().await.unwrap();
     lock.close().await.unwrap();
+    backend.db.close().await;
+}
+
+/// A plain finish's outcome in these tests: succeeded, with no output.
+const SUCCEEDED: AttemptOutcome = AttemptOutcome::Succeeded {
+    output: Vec::new(),
+    output_key: None,
+};
+
+/// `worker`'s plain finish of `id` with `outcome` and two lines at
+/// `NOW + 4`, on a task of its own: whether it was the worker's to finish.
+fn spawn_finish(
+    db: &Db,
+    id: &str,
+    worker: &'static str,
+    outcome: &AttemptOutcome,
+) -> tokio::task::JoinHandle<bool> {
+    let (db, id, outcome) = (db.clone(), id.to_owned(), outcome.clone());
+    tokio::spawn(async move {
+        let said = lines(&["first", "second"]);
+        db.finish_and_claim(&id, worker, 1, &outcome, &said, NOW + 4, true, None)
+            .await
+            .unwrap()
+            .is_some()
+    })
+}
+
+/// `w1`'s plain finishes of `ids`, started while another transaction
+/// (returned, open) holds their rows: when this returns, all of them are
+/// in flight, waiting on its locks until it ends (`COMMIT`).
+async fn finishes_held_in_flight(
+    backend: &Backend,
+    ids: &[String],
+) -> (sqlx::PgConnection, Vec<tokio::task::JoinHandle<bool>>) {
+    let mut lock = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    let locker: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut lock)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("SELECT 1 FROM runs WHERE id = ANY($1) FOR UPDATE")
+        .bind(ids)
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let finishes = (ids.iter())
+        .map(|id| spawn_finish(&backend.db, id, "w1", &SUCCEEDED))
+        .collect();
+    let mut watch = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    let mut blocked: i64 = 0;
+    for _ in 0..200 {
+        blocked = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
+        )
+        .bind(locker)
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if blocked == ids.len() as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watch.close().await.unwrap();
+    assert_eq!(blocked, ids.len() as i64, "every finish waits on the lock");
+    (lock, finishes)
+}
+
+/// On PostgreSQL, a process whose worker has more than two slots lets one
+/// finish be in flight, and the next waits for it (to go with others);
+/// with two slots, a second finish goes at once.
+#[tokio::test]
+async fn on_postgresql_the_finishes_in_flight_follow_the_slots() {
+    let Some(backend) = postgres_only().await else {
+        return;
+    };
+    let db = backend.db.clone();
+    let t = db.ensure_tenant("acme").await.unwrap();
+    for (slots, waits) in [(8, true), (2, false)] {
+        db.finishing_slots(slots);
+        let blocker = held_run(&db, &t, false).await;
+        let next = held_run(&db, &t, false).await;
+        let (mut lock, in_flight) = finishes_held_in_flight(&backend, &[blocker]).await;
+        let mut finish = spawn_finish(&db, &next, "w1", &SUCCEEDED);
+        let alone = tokio::time::timeout(Duration::from_millis(500), &mut finish).await;
+        match alone {
+            Ok(finished) => {
+                assert!(!waits, "{slots} slots: the finish did not wait");
+                assert!(finished.unwrap(), "w1's run");
+            }
+            Err(_) => assert!(waits, "{slots} slots: the finish waited"),
+        }
+        sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+        for blocked in in_flight {
+            assert!(blocked.await.unwrap(), "w1's run");
+        }
+        if waits {
+            assert!(finish.await.unwrap(), "w1's run");
+        }
+        let run = db.get_run(&t, &next).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Succeeded, "{slots} slots");
+        lock.close().await.unwrap();
+    }
     backend.db.close().await;
 }
 

@@ -200,6 +200,7 @@ impl Worker {
         tracing::info!(worker = %self.id, slots, "worker started");
         self.metrics.worker_slots(&self.id, slots);
         self.slots.store(slots, Ordering::Relaxed);
+        self.db.finishing_slots(slots);
         self.accepting.store(true, Ordering::Relaxed);
         let local: Weak<Worker> = Arc::downgrade(&self);
         *(self.services.local_worker.write()).unwrap_or_else(|e| e.into_inner()) =

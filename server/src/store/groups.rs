@@ -17,6 +17,7 @@
 //! HTTP client hung up) cannot cut a group short for the others.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sqlx::Row;
@@ -41,11 +42,6 @@ pub(super) struct RowsStatement {
     /// The most rows one statement takes: within the protocol's 65,535
     /// bound values.
     pub(super) max: usize,
-    /// The most of its writes in flight at once, groups' and callers' own
-    /// ([`Groups::turn`]): beyond it, rows wait and go together. 1 puts
-    /// every row that arrives while one is written in the next group; more
-    /// lets that many go at once, unwaited, before rows wait.
-    pub(super) in_flight: usize,
 }
 
 /// One row to write in a group.
@@ -91,10 +87,10 @@ struct Queue {
 }
 
 impl Queue {
-    /// Counts a new group's task in flight when rows wait and `shape`
-    /// leaves room for one: whether to start it.
-    fn start(&mut self, shape: &RowsStatement) -> bool {
-        let start = !self.waiting.is_empty() && self.in_flight < shape.in_flight;
+    /// Counts a new group's task in flight when rows wait and fewer than
+    /// `limit` writes are in flight: whether to start it.
+    fn start(&mut self, limit: usize) -> bool {
+        let start = !self.waiting.is_empty() && self.in_flight < limit;
         if start {
             self.in_flight += 1;
         }
@@ -118,12 +114,33 @@ impl Queue {
 /// This process's groups of one statement's rows: see the module's
 /// comment. Every row given to one `Groups` is of the same
 /// [`RowsStatement`].
-#[derive(Default)]
 pub(super) struct Groups {
     queue: Mutex<Queue>,
+    /// The most writes in flight at once, groups' and callers' own
+    /// ([`Groups::turn`]): beyond it, rows wait and go together. 1 puts
+    /// every row that arrives while one is written in the next group; more
+    /// lets that many go at once, unwaited, before rows wait.
+    in_flight: AtomicUsize,
 }
 
 impl Groups {
+    /// Groups with at most `in_flight` writes in flight at once.
+    pub(super) fn new(in_flight: usize) -> Self {
+        Groups {
+            queue: Mutex::default(),
+            in_flight: AtomicUsize::new(in_flight.max(1)),
+        }
+    }
+
+    /// Sets the most writes in flight at once, from the next write on.
+    pub(super) fn set_in_flight(&self, in_flight: usize) {
+        self.in_flight.store(in_flight.max(1), Ordering::Relaxed);
+    }
+
+    fn limit(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// Writes `row`, as `shape` says, in the next group. `None`: the group
     /// was cut short (its task was dropped with its runtime), so whether
     /// the row was written is not known.
@@ -137,7 +154,7 @@ impl Groups {
         let start = {
             let mut queue = self.queue();
             queue.waiting.push(Pending { row, answer });
-            queue.start(shape)
+            queue.start(self.limit())
         };
         if start {
             self.spawn_drain(pool, shape);
@@ -146,8 +163,8 @@ impl Groups {
     }
 
     /// A turn to write a row by a statement of the caller's own, counted
-    /// as one of `shape`'s writes in flight, when no row waits and fewer
-    /// than `shape.in_flight` are: a row that has no other to go with
+    /// as one of the writes in flight, when no row waits and fewer than
+    /// the most allowed are: a row that has no other to go with
     /// then takes no group's detour, and its statement may be one that
     /// costs less than a group's. `None`: the row is to wait for a group
     /// ([`Groups::write`]).
@@ -157,7 +174,7 @@ impl Groups {
         shape: &'static RowsStatement,
     ) -> Option<Turn> {
         let mut queue = self.queue();
-        (queue.waiting.is_empty() && queue.in_flight < shape.in_flight).then(|| {
+        (queue.waiting.is_empty() && queue.in_flight < self.limit()).then(|| {
             queue.in_flight += 1;
             Turn {
                 groups: Arc::clone(self),
@@ -223,7 +240,7 @@ impl Drop for Turn {
     fn drop(&mut self) {
         let mut queue = self.groups.queue();
         queue.in_flight -= 1;
-        if !queue.start(self.shape) {
+        if !queue.start(self.groups.limit()) {
             return;
         }
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -322,7 +339,7 @@ mod tests {
     /// start a task of its own.
     #[test]
     fn a_draining_task_cut_short_sends_what_it_did_not_take_to_be_written_alone() {
-        let groups = Groups::default();
+        let groups = Groups::new(1);
         let mut answered = waiting_row(&groups);
         drop(Draining {
             groups: &groups,
@@ -337,7 +354,7 @@ mod tests {
     /// after it let the queue go, and the rows that one will take.
     #[test]
     fn a_draining_task_that_ended_leaves_the_next_ones_rows_to_it() {
-        let groups = Groups::default();
+        let groups = Groups::new(1);
         let mut answered = waiting_row(&groups);
         drop(Draining {
             groups: &groups,
@@ -348,13 +365,12 @@ mod tests {
         assert!(queue.in_flight == 1 && queue.waiting.len() == 1);
     }
 
-    /// A statement that lets two writes be in flight at once.
+    /// A statement's shape, for the turns' accounting.
     static TWO_AT_ONCE: RowsStatement = RowsStatement {
         head: "",
         row: |_, _| {},
         tail: "",
         max: 8,
-        in_flight: 2,
     };
 
     /// A pool that never connects, made in `rt`: a turn holds one.
@@ -373,7 +389,7 @@ mod tests {
     fn a_turn_is_had_while_nothing_waits_and_a_write_may_start() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let pool = unconnected_pool(&rt);
-        let groups = Arc::new(Groups::default());
+        let groups = Arc::new(Groups::new(2));
         let first = groups.turn(&pool, &TWO_AT_ONCE).expect("idle");
         let second = groups
             .turn(&pool, &TWO_AT_ONCE)
@@ -381,7 +397,13 @@ mod tests {
         assert!(groups.turn(&pool, &TWO_AT_ONCE).is_none(), "two in flight");
         drop(second);
         let third = groups.turn(&pool, &TWO_AT_ONCE).expect("a write ended");
+        groups.set_in_flight(1);
+        assert!(
+            groups.turn(&pool, &TWO_AT_ONCE).is_none(),
+            "two in flight, one allowed from now on"
+        );
         drop(third);
+        groups.set_in_flight(2);
         let _waiting = waiting_row(&groups);
         assert!(
             groups.turn(&pool, &TWO_AT_ONCE).is_none(),
@@ -397,7 +419,7 @@ mod tests {
     fn a_turn_ended_outside_a_runtime_sends_the_waiting_rows_to_be_written_alone() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let pool = unconnected_pool(&rt);
-        let groups = Arc::new(Groups::default());
+        let groups = Arc::new(Groups::new(2));
         let turn = groups.turn(&pool, &TWO_AT_ONCE).expect("idle");
         let mut answered = waiting_row(&groups);
         drop(turn);

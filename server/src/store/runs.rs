@@ -274,10 +274,6 @@ static FINISH_ROWS: RowsStatement = RowsStatement {
     ),
     // 13 values a run: a worker's slots finishing together.
     max: 32,
-    // A worker of two slots finishes as it did alone, each finish its own
-    // statement at once; with more, the finishes beyond two wait and go
-    // together (BENCHMARKS.md, stop 46).
-    in_flight: 2,
 };
 
 /// The types of a row of [`FINISH_ROWS`], in [`bind_finish_row`]'s order.
@@ -749,9 +745,6 @@ static INSERT_KEYED_ROWS: RowsStatement = RowsStatement {
     row: push_new_run_row,
     tail: on_key_conflict!(),
     max: 64,
-    // Measured so (BENCHMARKS.md, stop 45): every submission that arrives
-    // while a group is inserted goes in the next.
-    in_flight: 1,
 };
 
 /// How many values [`bind_new_run`] binds.
@@ -1567,6 +1560,20 @@ impl Db {
         }
     }
 
+    /// Tells the store how many slots of this process finish runs. With
+    /// more than two, a finish that arrives while another is written waits
+    /// and goes with the others that arrive meanwhile, in one statement;
+    /// with two or fewer, each goes at once, as there is seldom another to
+    /// go with. Measured (BENCHMARKS.md, stop 46): one in flight against
+    /// two was 1.03-1.14× the runs/s with 8 slots a worker process and
+    /// 0.91-0.96× with 2. PostgreSQL only; SQLite's writer groups commits
+    /// itself.
+    pub fn finishing_slots(&self, slots: usize) {
+        if let Some(finishes) = &self.finishes {
+            finishes.set_in_flight(if slots > 2 { 1 } else { 2 });
+        }
+    }
+
     /// Records how an attempt ended. Only applies if `worker_id` still holds
     /// the run in state `running` (so a worker whose lease expired cannot
     /// finish a run twice); returns whether it applied. Updates the attempt
@@ -1611,10 +1618,10 @@ impl Db {
     /// but its finish need commit with it. On PostgreSQL its finish is
     /// then one statement that commits itself and a claim another: two
     /// trips where `BEGIN`, the finish, the claim and `COMMIT` took four,
-    /// and the claim's tenant lock is not held across a trip. While two
-    /// finishes of this process are in flight, the next ones wait and go
-    /// together, one statement for several runs (`FINISH_ROWS`,
-    /// `store::groups`). A claim that fails then is dropped, not returned:
+    /// and the claim's tenant lock is not held across a trip. While as
+    /// many finishes of this process are in flight as its slots call for
+    /// ([`Db::finishing_slots`]), the next ones wait and go together, one
+    /// statement for several runs (`FINISH_ROWS`, `store::groups`). A claim that fails then is dropped, not returned:
     /// the finish stands, and the slot claims as it looks next. A run a
     /// group's statement leaves out (a step's after all, or no longer the
     /// worker's) is finished as any other, in a transaction.
