@@ -271,8 +271,8 @@ impl Drop for Draining<'_> {
 }
 
 /// Writes `rows` in one statement, committed by itself: what became of
-/// each row, in order. A row to be written alone is a group of one.
-pub(super) async fn write_group(
+/// each row, in order.
+async fn write_group(
     pool: &sqlx::AnyPool,
     shape: &RowsStatement,
     rows: Vec<GroupRow>,

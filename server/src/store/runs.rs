@@ -8,7 +8,7 @@ use sqlx::{FromRow, Row};
 
 use super::db::{Db, DbKind, corrupt, new_id};
 use super::error::DbError;
-use super::groups::{GroupRow, Grouped, RowsStatement, write_group};
+use super::groups::{GroupRow, Grouped, RowsStatement};
 use super::logs::{LOG_ROWS_PER_INSERT, bind_log_rows, log_rows_insert};
 use super::query::{AnyQuery, Binder, built};
 use super::write_tx::{Statement, WriteTx};
@@ -1663,26 +1663,21 @@ impl Db {
         if let Some(finishes) = finishes
             && own_turn.is_none()
         {
-            let row = || GroupRow {
+            let row = GroupRow {
                 id: run_id.to_owned(),
                 // Left out when the run is no longer this worker's, or is
                 // a step's after all.
                 may_skip: true,
                 bind: bind_finish_row(run_id, worker_id, attempt, outcome, lines, now),
             };
-            let grouped = match finishes.write(&self.pool, &FINISH_ROWS, row()).await {
-                Some(Grouped::Alone) => write_group(&self.pool, &FINISH_ROWS, vec![row()])
-                    .await
-                    .pop(),
-                grouped => grouped,
-            };
-            let written = match grouped {
+            let written = match finishes.write(&self.pool, &FINISH_ROWS, row).await {
                 Some(Grouped::Written) => true,
-                // Found out below, in a transaction of its own, as any
-                // other finish.
-                Some(Grouped::Skipped) => false,
+                // Left out, or nothing of its group written (the group
+                // failed as a whole): found out below, in a transaction of
+                // its own, as any other finish, whose error is its own.
+                Some(Grouped::Skipped | Grouped::Alone) => false,
                 Some(Grouped::Failed(e)) => return Err(e),
-                Some(Grouped::Alone) | None => {
+                None => {
                     return Err(DbError::Unavailable(
                         "the finish's group was cut short: it may or may not be recorded".into(),
                     ));
