@@ -302,6 +302,68 @@ async fn wrong_password_hides_the_password() {
     );
 }
 
+/// A pooled PostgreSQL connection is handed out without a ping while it
+/// was in use a moment ago (sqlx pinged it on its way back to the pool),
+/// and with one once it has sat idle for a second: so the connections of
+/// a pool whose backends were killed while idle (a restart, an operator's
+/// `pg_terminate_backend`) are replaced on their next use, not used.
+#[tokio::test]
+async fn on_postgresql_connections_that_died_idle_are_replaced_not_used() {
+    let Some(backend) = postgres_only().await else {
+        return;
+    };
+    let app = format!("caisson_idle_{}", uuid::Uuid::new_v4().simple());
+    let db = Db::connect(&format!("{}&application_name={app}", backend.url), 2)
+        .await
+        .unwrap();
+    // Two connections in the pool, both used and now idle.
+    let (a, b) = tokio::join!(db.ensure_tenant("acme"), db.ensure_tenant("acme"));
+    let tenant = a.unwrap();
+    assert_eq!(b.unwrap(), tenant);
+
+    let mut admin = sqlx::PgConnection::connect(&postgres_url().unwrap())
+        .await
+        .unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) \
+         FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&app)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed >= 1, "no backend of the pool was found to kill");
+    let gone = std::time::Instant::now();
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(&app)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "{left} backends survived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Past the idle time after which a connection is pinged (1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    for _ in 0..4 {
+        assert_eq!(db.ensure_tenant("acme").await.unwrap(), tenant);
+    }
+    let (a, b) = tokio::join!(db.ensure_tenant("acme"), db.ping());
+    assert_eq!(a.unwrap(), tenant);
+    b.unwrap();
+    db.close().await;
+    admin.close().await.unwrap();
+    backend.db.close().await;
+}
+
 // ---- tenants and tokens
 
 #[tokio::test]
