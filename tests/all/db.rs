@@ -1646,6 +1646,96 @@ async fn tenant_run_counts_follow_every_move_of_a_run_and_hold_both_quotas() {
     .await;
 }
 
+/// On PostgreSQL the queued count is kept once a statement (migration
+/// 0017): an insert of several runs counts them once a tenant, and a
+/// batch claim counts its runs out in its update of each tenant's row.
+/// Both stay exact for runs of two tenants inserted together and claimed
+/// together. A count that drifted above the queue (as a server of an
+/// older version leaves it when it claims a run it has just submitted)
+/// is counted again by the insert it would refuse, so it refuses only
+/// what the queue itself has no room for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_the_queued_count_is_kept_once_a_statement_and_mended_when_it_refuses() {
+    let Some(backend) = postgres_only().await else {
+        return;
+    };
+    let db = backend.db.clone();
+    let tenants = [
+        db.ensure_tenant("acme").await.unwrap(),
+        db.ensure_tenant("globex").await.unwrap(),
+    ];
+    let quotas = TenantQuotas {
+        max_queued_runs: 30,
+        max_running_runs: 100,
+        max_schedules: 1,
+    };
+    for t in &tenants {
+        db.set_tenant_quotas(t, &quotas).await.unwrap();
+    }
+    let expect = |queued: [i64; 2], step: &'static str| {
+        let (url, tenants) = (backend.url.clone(), tenants.clone());
+        async move {
+            for (t, queued) in tenants.iter().zip(queued) {
+                let (stored, counted) = run_counts(&url, t).await;
+                assert_eq!(counted.0, queued, "{step}: {t}'s queued runs");
+                assert_stored(stored, counted, step);
+            }
+        }
+    };
+
+    // 40 submissions at once, 20 a tenant: inserted in groups.
+    let submissions: Vec<_> = (0..40)
+        .map(|i| {
+            let (db, t) = (db.clone(), tenants[i % 2].clone());
+            tokio::spawn(async move { submit(&db, &t, NOW + i as i64, |_| {}).await })
+        })
+        .collect();
+    for submission in submissions {
+        submission.await.unwrap();
+    }
+    expect([20, 20], "submitted together").await;
+    let mut claimed = 0;
+    for (i, left) in [[16, 16], [12, 12], [8, 8]].into_iter().enumerate() {
+        let claims = db
+            .claim_runs("w", LEASE, NOW + 100 + i as i64, GIB, 8)
+            .await
+            .unwrap();
+        assert_eq!(claims.len(), 8);
+        claimed += claims.len();
+        expect(left, "claimed in a batch").await;
+    }
+    assert_eq!(claimed, 24);
+
+    // Drifted up by 25: acme's stored count says 33 queued against a
+    // quota of 30, where 8 are.
+    let mut admin = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    sqlx::query("UPDATE tenants SET queued_runs = queued_runs + 25 WHERE id = $1")
+        .bind(&tenants[0])
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    submit(&db, &tenants[0], NOW + 200, |_| {}).await;
+    expect([9, 8], "a submission past the drifted count, mended").await;
+    // Room for 21 more: 22 are refused, 21 taken.
+    let batch: Vec<RunSpec> = (0..22).map(|_| new_run(&tenants[0])).collect();
+    let refused = db.submit_runs(&batch, NOW + 201).await;
+    assert!(
+        matches!(
+            refused,
+            Err(DbError::QuotaExceeded {
+                quota: "max_queued_runs",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    expect([9, 8], "a batch past the queue's room, refused whole").await;
+    db.submit_runs(&batch[..21], NOW + 202).await.unwrap();
+    expect([30, 8], "a batch that fits").await;
+    backend.db.close().await;
+}
+
 #[tokio::test]
 async fn a_run_submitted_claimed_is_claimed_only_where_a_claim_would_take_it() {
     each_backend(5, |backend| async move {

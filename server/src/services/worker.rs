@@ -47,7 +47,7 @@ const CLAIM_AHEAD_RUNS_UNDER: Duration = Duration::from_millis(100);
 /// What a run handed back at shutdown says in its log.
 const HANDED_BACK: &str = "worker shutting down: run handed back to the queue";
 
-/// Wakes idle slots when PostgreSQL announces new runs (migration 0003), so
+/// Wakes idle slots when PostgreSQL announces new runs (migrations 0003 and 0017), so
 /// a worker on another machine than the API starts a run in milliseconds
 /// rather than at its next poll, and stops a run the API was asked to
 /// cancel ([`CANCEL_CHANNEL`]) rather than at its next heartbeat. Best

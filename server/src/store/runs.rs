@@ -63,7 +63,7 @@ pub(super) enum QueueRoom {
         queued: i64,
         key: Option<(String, Option<String>)>,
     },
-    /// PostgreSQL: by the insert's trigger (migration 0012), which takes
+    /// PostgreSQL: by the insert's trigger (migrations 0012 and 0017), which takes
     /// the tenant's lock only then, so the lock is held from the insert to
     /// the commit rather than over the count and the insert too.
     InTheInsert,
@@ -139,7 +139,7 @@ impl QueueRoom {
         }
     }
 
-    /// The quota error migration 0012's trigger raises, as
+    /// The quota error the insert's trigger (migrations 0012 and 0017) raises, as
     /// [`DbError::QuotaExceeded`]; any other error as it is.
     fn refused_by_trigger(e: DbError) -> DbError {
         const MARK: &str = "caisson_quota max_queued_runs ";
@@ -185,11 +185,18 @@ impl Db {
     /// by an attempt number that is being reused (never expected, as
     /// release deletes its row) must not fail the claim.
     ///
+    /// On PostgreSQL the tenant's row also counts the run out of its queue
+    /// (a claim fires no count trigger there, migration 0017), which is
+    /// exact because there only [`Db::submit_claimed`] calls this, for
+    /// the run it inserted in this transaction: it is running only if
+    /// this claim took it.
+    ///
     /// On PostgreSQL a claim by [`Db::claim_runs`] writes the same two
-    /// rows through `caisson_claims_held` (migration 0016), which a
+    /// rows through `caisson_claims_held` (migration 0017), which a
     /// migration's text cannot share with this one: the attempt's row
     /// both write is checked on both backends by `db.rs`'s tests.
     fn claim_writes<'t>(
+        kind: DbKind,
         tenant_id: String,
         run_id: String,
         worker_id: &'t str,
@@ -198,8 +205,17 @@ impl Db {
         let stamped = run_id.clone();
         [
             Statement::new(
-                "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 AND EXISTS \
-                 (SELECT 1 FROM runs WHERE id = $3 AND state = 'running' AND worker_id = $4)",
+                match kind {
+                    DbKind::Sqlite => {
+                        "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 AND EXISTS \
+                         (SELECT 1 FROM runs WHERE id = $3 AND state = 'running' AND worker_id = $4)"
+                    }
+                    DbKind::Postgres => {
+                        "UPDATE tenants SET last_claim_at = $2, queued_runs = queued_runs - 1 \
+                         WHERE id = $1 AND EXISTS \
+                         (SELECT 1 FROM runs WHERE id = $3 AND state = 'running' AND worker_id = $4)"
+                    }
+                },
                 move |q| q.bind(tenant_id).bind(now).bind(stamped).bind(worker_id),
             ),
             Statement::new(
@@ -602,7 +618,7 @@ struct Taken {
 
 /// PostgreSQL: up to `$5` runs claimed in one statement, each picked in the
 /// order one-run claims ([`CLAIM_SQLITE`]) would pick them, and checked
-/// under each tenant's lock (`caisson_claims_held`, migration 0016), once
+/// under each tenant's lock (`caisson_claims_held`, migrations 0016 and 0017), once
 /// a tenant; `held` says whether a run's claim stands. A statement's
 /// fixed cost (its plan's setup, the tenants' scan, the trip) is most of
 /// a one-run claim's, so a worker claiming ahead for its slots pays it
@@ -1078,6 +1094,7 @@ impl Db {
                 .bind(max_memory)
         }));
         statements.extend(Self::claim_writes(
+            self.kind,
             run.tenant_id.clone(),
             id.clone(),
             worker_id,
@@ -1107,7 +1124,7 @@ impl Db {
     /// while another group is being inserted (`store::groups`), in
     /// one statement that commits itself. One trip where `BEGIN`, the
     /// insert and `COMMIT` took three, shared by the group, and the
-    /// tenant's lock, which the insert's quota trigger (migration 0012)
+    /// tenant's lock, which the insert's quota trigger (migrations 0012 and 0017)
     /// takes, is released in the same trip: concurrent submissions and
     /// claims queue on that lock. A key another run holds inserts nothing;
     /// that run is then read and is the answer. A run whose group failed
@@ -1520,8 +1537,13 @@ impl Db {
         let mut taken = Taken::default();
         if let Some(row) = rows.first() {
             let run = RunRecord::from_row(row)?;
-            let [stamp, attempt] =
-                Self::claim_writes(run.spec.tenant_id.clone(), run.id.clone(), worker_id, now);
+            let [stamp, attempt] = Self::claim_writes(
+                DbKind::Sqlite,
+                run.spec.tenant_id.clone(),
+                run.id.clone(),
+                worker_id,
+                now,
+            );
             tx.execute_statement(stamp).await?;
             tx.execute_statement(attempt).await?;
             taken.runs.push(Claim {
