@@ -8,8 +8,14 @@
 -- and compare against a run without it (BENCHMARKS.md, "the tenant's row,
 -- measured").
 
--- The queued count's triggers (migration 0012), gone.
-DROP TRIGGER runs_count_queued_insert ON runs;
+-- The queued count's triggers (migrations 0012 and 0017), gone; the
+-- insert's statement trigger left to wake the workers only.
+CREATE OR REPLACE FUNCTION caisson_runs_inserted() RETURNS trigger AS $f$
+BEGIN
+    PERFORM pg_notify('caisson_runs', '');
+    RETURN NULL;
+END;
+$f$ LANGUAGE plpgsql;
 DROP TRIGGER runs_count_queued_update ON runs;
 DROP TRIGGER runs_count_queued_delete ON runs;
 
@@ -22,7 +28,7 @@ DECLARE
     changed TEXT;
 BEGIN
     changed := regexp_replace(def,
-        'UPDATE tenants SET last_claim_at = claimed_at WHERE id = tenant\s+RETURNING max_running_runs INTO quota;',
+        'UPDATE tenants SET last_claim_at = claimed_at, queued_runs = queued_runs - taken\s+WHERE id = tenant\s+RETURNING max_running_runs INTO quota;',
         'SELECT max_running_runs INTO quota FROM tenants WHERE id = tenant;');
     IF changed = def THEN
         RAISE EXCEPTION 'caisson_claims_held no longer stamps last_claim_at as this experiment expects';
