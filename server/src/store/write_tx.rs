@@ -8,7 +8,10 @@
 //! atomic by itself, and none needs another's commit) runs them as
 //! [`WriteTx::alone`]: each commits itself, in one trip, where `BEGIN`
 //! and `COMMIT` would take two more and hold the statements' row locks
-//! across them.
+//! across them. They share one pooled connection, taken at the first and
+//! given back when the `WriteTx` is dropped: sqlx pings a connection as it
+//! goes back to the pool, a trip of its own, which a pooled connection
+//! for each statement paid each time.
 //!
 //! The statements are sqlx's either way (`sqlx::query(..).bind(..)`, rows
 //! as `AnyRow`), so each store function is written once for both
@@ -54,14 +57,18 @@ pub(super) struct WriteTx<'t> {
 enum Inner<'t> {
     Sqlx(sqlx::Transaction<'t, sqlx::Any>),
     Lite(Lite<'t>),
-    /// Each statement on the pool, committing itself.
-    Alone(&'t sqlx::AnyPool),
+    /// Each statement committing itself, on a connection from the pool,
+    /// taken at the first.
+    Alone {
+        pool: &'t sqlx::AnyPool,
+        conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    },
 }
 
 /// Where one statement of a [`WriteTx`] runs.
 enum Target<'a, 't> {
-    /// A sqlx connection: the transaction's, or one taken from the pool
-    /// for the one statement.
+    /// A sqlx connection: the transaction's, or the one statements that
+    /// stand alone share.
     Conn(&'a mut sqlx::AnyConnection),
     /// SQLite's writer in place, its transaction begun.
     Lite(&'a mut Lite<'t>),
@@ -120,19 +127,21 @@ impl<'t> WriteTx<'t> {
     /// rollback do nothing.
     pub(super) fn alone(pool: &'t sqlx::AnyPool) -> WriteTx<'t> {
         WriteTx {
-            inner: Inner::Alone(pool),
+            inner: Inner::Alone { pool, conn: None },
         }
     }
 
-    /// Where the next statement runs; `held` keeps the connection a
-    /// statement that stands alone takes from the pool.
-    async fn target<'a>(
-        &'a mut self,
-        held: &'a mut Option<sqlx::pool::PoolConnection<sqlx::Any>>,
-    ) -> Result<Target<'a, 't>, DbError> {
+    /// Where the next statement runs.
+    async fn target<'a>(&'a mut self) -> Result<Target<'a, 't>, DbError> {
         Ok(match &mut self.inner {
             Inner::Sqlx(tx) => Target::Conn(tx),
-            Inner::Alone(pool) => Target::Conn(held.insert(pool.acquire().await?)),
+            Inner::Alone { pool, conn } => {
+                let conn = match conn {
+                    Some(conn) => conn,
+                    None => conn.insert(pool.acquire().await?),
+                };
+                Target::Conn(conn)
+            }
             Inner::Lite(lite) => {
                 lite.begin().await?;
                 Target::Lite(lite)
@@ -142,7 +151,7 @@ impl<'t> WriteTx<'t> {
 
     /// Whether each statement commits itself ([`WriteTx::alone`]).
     pub(super) fn is_alone(&self) -> bool {
-        matches!(self.inner, Inner::Alone(_))
+        matches!(self.inner, Inner::Alone { .. })
     }
 
     /// Runs a statement whose rows nobody reads; returns the rows it
@@ -152,8 +161,7 @@ impl<'t> WriteTx<'t> {
         sql: impl Into<String>,
         bind: impl FnOnce(AnyQuery) -> AnyQuery + Send + 't,
     ) -> Result<u64, DbError> {
-        let mut held = None;
-        match self.target(&mut held).await? {
+        match self.target().await? {
             Target::Conn(conn) => Ok(bind(sqlx::query(built(sql.into())))
                 .execute(conn)
                 .await?
@@ -176,8 +184,7 @@ impl<'t> WriteTx<'t> {
         sql: impl Into<String>,
         bind: impl FnOnce(AnyQuery) -> AnyQuery + Send + 't,
     ) -> Result<Vec<AnyRow>, DbError> {
-        let mut held = None;
-        match self.target(&mut held).await? {
+        match self.target().await? {
             Target::Conn(conn) => Ok(bind(sqlx::query(built(sql.into()))).fetch_all(conn).await?),
             Target::Lite(lite) => Ok(lite.run(&sql.into(), bind)?.rows),
         }
@@ -188,7 +195,7 @@ impl<'t> WriteTx<'t> {
         match self.inner {
             Inner::Sqlx(tx) => Ok(tx.commit().await?),
             Inner::Lite(mut lite) => lite.commit().await,
-            Inner::Alone(_) => Ok(()),
+            Inner::Alone { .. } => Ok(()),
         }
     }
 
@@ -218,7 +225,7 @@ impl<'t> WriteTx<'t> {
     pub(super) async fn rollback(self) -> Result<(), DbError> {
         match self.inner {
             Inner::Sqlx(tx) => Ok(tx.rollback().await?),
-            Inner::Alone(_) => Ok(()),
+            Inner::Alone { .. } => Ok(()),
             Inner::Lite(mut lite) => {
                 if lite.begun && !lite.failed {
                     lite.fail();
