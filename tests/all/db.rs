@@ -1520,6 +1520,18 @@ async fn run_counts(url: &str, tenant: &str) -> ((Option<i64>, Option<i64>), (i6
     (stored, (counted.get("q"), counted.get("r")))
 }
 
+/// `result` is a submission refused because its tenant's queue is full
+/// (`max_queued_runs` = `limit`).
+fn assert_queue_full<T: std::fmt::Debug>(result: &Result<T, DbError>, limit: i64) {
+    assert!(
+        matches!(
+            result,
+            Err(DbError::QuotaExceeded { quota: "max_queued_runs", limit: l }) if *l == limit
+        ),
+        "{result:?}"
+    );
+}
+
 /// The counts a backend stores (see [`run_counts`]) are the counted ones.
 fn assert_stored(stored: (Option<i64>, Option<i64>), counted: (i64, i64), step: &str) {
     if let Some(queued) = stored.0 {
@@ -1556,17 +1568,7 @@ async fn tenant_run_counts_follow_every_move_of_a_run_and_hold_both_quotas() {
         let b = submit(&db, &t, NOW + 1, |_| {}).await;
         let c = submit(&db, &t, NOW + 2, |_| {}).await;
         expect(3, 0, "three submitted").await;
-        let refused = db.submit_run(&new_run(&t), NOW).await;
-        assert!(
-            matches!(
-                refused,
-                Err(DbError::QuotaExceeded {
-                    quota: "max_queued_runs",
-                    ..
-                })
-            ),
-            "{refused:?}"
-        );
+        assert_queue_full(&db.submit_run(&new_run(&t), NOW).await, 3);
         expect(3, 0, "a fourth refused").await;
 
         // Claimed: one running, and the tenant's one running slot taken.
@@ -1719,20 +1721,66 @@ async fn on_postgresql_the_queued_count_is_kept_once_a_statement_and_mended_when
     expect([9, 8], "a submission past the drifted count, mended").await;
     // Room for 21 more: 22 are refused, 21 taken.
     let batch: Vec<RunSpec> = (0..22).map(|_| new_run(&tenants[0])).collect();
-    let refused = db.submit_runs(&batch, NOW + 201).await;
-    assert!(
-        matches!(
-            refused,
-            Err(DbError::QuotaExceeded {
-                quota: "max_queued_runs",
-                ..
-            })
-        ),
-        "{refused:?}"
-    );
+    assert_queue_full(&db.submit_runs(&batch, NOW + 201).await, 30);
     expect([9, 8], "a batch past the queue's room, refused whole").await;
     db.submit_runs(&batch[..21], NOW + 202).await.unwrap();
     expect([30, 8], "a batch that fits").await;
+    backend.db.close().await;
+}
+
+/// On PostgreSQL a worker of a version before batch claims checks each
+/// claim with `caisson_claim_held` (migration 0014), which migration 0017
+/// makes the batch check of one run: its claim counts the run out of the
+/// queue and writes the attempt's row, and one past the tenant's
+/// `max_running_runs` is undone and stays counted as queued.
+#[tokio::test]
+async fn on_postgresql_an_older_workers_one_run_claim_counts_its_run_out() {
+    let Some(backend) = postgres_only().await else {
+        return;
+    };
+    let db = backend.db.clone();
+    let t = db.ensure_tenant("acme").await.unwrap();
+    let quotas = TenantQuotas {
+        max_running_runs: 1,
+        ..TenantQuotas::default()
+    };
+    db.set_tenant_quotas(&t, &quotas).await.unwrap();
+    let runs = [
+        submit(&db, &t, NOW, |_| {}).await,
+        submit(&db, &t, NOW + 1, |_| {}).await,
+    ];
+    // The older worker's claim: its update of the run, then the check.
+    let mut old = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    let mut held = Vec::new();
+    for run in &runs {
+        sqlx::query(
+            "UPDATE runs SET state = 'running', worker_id = 'old', attempts = attempts + 1 \
+             WHERE id = $1",
+        )
+        .bind(run)
+        .execute(&mut old)
+        .await
+        .unwrap();
+        let stands: bool = sqlx::query_scalar("SELECT caisson_claim_held($1, $2, 'old', $3)")
+            .bind(run)
+            .bind(&t)
+            .bind(NOW + 2)
+            .fetch_one(&mut old)
+            .await
+            .unwrap();
+        held.push(stands);
+    }
+    assert_eq!(held, [true, false], "the second is past max_running_runs");
+    let attempts: Vec<String> =
+        sqlx::query_scalar("SELECT run_id FROM run_attempts WHERE worker_id = 'old'")
+            .fetch_all(&mut old)
+            .await
+            .unwrap();
+    assert_eq!(attempts, [runs[0].clone()]);
+    old.close().await.unwrap();
+    let (stored, counted) = run_counts(&backend.url, &t).await;
+    assert_eq!(counted, (1, 1), "the undone run is queued again");
+    assert_stored(stored, counted, "an older worker's claims");
     backend.db.close().await;
 }
 
@@ -1844,18 +1892,8 @@ async fn a_run_submitted_claimed_is_claimed_only_where_a_claim_would_take_it() {
         db.set_tenant_quotas(&t, &full).await.unwrap();
         let refused = db
             .submit_claimed(&new_run(&t), "w", LEASE, NOW + 14, GIB)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                refused,
-                DbError::QuotaExceeded {
-                    quota: "max_queued_runs",
-                    limit: 0
-                }
-            ),
-            "{refused:?}"
-        );
+            .await;
+        assert_queue_full(&refused, 0);
         assert_eq!(counts("refused").await, (0, 1));
         let (again, created, claim) = (db.submit_claimed(&keyed, "v", LEASE, NOW + 15, GIB))
             .await
@@ -3161,17 +3199,7 @@ async fn submissions_and_schedules_past_their_quota_are_refused() {
         let keyed = submit(&db, &t, NOW, |r| r.idempotency_key = Some("k".into())).await;
         submit(&db, &t, NOW, |_| {}).await;
         submit(&db, &t, NOW, |_| {}).await;
-        let refused = db.submit_run(&new_run(&t), NOW).await;
-        assert!(
-            matches!(
-                refused,
-                Err(DbError::QuotaExceeded {
-                    quota: "max_queued_runs",
-                    limit: 3
-                })
-            ),
-            "{refused:?}"
-        );
+        assert_queue_full(&db.submit_run(&new_run(&t), NOW).await, 3);
         // A repeated submission is no new run: it still answers.
         let mut again = new_run(&t);
         again.idempotency_key = Some("k".into());

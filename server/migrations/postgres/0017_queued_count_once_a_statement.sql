@@ -105,33 +105,11 @@ END;
 $$ LANGUAGE plpgsql;
 
 -- Migration 0014's one-run check, which workers of an older version may
--- still call, counting its run out the same way.
+-- still call: now the batch's check of a batch of one, so it counts its
+-- run out the same way. It holds unless it was undone.
 CREATE OR REPLACE FUNCTION caisson_claim_held(run TEXT, tenant TEXT, worker TEXT, claimed_at BIGINT)
 RETURNS BOOLEAN AS $$
-DECLARE
-    quota BIGINT;
-    running BIGINT;
 BEGIN
-    UPDATE tenants SET last_claim_at = claimed_at, queued_runs = queued_runs - 1
-        WHERE id = tenant
-        RETURNING max_running_runs INTO quota;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no tenant %', tenant;
-    END IF;
-    SELECT COUNT(*) INTO running FROM runs WHERE tenant_id = tenant AND state = 'running';
-    IF running > quota THEN
-        UPDATE runs SET state = 'queued', attempts = attempts - 1, worker_id = NULL,
-            lease_until = NULL,
-            started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END
-            WHERE id = run;
-        RETURN FALSE;
-    END IF;
-    INSERT INTO run_attempts (run_id, attempt, worker_id, started_at, state)
-        SELECT id, attempts, worker, claimed_at, 'running' FROM runs
-        WHERE id = run AND state = 'running' AND worker_id = worker
-        ON CONFLICT (run_id, attempt) DO UPDATE SET worker_id = EXCLUDED.worker_id,
-            started_at = EXCLUDED.started_at, finished_at = NULL, state = 'running',
-            error = NULL;
-    RETURN TRUE;
+    RETURN cardinality(caisson_claims_held(ARRAY[run], tenant, worker, claimed_at)) = 0;
 END;
 $$ LANGUAGE plpgsql;
