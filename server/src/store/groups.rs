@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sqlx::Row;
+use sqlx::pool::PoolConnection;
 use tokio::sync::oneshot;
 
 use super::error::DbError;
@@ -196,12 +197,16 @@ impl Groups {
         tokio::spawn(async move { groups.drain(&pool, shape).await });
     }
 
-    /// Writes group after group until no row is waiting.
+    /// Writes group after group until no row is waiting, on one pooled
+    /// connection: sqlx pings a connection as it goes back to the pool, a
+    /// trip of its own, which a connection taken for each group paid each
+    /// time.
     async fn drain(&self, pool: &sqlx::AnyPool, shape: &RowsStatement) {
         let mut draining = Draining {
             groups: self,
             done: false,
         };
+        let mut conn = None;
         loop {
             let group: Vec<Pending> = {
                 let mut queue = self.queue();
@@ -219,7 +224,7 @@ impl Groups {
                 group.into_iter().map(|p| (p.row, p.answer)).unzip();
             for (answer, grouped) in answers
                 .into_iter()
-                .zip(write_group(pool, shape, rows).await)
+                .zip(write_group(pool, &mut conn, shape, rows).await)
             {
                 // A caller that went away needs no answer.
                 let _ = answer.send(grouped);
@@ -270,10 +275,13 @@ impl Drop for Draining<'_> {
     }
 }
 
-/// Writes `rows` in one statement, committed by itself: what became of
-/// each row, in order.
+/// Writes `rows` in one statement, committed by itself, on `conn` (taken
+/// from `pool` if there is none): what became of each row, in order. A
+/// connection whose statement failed is given back to the pool, which
+/// checks it.
 async fn write_group(
     pool: &sqlx::AnyPool,
+    conn: &mut Option<PoolConnection<sqlx::Any>>,
     shape: &RowsStatement,
     rows: Vec<GroupRow>,
 ) -> Vec<Grouped> {
@@ -288,7 +296,17 @@ async fn write_group(
         query = (row.bind)(query);
         members.push((row.id, row.may_skip));
     }
-    match query.fetch_all(pool).await {
+    let fetched = match conn {
+        Some(held) => query.fetch_all(&mut **held).await,
+        None => match pool.acquire().await {
+            Ok(taken) => query.fetch_all(&mut **conn.insert(taken)).await,
+            Err(e) => Err(e),
+        },
+    };
+    if fetched.is_err() {
+        *conn = None;
+    }
+    match fetched {
         Ok(returned) => {
             let written: HashSet<String> = returned
                 .iter()
