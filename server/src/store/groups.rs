@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sqlx::Row;
-use sqlx::pool::PoolConnection;
 use tokio::sync::oneshot;
 
 use super::error::DbError;
+use super::held::HeldConnection;
 use super::query::{Binder, built};
 
 /// The shape of a statement over several rows that returns the ids of the
@@ -198,15 +198,13 @@ impl Groups {
     }
 
     /// Writes group after group until no row is waiting, on one pooled
-    /// connection: sqlx pings a connection as it goes back to the pool, a
-    /// trip of its own, which a connection taken for each group paid each
-    /// time.
+    /// connection ([`HeldConnection`]).
     async fn drain(&self, pool: &sqlx::AnyPool, shape: &RowsStatement) {
         let mut draining = Draining {
             groups: self,
             done: false,
         };
-        let mut conn = None;
+        let mut conn = HeldConnection::new(pool);
         loop {
             let group: Vec<Pending> = {
                 let mut queue = self.queue();
@@ -224,7 +222,7 @@ impl Groups {
                 group.into_iter().map(|p| (p.row, p.answer)).unzip();
             for (answer, grouped) in answers
                 .into_iter()
-                .zip(write_group(pool, &mut conn, shape, rows).await)
+                .zip(write_group(&mut conn, shape, rows).await)
             {
                 // A caller that went away needs no answer.
                 let _ = answer.send(grouped);
@@ -275,13 +273,11 @@ impl Drop for Draining<'_> {
     }
 }
 
-/// Writes `rows` in one statement, committed by itself, on `conn` (taken
-/// from `pool` if there is none): what became of each row, in order. A
-/// connection whose statement failed is given back to the pool, which
-/// checks it.
+/// Writes `rows` in one statement, committed by itself, on `conn`: what
+/// became of each row, in order. A connection whose statement failed is
+/// given back to the pool, which checks it.
 async fn write_group(
-    pool: &sqlx::AnyPool,
-    conn: &mut Option<PoolConnection<sqlx::Any>>,
+    conn: &mut HeldConnection<'_>,
     shape: &RowsStatement,
     rows: Vec<GroupRow>,
 ) -> Vec<Grouped> {
@@ -296,15 +292,12 @@ async fn write_group(
         query = (row.bind)(query);
         members.push((row.id, row.may_skip));
     }
-    let fetched = match conn {
-        Some(held) => query.fetch_all(&mut **held).await,
-        None => match pool.acquire().await {
-            Ok(taken) => query.fetch_all(&mut **conn.insert(taken)).await,
-            Err(e) => Err(e),
-        },
+    let fetched = match conn.get().await {
+        Ok(held) => query.fetch_all(held).await,
+        Err(e) => Err(e),
     };
     if fetched.is_err() {
-        *conn = None;
+        conn.give_back();
     }
     match fetched {
         Ok(returned) => {
@@ -384,7 +377,7 @@ mod tests {
     }
 
     /// A statement's shape, for the turns' accounting.
-    static TWO_AT_ONCE: RowsStatement = RowsStatement {
+    static SHAPE: RowsStatement = RowsStatement {
         head: "",
         row: |_, _| {},
         tail: "",
@@ -408,23 +401,21 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let pool = unconnected_pool(&rt);
         let groups = Arc::new(Groups::new(2));
-        let first = groups.turn(&pool, &TWO_AT_ONCE).expect("idle");
-        let second = groups
-            .turn(&pool, &TWO_AT_ONCE)
-            .expect("one in flight of two");
-        assert!(groups.turn(&pool, &TWO_AT_ONCE).is_none(), "two in flight");
+        let first = groups.turn(&pool, &SHAPE).expect("idle");
+        let second = groups.turn(&pool, &SHAPE).expect("one in flight of two");
+        assert!(groups.turn(&pool, &SHAPE).is_none(), "two in flight");
         drop(second);
-        let third = groups.turn(&pool, &TWO_AT_ONCE).expect("a write ended");
+        let third = groups.turn(&pool, &SHAPE).expect("a write ended");
         groups.set_in_flight(1);
         assert!(
-            groups.turn(&pool, &TWO_AT_ONCE).is_none(),
+            groups.turn(&pool, &SHAPE).is_none(),
             "two in flight, one allowed from now on"
         );
         drop(third);
         groups.set_in_flight(2);
         let _waiting = waiting_row(&groups);
         assert!(
-            groups.turn(&pool, &TWO_AT_ONCE).is_none(),
+            groups.turn(&pool, &SHAPE).is_none(),
             "a row waits: the caller's goes with it"
         );
         drop(first);
@@ -438,7 +429,7 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let pool = unconnected_pool(&rt);
         let groups = Arc::new(Groups::new(2));
-        let turn = groups.turn(&pool, &TWO_AT_ONCE).expect("idle");
+        let turn = groups.turn(&pool, &SHAPE).expect("idle");
         let mut answered = waiting_row(&groups);
         drop(turn);
         assert!(matches!(answered.try_recv(), Ok(Grouped::Alone)));

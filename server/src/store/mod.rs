@@ -16,6 +16,7 @@ mod db;
 mod error;
 mod flows;
 mod groups;
+mod held;
 mod lite;
 mod logs;
 mod modules;

@@ -161,6 +161,19 @@ impl QueueRoom {
     }
 }
 
+/// [`Db::claim_writes`]'s stamp of the claimed run's tenant, written only
+/// if the claim took the run; `$count` is what else it sets on the row.
+macro_rules! claim_stamp_sql {
+    ($count:literal) => {
+        concat!(
+            "UPDATE tenants SET last_claim_at = $2",
+            $count,
+            " WHERE id = $1 AND EXISTS \
+             (SELECT 1 FROM runs WHERE id = $3 AND state = 'running' AND worker_id = $4)"
+        )
+    };
+}
+
 impl Db {
     /// The run `tenant_id` submitted with idempotency `key`, if any.
     async fn run_by_key<'t>(
@@ -206,15 +219,8 @@ impl Db {
         [
             Statement::new(
                 match kind {
-                    DbKind::Sqlite => {
-                        "UPDATE tenants SET last_claim_at = $2 WHERE id = $1 AND EXISTS \
-                         (SELECT 1 FROM runs WHERE id = $3 AND state = 'running' AND worker_id = $4)"
-                    }
-                    DbKind::Postgres => {
-                        "UPDATE tenants SET last_claim_at = $2, queued_runs = queued_runs - 1 \
-                         WHERE id = $1 AND EXISTS \
-                         (SELECT 1 FROM runs WHERE id = $3 AND state = 'running' AND worker_id = $4)"
-                    }
+                    DbKind::Sqlite => claim_stamp_sql!(""),
+                    DbKind::Postgres => claim_stamp_sql!(", queued_runs = queued_runs - 1"),
                 },
                 move |q| q.bind(tenant_id).bind(now).bind(stamped).bind(worker_id),
             ),

@@ -8,10 +8,8 @@
 //! atomic by itself, and none needs another's commit) runs them as
 //! [`WriteTx::alone`]: each commits itself, in one trip, where `BEGIN`
 //! and `COMMIT` would take two more and hold the statements' row locks
-//! across them. They share one pooled connection, taken at the first and
-//! given back when the `WriteTx` is dropped: sqlx pings a connection as it
-//! goes back to the pool, a trip of its own, which a pooled connection
-//! for each statement paid each time.
+//! across them. They share one pooled connection ([`HeldConnection`]),
+//! taken at the first and given back when the `WriteTx` is dropped.
 //!
 //! The statements are sqlx's either way (`sqlx::query(..).bind(..)`, rows
 //! as `AnyRow`), so each store function is written once for both
@@ -22,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::db::Db;
 use super::error::DbError;
+use super::held::HeldConnection;
 use super::lite::{LiteError, Ran};
 use super::query::{AnyQuery, Binder, bound, built};
 use super::turn::WriterTurn;
@@ -59,10 +58,7 @@ enum Inner<'t> {
     Lite(Lite<'t>),
     /// Each statement committing itself, on a connection from the pool,
     /// taken at the first.
-    Alone {
-        pool: &'t sqlx::AnyPool,
-        conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
-    },
+    Alone(HeldConnection<'t>),
 }
 
 /// Where one statement of a [`WriteTx`] runs.
@@ -127,7 +123,7 @@ impl<'t> WriteTx<'t> {
     /// rollback do nothing.
     pub(super) fn alone(pool: &'t sqlx::AnyPool) -> WriteTx<'t> {
         WriteTx {
-            inner: Inner::Alone { pool, conn: None },
+            inner: Inner::Alone(HeldConnection::new(pool)),
         }
     }
 
@@ -135,13 +131,7 @@ impl<'t> WriteTx<'t> {
     async fn target<'a>(&'a mut self) -> Result<Target<'a, 't>, DbError> {
         Ok(match &mut self.inner {
             Inner::Sqlx(tx) => Target::Conn(tx),
-            Inner::Alone { pool, conn } => {
-                let conn = match conn {
-                    Some(conn) => conn,
-                    None => conn.insert(pool.acquire().await?),
-                };
-                Target::Conn(conn)
-            }
+            Inner::Alone(held) => Target::Conn(held.get().await?),
             Inner::Lite(lite) => {
                 lite.begin().await?;
                 Target::Lite(lite)
@@ -151,7 +141,7 @@ impl<'t> WriteTx<'t> {
 
     /// Whether each statement commits itself ([`WriteTx::alone`]).
     pub(super) fn is_alone(&self) -> bool {
-        matches!(self.inner, Inner::Alone { .. })
+        matches!(self.inner, Inner::Alone(_))
     }
 
     /// Runs a statement whose rows nobody reads; returns the rows it
@@ -195,7 +185,7 @@ impl<'t> WriteTx<'t> {
         match self.inner {
             Inner::Sqlx(tx) => Ok(tx.commit().await?),
             Inner::Lite(mut lite) => lite.commit().await,
-            Inner::Alone { .. } => Ok(()),
+            Inner::Alone(_) => Ok(()),
         }
     }
 
@@ -225,7 +215,7 @@ impl<'t> WriteTx<'t> {
     pub(super) async fn rollback(self) -> Result<(), DbError> {
         match self.inner {
             Inner::Sqlx(tx) => Ok(tx.rollback().await?),
-            Inner::Alone { .. } => Ok(()),
+            Inner::Alone(_) => Ok(()),
             Inner::Lite(mut lite) => {
                 if lite.begun && !lite.failed {
                     lite.fail();
