@@ -25,24 +25,47 @@ use tokio::sync::oneshot;
 
 use super::error::DbError;
 use super::held::HeldConnection;
-use super::query::{Binder, built};
+use super::query::{AnyQuery, Binder, built};
 
 /// The shape of a statement over several rows that returns the ids of the
-/// rows it wrote, such as a multi-row insert. Each shape has a text for
-/// each group's size, few enough (`max` at most) for each connection's
-/// statement cache.
+/// rows it wrote, such as a multi-row insert.
 pub(super) struct RowsStatement {
-    /// The statement up to its rows, such as `INSERT INTO t (..) VALUES `.
-    pub(super) head: &'static str,
-    /// Appends row `n`'s values (from 0), its placeholders numbered after
-    /// the rows before it.
-    pub(super) row: fn(&mut String, usize),
-    /// After the rows, ending with a `RETURNING id` or a `SELECT` of the
-    /// ids written.
-    pub(super) tail: &'static str,
+    /// Its text, and how its rows' values are bound to it.
+    pub(super) text: RowsText,
     /// The most rows one statement takes: within the protocol's 65,535
-    /// bound values.
+    /// bound values, or a JSON array a backend reads at once.
     pub(super) max: usize,
+}
+
+/// How a [`RowsStatement`]'s rows are written into it.
+pub(super) enum RowsText {
+    /// A text for each group's size, few enough (`max` at most) for each
+    /// connection's statement cache; each row's values bound to
+    /// placeholders of its own ([`RowValues::Bound`]).
+    Values {
+        /// The statement up to its rows, such as `INSERT INTO t (..) VALUES `.
+        head: &'static str,
+        /// Appends row `n`'s values (from 0), its placeholders numbered
+        /// after the rows before it.
+        row: fn(&mut String, usize),
+        /// After the rows, ending with a `RETURNING id` or a `SELECT` of
+        /// the ids written.
+        tail: &'static str,
+    },
+    /// One text for every group's size, its rows bound to `$1` as one JSON
+    /// array, an element a row ([`RowValues::Json`]). PostgreSQL plans a
+    /// text the first times each connection runs it, and a statement with
+    /// several updates plans slowly: with a text for each size, a worker's
+    /// finishes were planned about every other time (BENCHMARKS.md).
+    Json(&'static str),
+}
+
+/// One row's values, as its statement's [`RowsText`] takes them.
+pub(super) enum RowValues {
+    /// Bound to the row's own placeholders ([`RowsText::Values`]).
+    Bound(Binder<'static>),
+    /// The row's element of the JSON array ([`RowsText::Json`]).
+    Json(serde_json::Value),
 }
 
 /// One row to write in a group.
@@ -53,8 +76,8 @@ pub(super) struct GroupRow {
     /// clause that skips a key another row holds, an update whose
     /// condition no longer holds).
     pub(super) may_skip: bool,
-    /// Binds its values, as `RowsStatement::row` numbers them.
-    pub(super) bind: Binder<'static>,
+    /// Its values, as the statement's [`RowsText`] takes them.
+    pub(super) values: RowValues,
 }
 
 /// What became of one row in its group.
@@ -281,19 +304,17 @@ async fn write_group(
     shape: &RowsStatement,
     rows: Vec<GroupRow>,
 ) -> Vec<Grouped> {
-    let mut sql = String::from(shape.head);
-    for n in 0..rows.len() {
-        (shape.row)(&mut sql, n);
-    }
-    sql.push_str(shape.tail);
-    let mut query = sqlx::query(built(sql));
     let mut members = Vec::with_capacity(rows.len());
+    let mut values = Vec::with_capacity(rows.len());
     for row in rows {
-        query = (row.bind)(query);
         members.push((row.id, row.may_skip));
+        values.push(row.values);
     }
-    let fetched = match conn.get().await {
-        Ok(held) => query.fetch_all(held).await,
+    let fetched = match group_query(&shape.text, values) {
+        Ok(query) => match conn.get().await {
+            Ok(held) => query.fetch_all(held).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     if fetched.is_err() {
@@ -325,6 +346,41 @@ async fn write_group(
     }
 }
 
+/// The statement that writes `rows`, in order, as `text` says. A row whose
+/// values are not of the text's kind is a mistake in the store: the group
+/// fails (each row is then written alone) rather than bind it wrongly.
+fn group_query(text: &RowsText, rows: Vec<RowValues>) -> Result<AnyQuery, sqlx::Error> {
+    let mismatch =
+        || sqlx::Error::Protocol("a grouped row's values do not fit its statement".into());
+    match text {
+        RowsText::Values { head, row, tail } => {
+            let mut sql = String::from(*head);
+            for n in 0..rows.len() {
+                row(&mut sql, n);
+            }
+            sql.push_str(tail);
+            let mut query = sqlx::query(built(sql));
+            for values in rows {
+                let RowValues::Bound(bind) = values else {
+                    return Err(mismatch());
+                };
+                query = bind(query);
+            }
+            Ok(query)
+        }
+        RowsText::Json(sql) => {
+            let elements = rows
+                .into_iter()
+                .map(|values| match values {
+                    RowValues::Json(element) => Ok(element),
+                    RowValues::Bound(_) => Err(mismatch()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(sqlx::query(*sql).bind(serde_json::Value::Array(elements).to_string()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,7 +394,7 @@ mod tests {
             row: GroupRow {
                 id: "r".into(),
                 may_skip: false,
-                bind: Box::new(|q| q),
+                values: RowValues::Bound(Box::new(|q| q)),
             },
             answer,
         });
@@ -378,11 +434,34 @@ mod tests {
 
     /// A statement's shape, for the turns' accounting.
     static SHAPE: RowsStatement = RowsStatement {
-        head: "",
-        row: |_, _| {},
-        tail: "",
+        text: RowsText::Json(""),
         max: 8,
     };
+
+    /// A JSON shape binds its rows as one array, whatever their number; a
+    /// row of the other kind fails the group rather than bind wrongly.
+    #[test]
+    fn a_json_shape_binds_its_rows_as_one_array() {
+        use sqlx::Execute;
+        let rows = || {
+            vec![
+                RowValues::Json(serde_json::json!({"id": "a"})),
+                RowValues::Json(serde_json::json!({"id": "b"})),
+            ]
+        };
+        let mut query = group_query(&RowsText::Json("SELECT $1"), rows()).unwrap();
+        let arguments = query.take_arguments().unwrap().unwrap();
+        assert_eq!(arguments.values.0.len(), 1, "one value for two rows");
+        let mut mixed = rows();
+        mixed.push(RowValues::Bound(Box::new(|q| q)));
+        assert!(group_query(&RowsText::Json("SELECT $1"), mixed).is_err());
+        let values = RowsText::Values {
+            head: "",
+            row: |_, _| {},
+            tail: "",
+        };
+        assert!(group_query(&values, rows()).is_err());
+    }
 
     /// A pool that never connects, made in `rt`: a turn holds one.
     fn unconnected_pool(rt: &tokio::runtime::Runtime) -> sqlx::AnyPool {

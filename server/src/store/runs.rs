@@ -8,7 +8,7 @@ use sqlx::{FromRow, Row};
 
 use super::db::{Db, DbKind, corrupt, new_id};
 use super::error::DbError;
-use super::groups::{GroupRow, Grouped, RowsStatement};
+use super::groups::{GroupRow, Grouped, RowValues, RowsStatement, RowsText};
 use super::logs::{LOG_ROWS_PER_INSERT, bind_log_rows, log_rows_insert};
 use super::query::{AnyQuery, Binder, built};
 use super::write_tx::{Statement, WriteTx};
@@ -257,22 +257,23 @@ fn attempt_end_sql(run: &str, attempt: &str, first: usize) -> String {
 /// in one statement that commits itself (`store::groups`): each run's
 /// update as [`Db::finish_and_claim`]'s for its outcome, its attempt's
 /// end and its last log lines, the last two written only if the update
-/// applied (the worker still held the run). A row carries its outcome's
-/// kind and every value any kind sets, so one text serves a group of
-/// each size whatever its outcomes and its lines: a finish's own text
-/// would differ with both, and each new text is a parse and a plan.
+/// applied (the worker still held the run). The rows are one JSON array
+/// ([`finish_row`]), and a row carries its outcome's kind and every value
+/// any kind sets, so one text serves every group whatever its size, its
+/// outcomes and its lines: each connection plans it only its first
+/// times, where a text for each size was planned about every other call.
 static FINISH_ROWS: RowsStatement = RowsStatement {
-    head: "WITH v (id, worker_id, attempt, kind, state, output, output_key, error, retryable, \
-           not_before, attempt_state, finished_at, lines) AS (VALUES ",
-    row: push_finish_row,
-    tail: concat!(
+    text: RowsText::Json(concat!(
+        "WITH v AS (SELECT * FROM jsonb_to_recordset($1::JSONB) AS v(id TEXT, worker_id TEXT, \
+         attempt BIGINT, kind TEXT, state TEXT, output TEXT, output_key TEXT, error TEXT, \
+         retryable BIGINT, not_before BIGINT, attempt_state TEXT, finished_at BIGINT, lines JSONB)), ",
         // A cancel requested while a retried attempt was failing wins, as
         // in a finish of its own: retrying would run what the user asked
-        // to stop.
-        "), r AS (UPDATE runs SET \
+        // to stop. The output comes as hex, as JSON holds no bytes.
+        "r AS (UPDATE runs SET \
          state = CASE WHEN v.kind = 'retry' THEN \
          CASE WHEN runs.cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END ELSE v.state END, \
-         output = CASE WHEN v.kind = 'succeeded' THEN v.output ELSE runs.output END, \
+         output = CASE WHEN v.kind = 'succeeded' THEN decode(v.output, 'hex') ELSE runs.output END, \
          output_key = CASE WHEN v.kind = 'succeeded' THEN v.output_key ELSE runs.output_key END, \
          error = v.error, retryable = v.retryable, \
          finished_at = CASE WHEN v.kind = 'retry' AND runs.cancel_requested <> 1 THEN NULL \
@@ -293,127 +294,75 @@ static FINISH_ROWS: RowsStatement = RowsStatement {
          CROSS JOIN LATERAL jsonb_to_recordset(v.lines) \
          AS x(n BIGINT, time BIGINT, level TEXT, source TEXT, message TEXT)) \
          SELECT id FROM r"
-    ),
-    // 13 values a run: a worker's slots finishing together.
+    )),
+    // A worker's slots finishing together.
     max: 32,
 };
 
-/// The types of a row of [`FINISH_ROWS`], in [`bind_finish_row`]'s order.
-const FINISH_ROW_TYPES: [&str; 13] = [
-    "TEXT", "TEXT", "BIGINT", "TEXT", "TEXT", "BYTEA", "TEXT", "TEXT", "BIGINT", "BIGINT", "TEXT",
-    "BIGINT", "JSONB",
-];
-
-/// Appends row `row` (from 0) of [`FINISH_ROWS`], its placeholders
-/// numbered after the rows before it. Each value is cast, so that a
-/// column's type never rests on a `NULL` in the first row.
-fn push_finish_row(sql: &mut String, row: usize) {
-    use std::fmt::Write;
-    if row > 0 {
-        sql.push_str(", ");
-    }
-    sql.push('(');
-    for (i, ty) in FINISH_ROW_TYPES.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        let _ = write!(sql, "${}::{ty}", row * FINISH_ROW_TYPES.len() + i + 1);
-    }
-    sql.push(')');
-}
-
-/// Binds one run's row of [`FINISH_ROWS`]: its outcome's kind and values,
-/// and its log lines as JSON. Owned, as its group outlives the caller.
-fn bind_finish_row(
+/// One run's row of [`FINISH_ROWS`]: its outcome's kind and values, and
+/// its log lines, each numbered from 1.
+fn finish_row(
     run_id: &str,
     worker_id: &str,
     attempt: i64,
     outcome: &AttemptOutcome,
     lines: &[NewLogLine],
     now: i64,
-) -> Binder<'static> {
-    type Values = (
-        &'static str,
-        Option<&'static str>,
-        Option<Vec<u8>>,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-        Option<i64>,
-        &'static str,
-    );
-    let (kind, state, output, output_key, error, retryable, not_before, attempt_state): Values =
-        match outcome {
-            AttemptOutcome::Succeeded { output, output_key } => (
-                "succeeded",
-                Some("succeeded"),
-                Some(output.clone()),
-                output_key.clone(),
-                None,
-                None,
-                None,
-                "succeeded",
-            ),
-            AttemptOutcome::Finished {
-                state,
-                error,
-                retryable,
-            } => (
-                "finished",
-                Some(state.as_str()),
-                None,
-                None,
-                Some(error.clone()),
-                Some(i64::from(*retryable)),
-                None,
-                state.as_str(),
-            ),
-            AttemptOutcome::Retry {
-                error,
-                not_before,
-                timed_out,
-            } => (
-                "retry",
-                None,
-                None,
-                None,
-                Some(error.clone()),
-                Some(1),
-                Some(*not_before),
-                if *timed_out { "timed_out" } else { "failed" },
-            ),
-        };
-    let lines = serde_json::Value::Array(
-        (1_i64..)
-            .zip(lines)
-            .map(|(n, line)| {
-                serde_json::json!({
-                    "n": n,
-                    "time": line.time,
-                    "level": line.level.as_str(),
-                    "source": line.source.as_str(),
-                    "message": line.message,
-                })
+) -> serde_json::Value {
+    let lines: Vec<serde_json::Value> = (1_i64..)
+        .zip(lines)
+        .map(|(n, line)| {
+            serde_json::json!({
+                "n": n,
+                "time": line.time,
+                "level": line.level.as_str(),
+                "source": line.source.as_str(),
+                "message": line.message,
             })
-            .collect(),
-    )
-    .to_string();
-    let (id, worker) = (run_id.to_owned(), worker_id.to_owned());
-    Box::new(move |q| {
-        q.bind(id)
-            .bind(worker)
-            .bind(attempt)
-            .bind(kind)
-            .bind(state)
-            .bind(output)
-            .bind(output_key)
-            .bind(error)
-            .bind(retryable)
-            .bind(not_before)
-            .bind(attempt_state)
-            .bind(now)
-            .bind(lines)
-    })
+        })
+        .collect();
+    let mut row = serde_json::json!({
+        "id": run_id,
+        "worker_id": worker_id,
+        "attempt": attempt,
+        "finished_at": now,
+        "lines": lines,
+    });
+    let values = match outcome {
+        AttemptOutcome::Succeeded { output, output_key } => serde_json::json!({
+            "kind": "succeeded",
+            "state": "succeeded",
+            "output": hex::encode(output),
+            "output_key": output_key,
+            "attempt_state": "succeeded",
+        }),
+        AttemptOutcome::Finished {
+            state,
+            error,
+            retryable,
+        } => serde_json::json!({
+            "kind": "finished",
+            "state": state.as_str(),
+            "error": error,
+            "retryable": i64::from(*retryable),
+            "attempt_state": state.as_str(),
+        }),
+        AttemptOutcome::Retry {
+            error,
+            not_before,
+            timed_out,
+        } => serde_json::json!({
+            "kind": "retry",
+            "error": error,
+            "retryable": 1,
+            "not_before": not_before,
+            "attempt_state": if *timed_out { "timed_out" } else { "failed" },
+        }),
+    };
+    if let (Some(row), serde_json::Value::Object(values)) = (row.as_object_mut(), values) {
+        row.extend(values);
+    }
+    row
 }
 
 /// A claim that failed after the finish it followed had committed: logged
@@ -763,9 +712,11 @@ macro_rules! on_key_conflict {
 /// concurrent submissions inserted together (`store::groups`). At most 64
 /// runs: 23 values a run.
 static INSERT_KEYED_ROWS: RowsStatement = RowsStatement {
-    head: concat!(insert_run_into!(), "VALUES "),
-    row: push_new_run_row,
-    tail: on_key_conflict!(),
+    text: RowsText::Values {
+        head: concat!(insert_run_into!(), "VALUES "),
+        row: push_new_run_row,
+        tail: on_key_conflict!(),
+    },
     max: 64,
 };
 
@@ -1143,7 +1094,7 @@ impl Db {
                 let row = GroupRow {
                     id: id.clone(),
                     may_skip: run.idempotency_key.is_some(),
-                    bind: Box::new(bind_new_run(id.clone(), run.clone(), now)?),
+                    values: RowValues::Bound(Box::new(bind_new_run(id.clone(), run.clone(), now)?)),
                 };
                 groups.write(&self.pool, &INSERT_KEYED_ROWS, row).await
             }
@@ -1696,7 +1647,9 @@ impl Db {
                 // Left out when the run is no longer this worker's, or is
                 // a step's after all.
                 may_skip: true,
-                bind: bind_finish_row(run_id, worker_id, attempt, outcome, lines, now),
+                values: RowValues::Json(finish_row(
+                    run_id, worker_id, attempt, outcome, lines, now,
+                )),
             };
             let written = match finishes.write(&self.pool, &FINISH_ROWS, row).await {
                 Some(Grouped::Written) => true,
