@@ -512,6 +512,106 @@ async fn modules_insert_resolve_delete() {
     .await;
 }
 
+/// On PostgreSQL, admission reads that arrive while one is in flight wait
+/// in the process and then go together, and each caller gets its own
+/// answer: the module its reference resolves to, with its tenant's grants,
+/// or none.
+#[tokio::test]
+async fn on_postgresql_admission_reads_go_together_and_answer_each_its_own() {
+    let Some(backend) = postgres_only().await else {
+        return;
+    };
+    let db = backend.db.clone();
+    let a = db.ensure_tenant("acme").await.unwrap();
+    let b = db.ensure_tenant("bravo").await.unwrap();
+    let lake = Grants {
+        objects: ["lake".to_string()].into(),
+        ..Grants::default()
+    };
+    db.set_tenant_grants(&b, &lake).await.unwrap();
+    let (v1, v2) = (
+        module("hello", "1.0.0", "d1", 100),
+        module("hello", "2.0.0", "d2", 200),
+    );
+    let theirs = module("hello", "1.0.0", "d3", 300);
+    for (t, m) in [(&a, &v1), (&a, &v2), (&b, &theirs)] {
+        assert!(db.insert_module(t, m).await.unwrap());
+    }
+    type Reference = (
+        String,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+    let cases: Vec<(Reference, Option<(ModuleRecord, Grants)>)> = vec![
+        (
+            (a.clone(), "hello", None, None),
+            Some((v2.clone(), Grants::default())),
+        ),
+        (
+            (a.clone(), "hello", Some("1.0.0"), None),
+            Some((v1.clone(), Grants::default())),
+        ),
+        (
+            (a.clone(), "hello", None, Some("d1")),
+            Some((v1.clone(), Grants::default())),
+        ),
+        ((a.clone(), "hello", Some("2.0.0"), Some("d1")), None),
+        ((a.clone(), "world", None, None), None),
+        (
+            (b.clone(), "hello", None, None),
+            Some((theirs.clone(), lake.clone())),
+        ),
+        ((b.clone(), "hello", Some("2.0.0"), None), None),
+    ];
+    let read = |(t, name, version, digest): Reference| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.resolve_module_and_grants(&t, name, version, digest)
+                .await
+                .unwrap()
+        })
+    };
+
+    // Reads of the modules wait while another transaction holds the table.
+    let (mut lock, locker) = holding(
+        &backend,
+        "LOCK TABLE modules IN ACCESS EXCLUSIVE MODE",
+        None,
+    )
+    .await;
+    let mut watch = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    let first = read(cases[0].0.clone());
+    for _ in 0..200 {
+        if blocked_by(&mut watch, locker).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        blocked_by(&mut watch, locker).await,
+        1,
+        "the first read waits on the lock"
+    );
+    let waiting: Vec<_> = (cases.iter())
+        .map(|(reference, _)| read(reference.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        blocked_by(&mut watch, locker).await,
+        1,
+        "the reads that came after wait for the one in flight, not on connections of their own"
+    );
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    assert_eq!(first.await.unwrap(), cases[0].1);
+    for (answer, (reference, expected)) in waiting.into_iter().zip(&cases) {
+        assert_eq!(&answer.await.unwrap(), expected, "{reference:?}");
+    }
+    watch.close().await.unwrap();
+    lock.close().await.unwrap();
+    backend.db.close().await;
+}
+
 // ---- runs
 
 #[tokio::test]
@@ -2717,30 +2817,19 @@ async fn finishes_held_in_flight(
     backend: &Backend,
     ids: &[String],
 ) -> (sqlx::PgConnection, Vec<tokio::task::JoinHandle<bool>>) {
-    let mut lock = sqlx::PgConnection::connect(&backend.url).await.unwrap();
-    let locker: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut lock)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
-    sqlx::query("SELECT 1 FROM runs WHERE id = ANY($1) FOR UPDATE")
-        .bind(ids)
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let (lock, locker) = holding(
+        backend,
+        "SELECT 1 FROM runs WHERE id = ANY($1) FOR UPDATE",
+        Some(ids),
+    )
+    .await;
     let finishes = (ids.iter())
         .map(|id| spawn_finish(&backend.db, id, "w1", &SUCCEEDED))
         .collect();
     let mut watch = sqlx::PgConnection::connect(&backend.url).await.unwrap();
     let mut blocked: i64 = 0;
     for _ in 0..200 {
-        blocked = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
-        )
-        .bind(locker)
-        .fetch_one(&mut watch)
-        .await
-        .unwrap();
+        blocked = blocked_by(&mut watch, locker).await;
         if blocked == ids.len() as i64 {
             break;
         }
@@ -2749,6 +2838,39 @@ async fn finishes_held_in_flight(
     watch.close().await.unwrap();
     assert_eq!(blocked, ids.len() as i64, "every finish waits on the lock");
     (lock, finishes)
+}
+
+/// A connection of its own to `backend`'s database, in a transaction that
+/// has run `sql` (with `ids` bound, if given) and holds the locks it
+/// took, and its backend's pid.
+async fn holding(
+    backend: &Backend,
+    sql: &'static str,
+    ids: Option<&[String]>,
+) -> (sqlx::PgConnection, i32) {
+    let mut lock = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    let locker: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut lock)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    let mut query = sqlx::query(sql);
+    if let Some(ids) = ids {
+        query = query.bind(ids);
+    }
+    query.execute(&mut lock).await.unwrap();
+    (lock, locker)
+}
+
+/// How many backends wait on a lock `locker` (a backend's pid) holds.
+async fn blocked_by(watch: &mut sqlx::PgConnection, locker: i32) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
+    )
+    .bind(locker)
+    .fetch_one(watch)
+    .await
+    .unwrap()
 }
 
 /// On PostgreSQL, a process whose worker has more than two slots lets one

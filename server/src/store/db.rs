@@ -36,6 +36,9 @@ pub struct Db {
     /// PostgreSQL only: this process's finishes of runs that are no
     /// workflow step's, written in groups.
     pub(super) finishes: Option<std::sync::Arc<Groups>>,
+    /// PostgreSQL only: this process's reads that admit a submission (a
+    /// module and its tenant's grants), read in groups.
+    pub(super) admissions: Option<std::sync::Arc<Groups>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -278,6 +281,9 @@ impl Db {
         // Until a worker says how many slots finish here
         // (`Db::finishing_slots`): each finish at once, as two slots do.
         let finishes = (kind == DbKind::Postgres).then(|| Arc::new(Groups::new(2)));
+        // Every admission that arrives while a group is read goes in the
+        // next, as submissions' inserts do.
+        let admissions = (kind == DbKind::Postgres).then(|| Arc::new(Groups::new(1)));
         Ok(Db {
             pool,
             kind,
@@ -285,6 +291,7 @@ impl Db {
             readers,
             groups,
             finishes,
+            admissions,
         })
     }
 

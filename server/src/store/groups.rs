@@ -1,34 +1,39 @@
-//! PostgreSQL: concurrent callers' rows of one statement, written together.
+//! PostgreSQL: concurrent callers' rows of one statement, written (or
+//! read) together.
 //!
 //! Alone, each caller's row is a statement that commits itself: a
 //! statement's fixed cost in the backend (its executor's setup, its
-//! triggers' plans, the commit) and a trip, for each row. A row that finds
-//! no group in flight starts one at once; those that arrive while it is in
+//! triggers' plans, the commit), a trip, and the ping sqlx sends as the
+//! connection goes back to the pool, for each row. A row that finds no
+//! group in flight starts one at once; those that arrive while it is in
 //! flight wait for it and go in the next, one multi-row statement that
 //! commits them together. An idle server adds no wait: a lone row is a
 //! group of one.
 //!
-//! The store groups two statements this way, each in a [`Groups`] of its
-//! own: the submissions' insert (`Db::submit_run`) and a worker's
-//! finishes of runs that are no workflow step's (`Db::finish_and_claim`).
-//! It knows only a statement's shape ([`RowsStatement`]).
+//! The store groups three statements this way, each in a [`Groups`] of its
+//! own: the submissions' insert (`Db::submit_run`), a worker's finishes of
+//! runs that are no workflow step's (`Db::finish_and_claim`), and the read
+//! that admits a submission (`Db::resolve_module_and_grants`). It knows
+//! only a statement's shape ([`RowsStatement`]).
 //!
 //! The groups run on a task of their own, so a caller that goes away (its
 //! HTTP client hung up) cannot cut a group short for the others.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use tokio::sync::oneshot;
 
 use super::error::DbError;
 use super::held::HeldConnection;
 use super::query::{AnyQuery, Binder, built};
 
-/// The shape of a statement over several rows that returns the ids of the
-/// rows it wrote, such as a multi-row insert.
+/// The shape of a statement over several rows that returns a row for each
+/// of its rows it wrote (or found), its `id` column the row's id: a
+/// multi-row insert, say, or a read of several keys.
 pub(super) struct RowsStatement {
     /// Its text, and how its rows' values are bound to it.
     pub(super) text: RowsText,
@@ -81,10 +86,10 @@ pub(super) struct GroupRow {
 }
 
 /// What became of one row in its group.
-#[derive(Debug)]
 pub(super) enum Grouped {
-    /// Written and committed.
-    Written,
+    /// Written (or found) and committed: the row the statement returned
+    /// for it.
+    Returned(AnyRow),
     /// Not written, as it may be: the statement left it out.
     Skipped,
     /// Its group of one failed with this error.
@@ -165,7 +170,7 @@ impl Groups {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Writes `row`, as `shape` says, in the next group. `None`: the group
+    /// Writes (or reads) `row`, as `shape` says, in the next group. `None`: the group
     /// was cut short (its task was dropped with its runtime), so whether
     /// the row was written is not known.
     pub(super) async fn write(
@@ -322,15 +327,15 @@ async fn write_group(
     }
     match fetched {
         Ok(returned) => {
-            let written: HashSet<String> = returned
-                .iter()
-                .filter_map(|row| row.try_get::<String, _>("id").ok())
+            let returned: HashMap<String, AnyRow> = returned
+                .into_iter()
+                .filter_map(|row| Some((row.try_get::<String, _>("id").ok()?, row)))
                 .collect();
             members
                 .into_iter()
                 .map(|(id, may_skip)| {
-                    if written.contains(&id) {
-                        Grouped::Written
+                    if let Some(row) = returned.get(&id) {
+                        Grouped::Returned(row.clone())
                     } else if may_skip {
                         Grouped::Skipped
                     } else {

@@ -5,8 +5,13 @@ use caisson_host_api::Grants;
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, Row};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sqlx::any::AnyRow;
+
 use super::db::Db;
 use super::error::DbError;
+use super::groups::{GroupRow, Grouped, RowValues, RowsStatement, RowsText};
 use super::query::built;
 use crate::model::columns::JsonText;
 
@@ -22,6 +27,42 @@ pub struct ModuleRecord {
 }
 
 const MODULE_COLUMNS: &str = "name, version, digest, size, created_at";
+
+/// Which of the versions a reference matches it resolves to: the newest.
+macro_rules! newest {
+    () => {
+        " ORDER BY created_at DESC, version DESC LIMIT 1"
+    };
+}
+
+/// PostgreSQL: [`Db::resolve_module_and_grants`]'s read for several
+/// references at once (`store::groups`), each a JSON row with its `id`,
+/// returned as its answer's `id`; a reference no module matches returns
+/// no row. `version` and `digest` match any when `null`.
+static ADMISSION_ROWS: RowsStatement = RowsStatement {
+    text: RowsText::Json(concat!(
+        "SELECT q.id, m.name, m.version, m.digest, m.size, m.created_at, \
+         (SELECT t.allowed_grants FROM tenants t WHERE t.id = q.tenant) AS allowed_grants \
+         FROM jsonb_to_recordset($1::JSONB) AS q(id TEXT, tenant TEXT, name TEXT, version TEXT, digest TEXT) \
+         CROSS JOIN LATERAL (SELECT name, version, digest, size, created_at FROM modules \
+         WHERE tenant_id = q.tenant AND name = q.name \
+         AND (q.version IS NULL OR version = q.version) AND (q.digest IS NULL OR digest = q.digest)",
+        newest!(),
+        ") m"
+    )),
+    // Concurrent submissions to one API process.
+    max: 256,
+};
+
+/// The ids of this process's grouped admission reads, unique within a group.
+static NEXT_ADMISSION: AtomicU64 = AtomicU64::new(0);
+
+/// A module and its tenant's grants, as an admission's read returns them.
+fn module_and_grants(row: &AnyRow) -> Result<(ModuleRecord, Grants), DbError> {
+    let module = ModuleRecord::from_row(row)?;
+    let grants: Option<JsonText<Grants>> = row.try_get("allowed_grants")?;
+    Ok((module, grants.map(Grants::from).unwrap_or_default()))
+}
 
 impl Db {
     /// Records a module version. Re-recording the same (name, version,
@@ -115,7 +156,10 @@ impl Db {
 
     /// [`Db::resolve_module`], and in the same statement the labels the
     /// tenant's runs may be granted ([`Db::tenant_grants`]): what admitting
-    /// a run reads, in one round trip instead of two.
+    /// a run reads, in one round trip instead of two. On PostgreSQL the
+    /// reads that arrive while another is in flight go together
+    /// (`ADMISSION_ROWS`, `store::groups`): one statement, trip and
+    /// connection for them all, where each took its own.
     pub async fn resolve_module_and_grants(
         &self,
         tenant_id: &str,
@@ -123,6 +167,29 @@ impl Db {
         version: Option<&str>,
         digest: Option<&str>,
     ) -> Result<Option<(ModuleRecord, Grants)>, DbError> {
+        if let Some(admissions) = &self.admissions {
+            let id = NEXT_ADMISSION.fetch_add(1, Ordering::Relaxed).to_string();
+            let row = GroupRow {
+                id: id.clone(),
+                // Not returned: no such module.
+                may_skip: true,
+                values: RowValues::Json(serde_json::json!({
+                    "id": id,
+                    "tenant": tenant_id,
+                    "name": name,
+                    "version": version,
+                    "digest": digest,
+                })),
+            };
+            match admissions.write(&self.pool, &ADMISSION_ROWS, row).await {
+                Some(Grouped::Returned(row)) => return module_and_grants(&row).map(Some),
+                Some(Grouped::Skipped) => return Ok(None),
+                Some(Grouped::Failed(e)) => return Err(e),
+                // The group failed as a whole, or was cut short: a read
+                // can simply be made again, alone.
+                Some(Grouped::Alone) | None => {}
+            }
+        }
         let mut sql = format!(
             "SELECT {MODULE_COLUMNS}, \
              (SELECT t.allowed_grants FROM tenants t WHERE t.id = $1) AS allowed_grants \
@@ -137,7 +204,7 @@ impl Db {
             binds.push(digest);
             sql.push_str(&format!(" AND digest = ${}", binds.len() + 2));
         }
-        sql.push_str(" ORDER BY created_at DESC, version DESC LIMIT 1");
+        sql.push_str(newest!());
         let rows = self
             .read(sql, |mut query| {
                 query = query.bind(tenant_id).bind(name);
@@ -147,12 +214,7 @@ impl Db {
                 query
             })
             .await?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        let module = ModuleRecord::from_row(row)?;
-        let grants: Option<JsonText<Grants>> = row.try_get("allowed_grants")?;
-        Ok(Some((module, grants.map(Grants::from).unwrap_or_default())))
+        rows.first().map(module_and_grants).transpose()
     }
 
     /// Deletes one version, or every version when `version` is `None`.

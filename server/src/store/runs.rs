@@ -1101,7 +1101,7 @@ impl Db {
             None => Some(Grouped::Alone),
         };
         let inserted = match grouped {
-            Some(Grouped::Written) => true,
+            Some(Grouped::Returned(_)) => true,
             Some(Grouped::Skipped) => false,
             Some(Grouped::Failed(e)) => return Err(QueueRoom::refused_by_trigger(e)),
             Some(Grouped::Alone) => !bind_new_run(id.clone(), run, now)?(sqlx::query(INSERT_KEYED))
@@ -1652,7 +1652,7 @@ impl Db {
                 )),
             };
             let written = match finishes.write(&self.pool, &FINISH_ROWS, row).await {
-                Some(Grouped::Written) => true,
+                Some(Grouped::Returned(_)) => true,
                 // Left out, or nothing of its group written (the group
                 // failed as a whole): found out below, in a transaction of
                 // its own, as any other finish, whose error is its own.
