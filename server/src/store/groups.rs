@@ -87,8 +87,8 @@ pub(super) struct GroupRow {
 
 /// What became of one row in its group.
 pub(super) enum Grouped {
-    /// Written (or found) and committed: the row the statement returned
-    /// for it.
+    /// Written and committed, or found by a read: the row the statement
+    /// returned for it.
     Returned(AnyRow),
     /// Not written, as it may be: the statement left it out.
     Skipped,
@@ -170,9 +170,9 @@ impl Groups {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Writes (or reads) `row`, as `shape` says, in the next group. `None`: the group
-    /// was cut short (its task was dropped with its runtime), so whether
-    /// the row was written is not known.
+    /// Writes (or reads) `row`, as `shape` says, in the next group.
+    /// `None`: the group was cut short (its task was dropped with its
+    /// runtime), so whether the row was written is not known.
     pub(super) async fn write(
         self: &Arc<Self>,
         pool: &sqlx::AnyPool,
@@ -352,8 +352,9 @@ async fn write_group(
 }
 
 /// The statement that writes `rows`, in order, as `text` says. A row whose
-/// values are not of the text's kind is a mistake in the store: the group
-/// fails (each row is then written alone) rather than bind it wrongly.
+/// values are not of the text's kind is a mistake in the store: the group's
+/// statement fails, as one the database refused would, rather than bind
+/// them wrongly.
 fn group_query(text: &RowsText, rows: Vec<RowValues>) -> Result<AnyQuery, sqlx::Error> {
     let mismatch =
         || sqlx::Error::Protocol("a grouped row's values do not fit its statement".into());

@@ -1,13 +1,12 @@
 //! Module versions: name, version and digest per tenant; the bytes live
 //! in the artifact store under the digest.
 
-use caisson_host_api::Grants;
-use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, Row};
-
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use caisson_host_api::Grants;
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
 
 use super::db::Db;
 use super::error::DbError;
