@@ -32,7 +32,7 @@ pub struct Db {
     readers: Option<std::sync::Arc<LiteReaders>>,
     /// PostgreSQL only: this process's submissions inserted in groups
     /// (`store::groups`).
-    pub(super) groups: Option<std::sync::Arc<Groups>>,
+    pub(super) inserts: Option<std::sync::Arc<Groups>>,
     /// PostgreSQL only: this process's finishes of runs that are no
     /// workflow step's, written in groups.
     pub(super) finishes: Option<std::sync::Arc<Groups>>,
@@ -277,7 +277,7 @@ impl Db {
         let writer = (kind == DbKind::Sqlite).then(|| Writers::new(path));
         // Every submission that arrives while a group is inserted goes in
         // the next (measured, BENCHMARKS.md, stop 45).
-        let groups = (kind == DbKind::Postgres).then(|| Arc::new(Groups::new(1)));
+        let inserts = (kind == DbKind::Postgres).then(|| Arc::new(Groups::new(1)));
         // Until a worker says how many slots finish here
         // (`Db::finishing_slots`): each finish at once, as two slots do.
         let finishes = (kind == DbKind::Postgres).then(|| Arc::new(Groups::new(2)));
@@ -289,7 +289,7 @@ impl Db {
             kind,
             writer,
             readers,
-            groups,
+            inserts,
             finishes,
             admissions,
         })

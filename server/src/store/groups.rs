@@ -315,13 +315,11 @@ async fn write_group(
         members.push((row.id, row.may_skip));
         values.push(row.values);
     }
-    let fetched = match group_query(&shape.text, values) {
-        Ok(query) => match conn.get().await {
-            Ok(held) => query.fetch_all(held).await,
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
+    let fetched = async {
+        let query = group_query(&shape.text, values)?;
+        query.fetch_all(conn.get().await?).await
+    }
+    .await;
     if fetched.is_err() {
         conn.give_back();
     }

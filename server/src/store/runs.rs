@@ -1089,14 +1089,14 @@ impl Db {
     /// that only what refuses it refuses it.
     async fn insert_grouped(&self, run: &RunSpec, now: i64) -> Result<(String, bool), DbError> {
         let id = new_id();
-        let grouped = match &self.groups {
-            Some(groups) => {
+        let grouped = match &self.inserts {
+            Some(inserts) => {
                 let row = GroupRow {
                     id: id.clone(),
                     may_skip: run.idempotency_key.is_some(),
                     values: RowValues::Bound(Box::new(bind_new_run(id.clone(), run.clone(), now)?)),
                 };
-                groups.write(&self.pool, &INSERT_KEYED_ROWS, row).await
+                inserts.write(&self.pool, &INSERT_KEYED_ROWS, row).await
             }
             None => Some(Grouped::Alone),
         };
