@@ -733,6 +733,58 @@ async fn submit_is_idempotent_per_tenant_and_key() {
     .await;
 }
 
+/// A batch of 150 runs, more than one multi-row insert takes on
+/// PostgreSQL (64): every answer in the batch's order, a key an earlier
+/// run holds naming that run, a key used twice (in different statements
+/// of the batch) naming the first of the two, and each new run stored
+/// with its own values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_one_insert_answers_each_run_in_order() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let earlier = submit(&db, &t, NOW, |run| {
+            run.idempotency_key = Some("held".into())
+        })
+        .await;
+        let batch: Vec<RunSpec> = (0..150_usize)
+            .map(|i| {
+                let mut run = new_run(&t);
+                run.priority = i as i64;
+                run.idempotency_key = match i {
+                    7 => Some("held".into()),
+                    10 | 100 => Some("twice".into()),
+                    _ if i % 3 == 0 => Some(format!("k{i}")),
+                    _ => None,
+                };
+                run
+            })
+            .collect();
+        let answers = db.submit_runs(&batch, NOW + 1).await.unwrap();
+        assert_eq!(answers.len(), 150);
+        assert_eq!(answers[7], (earlier, false));
+        assert_eq!(answers[100], (answers[10].0.clone(), false));
+        assert!(answers[10].1);
+        let new: Vec<usize> = (0..150).filter(|&i| answers[i].1).collect();
+        assert_eq!(new.len(), 148, "{answers:?}");
+        let ids: HashSet<&String> = new.iter().map(|&i| &answers[i].0).collect();
+        assert_eq!(ids.len(), 148, "each new run its own id");
+        for &i in &new {
+            let stored = db.get_run(&t, &answers[i].0).await.unwrap().unwrap();
+            assert_eq!(stored.spec.priority, i as i64, "run {i}");
+            assert_eq!(
+                stored.spec.idempotency_key, batch[i].idempotency_key,
+                "run {i}"
+            );
+        }
+        let filter = RunFilter {
+            limit: 1000,
+            ..RunFilter::default()
+        };
+        assert_eq!(db.list_runs(&t, &filter).await.unwrap().len(), 149);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn list_runs_filters_and_pages() {
     each_db(|db| async move {

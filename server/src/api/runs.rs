@@ -274,14 +274,17 @@ pub async fn submit_batch(
         )));
     }
     let mut specs = Vec::with_capacity(batch.runs.len());
+    // Each module the batch names read once, with the tenant's grants.
+    let mut resolved = admission::Resolved::default();
     for (i, submit) in batch.runs.into_iter().enumerate() {
-        let spec = admission::prepare(&state.services, &caller.tenant_id, submit)
-            .await
-            .map_err(|e| {
-                let mut error = ApiError::from(e);
-                error.message = format!("runs[{i}]: {}", error.message);
-                error
-            })?;
+        let spec =
+            admission::prepare_with(&state.services, &caller.tenant_id, submit, &mut resolved)
+                .await
+                .map_err(|e| {
+                    let mut error = ApiError::from(e);
+                    error.message = format!("runs[{i}]: {}", error.message);
+                    error
+                })?;
         specs.push(spec);
     }
     let queued =

@@ -65,6 +65,25 @@ pub(super) enum RowsText {
     Json(&'static str),
 }
 
+impl RowsText {
+    /// A [`RowsText::Values`] text for `rows` rows, their placeholders
+    /// numbered in order. A JSON text is one text whatever the count: it
+    /// is given as it is.
+    pub(super) fn values_sql(&self, rows: usize) -> String {
+        match self {
+            RowsText::Values { head, row, tail } => {
+                let mut sql = String::from(*head);
+                for n in 0..rows {
+                    row(&mut sql, n);
+                }
+                sql.push_str(tail);
+                sql
+            }
+            RowsText::Json(sql) => (*sql).to_string(),
+        }
+    }
+}
+
 /// One row's values, as its statement's [`RowsText`] takes them.
 pub(super) enum RowValues {
     /// Bound to the row's own placeholders ([`RowsText::Values`]).
@@ -357,13 +376,8 @@ fn group_query(text: &RowsText, rows: Vec<RowValues>) -> Result<AnyQuery, sqlx::
     let mismatch =
         || sqlx::Error::Protocol("a grouped row's values do not fit its statement".into());
     match text {
-        RowsText::Values { head, row, tail } => {
-            let mut sql = String::from(*head);
-            for n in 0..rows.len() {
-                row(&mut sql, n);
-            }
-            sql.push_str(tail);
-            let mut query = sqlx::query(built(sql));
+        RowsText::Values { .. } => {
+            let mut query = sqlx::query(built(text.values_sql(rows.len())));
             for values in rows {
                 let RowValues::Bound(bind) = values else {
                     return Err(mismatch());

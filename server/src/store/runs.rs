@@ -899,6 +899,9 @@ impl Db {
         {
             return Ok(vec![self.insert_grouped(run, now).await?]);
         }
+        if self.kind == DbKind::Postgres && runs.iter().all(|run| run.workflow_step().is_none()) {
+            return self.insert_batch(runs, now).await;
+        }
         let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
         // One run on SQLite: its insert checks its room and key itself
@@ -933,6 +936,60 @@ impl Db {
                 }
             };
             submitted.push(Self::insert_run(&mut tx, self.kind, run, &mut rooms[at].1, now).await?);
+        }
+        tx.commit().await?;
+        Ok(submitted)
+    }
+
+    /// PostgreSQL: [`Db::submit_runs`] for runs that are no workflow
+    /// step's (a `POST /v1/runs/batch`), in one transaction of multi-row
+    /// inserts ([`INSERT_KEYED_ROWS`], at most its `max` runs a
+    /// statement), so that the queue's count trigger fires, and takes the
+    /// tenant's row, once a statement rather than once a run; the one
+    /// transaction keeps the batch all or nothing. A run the
+    /// inserts left out lost its key's conflict, to an earlier run or to
+    /// one before it in the batch; the key's run is read, in the
+    /// transaction so that it sees the batch's own, and is the answer.
+    async fn insert_batch(
+        &self,
+        runs: &[RunSpec],
+        now: i64,
+    ) -> Result<Vec<(String, bool)>, DbError> {
+        let max = INSERT_KEYED_ROWS.max;
+        let ids: Vec<String> = runs.iter().map(|_| new_id()).collect();
+        let mut turn = self.join_write().await;
+        let mut tx = turn.transaction().await?;
+        let mut inserted = std::collections::HashSet::with_capacity(runs.len());
+        for (runs, ids) in runs.chunks(max).zip(ids.chunks(max)) {
+            let binds = runs
+                .iter()
+                .zip(ids)
+                .map(|(run, id)| bind_new_run(id.clone(), run, now))
+                .collect::<Result<Vec<_>, _>>()?;
+            let rows = tx
+                .fetch_all(
+                    INSERT_KEYED_ROWS.text.values_sql(runs.len()),
+                    move |query| binds.into_iter().fold(query, |query, bind| bind(query)),
+                )
+                .await
+                .map_err(QueueRoom::refused_by_trigger)?;
+            for row in rows {
+                inserted.insert(row.try_get::<String, _>("id")?);
+            }
+        }
+        let mut submitted = Vec::with_capacity(runs.len());
+        for (run, id) in runs.iter().zip(ids) {
+            if inserted.contains(&id) {
+                submitted.push((id, true));
+                continue;
+            }
+            let existing = match &run.idempotency_key {
+                Some(key) => Self::run_by_key(&mut tx, &run.tenant_id, key).await?,
+                None => None,
+            };
+            let existing = existing
+                .ok_or_else(|| DbError::other("a run's key conflicted, but no run holds it"))?;
+            submitted.push((existing, false));
         }
         tx.commit().await?;
         Ok(submitted)
