@@ -7,7 +7,7 @@ use sqlx::{FromRow, Row};
 
 use super::db::{Db, new_id};
 use super::error::DbError;
-use super::query::built;
+use super::query::{built, in_list};
 use super::write_tx::{Statement, WriteTx};
 use crate::model::columns::{Flag, JsonText};
 
@@ -479,11 +479,10 @@ impl Db {
     ) -> Result<Vec<(String, Vec<u8>)>, DbError> {
         let mut outputs = Vec::with_capacity(steps.len());
         for chunk in steps.chunks(IN_LIST_CHUNK) {
-            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
                 "SELECT s.step_name, r.output FROM workflow_steps s JOIN runs r ON r.id = s.run_id \
                  WHERE s.workflow_run_id = $1 AND s.step_name IN ({})",
-                list.join(", ")
+                in_list(2, chunk.len())
             );
             let rows = self
                 .read(sql, |mut query| {
@@ -597,11 +596,10 @@ impl Db {
         };
         let mut reads = Vec::new();
         for chunk in successors.chunks(IN_LIST_CHUNK) {
-            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
                 "UPDATE workflow_steps SET waiting = waiting - 1 \
                  WHERE workflow_run_id = $1 AND step_name IN ({}) RETURNING step_name, state, waiting",
-                list.join(", ")
+                in_list(2, chunk.len())
             );
             let id = workflow_run_id.to_string();
             let names = chunk.to_vec();

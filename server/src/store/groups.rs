@@ -47,16 +47,7 @@ pub(super) enum RowsText {
     /// A text for each group's size, few enough (`max` at most) for each
     /// connection's statement cache; each row's values bound to
     /// placeholders of its own ([`RowValues::Bound`]).
-    Values {
-        /// The statement up to its rows, such as `INSERT INTO t (..) VALUES `.
-        head: &'static str,
-        /// Appends row `n`'s values (from 0), its placeholders numbered
-        /// after the rows before it.
-        row: fn(&mut String, usize),
-        /// After the rows, ending with a `RETURNING id` or a `SELECT` of
-        /// the ids written.
-        tail: &'static str,
-    },
+    Values(ValuesText),
     /// One text for every group's size, its rows bound to `$1` as one JSON
     /// array, an element a row ([`RowValues::Json`]). PostgreSQL plans a
     /// text the first times each connection runs it, and a statement with
@@ -65,22 +56,28 @@ pub(super) enum RowsText {
     Json(&'static str),
 }
 
-impl RowsText {
-    /// A [`RowsText::Values`] text for `rows` rows, their placeholders
-    /// numbered in order. A JSON text is one text whatever the count: it
-    /// is given as it is.
-    pub(super) fn values_sql(&self, rows: usize) -> String {
-        match self {
-            RowsText::Values { head, row, tail } => {
-                let mut sql = String::from(*head);
-                for n in 0..rows {
-                    row(&mut sql, n);
-                }
-                sql.push_str(tail);
-                sql
-            }
-            RowsText::Json(sql) => (*sql).to_string(),
+/// A multi-row statement's text, for any number of rows: a group's
+/// ([`RowsText::Values`]), or a batch's written outside the groups.
+pub(super) struct ValuesText {
+    /// The statement up to its rows, such as `INSERT INTO t (..) VALUES `.
+    pub(super) head: &'static str,
+    /// Appends row `n`'s values (from 0), its placeholders numbered
+    /// after the rows before it.
+    pub(super) row: fn(&mut String, usize),
+    /// After the rows, ending with a `RETURNING id` or a `SELECT` of
+    /// the ids written.
+    pub(super) tail: &'static str,
+}
+
+impl ValuesText {
+    /// The text for `rows` rows, their placeholders numbered in order.
+    pub(super) fn sql(&self, rows: usize) -> String {
+        let mut sql = String::from(self.head);
+        for n in 0..rows {
+            (self.row)(&mut sql, n);
         }
+        sql.push_str(self.tail);
+        sql
     }
 }
 
@@ -376,8 +373,8 @@ fn group_query(text: &RowsText, rows: Vec<RowValues>) -> Result<AnyQuery, sqlx::
     let mismatch =
         || sqlx::Error::Protocol("a grouped row's values do not fit its statement".into());
     match text {
-        RowsText::Values { .. } => {
-            let mut query = sqlx::query(built(text.values_sql(rows.len())));
+        RowsText::Values(text) => {
+            let mut query = sqlx::query(built(text.sql(rows.len())));
             for values in rows {
                 let RowValues::Bound(bind) = values else {
                     return Err(mismatch());
@@ -473,11 +470,11 @@ mod tests {
         let mut mixed = rows();
         mixed.push(RowValues::Bound(Box::new(|q| q)));
         assert!(group_query(&RowsText::Json("SELECT $1"), mixed).is_err());
-        let values = RowsText::Values {
+        let values = RowsText::Values(ValuesText {
             head: "",
             row: |_, _| {},
             tail: "",
-        };
+        });
         assert!(group_query(&values, rows()).is_err());
     }
 

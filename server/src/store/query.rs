@@ -22,6 +22,15 @@ pub(super) fn built(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
 }
 
+/// The placeholders of an `IN (..)` list of `n` values, the first bound
+/// at `$first`: `$2, $3, $4` for `in_list(2, 3)`.
+pub(super) fn in_list(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The values `bind` binds, taken from a query of no text of its own: for
 /// a statement run in place, or run again elsewhere.
 pub(super) fn bound(

@@ -1,6 +1,7 @@
 //! Runs and their leases: submit, read and list runs; claim one under a
 //! lease, renew it, report the attempt; re-queue runs whose lease expired.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -8,9 +9,9 @@ use sqlx::{FromRow, Row};
 
 use super::db::{Db, DbKind, corrupt, new_id};
 use super::error::DbError;
-use super::groups::{GroupRow, Grouped, RowValues, RowsStatement, RowsText};
+use super::groups::{GroupRow, Grouped, RowValues, RowsStatement, RowsText, ValuesText};
 use super::logs::{LOG_ROWS_PER_INSERT, bind_log_rows, log_rows_insert};
-use super::query::{AnyQuery, Binder, built};
+use super::query::{AnyQuery, Binder, built, in_list};
 use super::write_tx::{Statement, WriteTx};
 
 /// The PostgreSQL channel a cancel request is announced on, with the run's
@@ -708,16 +709,22 @@ macro_rules! on_key_conflict {
     };
 }
 
-/// PostgreSQL: [`INSERT_KEYED`] for several runs in one statement, for
-/// concurrent submissions inserted together (`store::groups`). At most 64
-/// runs: 23 values a run.
+/// PostgreSQL: [`INSERT_KEYED`] for several runs in one statement. At most
+/// [`NEW_RUNS_MAX`] runs: 23 values a run.
+const NEW_RUNS: ValuesText = ValuesText {
+    head: concat!(insert_run_into!(), "VALUES "),
+    row: push_new_run_row,
+    tail: on_key_conflict!(),
+};
+
+/// The most runs one [`NEW_RUNS`] statement inserts.
+const NEW_RUNS_MAX: usize = 64;
+
+/// [`NEW_RUNS`] for concurrent submissions inserted together
+/// (`store::groups`).
 static INSERT_KEYED_ROWS: RowsStatement = RowsStatement {
-    text: RowsText::Values {
-        head: concat!(insert_run_into!(), "VALUES "),
-        row: push_new_run_row,
-        tail: on_key_conflict!(),
-    },
-    max: 64,
+    text: RowsText::Values(NEW_RUNS),
+    max: NEW_RUNS_MAX,
 };
 
 /// How many values [`bind_new_run`] binds.
@@ -868,6 +875,13 @@ const INSERT_KEYED: &str = concat!(
 /// The run of tenant `$1` that holds idempotency key `$2`.
 const RUN_BY_KEY: &str = "SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2";
 
+/// The run that holds the key an insert conflicted on, as a read found
+/// it. The insert lost to that run, so finding none is the store's
+/// inconsistency, not the caller's mistake.
+fn key_holder(holder: Option<String>) -> Result<String, DbError> {
+    holder.ok_or_else(|| DbError::other("a run's key conflicted, but no run holds it"))
+}
+
 /// A value bound to a query assembled at run time.
 enum Bind {
     Int(i64),
@@ -943,56 +957,94 @@ impl Db {
 
     /// PostgreSQL: [`Db::submit_runs`] for runs that are no workflow
     /// step's (a `POST /v1/runs/batch`), in one transaction of multi-row
-    /// inserts ([`INSERT_KEYED_ROWS`], at most its `max` runs a
-    /// statement), so that the queue's count trigger fires, and takes the
-    /// tenant's row, once a statement rather than once a run; the one
-    /// transaction keeps the batch all or nothing. A run the
-    /// inserts left out lost its key's conflict, to an earlier run or to
-    /// one before it in the batch; the key's run is read, in the
-    /// transaction so that it sees the batch's own, and is the answer.
+    /// inserts ([`NEW_RUNS`], at most [`NEW_RUNS_MAX`] runs a statement),
+    /// so that the queue's count trigger fires, and takes the tenant's
+    /// row, once a statement rather than once a run; the one transaction
+    /// keeps the batch all or nothing. A run the inserts left out lost its
+    /// key's conflict, to an earlier run or to one before it in the batch.
+    /// The keys' runs are read in one statement a tenant, in the
+    /// transaction so that it sees the batch's own, and are the answers:
+    /// a client resubmitting a whole keyed batch after a timeout costs one
+    /// read, not one a run.
     async fn insert_batch(
         &self,
         runs: &[RunSpec],
         now: i64,
     ) -> Result<Vec<(String, bool)>, DbError> {
-        let max = INSERT_KEYED_ROWS.max;
         let ids: Vec<String> = runs.iter().map(|_| new_id()).collect();
         let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
-        let mut inserted = std::collections::HashSet::with_capacity(runs.len());
-        for (runs, ids) in runs.chunks(max).zip(ids.chunks(max)) {
+        let mut inserted = HashSet::with_capacity(runs.len());
+        for (runs, ids) in runs.chunks(NEW_RUNS_MAX).zip(ids.chunks(NEW_RUNS_MAX)) {
             let binds = runs
                 .iter()
                 .zip(ids)
                 .map(|(run, id)| bind_new_run(id.clone(), run, now))
                 .collect::<Result<Vec<_>, _>>()?;
             let rows = tx
-                .fetch_all(
-                    INSERT_KEYED_ROWS.text.values_sql(runs.len()),
-                    move |query| binds.into_iter().fold(query, |query, bind| bind(query)),
-                )
+                .fetch_all(NEW_RUNS.sql(runs.len()), move |query| {
+                    binds.into_iter().fold(query, |query, bind| bind(query))
+                })
                 .await
                 .map_err(QueueRoom::refused_by_trigger)?;
             for row in rows {
                 inserted.insert(row.try_get::<String, _>("id")?);
             }
         }
-        let mut submitted = Vec::with_capacity(runs.len());
-        for (run, id) in runs.iter().zip(ids) {
-            if inserted.contains(&id) {
-                submitted.push((id, true));
-                continue;
-            }
-            let existing = match &run.idempotency_key {
-                Some(key) => Self::run_by_key(&mut tx, &run.tenant_id, key).await?,
-                None => None,
-            };
-            let existing = existing
-                .ok_or_else(|| DbError::other("a run's key conflicted, but no run holds it"))?;
-            submitted.push((existing, false));
-        }
+        let lost = runs
+            .iter()
+            .zip(&ids)
+            .filter(|(_, id)| !inserted.contains(*id))
+            .map(|(run, _)| run);
+        let holders = Self::runs_by_keys(&mut tx, lost).await?;
         tx.commit().await?;
-        Ok(submitted)
+        runs.iter()
+            .zip(ids)
+            .map(|(run, id)| {
+                if inserted.contains(&id) {
+                    return Ok((id, true));
+                }
+                let key = run
+                    .idempotency_key
+                    .as_ref()
+                    .map(|key| (run.tenant_id.clone(), key.clone()));
+                key_holder(key.and_then(|key| holders.get(&key).cloned())).map(|id| (id, false))
+            })
+            .collect()
+    }
+
+    /// The runs that hold `runs`' idempotency keys, by tenant and key: one
+    /// read for each tenant among them. A run without a key is skipped:
+    /// no run holds its key.
+    async fn runs_by_keys<'r>(
+        tx: &mut WriteTx<'_>,
+        runs: impl Iterator<Item = &'r RunSpec>,
+    ) -> Result<HashMap<(String, String), String>, DbError> {
+        let mut keys: HashMap<&str, Vec<String>> = HashMap::new();
+        for run in runs {
+            if let Some(key) = &run.idempotency_key {
+                keys.entry(&run.tenant_id).or_default().push(key.clone());
+            }
+        }
+        let mut holders = HashMap::new();
+        for (tenant_id, keys) in keys {
+            let sql = format!(
+                "SELECT idempotency_key, id FROM runs WHERE tenant_id = $1 AND idempotency_key IN ({})",
+                in_list(2, keys.len())
+            );
+            let tenant = tenant_id.to_string();
+            let rows = tx
+                .fetch_all(sql, move |query| {
+                    keys.into_iter()
+                        .fold(query.bind(tenant), |q, key| q.bind(key))
+                })
+                .await?;
+            for row in rows {
+                let key: String = row.try_get("idempotency_key")?;
+                holders.insert((tenant_id.to_string(), key), row.try_get("id")?);
+            }
+        }
+        Ok(holders)
     }
 
     /// One run of [`Db::submit_runs`], inside its transaction, with the
@@ -1040,9 +1092,7 @@ impl Db {
                     && let Some(key) = &run.idempotency_key
                 {
                     let existing = Self::run_by_key(tx, &run.tenant_id, key).await?;
-                    return existing.map(|id| (id, false)).ok_or_else(|| {
-                        DbError::other("a run's key conflicted, but no run holds it")
-                    });
+                    return key_holder(existing).map(|id| (id, false));
                 }
             }
         }
@@ -1179,9 +1229,7 @@ impl Db {
             Some(key) => self.keyed_run(&run.tenant_id, key).await?,
             None => None,
         };
-        let existing = existing
-            .ok_or_else(|| DbError::other("a run's key conflicted, but no run holds it"))?;
-        Ok((existing, false))
+        key_holder(existing).map(|id| (id, false))
     }
 
     /// The id of the tenant's run that holds `key`, if one does.
