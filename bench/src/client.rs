@@ -124,12 +124,9 @@ async fn submit_one_by_one(
         let url = format!("{url}/v1/runs");
         let count = runs / clients + usize::from(c < runs % clients);
         handles.push(tokio::spawn(async move {
+            let run = json!({"module": MODULE, "params": {"op": "clock"}});
             for _ in 0..count {
-                http.post(&url)
-                    .json(&json!({"module": MODULE, "params": {"op": "clock"}}))
-                    .send()
-                    .await?
-                    .error_for_status()?;
+                post_admitted(&http, &url, &run).await?;
             }
             anyhow::Ok(())
         }));
@@ -150,14 +147,31 @@ async fn submit_batched(
     let mut submitted = 0;
     while submitted < runs {
         let k = (runs - submitted).min(batch);
-        http.post(format!("{url}/v1/runs/batch"))
-            .json(&json!({ "runs": vec![run.clone(); k] }))
-            .send()
-            .await?
-            .error_for_status()?;
+        let body = json!({ "runs": vec![run.clone(); k] });
+        post_admitted(http, &format!("{url}/v1/runs/batch"), &body).await?;
         submitted += k;
     }
     Ok(())
+}
+
+/// How long a client waits before it submits again what its tenant's
+/// queue quota refused.
+const QUOTA_PAUSE: Duration = Duration::from_millis(10);
+
+/// Posts `body` to `url` until it is admitted, as a client that fills its
+/// tenant's queue faster than the workers drain it must: a `429` (the
+/// queue's quota, `max_queued_runs`) stored nothing, batches included,
+/// so the same body is sent again after a pause. Any other failure ends
+/// the load.
+async fn post_admitted(http: &reqwest::Client, url: &str, body: &Value) -> Result<()> {
+    loop {
+        let response = http.post(url).json(body).send().await?;
+        if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
+            response.error_for_status()?;
+            return Ok(());
+        }
+        tokio::time::sleep(QUOTA_PAUSE).await;
+    }
 }
 
 /// Waits until no run created since `since` (the load's `started`) is
