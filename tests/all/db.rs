@@ -3710,6 +3710,96 @@ async fn a_step_queued_after_its_workflow_run_was_cancelled_never_starts() {
     .await;
 }
 
+/// A workflow's steps submitted together (as the scheduler queues a
+/// fan-out's) each start their own step with their own run, in the
+/// batch's transaction; submitted again (a scheduler pass after a crash),
+/// their keys name the same runs and no step moves to another; a step
+/// queued after its workflow run was cancelled is cancelled, as one
+/// submitted alone is. On PostgreSQL the batch goes in multi-row inserts.
+#[tokio::test]
+async fn steps_submitted_together_each_start_their_own_step() {
+    each_db(|db| async move {
+        let t = db.ensure_tenant("acme").await.unwrap();
+        let steps: Vec<NewStep> = ["a", "b", "c"]
+            .into_iter()
+            .map(|name| NewStep {
+                name: name.into(),
+                waiting: 0,
+                successors: Vec::new(),
+            })
+            .collect();
+        let wf = db
+            .create_workflow_run(&t, "flow", &serde_json::json!({}), &steps, NOW)
+            .await
+            .unwrap();
+        let step = |name: &str| RunSpec {
+            workflow_run_id: Some(wf.clone()),
+            step_name: Some(name.into()),
+            idempotency_key: Some(format!("workflow:{wf}:{name}")),
+            ..new_run(&t)
+        };
+        let first = db.submit_runs(&[step("a"), step("b")], NOW).await.unwrap();
+        assert!(first.iter().all(|(_, created)| *created), "{first:?}");
+        assert_ne!(first[0].0, first[1].0);
+        let again = db
+            .submit_runs(&[step("a"), step("b"), step("c")], NOW + 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            again[..2],
+            [(first[0].0.clone(), false), (first[1].0.clone(), false)]
+        );
+        assert!(again[2].1, "c is new");
+        let stored = db.workflow_steps(&wf).await.unwrap();
+        let started: Vec<(&str, &str, Option<&str>)> = stored
+            .iter()
+            .map(|s| (s.name.as_str(), s.state.as_str(), s.run_id.as_deref()))
+            .collect();
+        assert_eq!(
+            started,
+            [
+                ("a", "running", Some(first[0].0.as_str())),
+                ("b", "running", Some(first[1].0.as_str())),
+                ("c", "running", Some(again[2].0.as_str())),
+            ]
+        );
+        for (id, _) in &again {
+            let run = db.get_run_any(id).await.unwrap().unwrap();
+            assert_eq!(run.state, RunState::Queued, "{id}");
+        }
+
+        let late = db
+            .create_workflow_run(&t, "flow", &serde_json::json!({}), &steps, NOW + 2)
+            .await
+            .unwrap();
+        db.cancel_workflow_run(&t, &late, NOW + 3)
+            .await
+            .unwrap()
+            .expect("the workflow run is the tenant's");
+        let late_step = |name: &str| RunSpec {
+            workflow_run_id: Some(late.clone()),
+            step_name: Some(name.into()),
+            idempotency_key: Some(format!("workflow:{late}:{name}")),
+            ..new_run(&t)
+        };
+        let queued = db
+            .submit_runs(&[late_step("a"), late_step("b")], NOW + 4)
+            .await
+            .unwrap();
+        for (id, created) in &queued {
+            assert!(created);
+            let run = db.get_run_any(id).await.unwrap().unwrap();
+            assert_eq!(run.state, RunState::Cancelled, "{id}");
+        }
+        let late_steps = db.workflow_steps(&late).await.unwrap();
+        assert!(
+            late_steps.iter().all(|s| s.state != "running"),
+            "{late_steps:?}"
+        );
+    })
+    .await;
+}
+
 /// Ends the claimed run `id` (which must be the next claimable) as
 /// succeeded with `output`, or failed.
 async fn end_split_run(db: &Db, id: &str, output: Option<&[u8]>) -> Option<Settled> {

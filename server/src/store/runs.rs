@@ -913,7 +913,7 @@ impl Db {
         {
             return Ok(vec![self.insert_grouped(run, now).await?]);
         }
-        if self.kind == DbKind::Postgres && runs.iter().all(|run| run.workflow_step().is_none()) {
+        if self.kind == DbKind::Postgres {
             return self.insert_batch(runs, now).await;
         }
         let mut turn = self.join_write().await;
@@ -921,7 +921,7 @@ impl Db {
         // One run on SQLite: its insert checks its room and key itself
         // (`INSERT_CHECKED`), as `submit_claimed`'s does. A batch must see
         // every refusal before it commits: it reads its rooms first.
-        if let ([run], DbKind::Sqlite) = (runs, self.kind) {
+        if let [run] = runs {
             let (id, statements) = insert_checked(run, now)?;
             let results = tx.commit_with(statements).await?;
             if results.first().is_none_or(Vec::is_empty) {
@@ -929,11 +929,9 @@ impl Db {
             }
             return Ok(vec![(id, true)]);
         }
-        // Each tenant's room once, for the whole batch. On SQLite that is
+        // A batch on SQLite: each tenant's room once, for the whole batch,
         // its queued runs counted once under the writers' lock, and this
-        // batch's new ones added as they go in; on PostgreSQL each insert
-        // is counted and held to the quota by its trigger, under the
-        // tenant's row lock, which concurrent submissions then wait for.
+        // batch's new ones added as they go in.
         let mut rooms: Vec<(&str, QueueRoom)> = Vec::new();
         let mut submitted = Vec::with_capacity(runs.len());
         for run in runs {
@@ -955,12 +953,13 @@ impl Db {
         Ok(submitted)
     }
 
-    /// PostgreSQL: [`Db::submit_runs`] for runs that are no workflow
-    /// step's (a `POST /v1/runs/batch`), in one transaction of multi-row
-    /// inserts ([`NEW_RUNS`], at most [`NEW_RUNS_MAX`] runs a statement),
-    /// so that the queue's count trigger fires, and takes the tenant's
-    /// row, once a statement rather than once a run; the one transaction
-    /// keeps the batch all or nothing. A run the inserts left out lost its
+    /// PostgreSQL: [`Db::submit_runs`] for more than one run, or one run
+    /// that is a workflow step's, in one transaction of multi-row inserts
+    /// ([`NEW_RUNS`], at most [`NEW_RUNS_MAX`] runs a statement), so that
+    /// the queue's count trigger fires, and takes the tenant's row, once a
+    /// statement rather than once a run; the one transaction keeps the
+    /// batch all or nothing. A new run that is a workflow step's then
+    /// starts its step ([`step_started`]), in the same transaction. A run the inserts left out lost its
     /// key's conflict, to an earlier run or to one before it in the batch.
     /// The keys' runs are read in one statement a tenant, in the
     /// transaction so that it sees the batch's own, and are the answers:
@@ -989,6 +988,13 @@ impl Db {
                 .map_err(QueueRoom::refused_by_trigger)?;
             for row in rows {
                 inserted.insert(row.try_get::<String, _>("id")?);
+            }
+        }
+        for (run, id) in runs.iter().zip(&ids) {
+            if inserted.contains(id) {
+                for statement in step_started(id, run, now) {
+                    tx.execute_statement(statement).await?;
+                }
             }
         }
         let lost = runs
