@@ -4,12 +4,12 @@
 //!
 //! It submits no-op runs (`bench-probe`, `clock`) through REST, one per
 //! request from 8 concurrent clients or in batches from one, and stops
-//! the clock when none of them is queued or running any more, seen by
-//! listing them (`GET /v1/runs?state=queued` and `running`, every 2 ms
-//! or every 0.5 % of the time so far, whichever is longer): a listing a
-//! dashboard would make, not one request per run. Then, off
-//! the clock, it pages through the runs and requires every one of them to
-//! have succeeded.
+//! the clock when none of them is queued or running any more. It reads
+//! each client's last run by id until those have ended, then lists the
+//! runs (`GET /v1/runs?state=queued` and `running`) until none is
+//! unfinished; each every 2 ms or every 0.5 % of the time so far,
+//! whichever is longer. Then, off the clock, it pages through the runs
+//! and requires every one of them to have succeeded.
 
 use std::time::{Duration, Instant};
 
@@ -91,10 +91,11 @@ async fn run(load: &Load) -> Result<Driven> {
     let pid = std::process::id();
     let cpu_before = crate::proc::cpu_time(pid).unwrap_or_default();
     let started = Instant::now();
-    match load.batch {
+    let last = match load.batch {
         Some(batch) => submit_batched(&http, &load.url, load.runs, batch).await?,
         None => submit_one_by_one(&http, &load.url, load.runs, 8).await?,
-    }
+    };
+    until_ended(&http, &load.url, &last, started).await?;
     until_none_unfinished(&http, &load.url, &since, started).await?;
     let seconds = started.elapsed().as_secs_f64();
     let cpu = crate::proc::cpu_time(pid)
@@ -112,12 +113,14 @@ async fn run(load: &Load) -> Result<Driven> {
     })
 }
 
+/// Submits `runs` runs, one per request from `clients` clients; returns
+/// each client's last run.
 async fn submit_one_by_one(
     http: &reqwest::Client,
     url: &str,
     runs: usize,
     clients: usize,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let mut handles = Vec::new();
     for c in 0..clients {
         let http = http.clone();
@@ -125,31 +128,86 @@ async fn submit_one_by_one(
         let count = runs / clients + usize::from(c < runs % clients);
         handles.push(tokio::spawn(async move {
             let run = json!({"module": MODULE, "params": {"op": "clock"}});
+            let mut last = None;
             for _ in 0..count {
-                post_admitted(&http, &url, &run).await?;
+                last = Some(run_id(&post_admitted(&http, &url, &run).await?)?);
             }
-            anyhow::Ok(())
+            anyhow::Ok(last)
         }));
     }
+    let mut last = Vec::with_capacity(clients);
     for handle in handles {
-        handle.await??;
+        last.extend(handle.await??);
     }
-    Ok(())
+    Ok(last)
 }
 
+/// Submits `runs` runs in batches of `batch`; returns the last run.
 async fn submit_batched(
     http: &reqwest::Client,
     url: &str,
     runs: usize,
     batch: usize,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let run = json!({"module": MODULE, "params": {"op": "clock"}});
     let mut submitted = 0;
+    let mut last = Vec::new();
     while submitted < runs {
         let k = (runs - submitted).min(batch);
         let body = json!({ "runs": vec![run.clone(); k] });
-        post_admitted(http, &format!("{url}/v1/runs/batch"), &body).await?;
+        let answer = post_admitted(http, &format!("{url}/v1/runs/batch"), &body).await?;
+        let ids = answer["runs"]
+            .as_array()
+            .context("a batch's answer has no runs")?;
+        last = vec![run_id(ids.last().context("a batch's answer is empty")?)?];
         submitted += k;
+    }
+    Ok(last)
+}
+
+/// A submitted run's id, from its answer.
+fn run_id(answer: &Value) -> Result<String> {
+    answer["id"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("a submission's answer has no id: {answer}"))
+}
+
+/// Waits until each of `runs` ended, reading each by id, at the pace of
+/// [`until_none_unfinished`]: a read by primary key, where a listing by
+/// state costs the database more the longer the backlog (a listing of the
+/// queued runs took about 5 ms with 2,000 queued, BENCHMARKS.md). The runs
+/// are each client's last: runs are claimed in the order they were
+/// submitted, so when these have ended, the others have ended or are about
+/// to, and the listings that then confirm it are few.
+async fn until_ended(
+    http: &reqwest::Client,
+    url: &str,
+    runs: &[String],
+    started: Instant,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut waiting = runs.to_vec();
+    while !waiting.is_empty() {
+        let mut still = Vec::with_capacity(waiting.len());
+        for id in waiting {
+            let run: Value = http
+                .get(format!("{url}/v1/runs/{id}"))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            if matches!(run["state"].as_str(), Some("queued" | "running")) {
+                still.push(id);
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the runs did not finish");
+        tokio::time::sleep(POLL.max(started.elapsed() / POLL_SHARE)).await;
     }
     Ok(())
 }
@@ -162,13 +220,12 @@ const QUOTA_PAUSE: Duration = Duration::from_millis(10);
 /// tenant's queue faster than the workers drain it must: a `429` (the
 /// queue's quota, `max_queued_runs`) stored nothing, batches included,
 /// so the same body is sent again after a pause. Any other failure ends
-/// the load.
-async fn post_admitted(http: &reqwest::Client, url: &str, body: &Value) -> Result<()> {
+/// the load. Returns the answer.
+async fn post_admitted(http: &reqwest::Client, url: &str, body: &Value) -> Result<Value> {
     loop {
         let response = http.post(url).json(body).send().await?;
         if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
-            response.error_for_status()?;
-            return Ok(());
+            return Ok(response.error_for_status()?.json().await?);
         }
         tokio::time::sleep(QUOTA_PAUSE).await;
     }
