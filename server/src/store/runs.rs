@@ -959,12 +959,12 @@ impl Db {
     /// the queue's count trigger fires, and takes the tenant's row, once a
     /// statement rather than once a run; the one transaction keeps the
     /// batch all or nothing. A new run that is a workflow step's then
-    /// starts its step ([`step_started`]), in the same transaction. A run the inserts left out lost its
-    /// key's conflict, to an earlier run or to one before it in the batch.
-    /// The keys' runs are read in one statement a tenant, in the
-    /// transaction so that it sees the batch's own, and are the answers:
-    /// a client resubmitting a whole keyed batch after a timeout costs one
-    /// read, not one a run.
+    /// starts its step ([`step_started`]), in the same transaction. A run
+    /// the inserts left out lost its key's conflict, to an earlier run or
+    /// to one before it in the batch. The keys' runs are read in one
+    /// statement a tenant, in the transaction so that it sees the batch's
+    /// own, and are the answers: a client resubmitting a whole keyed batch
+    /// after a timeout costs one read, not one a run.
     async fn insert_batch(
         &self,
         runs: &[RunSpec],
@@ -1010,22 +1010,23 @@ impl Db {
                 if inserted.contains(&id) {
                     return Ok((id, true));
                 }
-                let key = run
-                    .idempotency_key
-                    .as_ref()
-                    .map(|key| (run.tenant_id.clone(), key.clone()));
-                key_holder(key.and_then(|key| holders.get(&key).cloned())).map(|id| (id, false))
+                let holder = run.idempotency_key.as_ref().and_then(|key| {
+                    holders
+                        .get(run.tenant_id.as_str())
+                        .and_then(|held| held.get(key))
+                });
+                key_holder(holder.cloned()).map(|id| (id, false))
             })
             .collect()
     }
 
-    /// The runs that hold `runs`' idempotency keys, by tenant and key: one
-    /// read for each tenant among them. A run without a key is skipped:
-    /// no run holds its key.
+    /// The runs that hold `runs`' idempotency keys: for each tenant among
+    /// them, its keys' runs by key, read in one statement. A run without a
+    /// key is skipped: no run holds its key.
     async fn runs_by_keys<'r>(
         tx: &mut WriteTx<'_>,
         runs: impl Iterator<Item = &'r RunSpec>,
-    ) -> Result<HashMap<(String, String), String>, DbError> {
+    ) -> Result<HashMap<&'r str, HashMap<String, String>>, DbError> {
         let mut keys: HashMap<&str, Vec<String>> = HashMap::new();
         for run in runs {
             if let Some(key) = &run.idempotency_key {
@@ -1045,9 +1046,9 @@ impl Db {
                         .fold(query.bind(tenant), |q, key| q.bind(key))
                 })
                 .await?;
+            let held: &mut HashMap<String, String> = holders.entry(tenant_id).or_default();
             for row in rows {
-                let key: String = row.try_get("idempotency_key")?;
-                holders.insert((tenant_id.to_string(), key), row.try_get("id")?);
+                held.insert(row.try_get("idempotency_key")?, row.try_get("id")?);
             }
         }
         Ok(holders)
