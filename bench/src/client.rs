@@ -186,9 +186,9 @@ async fn until_ended(
     runs: &[String],
     started: Instant,
 ) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + WAIT_AT_MOST;
     let mut waiting = runs.to_vec();
-    while !waiting.is_empty() {
+    loop {
         let mut still = Vec::with_capacity(waiting.len());
         for id in waiting {
             let run: Value = http
@@ -202,13 +202,23 @@ async fn until_ended(
                 still.push(id);
             }
         }
-        waiting = still;
-        if waiting.is_empty() {
-            break;
+        if still.is_empty() {
+            return Ok(());
         }
-        ensure!(Instant::now() < deadline, "the runs did not finish");
-        tokio::time::sleep(POLL.max(started.elapsed() / POLL_SHARE)).await;
+        waiting = still;
+        pause(started, deadline).await?;
     }
+}
+
+/// How long a load's runs may take to end, from its last submission.
+const WAIT_AT_MOST: Duration = Duration::from_secs(600);
+
+/// Waits before a client looks at its runs again: [`POLL`], or a
+/// [`POLL_SHARE`] of the time since the load `started` if that is
+/// longer. An error once `deadline` has passed.
+async fn pause(started: Instant, deadline: Instant) -> Result<()> {
+    ensure!(Instant::now() < deadline, "the runs did not finish");
+    tokio::time::sleep(POLL.max(started.elapsed() / POLL_SHARE)).await;
     Ok(())
 }
 
@@ -239,7 +249,7 @@ async fn until_none_unfinished(
     since: &str,
     started: Instant,
 ) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + WAIT_AT_MOST;
     loop {
         let mut unfinished = false;
         for state in ["queued", "running"] {
@@ -252,8 +262,7 @@ async fn until_none_unfinished(
         if !unfinished {
             return Ok(());
         }
-        ensure!(Instant::now() < deadline, "the runs did not finish");
-        tokio::time::sleep(POLL.max(started.elapsed() / POLL_SHARE)).await;
+        pause(started, deadline).await?;
     }
 }
 
