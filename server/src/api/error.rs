@@ -23,6 +23,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for the `Retry-After` header, where waiting is what to do.
+    pub retry_after: Option<u32>,
 }
 
 /// The body of every error response.
@@ -44,6 +46,16 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The same error, telling the client to wait `seconds` before trying
+    /// again (`Retry-After`).
+    pub fn retry_after(self, seconds: u32) -> Self {
+        ApiError {
+            retry_after: Some(seconds),
+            ..self
         }
     }
 
@@ -131,24 +143,32 @@ impl From<DbError> for ApiError {
                     "unavailable",
                     "the database is unavailable; retry shortly",
                 )
+                .retry_after(2)
             }
             DbError::Conflict(e) => ApiError::conflict(e),
             DbError::QuotaExceeded { quota, limit } => {
-                let what = match quota {
-                    "max_queued_runs" => {
-                        "runs waiting to start: submit more once some have started"
-                    }
-                    "max_schedules" => "schedules: delete one first",
-                    _ => "",
+                // A full queue drains as runs start, so waiting helps;
+                // schedules stay until one is deleted, so it does not.
+                let (what, retry_after) = match quota {
+                    "max_queued_runs" => (
+                        "runs waiting to start: submit more once some have started",
+                        Some(1),
+                    ),
+                    "max_schedules" => ("schedules: delete one first", None),
+                    _ => ("", None),
                 };
-                ApiError::new(
+                let refused = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "quota_exceeded",
                     format!(
                         "this tenant is at its `{quota}` quota of {limit} {what} \
                          (the operator sets it in `[tenants.NAME]`)"
                     ),
-                )
+                );
+                match retry_after {
+                    Some(seconds) => refused.retry_after(seconds),
+                    None => refused,
+                }
             }
             other => ApiError::internal("database error", other),
         }
@@ -188,7 +208,6 @@ impl From<InvalidName> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let retry = self.status == StatusCode::SERVICE_UNAVAILABLE;
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_string(),
@@ -196,10 +215,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
-        if retry {
+        if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -253,7 +253,7 @@ pub async fn resume_schedule(
     path = "/v1/schedules/{name}/backfill",
     params(("name" = String, Path)),
     request_body = Backfill,
-    responses((status = 201, body = BackfillResult), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 422, description = "`to` is not after `from`, the range holds over 1000 fire times, or the template is no longer admitted", body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody), (status = 429, description = "the tenant is at its `max_queued_runs` quota; the runs started before it stay", body = super::error::ErrorBody)),
+    responses((status = 201, body = BackfillResult), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 422, description = "`to` is not after `from`, the range holds over 1000 fire times, or the template is no longer admitted", body = super::error::ErrorBody), (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody), (status = 429, description = "the tenant is at its `max_queued_runs` quota; the runs started before it stay", body = super::error::ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait before submitting again")))),
     tag = "schedules"
 )]
 pub async fn backfill(

@@ -323,6 +323,7 @@ async fn refuse(stream: TcpStream, limits: Limits, _permit: OwnedSemaphorePermit
                  retry shortly"
             ),
         )
+        .retry_after(2)
     }));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         answer.clone().oneshot(request)

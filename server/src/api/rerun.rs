@@ -33,7 +33,7 @@ use crate::services::admission;
         (status = 422, description = "the module's bytes are gone, or a limit is no longer allowed", body = super::error::ErrorBody),
         (status = 403, description = "a grant the tenant may no longer give", body = super::error::ErrorBody),
         (status = 404, description = "no such run", body = super::error::ErrorBody),
-        (status = 429, description = "the tenant is at its `max_queued_runs` quota", body = super::error::ErrorBody),
+        (status = 429, description = "the tenant is at its `max_queued_runs` quota", body = super::error::ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait before submitting again"))),
     ),
     tag = "runs"
 )]

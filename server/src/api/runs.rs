@@ -187,7 +187,7 @@ pub async fn output(
         (status = 400, description = "the request breaks the schema", body = super::error::ErrorBody),
         (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody),
         (status = 422, description = "well-formed, but not admitted: an unknown module, a duration that does not parse, a limit over this server's", body = super::error::ErrorBody),
-        (status = 429, description = "the tenant is at its `max_queued_runs` quota", body = super::error::ErrorBody),
+        (status = 429, description = "the tenant is at its `max_queued_runs` quota", body = super::error::ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait before submitting again"))),
     ),
     tag = "runs"
 )]
@@ -258,7 +258,7 @@ pub struct SubmittedRun {
         (status = 400, description = "the request breaks the schema", body = super::error::ErrorBody),
         (status = 403, description = "a grant the tenant may not give", body = super::error::ErrorBody),
         (status = 422, description = "well-formed, but a run is not admitted", body = super::error::ErrorBody),
-        (status = 429, description = "the batch would take the tenant past its `max_queued_runs` quota; nothing was queued", body = super::error::ErrorBody),
+        (status = 429, description = "the batch would take the tenant past its `max_queued_runs` quota; nothing was queued", body = super::error::ErrorBody, headers(("Retry-After" = u32, description = "seconds to wait before submitting again"))),
     ),
     tag = "runs"
 )]
