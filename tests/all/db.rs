@@ -118,6 +118,13 @@ async fn postgres_only() -> Option<Backend> {
     Some(postgres(&postgres_url()?, 5).await)
 }
 
+/// [`postgres_only`], with tenant "acme" under `quotas`: its id.
+async fn postgres_acme(quotas: TenantQuotas) -> Option<(Backend, String)> {
+    let backend = postgres_only().await?;
+    let t = acme(&backend.db, quotas).await;
+    Some((backend, t))
+}
+
 /// Runs `test` on each backend, each time on an empty database.
 async fn each_backend<F, Fut>(max_connections: u32, test: F)
 where
@@ -180,6 +187,13 @@ fn new_run(tenant: &str) -> RunSpec {
         logical_date: None,
         trace_parent: None,
     }
+}
+
+/// Tenant "acme", with `quotas`: its id.
+async fn acme(db: &Db, quotas: TenantQuotas) -> String {
+    let t = db.ensure_tenant("acme").await.unwrap();
+    db.set_tenant_quotas(&t, &quotas).await.unwrap();
+    t
 }
 
 async fn submit(db: &Db, tenant: &str, now: i64, edit: impl FnOnce(&mut RunSpec)) -> String {
@@ -1699,13 +1713,15 @@ async fn tenant_run_counts_follow_every_move_of_a_run_and_hold_both_quotas() {
     each_backend(5, |backend| async move {
         let db = backend.db.clone();
         let url = backend.url.clone();
-        let t = db.ensure_tenant("acme").await.unwrap();
-        let quotas = TenantQuotas {
-            max_queued_runs: 3,
-            max_running_runs: 1,
-            max_schedules: 1,
-        };
-        db.set_tenant_quotas(&t, &quotas).await.unwrap();
+        let t = acme(
+            &db,
+            TenantQuotas {
+                max_queued_runs: 3,
+                max_running_runs: 1,
+                max_schedules: 1,
+            },
+        )
+        .await;
         let expect = |queued: i64, running: i64, step: &'static str| {
             let url = url.clone();
             let t = t.clone();
@@ -1806,10 +1822,10 @@ async fn tenant_run_counts_follow_every_move_of_a_run_and_hold_both_quotas() {
 /// Both stay exact for runs of two tenants inserted together and claimed
 /// together. A count that drifted above the queue (as a server of an
 /// older version leaves it when it claims a run it has just submitted)
-/// is counted again by the insert it would refuse, so it refuses only
-/// what the queue itself has no room for.
+/// refuses runs until the scheduler's pass counts the full queues again
+/// (migration 0018), which mends it and leaves right counts alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_postgresql_the_queued_count_is_kept_once_a_statement_and_mended_when_it_refuses() {
+async fn on_postgresql_the_queued_count_is_kept_once_a_statement_and_mended_by_a_recount() {
     let Some(backend) = postgres_only().await else {
         return;
     };
@@ -1869,14 +1885,146 @@ async fn on_postgresql_the_queued_count_is_kept_once_a_statement_and_mended_when
         .await
         .unwrap();
     admin.close().await.unwrap();
+    // The insert trusts the count: refused, and the count left as it was.
+    let refused = db.submit_run(&new_run(&tenants[0]), NOW + 200).await;
+    assert_queue_full(&refused, 30);
+    assert_eq!(run_counts(&backend.url, &tenants[0]).await.0.0, Some(33));
+    // The recount mends acme's count alone: globex's is right, and under
+    // its quota.
+    assert_eq!(db.recount_queued().await.unwrap(), 1);
+    assert_eq!(
+        db.recount_queued().await.unwrap(),
+        0,
+        "nothing left to mend"
+    );
+    expect([8, 8], "counted again").await;
     submit(&db, &tenants[0], NOW + 200, |_| {}).await;
-    expect([9, 8], "a submission past the drifted count, mended").await;
+    expect([9, 8], "a submission once the count is mended").await;
     // Room for 21 more: 22 are refused, 21 taken.
     let batch: Vec<RunSpec> = (0..22).map(|_| new_run(&tenants[0])).collect();
     assert_queue_full(&db.submit_runs(&batch, NOW + 201).await, 30);
     expect([9, 8], "a batch past the queue's room, refused whole").await;
     db.submit_runs(&batch[..21], NOW + 202).await.unwrap();
     expect([30, 8], "a batch that fits").await;
+    backend.db.close().await;
+}
+
+/// On PostgreSQL a batch without idempotency keys that its tenant's
+/// stored count has no room for is refused before it is inserted: the
+/// refusal does not wait for the tenant's row, which the insert's trigger
+/// would lock. A keyed batch whose runs all exist takes no room, so the
+/// same keys sent again are answered by their runs with the queue full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_batch_with_no_room_is_refused_before_its_insert() {
+    let Some((backend, t)) = postgres_acme(TenantQuotas {
+        max_queued_runs: 3,
+        ..TenantQuotas::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let db = backend.db.clone();
+    let keyed: Vec<RunSpec> = (0..3)
+        .map(|i| RunSpec {
+            idempotency_key: Some(format!("k{i}")),
+            ..new_run(&t)
+        })
+        .collect();
+    let first = db.submit_runs(&keyed, NOW).await.unwrap();
+    assert!(first.iter().all(|(_, created)| *created));
+
+    // Another transaction holds the tenant's row.
+    let mut admin = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    let mut holder = admin.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(&t)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let batch: Vec<RunSpec> = (0..2).map(|_| new_run(&t)).collect();
+    let refused = tokio::time::timeout(Duration::from_secs(10), db.submit_runs(&batch, NOW + 1))
+        .await
+        .expect("the refusal waited for the tenant's row: it went to the insert");
+    assert_queue_full(&refused, 3);
+    holder.rollback().await.unwrap();
+    admin.close().await.unwrap();
+
+    let again = db.submit_runs(&keyed, NOW + 2).await.unwrap();
+    let answered: Vec<(String, bool)> = first.into_iter().map(|(id, _)| (id, false)).collect();
+    assert_eq!(again, answered, "the keys' runs, with the queue full");
+    let (stored, counted) = run_counts(&backend.url, &t).await;
+    assert_eq!(counted.0, 3);
+    assert_stored(stored, counted, "after the refusal");
+    backend.db.close().await;
+}
+
+/// On PostgreSQL a queue count that drifted up refuses the tenant's
+/// submissions through the API, with a 429 that says when to try again,
+/// until the scheduler's pass counts the queue again (migration 0018);
+/// then the same submission is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_the_schedulers_pass_mends_a_drifted_queue_count() {
+    const TOKEN: &str = "tok-drift-0123456789abcdef";
+    let Some(backend) = postgres_only().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = caisson_tests::ServerToml::new(backend.url.clone())
+        .no_listen()
+        .local_modules(&dir.path().join("modules"))
+        .tables(&format!(
+            "[tenants.drift]\ntokens = [\"{TOKEN}\"]\nmax_queued_runs = 3\n"
+        ))
+        .render();
+    // No worker slots: the queue only grows.
+    let app = crate::api::app_from(&text, dir, 0).await;
+    let (status, body) = app
+        .upload("hello", caisson_tests::guest("hello"), Some(TOKEN))
+        .await;
+    assert_eq!(status, axum::http::StatusCode::CREATED, "{body}");
+    let submit = || {
+        app.call(
+            "POST",
+            "/v1/runs",
+            Some(TOKEN),
+            axum::body::Body::from(r#"{"module": "hello"}"#),
+            "application/json",
+        )
+    };
+    for _ in 0..2 {
+        let (status, body, _) = submit().await;
+        assert_eq!(status, axum::http::StatusCode::CREATED, "{body:?}");
+    }
+    let tenant = backend.db.ensure_tenant("drift").await.unwrap();
+    // Two queued, counted three: the quota's last place taken by nothing.
+    let mut admin = sqlx::PgConnection::connect(&backend.url).await.unwrap();
+    sqlx::query("UPDATE tenants SET queued_runs = queued_runs + 1 WHERE id = $1")
+        .bind(&tenant)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let (status, body, headers) = submit().await;
+    assert_eq!(
+        status,
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "{body:?}"
+    );
+    assert_eq!(
+        headers.get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    caisson_server::scheduler::tick(&app.state.services, chrono::Utc::now()).await;
+    let (status, body, _) = submit().await;
+    assert_eq!(status, axum::http::StatusCode::CREATED, "{body:?}");
+    let (stored, counted) = run_counts(&backend.url, &tenant).await;
+    assert_eq!(counted.0, 3);
+    assert_stored(stored, counted, "after the pass and a submission");
+    // Now the queue is full in truth: refused, and the pass changes nothing.
+    let (status, _, _) = submit().await;
+    assert_eq!(status, axum::http::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(backend.db.recount_queued().await.unwrap(), 0);
     backend.db.close().await;
 }
 
@@ -1887,16 +2035,15 @@ async fn on_postgresql_the_queued_count_is_kept_once_a_statement_and_mended_when
 /// `max_running_runs` is undone and stays counted as queued.
 #[tokio::test]
 async fn on_postgresql_an_older_workers_one_run_claim_counts_its_run_out() {
-    let Some(backend) = postgres_only().await else {
+    let Some((backend, t)) = postgres_acme(TenantQuotas {
+        max_running_runs: 1,
+        ..TenantQuotas::default()
+    })
+    .await
+    else {
         return;
     };
     let db = backend.db.clone();
-    let t = db.ensure_tenant("acme").await.unwrap();
-    let quotas = TenantQuotas {
-        max_running_runs: 1,
-        ..TenantQuotas::default()
-    };
-    db.set_tenant_quotas(&t, &quotas).await.unwrap();
     let runs = [
         submit(&db, &t, NOW, |_| {}).await,
         submit(&db, &t, NOW + 1, |_| {}).await,
@@ -2538,16 +2685,15 @@ async fn concurrent_submissions_are_committed_when_answered_and_refused_alone() 
 /// with no attempt row, and the rest stand.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgresql_a_batch_claim_raced_past_its_quota_undoes_the_tenants_last_runs() {
-    let Some(backend) = postgres_only().await else {
+    let Some((backend, t)) = postgres_acme(TenantQuotas {
+        max_running_runs: 2,
+        ..TenantQuotas::default()
+    })
+    .await
+    else {
         return;
     };
     let db = backend.db.clone();
-    let t = db.ensure_tenant("acme").await.unwrap();
-    let quotas = TenantQuotas {
-        max_running_runs: 2,
-        ..TenantQuotas::default()
-    };
-    db.set_tenant_quotas(&t, &quotas).await.unwrap();
     let other = submit(&db, &t, NOW, |_| {}).await;
     let mut runs = Vec::new();
     for i in 1..=3 {

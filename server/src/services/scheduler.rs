@@ -100,6 +100,11 @@ pub async fn tick(state: &Services, now: DateTime<Utc>) {
         }
         Err(e) => tracing::warn!("could not check for expired leases: {e}"),
     }
+    // Bounds how long a stored queue count that drifted up refuses a
+    // tenant's runs: the insert trusts it (migration 0018).
+    if let Err(e) = state.db.recount_queued().await {
+        tracing::warn!("could not count the full queues again: {e}");
+    }
     match state.db.due_schedules(now.timestamp_millis()).await {
         Ok(due) => {
             for (tenant_id, schedule) in due {

@@ -970,6 +970,7 @@ impl Db {
         runs: &[RunSpec],
         now: i64,
     ) -> Result<Vec<(String, bool)>, DbError> {
+        self.refuse_without_room(runs).await?;
         let ids: Vec<String> = runs.iter().map(|_| new_id()).collect();
         let mut turn = self.join_write().await;
         let mut tx = turn.transaction().await?;
@@ -1018,6 +1019,49 @@ impl Db {
                 key_holder(holder.cloned()).map(|id| (id, false))
             })
             .collect()
+    }
+
+    /// PostgreSQL: refuses a batch of runs without idempotency keys, before
+    /// anything is written, when a tenant's stored queue count (what the
+    /// insert's trigger holds to `max_queued_runs`, migration 0018) leaves
+    /// no room for its runs in the batch. A client that sends a refused
+    /// batch again at once would otherwise have every try inserted and
+    /// rolled back, leaving dead entries in the queue's indexes that every
+    /// claim, of every tenant, then walks past until a vacuum
+    /// (BENCHMARKS.md). The trigger still decides, under the tenant's
+    /// lock; this read, without one, only spares the doomed insert. A
+    /// keyed run may be answered by the run that holds its key and take
+    /// no room, so a batch with keys goes straight to the insert.
+    async fn refuse_without_room(&self, runs: &[RunSpec]) -> Result<(), DbError> {
+        if runs.iter().any(|run| run.idempotency_key.is_some()) {
+            return Ok(());
+        }
+        let mut wanted: HashMap<&str, i64> = HashMap::new();
+        for run in runs {
+            *wanted.entry(run.tenant_id.as_str()).or_default() += 1;
+        }
+        let sql = format!(
+            "SELECT id, queued_runs, max_queued_runs FROM tenants WHERE id IN ({})",
+            in_list(1, wanted.len())
+        );
+        let tenants: Vec<String> = wanted.keys().map(|tenant| tenant.to_string()).collect();
+        let rows = self
+            .read(sql, move |query| {
+                tenants.into_iter().fold(query, |q, tenant| q.bind(tenant))
+            })
+            .await?;
+        for row in rows {
+            let tenant: String = row.try_get("id")?;
+            let queued: i64 = row.try_get("queued_runs")?;
+            let limit: i64 = row.try_get("max_queued_runs")?;
+            if queued + wanted.get(tenant.as_str()).copied().unwrap_or(0) > limit {
+                return Err(DbError::QuotaExceeded {
+                    quota: "max_queued_runs",
+                    limit,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The runs that hold `runs`' idempotency keys: for each tenant among

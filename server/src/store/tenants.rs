@@ -4,7 +4,7 @@
 use caisson_host_api::Grants;
 use sqlx::Row;
 
-use super::db::{Db, new_id, now_ms};
+use super::db::{Db, DbKind, new_id, now_ms};
 use super::error::DbError;
 use super::query::built;
 use crate::model::columns::JsonText;
@@ -68,6 +68,41 @@ impl Db {
         .fetch_optional(&self.pool)
         .await?;
         Ok(quotas.unwrap_or_default())
+    }
+
+    /// PostgreSQL: counts again the queue of each tenant whose stored
+    /// `queued_runs` is at or past its `max_queued_runs` (the only counts
+    /// that refuse a run), and stores the count; returns how many were
+    /// wrong. The insert trusts the stored count (migration 0018), which
+    /// can drift up only under a server of a version before migration
+    /// 0017, so the scheduler's pass calls this to bound how long such a
+    /// drift refuses runs. Each tenant in a transaction of its own, so one
+    /// tenant's count holds no other's lock. SQLite keeps its counts in its
+    /// one writer's transactions, which no older server shares: nothing to
+    /// do there.
+    pub async fn recount_queued(&self) -> Result<u64, DbError> {
+        if self.kind != DbKind::Postgres {
+            return Ok(0);
+        }
+        let full = sqlx::query("SELECT id FROM tenants WHERE queued_runs >= max_queued_runs")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut wrong = 0;
+        for row in full {
+            let tenant: String = row.try_get("id")?;
+            let corrected = sqlx::query("SELECT caisson_recount_queued($1) AS corrected")
+                .bind(&tenant)
+                .fetch_one(&self.pool)
+                .await?;
+            if corrected.try_get::<bool, _>("corrected")? {
+                tracing::warn!(
+                    tenant = %tenant,
+                    "a tenant's stored count of queued runs had drifted from its queue; counted again"
+                );
+                wrong += 1;
+            }
+        }
+        Ok(wrong)
     }
 
     /// [`DbError::QuotaExceeded`] unless `count_sql` (`$1`: the tenant,
